@@ -1,0 +1,30 @@
+//! Decisions the appliance reports, device → cloud. Each is also a line in the appliance's local
+//! events file, so the same vocabulary serves the audit trail on both sides.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    AgentStarted,
+    UplinkDown,
+    UplinkUp,
+    Failover,
+    Failback,
+    DrillStarted,
+    DrillFinished,
+    PolicyApplied,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceEvent {
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub reason: String,
+}

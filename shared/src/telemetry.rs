@@ -1,0 +1,64 @@
+//! Periodic telemetry and presence, device → cloud.
+//!
+//! Telemetry describes links, never traffic content: the appliance does not inspect, store or report
+//! anything about the practice's packets beyond byte counters per uplink.
+
+use serde::{Deserialize, Serialize};
+
+/// Health of one uplink as the appliance's failover engine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UplinkHealth {
+    /// Probes pass.
+    Up,
+    /// Probes fail on some targets or with high loss, but not enough to fail over.
+    Degraded,
+    /// The engine considers the uplink failed (probe quorum lost or carrier down).
+    Down,
+    /// Not probed yet.
+    Unknown,
+}
+
+impl UplinkHealth {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UplinkHealth::Up => "up",
+            UplinkHealth::Degraded => "degraded",
+            UplinkHealth::Down => "down",
+            UplinkHealth::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkTelemetry {
+    pub name: String,
+    pub priority: u8,
+    pub metered: bool,
+    pub health: UplinkHealth,
+    /// Median round-trip time of the probes in the reporting window; `None` when none answered.
+    pub rtt_ms: Option<f64>,
+    /// Share of probes lost in the reporting window, 0–100.
+    pub loss_pct: f64,
+    /// Cumulative interface counters.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// The uplink carrying the practice's traffic; `None` when every uplink is down.
+    pub active_uplink: Option<String>,
+    pub uplinks: Vec<UplinkTelemetry>,
+}
+
+/// Published retained on the status channel: `online` when the agent connects; the broker publishes
+/// the agent's last will, `offline`, when the connection drops without a clean disconnect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Presence {
+    pub online: bool,
+    pub agent_version: String,
+}
