@@ -1,0 +1,177 @@
+//! The embedded MQTT broker (rumqttd) and the bridge that checks device credentials.
+//!
+//! rumqttd runs its router and listeners on threads of its own, each with a private runtime. Device
+//! credentials live in PostgreSQL, whose pool belongs to the main runtime, so the broker's auth hook
+//! does not query the database itself: it sends the credentials over a channel to a task on the main
+//! runtime ([`serve_auth_requests`]) and awaits the verdict.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use sqlx::PgPool;
+use stayopen_shared::ApplianceId;
+use stayopen_shared::envelope::MAX_PAYLOAD_BYTES;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::{digests_equal, secret_digest};
+use crate::metrics::{BROKER_AUTH_REJECTED, Metrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot create the broker's in-process link: {0}")]
+    Link(String),
+    #[error("cannot start the broker thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("the broker did not start listening on {0} within 10 s (is the port taken?)")]
+    NotListening(SocketAddr),
+}
+
+/// A device's attempt to connect.
+#[derive(Debug)]
+pub struct AuthRequest {
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+    pub reply: oneshot::Sender<bool>,
+}
+
+/// A running embedded broker.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    pub listen: SocketAddr,
+    alive: Arc<AtomicBool>,
+}
+
+impl EmbeddedBroker {
+    /// True while the broker's listener thread runs.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts rumqttd listening on `listen` and returns it with an in-process link for ingest and the
+/// stream of authentication requests to serve.
+pub async fn start(
+    listen: SocketAddr,
+) -> Result<(EmbeddedBroker, LinkTx, LinkRx, mpsc::Receiver<AuthRequest>), BrokerError> {
+    let (auth_tx, auth_rx) = mpsc::channel::<AuthRequest>(256);
+    let mut connections = ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: MAX_PAYLOAD_BYTES,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    connections.set_auth_handler(move |client_id, username, password| {
+        let auth_tx = auth_tx.clone();
+        async move {
+            let (reply, verdict) = oneshot::channel();
+            let request = AuthRequest {
+                client_id,
+                username,
+                password,
+                reply,
+            };
+            if auth_tx.send(request).await.is_err() {
+                return false;
+            }
+            verdict.await.unwrap_or(false)
+        }
+    });
+    let server = ServerSettings {
+        name: "devices".to_owned(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let config = Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 20_010,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 10 * 1024 * 1024,
+            max_segment_count: 10,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("devices".to_owned(), server)])),
+        ..Config::default()
+    };
+
+    let mut broker = Broker::new(config);
+    let (link_tx, link_rx) = broker
+        .link("stayopen-cloud-ingest")
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
+    let alive = Arc::new(AtomicBool::new(true));
+    let thread_alive = alive.clone();
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+            // `start` returns only when every listener has died (for example a port in use).
+            thread_alive.store(false, Ordering::Relaxed);
+        })?;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            break;
+        }
+        if !alive.load(Ordering::Relaxed) || tokio::time::Instant::now() > deadline {
+            return Err(BrokerError::NotListening(listen));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(%listen, "embedded MQTT broker listening");
+    Ok((EmbeddedBroker { listen, alive }, link_tx, link_rx, auth_rx))
+}
+
+/// Answers the broker's authentication requests from the appliances table. A device must connect
+/// with client id = username = its appliance id and the password issued at enrolment.
+pub async fn serve_auth_requests(pool: PgPool, metrics: Arc<Metrics>, mut requests: mpsc::Receiver<AuthRequest>) {
+    while let Some(request) = requests.recv().await {
+        let verdict = check_device_credentials(&pool, &request).await;
+        match verdict {
+            Ok(()) => {
+                let _ = request.reply.send(true);
+            }
+            Err(reason) => {
+                metrics.increment(BROKER_AUTH_REJECTED, "reason", reason);
+                tracing::warn!(client_id = %request.client_id, reason, "rejected MQTT connection");
+                let _ = request.reply.send(false);
+            }
+        }
+    }
+}
+
+async fn check_device_credentials(pool: &PgPool, request: &AuthRequest) -> Result<(), &'static str> {
+    if request.client_id != request.username {
+        return Err("client_id_mismatch");
+    }
+    let appliance_id: ApplianceId = request.username.parse().map_err(|_| "bad_username")?;
+    let stored: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT mqtt_password_hash FROM appliances WHERE id = $1")
+            .bind(appliance_id.as_uuid())
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "credential lookup failed");
+                "database_error"
+            })?;
+    let stored = stored.ok_or("unknown_appliance")?;
+    if digests_equal(&stored, &secret_digest(&request.password)) {
+        Ok(())
+    } else {
+        Err("bad_password")
+    }
+}

@@ -1,0 +1,229 @@
+//! Typed configuration.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file given with `--config`, then
+//! environment variables `STAYOPEN_{SECTION}__{KEY}` (for example `STAYOPEN_HTTP__LISTEN`), and
+//! finally the conventional `DATABASE_URL`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudConfig {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub broker: BrokerConfig,
+    pub auth: AuthConfig,
+    pub fleet: FleetConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    /// The built dashboard (`frontend/dist`); the API still runs without it.
+    pub static_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+fn redact_url_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:<redacted>{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// Where the embedded broker listens for appliances.
+    pub listen: SocketAddr,
+    /// The host appliances are told to connect to at enrolment (may differ from `listen` behind NAT
+    /// or a load balancer).
+    pub public_host: String,
+    /// The port appliances are told to connect to; the `listen` port when absent.
+    pub public_port: Option<u16>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC secret for access tokens. When absent a random one is generated at start, which signs
+    /// every user out on restart — fine for the demo, not for production.
+    pub jwt_secret: Option<String>,
+    pub token_ttl_minutes: u32,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("token_ttl_minutes", &self.token_ttl_minutes)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// An appliance that has published nothing for this long is shown offline even if its broker
+    /// connection has not timed out yet: three missed telemetry messages at the 10 s default, plus
+    /// slack for a slow link.
+    pub offline_after_secs: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 2,
+            static_dir: None,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://stayopen@127.0.0.1:5432/stayopen".to_owned(),
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            public_host: "127.0.0.1".to_owned(),
+            public_port: None,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            token_ttl_minutes: 12 * 60,
+        }
+    }
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            offline_after_secs: 35,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Semantic(String),
+}
+
+impl CloudConfig {
+    /// Loads the configuration from defaults, the optional file and the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(CloudConfig::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::MissingFile(file.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment
+            .merge(Env::prefixed("STAYOPEN_").split("__"))
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()));
+        let config: CloudConfig = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.workers == 0 {
+            return Err(ConfigError::Semantic("http.workers must be at least 1".into()));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::Semantic("database.max_connections must be at least 1".into()));
+        }
+        if self.auth.token_ttl_minutes == 0 {
+            return Err(ConfigError::Semantic("auth.token_ttl_minutes must be at least 1".into()));
+        }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.len() < 32
+        {
+            return Err(ConfigError::Semantic(
+                "auth.jwt_secret must be at least 32 characters".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn broker_public_port(&self) -> u16 {
+        self.broker.public_port.unwrap_or(self.broker.listen.port())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_password_is_redacted_in_debug_output() {
+        let config = DatabaseConfig {
+            url: "postgres://app:hunter2@db:5432/x".into(),
+            max_connections: 1,
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("app:<redacted>@db"), "{shown}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cloud.toml");
+        std::fs::write(&path, "[http]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").expect("write");
+        let err = CloudConfig::load(Some(&path)).expect_err("unknown key must fail");
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_reported_by_path() {
+        let err = CloudConfig::load(Some(Path::new("/nonexistent/cloud.toml"))).expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/cloud.toml"));
+    }
+}

@@ -1,0 +1,97 @@
+//! The one place where failures become HTTP statuses and `ApiError` bodies.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use stayopen_shared::api::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiFailure {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("the access token has expired; sign in again")]
+    TokenExpired,
+    #[error("wrong e-mail or password")]
+    BadCredentials,
+    #[error("this action needs the MSP administrator role")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("the enrolment token is unknown")]
+    EnrollmentTokenUnknown,
+    #[error("the enrolment token expired")]
+    EnrollmentTokenExpired,
+    #[error("the enrolment token has been used up")]
+    EnrollmentTokenExhausted,
+    #[error("this hardware is enrolled with another organisation")]
+    HardwareClaimed,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiFailure {
+    /// Stable machine-readable code, also the label of the rejection counter.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiFailure::BadRequest(_) => "bad_request",
+            ApiFailure::Unauthenticated(_) => "unauthenticated",
+            ApiFailure::TokenExpired => "token_expired",
+            ApiFailure::BadCredentials => "bad_credentials",
+            ApiFailure::Forbidden => "forbidden",
+            ApiFailure::NotFound(_) => "not_found",
+            ApiFailure::EnrollmentTokenUnknown => "enrollment_token_unknown",
+            ApiFailure::EnrollmentTokenExpired => "enrollment_token_expired",
+            ApiFailure::EnrollmentTokenExhausted => "enrollment_token_exhausted",
+            ApiFailure::HardwareClaimed => "hardware_claimed",
+            ApiFailure::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiFailure {
+    fn from(e: sqlx::Error) -> Self {
+        ApiFailure::Internal(format!("database: {e}"))
+    }
+}
+
+impl ResponseError for ApiFailure {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiFailure::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiFailure::Unauthenticated(_)
+            | ApiFailure::TokenExpired
+            | ApiFailure::BadCredentials
+            | ApiFailure::EnrollmentTokenUnknown
+            | ApiFailure::EnrollmentTokenExpired
+            | ApiFailure::EnrollmentTokenExhausted => StatusCode::UNAUTHORIZED,
+            ApiFailure::Forbidden => StatusCode::FORBIDDEN,
+            ApiFailure::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiFailure::HardwareClaimed => StatusCode::CONFLICT,
+            ApiFailure::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            // Details of internal failures go to the log, not to the client.
+            ApiFailure::Internal(detail) => {
+                tracing::error!(%detail, "request failed");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        HttpResponse::build(self.status_code()).json(ApiError {
+            error: self.code().to_owned(),
+            message,
+        })
+    }
+}
+
+impl actix_web::Responder for ApiFailure {
+    type Body = actix_web::body::BoxBody;
+
+    fn respond_to(self, _req: &actix_web::HttpRequest) -> HttpResponse {
+        self.error_response()
+    }
+}

@@ -1,0 +1,332 @@
+//! MQTT ingest: everything appliances publish passes through here.
+//!
+//! Each message is decoded against the shared wire types ([`decode`], pure), then stored
+//! ([`store`]). A message that fails validation is rejected with a stable reason: counted in
+//! [`Metrics`], logged, and kept in `ingest_rejections`. A database failure is not the device's
+//! fault, so the message is retried until it is stored rather than dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rumqttd::Notification;
+use rumqttd::local::{LinkRx, LinkTx};
+use sqlx::PgPool;
+use stayopen_shared::events::ApplianceEvent;
+use stayopen_shared::telemetry::{Presence, Telemetry};
+use stayopen_shared::topics::TopicError;
+use stayopen_shared::{Channel, DeviceTopic, Envelope, WireError};
+
+use crate::metrics::{INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_REJECTED, INGEST_STORE_RETRIES, Metrics};
+
+/// A message that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceMessage {
+    Telemetry(Envelope<Telemetry>),
+    Event(Envelope<ApplianceEvent>),
+    Presence(Envelope<Presence>),
+}
+
+impl DeviceMessage {
+    fn channel(&self) -> &'static str {
+        match self {
+            DeviceMessage::Telemetry(_) => Channel::Telemetry.as_str(),
+            DeviceMessage::Event(_) => Channel::Events.as_str(),
+            DeviceMessage::Presence(_) => Channel::Status.as_str(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    #[error("topic is not UTF-8")]
+    TopicNotUtf8,
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    #[error("devices may not publish on the {0} channel")]
+    WrongDirection(&'static str),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("envelope names appliance {envelope} but was published under {topic}'s prefix")]
+    ApplianceMismatch { topic: String, envelope: String },
+    #[error("appliance {0} is not enrolled")]
+    UnknownAppliance(String),
+}
+
+impl Rejection {
+    /// Stable label for counters and the rejections table.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::TopicNotUtf8 | Rejection::Topic(_) => "bad_topic",
+            Rejection::WrongDirection(_) => "wrong_direction",
+            Rejection::Wire(e) => e.reason(),
+            Rejection::ApplianceMismatch { .. } => "appliance_mismatch",
+            Rejection::UnknownAppliance(_) => "unknown_appliance",
+        }
+    }
+}
+
+/// Validates one message. Pure: no I/O, never panics.
+pub fn decode(topic: &[u8], payload: &[u8]) -> Result<DeviceMessage, Rejection> {
+    let topic = std::str::from_utf8(topic).map_err(|_| Rejection::TopicNotUtf8)?;
+    let topic = DeviceTopic::parse(topic)?;
+    let message = match topic.channel {
+        Channel::Telemetry => DeviceMessage::Telemetry(Envelope::decode(payload)?),
+        Channel::Events => DeviceMessage::Event(Envelope::decode(payload)?),
+        Channel::Status => DeviceMessage::Presence(Envelope::decode(payload)?),
+        Channel::Policy => return Err(Rejection::WrongDirection(Channel::Policy.as_str())),
+    };
+    let envelope_appliance = match &message {
+        DeviceMessage::Telemetry(e) => e.appliance_id,
+        DeviceMessage::Event(e) => e.appliance_id,
+        DeviceMessage::Presence(e) => e.appliance_id,
+    };
+    if envelope_appliance != topic.appliance_id {
+        return Err(Rejection::ApplianceMismatch {
+            topic: topic.appliance_id.to_string(),
+            envelope: envelope_appliance.to_string(),
+        });
+    }
+    Ok(message)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stored {
+    New,
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Stores a validated message. Telemetry and events are de-duplicated by message id; presence
+/// updates the appliance's online flag.
+pub async fn store(pool: &PgPool, message: &DeviceMessage) -> Result<Stored, StoreError> {
+    let appliance_id = match message {
+        DeviceMessage::Telemetry(e) => e.appliance_id,
+        DeviceMessage::Event(e) => e.appliance_id,
+        DeviceMessage::Presence(e) => e.appliance_id,
+    };
+    let mut tx = pool.begin().await?;
+    let tenant_id: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT tenant_id FROM appliances WHERE id = $1 FOR UPDATE")
+            .bind(appliance_id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(tenant_id) = tenant_id else {
+        return Err(Rejection::UnknownAppliance(appliance_id.to_string()).into());
+    };
+    let stored = match message {
+        DeviceMessage::Telemetry(env) => {
+            let body = serde_json::to_value(&env.body).unwrap_or_default();
+            let inserted = sqlx::query(
+                "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, body)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind(env.message_id.as_uuid())
+            .bind(appliance_id.as_uuid())
+            .bind(tenant_id)
+            .bind(env.sent_at)
+            .bind(&body)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "UPDATE appliances SET
+                    online = true,
+                    last_seen = now(),
+                    active_uplink = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
+                                         THEN $3 ELSE active_uplink END,
+                    last_telemetry = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
+                                          THEN $4 ELSE last_telemetry END,
+                    last_telemetry_at = greatest(last_telemetry_at, $2)
+                 WHERE id = $1",
+            )
+            .bind(appliance_id.as_uuid())
+            .bind(env.sent_at)
+            .bind(env.body.active_uplink.as_deref())
+            .bind(&body)
+            .execute(&mut *tx)
+            .await?;
+            if inserted == 1 { Stored::New } else { Stored::Duplicate }
+        }
+        DeviceMessage::Event(env) => {
+            let body = serde_json::to_value(&env.body).unwrap_or_default();
+            let kind = serde_json::to_value(env.body.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let inserted = sqlx::query(
+                "INSERT INTO appliance_events (message_id, appliance_id, tenant_id, kind, sent_at, body)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind(env.message_id.as_uuid())
+            .bind(appliance_id.as_uuid())
+            .bind(tenant_id)
+            .bind(kind)
+            .bind(env.sent_at)
+            .bind(&body)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("UPDATE appliances SET online = true, last_seen = now() WHERE id = $1")
+                .bind(appliance_id.as_uuid())
+                .execute(&mut *tx)
+                .await?;
+            if inserted == 1 { Stored::New } else { Stored::Duplicate }
+        }
+        DeviceMessage::Presence(env) => {
+            sqlx::query(
+                "UPDATE appliances SET online = $2,
+                    last_seen = CASE WHEN $2 THEN now() ELSE last_seen END,
+                    agent_version = $3
+                 WHERE id = $1",
+            )
+            .bind(appliance_id.as_uuid())
+            .bind(env.body.online)
+            .bind(&env.body.agent_version)
+            .execute(&mut *tx)
+            .await?;
+            Stored::New
+        }
+    };
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// Ingests one raw MQTT message: validate, store (retrying database failures), count, log.
+pub async fn ingest_one(pool: &PgPool, metrics: &Metrics, topic: &[u8], payload: &[u8]) {
+    let result = match decode(topic, payload) {
+        Ok(message) => store_with_retry(pool, metrics, &message)
+            .await
+            .map(|stored| (message.channel(), stored)),
+        Err(rejection) => Err(rejection),
+    };
+    match result {
+        Ok((channel, Stored::New)) => metrics.increment(INGEST_ACCEPTED, "channel", channel),
+        Ok((_, Stored::Duplicate)) => metrics.increment(INGEST_DUPLICATE, "reason", "message_id"),
+        Err(rejection) => reject(pool, metrics, topic, payload, &rejection).await,
+    }
+}
+
+async fn store_with_retry(pool: &PgPool, metrics: &Metrics, message: &DeviceMessage) -> Result<Stored, Rejection> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match store(pool, message).await {
+            Ok(stored) => return Ok(stored),
+            Err(StoreError::Rejected(rejection)) => return Err(rejection),
+            Err(StoreError::Database(e)) => {
+                metrics.increment(INGEST_STORE_RETRIES, "reason", "database");
+                tracing::error!(error = %e, retry_in = ?backoff, "storing a device message failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn reject(pool: &PgPool, metrics: &Metrics, topic: &[u8], payload: &[u8], rejection: &Rejection) {
+    let reason = rejection.reason();
+    let topic = String::from_utf8_lossy(topic);
+    metrics.increment(INGEST_REJECTED, "reason", reason);
+    tracing::warn!(%topic, reason, detail = %rejection, bytes = payload.len(), "rejected device message");
+    let kept = &payload[..payload.len().min(4096)];
+    if let Err(e) = sqlx::query(
+        "INSERT INTO ingest_rejections (topic, reason, detail, payload) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(topic.as_ref())
+    .bind(reason)
+    .bind(rejection.to_string())
+    .bind(kept)
+    .execute(pool)
+    .await
+    {
+        tracing::error!(error = %e, "could not record a rejected device message");
+    }
+}
+
+/// Subscribes the in-process link to every device-to-cloud channel and ingests until the broker
+/// goes away.
+pub async fn run(pool: PgPool, metrics: Arc<Metrics>, mut link_tx: LinkTx, mut link_rx: LinkRx) {
+    for channel in Channel::ALL.into_iter().filter(|c| c.is_device_to_cloud()) {
+        if let Err(e) = link_tx.subscribe(channel.all_devices_filter()) {
+            tracing::error!(error = %e, "ingest cannot subscribe");
+            return;
+        }
+    }
+    tracing::info!("ingest subscribed to device channels");
+    loop {
+        match link_rx.next().await {
+            Ok(Some(Notification::Forward(forward))) => {
+                let started = Utc::now();
+                ingest_one(&pool, &metrics, &forward.publish.topic, &forward.publish.payload).await;
+                tracing::trace!(elapsed_ms = (Utc::now() - started).num_milliseconds(), "ingested");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "ingest link closed");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stayopen_shared::{ApplianceId, MessageId};
+    use uuid::Uuid;
+
+    fn telemetry_for(id: ApplianceId) -> Vec<u8> {
+        Envelope::new(
+            MessageId(Uuid::from_u128(9)),
+            id,
+            Utc::now(),
+            Telemetry {
+                active_uplink: None,
+                uplinks: vec![],
+            },
+        )
+        .encode()
+    }
+
+    #[test]
+    fn a_well_formed_telemetry_message_decodes() {
+        let id = ApplianceId(Uuid::from_u128(1));
+        let topic = DeviceTopic::new(id, Channel::Telemetry).to_string();
+        assert!(matches!(
+            decode(topic.as_bytes(), &telemetry_for(id)),
+            Ok(DeviceMessage::Telemetry(_))
+        ));
+    }
+
+    #[test]
+    fn a_device_cannot_publish_under_another_devices_prefix() {
+        let topic = DeviceTopic::new(ApplianceId(Uuid::from_u128(1)), Channel::Telemetry).to_string();
+        let err = decode(topic.as_bytes(), &telemetry_for(ApplianceId(Uuid::from_u128(2))))
+            .expect_err("mismatch");
+        assert_eq!(err.reason(), "appliance_mismatch");
+    }
+
+    #[test]
+    fn publishing_on_the_policy_channel_is_rejected() {
+        let id = ApplianceId(Uuid::from_u128(1));
+        let topic = DeviceTopic::new(id, Channel::Policy).to_string();
+        let err = decode(topic.as_bytes(), b"{}").expect_err("wrong direction");
+        assert_eq!(err.reason(), "wrong_direction");
+    }
+
+    #[test]
+    fn malformed_payloads_and_topics_have_distinct_reasons() {
+        let id = ApplianceId(Uuid::from_u128(1));
+        let topic = DeviceTopic::new(id, Channel::Telemetry).to_string();
+        assert_eq!(decode(topic.as_bytes(), b"nope").map_err(|e| e.reason()), Err("malformed"));
+        assert_eq!(decode(b"/elsewhere", b"{}").map_err(|e| e.reason()), Err("bad_topic"));
+        assert_eq!(decode(&[0xff, 0xfe], b"{}").map_err(|e| e.reason()), Err("bad_topic"));
+    }
+}

@@ -1,0 +1,20 @@
+//! The StayOpen cloud: a multi-tenant backend for MSPs.
+//!
+//! - [`config`]: typed configuration from a TOML file plus `STAYOPEN_…` environment variables.
+//! - [`db`]: the PostgreSQL pool and the embedded migrations.
+//! - [`broker`]: the embedded rumqttd broker and the bridge that checks device credentials.
+//! - [`ingest`]: validates and stores what appliances publish; counts and logs every rejection.
+//! - [`auth`]: passwords, access tokens and the authenticated-user extractor.
+//! - [`http`]: the REST API and the dashboard's static files.
+//! - [`startup`]: wires it all together so tests can start a whole cloud on free ports.
+//! - [`seed`]: the demo tenant used by the Quick start.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod seed;
+pub mod startup;

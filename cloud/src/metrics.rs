@@ -1,0 +1,75 @@
+//! Counters of what the cloud accepted and rejected, exposed in Prometheus text format at `/metrics`.
+//!
+//! Every rejection — a malformed MQTT payload, an unknown appliance, a bad API body — increments a
+//! counter labelled with a stable reason and is logged, so nothing is dropped silently.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+}
+
+/// Counter names.
+pub const INGEST_ACCEPTED: &str = "stayopen_ingest_accepted_total";
+pub const INGEST_DUPLICATE: &str = "stayopen_ingest_duplicate_total";
+pub const INGEST_REJECTED: &str = "stayopen_ingest_rejected_total";
+pub const INGEST_STORE_RETRIES: &str = "stayopen_ingest_store_retries_total";
+pub const API_REJECTED: &str = "stayopen_api_rejected_total";
+pub const BROKER_AUTH_REJECTED: &str = "stayopen_broker_auth_rejected_total";
+
+impl Metrics {
+    /// Adds one to `name{label="value"}`.
+    pub fn increment(&self, name: &'static str, label: &'static str, value: &'static str) {
+        if let Ok(mut counters) = self.counters.lock() {
+            *counters.entry((name, label, value)).or_default() += 1;
+        }
+    }
+
+    pub fn get(&self, name: &str, label: &str, value: &str) -> u64 {
+        self.counters
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .find(|((n, l, v), _)| *n == name && *l == label && *v == value)
+                    .map_or(0, |(_, count)| *count)
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        let Ok(counters) = self.counters.lock() else {
+            return out;
+        };
+        let mut last_name = "";
+        for ((name, label, value), count) in counters.iter() {
+            if *name != last_name {
+                let _ = writeln!(out, "# TYPE {name} counter");
+                last_name = name;
+            }
+            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_in_prometheus_text_format() {
+        let metrics = Metrics::default();
+        metrics.increment(INGEST_REJECTED, "reason", "malformed");
+        metrics.increment(INGEST_REJECTED, "reason", "malformed");
+        metrics.increment(INGEST_ACCEPTED, "channel", "telemetry");
+        let text = metrics.render_prometheus();
+        assert!(text.contains("# TYPE stayopen_ingest_rejected_total counter"));
+        assert!(text.contains("stayopen_ingest_rejected_total{reason=\"malformed\"} 2"));
+        assert!(text.contains("stayopen_ingest_accepted_total{channel=\"telemetry\"} 1"));
+        assert_eq!(metrics.get(INGEST_REJECTED, "reason", "malformed"), 2);
+    }
+}

@@ -1,0 +1,108 @@
+//! The demo tenant the Quick start shows: one MSP, two practices, an administrator, and an
+//! enrolment token per practice for the simulated fleet. Safe to run repeatedly.
+
+use serde::Serialize;
+use sqlx::PgPool;
+use stayopen_shared::api::Role;
+use stayopen_shared::{PracticeId, TenantId, UserId};
+use uuid::Uuid;
+
+use crate::auth::{AuthUser, hash_password};
+use crate::http::error::ApiFailure;
+use crate::http::tokens;
+
+pub const DEMO_TENANT: &str = "Lakeside IT Partners";
+pub const DEMO_EMAIL: &str = "admin@lakeside-it.example";
+pub const DEMO_PASSWORD: &str = "stayopen-demo";
+pub const DEMO_PRACTICES: [&str; 2] = ["Riverside Family Medicine", "Hillcrest Pediatrics"];
+
+#[derive(Debug, Serialize)]
+pub struct DemoSeed {
+    pub tenant_id: TenantId,
+    pub email: String,
+    pub password: String,
+    pub practices: Vec<DemoPractice>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DemoPractice {
+    pub id: PracticeId,
+    pub name: String,
+    pub enrollment_token: String,
+}
+
+pub async fn seed_demo(pool: &PgPool) -> Result<DemoSeed, ApiFailure> {
+    let mut tx = pool.begin().await?;
+    let tenant: Uuid = match sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
+        .bind(DEMO_TENANT)
+        .fetch_optional(&mut *tx)
+        .await?
+    {
+        Some(id) => id,
+        None => {
+            let id = Uuid::new_v4();
+            sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)")
+                .bind(id)
+                .bind(DEMO_TENANT)
+                .execute(&mut *tx)
+                .await?;
+            id
+        }
+    };
+    let password_hash = hash_password(DEMO_PASSWORD).map_err(|e| ApiFailure::Internal(e.to_string()))?;
+    let user: Uuid = sqlx::query_scalar(
+        "INSERT INTO users (id, tenant_id, email, password_hash, role) VALUES ($1, $2, $3, $4, 'msp_admin')
+         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash RETURNING id",
+    )
+    .bind(Uuid::new_v4())
+    .bind(tenant)
+    .bind(DEMO_EMAIL)
+    .bind(password_hash)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut practice_ids = Vec::new();
+    for name in DEMO_PRACTICES {
+        let practice: Uuid = sqlx::query_scalar(
+            "INSERT INTO practices (id, tenant_id, name) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+        )
+        .bind(Uuid::new_v4())
+        .bind(tenant)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO sites (id, tenant_id, practice_id, name) VALUES ($1, $2, $3, 'Main office')
+             ON CONFLICT (practice_id, name) DO NOTHING",
+        )
+        .bind(Uuid::new_v4())
+        .bind(tenant)
+        .bind(practice)
+        .execute(&mut *tx)
+        .await?;
+        practice_ids.push((practice, name));
+    }
+    tx.commit().await?;
+
+    let admin = AuthUser {
+        user_id: UserId(user),
+        tenant_id: TenantId(tenant),
+        role: Role::MspAdmin,
+        practice_id: None,
+    };
+    let mut practices = Vec::new();
+    for (id, name) in practice_ids {
+        let token = tokens::issue(pool, &admin, PracticeId(id), None, 24, 100).await?;
+        practices.push(DemoPractice {
+            id: PracticeId(id),
+            name: name.to_owned(),
+            enrollment_token: token.token,
+        });
+    }
+    Ok(DemoSeed {
+        tenant_id: TenantId(tenant),
+        email: DEMO_EMAIL.to_owned(),
+        password: DEMO_PASSWORD.to_owned(),
+        practices,
+    })
+}

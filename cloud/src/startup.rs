@@ -1,0 +1,140 @@
+//! Builds the whole cloud — database, broker, ingest, HTTP — so that `main` and the integration
+//! tests start exactly the same thing. Ports may be 0: the chosen ones are reported back.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, middleware, web};
+use sqlx::PgPool;
+
+use crate::auth::{TokenKeys, random_secret};
+use crate::broker::{self, BrokerError, EmbeddedBroker};
+use crate::config::CloudConfig;
+use crate::db::{self, DbError};
+use crate::ingest;
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub tokens: TokenKeys,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<CloudConfig>,
+    pub broker: EmbeddedBroker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot pick a free port for the broker: {0}")]
+    FreePort(std::io::Error),
+}
+
+pub struct Application {
+    http_addr: SocketAddr,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("http_addr", &self.http_addr).finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    pub async fn build(mut config: CloudConfig) -> Result<Self, StartupError> {
+        let pool = db::connect(&config.database).await?;
+        db::migrate(&pool).await?;
+        tracing::info!("database migrated");
+
+        if config.broker.listen.port() == 0 {
+            // rumqttd binds inside its own thread and cannot report the port it got, so a free
+            // port is chosen here.
+            let probe = TcpListener::bind(config.broker.listen).map_err(StartupError::FreePort)?;
+            config.broker.listen = probe.local_addr().map_err(StartupError::FreePort)?;
+        }
+        let metrics = Arc::new(Metrics::default());
+        let (embedded, link_tx, link_rx, auth_requests) = broker::start(config.broker.listen).await?;
+        tokio::spawn(broker::serve_auth_requests(pool.clone(), metrics.clone(), auth_requests));
+        tokio::spawn(ingest::run(pool.clone(), metrics.clone(), link_tx, link_rx));
+
+        let secret = match &config.auth.jwt_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                tracing::warn!("auth.jwt_secret is not set: using a random secret; sessions end when the cloud restarts");
+                random_secret()
+            }
+        };
+        let tokens = TokenKeys::new(secret.as_bytes(), config.auth.token_ttl_minutes);
+        let listener = TcpListener::bind(config.http.listen).map_err(|source| StartupError::HttpBind {
+            addr: config.http.listen,
+            source,
+        })?;
+        let http_addr = listener.local_addr().map_err(|source| StartupError::HttpBind {
+            addr: config.http.listen,
+            source,
+        })?;
+        let workers = config.http.workers;
+        let static_dir = config.http.static_dir.clone();
+        if let Some(dir) = &static_dir
+            && !dir.join("index.html").exists()
+        {
+            tracing::warn!(dir = %dir.display(), "static_dir has no index.html; the dashboard will not load");
+        }
+        let state = web::Data::new(AppState {
+            pool,
+            tokens,
+            metrics,
+            config: Arc::new(config),
+            broker: embedded,
+        });
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            let static_dir = static_dir.clone();
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(middleware::Logger::new("%r %s %Dms").exclude("/healthz"))
+                .configure(move |cfg| crate::http::configure(cfg, static_dir))
+        })
+        .workers(workers)
+        .listen(listener)
+        .map_err(|source| StartupError::HttpBind { addr: http_addr, source })?
+        .run();
+        tracing::info!(%http_addr, "HTTP API listening");
+        Ok(Self {
+            http_addr,
+            server,
+            state,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn broker_addr(&self) -> SocketAddr {
+        self.state.broker.listen
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// A handle that stops the HTTP server.
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Runs until the HTTP server stops (SIGINT/SIGTERM, or [`ServerHandle::stop`]).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

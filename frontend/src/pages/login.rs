@@ -1,0 +1,118 @@
+//! The sign-in form.
+
+use leptos::ev::SubmitEvent;
+use leptos::html::Input;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::api::{self, Failure};
+use crate::session::Session;
+
+#[component]
+pub fn LoginPage(session: Session) -> impl IntoView {
+    let email: NodeRef<Input> = NodeRef::new();
+    let password: NodeRef<Input> = NodeRef::new();
+    let busy = RwSignal::new(false);
+
+    let on_submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        if busy.get_untracked() {
+            return;
+        }
+        // Read the fields at submit time rather than tracking input events, so browser autofill
+        // (which does not always fire them) works.
+        let email_value = email.get().map(|i| i.value()).unwrap_or_default();
+        let password_value = password.get().map(|i| i.value()).unwrap_or_default();
+        let email_value = email_value.trim().to_owned();
+        if email_value.is_empty() || password_value.is_empty() {
+            session
+                .login_message
+                .set(Some("Enter your email address and password.".to_owned()));
+            return;
+        }
+        busy.set(true);
+        session.login_message.set(None);
+        spawn_local(async move {
+            match api::login(email_value, password_value).await {
+                Ok(response) => {
+                    busy.set(false);
+                    session.sign_in(response.access_token, response.user);
+                }
+                Err(failure) => {
+                    busy.set(false);
+                    let message = match failure {
+                        Failure::Unauthorized(None) => {
+                            "The email address or password is incorrect.".to_owned()
+                        }
+                        Failure::Network(_) => "The StayOpen cloud cannot be reached. Check your \
+                                                connection and try again."
+                            .to_owned(),
+                        other => other.to_string(),
+                    };
+                    session.login_message.set(Some(message));
+                    if let Some(input) = password.get_untracked() {
+                        input.set_value("");
+                        let _ = input.focus();
+                    }
+                }
+            }
+        });
+    };
+
+    view! {
+        <main class="login-page">
+            <form id="login-form" class="card login-card" on:submit=on_submit novalidate>
+                <div class="brand brand-large">
+                    <span class="brand-mark" aria-hidden="true"></span>
+                    "StayOpen"
+                </div>
+                <h1>"Sign in"</h1>
+                <p class="muted">"Monitor the internet failover of the practices you manage."</p>
+                {move || {
+                    session
+                        .login_message
+                        .get()
+                        .map(|message| {
+                            view! {
+                                <p id="login-error" class="alert alert-error" role="alert">
+                                    {message}
+                                </p>
+                            }
+                        })
+                }}
+                <div class="field">
+                    <label for="email">"Email"</label>
+                    <input
+                        id="email"
+                        name="email"
+                        type="email"
+                        autocomplete="username"
+                        required
+                        autofocus
+                        node_ref=email
+                    />
+                </div>
+                <div class="field">
+                    <label for="password">"Password"</label>
+                    <input
+                        id="password"
+                        name="password"
+                        type="password"
+                        autocomplete="current-password"
+                        required
+                        node_ref=password
+                    />
+                </div>
+                <button
+                    id="login-submit"
+                    class="button button-primary"
+                    type="submit"
+                    disabled=move || busy.get()
+                    aria-busy=move || if busy.get() { "true" } else { "false" }
+                >
+                    {move || if busy.get() { "Signing in…" } else { "Sign in" }}
+                </button>
+            </form>
+        </main>
+    }
+}
