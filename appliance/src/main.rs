@@ -1,1 +1,135 @@
-fn main(){}
+//! `stayopen-appliance`: the agent that keeps a practice online.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use stayopen_appliance::agent::{self, AgentOptions};
+use stayopen_appliance::config::ApplianceConfig;
+use stayopen_appliance::fleet_sim::{self, FleetOptions};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "stayopen-appliance", version, about = "StayOpen appliance agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent. Without a [cloud] section in the config it runs standalone.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Append every decision to this file as one JSON object per line.
+        #[arg(long)]
+        events: Option<PathBuf>,
+    },
+    /// Run a fleet of simulated appliances (the real agent over simulated links) against a cloud.
+    SimulateFleet {
+        /// Base URL of the cloud API.
+        #[arg(long)]
+        api_url: String,
+        /// The JSON written by `stayopen-cloud seed-demo`; its enrolment tokens are shared out
+        /// round-robin.
+        #[arg(long)]
+        seed_file: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        /// Each appliance keeps its state in a subfolder.
+        #[arg(long)]
+        state_root: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        telemetry_interval_secs: u32,
+    },
+}
+
+#[derive(serde::Deserialize)]
+struct SeedFile {
+    practices: Vec<SeedPractice>,
+}
+
+#[derive(serde::Deserialize)]
+struct SeedPractice {
+    enrollment_token: String,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttc=warn")))
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stayopen-appliance: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    runtime.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        let _ = stop_tx.send(true);
+    });
+    match cli.command {
+        Command::Run { config, events } => {
+            let config = match ApplianceConfig::load(&config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("stayopen-appliance: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(agent::run(AgentOptions { config, events_file: events, seed: rand::random() }, stop_rx)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("stayopen-appliance: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::SimulateFleet { api_url, seed_file, count, state_root, telemetry_interval_secs } => {
+            let seed: SeedFile = match std::fs::read(&seed_file)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+            {
+                Ok(seed) => seed,
+                Err(e) => {
+                    eprintln!("stayopen-appliance: {}: {e}", seed_file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            if seed.practices.is_empty() {
+                eprintln!("stayopen-appliance: {}: no practices with enrolment tokens", seed_file.display());
+                return ExitCode::from(2);
+            }
+            let options = FleetOptions {
+                api_url,
+                enrollment_tokens: seed.practices.into_iter().map(|p| p.enrollment_token).collect(),
+                count,
+                state_root,
+                telemetry_interval_secs,
+            };
+            runtime.block_on(fleet_sim::run(options, stop_rx));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

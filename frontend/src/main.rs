@@ -38,8 +38,11 @@ fn App() -> impl IntoView {
         });
     }
 
+    // Setting the page to the one already shown must not rebuild it (and lose what was typed).
+    let page = Memo::new(move |_| session.page.get());
+
     Effect::new(move |_| {
-        let title = match session.page.get() {
+        let title = match page.get() {
             Page::Checking => "StayOpen",
             Page::Login => "Sign in · StayOpen",
             Page::Fleet => "Fleet · StayOpen",
@@ -47,7 +50,7 @@ fn App() -> impl IntoView {
         document().set_title(title);
     });
 
-    move || match session.page.get() {
+    move || match page.get() {
         Page::Checking => view! {
             <main class="checking" aria-busy="true">
                 <p class="muted">"Loading…"</p>

@@ -55,13 +55,13 @@ pub fn FleetPage(session: Session) -> impl IntoView {
                 Ok(latest) => {
                     fleet.set(Some(latest));
                     last_success.set(Some(now_ms()));
-                    problem.set(None);
+                    set_if_changed(problem, None);
                 }
                 Err(Failure::Unauthorized(_)) => {
                     session.expire();
                     break;
                 }
-                Err(failure) => problem.set(Some(failure.to_string())),
+                Err(failure) => set_if_changed(problem, Some(failure.to_string())),
             }
             TimeoutFuture::new(POLL_INTERVAL_MS).await;
         }
@@ -141,19 +141,16 @@ pub fn FleetPage(session: Session) -> impl IntoView {
                 </p>
             </div>
             {move || {
+                // Re-rendered only when the message changes, so the alert is announced once per
+                // outage; the age of the data shown is in `#last-updated`.
                 problem
                     .get()
                     .map(|message| {
-                        let stale = match updated_ago() {
-                            Some(ago) => format!(" Showing the data received {ago}."),
-                            None => String::new(),
-                        };
                         view! {
                             <div id="connection-banner" class="alert alert-warning" role="alert">
                                 <strong>"Connection problem. "</strong>
                                 {message}
-                                {stale}
-                                " Retrying every 3 seconds."
+                                " Showing the last data received; retrying every 3 seconds."
                             </div>
                         }
                     })
@@ -176,6 +173,13 @@ pub fn FleetPage(session: Session) -> impl IntoView {
                 }
             />
         </main>
+    }
+}
+
+/// Sets `signal` only when the value differs, so views reading it do not re-render for nothing.
+fn set_if_changed<T: PartialEq + Send + Sync + 'static>(signal: RwSignal<T>, value: T) {
+    if signal.with_untracked(|current| *current != value) {
+        signal.set(value);
     }
 }
 

@@ -14,6 +14,13 @@ pub fn LoginPage(session: Session) -> impl IntoView {
     let password: NodeRef<Input> = NodeRef::new();
     let busy = RwSignal::new(false);
 
+    // `autofocus` only applies at page load; the form is also shown after sign-out and expiry.
+    Effect::new(move |_| {
+        if let Some(input) = email.get() {
+            let _ = input.focus();
+        }
+    });
+
     let on_submit = move |ev: SubmitEvent| {
         ev.prevent_default();
         if busy.get_untracked() {
@@ -88,7 +95,6 @@ pub fn LoginPage(session: Session) -> impl IntoView {
                         type="email"
                         autocomplete="username"
                         required
-                        autofocus
                         node_ref=email
                     />
                 </div>

@@ -1,0 +1,338 @@
+//! The appliance configuration file (TOML). `docs/appliance-config.md` documents every key.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceConfig {
+    pub appliance: ApplianceSection,
+    /// Absent: the appliance runs standalone and reports nothing.
+    #[serde(default)]
+    pub cloud: Option<CloudSection>,
+    pub lan: LanSection,
+    pub uplinks: Vec<UplinkConfig>,
+    #[serde(default)]
+    pub probes: ProbeSection,
+    pub dataplane: DataplaneSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceSection {
+    /// Where the enrolment result (appliance id, MQTT credentials) is kept across restarts.
+    pub state_dir: PathBuf,
+    /// Hardware identity overrides; detected from the machine when absent.
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudSection {
+    /// Base URL of the cloud API, e.g. `https://cloud.example.net`.
+    pub api_url: String,
+    /// Used once, at first start; ignored once the appliance is enrolled.
+    pub enrollment_token: String,
+    #[serde(default = "default_telemetry_interval")]
+    pub telemetry_interval_secs: u32,
+}
+
+impl std::fmt::Debug for CloudSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudSection")
+            .field("api_url", &self.api_url)
+            .field("enrollment_token", &"<redacted>")
+            .field("telemetry_interval_secs", &self.telemetry_interval_secs)
+            .finish()
+    }
+}
+
+fn default_telemetry_interval() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanSection {
+    pub interface: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    pub name: String,
+    pub interface: String,
+    pub gateway: IpAddr,
+    /// Lower is preferred.
+    pub priority: u8,
+    /// Billed by volume (typically cellular): probed sparingly, and traffic leaves it as soon as a
+    /// preferred uplink is healthy again.
+    #[serde(default)]
+    pub metered: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeSection {
+    /// Interval between probe rounds on each uplink.
+    pub interval_ms: u32,
+    /// Probe targets, reached through each uplink in turn.
+    pub targets: Vec<IpAddr>,
+}
+
+impl Default for ProbeSection {
+    fn default() -> Self {
+        Self {
+            interval_ms: 1000,
+            targets: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataplaneSection {
+    /// Links that exist only in memory, with scripted behaviour: demos and tests.
+    Simulated {
+        /// Behaviour per uplink name; an uplink without an entry is a clean 20 ms link.
+        #[serde(default)]
+        links: BTreeMap<String, SimulatedLink>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatedLink {
+    pub rtt_ms: f64,
+    pub jitter_ms: f64,
+    /// Random probe loss, 0–100.
+    pub loss_pct: f64,
+    /// Traffic the practice sends while this uplink is active, bytes per second.
+    pub traffic_bytes_per_sec: u64,
+    /// Scripted failures, measured from agent start.
+    pub outages: Vec<Outage>,
+    /// When set, the outage script repeats with this period.
+    pub repeat_every_secs: Option<u64>,
+}
+
+impl Default for SimulatedLink {
+    fn default() -> Self {
+        Self {
+            rtt_ms: 20.0,
+            jitter_ms: 3.0,
+            loss_pct: 0.0,
+            traffic_bytes_per_sec: 200_000,
+            outages: Vec::new(),
+            repeat_every_secs: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outage {
+    pub start_secs: u64,
+    pub duration_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid { path: PathBuf, key: String, message: String },
+}
+
+impl ApplianceConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ParseError::Syntax(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            ParseError::Invalid { key, message } => ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                message,
+            },
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let config: ApplianceConfig = toml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ParseError> {
+        let invalid = |key: &str, message: &str| ParseError::Invalid {
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        if self.uplinks.is_empty() {
+            return Err(invalid("uplinks", "at least one uplink is required"));
+        }
+        for (i, uplink) in self.uplinks.iter().enumerate() {
+            let key = |field: &str| format!("uplinks[{i}].{field}");
+            if uplink.name.is_empty() || uplink.name.len() > 32 {
+                return Err(invalid(&key("name"), "must be 1 to 32 characters"));
+            }
+            if uplink.interface.is_empty() || uplink.interface.len() > 15 {
+                return Err(invalid(&key("interface"), "must be a Linux interface name (1 to 15 characters)"));
+            }
+            if self.uplinks[..i].iter().any(|u| u.name == uplink.name) {
+                return Err(invalid(&key("name"), &format!("duplicate uplink name {:?}", uplink.name)));
+            }
+            if self.uplinks[..i].iter().any(|u| u.interface == uplink.interface) {
+                return Err(invalid(&key("interface"), &format!("interface {:?} is used by two uplinks", uplink.interface)));
+            }
+            if uplink.interface == self.lan.interface {
+                return Err(invalid(&key("interface"), "an uplink cannot use the LAN interface"));
+            }
+        }
+        if !(100..=60_000).contains(&self.probes.interval_ms) {
+            return Err(invalid("probes.interval_ms", "must be between 100 and 60000"));
+        }
+        if let Some(cloud) = &self.cloud {
+            if !(cloud.api_url.starts_with("http://") || cloud.api_url.starts_with("https://")) {
+                return Err(invalid("cloud.api_url", "must start with http:// or https://"));
+            }
+            if cloud.enrollment_token.trim().is_empty() {
+                return Err(invalid("cloud.enrollment_token", "must not be empty"));
+            }
+            if !(1..=3600).contains(&cloud.telemetry_interval_secs) {
+                return Err(invalid("cloud.telemetry_interval_secs", "must be between 1 and 3600"));
+            }
+        }
+        let DataplaneSection::Simulated { links } = &self.dataplane;
+        for (name, link) in links {
+            let key = |field: &str| format!("dataplane.links.{name}.{field}");
+            if !self.uplinks.iter().any(|u| &u.name == name) {
+                return Err(invalid(&format!("dataplane.links.{name}"), "names no configured uplink"));
+            }
+            if !(0.0..=100.0).contains(&link.loss_pct) {
+                return Err(invalid(&key("loss_pct"), "must be between 0 and 100"));
+            }
+            if link.rtt_ms < 0.0 || link.jitter_ms < 0.0 {
+                return Err(invalid(&key("rtt_ms"), "rtt_ms and jitter_ms must not be negative"));
+            }
+            if link.repeat_every_secs == Some(0) {
+                return Err(invalid(&key("repeat_every_secs"), "must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const EXAMPLE: &str = r#"
+[appliance]
+state_dir = "/var/lib/stayopen"
+
+[cloud]
+api_url = "http://127.0.0.1:8080"
+enrollment_token = "soe_abc"
+
+[lan]
+interface = "lan0"
+
+[[uplinks]]
+name = "fiber"
+interface = "wan0"
+gateway = "192.0.2.1"
+priority = 0
+
+[[uplinks]]
+name = "lte"
+interface = "wwan0"
+gateway = "198.51.100.1"
+priority = 1
+metered = true
+
+[probes]
+targets = ["203.0.113.10", "203.0.113.11", "203.0.113.12"]
+
+[dataplane]
+kind = "simulated"
+
+[dataplane.links.fiber]
+rtt_ms = 12.0
+outages = [{ start_secs = 60, duration_secs = 20 }]
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = ApplianceConfig::parse(EXAMPLE).expect("example must parse");
+        assert_eq!(config.uplinks.len(), 2);
+        assert_eq!(config.cloud.as_ref().map(|c| c.telemetry_interval_secs), Some(10));
+        assert_eq!(config.probes.interval_ms, 1000);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_in_the_error() {
+        let text = EXAMPLE.replace("metered = true", "metred = true");
+        let err = ApplianceConfig::parse(&text).expect_err("typo must fail");
+        assert!(err.to_string().contains("metred"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_gateway_address_is_named_in_the_error() {
+        let text = EXAMPLE.replace("192.0.2.1", "not-an-ip");
+        let err = ApplianceConfig::parse(&text).expect_err("bad ip must fail");
+        assert!(err.to_string().contains("gateway"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_uplink_names_are_rejected_with_the_key() {
+        let text = EXAMPLE.replace("name = \"lte\"", "name = \"fiber\"");
+        let err = ApplianceConfig::parse(&text).expect_err("duplicate must fail");
+        assert_eq!(
+            err,
+            ParseError::Invalid {
+                key: "uplinks[1].name".into(),
+                message: "duplicate uplink name \"fiber\"".into()
+            }
+        );
+    }
+
+    #[test]
+    fn simulated_links_must_name_a_configured_uplink() {
+        let text = EXAMPLE.replace("[dataplane.links.fiber]", "[dataplane.links.cable]");
+        let err = ApplianceConfig::parse(&text).expect_err("unknown link must fail");
+        assert!(err.to_string().contains("dataplane.links.cable"), "{err}");
+    }
+
+    #[test]
+    fn the_cloud_section_is_optional() {
+        let start = EXAMPLE.find("[cloud]").unwrap_or(0);
+        let end = EXAMPLE.find("[lan]").unwrap_or(0);
+        let text = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..]);
+        let config = ApplianceConfig::parse(&text).expect("standalone config");
+        assert!(config.cloud.is_none());
+    }
+}

@@ -1,0 +1,132 @@
+//! A simulated fleet: many real agents in one process, each over its own simulated dataplane, each
+//! enrolling through the real endpoint and publishing over real MQTT. The demo runs one; load tests
+//! can run thousands.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::agent::{self, AgentOptions};
+use crate::config::{
+    ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage, ProbeSection, SimulatedLink,
+    UplinkConfig,
+};
+
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub api_url: String,
+    /// Enrolment tokens; appliance `i` uses token `i % len`, spreading the fleet over practices.
+    pub enrollment_tokens: Vec<String>,
+    pub count: usize,
+    pub state_root: PathBuf,
+    pub telemetry_interval_secs: u32,
+}
+
+/// The configuration of simulated appliance `index`: a fibre primary and a metered LTE backup.
+/// Every third appliance's fibre fails on a repeating schedule, so the demo always shows some of
+/// the fleet failing over and back; their periods differ so the failures do not line up.
+pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig {
+    let token = options
+        .enrollment_tokens
+        .get(index % options.enrollment_tokens.len().max(1))
+        .cloned()
+        .unwrap_or_default();
+    let i = index as u64;
+    let mut fiber = SimulatedLink {
+        rtt_ms: 8.0 + (i % 7) as f64 * 2.5,
+        jitter_ms: 2.0,
+        loss_pct: 0.2,
+        traffic_bytes_per_sec: 150_000 + (i % 5) * 60_000,
+        ..SimulatedLink::default()
+    };
+    if index.is_multiple_of(3) {
+        fiber.outages = vec![Outage { start_secs: 45 + (i * 13) % 120, duration_secs: 20 + i % 25 }];
+        fiber.repeat_every_secs = Some(240 + (i % 6) * 40);
+    }
+    let lte = SimulatedLink {
+        rtt_ms: 45.0 + (i % 4) as f64 * 6.0,
+        jitter_ms: 12.0,
+        loss_pct: 1.0,
+        traffic_bytes_per_sec: 120_000,
+        ..SimulatedLink::default()
+    };
+    ApplianceConfig {
+        appliance: ApplianceSection {
+            state_dir: options.state_root.join(format!("appliance-{index:03}")),
+            serial: Some(format!("SO-SIM-{index:04}")),
+            mac: Some(format!("02:53:4f:00:{:02x}:{:02x}", (index >> 8) & 0xff, index & 0xff)),
+            model: Some("StayOpen SO-1 (simulated)".to_owned()),
+        },
+        cloud: Some(CloudSection {
+            api_url: options.api_url.clone(),
+            enrollment_token: token,
+            telemetry_interval_secs: options.telemetry_interval_secs,
+        }),
+        lan: LanSection { interface: "lan0".to_owned() },
+        uplinks: vec![
+            UplinkConfig {
+                name: "fiber".to_owned(),
+                interface: "wan0".to_owned(),
+                gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+                priority: 0,
+                metered: false,
+            },
+            UplinkConfig {
+                name: "lte".to_owned(),
+                interface: "wwan0".to_owned(),
+                gateway: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+                priority: 1,
+                metered: true,
+            },
+        ],
+        probes: ProbeSection::default(),
+        dataplane: DataplaneSection::Simulated {
+            links: BTreeMap::from([("fiber".to_owned(), fiber), ("lte".to_owned(), lte)]),
+        },
+    }
+}
+
+/// Runs the fleet until `shutdown` turns true. Agents start 50 ms apart so enrolment does not
+/// arrive as one burst.
+pub async fn run(options: FleetOptions, shutdown: watch::Receiver<bool>) {
+    let mut agents = tokio::task::JoinSet::new();
+    for index in 0..options.count {
+        let config = appliance_config(&options, index);
+        let shutdown = shutdown.clone();
+        agents.spawn(async move {
+            let result = agent::run(AgentOptions { config, events_file: None, seed: index as u64 }, shutdown).await;
+            if let Err(e) = &result {
+                tracing::error!(index, error = %e, "simulated appliance stopped");
+            }
+            result
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while agents.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_simulated_appliance_has_a_valid_distinct_configuration() {
+        let options = FleetOptions {
+            api_url: "http://127.0.0.1:8080".into(),
+            enrollment_tokens: vec!["soe_a".into(), "soe_b".into()],
+            count: 20,
+            state_root: PathBuf::from("/tmp/fleet"),
+            telemetry_interval_secs: 10,
+        };
+        let configs: Vec<_> = (0..20).map(|i| appliance_config(&options, i)).collect();
+        for config in &configs {
+            config.validate().expect("valid");
+        }
+        let serials: std::collections::BTreeSet<_> = configs.iter().map(|c| c.appliance.serial.clone()).collect();
+        assert_eq!(serials.len(), 20);
+        assert_eq!(configs[1].cloud.as_ref().map(|c| c.enrollment_token.as_str()), Some("soe_b"));
+    }
+}

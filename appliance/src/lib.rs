@@ -1,0 +1,24 @@
+//! The StayOpen appliance agent.
+//!
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`engine`]: the sans-IO decision logic — which uplink carries traffic.
+//! - [`dataplane`]: the I/O edge that probes uplinks and moves traffic; a simulated implementation
+//!   drives demos and tests.
+//! - [`identity`]: enrolment and the credentials kept in the state directory.
+//! - [`uplink_report`]: turns probe results into the telemetry the cloud shows.
+//! - [`cloud_link`]: MQTT to the cloud.
+//! - [`agent`]: the driver that owns the clock and ties the rest together.
+//! - [`fleet_sim`]: many agents in one process for demos and load.
+
+pub mod agent;
+pub mod cloud_link;
+pub mod config;
+pub mod dataplane;
+pub mod engine;
+pub mod events_log;
+pub mod fleet_sim;
+pub mod identity;
+pub mod uplink_report;
+
+/// Reported to the cloud at enrolment and in presence messages.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
