@@ -1,0 +1,93 @@
+# Shared helpers for the Quick start scripts. Sourced, not executed.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stayopen/target}"
+WASM_BINDGEN_VERSION="0.2.130"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi
+}
+
+pg_bindir() {
+    local dir
+    dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    [ -n "$dir" ] && [ -x "$dir/initdb" ] && echo "$dir"
+}
+
+# Installs what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli.
+# Arguments name optional extras: "browser" adds Chromium and ChromeDriver.
+ensure_deps() {
+    local packages=()
+    pg_bindir >/dev/null || packages+=(postgresql)
+    command -v curl >/dev/null || packages+=(curl)
+    for extra in "$@"; do
+        case "$extra" in
+            browser)
+                command -v chromium >/dev/null || packages+=(chromium)
+                command -v chromedriver >/dev/null || packages+=(chromium-driver)
+                ;;
+        esac
+    done
+    if [ "${#packages[@]}" -gt 0 ]; then
+        log "installing Debian packages: ${packages[*]}"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+    fi
+    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+        log "adding the wasm32-unknown-unknown target"
+        rustup target add wasm32-unknown-unknown
+    fi
+    if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+        log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (once; takes a few minutes)"
+        # Not --locked: its lockfile names a crate version the registry here lacks.
+        cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+    fi
+}
+
+# A private PostgreSQL cluster in $1 (a folder inside the repo, git-ignored) on port $2, owned by
+# the postgres user when run as root (PostgreSQL refuses to run as root). Sets DATABASE_ADMIN_URL.
+PG_DATA=""
+pg_run() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_pg() {
+    PG_DATA="$1"
+    local port="$2" bindir
+    bindir="$(pg_bindir)" || die "PostgreSQL binaries not found"
+    mkdir -p "$PG_DATA"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$PG_DATA"; chmod 700 "$PG_DATA"; fi
+    if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+        log "creating a private PostgreSQL cluster in ${PG_DATA#"$ROOT"/}"
+        pg_run "$bindir/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 --no-locale >/dev/null
+    fi
+    if pg_run "$bindir/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+        log "PostgreSQL already running in ${PG_DATA#"$ROOT"/}"
+    else
+        log "starting PostgreSQL on 127.0.0.1:$port"
+        pg_run "$bindir/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DATA -c fsync=off -c max_connections=200" start >/dev/null \
+            || { cat "$PG_DATA/server.log" >&2; die "PostgreSQL did not start"; }
+    fi
+    DATABASE_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    export DATABASE_ADMIN_URL
+}
+
+stop_pg() {
+    [ -n "$PG_DATA" ] || return 0
+    local bindir
+    bindir="$(pg_bindir)" || return 0
+    if pg_run "$bindir/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+        log "stopping PostgreSQL"
+        pg_run "$bindir/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null || true
+    fi
+}
+
+create_db() { # $1 = name; uses DATABASE_ADMIN_URL
+    psql "$DATABASE_ADMIN_URL" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$1'" | grep -q 1 \
+        || psql "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE \"$1\"" >/dev/null
+}

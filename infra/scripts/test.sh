@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every check the project has: formatting, lints, unit and integration tests against a real
+# PostgreSQL and the real MQTT broker, the frontend's wasm build, and the browser test.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+ensure_deps browser
+trap stop_pg EXIT
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy (host crates)"
+cargo clippy --all-targets -- -D warnings
+log "cargo clippy (frontend, wasm32)"
+cargo clippy -p stayopen-frontend --target wasm32-unknown-unknown --all-targets -- -D warnings
+
+log "building the dashboard (wasm)"
+"$ROOT/infra/scripts/build-frontend.sh"
+
+start_pg "$ROOT/.data/pg-test" "${STAYOPEN_TEST_PG_PORT:-55433}"
+export STAYOPEN_TEST_DATABASE_URL="$DATABASE_ADMIN_URL"
+export STAYOPEN_TEST_STATIC_DIR="$ROOT/frontend/dist"
+
+log "cargo test"
+cargo test --workspace --exclude stayopen-frontend -- --test-threads=4
+log "all checks passed"
