@@ -30,7 +30,10 @@ pub enum AgentError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error("cannot open the events file {path}: {source}")]
-    EventsFile { path: PathBuf, source: std::io::Error },
+    EventsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -56,7 +59,11 @@ impl<D: Dataplane> Driver<D> {
         for action in actions {
             match action {
                 Action::Activate(uplink) => {
-                    if let Err(e) = self.dataplane.activate(now.into_std(), uplink.as_deref()).await {
+                    if let Err(e) = self
+                        .dataplane
+                        .activate(now.into_std(), uplink.as_deref())
+                        .await
+                    {
                         tracing::error!(error = %e, "cannot switch uplink");
                     }
                 }
@@ -79,11 +86,18 @@ impl<D: Dataplane> Driver<D> {
     async fn probe_all(&mut self, now: Instant, targets: usize) {
         for i in 0..self.engine.specs().len() {
             let name = self.engine.specs()[i].name.clone();
-            let round = self.dataplane.probe_round(now.into_std(), &name, targets).await;
+            let round = self
+                .dataplane
+                .probe_round(now.into_std(), &name, targets)
+                .await;
             self.windows[i].record(&round);
             let actions = self.engine.handle(
                 now.into_std(),
-                Input::ProbeRound { uplink: i, answered: round.answered, sent: round.sent },
+                Input::ProbeRound {
+                    uplink: i,
+                    answered: round.answered,
+                    sent: round.sent,
+                },
             );
             self.apply(now, actions).await;
         }
@@ -97,27 +111,49 @@ impl<D: Dataplane> Driver<D> {
             let health = self.engine.health(i).as_wire();
             uplinks.push(self.windows[i].take_report(&spec, health, counters));
         }
-        Telemetry { active_uplink: self.engine.active().map(str::to_owned), uplinks }
+        Telemetry {
+            active_uplink: self.engine.active().map(str::to_owned),
+            uplinks,
+        }
     }
 }
 
 /// Runs the agent until `shutdown` turns true.
-pub async fn run(options: AgentOptions, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
+pub async fn run(
+    options: AgentOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
     let config = options.config;
     let events = match &options.events_file {
-        Some(path) => Some(EventsLog::open(path).map_err(|source| AgentError::EventsFile { path: path.clone(), source })?),
+        Some(path) => Some(
+            EventsLog::open(path).map_err(|source| AgentError::EventsFile {
+                path: path.clone(),
+                source,
+            })?,
+        ),
         None => None,
     };
     let cloud = match &config.cloud {
         Some(cloud) => {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()?;
             let hardware = identity::detect_hardware(&config.appliance, &config.uplinks);
-            let enrol = identity::load_or_enroll(&config.appliance.state_dir, &http, &cloud.api_url, &cloud.enrollment_token, hardware);
+            let enrol = identity::load_or_enroll(
+                &config.appliance.state_dir,
+                &http,
+                &cloud.api_url,
+                &cloud.enrollment_token,
+                hardware,
+            );
             let identity = tokio::select! {
                 identity = enrol => identity?,
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
             };
-            Some((CloudLink::start(&identity), Duration::from_secs(u64::from(cloud.telemetry_interval_secs))))
+            Some((
+                CloudLink::start(&identity),
+                Duration::from_secs(u64::from(cloud.telemetry_interval_secs)),
+            ))
         }
         None => None,
     };
@@ -128,15 +164,28 @@ pub async fn run(options: AgentOptions, mut shutdown: watch::Receiver<bool>) -> 
     let specs: Vec<UplinkSpec> = config
         .uplinks
         .iter()
-        .map(|u| UplinkSpec { name: u.name.clone(), priority: u.priority, metered: u.metered })
+        .map(|u| UplinkSpec {
+            name: u.name.clone(),
+            priority: u.priority,
+            metered: u.metered,
+        })
         .collect();
     let DataplaneSection::Simulated { links } = &config.dataplane;
     let links: BTreeMap<_, _> = config
         .uplinks
         .iter()
-        .map(|u| (u.name.clone(), links.get(&u.name).cloned().unwrap_or_default()))
+        .map(|u| {
+            (
+                u.name.clone(),
+                links.get(&u.name).cloned().unwrap_or_default(),
+            )
+        })
         .collect();
-    let targets = if config.probes.targets.is_empty() { SIMULATED_TARGETS } else { config.probes.targets.len() };
+    let targets = if config.probes.targets.is_empty() {
+        SIMULATED_TARGETS
+    } else {
+        config.probes.targets.len()
+    };
     let mut driver = Driver {
         windows: vec![Window::default(); specs.len()],
         engine: Engine::new(specs, FAILBACK_CLEAN_PERIOD),
@@ -172,7 +221,11 @@ pub async fn run(options: AgentOptions, mut shutdown: watch::Receiver<bool>) -> 
             driver.probe_all(now, targets).await;
             next_probe = (next_probe + probe_interval).max(now);
         }
-        if driver.engine.next_deadline().is_some_and(|d| d <= now.into_std()) {
+        if driver
+            .engine
+            .next_deadline()
+            .is_some_and(|d| d <= now.into_std())
+        {
             let actions = driver.engine.handle(now.into_std(), Input::Tick);
             driver.apply(now, actions).await;
         }

@@ -39,14 +39,28 @@ impl CloudLink {
     /// Connects (and keeps reconnecting) in a background task.
     pub fn start(identity: &Identity) -> Self {
         let appliance_id = identity.appliance_id;
-        let mut options = MqttOptions::new(identity.mqtt.username.clone(), identity.mqtt.host.clone(), identity.mqtt.port);
+        let mut options = MqttOptions::new(
+            identity.mqtt.username.clone(),
+            identity.mqtt.host.clone(),
+            identity.mqtt.port,
+        );
         options
-            .set_credentials(identity.mqtt.username.clone(), identity.mqtt.password.clone())
+            .set_credentials(
+                identity.mqtt.username.clone(),
+                identity.mqtt.password.clone(),
+            )
             .set_keep_alive(Duration::from_secs(15))
             .set_clean_session(true)
             .set_last_will(LastWill::new(
                 DeviceTopic::new(appliance_id, Channel::Status).to_string(),
-                envelope(appliance_id, Utc::now(), Presence { online: false, agent_version: AGENT_VERSION.to_owned() }),
+                envelope(
+                    appliance_id,
+                    Utc::now(),
+                    Presence {
+                        online: false,
+                        agent_version: AGENT_VERSION.to_owned(),
+                    },
+                ),
                 QoS::AtLeastOnce,
                 true,
             ));
@@ -96,23 +110,41 @@ impl CloudLink {
 
     fn publish(&self, channel: Channel, retain: bool, payload: Vec<u8>) {
         let topic = DeviceTopic::new(self.appliance_id, channel).to_string();
-        if let Err(e) = self.client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
+        if let Err(e) = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+        {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(appliance_id = %self.appliance_id, error = %e, dropped, "cloud queue full; message dropped");
         }
     }
 
     pub fn publish_telemetry(&self, at: DateTime<Utc>, telemetry: Telemetry) {
-        self.publish(Channel::Telemetry, false, envelope(self.appliance_id, at, telemetry));
+        self.publish(
+            Channel::Telemetry,
+            false,
+            envelope(self.appliance_id, at, telemetry),
+        );
     }
 
     pub fn publish_event(&self, at: DateTime<Utc>, event: ApplianceEvent) {
-        self.publish(Channel::Events, false, envelope(self.appliance_id, at, event));
+        self.publish(
+            Channel::Events,
+            false,
+            envelope(self.appliance_id, at, event),
+        );
     }
 
     fn publish_presence(&self, online: bool) {
-        let presence = Presence { online, agent_version: AGENT_VERSION.to_owned() };
-        self.publish(Channel::Status, true, envelope(self.appliance_id, Utc::now(), presence));
+        let presence = Presence {
+            online,
+            agent_version: AGENT_VERSION.to_owned(),
+        };
+        self.publish(
+            Channel::Status,
+            true,
+            envelope(self.appliance_id, Utc::now(), presence),
+        );
     }
 
     /// Says goodbye (offline presence) and disconnects cleanly.

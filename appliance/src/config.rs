@@ -146,11 +146,18 @@ pub struct Outage {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {key}: {message}")]
-    Invalid { path: PathBuf, key: String, message: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
 }
 
 impl ApplianceConfig {
@@ -173,7 +180,8 @@ impl ApplianceConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let config: ApplianceConfig = toml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string()))?;
+        let config: ApplianceConfig =
+            toml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -192,43 +200,73 @@ impl ApplianceConfig {
                 return Err(invalid(&key("name"), "must be 1 to 32 characters"));
             }
             if uplink.interface.is_empty() || uplink.interface.len() > 15 {
-                return Err(invalid(&key("interface"), "must be a Linux interface name (1 to 15 characters)"));
+                return Err(invalid(
+                    &key("interface"),
+                    "must be a Linux interface name (1 to 15 characters)",
+                ));
             }
             if self.uplinks[..i].iter().any(|u| u.name == uplink.name) {
-                return Err(invalid(&key("name"), &format!("duplicate uplink name {:?}", uplink.name)));
+                return Err(invalid(
+                    &key("name"),
+                    &format!("duplicate uplink name {:?}", uplink.name),
+                ));
             }
-            if self.uplinks[..i].iter().any(|u| u.interface == uplink.interface) {
-                return Err(invalid(&key("interface"), &format!("interface {:?} is used by two uplinks", uplink.interface)));
+            if self.uplinks[..i]
+                .iter()
+                .any(|u| u.interface == uplink.interface)
+            {
+                return Err(invalid(
+                    &key("interface"),
+                    &format!("interface {:?} is used by two uplinks", uplink.interface),
+                ));
             }
             if uplink.interface == self.lan.interface {
-                return Err(invalid(&key("interface"), "an uplink cannot use the LAN interface"));
+                return Err(invalid(
+                    &key("interface"),
+                    "an uplink cannot use the LAN interface",
+                ));
             }
         }
         if !(100..=60_000).contains(&self.probes.interval_ms) {
-            return Err(invalid("probes.interval_ms", "must be between 100 and 60000"));
+            return Err(invalid(
+                "probes.interval_ms",
+                "must be between 100 and 60000",
+            ));
         }
         if let Some(cloud) = &self.cloud {
             if !(cloud.api_url.starts_with("http://") || cloud.api_url.starts_with("https://")) {
-                return Err(invalid("cloud.api_url", "must start with http:// or https://"));
+                return Err(invalid(
+                    "cloud.api_url",
+                    "must start with http:// or https://",
+                ));
             }
             if cloud.enrollment_token.trim().is_empty() {
                 return Err(invalid("cloud.enrollment_token", "must not be empty"));
             }
             if !(1..=3600).contains(&cloud.telemetry_interval_secs) {
-                return Err(invalid("cloud.telemetry_interval_secs", "must be between 1 and 3600"));
+                return Err(invalid(
+                    "cloud.telemetry_interval_secs",
+                    "must be between 1 and 3600",
+                ));
             }
         }
         let DataplaneSection::Simulated { links } = &self.dataplane;
         for (name, link) in links {
             let key = |field: &str| format!("dataplane.links.{name}.{field}");
             if !self.uplinks.iter().any(|u| &u.name == name) {
-                return Err(invalid(&format!("dataplane.links.{name}"), "names no configured uplink"));
+                return Err(invalid(
+                    &format!("dataplane.links.{name}"),
+                    "names no configured uplink",
+                ));
             }
             if !(0.0..=100.0).contains(&link.loss_pct) {
                 return Err(invalid(&key("loss_pct"), "must be between 0 and 100"));
             }
             if link.rtt_ms < 0.0 || link.jitter_ms < 0.0 {
-                return Err(invalid(&key("rtt_ms"), "rtt_ms and jitter_ms must not be negative"));
+                return Err(invalid(
+                    &key("rtt_ms"),
+                    "rtt_ms and jitter_ms must not be negative",
+                ));
             }
             if link.repeat_every_secs == Some(0) {
                 return Err(invalid(&key("repeat_every_secs"), "must be positive"));
@@ -286,10 +324,29 @@ outages = [{ start_secs = 60, duration_secs = 20 }]
 "#;
 
     #[test]
+    fn the_example_in_the_documentation_parses() {
+        let doc = include_str!("../../docs/appliance-config.md");
+        let start = doc
+            .find("```toml")
+            .map(|i| i + "```toml".len())
+            .unwrap_or(0);
+        let end = doc[start..]
+            .find("```")
+            .map(|i| start + i)
+            .unwrap_or(doc.len());
+        let config =
+            ApplianceConfig::parse(&doc[start..end]).expect("documented example must parse");
+        assert_eq!(config.uplinks.len(), 2);
+    }
+
+    #[test]
     fn the_documented_example_parses() {
         let config = ApplianceConfig::parse(EXAMPLE).expect("example must parse");
         assert_eq!(config.uplinks.len(), 2);
-        assert_eq!(config.cloud.as_ref().map(|c| c.telemetry_interval_secs), Some(10));
+        assert_eq!(
+            config.cloud.as_ref().map(|c| c.telemetry_interval_secs),
+            Some(10)
+        );
         assert_eq!(config.probes.interval_ms, 1000);
     }
 

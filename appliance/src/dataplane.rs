@@ -36,9 +36,18 @@ pub enum DataplaneError {
 
 pub trait Dataplane: Send {
     /// Probes each of `targets` targets once through `uplink`.
-    fn probe_round(&mut self, now: Instant, uplink: &str, targets: usize) -> impl Future<Output = ProbeRound> + Send;
+    fn probe_round(
+        &mut self,
+        now: Instant,
+        uplink: &str,
+        targets: usize,
+    ) -> impl Future<Output = ProbeRound> + Send;
     /// Makes `uplink` carry the LAN's traffic (`None`: no uplink).
-    fn activate(&mut self, now: Instant, uplink: Option<&str>) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    fn activate(
+        &mut self,
+        now: Instant,
+        uplink: Option<&str>,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
     fn counters(&mut self, now: Instant, uplink: &str) -> Counters;
 }
 
@@ -86,7 +95,9 @@ impl SimulatedDataplane {
 
     /// Whether the script has `uplink` in an outage at `now`.
     pub fn in_outage(&self, now: Instant, uplink: &str) -> bool {
-        self.links.get(uplink).is_some_and(|link| link_in_outage(&link.spec, now.duration_since(self.started)))
+        self.links
+            .get(uplink)
+            .is_some_and(|link| link_in_outage(&link.spec, now.duration_since(self.started)))
     }
 
     fn account_traffic(&mut self, now: Instant) {
@@ -95,7 +106,8 @@ impl SimulatedDataplane {
         for (name, link) in &mut self.links {
             let elapsed = now.saturating_duration_since(link.last_accounted);
             link.last_accounted = now;
-            let carrying = active.as_deref() == Some(name.as_str()) && !link_in_outage(&link.spec, now.duration_since(started));
+            let carrying = active.as_deref() == Some(name.as_str())
+                && !link_in_outage(&link.spec, now.duration_since(started));
             if carrying {
                 let bytes = (link.spec.traffic_bytes_per_sec as f64 * elapsed.as_secs_f64()) as u64;
                 // A practice downloads far more than it uploads (EHR pages, imaging, video).
@@ -117,7 +129,12 @@ fn link_in_outage(spec: &SimulatedLink, since_start: Duration) -> bool {
 }
 
 impl Dataplane for SimulatedDataplane {
-    fn probe_round(&mut self, now: Instant, uplink: &str, targets: usize) -> impl Future<Output = ProbeRound> + Send {
+    fn probe_round(
+        &mut self,
+        now: Instant,
+        uplink: &str,
+        targets: usize,
+    ) -> impl Future<Output = ProbeRound> + Send {
         self.account_traffic(now);
         let down = self.in_outage(now, uplink);
         let mut round = ProbeRound {
@@ -133,7 +150,8 @@ impl Dataplane for SimulatedDataplane {
                         continue;
                     }
                     let jitter = if link.spec.jitter_ms > 0.0 {
-                        self.rng.gen_range(-link.spec.jitter_ms..link.spec.jitter_ms)
+                        self.rng
+                            .gen_range(-link.spec.jitter_ms..link.spec.jitter_ms)
                     } else {
                         0.0
                     };
@@ -147,10 +165,16 @@ impl Dataplane for SimulatedDataplane {
         std::future::ready(round)
     }
 
-    fn activate(&mut self, now: Instant, uplink: Option<&str>) -> impl Future<Output = Result<(), DataplaneError>> + Send {
+    fn activate(
+        &mut self,
+        now: Instant,
+        uplink: Option<&str>,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send {
         self.account_traffic(now);
         let result = match uplink {
-            Some(name) if !self.links.contains_key(name) => Err(DataplaneError::UnknownUplink(name.to_owned())),
+            Some(name) if !self.links.contains_key(name) => {
+                Err(DataplaneError::UnknownUplink(name.to_owned()))
+            }
             _ => {
                 self.active = uplink.map(str::to_owned);
                 Ok(())
@@ -161,7 +185,10 @@ impl Dataplane for SimulatedDataplane {
 
     fn counters(&mut self, now: Instant, uplink: &str) -> Counters {
         self.account_traffic(now);
-        self.links.get(uplink).map(|l| l.counters).unwrap_or_default()
+        self.links
+            .get(uplink)
+            .map(|l| l.counters)
+            .unwrap_or_default()
     }
 }
 
@@ -172,22 +199,57 @@ mod tests {
 
     fn dataplane(t0: Instant) -> SimulatedDataplane {
         let fiber = SimulatedLink {
-            outages: vec![Outage { start_secs: 10, duration_secs: 5 }],
+            outages: vec![Outage {
+                start_secs: 10,
+                duration_secs: 5,
+            }],
             repeat_every_secs: Some(60),
             ..SimulatedLink::default()
         };
-        SimulatedDataplane::new(t0, BTreeMap::from([("fiber".to_owned(), fiber), ("lte".to_owned(), SimulatedLink::default())]), 7)
+        SimulatedDataplane::new(
+            t0,
+            BTreeMap::from([
+                ("fiber".to_owned(), fiber),
+                ("lte".to_owned(), SimulatedLink::default()),
+            ]),
+            7,
+        )
     }
 
     #[tokio::test]
     async fn a_scripted_outage_silences_every_probe_and_repeats() {
         let t0 = Instant::now();
         let mut dp = dataplane(t0);
-        assert_eq!(dp.probe_round(t0 + Duration::from_secs(5), "fiber", 3).await.answered, 3);
-        assert_eq!(dp.probe_round(t0 + Duration::from_secs(12), "fiber", 3).await.answered, 0);
-        assert_eq!(dp.probe_round(t0 + Duration::from_secs(16), "fiber", 3).await.answered, 3);
-        assert_eq!(dp.probe_round(t0 + Duration::from_secs(71), "fiber", 3).await.answered, 0);
-        assert_eq!(dp.probe_round(t0 + Duration::from_secs(12), "lte", 3).await.answered, 3);
+        assert_eq!(
+            dp.probe_round(t0 + Duration::from_secs(5), "fiber", 3)
+                .await
+                .answered,
+            3
+        );
+        assert_eq!(
+            dp.probe_round(t0 + Duration::from_secs(12), "fiber", 3)
+                .await
+                .answered,
+            0
+        );
+        assert_eq!(
+            dp.probe_round(t0 + Duration::from_secs(16), "fiber", 3)
+                .await
+                .answered,
+            3
+        );
+        assert_eq!(
+            dp.probe_round(t0 + Duration::from_secs(71), "fiber", 3)
+                .await
+                .answered,
+            0
+        );
+        assert_eq!(
+            dp.probe_round(t0 + Duration::from_secs(12), "lte", 3)
+                .await
+                .answered,
+            3
+        );
     }
 
     #[tokio::test]

@@ -38,15 +38,24 @@ pub struct UplinkSpec {
 pub enum Health {
     /// No round completed yet.
     Unknown,
-    Up { since: Instant, failed_rounds: u32 },
-    Down { since: Instant, passed_rounds: u32, carrier_lost: bool },
+    Up {
+        since: Instant,
+        failed_rounds: u32,
+    },
+    Down {
+        since: Instant,
+        passed_rounds: u32,
+        carrier_lost: bool,
+    },
 }
 
 impl Health {
     pub fn as_wire(self) -> UplinkHealth {
         match self {
             Health::Unknown => UplinkHealth::Unknown,
-            Health::Up { failed_rounds: 0, .. } => UplinkHealth::Up,
+            Health::Up {
+                failed_rounds: 0, ..
+            } => UplinkHealth::Up,
             Health::Up { .. } => UplinkHealth::Degraded,
             Health::Down { .. } => UplinkHealth::Down,
         }
@@ -56,8 +65,15 @@ impl Health {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// One probe round through `uplink` (index into the specs): how many targets answered.
-    ProbeRound { uplink: usize, answered: usize, sent: usize },
-    Carrier { uplink: usize, up: bool },
+    ProbeRound {
+        uplink: usize,
+        answered: usize,
+        sent: usize,
+    },
+    Carrier {
+        uplink: usize,
+        up: bool,
+    },
     Tick,
 }
 
@@ -102,14 +118,26 @@ impl Engine {
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
         let mut actions = Vec::new();
         match input {
-            Input::ProbeRound { uplink, answered, sent } if uplink < self.specs.len() => {
+            Input::ProbeRound {
+                uplink,
+                answered,
+                sent,
+            } if uplink < self.specs.len() => {
                 let passed = sent > 0 && answered * 2 > sent;
                 self.record_round(now, uplink, passed, &mut actions);
             }
             Input::Carrier { uplink, up } if uplink < self.specs.len() => {
                 if !up && !matches!(self.health[uplink], Health::Down { .. }) {
-                    self.health[uplink] = Health::Down { since: now, passed_rounds: 0, carrier_lost: true };
-                    actions.push(self.event(EventKind::UplinkDown, Some(uplink), "carrier lost".into()));
+                    self.health[uplink] = Health::Down {
+                        since: now,
+                        passed_rounds: 0,
+                        carrier_lost: true,
+                    };
+                    actions.push(self.event(
+                        EventKind::UplinkDown,
+                        Some(uplink),
+                        "carrier lost".into(),
+                    ));
                 } else if let Health::Down { carrier_lost, .. } = &mut self.health[uplink] {
                     // Carrier back: probes still have to prove the uplink before it is used.
                     *carrier_lost = !up;
@@ -136,37 +164,95 @@ impl Engine {
             .min()
     }
 
-    fn record_round(&mut self, now: Instant, uplink: usize, passed: bool, actions: &mut Vec<Action>) {
+    fn record_round(
+        &mut self,
+        now: Instant,
+        uplink: usize,
+        passed: bool,
+        actions: &mut Vec<Action>,
+    ) {
         let next = match (self.health[uplink], passed) {
-            (Health::Unknown, true) => Health::Up { since: now, failed_rounds: 0 },
-            (Health::Unknown, false) => Health::Down { since: now, passed_rounds: 0, carrier_lost: false },
-            (Health::Up { since, .. }, true) => Health::Up { since, failed_rounds: 0 },
-            (Health::Up { since, failed_rounds }, false) => {
+            (Health::Unknown, true) => Health::Up {
+                since: now,
+                failed_rounds: 0,
+            },
+            (Health::Unknown, false) => Health::Down {
+                since: now,
+                passed_rounds: 0,
+                carrier_lost: false,
+            },
+            (Health::Up { since, .. }, true) => Health::Up {
+                since,
+                failed_rounds: 0,
+            },
+            (
+                Health::Up {
+                    since,
+                    failed_rounds,
+                },
+                false,
+            ) => {
                 if failed_rounds + 1 >= DOWN_AFTER_FAILED_ROUNDS {
                     actions.push(self.event(
                         EventKind::UplinkDown,
                         Some(uplink),
                         format!("{DOWN_AFTER_FAILED_ROUNDS} consecutive probe rounds without a majority of targets answering"),
                     ));
-                    Health::Down { since: now, passed_rounds: 0, carrier_lost: false }
+                    Health::Down {
+                        since: now,
+                        passed_rounds: 0,
+                        carrier_lost: false,
+                    }
                 } else {
-                    Health::Up { since, failed_rounds: failed_rounds + 1 }
+                    Health::Up {
+                        since,
+                        failed_rounds: failed_rounds + 1,
+                    }
                 }
             }
-            (Health::Down { carrier_lost: true, since, .. }, _) => Health::Down { since, passed_rounds: 0, carrier_lost: true },
-            (Health::Down { since, passed_rounds, .. }, true) => {
+            (
+                Health::Down {
+                    carrier_lost: true,
+                    since,
+                    ..
+                },
+                _,
+            ) => Health::Down {
+                since,
+                passed_rounds: 0,
+                carrier_lost: true,
+            },
+            (
+                Health::Down {
+                    since,
+                    passed_rounds,
+                    ..
+                },
+                true,
+            ) => {
                 if passed_rounds + 1 >= UP_AFTER_PASSED_ROUNDS {
                     actions.push(self.event(
                         EventKind::UplinkUp,
                         Some(uplink),
                         format!("{UP_AFTER_PASSED_ROUNDS} consecutive clean probe rounds"),
                     ));
-                    Health::Up { since: now, failed_rounds: 0 }
+                    Health::Up {
+                        since: now,
+                        failed_rounds: 0,
+                    }
                 } else {
-                    Health::Down { since, passed_rounds: passed_rounds + 1, carrier_lost: false }
+                    Health::Down {
+                        since,
+                        passed_rounds: passed_rounds + 1,
+                        carrier_lost: false,
+                    }
                 }
             }
-            (Health::Down { since, .. }, false) => Health::Down { since, passed_rounds: 0, carrier_lost: false },
+            (Health::Down { since, .. }, false) => Health::Down {
+                since,
+                passed_rounds: 0,
+                carrier_lost: false,
+            },
         };
         self.health[uplink] = next;
     }
@@ -179,7 +265,9 @@ impl Engine {
         let choice = match (self.active, best_up) {
             // Failing over away from a dead active uplink is never delayed.
             (Some(active), _) if !is_up(active) => best_up,
-            (Some(active), Some(best)) if self.specs[best].priority < self.specs[active].priority => {
+            (Some(active), Some(best))
+                if self.specs[best].priority < self.specs[active].priority =>
+            {
                 let clean_since = match self.health[best] {
                     Health::Up { since, .. } => since,
                     _ => now,
@@ -199,19 +287,30 @@ impl Engine {
         let from = self.active.map(|i| self.specs[i].name.clone());
         let to = choice.map(|i| self.specs[i].name.clone());
         let kind = match (self.active, choice) {
-            (Some(old), Some(new)) if self.specs[new].priority < self.specs[old].priority => EventKind::Failback,
+            (Some(old), Some(new)) if self.specs[new].priority < self.specs[old].priority => {
+                EventKind::Failback
+            }
             _ => EventKind::Failover,
         };
         let reason = match (kind, &from) {
             (_, None) => "first usable uplink".to_owned(),
-            (EventKind::Failback, _) => format!("preferred uplink clean for {} s", self.failback_clean_period.as_secs()),
+            (EventKind::Failback, _) => format!(
+                "preferred uplink clean for {} s",
+                self.failback_clean_period.as_secs()
+            ),
             _ if choice.is_none() => "no uplink is usable".to_owned(),
             _ => "active uplink down".to_owned(),
         };
         self.active = choice;
         actions.push(Action::Activate(to.clone()));
         if from.is_some() {
-            actions.push(Action::Emit(ApplianceEvent { kind, uplink: None, from, to, reason }));
+            actions.push(Action::Emit(ApplianceEvent {
+                kind,
+                uplink: None,
+                from,
+                to,
+                reason,
+            }));
         }
     }
 
@@ -235,15 +334,30 @@ mod tests {
     fn engine() -> Engine {
         Engine::new(
             vec![
-                UplinkSpec { name: "fiber".into(), priority: 0, metered: false },
-                UplinkSpec { name: "lte".into(), priority: 1, metered: true },
+                UplinkSpec {
+                    name: "fiber".into(),
+                    priority: 0,
+                    metered: false,
+                },
+                UplinkSpec {
+                    name: "lte".into(),
+                    priority: 1,
+                    metered: true,
+                },
             ],
             CLEAN,
         )
     }
 
     fn round(engine: &mut Engine, now: Instant, uplink: usize, answered: usize) -> Vec<Action> {
-        engine.handle(now, Input::ProbeRound { uplink, answered, sent: 3 })
+        engine.handle(
+            now,
+            Input::ProbeRound {
+                uplink,
+                answered,
+                sent: 3,
+            },
+        )
     }
 
     fn kinds(actions: &[Action]) -> Vec<EventKind> {
@@ -268,7 +382,10 @@ mod tests {
     fn the_preferred_uplink_becomes_active_once_it_answers() {
         let mut engine = engine();
         let t0 = Instant::now();
-        assert_eq!(round(&mut engine, t0, 0, 3), vec![Action::Activate(Some("fiber".into()))]);
+        assert_eq!(
+            round(&mut engine, t0, 0, 3),
+            vec![Action::Activate(Some("fiber".into()))]
+        );
         assert_eq!(engine.active(), Some("fiber"));
     }
 
@@ -298,7 +415,10 @@ mod tests {
         let t0 = healthy(&mut engine);
         round(&mut engine, t0 + Duration::from_secs(1), 0, 0);
         let actions = round(&mut engine, t0 + Duration::from_secs(2), 0, 0);
-        assert_eq!(kinds(&actions), vec![EventKind::UplinkDown, EventKind::Failover]);
+        assert_eq!(
+            kinds(&actions),
+            vec![EventKind::UplinkDown, EventKind::Failover]
+        );
         assert!(actions.contains(&Action::Activate(Some("lte".into()))));
         assert_eq!(engine.active(), Some("lte"));
     }
@@ -307,8 +427,17 @@ mod tests {
     fn losing_carrier_fails_over_without_waiting_for_probes() {
         let mut engine = engine();
         let t0 = healthy(&mut engine);
-        let actions = engine.handle(t0 + Duration::from_millis(10), Input::Carrier { uplink: 0, up: false });
-        assert_eq!(kinds(&actions), vec![EventKind::UplinkDown, EventKind::Failover]);
+        let actions = engine.handle(
+            t0 + Duration::from_millis(10),
+            Input::Carrier {
+                uplink: 0,
+                up: false,
+            },
+        );
+        assert_eq!(
+            kinds(&actions),
+            vec![EventKind::UplinkDown, EventKind::Failover]
+        );
         assert_eq!(engine.active(), Some("lte"));
     }
 
@@ -322,8 +451,15 @@ mod tests {
             round(&mut engine, t0 + Duration::from_secs(s), 0, 3);
         }
         // Up again at t0+5 s: failback is due at t0+35 s, not before.
-        assert_eq!(engine.next_deadline(), Some(t0 + Duration::from_secs(5) + CLEAN));
-        assert!(engine.handle(t0 + Duration::from_secs(34), Input::Tick).is_empty());
+        assert_eq!(
+            engine.next_deadline(),
+            Some(t0 + Duration::from_secs(5) + CLEAN)
+        );
+        assert!(
+            engine
+                .handle(t0 + Duration::from_secs(34), Input::Tick)
+                .is_empty()
+        );
         let actions = engine.handle(t0 + Duration::from_secs(35), Input::Tick);
         assert_eq!(kinds(&actions), vec![EventKind::Failback]);
         assert_eq!(engine.active(), Some("fiber"));
@@ -341,7 +477,11 @@ mod tests {
         }
         round(&mut engine, t0 + Duration::from_secs(20), 0, 0);
         round(&mut engine, t0 + Duration::from_secs(21), 0, 0);
-        assert!(engine.handle(t0 + Duration::from_secs(36), Input::Tick).is_empty());
+        assert!(
+            engine
+                .handle(t0 + Duration::from_secs(36), Input::Tick)
+                .is_empty()
+        );
         assert_eq!(engine.active(), Some("lte"));
     }
 
@@ -349,8 +489,20 @@ mod tests {
     fn with_every_uplink_down_nothing_is_active() {
         let mut engine = engine();
         let t0 = healthy(&mut engine);
-        engine.handle(t0, Input::Carrier { uplink: 0, up: false });
-        let actions = engine.handle(t0, Input::Carrier { uplink: 1, up: false });
+        engine.handle(
+            t0,
+            Input::Carrier {
+                uplink: 0,
+                up: false,
+            },
+        );
+        let actions = engine.handle(
+            t0,
+            Input::Carrier {
+                uplink: 1,
+                up: false,
+            },
+        );
         assert!(actions.contains(&Action::Activate(None)));
         assert_eq!(engine.active(), None);
     }

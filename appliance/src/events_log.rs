@@ -22,12 +22,21 @@ struct Line<'a> {
 
 impl EventsLog {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { path: path.to_owned(), file })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
     }
 
     pub fn append(&mut self, at: DateTime<Utc>, event: &ApplianceEvent) {
-        let line = Line { ts: at.to_rfc3339_opts(SecondsFormat::Millis, true), event };
+        let line = Line {
+            ts: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            event,
+        };
         let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
         bytes.push(b'\n');
         if let Err(e) = self.file.write_all(&bytes).and_then(|()| self.file.flush()) {
@@ -47,7 +56,16 @@ mod tests {
         let path = dir.path().join("events.jsonl");
         let mut log = EventsLog::open(&path).expect("open");
         let at = DateTime::<Utc>::from_timestamp_millis(1_700_000_000_123).unwrap_or_default();
-        log.append(at, &ApplianceEvent { kind: EventKind::Failover, uplink: None, from: Some("fiber".into()), to: Some("lte".into()), reason: "active uplink down".into() });
+        log.append(
+            at,
+            &ApplianceEvent {
+                kind: EventKind::Failover,
+                uplink: None,
+                from: Some("fiber".into()),
+                to: Some("lte".into()),
+                reason: "active uplink down".into(),
+            },
+        );
         let text = std::fs::read_to_string(&path).expect("read");
         let value: serde_json::Value = serde_json::from_str(text.trim()).expect("json");
         assert_eq!(value["ts"], "2023-11-14T22:13:20.123Z");

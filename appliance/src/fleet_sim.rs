@@ -11,8 +11,8 @@ use tokio::sync::watch;
 
 use crate::agent::{self, AgentOptions};
 use crate::config::{
-    ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage, ProbeSection, SimulatedLink,
-    UplinkConfig,
+    ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
+    ProbeSection, SimulatedLink, UplinkConfig,
 };
 
 #[derive(Debug, Clone)]
@@ -20,6 +20,9 @@ pub struct FleetOptions {
     pub api_url: String,
     /// Enrolment tokens; appliance `i` uses token `i % len`, spreading the fleet over practices.
     pub enrollment_tokens: Vec<String>,
+    /// Index of the first appliance: lets several simulator processes share one cloud without
+    /// colliding hardware identities.
+    pub first_index: usize,
     pub count: usize,
     pub state_root: PathBuf,
     pub telemetry_interval_secs: u32,
@@ -43,7 +46,10 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
         ..SimulatedLink::default()
     };
     if index.is_multiple_of(3) {
-        fiber.outages = vec![Outage { start_secs: 45 + (i * 13) % 120, duration_secs: 20 + i % 25 }];
+        fiber.outages = vec![Outage {
+            start_secs: 45 + (i * 13) % 120,
+            duration_secs: 20 + i % 25,
+        }];
         fiber.repeat_every_secs = Some(240 + (i % 6) * 40);
     }
     let lte = SimulatedLink {
@@ -57,7 +63,11 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
         appliance: ApplianceSection {
             state_dir: options.state_root.join(format!("appliance-{index:03}")),
             serial: Some(format!("SO-SIM-{index:04}")),
-            mac: Some(format!("02:53:4f:00:{:02x}:{:02x}", (index >> 8) & 0xff, index & 0xff)),
+            mac: Some(format!(
+                "02:53:4f:00:{:02x}:{:02x}",
+                (index >> 8) & 0xff,
+                index & 0xff
+            )),
             model: Some("StayOpen SO-1 (simulated)".to_owned()),
         },
         cloud: Some(CloudSection {
@@ -65,7 +75,9 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
             enrollment_token: token,
             telemetry_interval_secs: options.telemetry_interval_secs,
         }),
-        lan: LanSection { interface: "lan0".to_owned() },
+        lan: LanSection {
+            interface: "lan0".to_owned(),
+        },
         uplinks: vec![
             UplinkConfig {
                 name: "fiber".to_owned(),
@@ -93,11 +105,19 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
 /// arrive as one burst.
 pub async fn run(options: FleetOptions, shutdown: watch::Receiver<bool>) {
     let mut agents = tokio::task::JoinSet::new();
-    for index in 0..options.count {
+    for index in options.first_index..options.first_index + options.count {
         let config = appliance_config(&options, index);
         let shutdown = shutdown.clone();
         agents.spawn(async move {
-            let result = agent::run(AgentOptions { config, events_file: None, seed: index as u64 }, shutdown).await;
+            let result = agent::run(
+                AgentOptions {
+                    config,
+                    events_file: None,
+                    seed: index as u64,
+                },
+                shutdown,
+            )
+            .await;
             if let Err(e) = &result {
                 tracing::error!(index, error = %e, "simulated appliance stopped");
             }
@@ -117,6 +137,7 @@ mod tests {
         let options = FleetOptions {
             api_url: "http://127.0.0.1:8080".into(),
             enrollment_tokens: vec!["soe_a".into(), "soe_b".into()],
+            first_index: 0,
             count: 20,
             state_root: PathBuf::from("/tmp/fleet"),
             telemetry_interval_secs: 10,
@@ -125,8 +146,15 @@ mod tests {
         for config in &configs {
             config.validate().expect("valid");
         }
-        let serials: std::collections::BTreeSet<_> = configs.iter().map(|c| c.appliance.serial.clone()).collect();
+        let serials: std::collections::BTreeSet<_> =
+            configs.iter().map(|c| c.appliance.serial.clone()).collect();
         assert_eq!(serials.len(), 20);
-        assert_eq!(configs[1].cloud.as_ref().map(|c| c.enrollment_token.as_str()), Some("soe_b"));
+        assert_eq!(
+            configs[1]
+                .cloud
+                .as_ref()
+                .map(|c| c.enrollment_token.as_str()),
+            Some("soe_b")
+        );
     }
 }

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stayopen_shared::api::{ApiError, EnrollRequest, EnrollResponse, HardwareIdentity, MqttCredentials};
+use stayopen_shared::api::{
+    ApiError, EnrollRequest, EnrollResponse, HardwareIdentity, MqttCredentials,
+};
 use stayopen_shared::{ApplianceId, PracticeId, SiteId};
 
 use crate::AGENT_VERSION;
@@ -24,11 +26,20 @@ pub struct Identity {
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is corrupt ({source}); move it away to enrol again")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the cloud refused enrolment: {message} ({code})")]
     Refused { code: String, message: String },
     #[error("cannot reach the cloud at {url}: {source}")]
@@ -58,7 +69,10 @@ pub fn load(state_dir: &Path) -> Result<Option<Identity>, IdentityError> {
 /// the MQTT password.
 pub fn store(state_dir: &Path, identity: &Identity) -> Result<(), IdentityError> {
     let path = state_dir.join(IDENTITY_FILE);
-    let write_err = |source| IdentityError::Write { path: path.clone(), source };
+    let write_err = |source| IdentityError::Write {
+        path: path.clone(),
+        source,
+    };
     std::fs::create_dir_all(state_dir).map_err(write_err)?;
     let tmp = state_dir.join(format!("{IDENTITY_FILE}.tmp"));
     let json = serde_json::to_vec_pretty(identity).unwrap_or_default();
@@ -97,7 +111,11 @@ pub fn detect_hardware(section: &ApplianceSection, uplinks: &[UplinkConfig]) -> 
     let mac = section
         .mac
         .clone()
-        .or_else(|| uplinks.first().and_then(|u| read(&format!("/sys/class/net/{}/address", u.interface))))
+        .or_else(|| {
+            uplinks
+                .first()
+                .and_then(|u| read(&format!("/sys/class/net/{}/address", u.interface)))
+        })
         .unwrap_or_else(|| "00:00:00:00:00:00".to_owned());
     let model = section
         .model
@@ -120,8 +138,16 @@ pub async fn enroll(
         hardware,
         agent_version: AGENT_VERSION.to_owned(),
     };
-    let unreachable = |source| IdentityError::Unreachable { url: url.clone(), source };
-    let response = http.post(&url).json(&request).send().await.map_err(unreachable)?;
+    let unreachable = |source| IdentityError::Unreachable {
+        url: url.clone(),
+        source,
+    };
+    let response = http
+        .post(&url)
+        .json(&request)
+        .send()
+        .await
+        .map_err(unreachable)?;
     let status = response.status();
     if status.is_success() {
         let enrolled: EnrollResponse = response.json().await.map_err(unreachable)?;
@@ -136,13 +162,22 @@ pub async fn enroll(
         let source = response.error_for_status().err();
         return match source {
             Some(source) => Err(unreachable(source)),
-            None => Err(IdentityError::Refused { code: status.to_string(), message: "server error".into() }),
+            None => Err(IdentityError::Refused {
+                code: status.to_string(),
+                message: "server error".into(),
+            }),
         };
     }
     let body: Option<ApiError> = response.json().await.ok();
     Err(match body {
-        Some(e) => IdentityError::Refused { code: e.error, message: e.message },
-        None => IdentityError::Refused { code: status.as_u16().to_string(), message: status.to_string() },
+        Some(e) => IdentityError::Refused {
+            code: e.error,
+            message: e.message,
+        },
+        None => IdentityError::Refused {
+            code: status.as_u16().to_string(),
+            message: status.to_string(),
+        },
     })
 }
 
@@ -190,12 +225,20 @@ mod tests {
             appliance_id: ApplianceId(Uuid::from_u128(1)),
             practice_id: PracticeId(Uuid::from_u128(2)),
             site_id: SiteId(Uuid::from_u128(3)),
-            mqtt: MqttCredentials { host: "127.0.0.1".into(), port: 1883, username: "u".into(), password: "p".into() },
+            mqtt: MqttCredentials {
+                host: "127.0.0.1".into(),
+                port: 1883,
+                username: "u".into(),
+                password: "p".into(),
+            },
         };
         store(dir.path(), &identity).expect("store");
         assert_eq!(load(dir.path()).expect("load"), Some(identity));
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(IDENTITY_FILE)).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(IDENTITY_FILE))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -11,7 +11,11 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "stayopen-appliance", version, about = "StayOpen appliance agent")]
+#[command(
+    name = "stayopen-appliance",
+    version,
+    about = "StayOpen appliance agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,6 +42,10 @@ enum Command {
         seed_file: PathBuf,
         #[arg(long, default_value_t = 20)]
         count: usize,
+        /// Number of the first simulated appliance (serials SO-SIM-NNNN), so several simulators can
+        /// share one cloud.
+        #[arg(long, default_value_t = 0)]
+        first_index: usize,
         /// Each appliance keeps its state in a subfolder.
         #[arg(long)]
         state_root: PathBuf,
@@ -58,10 +66,16 @@ struct SeedPractice {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttc=warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,rumqttc=warn")),
+        )
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stayopen-appliance: cannot start the async runtime: {e}");
@@ -83,7 +97,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match runtime.block_on(agent::run(AgentOptions { config, events_file: events, seed: rand::random() }, stop_rx)) {
+            match runtime.block_on(agent::run(
+                AgentOptions {
+                    config,
+                    events_file: events,
+                    seed: rand::random(),
+                },
+                stop_rx,
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("stayopen-appliance: {e}");
@@ -91,7 +112,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::SimulateFleet { api_url, seed_file, count, state_root, telemetry_interval_secs } => {
+        Command::SimulateFleet {
+            api_url,
+            seed_file,
+            count,
+            first_index,
+            state_root,
+            telemetry_interval_secs,
+        } => {
             let seed: SeedFile = match std::fs::read(&seed_file)
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
@@ -103,12 +131,20 @@ fn main() -> ExitCode {
                 }
             };
             if seed.practices.is_empty() {
-                eprintln!("stayopen-appliance: {}: no practices with enrolment tokens", seed_file.display());
+                eprintln!(
+                    "stayopen-appliance: {}: no practices with enrolment tokens",
+                    seed_file.display()
+                );
                 return ExitCode::from(2);
             }
             let options = FleetOptions {
                 api_url,
-                enrollment_tokens: seed.practices.into_iter().map(|p| p.enrollment_token).collect(),
+                enrollment_tokens: seed
+                    .practices
+                    .into_iter()
+                    .map(|p| p.enrollment_token)
+                    .collect(),
+                first_index,
                 count,
                 state_root,
                 telemetry_interval_secs,

@@ -45,7 +45,12 @@ impl Window {
     }
 
     /// The window's figures for one uplink; the window starts over.
-    pub fn take_report(&mut self, spec: &UplinkSpec, health: UplinkHealth, counters: Counters) -> UplinkTelemetry {
+    pub fn take_report(
+        &mut self,
+        spec: &UplinkSpec,
+        health: UplinkHealth,
+        counters: Counters,
+    ) -> UplinkTelemetry {
         let report = UplinkTelemetry {
             name: spec.name.clone(),
             priority: spec.priority,
@@ -66,7 +71,14 @@ mod tests {
     use super::*;
 
     fn round(answered: usize, rtts_ms: &[u64]) -> ProbeRound {
-        ProbeRound { sent: 3, answered, rtts: rtts_ms.iter().map(|ms| Duration::from_millis(*ms)).collect() }
+        ProbeRound {
+            sent: 3,
+            answered,
+            rtts: rtts_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
+        }
     }
 
     #[test]
@@ -82,7 +94,11 @@ mod tests {
     fn a_report_starts_a_new_window() {
         let mut window = Window::default();
         window.record(&round(0, &[]));
-        let spec = UplinkSpec { name: "lte".into(), priority: 1, metered: true };
+        let spec = UplinkSpec {
+            name: "lte".into(),
+            priority: 1,
+            metered: true,
+        };
         let report = window.take_report(&spec, UplinkHealth::Down, Counters::default());
         assert_eq!(report.loss_pct, 100.0);
         assert_eq!(report.rtt_ms, None);

@@ -4,8 +4,8 @@
 use std::future::{Ready, ready};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
@@ -21,12 +21,15 @@ use crate::startup::AppState;
 /// recommendation: 19 MiB, 2 iterations).
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
 }
 
 /// A valid hash of a password nobody knows, verified against when the e-mail is unknown so that the
 /// response time does not reveal which e-mails have accounts.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c3RheW9wZW5kdW1teQ$N8n7J3rTQ8yqkIuJmKIHr6Bqv0P8yTgxV7m3Dkq8w2Q";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c3RheW9wZW5kdW1teQ$N8n7J3rTQ8yqkIuJmKIHr6Bqv0P8yTgxV7m3Dkq8w2Q";
 
 pub fn verify_password(password: &str, hash: Option<&str>) -> bool {
     let Ok(parsed) = PasswordHash::new(hash.unwrap_or(DUMMY_HASH)) else {
@@ -77,7 +80,9 @@ pub struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("TokenKeys")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,7 +95,11 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue(&self, user: &AuthUser, now: DateTime<Utc>) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        user: &AuthUser,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
         let expires_at = now + self.ttl;
         let claims = Claims {
             sub: user.user_id,
@@ -107,12 +116,12 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Result<AuthUser, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            }
-        })?;
+            },
+        )?;
         let claims = data.claims;
         Ok(AuthUser {
             user_id: claims.sub,
@@ -175,7 +184,9 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiFailure> {
         }),
     };
     if let Err(failure) = &result {
-        state.metrics.increment(crate::metrics::API_REJECTED, "reason", failure.code());
+        state
+            .metrics
+            .increment(crate::metrics::API_REJECTED, "reason", failure.code());
         tracing::info!(path = %req.path(), reason = failure.code(), "rejected unauthenticated request");
     }
     result
@@ -205,7 +216,9 @@ mod tests {
     #[test]
     fn an_expired_token_is_reported_as_expired() {
         let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef", 1);
-        let (token, _) = keys.issue(&user(), Utc::now() - Duration::hours(1)).expect("issue");
+        let (token, _) = keys
+            .issue(&user(), Utc::now() - Duration::hours(1))
+            .expect("issue");
         assert_eq!(keys.verify(&token), Err(TokenError::Expired));
     }
 

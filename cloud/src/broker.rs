@@ -138,7 +138,11 @@ pub async fn start(
 
 /// Answers the broker's authentication requests from the appliances table. A device must connect
 /// with client id = username = its appliance id and the password issued at enrolment.
-pub async fn serve_auth_requests(pool: PgPool, metrics: Arc<Metrics>, mut requests: mpsc::Receiver<AuthRequest>) {
+pub async fn serve_auth_requests(
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    mut requests: mpsc::Receiver<AuthRequest>,
+) {
     while let Some(request) = requests.recv().await {
         let verdict = check_device_credentials(&pool, &request).await;
         match verdict {
@@ -154,7 +158,10 @@ pub async fn serve_auth_requests(pool: PgPool, metrics: Arc<Metrics>, mut reques
     }
 }
 
-async fn check_device_credentials(pool: &PgPool, request: &AuthRequest) -> Result<(), &'static str> {
+async fn check_device_credentials(
+    pool: &PgPool,
+    request: &AuthRequest,
+) -> Result<(), &'static str> {
     if request.client_id != request.username {
         return Err("client_id_mismatch");
     }

@@ -51,7 +51,9 @@ fn redact_url_password(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:<redacted>{}", &url[..scheme_end + 3], &url[at..]),
+                Some((user, _)) => {
+                    format!("{}{user}:<redacted>{}", &url[..scheme_end + 3], &url[at..])
+                }
                 None => url.to_owned(),
             }
         }
@@ -83,7 +85,10 @@ pub struct AuthConfig {
 impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthConfig")
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("token_ttl_minutes", &self.token_ttl_minutes)
             .finish()
     }
@@ -164,9 +169,16 @@ impl CloudConfig {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment
-            .merge(Env::prefixed("STAYOPEN_").split("__"))
-            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()));
+        // Only `SECTION__KEY` variables are configuration; others sharing the prefix
+        // (STAYOPEN_CONFIG, test harness variables) are not.
+        let sections = Env::prefixed("STAYOPEN_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        figment = figment.merge(sections).merge(
+            Env::raw()
+                .only(&["DATABASE_URL"])
+                .map(|_| "database.url".into()),
+        );
         let config: CloudConfig = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
@@ -174,13 +186,19 @@ impl CloudConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.http.workers == 0 {
-            return Err(ConfigError::Semantic("http.workers must be at least 1".into()));
+            return Err(ConfigError::Semantic(
+                "http.workers must be at least 1".into(),
+            ));
         }
         if self.database.max_connections == 0 {
-            return Err(ConfigError::Semantic("database.max_connections must be at least 1".into()));
+            return Err(ConfigError::Semantic(
+                "database.max_connections must be at least 1".into(),
+            ));
         }
         if self.auth.token_ttl_minutes == 0 {
-            return Err(ConfigError::Semantic("auth.token_ttl_minutes must be at least 1".into()));
+            return Err(ConfigError::Semantic(
+                "auth.token_ttl_minutes must be at least 1".into(),
+            ));
         }
         if let Some(secret) = &self.auth.jwt_secret
             && secret.len() < 32
@@ -216,14 +234,24 @@ mod tests {
     fn an_unknown_key_in_the_file_is_an_error_naming_the_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("cloud.toml");
-        std::fs::write(&path, "[http]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").expect("write");
+        std::fs::write(&path, "[http]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n")
+            .expect("write");
         let err = CloudConfig::load(Some(&path)).expect_err("unknown key must fail");
         assert!(err.to_string().contains("listen_port"), "{err}");
     }
 
     #[test]
+    fn the_shipped_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/cloud.example.toml");
+        let config = CloudConfig::load(Some(&path)).expect("example parses");
+        assert_eq!(config.http.listen.port(), 8080);
+        assert_eq!(config.broker_public_port(), 1883);
+    }
+
+    #[test]
     fn a_missing_file_is_reported_by_path() {
-        let err = CloudConfig::load(Some(Path::new("/nonexistent/cloud.toml"))).expect_err("missing");
+        let err =
+            CloudConfig::load(Some(Path::new("/nonexistent/cloud.toml"))).expect_err("missing");
         assert!(err.to_string().contains("/nonexistent/cloud.toml"));
     }
 }

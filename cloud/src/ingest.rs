@@ -17,7 +17,9 @@ use stayopen_shared::telemetry::{Presence, Telemetry};
 use stayopen_shared::topics::TopicError;
 use stayopen_shared::{Channel, DeviceTopic, Envelope, WireError};
 
-use crate::metrics::{INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_REJECTED, INGEST_STORE_RETRIES, Metrics};
+use crate::metrics::{
+    INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_REJECTED, INGEST_STORE_RETRIES, Metrics,
+};
 
 /// A message that passed validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,7 +155,11 @@ pub async fn store(pool: &PgPool, message: &DeviceMessage) -> Result<Stored, Sto
             .bind(&body)
             .execute(&mut *tx)
             .await?;
-            if inserted == 1 { Stored::New } else { Stored::Duplicate }
+            if inserted == 1 {
+                Stored::New
+            } else {
+                Stored::Duplicate
+            }
         }
         DeviceMessage::Event(env) => {
             let body = serde_json::to_value(&env.body).unwrap_or_default();
@@ -178,7 +184,11 @@ pub async fn store(pool: &PgPool, message: &DeviceMessage) -> Result<Stored, Sto
                 .bind(appliance_id.as_uuid())
                 .execute(&mut *tx)
                 .await?;
-            if inserted == 1 { Stored::New } else { Stored::Duplicate }
+            if inserted == 1 {
+                Stored::New
+            } else {
+                Stored::Duplicate
+            }
         }
         DeviceMessage::Presence(env) => {
             sqlx::query(
@@ -214,7 +224,11 @@ pub async fn ingest_one(pool: &PgPool, metrics: &Metrics, topic: &[u8], payload:
     }
 }
 
-async fn store_with_retry(pool: &PgPool, metrics: &Metrics, message: &DeviceMessage) -> Result<Stored, Rejection> {
+async fn store_with_retry(
+    pool: &PgPool,
+    metrics: &Metrics,
+    message: &DeviceMessage,
+) -> Result<Stored, Rejection> {
     let mut backoff = Duration::from_millis(100);
     loop {
         match store(pool, message).await {
@@ -230,7 +244,13 @@ async fn store_with_retry(pool: &PgPool, metrics: &Metrics, message: &DeviceMess
     }
 }
 
-async fn reject(pool: &PgPool, metrics: &Metrics, topic: &[u8], payload: &[u8], rejection: &Rejection) {
+async fn reject(
+    pool: &PgPool,
+    metrics: &Metrics,
+    topic: &[u8],
+    payload: &[u8],
+    rejection: &Rejection,
+) {
     let reason = rejection.reason();
     let topic = String::from_utf8_lossy(topic);
     metrics.increment(INGEST_REJECTED, "reason", reason);
@@ -264,8 +284,17 @@ pub async fn run(pool: PgPool, metrics: Arc<Metrics>, mut link_tx: LinkTx, mut l
         match link_rx.next().await {
             Ok(Some(Notification::Forward(forward))) => {
                 let started = Utc::now();
-                ingest_one(&pool, &metrics, &forward.publish.topic, &forward.publish.payload).await;
-                tracing::trace!(elapsed_ms = (Utc::now() - started).num_milliseconds(), "ingested");
+                ingest_one(
+                    &pool,
+                    &metrics,
+                    &forward.publish.topic,
+                    &forward.publish.payload,
+                )
+                .await;
+                tracing::trace!(
+                    elapsed_ms = (Utc::now() - started).num_milliseconds(),
+                    "ingested"
+                );
             }
             Ok(_) => {}
             Err(e) => {
@@ -307,9 +336,13 @@ mod tests {
 
     #[test]
     fn a_device_cannot_publish_under_another_devices_prefix() {
-        let topic = DeviceTopic::new(ApplianceId(Uuid::from_u128(1)), Channel::Telemetry).to_string();
-        let err = decode(topic.as_bytes(), &telemetry_for(ApplianceId(Uuid::from_u128(2))))
-            .expect_err("mismatch");
+        let topic =
+            DeviceTopic::new(ApplianceId(Uuid::from_u128(1)), Channel::Telemetry).to_string();
+        let err = decode(
+            topic.as_bytes(),
+            &telemetry_for(ApplianceId(Uuid::from_u128(2))),
+        )
+        .expect_err("mismatch");
         assert_eq!(err.reason(), "appliance_mismatch");
     }
 
@@ -325,8 +358,17 @@ mod tests {
     fn malformed_payloads_and_topics_have_distinct_reasons() {
         let id = ApplianceId(Uuid::from_u128(1));
         let topic = DeviceTopic::new(id, Channel::Telemetry).to_string();
-        assert_eq!(decode(topic.as_bytes(), b"nope").map_err(|e| e.reason()), Err("malformed"));
-        assert_eq!(decode(b"/elsewhere", b"{}").map_err(|e| e.reason()), Err("bad_topic"));
-        assert_eq!(decode(&[0xff, 0xfe], b"{}").map_err(|e| e.reason()), Err("bad_topic"));
+        assert_eq!(
+            decode(topic.as_bytes(), b"nope").map_err(|e| e.reason()),
+            Err("malformed")
+        );
+        assert_eq!(
+            decode(b"/elsewhere", b"{}").map_err(|e| e.reason()),
+            Err("bad_topic")
+        );
+        assert_eq!(
+            decode(&[0xff, 0xfe], b"{}").map_err(|e| e.reason()),
+            Err("bad_topic")
+        );
     }
 }

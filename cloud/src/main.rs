@@ -11,7 +11,11 @@ use stayopen_cloud::{db, seed};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "stayopen-cloud", version, about = "StayOpen cloud: API, MQTT broker and ingest")]
+#[command(
+    name = "stayopen-cloud",
+    version,
+    about = "StayOpen cloud: API, MQTT broker and ingest"
+)]
 struct Cli {
     /// TOML configuration file; `STAYOPEN_{SECTION}__{KEY}` environment variables override it.
     #[arg(long, short, global = true, env = "STAYOPEN_CONFIG")]
@@ -38,7 +42,8 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,sqlx=warn")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,sqlx=warn")),
         )
         .init();
     let cli = Cli::parse();
@@ -49,7 +54,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stayopen-cloud: cannot start the async runtime: {e}");
@@ -69,7 +77,9 @@ async fn run(command: Command, config: CloudConfig) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             tracing::info!(?config, "starting");
-            let app = Application::build(config).await.context("starting the cloud")?;
+            let app = Application::build(config)
+                .await
+                .context("starting the cloud")?;
             app.run_until_stopped().await.context("serving HTTP")?;
             tracing::info!("stopped");
         }
@@ -81,10 +91,13 @@ async fn run(command: Command, config: CloudConfig) -> anyhow::Result<()> {
         Command::SeedDemo { out } => {
             let pool = db::connect(&config.database).await?;
             db::migrate(&pool).await?;
-            let seeded = seed::seed_demo(&pool).await.context("seeding the demo tenant")?;
+            let seeded = seed::seed_demo(&pool)
+                .await
+                .context("seeding the demo tenant")?;
             let json = serde_json::to_string_pretty(&seeded)?;
             match out {
-                Some(path) => std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => std::fs::write(&path, json)
+                    .with_context(|| format!("writing {}", path.display()))?,
                 None => println!("{json}"),
             }
         }

@@ -32,7 +32,10 @@ pub enum StartupError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error("cannot listen for HTTP on {addr}: {source}")]
-    HttpBind { addr: SocketAddr, source: std::io::Error },
+    HttpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot pick a free port for the broker: {0}")]
     FreePort(std::io::Error),
 }
@@ -45,7 +48,9 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("http_addr", &self.http_addr).finish_non_exhaustive()
+        f.debug_struct("Application")
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,26 +67,36 @@ impl Application {
             config.broker.listen = probe.local_addr().map_err(StartupError::FreePort)?;
         }
         let metrics = Arc::new(Metrics::default());
-        let (embedded, link_tx, link_rx, auth_requests) = broker::start(config.broker.listen).await?;
-        tokio::spawn(broker::serve_auth_requests(pool.clone(), metrics.clone(), auth_requests));
+        let (embedded, link_tx, link_rx, auth_requests) =
+            broker::start(config.broker.listen).await?;
+        tokio::spawn(broker::serve_auth_requests(
+            pool.clone(),
+            metrics.clone(),
+            auth_requests,
+        ));
         tokio::spawn(ingest::run(pool.clone(), metrics.clone(), link_tx, link_rx));
 
         let secret = match &config.auth.jwt_secret {
             Some(secret) => secret.clone(),
             None => {
-                tracing::warn!("auth.jwt_secret is not set: using a random secret; sessions end when the cloud restarts");
+                tracing::warn!(
+                    "auth.jwt_secret is not set: using a random secret; sessions end when the cloud restarts"
+                );
                 random_secret()
             }
         };
         let tokens = TokenKeys::new(secret.as_bytes(), config.auth.token_ttl_minutes);
-        let listener = TcpListener::bind(config.http.listen).map_err(|source| StartupError::HttpBind {
-            addr: config.http.listen,
-            source,
-        })?;
-        let http_addr = listener.local_addr().map_err(|source| StartupError::HttpBind {
-            addr: config.http.listen,
-            source,
-        })?;
+        let listener =
+            TcpListener::bind(config.http.listen).map_err(|source| StartupError::HttpBind {
+                addr: config.http.listen,
+                source,
+            })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::HttpBind {
+                addr: config.http.listen,
+                source,
+            })?;
         let workers = config.http.workers;
         let static_dir = config.http.static_dir.clone();
         if let Some(dir) = &static_dir
@@ -106,7 +121,10 @@ impl Application {
         })
         .workers(workers)
         .listen(listener)
-        .map_err(|source| StartupError::HttpBind { addr: http_addr, source })?
+        .map_err(|source| StartupError::HttpBind {
+            addr: http_addr,
+            source,
+        })?
         .run();
         tracing::info!(%http_addr, "HTTP API listening");
         Ok(Self {

@@ -4,13 +4,20 @@ mod common;
 
 use common::spawn_cloud;
 use stayopen_cloud::auth::hash_password;
-use stayopen_shared::api::{ApiError, CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentToken, Fleet, HardwareIdentity, TelemetryRecord};
+use stayopen_shared::api::{
+    ApiError, CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentToken, Fleet,
+    HardwareIdentity, TelemetryRecord,
+};
 use uuid::Uuid;
 
 fn enroll_request(token: &str, serial: &str) -> EnrollRequest {
     EnrollRequest {
         token: token.into(),
-        hardware: HardwareIdentity { serial: serial.into(), mac: "02:00:00:00:00:02".into(), model: "test".into() },
+        hardware: HardwareIdentity {
+            serial: serial.into(),
+            mac: "02:00:00:00:00:02".into(),
+            model: "test".into(),
+        },
         agent_version: "test".into(),
     }
 }
@@ -18,9 +25,22 @@ fn enroll_request(token: &str, serial: &str) -> EnrollRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness_answer() {
     let cloud = spawn_cloud().await;
-    let health = cloud.http.get(cloud.url("/healthz")).send().await.expect("healthz");
+    let health = cloud
+        .http
+        .get(cloud.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 200);
-    let ready: serde_json::Value = cloud.http.get(cloud.url("/readyz")).send().await.expect("readyz").json().await.expect("json");
+    let ready: serde_json::Value = cloud
+        .http
+        .get(cloud.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(ready, serde_json::json!({"database": true, "broker": true}));
 }
 
@@ -38,7 +58,12 @@ async fn a_malformed_body_gets_a_400_with_a_reason_and_is_counted() {
     assert_eq!(response.status(), 400);
     let error: ApiError = response.json().await.expect("ApiError body");
     assert_eq!(error.error, "bad_request");
-    assert_eq!(cloud.counter("stayopen_api_rejected_total{reason=\"bad_json_body\"}").await, 1);
+    assert_eq!(
+        cloud
+            .counter("stayopen_api_rejected_total{reason=\"bad_json_body\"}")
+            .await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +71,11 @@ async fn wrong_passwords_and_bad_tokens_are_refused() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let (status, error) = cloud
-        .post::<_, ApiError>(None, "/api/v1/auth/login", &serde_json::json!({"email": demo.email, "password": "nope"}))
+        .post::<_, ApiError>(
+            None,
+            "/api/v1/auth/login",
+            &serde_json::json!({"email": demo.email, "password": "nope"}),
+        )
         .await;
     assert_eq!(status, 401);
     assert_eq!(error.map(|e| e.error).as_deref(), Some("bad_credentials"));
@@ -54,7 +83,12 @@ async fn wrong_passwords_and_bad_tokens_are_refused() {
     let (status, error) = cloud.get::<ApiError>("not-a-jwt", "/api/v1/fleet").await;
     assert_eq!(status, 401);
     assert_eq!(error.map(|e| e.error).as_deref(), Some("unauthenticated"));
-    let missing = cloud.http.get(cloud.url("/api/v1/fleet")).send().await.expect("get");
+    let missing = cloud
+        .http
+        .get(cloud.url("/api/v1/fleet"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(missing.status(), 401);
 }
 
@@ -69,7 +103,9 @@ async fn an_expired_access_token_is_refused_as_expired() {
         role: stayopen_shared::api::Role::MspAdmin,
         practice_id: None,
     };
-    let (token, _) = keys.issue(&user, chrono::Utc::now() - chrono::Duration::hours(2)).expect("issue");
+    let (token, _) = keys
+        .issue(&user, chrono::Utc::now() - chrono::Duration::hours(2))
+        .expect("issue");
     let (status, error) = cloud.get::<ApiError>(&token, "/api/v1/fleet").await;
     assert_eq!(status, 401);
     assert_eq!(error.map(|e| e.error).as_deref(), Some("token_expired"));
@@ -83,28 +119,59 @@ async fn enrolment_tokens_expire_and_run_out() {
     let (_, token) = cloud
         .post::<_, EnrollmentToken>(
             Some(&admin),
-            &format!("/api/v1/practices/{}/enrollment-tokens", demo.practices[1].id),
-            &CreateEnrollmentToken { expires_in_hours: 1, max_uses: 1, site_id: None },
+            &format!(
+                "/api/v1/practices/{}/enrollment-tokens",
+                demo.practices[1].id
+            ),
+            &CreateEnrollmentToken {
+                expires_in_hours: 1,
+                max_uses: 1,
+                site_id: None,
+            },
         )
         .await;
     let token = token.expect("token").token;
-    let (status, _) = cloud.post::<_, EnrollResponse>(None, "/api/v1/enroll", &enroll_request(&token, "SO-A")).await;
+    let (status, _) = cloud
+        .post::<_, EnrollResponse>(None, "/api/v1/enroll", &enroll_request(&token, "SO-A"))
+        .await;
     assert_eq!(status, 200);
-    let (status, error) = cloud.post::<_, ApiError>(None, "/api/v1/enroll", &enroll_request(&token, "SO-B")).await;
+    let (status, error) = cloud
+        .post::<_, ApiError>(None, "/api/v1/enroll", &enroll_request(&token, "SO-B"))
+        .await;
     assert_eq!(status, 401);
-    assert_eq!(error.map(|e| e.error).as_deref(), Some("enrollment_token_exhausted"));
+    assert_eq!(
+        error.map(|e| e.error).as_deref(),
+        Some("enrollment_token_exhausted")
+    );
 
     sqlx::query("UPDATE enrollment_tokens SET expires_at = now() - interval '1 second'")
         .execute(&cloud.pool)
         .await
         .expect("expire");
-    let (status, error) =
-        cloud.post::<_, ApiError>(None, "/api/v1/enroll", &enroll_request(&demo.practices[0].enrollment_token, "SO-C")).await;
+    let (status, error) = cloud
+        .post::<_, ApiError>(
+            None,
+            "/api/v1/enroll",
+            &enroll_request(&demo.practices[0].enrollment_token, "SO-C"),
+        )
+        .await;
     assert_eq!(status, 401);
-    assert_eq!(error.map(|e| e.error).as_deref(), Some("enrollment_token_expired"));
-    let (status, error) = cloud.post::<_, ApiError>(None, "/api/v1/enroll", &enroll_request("soe_unknown", "SO-D")).await;
+    assert_eq!(
+        error.map(|e| e.error).as_deref(),
+        Some("enrollment_token_expired")
+    );
+    let (status, error) = cloud
+        .post::<_, ApiError>(
+            None,
+            "/api/v1/enroll",
+            &enroll_request("soe_unknown", "SO-D"),
+        )
+        .await;
     assert_eq!(status, 401);
-    assert_eq!(error.map(|e| e.error).as_deref(), Some("enrollment_token_unknown"));
+    assert_eq!(
+        error.map(|e| e.error).as_deref(),
+        Some("enrollment_token_unknown")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,12 +179,20 @@ async fn another_tenants_user_sees_none_of_the_fleet_and_cannot_reach_its_applia
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let (_, enrolled) = cloud
-        .post::<_, EnrollResponse>(None, "/api/v1/enroll", &enroll_request(&demo.practices[0].enrollment_token, "SO-ISO"))
+        .post::<_, EnrollResponse>(
+            None,
+            "/api/v1/enroll",
+            &enroll_request(&demo.practices[0].enrollment_token, "SO-ISO"),
+        )
         .await;
     let appliance = enrolled.expect("enrolled").appliance_id;
 
     let other_tenant = Uuid::new_v4();
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Other MSP')").bind(other_tenant).execute(&cloud.pool).await.expect("tenant");
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Other MSP')")
+        .bind(other_tenant)
+        .execute(&cloud.pool)
+        .await
+        .expect("tenant");
     let other_practice = Uuid::new_v4();
     sqlx::query("INSERT INTO practices (id, tenant_id, name) VALUES ($1, $2, 'Other practice')")
         .bind(other_practice)
@@ -141,35 +216,58 @@ async fn another_tenants_user_sees_none_of_the_fleet_and_cannot_reach_its_applia
     assert_eq!(fleet.practices.len(), 1);
     assert!(fleet.practices.iter().all(|p| p.appliances.is_empty()));
 
-    let (status, _) = cloud.get::<Vec<TelemetryRecord>>(&other, &format!("/api/v1/appliances/{appliance}/telemetry")).await;
-    assert_eq!(status, 404, "another tenant's appliance does not exist for this user");
+    let (status, _) = cloud
+        .get::<Vec<TelemetryRecord>>(&other, &format!("/api/v1/appliances/{appliance}/telemetry"))
+        .await;
+    assert_eq!(
+        status, 404,
+        "another tenant's appliance does not exist for this user"
+    );
     let (status, _) = cloud
         .post::<_, EnrollmentToken>(
             Some(&other),
-            &format!("/api/v1/practices/{}/enrollment-tokens", demo.practices[0].id),
-            &CreateEnrollmentToken { expires_in_hours: 1, max_uses: 1, site_id: None },
+            &format!(
+                "/api/v1/practices/{}/enrollment-tokens",
+                demo.practices[0].id
+            ),
+            &CreateEnrollmentToken {
+                expires_in_hours: 1,
+                max_uses: 1,
+                site_id: None,
+            },
         )
         .await;
-    assert_eq!(status, 404, "another tenant's practice does not exist for this user");
+    assert_eq!(
+        status, 404,
+        "another tenant's practice does not exist for this user"
+    );
 
     // Nor can the other tenant claim the same hardware with a token of its own.
-    sqlx::query("INSERT INTO sites (id, tenant_id, practice_id, name) VALUES ($1, $2, $3, 'Main office')")
-        .bind(Uuid::new_v4())
-        .bind(other_tenant)
-        .bind(other_practice)
-        .execute(&cloud.pool)
-        .await
-        .expect("site");
+    sqlx::query(
+        "INSERT INTO sites (id, tenant_id, practice_id, name) VALUES ($1, $2, $3, 'Main office')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(other_tenant)
+    .bind(other_practice)
+    .execute(&cloud.pool)
+    .await
+    .expect("site");
     let (status, token) = cloud
         .post::<_, EnrollmentToken>(
             Some(&other),
             &format!("/api/v1/practices/{other_practice}/enrollment-tokens"),
-            &CreateEnrollmentToken { expires_in_hours: 1, max_uses: 5, site_id: None },
+            &CreateEnrollmentToken {
+                expires_in_hours: 1,
+                max_uses: 5,
+                site_id: None,
+            },
         )
         .await;
     assert_eq!(status, 200);
     let token = token.expect("token").token;
-    let (status, error) = cloud.post::<_, ApiError>(None, "/api/v1/enroll", &enroll_request(&token, "SO-ISO")).await;
+    let (status, error) = cloud
+        .post::<_, ApiError>(None, "/api/v1/enroll", &enroll_request(&token, "SO-ISO"))
+        .await;
     assert_eq!(status, 409);
     assert_eq!(error.map(|e| e.error).as_deref(), Some("hardware_claimed"));
 }

@@ -9,14 +9,22 @@ use std::time::Duration;
 use common::{eventually, spawn_cloud};
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_appliance::config::{
-    ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage, ProbeSection, SimulatedLink,
-    UplinkConfig,
+    ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
+    ProbeSection, SimulatedLink, UplinkConfig,
 };
 use stayopen_shared::api::{CreateEnrollmentToken, EnrollmentToken, Fleet, TelemetryRecord};
 use tokio::sync::watch;
 
-fn appliance_config(api_url: &str, token: &str, state_dir: &std::path::Path, fiber_outage: Option<Outage>) -> ApplianceConfig {
-    let fiber = SimulatedLink { outages: fiber_outage.into_iter().collect(), ..SimulatedLink::default() };
+fn appliance_config(
+    api_url: &str,
+    token: &str,
+    state_dir: &std::path::Path,
+    fiber_outage: Option<Outage>,
+) -> ApplianceConfig {
+    let fiber = SimulatedLink {
+        outages: fiber_outage.into_iter().collect(),
+        ..SimulatedLink::default()
+    };
     ApplianceConfig {
         appliance: ApplianceSection {
             state_dir: state_dir.to_owned(),
@@ -24,19 +32,43 @@ fn appliance_config(api_url: &str, token: &str, state_dir: &std::path::Path, fib
             mac: Some("02:53:4f:00:00:01".into()),
             model: Some("test".into()),
         },
-        cloud: Some(CloudSection { api_url: api_url.into(), enrollment_token: token.into(), telemetry_interval_secs: 1 }),
-        lan: LanSection { interface: "lan0".into() },
+        cloud: Some(CloudSection {
+            api_url: api_url.into(),
+            enrollment_token: token.into(),
+            telemetry_interval_secs: 1,
+        }),
+        lan: LanSection {
+            interface: "lan0".into(),
+        },
         uplinks: vec![
-            UplinkConfig { name: "fiber".into(), interface: "wan0".into(), gateway: "192.0.2.1".parse().expect("ip"), priority: 0, metered: false },
-            UplinkConfig { name: "lte".into(), interface: "wwan0".into(), gateway: "198.51.100.1".parse().expect("ip"), priority: 1, metered: true },
+            UplinkConfig {
+                name: "fiber".into(),
+                interface: "wan0".into(),
+                gateway: "192.0.2.1".parse().expect("ip"),
+                priority: 0,
+                metered: false,
+            },
+            UplinkConfig {
+                name: "lte".into(),
+                interface: "wwan0".into(),
+                gateway: "198.51.100.1".parse().expect("ip"),
+                priority: 1,
+                metered: true,
+            },
         ],
-        probes: ProbeSection { interval_ms: 200, targets: vec![] },
-        dataplane: DataplaneSection::Simulated { links: BTreeMap::from([("fiber".into(), fiber)]) },
+        probes: ProbeSection {
+            interval_ms: 200,
+            targets: vec![],
+        },
+        dataplane: DataplaneSection::Simulated {
+            links: BTreeMap::from([("fiber".into(), fiber)]),
+        },
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_never_enrols_twice() {
+async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_never_enrols_twice()
+{
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
@@ -46,7 +78,11 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
         .post::<_, EnrollmentToken>(
             Some(&admin),
             &format!("/api/v1/practices/{}/enrollment-tokens", practice.id),
-            &CreateEnrollmentToken { expires_in_hours: 1, max_uses: 1, site_id: None },
+            &CreateEnrollmentToken {
+                expires_in_hours: 1,
+                max_uses: 1,
+                site_id: None,
+            },
         )
         .await;
     assert_eq!(status, 200);
@@ -56,57 +92,128 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
     let (stop, stopped) = watch::channel(false);
     // The fibre drops 2 s after start for 3 s, so the telemetry shows a failover to LTE and back is
     // pending (the clean period is 30 s).
-    let config = appliance_config(&cloud.base_url, &token, state.path(), Some(Outage { start_secs: 2, duration_secs: 3 }));
+    let config = appliance_config(
+        &cloud.base_url,
+        &token,
+        state.path(),
+        Some(Outage {
+            start_secs: 2,
+            duration_secs: 3,
+        }),
+    );
     let events_file = state.path().join("events.jsonl");
-    let run = tokio::spawn(agent::run(AgentOptions { config: config.clone(), events_file: Some(events_file.clone()), seed: 1 }, stopped));
+    let run = tokio::spawn(agent::run(
+        AgentOptions {
+            config: config.clone(),
+            events_file: Some(events_file.clone()),
+            seed: 1,
+        },
+        stopped,
+    ));
 
-    let appliance_id = eventually(Duration::from_secs(20), "the appliance to appear online in the fleet", || async {
-        let (_, fleet) = cloud.get::<Fleet>(&admin, "/api/v1/fleet").await;
-        let fleet = fleet?;
-        let practice_view = fleet.practices.iter().find(|p| p.id == practice.id)?;
-        let appliance = practice_view.appliances.iter().find(|a| a.serial == "SO-TEST-0001")?;
-        (appliance.online && appliance.active_uplink.is_some() && !appliance.uplinks.is_empty()).then_some(appliance.id)
-    })
+    let appliance_id = eventually(
+        Duration::from_secs(20),
+        "the appliance to appear online in the fleet",
+        || async {
+            let (_, fleet) = cloud.get::<Fleet>(&admin, "/api/v1/fleet").await;
+            let fleet = fleet?;
+            let practice_view = fleet.practices.iter().find(|p| p.id == practice.id)?;
+            let appliance = practice_view
+                .appliances
+                .iter()
+                .find(|a| a.serial == "SO-TEST-0001")?;
+            (appliance.online && appliance.active_uplink.is_some() && !appliance.uplinks.is_empty())
+                .then_some(appliance.id)
+        },
+    )
     .await;
 
-    let records = eventually(Duration::from_secs(20), "telemetry on the backup uplink", || async {
-        let (_, records) = cloud
-            .get::<Vec<TelemetryRecord>>(&admin, &format!("/api/v1/appliances/{appliance_id}/telemetry?limit=50"))
-            .await;
-        let records = records?;
-        records.iter().any(|r| r.telemetry.active_uplink.as_deref() == Some("lte")).then_some(records)
-    })
+    let records = eventually(
+        Duration::from_secs(20),
+        "telemetry on the backup uplink",
+        || async {
+            let (_, records) = cloud
+                .get::<Vec<TelemetryRecord>>(
+                    &admin,
+                    &format!("/api/v1/appliances/{appliance_id}/telemetry?limit=50"),
+                )
+                .await;
+            let records = records?;
+            records
+                .iter()
+                .any(|r| r.telemetry.active_uplink.as_deref() == Some("lte"))
+                .then_some(records)
+        },
+    )
     .await;
     let newest = &records[0].telemetry;
     assert_eq!(newest.uplinks.len(), 2);
-    assert!(newest.uplinks.iter().any(|u| u.name == "fiber" && u.priority == 0));
-    assert!(records.windows(2).all(|w| w[0].sent_at >= w[1].sent_at), "newest first");
+    assert!(
+        newest
+            .uplinks
+            .iter()
+            .any(|u| u.name == "fiber" && u.priority == 0)
+    );
+    assert!(
+        records.windows(2).all(|w| w[0].sent_at >= w[1].sent_at),
+        "newest first"
+    );
 
     // The decisions were written locally too, one JSON object per line.
     let events = std::fs::read_to_string(&events_file).expect("events file");
-    assert!(events.lines().any(|l| l.contains("\"kind\":\"failover\"") && l.contains("\"to\":\"lte\"")), "{events}");
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("\"kind\":\"failover\"") && l.contains("\"to\":\"lte\"")),
+        "{events}"
+    );
 
     stop.send(true).expect("stop");
     run.await.expect("join").expect("agent ran cleanly");
-    assert!(state.path().join("identity.json").exists(), "enrolment result is kept");
+    assert!(
+        state.path().join("identity.json").exists(),
+        "enrolment result is kept"
+    );
 
     // Restart with a token that would be refused: the stored identity is used instead of enrolling.
     let before = records.len();
     let (stop, stopped) = watch::channel(false);
     let restarted = appliance_config(&cloud.base_url, "soe_not-a-valid-token", state.path(), None);
-    let run = tokio::spawn(agent::run(AgentOptions { config: restarted, events_file: None, seed: 2 }, stopped));
-    eventually(Duration::from_secs(20), "telemetry after the restart", || async {
-        let (_, records) = cloud
-            .get::<Vec<TelemetryRecord>>(&admin, &format!("/api/v1/appliances/{appliance_id}/telemetry?limit=1000"))
-            .await;
-        (records?.len() > before + 1).then_some(())
-    })
+    let run = tokio::spawn(agent::run(
+        AgentOptions {
+            config: restarted,
+            events_file: None,
+            seed: 2,
+        },
+        stopped,
+    ));
+    eventually(
+        Duration::from_secs(20),
+        "telemetry after the restart",
+        || async {
+            let (_, records) = cloud
+                .get::<Vec<TelemetryRecord>>(
+                    &admin,
+                    &format!("/api/v1/appliances/{appliance_id}/telemetry?limit=1000"),
+                )
+                .await;
+            (records?.len() > before + 1).then_some(())
+        },
+    )
     .await;
     stop.send(true).expect("stop");
-    run.await.expect("join").expect("restarted agent ran cleanly");
+    run.await
+        .expect("join")
+        .expect("restarted agent ran cleanly");
 
-    let appliances: i64 = sqlx::query_scalar("SELECT count(*) FROM appliances").fetch_one(&cloud.pool).await.expect("count");
+    let appliances: i64 = sqlx::query_scalar("SELECT count(*) FROM appliances")
+        .fetch_one(&cloud.pool)
+        .await
+        .expect("count");
     assert_eq!(appliances, 1, "one physical box, one appliance");
-    let uses: i32 = sqlx::query_scalar("SELECT uses FROM enrollment_tokens WHERE max_uses = 1").fetch_one(&cloud.pool).await.expect("uses");
+    let uses: i32 = sqlx::query_scalar("SELECT uses FROM enrollment_tokens WHERE max_uses = 1")
+        .fetch_one(&cloud.pool)
+        .await
+        .expect("uses");
     assert_eq!(uses, 1);
 }

@@ -115,6 +115,19 @@ pub fn format_loss(loss_pct: f64) -> String {
     }
 }
 
+/// Probe results of one uplink for display, e.g. `"23 ms · 0% loss"`; only the loss when no probe
+/// answered.
+pub fn uplink_metrics(uplink: &UplinkTelemetry) -> String {
+    match uplink.rtt_ms {
+        Some(_) => format!(
+            "{} · {}",
+            format_rtt(uplink.rtt_ms),
+            format_loss(uplink.loss_pct)
+        ),
+        None => format_loss(uplink.loss_pct),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +253,12 @@ mod tests {
         assert_eq!(format_loss(0.0), "0% loss");
         assert_eq!(format_loss(2.5), "2.5% loss");
         assert_eq!(format_loss(150.0), "100% loss");
+        assert_eq!(uplink_metrics(&uplink("fiber", 0)), "20 ms · 0% loss");
+        let silent = UplinkTelemetry {
+            rtt_ms: None,
+            loss_pct: 100.0,
+            ..uplink("fiber", 0)
+        };
+        assert_eq!(uplink_metrics(&silent), "100% loss");
     }
 }

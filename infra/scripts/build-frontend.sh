@@ -21,8 +21,10 @@ CARGO_TARGET_DIR="$TARGET" cargo build --release -p stayopen-frontend --target w
 
 rm -rf "$DIST"
 mkdir -p "$DIST"
-wasm-bindgen --target web --no-typescript --out-dir "$DIST" \
-  "$TARGET/wasm32-unknown-unknown/release/stayopen_frontend.wasm"
+# Cargo names a binary's output after the bin target (`stayopen-frontend.wasm`, with a hyphen);
+# `--out-name` gives the JS glue and the wasm the names index.html imports.
+wasm-bindgen --target web --no-typescript --out-name stayopen_frontend --out-dir "$DIST" \
+  "$TARGET/wasm32-unknown-unknown/release/stayopen-frontend.wasm"
 cp "$ROOT/frontend/index.html" "$ROOT/frontend/style.css" "$DIST/"
 
 echo "build-frontend: $DIST"

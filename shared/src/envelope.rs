@@ -35,7 +35,12 @@ struct Header {
 }
 
 impl<T> Envelope<T> {
-    pub fn new(message_id: MessageId, appliance_id: ApplianceId, sent_at: DateTime<Utc>, body: T) -> Self {
+    pub fn new(
+        message_id: MessageId,
+        appliance_id: ApplianceId,
+        sent_at: DateTime<Utc>,
+        body: T,
+    ) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
             message_id,

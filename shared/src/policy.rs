@@ -41,7 +41,9 @@ impl Policy {
             return Err(PolicyError::TelemetryInterval(self.telemetry_interval_secs));
         }
         if !(5..=86_400).contains(&self.failback_clean_period_secs) {
-            return Err(PolicyError::FailbackCleanPeriod(self.failback_clean_period_secs));
+            return Err(PolicyError::FailbackCleanPeriod(
+                self.failback_clean_period_secs,
+            ));
         }
         Ok(())
     }

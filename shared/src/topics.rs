@@ -92,8 +92,8 @@ impl DeviceTopic {
         let appliance_id = id
             .parse()
             .map_err(|_| TopicError::BadApplianceId(id.to_owned()))?;
-        let channel =
-            Channel::parse(channel).ok_or_else(|| TopicError::UnknownChannel(channel.to_owned()))?;
+        let channel = Channel::parse(channel)
+            .ok_or_else(|| TopicError::UnknownChannel(channel.to_owned()))?;
         Ok(Self {
             appliance_id,
             channel,

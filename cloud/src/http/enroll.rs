@@ -25,13 +25,21 @@ struct TokenRow {
 
 fn validate(request: &EnrollRequest) -> Result<(), ApiFailure> {
     let hw = &request.hardware;
-    for (field, value) in [("hardware.serial", &hw.serial), ("hardware.mac", &hw.mac), ("hardware.model", &hw.model)] {
+    for (field, value) in [
+        ("hardware.serial", &hw.serial),
+        ("hardware.mac", &hw.mac),
+        ("hardware.model", &hw.model),
+    ] {
         if value.trim().is_empty() || value.len() > 128 {
-            return Err(ApiFailure::BadRequest(format!("{field} must be 1 to 128 characters")));
+            return Err(ApiFailure::BadRequest(format!(
+                "{field} must be 1 to 128 characters"
+            )));
         }
     }
     if request.agent_version.len() > 64 {
-        return Err(ApiFailure::BadRequest("agent_version must be at most 64 characters".into()));
+        return Err(ApiFailure::BadRequest(
+            "agent_version must be at most 64 characters".into(),
+        ));
     }
     Ok(())
 }
@@ -42,13 +50,18 @@ pub async fn enroll(
 ) -> Result<web::Json<EnrollResponse>, ApiFailure> {
     let result = enroll_inner(&state, &body).await;
     if let Err(failure) = &result {
-        state.metrics.increment(API_REJECTED, "reason", failure.code());
+        state
+            .metrics
+            .increment(API_REJECTED, "reason", failure.code());
         tracing::warn!(serial = %body.hardware.serial, reason = failure.code(), "enrolment refused");
     }
     result.map(web::Json)
 }
 
-async fn enroll_inner(state: &AppState, request: &EnrollRequest) -> Result<EnrollResponse, ApiFailure> {
+async fn enroll_inner(
+    state: &AppState,
+    request: &EnrollRequest,
+) -> Result<EnrollResponse, ApiFailure> {
     validate(request)?;
     let mut tx = state.pool.begin().await?;
     let token: Option<TokenRow> = sqlx::query_as(
@@ -68,12 +81,13 @@ async fn enroll_inner(state: &AppState, request: &EnrollRequest) -> Result<Enrol
 
     let hw = &request.hardware;
     let mqtt_password = random_secret();
-    let existing: Option<(Uuid, Uuid)> =
-        sqlx::query_as("SELECT id, tenant_id FROM appliances WHERE serial = $1 AND mac = $2 FOR UPDATE")
-            .bind(&hw.serial)
-            .bind(&hw.mac)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let existing: Option<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT id, tenant_id FROM appliances WHERE serial = $1 AND mac = $2 FOR UPDATE",
+    )
+    .bind(&hw.serial)
+    .bind(&hw.mac)
+    .fetch_optional(&mut *tx)
+    .await?;
     let appliance_id = match existing {
         Some((_, tenant)) if tenant != token.tenant_id => return Err(ApiFailure::HardwareClaimed),
         Some((id, _)) => {

@@ -33,7 +33,10 @@ struct ApplianceRow {
     last_telemetry: Option<serde_json::Value>,
 }
 
-pub async fn fleet(state: web::Data<AppState>, auth: AuthUser) -> Result<web::Json<Fleet>, ApiFailure> {
+pub async fn fleet(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+) -> Result<web::Json<Fleet>, ApiFailure> {
     let tenant = auth.tenant_id.as_uuid();
     // A practice user sees only their practice; `$2 IS NULL` lets an MSP admin see all of them.
     let practice_scope = auth.practice_id.map(|p| p.0);
@@ -69,17 +72,22 @@ pub async fn fleet(state: web::Data<AppState>, auth: AuthUser) -> Result<web::Js
             .and_then(|v| serde_json::from_value::<Telemetry>(v).ok())
             .map(|t| t.uplinks)
             .unwrap_or_default();
-        let fresh = row.last_seen.is_some_and(|seen| now - seen <= offline_after);
-        by_practice.entry(row.practice_id).or_default().push(ApplianceView {
-            id: ApplianceId(row.id),
-            site_id: SiteId(row.site_id),
-            site_name: row.site_name,
-            serial: row.serial,
-            online: row.online && fresh,
-            active_uplink: row.active_uplink,
-            last_seen: row.last_seen,
-            uplinks,
-        });
+        let fresh = row
+            .last_seen
+            .is_some_and(|seen| now - seen <= offline_after);
+        by_practice
+            .entry(row.practice_id)
+            .or_default()
+            .push(ApplianceView {
+                id: ApplianceId(row.id),
+                site_id: SiteId(row.site_id),
+                site_name: row.site_name,
+                serial: row.serial,
+                online: row.online && fresh,
+                active_uplink: row.active_uplink,
+                last_seen: row.last_seen,
+                uplinks,
+            });
     }
     let practices = practices
         .into_iter()
@@ -120,7 +128,9 @@ pub async fn appliance_telemetry(
     let appliance_id = path.into_inner();
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiFailure::BadRequest("limit must be between 1 and 1000".into()));
+        return Err(ApiFailure::BadRequest(
+            "limit must be between 1 and 1000".into(),
+        ));
     }
     // Scope first: an appliance of another tenant (or practice) is indistinguishable from one that
     // does not exist.

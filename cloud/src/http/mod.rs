@@ -38,7 +38,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, static_dir: Option<PathBuf>) {
                     "/practices/{practice_id}/enrollment-tokens",
                     web::post().to(tokens::create),
                 )
-                .default_service(web::to(|| async { ApiFailure::NotFound("no such API endpoint") })),
+                .default_service(web::to(|| async {
+                    ApiFailure::NotFound("no such API endpoint")
+                })),
         );
     if let Some(dir) = static_dir {
         let index = dir.join("index.html");
@@ -48,13 +50,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, static_dir: Option<PathBuf>) {
                 .default_handler(web::to(move |req: actix_web::HttpRequest| {
                     // Client-side routes (/login, /fleet …) all load the single-page app.
                     let index = index.clone();
-                    async move { actix_files::NamedFile::open_async(index).await.map(|f| f.into_response(&req)) }
+                    async move {
+                        actix_files::NamedFile::open_async(index)
+                            .await
+                            .map(|f| f.into_response(&req))
+                    }
                 })),
         );
     }
 }
 
-fn record_bad_request(req: &actix_web::HttpRequest, reason: &'static str, detail: String) -> actix_web::Error {
+fn record_bad_request(
+    req: &actix_web::HttpRequest,
+    reason: &'static str,
+    detail: String,
+) -> actix_web::Error {
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
         state.metrics.increment(API_REJECTED, "reason", reason);
     }
@@ -69,9 +79,11 @@ fn json_config() -> web::JsonConfig {
 }
 
 fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|err, req| record_bad_request(req, "bad_path", err.to_string()))
+    web::PathConfig::default()
+        .error_handler(|err, req| record_bad_request(req, "bad_path", err.to_string()))
 }
 
 fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|err, req| record_bad_request(req, "bad_query", err.to_string()))
+    web::QueryConfig::default()
+        .error_handler(|err, req| record_bad_request(req, "bad_query", err.to_string()))
 }

@@ -26,7 +26,9 @@ fn parse_role(role: &str) -> Result<Role, ApiFailure> {
     match role {
         "msp_admin" => Ok(Role::MspAdmin),
         "practice_viewer" => Ok(Role::PracticeViewer),
-        other => Err(ApiFailure::Internal(format!("unknown role {other:?} in database"))),
+        other => Err(ApiFailure::Internal(format!(
+            "unknown role {other:?} in database"
+        ))),
     }
 }
 
@@ -69,7 +71,9 @@ pub async fn login(
         .await
         .map_err(|e| ApiFailure::Internal(e.to_string()))?;
     let Some(row) = row.filter(|_| verified) else {
-        state.metrics.increment(API_REJECTED, "reason", "bad_credentials");
+        state
+            .metrics
+            .increment(API_REJECTED, "reason", "bad_credentials");
         tracing::info!(%email, "failed sign-in");
         return Err(ApiFailure::BadCredentials);
     };
@@ -92,13 +96,17 @@ pub async fn login(
     }))
 }
 
-pub async fn me(state: web::Data<AppState>, auth: AuthUser) -> Result<web::Json<CurrentUser>, ApiFailure> {
-    let row: Option<UserRow> =
-        sqlx::query_as(user_query!("WHERE u.id = $1 AND u.tenant_id = $2"))
-            .bind(auth.user_id.as_uuid())
-            .bind(auth.tenant_id.as_uuid())
-            .fetch_optional(&state.pool)
-            .await?;
-    let row = row.ok_or(ApiFailure::Unauthenticated("the user no longer exists".into()))?;
+pub async fn me(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+) -> Result<web::Json<CurrentUser>, ApiFailure> {
+    let row: Option<UserRow> = sqlx::query_as(user_query!("WHERE u.id = $1 AND u.tenant_id = $2"))
+        .bind(auth.user_id.as_uuid())
+        .bind(auth.tenant_id.as_uuid())
+        .fetch_optional(&state.pool)
+        .await?;
+    let row = row.ok_or(ApiFailure::Unauthenticated(
+        "the user no longer exists".into(),
+    ))?;
     Ok(web::Json(row.current_user()?))
 }

@@ -23,12 +23,24 @@ pub async fn create(
     auth.require_msp_admin()?;
     let practice_id = path.into_inner();
     if !(1..=24 * 30).contains(&body.expires_in_hours) {
-        return Err(ApiFailure::BadRequest("expires_in_hours must be between 1 and 720".into()));
+        return Err(ApiFailure::BadRequest(
+            "expires_in_hours must be between 1 and 720".into(),
+        ));
     }
     if !(1..=1000).contains(&body.max_uses) {
-        return Err(ApiFailure::BadRequest("max_uses must be between 1 and 1000".into()));
+        return Err(ApiFailure::BadRequest(
+            "max_uses must be between 1 and 1000".into(),
+        ));
     }
-    let token = issue(&state.pool, &auth, practice_id, body.site_id, body.expires_in_hours, body.max_uses).await?;
+    let token = issue(
+        &state.pool,
+        &auth,
+        practice_id,
+        body.site_id,
+        body.expires_in_hours,
+        body.max_uses,
+    )
+    .await?;
     Ok(web::Json(token))
 }
 

@@ -31,7 +31,9 @@ fn admin_url() -> String {
 async fn fresh_database() -> String {
     let admin = admin_url();
     let name = format!("stayopen_test_{}", Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
+    let mut conn = PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test PostgreSQL");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -59,13 +61,18 @@ pub async fn spawn_cloud() -> TestCloud {
         base_url,
         broker,
         pool,
-        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client"),
     }
 }
 
 impl TestCloud {
     pub async fn seed_demo(&self) -> DemoSeed {
-        seed::seed_demo(&self.pool).await.expect("seed the demo tenant")
+        seed::seed_demo(&self.pool)
+            .await
+            .expect("seed the demo tenant")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -76,21 +83,39 @@ impl TestCloud {
         let response = self
             .http
             .post(self.url("/api/v1/auth/login"))
-            .json(&LoginRequest { email: email.into(), password: password.into() })
+            .json(&LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
             .send()
             .await
             .expect("login request");
         assert_eq!(response.status(), 200, "login must succeed");
-        response.json::<LoginResponse>().await.expect("login body").access_token
+        response
+            .json::<LoginResponse>()
+            .await
+            .expect("login body")
+            .access_token
     }
 
     pub async fn get<T: DeserializeOwned>(&self, token: &str, path: &str) -> (u16, Option<T>) {
-        let response = self.http.get(self.url(path)).bearer_auth(token).send().await.expect("GET");
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET");
         let status = response.status().as_u16();
         (status, response.json().await.ok())
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, token: Option<&str>, path: &str, body: &B) -> (u16, Option<T>) {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: &B,
+    ) -> (u16, Option<T>) {
         let mut request = self.http.post(self.url(path)).json(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -101,7 +126,14 @@ impl TestCloud {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text")
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
     }
 
     /// The value of one counter line in `/metrics`, 0 when absent.
@@ -109,7 +141,10 @@ impl TestCloud {
         self.metrics()
             .await
             .lines()
-            .find_map(|l| l.strip_prefix(line_prefix).and_then(|rest| rest.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(line_prefix)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
             .unwrap_or(0)
     }
 }
@@ -125,7 +160,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -14,7 +14,7 @@ use stayopen_shared::telemetry::UplinkTelemetry;
 
 use crate::api::{self, Failure};
 use crate::logic::{
-    FleetSummary, format_loss, format_rtt, is_on_backup, relative_seconds, relative_time,
+    FleetSummary, is_on_backup, relative_seconds, relative_time, uplink_metrics,
     uplinks_by_priority,
 };
 use crate::session::Session;
@@ -378,11 +378,7 @@ fn ApplianceRow(
 
 fn uplink_chip(uplink: UplinkTelemetry) -> impl IntoView {
     let health = uplink.health.as_str();
-    let metrics = format!(
-        "{} · {}",
-        format_rtt(uplink.rtt_ms),
-        format_loss(uplink.loss_pct)
-    );
+    let metrics = uplink_metrics(&uplink);
     let title = format!(
         "{}: {health}, priority {}{}, {metrics}",
         uplink.name,
@@ -394,8 +390,10 @@ fn uplink_chip(uplink: UplinkTelemetry) -> impl IntoView {
         <li class=format!("uplink-chip health-{health}") data-uplink=data_uplink title=title>
             <span class="chip-dot" aria-hidden="true"></span>
             <span class="chip-name">{uplink.name}</span>
+            " "
             <span class="chip-health">{health}</span>
-            {uplink.metered.then(|| view! { <span class="chip-metered">"metered"</span> })}
+            " "
+            {uplink.metered.then(|| view! { <span class="chip-metered">"metered"</span> " " })}
             <span class="chip-metrics">{metrics}</span>
         </li>
     }
