@@ -1,29 +1,32 @@
-//! The driver: owns the clock, the dataplane and the cloud link; the [`Engine`] decides.
+//! The driver: owns the clock, the dataplane, the cloud link and the control socket; the
+//! [`Engine`] decides.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
 use stayopen_shared::events::{ApplianceEvent, EventKind};
-use stayopen_shared::telemetry::Telemetry;
-use tokio::sync::watch;
+use stayopen_shared::telemetry::{Telemetry, UplinkTelemetry};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::cloud_link::CloudLink;
 use crate::config::{ApplianceConfig, DataplaneSection};
-use crate::dataplane::{Dataplane, SimulatedDataplane};
-use crate::engine::{Action, Engine, Input, UplinkSpec};
+use crate::control::{self, Command, Request, Response, Status, UplinkStatus};
+use crate::dataplane::linux::LinuxDataplane;
+use crate::dataplane::simulated::SimulatedDataplane;
+use crate::dataplane::{Dataplane, DataplaneEvent};
+use crate::engine::{self, Action, Engine, EngineConfig, Input, UplinkSpec};
 use crate::events_log::EventsLog;
 use crate::identity::{self, IdentityError};
 use crate::uplink_report::Window;
 
 /// Simulated links answer for this many virtual targets when the config lists none.
-const SIMULATED_TARGETS: usize = 3;
+const SIMULATED_TARGETS: usize = 4;
 /// The first telemetry goes out soon after start so a newly installed box shows up at once.
 const FIRST_TELEMETRY_AFTER: Duration = Duration::from_secs(2);
-/// Default failback clean period until the cloud pushes a policy.
-const FAILBACK_CLEAN_PERIOD: Duration = Duration::from_secs(30);
+/// Without a cloud, the figures `status` shows are over windows of this length.
+const STANDALONE_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -36,6 +39,18 @@ pub enum AgentError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot open the control socket {path}: {source}")]
+    Control {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("dataplane: {0}")]
+    Dataplane(#[from] crate::dataplane::DataplaneError),
 }
 
 #[derive(Debug, Clone)]
@@ -46,10 +61,40 @@ pub struct AgentOptions {
     pub seed: u64,
 }
 
+/// The engine's configuration as the appliance config sets it.
+pub fn engine_config(config: &ApplianceConfig) -> EngineConfig {
+    let specs = config
+        .uplinks
+        .iter()
+        .map(|u| UplinkSpec {
+            name: u.name.clone(),
+            priority: u.priority,
+            metered: u.metered,
+        })
+        .collect();
+    let targets = match (&config.dataplane, config.probes.targets.len()) {
+        (DataplaneSection::Simulated { .. }, 0) => SIMULATED_TARGETS,
+        (_, n) => n.max(1),
+    };
+    let p = &config.probes;
+    let ms = |v: u32| Duration::from_millis(u64::from(v));
+    EngineConfig {
+        probe_spacing: ms(p.spacing_ms),
+        probe_timeout: ms(p.timeout_ms),
+        silence_window: ms(p.silence_ms),
+        quorum: p.quorum,
+        recovery_period: ms(p.recovery_ms),
+        failback_clean_period: Duration::from_secs(u64::from(p.failback_clean_secs)),
+        ..EngineConfig::new(specs, targets)
+    }
+}
+
 struct Driver<D: Dataplane> {
+    config: ApplianceConfig,
     engine: Engine,
     dataplane: D,
     windows: Vec<Window>,
+    last_reports: Vec<Option<UplinkTelemetry>>,
     events: Option<EventsLog>,
     cloud: Option<CloudLink>,
 }
@@ -58,15 +103,20 @@ impl<D: Dataplane> Driver<D> {
     async fn apply(&mut self, now: Instant, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Activate(uplink) => {
-                    if let Err(e) = self
-                        .dataplane
-                        .activate(now.into_std(), uplink.as_deref())
-                        .await
-                    {
+                Action::Probe { uplink, target } => {
+                    self.dataplane.start_probe(now.into_std(), uplink, target)
+                }
+                Action::Activate { uplink } => {
+                    if let Err(e) = self.dataplane.activate(now.into_std(), uplink).await {
                         tracing::error!(error = %e, "cannot switch uplink");
                     }
                 }
+                Action::FlushFlows { uplink } => match self.dataplane.flush_flows(uplink).await {
+                    Ok(flushed) => {
+                        tracing::info!(uplink = %self.engine.specs()[uplink].name, flushed, "flows flushed")
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot flush flows"),
+                },
                 Action::Emit(event) => self.emit(event),
             }
         }
@@ -83,37 +133,98 @@ impl<D: Dataplane> Driver<D> {
         }
     }
 
-    async fn probe_all(&mut self, now: Instant, targets: usize) {
-        for i in 0..self.engine.specs().len() {
-            let name = self.engine.specs()[i].name.clone();
-            let round = self
-                .dataplane
-                .probe_round(now.into_std(), &name, targets)
-                .await;
-            self.windows[i].record(&round);
-            let actions = self.engine.handle(
-                now.into_std(),
-                Input::ProbeRound {
-                    uplink: i,
-                    answered: round.answered,
-                    sent: round.sent,
-                },
-            );
-            self.apply(now, actions).await;
+    fn observe(&mut self, event: DataplaneEvent) -> Input {
+        match event {
+            DataplaneEvent::Probe {
+                uplink,
+                target,
+                rtt,
+            } => {
+                if let Some(window) = self.windows.get_mut(uplink) {
+                    window.record(rtt);
+                }
+                match rtt {
+                    Some(rtt) => Input::ProbeAnswered {
+                        uplink,
+                        target,
+                        rtt,
+                    },
+                    None => Input::ProbeLost { uplink, target },
+                }
+            }
+            DataplaneEvent::Carrier { uplink, up } => Input::Carrier { uplink, up },
         }
     }
 
-    fn telemetry(&mut self, now: Instant) -> Telemetry {
+    fn report(&mut self, now: Instant) -> Telemetry {
         let mut uplinks = Vec::with_capacity(self.windows.len());
         for i in 0..self.windows.len() {
             let spec = self.engine.specs()[i].clone();
-            let counters = self.dataplane.counters(now.into_std(), &spec.name);
-            let health = self.engine.health(i).as_wire();
-            uplinks.push(self.windows[i].take_report(&spec, health, counters));
+            let counters = self.dataplane.counters(now.into_std(), i);
+            let health = self.engine.wire_health(now.into_std(), i);
+            let report = self.windows[i].take_report(&spec, health, counters);
+            self.last_reports[i] = Some(report.clone());
+            uplinks.push(report);
         }
         Telemetry {
-            active_uplink: self.engine.active().map(str::to_owned),
+            active_uplink: self.engine.active_name().map(str::to_owned),
             uplinks,
+        }
+    }
+
+    fn status(&self, now: Instant) -> Status {
+        let active = self.engine.active();
+        Status {
+            at: Utc::now(),
+            active: self.engine.active_name().map(str::to_owned),
+            drill_running: self.engine.drill_running(),
+            uplinks: self
+                .config
+                .uplinks
+                .iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    let last = self.last_reports[i].as_ref();
+                    UplinkStatus {
+                        name: u.name.clone(),
+                        interface: u.interface.clone(),
+                        priority: u.priority,
+                        metered: u.metered,
+                        health: self.engine.wire_health(now.into_std(), i),
+                        active: active == Some(i),
+                        rtt_ms: last
+                            .and_then(|r| r.rtt_ms)
+                            .or_else(|| self.windows[i].median_rtt_ms()),
+                        loss_pct: last.map_or_else(|| self.windows[i].loss_pct(), |r| r.loss_pct),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn command(&self, request: Request) -> (Option<Input>, Response) {
+        match request {
+            Request::Status => (None, Response::Status(self.status(Instant::now()))),
+            Request::StartDrill { duration_secs } if (1..=24 * 3600).contains(&duration_secs) => (
+                Some(Input::StartDrill {
+                    duration: Duration::from_secs(duration_secs),
+                }),
+                Response::Accepted {
+                    message: format!("drill requested for {duration_secs} s"),
+                },
+            ),
+            Request::StartDrill { .. } => (
+                None,
+                Response::Error {
+                    message: "duration_secs must be between 1 and 86400".into(),
+                },
+            ),
+            Request::StopDrill => (
+                Some(Input::StopDrill),
+                Response::Accepted {
+                    message: "drill stop requested".into(),
+                },
+            ),
         }
     }
 }
@@ -124,6 +235,11 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let config = options.config;
+    let state_dir = config.appliance.state_dir.clone();
+    std::fs::create_dir_all(&state_dir).map_err(|source| AgentError::StateDir {
+        path: state_dir.clone(),
+        source,
+    })?;
     let events = match &options.events_file {
         Some(path) => Some(
             EventsLog::open(path).map_err(|source| AgentError::EventsFile {
@@ -140,7 +256,7 @@ pub async fn run(
                 .build()?;
             let hardware = identity::detect_hardware(&config.appliance, &config.uplinks);
             let enrol = identity::load_or_enroll(
-                &config.appliance.state_dir,
+                &state_dir,
                 &http,
                 &cloud.api_url,
                 &cloud.enrollment_token,
@@ -157,39 +273,70 @@ pub async fn run(
         }
         None => None,
     };
-    let telemetry_interval = cloud.as_ref().map(|(_, interval)| *interval);
+
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    match &config.dataplane {
+        DataplaneSection::Simulated { links } => {
+            let links = config
+                .uplinks
+                .iter()
+                .map(|u| links.get(&u.name).cloned().unwrap_or_default())
+                .collect();
+            let dataplane =
+                SimulatedDataplane::new(started.into_std(), links, options.seed, events_tx);
+            drive(config, dataplane, events_rx, events, cloud, shutdown).await
+        }
+        DataplaneSection::Linux { table_base } => {
+            let dataplane = LinuxDataplane::start(&config, *table_base, events_tx).await?;
+            drive(config, dataplane, events_rx, events, cloud, shutdown).await
+        }
+    }
+}
+
+async fn drive<D: Dataplane>(
+    config: ApplianceConfig,
+    dataplane: D,
+    mut dataplane_events: mpsc::UnboundedReceiver<DataplaneEvent>,
+    events: Option<EventsLog>,
+    cloud: Option<(CloudLink, Duration)>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let report_interval = cloud
+        .as_ref()
+        .map_or(STANDALONE_REPORT_INTERVAL, |(_, interval)| *interval);
     let cloud = cloud.map(|(link, _)| link);
+    let socket = control::socket_path(&config.appliance.state_dir);
+    let (commands_tx, mut commands) = mpsc::channel::<Command>(16);
+    control::serve(&socket, commands_tx).map_err(|source| AgentError::Control {
+        path: socket.clone(),
+        source,
+    })?;
 
     let started = Instant::now();
-    let specs: Vec<UplinkSpec> = config
+    let engine_config = engine_config(&config);
+    for (spec, _) in engine_config
         .uplinks
         .iter()
-        .map(|u| UplinkSpec {
-            name: u.name.clone(),
-            priority: u.priority,
-            metered: u.metered,
-        })
-        .collect();
-    let DataplaneSection::Simulated { links } = &config.dataplane;
-    let links: BTreeMap<_, _> = config
-        .uplinks
-        .iter()
-        .map(|u| {
-            (
-                u.name.clone(),
-                links.get(&u.name).cloned().unwrap_or_default(),
-            )
-        })
-        .collect();
-    let targets = if config.probes.targets.is_empty() {
-        SIMULATED_TARGETS
-    } else {
-        config.probes.targets.len()
-    };
+        .zip(&config.uplinks)
+        .filter(|(s, _)| s.metered)
+    {
+        let interval = engine_config.metered_standby_interval;
+        tracing::info!(
+            uplink = %spec.name,
+            interval_ms = interval.as_millis() as u64,
+            monthly_mb = engine::monthly_probe_bytes(interval, engine::PROBE_EXCHANGE_BYTES) as f64 / 1e6,
+            budget_mb = engine::METERED_MONTHLY_BUDGET_BYTES as f64 / 1e6,
+            "metered uplink: standby probe budget"
+        );
+    }
+    let uplinks = config.uplinks.len();
     let mut driver = Driver {
-        windows: vec![Window::default(); specs.len()],
-        engine: Engine::new(specs, FAILBACK_CLEAN_PERIOD),
-        dataplane: SimulatedDataplane::new(started.into_std(), links, options.seed),
+        engine: Engine::new(started.into_std(), engine_config),
+        config,
+        dataplane,
+        windows: vec![Window::default(); uplinks],
+        last_reports: vec![None; uplinks],
         events,
         cloud,
     };
@@ -200,47 +347,42 @@ pub async fn run(
         to: None,
         reason: format!("stayopen-appliance {} started", crate::AGENT_VERSION),
     });
+    let actions = driver.engine.handle(started.into_std(), Input::Tick);
+    driver.apply(started, actions).await;
 
-    let probe_interval = Duration::from_millis(u64::from(config.probes.interval_ms));
-    let mut next_probe = started;
-    let mut next_telemetry = started + FIRST_TELEMETRY_AFTER;
+    let mut next_report = started + FIRST_TELEMETRY_AFTER;
     loop {
-        let mut deadline = next_probe;
-        if telemetry_interval.is_some() {
-            deadline = deadline.min(next_telemetry);
-        }
+        let mut deadline = next_report;
         if let Some(engine_deadline) = driver.engine.next_deadline() {
             deadline = deadline.min(Instant::from_std(engine_deadline));
         }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {}
+        let input = tokio::select! {
+            biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
-        }
+            Some(event) = dataplane_events.recv() => Some(driver.observe(event)),
+            Some((request, reply)) = commands.recv() => {
+                let (input, response) = driver.command(request);
+                let _ = reply.send(response);
+                input
+            }
+            _ = tokio::time::sleep_until(deadline) => Some(Input::Tick),
+        };
         let now = Instant::now();
-        if now >= next_probe {
-            driver.probe_all(now, targets).await;
-            next_probe = (next_probe + probe_interval).max(now);
-        }
-        if driver
-            .engine
-            .next_deadline()
-            .is_some_and(|d| d <= now.into_std())
-        {
-            let actions = driver.engine.handle(now.into_std(), Input::Tick);
+        if let Some(input) = input {
+            let actions = driver.engine.handle(now.into_std(), input);
             driver.apply(now, actions).await;
         }
-        if let Some(interval) = telemetry_interval
-            && now >= next_telemetry
-        {
-            let telemetry = driver.telemetry(now);
+        if now >= next_report {
+            let telemetry = driver.report(now);
             if let Some(cloud) = &driver.cloud {
                 cloud.publish_telemetry(Utc::now(), telemetry);
             }
-            next_telemetry = (next_telemetry + interval).max(now);
+            next_report = (next_report + report_interval).max(now);
         }
     }
     if let Some(cloud) = &driver.cloud {
         cloud.shutdown().await;
     }
+    let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -82,17 +82,69 @@ pub struct UplinkConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbeSection {
-    /// Interval between probe rounds on each uplink.
-    pub interval_ms: u32,
+    /// Time between two probes on one uplink; the targets take turns.
+    pub spacing_ms: u32,
+    /// An uplink is down when fewer than `quorum` targets answered within this window.
+    pub silence_ms: u32,
+    pub quorum: usize,
+    /// A probe not answered within this is lost.
+    pub timeout_ms: u32,
+    /// A down uplink must answer without a break for this long to count as up again.
+    pub recovery_ms: u32,
+    /// A recovered preferred uplink must stay up this long before traffic fails back to it.
+    pub failback_clean_secs: u32,
     /// Probe targets, reached through each uplink in turn.
-    pub targets: Vec<IpAddr>,
+    pub targets: Vec<ProbeTarget>,
 }
 
 impl Default for ProbeSection {
     fn default() -> Self {
         Self {
-            interval_ms: 1000,
+            spacing_ms: 40,
+            silence_ms: 700,
+            quorum: 1,
+            timeout_ms: 1000,
+            recovery_ms: 2000,
+            failback_clean_secs: 30,
             targets: Vec::new(),
+        }
+    }
+}
+
+/// What a probe checks. A bare address is an ICMP echo target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ProbeTarget {
+    Icmp(IpAddr),
+    Detailed(ProbeKind),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProbeKind {
+    Icmp {
+        address: IpAddr,
+    },
+    /// A TCP handshake with `address`.
+    Tcp {
+        address: std::net::SocketAddr,
+    },
+    /// A DNS query for `name` (type A) sent to `server` port 53.
+    Dns {
+        server: IpAddr,
+        name: String,
+    },
+    /// An HTTP(S) GET of a critical application's URL; any status below 500 is an answer.
+    Http {
+        url: String,
+    },
+}
+
+impl ProbeTarget {
+    pub fn kind(&self) -> ProbeKind {
+        match self {
+            ProbeTarget::Icmp(address) => ProbeKind::Icmp { address: *address },
+            ProbeTarget::Detailed(kind) => kind.clone(),
         }
     }
 }
@@ -106,6 +158,16 @@ pub enum DataplaneSection {
         #[serde(default)]
         links: BTreeMap<String, SimulatedLink>,
     },
+    /// Real interfaces: per-uplink routing tables, nftables NAT, conntrack flushing.
+    Linux {
+        /// First routing table number; uplink `i` uses table and firewall mark `table_base + i`.
+        #[serde(default = "default_table_base")]
+        table_base: u32,
+    },
+}
+
+fn default_table_base() -> u32 {
+    100
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +203,18 @@ impl Default for SimulatedLink {
 pub struct Outage {
     pub start_secs: u64,
     pub duration_secs: u64,
+    #[serde(default)]
+    pub kind: OutageKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutageKind {
+    /// The link stays up but nothing gets through (an ISP's upstream failure).
+    #[default]
+    Blackhole,
+    /// The link loses carrier (cable pulled, modem off).
+    Carrier,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,10 +301,58 @@ impl ApplianceConfig {
                 ));
             }
         }
-        if !(100..=60_000).contains(&self.probes.interval_ms) {
+        let p = &self.probes;
+        if !(10..=10_000).contains(&p.spacing_ms) {
+            return Err(invalid("probes.spacing_ms", "must be between 10 and 10000"));
+        }
+        if p.silence_ms < 2 * p.spacing_ms || p.silence_ms > 60_000 {
             return Err(invalid(
-                "probes.interval_ms",
-                "must be between 100 and 60000",
+                "probes.silence_ms",
+                "must be at least twice probes.spacing_ms and at most 60000",
+            ));
+        }
+        if !(10..=10_000).contains(&p.timeout_ms) {
+            return Err(invalid("probes.timeout_ms", "must be between 10 and 10000"));
+        }
+        if p.recovery_ms > 600_000 {
+            return Err(invalid("probes.recovery_ms", "must be at most 600000"));
+        }
+        if !(1..=86_400).contains(&p.failback_clean_secs) {
+            return Err(invalid(
+                "probes.failback_clean_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        let targets = p.targets.len().max(1);
+        if p.quorum == 0 || p.quorum > targets {
+            return Err(invalid(
+                "probes.quorum",
+                "must be between 1 and the number of targets",
+            ));
+        }
+        for (i, target) in p.targets.iter().enumerate() {
+            match target.kind() {
+                ProbeKind::Dns { name, .. } if name.is_empty() || name.len() > 253 => {
+                    return Err(invalid(
+                        &format!("probes.targets[{i}].name"),
+                        "must be a DNS name",
+                    ));
+                }
+                ProbeKind::Http { url }
+                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                {
+                    return Err(invalid(
+                        &format!("probes.targets[{i}].url"),
+                        "must start with http:// or https://",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if matches!(self.dataplane, DataplaneSection::Linux { .. }) && p.targets.is_empty() {
+            return Err(invalid(
+                "probes.targets",
+                "the linux dataplane needs at least one probe target",
             ));
         }
         if let Some(cloud) = &self.cloud {
@@ -250,8 +372,21 @@ impl ApplianceConfig {
                 ));
             }
         }
-        let DataplaneSection::Simulated { links } = &self.dataplane;
-        for (name, link) in links {
+        let links = match &self.dataplane {
+            DataplaneSection::Simulated { links } => links.clone(),
+            DataplaneSection::Linux { table_base } => {
+                if !(1..=250).contains(table_base)
+                    || *table_base as usize + self.uplinks.len() > 252
+                {
+                    return Err(invalid(
+                        "dataplane.table_base",
+                        "must leave room below table 253 for every uplink",
+                    ));
+                }
+                BTreeMap::new()
+            }
+        };
+        for (name, link) in &links {
             let key = |field: &str| format!("dataplane.links.{name}.{field}");
             if !self.uplinks.iter().any(|u| &u.name == name) {
                 return Err(invalid(
@@ -313,14 +448,14 @@ priority = 1
 metered = true
 
 [probes]
-targets = ["203.0.113.10", "203.0.113.11", "203.0.113.12"]
+targets = ["203.0.113.10", "203.0.113.11", { kind = "tcp", address = "203.0.113.12:443" }]
 
 [dataplane]
 kind = "simulated"
 
 [dataplane.links.fiber]
 rtt_ms = 12.0
-outages = [{ start_secs = 60, duration_secs = 20 }]
+outages = [{ start_secs = 60, duration_secs = 20 }, { start_secs = 120, duration_secs = 5, kind = "carrier" }]
 "#;
 
     #[test]
@@ -347,7 +482,8 @@ outages = [{ start_secs = 60, duration_secs = 20 }]
             config.cloud.as_ref().map(|c| c.telemetry_interval_secs),
             Some(10)
         );
-        assert_eq!(config.probes.interval_ms, 1000);
+        assert_eq!(config.probes.spacing_ms, 40);
+        assert_eq!(config.probes.targets.len(), 3);
     }
 
     #[test]

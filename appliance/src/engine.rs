@@ -1,31 +1,80 @@
-//! Which uplink carries the practice's traffic.
+//! Which uplink carries the practice's traffic, when to probe, and when to move flows.
 //!
 //! Design: a pure state machine. The driver feeds it `(now, Input)` and carries out the returned
 //! [`Action`]s; it sleeps until [`Engine::next_deadline`] and then feeds [`Input::Tick`]. Nothing
-//! here reads a clock or touches a socket, so hours of link behaviour replay in microseconds in tests.
+//! here reads a clock or touches a socket, so a simulated day of probing replays in a second.
 //!
-//! Each uplink's health is an enum ([`Health`]) carrying its own counters:
-//! - A probe *round* sends one probe to every target through the uplink. A round passes when a
-//!   majority of targets answer, so one dead or rate-limited target never fails an uplink.
-//! - [`DOWN_AFTER_FAILED_ROUNDS`] consecutive failed rounds mark it down; a lost carrier marks it
-//!   down at once.
-//! - [`UP_AFTER_PASSED_ROUNDS`] consecutive passed rounds mark it up again.
-//! - The active uplink is the most preferred (lowest priority number) uplink that is up. Moving away
-//!   from a failed active uplink happens immediately; moving back to a preferred uplink waits until
-//!   it has been up for the failback clean period, so a line that flaps does not drag traffic back
-//!   and forth.
+//! **Probing.** The engine schedules every probe itself ([`Action::Probe`]): each uplink is probed
+//! through itself, rotating over the targets. An uplink that carries traffic, or that costs nothing
+//! to probe, gets one probe every [`EngineConfig::probe_spacing`] (40 ms: with four targets each
+//! target sees a probe every 160 ms). A metered uplink on standby is probed on a budget
+//! ([`metered_standby_interval`]): ≤ 30 MB a month with ≤ 10 s staleness.
+//!
+//! **Detection.** An uplink is usable while at least [`EngineConfig::quorum`] targets have answered
+//! within the last [`EngineConfig::silence_window`]. A lost probe on its own proves nothing: only
+//! silence across the quorum does. The deadline at which the quorum would be lost is exact (the
+//! quorum-th most recent answer plus the window), so a blackholed uplink is declared down 700 ms
+//! after its last answer, not at the next polling tick. Because any live target keeps the uplink up,
+//! one dead or rate-limited target never fails it; with 10 % loss each way (81 % of probes answered)
+//! and three live targets, all three stay silent for 700 ms with probability ≈ (0.19^4.4)^3 ≈ 3e-10
+//! per check — once in several hundred simulated years. Loss of carrier marks an uplink down at once.
+//!
+//! **Recovery and failback.** A down uplink counts as up again after its quorum has held without a
+//! break for [`EngineConfig::recovery_period`] (2 s: one lucky answer through a dying line is not
+//! enough). Traffic moves back to a more preferred uplink only after it has been up for the
+//! failback hold, which starts at [`EngineConfig::failback_clean_period`] (30 s, longer than a
+//! DSL/cable retrain plus DHCP) and doubles, up to [`EngineConfig::max_failback_hold`], each time
+//! the uplink fails again within [`FLAP_MEMORY`] of being failed back to. Failing over away from a
+//! dead active uplink is never delayed by that damping.
+//!
+//! **Flows.** When traffic leaves an uplink because it failed, the flows NATed out of it are flushed
+//! ([`Action::FlushFlows`]) so clients reconnect at once instead of hanging on a dead path. When
+//! traffic leaves a metered uplink, its flows are flushed too, so nothing stays stranded on the
+//! expensive link.
+//!
+//! **Drills.** A drill forces traffic onto the best backup for a given time and then moves it back;
+//! it is an input like any other and produces `drill_started` / `drill_finished` events.
 
 use std::time::{Duration, Instant};
 
 use stayopen_shared::events::{ApplianceEvent, EventKind};
 use stayopen_shared::telemetry::UplinkHealth;
 
-/// Two failed rounds: one lost round is common on a lossy line; two in a row at a 1 s probe interval
-/// still detects a dead uplink in about two seconds.
-pub const DOWN_AFTER_FAILED_ROUNDS: u32 = 2;
-/// Three clean rounds before an uplink counts as up again, so a single lucky answer from a dying
-/// line does not resurrect it.
-pub const UP_AFTER_PASSED_ROUNDS: u32 = 3;
+/// A day of flapping is remembered for this long: failing again within it doubles the failback hold.
+pub const FLAP_MEMORY: Duration = Duration::from_secs(10 * 60);
+/// After this long up without a failure the failback hold returns to the base clean period.
+pub const FLAP_FORGIVENESS: Duration = Duration::from_secs(60 * 60);
+
+/// The monthly probe budget of a metered uplink on standby.
+pub const METERED_MONTHLY_BUDGET_BYTES: u64 = 30_000_000;
+/// The oldest a metered standby uplink's health may be.
+pub const METERED_MAX_STALENESS: Duration = Duration::from_secs(10);
+/// A probe exchange on the wire: an ICMP echo request and reply with no payload, 28 bytes of IPv4
+/// and ICMP headers each way. Cellular carriers bill IP bytes.
+pub const PROBE_EXCHANGE_BYTES: u64 = 56;
+const MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The slowest probe cadence on a metered standby uplink that stays within `budget_bytes` a month,
+/// capped at `max_staleness`. Errs on the side of the budget.
+pub fn metered_standby_interval(
+    budget_bytes: u64,
+    bytes_per_probe: u64,
+    max_staleness: Duration,
+) -> Duration {
+    let probes_allowed = (budget_bytes / bytes_per_probe.max(1)).max(1);
+    let fastest = Duration::from_secs_f64(MONTH.as_secs_f64() / probes_allowed as f64);
+    // Round up to whole 100 ms so the figure in the log is the figure in effect.
+    let fastest = Duration::from_millis(fastest.as_millis().div_ceil(100) as u64 * 100);
+    fastest
+        .max(Duration::from_millis(100))
+        .min(max_staleness)
+        .max(fastest)
+}
+
+/// Bytes a month that probing every `interval` costs.
+pub fn monthly_probe_bytes(interval: Duration, bytes_per_probe: u64) -> u64 {
+    (MONTH.as_secs_f64() / interval.as_secs_f64()) as u64 * bytes_per_probe
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UplinkSpec {
@@ -34,290 +83,717 @@ pub struct UplinkSpec {
     pub metered: bool,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    pub uplinks: Vec<UplinkSpec>,
+    /// Probe targets per uplink.
+    pub targets: usize,
+    /// Time between two probes on one uplink (the targets take turns).
+    pub probe_spacing: Duration,
+    /// A probe not answered within this is lost.
+    pub probe_timeout: Duration,
+    pub silence_window: Duration,
+    /// Targets that must have answered within the silence window.
+    pub quorum: usize,
+    pub recovery_period: Duration,
+    pub failback_clean_period: Duration,
+    pub max_failback_hold: Duration,
+    /// Probe cadence of a metered uplink on standby.
+    pub metered_standby_interval: Duration,
+}
+
+impl EngineConfig {
+    /// Defaults for `uplinks` probed through `targets` targets each.
+    pub fn new(uplinks: Vec<UplinkSpec>, targets: usize) -> Self {
+        Self {
+            uplinks,
+            targets: targets.max(1),
+            probe_spacing: Duration::from_millis(40),
+            probe_timeout: Duration::from_millis(1000),
+            silence_window: Duration::from_millis(700),
+            quorum: 1,
+            recovery_period: Duration::from_secs(2),
+            failback_clean_period: Duration::from_secs(30),
+            max_failback_hold: Duration::from_secs(15 * 60),
+            metered_standby_interval: metered_standby_interval(
+                METERED_MONTHLY_BUDGET_BYTES,
+                PROBE_EXCHANGE_BYTES,
+                METERED_MAX_STALENESS,
+            ),
+        }
+    }
+
+    /// How long a metered standby uplink may stay silent before it counts as down: ten probe
+    /// intervals (≈ 49 s). On a budget, few probes fit in any window; with 10 % loss each way, ten
+    /// straight losses happen with probability 0.19^10 ≈ 6e-8 per probe — about once in three
+    /// years. A standby's verdict matters only when the primary fails, and from that moment it is
+    /// probed at full cadence.
+    fn metered_silence_window(&self) -> Duration {
+        self.metered_standby_interval * 10
+    }
+}
+
+/// Health of one uplink. Each state carries what its transitions need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
-    /// No round completed yet.
-    Unknown,
+    /// No verdict yet.
+    Unknown {
+        since: Instant,
+    },
     Up {
         since: Instant,
-        failed_rounds: u32,
     },
+    /// `recovering_since`: the quorum has held without a break since then.
     Down {
         since: Instant,
-        passed_rounds: u32,
+        recovering_since: Option<Instant>,
         carrier_lost: bool,
     },
 }
 
-impl Health {
-    pub fn as_wire(self) -> UplinkHealth {
-        match self {
-            Health::Unknown => UplinkHealth::Unknown,
-            Health::Up {
-                failed_rounds: 0, ..
-            } => UplinkHealth::Up,
-            Health::Up { .. } => UplinkHealth::Degraded,
-            Health::Down { .. } => UplinkHealth::Down,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
-    /// One probe round through `uplink` (index into the specs): how many targets answered.
-    ProbeRound {
+    ProbeAnswered {
         uplink: usize,
-        answered: usize,
-        sent: usize,
+        target: usize,
+        rtt: Duration,
+    },
+    ProbeLost {
+        uplink: usize,
+        target: usize,
     },
     Carrier {
         uplink: usize,
         up: bool,
     },
+    StartDrill {
+        duration: Duration,
+    },
+    StopDrill,
     Tick,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Route the practice's traffic through this uplink (`None`: no uplink is usable).
-    Activate(Option<String>),
+    /// Send one probe through `uplink` to `target`; report the outcome as an input.
+    Probe {
+        uplink: usize,
+        target: usize,
+    },
+    /// Route the LAN's traffic through this uplink (`None`: no uplink is usable).
+    Activate {
+        uplink: Option<usize>,
+    },
+    /// Delete the connection-tracking state of flows NATed out of this uplink.
+    FlushFlows {
+        uplink: usize,
+    },
     Emit(ApplianceEvent),
+}
+
+#[derive(Debug, Clone)]
+struct UplinkState {
+    health: Health,
+    /// Last answer per target.
+    last_answer: Vec<Option<Instant>>,
+    /// Probes lost in a row per target; a budgeted uplink skips targets that stopped answering.
+    consecutive_losses: Vec<u32>,
+    /// When the uplink last moved from budgeted to full-cadence probing: the short silence window
+    /// counts from then, not from an answer that was old by design.
+    fast_since: Option<Instant>,
+    next_probe_at: Instant,
+    next_target: usize,
+    /// Current failback hold and when traffic last failed back to this uplink.
+    failback_hold: Duration,
+    failed_back_at: Option<Instant>,
+    /// Probes sent and answered since the last [`Engine::take_counts`].
+    sent: u64,
+    answered: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Drill {
+    until: Instant,
 }
 
 #[derive(Debug)]
 pub struct Engine {
-    specs: Vec<UplinkSpec>,
-    health: Vec<Health>,
+    config: EngineConfig,
+    uplinks: Vec<UplinkState>,
     active: Option<usize>,
-    failback_clean_period: Duration,
+    drill: Option<Drill>,
 }
 
 impl Engine {
-    pub fn new(specs: Vec<UplinkSpec>, failback_clean_period: Duration) -> Self {
-        let health = vec![Health::Unknown; specs.len()];
+    pub fn new(now: Instant, config: EngineConfig) -> Self {
+        let uplinks = config
+            .uplinks
+            .iter()
+            .map(|_| UplinkState {
+                health: Health::Unknown { since: now },
+                last_answer: vec![None; config.targets],
+                consecutive_losses: vec![0; config.targets],
+                fast_since: None,
+                next_probe_at: now,
+                next_target: 0,
+                failback_hold: config.failback_clean_period,
+                failed_back_at: None,
+                sent: 0,
+                answered: 0,
+            })
+            .collect();
         Self {
-            specs,
-            health,
+            config,
+            uplinks,
             active: None,
-            failback_clean_period,
+            drill: None,
         }
     }
 
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
     pub fn specs(&self) -> &[UplinkSpec] {
-        &self.specs
+        &self.config.uplinks
     }
 
-    pub fn health(&self, uplink: usize) -> Health {
-        self.health.get(uplink).copied().unwrap_or(Health::Unknown)
+    pub fn health(&self, uplink: usize) -> Option<Health> {
+        self.uplinks.get(uplink).map(|u| u.health)
     }
 
-    pub fn active(&self) -> Option<&str> {
-        self.active.map(|i| self.specs[i].name.as_str())
+    pub fn active(&self) -> Option<usize> {
+        self.active
+    }
+
+    pub fn active_name(&self) -> Option<&str> {
+        self.active.map(|i| self.config.uplinks[i].name.as_str())
+    }
+
+    pub fn drill_running(&self) -> bool {
+        self.drill.is_some()
+    }
+
+    /// The failback hold now in force for `uplink` (grows while it flaps).
+    pub fn failback_hold(&self, uplink: usize) -> Option<Duration> {
+        self.uplinks.get(uplink).map(|u| u.failback_hold)
+    }
+
+    /// Health as telemetry reports it: an up uplink with a silent target is degraded.
+    pub fn wire_health(&self, now: Instant, uplink: usize) -> UplinkHealth {
+        let Some(state) = self.uplinks.get(uplink) else {
+            return UplinkHealth::Unknown;
+        };
+        match state.health {
+            Health::Unknown { .. } => UplinkHealth::Unknown,
+            Health::Down { .. } => UplinkHealth::Down,
+            Health::Up { .. } => {
+                let window = self.silence_window(uplink);
+                let all_live = state
+                    .last_answer
+                    .iter()
+                    .all(|a| a.is_some_and(|t| now.saturating_duration_since(t) <= window));
+                if all_live {
+                    UplinkHealth::Up
+                } else {
+                    UplinkHealth::Degraded
+                }
+            }
+        }
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
         let mut actions = Vec::new();
         match input {
-            Input::ProbeRound {
+            Input::ProbeAnswered {
                 uplink,
-                answered,
-                sent,
-            } if uplink < self.specs.len() => {
-                let passed = sent > 0 && answered * 2 > sent;
-                self.record_round(now, uplink, passed, &mut actions);
-            }
-            Input::Carrier { uplink, up } if uplink < self.specs.len() => {
-                if !up && !matches!(self.health[uplink], Health::Down { .. }) {
-                    self.health[uplink] = Health::Down {
-                        since: now,
-                        passed_rounds: 0,
-                        carrier_lost: true,
-                    };
-                    actions.push(self.event(
-                        EventKind::UplinkDown,
-                        Some(uplink),
-                        "carrier lost".into(),
-                    ));
-                } else if let Health::Down { carrier_lost, .. } = &mut self.health[uplink] {
-                    // Carrier back: probes still have to prove the uplink before it is used.
-                    *carrier_lost = !up;
+                target,
+                rtt: _,
+            } => {
+                if let Some(state) = self.uplinks.get_mut(uplink)
+                    && target < state.last_answer.len()
+                {
+                    state.last_answer[target] = Some(now);
+                    state.consecutive_losses[target] = 0;
+                    state.answered += 1;
                 }
             }
-            Input::ProbeRound { .. } | Input::Carrier { .. } | Input::Tick => {}
+            Input::ProbeLost { uplink, target } => {
+                if let Some(losses) = self
+                    .uplinks
+                    .get_mut(uplink)
+                    .and_then(|s| s.consecutive_losses.get_mut(target))
+                {
+                    *losses = losses.saturating_add(1);
+                }
+            }
+            Input::Carrier { uplink, up } => self.carrier(now, uplink, up, &mut actions),
+            Input::StartDrill { duration } => self.start_drill(now, duration, &mut actions),
+            Input::StopDrill => {
+                if self.drill.take().is_some() {
+                    self.finish_drill("stopped by command", &mut actions);
+                }
+            }
+            Input::Tick => {}
+        }
+        for uplink in 0..self.uplinks.len() {
+            self.update_health(now, uplink, &mut actions);
+        }
+        if self.drill.is_some_and(|d| now >= d.until) {
+            self.drill = None;
+            self.finish_drill("drill time elapsed", &mut actions);
         }
         self.select(now, &mut actions);
+        self.schedule_probes(now, &mut actions);
         actions
     }
 
-    /// When the engine next needs a [`Input::Tick`]: the moment a preferred uplink completes its
-    /// clean period.
+    /// The next moment the engine must be given an [`Input::Tick`] (or any input).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let active_priority = self.active.map(|i| self.specs[i].priority);
-        self.specs
-            .iter()
-            .zip(&self.health)
-            .filter(|(spec, _)| active_priority.is_none_or(|p| spec.priority < p))
-            .filter_map(|(_, health)| match health {
-                Health::Up { since, .. } => Some(*since + self.failback_clean_period),
-                _ => None,
-            })
-            .min()
+        let mut deadline: Option<Instant> = None;
+        let mut consider = |t: Instant| deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        for (i, state) in self.uplinks.iter().enumerate() {
+            consider(state.next_probe_at);
+            match state.health {
+                Health::Up { .. } => {
+                    if let Some(lost_at) = self.quorum_lost_at(i) {
+                        consider(lost_at);
+                    }
+                }
+                Health::Unknown { since } => {
+                    consider(self.unknown_verdict_at(i, since));
+                    if let Some(lost_at) = self.quorum_lost_at(i) {
+                        consider(lost_at);
+                    }
+                }
+                Health::Down {
+                    recovering_since: Some(since),
+                    carrier_lost: false,
+                    ..
+                } => {
+                    consider(since + self.config.recovery_period);
+                }
+                Health::Down { .. } => {}
+            }
+            if let Some(due) = self.failback_due(i) {
+                consider(due);
+            }
+        }
+        if let Some(drill) = self.drill {
+            consider(drill.until);
+        }
+        deadline
     }
 
-    fn record_round(
-        &mut self,
-        now: Instant,
-        uplink: usize,
-        passed: bool,
-        actions: &mut Vec<Action>,
-    ) {
-        let next = match (self.health[uplink], passed) {
-            (Health::Unknown, true) => Health::Up {
-                since: now,
-                failed_rounds: 0,
-            },
-            (Health::Unknown, false) => Health::Down {
-                since: now,
-                passed_rounds: 0,
-                carrier_lost: false,
-            },
-            (Health::Up { since, .. }, true) => Health::Up {
-                since,
-                failed_rounds: 0,
-            },
-            (
-                Health::Up {
-                    since,
-                    failed_rounds,
-                },
-                false,
-            ) => {
-                if failed_rounds + 1 >= DOWN_AFTER_FAILED_ROUNDS {
-                    actions.push(self.event(
-                        EventKind::UplinkDown,
-                        Some(uplink),
-                        format!("{DOWN_AFTER_FAILED_ROUNDS} consecutive probe rounds without a majority of targets answering"),
-                    ));
-                    Health::Down {
-                        since: now,
-                        passed_rounds: 0,
-                        carrier_lost: false,
-                    }
-                } else {
-                    Health::Up {
-                        since,
-                        failed_rounds: failed_rounds + 1,
-                    }
+    /// Probes sent and answered per uplink since the last call, for telemetry.
+    pub fn take_counts(&mut self, uplink: usize) -> (u64, u64) {
+        self.uplinks
+            .get_mut(uplink)
+            .map(|s| (std::mem::take(&mut s.sent), std::mem::take(&mut s.answered)))
+            .unwrap_or_default()
+    }
+
+    fn silence_window(&self, uplink: usize) -> Duration {
+        if self.probes_on_budget(uplink) {
+            self.config.metered_silence_window()
+        } else {
+            self.config.silence_window
+        }
+    }
+
+    /// A metered uplink is probed on its monthly budget while another uplink carries the traffic.
+    /// With nothing active, every uplink is probed at full cadence to restore service sooner.
+    fn probes_on_budget(&self, uplink: usize) -> bool {
+        self.config.uplinks[uplink].metered && self.active.is_some() && self.active != Some(uplink)
+    }
+
+    /// When the quorum of answers within the window runs out, given no further answers.
+    fn quorum_lost_at(&self, uplink: usize) -> Option<Instant> {
+        let state = &self.uplinks[uplink];
+        let quorum = self.config.quorum.max(1);
+        let window = self.silence_window(uplink);
+        let quorum_answer = if quorum == 1 {
+            // The common case, on the hot path: no allocation.
+            state.last_answer.iter().flatten().max().copied()?
+        } else {
+            let mut answers: Vec<Instant> = state.last_answer.iter().flatten().copied().collect();
+            if answers.len() < quorum {
+                return None;
+            }
+            answers.sort_unstable_by(|a, b| b.cmp(a));
+            answers[quorum - 1]
+        };
+        let lost_at = quorum_answer + window;
+        Some(match state.fast_since {
+            Some(since) if !self.probes_on_budget(uplink) => lost_at.max(since + window),
+            _ => lost_at,
+        })
+    }
+
+    /// An uplink that never answered is declared down once a full silence window plus a probe
+    /// timeout has passed since the engine started.
+    fn unknown_verdict_at(&self, uplink: usize, since: Instant) -> Instant {
+        since + self.silence_window(uplink) + self.config.probe_timeout
+    }
+
+    fn quorum_holds(&self, now: Instant, uplink: usize) -> bool {
+        self.quorum_lost_at(uplink)
+            .is_some_and(|lost_at| now < lost_at)
+    }
+
+    fn update_health(&mut self, now: Instant, uplink: usize, actions: &mut Vec<Action>) {
+        let holds = self.quorum_holds(now, uplink);
+        let window = self.silence_window(uplink);
+        let next = match self.uplinks[uplink].health {
+            Health::Unknown { .. } if holds => Health::Up { since: now },
+            Health::Unknown { since } if now >= self.unknown_verdict_at(uplink, since) => {
+                Health::Down {
+                    since: now,
+                    recovering_since: None,
+                    carrier_lost: false,
                 }
             }
-            (
+            health @ Health::Unknown { .. } => health,
+            health @ Health::Up { .. } if holds => health,
+            Health::Up { .. } => {
+                let reason = format!(
+                    "fewer than {} of {} targets answered within {} ms",
+                    self.config.quorum.max(1),
+                    self.config.targets,
+                    window.as_millis()
+                );
+                self.note_failure(now, uplink);
+                actions.push(self.uplink_event(EventKind::UplinkDown, uplink, reason));
                 Health::Down {
-                    carrier_lost: true,
-                    since,
-                    ..
-                },
-                _,
-            ) => Health::Down {
-                since,
-                passed_rounds: 0,
-                carrier_lost: true,
-            },
-            (
-                Health::Down {
-                    since,
-                    passed_rounds,
-                    ..
-                },
-                true,
-            ) => {
-                if passed_rounds + 1 >= UP_AFTER_PASSED_ROUNDS {
-                    actions.push(self.event(
-                        EventKind::UplinkUp,
-                        Some(uplink),
-                        format!("{UP_AFTER_PASSED_ROUNDS} consecutive clean probe rounds"),
-                    ));
-                    Health::Up {
-                        since: now,
-                        failed_rounds: 0,
-                    }
-                } else {
-                    Health::Down {
-                        since,
-                        passed_rounds: passed_rounds + 1,
-                        carrier_lost: false,
-                    }
+                    since: now,
+                    recovering_since: None,
+                    carrier_lost: false,
                 }
             }
-            (Health::Down { since, .. }, false) => Health::Down {
+            health @ Health::Down {
+                carrier_lost: true, ..
+            } => health,
+            Health::Down {
                 since,
-                passed_rounds: 0,
+                recovering_since,
                 carrier_lost: false,
+            } => match (holds, recovering_since) {
+                (false, _) => Health::Down {
+                    since,
+                    recovering_since: None,
+                    carrier_lost: false,
+                },
+                (true, None) => Health::Down {
+                    since,
+                    recovering_since: Some(now),
+                    carrier_lost: false,
+                },
+                (true, Some(start))
+                    if now.saturating_duration_since(start) >= self.config.recovery_period =>
+                {
+                    let reason = format!(
+                        "targets answered without a break for {} s",
+                        self.config.recovery_period.as_secs_f64()
+                    );
+                    actions.push(self.uplink_event(EventKind::UplinkUp, uplink, reason));
+                    Health::Up { since: now }
+                }
+                (true, Some(start)) => Health::Down {
+                    since,
+                    recovering_since: Some(start),
+                    carrier_lost: false,
+                },
             },
         };
-        self.health[uplink] = next;
+        self.uplinks[uplink].health = next;
+    }
+
+    /// Damping: failing again soon after traffic came back doubles the hold before the next failback.
+    fn note_failure(&mut self, now: Instant, uplink: usize) {
+        let base = self.config.failback_clean_period;
+        let max = self.config.max_failback_hold;
+        let state = &mut self.uplinks[uplink];
+        match state.failed_back_at {
+            Some(at) if now.saturating_duration_since(at) <= FLAP_MEMORY => {
+                state.failback_hold = (state.failback_hold * 2).min(max);
+            }
+            Some(at) if now.saturating_duration_since(at) >= FLAP_FORGIVENESS => {
+                state.failback_hold = base
+            }
+            _ => {}
+        }
+    }
+
+    fn carrier(&mut self, now: Instant, uplink: usize, up: bool, actions: &mut Vec<Action>) {
+        let Some(state) = self.uplinks.get(uplink) else {
+            return;
+        };
+        match (state.health, up) {
+            (Health::Down { since, .. }, false) => {
+                self.uplinks[uplink].health = Health::Down {
+                    since,
+                    recovering_since: None,
+                    carrier_lost: true,
+                };
+            }
+            (_, false) => {
+                self.note_failure(now, uplink);
+                self.uplinks[uplink].health = Health::Down {
+                    since: now,
+                    recovering_since: None,
+                    carrier_lost: true,
+                };
+                // Answers from before the carrier loss prove nothing about the link after it.
+                self.uplinks[uplink]
+                    .last_answer
+                    .iter_mut()
+                    .for_each(|a| *a = None);
+                actions.push(self.uplink_event(
+                    EventKind::UplinkDown,
+                    uplink,
+                    "carrier lost".into(),
+                ));
+            }
+            (Health::Down { since, .. }, true) => {
+                // Probes still have to prove the uplink before traffic uses it.
+                self.uplinks[uplink].health = Health::Down {
+                    since,
+                    recovering_since: None,
+                    carrier_lost: false,
+                };
+            }
+            (_, true) => {}
+        }
+    }
+
+    fn is_up(&self, uplink: usize) -> bool {
+        matches!(self.uplinks[uplink].health, Health::Up { .. })
+    }
+
+    /// The most preferred uplink that is up.
+    fn best_up(&self) -> Option<usize> {
+        (0..self.uplinks.len())
+            .filter(|&i| self.is_up(i))
+            .min_by_key(|&i| (self.config.uplinks[i].priority, i))
+    }
+
+    /// The best up uplink other than the most preferred one: where a drill sends traffic.
+    fn best_backup(&self) -> Option<usize> {
+        let primary =
+            (0..self.uplinks.len()).min_by_key(|&i| (self.config.uplinks[i].priority, i))?;
+        (0..self.uplinks.len())
+            .filter(|&i| i != primary && self.is_up(i))
+            .min_by_key(|&i| (self.config.uplinks[i].priority, i))
+    }
+
+    /// When a more preferred uplink than the active one completes its failback hold.
+    fn failback_due(&self, uplink: usize) -> Option<Instant> {
+        let active = self.active?;
+        if self.drill.is_some()
+            || self.config.uplinks[uplink].priority >= self.config.uplinks[active].priority
+        {
+            return None;
+        }
+        match self.uplinks[uplink].health {
+            Health::Up { since } => Some(since + self.uplinks[uplink].failback_hold),
+            _ => None,
+        }
+    }
+
+    fn start_drill(&mut self, now: Instant, duration: Duration, actions: &mut Vec<Action>) {
+        let refuse = |reason: &str| {
+            Action::Emit(ApplianceEvent {
+                kind: EventKind::DrillFinished,
+                uplink: None,
+                from: None,
+                to: None,
+                reason: format!("drill refused: {reason}"),
+            })
+        };
+        if self.drill.is_some() {
+            actions.push(refuse("a drill is already running"));
+            return;
+        }
+        let (Some(active), Some(backup)) = (self.active, self.best_backup()) else {
+            actions.push(refuse("no healthy backup uplink"));
+            return;
+        };
+        if Some(active) != self.best_up() {
+            actions.push(refuse("the practice is already on a backup uplink"));
+            return;
+        }
+        self.drill = Some(Drill {
+            until: now + duration,
+        });
+        actions.push(Action::Emit(ApplianceEvent {
+            kind: EventKind::DrillStarted,
+            uplink: None,
+            from: Some(self.config.uplinks[active].name.clone()),
+            to: Some(self.config.uplinks[backup].name.clone()),
+            reason: format!("failover drill for {} s", duration.as_secs()),
+        }));
+        self.switch(
+            active,
+            Some(backup),
+            EventKind::Failover,
+            "drill".into(),
+            actions,
+        );
+    }
+
+    fn finish_drill(&mut self, reason: &str, actions: &mut Vec<Action>) {
+        actions.push(Action::Emit(ApplianceEvent {
+            kind: EventKind::DrillFinished,
+            uplink: None,
+            from: self.active_name().map(str::to_owned),
+            to: self.best_up().map(|i| self.config.uplinks[i].name.clone()),
+            reason: reason.to_owned(),
+        }));
+        // Selection right after moves traffic back to the best uplink: the primary never failed,
+        // so no clean period applies.
+        if let (Some(active), Some(best)) = (self.active, self.best_up())
+            && best != active
+        {
+            self.switch(
+                active,
+                Some(best),
+                EventKind::Failback,
+                "drill over".into(),
+                actions,
+            );
+            self.uplinks[best].failed_back_at = None;
+        }
     }
 
     fn select(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        let is_up = |i: usize| matches!(self.health[i], Health::Up { .. });
-        let best_up = (0..self.specs.len())
-            .filter(|&i| is_up(i))
-            .min_by_key(|&i| (self.specs[i].priority, i));
-        let choice = match (self.active, best_up) {
-            // Failing over away from a dead active uplink is never delayed.
-            (Some(active), _) if !is_up(active) => best_up,
-            (Some(active), Some(best))
-                if self.specs[best].priority < self.specs[active].priority =>
-            {
-                let clean_since = match self.health[best] {
-                    Health::Up { since, .. } => since,
-                    _ => now,
-                };
-                if now.duration_since(clean_since) >= self.failback_clean_period {
-                    Some(best)
-                } else {
-                    Some(active)
+        let best = self.best_up();
+        match self.active {
+            None => {
+                // At start, a more preferred uplink that has no verdict yet is waited for, so the
+                // practice does not begin on the backup merely because it answered first.
+                let undecided_preferred = best.is_some_and(|b| {
+                    (0..self.uplinks.len()).any(|i| {
+                        matches!(self.uplinks[i].health, Health::Unknown { .. })
+                            && self.config.uplinks[i].priority < self.config.uplinks[b].priority
+                    })
+                });
+                if let Some(best) = best.filter(|_| !undecided_preferred) {
+                    self.active = Some(best);
+                    actions.push(Action::Activate { uplink: Some(best) });
                 }
             }
-            (Some(active), _) => Some(active),
-            (None, best) => best,
-        };
-        if choice == self.active {
-            return;
-        }
-        let from = self.active.map(|i| self.specs[i].name.clone());
-        let to = choice.map(|i| self.specs[i].name.clone());
-        let kind = match (self.active, choice) {
-            (Some(old), Some(new)) if self.specs[new].priority < self.specs[old].priority => {
-                EventKind::Failback
+            Some(active) if !self.is_up(active) => {
+                if self.drill.take().is_some() {
+                    actions.push(Action::Emit(ApplianceEvent {
+                        kind: EventKind::DrillFinished,
+                        uplink: None,
+                        from: Some(self.config.uplinks[active].name.clone()),
+                        to: best.map(|i| self.config.uplinks[i].name.clone()),
+                        reason: "drill aborted: the backup uplink failed".into(),
+                    }));
+                }
+                let reason = match best {
+                    Some(_) => "active uplink down".to_owned(),
+                    None => "no uplink is usable".to_owned(),
+                };
+                // Failing over is never delayed: damping applies only to failing back.
+                self.switch(active, best, EventKind::Failover, reason, actions);
             }
-            _ => EventKind::Failover,
-        };
-        let reason = match (kind, &from) {
-            (_, None) => "first usable uplink".to_owned(),
-            (EventKind::Failback, _) => format!(
-                "preferred uplink clean for {} s",
-                self.failback_clean_period.as_secs()
-            ),
-            _ if choice.is_none() => "no uplink is usable".to_owned(),
-            _ => "active uplink down".to_owned(),
-        };
-        self.active = choice;
-        actions.push(Action::Activate(to.clone()));
-        if from.is_some() {
-            actions.push(Action::Emit(ApplianceEvent {
-                kind,
-                uplink: None,
-                from,
-                to,
-                reason,
-            }));
+            Some(active) => {
+                let Some(best) = best.filter(|&b| b != active) else {
+                    return;
+                };
+                if self.drill.is_some() {
+                    return;
+                }
+                if self.config.uplinks[best].priority < self.config.uplinks[active].priority
+                    && self.failback_due(best).is_some_and(|due| now >= due)
+                {
+                    let hold = self.uplinks[best].failback_hold;
+                    self.switch(
+                        active,
+                        Some(best),
+                        EventKind::Failback,
+                        format!("preferred uplink clean for {} s", hold.as_secs()),
+                        actions,
+                    );
+                    self.uplinks[best].failed_back_at = Some(now);
+                }
+            }
         }
     }
 
-    fn event(&self, kind: EventKind, uplink: Option<usize>, reason: String) -> Action {
+    fn switch(
+        &mut self,
+        from: usize,
+        to: Option<usize>,
+        kind: EventKind,
+        reason: String,
+        actions: &mut Vec<Action>,
+    ) {
+        self.active = to;
+        actions.push(Action::Activate { uplink: to });
+        // Flows on a failed uplink would hang; flows on a metered one would keep costing money.
+        if !self.is_up(from) || self.config.uplinks[from].metered || kind == EventKind::Failover {
+            actions.push(Action::FlushFlows { uplink: from });
+        }
+        actions.push(Action::Emit(ApplianceEvent {
+            kind,
+            uplink: None,
+            from: Some(self.config.uplinks[from].name.clone()),
+            to: to.map(|i| self.config.uplinks[i].name.clone()),
+            reason,
+        }));
+    }
+
+    fn schedule_probes(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        for uplink in 0..self.uplinks.len() {
+            let on_budget = self.probes_on_budget(uplink);
+            let interval = if on_budget {
+                self.config.metered_standby_interval
+            } else {
+                self.config.probe_spacing
+            };
+            let targets = self.config.targets;
+            let state = &mut self.uplinks[uplink];
+            match (on_budget, state.fast_since) {
+                (true, _) => state.fast_since = None,
+                (false, None) => state.fast_since = Some(now),
+                (false, Some(_)) => {}
+            }
+            if matches!(
+                state.health,
+                Health::Down {
+                    carrier_lost: true,
+                    ..
+                }
+            ) {
+                // Nothing can be sent on a link without carrier; the carrier-up input resumes.
+                state.next_probe_at = now + interval;
+                continue;
+            }
+            if now >= state.next_probe_at {
+                // On a budget, spend probes only on targets that still answer (unless none do).
+                let target = (0..targets)
+                    .map(|k| (state.next_target + k) % targets)
+                    .find(|&t| !on_budget || state.consecutive_losses[t] < 3)
+                    .unwrap_or(state.next_target);
+                state.next_target = (target + 1) % targets;
+                state.sent += 1;
+                // Never let a backlog build up: the next probe is one interval from now.
+                state.next_probe_at = (state.next_probe_at + interval).max(now + interval / 2);
+                actions.push(Action::Probe { uplink, target });
+            } else if state.next_probe_at > now + interval {
+                // The uplink moved to a faster cadence (it became active).
+                state.next_probe_at = now + interval;
+            }
+        }
+    }
+
+    fn uplink_event(&self, kind: EventKind, uplink: usize, reason: String) -> Action {
         Action::Emit(ApplianceEvent {
             kind,
-            uplink: uplink.map(|i| self.specs[i].name.clone()),
+            uplink: Some(self.config.uplinks[uplink].name.clone()),
             from: None,
             to: None,
             reason,
@@ -326,184 +802,4 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CLEAN: Duration = Duration::from_secs(30);
-
-    fn engine() -> Engine {
-        Engine::new(
-            vec![
-                UplinkSpec {
-                    name: "fiber".into(),
-                    priority: 0,
-                    metered: false,
-                },
-                UplinkSpec {
-                    name: "lte".into(),
-                    priority: 1,
-                    metered: true,
-                },
-            ],
-            CLEAN,
-        )
-    }
-
-    fn round(engine: &mut Engine, now: Instant, uplink: usize, answered: usize) -> Vec<Action> {
-        engine.handle(
-            now,
-            Input::ProbeRound {
-                uplink,
-                answered,
-                sent: 3,
-            },
-        )
-    }
-
-    fn kinds(actions: &[Action]) -> Vec<EventKind> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Emit(e) => Some(e.kind),
-                Action::Activate(_) => None,
-            })
-            .collect()
-    }
-
-    /// Both uplinks healthy from t0; returns t0.
-    fn healthy(engine: &mut Engine) -> Instant {
-        let t0 = Instant::now();
-        round(engine, t0, 0, 3);
-        round(engine, t0, 1, 3);
-        t0
-    }
-
-    #[test]
-    fn the_preferred_uplink_becomes_active_once_it_answers() {
-        let mut engine = engine();
-        let t0 = Instant::now();
-        assert_eq!(
-            round(&mut engine, t0, 0, 3),
-            vec![Action::Activate(Some("fiber".into()))]
-        );
-        assert_eq!(engine.active(), Some("fiber"));
-    }
-
-    #[test]
-    fn one_dead_target_out_of_three_never_fails_an_uplink() {
-        let mut engine = engine();
-        let t0 = healthy(&mut engine);
-        for s in 1..100 {
-            let actions = round(&mut engine, t0 + Duration::from_secs(s), 0, 2);
-            assert!(actions.is_empty(), "{actions:?}");
-        }
-        assert_eq!(engine.active(), Some("fiber"));
-    }
-
-    #[test]
-    fn a_single_lost_round_does_not_fail_over() {
-        let mut engine = engine();
-        let t0 = healthy(&mut engine);
-        assert!(round(&mut engine, t0 + Duration::from_secs(1), 0, 0).is_empty());
-        assert!(round(&mut engine, t0 + Duration::from_secs(2), 0, 3).is_empty());
-        assert_eq!(engine.active(), Some("fiber"));
-    }
-
-    #[test]
-    fn two_failed_rounds_fail_over_to_the_backup_at_once() {
-        let mut engine = engine();
-        let t0 = healthy(&mut engine);
-        round(&mut engine, t0 + Duration::from_secs(1), 0, 0);
-        let actions = round(&mut engine, t0 + Duration::from_secs(2), 0, 0);
-        assert_eq!(
-            kinds(&actions),
-            vec![EventKind::UplinkDown, EventKind::Failover]
-        );
-        assert!(actions.contains(&Action::Activate(Some("lte".into()))));
-        assert_eq!(engine.active(), Some("lte"));
-    }
-
-    #[test]
-    fn losing_carrier_fails_over_without_waiting_for_probes() {
-        let mut engine = engine();
-        let t0 = healthy(&mut engine);
-        let actions = engine.handle(
-            t0 + Duration::from_millis(10),
-            Input::Carrier {
-                uplink: 0,
-                up: false,
-            },
-        );
-        assert_eq!(
-            kinds(&actions),
-            vec![EventKind::UplinkDown, EventKind::Failover]
-        );
-        assert_eq!(engine.active(), Some("lte"));
-    }
-
-    #[test]
-    fn failback_waits_for_the_clean_period_and_its_deadline_is_announced() {
-        let mut engine = engine();
-        let t0 = healthy(&mut engine);
-        round(&mut engine, t0 + Duration::from_secs(1), 0, 0);
-        round(&mut engine, t0 + Duration::from_secs(2), 0, 0);
-        for s in 3..6 {
-            round(&mut engine, t0 + Duration::from_secs(s), 0, 3);
-        }
-        // Up again at t0+5 s: failback is due at t0+35 s, not before.
-        assert_eq!(
-            engine.next_deadline(),
-            Some(t0 + Duration::from_secs(5) + CLEAN)
-        );
-        assert!(
-            engine
-                .handle(t0 + Duration::from_secs(34), Input::Tick)
-                .is_empty()
-        );
-        let actions = engine.handle(t0 + Duration::from_secs(35), Input::Tick);
-        assert_eq!(kinds(&actions), vec![EventKind::Failback]);
-        assert_eq!(engine.active(), Some("fiber"));
-        assert_eq!(engine.next_deadline(), None);
-    }
-
-    #[test]
-    fn a_flap_during_the_clean_period_restarts_it() {
-        let mut engine = engine();
-        let t0 = healthy(&mut engine);
-        round(&mut engine, t0 + Duration::from_secs(1), 0, 0);
-        round(&mut engine, t0 + Duration::from_secs(2), 0, 0);
-        for s in 3..6 {
-            round(&mut engine, t0 + Duration::from_secs(s), 0, 3);
-        }
-        round(&mut engine, t0 + Duration::from_secs(20), 0, 0);
-        round(&mut engine, t0 + Duration::from_secs(21), 0, 0);
-        assert!(
-            engine
-                .handle(t0 + Duration::from_secs(36), Input::Tick)
-                .is_empty()
-        );
-        assert_eq!(engine.active(), Some("lte"));
-    }
-
-    #[test]
-    fn with_every_uplink_down_nothing_is_active() {
-        let mut engine = engine();
-        let t0 = healthy(&mut engine);
-        engine.handle(
-            t0,
-            Input::Carrier {
-                uplink: 0,
-                up: false,
-            },
-        );
-        let actions = engine.handle(
-            t0,
-            Input::Carrier {
-                uplink: 1,
-                up: false,
-            },
-        );
-        assert!(actions.contains(&Action::Activate(None)));
-        assert_eq!(engine.active(), None);
-    }
-}
+mod tests;

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::agent::{self, AgentOptions};
 use crate::config::{
     ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
-    ProbeSection, SimulatedLink, UplinkConfig,
+    OutageKind, ProbeSection, SimulatedLink, UplinkConfig,
 };
 
 #[derive(Debug, Clone)]
@@ -49,6 +49,11 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
         fiber.outages = vec![Outage {
             start_secs: 45 + (i * 13) % 120,
             duration_secs: 20 + i % 25,
+            kind: if index.is_multiple_of(6) {
+                OutageKind::Carrier
+            } else {
+                OutageKind::Blackhole
+            },
         }];
         fiber.repeat_every_secs = Some(240 + (i % 6) * 40);
     }

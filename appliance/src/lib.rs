@@ -2,17 +2,19 @@
 //!
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`engine`]: the sans-IO decision logic — which uplink carries traffic.
-//! - [`dataplane`]: the I/O edge that probes uplinks and moves traffic; a simulated implementation
-//!   drives demos and tests.
+//! - [`dataplane`]: the I/O edge that probes uplinks and moves traffic: Linux (routes, nftables,
+//!   conntrack) and simulated (demos and tests).
 //! - [`identity`]: enrolment and the credentials kept in the state directory.
 //! - [`uplink_report`]: turns probe results into the telemetry the cloud shows.
 //! - [`cloud_link`]: MQTT to the cloud.
+//! - [`control`]: the local control socket behind `status` and `drill`.
 //! - [`agent`]: the driver that owns the clock and ties the rest together.
 //! - [`fleet_sim`]: many agents in one process for demos and load.
 
 pub mod agent;
 pub mod cloud_link;
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod engine;
 pub mod events_log;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_appliance::config::ApplianceConfig;
+use stayopen_appliance::control::{self, Request, Response};
 use stayopen_appliance::fleet_sim::{self, FleetOptions};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -30,6 +31,25 @@ enum Command {
         /// Append every decision to this file as one JSON object per line.
         #[arg(long)]
         events: Option<PathBuf>,
+    },
+    /// Print the running agent's live state: uplinks, health, the active uplink.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start (or stop) a failover drill on the running agent: traffic moves to the backup uplink for
+    /// the given time and then back.
+    Drill {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        duration_secs: u64,
+        /// Stop a running drill instead.
+        #[arg(long)]
+        stop: bool,
     },
     /// Run a fleet of simulated appliances (the real agent over simulated links) against a cloud.
     SimulateFleet {
@@ -106,6 +126,75 @@ fn main() -> ExitCode {
                 stop_rx,
             )) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("stayopen-appliance: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { config, json } => {
+            let config = match ApplianceConfig::load(&config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("stayopen-appliance: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(control::request(
+                &config.appliance.state_dir,
+                &Request::Status,
+            )) {
+                Ok(Response::Status(status)) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&status).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(Response::Status(status)) => {
+                    print!("{}", status.to_text());
+                    ExitCode::SUCCESS
+                }
+                Ok(other) => {
+                    eprintln!("stayopen-appliance: unexpected answer {other:?}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("stayopen-appliance: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Drill {
+            config,
+            duration_secs,
+            stop,
+        } => {
+            let config = match ApplianceConfig::load(&config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("stayopen-appliance: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let request = if stop {
+                Request::StopDrill
+            } else {
+                Request::StartDrill { duration_secs }
+            };
+            match runtime.block_on(control::request(&config.appliance.state_dir, &request)) {
+                Ok(Response::Accepted { message }) => {
+                    println!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Ok(Response::Error { message }) => {
+                    eprintln!("stayopen-appliance: {message}");
+                    ExitCode::FAILURE
+                }
+                Ok(other) => {
+                    eprintln!("stayopen-appliance: unexpected answer {other:?}");
+                    ExitCode::FAILURE
+                }
                 Err(e) => {
                     eprintln!("stayopen-appliance: {e}");
                     ExitCode::FAILURE

@@ -1,11 +1,11 @@
-//! Turns probe rounds into the per-uplink figures telemetry reports: median RTT and loss over the
+//! Turns probe outcomes into the per-uplink figures telemetry reports: median RTT and loss over the
 //! reporting window.
 
 use std::time::Duration;
 
 use stayopen_shared::telemetry::{UplinkHealth, UplinkTelemetry};
 
-use crate::dataplane::{Counters, ProbeRound};
+use crate::dataplane::Counters;
 use crate::engine::UplinkSpec;
 
 #[derive(Debug, Default, Clone)]
@@ -16,10 +16,12 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn record(&mut self, round: &ProbeRound) {
-        self.sent += round.sent;
-        self.answered += round.answered;
-        self.rtts.extend_from_slice(&round.rtts);
+    pub fn record(&mut self, rtt: Option<Duration>) {
+        self.sent += 1;
+        if let Some(rtt) = rtt {
+            self.answered += 1;
+            self.rtts.push(rtt);
+        }
     }
 
     pub fn loss_pct(&self) -> f64 {
@@ -51,7 +53,19 @@ impl Window {
         health: UplinkHealth,
         counters: Counters,
     ) -> UplinkTelemetry {
-        let report = UplinkTelemetry {
+        let report = self.peek_report(spec, health, counters);
+        *self = Window::default();
+        report
+    }
+
+    /// The window's figures so far, without starting over.
+    pub fn peek_report(
+        &self,
+        spec: &UplinkSpec,
+        health: UplinkHealth,
+        counters: Counters,
+    ) -> UplinkTelemetry {
+        UplinkTelemetry {
             name: spec.name.clone(),
             priority: spec.priority,
             metered: spec.metered,
@@ -60,9 +74,7 @@ impl Window {
             loss_pct: (self.loss_pct() * 100.0).round() / 100.0,
             rx_bytes: counters.rx_bytes,
             tx_bytes: counters.tx_bytes,
-        };
-        *self = Window::default();
-        report
+        }
     }
 }
 
@@ -70,22 +82,12 @@ impl Window {
 mod tests {
     use super::*;
 
-    fn round(answered: usize, rtts_ms: &[u64]) -> ProbeRound {
-        ProbeRound {
-            sent: 3,
-            answered,
-            rtts: rtts_ms
-                .iter()
-                .map(|ms| Duration::from_millis(*ms))
-                .collect(),
-        }
-    }
-
     #[test]
     fn loss_and_median_rtt_cover_the_whole_window() {
         let mut window = Window::default();
-        window.record(&round(3, &[10, 30, 20]));
-        window.record(&round(1, &[40]));
+        for rtt in [Some(10), Some(30), Some(20), None, None, Some(40)] {
+            window.record(rtt.map(Duration::from_millis));
+        }
         assert_eq!(window.median_rtt_ms(), Some(25.0));
         assert!((window.loss_pct() - 33.33).abs() < 0.01);
     }
@@ -93,7 +95,7 @@ mod tests {
     #[test]
     fn a_report_starts_a_new_window() {
         let mut window = Window::default();
-        window.record(&round(0, &[]));
+        window.record(None);
         let spec = UplinkSpec {
             name: "lte".into(),
             priority: 1,

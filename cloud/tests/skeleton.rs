@@ -10,7 +10,7 @@ use common::{eventually, spawn_cloud};
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_appliance::config::{
     ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
-    ProbeSection, SimulatedLink, UplinkConfig,
+    OutageKind, ProbeSection, SimulatedLink, UplinkConfig,
 };
 use stayopen_shared::api::{CreateEnrollmentToken, EnrollmentToken, Fleet, TelemetryRecord};
 use tokio::sync::watch;
@@ -56,10 +56,7 @@ fn appliance_config(
                 metered: true,
             },
         ],
-        probes: ProbeSection {
-            interval_ms: 200,
-            targets: vec![],
-        },
+        probes: ProbeSection::default(),
         dataplane: DataplaneSection::Simulated {
             links: BTreeMap::from([("fiber".into(), fiber)]),
         },
@@ -99,6 +96,7 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
         Some(Outage {
             start_secs: 2,
             duration_secs: 3,
+            kind: OutageKind::Blackhole,
         }),
     );
     let events_file = state.path().join("events.jsonl");

@@ -128,6 +128,7 @@ pub fn uplink_metrics(uplink: &UplinkTelemetry) -> String {
     }
 }
 
+// The tests run as wasm under Node (`wasm-bindgen-test-runner`), the target this code ships for.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +137,7 @@ mod tests {
     use stayopen_shared::ids::{ApplianceId, PracticeId, SiteId};
     use stayopen_shared::telemetry::UplinkHealth;
     use uuid::Uuid;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     fn at(seconds: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_700_000_000 + seconds, 0)
@@ -170,7 +172,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test]
     fn relative_time_picks_a_readable_unit() {
         assert_eq!(relative_time(at(12), at(0)), "12 s ago");
         assert_eq!(relative_time(at(0), at(0)), "just now");
@@ -182,7 +184,7 @@ mod tests {
         assert_eq!(relative_time(at(3 * 86_400 + 5), at(0)), "3 d ago");
     }
 
-    #[test]
+    #[wasm_bindgen_test]
     fn primary_is_the_lowest_priority_number_and_the_first_on_a_tie() {
         let uplinks = vec![uplink("lte", 1), uplink("fiber", 0), uplink("cable", 0)];
         assert_eq!(
@@ -192,7 +194,7 @@ mod tests {
         assert!(primary_uplink(&[]).is_none());
     }
 
-    #[test]
+    #[wasm_bindgen_test]
     fn backup_means_the_active_uplink_is_not_the_primary() {
         assert!(!is_on_backup(&appliance(true, Some("fiber"))));
         assert!(is_on_backup(&appliance(true, Some("lte"))));
@@ -202,14 +204,14 @@ mod tests {
         assert!(!is_on_backup(&bare));
     }
 
-    #[test]
+    #[wasm_bindgen_test]
     fn uplinks_sort_by_priority() {
         let sorted = uplinks_by_priority(&appliance(true, None).uplinks);
         let names: Vec<_> = sorted.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["fiber", "lte"]);
     }
 
-    #[test]
+    #[wasm_bindgen_test]
     fn summary_counts_online_offline_and_backup() {
         let fleet = Fleet {
             tenant_name: "Acme IT".to_owned(),
@@ -244,7 +246,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test]
     fn rtt_and_loss_format_compactly() {
         assert_eq!(format_rtt(Some(23.4)), "23 ms");
         assert_eq!(format_rtt(Some(4.26)), "4.3 ms");

@@ -19,7 +19,8 @@ pg_bindir() {
 }
 
 # Installs what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli.
-# Arguments name optional extras: "browser" adds Chromium and ChromeDriver.
+# Arguments name optional extras: "browser" adds Chromium, ChromeDriver and Node.js (which runs
+# the frontend's wasm unit tests).
 ensure_deps() {
     local packages=()
     pg_bindir >/dev/null || packages+=(postgresql)
@@ -29,6 +30,7 @@ ensure_deps() {
             browser)
                 command -v chromium >/dev/null || packages+=(chromium)
                 command -v chromedriver >/dev/null || packages+=(chromium-driver)
+                command -v node >/dev/null || packages+=(nodejs)
                 ;;
         esac
     done

@@ -16,6 +16,10 @@ cargo clippy --all-targets -- -D warnings
 log "cargo clippy (frontend, wasm32)"
 cargo clippy -p stayopen-frontend --target wasm32-unknown-unknown --all-targets -- -D warnings
 
+log "frontend unit tests (wasm32 under Node)"
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    cargo test -p stayopen-frontend --target wasm32-unknown-unknown
+
 log "building the dashboard (wasm)"
 "$ROOT/infra/scripts/build-frontend.sh"
 

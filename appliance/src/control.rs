@@ -1,0 +1,258 @@
+//! The local control socket (`{state_dir}/control.sock`): `stayopen-appliance status` and
+//! `stayopen-appliance drill` talk to the running agent through it, one JSON request and one JSON
+//! response per connection.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use stayopen_shared::telemetry::UplinkHealth;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+pub const SOCKET_NAME: &str = "control.sock";
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET_NAME)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    StartDrill { duration_secs: u64 },
+    StopDrill,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status(Status),
+    Accepted { message: String },
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub at: DateTime<Utc>,
+    pub active: Option<String>,
+    pub drill_running: bool,
+    pub uplinks: Vec<UplinkStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    pub name: String,
+    pub interface: String,
+    pub priority: u8,
+    pub metered: bool,
+    pub health: UplinkHealth,
+    pub active: bool,
+    pub rtt_ms: Option<f64>,
+    pub loss_pct: f64,
+}
+
+impl Status {
+    /// The human-readable form `stayopen-appliance status` prints.
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "active uplink: {}{}\n",
+            self.active.as_deref().unwrap_or("none"),
+            if self.drill_running {
+                " (failover drill running)"
+            } else {
+                ""
+            }
+        );
+        out.push_str(&format!(
+            "{:<12} {:<10} {:>8} {:>8} {:>9} {:>7}\n",
+            "UPLINK", "INTERFACE", "PRIORITY", "HEALTH", "RTT", "LOSS"
+        ));
+        for u in &self.uplinks {
+            let rtt = u
+                .rtt_ms
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.1} ms"));
+            let name = format!(
+                "{}{}{}",
+                if u.active { "*" } else { " " },
+                u.name,
+                if u.metered { " $" } else { "" }
+            );
+            out.push_str(&format!(
+                "{:<12} {:<10} {:>8} {:>8} {:>9} {:>6.1}%\n",
+                name,
+                u.interface,
+                u.priority,
+                u.health.as_str(),
+                rtt,
+                u.loss_pct
+            ));
+        }
+        out.push_str("(* active, $ metered)\n");
+        out
+    }
+}
+
+pub type Command = (Request, oneshot::Sender<Response>);
+
+/// Accepts connections on `path` and forwards each request to the agent.
+pub fn serve(path: &Path, commands: mpsc::Sender<Command>) -> std::io::Result<()> {
+    // A stale socket from a previous run would make bind fail.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                if let Err(e) = answer(stream, commands).await {
+                    tracing::debug!(error = %e, "control connection failed");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn answer(stream: UnixStream, commands: mpsc::Sender<Command>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    // Requests are tiny; a client that sends more is cut off rather than buffered.
+    let mut reader = tokio::io::AsyncReadExt::take(BufReader::new(read), 4096);
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(request) => {
+            let (reply, response) = oneshot::channel();
+            if commands.send((request, reply)).await.is_err() {
+                Response::Error {
+                    message: "the agent is stopping".into(),
+                }
+            } else {
+                response.await.unwrap_or(Response::Error {
+                    message: "the agent is stopping".into(),
+                })
+            }
+        }
+        Err(e) => Response::Error {
+            message: format!("bad request: {e}"),
+        },
+    };
+    let mut bytes = serde_json::to_vec(&response).unwrap_or_default();
+    bytes.push(b'\n');
+    write.write_all(&bytes).await?;
+    write.shutdown().await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the agent at {path} (is it running?): {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("talking to the agent: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the agent did not answer within 5 s")]
+    Timeout,
+    #[error("unreadable answer from the agent: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// Sends one request to the agent whose state directory is `state_dir`.
+pub async fn request(state_dir: &Path, request: &Request) -> Result<Response, ClientError> {
+    let path = socket_path(state_dir);
+    let exchange = async {
+        let stream = UnixStream::connect(&path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: path.clone(),
+                source,
+            })?;
+        let (read, mut write) = stream.into_split();
+        let mut bytes = serde_json::to_vec(request)?;
+        bytes.push(b'\n');
+        write.write_all(&bytes).await?;
+        let mut line = String::new();
+        BufReader::new(read).read_line(&mut line).await?;
+        Ok(serde_json::from_str(line.trim())?)
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| ClientError::Timeout)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_reaches_the_agent_and_its_answer_comes_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, mut rx) = mpsc::channel::<Command>(4);
+        serve(&socket_path(dir.path()), tx).expect("serve");
+        tokio::spawn(async move {
+            while let Some((request, reply)) = rx.recv().await {
+                let _ = reply.send(Response::Accepted {
+                    message: format!("{request:?}"),
+                });
+            }
+        });
+        let response = request(dir.path(), &Request::StartDrill { duration_secs: 5 })
+            .await
+            .expect("answer");
+        assert_eq!(
+            response,
+            Response::Accepted {
+                message: "StartDrill { duration_secs: 5 }".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_request_gets_an_error_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, _rx) = mpsc::channel::<Command>(4);
+        serve(&socket_path(dir.path()), tx).expect("serve");
+        let stream = UnixStream::connect(socket_path(dir.path()))
+            .await
+            .expect("connect");
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(b"{\"cmd\":\"format_disk\"}\n")
+            .await
+            .expect("write");
+        let mut line = String::new();
+        BufReader::new(read)
+            .read_line(&mut line)
+            .await
+            .expect("read");
+        assert!(line.contains("bad request"), "{line}");
+    }
+
+    #[test]
+    fn status_text_marks_the_active_and_metered_uplinks() {
+        let status = Status {
+            at: Utc::now(),
+            active: Some("fiber".into()),
+            drill_running: false,
+            uplinks: vec![UplinkStatus {
+                name: "fiber".into(),
+                interface: "wan0".into(),
+                priority: 0,
+                metered: false,
+                health: UplinkHealth::Up,
+                active: true,
+                rtt_ms: Some(12.3),
+                loss_pct: 0.0,
+            }],
+        };
+        let text = status.to_text();
+        assert!(text.starts_with("active uplink: fiber\n"), "{text}");
+        assert!(text.contains("*fiber"), "{text}");
+        assert!(text.contains("12.3 ms"), "{text}");
+    }
+}

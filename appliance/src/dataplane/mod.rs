@@ -1,0 +1,67 @@
+//! The I/O edge that probes uplinks and moves the practice's traffic.
+//!
+//! The agent drives a [`Dataplane`] with the engine's actions; what the dataplane observes (probe
+//! outcomes, carrier changes) comes back as [`DataplaneEvent`]s on a channel, which the agent feeds
+//! to the engine. Two implementations:
+//! - [`simulated::SimulatedDataplane`]: links in memory that follow a script (outages, loss,
+//!   latency, carrier loss) — the demo fleet and the cloud's end-to-end tests run the real agent on it;
+//! - [`linux::LinuxDataplane`]: real interfaces, routes, nftables NAT and conntrack.
+
+pub mod linux;
+pub mod simulated;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Something the dataplane observed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataplaneEvent {
+    /// The outcome of one probe: `rtt` is `None` when it was lost.
+    Probe {
+        uplink: usize,
+        target: usize,
+        rtt: Option<Duration>,
+    },
+    Carrier {
+        uplink: usize,
+        up: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("unknown uplink index {0}")]
+    UnknownUplink(usize),
+    #[error("{what}: {detail}")]
+    Command { what: String, detail: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+pub trait Dataplane: Send {
+    /// Sends one probe through `uplink` to `target`; the outcome arrives later as a
+    /// [`DataplaneEvent::Probe`].
+    fn start_probe(&mut self, now: Instant, uplink: usize, target: usize);
+    /// Makes `uplink` carry new LAN flows (`None`: no uplink).
+    fn activate(
+        &mut self,
+        now: Instant,
+        uplink: Option<usize>,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    /// Deletes the connection-tracking state of flows NATed out of `uplink`, so their clients
+    /// reconnect through the active uplink instead of hanging.
+    fn flush_flows(
+        &mut self,
+        uplink: usize,
+    ) -> impl Future<Output = Result<u64, DataplaneError>> + Send;
+    fn counters(&mut self, now: Instant, uplink: usize) -> Counters;
+}

@@ -1,0 +1,277 @@
+//! Links that exist only in memory and follow a script.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+use super::{Counters, Dataplane, DataplaneError, DataplaneEvent};
+use crate::config::{OutageKind, SimulatedLink};
+
+/// Bytes one probe and its answer put on the wire (ICMP echo without payload, both ways).
+const PROBE_BYTES: u64 = 28;
+/// A lost probe is reported after this long, like a real probe timing out.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the carrier script is checked.
+const CARRIER_POLL: Duration = Duration::from_millis(20);
+
+#[derive(Debug)]
+struct SimLink {
+    spec: SimulatedLink,
+    counters: Counters,
+    last_accounted: Instant,
+}
+
+#[derive(Debug)]
+pub struct SimulatedDataplane {
+    started: Instant,
+    links: Vec<SimLink>,
+    active: Option<usize>,
+    rng: StdRng,
+    events: mpsc::UnboundedSender<DataplaneEvent>,
+}
+
+/// Whether the script has the link in an outage of `kind` at `since_start`.
+fn in_outage(spec: &SimulatedLink, since_start: Duration, kind: Option<OutageKind>) -> bool {
+    let mut t = since_start.as_secs_f64();
+    if let Some(period) = spec.repeat_every_secs.filter(|p| *p > 0) {
+        t %= period as f64;
+    }
+    spec.outages.iter().any(|o| {
+        kind.is_none_or(|k| k == o.kind)
+            && t >= o.start_secs as f64
+            && t < (o.start_secs + o.duration_secs) as f64
+    })
+}
+
+impl SimulatedDataplane {
+    /// `links` holds each uplink's behaviour, in uplink order; `seed` makes loss and jitter
+    /// repeatable. Carrier changes of the script are reported on `events` by a background task.
+    pub fn new(
+        started: Instant,
+        links: Vec<SimulatedLink>,
+        seed: u64,
+        events: mpsc::UnboundedSender<DataplaneEvent>,
+    ) -> Self {
+        let scripts: Vec<SimulatedLink> = links.clone();
+        let carrier_events = events.clone();
+        tokio::spawn(async move {
+            let mut up = vec![true; scripts.len()];
+            loop {
+                let since = Instant::now().saturating_duration_since(started);
+                for (uplink, spec) in scripts.iter().enumerate() {
+                    let now_up = !in_outage(spec, since, Some(OutageKind::Carrier));
+                    if now_up != up[uplink] {
+                        up[uplink] = now_up;
+                        if carrier_events
+                            .send(DataplaneEvent::Carrier { uplink, up: now_up })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(CARRIER_POLL).await;
+            }
+        });
+        Self {
+            started,
+            links: links
+                .into_iter()
+                .map(|spec| SimLink {
+                    spec,
+                    counters: Counters::default(),
+                    last_accounted: started,
+                })
+                .collect(),
+            active: None,
+            rng: StdRng::seed_from_u64(seed),
+            events,
+        }
+    }
+
+    fn down(&self, now: Instant, uplink: usize) -> bool {
+        self.links
+            .get(uplink)
+            .is_some_and(|l| in_outage(&l.spec, now.saturating_duration_since(self.started), None))
+    }
+
+    fn account_traffic(&mut self, now: Instant) {
+        let started = self.started;
+        for (i, link) in self.links.iter_mut().enumerate() {
+            let elapsed = now.saturating_duration_since(link.last_accounted);
+            link.last_accounted = now;
+            let carrying = self.active == Some(i)
+                && !in_outage(&link.spec, now.saturating_duration_since(started), None);
+            if carrying {
+                let bytes = (link.spec.traffic_bytes_per_sec as f64 * elapsed.as_secs_f64()) as u64;
+                // A practice downloads far more than it uploads (EHR pages, imaging, video).
+                link.counters.rx_bytes += bytes;
+                link.counters.tx_bytes += bytes / 4;
+            }
+        }
+    }
+
+    /// The outcome the script gives a probe sent now: `Some(rtt)` when answered.
+    pub fn probe_outcome(&mut self, now: Instant, uplink: usize) -> Option<Duration> {
+        let down = self.down(now, uplink);
+        let link = self.links.get_mut(uplink)?;
+        link.counters.tx_bytes += PROBE_BYTES;
+        if down || self.rng.gen_range(0.0..100.0) < link.spec.loss_pct {
+            return None;
+        }
+        let jitter = if link.spec.jitter_ms > 0.0 {
+            self.rng
+                .gen_range(-link.spec.jitter_ms..link.spec.jitter_ms)
+        } else {
+            0.0
+        };
+        link.counters.rx_bytes += PROBE_BYTES;
+        Some(Duration::from_secs_f64(
+            (link.spec.rtt_ms + jitter).max(0.1) / 1000.0,
+        ))
+    }
+}
+
+impl Dataplane for SimulatedDataplane {
+    fn start_probe(&mut self, now: Instant, uplink: usize, target: usize) {
+        let rtt = self.probe_outcome(now, uplink);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(rtt.unwrap_or(PROBE_TIMEOUT)).await;
+            let _ = events.send(DataplaneEvent::Probe {
+                uplink,
+                target,
+                rtt,
+            });
+        });
+    }
+
+    fn activate(
+        &mut self,
+        now: Instant,
+        uplink: Option<usize>,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send {
+        self.account_traffic(now);
+        let result = match uplink {
+            Some(i) if i >= self.links.len() => Err(DataplaneError::UnknownUplink(i)),
+            _ => {
+                self.active = uplink;
+                Ok(())
+            }
+        };
+        std::future::ready(result)
+    }
+
+    fn flush_flows(
+        &mut self,
+        uplink: usize,
+    ) -> impl Future<Output = Result<u64, DataplaneError>> + Send {
+        std::future::ready(if uplink < self.links.len() {
+            Ok(0)
+        } else {
+            Err(DataplaneError::UnknownUplink(uplink))
+        })
+    }
+
+    fn counters(&mut self, now: Instant, uplink: usize) -> Counters {
+        self.account_traffic(now);
+        self.links
+            .get(uplink)
+            .map(|l| l.counters)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Outage;
+
+    fn fiber() -> SimulatedLink {
+        SimulatedLink {
+            outages: vec![
+                Outage {
+                    start_secs: 10,
+                    duration_secs: 5,
+                    kind: OutageKind::Blackhole,
+                },
+                Outage {
+                    start_secs: 30,
+                    duration_secs: 5,
+                    kind: OutageKind::Carrier,
+                },
+            ],
+            repeat_every_secs: Some(60),
+            ..SimulatedLink::default()
+        }
+    }
+
+    fn dataplane(t0: Instant) -> (SimulatedDataplane, mpsc::UnboundedReceiver<DataplaneEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            SimulatedDataplane::new(t0, vec![fiber(), SimulatedLink::default()], 7, tx),
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_scripted_outage_silences_every_probe_and_repeats() {
+        let t0 = Instant::now();
+        let (mut dp, _rx) = dataplane(t0);
+        let s = Duration::from_secs;
+        assert!(dp.probe_outcome(t0 + s(5), 0).is_some());
+        assert!(dp.probe_outcome(t0 + s(12), 0).is_none());
+        assert!(dp.probe_outcome(t0 + s(16), 0).is_some());
+        assert!(dp.probe_outcome(t0 + s(71), 0).is_none());
+        assert!(
+            dp.probe_outcome(t0 + s(32), 0).is_none(),
+            "no answers without carrier"
+        );
+        assert!(dp.probe_outcome(t0 + s(12), 1).is_some());
+    }
+
+    #[tokio::test]
+    async fn only_the_active_uplink_carries_practice_traffic() {
+        let t0 = Instant::now();
+        let (mut dp, _rx) = dataplane(t0);
+        dp.activate(t0, Some(0)).await.expect("activate");
+        assert_eq!(
+            dp.counters(t0 + Duration::from_secs(2), 0).rx_bytes,
+            400_000
+        );
+        assert_eq!(dp.counters(t0 + Duration::from_secs(2), 1).rx_bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn a_scripted_carrier_loss_is_reported_as_an_event() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let carrier_now = SimulatedLink {
+            outages: vec![Outage {
+                start_secs: 0,
+                duration_secs: 60,
+                kind: OutageKind::Carrier,
+            }],
+            ..SimulatedLink::default()
+        };
+        let _dp = SimulatedDataplane::new(Instant::now(), vec![carrier_now], 1, tx);
+        let event = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("event in time");
+        assert_eq!(
+            event,
+            Some(DataplaneEvent::Carrier {
+                uplink: 0,
+                up: false
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn activating_an_unknown_uplink_is_an_error() {
+        let (mut dp, _rx) = dataplane(Instant::now());
+        assert!(dp.activate(Instant::now(), Some(5)).await.is_err());
+    }
+}

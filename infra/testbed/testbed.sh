@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# A failover testbed of network namespaces joined by veth pairs, never connected to the root
+# namespace. Addresses come from the documentation ranges and 100.64.0.0/10.
+#
+#   LAN host ──lan0── appliance ──wan0── ISP1 router (NAT) ──┐
+#   100.64.10.2       100.64.10.1 100.64.1.2   100.64.1.1     │ 192.0.2.0/24
+#                                 ──wan1── ISP2 router (NAT) ──┤ 198.51.100.0/24
+#                                   100.64.2.2   100.64.2.1    │
+#                                                          "internet"
+#                            probe targets 203.0.113.10-.13, UDP echo 203.0.113.20:7,
+#                            HTTP "EHR" 203.0.113.30:80
+#
+# Usage: testbed.sh PREFIX up | down | exec NODE CMD… |
+#        fault PREFIX blackhole|loss PCT|dead-target ADDR|carrier-down|clear  ISP(1|2)
+# NODE is one of lan, app, isp1, isp2, net; namespaces are named PREFIX-NODE.
+set -euo pipefail
+
+P="${1:?prefix}"
+ACTION="${2:?action}"
+shift 2
+ns() { echo "$P-$1"; }
+x() { ip netns exec "$(ns "$1")" "${@:2}"; }
+
+up() {
+    for n in lan app isp1 isp2 net; do ip netns add "$(ns $n)"; x "$n" ip link set lo up; done
+    # Links are created inside the namespaces: nothing ever touches the root namespace.
+    ip -n "$(ns lan)" link add eth0 type veth peer name lan0 netns "$(ns app)"
+    ip -n "$(ns app)" link add wan0 type veth peer name down0 netns "$(ns isp1)"
+    ip -n "$(ns app)" link add wan1 type veth peer name down0 netns "$(ns isp2)"
+    ip -n "$(ns isp1)" link add up0 type veth peer name isp1 netns "$(ns net)"
+    ip -n "$(ns isp2)" link add up0 type veth peer name isp2 netns "$(ns net)"
+
+    x lan ip addr add 100.64.10.2/24 dev eth0
+    x app ip addr add 100.64.10.1/24 dev lan0
+    x app ip addr add 100.64.1.2/24 dev wan0
+    x app ip addr add 100.64.2.2/24 dev wan1
+    x isp1 ip addr add 100.64.1.1/24 dev down0
+    x isp2 ip addr add 100.64.2.1/24 dev down0
+    x isp1 ip addr add 192.0.2.1/24 dev up0
+    x isp2 ip addr add 198.51.100.1/24 dev up0
+    x net ip addr add 192.0.2.254/24 dev isp1
+    x net ip addr add 198.51.100.254/24 dev isp2
+    for a in 10 11 12 13 20 30; do x net ip addr add "203.0.113.$a/32" dev lo; done
+    for pair in "lan eth0" "app lan0" "app wan0" "app wan1" "isp1 down0" "isp2 down0" "isp1 up0" "isp2 up0" "net isp1" "net isp2"; do
+        set -- $pair
+        x "$1" ip link set "$2" up
+    done
+    x lan ip route add default via 100.64.10.1
+    for isp in 1 2; do
+        x "isp$isp" sysctl -qw net.ipv4.ip_forward=1
+        local upstream; upstream=$([ "$isp" = 1 ] && echo 192.0.2.254 || echo 198.51.100.254)
+        x "isp$isp" ip route add default via "$upstream"
+        # Each ISP router does its own NAT, like a cable modem or an LTE router.
+        x "isp$isp" nft -f - <<NFT
+table ip isp {
+    chain nat { type nat hook postrouting priority srcnat; oifname "up0" masquerade; }
+}
+table inet fault {
+    chain forward { type filter hook forward priority 0; policy accept; }
+}
+NFT
+    done
+    x net nft -f - <<'NFT'
+table inet fault {
+    chain input { type filter hook input priority 0; policy accept; }
+}
+NFT
+}
+
+down() {
+    for n in lan app isp1 isp2 net; do
+        ip netns pids "$(ns $n)" 2>/dev/null | xargs -r kill 2>/dev/null || true
+        ip netns del "$(ns $n)" 2>/dev/null || true
+    done
+}
+
+fault() {
+    local kind="${1:?fault}"
+    case "$kind" in
+        blackhole) x "isp${2:?isp}" nft add rule inet fault forward drop ;;
+        loss) x "isp${3:?isp}" nft add rule inet fault forward numgen random mod 100 "<" "${2:?pct}" drop ;;
+        dead-target) x net nft add rule inet fault input ip daddr "${2:?address}" drop ;;
+        carrier-down) x "isp${2:?isp}" ip link set down0 down ;;
+        carrier-up) x "isp${2:?isp}" ip link set down0 up ;;
+        clear)
+            for isp in 1 2; do x "isp$isp" nft flush chain inet fault forward; x "isp$isp" ip link set down0 up; done
+            x net nft flush chain inet fault input
+            ;;
+        *) echo "unknown fault $kind" >&2; exit 2 ;;
+    esac
+}
+
+case "$ACTION" in
+    up) down; up ;;
+    down) down ;;
+    exec) x "$@" ;;
+    fault) fault "$@" ;;
+    *) echo "unknown action $ACTION" >&2; exit 2 ;;
+esac
