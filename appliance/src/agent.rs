@@ -85,6 +85,7 @@ pub fn engine_config(config: &ApplianceConfig) -> EngineConfig {
         quorum: p.quorum,
         recovery_period: ms(p.recovery_ms),
         failback_clean_period: Duration::from_secs(u64::from(p.failback_clean_secs)),
+        max_failback_hold: Duration::from_secs(u64::from(p.failback_max_hold_secs)),
         ..EngineConfig::new(specs, targets)
     }
 }

@@ -93,6 +93,9 @@ pub struct ProbeSection {
     pub recovery_ms: u32,
     /// A recovered preferred uplink must stay up this long before traffic fails back to it.
     pub failback_clean_secs: u32,
+    /// The failback hold doubles each time the preferred uplink fails again soon after traffic
+    /// returned to it, up to this. Equal to `failback_clean_secs`: no damping.
+    pub failback_max_hold_secs: u32,
     /// Probe targets, reached through each uplink in turn.
     pub targets: Vec<ProbeTarget>,
 }
@@ -106,6 +109,7 @@ impl Default for ProbeSection {
             timeout_ms: 1000,
             recovery_ms: 2000,
             failback_clean_secs: 30,
+            failback_max_hold_secs: 900,
             targets: Vec::new(),
         }
     }
@@ -321,6 +325,12 @@ impl ApplianceConfig {
             return Err(invalid(
                 "probes.failback_clean_secs",
                 "must be between 1 and 86400",
+            ));
+        }
+        if p.failback_max_hold_secs < p.failback_clean_secs || p.failback_max_hold_secs > 86_400 {
+            return Err(invalid(
+                "probes.failback_max_hold_secs",
+                "must be between probes.failback_clean_secs and 86400",
             ));
         }
         let targets = p.targets.len().max(1);

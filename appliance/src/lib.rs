@@ -10,6 +10,7 @@
 //! - [`control`]: the local control socket behind `status` and `drill`.
 //! - [`agent`]: the driver that owns the clock and ties the rest together.
 //! - [`fleet_sim`]: many agents in one process for demos and load.
+//! - [`testbed`]: the network-namespace testbed behind the netns tests and the failover benchmark.
 
 pub mod agent;
 pub mod cloud_link;
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod events_log;
 pub mod fleet_sim;
 pub mod identity;
+pub mod testbed;
 pub mod uplink_report;
 
 /// Reported to the cloud at enrolment and in presence messages.

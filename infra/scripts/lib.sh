@@ -20,13 +20,19 @@ pg_bindir() {
 
 # Installs what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli.
 # Arguments name optional extras: "browser" adds Chromium, ChromeDriver and Node.js (which runs
-# the frontend's wasm unit tests).
+# the frontend's wasm unit tests); "netns" adds iproute2, nftables and conntrack for the
+# network-namespace testbed.
 ensure_deps() {
     local packages=()
     pg_bindir >/dev/null || packages+=(postgresql)
     command -v curl >/dev/null || packages+=(curl)
     for extra in "$@"; do
         case "$extra" in
+            netns)
+                command -v ip >/dev/null || packages+=(iproute2)
+                command -v nft >/dev/null || packages+=(nftables)
+                command -v conntrack >/dev/null || packages+=(conntrack)
+                ;;
             browser)
                 command -v chromium >/dev/null || packages+=(chromium)
                 command -v chromedriver >/dev/null || packages+=(chromium-driver)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Every check the project has: formatting, lints, unit and integration tests against a real
-# PostgreSQL and the real MQTT broker, the frontend's wasm build, and the browser test.
+# PostgreSQL and the real MQTT broker, the frontend's wasm build and tests, the browser test, and
+# the failover tests in network namespaces (root).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-ensure_deps browser
+ensure_deps browser netns
 trap stop_pg EXIT
 
 log "cargo fmt --check"

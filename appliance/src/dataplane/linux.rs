@@ -165,10 +165,12 @@ impl LinuxDataplane {
         for (i, u) in uplinks.iter().enumerate() {
             let table = u.table.to_string();
             let gateway = u.gateway.to_string();
-            // Loose reverse-path filtering: replies to marked flows may arrive on a non-default uplink.
+            // No reverse-path filtering on uplinks: probe replies arrive on an uplink that is not the
+            // main table's default (a standby, or any uplink before the first activation), which
+            // even loose filtering drops when the main table has no default route yet.
             let _ = std::fs::write(
                 format!("/proc/sys/net/ipv4/conf/{}/rp_filter", u.interface),
-                "2",
+                "0",
             );
             run(
                 "ip",

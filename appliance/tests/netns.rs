@@ -1,0 +1,207 @@
+//! The real agent on the Linux dataplane, in network namespaces built by `infra/testbed/testbed.sh`:
+//! a LAN host streams UDP to an echo server on the "internet" while faults are injected on the
+//! primary ISP. Needs root, `ip`, `nft` and `conntrack` (infra/scripts/test.sh installs them).
+
+use std::path::Path;
+use std::time::Duration;
+
+use stayopen_appliance::control::{Request, Response};
+use stayopen_appliance::testbed::{ISP1_PUBLIC, ISP2_PUBLIC, Stream, TARGETS, Testbed};
+
+fn tools() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_stayopen-testbed"))
+}
+
+fn appliance() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_stayopen-appliance"))
+}
+
+/// A testbed with the echo server, the agent (failback clean period `clean_secs`) and the LAN
+/// stream running, the primary active.
+async fn testbed(name: &str, clean_secs: u32) -> (Testbed, Stream) {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    assert!(
+        root,
+        "the netns tests need root (network namespaces, nftables); CI runs them as root"
+    );
+    let prefix = format!("so{}{name}", std::process::id() % 10_000);
+    let mut bed = Testbed::up(&prefix).expect("testbed up");
+    bed.start_echo_server(tools()).expect("echo server");
+    // Undamped unless the clean period is the default: tests fail the primary repeatedly.
+    bed.start_agent(appliance(), clean_secs, clean_secs == 30)
+        .expect("agent");
+    let stream = bed.start_stream(tools()).expect("stream");
+    if let Err(e) = bed.wait_healthy(Duration::from_secs(30)).await {
+        panic!("{e}\nagent log:\n{}", bed.agent_log());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (bed, stream)
+}
+
+fn seen_as(stream: &mut Stream) -> Option<String> {
+    stream
+        .report()
+        .expect("report")
+        .last_seen_as
+        .map(|a| a.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_primary_moves_lan_traffic_to_the_backup_within_a_second_and_back_after_the_clean_period()
+ {
+    let (bed, mut stream) = testbed("a", 3).await;
+    assert_eq!(
+        seen_as(&mut stream).as_deref(),
+        Some(ISP1_PUBLIC),
+        "traffic starts on the primary"
+    );
+
+    stream.mark().expect("mark");
+    bed.fault(&["blackhole", "1"]).expect("blackhole");
+    bed.wait_for("failover", Duration::from_secs(5), |s| {
+        s.active.as_deref() == Some("isp2")
+    })
+    .await
+    .expect("failover");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = stream.report().expect("report");
+    assert!(
+        report.max_gap_ms < 1500.0,
+        "largest gap {} ms",
+        report.max_gap_ms
+    );
+    assert_eq!(
+        report.last_seen_as.map(|a| a.to_string()).as_deref(),
+        Some(ISP2_PUBLIC),
+        "the flow moved to the backup"
+    );
+    let events = bed.events();
+    let failover = events
+        .iter()
+        .find(|e| e["kind"] == "failover")
+        .expect("failover event");
+    assert_eq!(
+        (failover["from"].as_str(), failover["to"].as_str()),
+        (Some("isp1"), Some("isp2"))
+    );
+    assert!(
+        failover["ts"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
+        "{failover}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "uplink_down" && e["uplink"] == "isp1")
+    );
+
+    bed.fault(&["clear"]).expect("clear");
+    let took = bed
+        .wait_for("failback", Duration::from_secs(30), |s| {
+            s.active.as_deref() == Some("isp1")
+        })
+        .await
+        .expect("failback");
+    assert!(
+        took >= Duration::from_secs(3),
+        "failback waited for the clean period ({took:?})"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        seen_as(&mut stream).as_deref(),
+        Some(ISP1_PUBLIC),
+        "flows left the metered backup"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_carrier_on_the_primary_switches_in_well_under_half_a_second() {
+    let (bed, mut stream) = testbed("c", 3).await;
+    stream.mark().expect("mark");
+    bed.fault(&["carrier-down", "1"]).expect("carrier down");
+    bed.wait_for("failover", Duration::from_secs(5), |s| {
+        s.active.as_deref() == Some("isp2")
+    })
+    .await
+    .expect("failover");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = stream.report().expect("report");
+    assert!(
+        report.max_gap_ms < 500.0,
+        "largest gap {} ms",
+        report.max_gap_ms
+    );
+    assert!(
+        bed.events()
+            .iter()
+            .any(|e| e["kind"] == "uplink_down" && e["reason"] == "carrier lost")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_primary_with_a_dead_target_does_not_fail_over() {
+    let (bed, mut stream) = testbed("l", 3).await;
+    bed.fault(&["loss", "10", "1"]).expect("loss");
+    bed.fault(&["dead-target", TARGETS[3]])
+        .expect("dead target");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        bed.count_events("failover"),
+        0,
+        "events: {:?}",
+        bed.events()
+    );
+    assert_eq!(bed.count_events("uplink_down"), 0);
+    let status = bed.status().await.expect("status");
+    assert_eq!(status.active.as_deref(), Some("isp1"));
+    assert_eq!(seen_as(&mut stream).as_deref(), Some(ISP1_PUBLIC));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_moves_traffic_to_the_backup_and_back_and_status_reports_it() {
+    let (bed, mut stream) = testbed("d", 30).await;
+    let accepted = bed.request(&Request::StartDrill { duration_secs: 4 }).await;
+    assert!(
+        matches!(accepted, Some(Response::Accepted { .. })),
+        "{accepted:?}"
+    );
+    bed.wait_for("drill on backup", Duration::from_secs(3), |s| {
+        s.active.as_deref() == Some("isp2") && s.drill_running
+    })
+    .await
+    .expect("drill started");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(seen_as(&mut stream).as_deref(), Some(ISP2_PUBLIC));
+
+    let output = std::process::Command::new(appliance())
+        .args(["status", "--config"])
+        .arg(bed.dir.join("appliance.toml"))
+        .output()
+        .expect("status command");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("active uplink: isp2 (failover drill running)"),
+        "{text}"
+    );
+
+    // No 30 s clean period after a drill: the primary never failed.
+    bed.wait_for("drill over", Duration::from_secs(8), |s| {
+        s.active.as_deref() == Some("isp1") && !s.drill_running
+    })
+    .await
+    .expect("drill finished");
+    let kinds: Vec<String> = bed
+        .events()
+        .iter()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        kinds.contains(&"drill_started".to_owned()) && kinds.contains(&"drill_finished".to_owned()),
+        "{kinds:?}"
+    );
+}
