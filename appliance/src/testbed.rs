@@ -20,6 +20,9 @@ use crate::control::{self, Request, Response, Status};
 
 /// Where the echo server listens, on the "internet" side.
 pub const ECHO_ADDR: &str = "203.0.113.20:7";
+/// The stand-in for the EHR: an HTTP server (port 80) and a DNS server (port 53) on one address.
+pub const EHR_HTTP_ADDR: &str = "203.0.113.30:80";
+pub const EHR_DNS_ADDR: &str = "203.0.113.30:53";
 /// The probe targets the testbed provides.
 pub const TARGETS: [&str; 4] = [
     "203.0.113.10",
@@ -148,15 +151,22 @@ impl Testbed {
         command
     }
 
-    /// Starts the echo server (this program's `echo-server` subcommand) on the internet side.
-    pub fn start_echo_server(&mut self, tools: &Path) -> Result<(), TestbedError> {
-        let child = self
-            .netns_command("net", tools)
-            .args(["echo-server", "--bind", ECHO_ADDR])
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(io("starting the echo server"))?;
-        self.children.push(child);
+    /// Starts the servers on the internet side (this program's `echo-server`, `http-server` and
+    /// `dns-server` subcommands).
+    pub fn start_servers(&mut self, tools: &Path) -> Result<(), TestbedError> {
+        for (command, bind) in [
+            ("echo-server", ECHO_ADDR),
+            ("http-server", EHR_HTTP_ADDR),
+            ("dns-server", EHR_DNS_ADDR),
+        ] {
+            let child = self
+                .netns_command("net", tools)
+                .args([command, "--bind", bind])
+                .stdout(Stdio::null())
+                .spawn()
+                .map_err(io(format!("starting the {command}")))?;
+            self.children.push(child);
+        }
         Ok(())
     }
 
@@ -221,7 +231,14 @@ priority = 1
 metered = true
 
 [probes]
-targets = ["{t0}", "{t1}", "{t2}", "{t3}"]
+# Every probe kind: ICMP echo to four addresses (one of which a test may kill), a TCP handshake, an
+# HTTP GET and a DNS query to the EHR stand-in.
+targets = [
+    "{t0}", "{t1}", "{t2}", "{t3}",
+    {{ kind = "tcp", address = "{http}" }},
+    {{ kind = "http", url = "http://{http}/health" }},
+    {{ kind = "dns", server = "{dns_ip}", name = "ehr.example" }},
+]
 failback_clean_secs = {failback_clean_secs}
 failback_max_hold_secs = {max_hold}
 
@@ -233,6 +250,8 @@ kind = "linux"
             t1 = TARGETS[1],
             t2 = TARGETS[2],
             t3 = TARGETS[3],
+            http = EHR_HTTP_ADDR,
+            dns_ip = EHR_DNS_ADDR.split(':').next().unwrap_or_default(),
         )
     }
 
@@ -424,4 +443,37 @@ pub fn udp_stream(to: SocketAddr, rate: u32) -> Result<(), TestbedError> {
         }
     }
     Ok(())
+}
+
+/// `stayopen-testbed http-server`: answers every request with `200 OK`, one request per connection.
+pub fn http_server(bind: SocketAddr) -> Result<(), TestbedError> {
+    let listener = std::net::TcpListener::bind(bind).map_err(io(format!("binding {bind}")))?;
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = [0u8; 2048];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        });
+    }
+    Ok(())
+}
+
+/// `stayopen-testbed dns-server`: answers every query with an empty NOERROR response.
+pub fn dns_server(bind: SocketAddr) -> Result<(), TestbedError> {
+    let socket = UdpSocket::bind(bind).map_err(io(format!("binding {bind}")))?;
+    let mut buf = [0u8; 512];
+    loop {
+        let (n, peer) = socket.recv_from(&mut buf).map_err(io("receiving"))?;
+        if n < 12 {
+            continue;
+        }
+        let mut reply = buf[..n].to_vec();
+        // QR (response) + RD copied + RA; rcode 0; no answer records.
+        reply[2] = 0x80 | (buf[2] & 0x01);
+        reply[3] = 0x80;
+        let _ = socket.send_to(&reply, peer);
+    }
 }

@@ -30,7 +30,7 @@ async fn testbed(name: &str, clean_secs: u32) -> (Testbed, Stream) {
     );
     let prefix = format!("so{}{name}", std::process::id() % 10_000);
     let mut bed = Testbed::up(&prefix).expect("testbed up");
-    bed.start_echo_server(tools()).expect("echo server");
+    bed.start_servers(tools()).expect("servers");
     // Undamped unless the clean period is the default: tests fail the primary repeatedly.
     bed.start_agent(appliance(), clean_secs, clean_secs == 30)
         .expect("agent");
@@ -117,6 +117,30 @@ async fn a_blackholed_primary_moves_lan_traffic_to_the_backup_within_a_second_an
         Some(ISP1_PUBLIC),
         "flows left the metered backup"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_probe_kind_answers_through_each_uplink() {
+    let (bed, _stream) = testbed("k", 3).await;
+    // Up (not degraded) means every target — ICMP, TCP, HTTP and DNS — answered within the window,
+    // through both the active uplink and the standby (whose budgeted probes visit each of the seven
+    // targets about every 34 s).
+    bed.wait_for(
+        "every target answering on both uplinks",
+        Duration::from_secs(60),
+        |s| s.uplinks.iter().all(|u| u.health.as_str() == "up"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", agent_log_tail(&bed)));
+}
+
+fn agent_log_tail(bed: &Testbed) -> String {
+    bed.agent_log()
+        .lines()
+        .rev()
+        .take(20)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,16 @@ enum Command {
         #[arg(long)]
         bind: SocketAddr,
     },
+    /// HTTP server standing in for the EHR (runs inside the internet namespace).
+    HttpServer {
+        #[arg(long)]
+        bind: SocketAddr,
+    },
+    /// DNS server answering every query (runs inside the internet namespace).
+    DnsServer {
+        #[arg(long)]
+        bind: SocketAddr,
+    },
     /// UDP stream with gap measurement (runs inside the LAN host's namespace).
     UdpStream {
         #[arg(long)]
@@ -58,6 +68,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::EchoServer { bind } => testbed::echo_server(bind).map_err(anyhow::Error::from),
+        Command::HttpServer { bind } => testbed::http_server(bind).map_err(anyhow::Error::from),
+        Command::DnsServer { bind } => testbed::dns_server(bind).map_err(anyhow::Error::from),
         Command::UdpStream { to, rate } => {
             testbed::udp_stream(to, rate).map_err(anyhow::Error::from)
         }
@@ -165,7 +177,7 @@ async fn bench(
     };
     let prefix = format!("sob{}", std::process::id() % 100_000);
     let mut bed = Testbed::up(&prefix)?;
-    bed.start_echo_server(&tools)?;
+    bed.start_servers(&tools)?;
     // A short clean period for the failover trials; failback is measured with the default below.
     bed.start_agent(&appliance, 3, false)?;
     let mut stream = bed.start_stream(&tools)?;
@@ -191,7 +203,7 @@ async fn bench(
 
     // Failback and the soak run on a fresh agent with the default 30 s clean period.
     let mut bed = Testbed::up(&prefix)?;
-    bed.start_echo_server(&tools)?;
+    bed.start_servers(&tools)?;
     bed.start_agent(&appliance, 30, false)?;
     let mut stream = bed.start_stream(&tools)?;
     bed.wait_healthy(Duration::from_secs(30))
@@ -234,7 +246,7 @@ async fn bench(
 
     // Flapping, on an agent with the default damping.
     let mut bed = Testbed::up(&prefix)?;
-    bed.start_echo_server(&tools)?;
+    bed.start_servers(&tools)?;
     bed.start_agent(&appliance, 30, true)?;
     let mut stream = bed.start_stream(&tools)?;
     bed.wait_healthy(Duration::from_secs(30))
