@@ -110,12 +110,9 @@ fn main() -> ExitCode {
     });
     match cli.command {
         Command::Run { config, events } => {
-            let config = match ApplianceConfig::load(&config) {
+            let config = match load_config(&config) {
                 Ok(config) => config,
-                Err(e) => {
-                    eprintln!("stayopen-appliance: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(agent::run(
                 AgentOptions {
@@ -133,12 +130,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Status { config, json } => {
-            let config = match ApplianceConfig::load(&config) {
+            let config = match load_config(&config) {
                 Ok(config) => config,
-                Err(e) => {
-                    eprintln!("stayopen-appliance: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(control::request(
                 &config.appliance.state_dir,
@@ -170,12 +164,9 @@ fn main() -> ExitCode {
             duration_secs,
             stop,
         } => {
-            let config = match ApplianceConfig::load(&config) {
+            let config = match load_config(&config) {
                 Ok(config) => config,
-                Err(e) => {
-                    eprintln!("stayopen-appliance: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let request = if stop {
                 Request::StopDrill
@@ -242,6 +233,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Loads the configuration; a bad file is reported and ends the program with exit code 2.
+fn load_config(path: &std::path::Path) -> Result<ApplianceConfig, ExitCode> {
+    ApplianceConfig::load(path).map_err(|e| {
+        eprintln!("stayopen-appliance: {e}");
+        ExitCode::from(2)
+    })
 }
 
 async fn wait_for_signal() {

@@ -118,6 +118,28 @@ impl Testbed {
         Ok(testbed)
     }
 
+    /// A fresh testbed with its servers, the agent (failback clean period `clean_secs`, damped or
+    /// not), and the LAN stream running, the primary active. `tools` is `stayopen-testbed`.
+    pub async fn running(
+        prefix: &str,
+        tools: &Path,
+        appliance: &Path,
+        clean_secs: u32,
+        damped: bool,
+    ) -> Result<(Testbed, Stream), TestbedError> {
+        let mut bed = Testbed::up(prefix)?;
+        bed.start_servers(tools)?;
+        bed.start_agent(appliance, clean_secs, damped)?;
+        let stream = bed.start_stream(tools)?;
+        if let Err(e) = bed.wait_healthy(Duration::from_secs(60)).await {
+            return Err(TestbedError::Command {
+                what: e.to_string(),
+                stderr: bed.agent_log(),
+            });
+        }
+        Ok((bed, stream))
+    }
+
     fn script(&self, args: &[&str]) -> Result<(), TestbedError> {
         let output = Command::new("bash")
             .arg(script_path())

@@ -29,15 +29,11 @@ async fn testbed(name: &str, clean_secs: u32) -> (Testbed, Stream) {
         "the netns tests need root (network namespaces, nftables); CI runs them as root"
     );
     let prefix = format!("so{}{name}", std::process::id() % 10_000);
-    let mut bed = Testbed::up(&prefix).expect("testbed up");
-    bed.start_servers(tools()).expect("servers");
     // Undamped unless the clean period is the default: tests fail the primary repeatedly.
-    bed.start_agent(appliance(), clean_secs, clean_secs == 30)
-        .expect("agent");
-    let stream = bed.start_stream(tools()).expect("stream");
-    if let Err(e) = bed.wait_healthy(Duration::from_secs(30)).await {
-        panic!("{e}\nagent log:\n{}", bed.agent_log());
-    }
+    let (bed, stream) =
+        Testbed::running(&prefix, tools(), appliance(), clean_secs, clean_secs == 30)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     (bed, stream)
 }

@@ -176,14 +176,7 @@ async fn bench(
         None => sibling("stayopen-appliance")?,
     };
     let prefix = format!("sob{}", std::process::id() % 100_000);
-    let mut bed = Testbed::up(&prefix)?;
-    bed.start_servers(&tools)?;
-    // A short clean period for the failover trials; failback is measured with the default below.
-    bed.start_agent(&appliance, 3, false)?;
-    let mut stream = bed.start_stream(&tools)?;
-    bed.wait_healthy(Duration::from_secs(30))
-        .await
-        .with_context(|| bed.agent_log())?;
+    let (bed, mut stream) = Testbed::running(&prefix, &tools, &appliance, 3, false).await?;
     let started = Instant::now();
     eprintln!("testbed {prefix} up; {trials} trials per scenario");
 
@@ -202,13 +195,7 @@ async fn bench(
     drop(bed);
 
     // Failback and the soak run on a fresh agent with the default 30 s clean period.
-    let mut bed = Testbed::up(&prefix)?;
-    bed.start_servers(&tools)?;
-    bed.start_agent(&appliance, 30, false)?;
-    let mut stream = bed.start_stream(&tools)?;
-    bed.wait_healthy(Duration::from_secs(30))
-        .await
-        .with_context(|| bed.agent_log())?;
+    let (bed, mut stream) = Testbed::running(&prefix, &tools, &appliance, 30, false).await?;
     let mut failback = Vec::new();
     for _ in 0..failback_trials {
         failover_trial(&bed, &mut stream, &["blackhole", "1"]).await?;
@@ -245,13 +232,7 @@ async fn bench(
     drop(bed);
 
     // Flapping, on an agent with the default damping.
-    let mut bed = Testbed::up(&prefix)?;
-    bed.start_servers(&tools)?;
-    bed.start_agent(&appliance, 30, true)?;
-    let mut stream = bed.start_stream(&tools)?;
-    bed.wait_healthy(Duration::from_secs(30))
-        .await
-        .with_context(|| bed.agent_log())?;
+    let (bed, mut stream) = Testbed::running(&prefix, &tools, &appliance, 30, true).await?;
     // The primary fails for 3 s every 13 s.
     settle(&bed, &mut stream).await?;
     let before = bed.count_events("failover") + bed.count_events("failback");
