@@ -1,6 +1,7 @@
 //! A minimal W3C WebDriver client over HTTP, enough to drive headless Chromium through ChromeDriver:
 //! navigate, type, click, run a script, take a screenshot.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -25,7 +26,9 @@ impl Browser {
             .local_addr()
             .expect("addr")
             .port();
+        // Its own process group, so that Chromium, which ChromeDriver starts, goes with it.
         let driver = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -187,7 +190,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // Killing ChromeDriver alone would orphan Chromium; kill the whole process group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.wait();
     }
 }
