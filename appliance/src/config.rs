@@ -141,6 +141,10 @@ pub enum ProbeKind {
     /// An HTTP(S) GET of a critical application's URL; any status below 500 is an answer.
     Http {
         url: String,
+        /// Extra trusted root certificate (PEM) for HTTPS, e.g. a private EHR's CA; the public
+        /// web roots are always trusted.
+        #[serde(default)]
+        ca_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -348,7 +352,7 @@ impl ApplianceConfig {
                         "must be a DNS name",
                     ));
                 }
-                ProbeKind::Http { url }
+                ProbeKind::Http { url, .. }
                     if !(url.starts_with("http://") || url.starts_with("https://")) =>
                 {
                     return Err(invalid(

@@ -23,6 +23,8 @@ pub const ECHO_ADDR: &str = "203.0.113.20:7";
 /// The stand-in for the EHR: an HTTP server (port 80) and a DNS server (port 53) on one address.
 pub const EHR_HTTP_ADDR: &str = "203.0.113.30:80";
 pub const EHR_DNS_ADDR: &str = "203.0.113.30:53";
+/// The EHR stand-in's HTTPS server (port 443), started by `testbed.sh ehr-https`.
+pub const EHR_HTTPS_HOST: &str = "203.0.113.30";
 /// The probe targets the testbed provides.
 pub const TARGETS: [&str; 4] = [
     "203.0.113.10",
@@ -115,6 +117,8 @@ impl Testbed {
             agent: None,
         };
         testbed.script(&["up"])?;
+        let tls = testbed.dir.join("tls");
+        testbed.script(&["ehr-https", &tls.display().to_string()])?;
         Ok(testbed)
     }
 
@@ -254,11 +258,11 @@ metered = true
 
 [probes]
 # Every probe kind: ICMP echo to four addresses (one of which a test may kill), a TCP handshake, an
-# HTTP GET and a DNS query to the EHR stand-in.
+# HTTPS GET (verified against the testbed's CA) and a DNS query to the EHR stand-in.
 targets = [
     "{t0}", "{t1}", "{t2}", "{t3}",
     {{ kind = "tcp", address = "{http}" }},
-    {{ kind = "http", url = "http://{http}/health" }},
+    {{ kind = "http", url = "https://{https}/health", ca_file = "{ca}" }},
     {{ kind = "dns", server = "{dns_ip}", name = "ehr.example" }},
 ]
 failback_clean_secs = {failback_clean_secs}
@@ -273,6 +277,8 @@ kind = "linux"
             t2 = TARGETS[2],
             t3 = TARGETS[3],
             http = EHR_HTTP_ADDR,
+            https = EHR_HTTPS_HOST,
+            ca = self.dir.join("tls").join("ca.pem").display(),
             dns_ip = EHR_DNS_ADDR.split(':').next().unwrap_or_default(),
         )
     }

@@ -10,8 +10,11 @@
 #                            probe targets 203.0.113.10-.13, UDP echo 203.0.113.20:7,
 #                            HTTP "EHR" 203.0.113.30:80
 #
-# Usage: testbed.sh PREFIX up | down | exec NODE CMD… |
-#        fault PREFIX blackhole|loss PCT|dead-target ADDR|carrier-down|clear  ISP(1|2)
+# Usage: testbed.sh PREFIX up | down | exec NODE CMD… | ehr-https DIR |
+#        fault blackhole ISP | loss PCT ISP | dead-target ADDR | carrier-down ISP | carrier-up ISP | clear
+#
+# `ehr-https DIR` writes a test CA (DIR/ca.pem) and a certificate for 203.0.113.30 / ehr.example,
+# and serves HTTPS on 203.0.113.30:443 from the internet namespace: the stand-in for a cloud EHR.
 # NODE is one of lan, app, isp1, isp2, net; namespaces are named PREFIX-NODE.
 set -euo pipefail
 
@@ -90,10 +93,41 @@ fault() {
     esac
 }
 
+EHR_HTTPS_SERVER='
+import http.server, ssl, sys
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("203.0.113.30", 443), Ok)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1] + "/server.pem", sys.argv[1] + "/server.key")
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+'
+
+ehr_https() {
+    local dir="${1:?dir}"
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" -subj "/CN=StayOpen testbed CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$dir/server.key" -out "$dir/server.csr" -subj "/CN=ehr.example" 2>/dev/null
+    printf 'subjectAltName=IP:203.0.113.30,DNS:ehr.example\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > "$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 2 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+    x net python3 -c "$EHR_HTTPS_SERVER" "$dir" </dev/null >/dev/null 2>&1 &
+}
+
 case "$ACTION" in
     up) down; up ;;
     down) down ;;
     exec) x "$@" ;;
+    ehr-https) ehr_https "$@" ;;
     fault) fault "$@" ;;
     *) echo "unknown action $ACTION" >&2; exit 2 ;;
 esac

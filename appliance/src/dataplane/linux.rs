@@ -12,8 +12,8 @@
 //!   mark of the uplink they leave by, restore the mark on packets from the LAN;
 //! - the main table's default route is the active uplink, moved with one atomic `ip route replace`.
 //!
-//! Carrier is read from `/sys/class/net/<if>/carrier` every 10 ms: a carrier loss reaches the
-//! engine within 10 ms, well inside the 200 ms goal, without a netlink listener.
+//! Carrier comes from the kernel's netlink link notifications (`RTMGRP_LINK`, `IFF_LOWER_UP`), so a
+//! lost carrier reaches the engine as soon as the driver reports it.
 //!
 //! Session-safe mode will add a WireGuard tunnel as one more "uplink" whose outer UDP socket is bound
 //! to the active physical uplink; the tables, rules and marks here are per uplink for that reason.
@@ -32,7 +32,6 @@ use super::{Counters, Dataplane, DataplaneError, DataplaneEvent};
 use crate::config::{ApplianceConfig, ProbeKind};
 
 const NFT_TABLE: &str = "stayopen";
-const CARRIER_POLL: Duration = Duration::from_millis(10);
 /// Rules sit above the main table's rule (32766) and below local (0).
 const RULE_PRIORITY_BASE: u32 = 1000;
 
@@ -223,6 +222,22 @@ impl LinuxDataplane {
         let needs_icmp = targets.iter().any(|t| matches!(t, ProbeKind::Icmp { .. }));
         let needs_http = targets.iter().any(|t| matches!(t, ProbeKind::Http { .. }));
         let probe_timeout = Duration::from_millis(u64::from(config.probes.timeout_ms));
+        let mut extra_roots = Vec::new();
+        for target in &targets {
+            if let ProbeKind::Http {
+                ca_file: Some(path),
+                ..
+            } = target
+            {
+                let pem = std::fs::read(path).map_err(|source| DataplaneError::Io {
+                    what: format!("reading the probe CA {}", path.display()),
+                    source,
+                })?;
+                extra_roots.push(reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                    command_error(&format!("loading the probe CA {}", path.display()), e)
+                })?);
+            }
+        }
         let mut icmp = Vec::new();
         let mut http = Vec::new();
         for (i, u) in uplinks.iter().enumerate() {
@@ -237,11 +252,16 @@ impl LinuxDataplane {
                 None
             });
             http.push(if needs_http {
+                let mut builder = reqwest::Client::builder()
+                    .interface(&u.interface)
+                    .timeout(probe_timeout)
+                    // A fresh connection per probe: a pooled one would prove nothing about the path.
+                    .pool_max_idle_per_host(0);
+                for ca in &extra_roots {
+                    builder = builder.add_root_certificate(ca.clone());
+                }
                 Some(
-                    reqwest::Client::builder()
-                        .interface(&u.interface)
-                        .timeout(probe_timeout)
-                        .pool_max_idle_per_host(0)
+                    builder
                         .build()
                         .map_err(|e| command_error("building the HTTP probe client", e))?,
                 )
@@ -249,7 +269,7 @@ impl LinuxDataplane {
                 None
             });
         }
-        spawn_carrier_watch(&uplinks, events.clone());
+        spawn_carrier_watch(&uplinks, events.clone())?;
         tracing::info!(uplinks = uplinks.len(), "linux dataplane ready");
         Ok(Self {
             uplinks,
@@ -268,44 +288,120 @@ impl LinuxDataplane {
     }
 }
 
-fn spawn_carrier_watch(uplinks: &[LinuxUplink], events: mpsc::UnboundedSender<DataplaneEvent>) {
-    let interfaces: Vec<(String, String, u32)> = uplinks
-        .iter()
-        .map(|u| (u.interface.clone(), u.gateway.to_string(), u.table))
-        .collect();
+/// `RTMGRP_LINK`: the multicast group of link changes.
+const RTMGRP_LINK: u32 = 1;
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+/// `IFF_LOWER_UP`: the driver signals carrier.
+const IFF_LOWER_UP: u32 = 0x1_0000;
+
+/// Link messages in a netlink datagram: `(interface index, has carrier)`.
+fn parse_link_messages(mut buf: &[u8]) -> Vec<(u32, bool)> {
+    let mut links = Vec::new();
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        // ifinfomsg: family (1), pad (1), type (2), index (4), flags (4), change (4).
+        if let Some(info) = buf.get(16..32)
+            && (kind == RTM_NEWLINK || kind == RTM_DELLINK)
+        {
+            let index = u32::from_ne_bytes([info[4], info[5], info[6], info[7]]);
+            let flags = u32::from_ne_bytes([info[8], info[9], info[10], info[11]]);
+            links.push((index, kind == RTM_NEWLINK && flags & IFF_LOWER_UP != 0));
+        }
+        // Messages are aligned to 4 bytes.
+        let advance = len.div_ceil(4) * 4;
+        buf = buf.get(advance..).unwrap_or_default();
+    }
+    links
+}
+
+/// Subscribes to the kernel's link notifications: a carrier change reaches the engine as soon as
+/// the driver reports it, with no polling interval.
+fn spawn_carrier_watch(
+    uplinks: &[LinuxUplink],
+    events: mpsc::UnboundedSender<DataplaneEvent>,
+) -> Result<(), DataplaneError> {
+    use netlink_sys::{
+        AsyncSocket, AsyncSocketExt, SocketAddr as NetlinkAddr, TokioSocket,
+        protocols::NETLINK_ROUTE,
+    };
+    let netlink = |source| DataplaneError::Io {
+        what: "subscribing to netlink link notifications".into(),
+        source,
+    };
+    let mut socket = TokioSocket::new(NETLINK_ROUTE).map_err(netlink)?;
+    socket
+        .socket_mut()
+        .bind(&NetlinkAddr::new(0, RTMGRP_LINK))
+        .map_err(netlink)?;
+    let mut watched = Vec::new();
+    for (uplink, u) in uplinks.iter().enumerate() {
+        let index: u32 = read_sys(&u.interface, "ifindex")
+            .and_then(|i| i.parse().ok())
+            .ok_or_else(|| {
+                command_error(
+                    &format!("looking up interface {}", u.interface),
+                    "no such interface",
+                )
+            })?;
+        let up = read_sys(&u.interface, "carrier").as_deref() == Some("1");
+        if !up && events.send(DataplaneEvent::Carrier { uplink, up }).is_err() {
+            return Ok(());
+        }
+        watched.push((
+            index,
+            uplink,
+            u.interface.clone(),
+            u.gateway.to_string(),
+            u.table.to_string(),
+            up,
+        ));
+    }
     tokio::spawn(async move {
-        let mut up: Vec<Option<bool>> = vec![None; interfaces.len()];
         loop {
-            for (uplink, (interface, gateway, table)) in interfaces.iter().enumerate() {
-                let now_up = read_sys(interface, "carrier").as_deref() == Some("1");
-                if up[uplink] != Some(now_up) {
-                    let first = up[uplink].is_none();
-                    up[uplink] = Some(now_up);
-                    if now_up && !first {
-                        // The kernel may have dropped the table's route while the link was down.
-                        let table = table.to_string();
-                        let _ = run(
-                            "ip",
-                            &[
-                                "route", "replace", "default", "via", gateway, "dev", interface,
-                                "table", &table,
-                            ],
-                            None,
-                        )
-                        .await;
-                    }
-                    if (!first || !now_up)
-                        && events
-                            .send(DataplaneEvent::Carrier { uplink, up: now_up })
-                            .is_err()
-                    {
-                        return;
-                    }
+            let buf = match socket.recv_from_full().await {
+                Ok((buf, _)) => buf,
+                Err(e) => {
+                    tracing::error!(error = %e, "netlink receive failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            for (index, now_up) in parse_link_messages(&buf) {
+                let Some(entry) = watched.iter_mut().find(|w| w.0 == index) else {
+                    continue;
+                };
+                if entry.5 == now_up {
+                    continue;
+                }
+                entry.5 = now_up;
+                let (_, uplink, interface, gateway, table, _) = entry.clone();
+                if events
+                    .send(DataplaneEvent::Carrier { uplink, up: now_up })
+                    .is_err()
+                {
+                    return;
+                }
+                if now_up {
+                    // The kernel may have dropped the table's route while the link was down.
+                    let _ = run(
+                        "ip",
+                        &[
+                            "route", "replace", "default", "via", &gateway, "dev", &interface,
+                            "table", &table,
+                        ],
+                        None,
+                    )
+                    .await;
                 }
             }
-            tokio::time::sleep(CARRIER_POLL).await;
         }
     });
+    Ok(())
 }
 
 impl Dataplane for LinuxDataplane {
@@ -354,7 +450,7 @@ impl Dataplane for LinuxDataplane {
                     });
                 });
             }
-            ProbeKind::Http { url } => {
+            ProbeKind::Http { url, .. } => {
                 let client = self.http.get(uplink).cloned().flatten();
                 tokio::spawn(async move {
                     let started = Instant::now();
@@ -764,6 +860,30 @@ mod tests {
             rules.contains("iifname \"lan0\" meta mark set ct mark"),
             "{rules}"
         );
+    }
+
+    #[test]
+    fn link_notifications_report_carrier_from_the_lower_up_flag() {
+        let message = |kind: u16, index: u32, flags: u32| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&32u32.to_ne_bytes());
+            m.extend_from_slice(&kind.to_ne_bytes());
+            m.extend_from_slice(&[0; 10]);
+            m.extend_from_slice(&[0, 0, 0, 0]);
+            m.extend_from_slice(&index.to_ne_bytes());
+            m.extend_from_slice(&flags.to_ne_bytes());
+            m.extend_from_slice(&[0; 4]);
+            m
+        };
+        let mut datagram = message(RTM_NEWLINK, 3, 0x1_1043);
+        datagram.extend(message(RTM_NEWLINK, 4, 0x1003));
+        datagram.extend(message(RTM_DELLINK, 5, 0x1_1043));
+        datagram.extend(message(24, 6, 0x1_1043));
+        assert_eq!(
+            parse_link_messages(&datagram),
+            vec![(3, true), (4, false), (5, false)]
+        );
+        assert_eq!(parse_link_messages(&datagram[..20]), vec![]);
     }
 
     #[test]
