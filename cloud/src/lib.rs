@@ -4,11 +4,14 @@
 //! - [`db`]: the PostgreSQL pool and the embedded migrations.
 //! - [`broker`]: the embedded rumqttd broker and the bridge that checks device credentials.
 //! - [`ingest`]: validates and stores what appliances publish; counts and logs every rejection.
+//! - [`audit`]: the tamper-evident, hash-chained audit log; [`admin`]: operator commands.
 //! - [`auth`]: passwords, access tokens and the authenticated-user extractor.
 //! - [`http`]: the REST API and the dashboard's static files.
 //! - [`startup`]: wires it all together so tests can start a whole cloud on free ports.
 //! - [`seed`]: the demo tenant used by the Quick start.
 
+pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod config;

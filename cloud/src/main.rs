@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use stayopen_cloud::config::CloudConfig;
 use stayopen_cloud::startup::Application;
-use stayopen_cloud::{db, seed};
+use stayopen_cloud::{admin, audit, db, seed};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -30,12 +30,37 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Operator commands.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Create (or refresh) the demo MSP, its administrator and two practices, issue one enrolment
     /// token per practice, and write them as JSON.
     SeedDemo {
         /// Where to write the JSON; standard output when absent.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an MSP (tenant) and its first administrator; prints the MSP's id.
+    CreateMsp {
+        /// The MSP's name, unique (case-insensitively).
+        #[arg(long)]
+        name: String,
+        /// The first administrator's e-mail; they sign in with it.
+        #[arg(long)]
+        admin_email: String,
+        /// Read the administrator's password (at least 12 characters) from the first line of
+        /// standard input, so it never appears in the process list or shell history.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Check every tenant's audit-log hash chain (or one tenant's); exits 1 if any is broken.
+    VerifyAudit {
+        #[arg(long)]
+        tenant: Option<uuid::Uuid>,
     },
 }
 
@@ -65,7 +90,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("stayopen-cloud: {e:#}");
             ExitCode::FAILURE
@@ -73,7 +98,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: CloudConfig) -> anyhow::Result<()> {
+async fn run(command: Command, config: CloudConfig) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
             tracing::info!(?config, "starting");
@@ -87,6 +112,46 @@ async fn run(command: Command, config: CloudConfig) -> anyhow::Result<()> {
             let pool = db::connect(&config.database).await?;
             db::migrate(&pool).await?;
             println!("migrations applied");
+        }
+        Command::Admin(AdminCommand::CreateMsp {
+            name,
+            admin_email,
+            password_stdin: _,
+        }) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let pool = db::connect(&config.database).await?;
+            db::migrate(&pool).await?;
+            let tenant = admin::create_msp(
+                &pool,
+                &name,
+                &admin_email,
+                password.trim_end_matches(['\r', '\n']),
+            )
+            .await?;
+            println!("{tenant}");
+        }
+        Command::Admin(AdminCommand::VerifyAudit { tenant }) => {
+            let pool = db::connect(&config.database).await?;
+            let reports = audit::verify(&pool, tenant).await?;
+            let mut broken = false;
+            for report in &reports {
+                match (&report.broken_at_seq, &report.problem) {
+                    (Some(seq), Some(problem)) => {
+                        broken = true;
+                        println!(
+                            "{}: BROKEN at row {seq} of {}: {problem}",
+                            report.tenant_id, report.rows
+                        );
+                    }
+                    _ => println!("{}: ok ({} rows)", report.tenant_id, report.rows),
+                }
+            }
+            if broken {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::SeedDemo { out } => {
             let pool = db::connect(&config.database).await?;
@@ -102,5 +167,5 @@ async fn run(command: Command, config: CloudConfig) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@ use stayopen_shared::api::Role;
 use stayopen_shared::{PracticeId, TenantId, UserId};
 use uuid::Uuid;
 
+use crate::audit::{self, Actor, Change};
 use crate::auth::{AuthUser, hash_password};
 use crate::http::error::ApiFailure;
 use crate::http::tokens;
@@ -46,6 +47,19 @@ pub async fn seed_demo(pool: &PgPool) -> Result<DemoSeed, ApiFailure> {
                 .bind(DEMO_TENANT)
                 .execute(&mut *tx)
                 .await?;
+            audit::record(
+                &mut tx,
+                TenantId(id),
+                &Actor::System("seed-demo"),
+                Change {
+                    action: "msp.create",
+                    target_type: "msp",
+                    target_id: id.to_string(),
+                    before: None,
+                    after: Some(serde_json::json!({ "name": DEMO_TENANT })),
+                },
+            )
+            .await?;
             id
         }
     };

@@ -4,9 +4,10 @@
 use actix_web::web;
 use chrono::{DateTime, Utc};
 use stayopen_shared::api::{EnrollRequest, EnrollResponse, MqttCredentials};
-use stayopen_shared::{ApplianceId, DeviceTopic, PracticeId, SiteId};
+use stayopen_shared::{ApplianceId, DeviceTopic, PracticeId, SiteId, TenantId};
 use uuid::Uuid;
 
+use crate::audit::{self, Actor, Change};
 use crate::auth::{random_secret, secret_digest};
 use crate::http::error::ApiFailure;
 use crate::metrics::API_REJECTED;
@@ -128,6 +129,30 @@ async fn enroll_inner(
             id
         }
     };
+    audit::record(
+        &mut tx,
+        TenantId(token.tenant_id),
+        &Actor::Appliance(appliance_id),
+        Change {
+            action: if existing.is_some() {
+                "appliance.reenroll"
+            } else {
+                "appliance.enroll"
+            },
+            target_type: "appliance",
+            target_id: appliance_id.to_string(),
+            before: None,
+            after: Some(serde_json::json!({
+                "serial": hw.serial,
+                "mac": hw.mac,
+                "model": hw.model,
+                "practice_id": token.practice_id,
+                "site_id": token.site_id,
+                "enrollment_token_id": token.id,
+            })),
+        },
+    )
+    .await?;
     sqlx::query("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = $1")
         .bind(token.id)
         .execute(&mut *tx)

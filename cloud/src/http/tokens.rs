@@ -7,6 +7,7 @@ use stayopen_shared::api::{CreateEnrollmentToken, EnrollmentToken};
 use stayopen_shared::{PracticeId, SiteId};
 use uuid::Uuid;
 
+use crate::audit::{self, Actor, Change};
 use crate::auth::{AuthUser, random_secret, secret_digest};
 use crate::http::error::ApiFailure;
 use crate::startup::AppState;
@@ -68,11 +69,13 @@ pub async fn issue(
     let site = site.ok_or(ApiFailure::NotFound("no such practice or site"))?;
     let token = format!("{TOKEN_PREFIX}{}", random_secret());
     let expires_at = Utc::now() + Duration::hours(i64::from(expires_in_hours));
+    let id = Uuid::new_v4();
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO enrollment_tokens (id, tenant_id, practice_id, site_id, token_hash, expires_at, max_uses, created_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
-    .bind(Uuid::new_v4())
+    .bind(id)
     .bind(auth.tenant_id.as_uuid())
     .bind(practice_id.as_uuid())
     .bind(site)
@@ -80,8 +83,27 @@ pub async fn issue(
     .bind(expires_at)
     .bind(i32::try_from(max_uses).unwrap_or(i32::MAX))
     .bind(auth.user_id.as_uuid())
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    audit::record(
+        &mut tx,
+        auth.tenant_id,
+        &Actor::User(auth.user_id.0),
+        Change {
+            action: "enrollment_token.create",
+            target_type: "enrollment_token",
+            target_id: id.to_string(),
+            before: None,
+            after: Some(serde_json::json!({
+                "practice_id": practice_id,
+                "site_id": site,
+                "expires_at": expires_at,
+                "max_uses": max_uses,
+            })),
+        },
+    )
+    .await?;
+    tx.commit().await?;
     tracing::info!(tenant_id = %auth.tenant_id, %practice_id, "enrolment token created");
     Ok(EnrollmentToken {
         token,

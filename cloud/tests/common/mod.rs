@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 pub struct TestCloud {
     pub base_url: String,
+    pub database_url: String,
     pub broker: SocketAddr,
     pub pool: PgPool,
     pub http: reqwest::Client,
@@ -45,6 +46,7 @@ async fn fresh_database() -> String {
 pub async fn spawn_cloud() -> TestCloud {
     let mut config = CloudConfig::default();
     config.database.url = fresh_database().await;
+    let database_url = config.database.url.clone();
     config.database.max_connections = 5;
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
     config.http.workers = 1;
@@ -59,6 +61,7 @@ pub async fn spawn_cloud() -> TestCloud {
     tokio::spawn(app.run_until_stopped());
     TestCloud {
         base_url,
+        database_url,
         broker,
         pool,
         http: reqwest::Client::builder()
