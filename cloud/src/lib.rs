@@ -7,6 +7,7 @@
 //! - [`audit`]: the tamper-evident, hash-chained audit log; [`admin`]: operator commands.
 //! - [`auth`]: passwords, access tokens and the authenticated-user extractor.
 //! - [`http`]: the REST API and the dashboard's static files.
+//! - [`throttle`]: login throttling per account and address.
 //! - [`startup`]: wires it all together so tests can start a whole cloud on free ports.
 //! - [`seed`]: the demo tenant used by the Quick start.
 
@@ -21,3 +22,4 @@ pub mod ingest;
 pub mod metrics;
 pub mod seed;
 pub mod startup;
+pub mod throttle;

@@ -23,6 +23,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub config: Arc<CloudConfig>,
     pub broker: EmbeddedBroker,
+    pub login_throttle: std::sync::Mutex<crate::throttle::LoginThrottle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,7 @@ impl Application {
             metrics,
             config: Arc::new(config),
             broker: embedded,
+            login_throttle: Default::default(),
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || {

@@ -271,3 +271,46 @@ async fn another_tenants_user_sees_none_of_the_fleet_and_cannot_reach_its_applia
     assert_eq!(status, 409);
     assert_eq!(error.map(|e| e.error).as_deref(), Some("hardware_claimed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_passwords_lock_the_account_out_with_retry_after() {
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    for _ in 0..5 {
+        let (status, _) = cloud
+            .post::<_, ApiError>(
+                None,
+                "/api/v1/auth/login",
+                &serde_json::json!({"email": demo.email, "password": "guess"}),
+            )
+            .await;
+        assert_eq!(status, 401);
+    }
+    // Even the right password is refused now, with a hint when to retry.
+    let response = cloud
+        .http
+        .post(cloud.url("/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": demo.email, "password": demo.password}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After header");
+    assert!(
+        retry_after > 14 * 60 && retry_after <= 15 * 60,
+        "{retry_after}"
+    );
+    let error: ApiError = response.json().await.expect("body");
+    assert_eq!(error.error, "too_many_attempts");
+    assert_eq!(
+        cloud
+            .counter("stayopen_api_rejected_total{reason=\"too_many_attempts\"}")
+            .await,
+        1
+    );
+}

@@ -14,6 +14,8 @@ pub enum ApiFailure {
     TokenExpired,
     #[error("wrong e-mail or password")]
     BadCredentials,
+    #[error("too many failed sign-ins; try again in {0} s")]
+    TooManyAttempts(u64),
     #[error("this action needs the MSP administrator role")]
     Forbidden,
     #[error("{0}")]
@@ -38,6 +40,7 @@ impl ApiFailure {
             ApiFailure::Unauthenticated(_) => "unauthenticated",
             ApiFailure::TokenExpired => "token_expired",
             ApiFailure::BadCredentials => "bad_credentials",
+            ApiFailure::TooManyAttempts(_) => "too_many_attempts",
             ApiFailure::Forbidden => "forbidden",
             ApiFailure::NotFound(_) => "not_found",
             ApiFailure::EnrollmentTokenUnknown => "enrollment_token_unknown",
@@ -65,6 +68,7 @@ impl ResponseError for ApiFailure {
             | ApiFailure::EnrollmentTokenUnknown
             | ApiFailure::EnrollmentTokenExpired
             | ApiFailure::EnrollmentTokenExhausted => StatusCode::UNAUTHORIZED,
+            ApiFailure::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiFailure::Forbidden => StatusCode::FORBIDDEN,
             ApiFailure::NotFound(_) => StatusCode::NOT_FOUND,
             ApiFailure::HardwareClaimed => StatusCode::CONFLICT,
@@ -81,7 +85,11 @@ impl ResponseError for ApiFailure {
             }
             other => other.to_string(),
         };
-        HttpResponse::build(self.status_code()).json(ApiError {
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiFailure::TooManyAttempts(seconds) = self {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(ApiError {
             error: self.code().to_owned(),
             message,
         })

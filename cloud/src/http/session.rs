@@ -57,9 +57,26 @@ macro_rules! user_query {
 
 pub async fn login(
     state: web::Data<AppState>,
+    request: actix_web::HttpRequest,
     body: web::Json<LoginRequest>,
 ) -> Result<web::Json<LoginResponse>, ApiFailure> {
     let email = body.email.trim().to_lowercase();
+    let address = request
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let throttled = state
+        .login_throttle
+        .lock()
+        .map_err(|_| ApiFailure::Internal("login throttle poisoned".into()))?
+        .check(std::time::Instant::now(), &email, &address);
+    if let Err(retry_after) = throttled {
+        state
+            .metrics
+            .increment(API_REJECTED, "reason", "too_many_attempts");
+        tracing::warn!(%email, %address, "sign-in throttled");
+        return Err(ApiFailure::TooManyAttempts(retry_after.as_secs().max(1)));
+    }
     let row: Option<UserRow> = sqlx::query_as(user_query!("WHERE u.email = $1"))
         .bind(&email)
         .fetch_optional(&state.pool)
@@ -71,12 +88,18 @@ pub async fn login(
         .await
         .map_err(|e| ApiFailure::Internal(e.to_string()))?;
     let Some(row) = row.filter(|_| verified) else {
+        if let Ok(mut throttle) = state.login_throttle.lock() {
+            throttle.record_failure(std::time::Instant::now(), &email, &address);
+        }
         state
             .metrics
             .increment(API_REJECTED, "reason", "bad_credentials");
         tracing::info!(%email, "failed sign-in");
         return Err(ApiFailure::BadCredentials);
     };
+    if let Ok(mut throttle) = state.login_throttle.lock() {
+        throttle.record_success(&email);
+    }
     let user = row.current_user()?;
     let auth = AuthUser {
         user_id: user.id,
