@@ -30,6 +30,15 @@ pub enum DeviceMessage {
 }
 
 impl DeviceMessage {
+    /// The appliance the envelope names.
+    pub fn appliance_id(&self) -> stayopen_shared::ApplianceId {
+        match self {
+            DeviceMessage::Telemetry(e) => e.appliance_id,
+            DeviceMessage::Event(e) => e.appliance_id,
+            DeviceMessage::Presence(e) => e.appliance_id,
+        }
+    }
+
     fn channel(&self) -> &'static str {
         match self {
             DeviceMessage::Telemetry(_) => Channel::Telemetry.as_str(),
@@ -78,11 +87,7 @@ pub fn decode(topic: &[u8], payload: &[u8]) -> Result<DeviceMessage, Rejection> 
         Channel::Status => DeviceMessage::Presence(Envelope::decode(payload)?),
         Channel::Policy => return Err(Rejection::WrongDirection(Channel::Policy.as_str())),
     };
-    let envelope_appliance = match &message {
-        DeviceMessage::Telemetry(e) => e.appliance_id,
-        DeviceMessage::Event(e) => e.appliance_id,
-        DeviceMessage::Presence(e) => e.appliance_id,
-    };
+    let envelope_appliance = message.appliance_id();
     if envelope_appliance != topic.appliance_id {
         return Err(Rejection::ApplianceMismatch {
             topic: topic.appliance_id.to_string(),
@@ -109,11 +114,7 @@ pub enum StoreError {
 /// Stores a validated message. Telemetry and events are de-duplicated by message id; presence
 /// updates the appliance's online flag.
 pub async fn store(pool: &PgPool, message: &DeviceMessage) -> Result<Stored, StoreError> {
-    let appliance_id = match message {
-        DeviceMessage::Telemetry(e) => e.appliance_id,
-        DeviceMessage::Event(e) => e.appliance_id,
-        DeviceMessage::Presence(e) => e.appliance_id,
-    };
+    let appliance_id = message.appliance_id();
     let mut tx = pool.begin().await?;
     let tenant_id: Option<uuid::Uuid> =
         sqlx::query_scalar("SELECT tenant_id FROM appliances WHERE id = $1 FOR UPDATE")
