@@ -129,51 +129,32 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { config, json } => {
-            let config = match load_config(&config) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
-            match runtime.block_on(control::request(
-                &config.appliance.state_dir,
-                &Request::Status,
-            )) {
-                Ok(Response::Status(status)) if json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&status).unwrap_or_default()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(Response::Status(status)) => {
-                    print!("{}", status.to_text());
-                    ExitCode::SUCCESS
-                }
-                Ok(other) => {
-                    eprintln!("stayopen-appliance: unexpected answer {other:?}");
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("stayopen-appliance: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Status { config, json } => match ask_agent(&runtime, &config, &Request::Status) {
+            Ok(Response::Status(status)) if json => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
             }
-        }
+            Ok(Response::Status(status)) => {
+                print!("{}", status.to_text());
+                ExitCode::SUCCESS
+            }
+            Ok(other) => unexpected(other),
+            Err(code) => code,
+        },
         Command::Drill {
             config,
             duration_secs,
             stop,
         } => {
-            let config = match load_config(&config) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
             let request = if stop {
                 Request::StopDrill
             } else {
                 Request::StartDrill { duration_secs }
             };
-            match runtime.block_on(control::request(&config.appliance.state_dir, &request)) {
+            match ask_agent(&runtime, &config, &request) {
                 Ok(Response::Accepted { message }) => {
                     println!("{message}");
                     ExitCode::SUCCESS
@@ -182,14 +163,8 @@ fn main() -> ExitCode {
                     eprintln!("stayopen-appliance: {message}");
                     ExitCode::FAILURE
                 }
-                Ok(other) => {
-                    eprintln!("stayopen-appliance: unexpected answer {other:?}");
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("stayopen-appliance: {e}");
-                    ExitCode::FAILURE
-                }
+                Ok(other) => unexpected(other),
+                Err(code) => code,
             }
         }
         Command::SimulateFleet {
@@ -233,6 +208,27 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Sends one request to the agent configured by `config`; a bad config exits 2, an unreachable
+/// agent exits 1.
+fn ask_agent(
+    runtime: &tokio::runtime::Runtime,
+    config: &std::path::Path,
+    request: &Request,
+) -> Result<Response, ExitCode> {
+    let config = load_config(config)?;
+    runtime
+        .block_on(control::request(&config.appliance.state_dir, request))
+        .map_err(|e| {
+            eprintln!("stayopen-appliance: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn unexpected(answer: Response) -> ExitCode {
+    eprintln!("stayopen-appliance: unexpected answer {answer:?}");
+    ExitCode::FAILURE
 }
 
 /// Loads the configuration; a bad file is reported and ends the program with exit code 2.

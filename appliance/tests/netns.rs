@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use stayopen_appliance::control::{Request, Response};
-use stayopen_appliance::testbed::{ISP1_PUBLIC, ISP2_PUBLIC, Stream, TARGETS, Testbed};
+use stayopen_appliance::testbed::{
+    ISP1_PUBLIC, ISP2_PUBLIC, Stream, StreamReport, TARGETS, Testbed,
+};
 
 fn tools() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_stayopen-testbed"))
@@ -38,6 +40,21 @@ async fn testbed(name: &str, clean_secs: u32) -> (Testbed, Stream) {
     (bed, stream)
 }
 
+/// Injects `fault` on the primary, waits for traffic to run on the backup, and reports the LAN
+/// stream's largest gap and where the flow was last seen from.
+async fn fail_over(bed: &Testbed, stream: &mut Stream, fault: &[&str]) -> StreamReport {
+    stream.mark().expect("mark");
+    bed.fault(fault).expect("fault");
+    bed.wait_for("failover", Duration::from_secs(5), |s| {
+        s.active.as_deref() == Some("isp2")
+    })
+    .await
+    .expect("failover");
+    // Let the stream resume on the backup before reading the window.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream.report().expect("report")
+}
+
 fn seen_as(stream: &mut Stream) -> Option<String> {
     stream
         .report()
@@ -56,15 +73,7 @@ async fn a_blackholed_primary_moves_lan_traffic_to_the_backup_within_a_second_an
         "traffic starts on the primary"
     );
 
-    stream.mark().expect("mark");
-    bed.fault(&["blackhole", "1"]).expect("blackhole");
-    bed.wait_for("failover", Duration::from_secs(5), |s| {
-        s.active.as_deref() == Some("isp2")
-    })
-    .await
-    .expect("failover");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let report = stream.report().expect("report");
+    let report = fail_over(&bed, &mut stream, &["blackhole", "1"]).await;
     assert!(
         report.max_gap_ms < 1500.0,
         "largest gap {} ms",
@@ -142,15 +151,7 @@ fn agent_log_tail(bed: &Testbed) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_carrier_on_the_primary_switches_in_well_under_half_a_second() {
     let (bed, mut stream) = testbed("c", 3).await;
-    stream.mark().expect("mark");
-    bed.fault(&["carrier-down", "1"]).expect("carrier down");
-    bed.wait_for("failover", Duration::from_secs(5), |s| {
-        s.active.as_deref() == Some("isp2")
-    })
-    .await
-    .expect("failover");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let report = stream.report().expect("report");
+    let report = fail_over(&bed, &mut stream, &["carrier-down", "1"]).await;
     assert!(
         report.max_gap_ms < 500.0,
         "largest gap {} ms",
