@@ -171,8 +171,8 @@ pub async fn enroll(
     let body: Option<ApiError> = response.json().await.ok();
     Err(match body {
         Some(e) => IdentityError::Refused {
-            code: e.error,
-            message: e.message,
+            code: e.error.code,
+            message: e.error.message,
         },
         None => IdentityError::Refused {
             code: status.as_u16().to_string(),

@@ -5,7 +5,8 @@ use stayopen_shared::TenantId;
 use uuid::Uuid;
 
 use crate::audit::{self, Actor, Change};
-use crate::auth::hash_password;
+use crate::auth::{check_password_strength, hash_password};
+use crate::db::{self, lookup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -40,25 +41,21 @@ pub async fn create_msp(
             "{admin_email:?} is not an e-mail address"
         )));
     }
-    if password.chars().count() < 12 {
-        return Err(AdminError::Invalid(
-            "the password must have at least 12 characters".into(),
-        ));
-    }
+    check_password_strength(password).map_err(AdminError::Invalid)?;
     let hash = hash_password(password).map_err(|e| AdminError::Hash(e.to_string()))?;
-    let mut tx = pool.begin().await?;
+    if lookup::tenant_name_taken(pool, name).await? {
+        return Err(AdminError::DuplicateMsp(name.to_owned()));
+    }
     let tenant = Uuid::new_v4();
+    let mut tx = db::tenant_tx(pool, TenantId(tenant)).await?;
+    // The unique index on lower(name) settles a race between two creators.
     let created =
         sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(tenant)
             .bind(name)
             .execute(&mut *tx)
             .await?;
-    let exists: bool = sqlx::query_scalar("SELECT count(*) > 1 FROM tenants WHERE name = $1")
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-    if created.rows_affected() == 0 || exists {
+    if created.rows_affected() == 0 {
         return Err(AdminError::DuplicateMsp(name.to_owned()));
     }
     let user = Uuid::new_v4();

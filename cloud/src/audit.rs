@@ -17,6 +17,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     User(Uuid),
+    ApiToken(Uuid),
     Appliance(Uuid),
     System(&'static str),
 }
@@ -25,6 +26,7 @@ impl Actor {
     fn label(&self) -> String {
         match self {
             Actor::User(id) => format!("user:{id}"),
+            Actor::ApiToken(id) => format!("api_token:{id}"),
             Actor::Appliance(id) => format!("appliance:{id}"),
             Actor::System(what) => format!("system:{what}"),
         }
@@ -155,21 +157,22 @@ struct Row {
 
 /// Recomputes every tenant's chain (or one tenant's).
 pub async fn verify(pool: &PgPool, tenant: Option<Uuid>) -> Result<Vec<ChainReport>, sqlx::Error> {
-    let tenants: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM tenants WHERE ($1::uuid IS NULL OR id = $1) ORDER BY id",
-    )
-    .bind(tenant)
-    .fetch_all(pool)
-    .await?;
+    let tenants = match tenant {
+        Some(id) => vec![TenantId(id)],
+        None => crate::db::lookup::tenant_ids(pool).await?,
+    };
     let mut reports = Vec::new();
-    for tenant_id in tenants {
+    for tenant in tenants {
+        let tenant_id = tenant.0;
+        let mut tx = crate::db::tenant_tx(pool, tenant).await?;
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT seq, at, actor, action, target_type, target_id, before, after, prev_hash, hash
              FROM audit_log WHERE tenant_id = $1 ORDER BY seq",
         )
         .bind(tenant_id)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut report = ChainReport {
             tenant_id,
             rows: rows.len() as u64,

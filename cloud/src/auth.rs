@@ -1,19 +1,23 @@
-//! Passwords, access tokens, device secrets, and the extractor that turns a bearer token into an
-//! authenticated user scoped to one tenant.
+//! Passwords, access tokens, API tokens, device secrets, and the extractor that turns a bearer
+//! token into an authenticated caller scoped to one tenant.
 
-use std::future::{Ready, ready};
+use std::collections::HashMap;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Duration, Utc};
+use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use stayopen_shared::api::Role;
+use stayopen_shared::api::{ApiTokenScope, Role};
 use stayopen_shared::{PracticeId, TenantId, UserId};
+use uuid::Uuid;
 
+use crate::audit::Actor;
+use crate::db;
 use crate::http::error::ApiFailure;
 use crate::startup::AppState;
 
@@ -41,7 +45,18 @@ pub fn verify_password(password: &str, hash: Option<&str>) -> bool {
     ok && hash.is_some()
 }
 
-/// 256 random bits, hex-encoded: enrolment tokens and MQTT passwords.
+/// The rules every password set through the API or the admin command follows.
+pub fn check_password_strength(password: &str) -> Result<(), String> {
+    if password.chars().count() < 12 {
+        return Err("the password must have at least 12 characters".into());
+    }
+    if password.len() > 1024 {
+        return Err("the password must have at most 1024 bytes".into());
+    }
+    Ok(())
+}
+
+/// 256 random bits, hex-encoded: enrolment, refresh and API tokens, MQTT passwords.
 pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -59,38 +74,65 @@ pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// API tokens start with this, so the extractor knows to look them up instead of verifying a JWT
+/// (and secret scanners can recognise a leaked one).
+pub const API_TOKEN_PREFIX: &str = "sot_";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Claims {
     sub: UserId,
     tid: TenantId,
     role: Role,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pid: Option<PracticeId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pids: Vec<PracticeId>,
+    /// Set when the MSP requires TOTP and this admin has not enrolled yet: the token only reaches
+    /// the TOTP enrolment endpoints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    totp_enrolment_only: bool,
     iat: i64,
     exp: i64,
 }
 
-/// Signs and checks access tokens (HS256).
+/// Signs and checks access tokens (HS256). The current key signs; previous keys still verify, so a
+/// key can be rotated without signing anyone out. Each token carries its key id (`kid`).
 #[derive(Clone)]
 pub struct TokenKeys {
+    current_kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    decoding: HashMap<String, DecodingKey>,
     ttl: Duration,
 }
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenKeys")
+            .field("current_kid", &self.current_kid)
+            .field("keys", &self.decoding.len())
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
 }
 
+/// A key id that names a secret without revealing it.
+fn key_id(secret: &[u8]) -> String {
+    hex::encode(&Sha256::digest(secret)[..6])
+}
+
 impl TokenKeys {
     pub fn new(secret: &[u8], ttl_minutes: u32) -> Self {
+        Self::with_previous(secret, &[], ttl_minutes)
+    }
+
+    pub fn with_previous(secret: &[u8], previous: &[&[u8]], ttl_minutes: u32) -> Self {
+        let current_kid = key_id(secret);
+        let decoding = std::iter::once(secret)
+            .chain(previous.iter().copied())
+            .map(|s| (key_id(s), DecodingKey::from_secret(s)))
+            .collect();
         Self {
+            current_kid,
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            decoding,
             ttl: Duration::minutes(i64::from(ttl_minutes)),
         }
     }
@@ -101,33 +143,47 @@ impl TokenKeys {
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
         let expires_at = now + self.ttl;
+        let Principal::User(sub) = user.principal else {
+            return Err(jsonwebtoken::errors::ErrorKind::InvalidSubject.into());
+        };
         let claims = Claims {
-            sub: user.user_id,
+            sub,
             tid: user.tenant_id,
-            role: user.role.clone(),
-            pid: user.practice_id,
+            role: user.role,
+            pids: user.practices.clone(),
+            totp_enrolment_only: user.totp_enrolment_only,
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.current_kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)?;
         Ok((token, expires_at))
     }
 
     pub fn verify(&self, token: &str) -> Result<AuthUser, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.decoding.get(kid))
+            .ok_or(TokenError::Invalid)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
-            |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            },
-        )?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid,
+        })?;
         let claims = data.claims;
         Ok(AuthUser {
-            user_id: claims.sub,
+            principal: Principal::User(claims.sub),
             tenant_id: claims.tid,
             role: claims.role,
-            practice_id: claims.pid,
+            practices: claims.pids,
+            api_scope: None,
+            totp_enrolment_only: claims.totp_enrolment_only,
         })
     }
 }
@@ -140,35 +196,160 @@ pub enum TokenError {
     Invalid,
 }
 
-/// The caller of an API request, proven by its bearer token. Every query a handler makes is scoped
-/// by `tenant_id` (and `practice_id` for practice users) taken from here, never from the request.
+/// Who is calling: a signed-in user or an MSP's API token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    User(UserId),
+    ApiToken(Uuid),
+}
+
+/// What a request needs to be allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Fleet, appliances, telemetry, events, policies (read).
+    View,
+    /// Commands and drills on appliances.
+    Operate,
+    /// Policies, enrolment tokens, claimed serials, practices and sites.
+    Configure,
+    /// Users, API tokens and the MSP's security settings.
+    ManageAccess,
+    /// The MSP's audit log.
+    ViewAudit,
+}
+
+impl Permission {
+    fn denied_message(self) -> &'static str {
+        match self {
+            Permission::View => "you may not view this",
+            Permission::Operate => "operating appliances needs an MSP admin or technician",
+            Permission::Configure => "changing configuration needs an MSP admin or technician",
+            Permission::ManageAccess => {
+                "managing users, API tokens and security settings needs an MSP admin"
+            }
+            Permission::ViewAudit => "the audit log is for MSP admins",
+        }
+    }
+}
+
+/// The caller of an API request, proven by its bearer token. Handlers never take a tenant from the
+/// request: [`AuthUser::tx`] opens a transaction that row-level security confines to this tenant,
+/// and [`AuthUser::practice_filter`] narrows practice-scoped roles further.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthUser {
-    pub user_id: UserId,
+    pub principal: Principal,
     pub tenant_id: TenantId,
     pub role: Role,
-    pub practice_id: Option<PracticeId>,
+    /// The practices a compliance officer or auditor is assigned; empty for MSP-wide roles.
+    pub practices: Vec<PracticeId>,
+    /// Set for API tokens: what the token was created for.
+    pub api_scope: Option<ApiTokenScope>,
+    pub totp_enrolment_only: bool,
 }
 
 impl AuthUser {
-    pub fn require_msp_admin(&self) -> Result<(), ApiFailure> {
-        match self.role {
-            Role::MspAdmin => Ok(()),
-            Role::PracticeViewer => Err(ApiFailure::Forbidden),
+    pub fn allows(&self, permission: Permission) -> bool {
+        let by_role = match permission {
+            Permission::View => true,
+            Permission::Operate | Permission::Configure => self.role.is_msp_wide(),
+            Permission::ManageAccess | Permission::ViewAudit => self.role == Role::MspAdmin,
+        };
+        let by_scope = match (self.api_scope, permission) {
+            (None, _) => true,
+            (Some(_), Permission::ManageAccess) => false,
+            (Some(ApiTokenScope::Read), Permission::Operate | Permission::Configure) => false,
+            (Some(_), _) => true,
+        };
+        by_role && by_scope
+    }
+
+    pub fn require(&self, permission: Permission) -> Result<(), ApiFailure> {
+        if self.allows(permission) {
+            Ok(())
+        } else {
+            Err(ApiFailure::Forbidden(permission.denied_message()))
         }
+    }
+
+    /// `None` for MSP-wide callers; otherwise the practices they may see. Bind as `$n::uuid[]` and
+    /// filter with `($n IS NULL OR practice_id = ANY($n))`.
+    pub fn practice_filter(&self) -> Option<Vec<Uuid>> {
+        if self.role.is_msp_wide() {
+            None
+        } else {
+            Some(self.practices.iter().map(|p| p.0).collect())
+        }
+    }
+
+    pub fn may_see_practice(&self, practice: PracticeId) -> bool {
+        self.role.is_msp_wide() || self.practices.contains(&practice)
+    }
+
+    pub fn actor(&self) -> Actor {
+        match self.principal {
+            Principal::User(id) => Actor::User(id.0),
+            Principal::ApiToken(id) => Actor::ApiToken(id),
+        }
+    }
+
+    /// The signed-in user, for endpoints about one's own account.
+    pub fn user_id(&self) -> Result<UserId, ApiFailure> {
+        match self.principal {
+            Principal::User(id) => Ok(id),
+            Principal::ApiToken(_) => Err(ApiFailure::Forbidden(
+                "this endpoint is for signed-in users, not API tokens",
+            )),
+        }
+    }
+
+    /// A transaction that sees only this caller's tenant.
+    pub async fn tx(&self, state: &AppState) -> Result<db::Tx, ApiFailure> {
+        Ok(db::tenant_tx(&state.pool, self.tenant_id).await?)
     }
 }
 
 impl FromRequest for AuthUser {
     type Error = ApiFailure;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        let req = req.clone();
+        Box::pin(async move {
+            let user = authenticate(&req).await?;
+            if user.totp_enrolment_only {
+                return Err(reject(&req, ApiFailure::TotpEnrolmentRequired));
+            }
+            Ok(user)
+        })
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiFailure> {
+/// A caller who may also hold a TOTP-enrolment-only token: for the endpoints that let such an
+/// admin see who they are and enrol their second factor.
+#[derive(Debug, Clone)]
+pub struct SessionUser(pub AuthUser);
+
+impl FromRequest for SessionUser {
+    type Error = ApiFailure;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await.map(SessionUser) })
+    }
+}
+
+fn reject(req: &HttpRequest, failure: ApiFailure) -> ApiFailure {
+    if let Some(state) = req.app_data::<web::Data<AppState>>() {
+        state
+            .metrics
+            .increment(crate::metrics::API_REJECTED, "reason", failure.code());
+    }
+    tracing::info!(path = %req.path(), reason = failure.code(), "rejected unauthenticated request");
+    failure
+}
+
+async fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiFailure> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiFailure::Internal("application state missing".into()))?;
@@ -176,33 +357,34 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiFailure> {
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let result = match header.and_then(|h| h.strip_prefix("Bearer ")) {
+    let result = match header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+    {
         None => Err(ApiFailure::Unauthenticated("missing bearer token".into())),
-        Some(token) => state.tokens.verify(token.trim()).map_err(|e| match e {
+        Some(token) if token.starts_with(API_TOKEN_PREFIX) => {
+            crate::http::api_tokens::authenticate(state, token).await
+        }
+        Some(token) => state.tokens.verify(token).map_err(|e| match e {
             TokenError::Expired => ApiFailure::TokenExpired,
             TokenError::Invalid => ApiFailure::Unauthenticated(e.to_string()),
         }),
     };
-    if let Err(failure) = &result {
-        state
-            .metrics
-            .increment(crate::metrics::API_REJECTED, "reason", failure.code());
-        tracing::info!(path = %req.path(), reason = failure.code(), "rejected unauthenticated request");
-    }
-    result
+    result.map_err(|failure| reject(req, failure))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
 
     fn user() -> AuthUser {
         AuthUser {
-            user_id: UserId(Uuid::from_u128(1)),
+            principal: Principal::User(UserId(Uuid::from_u128(1))),
             tenant_id: TenantId(Uuid::from_u128(2)),
-            role: Role::MspAdmin,
-            practice_id: None,
+            role: Role::ComplianceOfficer,
+            practices: vec![PracticeId(Uuid::from_u128(3))],
+            api_scope: None,
+            totp_enrolment_only: false,
         }
     }
 
@@ -228,6 +410,64 @@ mod tests {
         let other = TokenKeys::new(b"fedcba9876543210fedcba9876543210", 60);
         let (token, _) = other.issue(&user(), Utc::now()).expect("issue");
         assert_eq!(keys.verify(&token), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_token_signed_with_a_previous_key_still_verifies_after_rotation() {
+        let old = b"0123456789abcdef0123456789abcdef";
+        let new = b"fedcba9876543210fedcba9876543210";
+        let (token, _) = TokenKeys::new(old, 60)
+            .issue(&user(), Utc::now())
+            .expect("issue");
+        let rotated = TokenKeys::with_previous(new, &[old], 60);
+        assert_eq!(rotated.verify(&token), Ok(user()));
+        let dropped = TokenKeys::new(new, 60);
+        assert_eq!(dropped.verify(&token), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn roles_allow_what_their_description_says() {
+        let mut caller = user();
+        for (role, operate, manage) in [
+            (Role::MspAdmin, true, true),
+            (Role::MspTechnician, true, false),
+            (Role::ComplianceOfficer, false, false),
+            (Role::Auditor, false, false),
+        ] {
+            caller.role = role;
+            assert!(caller.allows(Permission::View), "{role:?}");
+            assert_eq!(caller.allows(Permission::Operate), operate, "{role:?}");
+            assert_eq!(caller.allows(Permission::Configure), operate, "{role:?}");
+            assert_eq!(caller.allows(Permission::ManageAccess), manage, "{role:?}");
+        }
+    }
+
+    #[test]
+    fn a_read_api_token_cannot_operate_and_no_api_token_manages_access() {
+        let mut token = user();
+        token.role = Role::MspTechnician;
+        token.principal = Principal::ApiToken(Uuid::from_u128(9));
+        token.api_scope = Some(ApiTokenScope::Read);
+        assert!(token.allows(Permission::View));
+        assert!(!token.allows(Permission::Operate));
+        token.api_scope = Some(ApiTokenScope::Operate);
+        assert!(token.allows(Permission::Operate));
+        token.role = Role::MspAdmin;
+        assert!(!token.allows(Permission::ManageAccess));
+    }
+
+    #[test]
+    fn practice_scoped_roles_see_only_their_practices() {
+        let officer = user();
+        assert!(officer.may_see_practice(PracticeId(Uuid::from_u128(3))));
+        assert!(!officer.may_see_practice(PracticeId(Uuid::from_u128(4))));
+        assert_eq!(officer.practice_filter(), Some(vec![Uuid::from_u128(3)]));
+        let admin = AuthUser {
+            role: Role::MspAdmin,
+            practices: vec![],
+            ..user()
+        };
+        assert_eq!(admin.practice_filter(), None);
     }
 
     #[test]

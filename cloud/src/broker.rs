@@ -166,15 +166,23 @@ async fn check_device_credentials(
         return Err("client_id_mismatch");
     }
     let appliance_id: ApplianceId = request.username.parse().map_err(|_| "bad_username")?;
+    let database_error = |e: sqlx::Error| {
+        tracing::error!(error = %e, "credential lookup failed");
+        "database_error"
+    };
+    let tenant = crate::db::lookup::appliance_tenant(pool, appliance_id)
+        .await
+        .map_err(database_error)?
+        .ok_or("unknown_appliance")?;
+    let mut tx = crate::db::tenant_tx(pool, tenant)
+        .await
+        .map_err(database_error)?;
     let stored: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT mqtt_password_hash FROM appliances WHERE id = $1")
             .bind(appliance_id.as_uuid())
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "credential lookup failed");
-                "database_error"
-            })?;
+            .map_err(database_error)?;
     let stored = stored.ok_or("unknown_appliance")?;
     if digests_equal(&stored, &secret_digest(&request.password)) {
         Ok(())

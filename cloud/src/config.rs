@@ -33,7 +33,12 @@ pub struct HttpConfig {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
+    /// The application's connection: the non-owner `stayopen_app` role, so row-level security
+    /// applies. The cloud refuses to serve through a superuser or the tables' owner.
     pub url: String,
+    /// The schema owner's connection, used only to run migrations. Unset: `url` migrates (and must
+    /// then be the owner, which only `migrate` accepts).
+    pub owner_url: Option<String>,
     pub max_connections: u32,
 }
 
@@ -41,6 +46,10 @@ impl std::fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseConfig")
             .field("url", &redact_url_password(&self.url))
+            .field(
+                "owner_url",
+                &self.owner_url.as_deref().map(redact_url_password),
+            )
             .field("max_connections", &self.max_connections)
             .finish()
     }
@@ -79,7 +88,13 @@ pub struct AuthConfig {
     /// HMAC secret for access tokens. When absent a random one is generated at start, which signs
     /// every user out on restart — fine for the demo, not for production.
     pub jwt_secret: Option<String>,
+    /// Secrets used before the current one: tokens they signed still verify until they expire, so
+    /// rotating `jwt_secret` signs nobody out. Each token names its key (`kid`).
+    pub previous_jwt_secrets: Vec<String>,
+    /// Access tokens are short-lived; the dashboard renews them with its refresh token.
     pub token_ttl_minutes: u32,
+    /// How long a sign-in lasts without activity (each refresh starts the period again).
+    pub refresh_ttl_hours: u32,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -89,7 +104,9 @@ impl std::fmt::Debug for AuthConfig {
                 "jwt_secret",
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("previous_jwt_secrets", &self.previous_jwt_secrets.len())
             .field("token_ttl_minutes", &self.token_ttl_minutes)
+            .field("refresh_ttl_hours", &self.refresh_ttl_hours)
             .finish()
     }
 }
@@ -116,7 +133,8 @@ impl Default for HttpConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            url: "postgres://stayopen@127.0.0.1:5432/stayopen".to_owned(),
+            url: "postgres://stayopen_app@127.0.0.1:5432/stayopen".to_owned(),
+            owner_url: None,
             max_connections: 10,
         }
     }
@@ -136,7 +154,9 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             jwt_secret: None,
-            token_ttl_minutes: 12 * 60,
+            previous_jwt_secrets: Vec::new(),
+            token_ttl_minutes: 15,
+            refresh_ttl_hours: 12,
         }
     }
 }
@@ -200,6 +220,16 @@ impl CloudConfig {
                 "auth.token_ttl_minutes must be at least 1".into(),
             ));
         }
+        if self.auth.refresh_ttl_hours == 0 {
+            return Err(ConfigError::Semantic(
+                "auth.refresh_ttl_hours must be at least 1".into(),
+            ));
+        }
+        if self.auth.previous_jwt_secrets.iter().any(|s| s.len() < 32) {
+            return Err(ConfigError::Semantic(
+                "auth.previous_jwt_secrets must each be at least 32 characters".into(),
+            ));
+        }
         if let Some(secret) = &self.auth.jwt_secret
             && secret.len() < 32
         {
@@ -223,11 +253,13 @@ mod tests {
     fn a_database_url_password_is_redacted_in_debug_output() {
         let config = DatabaseConfig {
             url: "postgres://app:hunter2@db:5432/x".into(),
+            owner_url: Some("postgres://owner:swordfish@db:5432/x".into()),
             max_connections: 1,
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("app:<redacted>@db"), "{shown}");
+        assert!(!shown.contains("swordfish"), "{shown}");
     }
 
     #[test]

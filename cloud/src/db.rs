@@ -1,15 +1,29 @@
-//! The PostgreSQL pool and the migrations embedded in the binary.
+//! The PostgreSQL pool, the migrations embedded in the binary, and the one way the application
+//! reaches tenant data: a transaction with the tenant set ([`tenant_tx`]).
+//!
+//! Design: tenancy is enforced by PostgreSQL, not by remembering a `WHERE tenant_id = …`. The
+//! application connects as `stayopen_app`, which owns nothing and cannot bypass row-level security;
+//! every tenant-owned table has a policy that compares `tenant_id` with the transaction's
+//! `app.tenant_id`. Queries outside [`tenant_tx`] therefore see no tenant rows at all. The few
+//! lookups that must cross tenants before the tenant is known are the `stayopen_*` SECURITY DEFINER
+//! functions wrapped in [`lookup`], which return ids only.
 
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres, Transaction};
+use stayopen_shared::TenantId;
 
 use crate::config::DatabaseConfig;
 
 /// The root `migrations/` folder, compiled in so the binary migrates without the source tree.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// The role the migrations grant data privileges to and the application must connect as.
+pub const APP_ROLE: &str = "stayopen_app";
+
+pub type Tx = Transaction<'static, Postgres>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -17,18 +31,171 @@ pub enum DbError {
     Connect(#[source] sqlx::Error),
     #[error("migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("checking the database role: {0}")]
+    RoleCheck(#[source] sqlx::Error),
+    #[error(
+        "database.url connects as {role:?}, which {why}; row-level security would not isolate tenants. \
+         Connect as {APP_ROLE} (database.url) and give the owner's URL as database.owner_url for migrations"
+    )]
+    PrivilegedRole { role: String, why: &'static str },
 }
 
+/// The application's pool (`database.url`, the non-owner role).
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
+    connect_url(&config.url, config.max_connections).await
+}
+
+async fn connect_url(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
     PgPoolOptions::new()
-        .max_connections(config.max_connections)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&config.url)
+        .connect(url)
         .await
         .map_err(DbError::Connect)
 }
 
-pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR.run(pool).await?;
+/// Applies the migrations as the schema owner (`database.owner_url`, or `database.url` when no
+/// owner URL is configured, which then has to be the owner).
+pub async fn migrate(config: &DatabaseConfig) -> Result<(), DbError> {
+    let owner = connect_url(config.owner_url.as_deref().unwrap_or(&config.url), 1).await?;
+    MIGRATOR.run(&owner).await?;
+    owner.close().await;
     Ok(())
+}
+
+/// Refuses a connection role for which row-level security does not apply.
+pub async fn ensure_unprivileged(pool: &PgPool) -> Result<(), DbError> {
+    let (role, superuser, bypass, owns): (String, bool, bool, bool) = sqlx::query_as(
+        "SELECT current_user::text, r.rolsuper, r.rolbypassrls,
+                EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tableowner = current_user)
+         FROM pg_roles r WHERE r.rolname = current_user",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(DbError::RoleCheck)?;
+    let why = if superuser {
+        "is a superuser"
+    } else if bypass {
+        "has BYPASSRLS"
+    } else if owns {
+        "owns the tables"
+    } else {
+        return Ok(());
+    };
+    Err(DbError::PrivilegedRole { role, why })
+}
+
+/// Begins a transaction that sees exactly one tenant's rows.
+pub async fn tenant_tx(pool: &PgPool, tenant: TenantId) -> Result<Tx, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Creates this month's and next month's telemetry partitions if they are missing (the cloud calls
+/// it at start and daily). Rows never wait for a partition: the default one takes strays.
+pub async fn ensure_telemetry_partitions(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT stayopen_ensure_telemetry_partition((date_trunc('month', now()) + m * interval '1 month')::date)
+         FROM generate_series(0, 1) AS m",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Cross-tenant lookups that return only ids: what is needed to open a [`tenant_tx`].
+pub mod lookup {
+    use sqlx::PgPool;
+    use stayopen_shared::{ApplianceId, TenantId, UserId};
+    use uuid::Uuid;
+
+    pub async fn user_by_email(
+        pool: &PgPool,
+        email: &str,
+    ) -> Result<Option<(UserId, TenantId)>, sqlx::Error> {
+        let row: Option<(Uuid, Uuid)> =
+            sqlx::query_as("SELECT user_id, tenant_id FROM stayopen_user_by_email($1)")
+                .bind(email)
+                .fetch_optional(pool)
+                .await?;
+        Ok(row.map(|(u, t)| (UserId(u), TenantId(t))))
+    }
+
+    async fn tenant_of(
+        pool: &PgPool,
+        sql: &'static str,
+        bind: impl for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    ) -> Result<Option<TenantId>, sqlx::Error> {
+        let tenant: Option<Uuid> = sqlx::query_scalar(sql).bind(bind).fetch_one(pool).await?;
+        Ok(tenant.map(TenantId))
+    }
+
+    pub async fn appliance_tenant(
+        pool: &PgPool,
+        appliance: ApplianceId,
+    ) -> Result<Option<TenantId>, sqlx::Error> {
+        tenant_of(
+            pool,
+            "SELECT stayopen_appliance_tenant($1)",
+            appliance.as_uuid(),
+        )
+        .await
+    }
+
+    pub async fn hardware_tenant(
+        pool: &PgPool,
+        serial: &str,
+        mac: &str,
+    ) -> Result<Option<TenantId>, sqlx::Error> {
+        let tenant: Option<Uuid> = sqlx::query_scalar("SELECT stayopen_hardware_tenant($1, $2)")
+            .bind(serial)
+            .bind(mac)
+            .fetch_one(pool)
+            .await?;
+        Ok(tenant.map(TenantId))
+    }
+
+    pub async fn enrollment_token_tenant(
+        pool: &PgPool,
+        token_hash: Vec<u8>,
+    ) -> Result<Option<TenantId>, sqlx::Error> {
+        tenant_of(
+            pool,
+            "SELECT stayopen_enrollment_token_tenant($1)",
+            token_hash,
+        )
+        .await
+    }
+
+    pub async fn refresh_token_tenant(
+        pool: &PgPool,
+        token_hash: Vec<u8>,
+    ) -> Result<Option<TenantId>, sqlx::Error> {
+        tenant_of(pool, "SELECT stayopen_refresh_token_tenant($1)", token_hash).await
+    }
+
+    pub async fn api_token_tenant(
+        pool: &PgPool,
+        token_hash: Vec<u8>,
+    ) -> Result<Option<TenantId>, sqlx::Error> {
+        tenant_of(pool, "SELECT stayopen_api_token_tenant($1)", token_hash).await
+    }
+
+    pub async fn tenant_ids(pool: &PgPool) -> Result<Vec<TenantId>, sqlx::Error> {
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_tenant_ids()")
+            .fetch_all(pool)
+            .await?;
+        Ok(ids.into_iter().map(TenantId).collect())
+    }
+
+    pub async fn tenant_name_taken(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT stayopen_tenant_name_taken($1)")
+            .bind(name)
+            .fetch_one(pool)
+            .await
+    }
 }

@@ -115,7 +115,10 @@ pub enum StoreError {
 /// updates the appliance's online flag.
 pub async fn store(pool: &PgPool, message: &DeviceMessage) -> Result<Stored, StoreError> {
     let appliance_id = message.appliance_id();
-    let mut tx = pool.begin().await?;
+    let Some(tenant) = crate::db::lookup::appliance_tenant(pool, appliance_id).await? else {
+        return Err(Rejection::UnknownAppliance(appliance_id.to_string()).into());
+    };
+    let mut tx = crate::db::tenant_tx(pool, tenant).await?;
     let tenant_id: Option<uuid::Uuid> =
         sqlx::query_scalar("SELECT tenant_id FROM appliances WHERE id = $1 FOR UPDATE")
             .bind(appliance_id.as_uuid())
@@ -129,7 +132,9 @@ pub async fn store(pool: &PgPool, message: &DeviceMessage) -> Result<Stored, Sto
             let body = serde_json::to_value(&env.body).unwrap_or_default();
             let inserted = sqlx::query(
                 "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, body)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING",
+                 SELECT $1, $2, $3, $4, $5
+                 WHERE NOT EXISTS (SELECT 1 FROM telemetry WHERE message_id = $1)
+                 ON CONFLICT (message_id, sent_at) DO NOTHING",
             )
             .bind(env.message_id.as_uuid())
             .bind(appliance_id.as_uuid())

@@ -1,11 +1,13 @@
 //! The StayOpen cloud: a multi-tenant backend for MSPs.
 //!
 //! - [`config`]: typed configuration from a TOML file plus `STAYOPEN_…` environment variables.
-//! - [`db`]: the PostgreSQL pool and the embedded migrations.
+//! - [`db`]: the PostgreSQL pool, the embedded migrations, and tenant-scoped transactions (row-level
+//!   security does the isolating).
 //! - [`broker`]: the embedded rumqttd broker and the bridge that checks device credentials.
 //! - [`ingest`]: validates and stores what appliances publish; counts and logs every rejection.
 //! - [`audit`]: the tamper-evident, hash-chained audit log; [`admin`]: operator commands.
-//! - [`auth`]: passwords, access tokens and the authenticated-user extractor.
+//! - [`auth`]: passwords, access tokens, roles and permissions, the authenticated-caller extractor;
+//!   [`totp`]: the second factor.
 //! - [`http`]: the REST API and the dashboard's static files.
 //! - [`throttle`]: login throttling per account and address.
 //! - [`startup`]: wires it all together so tests can start a whole cloud on free ports.
@@ -23,3 +25,4 @@ pub mod metrics;
 pub mod seed;
 pub mod startup;
 pub mod throttle;
+pub mod totp;

@@ -109,8 +109,7 @@ async fn run(command: Command, config: CloudConfig) -> anyhow::Result<ExitCode> 
             tracing::info!("stopped");
         }
         Command::Migrate => {
-            let pool = db::connect(&config.database).await?;
-            db::migrate(&pool).await?;
+            db::migrate(&config.database).await?;
             println!("migrations applied");
         }
         Command::Admin(AdminCommand::CreateMsp {
@@ -122,8 +121,8 @@ async fn run(command: Command, config: CloudConfig) -> anyhow::Result<ExitCode> 
             std::io::stdin()
                 .read_line(&mut password)
                 .context("reading the password from standard input")?;
+            db::migrate(&config.database).await?;
             let pool = db::connect(&config.database).await?;
-            db::migrate(&pool).await?;
             let tenant = admin::create_msp(
                 &pool,
                 &name,
@@ -154,8 +153,8 @@ async fn run(command: Command, config: CloudConfig) -> anyhow::Result<ExitCode> 
             }
         }
         Command::SeedDemo { out } => {
+            db::migrate(&config.database).await?;
             let pool = db::connect(&config.database).await?;
-            db::migrate(&pool).await?;
             let seeded = seed::seed_demo(&pool)
                 .await
                 .context("seeding the demo tenant")?;

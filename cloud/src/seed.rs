@@ -8,7 +8,8 @@ use stayopen_shared::{PracticeId, TenantId, UserId};
 use uuid::Uuid;
 
 use crate::audit::{self, Actor, Change};
-use crate::auth::{AuthUser, hash_password};
+use crate::auth::{AuthUser, Principal, hash_password};
+use crate::db::{self, lookup};
 use crate::http::error::ApiFailure;
 use crate::http::tokens;
 
@@ -33,15 +34,19 @@ pub struct DemoPractice {
 }
 
 pub async fn seed_demo(pool: &PgPool) -> Result<DemoSeed, ApiFailure> {
-    let mut tx = pool.begin().await?;
-    let tenant: Uuid = match sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
-        .bind(DEMO_TENANT)
+    // The demo MSP is found through its admin's e-mail (the one cross-tenant lookup by name the
+    // application has), so running the seed again reuses it.
+    let existing = lookup::user_by_email(pool, DEMO_EMAIL).await?;
+    let tenant = existing.map_or_else(Uuid::new_v4, |(_, tenant)| tenant.0);
+    let mut tx = db::tenant_tx(pool, TenantId(tenant)).await?;
+    let tenant: Uuid = match sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1")
+        .bind(tenant)
         .fetch_optional(&mut *tx)
         .await?
     {
         Some(id) => id,
         None => {
-            let id = Uuid::new_v4();
+            let id = tenant;
             sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)")
                 .bind(id)
                 .bind(DEMO_TENANT)
@@ -97,23 +102,24 @@ pub async fn seed_demo(pool: &PgPool) -> Result<DemoSeed, ApiFailure> {
         .await?;
         practice_ids.push((practice, name));
     }
-    tx.commit().await?;
-
     let admin = AuthUser {
-        user_id: UserId(user),
+        principal: Principal::User(UserId(user)),
         tenant_id: TenantId(tenant),
         role: Role::MspAdmin,
-        practice_id: None,
+        practices: Vec::new(),
+        api_scope: None,
+        totp_enrolment_only: false,
     };
     let mut practices = Vec::new();
     for (id, name) in practice_ids {
-        let token = tokens::issue(pool, &admin, PracticeId(id), None, 24, 100).await?;
+        let token = tokens::issue(&mut tx, &admin, PracticeId(id), None, 24, 100).await?;
         practices.push(DemoPractice {
             id: PracticeId(id),
             name: name.to_owned(),
             enrollment_token: token.token,
         });
     }
+    tx.commit().await?;
     Ok(DemoSeed {
         tenant_id: TenantId(tenant),
         email: DEMO_EMAIL.to_owned(),

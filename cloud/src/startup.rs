@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
 use sqlx::PgPool;
+use utoipa_actix_web::AppExt;
 
 use crate::auth::{TokenKeys, random_secret};
 use crate::broker::{self, BrokerError, EmbeddedBroker};
@@ -24,6 +25,8 @@ pub struct AppState {
     pub config: Arc<CloudConfig>,
     pub broker: EmbeddedBroker,
     pub login_throttle: std::sync::Mutex<crate::throttle::LoginThrottle>,
+    /// `/api/v1/openapi.json`, generated from the routes at start.
+    pub openapi_json: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,10 @@ pub enum StartupError {
     },
     #[error("cannot pick a free port for the broker: {0}")]
     FreePort(std::io::Error),
+    #[error("cannot build the OpenAPI document: {0}")]
+    OpenApi(String),
+    #[error("cannot create telemetry partitions: {0}")]
+    Partitions(#[from] sqlx::Error),
 }
 
 pub struct Application {
@@ -57,9 +64,12 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     pub async fn build(mut config: CloudConfig) -> Result<Self, StartupError> {
-        let pool = db::connect(&config.database).await?;
-        db::migrate(&pool).await?;
+        db::migrate(&config.database).await?;
         tracing::info!("database migrated");
+        let pool = db::connect(&config.database).await?;
+        db::ensure_unprivileged(&pool).await?;
+        db::ensure_telemetry_partitions(&pool).await?;
+        tokio::spawn(maintain_partitions(pool.clone()));
 
         if config.broker.listen.port() == 0 {
             // rumqttd binds inside its own thread and cannot report the port it got, so a free
@@ -86,7 +96,17 @@ impl Application {
                 random_secret()
             }
         };
-        let tokens = TokenKeys::new(secret.as_bytes(), config.auth.token_ttl_minutes);
+        let previous: Vec<&[u8]> = config
+            .auth
+            .previous_jwt_secrets
+            .iter()
+            .map(String::as_bytes)
+            .collect();
+        let tokens =
+            TokenKeys::with_previous(secret.as_bytes(), &previous, config.auth.token_ttl_minutes);
+        let openapi_json = crate::http::openapi_document()
+            .to_json()
+            .map_err(|e| StartupError::OpenApi(e.to_string()))?;
         let listener =
             TcpListener::bind(config.http.listen).map_err(|source| StartupError::HttpBind {
                 addr: config.http.listen,
@@ -112,12 +132,17 @@ impl Application {
             config: Arc::new(config),
             broker: embedded,
             login_throttle: Default::default(),
+            openapi_json,
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             let static_dir = static_dir.clone();
             App::new()
+                .into_utoipa_app()
                 .app_data(app_state.clone())
+                .configure(crate::http::extractor_config)
+                .configure(crate::http::api_routes)
+                .into_app()
                 .wrap(middleware::Logger::new("%r %s %Dms").exclude("/healthz"))
                 .configure(move |cfg| crate::http::configure(cfg, static_dir))
         })
@@ -156,5 +181,17 @@ impl Application {
     /// Runs until the HTTP server stops (SIGINT/SIGTERM, or [`ServerHandle::stop`]).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// Keeps next month's telemetry partition ahead of the data.
+async fn maintain_partitions(pool: PgPool) {
+    let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+    daily.tick().await;
+    loop {
+        daily.tick().await;
+        if let Err(e) = db::ensure_telemetry_partitions(&pool).await {
+            tracing::error!(error = %e, "creating telemetry partitions failed; rows go to the default partition");
+        }
     }
 }

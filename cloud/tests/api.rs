@@ -3,10 +3,9 @@
 mod common;
 
 use common::spawn_cloud;
-use stayopen_cloud::auth::hash_password;
 use stayopen_shared::api::{
     ApiError, CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentToken, Fleet,
-    HardwareIdentity, TelemetryRecord,
+    HardwareIdentity, Page, TelemetryRecord,
 };
 use uuid::Uuid;
 
@@ -57,7 +56,7 @@ async fn a_malformed_body_gets_a_400_with_a_reason_and_is_counted() {
         .expect("post");
     assert_eq!(response.status(), 400);
     let error: ApiError = response.json().await.expect("ApiError body");
-    assert_eq!(error.error, "bad_request");
+    assert_eq!(error.code(), "bad_request");
     assert_eq!(
         cloud
             .counter("stayopen_api_rejected_total{reason=\"bad_json_body\"}")
@@ -78,11 +77,17 @@ async fn wrong_passwords_and_bad_tokens_are_refused() {
         )
         .await;
     assert_eq!(status, 401);
-    assert_eq!(error.map(|e| e.error).as_deref(), Some("bad_credentials"));
+    assert_eq!(
+        error.map(|e| e.error.code).as_deref(),
+        Some("bad_credentials")
+    );
 
     let (status, error) = cloud.get::<ApiError>("not-a-jwt", "/api/v1/fleet").await;
     assert_eq!(status, 401);
-    assert_eq!(error.map(|e| e.error).as_deref(), Some("unauthenticated"));
+    assert_eq!(
+        error.map(|e| e.error.code).as_deref(),
+        Some("unauthenticated")
+    );
     let missing = cloud
         .http
         .get(cloud.url("/api/v1/fleet"))
@@ -98,17 +103,22 @@ async fn an_expired_access_token_is_refused_as_expired() {
     let demo = cloud.seed_demo().await;
     let keys = stayopen_cloud::auth::TokenKeys::new(b"test-secret-test-secret-test-secret!", 1);
     let user = stayopen_cloud::auth::AuthUser {
-        user_id: stayopen_shared::UserId(Uuid::new_v4()),
+        principal: stayopen_cloud::auth::Principal::User(stayopen_shared::UserId(Uuid::new_v4())),
         tenant_id: demo.tenant_id,
         role: stayopen_shared::api::Role::MspAdmin,
-        practice_id: None,
+        practices: Vec::new(),
+        api_scope: None,
+        totp_enrolment_only: false,
     };
     let (token, _) = keys
         .issue(&user, chrono::Utc::now() - chrono::Duration::hours(2))
         .expect("issue");
     let (status, error) = cloud.get::<ApiError>(&token, "/api/v1/fleet").await;
     assert_eq!(status, 401);
-    assert_eq!(error.map(|e| e.error).as_deref(), Some("token_expired"));
+    assert_eq!(
+        error.map(|e| e.error.code).as_deref(),
+        Some("token_expired")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,12 +150,12 @@ async fn enrolment_tokens_expire_and_run_out() {
         .await;
     assert_eq!(status, 401);
     assert_eq!(
-        error.map(|e| e.error).as_deref(),
+        error.map(|e| e.error.code).as_deref(),
         Some("enrollment_token_exhausted")
     );
 
     sqlx::query("UPDATE enrollment_tokens SET expires_at = now() - interval '1 second'")
-        .execute(&cloud.pool)
+        .execute(&cloud.owner_pool)
         .await
         .expect("expire");
     let (status, error) = cloud
@@ -157,7 +167,7 @@ async fn enrolment_tokens_expire_and_run_out() {
         .await;
     assert_eq!(status, 401);
     assert_eq!(
-        error.map(|e| e.error).as_deref(),
+        error.map(|e| e.error.code).as_deref(),
         Some("enrollment_token_expired")
     );
     let (status, error) = cloud
@@ -169,7 +179,7 @@ async fn enrolment_tokens_expire_and_run_out() {
         .await;
     assert_eq!(status, 401);
     assert_eq!(
-        error.map(|e| e.error).as_deref(),
+        error.map(|e| e.error.code).as_deref(),
         Some("enrollment_token_unknown")
     );
 }
@@ -187,37 +197,17 @@ async fn another_tenants_user_sees_none_of_the_fleet_and_cannot_reach_its_applia
         .await;
     let appliance = enrolled.expect("enrolled").appliance_id;
 
-    let other_tenant = Uuid::new_v4();
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Other MSP')")
-        .bind(other_tenant)
-        .execute(&cloud.pool)
-        .await
-        .expect("tenant");
-    let other_practice = Uuid::new_v4();
-    sqlx::query("INSERT INTO practices (id, tenant_id, name) VALUES ($1, $2, 'Other practice')")
-        .bind(other_practice)
-        .bind(other_tenant)
-        .execute(&cloud.pool)
-        .await
-        .expect("practice");
-    sqlx::query("INSERT INTO users (id, tenant_id, email, password_hash, role) VALUES ($1, $2, 'admin@other.example', $3, 'msp_admin')")
-        .bind(Uuid::new_v4())
-        .bind(other_tenant)
-        .bind(hash_password("other-password").expect("hash"))
-        .execute(&cloud.pool)
-        .await
-        .expect("user");
-    let other = cloud.login("admin@other.example", "other-password").await;
+    let (_, other, other_practice) = cloud.other_msp("other.example").await;
 
     let (status, fleet) = cloud.get::<Fleet>(&other, "/api/v1/fleet").await;
     assert_eq!(status, 200);
     let fleet = fleet.expect("fleet");
-    assert_eq!(fleet.tenant_name, "Other MSP");
+    assert_eq!(fleet.tenant_name, "other.example");
     assert_eq!(fleet.practices.len(), 1);
     assert!(fleet.practices.iter().all(|p| p.appliances.is_empty()));
 
     let (status, _) = cloud
-        .get::<Vec<TelemetryRecord>>(&other, &format!("/api/v1/appliances/{appliance}/telemetry"))
+        .get::<Page<TelemetryRecord>>(&other, &format!("/api/v1/appliances/{appliance}/telemetry"))
         .await;
     assert_eq!(
         status, 404,
@@ -243,15 +233,6 @@ async fn another_tenants_user_sees_none_of_the_fleet_and_cannot_reach_its_applia
     );
 
     // Nor can the other tenant claim the same hardware with a token of its own.
-    sqlx::query(
-        "INSERT INTO sites (id, tenant_id, practice_id, name) VALUES ($1, $2, $3, 'Main office')",
-    )
-    .bind(Uuid::new_v4())
-    .bind(other_tenant)
-    .bind(other_practice)
-    .execute(&cloud.pool)
-    .await
-    .expect("site");
     let (status, token) = cloud
         .post::<_, EnrollmentToken>(
             Some(&other),
@@ -263,13 +244,16 @@ async fn another_tenants_user_sees_none_of_the_fleet_and_cannot_reach_its_applia
             },
         )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 201);
     let token = token.expect("token").token;
     let (status, error) = cloud
         .post::<_, ApiError>(None, "/api/v1/enroll", &enroll_request(&token, "SO-ISO"))
         .await;
     assert_eq!(status, 409);
-    assert_eq!(error.map(|e| e.error).as_deref(), Some("hardware_claimed"));
+    assert_eq!(
+        error.map(|e| e.error.code).as_deref(),
+        Some("hardware_claimed")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,7 +290,7 @@ async fn repeated_wrong_passwords_lock_the_account_out_with_retry_after() {
         "{retry_after}"
     );
     let error: ApiError = response.json().await.expect("body");
-    assert_eq!(error.error, "too_many_attempts");
+    assert_eq!(error.code(), "too_many_attempts");
     assert_eq!(
         cloud
             .counter("stayopen_api_rejected_total{reason=\"too_many_attempts\"}")

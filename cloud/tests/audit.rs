@@ -26,7 +26,7 @@ async fn creating_an_msp_is_audited_and_its_admin_can_sign_in() {
     let actions: Vec<String> =
         sqlx::query_scalar("SELECT action FROM audit_log WHERE tenant_id = $1 ORDER BY seq")
             .bind(tenant.as_uuid())
-            .fetch_all(&cloud.pool)
+            .fetch_all(&cloud.owner_pool)
             .await
             .expect("audit rows");
     assert_eq!(actions, vec!["msp.create", "user.create"]);
@@ -88,7 +88,7 @@ async fn tokens_and_enrolments_are_audited_and_the_chain_verifies() {
     let actions: Vec<String> =
         sqlx::query_scalar("SELECT action FROM audit_log WHERE tenant_id = $1 ORDER BY seq")
             .bind(demo.tenant_id.as_uuid())
-            .fetch_all(&cloud.pool)
+            .fetch_all(&cloud.owner_pool)
             .await
             .expect("audit rows");
     assert!(
@@ -142,12 +142,12 @@ async fn an_edited_or_deleted_audit_row_breaks_the_chain() {
 
     sqlx::query("UPDATE audit_log SET after = '{\"email\": \"mallory@edited.example\", \"role\": \"msp_admin\"}' WHERE tenant_id = $1 AND seq = 2")
         .bind(edited.as_uuid())
-        .execute(&cloud.pool)
+        .execute(&cloud.owner_pool)
         .await
         .expect("tamper");
     sqlx::query("DELETE FROM audit_log WHERE tenant_id = $1 AND seq = 1")
         .bind(deleted.as_uuid())
-        .execute(&cloud.pool)
+        .execute(&cloud.owner_pool)
         .await
         .expect("delete");
 

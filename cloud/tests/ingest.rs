@@ -157,12 +157,12 @@ async fn malformed_messages_are_counted_and_kept_while_valid_ones_behind_them_ar
     }
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM telemetry WHERE appliance_id = $1")
         .bind(me.as_uuid())
-        .fetch_one(&cloud.pool)
+        .fetch_one(&cloud.owner_pool)
         .await
         .expect("count");
     assert_eq!(stored, 1);
     let kept: Vec<String> = sqlx::query_scalar("SELECT reason FROM ingest_rejections ORDER BY id")
-        .fetch_all(&cloud.pool)
+        .fetch_all(&cloud.owner_pool)
         .await
         .expect("rejections");
     assert_eq!(kept.len(), 5, "{kept:?}");

@@ -12,7 +12,7 @@ use stayopen_appliance::config::{
     ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
     OutageKind, ProbeSection, SimulatedLink, UplinkConfig,
 };
-use stayopen_shared::api::{CreateEnrollmentToken, EnrollmentToken, Fleet, TelemetryRecord};
+use stayopen_shared::api::{CreateEnrollmentToken, EnrollmentToken, Fleet, Page, TelemetryRecord};
 use tokio::sync::watch;
 
 fn appliance_config(
@@ -82,7 +82,7 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
             },
         )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 201);
     let token = token.expect("token body").token;
 
     let state = tempfile::tempdir().expect("state dir");
@@ -131,12 +131,12 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
         "telemetry on the backup uplink",
         || async {
             let (_, records) = cloud
-                .get::<Vec<TelemetryRecord>>(
+                .get::<Page<TelemetryRecord>>(
                     &admin,
                     &format!("/api/v1/appliances/{appliance_id}/telemetry?limit=50"),
                 )
                 .await;
-            let records = records?;
+            let records = records?.items;
             records
                 .iter()
                 .any(|r| r.telemetry.active_uplink.as_deref() == Some("lte"))
@@ -190,12 +190,12 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
         "telemetry after the restart",
         || async {
             let (_, records) = cloud
-                .get::<Vec<TelemetryRecord>>(
+                .get::<Page<TelemetryRecord>>(
                     &admin,
-                    &format!("/api/v1/appliances/{appliance_id}/telemetry?limit=1000"),
+                    &format!("/api/v1/appliances/{appliance_id}/telemetry?limit=500"),
                 )
                 .await;
-            (records?.len() > before + 1).then_some(())
+            (records?.items.len() > before + 1).then_some(())
         },
     )
     .await;
@@ -205,12 +205,12 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
         .expect("restarted agent ran cleanly");
 
     let appliances: i64 = sqlx::query_scalar("SELECT count(*) FROM appliances")
-        .fetch_one(&cloud.pool)
+        .fetch_one(&cloud.owner_pool)
         .await
         .expect("count");
     assert_eq!(appliances, 1, "one physical box, one appliance");
     let uses: i32 = sqlx::query_scalar("SELECT uses FROM enrollment_tokens WHERE max_uses = 1")
-        .fetch_one(&cloud.pool)
+        .fetch_one(&cloud.owner_pool)
         .await
         .expect("uses");
     assert_eq!(uses, 1);

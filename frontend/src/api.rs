@@ -5,7 +5,9 @@ use std::fmt;
 use gloo_net::http::{Request, RequestBuilder, Response};
 use gloo_timers::callback::Timeout;
 use serde::de::DeserializeOwned;
-use stayopen_shared::api::{ApiError, CurrentUser, Fleet, LoginRequest, LoginResponse};
+use stayopen_shared::api::{
+    ApiError, CurrentUser, Fleet, LoginRequest, LoginResponse, RefreshRequest,
+};
 use web_sys::AbortController;
 
 /// A request that has not answered after this long is aborted, so a hung connection surfaces as a
@@ -29,7 +31,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Unauthorized(Some(e)) | Failure::Status { body: Some(e), .. } => {
-                f.write_str(&e.message)
+                f.write_str(e.message())
             }
             Failure::Unauthorized(None) => f.write_str("You are not signed in."),
             Failure::Status { status, body: None } => {
@@ -41,12 +43,48 @@ impl fmt::Display for Failure {
     }
 }
 
+impl Failure {
+    /// The server's error code, when it sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Failure::Unauthorized(Some(e)) | Failure::Status { body: Some(e), .. } => {
+                Some(e.code())
+            }
+            _ => None,
+        }
+    }
+}
+
 /// `POST /api/v1/auth/login`.
-pub async fn login(email: String, password: String) -> Result<LoginResponse, Failure> {
+pub async fn login(
+    email: String,
+    password: String,
+    totp_code: Option<String>,
+) -> Result<LoginResponse, Failure> {
+    post(
+        "/api/v1/auth/login",
+        &LoginRequest {
+            email,
+            password,
+            totp_code,
+        },
+    )
+    .await
+}
+
+/// `POST /api/v1/auth/refresh`: the next access and refresh token of this sign-in.
+pub async fn refresh(refresh_token: String) -> Result<LoginResponse, Failure> {
+    post("/api/v1/auth/refresh", &RefreshRequest { refresh_token }).await
+}
+
+async fn post<B: serde::Serialize, T: DeserializeOwned>(
+    path: &str,
+    body: &B,
+) -> Result<T, Failure> {
     let deadline = Deadline::start();
     let request = deadline
-        .attach(Request::post("/api/v1/auth/login").header("Accept", "application/json"))
-        .json(&LoginRequest { email, password })
+        .attach(Request::post(path).header("Accept", "application/json"))
+        .json(body)
         .map_err(|e| Failure::Network(e.to_string()))?;
     send(request).await
 }

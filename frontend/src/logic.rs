@@ -161,6 +161,7 @@ mod tests {
     fn appliance(online: bool, active: Option<&str>) -> ApplianceView {
         ApplianceView {
             id: ApplianceId(Uuid::from_u128(1)),
+            practice_id: PracticeId(Uuid::from_u128(10)),
             site_id: SiteId(Uuid::from_u128(2)),
             site_name: "Main St".to_owned(),
             serial: "SO-1".to_owned(),
@@ -216,6 +217,7 @@ mod tests {
         let fleet = Fleet {
             tenant_name: "Acme IT".to_owned(),
             generated_at: at(30),
+            next_cursor: None,
             practices: vec![
                 PracticeView {
                     id: PracticeId(Uuid::from_u128(10)),

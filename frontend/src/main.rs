@@ -30,7 +30,13 @@ fn App() -> impl IntoView {
                     session.user.set(Some(user));
                     session.page.set(Page::Fleet);
                 }
-                Err(Failure::Unauthorized(_)) => session.expire(),
+                Err(Failure::Unauthorized(_)) => {
+                    if session.renew().await {
+                        session.page.set(Page::Fleet);
+                    } else {
+                        session.expire();
+                    }
+                }
                 // Cloud unreachable: show the fleet page, whose poll loop reports the connection
                 // problem and fetches the user once the cloud answers.
                 Err(_) => session.page.set(Page::Fleet),

@@ -2,9 +2,10 @@
 //! Leptos context.
 
 use leptos::prelude::*;
-use stayopen_shared::api::CurrentUser;
+use stayopen_shared::api::{CurrentUser, LoginResponse};
 
 const TOKEN_KEY: &str = "stayopen.token";
+const REFRESH_KEY: &str = "stayopen.refresh";
 
 /// Shown on the login page after the cloud rejected a token.
 pub const SESSION_EXPIRED: &str = "Your session expired";
@@ -15,23 +16,29 @@ fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
 }
 
-pub fn load_token() -> Option<String> {
+fn load(key: &str) -> Option<String> {
     storage()?
-        .get_item(TOKEN_KEY)
+        .get_item(key)
         .ok()
         .flatten()
         .filter(|t| !t.is_empty())
 }
 
-fn store_token(token: &str) {
+pub fn load_token() -> Option<String> {
+    load(TOKEN_KEY)
+}
+
+fn store_tokens(response: &LoginResponse) {
     if let Some(storage) = storage() {
-        let _ = storage.set_item(TOKEN_KEY, token);
+        let _ = storage.set_item(TOKEN_KEY, &response.access_token);
+        let _ = storage.set_item(REFRESH_KEY, &response.refresh_token);
     }
 }
 
-fn clear_token() {
+fn clear_tokens() {
     if let Some(storage) = storage() {
         let _ = storage.remove_item(TOKEN_KEY);
+        let _ = storage.remove_item(REFRESH_KEY);
     }
 }
 
@@ -89,18 +96,35 @@ impl Session {
         session
     }
 
-    /// Stores a fresh token and shows the fleet.
-    pub fn sign_in(self, token: String, user: CurrentUser) {
-        store_token(&token);
-        self.token.set(Some(token));
-        self.user.set(Some(user));
+    /// Stores a fresh session and shows the fleet.
+    pub fn sign_in(self, response: LoginResponse) {
+        store_tokens(&response);
+        self.token.set(Some(response.access_token));
+        self.user.set(Some(response.user));
         self.login_message.set(None);
         self.page.set(Page::Fleet);
     }
 
-    /// Forgets the token and shows the login page with `message`, if any.
+    /// Trades the stored refresh token for a new access token. False when there is none or the
+    /// cloud refused it (expired, revoked, reused): the session is then over.
+    pub async fn renew(self) -> bool {
+        let Some(refresh_token) = load(REFRESH_KEY) else {
+            return false;
+        };
+        match crate::api::refresh(refresh_token).await {
+            Ok(response) => {
+                store_tokens(&response);
+                self.token.set(Some(response.access_token));
+                self.user.set(Some(response.user));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Forgets the tokens and shows the login page with `message`, if any.
     pub fn sign_out(self, message: Option<&str>) {
-        clear_token();
+        clear_tokens();
         self.token.set(None);
         self.user.set(None);
         self.login_message.set(message.map(str::to_owned));

@@ -30,7 +30,11 @@ trap cleanup INT TERM EXIT
 if [ -z "${DATABASE_URL:-}" ]; then
     start_pg "$ROOT/.data/pg" "${STAYOPEN_DEMO_PG_PORT:-55432}"
     create_db stayopen
-    export DATABASE_URL="${DATABASE_ADMIN_URL%/postgres}/stayopen"
+    ensure_app_role
+    # The cloud serves as the non-owner application role (row-level security applies to it) and
+    # migrates as the owner.
+    export DATABASE_URL="postgres://stayopen_app@127.0.0.1:${STAYOPEN_DEMO_PG_PORT:-55432}/stayopen"
+    export STAYOPEN_DATABASE__OWNER_URL="${DATABASE_ADMIN_URL%/postgres}/stayopen"
 fi
 
 BIN="$CARGO_TARGET_DIR/debug"

@@ -95,6 +95,18 @@ stop_pg() {
     fi
 }
 
+# The role the cloud connects as (see migrations/*_tenancy.sql). The local clusters trust loopback
+# connections, so it needs LOGIN but no password; a real deployment sets one.
+ensure_app_role() {
+    psql "$DATABASE_ADMIN_URL" -qc "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'stayopen_app') THEN
+            CREATE ROLE stayopen_app LOGIN NOSUPERUSER NOBYPASSRLS;
+        ELSE
+            ALTER ROLE stayopen_app LOGIN;
+        END IF;
+    END \$\$" >/dev/null
+}
+
 create_db() { # $1 = name; uses DATABASE_ADMIN_URL
     psql "$DATABASE_ADMIN_URL" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$1'" | grep -q 1 \
         || psql "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE \"$1\"" >/dev/null

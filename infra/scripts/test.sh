@@ -25,6 +25,7 @@ log "building the dashboard (wasm)"
 "$ROOT/infra/scripts/build-frontend.sh"
 
 start_pg "$ROOT/.data/pg-test" "${STAYOPEN_TEST_PG_PORT:-55433}"
+ensure_app_role
 export STAYOPEN_TEST_DATABASE_URL="$DATABASE_ADMIN_URL"
 export STAYOPEN_TEST_STATIC_DIR="$ROOT/frontend/dist"
 

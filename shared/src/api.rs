@@ -4,29 +4,104 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::events::ApplianceEvent;
 use crate::ids::{ApplianceId, MessageId, PracticeId, SiteId, TenantId, UserId};
 use crate::telemetry::{Telemetry, UplinkTelemetry};
 
-/// Every error response has this body; `error` is a stable machine-readable code.
+/// Every error response: `{"error": {"code": "...", "message": "..."}}`. `code` is stable and
+/// machine-readable; `message` is for people.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
-    pub error: String,
+    pub error: ApiErrorBody,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub code: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Manages the MSP's whole fleet.
-    MspAdmin,
-    /// Sees one practice and downloads its evidence.
-    PracticeViewer,
+impl ApiError {
+    pub fn code(&self) -> &str {
+        &self.error.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.error.message
+    }
 }
 
+/// What a dashboard user may do. MSP roles see the whole MSP; the other two are confined to the
+/// practices they are assigned.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything in the MSP, including users, API tokens and security settings.
+    MspAdmin,
+    /// Operates appliances, enrolment and policies; no user or token management.
+    MspTechnician,
+    /// Read-only for one or more practices, plus reports and drill sign-off.
+    ComplianceOfficer,
+    /// Read-only evidence for one practice, until their access expires.
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::MspAdmin,
+        Role::MspTechnician,
+        Role::ComplianceOfficer,
+        Role::Auditor,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::MspAdmin => "msp_admin",
+            Role::MspTechnician => "msp_technician",
+            Role::ComplianceOfficer => "compliance_officer",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Whether the role sees every practice of its MSP (otherwise only its assigned practices).
+    pub fn is_msp_wide(self) -> bool {
+        matches!(self, Role::MspAdmin | Role::MspTechnician)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::MspAdmin => "MSP admin",
+            Role::MspTechnician => "MSP technician",
+            Role::ComplianceOfficer => "Compliance officer",
+            Role::Auditor => "Auditor",
+        }
+    }
+}
+
+/// One page of a list. `next_cursor`, when present, is passed back as `?cursor=` for the next page.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
+    /// The current code from the user's authenticator app, when they have TOTP enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_code: Option<String>,
 }
 
 impl std::fmt::Debug for LoginRequest {
@@ -34,31 +109,201 @@ impl std::fmt::Debug for LoginRequest {
         f.debug_struct("LoginRequest")
             .field("email", &self.email)
             .field("password", &"<redacted>")
+            .field("totp_code", &self.totp_code.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A signed-in session: a short-lived access token for `Authorization: Bearer`, and a single-use
+/// refresh token for `POST /api/v1/auth/refresh`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginResponse {
-    /// Bearer token for the `Authorization` header.
     pub access_token: String,
     pub expires_at: DateTime<Utc>,
+    pub refresh_token: String,
+    pub refresh_expires_at: DateTime<Utc>,
     pub user: CurrentUser,
 }
 
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("expires_at", &self.expires_at)
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+impl std::fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshRequest { .. }")
+    }
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrentUser {
     pub id: UserId,
     pub tenant_id: TenantId,
     pub tenant_name: String,
     pub email: String,
+    pub display_name: String,
     pub role: Role,
-    /// Set for practice-scoped users.
-    pub practice_id: Option<PracticeId>,
+    /// The practices a compliance officer or auditor may see; empty for MSP-wide roles.
+    pub practice_ids: Vec<PracticeId>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    pub totp_enabled: bool,
+}
+
+/// A user as the user-management API shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: UserId,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub practice_ids: Vec<PracticeId>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    pub totp_enabled: bool,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub email: String,
+    #[serde(default)]
+    pub display_name: String,
+    pub password: String,
+    pub role: Role,
+    #[serde(default)]
+    pub practice_ids: Vec<PracticeId>,
+    /// Required for auditors, refused for every other role.
+    #[serde(default)]
+    pub access_expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for CreateUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateUser")
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .field("practice_ids", &self.practice_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Changes to a user; absent fields stay as they are.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub practice_ids: Option<Vec<PracticeId>>,
+    #[serde(default)]
+    pub access_expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+}
+
+/// The secret of a TOTP enrolment, shown once: the user adds it to their authenticator app and
+/// confirms with a code.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpSetup {
+    pub secret_base32: String,
+    pub otpauth_uri: String,
+}
+
+impl std::fmt::Debug for TotpSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpSetup { .. }")
+    }
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpCode {
+    pub code: String,
+}
+
+/// The MSP's security settings.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Once set, an MSP admin without TOTP can only enrol TOTP until they do.
+    pub require_totp_for_admins: bool,
+}
+
+/// What an API token may do: `read` everything MSP-wide, or also `operate` appliances (commands,
+/// drills, policies, enrolment). No API token manages users or tokens.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiTokenScope {
+    Read,
+    Operate,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiToken {
+    pub name: String,
+    pub scope: ApiTokenScope,
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenView {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub scope: ApiTokenScope,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+}
+
+/// A newly created API token; `token` is shown only here.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedApiToken {
+    pub token: String,
+    pub details: ApiTokenView,
+}
+
+impl std::fmt::Debug for CreatedApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedApiToken")
+            .field("details", &self.details)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What identifies the hardware an appliance runs on. Re-enrolling the same hardware returns the same
 /// appliance id, so a factory reset does not leave a ghost in the fleet.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HardwareIdentity {
@@ -68,6 +313,7 @@ pub struct HardwareIdentity {
     pub model: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
@@ -86,6 +332,7 @@ impl std::fmt::Debug for EnrollRequest {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MqttCredentials {
     pub host: String,
@@ -106,6 +353,7 @@ impl std::fmt::Debug for MqttCredentials {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {
     pub appliance_id: ApplianceId,
@@ -116,6 +364,7 @@ pub struct EnrollResponse {
     pub topic_prefix: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentToken {
@@ -128,6 +377,7 @@ pub struct CreateEnrollmentToken {
     pub site_id: Option<SiteId>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollmentToken {
     /// Shown once; the cloud stores only its hash.
@@ -139,13 +389,18 @@ pub struct EnrollmentToken {
 }
 
 /// The fleet as one MSP user may see it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fleet {
     pub tenant_name: String,
     pub generated_at: DateTime<Utc>,
     pub practices: Vec<PracticeView>,
+    /// Set when more practices follow: pass it as `?cursor=`.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PracticeView {
     pub id: PracticeId,
@@ -153,9 +408,11 @@ pub struct PracticeView {
     pub appliances: Vec<ApplianceView>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApplianceView {
     pub id: ApplianceId,
+    pub practice_id: PracticeId,
     pub site_id: SiteId,
     pub site_name: String,
     pub serial: String,
@@ -166,6 +423,7 @@ pub struct ApplianceView {
 }
 
 /// One stored telemetry message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TelemetryRecord {
     pub message_id: MessageId,
@@ -174,8 +432,70 @@ pub struct TelemetryRecord {
     pub telemetry: Telemetry,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readiness {
     pub database: bool,
     pub broker: bool,
+}
+
+/// A practice with its roll-up, for lists.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PracticeSummary {
+    pub id: PracticeId,
+    pub name: String,
+    pub sites: u32,
+    pub appliances: u32,
+    pub online: u32,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteView {
+    pub id: SiteId,
+    pub practice_id: PracticeId,
+    pub name: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePractice {
+    pub name: String,
+    /// The first site; "Main office" when absent.
+    #[serde(default)]
+    pub site_name: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSite {
+    pub name: String,
+}
+
+/// One stored appliance event (failover, failback, drill …).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub message_id: MessageId,
+    pub appliance_id: ApplianceId,
+    pub sent_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub event: ApplianceEvent,
+}
+
+/// One row of the tamper-evident audit log.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
 }

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Health of one uplink as the appliance's failover engine sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UplinkHealth {
@@ -30,6 +31,7 @@ impl UplinkHealth {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkTelemetry {
@@ -46,6 +48,7 @@ pub struct UplinkTelemetry {
     pub tx_bytes: u64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Telemetry {
@@ -56,6 +59,7 @@ pub struct Telemetry {
 
 /// Published retained on the status channel: `online` when the agent connects; the broker publishes
 /// the agent's last will, `offline`, when the connection drops without a clean disconnect.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Presence {

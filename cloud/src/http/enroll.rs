@@ -1,14 +1,15 @@
 //! Zero-touch enrolment: an appliance presents an enrolment token and its hardware identity and
 //! receives its identity and MQTT credentials.
 
-use actix_web::web;
+use actix_web::{post, web};
 use chrono::{DateTime, Utc};
-use stayopen_shared::api::{EnrollRequest, EnrollResponse, MqttCredentials};
+use stayopen_shared::api::{ApiError, EnrollRequest, EnrollResponse, MqttCredentials};
 use stayopen_shared::{ApplianceId, DeviceTopic, PracticeId, SiteId, TenantId};
 use uuid::Uuid;
 
 use crate::audit::{self, Actor, Change};
 use crate::auth::{random_secret, secret_digest};
+use crate::db::{self, lookup};
 use crate::http::error::ApiFailure;
 use crate::metrics::API_REJECTED;
 use crate::startup::AppState;
@@ -45,6 +46,20 @@ fn validate(request: &EnrollRequest) -> Result<(), ApiFailure> {
     Ok(())
 }
 
+/// Enrols an appliance with an enrolment token: the appliance gets its id and MQTT credentials.
+/// The same hardware (serial and MAC) enrolling again keeps its id; hardware enrolled with another
+/// MSP is refused.
+#[utoipa::path(
+    tag = "enrolment",
+    request_body = EnrollRequest,
+    responses(
+        (status = 200, body = EnrollResponse),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError, description = "Unknown, expired or used-up token"),
+        (status = 409, body = ApiError, description = "The hardware belongs to another MSP"),
+    )
+)]
+#[post("/enroll")]
 pub async fn enroll(
     state: web::Data<AppState>,
     body: web::Json<EnrollRequest>,
@@ -64,12 +79,23 @@ async fn enroll_inner(
     request: &EnrollRequest,
 ) -> Result<EnrollResponse, ApiFailure> {
     validate(request)?;
-    let mut tx = state.pool.begin().await?;
+    let token_hash = secret_digest(request.token.trim());
+    let tenant = lookup::enrollment_token_tenant(&state.pool, token_hash.clone())
+        .await?
+        .ok_or(ApiFailure::EnrollmentTokenUnknown)?;
+    let hw = &request.hardware;
+    if lookup::hardware_tenant(&state.pool, &hw.serial, &hw.mac)
+        .await?
+        .is_some_and(|owner| owner != tenant)
+    {
+        return Err(ApiFailure::HardwareClaimed);
+    }
+    let mut tx = db::tenant_tx(&state.pool, tenant).await?;
     let token: Option<TokenRow> = sqlx::query_as(
         "SELECT id, tenant_id, practice_id, site_id, expires_at, max_uses, uses
          FROM enrollment_tokens WHERE token_hash = $1 FOR UPDATE",
     )
-    .bind(secret_digest(request.token.trim()))
+    .bind(token_hash)
     .fetch_optional(&mut *tx)
     .await?;
     let token = token.ok_or(ApiFailure::EnrollmentTokenUnknown)?;
@@ -80,7 +106,6 @@ async fn enroll_inner(
         return Err(ApiFailure::EnrollmentTokenExhausted);
     }
 
-    let hw = &request.hardware;
     let mqtt_password = random_secret();
     let existing: Option<(Uuid, Uuid)> = sqlx::query_as(
         "SELECT id, tenant_id FROM appliances WHERE serial = $1 AND mac = $2 FOR UPDATE",

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use stayopen_shared::api::ApiError;
+use stayopen_shared::api::{ApiError, ApiErrorBody};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiFailure {
@@ -16,10 +16,26 @@ pub enum ApiFailure {
     BadCredentials,
     #[error("too many failed sign-ins; try again in {0} s")]
     TooManyAttempts(u64),
-    #[error("this action needs the MSP administrator role")]
-    Forbidden,
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(
+        "a second factor is required: send totp_code with the code from your authenticator app"
+    )]
+    TotpRequired,
+    #[error("the second-factor code is wrong or was already used")]
+    TotpInvalid,
+    #[error("your MSP requires administrators to use a second factor; enrol TOTP first")]
+    TotpEnrolmentRequired,
+    #[error("the refresh token is unknown, expired or revoked; sign in again")]
+    RefreshTokenInvalid,
+    #[error("the refresh token was already used; every session of this sign-in has been revoked")]
+    RefreshTokenReused,
+    #[error("access expired")]
+    AccessExpired,
     #[error("the enrolment token is unknown")]
     EnrollmentTokenUnknown,
     #[error("the enrolment token expired")]
@@ -41,8 +57,15 @@ impl ApiFailure {
             ApiFailure::TokenExpired => "token_expired",
             ApiFailure::BadCredentials => "bad_credentials",
             ApiFailure::TooManyAttempts(_) => "too_many_attempts",
-            ApiFailure::Forbidden => "forbidden",
+            ApiFailure::Forbidden(_) => "forbidden",
             ApiFailure::NotFound(_) => "not_found",
+            ApiFailure::Conflict(_) => "conflict",
+            ApiFailure::TotpRequired => "totp_required",
+            ApiFailure::TotpInvalid => "totp_invalid",
+            ApiFailure::TotpEnrolmentRequired => "totp_enrolment_required",
+            ApiFailure::RefreshTokenInvalid => "refresh_token_invalid",
+            ApiFailure::RefreshTokenReused => "refresh_token_reused",
+            ApiFailure::AccessExpired => "access_expired",
             ApiFailure::EnrollmentTokenUnknown => "enrollment_token_unknown",
             ApiFailure::EnrollmentTokenExpired => "enrollment_token_expired",
             ApiFailure::EnrollmentTokenExhausted => "enrollment_token_exhausted",
@@ -67,11 +90,16 @@ impl ResponseError for ApiFailure {
             | ApiFailure::BadCredentials
             | ApiFailure::EnrollmentTokenUnknown
             | ApiFailure::EnrollmentTokenExpired
-            | ApiFailure::EnrollmentTokenExhausted => StatusCode::UNAUTHORIZED,
+            | ApiFailure::EnrollmentTokenExhausted
+            | ApiFailure::TotpRequired
+            | ApiFailure::TotpInvalid
+            | ApiFailure::RefreshTokenInvalid
+            | ApiFailure::RefreshTokenReused
+            | ApiFailure::AccessExpired => StatusCode::UNAUTHORIZED,
             ApiFailure::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiFailure::Forbidden => StatusCode::FORBIDDEN,
+            ApiFailure::Forbidden(_) | ApiFailure::TotpEnrolmentRequired => StatusCode::FORBIDDEN,
             ApiFailure::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiFailure::HardwareClaimed => StatusCode::CONFLICT,
+            ApiFailure::HardwareClaimed | ApiFailure::Conflict(_) => StatusCode::CONFLICT,
             ApiFailure::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,8 +118,10 @@ impl ResponseError for ApiFailure {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
         }
         response.json(ApiError {
-            error: self.code().to_owned(),
-            message,
+            error: ApiErrorBody {
+                code: self.code().to_owned(),
+                message,
+            },
         })
     }
 }

@@ -2,46 +2,128 @@
 //!
 //! Handlers return `Result<_, ApiFailure>`; the HTTP status is chosen only in [`error`].
 
+pub mod api_tokens;
+pub mod audit_log;
 pub mod enroll;
 pub mod error;
 pub mod fleet;
 pub mod health;
+pub mod pagination;
 pub mod session;
 pub mod tokens;
+pub mod users;
 
 use std::path::PathBuf;
 
-use actix_web::web;
+use actix_web::{HttpResponse, web};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_actix_web::{AppExt, scope, service_config::ServiceConfig};
 
 use crate::metrics::API_REJECTED;
 use crate::startup::AppState;
 use error::ApiFailure;
 
-pub fn configure(cfg: &mut web::ServiceConfig, static_dir: Option<PathBuf>) {
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "StayOpen cloud API",
+        version = "1",
+        description = "Multi-tenant API for MSPs and their practices. Errors are `{\"error\": {\"code\", \"message\"}}`; lists are paginated with `limit` and `cursor`."
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("access JWT, or an sot_ API token")
+                    .description(Some(
+                        "An access token from /auth/login or /auth/refresh, or an API token",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every `/api/v1` endpoint. Each is registered with `service(…)` from its `#[utoipa::path]`
+/// handler, so the OpenAPI document is generated from the very routes that serve.
+pub fn api_routes(cfg: &mut ServiceConfig) {
+    cfg.service(
+        scope::scope("/api/v1")
+            .service(session::login)
+            .service(session::refresh)
+            .service(session::logout)
+            .service(session::me)
+            .service(session::totp_setup)
+            .service(session::totp_confirm)
+            .service(users::list)
+            .service(users::create)
+            .service(users::show)
+            .service(users::update)
+            .service(users::remove)
+            .service(users::security_settings)
+            .service(users::update_security_settings)
+            .service(api_tokens::list)
+            .service(api_tokens::create)
+            .service(api_tokens::revoke)
+            .service(enroll::enroll)
+            .service(fleet::show_fleet)
+            .service(fleet::list_practices)
+            .service(fleet::create_practice)
+            .service(fleet::show_practice)
+            .service(fleet::list_sites)
+            .service(fleet::create_site)
+            .service(fleet::list_appliances)
+            .service(fleet::show_appliance)
+            .service(fleet::appliance_telemetry)
+            .service(fleet::appliance_events)
+            .service(tokens::create)
+            .service(audit_log::list)
+            .route("/openapi.json", web::get().to(openapi_json))
+            .default_service(web::to(|| async {
+                ApiFailure::NotFound("no such API endpoint")
+            })),
+    );
+}
+
+/// The OpenAPI document of [`api_routes`], built once at start.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, openapi) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(api_routes)
+        .split_for_parts();
+    openapi
+}
+
+async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(state.openapi_json.clone())
+}
+
+/// Extractor settings (bad bodies, paths and queries are counted and answered with `ApiError`).
+pub fn extractor_config(cfg: &mut ServiceConfig) {
     cfg.app_data(json_config())
         .app_data(path_config())
-        .app_data(query_config())
-        .route("/healthz", web::get().to(health::healthz))
+        .app_data(query_config());
+}
+
+/// Health, metrics and the dashboard's files; registered after [`api_routes`].
+pub fn configure(cfg: &mut web::ServiceConfig, static_dir: Option<PathBuf>) {
+    cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .service(
-            web::scope("/api/v1")
-                .route("/auth/login", web::post().to(session::login))
-                .route("/me", web::get().to(session::me))
-                .route("/enroll", web::post().to(enroll::enroll))
-                .route("/fleet", web::get().to(fleet::fleet))
-                .route(
-                    "/appliances/{appliance_id}/telemetry",
-                    web::get().to(fleet::appliance_telemetry),
-                )
-                .route(
-                    "/practices/{practice_id}/enrollment-tokens",
-                    web::post().to(tokens::create),
-                )
-                .default_service(web::to(|| async {
-                    ApiFailure::NotFound("no such API endpoint")
-                })),
-        );
+        .route("/metrics", web::get().to(health::metrics));
     if let Some(dir) = static_dir {
         let index = dir.join("index.html");
         cfg.service(

@@ -10,14 +10,23 @@ use sqlx::{Connection, PgConnection, PgPool};
 use stayopen_cloud::config::CloudConfig;
 use stayopen_cloud::seed::{self, DemoSeed};
 use stayopen_cloud::startup::Application;
-use stayopen_shared::api::{LoginRequest, LoginResponse};
+use stayopen_shared::api::{
+    CreatePractice, CreateUser, LoginRequest, LoginResponse, PracticeSummary, Role,
+};
+use stayopen_shared::{PracticeId, TenantId};
 use uuid::Uuid;
 
 pub struct TestCloud {
     pub base_url: String,
+    /// The owner's (superuser's) URL of this test's database.
     pub database_url: String,
+    /// The application role's URL of this test's database.
+    pub app_database_url: String,
     pub broker: SocketAddr,
+    /// The application's pool: the non-owner role, row-level security applies.
     pub pool: PgPool,
+    /// A superuser pool, for tests that inspect or tamper with rows across tenants.
+    pub owner_pool: PgPool,
     pub http: reqwest::Client,
 }
 
@@ -28,8 +37,9 @@ fn admin_url() -> String {
     )
 }
 
-/// A fresh database per test, so tests run in parallel without seeing each other's rows.
-async fn fresh_database() -> String {
+/// A fresh database per test, so tests run in parallel without seeing each other's rows. Returns
+/// the owner's URL and the application role's URL.
+async fn fresh_database() -> (String, String) {
     let admin = admin_url();
     let name = format!("stayopen_test_{}", Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(&admin)
@@ -39,14 +49,36 @@ async fn fresh_database() -> String {
         .execute(&mut conn)
         .await
         .expect("create the test database");
+    // The application role is cluster-wide; tests racing to create it is fine.
+    sqlx::raw_sql(
+        "DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'stayopen_app') THEN
+                CREATE ROLE stayopen_app LOGIN NOSUPERUSER NOBYPASSRLS;
+            END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("create the application role");
     let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
-    format!("{base}/{name}")
+    let owner = format!("{base}/{name}");
+    let (scheme, rest) = base.split_once("://").expect("URL scheme");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    (owner, format!("{scheme}://stayopen_app@{host}/{name}"))
 }
 
 pub async fn spawn_cloud() -> TestCloud {
+    spawn_cloud_with(|_| {}).await
+}
+
+/// Starts a cloud after `adjust` has changed the test configuration.
+pub async fn spawn_cloud_with(adjust: impl FnOnce(&mut CloudConfig)) -> TestCloud {
     let mut config = CloudConfig::default();
-    config.database.url = fresh_database().await;
-    let database_url = config.database.url.clone();
+    let (owner_url, app_url) = fresh_database().await;
+    config.database.url = app_url.clone();
+    config.database.owner_url = Some(owner_url.clone());
+    let database_url = owner_url;
     config.database.max_connections = 5;
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
     config.http.workers = 1;
@@ -54,7 +86,13 @@ pub async fn spawn_cloud() -> TestCloud {
     config.broker.listen = "127.0.0.1:0".parse().expect("addr");
     config.auth.jwt_secret = Some("test-secret-test-secret-test-secret!".into());
     config.fleet.offline_after_secs = 10;
+    adjust(&mut config);
     let app = Application::build(config).await.expect("the cloud starts");
+    let owner_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&database_url)
+        .await
+        .expect("owner pool");
     let base_url = format!("http://{}", app.http_addr());
     let broker = app.broker_addr();
     let pool = app.state().pool.clone();
@@ -62,8 +100,10 @@ pub async fn spawn_cloud() -> TestCloud {
     TestCloud {
         base_url,
         database_url,
+        app_database_url: app_url,
         broker,
         pool,
+        owner_pool,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -83,22 +123,76 @@ impl TestCloud {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
+        self.session(email, password).await.access_token
+    }
+
+    /// Signs in and returns the whole session (access and refresh token).
+    pub async fn session(&self, email: &str, password: &str) -> LoginResponse {
         let response = self
             .http
             .post(self.url("/api/v1/auth/login"))
             .json(&LoginRequest {
                 email: email.into(),
                 password: password.into(),
+                totp_code: None,
             })
             .send()
             .await
             .expect("login request");
         assert_eq!(response.status(), 200, "login must succeed");
-        response
-            .json::<LoginResponse>()
+        response.json::<LoginResponse>().await.expect("login body")
+    }
+
+    /// Creates another MSP with `admin@{domain}` / `{domain}-password` as its admin, and one
+    /// practice; returns (tenant, admin token, practice id).
+    pub async fn other_msp(&self, domain: &str) -> (TenantId, String, PracticeId) {
+        let email = format!("admin@{domain}");
+        let password = format!("{domain}-password");
+        let tenant = stayopen_cloud::admin::create_msp(&self.pool, domain, &email, &password)
             .await
-            .expect("login body")
-            .access_token
+            .expect("create MSP");
+        let token = self.login(&email, &password).await;
+        let (status, practice) = self
+            .post::<_, PracticeSummary>(
+                Some(&token),
+                "/api/v1/practices",
+                &CreatePractice {
+                    name: format!("{domain} practice"),
+                    site_name: None,
+                },
+            )
+            .await;
+        assert_eq!(status, 201);
+        (tenant, token, practice.expect("practice").id)
+    }
+
+    /// Creates a user in the MSP of `admin_token` and signs them in.
+    pub async fn user_with_role(
+        &self,
+        admin_token: &str,
+        email: &str,
+        role: Role,
+        practice_ids: Vec<PracticeId>,
+    ) -> String {
+        let password = "correct-horse-battery";
+        let access_expires_at =
+            (role == Role::Auditor).then(|| chrono::Utc::now() + chrono::Duration::days(7));
+        let (status, _) = self
+            .post::<_, serde_json::Value>(
+                Some(admin_token),
+                "/api/v1/users",
+                &CreateUser {
+                    email: email.into(),
+                    display_name: String::new(),
+                    password: password.into(),
+                    role,
+                    practice_ids,
+                    access_expires_at,
+                },
+            )
+            .await;
+        assert_eq!(status, 201, "create {email}");
+        self.login(email, password).await
     }
 
     pub async fn get<T: DeserializeOwned>(&self, token: &str, path: &str) -> (u16, Option<T>) {

@@ -45,6 +45,9 @@ pub fn FleetPage(session: Session) -> impl IntoView {
                 match api::me(&token).await {
                     Ok(user) => session.user.set(Some(user)),
                     Err(Failure::Unauthorized(_)) => {
+                        if session.renew().await {
+                            continue;
+                        }
                         session.expire();
                         break;
                     }
@@ -58,6 +61,11 @@ pub fn FleetPage(session: Session) -> impl IntoView {
                     set_if_changed(problem, None);
                 }
                 Err(Failure::Unauthorized(_)) => {
+                    // The short-lived access token ran out: trade the refresh token for a new
+                    // one and poll again at once; only a refused refresh ends the session.
+                    if session.renew().await {
+                        continue;
+                    }
                     session.expire();
                     break;
                 }
@@ -184,10 +192,7 @@ fn set_if_changed<T: PartialEq + Send + Sync + 'static>(signal: RwSignal<T>, val
 }
 
 fn role_label(role: &Role) -> &'static str {
-    match role {
-        Role::MspAdmin => "MSP admin",
-        Role::PracticeViewer => "Practice viewer",
-    }
+    role.label()
 }
 
 #[component]

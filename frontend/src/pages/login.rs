@@ -12,6 +12,9 @@ use crate::session::Session;
 pub fn LoginPage(session: Session) -> impl IntoView {
     let email: NodeRef<Input> = NodeRef::new();
     let password: NodeRef<Input> = NodeRef::new();
+    let code: NodeRef<Input> = NodeRef::new();
+    // Shown once the cloud says this account has a second factor.
+    let needs_code = RwSignal::new(false);
     let busy = RwSignal::new(false);
 
     // `autofocus` only applies at page load; the form is also shown after sign-out and expiry.
@@ -37,16 +40,30 @@ pub fn LoginPage(session: Session) -> impl IntoView {
                 .set(Some("Enter your email address and password.".to_owned()));
             return;
         }
+        let code_value = code
+            .get()
+            .map(|i| i.value().trim().to_owned())
+            .filter(|c| !c.is_empty());
         busy.set(true);
         session.login_message.set(None);
         spawn_local(async move {
-            match api::login(email_value, password_value).await {
+            match api::login(email_value, password_value, code_value).await {
                 Ok(response) => {
                     busy.set(false);
-                    session.sign_in(response.access_token, response.user);
+                    session.sign_in(response);
                 }
                 Err(failure) => {
                     busy.set(false);
+                    if failure.code() == Some("totp_required") {
+                        needs_code.set(true);
+                        session.login_message.set(Some(
+                            "Enter the 6-digit code from your authenticator app.".to_owned(),
+                        ));
+                        if let Some(input) = code.get_untracked() {
+                            let _ = input.focus();
+                        }
+                        return;
+                    }
                     let message = match failure {
                         Failure::Unauthorized(None) => {
                             "The email address or password is incorrect.".to_owned()
@@ -107,6 +124,19 @@ pub fn LoginPage(session: Session) -> impl IntoView {
                         autocomplete="current-password"
                         required
                         node_ref=password
+                    />
+                </div>
+                <div class="field" hidden=move || !needs_code.get()>
+                    <label for="totp">"Authentication code"</label>
+                    <input
+                        id="totp"
+                        name="totp"
+                        type="text"
+                        inputmode="numeric"
+                        autocomplete="one-time-code"
+                        pattern="[0-9]{6}"
+                        maxlength="6"
+                        node_ref=code
                     />
                 </div>
                 <button
