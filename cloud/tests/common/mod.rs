@@ -222,6 +222,54 @@ impl TestCloud {
         (status, response.json().await.ok())
     }
 
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+        body: &B,
+    ) -> (u16, Option<T>) {
+        let response = self
+            .http
+            .put(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("PUT");
+        let status = response.status().as_u16();
+        (status, response.json().await.ok())
+    }
+
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+        body: &B,
+    ) -> (u16, Option<T>) {
+        let response = self
+            .http
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH");
+        let status = response.status().as_u16();
+        (status, response.json().await.ok())
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> (u16, Option<serde_json::Value>) {
+        let response = self
+            .http
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("DELETE");
+        let status = response.status().as_u16();
+        (status, response.json().await.ok())
+    }
+
     pub async fn metrics(&self) -> String {
         self.http
             .get(self.url("/metrics"))
