@@ -10,7 +10,7 @@ use stayopen_shared::telemetry::{Telemetry, UplinkTelemetry};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::cloud_link::CloudLink;
+use crate::cloud_link::{CloudLink, Inbound};
 use crate::config::{ApplianceConfig, DataplaneSection};
 use crate::control::{self, Command, Request, Response, Status, UplinkStatus};
 use crate::dataplane::linux::LinuxDataplane;
@@ -19,7 +19,10 @@ use crate::dataplane::{Dataplane, DataplaneEvent};
 use crate::engine::{self, Action, Engine, EngineConfig, Input, UplinkSpec};
 use crate::events_log::EventsLog;
 use crate::identity::{self, IdentityError};
+use crate::remote::{self, CommandBook};
 use crate::uplink_report::Window;
+use stayopen_shared::commands::{CommandResult, CommandSpec, CommandStatus, DeviceCommand};
+use stayopen_shared::policy::Policy;
 
 /// Simulated links answer for this many virtual targets when the config lists none.
 const SIMULATED_TARGETS: usize = 4;
@@ -90,6 +93,15 @@ pub fn engine_config(config: &ApplianceConfig) -> EngineConfig {
     }
 }
 
+/// How the agent run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop (signal, or the caller's shutdown).
+    Stopped,
+    /// The cloud asked for a restart (`reboot_agent`); the supervisor starts the agent again.
+    RestartRequested,
+}
+
 struct Driver<D: Dataplane> {
     config: ApplianceConfig,
     engine: Engine,
@@ -98,6 +110,12 @@ struct Driver<D: Dataplane> {
     last_reports: Vec<Option<UplinkTelemetry>>,
     events: Option<EventsLog>,
     cloud: Option<CloudLink>,
+    /// The cloud's policy in force (from `state_dir/policy.json` at start), if any.
+    policy: Option<Policy>,
+    report_interval: Duration,
+    next_drill: Option<Instant>,
+    commands: CommandBook,
+    exit: Option<Exit>,
 }
 
 impl<D: Dataplane> Driver<D> {
@@ -121,6 +139,142 @@ impl<D: Dataplane> Driver<D> {
                 Action::Emit(event) => self.emit(event),
             }
         }
+    }
+
+    /// Applies a policy newer than the one in force: engine settings at once, telemetry cadence
+    /// and drill schedule from the next tick; kept on disk for restarts.
+    async fn apply_policy(&mut self, now: Instant, policy: Policy, persist: bool) {
+        if self
+            .policy
+            .as_ref()
+            .is_some_and(|current| current.version >= policy.version)
+        {
+            return;
+        }
+        if let Err(e) = policy.validate() {
+            self.emit(ApplianceEvent {
+                kind: EventKind::PolicyRejected,
+                uplink: None,
+                from: None,
+                to: None,
+                reason: format!("policy version {} rejected: {e}", policy.version),
+            });
+            return;
+        }
+        let tunables = remote::tunables(&policy, self.engine.config());
+        let actions = self.engine.handle(now.into_std(), Input::Retune(tunables));
+        self.apply(now, actions).await;
+        if self.cloud.is_some() {
+            self.report_interval = Duration::from_secs(u64::from(policy.telemetry_interval_secs));
+        }
+        self.next_drill = next_drill(&policy, Utc::now(), now);
+        if persist && let Err(e) = remote::save_policy(&self.config.appliance.state_dir, &policy) {
+            tracing::error!(error = %e, "cannot store the applied policy");
+        }
+        let version = policy.version;
+        self.policy = Some(policy);
+        self.emit(ApplianceEvent {
+            kind: EventKind::PolicyApplied,
+            uplink: None,
+            from: None,
+            to: None,
+            reason: format!("policy version {version} applied"),
+        });
+    }
+
+    /// Carries out a command from the cloud: acknowledge, act, report the outcome.
+    async fn run_command(&mut self, now: Instant, command: DeviceCommand) {
+        let Some(cloud) = self.cloud.clone() else {
+            return;
+        };
+        if let Some(done) = self.commands.result_of(command.id) {
+            cloud.publish_command_result(Utc::now(), done.clone());
+            return;
+        }
+        let answer = |status, detail: String, data| CommandResult {
+            command_id: command.id,
+            status,
+            detail,
+            data,
+        };
+        if command.expires_at <= Utc::now() {
+            let result = answer(
+                CommandStatus::Failed,
+                "expired before it arrived".into(),
+                None,
+            );
+            self.commands.record(result.clone());
+            cloud.publish_command_result(Utc::now(), result);
+            return;
+        }
+        cloud.publish_command_result(
+            Utc::now(),
+            answer(
+                CommandStatus::Acknowledged,
+                format!("{} accepted", command.spec.kind()),
+                None,
+            ),
+        );
+        let result = match command.spec {
+            CommandSpec::StartDrill { duration_secs } => {
+                let actions = self.engine.handle(
+                    now.into_std(),
+                    Input::StartDrill {
+                        duration: Duration::from_secs(u64::from(duration_secs)),
+                    },
+                );
+                self.apply(now, actions).await;
+                if self.engine.drill_running() {
+                    answer(
+                        CommandStatus::Succeeded,
+                        format!("drill running for {duration_secs} s"),
+                        None,
+                    )
+                } else {
+                    answer(
+                        CommandStatus::Failed,
+                        "drill refused: no healthy backup uplink".into(),
+                        None,
+                    )
+                }
+            }
+            CommandSpec::FailBackNow => {
+                let before = self.engine.active();
+                let actions = self.engine.handle(now.into_std(), Input::FailBackNow);
+                self.apply(now, actions).await;
+                let after = self.engine.active_name().unwrap_or("none").to_owned();
+                if self.engine.active() != before {
+                    answer(CommandStatus::Succeeded, format!("now on {after}"), None)
+                } else {
+                    answer(
+                        CommandStatus::Failed,
+                        format!("stayed on {after}: no healthier preferred uplink"),
+                        None,
+                    )
+                }
+            }
+            CommandSpec::CollectDiagnostics => {
+                // Engine and uplink state only: never addresses, flows or contents of traffic.
+                let data = serde_json::json!({
+                    "agent_version": crate::AGENT_VERSION,
+                    "status": self.status(now),
+                    "policy": self.policy,
+                    "cloud_messages_dropped": cloud.dropped(),
+                    "cloud_messages_rejected": cloud.rejected(),
+                });
+                answer(
+                    CommandStatus::Succeeded,
+                    "diagnostics collected".into(),
+                    Some(data),
+                )
+            }
+            CommandSpec::RebootAgent => {
+                self.exit = Some(Exit::RestartRequested);
+                answer(CommandStatus::Succeeded, "agent restarting".into(), None)
+            }
+        };
+        self.commands.record(result.clone());
+        cloud.publish_command_result(Utc::now(), result);
     }
 
     fn emit(&mut self, event: ApplianceEvent) {
@@ -170,6 +324,7 @@ impl<D: Dataplane> Driver<D> {
         Telemetry {
             active_uplink: self.engine.active_name().map(str::to_owned),
             uplinks,
+            policy_version: self.policy.as_ref().map(|p| p.version),
         }
     }
 
@@ -234,7 +389,7 @@ impl<D: Dataplane> Driver<D> {
 pub async fn run(
     options: AgentOptions,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), AgentError> {
+) -> Result<Exit, AgentError> {
     let config = options.config;
     let state_dir = config.appliance.state_dir.clone();
     std::fs::create_dir_all(&state_dir).map_err(|source| AgentError::StateDir {
@@ -265,10 +420,12 @@ pub async fn run(
             );
             let identity = tokio::select! {
                 identity = enrol => identity?,
-                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(Exit::Stopped),
             };
+            let (link, inbound) = CloudLink::start(&identity);
             Some((
-                CloudLink::start(&identity),
+                link,
+                inbound,
                 Duration::from_secs(u64::from(cloud.telemetry_interval_secs)),
             ))
         }
@@ -300,13 +457,16 @@ async fn drive<D: Dataplane>(
     dataplane: D,
     mut dataplane_events: mpsc::UnboundedReceiver<DataplaneEvent>,
     events: Option<EventsLog>,
-    cloud: Option<(CloudLink, Duration)>,
+    cloud: Option<(CloudLink, mpsc::Receiver<Inbound>, Duration)>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), AgentError> {
+) -> Result<Exit, AgentError> {
     let report_interval = cloud
         .as_ref()
-        .map_or(STANDALONE_REPORT_INTERVAL, |(_, interval)| *interval);
-    let cloud = cloud.map(|(link, _)| link);
+        .map_or(STANDALONE_REPORT_INTERVAL, |(_, _, interval)| *interval);
+    let (cloud, mut inbound) = match cloud {
+        Some((link, inbound, _)) => (Some(link), Some(inbound)),
+        None => (None, None),
+    };
     let socket = control::socket_path(&config.appliance.state_dir);
     let (commands_tx, mut commands) = mpsc::channel::<Command>(16);
     control::serve(&socket, commands_tx).map_err(|source| AgentError::Control {
@@ -340,6 +500,11 @@ async fn drive<D: Dataplane>(
         last_reports: vec![None; uplinks],
         events,
         cloud,
+        policy: None,
+        report_interval,
+        next_drill: None,
+        commands: CommandBook::default(),
+        exit: None,
     };
     driver.emit(ApplianceEvent {
         kind: EventKind::AgentStarted,
@@ -350,6 +515,11 @@ async fn drive<D: Dataplane>(
     });
     let actions = driver.engine.handle(started.into_std(), Input::Tick);
     driver.apply(started, actions).await;
+    if driver.cloud.is_some()
+        && let Some(policy) = remote::load_policy(&driver.config.appliance.state_dir)
+    {
+        driver.apply_policy(started, policy, false).await;
+    }
 
     let mut next_report = started + FIRST_TELEMETRY_AFTER;
     loop {
@@ -357,9 +527,28 @@ async fn drive<D: Dataplane>(
         if let Some(engine_deadline) = driver.engine.next_deadline() {
             deadline = deadline.min(Instant::from_std(engine_deadline));
         }
+        let drill_at = driver.next_drill;
+        let mut message = None;
         let input = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
+            Some(received) = recv(&mut inbound) => {
+                message = Some(received);
+                None
+            }
+            _ = sleep_until_some(drill_at) => {
+                let duration = driver
+                    .policy
+                    .as_ref()
+                    .and_then(|p| p.drill_schedule.as_ref())
+                    .map_or(60, |s| s.duration_secs);
+                driver.next_drill = driver
+                    .policy
+                    .as_ref()
+                    .and_then(|p| next_drill(p, Utc::now() + chrono::Duration::seconds(1), Instant::now()));
+                tracing::info!(duration, "scheduled drill");
+                Some(Input::StartDrill { duration: Duration::from_secs(u64::from(duration)) })
+            }
             Some(event) = dataplane_events.recv() => Some(driver.observe(event)),
             Some((request, reply)) = commands.recv() => {
                 let (input, response) = driver.command(request);
@@ -369,6 +558,11 @@ async fn drive<D: Dataplane>(
             _ = tokio::time::sleep_until(deadline) => Some(Input::Tick),
         };
         let now = Instant::now();
+        match message {
+            Some(Inbound::Policy(policy)) => driver.apply_policy(now, policy, true).await,
+            Some(Inbound::Command(command)) => driver.run_command(now, command).await,
+            None => {}
+        }
         if let Some(input) = input {
             let actions = driver.engine.handle(now.into_std(), input);
             driver.apply(now, actions).await;
@@ -378,12 +572,37 @@ async fn drive<D: Dataplane>(
             if let Some(cloud) = &driver.cloud {
                 cloud.publish_telemetry(Utc::now(), telemetry);
             }
-            next_report = (next_report + report_interval).max(now);
+            next_report = (next_report + driver.report_interval).max(now);
+        }
+        if driver.exit.is_some() {
+            break;
         }
     }
     if let Some(cloud) = &driver.cloud {
         cloud.shutdown().await;
     }
     let _ = std::fs::remove_file(&socket);
-    Ok(())
+    Ok(driver.exit.unwrap_or(Exit::Stopped))
+}
+
+async fn recv(inbound: &mut Option<mpsc::Receiver<Inbound>>) -> Option<Inbound> {
+    match inbound {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When the policy's next scheduled drill starts, on the monotonic clock.
+fn next_drill(policy: &Policy, wall_now: chrono::DateTime<Utc>, now: Instant) -> Option<Instant> {
+    let schedule = policy.drill_schedule.as_ref()?;
+    let start = schedule.next_start_after(wall_now.timestamp())?;
+    let wait = u64::try_from(start - wall_now.timestamp()).ok()?;
+    Some(now + Duration::from_secs(wait))
 }

@@ -170,7 +170,23 @@ pub enum Input {
         duration: Duration,
     },
     StopDrill,
+    /// An operator asks to return to the most preferred healthy uplink without waiting for the
+    /// failback hold (ends a running drill too).
+    FailBackNow,
+    /// New detection and failback settings from the cloud's policy.
+    Retune(Tunables),
     Tick,
+}
+
+/// The settings a policy may change while the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    pub silence_window: Duration,
+    pub quorum: usize,
+    pub recovery_period: Duration,
+    pub failback_clean_period: Duration,
+    pub max_failback_hold: Duration,
+    pub metered_standby_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -334,6 +350,8 @@ impl Engine {
                     self.finish_drill("stopped by command", &mut actions);
                 }
             }
+            Input::FailBackNow => self.fail_back_now(now, &mut actions),
+            Input::Retune(tunables) => self.retune(tunables),
             Input::Tick => {}
         }
         for uplink in 0..self.uplinks.len() {
@@ -662,6 +680,44 @@ impl Engine {
                 actions,
             );
             self.uplinks[best].failed_back_at = None;
+        }
+    }
+
+    fn fail_back_now(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.drill.take().is_some() {
+            self.finish_drill("stopped: fail back requested", actions);
+        }
+        let (Some(active), Some(best)) = (self.active, self.best_up()) else {
+            return;
+        };
+        if self.config.uplinks[best].priority < self.config.uplinks[active].priority {
+            self.switch(
+                active,
+                Some(best),
+                EventKind::Failback,
+                "fail back requested by an operator".into(),
+                actions,
+            );
+            self.uplinks[best].failed_back_at = Some(now);
+        }
+    }
+
+    fn retune(&mut self, tunables: Tunables) {
+        let old_base = self.config.failback_clean_period;
+        self.config.silence_window = tunables.silence_window;
+        self.config.quorum = tunables.quorum.clamp(1, self.config.targets);
+        self.config.recovery_period = tunables.recovery_period;
+        self.config.failback_clean_period = tunables.failback_clean_period;
+        self.config.max_failback_hold = tunables.max_failback_hold;
+        self.config.metered_standby_interval = tunables.metered_standby_interval;
+        for state in &mut self.uplinks {
+            // A hold that was not grown by flapping follows the new base; a grown one keeps its
+            // damping but never exceeds the new maximum.
+            state.failback_hold = if state.failback_hold == old_base {
+                tunables.failback_clean_period
+            } else {
+                state.failback_hold.min(tunables.max_failback_hold)
+            };
         }
     }
 

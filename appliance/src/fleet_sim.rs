@@ -114,19 +114,28 @@ pub async fn run(options: FleetOptions, shutdown: watch::Receiver<bool>) {
         let config = appliance_config(&options, index);
         let shutdown = shutdown.clone();
         agents.spawn(async move {
-            let result = agent::run(
-                AgentOptions {
-                    config,
-                    events_file: None,
-                    seed: index as u64,
-                },
-                shutdown,
-            )
-            .await;
-            if let Err(e) = &result {
-                tracing::error!(index, error = %e, "simulated appliance stopped");
+            // Like the appliance's supervisor: an agent that asks to be restarted is started again.
+            loop {
+                let result = agent::run(
+                    AgentOptions {
+                        config: config.clone(),
+                        events_file: None,
+                        seed: index as u64,
+                    },
+                    shutdown.clone(),
+                )
+                .await;
+                match result {
+                    Ok(agent::Exit::RestartRequested) => {
+                        tracing::info!(index, "simulated appliance restarting");
+                    }
+                    Ok(agent::Exit::Stopped) => return Ok(()),
+                    Err(e) => {
+                        tracing::error!(index, error = %e, "simulated appliance stopped");
+                        return Err(e);
+                    }
+                }
             }
-            result
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -21,6 +21,7 @@ pub mod engine;
 pub mod events_log;
 pub mod fleet_sim;
 pub mod identity;
+pub mod remote;
 pub mod testbed;
 pub mod uplink_report;
 

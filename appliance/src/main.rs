@@ -122,7 +122,12 @@ fn main() -> ExitCode {
                 },
                 stop_rx,
             )) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(agent::Exit::Stopped) => ExitCode::SUCCESS,
+                Ok(agent::Exit::RestartRequested) => {
+                    // EX_TEMPFAIL: the unit's Restart=on-failure starts the agent again.
+                    eprintln!("stayopen-appliance: restart requested by the cloud");
+                    ExitCode::from(75)
+                }
                 Err(e) => {
                     eprintln!("stayopen-appliance: {e}");
                     ExitCode::FAILURE

@@ -23,7 +23,7 @@ pub enum Actor {
 }
 
 impl Actor {
-    fn label(&self) -> String {
+    pub fn label(&self) -> String {
         match self {
             Actor::User(id) => format!("user:{id}"),
             Actor::ApiToken(id) => format!("api_token:{id}"),

@@ -54,11 +54,19 @@ impl EmbeddedBroker {
     }
 }
 
-/// Starts rumqttd listening on `listen` and returns it with an in-process link for ingest and the
-/// stream of authentication requests to serve.
+/// The broker's in-process links: one for ingest (subscribes to what devices publish), one for
+/// publishing to devices.
+#[allow(missing_debug_implementations)] // rumqttd's links are not Debug
+pub struct Links {
+    pub ingest: (LinkTx, LinkRx),
+    pub publisher: (LinkTx, LinkRx),
+}
+
+/// Starts rumqttd listening on `listen` and returns it with its in-process links and the stream of
+/// authentication requests to serve.
 pub async fn start(
     listen: SocketAddr,
-) -> Result<(EmbeddedBroker, LinkTx, LinkRx, mpsc::Receiver<AuthRequest>), BrokerError> {
+) -> Result<(EmbeddedBroker, Links, mpsc::Receiver<AuthRequest>), BrokerError> {
     let (auth_tx, auth_rx) = mpsc::channel::<AuthRequest>(256);
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
@@ -107,8 +115,11 @@ pub async fn start(
     };
 
     let mut broker = Broker::new(config);
-    let (link_tx, link_rx) = broker
+    let ingest = broker
         .link("stayopen-cloud-ingest")
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
+    let publisher = broker
+        .link("stayopen-cloud-publisher")
         .map_err(|e| BrokerError::Link(e.to_string()))?;
     let alive = Arc::new(AtomicBool::new(true));
     let thread_alive = alive.clone();
@@ -133,7 +144,11 @@ pub async fn start(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(%listen, "embedded MQTT broker listening");
-    Ok((EmbeddedBroker { listen, alive }, link_tx, link_rx, auth_rx))
+    Ok((
+        EmbeddedBroker { listen, alive },
+        Links { ingest, publisher },
+        auth_rx,
+    ))
 }
 
 /// Answers the broker's authentication requests from the appliances table. A device must connect

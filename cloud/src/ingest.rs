@@ -12,11 +12,13 @@ use chrono::Utc;
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use sqlx::PgPool;
+use stayopen_shared::commands::CommandResult;
 use stayopen_shared::events::ApplianceEvent;
 use stayopen_shared::telemetry::{Presence, Telemetry};
 use stayopen_shared::topics::TopicError;
 use stayopen_shared::{Channel, DeviceTopic, Envelope, WireError};
 
+use crate::device_link::DeviceLink;
 use crate::metrics::{
     INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_REJECTED, INGEST_STORE_RETRIES, Metrics,
 };
@@ -27,6 +29,7 @@ pub enum DeviceMessage {
     Telemetry(Envelope<Telemetry>),
     Event(Envelope<ApplianceEvent>),
     Presence(Envelope<Presence>),
+    CommandResult(Envelope<CommandResult>),
 }
 
 impl DeviceMessage {
@@ -36,6 +39,7 @@ impl DeviceMessage {
             DeviceMessage::Telemetry(e) => e.appliance_id,
             DeviceMessage::Event(e) => e.appliance_id,
             DeviceMessage::Presence(e) => e.appliance_id,
+            DeviceMessage::CommandResult(e) => e.appliance_id,
         }
     }
 
@@ -44,6 +48,7 @@ impl DeviceMessage {
             DeviceMessage::Telemetry(_) => Channel::Telemetry.as_str(),
             DeviceMessage::Event(_) => Channel::Events.as_str(),
             DeviceMessage::Presence(_) => Channel::Status.as_str(),
+            DeviceMessage::CommandResult(_) => Channel::CommandResults.as_str(),
         }
     }
 }
@@ -62,6 +67,8 @@ pub enum Rejection {
     ApplianceMismatch { topic: String, envelope: String },
     #[error("appliance {0} is not enrolled")]
     UnknownAppliance(String),
+    #[error("appliance {0} has been revoked")]
+    RevokedAppliance(String),
 }
 
 impl Rejection {
@@ -73,6 +80,7 @@ impl Rejection {
             Rejection::Wire(e) => e.reason(),
             Rejection::ApplianceMismatch { .. } => "appliance_mismatch",
             Rejection::UnknownAppliance(_) => "unknown_appliance",
+            Rejection::RevokedAppliance(_) => "revoked_appliance",
         }
     }
 }
@@ -85,7 +93,10 @@ pub fn decode(topic: &[u8], payload: &[u8]) -> Result<DeviceMessage, Rejection> 
         Channel::Telemetry => DeviceMessage::Telemetry(Envelope::decode(payload)?),
         Channel::Events => DeviceMessage::Event(Envelope::decode(payload)?),
         Channel::Status => DeviceMessage::Presence(Envelope::decode(payload)?),
-        Channel::Policy => return Err(Rejection::WrongDirection(Channel::Policy.as_str())),
+        Channel::CommandResults => DeviceMessage::CommandResult(Envelope::decode(payload)?),
+        channel @ (Channel::Policy | Channel::Commands) => {
+            return Err(Rejection::WrongDirection(channel.as_str()));
+        }
     };
     let envelope_appliance = message.appliance_id();
     if envelope_appliance != topic.appliance_id {
@@ -109,23 +120,32 @@ pub enum StoreError {
     Rejected(#[from] Rejection),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("the appliance's policy layers do not combine: {0}")]
+    Policy(String),
 }
 
 /// Stores a validated message. Telemetry and events are de-duplicated by message id; presence
 /// updates the appliance's online flag.
-pub async fn store(pool: &PgPool, message: &DeviceMessage) -> Result<Stored, StoreError> {
+pub async fn store(
+    pool: &PgPool,
+    link: &DeviceLink,
+    message: &DeviceMessage,
+) -> Result<Stored, StoreError> {
     let appliance_id = message.appliance_id();
     let Some(tenant) = crate::db::lookup::appliance_tenant(pool, appliance_id).await? else {
         return Err(Rejection::UnknownAppliance(appliance_id.to_string()).into());
     };
     let mut tx = crate::db::tenant_tx(pool, tenant).await?;
-    let tenant_id: Option<uuid::Uuid> =
-        sqlx::query_scalar("SELECT tenant_id FROM appliances WHERE id = $1 FOR UPDATE")
-            .bind(appliance_id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(tenant_id) = tenant_id else {
-        return Err(Rejection::UnknownAppliance(appliance_id.to_string()).into());
+    let row: Option<(uuid::Uuid, bool)> = sqlx::query_as(
+        "SELECT tenant_id, revoked_at IS NOT NULL FROM appliances WHERE id = $1 FOR UPDATE",
+    )
+    .bind(appliance_id.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let tenant_id = match row {
+        None => return Err(Rejection::UnknownAppliance(appliance_id.to_string()).into()),
+        Some((_, true)) => return Err(Rejection::RevokedAppliance(appliance_id.to_string()).into()),
+        Some((tenant_id, false)) => tenant_id,
     };
     let stored = match message {
         DeviceMessage::Telemetry(env) => {
@@ -144,9 +164,18 @@ pub async fn store(pool: &PgPool, message: &DeviceMessage) -> Result<Stored, Sto
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            if let Some(version) = env.body.policy_version {
+                sqlx::query(
+                    "UPDATE appliances SET reported_version = $2, reported_at = now() WHERE id = $1",
+                )
+                .bind(appliance_id.as_uuid())
+                .bind(i64::try_from(version).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
                 "UPDATE appliances SET
-                    online = true,
+                    online = online OR presence_at IS NULL OR $2 > presence_at,
                     last_seen = now(),
                     active_uplink = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
                                          THEN $3 ELSE active_uplink END,
@@ -186,10 +215,16 @@ pub async fn store(pool: &PgPool, message: &DeviceMessage) -> Result<Stored, Sto
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            sqlx::query("UPDATE appliances SET online = true, last_seen = now() WHERE id = $1")
-                .bind(appliance_id.as_uuid())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE appliances SET
+                    online = online OR presence_at IS NULL OR $2 > presence_at,
+                    last_seen = now()
+                 WHERE id = $1",
+            )
+            .bind(appliance_id.as_uuid())
+            .bind(env.sent_at)
+            .execute(&mut *tx)
+            .await?;
             if inserted == 1 {
                 Stored::New
             } else {
@@ -200,15 +235,39 @@ pub async fn store(pool: &PgPool, message: &DeviceMessage) -> Result<Stored, Sto
             sqlx::query(
                 "UPDATE appliances SET online = $2,
                     last_seen = CASE WHEN $2 THEN now() ELSE last_seen END,
-                    agent_version = $3
-                 WHERE id = $1",
+                    agent_version = $3,
+                    presence_at = $4
+                 WHERE id = $1 AND (presence_at IS NULL OR presence_at <= $4)",
             )
             .bind(appliance_id.as_uuid())
             .bind(env.body.online)
             .bind(&env.body.agent_version)
+            .bind(env.sent_at)
             .execute(&mut *tx)
             .await?;
+            if env.body.online {
+                // The appliance (re)connected, perhaps to a broker that has just restarted and
+                // holds nothing: send its desired policy again and deliver what waits for it.
+                crate::desired::refresh(&mut tx, tenant, &[appliance_id.0])
+                    .await
+                    .map_err(|e| match e {
+                        crate::desired::DesiredError::Database(e) => StoreError::Database(e),
+                        other => StoreError::Policy(other.to_string()),
+                    })?;
+                let messages = crate::desired::outgoing(&mut tx, &[appliance_id]).await?;
+                tx.commit().await?;
+                crate::desired::send(link, messages);
+                link.wake_delivery.notify_one();
+                return Ok(Stored::New);
+            }
             Stored::New
+        }
+        DeviceMessage::CommandResult(env) => {
+            if crate::commands::record_result(&mut tx, appliance_id, &env.body).await? {
+                Stored::New
+            } else {
+                Stored::Duplicate
+            }
         }
     };
     tx.commit().await?;
@@ -216,9 +275,15 @@ pub async fn store(pool: &PgPool, message: &DeviceMessage) -> Result<Stored, Sto
 }
 
 /// Ingests one raw MQTT message: validate, store (retrying database failures), count, log.
-pub async fn ingest_one(pool: &PgPool, metrics: &Metrics, topic: &[u8], payload: &[u8]) {
+pub async fn ingest_one(
+    pool: &PgPool,
+    link: &DeviceLink,
+    metrics: &Metrics,
+    topic: &[u8],
+    payload: &[u8],
+) {
     let result = match decode(topic, payload) {
-        Ok(message) => store_with_retry(pool, metrics, &message)
+        Ok(message) => store_with_retry(pool, link, metrics, &message)
             .await
             .map(|stored| (message.channel(), stored)),
         Err(rejection) => Err(rejection),
@@ -232,14 +297,21 @@ pub async fn ingest_one(pool: &PgPool, metrics: &Metrics, topic: &[u8], payload:
 
 async fn store_with_retry(
     pool: &PgPool,
+    link: &DeviceLink,
     metrics: &Metrics,
     message: &DeviceMessage,
 ) -> Result<Stored, Rejection> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match store(pool, message).await {
+        match store(pool, link, message).await {
             Ok(stored) => return Ok(stored),
             Err(StoreError::Rejected(rejection)) => return Err(rejection),
+            Err(StoreError::Policy(detail)) => {
+                // Not the device's fault and not transient: the message is stored as far as it
+                // goes; the configuration problem is for an operator.
+                tracing::error!(%detail, "cannot compute an appliance's desired policy");
+                return Ok(Stored::New);
+            }
             Err(StoreError::Database(e)) => {
                 metrics.increment(INGEST_STORE_RETRIES, "reason", "database");
                 tracing::error!(error = %e, retry_in = ?backoff, "storing a device message failed; retrying");
@@ -278,7 +350,13 @@ async fn reject(
 
 /// Subscribes the in-process link to every device-to-cloud channel and ingests until the broker
 /// goes away.
-pub async fn run(pool: PgPool, metrics: Arc<Metrics>, mut link_tx: LinkTx, mut link_rx: LinkRx) {
+pub async fn run(
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    device_link: DeviceLink,
+    mut link_tx: LinkTx,
+    mut link_rx: LinkRx,
+) {
     for channel in Channel::ALL.into_iter().filter(|c| c.is_device_to_cloud()) {
         if let Err(e) = link_tx.subscribe(channel.all_devices_filter()) {
             tracing::error!(error = %e, "ingest cannot subscribe");
@@ -292,6 +370,7 @@ pub async fn run(pool: PgPool, metrics: Arc<Metrics>, mut link_tx: LinkTx, mut l
                 let started = Utc::now();
                 ingest_one(
                     &pool,
+                    &device_link,
                     &metrics,
                     &forward.publish.topic,
                     &forward.publish.payload,
@@ -325,6 +404,7 @@ mod tests {
             Telemetry {
                 active_uplink: None,
                 uplinks: vec![],
+                policy_version: None,
             },
         )
         .encode()

@@ -5,6 +5,8 @@
 //!   security does the isolating).
 //! - [`broker`]: the embedded rumqttd broker and the bridge that checks device credentials.
 //! - [`ingest`]: validates and stores what appliances publish; counts and logs every rejection.
+//! - [`desired`]: each appliance's effective policy, versioned; [`commands`]: the command queue's
+//!   delivery; [`device_link`]: publishing to devices.
 //! - [`audit`]: the tamper-evident, hash-chained audit log; [`admin`]: operator commands.
 //! - [`auth`]: passwords, access tokens, roles and permissions, the authenticated-caller extractor;
 //!   [`totp`]: the second factor.
@@ -17,8 +19,11 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod broker;
+pub mod commands;
 pub mod config;
 pub mod db;
+pub mod desired;
+pub mod device_link;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -19,6 +19,7 @@ pub const INGEST_REJECTED: &str = "stayopen_ingest_rejected_total";
 pub const INGEST_STORE_RETRIES: &str = "stayopen_ingest_store_retries_total";
 pub const API_REJECTED: &str = "stayopen_api_rejected_total";
 pub const BROKER_AUTH_REJECTED: &str = "stayopen_broker_auth_rejected_total";
+pub const CLOUD_PUBLISH_DROPPED: &str = "stayopen_cloud_publish_dropped_total";
 
 impl Metrics {
     /// Adds one to `name{label="value"}`.

@@ -13,6 +13,7 @@ use crate::auth::{TokenKeys, random_secret};
 use crate::broker::{self, BrokerError, EmbeddedBroker};
 use crate::config::CloudConfig;
 use crate::db::{self, DbError};
+use crate::device_link::DeviceLink;
 use crate::ingest;
 use crate::metrics::Metrics;
 
@@ -27,6 +28,8 @@ pub struct AppState {
     pub login_throttle: std::sync::Mutex<crate::throttle::LoginThrottle>,
     /// `/api/v1/openapi.json`, generated from the routes at start.
     pub openapi_json: String,
+    /// Publishes desired policies and commands to devices.
+    pub device_link: DeviceLink,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,14 +81,36 @@ impl Application {
             config.broker.listen = probe.local_addr().map_err(StartupError::FreePort)?;
         }
         let metrics = Arc::new(Metrics::default());
-        let (embedded, link_tx, link_rx, auth_requests) =
-            broker::start(config.broker.listen).await?;
+        let (embedded, links, auth_requests) = broker::start(config.broker.listen).await?;
+        let (publisher_tx, publisher_rx) = links.publisher;
+        let device_link = DeviceLink::start(publisher_tx, publisher_rx, metrics.clone());
         tokio::spawn(broker::serve_auth_requests(
             pool.clone(),
             metrics.clone(),
             auth_requests,
         ));
-        tokio::spawn(ingest::run(pool.clone(), metrics.clone(), link_tx, link_rx));
+        let (ingest_tx, ingest_rx) = links.ingest;
+        tokio::spawn(ingest::run(
+            pool.clone(),
+            metrics.clone(),
+            device_link.clone(),
+            ingest_tx,
+            ingest_rx,
+        ));
+        tokio::spawn(crate::commands::deliver_loop(
+            pool.clone(),
+            device_link.clone(),
+            config.fleet.offline_after_secs,
+        ));
+        {
+            let (pool, link) = (pool.clone(), device_link.clone());
+            tokio::spawn(async move {
+                match crate::desired::publish_all(&pool, &link).await {
+                    Ok(count) => tracing::info!(count, "desired policies published"),
+                    Err(e) => tracing::error!(error = %e, "publishing desired policies failed"),
+                }
+            });
+        }
 
         let secret = match &config.auth.jwt_secret {
             Some(secret) => secret.clone(),
@@ -133,6 +158,7 @@ impl Application {
             broker: embedded,
             login_throttle: Default::default(),
             openapi_json,
+            device_link,
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || {

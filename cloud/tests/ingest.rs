@@ -70,6 +70,7 @@ fn telemetry(appliance: ApplianceId, message: MessageId) -> Vec<u8> {
         Telemetry {
             active_uplink: Some("fiber".into()),
             uplinks: vec![],
+            policy_version: None,
         },
     )
     .encode()

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 
 use common::{TestCloud, spawn_cloud};
 use stayopen_shared::api::{
-    ApiTokenScope, CreateApiToken, CreateEnrollmentToken, CreatedApiToken, EnrollRequest,
-    EnrollResponse, EnrollmentToken, HardwareIdentity, Page, Role, SiteView, UserView,
+    ApiTokenScope, CommandView, CreateApiToken, CreateEnrollmentToken, CreatedApiToken,
+    EnrollRequest, EnrollResponse, EnrollmentToken, HardwareIdentity, Page, Role, SiteView,
+    UserView,
 };
 use stayopen_shared::{ApplianceId, PracticeId};
 
@@ -53,6 +54,19 @@ fn example_bodies() -> BTreeMap<&'static str, serde_json::Value> {
         (
             "POST /api/v1/practices/{practice_id}/enrollment-tokens",
             json!({"expires_in_hours": 1, "max_uses": 1}),
+        ),
+        ("PUT /api/v1/policy", json!({"telemetry_interval_secs": 30})),
+        (
+            "PUT /api/v1/practices/{practice_id}/policy",
+            json!({"telemetry_interval_secs": 30}),
+        ),
+        (
+            "PUT /api/v1/appliances/{appliance_id}/policy",
+            json!({"telemetry_interval_secs": 30}),
+        ),
+        (
+            "POST /api/v1/appliances/{appliance_id}/commands",
+            json!({"spec": {"kind": "collect_diagnostics"}}),
         ),
     ])
 }
@@ -247,6 +261,18 @@ async fn user_id(cloud: &TestCloud, admin: &str, role: Role) -> String {
         .to_string()
 }
 
+async fn command_of(cloud: &TestCloud, admin: &str, appliance: ApplianceId) -> String {
+    let (status, command) = cloud
+        .post::<_, CommandView>(
+            Some(admin),
+            &format!("/api/v1/appliances/{appliance}/commands"),
+            &serde_json::json!({"spec": {"kind": "collect_diagnostics"}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    command.expect("command").id.to_string()
+}
+
 async fn audit_rows(cloud: &TestCloud, tenant: &uuid::Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE tenant_id = $1")
         .bind(tenant)
@@ -316,6 +342,10 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
             user_id(&cloud, &b_admin, Role::MspTechnician).await,
         ),
         ("token_id", b_api.details.id.to_string()),
+        (
+            "command_id",
+            command_of(&cloud, &b_admin, b_appliance).await,
+        ),
     ]);
     let b_audit_before = audit_rows(&cloud, b_tenant.as_uuid()).await;
 
@@ -350,6 +380,10 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
             user_id(&cloud, &a_admin, Role::MspTechnician).await,
         ),
         ("token_id", a_api.details.id.to_string()),
+        (
+            "command_id",
+            command_of(&cloud, &a_admin, hillcrest_appliance).await,
+        ),
     ]);
     let hillcrest_secrets = vec![hillcrest.to_string(), hillcrest_appliance.to_string()];
     for (caller, token) in [("compliance_officer", &a_officer), ("auditor", &a_auditor)] {

@@ -3,65 +3,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{eventually, spawn_cloud};
+use common::{appliance_config, eventually, spawn_cloud};
 use stayopen_appliance::agent::{self, AgentOptions};
-use stayopen_appliance::config::{
-    ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
-    OutageKind, ProbeSection, SimulatedLink, UplinkConfig,
-};
+use stayopen_appliance::config::{Outage, OutageKind};
 use stayopen_shared::api::{CreateEnrollmentToken, EnrollmentToken, Fleet, Page, TelemetryRecord};
 use tokio::sync::watch;
-
-fn appliance_config(
-    api_url: &str,
-    token: &str,
-    state_dir: &std::path::Path,
-    fiber_outage: Option<Outage>,
-) -> ApplianceConfig {
-    let fiber = SimulatedLink {
-        outages: fiber_outage.into_iter().collect(),
-        ..SimulatedLink::default()
-    };
-    ApplianceConfig {
-        appliance: ApplianceSection {
-            state_dir: state_dir.to_owned(),
-            serial: Some("SO-TEST-0001".into()),
-            mac: Some("02:53:4f:00:00:01".into()),
-            model: Some("test".into()),
-        },
-        cloud: Some(CloudSection {
-            api_url: api_url.into(),
-            enrollment_token: token.into(),
-            telemetry_interval_secs: 1,
-        }),
-        lan: LanSection {
-            interface: "lan0".into(),
-        },
-        uplinks: vec![
-            UplinkConfig {
-                name: "fiber".into(),
-                interface: "wan0".into(),
-                gateway: "192.0.2.1".parse().expect("ip"),
-                priority: 0,
-                metered: false,
-            },
-            UplinkConfig {
-                name: "lte".into(),
-                interface: "wwan0".into(),
-                gateway: "198.51.100.1".parse().expect("ip"),
-                priority: 1,
-                metered: true,
-            },
-        ],
-        probes: ProbeSection::default(),
-        dataplane: DataplaneSection::Simulated {
-            links: BTreeMap::from([("fiber".into(), fiber)]),
-        },
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_never_enrols_twice()

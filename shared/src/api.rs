@@ -499,3 +499,59 @@ pub struct AuditEntry {
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
 }
+
+/// One layer of policy: the settings it overrides (a partial [`crate::policy::Policy`]).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyLayer {
+    pub scope: crate::policy::PolicyScope,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub overrides: crate::policy::PolicyOverrides,
+    /// 0 while the layer has never been set.
+    pub revision: i64,
+    pub updated_by: Option<String>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// An appliance's configuration: the effective policy with the source of each value, the version
+/// the cloud wants it to run, and the version it reports running.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplianceConfiguration {
+    pub effective: crate::policy::EffectivePolicy,
+    pub desired_version: u64,
+    pub desired_at: Option<DateTime<Utc>>,
+    pub reported_version: Option<u64>,
+    pub reported_at: Option<DateTime<Utc>>,
+    /// True while the appliance does not (yet) run the desired version.
+    pub drift: bool,
+}
+
+/// Queue a command for an appliance.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCommand {
+    pub spec: crate::commands::CommandSpec,
+    /// How long the command may wait for the appliance; 10 s to 7 days, default 1 hour.
+    #[serde(default)]
+    pub expires_in_secs: Option<u32>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandView {
+    pub id: uuid::Uuid,
+    pub appliance_id: ApplianceId,
+    pub spec: crate::commands::CommandSpec,
+    pub status: crate::commands::CommandStatus,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub deliveries: u32,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub detail: Option<String>,
+    pub result: Option<serde_json::Value>,
+}

@@ -110,6 +110,7 @@ mod tests {
             Telemetry {
                 active_uplink: Some("wan0".into()),
                 uplinks: vec![],
+                policy_version: None,
             },
         )
     }

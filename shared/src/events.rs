@@ -15,6 +15,8 @@ pub enum EventKind {
     DrillStarted,
     DrillFinished,
     PolicyApplied,
+    /// A policy from the cloud could not be applied; the appliance keeps running the previous one.
+    PolicyRejected,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -6,6 +6,7 @@
 //! [`topics::DeviceTopic`] under the per-device prefix `/tenants/{appliance_id}/`.
 
 pub mod api;
+pub mod commands;
 pub mod envelope;
 pub mod events;
 pub mod ids;

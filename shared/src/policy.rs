@@ -1,7 +1,11 @@
-//! The policy the cloud pushes to an appliance (retained on its policy topic).
+//! The policy the cloud pushes to an appliance, and how it is layered.
 //!
-//! Every field has a default that is safe on its own, so an appliance that never heard from the cloud
-//! behaves well, and `validate` rejects values that would make failover unsafe.
+//! Every field has a default that is safe on its own, so an appliance that never heard from the
+//! cloud behaves well, and `validate` rejects values that would make failover unsafe. An MSP sets
+//! overrides for all its appliances, a practice overrides those, an appliance overrides its
+//! practice; [`resolve`] computes the effective policy and where each value came from.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +20,38 @@ pub struct Policy {
     /// How long the preferred uplink must stay clean before traffic fails back to it. 30 s outlasts
     /// the typical DSL/cable retrain and DHCP renew after an outage.
     pub failback_clean_period_secs: u32,
+    /// The longest the failback hold grows to while the preferred uplink keeps flapping.
+    pub failback_max_hold_secs: u32,
+    /// An uplink is down when fewer than `detection_quorum` probe targets answered within this.
+    pub detection_silence_ms: u32,
+    pub detection_quorum: u32,
+    /// A down uplink must answer without a break for this long before it counts as up.
+    pub recovery_ms: u32,
+    /// Monthly data a metered (cellular) uplink may spend on standby probes.
+    pub metered_budget_mb: u32,
+    /// The applications the practice cannot work without, checked and reported by name.
+    pub critical_apps: Vec<CriticalApp>,
+    /// When the appliance runs its failover drill on its own; `None`: only on request.
+    pub drill_schedule: Option<DrillSchedule>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriticalApp {
+    pub name: String,
+    /// An `https://` (or `http://`) URL that answers when the application is reachable.
+    pub url: String,
+}
+
+/// A recurring drill: every `every_days` days (counted from 1970-01-01) at `at_utc` ("HH:MM").
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillSchedule {
+    pub every_days: u32,
+    pub at_utc: String,
+    pub duration_secs: u32,
 }
 
 impl Default for Policy {
@@ -24,17 +60,39 @@ impl Default for Policy {
             version: 0,
             telemetry_interval_secs: 10,
             failback_clean_period_secs: 30,
+            failback_max_hold_secs: 900,
+            detection_silence_ms: 700,
+            detection_quorum: 1,
+            recovery_ms: 2000,
+            metered_budget_mb: 30,
+            critical_apps: Vec::new(),
+            drill_schedule: None,
         }
     }
 }
 
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error("telemetry_interval_secs must be between 1 and 3600, got {0}")]
     TelemetryInterval(u32),
     #[error("failback_clean_period_secs must be between 5 and 86400, got {0}")]
     FailbackCleanPeriod(u32),
+    #[error("failback_max_hold_secs must be between failback_clean_period_secs and 86400, got {0}")]
+    FailbackMaxHold(u32),
+    #[error("detection_silence_ms must be between 300 and 10000, got {0}")]
+    DetectionSilence(u32),
+    #[error("detection_quorum must be between 1 and 8, got {0}")]
+    DetectionQuorum(u32),
+    #[error("recovery_ms must be between 500 and 600000, got {0}")]
+    Recovery(u32),
+    #[error("metered_budget_mb must be between 1 and 10000, got {0}")]
+    MeteredBudget(u32),
+    #[error("critical_apps: {0}")]
+    CriticalApp(String),
+    #[error("drill_schedule: {0}")]
+    DrillSchedule(String),
+    #[error("{0}")]
+    Shape(String),
 }
 
 impl Policy {
@@ -47,13 +105,157 @@ impl Policy {
                 self.failback_clean_period_secs,
             ));
         }
+        if !(self.failback_clean_period_secs..=86_400).contains(&self.failback_max_hold_secs) {
+            return Err(PolicyError::FailbackMaxHold(self.failback_max_hold_secs));
+        }
+        if !(300..=10_000).contains(&self.detection_silence_ms) {
+            return Err(PolicyError::DetectionSilence(self.detection_silence_ms));
+        }
+        if !(1..=8).contains(&self.detection_quorum) {
+            return Err(PolicyError::DetectionQuorum(self.detection_quorum));
+        }
+        if !(500..=600_000).contains(&self.recovery_ms) {
+            return Err(PolicyError::Recovery(self.recovery_ms));
+        }
+        if !(1..=10_000).contains(&self.metered_budget_mb) {
+            return Err(PolicyError::MeteredBudget(self.metered_budget_mb));
+        }
+        if self.critical_apps.len() > 20 {
+            return Err(PolicyError::CriticalApp("at most 20 applications".into()));
+        }
+        for app in &self.critical_apps {
+            if app.name.trim().is_empty() || app.name.len() > 100 {
+                return Err(PolicyError::CriticalApp(
+                    "each name must be 1 to 100 characters".into(),
+                ));
+            }
+            let scheme_ok = app.url.starts_with("https://") || app.url.starts_with("http://");
+            if !scheme_ok || app.url.len() > 2000 || app.url.contains(char::is_whitespace) {
+                return Err(PolicyError::CriticalApp(format!(
+                    "{:?} is not an http(s) URL",
+                    app.url
+                )));
+            }
+        }
+        if let Some(schedule) = &self.drill_schedule {
+            schedule.validate()?;
+        }
         Ok(())
     }
+}
+
+impl DrillSchedule {
+    /// Minutes after midnight UTC.
+    pub fn minute_of_day(&self) -> Option<u32> {
+        let (h, m) = self.at_utc.split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && self.at_utc.len() == 5).then_some(h * 60 + m)
+    }
+
+    fn validate(&self) -> Result<(), PolicyError> {
+        if !(1..=366).contains(&self.every_days) {
+            return Err(PolicyError::DrillSchedule(
+                "every_days must be between 1 and 366".into(),
+            ));
+        }
+        if self.minute_of_day().is_none() {
+            return Err(PolicyError::DrillSchedule(format!(
+                "at_utc must be HH:MM, got {:?}",
+                self.at_utc
+            )));
+        }
+        if !(30..=3600).contains(&self.duration_secs) {
+            return Err(PolicyError::DrillSchedule(
+                "duration_secs must be between 30 and 3600".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The first scheduled start strictly after `after` (seconds since the epoch, UTC).
+    pub fn next_start_after(&self, after: i64) -> Option<i64> {
+        let minute = i64::from(self.minute_of_day()?);
+        let every = i64::from(self.every_days.max(1));
+        let day = after.div_euclid(86_400);
+        // The first day in the cycle at or after today, then step through cycles.
+        let mut candidate_day = day + (every - day.rem_euclid(every)) % every;
+        loop {
+            let start = candidate_day * 86_400 + minute * 60;
+            if start > after {
+                return Some(start);
+            }
+            candidate_day += every;
+        }
+    }
+}
+
+/// Where a policy layer is set.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyScope {
+    Default,
+    Msp,
+    Practice,
+    Appliance,
+}
+
+/// A partial policy: the fields one layer sets. Keys are [`Policy`] field names (never `version`).
+pub type PolicyOverrides = serde_json::Map<String, serde_json::Value>;
+
+/// The policy in force and which layer each value came from.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectivePolicy {
+    pub policy: Policy,
+    pub sources: BTreeMap<String, PolicyScope>,
+}
+
+/// Checks that `overrides` names only policy fields, each with a valid value on its own.
+pub fn check_overrides(overrides: &PolicyOverrides) -> Result<(), PolicyError> {
+    resolve(&[(PolicyScope::Msp, overrides)]).map(|_| ())
+}
+
+/// Layers `layers` (lowest first) over the defaults.
+pub fn resolve(layers: &[(PolicyScope, &PolicyOverrides)]) -> Result<EffectivePolicy, PolicyError> {
+    let serde_json::Value::Object(mut merged) =
+        serde_json::to_value(Policy::default()).map_err(|e| PolicyError::Shape(e.to_string()))?
+    else {
+        return Err(PolicyError::Shape("the policy is not an object".into()));
+    };
+    let mut sources: BTreeMap<String, PolicyScope> = merged
+        .keys()
+        .filter(|k| *k != "version")
+        .map(|k| (k.clone(), PolicyScope::Default))
+        .collect();
+    for (scope, overrides) in layers {
+        for (key, value) in overrides.iter() {
+            if key == "version" || !sources.contains_key(key) {
+                return Err(PolicyError::Shape(format!(
+                    "{key:?} is not a policy setting"
+                )));
+            }
+            merged.insert(key.clone(), value.clone());
+            sources.insert(key.clone(), *scope);
+        }
+    }
+    let policy: Policy = serde_json::from_value(serde_json::Value::Object(merged))
+        .map_err(|e| PolicyError::Shape(e.to_string()))?;
+    policy.validate()?;
+    Ok(EffectivePolicy { policy, sources })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn overrides(value: serde_json::Value) -> PolicyOverrides {
+        match value {
+            serde_json::Value::Object(map) => map,
+            _ => PolicyOverrides::new(),
+        }
+    }
 
     #[test]
     fn the_default_policy_is_valid() {
@@ -78,6 +280,88 @@ mod tests {
                 version: 3,
                 ..Policy::default()
             })
+        );
+    }
+
+    #[test]
+    fn the_most_specific_layer_wins_and_each_value_names_its_source() {
+        let msp =
+            overrides(json!({"telemetry_interval_secs": 30, "failback_clean_period_secs": 60}));
+        let practice = overrides(json!({"failback_clean_period_secs": 120}));
+        let appliance = overrides(json!({"detection_quorum": 2}));
+        let effective = resolve(&[
+            (PolicyScope::Msp, &msp),
+            (PolicyScope::Practice, &practice),
+            (PolicyScope::Appliance, &appliance),
+        ])
+        .expect("valid");
+        assert_eq!(effective.policy.telemetry_interval_secs, 30);
+        assert_eq!(effective.policy.failback_clean_period_secs, 120);
+        assert_eq!(effective.policy.detection_quorum, 2);
+        assert_eq!(
+            effective.sources["telemetry_interval_secs"],
+            PolicyScope::Msp
+        );
+        assert_eq!(
+            effective.sources["failback_clean_period_secs"],
+            PolicyScope::Practice
+        );
+        assert_eq!(
+            effective.sources["detection_quorum"],
+            PolicyScope::Appliance
+        );
+        assert_eq!(effective.sources["recovery_ms"], PolicyScope::Default);
+        assert!(!effective.sources.contains_key("version"));
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_unsafe_values_are_refused_with_the_field_named() {
+        for (bad, field) in [
+            (json!({"telemetry_interval": 5}), "telemetry_interval"),
+            (json!({"version": 9}), "version"),
+            (json!({"detection_quorum": "two"}), "detection_quorum"),
+            (json!({"detection_silence_ms": 50}), "detection_silence_ms"),
+            (
+                json!({"critical_apps": [{"name": "EHR", "url": "ftp://x"}]}),
+                "critical_apps",
+            ),
+            (
+                json!({"drill_schedule": {"every_days": 7, "at_utc": "25:00", "duration_secs": 60}}),
+                "drill_schedule",
+            ),
+        ] {
+            let error = check_overrides(&overrides(bad)).expect_err(field);
+            let text = error.to_string();
+            assert!(
+                text.contains(field) || text.contains("invalid type"),
+                "{field}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_weekly_drill_is_scheduled_on_its_day_at_its_time() {
+        let schedule = DrillSchedule {
+            every_days: 7,
+            at_utc: "03:30".into(),
+            duration_secs: 300,
+        };
+        // 1970-01-01 is day 0 of the cycle; day 20_000 (2024-10-04) is 20_000 % 7 = 1 into it.
+        let after = 20_000 * 86_400;
+        let next = schedule.next_start_after(after).expect("next");
+        assert_eq!(next, 20_006 * 86_400 + 3 * 3600 + 30 * 60);
+        assert_eq!(
+            schedule.next_start_after(next),
+            Some(next + 7 * 86_400),
+            "strictly after"
+        );
+        let daily = DrillSchedule {
+            every_days: 1,
+            ..schedule
+        };
+        assert_eq!(
+            daily.next_start_after(after),
+            Some(after + 3 * 3600 + 30 * 60)
         );
     }
 }

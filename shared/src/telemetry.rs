@@ -55,6 +55,9 @@ pub struct Telemetry {
     /// The uplink carrying the practice's traffic; `None` when every uplink is down.
     pub active_uplink: Option<String>,
     pub uplinks: Vec<UplinkTelemetry>,
+    /// The version of the cloud's policy the appliance runs (its reported configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
 }
 
 /// Published retained on the status channel: `online` when the agent connects; the broker publishes

@@ -1,9 +1,11 @@
 //! The MQTT topic scheme.
 //!
-//! Every device topic lives under `/tenants/{appliance_id}/`. The leading slash and the word
-//! `tenants` are the form rumqttd's `validate-tenant-prefix` feature enforces, so a broker can confine
-//! each device to its own prefix: a device can neither publish as another device nor read another
-//! device's policy. The cloud maps appliance to MSP tenant in its database.
+//! Every device topic lives under `/tenants/{appliance_id}/`, the id written as 32 hex digits
+//! without hyphens. The leading slash and the word `tenants` are the form rumqttd's
+//! `validate-tenant-prefix` feature enforces with the Subject O of the device's certificate (which
+//! it requires to be alphanumeric, hence no hyphens), so a broker can confine each device to its own
+//! prefix: a device can neither publish as another device nor read another device's policy or
+//! commands. The cloud maps appliance to MSP tenant in its database.
 
 use std::fmt;
 
@@ -24,14 +26,20 @@ pub enum Channel {
     Status,
     /// Cloud → device: the [`crate::policy::Policy`] the device must apply, retained.
     Policy,
+    /// Cloud → device: [`crate::commands::DeviceCommand`]s (start a drill, fail back now …).
+    Commands,
+    /// Device → cloud: [`crate::commands::CommandResult`]s acknowledging and finishing commands.
+    CommandResults,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [
+    pub const ALL: [Channel; 6] = [
         Channel::Telemetry,
         Channel::Events,
         Channel::Status,
         Channel::Policy,
+        Channel::Commands,
+        Channel::CommandResults,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -40,6 +48,8 @@ impl Channel {
             Channel::Events => "events",
             Channel::Status => "status",
             Channel::Policy => "policy",
+            Channel::Commands => "commands",
+            Channel::CommandResults => "command-results",
         }
     }
 
@@ -49,7 +59,7 @@ impl Channel {
 
     /// True for the channels a device publishes on (and the cloud ingests).
     pub const fn is_device_to_cloud(self) -> bool {
-        !matches!(self, Channel::Policy)
+        !matches!(self, Channel::Policy | Channel::Commands)
     }
 
     /// The filter matching this channel of every device: `/tenants/+/{channel}`.
@@ -75,7 +85,12 @@ impl DeviceTopic {
 
     /// The prefix every topic of this device starts with: `/tenants/{appliance_id}/`.
     pub fn prefix(appliance_id: ApplianceId) -> String {
-        format!("/{TENANTS_ROOT}/{appliance_id}/")
+        format!("/{TENANTS_ROOT}/{}/", Self::segment(appliance_id))
+    }
+
+    /// How an appliance id is written in topics and in its certificate's Subject O.
+    pub fn segment(appliance_id: ApplianceId) -> String {
+        appliance_id.0.simple().to_string()
     }
 
     pub fn parse(topic: &str) -> Result<Self, TopicError> {
@@ -105,8 +120,8 @@ impl fmt::Display for DeviceTopic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "/{TENANTS_ROOT}/{}/{}",
-            self.appliance_id,
+            "{}{}",
+            Self::prefix(self.appliance_id),
             self.channel.as_str()
         )
     }
@@ -130,7 +145,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn every_device_topic_round_trips_through_its_string_form(bytes in any::<[u8; 16]>(), idx in 0usize..4) {
+        fn every_device_topic_round_trips_through_its_string_form(bytes in any::<[u8; 16]>(), idx in 0usize..6) {
             let topic = DeviceTopic::new(ApplianceId(Uuid::from_bytes(bytes)), Channel::ALL[idx]);
             prop_assert_eq!(DeviceTopic::parse(&topic.to_string()), Ok(topic));
         }
@@ -146,9 +161,10 @@ mod tests {
         let id = ApplianceId(Uuid::nil());
         let topic = DeviceTopic::new(id, Channel::Telemetry).to_string();
         assert!(topic.starts_with(&DeviceTopic::prefix(id)));
-        assert_eq!(
-            topic,
-            "/tenants/00000000-0000-0000-0000-000000000000/telemetry"
+        assert_eq!(topic, "/tenants/00000000000000000000000000000000/telemetry");
+        assert!(
+            DeviceTopic::segment(id).chars().all(char::is_alphanumeric),
+            "rumqttd accepts only alphanumeric tenant ids"
         );
     }
 

@@ -298,6 +298,57 @@ fn failback_waits_for_the_clean_period_then_moves_flows_off_the_metered_backup()
 }
 
 #[test]
+fn fail_back_now_returns_to_a_recovered_primary_without_waiting_for_the_hold() {
+    let mut sim = sim();
+    sim.answer[FIBER] = vec![0.0; 4];
+    sim.run_for(Duration::from_secs(10));
+    sim.answer[FIBER] = vec![1.0; 4];
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(
+        sim.engine.active_name(),
+        Some("lte"),
+        "still inside the hold"
+    );
+    sim.input(Input::FailBackNow);
+    assert_eq!(sim.engine.active_name(), Some("fiber"));
+    let failbacks = sim.events(EventKind::Failback);
+    assert_eq!(failbacks.len(), 1);
+    assert!(failbacks[0].1.reason.contains("operator"));
+}
+
+#[test]
+fn fail_back_now_does_nothing_while_the_primary_is_down() {
+    let mut sim = sim();
+    sim.answer[FIBER] = vec![0.0; 4];
+    sim.run_for(Duration::from_secs(10));
+    sim.input(Input::FailBackNow);
+    assert_eq!(sim.engine.active_name(), Some("lte"));
+    assert!(sim.events(EventKind::Failback).is_empty());
+}
+
+#[test]
+fn a_retuned_clean_period_applies_to_the_next_failback() {
+    let mut sim = sim();
+    let config = sim.engine.config().clone();
+    sim.input(Input::Retune(Tunables {
+        silence_window: config.silence_window,
+        quorum: config.quorum,
+        recovery_period: config.recovery_period,
+        failback_clean_period: Duration::from_secs(10),
+        max_failback_hold: Duration::from_secs(60),
+        metered_standby_interval: config.metered_standby_interval,
+    }));
+    sim.answer[FIBER] = vec![0.0; 4];
+    sim.run_for(Duration::from_secs(10));
+    sim.answer[FIBER] = vec![1.0; 4];
+    sim.run_for(Duration::from_secs(30));
+    let ups = sim.events(EventKind::UplinkUp);
+    let failbacks = sim.events(EventKind::Failback);
+    assert_eq!(failbacks.len(), 1);
+    assert_eq!(failbacks[0].0 - ups[0].0, Duration::from_secs(10));
+}
+
+#[test]
 fn a_flapping_primary_is_damped_with_a_doubling_failback_hold() {
     let mut sim = sim();
     // The primary fails for 5 s every 45 s, ten times.

@@ -182,6 +182,10 @@ async fn enroll_inner(
         .bind(token.id)
         .execute(&mut *tx)
         .await?;
+    // Its desired policy exists from the start; it is sent when the appliance first connects.
+    crate::desired::refresh(&mut tx, tenant, &[appliance_id])
+        .await
+        .map_err(|e| ApiFailure::Internal(e.to_string()))?;
     tx.commit().await?;
 
     let appliance_id = ApplianceId(appliance_id);

@@ -4,11 +4,13 @@
 
 pub mod api_tokens;
 pub mod audit_log;
+pub mod commands;
 pub mod enroll;
 pub mod error;
 pub mod fleet;
 pub mod health;
 pub mod pagination;
+pub mod policies;
 pub mod session;
 pub mod tokens;
 pub mod users;
@@ -88,6 +90,16 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(fleet::appliance_telemetry)
             .service(fleet::appliance_events)
             .service(tokens::create)
+            .service(policies::show_msp)
+            .service(policies::update_msp)
+            .service(policies::show_practice)
+            .service(policies::update_practice)
+            .service(policies::show_appliance)
+            .service(policies::update_appliance)
+            .service(policies::configuration)
+            .service(commands::create)
+            .service(commands::list)
+            .service(commands::show)
             .service(audit_log::list)
             .route("/openapi.json", web::get().to(openapi_json))
             .default_service(web::to(|| async {

@@ -1,12 +1,17 @@
 //! Starts a whole cloud — fresh database, embedded broker, ingest, HTTP on free ports — for one test.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::{Connection, PgConnection, PgPool};
+use stayopen_appliance::config::{
+    ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
+    ProbeSection, SimulatedLink, UplinkConfig,
+};
 use stayopen_cloud::config::CloudConfig;
 use stayopen_cloud::seed::{self, DemoSeed};
 use stayopen_cloud::startup::Application;
@@ -291,6 +296,55 @@ impl TestCloud {
                     .and_then(|rest| rest.trim().parse().ok())
             })
             .unwrap_or(0)
+    }
+}
+
+/// A simulated appliance (fibre primary, metered LTE backup) that enrols with `token`.
+pub fn appliance_config(
+    api_url: &str,
+    token: &str,
+    state_dir: &std::path::Path,
+    fiber_outage: Option<Outage>,
+) -> ApplianceConfig {
+    let fiber = SimulatedLink {
+        outages: fiber_outage.into_iter().collect(),
+        ..SimulatedLink::default()
+    };
+    ApplianceConfig {
+        appliance: ApplianceSection {
+            state_dir: state_dir.to_owned(),
+            serial: Some("SO-TEST-0001".into()),
+            mac: Some("02:53:4f:00:00:01".into()),
+            model: Some("test".into()),
+        },
+        cloud: Some(CloudSection {
+            api_url: api_url.into(),
+            enrollment_token: token.into(),
+            telemetry_interval_secs: 1,
+        }),
+        lan: LanSection {
+            interface: "lan0".into(),
+        },
+        uplinks: vec![
+            UplinkConfig {
+                name: "fiber".into(),
+                interface: "wan0".into(),
+                gateway: "192.0.2.1".parse().expect("ip"),
+                priority: 0,
+                metered: false,
+            },
+            UplinkConfig {
+                name: "lte".into(),
+                interface: "wwan0".into(),
+                gateway: "198.51.100.1".parse().expect("ip"),
+                priority: 1,
+                metered: true,
+            },
+        ],
+        probes: ProbeSection::default(),
+        dataplane: DataplaneSection::Simulated {
+            links: BTreeMap::from([("fiber".into(), fiber)]),
+        },
     }
 }
 

@@ -1,0 +1,166 @@
+//! Each appliance's desired configuration: its effective policy (MSP, practice and appliance
+//! layers over the defaults), versioned, stored on the appliance row and published to the device.
+//!
+//! The version only moves when the effective policy changes, so re-publishing is idempotent and the
+//! appliance can ignore anything not newer than what it runs. Drift is `reported_version <
+//! desired_version`.
+
+use chrono::Utc;
+use sqlx::PgPool;
+use stayopen_shared::policy::{
+    EffectivePolicy, Policy, PolicyError, PolicyOverrides, PolicyScope, resolve,
+};
+use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId, TenantId};
+use uuid::Uuid;
+
+use crate::db::{self, Tx, lookup};
+use crate::device_link::DeviceLink;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("stored policy layers no longer combine: {0}")]
+    Policy(#[from] PolicyError),
+}
+
+pub fn scope_str(scope: PolicyScope) -> &'static str {
+    match scope {
+        PolicyScope::Default => "default",
+        PolicyScope::Msp => "msp",
+        PolicyScope::Practice => "practice",
+        PolicyScope::Appliance => "appliance",
+    }
+}
+
+/// The overrides one layer sets (empty when none are stored).
+pub async fn layer(
+    tx: &mut Tx,
+    scope: PolicyScope,
+    scope_id: Uuid,
+) -> Result<PolicyOverrides, sqlx::Error> {
+    let stored: Option<sqlx::types::Json<PolicyOverrides>> =
+        sqlx::query_scalar("SELECT overrides FROM policies WHERE scope = $1 AND scope_id = $2")
+            .bind(scope_str(scope))
+            .bind(scope_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(stored.map(|j| j.0).unwrap_or_default())
+}
+
+/// The effective policy of one appliance, with the source of each value.
+pub async fn effective(
+    tx: &mut Tx,
+    tenant: TenantId,
+    appliance: ApplianceId,
+) -> Result<EffectivePolicy, DesiredError> {
+    let practice: Uuid = sqlx::query_scalar("SELECT practice_id FROM appliances WHERE id = $1")
+        .bind(appliance.as_uuid())
+        .fetch_one(&mut **tx)
+        .await?;
+    let msp = layer(tx, PolicyScope::Msp, tenant.0).await?;
+    let practice = layer(tx, PolicyScope::Practice, practice).await?;
+    let own = layer(tx, PolicyScope::Appliance, appliance.0).await?;
+    Ok(resolve(&[
+        (PolicyScope::Msp, &msp),
+        (PolicyScope::Practice, &practice),
+        (PolicyScope::Appliance, &own),
+    ])?)
+}
+
+/// Recomputes the desired policy of `appliances`, bumping the version of those whose effective
+/// policy changed. Returns the changed ones, to publish after the transaction commits.
+pub async fn refresh(
+    tx: &mut Tx,
+    tenant: TenantId,
+    appliances: &[Uuid],
+) -> Result<Vec<ApplianceId>, DesiredError> {
+    let mut changed = Vec::new();
+    for &id in appliances {
+        let appliance = ApplianceId(id);
+        let policy = effective(tx, tenant, appliance).await?.policy;
+        let (version, current): (i64, Option<sqlx::types::Json<Policy>>) = sqlx::query_as(
+            "SELECT desired_version, desired_policy FROM appliances WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+        let unchanged = current.is_some_and(|c| Policy { version: 0, ..c.0 } == policy);
+        if unchanged {
+            continue;
+        }
+        let next = version + 1;
+        let desired = Policy {
+            version: u64::try_from(next).unwrap_or(0),
+            ..policy
+        };
+        sqlx::query(
+            "UPDATE appliances SET desired_version = $2, desired_policy = $3, desired_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(next)
+        .bind(sqlx::types::Json(&desired))
+        .execute(&mut **tx)
+        .await?;
+        changed.push(appliance);
+    }
+    Ok(changed)
+}
+
+/// One message for a device: topic and encoded envelope.
+pub type Outgoing = (String, Vec<u8>);
+
+/// The stored desired policy of `appliances` (those that have one) as messages, to publish once
+/// the transaction that wrote them has committed (a device must never run a version the database
+/// rolled back).
+pub async fn outgoing(
+    tx: &mut Tx,
+    appliances: &[ApplianceId],
+) -> Result<Vec<Outgoing>, sqlx::Error> {
+    let ids: Vec<Uuid> = appliances.iter().map(|a| a.0).collect();
+    let rows: Vec<(Uuid, sqlx::types::Json<Policy>)> = sqlx::query_as(
+        "SELECT id, desired_policy FROM appliances
+         WHERE id = ANY($1) AND desired_policy IS NOT NULL AND revoked_at IS NULL",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, policy)| {
+            let appliance = ApplianceId(id);
+            let payload =
+                Envelope::new(MessageId(Uuid::new_v4()), appliance, Utc::now(), policy.0).encode();
+            (
+                DeviceTopic::new(appliance, Channel::Policy).to_string(),
+                payload,
+            )
+        })
+        .collect())
+}
+
+pub fn send(link: &DeviceLink, messages: Vec<Outgoing>) {
+    for (topic, payload) in messages {
+        link.publish(topic, payload);
+    }
+}
+
+/// At start: every appliance of every tenant gets its desired policy computed (new appliances) and
+/// published (the broker has just started and holds nothing).
+pub async fn publish_all(pool: &PgPool, link: &DeviceLink) -> Result<usize, DesiredError> {
+    let mut published = 0;
+    for tenant in lookup::tenant_ids(pool).await? {
+        let mut tx = db::tenant_tx(pool, tenant).await?;
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM appliances WHERE revoked_at IS NULL")
+                .fetch_all(&mut *tx)
+                .await?;
+        refresh(&mut tx, tenant, &ids).await?;
+        let all: Vec<ApplianceId> = ids.into_iter().map(ApplianceId).collect();
+        let messages = outgoing(&mut tx, &all).await?;
+        tx.commit().await?;
+        published += messages.len();
+        send(link, messages);
+    }
+    Ok(published)
+}

@@ -1,0 +1,63 @@
+//! Cloud → device messages: each appliance's desired policy and its queued commands.
+//!
+//! Publishing goes through an in-process rumqttd link owned by one task ([`DeviceLink`] is the
+//! cheap, cloneable handle). rumqttd refuses (and disconnects) a publish that matches no filter, so
+//! the link subscribes to the cloud → device channels itself and discards what it hears back.
+//!
+//! rumqttd keeps nothing on disk, so nothing published here survives a broker restart: the desired
+//! policy is published again whenever an appliance announces itself online, and to every appliance
+//! at start; commands stay queued in PostgreSQL until acknowledged.
+
+use std::sync::Arc;
+
+use rumqttd::local::{LinkRx, LinkTx};
+use stayopen_shared::Channel;
+use tokio::sync::{Notify, mpsc};
+
+use crate::metrics::{CLOUD_PUBLISH_DROPPED, Metrics};
+
+const QUEUE: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct DeviceLink {
+    tx: mpsc::Sender<(String, Vec<u8>)>,
+    metrics: Arc<Metrics>,
+    /// Wakes the command delivery loop (a command was queued, or an appliance came online).
+    pub wake_delivery: Arc<Notify>,
+}
+
+impl DeviceLink {
+    /// Starts the publishing task on `link` and returns its handle.
+    pub fn start(mut link_tx: LinkTx, mut link_rx: LinkRx, metrics: Arc<Metrics>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<(String, Vec<u8>)>(QUEUE);
+        for channel in [Channel::Policy, Channel::Commands] {
+            if let Err(e) = link_tx.subscribe(channel.all_devices_filter()) {
+                tracing::error!(error = %e, "the cloud's publishing link cannot subscribe");
+            }
+        }
+        tokio::spawn(async move {
+            while let Some((topic, payload)) = rx.recv().await {
+                if let Err(e) = link_tx.publish(topic.clone(), payload) {
+                    tracing::error!(error = %e, %topic, "publishing to a device failed");
+                }
+            }
+        });
+        // Drain what the subscriptions echo back so the link never stalls.
+        tokio::spawn(async move { while let Ok(Some(_)) = link_rx.next().await {} });
+        Self {
+            tx,
+            metrics,
+            wake_delivery: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Queues a publish; never waits. A full queue drops the message (counted): policies are
+    /// published again on reconnect and commands are redelivered until acknowledged.
+    pub fn publish(&self, topic: String, payload: Vec<u8>) {
+        if self.tx.try_send((topic, payload)).is_err() {
+            self.metrics
+                .increment(CLOUD_PUBLISH_DROPPED, "reason", "queue_full");
+            tracing::warn!("cloud-to-device queue full; message dropped");
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Commands the cloud sends an appliance, and the appliance's answers.
+//!
+//! A command is queued in the cloud's database, delivered when the appliance is online (again after
+//! it was offline), acknowledged when the appliance takes it, finished with a result, and expires if
+//! it was never acknowledged in time.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What to do.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CommandSpec {
+    /// Move traffic to the backup for `duration_secs`, then back.
+    StartDrill { duration_secs: u32 },
+    /// Return to the preferred uplink now if it is healthy, without waiting for the failback hold.
+    FailBackNow,
+    /// Report the engine's state, uplinks, policy and recent events (never traffic contents).
+    CollectDiagnostics,
+    /// Restart the agent process (its supervisor starts it again).
+    RebootAgent,
+}
+
+impl CommandSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CommandSpec::StartDrill { .. } => "start_drill",
+            CommandSpec::FailBackNow => "fail_back_now",
+            CommandSpec::CollectDiagnostics => "collect_diagnostics",
+            CommandSpec::RebootAgent => "reboot_agent",
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            CommandSpec::StartDrill { duration_secs } if !(10..=3600).contains(duration_secs) => {
+                Err("duration_secs must be between 10 and 3600".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Cloud → device on the commands channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCommand {
+    pub id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub spec: CommandSpec,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    /// Queued in the cloud; the appliance has not been sent it yet (or is offline).
+    Queued,
+    /// Published to the appliance; not acknowledged yet.
+    Delivered,
+    /// The appliance took it.
+    Acknowledged,
+    Succeeded,
+    Failed,
+    /// Not acknowledged before it expired.
+    Expired,
+}
+
+impl CommandStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandStatus::Queued => "queued",
+            CommandStatus::Delivered => "delivered",
+            CommandStatus::Acknowledged => "acknowledged",
+            CommandStatus::Succeeded => "succeeded",
+            CommandStatus::Failed => "failed",
+            CommandStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            CommandStatus::Queued,
+            CommandStatus::Delivered,
+            CommandStatus::Acknowledged,
+            CommandStatus::Succeeded,
+            CommandStatus::Failed,
+            CommandStatus::Expired,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CommandStatus::Succeeded | CommandStatus::Failed | CommandStatus::Expired
+        )
+    }
+}
+
+/// Device → cloud on the command-results channel. `status` is acknowledged, succeeded or failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandResult {
+    pub command_id: Uuid,
+    pub status: CommandStatus,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_tagged_by_kind_on_the_wire() {
+        let json =
+            serde_json::to_value(CommandSpec::StartDrill { duration_secs: 60 }).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "start_drill", "duration_secs": 60})
+        );
+        let parsed: CommandSpec =
+            serde_json::from_value(serde_json::json!({"kind": "fail_back_now"})).expect("parse");
+        assert_eq!(parsed, CommandSpec::FailBackNow);
+        assert!(
+            serde_json::from_value::<CommandSpec>(serde_json::json!({"kind": "format_disk"}))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_drill_outside_ten_seconds_to_an_hour_is_refused() {
+        assert!(
+            CommandSpec::StartDrill { duration_secs: 5 }
+                .validate()
+                .is_err()
+        );
+        assert!(
+            CommandSpec::StartDrill { duration_secs: 600 }
+                .validate()
+                .is_ok()
+        );
+    }
+}
