@@ -24,6 +24,9 @@ ALTER TABLE appliances
     ADD COLUMN reported_version bigint,
     ADD COLUMN reported_at      timestamptz,
     ADD COLUMN revoked_at       timestamptz,
+    -- The client certificate issued at the last enrolment.
+    ADD COLUMN cert_serial      text,
+    ADD COLUMN cert_not_after   timestamptz,
     -- sent_at of the presence message in force. The broker keeps one log per topic filter, so a
     -- telemetry message sent before a clean goodbye can be ingested after it; it must not mark the
     -- appliance online again.

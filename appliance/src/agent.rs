@@ -54,6 +54,8 @@ pub enum AgentError {
     },
     #[error("dataplane: {0}")]
     Dataplane(#[from] crate::dataplane::DataplaneError),
+    #[error("the stored device certificate cannot be used: {0}")]
+    Tls(#[from] stayopen_shared::mqtt_tls::TlsSetupError),
 }
 
 #[derive(Debug, Clone)]
@@ -422,7 +424,7 @@ pub async fn run(
                 identity = enrol => identity?,
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(Exit::Stopped),
             };
-            let (link, inbound) = CloudLink::start(&identity);
+            let (link, inbound) = CloudLink::start(&identity)?;
             Some((
                 link,
                 inbound,

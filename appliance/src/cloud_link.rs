@@ -10,10 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use serde::Serialize;
 use stayopen_shared::commands::{CommandResult, DeviceCommand};
 use stayopen_shared::events::ApplianceEvent;
+use stayopen_shared::mqtt_tls::TlsSetupError;
 use stayopen_shared::policy::Policy;
 use stayopen_shared::telemetry::{Presence, Telemetry};
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId};
@@ -83,9 +86,14 @@ fn envelope<T: Serialize>(appliance_id: ApplianceId, at: DateTime<Utc>, body: T)
 }
 
 impl CloudLink {
-    /// Connects (and keeps reconnecting) in a background task. What the cloud sends arrives on
-    /// the returned channel.
-    pub fn start(identity: &Identity) -> (Self, mpsc::Receiver<Inbound>) {
+    /// Connects over TLS with the appliance's certificate (and keeps reconnecting) in a
+    /// background task. What the cloud sends arrives on the returned channel.
+    pub fn start(identity: &Identity) -> Result<(Self, mpsc::Receiver<Inbound>), TlsSetupError> {
+        let tls = stayopen_shared::mqtt_tls::client_config(
+            &identity.ca_cert_pem,
+            &identity.client_cert_pem,
+            &identity.private_key_pem,
+        )?;
         let appliance_id = identity.appliance_id;
         let mut options = MqttOptions::new(
             identity.mqtt.username.clone(),
@@ -97,6 +105,7 @@ impl CloudLink {
                 identity.mqtt.username.clone(),
                 identity.mqtt.password.clone(),
             )
+            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
             .set_keep_alive(Duration::from_secs(15))
             .set_clean_session(true)
             .set_last_will(LastWill::new(
@@ -183,7 +192,7 @@ impl CloudLink {
                 }
             }
         });
-        (link, inbound_rx)
+        Ok((link, inbound_rx))
     }
 
     /// Messages from the cloud refused as malformed or misaddressed.

@@ -14,13 +14,40 @@ use crate::config::{ApplianceSection, UplinkConfig};
 
 const IDENTITY_FILE: &str = "identity.json";
 
-/// What enrolment gave this appliance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What enrolment gave this appliance, and the private key it generated for it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Identity {
     pub appliance_id: ApplianceId,
     pub practice_id: PracticeId,
     pub site_id: SiteId,
     pub mqtt: MqttCredentials,
+    /// Empty in identities stored before device certificates existed: such an appliance enrols
+    /// again (the cloud keeps its id, since the hardware is the same).
+    #[serde(default)]
+    pub client_cert_pem: String,
+    #[serde(default)]
+    pub ca_cert_pem: String,
+    #[serde(default)]
+    pub private_key_pem: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("appliance_id", &self.appliance_id)
+            .field("practice_id", &self.practice_id)
+            .field("site_id", &self.site_id)
+            .field("mqtt", &self.mqtt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new ECDSA P-256 key pair and a certificate signing request for it. Returns (key, request),
+/// both PEM. The cloud decides the certificate's names; the request only proves the key.
+pub fn new_key_and_request() -> Result<(String, String), rcgen::Error> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let request = rcgen::CertificateParams::default().serialize_request(&key)?;
+    Ok((key.serialize_pem(), request.pem()?))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +71,8 @@ pub enum IdentityError {
     Refused { code: String, message: String },
     #[error("cannot reach the cloud at {url}: {source}")]
     Unreachable { url: String, source: reqwest::Error },
+    #[error("cannot generate the device key: {0}")]
+    Key(#[from] rcgen::Error),
 }
 
 impl IdentityError {
@@ -66,7 +95,7 @@ pub fn load(state_dir: &Path) -> Result<Option<Identity>, IdentityError> {
 }
 
 /// Writes the identity atomically (temporary file, then rename) and readable by root only: it holds
-/// the MQTT password.
+/// the MQTT password and the private key.
 pub fn store(state_dir: &Path, identity: &Identity) -> Result<(), IdentityError> {
     let path = state_dir.join(IDENTITY_FILE);
     let write_err = |source| IdentityError::Write {
@@ -133,10 +162,12 @@ pub async fn enroll(
     hardware: HardwareIdentity,
 ) -> Result<Identity, IdentityError> {
     let url = format!("{}/api/v1/enroll", api_url.trim_end_matches('/'));
+    let (private_key_pem, csr_pem) = new_key_and_request()?;
     let request = EnrollRequest {
         token: token.to_owned(),
         hardware,
         agent_version: AGENT_VERSION.to_owned(),
+        csr_pem,
     };
     let unreachable = |source| IdentityError::Unreachable {
         url: url.clone(),
@@ -156,6 +187,9 @@ pub async fn enroll(
             practice_id: enrolled.practice_id,
             site_id: enrolled.site_id,
             mqtt: enrolled.mqtt,
+            client_cert_pem: enrolled.client_cert_pem,
+            ca_cert_pem: enrolled.ca_cert_pem,
+            private_key_pem,
         });
     }
     if status.is_server_error() {
@@ -190,9 +224,14 @@ pub async fn load_or_enroll(
     token: &str,
     hardware: HardwareIdentity,
 ) -> Result<Identity, IdentityError> {
-    if let Some(identity) = load(state_dir)? {
-        tracing::info!(appliance_id = %identity.appliance_id, "already enrolled");
-        return Ok(identity);
+    match load(state_dir)? {
+        Some(identity) if !identity.client_cert_pem.is_empty() => {
+            tracing::info!(appliance_id = %identity.appliance_id, "already enrolled");
+            return Ok(identity);
+        }
+        Some(identity) => tracing::warn!(appliance_id = %identity.appliance_id,
+            "the stored identity has no device certificate; enrolling again"),
+        None => {}
     }
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -231,6 +270,9 @@ mod tests {
                 username: "u".into(),
                 password: "p".into(),
             },
+            client_cert_pem: "cert".into(),
+            ca_cert_pem: "ca".into(),
+            private_key_pem: "key".into(),
         };
         store(dir.path(), &identity).expect("store");
         assert_eq!(load(dir.path()).expect("load"), Some(identity));
@@ -240,6 +282,15 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_signing_request_proves_a_fresh_key_each_time() {
+        let (key_a, csr_a) = new_key_and_request().expect("csr");
+        let (key_b, _) = new_key_and_request().expect("csr");
+        assert_ne!(key_a, key_b);
+        assert!(key_a.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(csr_a.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
     }
 
     #[test]

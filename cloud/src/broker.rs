@@ -1,5 +1,10 @@
 //! The embedded MQTT broker (rumqttd) and the bridge that checks device credentials.
 //!
+//! Devices connect over TLS with a client certificate the device CA signed ([`crate::pki`]);
+//! rumqttd's `validate-tenant-prefix` confines each connection to `/tenants/{certificate O}/`, so a
+//! device can only publish and subscribe under its own prefix. On top of that the auth hook checks
+//! the MQTT password issued at enrolment and refuses revoked appliances.
+//!
 //! rumqttd runs its router and listeners on threads of its own, each with a private runtime. Device
 //! credentials live in PostgreSQL, whose pool belongs to the main runtime, so the broker's auth hook
 //! does not query the database itself: it sends the credentials over a channel to a task on the main
@@ -12,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 use sqlx::PgPool;
 use stayopen_shared::ApplianceId;
 use stayopen_shared::envelope::MAX_PAYLOAD_BYTES;
@@ -20,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{digests_equal, secret_digest};
 use crate::metrics::{BROKER_AUTH_REJECTED, Metrics};
+use crate::pki::{BrokerTlsFiles, DeviceCa};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -66,6 +72,7 @@ pub struct Links {
 /// authentication requests to serve.
 pub async fn start(
     listen: SocketAddr,
+    tls: &BrokerTlsFiles,
 ) -> Result<(EmbeddedBroker, Links, mpsc::Receiver<AuthRequest>), BrokerError> {
     let (auth_tx, auth_rx) = mpsc::channel::<AuthRequest>(256);
     let mut connections = ConnectionSettings {
@@ -95,7 +102,11 @@ pub async fn start(
     let server = ServerSettings {
         name: "devices".to_owned(),
         listen,
-        tls: None,
+        tls: Some(TlsConfig::Rustls {
+            capath: Some(tls.ca.display().to_string()),
+            certpath: tls.cert.display().to_string(),
+            keypath: tls.key.display().to_string(),
+        }),
         next_connection_delay_ms: 1,
         connections,
     };
@@ -156,10 +167,22 @@ pub async fn start(
 pub async fn serve_auth_requests(
     pool: PgPool,
     metrics: Arc<Metrics>,
+    revoker_secret: String,
     mut requests: mpsc::Receiver<AuthRequest>,
 ) {
     while let Some(request) = requests.recv().await {
-        let verdict = check_device_credentials(&pool, &request).await;
+        let verdict = if request.username == REVOKER_USERNAME {
+            if digests_equal(
+                &secret_digest(&request.password),
+                &secret_digest(&revoker_secret),
+            ) {
+                Ok(())
+            } else {
+                Err("bad_password")
+            }
+        } else {
+            check_device_credentials(&pool, &request).await
+        };
         match verdict {
             Ok(()) => {
                 let _ = request.reply.send(true);
@@ -192,16 +215,65 @@ async fn check_device_credentials(
     let mut tx = crate::db::tenant_tx(pool, tenant)
         .await
         .map_err(database_error)?;
-    let stored: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT mqtt_password_hash FROM appliances WHERE id = $1")
-            .bind(appliance_id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(database_error)?;
-    let stored = stored.ok_or("unknown_appliance")?;
+    let stored: Option<(Vec<u8>, bool)> = sqlx::query_as(
+        "SELECT mqtt_password_hash, revoked_at IS NOT NULL FROM appliances WHERE id = $1",
+    )
+    .bind(appliance_id.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(database_error)?;
+    let (stored, revoked) = stored.ok_or("unknown_appliance")?;
+    if revoked {
+        return Err("revoked_appliance");
+    }
     if digests_equal(&stored, &secret_digest(&request.password)) {
         Ok(())
     } else {
         Err("bad_password")
     }
+}
+
+/// The username of the cloud's own short connection that closes a revoked appliance's session.
+pub const REVOKER_USERNAME: &str = "stayopen-cloud-revoker";
+
+/// Closes `appliance`'s MQTT connection, if it has one: the cloud connects with the appliance's
+/// client id and a short-lived certificate naming the same prefix, which makes the broker drop the
+/// existing session (MQTT's client-id takeover), then disconnects. The auth hook refuses the
+/// revoked appliance from then on.
+pub async fn disconnect_device(
+    broker: SocketAddr,
+    ca: &DeviceCa,
+    appliance: ApplianceId,
+    revoker_secret: &str,
+) -> Result<(), String> {
+    let (cert, key) = ca.cloud_client_as(appliance).map_err(|e| e.to_string())?;
+    let tls = stayopen_shared::mqtt_tls::client_config(ca.cert_pem(), &cert, &key)
+        .map_err(|e| e.to_string())?;
+    let mut options = rumqttc::MqttOptions::new(
+        appliance.to_string(),
+        broker.ip().to_string(),
+        broker.port(),
+    );
+    options
+        .set_credentials(REVOKER_USERNAME, revoker_secret)
+        .set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ))
+        .set_clean_session(true);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 4);
+    let connected = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "timed out".to_owned())?;
+    connected?;
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+    Ok(())
 }

@@ -80,6 +80,9 @@ pub struct BrokerConfig {
     pub public_host: String,
     /// The port appliances are told to connect to; the `listen` port when absent.
     pub public_port: Option<u16>,
+    /// Where the device CA (created on first start; back it up) and the broker's TLS certificate
+    /// live. Devices connect over TLS with certificates this CA signed.
+    pub tls_dir: PathBuf,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -143,9 +146,10 @@ impl Default for DatabaseConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8883)),
             public_host: "127.0.0.1".to_owned(),
             public_port: None,
+            tls_dir: PathBuf::from("/var/lib/stayopen-cloud/pki"),
         }
     }
 }
@@ -277,7 +281,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/cloud.example.toml");
         let config = CloudConfig::load(Some(&path)).expect("example parses");
         assert_eq!(config.http.listen.port(), 8080);
-        assert_eq!(config.broker_public_port(), 1883);
+        assert_eq!(config.broker_public_port(), 8883);
     }
 
     #[test]

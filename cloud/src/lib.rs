@@ -3,7 +3,8 @@
 //! - [`config`]: typed configuration from a TOML file plus `STAYOPEN_…` environment variables.
 //! - [`db`]: the PostgreSQL pool, the embedded migrations, and tenant-scoped transactions (row-level
 //!   security does the isolating).
-//! - [`broker`]: the embedded rumqttd broker and the bridge that checks device credentials.
+//! - [`broker`]: the embedded rumqttd broker (TLS, client certificates, per-device topic prefix) and
+//!   the bridge that checks device credentials; [`pki`]: the device CA.
 //! - [`ingest`]: validates and stores what appliances publish; counts and logs every rejection.
 //! - [`desired`]: each appliance's effective policy, versioned; [`commands`]: the command queue's
 //!   delivery; [`device_link`]: publishing to devices.
@@ -27,6 +28,7 @@ pub mod device_link;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod pki;
 pub mod seed;
 pub mod startup;
 pub mod throttle;

@@ -16,6 +16,7 @@ use crate::db::{self, DbError};
 use crate::device_link::DeviceLink;
 use crate::ingest;
 use crate::metrics::Metrics;
+use crate::pki::DeviceCa;
 
 /// What every handler can reach.
 #[derive(Debug)]
@@ -30,6 +31,10 @@ pub struct AppState {
     pub openapi_json: String,
     /// Publishes desired policies and commands to devices.
     pub device_link: DeviceLink,
+    /// Signs device certificates at enrolment.
+    pub ca: Arc<DeviceCa>,
+    /// The password of the cloud's own connection that closes revoked appliances' sessions.
+    pub revoker_secret: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,8 @@ pub enum StartupError {
     FreePort(std::io::Error),
     #[error("cannot build the OpenAPI document: {0}")]
     OpenApi(String),
+    #[error("device PKI: {0}")]
+    Pki(#[from] crate::pki::PkiError),
     #[error("cannot create telemetry partitions: {0}")]
     Partitions(#[from] sqlx::Error),
 }
@@ -81,12 +88,23 @@ impl Application {
             config.broker.listen = probe.local_addr().map_err(StartupError::FreePort)?;
         }
         let metrics = Arc::new(Metrics::default());
-        let (embedded, links, auth_requests) = broker::start(config.broker.listen).await?;
+        let ca = Arc::new(DeviceCa::load_or_create(&config.broker.tls_dir)?);
+        let mut hosts = vec![
+            config.broker.public_host.clone(),
+            "localhost".to_owned(),
+            config.broker.listen.ip().to_string(),
+        ];
+        hosts.dedup();
+        let tls_files = ca.broker_files(&config.broker.tls_dir, &hosts)?;
+        let (embedded, links, auth_requests) =
+            broker::start(config.broker.listen, &tls_files).await?;
+        let revoker_secret = random_secret();
         let (publisher_tx, publisher_rx) = links.publisher;
         let device_link = DeviceLink::start(publisher_tx, publisher_rx, metrics.clone());
         tokio::spawn(broker::serve_auth_requests(
             pool.clone(),
             metrics.clone(),
+            revoker_secret.clone(),
             auth_requests,
         ));
         let (ingest_tx, ingest_rx) = links.ingest;
@@ -159,6 +177,8 @@ impl Application {
             login_throttle: Default::default(),
             openapi_json,
             device_link,
+            ca,
+            revoker_secret,
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || {

@@ -18,6 +18,9 @@ fn enroll_request(token: &str, serial: &str) -> EnrollRequest {
             model: "test".into(),
         },
         agent_version: "test".into(),
+        csr_pem: stayopen_appliance::identity::new_key_and_request()
+            .expect("csr")
+            .1,
     }
 }
 

@@ -81,6 +81,9 @@ async fn tokens_and_enrolments_are_audited_and_the_chain_verifies() {
                     model: "t".into(),
                 },
                 agent_version: "t".into(),
+                csr_pem: stayopen_appliance::identity::new_key_and_request()
+                    .expect("csr")
+                    .1,
             },
         )
         .await;

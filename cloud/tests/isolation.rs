@@ -64,6 +64,7 @@ fn example_bodies() -> BTreeMap<&'static str, serde_json::Value> {
             "PUT /api/v1/appliances/{appliance_id}/policy",
             json!({"telemetry_interval_secs": 30}),
         ),
+        ("POST /api/v1/appliances/{appliance_id}/revoke", json!({})),
         (
             "POST /api/v1/appliances/{appliance_id}/commands",
             json!({"spec": {"kind": "collect_diagnostics"}}),
@@ -219,6 +220,9 @@ async fn enrol(cloud: &TestCloud, token: &str, practice: PracticeId, serial: &st
                     model: "t".into(),
                 },
                 agent_version: "t".into(),
+                csr_pem: stayopen_appliance::identity::new_key_and_request()
+                    .expect("csr")
+                    .1,
             },
         )
         .await;

@@ -44,6 +44,8 @@ mkdir -p "$DEMO_DIR"
 
 export STAYOPEN_HTTP__LISTEN="$HTTP_ADDR"
 export STAYOPEN_HTTP__STATIC_DIR="$ROOT/frontend/dist"
+# The device CA (created on the first run) and the broker's TLS certificate.
+export STAYOPEN_BROKER__TLS_DIR="$DEMO_DIR/pki"
 "$BIN/stayopen-cloud" serve > "$DEMO_DIR/cloud.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do

@@ -320,6 +320,8 @@ pub struct EnrollRequest {
     pub token: String,
     pub hardware: HardwareIdentity,
     pub agent_version: String,
+    /// A PKCS#10 request for the appliance's own key pair; the key never leaves the appliance.
+    pub csr_pem: String,
 }
 
 impl std::fmt::Debug for EnrollRequest {
@@ -328,7 +330,7 @@ impl std::fmt::Debug for EnrollRequest {
             .field("token", &"<redacted>")
             .field("hardware", &self.hardware)
             .field("agent_version", &self.agent_version)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -362,6 +364,10 @@ pub struct EnrollResponse {
     pub mqtt: MqttCredentials,
     /// `/tenants/{appliance_id}/`: every topic the appliance may use starts with it.
     pub topic_prefix: String,
+    /// The appliance's client certificate for the MQTT connection (Subject O = its topic segment).
+    pub client_cert_pem: String,
+    /// The device CA, the only authority the appliance trusts for the broker.
+    pub ca_cert_pem: String,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

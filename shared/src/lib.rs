@@ -10,6 +10,8 @@ pub mod commands;
 pub mod envelope;
 pub mod events;
 pub mod ids;
+#[cfg(feature = "mqtt-tls")]
+pub mod mqtt_tls;
 pub mod policy;
 pub mod telemetry;
 pub mod topics;

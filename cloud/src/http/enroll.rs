@@ -107,6 +107,9 @@ async fn enroll_inner(
     }
 
     let mqtt_password = random_secret();
+    if request.csr_pem.len() > 8192 {
+        return Err(ApiFailure::BadRequest("csr_pem is too long".into()));
+    }
     let existing: Option<(Uuid, Uuid)> = sqlx::query_as(
         "SELECT id, tenant_id FROM appliances WHERE serial = $1 AND mac = $2 FOR UPDATE",
     )
@@ -121,7 +124,7 @@ async fn enroll_inner(
             // possibly a new practice/site within the same tenant.
             sqlx::query(
                 "UPDATE appliances SET practice_id = $2, site_id = $3, model = $4, agent_version = $5,
-                        mqtt_password_hash = $6, enrolled_at = now()
+                        mqtt_password_hash = $6, enrolled_at = now(), revoked_at = NULL
                  WHERE id = $1",
             )
             .bind(id)
@@ -154,6 +157,16 @@ async fn enroll_inner(
             id
         }
     };
+    let certificate = state
+        .ca
+        .sign_device(&request.csr_pem, ApplianceId(appliance_id))
+        .map_err(|e| ApiFailure::BadRequest(e.to_string()))?;
+    sqlx::query("UPDATE appliances SET cert_serial = $2, cert_not_after = $3 WHERE id = $1")
+        .bind(appliance_id)
+        .bind(&certificate.serial_hex)
+        .bind(certificate.not_after)
+        .execute(&mut *tx)
+        .await?;
     audit::record(
         &mut tx,
         TenantId(token.tenant_id),
@@ -174,6 +187,8 @@ async fn enroll_inner(
                 "practice_id": token.practice_id,
                 "site_id": token.site_id,
                 "enrollment_token_id": token.id,
+                "certificate_serial": certificate.serial_hex,
+                "certificate_not_after": certificate.not_after,
             })),
         },
     )
@@ -201,5 +216,7 @@ async fn enroll_inner(
             password: mqtt_password,
         },
         topic_prefix: DeviceTopic::prefix(appliance_id),
+        client_cert_pem: certificate.cert_pem,
+        ca_cert_pem: state.ca.cert_pem().to_owned(),
     })
 }

@@ -652,3 +652,70 @@ pub async fn appliance_events(
         (r.sent_at, r.message_id.0)
     })))
 }
+
+/// Revokes an appliance: its session is closed at once, its certificate and credentials are
+/// refused from then on, and anything it still publishes is rejected. Enrolling the hardware again
+/// with a new token reinstates it.
+#[utoipa::path(
+    tag = "fleet",
+    params(("appliance_id" = Uuid, Path)),
+    responses((status = 200, body = ApplianceView), (status = 403, body = ApiError), (status = 404, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[post("/appliances/{appliance_id}/revoke")]
+pub async fn revoke_appliance(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<ApplianceId>,
+) -> Result<web::Json<ApplianceView>, ApiFailure> {
+    let appliance = path.into_inner();
+    let mut tx = auth.tx(&state).await?;
+    visible_appliance(&mut tx, &auth, appliance).await?;
+    auth.require(Permission::Configure)?;
+    let serial: Option<String> = sqlx::query_scalar(
+        "UPDATE appliances SET revoked_at = coalesce(revoked_at, now()), online = false
+         WHERE id = $1 RETURNING cert_serial",
+    )
+    .bind(appliance.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE commands SET status = 'expired', finished_at = now(), detail = 'appliance revoked'
+         WHERE appliance_id = $1 AND status IN ('queued', 'delivered')",
+    )
+    .bind(appliance.as_uuid())
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        auth.tenant_id,
+        &auth.actor(),
+        Change {
+            action: "appliance.revoke",
+            target_type: "appliance",
+            target_id: appliance.to_string(),
+            before: None,
+            after: Some(serde_json::json!({ "revoked": true, "certificate_serial": serial })),
+        },
+    )
+    .await?;
+    let row: ApplianceRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{APPLIANCE_SELECT} WHERE a.id = $1"
+    )))
+    .bind(appliance.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    if let Err(e) = crate::broker::disconnect_device(
+        state.broker.listen,
+        &state.ca,
+        appliance,
+        &state.revoker_secret,
+    )
+    .await
+    {
+        tracing::warn!(%appliance, error = %e, "could not close the revoked appliance's session");
+    }
+    tracing::info!(%appliance, "appliance revoked");
+    Ok(web::Json(row.view(Utc::now(), offline_after(&state))))
+}

@@ -87,6 +87,7 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(fleet::create_site)
             .service(fleet::list_appliances)
             .service(fleet::show_appliance)
+            .service(fleet::revoke_appliance)
             .service(fleet::appliance_telemetry)
             .service(fleet::appliance_events)
             .service(tokens::create)

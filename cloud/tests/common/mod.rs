@@ -16,7 +16,8 @@ use stayopen_cloud::config::CloudConfig;
 use stayopen_cloud::seed::{self, DemoSeed};
 use stayopen_cloud::startup::Application;
 use stayopen_shared::api::{
-    CreatePractice, CreateUser, LoginRequest, LoginResponse, PracticeSummary, Role,
+    CreatePractice, CreateUser, EnrollRequest, EnrollResponse, HardwareIdentity, LoginRequest,
+    LoginResponse, PracticeSummary, Role,
 };
 use stayopen_shared::{PracticeId, TenantId};
 use uuid::Uuid;
@@ -33,6 +34,22 @@ pub struct TestCloud {
     /// A superuser pool, for tests that inspect or tamper with rows across tenants.
     pub owner_pool: PgPool,
     pub http: reqwest::Client,
+    /// The device CA and broker certificate of this cloud.
+    pub tls_dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+/// An enrolled device as a test drives it by hand: its enrolment answer and private key.
+pub struct Device {
+    pub enrolled: EnrollResponse,
+    pub key_pem: String,
+}
+
+/// An MQTT connection of a test device: the client, the messages it receives, and whether the
+/// broker has closed it.
+pub struct DeviceConnection {
+    pub client: rumqttc::AsyncClient,
+    pub received: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    pub closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn admin_url() -> String {
@@ -81,6 +98,8 @@ pub async fn spawn_cloud() -> TestCloud {
 pub async fn spawn_cloud_with(adjust: impl FnOnce(&mut CloudConfig)) -> TestCloud {
     let mut config = CloudConfig::default();
     let (owner_url, app_url) = fresh_database().await;
+    let tls_dir = std::sync::Arc::new(tempfile::tempdir().expect("tls dir"));
+    config.broker.tls_dir = tls_dir.path().to_owned();
     config.database.url = app_url.clone();
     config.database.owner_url = Some(owner_url.clone());
     let database_url = owner_url;
@@ -113,6 +132,7 @@ pub async fn spawn_cloud_with(adjust: impl FnOnce(&mut CloudConfig)) -> TestClou
             .timeout(Duration::from_secs(10))
             .build()
             .expect("client"),
+        tls_dir,
     }
 }
 
@@ -273,6 +293,105 @@ impl TestCloud {
             .expect("DELETE");
         let status = response.status().as_u16();
         (status, response.json().await.ok())
+    }
+
+    /// Enrols a device by hand (fresh key pair and signing request).
+    pub async fn enrol_device(&self, token: &str, serial: &str, mac: &str) -> Device {
+        let (key_pem, csr_pem) =
+            stayopen_appliance::identity::new_key_and_request().expect("key and request");
+        let (status, enrolled) = self
+            .post::<_, EnrollResponse>(
+                None,
+                "/api/v1/enroll",
+                &EnrollRequest {
+                    token: token.into(),
+                    hardware: HardwareIdentity {
+                        serial: serial.into(),
+                        mac: mac.into(),
+                        model: "test".into(),
+                    },
+                    agent_version: "test".into(),
+                    csr_pem,
+                },
+            )
+            .await;
+        assert_eq!(status, 200, "enrol {serial}");
+        Device {
+            enrolled: enrolled.expect("enrolment"),
+            key_pem,
+        }
+    }
+
+    /// Connects to the broker over TLS presenting `cert_pem`/`key_pem`, as `client_id` with
+    /// `username`/`password`. Err carries the refusal.
+    pub async fn mqtt_connect(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+        client_id: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<DeviceConnection, String> {
+        let ca = std::fs::read_to_string(self.tls_dir.path().join("ca.pem")).expect("ca");
+        let tls = stayopen_shared::mqtt_tls::client_config(&ca, cert_pem, key_pem)
+            .map_err(|e| e.to_string())?;
+        let mut options =
+            rumqttc::MqttOptions::new(client_id, self.broker.ip().to_string(), self.broker.port());
+        options
+            .set_credentials(username, password)
+            .set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls),
+            ))
+            .set_keep_alive(Duration::from_secs(5));
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+        let connack = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .await
+        .map_err(|_| "no answer from the broker".to_string())?;
+        connack?;
+        let (tx, received) = tokio::sync::mpsc::unbounded_channel();
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = closed.clone();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        // No reconnecting: a test wants to see that the broker closed it.
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(DeviceConnection {
+            client,
+            received,
+            closed,
+        })
+    }
+
+    /// Connects as `device` with its own certificate and credentials.
+    pub async fn connect_device(&self, device: &Device) -> Result<DeviceConnection, String> {
+        let mqtt = &device.enrolled.mqtt;
+        self.mqtt_connect(
+            &device.enrolled.client_cert_pem,
+            &device.key_pem,
+            &mqtt.username,
+            &mqtt.username,
+            &mqtt.password,
+        )
+        .await
     }
 
     pub async fn metrics(&self) -> String {

@@ -1,0 +1,268 @@
+//! The device certificate authority: signs each appliance's client certificate at enrolment and
+//! the broker's server certificate at start.
+//!
+//! Design: the appliance generates its key pair and sends a certificate signing request; the key
+//! never leaves the box. The certificate's Subject O is the appliance id as written in topics
+//! (32 hex digits), which rumqttd's `validate-tenant-prefix` turns into the only topic prefix the
+//! connection may publish or subscribe under. The CA's key lives in `broker.tls_dir` (0600) and is
+//! created on first start.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use stayopen_shared::{ApplianceId, DeviceTopic};
+use time::{Duration, OffsetDateTime};
+
+/// Device certificates are valid this long; re-enrolling issues a new one.
+pub const DEVICE_CERT_DAYS: i64 = 397;
+const CA_YEARS: i64 = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("the certificate signing request is not valid: {0}")]
+    BadRequest(String),
+}
+
+/// The CA, loaded or created.
+pub struct DeviceCa {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for DeviceCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCa").finish_non_exhaustive()
+    }
+}
+
+/// A signed certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub serial_hex: String,
+    pub not_after: chrono::DateTime<chrono::Utc>,
+}
+
+/// The broker's TLS files, as rumqttd reads them.
+#[derive(Debug, Clone)]
+pub struct BrokerTlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    file.write_all(contents.as_bytes()).map_err(io(path))
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    // Positive, non-zero (RFC 5280).
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
+fn to_chrono(t: OffsetDateTime) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(t.unix_timestamp(), 0).unwrap_or_default()
+}
+
+impl DeviceCa {
+    /// Loads `dir/ca.pem` and `dir/ca.key`, creating them (and `dir`) the first time.
+    pub fn load_or_create(dir: &Path) -> Result<Self, PkiError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let cert_path = dir.join("ca.pem");
+        let key_path = dir.join("ca.key");
+        if cert_path.exists() && key_path.exists() {
+            let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+            let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+            let key = KeyPair::from_pem(&key_pem)?;
+            let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
+            return Ok(Self { cert_pem, issuer });
+        }
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "StayOpen device CA");
+        name.push(DnType::OrganizationName, "StayOpen");
+        params.distinguished_name = name;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(365 * CA_YEARS);
+        params.serial_number = Some(random_serial());
+        let cert = params.self_signed(&key)?;
+        write_secret(&key_path, &key.serialize_pem())?;
+        std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
+        tracing::info!(path = %cert_path.display(), "created the device CA");
+        Ok(Self {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Signs an appliance's request. Whatever the request asks for, the certificate names the
+    /// appliance (CN = its id, O = its topic segment) and is for client authentication only.
+    pub fn sign_device(&self, csr_pem: &str, appliance: ApplianceId) -> Result<Issued, PkiError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::BadRequest(e.to_string()))?;
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, appliance.to_string());
+        name.push(DnType::OrganizationName, DeviceTopic::segment(appliance));
+        let now = OffsetDateTime::now_utc();
+        let serial = random_serial();
+        let params = &mut csr.params;
+        params.distinguished_name = name;
+        params.subject_alt_names = Vec::new();
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(DEVICE_CERT_DAYS);
+        params.serial_number = Some(serial.clone());
+        params.use_authority_key_identifier_extension = true;
+        let not_after = params.not_after;
+        let cert = csr.signed_by(&self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            serial_hex: hex::encode(serial.to_bytes()),
+            not_after: to_chrono(not_after),
+        })
+    }
+
+    /// A short-lived client certificate the cloud itself presents as `appliance` (to take over and
+    /// close a revoked appliance's connection). Returns (certificate, key) in PEM.
+    pub fn cloud_client_as(&self, appliance: ApplianceId) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "stayopen-cloud");
+        name.push(DnType::OrganizationName, DeviceTopic::segment(appliance));
+        params.distinguished_name = name;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::minutes(10);
+        params.serial_number = Some(random_serial());
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Writes the broker's certificate (for `hosts`) and the CA into `dir` for rumqttd.
+    pub fn broker_files(&self, dir: &Path, hosts: &[String]) -> Result<BrokerTlsFiles, PkiError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "StayOpen MQTT broker");
+        params.distinguished_name = name;
+        params.subject_alt_names = hosts
+            .iter()
+            .map(|h| match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => h.clone().try_into().map(SanType::DnsName),
+            })
+            .collect::<Result<_, _>>()?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(90);
+        params.serial_number = Some(random_serial());
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let files = BrokerTlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("broker.pem"),
+            key: dir.join("broker.key"),
+        };
+        std::fs::write(&files.cert, cert.pem()).map_err(io(&files.cert))?;
+        write_secret(&files.key, &key.serialize_pem())?;
+        Ok(files)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn a_device_certificate_names_the_appliance_whatever_the_request_asked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = DeviceCa::load_or_create(dir.path()).expect("ca");
+        let appliance = ApplianceId(Uuid::from_u128(0xabc));
+        let (_, csr) = stayopen_appliance::identity::new_key_and_request().expect("csr");
+        let issued = ca.sign_device(&csr, appliance).expect("signed");
+        let der = pem_der(&issued.cert_pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("parse");
+        let org = cert
+            .subject()
+            .iter_organization()
+            .next()
+            .and_then(|o| o.as_str().ok())
+            .expect("O");
+        assert_eq!(org, "00000000000000000000000000000abc");
+        assert!(issued.not_after > chrono::Utc::now() + chrono::Duration::days(365));
+        assert_eq!(issued.serial_hex.len(), 32);
+    }
+
+    #[test]
+    fn the_ca_is_created_once_and_reloaded() {
+        let dir = tempfile::tempdir().expect("dir");
+        let first = DeviceCa::load_or_create(dir.path()).expect("ca");
+        let again = DeviceCa::load_or_create(dir.path()).expect("ca");
+        assert_eq!(first.cert_pem(), again.cert_pem());
+        let mode = std::fs::metadata(dir.path().join("ca.key"))
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .expect("key");
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn garbage_is_not_a_signing_request() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = DeviceCa::load_or_create(dir.path()).expect("ca");
+        assert!(matches!(
+            ca.sign_device(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                ApplianceId(Uuid::nil())
+            ),
+            Err(PkiError::BadRequest(_))
+        ));
+    }
+
+    fn pem_der(pem: &str) -> Vec<u8> {
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).expect("base64")
+    }
+}
