@@ -17,6 +17,15 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
+    // The cloud's policy decides the telemetry cadence once the appliance hears it.
+    let (status, _) = cloud
+        .put::<_, serde_json::Value>(
+            &admin,
+            "/api/v1/policy",
+            &serde_json::json!({"telemetry_interval_secs": 1}),
+        )
+        .await;
+    assert_eq!(status, 200);
     let practice = &demo.practices[0];
 
     let (status, token) = cloud
