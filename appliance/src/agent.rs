@@ -54,6 +54,11 @@ pub enum AgentError {
     },
     #[error("dataplane: {0}")]
     Dataplane(#[from] crate::dataplane::DataplaneError),
+    #[error("cannot read the factory key {path}: {source}")]
+    FactoryKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the stored device certificate cannot be used: {0}")]
     Tls(#[from] stayopen_shared::mqtt_tls::TlsSetupError),
 }
@@ -413,13 +418,20 @@ pub async fn run(
                 .timeout(Duration::from_secs(15))
                 .build()?;
             let hardware = identity::detect_hardware(&config.appliance, &config.uplinks);
-            let enrol = identity::load_or_enroll(
-                &state_dir,
-                &http,
-                &cloud.api_url,
-                &cloud.enrollment_token,
-                hardware,
-            );
+            let proof = match (&cloud.enrollment_token, &cloud.factory_key_file) {
+                (_, Some(path)) => identity::Proof::FactoryKey(
+                    std::fs::read_to_string(path)
+                        .map_err(|source| AgentError::FactoryKey {
+                            path: path.clone(),
+                            source,
+                        })?
+                        .trim()
+                        .to_owned(),
+                ),
+                (token, None) => identity::Proof::Token(token.clone().unwrap_or_default()),
+            };
+            let enrol =
+                identity::load_or_enroll(&state_dir, &http, &cloud.api_url, &proof, hardware);
             let identity = tokio::select! {
                 identity = enrol => identity?,
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(Exit::Stopped),

@@ -39,8 +39,14 @@ pub struct ApplianceSection {
 pub struct CloudSection {
     /// Base URL of the cloud API, e.g. `https://cloud.example.net`.
     pub api_url: String,
-    /// Used once, at first start; ignored once the appliance is enrolled.
-    pub enrollment_token: String,
+    /// Used once, at first start; ignored once the appliance is enrolled. Either this or
+    /// `factory_key_file`.
+    #[serde(default)]
+    pub enrollment_token: Option<String>,
+    /// Zero-touch enrolment: a file holding this box's factory key; the MSP registered its serial
+    /// number for a practice, so nothing is typed on site.
+    #[serde(default)]
+    pub factory_key_file: Option<PathBuf>,
     #[serde(default = "default_telemetry_interval")]
     pub telemetry_interval_secs: u32,
 }
@@ -49,7 +55,11 @@ impl std::fmt::Debug for CloudSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CloudSection")
             .field("api_url", &self.api_url)
-            .field("enrollment_token", &"<redacted>")
+            .field(
+                "enrollment_token",
+                &self.enrollment_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("factory_key_file", &self.factory_key_file)
             .field("telemetry_interval_secs", &self.telemetry_interval_secs)
             .finish()
     }
@@ -376,8 +386,17 @@ impl ApplianceConfig {
                     "must start with http:// or https://",
                 ));
             }
-            if cloud.enrollment_token.trim().is_empty() {
-                return Err(invalid("cloud.enrollment_token", "must not be empty"));
+            match (&cloud.enrollment_token, &cloud.factory_key_file) {
+                (Some(token), None) if token.trim().is_empty() => {
+                    return Err(invalid("cloud.enrollment_token", "must not be empty"));
+                }
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => {
+                    return Err(invalid(
+                        "cloud.enrollment_token",
+                        "give exactly one of enrollment_token and factory_key_file",
+                    ));
+                }
             }
             if !(1..=3600).contains(&cloud.telemetry_interval_secs) {
                 return Err(invalid(

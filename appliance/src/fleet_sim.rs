@@ -77,7 +77,8 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
         },
         cloud: Some(CloudSection {
             api_url: options.api_url.clone(),
-            enrollment_token: token,
+            enrollment_token: Some(token),
+            factory_key_file: None,
             telemetry_interval_secs: options.telemetry_interval_secs,
         }),
         lan: LanSection {
@@ -167,7 +168,7 @@ mod tests {
             configs[1]
                 .cloud
                 .as_ref()
-                .map(|c| c.enrollment_token.as_str()),
+                .and_then(|c| c.enrollment_token.as_deref()),
             Some("soe_b")
         );
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use stayopen_shared::api::{
-    ApiError, EnrollRequest, EnrollResponse, HardwareIdentity, MqttCredentials,
+    ApiError, ClaimEnrollRequest, EnrollRequest, EnrollResponse, HardwareIdentity, MqttCredentials,
 };
 use stayopen_shared::{ApplianceId, PracticeId, SiteId};
 
@@ -154,28 +154,62 @@ pub fn detect_hardware(section: &ApplianceSection, uplinks: &[UplinkConfig]) -> 
     HardwareIdentity { serial, mac, model }
 }
 
-/// Calls `POST /api/v1/enroll` once.
+/// What the appliance proves its right to enrol with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// An enrolment token from the dashboard.
+    Token(String),
+    /// The factory key of a box whose serial the MSP registered (zero-touch).
+    FactoryKey(String),
+}
+
+impl std::fmt::Debug for Proof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proof::Token(_) => "Proof::Token(..)",
+            Proof::FactoryKey(_) => "Proof::FactoryKey(..)",
+        })
+    }
+}
+
+/// Calls `POST /api/v1/enroll` (token) or `POST /api/v1/enroll/claim` (factory key) once.
 pub async fn enroll(
     http: &reqwest::Client,
     api_url: &str,
-    token: &str,
+    proof: &Proof,
     hardware: HardwareIdentity,
 ) -> Result<Identity, IdentityError> {
-    let url = format!("{}/api/v1/enroll", api_url.trim_end_matches('/'));
+    let base = api_url.trim_end_matches('/');
     let (private_key_pem, csr_pem) = new_key_and_request()?;
-    let request = EnrollRequest {
-        token: token.to_owned(),
-        hardware,
-        agent_version: AGENT_VERSION.to_owned(),
-        csr_pem,
+    let agent_version = AGENT_VERSION.to_owned();
+    let (url, body) = match proof {
+        Proof::Token(token) => (
+            format!("{base}/api/v1/enroll"),
+            serde_json::to_value(EnrollRequest {
+                token: token.clone(),
+                hardware,
+                agent_version,
+                csr_pem,
+            }),
+        ),
+        Proof::FactoryKey(factory_key) => (
+            format!("{base}/api/v1/enroll/claim"),
+            serde_json::to_value(ClaimEnrollRequest {
+                factory_key: factory_key.clone(),
+                hardware,
+                agent_version,
+                csr_pem,
+            }),
+        ),
     };
+    let body = body.unwrap_or_default();
     let unreachable = |source| IdentityError::Unreachable {
         url: url.clone(),
         source,
     };
     let response = http
         .post(&url)
-        .json(&request)
+        .json(&body)
         .send()
         .await
         .map_err(unreachable)?;
@@ -221,7 +255,7 @@ pub async fn load_or_enroll(
     state_dir: &Path,
     http: &reqwest::Client,
     api_url: &str,
-    token: &str,
+    proof: &Proof,
     hardware: HardwareIdentity,
 ) -> Result<Identity, IdentityError> {
     match load(state_dir)? {
@@ -235,7 +269,7 @@ pub async fn load_or_enroll(
     }
     let mut backoff = Duration::from_millis(500);
     loop {
-        match enroll(http, api_url, token, hardware.clone()).await {
+        match enroll(http, api_url, proof, hardware.clone()).await {
             Ok(identity) => {
                 store(state_dir, &identity)?;
                 tracing::info!(appliance_id = %identity.appliance_id, "enrolled");

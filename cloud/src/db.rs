@@ -171,6 +171,17 @@ pub mod lookup {
         .await
     }
 
+    pub async fn claimed_serial_tenant(
+        pool: &PgPool,
+        serial: &str,
+    ) -> Result<Option<TenantId>, sqlx::Error> {
+        let tenant: Option<Uuid> = sqlx::query_scalar("SELECT stayopen_claimed_serial_tenant($1)")
+            .bind(serial)
+            .fetch_one(pool)
+            .await?;
+        Ok(tenant.map(TenantId))
+    }
+
     pub async fn refresh_token_tenant(
         pool: &PgPool,
         token_hash: Vec<u8>,

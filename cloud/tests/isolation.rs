@@ -66,6 +66,14 @@ fn example_bodies() -> BTreeMap<&'static str, serde_json::Value> {
         ),
         ("POST /api/v1/appliances/{appliance_id}/revoke", json!({})),
         (
+            "POST /api/v1/enroll/claim",
+            json!({"factory_key": "x", "hardware": {"serial": "s", "mac": "m", "model": "m"}, "agent_version": "1", "csr_pem": "x"}),
+        ),
+        (
+            "POST /api/v1/practices/{practice_id}/claimed-serials",
+            json!({"serial": "SO-WALK", "factory_key": "fk_0123456789abcdef0123456789abcdef"}),
+        ),
+        (
             "POST /api/v1/appliances/{appliance_id}/commands",
             json!({"spec": {"kind": "collect_diagnostics"}}),
         ),
@@ -277,6 +285,23 @@ async fn command_of(cloud: &TestCloud, admin: &str, appliance: ApplianceId) -> S
     command.expect("command").id.to_string()
 }
 
+async fn claimed_serial(
+    cloud: &TestCloud,
+    admin: &str,
+    practice: PracticeId,
+    serial: &str,
+) -> String {
+    let (status, _) = cloud
+        .post::<_, serde_json::Value>(
+            Some(admin),
+            &format!("/api/v1/practices/{practice}/claimed-serials"),
+            &serde_json::json!({"serial": serial, "factory_key": "fk_0123456789abcdef0123456789abcdef"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    serial.to_owned()
+}
+
 async fn audit_rows(cloud: &TestCloud, tenant: &uuid::Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE tenant_id = $1")
         .bind(tenant)
@@ -350,6 +375,10 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
             "command_id",
             command_of(&cloud, &b_admin, b_appliance).await,
         ),
+        (
+            "serial",
+            claimed_serial(&cloud, &b_admin, b_practice, "SO-B-CLAIM").await,
+        ),
     ]);
     let b_audit_before = audit_rows(&cloud, b_tenant.as_uuid()).await;
 
@@ -387,6 +416,10 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
         (
             "command_id",
             command_of(&cloud, &a_admin, hillcrest_appliance).await,
+        ),
+        (
+            "serial",
+            claimed_serial(&cloud, &a_admin, hillcrest, "SO-HILL-CLAIM").await,
         ),
     ]);
     let hillcrest_secrets = vec![hillcrest.to_string(), hillcrest_appliance.to_string()];

@@ -561,3 +561,58 @@ pub struct CommandView {
     pub detail: Option<String>,
     pub result: Option<serde_json::Value>,
 }
+
+/// Register an appliance's serial number for zero-touch enrolment into a practice.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimSerial {
+    pub serial: String,
+    /// The box's factory key from the vendor's manifest (at least 32 characters).
+    pub factory_key: String,
+    /// The practice's first site when absent.
+    #[serde(default)]
+    pub site_id: Option<SiteId>,
+}
+
+impl std::fmt::Debug for ClaimSerial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimSerial")
+            .field("serial", &self.serial)
+            .field("site_id", &self.site_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedSerialView {
+    pub serial: String,
+    pub practice_id: PracticeId,
+    pub site_id: SiteId,
+    pub created_at: DateTime<Utc>,
+    /// Set once the appliance has enrolled.
+    pub appliance_id: Option<ApplianceId>,
+    pub enrolled_at: Option<DateTime<Utc>>,
+}
+
+/// Zero-touch enrolment: the appliance proves a registered serial with its factory key instead of
+/// presenting an enrolment token.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimEnrollRequest {
+    pub factory_key: String,
+    pub hardware: HardwareIdentity,
+    pub agent_version: String,
+    pub csr_pem: String,
+}
+
+impl std::fmt::Debug for ClaimEnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimEnrollRequest")
+            .field("hardware", &self.hardware)
+            .field("agent_version", &self.agent_version)
+            .finish_non_exhaustive()
+    }
+}

@@ -44,6 +44,10 @@ pub enum ApiFailure {
     EnrollmentTokenExhausted,
     #[error("this hardware is enrolled with another organisation")]
     HardwareClaimed,
+    #[error(
+        "this serial number is not registered for zero-touch enrolment, or the factory key is wrong"
+    )]
+    ClaimRefused,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -70,6 +74,7 @@ impl ApiFailure {
             ApiFailure::EnrollmentTokenExpired => "enrollment_token_expired",
             ApiFailure::EnrollmentTokenExhausted => "enrollment_token_exhausted",
             ApiFailure::HardwareClaimed => "hardware_claimed",
+            ApiFailure::ClaimRefused => "claim_refused",
             ApiFailure::Internal(_) => "internal",
         }
     }
@@ -91,6 +96,7 @@ impl ResponseError for ApiFailure {
             | ApiFailure::EnrollmentTokenUnknown
             | ApiFailure::EnrollmentTokenExpired
             | ApiFailure::EnrollmentTokenExhausted
+            | ApiFailure::ClaimRefused
             | ApiFailure::TotpRequired
             | ApiFailure::TotpInvalid
             | ApiFailure::RefreshTokenInvalid

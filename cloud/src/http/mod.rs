@@ -4,6 +4,7 @@
 
 pub mod api_tokens;
 pub mod audit_log;
+pub mod claims;
 pub mod commands;
 pub mod enroll;
 pub mod error;
@@ -79,6 +80,10 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(api_tokens::create)
             .service(api_tokens::revoke)
             .service(enroll::enroll)
+            .service(enroll::enroll_claimed)
+            .service(claims::create)
+            .service(claims::list)
+            .service(claims::remove)
             .service(fleet::show_fleet)
             .service(fleet::list_practices)
             .service(fleet::create_practice)

@@ -438,7 +438,8 @@ pub fn appliance_config(
         },
         cloud: Some(CloudSection {
             api_url: api_url.into(),
-            enrollment_token: token.into(),
+            enrollment_token: Some(token.into()),
+            factory_key_file: None,
             telemetry_interval_secs: 1,
         }),
         lan: LanSection {
