@@ -19,8 +19,8 @@ use std::time::Duration;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 use sqlx::PgPool;
-use stayopen_shared::ApplianceId;
 use stayopen_shared::envelope::MAX_PAYLOAD_BYTES;
+use stayopen_shared::{ApplianceId, Channel};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{digests_equal, secret_digest};
@@ -35,6 +35,8 @@ pub enum BrokerError {
     Thread(#[from] std::io::Error),
     #[error("the broker did not start listening on {0} within 10 s (is the port taken?)")]
     NotListening(SocketAddr),
+    #[error("external broker: {0}")]
+    External(String),
 }
 
 /// A device's attempt to connect.
@@ -58,6 +60,137 @@ impl EmbeddedBroker {
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Relaxed)
     }
+}
+
+/// The broker devices talk to: the embedded one, or an external one the cloud is a client of.
+#[derive(Debug)]
+pub enum BrokerHandle {
+    Embedded(EmbeddedBroker),
+    External {
+        /// Where devices (and the cloud) connect.
+        addr: SocketAddr,
+        connected: Arc<AtomicBool>,
+    },
+}
+
+impl BrokerHandle {
+    /// For readiness: the embedded listener runs, or the cloud's client is connected.
+    pub fn is_alive(&self) -> bool {
+        match self {
+            BrokerHandle::Embedded(broker) => broker.is_alive(),
+            BrokerHandle::External { connected, .. } => connected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Where devices connect.
+    pub fn device_addr(&self) -> SocketAddr {
+        match self {
+            BrokerHandle::Embedded(broker) => broker.listen,
+            BrokerHandle::External { addr, .. } => *addr,
+        }
+    }
+}
+
+/// One message a device published: topic and payload, for ingest.
+pub type Incoming = (Vec<u8>, Vec<u8>);
+
+/// Subscribes the embedded broker's ingest link to every device → cloud channel and forwards what
+/// arrives to `sink` until the broker goes away.
+pub async fn forward_embedded(
+    mut link_tx: LinkTx,
+    mut link_rx: LinkRx,
+    sink: mpsc::Sender<Incoming>,
+) {
+    for channel in Channel::ALL.into_iter().filter(|c| c.is_device_to_cloud()) {
+        if let Err(e) = link_tx.subscribe(channel.all_devices_filter()) {
+            tracing::error!(error = %e, "ingest cannot subscribe");
+            return;
+        }
+    }
+    tracing::info!("ingest subscribed to device channels");
+    loop {
+        match link_rx.next().await {
+            Ok(Some(rumqttd::Notification::Forward(forward))) => {
+                let message = (
+                    forward.publish.topic.to_vec(),
+                    forward.publish.payload.to_vec(),
+                );
+                if sink.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the broker link closed; ingest stops");
+                return;
+            }
+        }
+    }
+}
+
+/// Connects the cloud to an external broker with its service certificate: subscribes to every
+/// device → cloud channel (persistent session, QoS 1, so messages wait in the broker while the
+/// cloud restarts) and forwards them to `sink`. Returns the client, for publishing to devices.
+pub fn connect_external(
+    addr: SocketAddr,
+    ca: &DeviceCa,
+    sink: mpsc::Sender<Incoming>,
+) -> Result<(rumqttc::AsyncClient, Arc<AtomicBool>), BrokerError> {
+    let (cert, key) = ca
+        .cloud_service_client()
+        .map_err(|e| BrokerError::External(e.to_string()))?;
+    let tls = stayopen_shared::mqtt_tls::client_config(ca.cert_pem(), &cert, &key)
+        .map_err(|e| BrokerError::External(e.to_string()))?;
+    let mut options =
+        rumqttc::MqttOptions::new("stayopen-cloud-ingest", addr.ip().to_string(), addr.port());
+    options
+        .set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ))
+        .set_keep_alive(Duration::from_secs(15))
+        .set_clean_session(false)
+        .set_max_packet_size(MAX_PAYLOAD_BYTES + 1024, MAX_PAYLOAD_BYTES + 1024);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10_000);
+    let connected = Arc::new(AtomicBool::new(false));
+    let flag = connected.clone();
+    let subscriber = client.clone();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    flag.store(true, Ordering::Relaxed);
+                    backoff = Duration::from_millis(200);
+                    tracing::info!(%addr, "connected to the external broker");
+                    for channel in Channel::ALL.into_iter().filter(|c| c.is_device_to_cloud()) {
+                        if let Err(e) = subscriber
+                            .subscribe(channel.all_devices_filter(), rumqttc::QoS::AtLeastOnce)
+                            .await
+                        {
+                            tracing::error!(error = %e, "cannot subscribe on the external broker");
+                        }
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish))) => {
+                    let message = (publish.topic.into_bytes(), publish.payload.to_vec());
+                    if sink.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if flag.swap(false, Ordering::Relaxed) {
+                        tracing::error!(%addr, error = %e, "lost the external broker");
+                    } else {
+                        tracing::debug!(%addr, error = %e, "external broker unreachable");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    });
+    Ok((client, connected))
 }
 
 /// The broker's in-process links: one for ingest (subscribes to what devices publish), one for

@@ -83,6 +83,18 @@ pub struct BrokerConfig {
     /// Where the device CA (created on first start; back it up) and the broker's TLS certificate
     /// live. Devices connect over TLS with certificates this CA signed.
     pub tls_dir: PathBuf,
+    /// Use an external MQTT broker (Mosquitto, EMQX …) instead of the embedded one; see
+    /// `infra/mosquitto/` for the matching broker configuration and ACLs.
+    pub external: Option<ExternalBrokerConfig>,
+}
+
+/// An external broker the cloud connects to as a privileged client (certificate CN
+/// `stayopen-cloud`, issued by the device CA at start).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalBrokerConfig {
+    pub host: String,
+    pub port: u16,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -150,6 +162,7 @@ impl Default for BrokerConfig {
             public_host: "127.0.0.1".to_owned(),
             public_port: None,
             tls_dir: PathBuf::from("/var/lib/stayopen-cloud/pki"),
+            external: None,
         }
     }
 }
@@ -245,7 +258,12 @@ impl CloudConfig {
     }
 
     pub fn broker_public_port(&self) -> u16 {
-        self.broker.public_port.unwrap_or(self.broker.listen.port())
+        self.broker
+            .public_port
+            .unwrap_or(match &self.broker.external {
+                Some(external) => external.port,
+                None => self.broker.listen.port(),
+            })
     }
 }
 

@@ -1,8 +1,9 @@
 //! Cloud → device messages: each appliance's desired policy and its queued commands.
 //!
-//! Publishing goes through an in-process rumqttd link owned by one task ([`DeviceLink`] is the
-//! cheap, cloneable handle). rumqttd refuses (and disconnects) a publish that matches no filter, so
-//! the link subscribes to the cloud → device channels itself and discards what it hears back.
+//! Publishing goes through an in-process rumqttd link (embedded broker) or the cloud's client of an
+//! external broker, owned by one task; [`DeviceLink`] is the cheap, cloneable handle. rumqttd
+//! refuses (and disconnects) a publish that matches no filter, so the embedded link subscribes to
+//! the cloud → device channels itself and discards what it hears back.
 //!
 //! rumqttd keeps nothing on disk, so nothing published here survives a broker restart: the desired
 //! policy is published again whenever an appliance announces itself online, and to every appliance
@@ -27,8 +28,28 @@ pub struct DeviceLink {
 }
 
 impl DeviceLink {
-    /// Starts the publishing task on `link` and returns its handle.
-    pub fn start(mut link_tx: LinkTx, mut link_rx: LinkRx, metrics: Arc<Metrics>) -> Self {
+    /// Publishes through an external broker's client (QoS 1).
+    pub fn start_external(client: rumqttc::AsyncClient, metrics: Arc<Metrics>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<(String, Vec<u8>)>(QUEUE);
+        tokio::spawn(async move {
+            while let Some((topic, payload)) = rx.recv().await {
+                if let Err(e) = client
+                    .publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, payload)
+                    .await
+                {
+                    tracing::error!(error = %e, %topic, "publishing to a device failed");
+                }
+            }
+        });
+        Self {
+            tx,
+            metrics,
+            wake_delivery: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Starts the publishing task on the embedded broker's `link` and returns its handle.
+    pub fn start_embedded(mut link_tx: LinkTx, mut link_rx: LinkRx, metrics: Arc<Metrics>) -> Self {
         let (tx, mut rx) = mpsc::channel::<(String, Vec<u8>)>(QUEUE);
         for channel in [Channel::Policy, Channel::Commands] {
             if let Err(e) = link_tx.subscribe(channel.all_devices_filter()) {

@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use rumqttd::Notification;
-use rumqttd::local::{LinkRx, LinkTx};
 use sqlx::PgPool;
 use stayopen_shared::commands::CommandResult;
 use stayopen_shared::events::ApplianceEvent;
@@ -348,46 +346,22 @@ async fn reject(
     }
 }
 
-/// Subscribes the in-process link to every device-to-cloud channel and ingests until the broker
-/// goes away.
+/// Ingests what the broker forwards (embedded link or external client), one message at a time.
 pub async fn run(
     pool: PgPool,
     metrics: Arc<Metrics>,
     device_link: DeviceLink,
-    mut link_tx: LinkTx,
-    mut link_rx: LinkRx,
+    mut incoming: tokio::sync::mpsc::Receiver<crate::broker::Incoming>,
 ) {
-    for channel in Channel::ALL.into_iter().filter(|c| c.is_device_to_cloud()) {
-        if let Err(e) = link_tx.subscribe(channel.all_devices_filter()) {
-            tracing::error!(error = %e, "ingest cannot subscribe");
-            return;
-        }
+    while let Some((topic, payload)) = incoming.recv().await {
+        let started = Utc::now();
+        ingest_one(&pool, &device_link, &metrics, &topic, &payload).await;
+        tracing::trace!(
+            elapsed_ms = (Utc::now() - started).num_milliseconds(),
+            "ingested"
+        );
     }
-    tracing::info!("ingest subscribed to device channels");
-    loop {
-        match link_rx.next().await {
-            Ok(Some(Notification::Forward(forward))) => {
-                let started = Utc::now();
-                ingest_one(
-                    &pool,
-                    &device_link,
-                    &metrics,
-                    &forward.publish.topic,
-                    &forward.publish.payload,
-                )
-                .await;
-                tracing::trace!(
-                    elapsed_ms = (Utc::now() - started).num_milliseconds(),
-                    "ingested"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "ingest link closed");
-                return;
-            }
-        }
-    }
+    tracing::warn!("the broker's message stream ended; ingest stops");
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ use rcgen::{
 use stayopen_shared::{ApplianceId, DeviceTopic};
 use time::{Duration, OffsetDateTime};
 
+/// The Common Name of the cloud's own client certificate for an external broker.
+pub const CLOUD_CLIENT_NAME: &str = "stayopen-cloud";
+
 /// Device certificates are valid this long; re-enrolling issues a new one.
 pub const DEVICE_CERT_DAYS: i64 = 397;
 const CA_YEARS: i64 = 20;
@@ -59,6 +62,17 @@ pub struct BrokerTlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+impl BrokerTlsFiles {
+    /// The files [`DeviceCa::broker_files`] writes into `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("broker.pem"),
+            key: dir.join("broker.key"),
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -137,8 +151,10 @@ impl DeviceCa {
     pub fn sign_device(&self, csr_pem: &str, appliance: ApplianceId) -> Result<Issued, PkiError> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::BadRequest(e.to_string()))?;
+        // CN and O both carry the topic segment: rumqttd confines by O, Mosquitto's
+        // `use_identity_as_username` takes the CN for its `%u` ACL patterns.
         let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, appliance.to_string());
+        name.push(DnType::CommonName, DeviceTopic::segment(appliance));
         name.push(DnType::OrganizationName, DeviceTopic::segment(appliance));
         let now = OffsetDateTime::now_utc();
         let serial = random_serial();
@@ -164,16 +180,32 @@ impl DeviceCa {
     /// A short-lived client certificate the cloud itself presents as `appliance` (to take over and
     /// close a revoked appliance's connection). Returns (certificate, key) in PEM.
     pub fn cloud_client_as(&self, appliance: ApplianceId) -> Result<(String, String), PkiError> {
+        let segment = DeviceTopic::segment(appliance);
+        self.client_certificate(&segment, &segment, Duration::minutes(10))
+    }
+
+    /// The certificate the cloud's own MQTT client presents to an external broker: CN
+    /// [`CLOUD_CLIENT_NAME`], which the broker's ACL lets read and write every device topic.
+    pub fn cloud_service_client(&self) -> Result<(String, String), PkiError> {
+        self.client_certificate(CLOUD_CLIENT_NAME, "StayOpen", Duration::days(30))
+    }
+
+    fn client_certificate(
+        &self,
+        common_name: &str,
+        organization: &str,
+        valid_for: Duration,
+    ) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, "stayopen-cloud");
-        name.push(DnType::OrganizationName, DeviceTopic::segment(appliance));
+        name.push(DnType::CommonName, common_name);
+        name.push(DnType::OrganizationName, organization);
         params.distinguished_name = name;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::minutes(10);
+        params.not_after = now + valid_for;
         params.serial_number = Some(random_serial());
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
@@ -200,11 +232,7 @@ impl DeviceCa {
         params.not_after = now + Duration::days(90);
         params.serial_number = Some(random_serial());
         let cert = params.signed_by(&key, &self.issuer)?;
-        let files = BrokerTlsFiles {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("broker.pem"),
-            key: dir.join("broker.key"),
-        };
+        let files = BrokerTlsFiles::in_dir(dir);
         std::fs::write(&files.cert, cert.pem()).map_err(io(&files.cert))?;
         write_secret(&files.key, &key.serialize_pem())?;
         Ok(files)

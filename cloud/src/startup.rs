@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use utoipa_actix_web::AppExt;
 
 use crate::auth::{TokenKeys, random_secret};
-use crate::broker::{self, BrokerError, EmbeddedBroker};
+use crate::broker::{self, BrokerError, BrokerHandle};
 use crate::config::CloudConfig;
 use crate::db::{self, DbError};
 use crate::device_link::DeviceLink;
@@ -25,7 +25,7 @@ pub struct AppState {
     pub tokens: TokenKeys,
     pub metrics: Arc<Metrics>,
     pub config: Arc<CloudConfig>,
-    pub broker: EmbeddedBroker,
+    pub broker: BrokerHandle,
     pub login_throttle: std::sync::Mutex<crate::throttle::LoginThrottle>,
     /// `/api/v1/openapi.json`, generated from the routes at start.
     pub openapi_json: String,
@@ -96,24 +96,49 @@ impl Application {
         ];
         hosts.dedup();
         let tls_files = ca.broker_files(&config.broker.tls_dir, &hosts)?;
-        let (embedded, links, auth_requests) =
-            broker::start(config.broker.listen, &tls_files).await?;
         let revoker_secret = random_secret();
-        let (publisher_tx, publisher_rx) = links.publisher;
-        let device_link = DeviceLink::start(publisher_tx, publisher_rx, metrics.clone());
-        tokio::spawn(broker::serve_auth_requests(
-            pool.clone(),
-            metrics.clone(),
-            revoker_secret.clone(),
-            auth_requests,
-        ));
-        let (ingest_tx, ingest_rx) = links.ingest;
+        let (incoming_tx, incoming_rx) = tokio::sync::mpsc::channel(1000);
+        let (broker_handle, device_link) = match &config.broker.external {
+            None => {
+                let (embedded, links, auth_requests) =
+                    broker::start(config.broker.listen, &tls_files).await?;
+                tokio::spawn(broker::serve_auth_requests(
+                    pool.clone(),
+                    metrics.clone(),
+                    revoker_secret.clone(),
+                    auth_requests,
+                ));
+                let (ingest_tx, ingest_rx) = links.ingest;
+                tokio::spawn(broker::forward_embedded(ingest_tx, ingest_rx, incoming_tx));
+                let (publisher_tx, publisher_rx) = links.publisher;
+                let device_link =
+                    DeviceLink::start_embedded(publisher_tx, publisher_rx, metrics.clone());
+                (BrokerHandle::Embedded(embedded), device_link)
+            }
+            Some(external) => {
+                let addr = tokio::net::lookup_host((external.host.as_str(), external.port))
+                    .await
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(|| {
+                        BrokerError::External(format!(
+                            "cannot resolve {}:{}",
+                            external.host, external.port
+                        ))
+                    })?;
+                let (client, connected) = broker::connect_external(addr, &ca, incoming_tx)?;
+                tracing::info!(%addr, "using an external MQTT broker");
+                (
+                    BrokerHandle::External { addr, connected },
+                    DeviceLink::start_external(client, metrics.clone()),
+                )
+            }
+        };
         tokio::spawn(ingest::run(
             pool.clone(),
             metrics.clone(),
             device_link.clone(),
-            ingest_tx,
-            ingest_rx,
+            incoming_rx,
         ));
         tokio::spawn(crate::commands::deliver_loop(
             pool.clone(),
@@ -173,7 +198,7 @@ impl Application {
             tokens,
             metrics,
             config: Arc::new(config),
-            broker: embedded,
+            broker: broker_handle,
             login_throttle: Default::default(),
             openapi_json,
             device_link,
@@ -212,7 +237,7 @@ impl Application {
     }
 
     pub fn broker_addr(&self) -> SocketAddr {
-        self.state.broker.listen
+        self.state.broker.device_addr()
     }
 
     pub fn state(&self) -> web::Data<AppState> {

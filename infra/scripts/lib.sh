@@ -21,7 +21,7 @@ pg_bindir() {
 # Installs what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli.
 # Arguments name optional extras: "browser" adds Chromium, ChromeDriver and Node.js (which runs
 # the frontend's wasm unit tests); "netns" adds iproute2, nftables and conntrack for the
-# network-namespace testbed.
+# network-namespace testbed; "mqtt" adds Mosquitto for the external-broker test.
 ensure_deps() {
     local packages=()
     pg_bindir >/dev/null || packages+=(postgresql)
@@ -32,6 +32,9 @@ ensure_deps() {
                 command -v ip >/dev/null || packages+=(iproute2)
                 command -v nft >/dev/null || packages+=(nftables)
                 command -v conntrack >/dev/null || packages+=(conntrack)
+                ;;
+            mqtt)
+                [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)
                 ;;
             browser)
                 command -v chromium >/dev/null || packages+=(chromium)

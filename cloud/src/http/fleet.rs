@@ -707,7 +707,7 @@ pub async fn revoke_appliance(
     .await?;
     tx.commit().await?;
     if let Err(e) = crate::broker::disconnect_device(
-        state.broker.listen,
+        state.broker.device_addr(),
         &state.ca,
         appliance,
         &state.revoker_secret,

@@ -1,0 +1,282 @@
+//! The external-broker mode against Debian's Mosquitto, configured with the ACL file shipped in
+//! `infra/mosquitto/`: appliances enrol, publish, receive their policy and commands through it, and
+//! the ACL confines each device to its own prefix as the embedded broker does.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{TestCloud, appliance_config, eventually, spawn_cloud_with};
+use rumqttc::QoS;
+use stayopen_appliance::agent::{self, AgentOptions};
+use stayopen_cloud::config::ExternalBrokerConfig;
+use stayopen_shared::api::{
+    ApplianceConfiguration, CommandView, CreateCommand, EnrollmentToken, Fleet,
+};
+use stayopen_shared::commands::{CommandSpec, CommandStatus};
+use stayopen_shared::telemetry::Telemetry;
+use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Mosquitto on loopback, killed when dropped.
+struct Mosquitto {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn start_mosquitto(cloud: &TestCloud, port: u16) -> Mosquitto {
+    let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("mosquitto is installed (infra/scripts/test.sh installs Debian's package)");
+    let dir = tempfile::tempdir().expect("dir");
+    let tls = cloud.tls_dir.path();
+    let acl =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/mosquitto/stayopen.acl");
+    // The shipped configuration, with paths and port for this test and without privilege drop.
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/mosquitto/stayopen.conf"),
+    )
+    .expect("shipped config");
+    let config = shipped
+        .replace("listener 8883", &format!("listener {port} 127.0.0.1"))
+        .replace("/var/lib/stayopen-cloud/pki", &tls.display().to_string())
+        .replace("/etc/mosquitto/stayopen.acl", &acl.display().to_string())
+        .replace("persistence true", "persistence false")
+        .replace("persistence_location /var/lib/mosquitto/\n", "")
+        + "user root\n";
+    let path = dir.path().join("mosquitto.conf");
+    std::fs::write(&path, config).expect("config");
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mosquitto");
+    Mosquitto { child, _dir: dir }
+}
+
+fn telemetry(appliance: ApplianceId) -> Vec<u8> {
+    Envelope::new(
+        MessageId(Uuid::new_v4()),
+        appliance,
+        Utc::now(),
+        Telemetry {
+            active_uplink: Some("fiber".into()),
+            uplinks: vec![],
+            policy_version: None,
+        },
+    )
+    .encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
+    let port = free_port();
+    let cloud = spawn_cloud_with(|config| {
+        config.broker.external = Some(ExternalBrokerConfig {
+            host: "127.0.0.1".into(),
+            port,
+        });
+    })
+    .await;
+    let _mosquitto = start_mosquitto(&cloud, port);
+    eventually(
+        Duration::from_secs(20),
+        "the cloud connected to Mosquitto",
+        || async {
+            let ready = cloud.http.get(cloud.url("/readyz")).send().await.ok()?;
+            (ready.status() == 200).then_some(())
+        },
+    )
+    .await;
+
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let (status, _) = cloud
+        .put::<_, serde_json::Value>(
+            &admin,
+            "/api/v1/policy",
+            &serde_json::json!({"telemetry_interval_secs": 1}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // A real agent end to end through Mosquitto.
+    let state = tempfile::tempdir().expect("state");
+    let (stop, stopped) = watch::channel(false);
+    let run = tokio::spawn(agent::run(
+        AgentOptions {
+            config: appliance_config(
+                &cloud.base_url,
+                &demo.practices[0].enrollment_token,
+                state.path(),
+                None,
+            ),
+            events_file: None,
+            seed: 5,
+        },
+        stopped,
+    ));
+    let appliance = eventually(
+        Duration::from_secs(30),
+        "the appliance online via Mosquitto",
+        || async {
+            let (_, fleet) = cloud.get::<Fleet>(&admin, "/api/v1/fleet").await;
+            fleet?
+                .practices
+                .into_iter()
+                .flat_map(|p| p.appliances)
+                .find(|a| a.online)
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the policy applied via Mosquitto",
+        || async {
+            let (_, config) = cloud
+                .get::<ApplianceConfiguration>(
+                    &admin,
+                    &format!("/api/v1/appliances/{}/configuration", appliance.id),
+                )
+                .await;
+            config.filter(|c| !c.drift && c.effective.policy.telemetry_interval_secs == 1)
+        },
+    )
+    .await;
+    let (_, command) = cloud
+        .post::<_, CommandView>(
+            Some(&admin),
+            &format!("/api/v1/appliances/{}/commands", appliance.id),
+            &CreateCommand {
+                spec: CommandSpec::CollectDiagnostics,
+                expires_in_secs: None,
+            },
+        )
+        .await;
+    let id = command.expect("command").id;
+    let done = eventually(
+        Duration::from_secs(20),
+        "the command answered via Mosquitto",
+        || async {
+            let (_, view) = cloud
+                .get::<CommandView>(&admin, &format!("/api/v1/commands/{id}"))
+                .await;
+            view.filter(|v| v.status.is_final())
+        },
+    )
+    .await;
+    assert_eq!(done.status, CommandStatus::Succeeded);
+    stop.send(true).expect("stop");
+    run.await.expect("join").expect("agent ran cleanly");
+
+    // The ACL: a device can neither write as another nor read another's messages.
+    let (_, token) = cloud
+        .post::<_, EnrollmentToken>(
+            Some(&admin),
+            &format!(
+                "/api/v1/practices/{}/enrollment-tokens",
+                demo.practices[1].id
+            ),
+            &serde_json::json!({"expires_in_hours": 1, "max_uses": 5}),
+        )
+        .await;
+    let token = token.expect("token").token;
+    let a = cloud
+        .enrol_device(&token, "SO-MQ-A", "02:00:00:00:0d:01")
+        .await;
+    let b = cloud
+        .enrol_device(&token, "SO-MQ-B", "02:00:00:00:0d:02")
+        .await;
+    let (a_id, b_id) = (a.enrolled.appliance_id, b.enrolled.appliance_id);
+    let mut a_conn = cloud
+        .connect_device(&a)
+        .await
+        .expect("A connects to Mosquitto");
+    a_conn
+        .client
+        .subscribe("#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let b_conn = cloud
+        .connect_device(&b)
+        .await
+        .expect("B connects to Mosquitto");
+    a_conn
+        .client
+        .publish(
+            DeviceTopic::new(b_id, Channel::Telemetry).to_string(),
+            QoS::AtLeastOnce,
+            false,
+            telemetry(b_id),
+        )
+        .await
+        .expect("queued");
+    b_conn
+        .client
+        .publish(
+            DeviceTopic::new(b_id, Channel::Telemetry).to_string(),
+            QoS::AtLeastOnce,
+            false,
+            telemetry(b_id),
+        )
+        .await
+        .expect("B publishes");
+    a_conn
+        .client
+        .publish(
+            DeviceTopic::new(a_id, Channel::Telemetry).to_string(),
+            QoS::AtLeastOnce,
+            false,
+            telemetry(a_id),
+        )
+        .await
+        .expect("A publishes its own");
+    let count = |id: ApplianceId| {
+        let pool = cloud.owner_pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM telemetry WHERE appliance_id = $1")
+                .bind(id.as_uuid())
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+    };
+    eventually(
+        Duration::from_secs(15),
+        "both devices' own telemetry stored",
+        || async { (count(a_id).await == 1 && count(b_id).await >= 1).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        count(b_id).await,
+        1,
+        "A's message as B was dropped by the ACL"
+    );
+    while let Ok((topic, _)) = a_conn.received.try_recv() {
+        assert!(
+            topic.starts_with(&DeviceTopic::prefix(a_id)),
+            "A received {topic}"
+        );
+    }
+}
