@@ -30,3 +30,12 @@ CREATE FUNCTION stayopen_claimed_serial_tenant(p_serial text) RETURNS uuid
     AS $$ SELECT tenant_id FROM claimed_serials WHERE serial = p_serial $$;
 REVOKE ALL ON FUNCTION stayopen_claimed_serial_tenant(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION stayopen_claimed_serial_tenant(text) TO stayopen_app;
+
+-- The device CA's revocation list spans every tenant (one CA): certificate serials and revocation
+-- times only, for the CRL an external broker checks.
+CREATE FUNCTION stayopen_revoked_certificates() RETURNS TABLE (cert_serial text, revoked_at timestamptz)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ SELECT cert_serial, revoked_at FROM appliances
+          WHERE revoked_at IS NOT NULL AND cert_serial IS NOT NULL AND cert_not_after > now() $$;
+REVOKE ALL ON FUNCTION stayopen_revoked_certificates() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION stayopen_revoked_certificates() TO stayopen_app;

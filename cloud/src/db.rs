@@ -196,6 +196,15 @@ pub mod lookup {
         tenant_of(pool, "SELECT stayopen_api_token_tenant($1)", token_hash).await
     }
 
+    /// Serials and revocation times of revoked, unexpired device certificates (all tenants).
+    pub async fn revoked_certificates(
+        pool: &PgPool,
+    ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
+        sqlx::query_as("SELECT cert_serial, revoked_at FROM stayopen_revoked_certificates()")
+            .fetch_all(pool)
+            .await
+    }
+
     pub async fn tenant_ids(pool: &PgPool) -> Result<Vec<TenantId>, sqlx::Error> {
         let ids: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_tenant_ids()")
             .fetch_all(pool)

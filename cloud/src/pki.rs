@@ -211,6 +211,43 @@ impl DeviceCa {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// Writes `dir/crl.pem`: the revoked device certificates (hex serials, revocation times), for an
+    /// external broker's `crlfile`. Rewritten at start and after every revocation.
+    pub fn write_crl(
+        &self,
+        dir: &Path,
+        revoked: &[(String, chrono::DateTime<chrono::Utc>)],
+    ) -> Result<PathBuf, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .filter_map(|(serial, at)| {
+                let bytes = hex::decode(serial).ok()?;
+                Some(rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&bytes),
+                    revocation_time: OffsetDateTime::from_unix_timestamp(at.timestamp())
+                        .unwrap_or(now),
+                    reason_code: Some(rcgen::RevocationReason::CessationOfOperation),
+                    invalidity_date: None,
+                })
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from_slice(&now.unix_timestamp().to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let pem = params.signed_by(&self.issuer)?.pem()?;
+        let path = dir.join("crl.pem");
+        let tmp = dir.join("crl.pem.tmp");
+        std::fs::write(&tmp, pem).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(path)
+    }
+
     /// Writes the broker's certificate (for `hosts`) and the CA into `dir` for rumqttd.
     pub fn broker_files(&self, dir: &Path, hosts: &[String]) -> Result<BrokerTlsFiles, PkiError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;

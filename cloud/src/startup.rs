@@ -96,6 +96,10 @@ impl Application {
         ];
         hosts.dedup();
         let tls_files = ca.broker_files(&config.broker.tls_dir, &hosts)?;
+        ca.write_crl(
+            &config.broker.tls_dir,
+            &db::lookup::revoked_certificates(&pool).await?,
+        )?;
         let revoker_secret = random_secret();
         let (incoming_tx, incoming_rx) = tokio::sync::mpsc::channel(1000);
         let (broker_handle, device_link) = match &config.broker.external {

@@ -27,6 +27,18 @@ struct Mosquitto {
     _dir: tempfile::TempDir,
 }
 
+impl Mosquitto {
+    /// SIGHUP: Mosquitto re-reads its configuration and certificates (and so the CRL).
+    fn reload(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -98,7 +110,7 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
         });
     })
     .await;
-    let _mosquitto = start_mosquitto(&cloud, port);
+    let mosquitto = start_mosquitto(&cloud, port);
     eventually(
         Duration::from_secs(20),
         "the cloud connected to Mosquitto",
@@ -279,4 +291,30 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
             "A received {topic}"
         );
     }
+
+    // Revocation: the live session is closed, and once the broker reloads the CRL the certificate
+    // is refused.
+    let (status, _) = cloud
+        .post::<_, serde_json::Value>(
+            Some(&admin),
+            &format!("/api/v1/appliances/{a_id}/revoke"),
+            &(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(10), "A's session closed", || async {
+        a_conn
+            .closed
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(())
+    })
+    .await;
+    mosquitto.reload();
+    eventually(
+        Duration::from_secs(10),
+        "A's certificate refused",
+        || async { cloud.connect_device(&a).await.is_err().then_some(()) },
+    )
+    .await;
+    assert!(cloud.connect_device(&b).await.is_ok(), "B is unaffected");
 }

@@ -706,6 +706,18 @@ pub async fn revoke_appliance(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
+    let crl = crate::db::lookup::revoked_certificates(&state.pool)
+        .await
+        .map_err(ApiFailure::from)
+        .and_then(|revoked| {
+            state
+                .ca
+                .write_crl(&state.config.broker.tls_dir, &revoked)
+                .map_err(|e| ApiFailure::Internal(e.to_string()))
+        });
+    if let Err(e) = crl {
+        tracing::error!(error = %e, "could not rewrite the revocation list");
+    }
     if let Err(e) = crate::broker::disconnect_device(
         state.broker.device_addr(),
         &state.ca,
