@@ -621,7 +621,7 @@ impl Engine {
     fn start_drill(&mut self, now: Instant, duration: Duration, actions: &mut Vec<Action>) {
         let refuse = |reason: &str| {
             Action::Emit(ApplianceEvent {
-                kind: EventKind::DrillFinished,
+                kind: EventKind::DrillFailed,
                 uplink: None,
                 from: None,
                 to: None,
@@ -741,7 +741,7 @@ impl Engine {
             Some(active) if !self.is_up(active) => {
                 if self.drill.take().is_some() {
                     actions.push(Action::Emit(ApplianceEvent {
-                        kind: EventKind::DrillFinished,
+                        kind: EventKind::DrillFailed,
                         uplink: None,
                         from: Some(self.config.uplinks[active].name.clone()),
                         to: best.map(|i| self.config.uplinks[i].name.clone()),

@@ -41,6 +41,16 @@ impl DeviceMessage {
         }
     }
 
+    /// When the appliance sent it.
+    pub fn sent_at(&self) -> chrono::DateTime<Utc> {
+        match self {
+            DeviceMessage::Telemetry(e) => e.sent_at,
+            DeviceMessage::Event(e) => e.sent_at,
+            DeviceMessage::Presence(e) => e.sent_at,
+            DeviceMessage::CommandResult(e) => e.sent_at,
+        }
+    }
+
     fn channel(&self) -> &'static str {
         match self {
             DeviceMessage::Telemetry(_) => Channel::Telemetry.as_str(),
@@ -134,16 +144,29 @@ pub async fn store(
         return Err(Rejection::UnknownAppliance(appliance_id.to_string()).into());
     };
     let mut tx = crate::db::tenant_tx(pool, tenant).await?;
-    let row: Option<(uuid::Uuid, bool)> = sqlx::query_as(
-        "SELECT tenant_id, revoked_at IS NOT NULL FROM appliances WHERE id = $1 FOR UPDATE",
+    let row: Option<(uuid::Uuid, bool, bool)> = sqlx::query_as(
+        "SELECT tenant_id, revoked_at IS NOT NULL, online FROM appliances WHERE id = $1 FOR UPDATE",
     )
     .bind(appliance_id.as_uuid())
     .fetch_optional(&mut *tx)
     .await?;
-    let tenant_id = match row {
+    let (tenant_id, was_online) = match row {
         None => return Err(Rejection::UnknownAppliance(appliance_id.to_string()).into()),
-        Some((_, true)) => return Err(Rejection::RevokedAppliance(appliance_id.to_string()).into()),
-        Some((tenant_id, false)) => tenant_id,
+        Some((_, true, _)) => {
+            return Err(Rejection::RevokedAppliance(appliance_id.to_string()).into());
+        }
+        Some((tenant_id, false, online)) => (tenant_id, online),
+    };
+    // A message from an appliance marked offline (by its last will or the heartbeat sweep) brings
+    // it back: its offline alert clears.
+    let mut alert_changes = Vec::new();
+    let heard_from = |alert_changes: &mut Vec<crate::alerts::AlertChange>, now_online: bool| {
+        if !was_online && now_online {
+            alert_changes.extend(crate::alerts::rules_for_presence(
+                true,
+                "messages arrive again",
+            ));
+        }
     };
     let stored = match message {
         DeviceMessage::Telemetry(env) => {
@@ -171,7 +194,7 @@ pub async fn store(
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query(
+            let now_online: bool = sqlx::query_scalar(
                 "UPDATE appliances SET
                     online = online OR presence_at IS NULL OR $2 > presence_at,
                     last_seen = now(),
@@ -180,14 +203,15 @@ pub async fn store(
                     last_telemetry = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
                                           THEN $4 ELSE last_telemetry END,
                     last_telemetry_at = greatest(last_telemetry_at, $2)
-                 WHERE id = $1",
+                 WHERE id = $1 RETURNING online",
             )
             .bind(appliance_id.as_uuid())
             .bind(env.sent_at)
             .bind(env.body.active_uplink.as_deref())
             .bind(&body)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            heard_from(&mut alert_changes, now_online);
             if inserted == 1 {
                 Stored::New
             } else {
@@ -213,24 +237,26 @@ pub async fn store(
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            sqlx::query(
+            let now_online: bool = sqlx::query_scalar(
                 "UPDATE appliances SET
                     online = online OR presence_at IS NULL OR $2 > presence_at,
                     last_seen = now()
-                 WHERE id = $1",
+                 WHERE id = $1 RETURNING online",
             )
             .bind(appliance_id.as_uuid())
             .bind(env.sent_at)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            heard_from(&mut alert_changes, now_online);
             if inserted == 1 {
+                alert_changes.extend(crate::alerts::rules_for_event(&env.body));
                 Stored::New
             } else {
                 Stored::Duplicate
             }
         }
         DeviceMessage::Presence(env) => {
-            sqlx::query(
+            let applied = sqlx::query(
                 "UPDATE appliances SET online = $2,
                     last_seen = CASE WHEN $2 THEN now() ELSE last_seen END,
                     agent_version = $3,
@@ -242,7 +268,17 @@ pub async fn store(
             .bind(&env.body.agent_version)
             .bind(env.sent_at)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if applied == 1 && env.body.online != was_online {
+                let why = if env.body.online {
+                    "connected"
+                } else {
+                    "disconnected (goodbye or last will)"
+                };
+                let changes = crate::alerts::rules_for_presence(env.body.online, why);
+                crate::alerts::apply(&mut tx, tenant, appliance_id, &changes, env.sent_at).await?;
+            }
             if env.body.online {
                 // The appliance (re)connected, perhaps to a broker that has just restarted and
                 // holds nothing: send its desired policy again and deliver what waits for it.
@@ -268,6 +304,16 @@ pub async fn store(
             }
         }
     };
+    if !alert_changes.is_empty() {
+        crate::alerts::apply(
+            &mut tx,
+            tenant,
+            appliance_id,
+            &alert_changes,
+            message.sent_at(),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(stored)
 }

@@ -8,6 +8,7 @@
 //! - [`ingest`]: validates and stores what appliances publish; counts and logs every rejection.
 //! - [`desired`]: each appliance's effective policy, versioned; [`commands`]: the command queue's
 //!   delivery; [`device_link`]: publishing to devices.
+//! - [`alerts`]: alert rules, de-duplication and the heartbeat sweep.
 //! - [`audit`]: the tamper-evident, hash-chained audit log; [`admin`]: operator commands.
 //! - [`auth`]: passwords, access tokens, roles and permissions, the authenticated-caller extractor;
 //!   [`totp`]: the second factor.
@@ -17,6 +18,7 @@
 //! - [`seed`]: the demo tenant used by the Quick start.
 
 pub mod admin;
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod broker;

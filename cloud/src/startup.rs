@@ -144,6 +144,10 @@ impl Application {
             device_link.clone(),
             incoming_rx,
         ));
+        tokio::spawn(crate::alerts::heartbeat_sweep(
+            pool.clone(),
+            config.fleet.offline_after_secs,
+        ));
         tokio::spawn(crate::commands::deliver_loop(
             pool.clone(),
             device_link.clone(),

@@ -66,6 +66,14 @@ fn example_bodies() -> BTreeMap<&'static str, serde_json::Value> {
         ),
         ("POST /api/v1/appliances/{appliance_id}/revoke", json!({})),
         (
+            "POST /api/v1/alerts/{alert_id}/resolve",
+            json!({"note": "x"}),
+        ),
+        (
+            "POST /api/v1/alerts/{alert_id}/comments",
+            json!({"body": "x"}),
+        ),
+        (
             "POST /api/v1/enroll/claim",
             json!({"factory_key": "x", "hardware": {"serial": "s", "mac": "m", "model": "m"}, "agent_version": "1", "csr_pem": "x"}),
         ),
@@ -302,6 +310,31 @@ async fn claimed_serial(
     serial.to_owned()
 }
 
+async fn alert_of(
+    cloud: &TestCloud,
+    tenant: stayopen_shared::TenantId,
+    appliance: ApplianceId,
+) -> String {
+    let mut tx = stayopen_cloud::db::tenant_tx(&cloud.pool, tenant)
+        .await
+        .expect("tx");
+    let ids = stayopen_cloud::alerts::apply(
+        &mut tx,
+        tenant,
+        appliance,
+        &[stayopen_cloud::alerts::AlertChange::Raise {
+            kind: stayopen_shared::alerts::AlertKind::UplinkDown,
+            subject: "fiber".into(),
+            summary: "Uplink fiber down".into(),
+        }],
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("alert");
+    tx.commit().await.expect("commit");
+    ids[0].to_string()
+}
+
 async fn audit_rows(cloud: &TestCloud, tenant: &uuid::Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE tenant_id = $1")
         .bind(tenant)
@@ -379,6 +412,7 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
             "serial",
             claimed_serial(&cloud, &b_admin, b_practice, "SO-B-CLAIM").await,
         ),
+        ("alert_id", alert_of(&cloud, b_tenant, b_appliance).await),
     ]);
     let b_audit_before = audit_rows(&cloud, b_tenant.as_uuid()).await;
 
@@ -420,6 +454,10 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
         (
             "serial",
             claimed_serial(&cloud, &a_admin, hillcrest, "SO-HILL-CLAIM").await,
+        ),
+        (
+            "alert_id",
+            alert_of(&cloud, demo.tenant_id, hillcrest_appliance).await,
         ),
     ]);
     let hillcrest_secrets = vec![hillcrest.to_string(), hillcrest_appliance.to_string()];

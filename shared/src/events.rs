@@ -14,6 +14,8 @@ pub enum EventKind {
     Failback,
     DrillStarted,
     DrillFinished,
+    /// A drill was refused (no healthy backup) or aborted (the backup failed during it).
+    DrillFailed,
     PolicyApplied,
     /// A policy from the cloud could not be applied; the appliance keeps running the previous one.
     PolicyRejected,

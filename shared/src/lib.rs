@@ -5,6 +5,7 @@
 //! the types the cloud encodes. Every MQTT payload is an [`envelope::Envelope`]; every device topic is a
 //! [`topics::DeviceTopic`] under the per-device prefix `/tenants/{appliance_id}/`.
 
+pub mod alerts;
 pub mod api;
 pub mod commands;
 pub mod envelope;

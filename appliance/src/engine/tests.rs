@@ -414,7 +414,7 @@ fn a_drill_is_refused_without_a_healthy_backup() {
     sim.input(Input::StartDrill {
         duration: Duration::from_secs(60),
     });
-    let refused = sim.events(EventKind::DrillFinished);
+    let refused = sim.events(EventKind::DrillFailed);
     assert_eq!(refused.len(), 1);
     assert!(refused[0].1.reason.contains("refused"));
     assert_eq!(sim.engine.active_name(), Some("fiber"));
@@ -434,7 +434,7 @@ fn a_drill_is_aborted_when_the_backup_fails() {
     assert_eq!(sim.engine.active_name(), Some("fiber"));
     assert!(!sim.engine.drill_running());
     assert!(
-        sim.events(EventKind::DrillFinished)[0]
+        sim.events(EventKind::DrillFailed)[0]
             .1
             .reason
             .contains("aborted")

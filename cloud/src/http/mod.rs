@@ -2,6 +2,7 @@
 //!
 //! Handlers return `Result<_, ApiFailure>`; the HTTP status is chosen only in [`error`].
 
+pub mod alerts;
 pub mod api_tokens;
 pub mod audit_log;
 pub mod claims;
@@ -107,6 +108,11 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(commands::list)
             .service(commands::show)
             .service(audit_log::list)
+            .service(alerts::list)
+            .service(alerts::show)
+            .service(alerts::acknowledge)
+            .service(alerts::resolve)
+            .service(alerts::comment)
             .route("/openapi.json", web::get().to(openapi_json))
             .default_service(web::to(|| async {
                 ApiFailure::NotFound("no such API endpoint")

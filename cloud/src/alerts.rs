@@ -1,0 +1,317 @@
+//! Alerts: what appliance events and presence mean for an MSP ([`rules_for_event`],
+//! [`rules_for_presence`]: pure), how those changes land in the database ([`apply`]: in the same
+//! transaction as the message that caused them), and the heartbeat sweep that notices appliances
+//! gone silent without a goodbye.
+//!
+//! Design: a condition raises an alert keyed by (appliance, kind, subject). While that alert is
+//! unresolved the same condition folds into it (`count`, `last_seen`) rather than opening another,
+//! so a flapping line is one alert, not a storm. A condition that clears resolves its alert by
+//! itself; people acknowledge and resolve by hand through the API.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use stayopen_shared::alerts::AlertKind;
+use stayopen_shared::events::{ApplianceEvent, EventKind};
+use stayopen_shared::{ApplianceId, TenantId};
+use uuid::Uuid;
+
+use crate::db::{self, Tx};
+
+/// A change to an appliance's alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertChange {
+    /// Open an alert, or fold into the unresolved one for the same condition.
+    Raise {
+        kind: AlertKind,
+        subject: String,
+        summary: String,
+    },
+    /// Record an alert that is over as soon as it happens (informational).
+    Notice {
+        kind: AlertKind,
+        subject: String,
+        summary: String,
+    },
+    /// The condition cleared: resolve its unresolved alert (any subject when `None`).
+    Clear {
+        kind: AlertKind,
+        subject: Option<String>,
+        reason: String,
+    },
+}
+
+fn uplink_of(event: &ApplianceEvent) -> String {
+    event.uplink.clone().unwrap_or_default()
+}
+
+/// What an appliance event means for its alerts.
+pub fn rules_for_event(event: &ApplianceEvent) -> Vec<AlertChange> {
+    let arrow = || {
+        format!(
+            "{} → {}",
+            event.from.as_deref().unwrap_or("none"),
+            event.to.as_deref().unwrap_or("none")
+        )
+    };
+    match event.kind {
+        EventKind::Failover => vec![AlertChange::Raise {
+            kind: AlertKind::Failover,
+            subject: String::new(),
+            summary: format!("Failover {}: {}", arrow(), event.reason),
+        }],
+        EventKind::Failback => vec![
+            AlertChange::Clear {
+                kind: AlertKind::Failover,
+                subject: None,
+                reason: format!("failed back ({})", arrow()),
+            },
+            AlertChange::Notice {
+                kind: AlertKind::Failback,
+                subject: String::new(),
+                summary: format!("Failback {}: {}", arrow(), event.reason),
+            },
+        ],
+        EventKind::UplinkDown => vec![AlertChange::Raise {
+            kind: AlertKind::UplinkDown,
+            subject: uplink_of(event),
+            summary: format!("Uplink {} down: {}", uplink_of(event), event.reason),
+        }],
+        EventKind::UplinkUp => vec![AlertChange::Clear {
+            kind: AlertKind::UplinkDown,
+            subject: Some(uplink_of(event)),
+            reason: format!("uplink {} up again", uplink_of(event)),
+        }],
+        EventKind::DrillFailed => vec![AlertChange::Raise {
+            kind: AlertKind::DrillFailed,
+            subject: String::new(),
+            summary: format!("Drill failed: {}", event.reason),
+        }],
+        EventKind::DrillFinished => vec![AlertChange::Clear {
+            kind: AlertKind::DrillFailed,
+            subject: None,
+            reason: "a later drill completed".into(),
+        }],
+        EventKind::PolicyRejected => vec![AlertChange::Raise {
+            kind: AlertKind::PolicyApplyFailed,
+            subject: String::new(),
+            summary: event.reason.clone(),
+        }],
+        EventKind::PolicyApplied => vec![AlertChange::Clear {
+            kind: AlertKind::PolicyApplyFailed,
+            subject: None,
+            reason: event.reason.clone(),
+        }],
+        EventKind::AgentStarted | EventKind::DrillStarted => Vec::new(),
+    }
+}
+
+/// What a presence change (or a message from a silent appliance) means for its alerts.
+pub fn rules_for_presence(online: bool, why: &str) -> Vec<AlertChange> {
+    if online {
+        vec![AlertChange::Clear {
+            kind: AlertKind::ApplianceOffline,
+            subject: None,
+            reason: why.to_owned(),
+        }]
+    } else {
+        vec![AlertChange::Raise {
+            kind: AlertKind::ApplianceOffline,
+            subject: String::new(),
+            summary: format!("Appliance offline: {why}"),
+        }]
+    }
+}
+
+/// Applies `changes` for `appliance` inside its tenant's transaction. Returns the alerts raised or
+/// resolved, for notification.
+pub async fn apply(
+    tx: &mut Tx,
+    tenant: TenantId,
+    appliance: ApplianceId,
+    changes: &[AlertChange],
+    at: DateTime<Utc>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut touched = Vec::new();
+    for change in changes {
+        match change {
+            AlertChange::Raise {
+                kind,
+                subject,
+                summary,
+            }
+            | AlertChange::Notice {
+                kind,
+                subject,
+                summary,
+            } => {
+                let notice = matches!(change, AlertChange::Notice { .. });
+                let id: Uuid = sqlx::query_scalar(
+                    "INSERT INTO alerts (id, tenant_id, practice_id, appliance_id, kind, severity, state,
+                                         subject, summary, first_seen, last_seen,
+                                         resolved_by, resolved_at, resolution)
+                     SELECT $1, $2, a.practice_id, a.id, $4, $5, CASE WHEN $8 THEN 'resolved' ELSE 'open' END,
+                            $6, $7, $9, $9,
+                            CASE WHEN $8 THEN 'system' END, CASE WHEN $8 THEN $9 END,
+                            CASE WHEN $8 THEN 'informational' END
+                     FROM appliances a WHERE a.id = $3
+                     ON CONFLICT (appliance_id, kind, subject) WHERE state <> 'resolved'
+                     DO UPDATE SET count = alerts.count + 1,
+                                   last_seen = greatest(alerts.last_seen, EXCLUDED.last_seen),
+                                   summary = EXCLUDED.summary
+                     RETURNING id",
+                )
+                .bind(Uuid::new_v4())
+                .bind(tenant.as_uuid())
+                .bind(appliance.as_uuid())
+                .bind(kind.as_str())
+                .bind(kind.default_severity().as_str())
+                .bind(subject)
+                .bind(summary)
+                .bind(notice)
+                .bind(at)
+                .fetch_one(&mut **tx)
+                .await?;
+                touched.push(id);
+            }
+            AlertChange::Clear {
+                kind,
+                subject,
+                reason,
+            } => {
+                let ids: Vec<Uuid> = sqlx::query_scalar(
+                    "UPDATE alerts SET state = 'resolved', resolved_at = $4,
+                            resolved_by = 'system', resolution = $5
+                     WHERE appliance_id = $1 AND kind = $2 AND ($3::text IS NULL OR subject = $3)
+                       AND state <> 'resolved'
+                     RETURNING id",
+                )
+                .bind(appliance.as_uuid())
+                .bind(kind.as_str())
+                .bind(subject.as_deref())
+                .bind(at)
+                .bind(reason)
+                .fetch_all(&mut **tx)
+                .await?;
+                touched.extend(ids);
+            }
+        }
+    }
+    Ok(touched)
+}
+
+/// Every few seconds: appliances marked online but silent past `offline_after_secs` (no goodbye,
+/// no last will yet — a dead box or a cut line) go offline with an alert.
+pub async fn heartbeat_sweep(pool: PgPool, offline_after_secs: u32) {
+    loop {
+        if let Err(e) = sweep_once(&pool, offline_after_secs).await {
+            tracing::error!(error = %e, "heartbeat sweep failed");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+pub async fn sweep_once(pool: &PgPool, offline_after_secs: u32) -> Result<usize, sqlx::Error> {
+    let secs = f64::from(offline_after_secs);
+    let tenants: Vec<Uuid> =
+        sqlx::query_scalar("SELECT stayopen_tenants_with_silent_appliances($1)")
+            .bind(secs)
+            .fetch_all(pool)
+            .await?;
+    let mut silenced = 0;
+    for tenant in tenants {
+        let mut tx = db::tenant_tx(pool, TenantId(tenant)).await?;
+        let gone: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE appliances SET online = false
+             WHERE online AND revoked_at IS NULL AND last_seen < now() - make_interval(secs => $1)
+             RETURNING id",
+        )
+        .bind(secs)
+        .fetch_all(&mut *tx)
+        .await?;
+        let changes = rules_for_presence(false, &format!("no message for {offline_after_secs} s"));
+        for id in &gone {
+            apply(
+                &mut tx,
+                TenantId(tenant),
+                ApplianceId(*id),
+                &changes,
+                Utc::now(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        silenced += gone.len();
+    }
+    Ok(silenced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, uplink: Option<&str>) -> ApplianceEvent {
+        ApplianceEvent {
+            kind,
+            uplink: uplink.map(str::to_owned),
+            from: Some("fiber".into()),
+            to: Some("lte".into()),
+            reason: "active uplink down".into(),
+        }
+    }
+
+    #[test]
+    fn a_failover_raises_and_its_failback_clears_it_and_leaves_a_notice() {
+        let raised = rules_for_event(&event(EventKind::Failover, None));
+        assert!(
+            matches!(&raised[..], [AlertChange::Raise { kind: AlertKind::Failover, summary, .. }] if summary.contains("fiber → lte"))
+        );
+        let back = rules_for_event(&event(EventKind::Failback, None));
+        assert!(matches!(
+            back[0],
+            AlertChange::Clear {
+                kind: AlertKind::Failover,
+                ..
+            }
+        ));
+        assert!(matches!(
+            back[1],
+            AlertChange::Notice {
+                kind: AlertKind::Failback,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_uplink_alert_is_per_uplink_and_cleared_by_that_uplink_only() {
+        let down = rules_for_event(&event(EventKind::UplinkDown, Some("fiber")));
+        assert!(
+            matches!(&down[..], [AlertChange::Raise { kind: AlertKind::UplinkDown, subject, .. }] if subject == "fiber")
+        );
+        let up = rules_for_event(&event(EventKind::UplinkUp, Some("fiber")));
+        assert!(
+            matches!(&up[..], [AlertChange::Clear { kind: AlertKind::UplinkDown, subject: Some(s), .. }] if s == "fiber")
+        );
+    }
+
+    #[test]
+    fn presence_raises_and_clears_the_offline_alert() {
+        assert!(matches!(
+            rules_for_presence(false, "last will")[..],
+            [AlertChange::Raise {
+                kind: AlertKind::ApplianceOffline,
+                ..
+            }]
+        ));
+        assert!(matches!(
+            rules_for_presence(true, "back")[..],
+            [AlertChange::Clear {
+                kind: AlertKind::ApplianceOffline,
+                ..
+            }]
+        ));
+        assert!(rules_for_event(&event(EventKind::AgentStarted, None)).is_empty());
+    }
+}

@@ -1,0 +1,352 @@
+//! Alerts: list with filters, one alert with its comments, acknowledge, resolve, comment. Every
+//! action is audited with who and when.
+
+use actix_web::{HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use stayopen_shared::alerts::{
+    AlertComment, AlertKind, AlertState, AlertView, CreateAlertComment, ResolveAlert, Severity,
+};
+use stayopen_shared::api::{ApiError, Page};
+use stayopen_shared::{ApplianceId, PracticeId};
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::audit::{self, Change};
+use crate::auth::{AuthUser, Permission};
+use crate::db::Tx;
+use crate::http::error::ApiFailure;
+use crate::http::pagination;
+use crate::startup::AppState;
+
+#[derive(sqlx::FromRow)]
+struct AlertRow {
+    id: Uuid,
+    kind: String,
+    severity: String,
+    state: String,
+    practice_id: Uuid,
+    appliance_id: Uuid,
+    subject: String,
+    summary: String,
+    count: i32,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    acknowledged_by: Option<String>,
+    acknowledged_at: Option<DateTime<Utc>>,
+    resolved_by: Option<String>,
+    resolved_at: Option<DateTime<Utc>>,
+    resolution: Option<String>,
+}
+
+const ALERT_SELECT: &str = "SELECT id, kind, severity, state, practice_id, appliance_id, subject, summary, count,
+        first_seen, last_seen, acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution
+     FROM alerts";
+
+impl AlertRow {
+    fn view(self, comments: Vec<AlertComment>) -> Result<AlertView, ApiFailure> {
+        let bad =
+            |what: &str, value: &str| ApiFailure::Internal(format!("unknown {what} {value:?}"));
+        Ok(AlertView {
+            id: self.id,
+            kind: AlertKind::parse(&self.kind).ok_or_else(|| bad("kind", &self.kind))?,
+            severity: Severity::parse(&self.severity)
+                .ok_or_else(|| bad("severity", &self.severity))?,
+            state: AlertState::parse(&self.state).ok_or_else(|| bad("state", &self.state))?,
+            practice_id: PracticeId(self.practice_id),
+            appliance_id: ApplianceId(self.appliance_id),
+            subject: self.subject,
+            summary: self.summary,
+            count: u32::try_from(self.count).unwrap_or(0),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            acknowledged_by: self.acknowledged_by,
+            acknowledged_at: self.acknowledged_at,
+            resolved_by: self.resolved_by,
+            resolved_at: self.resolved_at,
+            resolution: self.resolution,
+            comments,
+        })
+    }
+}
+
+/// One alert the caller may see, with its comments; 404 otherwise.
+async fn load(tx: &mut Tx, auth: &AuthUser, id: Uuid) -> Result<AlertView, ApiFailure> {
+    let row: AlertRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{ALERT_SELECT} WHERE id = $1 AND ($2::uuid[] IS NULL OR practice_id = ANY($2))"
+    )))
+    .bind(id)
+    .bind(auth.practice_filter())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(ApiFailure::NotFound("no such alert"))?;
+    let comments: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT author, body, created_at FROM alert_comments WHERE alert_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&mut **tx)
+    .await?;
+    row.view(
+        comments
+            .into_iter()
+            .map(|(author, body, at)| AlertComment { author, body, at })
+            .collect(),
+    )
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AlertListQuery {
+    /// 1 to 500, default 50. Newest (by last seen) first.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    pub state: Option<AlertState>,
+    /// `unresolved` lists open and acknowledged alerts together.
+    pub unresolved: Option<bool>,
+    pub kind: Option<AlertKind>,
+    pub severity: Option<Severity>,
+    pub practice_id: Option<Uuid>,
+    pub appliance_id: Option<Uuid>,
+    /// Only alerts last seen at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// Alerts, newest first, filtered by state, kind, severity, practice, appliance and time.
+#[utoipa::path(
+    tag = "alerts",
+    params(AlertListQuery),
+    responses((status = 200, body = Page<AlertView>), (status = 400, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[get("/alerts")]
+pub async fn list(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    query: web::Query<AlertListQuery>,
+) -> Result<web::Json<Page<AlertView>>, ApiFailure> {
+    let fetch = pagination::fetch_limit(query.limit)?;
+    let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
+    let mut tx = auth.tx(&state).await?;
+    let rows: Vec<AlertRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{ALERT_SELECT}
+         WHERE ($1::uuid[] IS NULL OR practice_id = ANY($1))
+           AND ($2::text IS NULL OR state = $2)
+           AND ($3::boolean IS NULL OR (state <> 'resolved') = $3)
+           AND ($4::text IS NULL OR kind = $4)
+           AND ($5::text IS NULL OR severity = $5)
+           AND ($6::uuid IS NULL OR practice_id = $6)
+           AND ($7::uuid IS NULL OR appliance_id = $7)
+           AND ($8::timestamptz IS NULL OR last_seen >= $8)
+           AND ($9::timestamptz IS NULL OR (last_seen, id) < ($9, $10))
+         ORDER BY last_seen DESC, id DESC LIMIT $11"
+    )))
+    .bind(auth.practice_filter())
+    .bind(query.state.map(AlertState::as_str))
+    .bind(query.unresolved)
+    .bind(query.kind.map(AlertKind::as_str))
+    .bind(query.severity.map(Severity::as_str))
+    .bind(query.practice_id)
+    .bind(query.appliance_id)
+    .bind(query.since)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(fetch)
+    .fetch_all(&mut *tx)
+    .await?;
+    let items = rows
+        .into_iter()
+        .map(|r| r.view(Vec::new()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(web::Json(pagination::page(
+        items,
+        fetch,
+        |a: &AlertView| (a.last_seen, a.id),
+    )))
+}
+
+/// One alert with its comments.
+#[utoipa::path(
+    tag = "alerts",
+    params(("alert_id" = Uuid, Path)),
+    responses((status = 200, body = AlertView), (status = 404, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[get("/alerts/{alert_id}")]
+pub async fn show(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<Uuid>,
+) -> Result<web::Json<AlertView>, ApiFailure> {
+    let mut tx = auth.tx(&state).await?;
+    Ok(web::Json(load(&mut tx, &auth, path.into_inner()).await?))
+}
+
+/// Records an action on an alert in the audit log and returns the alert as it now is.
+async fn finish(
+    mut tx: Tx,
+    auth: &AuthUser,
+    id: Uuid,
+    action: &str,
+    before: &AlertView,
+    detail: serde_json::Value,
+) -> Result<AlertView, ApiFailure> {
+    let after = load(&mut tx, auth, id).await?;
+    audit::record(
+        &mut tx,
+        auth.tenant_id,
+        &auth.actor(),
+        Change {
+            action,
+            target_type: "alert",
+            target_id: id.to_string(),
+            before: Some(serde_json::json!({ "state": before.state })),
+            after: Some(serde_json::json!({ "state": after.state, "detail": detail })),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Acknowledges an open alert: someone is on it (stops escalation).
+#[utoipa::path(
+    tag = "alerts",
+    params(("alert_id" = Uuid, Path)),
+    responses((status = 200, body = AlertView), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[post("/alerts/{alert_id}/acknowledge")]
+pub async fn acknowledge(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<Uuid>,
+) -> Result<web::Json<AlertView>, ApiFailure> {
+    let id = path.into_inner();
+    let mut tx = auth.tx(&state).await?;
+    let before = load(&mut tx, &auth, id).await?;
+    auth.require(Permission::Operate)?;
+    if before.state != AlertState::Open {
+        return Err(ApiFailure::Conflict(format!(
+            "the alert is {}, not open",
+            before.state.as_str()
+        )));
+    }
+    sqlx::query(
+        "UPDATE alerts SET state = 'acknowledged', acknowledged_by = $2, acknowledged_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(auth.actor().label())
+    .execute(&mut *tx)
+    .await?;
+    Ok(web::Json(
+        finish(
+            tx,
+            &auth,
+            id,
+            "alert.acknowledge",
+            &before,
+            serde_json::Value::Null,
+        )
+        .await?,
+    ))
+}
+
+/// Resolves an alert by hand, with an optional note.
+#[utoipa::path(
+    tag = "alerts",
+    params(("alert_id" = Uuid, Path)),
+    request_body = ResolveAlert,
+    responses((status = 200, body = AlertView), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[post("/alerts/{alert_id}/resolve")]
+pub async fn resolve(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<Uuid>,
+    body: web::Json<ResolveAlert>,
+) -> Result<web::Json<AlertView>, ApiFailure> {
+    let id = path.into_inner();
+    let mut tx = auth.tx(&state).await?;
+    let before = load(&mut tx, &auth, id).await?;
+    auth.require(Permission::Operate)?;
+    if before.state == AlertState::Resolved {
+        return Err(ApiFailure::Conflict("the alert is already resolved".into()));
+    }
+    let note = body
+        .note
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    if note.is_some_and(|n| n.len() > 2000) {
+        return Err(ApiFailure::BadRequest(
+            "note must be at most 2000 characters".into(),
+        ));
+    }
+    sqlx::query(
+        "UPDATE alerts SET state = 'resolved', resolved_by = $2, resolved_at = now(),
+                resolution = coalesce($3, 'resolved by hand') WHERE id = $1",
+    )
+    .bind(id)
+    .bind(auth.actor().label())
+    .bind(note)
+    .execute(&mut *tx)
+    .await?;
+    Ok(web::Json(
+        finish(
+            tx,
+            &auth,
+            id,
+            "alert.resolve",
+            &before,
+            serde_json::json!({ "note": note }),
+        )
+        .await?,
+    ))
+}
+
+/// Adds a comment to an alert.
+#[utoipa::path(
+    tag = "alerts",
+    params(("alert_id" = Uuid, Path)),
+    request_body = CreateAlertComment,
+    responses((status = 201, body = AlertView), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[post("/alerts/{alert_id}/comments")]
+pub async fn comment(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<Uuid>,
+    body: web::Json<CreateAlertComment>,
+) -> Result<HttpResponse, ApiFailure> {
+    let id = path.into_inner();
+    let mut tx = auth.tx(&state).await?;
+    let before = load(&mut tx, &auth, id).await?;
+    auth.require(Permission::Operate)?;
+    let text = body.body.trim();
+    if text.is_empty() || text.len() > 4000 {
+        return Err(ApiFailure::BadRequest(
+            "body must be 1 to 4000 characters".into(),
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO alert_comments (tenant_id, alert_id, author, body) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(auth.tenant_id.as_uuid())
+    .bind(id)
+    .bind(auth.actor().label())
+    .bind(text)
+    .execute(&mut *tx)
+    .await?;
+    let view = finish(
+        tx,
+        &auth,
+        id,
+        "alert.comment",
+        &before,
+        serde_json::json!({ "comment": text }),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(view))
+}

@@ -1,0 +1,303 @@
+//! Alerts: raised by what appliances report, folded together while unresolved, cleared by the
+//! condition clearing, and acknowledged, resolved and commented on by people (audited).
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{appliance_config, eventually, spawn_cloud};
+use rumqttc::QoS;
+use stayopen_appliance::agent::{self, AgentOptions};
+use stayopen_appliance::config::{Outage, OutageKind};
+use stayopen_cloud::alerts::{self, AlertChange};
+use stayopen_cloud::db;
+use stayopen_shared::alerts::{AlertKind, AlertState, AlertView, Severity};
+use stayopen_shared::api::{AuditEntry, Page, Role};
+use stayopen_shared::telemetry::Telemetry;
+use stayopen_shared::{Channel, DeviceTopic, Envelope, MessageId};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+async fn alerts_of(cloud: &common::TestCloud, token: &str, query: &str) -> Vec<AlertView> {
+    let (status, page) = cloud
+        .get::<Page<AlertView>>(token, &format!("/api/v1/alerts?{query}"))
+        .await;
+    assert_eq!(status, 200, "{query}");
+    page.expect("alerts").items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_opens_a_critical_alert_that_the_failback_resolves_by_itself() {
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let (status, _) = cloud
+        .put::<_, serde_json::Value>(
+            &admin,
+            "/api/v1/policy",
+            &serde_json::json!({"telemetry_interval_secs": 1, "failback_clean_period_secs": 5}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let state = tempfile::tempdir().expect("state");
+    let (stop, stopped) = watch::channel(false);
+    let outage = Outage {
+        start_secs: 3,
+        duration_secs: 2,
+        kind: OutageKind::Blackhole,
+    };
+    let run = tokio::spawn(agent::run(
+        AgentOptions {
+            config: appliance_config(
+                &cloud.base_url,
+                &demo.practices[0].enrollment_token,
+                state.path(),
+                Some(outage),
+            ),
+            events_file: None,
+            seed: 9,
+        },
+        stopped,
+    ));
+
+    let open = eventually(
+        Duration::from_secs(20),
+        "an open failover alert",
+        || async {
+            alerts_of(&cloud, &admin, "kind=failover")
+                .await
+                .into_iter()
+                .find(|a| a.state == AlertState::Open)
+        },
+    )
+    .await;
+    assert_eq!(open.severity, Severity::Critical);
+    assert!(open.summary.contains("fiber → lte"), "{}", open.summary);
+
+    let resolved = eventually(
+        Duration::from_secs(30),
+        "the failback resolving it",
+        || async {
+            alerts_of(&cloud, &admin, "kind=failover")
+                .await
+                .into_iter()
+                .find(|a| a.id == open.id && a.state == AlertState::Resolved)
+        },
+    )
+    .await;
+    assert_eq!(resolved.resolved_by.as_deref(), Some("system"));
+    let failback = alerts_of(&cloud, &admin, "kind=failback").await;
+    assert_eq!(failback.len(), 1);
+    assert_eq!(failback[0].severity, Severity::Info);
+    let uplink = alerts_of(&cloud, &admin, "kind=uplink_down").await;
+    assert!(
+        uplink
+            .iter()
+            .any(|a| a.subject == "fiber" && a.state == AlertState::Resolved),
+        "{uplink:?}"
+    );
+    assert!(
+        alerts_of(&cloud, &admin, "unresolved=true")
+            .await
+            .is_empty()
+    );
+    stop.send(true).expect("stop");
+    run.await.expect("join").expect("agent ran cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeating_condition_folds_into_one_alert_that_people_acknowledge_comment_and_resolve() {
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let device = cloud
+        .enrol_device(
+            &demo.practices[0].enrollment_token,
+            "SO-ALERT-1",
+            "02:00:00:00:0e:01",
+        )
+        .await;
+    let appliance = device.enrolled.appliance_id;
+    let raise = [AlertChange::Raise {
+        kind: AlertKind::UplinkDown,
+        subject: "fiber".into(),
+        summary: "Uplink fiber down".into(),
+    }];
+    for _ in 0..3 {
+        let mut tx = db::tenant_tx(&cloud.pool, demo.tenant_id)
+            .await
+            .expect("tx");
+        alerts::apply(&mut tx, demo.tenant_id, appliance, &raise, Utc::now())
+            .await
+            .expect("apply");
+        tx.commit().await.expect("commit");
+    }
+    let listed = alerts_of(&cloud, &admin, "state=open").await;
+    assert_eq!(listed.len(), 1, "one alert for one condition");
+    let alert = &listed[0];
+    assert_eq!(alert.count, 3);
+    assert!(alert.last_seen >= alert.first_seen);
+
+    // A compliance officer of the practice sees it but does not act on it.
+    let officer = cloud
+        .user_with_role(
+            &admin,
+            "officer@riverside.example",
+            Role::ComplianceOfficer,
+            vec![demo.practices[0].id],
+        )
+        .await;
+    assert_eq!(alerts_of(&cloud, &officer, "").await.len(), 1);
+    let (status, _) = cloud
+        .post::<_, serde_json::Value>(
+            Some(&officer),
+            &format!("/api/v1/alerts/{}/acknowledge", alert.id),
+            &(),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    let (status, acked) = cloud
+        .post::<_, AlertView>(
+            Some(&admin),
+            &format!("/api/v1/alerts/{}/acknowledge", alert.id),
+            &(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let acked = acked.expect("alert");
+    assert_eq!(acked.state, AlertState::Acknowledged);
+    assert!(
+        acked
+            .acknowledged_by
+            .as_deref()
+            .is_some_and(|by| by.starts_with("user:"))
+    );
+    assert!(acked.acknowledged_at.is_some());
+    let (status, _) = cloud
+        .post::<_, serde_json::Value>(
+            Some(&admin),
+            &format!("/api/v1/alerts/{}/acknowledge", alert.id),
+            &(),
+        )
+        .await;
+    assert_eq!(status, 409, "only an open alert can be acknowledged");
+    let (status, commented) = cloud
+        .post::<_, AlertView>(
+            Some(&admin),
+            &format!("/api/v1/alerts/{}/comments", alert.id),
+            &serde_json::json!({"body": "ISP ticket 4711 opened"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        commented.expect("alert").comments[0].body,
+        "ISP ticket 4711 opened"
+    );
+    let (status, resolved) = cloud
+        .post::<_, AlertView>(
+            Some(&admin),
+            &format!("/api/v1/alerts/{}/resolve", alert.id),
+            &serde_json::json!({"note": "line repaired"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let resolved = resolved.expect("alert");
+    assert_eq!(resolved.state, AlertState::Resolved);
+    assert_eq!(resolved.resolution.as_deref(), Some("line repaired"));
+
+    // The same condition after resolution is a new alert.
+    let mut tx = db::tenant_tx(&cloud.pool, demo.tenant_id)
+        .await
+        .expect("tx");
+    alerts::apply(&mut tx, demo.tenant_id, appliance, &raise, Utc::now())
+        .await
+        .expect("apply");
+    tx.commit().await.expect("commit");
+    let open = alerts_of(&cloud, &admin, "unresolved=true").await;
+    assert_eq!(open.len(), 1);
+    assert_ne!(open[0].id, alert.id);
+    assert_eq!(open[0].count, 1);
+
+    let (_, log) = cloud
+        .get::<Page<AuditEntry>>(&admin, &format!("/api/v1/audit-log?target_id={}", alert.id))
+        .await;
+    let actions: Vec<String> = log
+        .expect("audit")
+        .items
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["alert.resolve", "alert.comment", "alert.acknowledge"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appliance_silent_past_the_heartbeat_goes_offline_with_an_alert_that_clears_when_it_talks()
+ {
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let device = cloud
+        .enrol_device(
+            &demo.practices[0].enrollment_token,
+            "SO-ALERT-2",
+            "02:00:00:00:0e:02",
+        )
+        .await;
+    let id = device.enrolled.appliance_id;
+    let connection = cloud.connect_device(&device).await.expect("connects");
+    let telemetry = || {
+        Envelope::new(
+            MessageId(Uuid::new_v4()),
+            id,
+            Utc::now(),
+            Telemetry {
+                active_uplink: Some("fiber".into()),
+                uplinks: vec![],
+                policy_version: None,
+            },
+        )
+        .encode()
+    };
+    let topic = DeviceTopic::new(id, Channel::Telemetry).to_string();
+    connection
+        .client
+        .publish(topic.clone(), QoS::AtLeastOnce, false, telemetry())
+        .await
+        .expect("publish");
+    // The test cloud's heartbeat is 10 s; the device stays connected but says nothing.
+    let offline = eventually(Duration::from_secs(25), "the offline alert", || async {
+        alerts_of(&cloud, &admin, "kind=appliance_offline&state=open")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(offline.severity, Severity::Critical);
+    assert!(
+        offline.summary.contains("no message for 10 s"),
+        "{}",
+        offline.summary
+    );
+
+    connection
+        .client
+        .publish(topic, QoS::AtLeastOnce, false, telemetry())
+        .await
+        .expect("publish");
+    eventually(
+        Duration::from_secs(10),
+        "the offline alert cleared",
+        || async {
+            alerts_of(&cloud, &admin, "kind=appliance_offline&state=resolved")
+                .await
+                .into_iter()
+                .find(|a| a.id == offline.id)
+        },
+    )
+    .await;
+}

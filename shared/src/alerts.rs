@@ -1,0 +1,195 @@
+//! Alerts: what the MSP must hear about, with their lifecycle (open → acknowledged → resolved).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ApplianceId, PracticeId};
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// The appliance stopped talking to the cloud (last will, or silence past the heartbeat).
+    ApplianceOffline,
+    /// Traffic moved to a backup uplink.
+    Failover,
+    /// Traffic returned to the preferred uplink (informational; resolves the failover).
+    Failback,
+    /// An uplink went down (the active one fails over; a standby one leaves no backup).
+    UplinkDown,
+    /// A drill was refused or aborted.
+    DrillFailed,
+    /// The appliance could not apply the cloud's policy.
+    PolicyApplyFailed,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 6] = [
+        AlertKind::ApplianceOffline,
+        AlertKind::Failover,
+        AlertKind::Failback,
+        AlertKind::UplinkDown,
+        AlertKind::DrillFailed,
+        AlertKind::PolicyApplyFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::ApplianceOffline => "appliance_offline",
+            AlertKind::Failover => "failover",
+            AlertKind::Failback => "failback",
+            AlertKind::UplinkDown => "uplink_down",
+            AlertKind::DrillFailed => "drill_failed",
+            AlertKind::PolicyApplyFailed => "policy_apply_failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The default severity an MSP can tune.
+    pub fn default_severity(self) -> Severity {
+        match self {
+            AlertKind::ApplianceOffline | AlertKind::Failover => Severity::Critical,
+            AlertKind::UplinkDown | AlertKind::DrillFailed | AlertKind::PolicyApplyFailed => {
+                Severity::Warning
+            }
+            AlertKind::Failback => Severity::Info,
+        }
+    }
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Severity::Info, Severity::Warning, Severity::Critical]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Open => "open",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            AlertState::Open,
+            AlertState::Acknowledged,
+            AlertState::Resolved,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertComment {
+    pub author: String,
+    pub body: String,
+    pub at: DateTime<Utc>,
+}
+
+/// An alert as the API shows it. The same condition on the same appliance folds into one open
+/// alert: `count` and `last_seen` grow.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertView {
+    pub id: uuid::Uuid,
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub state: AlertState,
+    pub practice_id: PracticeId,
+    pub appliance_id: ApplianceId,
+    /// What the alert is about within the appliance (an uplink's name), or empty.
+    pub subject: String,
+    pub summary: String,
+    pub count: u32,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolution: Option<String>,
+    pub comments: Vec<AlertComment>,
+}
+
+/// Resolve an alert by hand (a condition that clears resolves its alert by itself).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveAlert {
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAlertComment {
+    pub body: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_severities_and_states_round_trip_through_their_names() {
+        for kind in AlertKind::ALL {
+            assert_eq!(AlertKind::parse(kind.as_str()), Some(kind));
+            let json = serde_json::to_value(kind).expect("json");
+            assert_eq!(json, serde_json::Value::String(kind.as_str().into()));
+        }
+        assert_eq!(Severity::parse("critical"), Some(Severity::Critical));
+        assert_eq!(
+            AlertState::parse("acknowledged"),
+            Some(AlertState::Acknowledged)
+        );
+        assert_eq!(AlertKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn an_outage_is_critical_and_a_failback_informational() {
+        assert_eq!(AlertKind::Failover.default_severity(), Severity::Critical);
+        assert_eq!(
+            AlertKind::ApplianceOffline.default_severity(),
+            Severity::Critical
+        );
+        assert_eq!(AlertKind::Failback.default_severity(), Severity::Info);
+        assert!(Severity::Critical > Severity::Warning);
+    }
+}
