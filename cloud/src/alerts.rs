@@ -124,15 +124,26 @@ pub fn rules_for_presence(online: bool, why: &str) -> Vec<AlertChange> {
     }
 }
 
-/// Applies `changes` for `appliance` inside its tenant's transaction. Returns the alerts raised or
-/// resolved, for notification.
+/// What a change did to an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Opened,
+    /// The condition repeated while the alert was unresolved.
+    Folded,
+    /// An informational alert, over as it happened.
+    Notice,
+    Resolved,
+}
+
+/// Applies `changes` for `appliance` inside its tenant's transaction and queues the notifications
+/// they call for (in the same transaction). Returns what happened to which alert.
 pub async fn apply(
     tx: &mut Tx,
     tenant: TenantId,
     appliance: ApplianceId,
     changes: &[AlertChange],
     at: DateTime<Utc>,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<(Uuid, Transition)>, sqlx::Error> {
     let mut touched = Vec::new();
     for change in changes {
         match change {
@@ -147,7 +158,7 @@ pub async fn apply(
                 summary,
             } => {
                 let notice = matches!(change, AlertChange::Notice { .. });
-                let id: Uuid = sqlx::query_scalar(
+                let (id, inserted): (Uuid, bool) = sqlx::query_as(
                     "INSERT INTO alerts (id, tenant_id, practice_id, appliance_id, kind, severity, state,
                                          subject, summary, first_seen, last_seen,
                                          resolved_by, resolved_at, resolution)
@@ -160,7 +171,7 @@ pub async fn apply(
                      DO UPDATE SET count = alerts.count + 1,
                                    last_seen = greatest(alerts.last_seen, EXCLUDED.last_seen),
                                    summary = EXCLUDED.summary
-                     RETURNING id",
+                     RETURNING id, (xmax = 0)",
                 )
                 .bind(Uuid::new_v4())
                 .bind(tenant.as_uuid())
@@ -173,7 +184,14 @@ pub async fn apply(
                 .bind(at)
                 .fetch_one(&mut **tx)
                 .await?;
-                touched.push(id);
+                touched.push((
+                    id,
+                    match (notice, inserted) {
+                        (true, _) => Transition::Notice,
+                        (false, true) => Transition::Opened,
+                        (false, false) => Transition::Folded,
+                    },
+                ));
             }
             AlertChange::Clear {
                 kind,
@@ -194,10 +212,11 @@ pub async fn apply(
                 .bind(reason)
                 .fetch_all(&mut **tx)
                 .await?;
-                touched.extend(ids);
+                touched.extend(ids.into_iter().map(|id| (id, Transition::Resolved)));
             }
         }
     }
+    crate::notify::enqueue(tx, &touched).await?;
     Ok(touched)
 }
 

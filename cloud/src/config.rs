@@ -19,6 +19,29 @@ pub struct CloudConfig {
     pub broker: BrokerConfig,
     pub auth: AuthConfig,
     pub fleet: FleetConfig,
+    pub alerts: AlertsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Let webhooks reach loopback and private addresses (an on-premise receiver, tests). Off by
+    /// default so a webhook cannot be aimed at the cloud's own network.
+    pub allow_private_webhook_targets: bool,
+    /// Attempts per notification before it becomes a dead letter.
+    pub webhook_max_attempts: u32,
+    /// The first retry waits this long; each later one twice as long (capped at 5 min).
+    pub webhook_retry_base_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_webhook_targets: false,
+            webhook_max_attempts: 8,
+            webhook_retry_base_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -235,6 +258,16 @@ impl CloudConfig {
         if self.auth.token_ttl_minutes == 0 {
             return Err(ConfigError::Semantic(
                 "auth.token_ttl_minutes must be at least 1".into(),
+            ));
+        }
+        if !(1..=20).contains(&self.alerts.webhook_max_attempts) {
+            return Err(ConfigError::Semantic(
+                "alerts.webhook_max_attempts must be between 1 and 20".into(),
+            ));
+        }
+        if !(10..=60_000).contains(&self.alerts.webhook_retry_base_ms) {
+            return Err(ConfigError::Semantic(
+                "alerts.webhook_retry_base_ms must be between 10 and 60000".into(),
             ));
         }
         if self.auth.refresh_ttl_hours == 0 {

@@ -8,7 +8,8 @@
 //! - [`ingest`]: validates and stores what appliances publish; counts and logs every rejection.
 //! - [`desired`]: each appliance's effective policy, versioned; [`commands`]: the command queue's
 //!   delivery; [`device_link`]: publishing to devices.
-//! - [`alerts`]: alert rules, de-duplication and the heartbeat sweep.
+//! - [`alerts`]: alert rules, de-duplication and the heartbeat sweep; [`notify`]: the notification
+//!   outbox and its signed webhook delivery.
 //! - [`audit`]: the tamper-evident, hash-chained audit log; [`admin`]: operator commands.
 //! - [`auth`]: passwords, access tokens, roles and permissions, the authenticated-caller extractor;
 //!   [`totp`]: the second factor.
@@ -30,6 +31,7 @@ pub mod device_link;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod seed;
 pub mod startup;

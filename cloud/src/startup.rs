@@ -144,6 +144,11 @@ impl Application {
             device_link.clone(),
             incoming_rx,
         ));
+        tokio::spawn(crate::notify::dispatch_loop(
+            pool.clone(),
+            config.alerts.allow_private_webhook_targets,
+            crate::notify::RetryPolicy::from_config(&config.alerts),
+        ));
         tokio::spawn(crate::alerts::heartbeat_sweep(
             pool.clone(),
             config.fleet.offline_after_secs,

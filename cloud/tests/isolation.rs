@@ -74,6 +74,14 @@ fn example_bodies() -> BTreeMap<&'static str, serde_json::Value> {
             json!({"body": "x"}),
         ),
         (
+            "POST /api/v1/notification-channels",
+            json!({"name": "n", "url": "https://example.com/hook"}),
+        ),
+        (
+            "POST /api/v1/routing-rules",
+            json!({"channel_id": "00000000-0000-0000-0000-000000000000", "min_severity": "info"}),
+        ),
+        (
             "POST /api/v1/enroll/claim",
             json!({"factory_key": "x", "hardware": {"serial": "s", "mac": "m", "model": "m"}, "agent_version": "1", "csr_pem": "x"}),
         ),
@@ -332,7 +340,35 @@ async fn alert_of(
     .await
     .expect("alert");
     tx.commit().await.expect("commit");
-    ids[0].to_string()
+    ids[0].0.to_string()
+}
+
+async fn channel_of(cloud: &TestCloud, admin: &str) -> String {
+    let (status, created) = cloud
+        .post::<_, serde_json::Value>(
+            Some(admin),
+            "/api/v1/notification-channels",
+            &serde_json::json!({"name": "walk", "url": "https://example.com/hook"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    created.expect("channel")["channel"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+async fn rule_of(cloud: &TestCloud, admin: &str) -> String {
+    let channel = channel_of(cloud, admin).await;
+    let (status, rule) = cloud
+        .post::<_, serde_json::Value>(
+            Some(admin),
+            "/api/v1/routing-rules",
+            &serde_json::json!({"channel_id": channel, "min_severity": "critical"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    rule.expect("rule")["id"].as_str().expect("id").to_owned()
 }
 
 async fn audit_rows(cloud: &TestCloud, tenant: &uuid::Uuid) -> i64 {
@@ -413,6 +449,8 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
             claimed_serial(&cloud, &b_admin, b_practice, "SO-B-CLAIM").await,
         ),
         ("alert_id", alert_of(&cloud, b_tenant, b_appliance).await),
+        ("channel_id", channel_of(&cloud, &b_admin).await),
+        ("rule_id", rule_of(&cloud, &b_admin).await),
     ]);
     let b_audit_before = audit_rows(&cloud, b_tenant.as_uuid()).await;
 
@@ -459,6 +497,8 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
             "alert_id",
             alert_of(&cloud, demo.tenant_id, hillcrest_appliance).await,
         ),
+        ("channel_id", channel_of(&cloud, &a_admin).await),
+        ("rule_id", rule_of(&cloud, &a_admin).await),
     ]);
     let hillcrest_secrets = vec![hillcrest.to_string(), hillcrest_appliance.to_string()];
     for (caller, token) in [("compliance_officer", &a_officer), ("auditor", &a_auditor)] {

@@ -193,3 +193,97 @@ mod tests {
         assert!(Severity::Critical > Severity::Warning);
     }
 }
+
+/// Where alert notifications go. Webhooks carry a generic ticket shape (open / close / notice with
+/// a stable external id), so a PSA integration is a mapping, not new code.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannel {
+    pub name: String,
+    /// `https://…` (or `http://…`) endpoint that receives signed JSON.
+    pub url: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelView {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new channel; `signing_secret` is shown only here. The receiver checks
+/// `X-StayOpen-Signature: sha256=hex(HMAC-SHA256(secret, "{X-StayOpen-Timestamp}.{body}"))`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedChannel {
+    pub channel: ChannelView,
+    pub signing_secret: String,
+}
+
+impl std::fmt::Debug for CreatedChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedChannel")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which alerts go to a channel: optionally one practice, optionally some kinds, at or above a
+/// severity.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoutingRule {
+    pub channel_id: uuid::Uuid,
+    #[serde(default)]
+    pub practice_id: Option<PracticeId>,
+    #[serde(default)]
+    pub kinds: Option<Vec<AlertKind>>,
+    pub min_severity: Severity,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingRuleView {
+    pub id: uuid::Uuid,
+    pub channel_id: uuid::Uuid,
+    pub practice_id: Option<PracticeId>,
+    pub kinds: Option<Vec<AlertKind>>,
+    pub min_severity: Severity,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One delivery of an alert change to a channel.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationView {
+    pub id: uuid::Uuid,
+    pub alert_id: uuid::Uuid,
+    pub channel_id: uuid::Uuid,
+    /// `open`, `close` or `notice`.
+    pub event: String,
+    /// `pending`, `delivered` or `dead` (retries exhausted).
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// The JSON body of a webhook: a generic ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookTicket {
+    /// `open`, `close` or `notice`.
+    pub event: String,
+    /// Stable per alert: a PSA keeps one ticket per external id.
+    pub external_id: String,
+    /// Unique per delivery (retries repeat it), for idempotent receivers.
+    pub delivery_id: uuid::Uuid,
+    pub attempt: u32,
+    pub sent_at: DateTime<Utc>,
+    pub alert: AlertView,
+}

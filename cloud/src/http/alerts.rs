@@ -70,16 +70,22 @@ impl AlertRow {
     }
 }
 
-/// One alert the caller may see, with its comments; 404 otherwise.
-async fn load(tx: &mut Tx, auth: &AuthUser, id: Uuid) -> Result<AlertView, ApiFailure> {
-    let row: AlertRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+/// One alert with its comments, within `practices` (None: the whole tenant).
+async fn fetch(
+    tx: &mut Tx,
+    practices: Option<Vec<Uuid>>,
+    id: Uuid,
+) -> Result<Option<AlertView>, ApiFailure> {
+    let row: Option<AlertRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{ALERT_SELECT} WHERE id = $1 AND ($2::uuid[] IS NULL OR practice_id = ANY($2))"
     )))
     .bind(id)
-    .bind(auth.practice_filter())
+    .bind(practices)
     .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(ApiFailure::NotFound("no such alert"))?;
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
     let comments: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT author, body, created_at FROM alert_comments WHERE alert_id = $1 ORDER BY id",
     )
@@ -92,6 +98,26 @@ async fn load(tx: &mut Tx, auth: &AuthUser, id: Uuid) -> Result<AlertView, ApiFa
             .map(|(author, body, at)| AlertComment { author, body, at })
             .collect(),
     )
+    .map(Some)
+}
+
+/// One alert the caller may see, with its comments; 404 otherwise.
+async fn load(tx: &mut Tx, auth: &AuthUser, id: Uuid) -> Result<AlertView, ApiFailure> {
+    fetch(tx, auth.practice_filter(), id)
+        .await?
+        .ok_or(ApiFailure::NotFound("no such alert"))
+}
+
+/// An alert as a notification carries it (inside the tenant's transaction).
+pub async fn load_for_notification(
+    tx: &mut Tx,
+    id: Uuid,
+) -> Result<Option<AlertView>, sqlx::Error> {
+    match fetch(tx, None, id).await {
+        Ok(alert) => Ok(alert),
+        Err(ApiFailure::Internal(detail)) => Err(sqlx::Error::Protocol(detail)),
+        Err(_) => Ok(None),
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -292,6 +318,7 @@ pub async fn resolve(
     .bind(note)
     .execute(&mut *tx)
     .await?;
+    crate::notify::enqueue(&mut tx, &[(id, crate::alerts::Transition::Resolved)]).await?;
     Ok(web::Json(
         finish(
             tx,

@@ -11,6 +11,7 @@ pub mod enroll;
 pub mod error;
 pub mod fleet;
 pub mod health;
+pub mod notifications;
 pub mod pagination;
 pub mod policies;
 pub mod session;
@@ -113,6 +114,13 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(alerts::acknowledge)
             .service(alerts::resolve)
             .service(alerts::comment)
+            .service(notifications::create_channel)
+            .service(notifications::list_channels)
+            .service(notifications::delete_channel)
+            .service(notifications::create_rule)
+            .service(notifications::list_rules)
+            .service(notifications::delete_rule)
+            .service(notifications::list_notifications)
             .route("/openapi.json", web::get().to(openapi_json))
             .default_service(web::to(|| async {
                 ApiFailure::NotFound("no such API endpoint")

@@ -1,0 +1,330 @@
+//! Alert notifications reach a real HTTP receiver: signed (HMAC-SHA256 over timestamp and body),
+//! as a ticket with a stable external id, routed by severity and practice, retried with backoff
+//! when the receiver fails, and kept as a dead letter when it never answers.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use chrono::Utc;
+use common::{TestCloud, eventually, spawn_cloud_with};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use stayopen_cloud::alerts::{self, AlertChange};
+use stayopen_cloud::db;
+use stayopen_shared::alerts::{AlertKind, CreatedChannel, NotificationView, WebhookTicket};
+use stayopen_shared::api::Page;
+use stayopen_shared::{ApplianceId, TenantId};
+
+/// What the receiver got: headers of interest and the raw body.
+#[derive(Debug, Clone)]
+struct Received {
+    event: String,
+    delivery: String,
+    timestamp: String,
+    signature: String,
+    body: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    received: Arc<Mutex<Vec<Received>>>,
+    /// Statuses to answer with, in order; 200 once empty.
+    script: Arc<Mutex<VecDeque<u16>>>,
+}
+
+impl Receiver {
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+async fn receive(
+    req: HttpRequest,
+    body: web::Bytes,
+    receiver: web::Data<Receiver>,
+) -> HttpResponse {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    receiver.received.lock().expect("lock").push(Received {
+        event: header("x-stayopen-event"),
+        delivery: header("x-stayopen-delivery"),
+        timestamp: header("x-stayopen-timestamp"),
+        signature: header("x-stayopen-signature"),
+        body: body.to_vec(),
+    });
+    let status = receiver
+        .script
+        .lock()
+        .expect("lock")
+        .pop_front()
+        .unwrap_or(200);
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status")).finish()
+}
+
+/// Starts the receiver on a free loopback port; returns its URL.
+fn start_receiver(receiver: &Receiver) -> String {
+    let data = web::Data::new(receiver.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/hook", web::post().to(receive))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .expect("bind");
+    let addr = server.addrs()[0];
+    tokio::spawn(server.run());
+    format!("http://{addr}/hook")
+}
+
+/// Checks a delivery's signature independently of the cloud's code.
+fn signature_valid(secret: &str, received: &Received) -> bool {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(received.timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(&received.body);
+    received.signature == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn test_cloud() -> TestCloud {
+    spawn_cloud_with(|config| {
+        config.alerts.allow_private_webhook_targets = true;
+        config.alerts.webhook_max_attempts = 3;
+        config.alerts.webhook_retry_base_ms = 200;
+    })
+    .await
+}
+
+async fn channel(cloud: &TestCloud, admin: &str, url: &str) -> CreatedChannel {
+    let (status, created) = cloud
+        .post::<_, CreatedChannel>(
+            Some(admin),
+            "/api/v1/notification-channels",
+            &serde_json::json!({"name": "PSA", "url": url}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    created.expect("channel")
+}
+
+async fn raise(
+    cloud: &TestCloud,
+    tenant: TenantId,
+    appliance: ApplianceId,
+    change: AlertChange,
+) -> uuid::Uuid {
+    let mut tx = db::tenant_tx(&cloud.pool, tenant).await.expect("tx");
+    let touched = alerts::apply(&mut tx, tenant, appliance, &[change], Utc::now())
+        .await
+        .expect("apply");
+    tx.commit().await.expect("commit");
+    touched[0].0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_changes_reach_the_webhook_signed_as_tickets_routed_by_severity_and_practice() {
+    let cloud = test_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let receiver = Receiver::default();
+    let url = start_receiver(&receiver);
+    let created = channel(&cloud, &admin, &url).await;
+    assert!(created.signing_secret.starts_with("whsec_"));
+    // Riverside: warnings and worse. Hillcrest has no rule.
+    let (status, _) = cloud
+        .post::<_, serde_json::Value>(
+            Some(&admin),
+            "/api/v1/routing-rules",
+            &serde_json::json!({"channel_id": created.channel.id, "practice_id": demo.practices[0].id, "min_severity": "warning"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let riverside = cloud
+        .enrol_device(
+            &demo.practices[0].enrollment_token,
+            "SO-HOOK-1",
+            "02:00:00:00:0f:01",
+        )
+        .await
+        .enrolled
+        .appliance_id;
+    let hillcrest = cloud
+        .enrol_device(
+            &demo.practices[1].enrollment_token,
+            "SO-HOOK-2",
+            "02:00:00:00:0f:02",
+        )
+        .await
+        .enrolled
+        .appliance_id;
+
+    let failover = AlertChange::Raise {
+        kind: AlertKind::Failover,
+        subject: String::new(),
+        summary: "Failover fiber → lte".into(),
+    };
+    let alert = raise(&cloud, demo.tenant_id, riverside, failover.clone()).await;
+    raise(&cloud, demo.tenant_id, hillcrest, failover).await;
+    raise(
+        &cloud,
+        demo.tenant_id,
+        riverside,
+        AlertChange::Notice {
+            kind: AlertKind::Failback,
+            subject: String::new(),
+            summary: "Failback".into(),
+        },
+    )
+    .await;
+    let (status, _) = cloud
+        .post::<_, serde_json::Value>(
+            Some(&admin),
+            &format!("/api/v1/alerts/{alert}/resolve"),
+            &serde_json::json!({"note": "fixed"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let got = eventually(
+        Duration::from_secs(10),
+        "open and close delivered",
+        || async {
+            let got = receiver.received();
+            (got.len() >= 2).then_some(got)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let got_all = receiver.received();
+    assert_eq!(
+        got_all.len(),
+        2,
+        "no info notice, no other practice: {got_all:?}"
+    );
+    let tickets: Vec<WebhookTicket> = got
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("ticket"))
+        .collect();
+    assert_eq!(
+        tickets.iter().map(|t| t.event.as_str()).collect::<Vec<_>>(),
+        vec!["open", "close"]
+    );
+    for (received, ticket) in got.iter().zip(&tickets) {
+        assert!(
+            signature_valid(&created.signing_secret, received),
+            "signature of {}",
+            ticket.event
+        );
+        assert!(!signature_valid("whsec_wrong", received));
+        assert_eq!(received.event, ticket.event);
+        assert_eq!(received.delivery, ticket.delivery_id.to_string());
+        assert_eq!(
+            ticket.external_id,
+            alert.to_string(),
+            "one stable id per alert"
+        );
+        let age = Utc::now().timestamp() - received.timestamp.parse::<i64>().expect("timestamp");
+        assert!((0..60).contains(&age));
+    }
+    assert_eq!(tickets[0].alert.kind, AlertKind::Failover);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_gets_retries_and_an_unreachable_one_leaves_a_dead_letter() {
+    let cloud = test_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let receiver = Receiver::default();
+    receiver.script.lock().expect("lock").extend([500, 503]);
+    let flaky = channel(&cloud, &admin, &start_receiver(&receiver)).await;
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let dead = channel(
+        &cloud,
+        &admin,
+        &format!("http://127.0.0.1:{closed_port}/hook"),
+    )
+    .await;
+    for channel_id in [flaky.channel.id, dead.channel.id] {
+        let (status, _) = cloud
+            .post::<_, serde_json::Value>(
+                Some(&admin),
+                "/api/v1/routing-rules",
+                &serde_json::json!({"channel_id": channel_id, "min_severity": "critical"}),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let appliance = cloud
+        .enrol_device(
+            &demo.practices[0].enrollment_token,
+            "SO-HOOK-3",
+            "02:00:00:00:0f:03",
+        )
+        .await
+        .enrolled
+        .appliance_id;
+    let alert = raise(
+        &cloud,
+        demo.tenant_id,
+        appliance,
+        AlertChange::Raise {
+            kind: AlertKind::ApplianceOffline,
+            subject: String::new(),
+            summary: "Appliance offline".into(),
+        },
+    )
+    .await;
+
+    let deliveries = |status: &'static str| {
+        let (cloud, admin) = (&cloud, &admin);
+        async move {
+            let (_, page) = cloud
+                .get::<Page<NotificationView>>(
+                    admin,
+                    &format!("/api/v1/notifications?status={status}&alert_id={alert}"),
+                )
+                .await;
+            page.expect("notifications").items
+        }
+    };
+    let delivered = eventually(
+        Duration::from_secs(15),
+        "delivered on the third try",
+        || async { deliveries("delivered").await.into_iter().next() },
+    )
+    .await;
+    assert_eq!(delivered.attempts, 3);
+    assert_eq!(delivered.channel_id, flaky.channel.id);
+    let got = receiver.received();
+    assert_eq!(got.len(), 3);
+    assert!(
+        got.iter().all(|r| r.delivery == got[0].delivery),
+        "retries repeat the delivery id"
+    );
+
+    let dead_letter = eventually(Duration::from_secs(15), "a dead letter", || async {
+        deliveries("dead").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(dead_letter.channel_id, dead.channel.id);
+    assert_eq!(dead_letter.attempts, 3);
+    assert!(
+        dead_letter
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("request failed")),
+        "{dead_letter:?}"
+    );
+}
