@@ -34,9 +34,14 @@ pub async fn enqueue(tx: &mut Tx, changes: &[(Uuid, Transition)]) -> Result<(), 
             Transition::Notice => "notice",
             Transition::Folded => continue,
         };
+        // Delays and repeats apply to an alert opening; closing and notices go out at once.
         sqlx::query(
-            "INSERT INTO notifications (id, tenant_id, alert_id, channel_id, event)
-             SELECT DISTINCT ON (r.channel_id) gen_random_uuid(), a.tenant_id, a.id, r.channel_id, $2
+            "INSERT INTO notifications (id, tenant_id, alert_id, channel_id, event,
+                                        next_attempt_at, requires_open, repeat_secs)
+             SELECT DISTINCT ON (r.channel_id) gen_random_uuid(), a.tenant_id, a.id, r.channel_id, $2,
+                    now() + make_interval(secs => CASE WHEN $2 = 'open' THEN r.delay_secs ELSE 0 END),
+                    $2 = 'open' AND r.delay_secs > 0,
+                    CASE WHEN $2 = 'open' THEN r.repeat_secs END
              FROM alerts a
              JOIN routing_rules r ON r.tenant_id = a.tenant_id
              WHERE a.id = $1
@@ -44,7 +49,8 @@ pub async fn enqueue(tx: &mut Tx, changes: &[(Uuid, Transition)]) -> Result<(), 
                AND (r.kinds IS NULL OR a.kind = ANY(r.kinds))
                AND array_position(ARRAY['info', 'warning', 'critical'], a.severity)
                    >= array_position(ARRAY['info', 'warning', 'critical'], r.min_severity)
-             ON CONFLICT (alert_id, channel_id, event) DO NOTHING",
+             ORDER BY r.channel_id, r.delay_secs
+             ON CONFLICT (alert_id, channel_id, event) WHERE event <> 'reminder' DO NOTHING",
         )
         .bind(alert)
         .bind(event)
@@ -140,10 +146,14 @@ pub async fn dispatch_loop(pool: PgPool, allow_private_targets: bool, retry: Ret
 struct Due {
     id: Uuid,
     alert_id: Uuid,
+    channel_id: Uuid,
     event: String,
     attempts: i32,
     url: String,
     secret: String,
+    requires_open: bool,
+    repeat_secs: Option<i32>,
+    alert_open: bool,
 }
 
 pub async fn dispatch_once(
@@ -169,11 +179,26 @@ pub async fn dispatch_once(
                        WHERE e.alert_id = p.alert_id AND e.channel_id = p.channel_id
                          AND e.status = 'pending' AND e.seq < p.seq)
                  ORDER BY p.seq LIMIT 50 FOR UPDATE SKIP LOCKED)
-             RETURNING n.id, n.alert_id, n.event, n.attempts, c.url, c.secret",
+             RETURNING n.id, n.alert_id, n.channel_id, n.event, n.attempts, c.url, c.secret,
+                       n.requires_open, n.repeat_secs,
+                       (SELECT state = 'open' FROM alerts WHERE id = n.alert_id) AS alert_open",
         )
         .bind(LEASE.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
+        // An escalation or reminder whose alert someone took (or that resolved) is not sent.
+        let (due, moot): (Vec<Due>, Vec<Due>) = due
+            .into_iter()
+            .partition(|n| !n.requires_open || n.alert_open);
+        for notification in &moot {
+            sqlx::query(
+                "UPDATE notifications SET status = 'cancelled',
+                        last_error = 'the alert was acknowledged or resolved first' WHERE id = $1",
+            )
+            .bind(notification.id)
+            .execute(&mut *tx)
+            .await?;
+        }
         let mut tickets = Vec::with_capacity(due.len());
         for notification in &due {
             let alert =
@@ -181,18 +206,21 @@ pub async fn dispatch_once(
             tickets.push(alert);
         }
         tx.commit().await?;
-        let outcomes = futures_util::future::join_all(due.iter().zip(tickets).map(
-            |(notification, alert)| async move {
-                let outcome = match alert {
-                    Some(alert) => deliver(http, notification, alert, allow_private_targets).await,
-                    None => Err("the alert no longer exists".to_owned()),
-                };
-                (notification.id, notification.attempts, outcome)
-            },
-        ))
-        .await;
+        let outcomes: Vec<(Uuid, i32, Result<(), String>)> =
+            futures_util::future::join_all(due.iter().zip(tickets).map(
+                |(notification, alert)| async move {
+                    let outcome = match alert {
+                        Some(alert) => {
+                            deliver(http, notification, alert, allow_private_targets).await
+                        }
+                        None => Err("the alert no longer exists".to_owned()),
+                    };
+                    (notification.id, notification.attempts, outcome)
+                },
+            ))
+            .await;
         let mut tx = db::tenant_tx(pool, tenant).await?;
-        for (id, attempts, outcome) in outcomes {
+        for (notification, (id, attempts, outcome)) in due.iter().zip(outcomes) {
             let attempts = attempts + 1;
             match outcome {
                 Ok(()) => {
@@ -204,6 +232,21 @@ pub async fn dispatch_once(
                     .bind(attempts)
                     .execute(&mut *tx)
                     .await?;
+                    if let Some(every) = notification.repeat_secs {
+                        // Until someone acknowledges: the next reminder (cancelled if they do).
+                        sqlx::query(
+                            "INSERT INTO notifications (id, tenant_id, alert_id, channel_id, event,
+                                                        next_attempt_at, requires_open, repeat_secs)
+                             SELECT gen_random_uuid(), tenant_id, id, $2, 'reminder',
+                                    now() + make_interval(secs => $3), true, $3
+                             FROM alerts WHERE id = $1 AND state = 'open'",
+                        )
+                        .bind(notification.alert_id)
+                        .bind(notification.channel_id)
+                        .bind(every)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
                 Err(error) => {
                     let dead = attempts >= retry.max_attempts;

@@ -328,3 +328,130 @@ async fn a_failing_receiver_gets_retries_and_an_unreachable_one_leaves_a_dead_le
         "{dead_letter:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() {
+    let cloud = test_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let (first_line, escalation, reminders) = (
+        Receiver::default(),
+        Receiver::default(),
+        Receiver::default(),
+    );
+    let mut channels = Vec::new();
+    for receiver in [&first_line, &escalation, &reminders] {
+        channels.push(
+            channel(&cloud, &admin, &start_receiver(receiver))
+                .await
+                .channel
+                .id,
+        );
+    }
+    for (channel_id, delay, repeat) in [
+        (channels[0], 0, None),
+        (channels[1], 2, None),
+        (channels[2], 0, Some(1)),
+    ] {
+        let (status, _) = cloud
+            .post::<_, serde_json::Value>(
+                Some(&admin),
+                "/api/v1/routing-rules",
+                &serde_json::json!({"channel_id": channel_id, "min_severity": "critical",
+                                    "delay_secs": delay, "repeat_secs": repeat}),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let appliance = cloud
+        .enrol_device(
+            &demo.practices[0].enrollment_token,
+            "SO-ESC-1",
+            "02:00:00:00:10:01",
+        )
+        .await
+        .enrolled
+        .appliance_id;
+    let other = cloud
+        .enrol_device(
+            &demo.practices[0].enrollment_token,
+            "SO-ESC-2",
+            "02:00:00:00:10:02",
+        )
+        .await
+        .enrolled
+        .appliance_id;
+    let offline = || AlertChange::Raise {
+        kind: AlertKind::ApplianceOffline,
+        subject: String::new(),
+        summary: "Appliance offline".into(),
+    };
+    let ignored = raise(&cloud, demo.tenant_id, appliance, offline()).await;
+    let taken = raise(&cloud, demo.tenant_id, other, offline()).await;
+    // Someone takes the second alert at once.
+    let (status, _) = cloud
+        .post::<_, serde_json::Value>(
+            Some(&admin),
+            &format!("/api/v1/alerts/{taken}/acknowledge"),
+            &(),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let events_for = |receiver: &Receiver, alert: uuid::Uuid| -> Vec<String> {
+        receiver
+            .received()
+            .iter()
+            .map(|r| serde_json::from_slice::<WebhookTicket>(&r.body).expect("ticket"))
+            .filter(|t| t.external_id == alert.to_string())
+            .map(|t| t.event)
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the ignored alert escalated",
+        || async { (events_for(&escalation, ignored) == ["open"]).then_some(()) },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "two reminders", || async {
+        (events_for(&reminders, ignored)
+            .iter()
+            .filter(|e| *e == "reminder")
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(events_for(&first_line, ignored), ["open"]);
+    assert!(
+        events_for(&escalation, taken).is_empty(),
+        "an acknowledged alert does not escalate"
+    );
+    assert!(
+        events_for(&reminders, taken).iter().all(|e| e == "open"),
+        "nor is it repeated: {:?}",
+        events_for(&reminders, taken)
+    );
+
+    // Acknowledged: the reminders stop.
+    let (status, _) = cloud
+        .post::<_, serde_json::Value>(
+            Some(&admin),
+            &format!("/api/v1/alerts/{ignored}/acknowledge"),
+            &(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reminded = events_for(&reminders, ignored).len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        events_for(&reminders, ignored).len(),
+        reminded,
+        "no reminder after acknowledgement"
+    );
+    let (_, cancelled) = cloud
+        .get::<Page<NotificationView>>(&admin, "/api/v1/notifications?status=cancelled")
+        .await;
+    assert!(!cancelled.expect("notifications").items.is_empty());
+}

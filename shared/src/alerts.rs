@@ -244,6 +244,13 @@ pub struct CreateRoutingRule {
     #[serde(default)]
     pub kinds: Option<Vec<AlertKind>>,
     pub min_severity: Severity,
+    /// Escalation: notify only if the alert is still open (unacknowledged) this long after it
+    /// opened. 0: at once.
+    #[serde(default)]
+    pub delay_secs: u32,
+    /// Remind the channel this often until the alert is acknowledged or resolved.
+    #[serde(default)]
+    pub repeat_secs: Option<u32>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -254,6 +261,8 @@ pub struct RoutingRuleView {
     pub practice_id: Option<PracticeId>,
     pub kinds: Option<Vec<AlertKind>>,
     pub min_severity: Severity,
+    pub delay_secs: u32,
+    pub repeat_secs: Option<u32>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -264,9 +273,10 @@ pub struct NotificationView {
     pub id: uuid::Uuid,
     pub alert_id: uuid::Uuid,
     pub channel_id: uuid::Uuid,
-    /// `open`, `close` or `notice`.
+    /// `open`, `close`, `notice` or `reminder`.
     pub event: String,
-    /// `pending`, `delivered` or `dead` (retries exhausted).
+    /// `pending`, `delivered`, `dead` (retries exhausted) or `cancelled` (an escalation or
+    /// reminder whose alert was acknowledged or resolved first).
     pub status: String,
     pub attempts: u32,
     pub last_error: Option<String>,

@@ -194,6 +194,8 @@ struct RuleRow {
     practice_id: Option<Uuid>,
     kinds: Option<Vec<String>>,
     min_severity: String,
+    delay_secs: i32,
+    repeat_secs: Option<i32>,
     created_at: DateTime<Utc>,
 }
 
@@ -207,6 +209,8 @@ impl RuleRow {
                 .kinds
                 .map(|kinds| kinds.iter().filter_map(|k| AlertKind::parse(k)).collect()),
             min_severity: Severity::parse(&self.min_severity).unwrap_or(Severity::Critical),
+            delay_secs: u32::try_from(self.delay_secs).unwrap_or(0),
+            repeat_secs: self.repeat_secs.and_then(|r| u32::try_from(r).ok()),
             created_at: self.created_at,
         }
     }
@@ -237,6 +241,11 @@ pub async fn create_rule(
     if let Some(practice) = body.practice_id {
         visible_practice(&mut tx, &auth, practice).await?;
     }
+    if body.delay_secs > 86_400 || body.repeat_secs.is_some_and(|r| !(1..=86_400).contains(&r)) {
+        return Err(ApiFailure::BadRequest(
+            "delay_secs must be at most 86400 and repeat_secs between 1 and 86400".into(),
+        ));
+    }
     if body.kinds.as_ref().is_some_and(Vec::is_empty) {
         return Err(ApiFailure::BadRequest(
             "kinds, when given, must name at least one kind".into(),
@@ -247,9 +256,10 @@ pub async fn create_rule(
         .as_ref()
         .map(|kinds| kinds.iter().map(|k| k.as_str()).collect());
     let row: RuleRow = sqlx::query_as(
-        "INSERT INTO routing_rules (id, tenant_id, channel_id, practice_id, kinds, min_severity, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         RETURNING id, channel_id, practice_id, kinds, min_severity, created_at",
+        "INSERT INTO routing_rules (id, tenant_id, channel_id, practice_id, kinds, min_severity, created_by,
+                                    delay_secs, repeat_secs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         RETURNING id, channel_id, practice_id, kinds, min_severity, delay_secs, repeat_secs, created_at",
     )
     .bind(Uuid::new_v4())
     .bind(auth.tenant_id.as_uuid())
@@ -258,6 +268,8 @@ pub async fn create_rule(
     .bind(kinds)
     .bind(body.min_severity.as_str())
     .bind(auth.actor().label())
+    .bind(i32::try_from(body.delay_secs).unwrap_or(0))
+    .bind(body.repeat_secs.and_then(|r| i32::try_from(r).ok()))
     .fetch_one(&mut *tx)
     .await?;
     let view = row.view();
@@ -296,7 +308,8 @@ pub async fn list_rules(
     let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
     let mut tx = auth.tx(&state).await?;
     let rows: Vec<RuleRow> = sqlx::query_as(
-        "SELECT id, channel_id, practice_id, kinds, min_severity, created_at FROM routing_rules
+        "SELECT id, channel_id, practice_id, kinds, min_severity, delay_secs, repeat_secs, created_at
+         FROM routing_rules
          WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2)) ORDER BY created_at, id LIMIT $3",
     )
     .bind(after.map(|a| a.0))
