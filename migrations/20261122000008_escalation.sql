@@ -20,3 +20,10 @@ ALTER TABLE notifications
 -- Each alert change reaches a channel once; reminders repeat.
 CREATE UNIQUE INDEX notifications_once ON notifications (alert_id, channel_id, event)
     WHERE event <> 'reminder';
+
+-- Tenants with unresolved failover alerts, for the "on backup too long" sweep.
+CREATE FUNCTION stayopen_tenants_with_open_failovers() RETURNS SETOF uuid
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ SELECT DISTINCT tenant_id FROM alerts WHERE kind = 'failover' AND state <> 'resolved' $$;
+REVOKE ALL ON FUNCTION stayopen_tenants_with_open_failovers() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION stayopen_tenants_with_open_failovers() TO stayopen_app;

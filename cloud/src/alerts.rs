@@ -67,6 +67,11 @@ pub fn rules_for_event(event: &ApplianceEvent) -> Vec<AlertChange> {
                 subject: None,
                 reason: format!("failed back ({})", arrow()),
             },
+            AlertChange::Clear {
+                kind: AlertKind::OnBackupLong,
+                subject: None,
+                reason: format!("failed back ({})", arrow()),
+            },
             AlertChange::Notice {
                 kind: AlertKind::Failback,
                 subject: String::new(),
@@ -220,15 +225,59 @@ pub async fn apply(
     Ok(touched)
 }
 
-/// Every few seconds: appliances marked online but silent past `offline_after_secs` (no goodbye,
-/// no last will yet — a dead box or a cut line) go offline with an alert.
+/// Every second: appliances marked online but silent past `offline_after_secs` (no goodbye, no
+/// last will yet — a dead box or a cut line) go offline with an alert, and failovers that have
+/// lasted past their policy's `on_backup_alert_secs` raise "on backup too long".
 pub async fn heartbeat_sweep(pool: PgPool, offline_after_secs: u32) {
     loop {
         if let Err(e) = sweep_once(&pool, offline_after_secs).await {
             tracing::error!(error = %e, "heartbeat sweep failed");
         }
+        if let Err(e) = long_backup_sweep(&pool).await {
+            tracing::error!(error = %e, "long-backup sweep failed");
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Failovers open longer than the appliance's `on_backup_alert_secs` raise "on backup too long".
+pub async fn long_backup_sweep(pool: &PgPool) -> Result<usize, sqlx::Error> {
+    let tenants: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_tenants_with_open_failovers()")
+        .fetch_all(pool)
+        .await?;
+    let mut raised = 0;
+    for tenant in tenants.into_iter().map(TenantId) {
+        let mut tx = db::tenant_tx(pool, tenant).await?;
+        let long: Vec<(Uuid, i64)> = sqlx::query_as(
+            "SELECT f.appliance_id, extract(epoch FROM now() - f.first_seen)::bigint
+             FROM alerts f JOIN appliances a ON a.id = f.appliance_id
+             WHERE f.kind = 'failover' AND f.state <> 'resolved'
+               AND f.first_seen < now() - make_interval(secs =>
+                     coalesce((a.desired_policy ->> 'on_backup_alert_secs')::double precision, 900))
+               AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.appliance_id = f.appliance_id
+                               AND b.kind = 'on_backup_long' AND b.state <> 'resolved')",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (appliance, secs) in &long {
+            let change = AlertChange::Raise {
+                kind: AlertKind::OnBackupLong,
+                subject: String::new(),
+                summary: format!("On the backup uplink for {} min", secs / 60),
+            };
+            apply(
+                &mut tx,
+                tenant,
+                ApplianceId(*appliance),
+                &[change],
+                Utc::now(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        raised += long.len();
+    }
+    Ok(raised)
 }
 
 pub async fn sweep_once(pool: &PgPool, offline_after_secs: u32) -> Result<usize, sqlx::Error> {

@@ -301,3 +301,74 @@ async fn an_appliance_silent_past_the_heartbeat_goes_offline_with_an_alert_that_
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_lasting_past_the_policys_threshold_raises_on_backup_too_long() {
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let (status, _) = cloud
+        .put::<_, serde_json::Value>(
+            &admin,
+            "/api/v1/policy",
+            &serde_json::json!({"telemetry_interval_secs": 1, "on_backup_alert_secs": 10}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = cloud
+        .put::<_, serde_json::Value>(
+            &admin,
+            "/api/v1/policy",
+            &serde_json::json!({"on_backup_alert_secs": 5}),
+        )
+        .await;
+    assert_eq!(status, 400, "thresholds under 10 s are refused");
+    let state = tempfile::tempdir().expect("state");
+    let (stop, stopped) = watch::channel(false);
+    let outage = Outage {
+        start_secs: 3,
+        duration_secs: 120,
+        kind: OutageKind::Blackhole,
+    };
+    let run = tokio::spawn(agent::run(
+        AgentOptions {
+            config: appliance_config(
+                &cloud.base_url,
+                &demo.practices[0].enrollment_token,
+                state.path(),
+                Some(outage),
+            ),
+            events_file: None,
+            seed: 11,
+        },
+        stopped,
+    ));
+    let failover = eventually(Duration::from_secs(20), "the failover alert", || async {
+        alerts_of(&cloud, &admin, "kind=failover&state=open")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    let long = eventually(Duration::from_secs(25), "on backup too long", || async {
+        alerts_of(&cloud, &admin, "kind=on_backup_long&state=open")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(long.severity, Severity::Warning);
+    assert_eq!(long.appliance_id, failover.appliance_id);
+    assert!(
+        (long.first_seen - failover.first_seen).num_seconds() >= 10,
+        "not before the threshold"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        alerts_of(&cloud, &admin, "kind=on_backup_long").await.len(),
+        1,
+        "raised once per failover"
+    );
+    stop.send(true).expect("stop");
+    run.await.expect("join").expect("agent ran cleanly");
+}

@@ -15,6 +15,8 @@ pub enum AlertKind {
     Failover,
     /// Traffic returned to the preferred uplink (informational; resolves the failover).
     Failback,
+    /// Still on a backup uplink longer than the policy's `on_backup_alert_secs`.
+    OnBackupLong,
     /// An uplink went down (the active one fails over; a standby one leaves no backup).
     UplinkDown,
     /// A drill was refused or aborted.
@@ -24,10 +26,11 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 6] = [
+    pub const ALL: [AlertKind; 7] = [
         AlertKind::ApplianceOffline,
         AlertKind::Failover,
         AlertKind::Failback,
+        AlertKind::OnBackupLong,
         AlertKind::UplinkDown,
         AlertKind::DrillFailed,
         AlertKind::PolicyApplyFailed,
@@ -38,6 +41,7 @@ impl AlertKind {
             AlertKind::ApplianceOffline => "appliance_offline",
             AlertKind::Failover => "failover",
             AlertKind::Failback => "failback",
+            AlertKind::OnBackupLong => "on_backup_long",
             AlertKind::UplinkDown => "uplink_down",
             AlertKind::DrillFailed => "drill_failed",
             AlertKind::PolicyApplyFailed => "policy_apply_failed",
@@ -52,9 +56,10 @@ impl AlertKind {
     pub fn default_severity(self) -> Severity {
         match self {
             AlertKind::ApplianceOffline | AlertKind::Failover => Severity::Critical,
-            AlertKind::UplinkDown | AlertKind::DrillFailed | AlertKind::PolicyApplyFailed => {
-                Severity::Warning
-            }
+            AlertKind::UplinkDown
+            | AlertKind::DrillFailed
+            | AlertKind::PolicyApplyFailed
+            | AlertKind::OnBackupLong => Severity::Warning,
             AlertKind::Failback => Severity::Info,
         }
     }

@@ -33,6 +33,9 @@ pub struct Policy {
     pub critical_apps: Vec<CriticalApp>,
     /// When the appliance runs its failover drill on its own; `None`: only on request.
     pub drill_schedule: Option<DrillSchedule>,
+    /// Raise an "on backup too long" alert when a failover has lasted this long (metered backups
+    /// cost money, and a long outage needs a call to the ISP).
+    pub on_backup_alert_secs: u32,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -67,6 +70,7 @@ impl Default for Policy {
             metered_budget_mb: 30,
             critical_apps: Vec::new(),
             drill_schedule: None,
+            on_backup_alert_secs: 900,
         }
     }
 }
@@ -91,6 +95,8 @@ pub enum PolicyError {
     CriticalApp(String),
     #[error("drill_schedule: {0}")]
     DrillSchedule(String),
+    #[error("on_backup_alert_secs must be between 10 and 86400, got {0}")]
+    OnBackupAlert(u32),
     #[error("{0}")]
     Shape(String),
 }
@@ -139,6 +145,9 @@ impl Policy {
         }
         if let Some(schedule) = &self.drill_schedule {
             schedule.validate()?;
+        }
+        if !(10..=86_400).contains(&self.on_backup_alert_secs) {
+            return Err(PolicyError::OnBackupAlert(self.on_backup_alert_secs));
         }
         Ok(())
     }
