@@ -345,6 +345,13 @@ mod tests {
         ));
         assert!(matches!(
             back[1],
+            AlertChange::Clear {
+                kind: AlertKind::OnBackupLong,
+                ..
+            }
+        ));
+        assert!(matches!(
+            back[2],
             AlertChange::Notice {
                 kind: AlertKind::Failback,
                 ..
