@@ -27,3 +27,11 @@ CREATE FUNCTION stayopen_tenants_with_open_failovers() RETURNS SETOF uuid
     AS $$ SELECT DISTINCT tenant_id FROM alerts WHERE kind = 'failover' AND state <> 'resolved' $$;
 REVOKE ALL ON FUNCTION stayopen_tenants_with_open_failovers() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION stayopen_tenants_with_open_failovers() TO stayopen_app;
+
+-- Tenants with device certificates expiring within p_days, for the certificate sweep.
+CREATE FUNCTION stayopen_tenants_with_expiring_certificates(p_days integer) RETURNS SETOF uuid
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ SELECT DISTINCT tenant_id FROM appliances
+          WHERE revoked_at IS NULL AND cert_not_after < now() + make_interval(days => p_days) $$;
+REVOKE ALL ON FUNCTION stayopen_tenants_with_expiring_certificates(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION stayopen_tenants_with_expiring_certificates(integer) TO stayopen_app;

@@ -226,10 +226,19 @@ pub async fn apply(
 }
 
 /// Every second: appliances marked online but silent past `offline_after_secs` (no goodbye, no
-/// last will yet — a dead box or a cut line) go offline with an alert, and failovers that have
-/// lasted past their policy's `on_backup_alert_secs` raise "on backup too long".
+/// last will yet — a dead box or a cut line) go offline with an alert, failovers that have lasted
+/// past their policy's `on_backup_alert_secs` raise "on backup too long", and device certificates
+/// near their end raise "certificate expiring".
 pub async fn heartbeat_sweep(pool: PgPool, offline_after_secs: u32) {
+    let mut round: u64 = 0;
     loop {
+        round += 1;
+        // Certificates change slowly: every few seconds is plenty.
+        if round % 5 == 1
+            && let Err(e) = expiring_certificate_sweep(&pool).await
+        {
+            tracing::error!(error = %e, "certificate sweep failed");
+        }
         if let Err(e) = sweep_once(&pool, offline_after_secs).await {
             tracing::error!(error = %e, "heartbeat sweep failed");
         }
@@ -276,6 +285,53 @@ pub async fn long_backup_sweep(pool: &PgPool) -> Result<usize, sqlx::Error> {
         }
         tx.commit().await?;
         raised += long.len();
+    }
+    Ok(raised)
+}
+
+/// Device certificates are renewed by enrolling again; this long before they expire, the MSP hears.
+pub const CERTIFICATE_WARNING_DAYS: i32 = 30;
+
+/// Appliances whose device certificate expires within [`CERTIFICATE_WARNING_DAYS`] raise
+/// "certificate expiring" (once; enrolling again clears it).
+pub async fn expiring_certificate_sweep(pool: &PgPool) -> Result<usize, sqlx::Error> {
+    let tenants: Vec<Uuid> =
+        sqlx::query_scalar("SELECT stayopen_tenants_with_expiring_certificates($1)")
+            .bind(CERTIFICATE_WARNING_DAYS)
+            .fetch_all(pool)
+            .await?;
+    let mut raised = 0;
+    for tenant in tenants.into_iter().map(TenantId) {
+        let mut tx = db::tenant_tx(pool, tenant).await?;
+        let expiring: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT a.id, a.cert_not_after FROM appliances a
+             WHERE a.revoked_at IS NULL AND a.cert_not_after < now() + make_interval(days => $1)
+               AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.appliance_id = a.id
+                               AND b.kind = 'certificate_expiring' AND b.state <> 'resolved')",
+        )
+        .bind(CERTIFICATE_WARNING_DAYS)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (appliance, not_after) in &expiring {
+            let change = AlertChange::Raise {
+                kind: AlertKind::CertificateExpiring,
+                subject: String::new(),
+                summary: format!(
+                    "Device certificate expires on {}: enrol the appliance again to renew it",
+                    not_after.format("%Y-%m-%d")
+                ),
+            };
+            apply(
+                &mut tx,
+                tenant,
+                ApplianceId(*appliance),
+                &[change],
+                Utc::now(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        raised += expiring.len();
     }
     Ok(raised)
 }

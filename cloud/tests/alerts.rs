@@ -372,3 +372,52 @@ async fn a_failover_lasting_past_the_policys_threshold_raises_on_backup_too_long
     stop.send(true).expect("stop");
     run.await.expect("join").expect("agent ran cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_certificate_near_its_end_raises_an_alert_that_enrolling_again_clears() {
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let token = &demo.practices[0].enrollment_token;
+    let device = cloud
+        .enrol_device(token, "SO-CERT-1", "02:00:00:00:11:01")
+        .await;
+    assert!(
+        alerts_of(&cloud, &admin, "kind=certificate_expiring")
+            .await
+            .is_empty(),
+        "a fresh certificate is far from its end"
+    );
+    sqlx::query("UPDATE appliances SET cert_not_after = now() + interval '10 days' WHERE id = $1")
+        .bind(device.enrolled.appliance_id.as_uuid())
+        .execute(&cloud.owner_pool)
+        .await
+        .expect("age the certificate");
+    let alert = eventually(Duration::from_secs(15), "the expiry alert", || async {
+        alerts_of(&cloud, &admin, "kind=certificate_expiring&state=open")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(alert.severity, Severity::Warning);
+    assert!(
+        alert.summary.contains("enrol the appliance again"),
+        "{}",
+        alert.summary
+    );
+
+    let again = cloud
+        .enrol_device(token, "SO-CERT-1", "02:00:00:00:11:01")
+        .await;
+    assert_eq!(again.enrolled.appliance_id, device.enrolled.appliance_id);
+    let resolved = alerts_of(&cloud, &admin, "kind=certificate_expiring&state=resolved").await;
+    assert_eq!(resolved.len(), 1, "re-enrolment renewed the certificate");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        alerts_of(&cloud, &admin, "kind=certificate_expiring&unresolved=true")
+            .await
+            .is_empty(),
+        "and the new one raises nothing"
+    );
+}

@@ -23,10 +23,12 @@ pub enum AlertKind {
     DrillFailed,
     /// The appliance could not apply the cloud's policy.
     PolicyApplyFailed,
+    /// The appliance's device certificate expires within 30 days (enrolling again renews it).
+    CertificateExpiring,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 7] = [
+    pub const ALL: [AlertKind; 8] = [
         AlertKind::ApplianceOffline,
         AlertKind::Failover,
         AlertKind::Failback,
@@ -34,6 +36,7 @@ impl AlertKind {
         AlertKind::UplinkDown,
         AlertKind::DrillFailed,
         AlertKind::PolicyApplyFailed,
+        AlertKind::CertificateExpiring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl AlertKind {
             AlertKind::UplinkDown => "uplink_down",
             AlertKind::DrillFailed => "drill_failed",
             AlertKind::PolicyApplyFailed => "policy_apply_failed",
+            AlertKind::CertificateExpiring => "certificate_expiring",
         }
     }
 
@@ -59,7 +63,8 @@ impl AlertKind {
             AlertKind::UplinkDown
             | AlertKind::DrillFailed
             | AlertKind::PolicyApplyFailed
-            | AlertKind::OnBackupLong => Severity::Warning,
+            | AlertKind::OnBackupLong
+            | AlertKind::CertificateExpiring => Severity::Warning,
             AlertKind::Failback => Severity::Info,
         }
     }

@@ -336,6 +336,19 @@ async fn complete(
         },
     )
     .await?;
+    // A new certificate ends any "certificate expiring" alert.
+    crate::alerts::apply(
+        &mut tx,
+        grant.tenant,
+        ApplianceId(appliance_id),
+        &[crate::alerts::AlertChange::Clear {
+            kind: stayopen_shared::alerts::AlertKind::CertificateExpiring,
+            subject: None,
+            reason: "enrolled again with a new certificate".into(),
+        }],
+        Utc::now(),
+    )
+    .await?;
     // Its desired policy exists from the start; it is sent when the appliance first connects.
     crate::desired::refresh(&mut tx, grant.tenant, &[appliance_id])
         .await
