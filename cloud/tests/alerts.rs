@@ -14,8 +14,7 @@ use stayopen_cloud::alerts::{self, AlertChange};
 use stayopen_cloud::db;
 use stayopen_shared::alerts::{AlertKind, AlertState, AlertView, Severity};
 use stayopen_shared::api::{AuditEntry, Page, Role};
-use stayopen_shared::telemetry::Telemetry;
-use stayopen_shared::{Channel, DeviceTopic, Envelope, MessageId};
+use stayopen_shared::{Channel, DeviceTopic, MessageId};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -250,19 +249,7 @@ async fn an_appliance_silent_past_the_heartbeat_goes_offline_with_an_alert_that_
         .await;
     let id = device.enrolled.appliance_id;
     let connection = cloud.connect_device(&device).await.expect("connects");
-    let telemetry = || {
-        Envelope::new(
-            MessageId(Uuid::new_v4()),
-            id,
-            Utc::now(),
-            Telemetry {
-                active_uplink: Some("fiber".into()),
-                uplinks: vec![],
-                policy_version: None,
-            },
-        )
-        .encode()
-    };
+    let telemetry = || common::telemetry_payload(id, MessageId(Uuid::new_v4()));
     let topic = DeviceTopic::new(id, Channel::Telemetry).to_string();
     connection
         .client

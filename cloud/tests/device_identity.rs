@@ -8,26 +8,14 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chrono::Utc;
 use common::{Device, DeviceConnection, TestCloud, eventually, spawn_cloud};
 use rumqttc::QoS;
 use stayopen_cloud::pki::DeviceCa;
-use stayopen_shared::telemetry::Telemetry;
-use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId};
+use stayopen_shared::{ApplianceId, Channel, DeviceTopic, MessageId};
 use uuid::Uuid;
 
 fn telemetry(appliance: ApplianceId) -> Vec<u8> {
-    Envelope::new(
-        MessageId(Uuid::new_v4()),
-        appliance,
-        Utc::now(),
-        Telemetry {
-            active_uplink: Some("fiber".into()),
-            uplinks: vec![],
-            policy_version: None,
-        },
-    )
-    .encode()
+    common::telemetry_payload(appliance, MessageId(Uuid::new_v4()))
 }
 
 async fn two_devices(cloud: &TestCloud) -> (Device, Device) {

@@ -7,7 +7,6 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use chrono::Utc;
 use common::{TestCloud, appliance_config, eventually, spawn_cloud_with};
 use rumqttc::QoS;
 use stayopen_appliance::agent::{self, AgentOptions};
@@ -16,8 +15,7 @@ use stayopen_shared::api::{
     ApplianceConfiguration, CommandView, CreateCommand, EnrollmentToken, Fleet,
 };
 use stayopen_shared::commands::{CommandSpec, CommandStatus};
-use stayopen_shared::telemetry::Telemetry;
-use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId};
+use stayopen_shared::{ApplianceId, Channel, DeviceTopic, MessageId};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -87,17 +85,7 @@ fn start_mosquitto(cloud: &TestCloud, port: u16) -> Mosquitto {
 }
 
 fn telemetry(appliance: ApplianceId) -> Vec<u8> {
-    Envelope::new(
-        MessageId(Uuid::new_v4()),
-        appliance,
-        Utc::now(),
-        Telemetry {
-            active_uplink: Some("fiber".into()),
-            uplinks: vec![],
-            policy_version: None,
-        },
-    )
-    .encode()
+    common::telemetry_payload(appliance, MessageId(Uuid::new_v4()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

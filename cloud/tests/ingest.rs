@@ -6,25 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use chrono::Utc;
 use common::{eventually, spawn_cloud};
 use rumqttc::QoS;
-use stayopen_shared::telemetry::Telemetry;
-use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId};
+use stayopen_shared::{ApplianceId, Channel, DeviceTopic, MessageId};
 use uuid::Uuid;
 
 fn telemetry(appliance: ApplianceId, message: MessageId) -> Vec<u8> {
-    Envelope::new(
-        message,
-        appliance,
-        Utc::now(),
-        Telemetry {
-            active_uplink: Some("fiber".into()),
-            uplinks: vec![],
-            policy_version: None,
-        },
-    )
-    .encode()
+    common::telemetry_payload(appliance, message)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

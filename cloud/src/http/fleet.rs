@@ -528,13 +528,22 @@ pub async fn show_appliance(
     let appliance = path.into_inner();
     let mut tx = auth.tx(&state).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
+    Ok(web::Json(load_appliance(&mut tx, &state, appliance).await?))
+}
+
+/// An appliance as the API shows it (the caller has checked it is visible).
+async fn load_appliance(
+    tx: &mut Tx,
+    state: &AppState,
+    appliance: ApplianceId,
+) -> Result<ApplianceView, ApiFailure> {
     let row: ApplianceRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{APPLIANCE_SELECT} WHERE a.id = $1"
     )))
     .bind(appliance.as_uuid())
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
-    Ok(web::Json(row.view(Utc::now(), offline_after(&state))))
+    Ok(row.view(Utc::now(), offline_after(state)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -699,12 +708,7 @@ pub async fn revoke_appliance(
         },
     )
     .await?;
-    let row: ApplianceRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{APPLIANCE_SELECT} WHERE a.id = $1"
-    )))
-    .bind(appliance.as_uuid())
-    .fetch_one(&mut *tx)
-    .await?;
+    let view = load_appliance(&mut tx, &state, appliance).await?;
     tx.commit().await?;
     let crl = crate::db::lookup::revoked_certificates(&state.pool)
         .await
@@ -729,5 +733,5 @@ pub async fn revoke_appliance(
         tracing::warn!(%appliance, error = %e, "could not close the revoked appliance's session");
     }
     tracing::info!(%appliance, "appliance revoked");
-    Ok(web::Json(row.view(Utc::now(), offline_after(&state))))
+    Ok(web::Json(view))
 }

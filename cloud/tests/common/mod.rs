@@ -468,6 +468,24 @@ pub fn appliance_config(
     }
 }
 
+/// An encoded telemetry message of `appliance` (fibre active), as a device publishes it.
+pub fn telemetry_payload(
+    appliance: stayopen_shared::ApplianceId,
+    message: stayopen_shared::MessageId,
+) -> Vec<u8> {
+    stayopen_shared::Envelope::new(
+        message,
+        appliance,
+        chrono::Utc::now(),
+        stayopen_shared::telemetry::Telemetry {
+            active_uplink: Some("fiber".into()),
+            uplinks: vec![],
+            policy_version: None,
+        },
+    )
+    .encode()
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, failing the test after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
