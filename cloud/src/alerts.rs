@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use stayopen_shared::alerts::AlertKind;
+use sqlx::types::Json;
+use stayopen_shared::alerts::{AlertKind, ClinicHours};
+use stayopen_shared::policy::Policy;
 use stayopen_shared::events::{ApplianceEvent, EventKind};
 use stayopen_shared::{ApplianceId, TenantId};
 use uuid::Uuid;
 
+use crate::clinic::{ClinicNow, clinic_now};
 use crate::db::{self, Tx};
 
 /// A change to an appliance's alerts.
@@ -140,8 +143,53 @@ pub enum Transition {
     Resolved,
 }
 
+/// What decides how an appliance's alert is raised: its effective policy (severity tuning and
+/// thresholds), its practice's clinic hours at the time, and any maintenance window then.
+#[derive(Debug, Clone)]
+pub struct AlertContext {
+    pub policy: Policy,
+    pub clinic: ClinicNow,
+    pub in_maintenance: bool,
+}
+
+/// Loads the [`AlertContext`] of `appliance` at `at`.
+pub async fn context(
+    tx: &mut Tx,
+    appliance: ApplianceId,
+    at: DateTime<Utc>,
+) -> Result<AlertContext, sqlx::Error> {
+    let row: Option<(Option<Json<Policy>>, String, Option<Json<ClinicHours>>, bool)> =
+        sqlx::query_as(
+            "SELECT a.desired_policy, p.time_zone, p.clinic_hours,
+                    EXISTS (SELECT 1 FROM maintenance_windows m
+                            WHERE m.practice_id = a.practice_id
+                              AND (m.appliance_id IS NULL OR m.appliance_id = a.id)
+                              AND m.starts_at <= $2 AND m.ends_at > $2)
+             FROM appliances a JOIN practices p ON p.id = a.practice_id WHERE a.id = $1",
+        )
+        .bind(appliance.as_uuid())
+        .bind(at)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some((policy, time_zone, hours, in_maintenance)) = row else {
+        return Ok(AlertContext {
+            policy: Policy::default(),
+            clinic: clinic_now("UTC", None, at),
+            in_maintenance: false,
+        });
+    };
+    Ok(AlertContext {
+        policy: policy.map(|p| p.0).unwrap_or_default(),
+        clinic: clinic_now(&time_zone, hours.as_ref().map(|h| &h.0), at),
+        in_maintenance,
+    })
+}
+
 /// Applies `changes` for `appliance` inside its tenant's transaction and queues the notifications
 /// they call for (in the same transaction). Returns what happened to which alert.
+///
+/// A raised alert takes its severity from the policy (capped while the practice is closed) and is
+/// muted inside a maintenance window: recorded, never notified.
 pub async fn apply(
     tx: &mut Tx,
     tenant: TenantId,
@@ -150,6 +198,7 @@ pub async fn apply(
     at: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, Transition)>, sqlx::Error> {
     let mut touched = Vec::new();
+    let mut raise_context: Option<AlertContext> = None;
     for change in changes {
         match change {
             AlertChange::Raise {
@@ -163,14 +212,23 @@ pub async fn apply(
                 summary,
             } => {
                 let notice = matches!(change, AlertChange::Notice { .. });
+                let ctx = match &raise_context {
+                    Some(ctx) => ctx.clone(),
+                    None => {
+                        let ctx = context(tx, appliance, at).await?;
+                        raise_context = Some(ctx.clone());
+                        ctx
+                    }
+                };
+                let severity = ctx.policy.severity_of(*kind, ctx.clinic.open);
                 let (id, inserted): (Uuid, bool) = sqlx::query_as(
                     "INSERT INTO alerts (id, tenant_id, practice_id, appliance_id, kind, severity, state,
                                          subject, summary, first_seen, last_seen,
-                                         resolved_by, resolved_at, resolution)
+                                         resolved_by, resolved_at, resolution, muted, after_hours)
                      SELECT $1, $2, a.practice_id, a.id, $4, $5, CASE WHEN $8 THEN 'resolved' ELSE 'open' END,
                             $6, $7, $9, $9,
                             CASE WHEN $8 THEN 'system' END, CASE WHEN $8 THEN $9 END,
-                            CASE WHEN $8 THEN 'informational' END
+                            CASE WHEN $8 THEN 'informational' END, $10, $11
                      FROM appliances a WHERE a.id = $3
                      ON CONFLICT (appliance_id, kind, subject) WHERE state <> 'resolved'
                      DO UPDATE SET count = alerts.count + 1,
@@ -182,11 +240,13 @@ pub async fn apply(
                 .bind(tenant.as_uuid())
                 .bind(appliance.as_uuid())
                 .bind(kind.as_str())
-                .bind(kind.default_severity().as_str())
+                .bind(severity.as_str())
                 .bind(subject)
                 .bind(summary)
                 .bind(notice)
                 .bind(at)
+                .bind(ctx.in_maintenance)
+                .bind(!ctx.clinic.open)
                 .fetch_one(&mut **tx)
                 .await?;
                 touched.push((

@@ -32,6 +32,44 @@ pub struct AlertsConfig {
     pub webhook_max_attempts: u32,
     /// The first retry waits this long; each later one twice as long (capped at 5 min).
     pub webhook_retry_base_ms: u64,
+    /// Notifications held by a practice's rate limit go out as one digest this long after the
+    /// first was held.
+    pub digest_after_secs: u64,
+    /// The dashboard's address, for links in e-mail (`https://stayopen.example.com`).
+    pub dashboard_url: Option<String>,
+    /// The mail server alert e-mail goes through; without it e-mail channels fail (and say so in
+    /// their notifications' last error).
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// How the cloud reaches its mail server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default by `security`: 25, 587 (STARTTLS) or 465 (TLS).
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The sender, e.g. `StayOpen alerts <alerts@msp.example>`.
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// STARTTLS on the submission port (required, never downgraded).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// Plain SMTP: only for a relay on the same host or a test sink.
+    None,
 }
 
 impl Default for AlertsConfig {
@@ -40,6 +78,9 @@ impl Default for AlertsConfig {
             allow_private_webhook_targets: false,
             webhook_max_attempts: 8,
             webhook_retry_base_ms: 1000,
+            digest_after_secs: 300,
+            dashboard_url: None,
+            smtp: None,
         }
     }
 }
@@ -269,6 +310,27 @@ impl CloudConfig {
             return Err(ConfigError::Semantic(
                 "alerts.webhook_retry_base_ms must be between 10 and 60000".into(),
             ));
+        }
+        if !(1..=86_400).contains(&self.alerts.digest_after_secs) {
+            return Err(ConfigError::Semantic(
+                "alerts.digest_after_secs must be between 1 and 86400".into(),
+            ));
+        }
+        if let Some(smtp) = &self.alerts.smtp {
+            if smtp.host.trim().is_empty() {
+                return Err(ConfigError::Semantic("alerts.smtp.host is empty".into()));
+            }
+            if let Err(e) = smtp.from.parse::<lettre::message::Mailbox>() {
+                return Err(ConfigError::Semantic(format!(
+                    "alerts.smtp.from {:?} is not a mail address: {e}",
+                    smtp.from
+                )));
+            }
+            if smtp.username.is_some() != smtp.password.is_some() {
+                return Err(ConfigError::Semantic(
+                    "alerts.smtp.username and alerts.smtp.password go together".into(),
+                ));
+            }
         }
         if self.auth.refresh_ttl_hours == 0 {
             return Err(ConfigError::Semantic(

@@ -1,5 +1,6 @@
-//! Alert notifications: the outbox ([`enqueue`], in the alert change's own transaction) and the
-//! dispatcher that delivers it to webhooks, signed, with retries and a dead letter at the end.
+//! Alert notifications: the outbox ([`enqueue`], in the alert change's own transaction, routed by
+//! [`plan`]), the digests a practice's rate limit produces ([`queue_digests`]) and the dispatcher
+//! that delivers them — signed webhooks and e-mail — with retries and a dead letter at the end.
 //!
 //! Design: delivery is at-least-once and in order per alert and channel (a ticket's `close` never
 //! overtakes its `open`). Each notification is claimed with a lease (its next attempt
@@ -11,53 +12,277 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::PgPool;
-use stayopen_shared::TenantId;
-use stayopen_shared::alerts::WebhookTicket;
+use sqlx::types::Json;
+use stayopen_shared::alerts::{
+    AlertView, ChannelKind, ClinicHours, RouteDuring, WebhookDigest, WebhookTicket,
+};
+use stayopen_shared::{PracticeId, TenantId};
 use uuid::Uuid;
 
 use crate::alerts::Transition;
+use crate::clinic::{ClinicNow, clinic_now};
 use crate::db::{self, Tx};
+use crate::email::{self, EmailError, Mailer};
 
 const LEASE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(250);
 
-/// Queues one notification per matching routing rule's channel for each alert change.
-pub async fn enqueue(tx: &mut Tx, changes: &[(Uuid, Transition)]) -> Result<(), sqlx::Error> {
-    for (alert, transition) in changes {
-        let event = match transition {
-            Transition::Opened => "open",
-            Transition::Resolved => "close",
-            Transition::Notice => "notice",
-            Transition::Folded => continue,
+/// A routing rule that matches an alert (its practice, kind and severity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchingRule {
+    pub channel_id: Uuid,
+    pub delay_secs: i32,
+    pub repeat_secs: Option<i32>,
+    pub during: RouteDuring,
+}
+
+/// A notification to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub channel_id: Uuid,
+    pub deliver_at: DateTime<Utc>,
+    /// Deliver only if the alert is still open (unacknowledged) then; otherwise it is cancelled.
+    pub requires_open: bool,
+    pub repeat_secs: Option<i32>,
+}
+
+/// Which channels hear about an alert opening (`notice` false) or an informational notice, and
+/// when: per channel the earliest of its matching rules, by their delay and the practice's clinic
+/// hours. A `clinic_hours` rule defers an after-hours opening to the next opening (if nobody has
+/// taken the alert by then); an `after_hours` rule applies only while the practice is closed.
+pub fn plan(
+    notice: bool,
+    rules: &[MatchingRule],
+    clinic: ClinicNow,
+    now: DateTime<Utc>,
+) -> Vec<Planned> {
+    let mut planned: Vec<Planned> = Vec::new();
+    for rule in rules {
+        let delay = chrono::Duration::seconds(i64::from(rule.delay_secs.max(0)));
+        let start = match (rule.during, clinic.open) {
+            (RouteDuring::Always, _)
+            | (RouteDuring::ClinicHours, true)
+            | (RouteDuring::AfterHours, false) => now,
+            (RouteDuring::ClinicHours, false) if !notice => match clinic.next_opening {
+                Some(opening) => opening,
+                None => continue,
+            },
+            _ => continue,
         };
-        // Delays and repeats apply to an alert opening; closing and notices go out at once.
-        sqlx::query(
-            "INSERT INTO notifications (id, tenant_id, alert_id, channel_id, event,
-                                        next_attempt_at, requires_open, repeat_secs)
-             SELECT DISTINCT ON (r.channel_id) gen_random_uuid(), a.tenant_id, a.id, r.channel_id, $2,
-                    now() + make_interval(secs => CASE WHEN $2 = 'open' THEN r.delay_secs ELSE 0 END),
-                    $2 = 'open' AND r.delay_secs > 0,
-                    CASE WHEN $2 = 'open' THEN r.repeat_secs END
+        let candidate = if notice {
+            Planned {
+                channel_id: rule.channel_id,
+                deliver_at: now,
+                requires_open: false,
+                repeat_secs: None,
+            }
+        } else {
+            Planned {
+                channel_id: rule.channel_id,
+                deliver_at: start + delay,
+                requires_open: start + delay > now,
+                repeat_secs: rule.repeat_secs,
+            }
+        };
+        match planned
+            .iter_mut()
+            .find(|p| p.channel_id == candidate.channel_id)
+        {
+            Some(existing) if existing.deliver_at <= candidate.deliver_at => {}
+            Some(existing) => *existing = candidate,
+            None => planned.push(candidate),
+        }
+    }
+    planned
+}
+
+#[derive(sqlx::FromRow)]
+struct AlertForRouting {
+    practice_id: Uuid,
+    muted: bool,
+    time_zone: String,
+    clinic_hours: Option<Json<ClinicHours>>,
+    per_hour: i32,
+}
+
+/// Queues the notifications each alert change calls for, in the change's transaction: openings and
+/// notices by the routing rules ([`plan`]), closings to the channels that heard of the opening.
+/// A muted alert (maintenance) notifies nobody. Past the practice's `notifications_per_hour` on a
+/// channel, notifications due now are held for the digest.
+pub async fn enqueue(tx: &mut Tx, changes: &[(Uuid, Transition)]) -> Result<(), sqlx::Error> {
+    let now = Utc::now();
+    for (alert, transition) in changes {
+        if *transition == Transition::Folded {
+            continue;
+        }
+        let Some(routing): Option<AlertForRouting> = sqlx::query_as(
+            "SELECT a.practice_id, a.muted, p.time_zone, p.clinic_hours,
+                    coalesce((ap.desired_policy ->> 'notifications_per_hour')::integer, 20) AS per_hour
              FROM alerts a
-             JOIN routing_rules r ON r.tenant_id = a.tenant_id
-             WHERE a.id = $1
-               AND (r.practice_id IS NULL OR r.practice_id = a.practice_id)
-               AND (r.kinds IS NULL OR a.kind = ANY(r.kinds))
-               AND array_position(ARRAY['info', 'warning', 'critical'], a.severity)
-                   >= array_position(ARRAY['info', 'warning', 'critical'], r.min_severity)
-             ORDER BY r.channel_id, r.delay_secs
-             ON CONFLICT (alert_id, channel_id, event) WHERE event <> 'reminder' DO NOTHING",
+             JOIN practices p ON p.id = a.practice_id
+             JOIN appliances ap ON ap.id = a.appliance_id
+             WHERE a.id = $1",
         )
         .bind(alert)
-        .bind(event)
-        .execute(&mut **tx)
-        .await?;
+        .fetch_optional(&mut **tx)
+        .await?
+        else {
+            continue;
+        };
+        let (event, planned) = match transition {
+            Transition::Folded => continue,
+            Transition::Resolved => {
+                // Escalations and reminders waiting for this alert are moot now.
+                sqlx::query(
+                    "UPDATE notifications SET status = 'cancelled',
+                            last_error = 'the alert resolved first'
+                     WHERE alert_id = $1 AND status = 'pending' AND requires_open",
+                )
+                .bind(alert)
+                .execute(&mut **tx)
+                .await?;
+                let channels: Vec<Uuid> = sqlx::query_scalar(
+                    "SELECT DISTINCT channel_id FROM notifications
+                     WHERE alert_id = $1 AND event = 'open'
+                       AND status IN ('pending', 'delivered', 'held', 'digested', 'dead')",
+                )
+                .bind(alert)
+                .fetch_all(&mut **tx)
+                .await?;
+                let planned = channels
+                    .into_iter()
+                    .map(|channel_id| Planned {
+                        channel_id,
+                        deliver_at: now,
+                        requires_open: false,
+                        repeat_secs: None,
+                    })
+                    .collect();
+                ("close", planned)
+            }
+            Transition::Opened | Transition::Notice => {
+                if routing.muted {
+                    continue;
+                }
+                let rules: Vec<(Uuid, i32, Option<i32>, String)> = sqlx::query_as(
+                    "SELECT r.channel_id, r.delay_secs, r.repeat_secs, r.during
+                     FROM alerts a
+                     JOIN routing_rules r ON r.tenant_id = a.tenant_id
+                     WHERE a.id = $1
+                       AND (r.practice_id IS NULL OR r.practice_id = a.practice_id)
+                       AND (r.kinds IS NULL OR a.kind = ANY(r.kinds))
+                       AND array_position(ARRAY['info', 'warning', 'critical'], a.severity)
+                           >= array_position(ARRAY['info', 'warning', 'critical'], r.min_severity)",
+                )
+                .bind(alert)
+                .fetch_all(&mut **tx)
+                .await?;
+                let rules: Vec<MatchingRule> = rules
+                    .into_iter()
+                    .map(|(channel_id, delay_secs, repeat_secs, during)| MatchingRule {
+                        channel_id,
+                        delay_secs,
+                        repeat_secs,
+                        during: RouteDuring::parse(&during).unwrap_or_default(),
+                    })
+                    .collect();
+                let clinic = clinic_now(
+                    &routing.time_zone,
+                    routing.clinic_hours.as_ref().map(|h| &h.0),
+                    now,
+                );
+                let notice = *transition == Transition::Notice;
+                (if notice { "notice" } else { "open" }, plan(notice, &rules, clinic, now))
+            }
+        };
+        for planned in planned {
+            let held = planned.deliver_at <= now
+                && over_rate_limit(tx, *alert, planned.channel_id, routing.practice_id, routing.per_hour)
+                    .await?;
+            sqlx::query(
+                "INSERT INTO notifications (id, tenant_id, alert_id, practice_id, channel_id, event,
+                                            status, next_attempt_at, requires_open, repeat_secs)
+                 SELECT gen_random_uuid(), a.tenant_id, a.id, a.practice_id, $2, $3, $4, $5, $6, $7
+                 FROM alerts a WHERE a.id = $1
+                 ON CONFLICT (alert_id, channel_id, event) WHERE event <> 'reminder' DO NOTHING",
+            )
+            .bind(alert)
+            .bind(planned.channel_id)
+            .bind(event)
+            .bind(if held { "held" } else { "pending" })
+            .bind(planned.deliver_at)
+            .bind(planned.requires_open)
+            .bind(planned.repeat_secs)
+            .execute(&mut **tx)
+            .await?;
+        }
     }
     Ok(())
+}
+
+/// Whether `channel` has had its hourly share of notifications about `practice` (digests aside),
+/// or already holds this alert's earlier notification (so its close waits with it).
+async fn over_rate_limit(
+    tx: &mut Tx,
+    alert: Uuid,
+    channel: Uuid,
+    practice: Uuid,
+    per_hour: i32,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM notifications
+                        WHERE alert_id = $1 AND channel_id = $2 AND status = 'held')
+             OR (SELECT count(*) FROM notifications
+                 WHERE channel_id = $2 AND practice_id = $3 AND event <> 'digest'
+                   AND created_at > now() - interval '1 hour'
+                   AND status IN ('pending', 'delivered', 'dead', 'held', 'digested')) >= $4",
+    )
+    .bind(alert)
+    .bind(channel)
+    .bind(practice)
+    .bind(i64::from(per_hour))
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Folds each channel's held notifications about a practice into one digest once the first has
+/// waited `digest_after`. Returns the digests queued.
+pub async fn queue_digests(pool: &PgPool, digest_after: Duration) -> Result<usize, sqlx::Error> {
+    let tenants: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_tenants_with_due_digests($1)")
+        .bind(digest_after.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
+    let mut queued = 0;
+    for tenant in tenants.into_iter().map(TenantId) {
+        let mut tx = db::tenant_tx(pool, tenant).await?;
+        let digests: Vec<Uuid> = sqlx::query_scalar(
+            "WITH due AS (
+                 SELECT channel_id, practice_id, array_agg(DISTINCT alert_id) AS alerts,
+                        array_agg(id) AS held
+                 FROM notifications WHERE status = 'held'
+                 GROUP BY channel_id, practice_id
+                 HAVING min(created_at) < now() - make_interval(secs => $1)
+             ), folded AS (
+                 UPDATE notifications n SET status = 'digested'
+                 FROM due WHERE n.id = ANY(due.held) RETURNING n.id
+             )
+             INSERT INTO notifications (id, tenant_id, alert_id, practice_id, channel_id, event, digest_of)
+             SELECT gen_random_uuid(), stayopen_current_tenant(), NULL, practice_id, channel_id,
+                    'digest', alerts
+             FROM due WHERE (SELECT count(*) FROM folded) > 0
+             RETURNING id",
+        )
+        .bind(digest_after.as_secs_f64())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        queued += digests.len();
+    }
+    Ok(queued)
 }
 
 /// `sha256=` and the hex HMAC-SHA256 of `"{timestamp}.{body}"` under `secret`.
@@ -121,8 +346,42 @@ pub fn target_allowed(addr: IpAddr, allow_private: bool) -> bool {
     }
 }
 
-/// Runs forever: delivers due notifications of every tenant.
-pub async fn dispatch_loop(pool: PgPool, allow_private_targets: bool, retry: RetryPolicy) {
+/// How the dispatcher delivers.
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    pub allow_private_targets: bool,
+    pub retry: RetryPolicy,
+    pub digest_after: Duration,
+    pub dashboard_url: Option<String>,
+    /// `None` without `alerts.smtp`: e-mail notifications fail with that reason.
+    pub mailer: Option<Mailer>,
+}
+
+impl Dispatch {
+    pub fn from_config(config: &crate::config::AlertsConfig) -> Self {
+        let mailer = config
+            .smtp
+            .as_ref()
+            .and_then(|smtp| match Mailer::from_config(smtp) {
+                Ok(mailer) => Some(mailer),
+                Err(e) => {
+                    tracing::error!(error = %e, "alert e-mail disabled");
+                    None
+                }
+            });
+        Self {
+            allow_private_targets: config.allow_private_webhook_targets,
+            retry: RetryPolicy::from_config(config),
+            digest_after: Duration::from_secs(config.digest_after_secs),
+            dashboard_url: config.dashboard_url.clone(),
+            mailer,
+        }
+    }
+}
+
+/// Runs forever: folds held notifications into digests and delivers due notifications of every
+/// tenant.
+pub async fn dispatch_loop(pool: PgPool, dispatch: Dispatch) {
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -135,7 +394,10 @@ pub async fn dispatch_loop(pool: PgPool, allow_private_targets: bool, retry: Ret
         }
     };
     loop {
-        if let Err(e) = dispatch_once(&pool, &http, allow_private_targets, retry).await {
+        if let Err(e) = queue_digests(&pool, dispatch.digest_after).await {
+            tracing::error!(error = %e, "digest sweep failed");
+        }
+        if let Err(e) = dispatch_once(&pool, &http, &dispatch).await {
             tracing::error!(error = %e, "notification dispatch failed");
         }
         tokio::time::sleep(POLL).await;
@@ -145,22 +407,58 @@ pub async fn dispatch_loop(pool: PgPool, allow_private_targets: bool, retry: Ret
 #[derive(sqlx::FromRow)]
 struct Due {
     id: Uuid,
-    alert_id: Uuid,
+    alert_id: Option<Uuid>,
+    practice_id: Uuid,
     channel_id: Uuid,
     event: String,
     attempts: i32,
-    url: String,
-    secret: String,
+    kind: String,
+    url: Option<String>,
+    secret: Option<String>,
+    /// The channel's addresses and its enabled users' current addresses.
+    recipients: Vec<String>,
+    digest_of: Option<Vec<Uuid>>,
     requires_open: bool,
     repeat_secs: Option<i32>,
-    alert_open: bool,
+    alert_open: Option<bool>,
+}
+
+/// What a notification carries: one alert, or a digest's alerts.
+enum Payload {
+    Alert(AlertView),
+    Digest {
+        practice_name: String,
+        alerts: Vec<AlertView>,
+    },
+}
+
+async fn payload(tx: &mut Tx, notification: &Due) -> Result<Option<Payload>, sqlx::Error> {
+    if let Some(alert) = notification.alert_id {
+        return Ok(crate::http::alerts::load_for_notification(tx, alert)
+            .await?
+            .map(Payload::Alert));
+    }
+    let practice_name: Option<String> =
+        sqlx::query_scalar("SELECT name FROM practices WHERE id = $1")
+            .bind(notification.practice_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let mut alerts = Vec::new();
+    for id in notification.digest_of.iter().flatten() {
+        if let Some(alert) = crate::http::alerts::load_for_notification(tx, *id).await? {
+            alerts.push(alert);
+        }
+    }
+    Ok(practice_name.map(|practice_name| Payload::Digest {
+        practice_name,
+        alerts,
+    }))
 }
 
 pub async fn dispatch_once(
     pool: &PgPool,
     http: &reqwest::Client,
-    allow_private_targets: bool,
-    retry: RetryPolicy,
+    dispatch: &Dispatch,
 ) -> Result<(), sqlx::Error> {
     let tenants: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_tenants_with_due_notifications()")
         .fetch_all(pool)
@@ -179,8 +477,12 @@ pub async fn dispatch_once(
                        WHERE e.alert_id = p.alert_id AND e.channel_id = p.channel_id
                          AND e.status = 'pending' AND e.seq < p.seq)
                  ORDER BY p.seq LIMIT 50 FOR UPDATE SKIP LOCKED)
-             RETURNING n.id, n.alert_id, n.channel_id, n.event, n.attempts, c.url, c.secret,
-                       n.requires_open, n.repeat_secs,
+             RETURNING n.id, n.alert_id, n.practice_id, n.channel_id, n.event, n.attempts,
+                       c.kind, c.url, c.secret,
+                       c.recipients || coalesce((SELECT array_agg(u.email ORDER BY u.email) FROM users u
+                                                 WHERE u.id = ANY(c.user_ids) AND u.disabled_at IS NULL),
+                                                '{}') AS recipients,
+                       n.digest_of, n.requires_open, n.repeat_secs,
                        (SELECT state = 'open' FROM alerts WHERE id = n.alert_id) AS alert_open",
         )
         .bind(LEASE.as_secs_f64())
@@ -189,7 +491,7 @@ pub async fn dispatch_once(
         // An escalation or reminder whose alert someone took (or that resolved) is not sent.
         let (due, moot): (Vec<Due>, Vec<Due>) = due
             .into_iter()
-            .partition(|n| !n.requires_open || n.alert_open);
+            .partition(|n| !n.requires_open || n.alert_open == Some(true));
         for notification in &moot {
             sqlx::query(
                 "UPDATE notifications SET status = 'cancelled',
@@ -199,20 +501,16 @@ pub async fn dispatch_once(
             .execute(&mut *tx)
             .await?;
         }
-        let mut tickets = Vec::with_capacity(due.len());
+        let mut payloads = Vec::with_capacity(due.len());
         for notification in &due {
-            let alert =
-                crate::http::alerts::load_for_notification(&mut tx, notification.alert_id).await?;
-            tickets.push(alert);
+            payloads.push(payload(&mut tx, notification).await?);
         }
         tx.commit().await?;
         let outcomes: Vec<(Uuid, i32, Result<(), String>)> =
-            futures_util::future::join_all(due.iter().zip(tickets).map(
-                |(notification, alert)| async move {
-                    let outcome = match alert {
-                        Some(alert) => {
-                            deliver(http, notification, alert, allow_private_targets).await
-                        }
+            futures_util::future::join_all(due.iter().zip(payloads).map(
+                |(notification, payload)| async move {
+                    let outcome = match payload {
+                        Some(payload) => deliver(http, dispatch, notification, payload).await,
                         None => Err("the alert no longer exists".to_owned()),
                     };
                     (notification.id, notification.attempts, outcome)
@@ -232,16 +530,16 @@ pub async fn dispatch_once(
                     .bind(attempts)
                     .execute(&mut *tx)
                     .await?;
-                    if let Some(every) = notification.repeat_secs {
+                    if let (Some(every), Some(alert)) = (notification.repeat_secs, notification.alert_id) {
                         // Until someone acknowledges: the next reminder (cancelled if they do).
                         sqlx::query(
-                            "INSERT INTO notifications (id, tenant_id, alert_id, channel_id, event,
-                                                        next_attempt_at, requires_open, repeat_secs)
-                             SELECT gen_random_uuid(), tenant_id, id, $2, 'reminder',
+                            "INSERT INTO notifications (id, tenant_id, alert_id, practice_id, channel_id,
+                                                        event, next_attempt_at, requires_open, repeat_secs)
+                             SELECT gen_random_uuid(), tenant_id, id, practice_id, $2, 'reminder',
                                     now() + make_interval(secs => $3), true, $3
                              FROM alerts WHERE id = $1 AND state = 'open'",
                         )
-                        .bind(notification.alert_id)
+                        .bind(alert)
                         .bind(notification.channel_id)
                         .bind(every)
                         .execute(&mut *tx)
@@ -249,7 +547,7 @@ pub async fn dispatch_once(
                     }
                 }
                 Err(error) => {
-                    let dead = attempts >= retry.max_attempts;
+                    let dead = attempts >= dispatch.retry.max_attempts;
                     if dead {
                         tracing::error!(notification = %id, %error, "notification dead after {attempts} attempts");
                     } else {
@@ -265,7 +563,7 @@ pub async fn dispatch_once(
                     .bind(attempts)
                     .bind(&error)
                     .bind(dead)
-                    .bind(retry.backoff(attempts).as_secs_f64())
+                    .bind(dispatch.retry.backoff(attempts).as_secs_f64())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -278,11 +576,49 @@ pub async fn dispatch_once(
 
 async fn deliver(
     http: &reqwest::Client,
+    dispatch: &Dispatch,
     notification: &Due,
-    alert: stayopen_shared::alerts::AlertView,
-    allow_private_targets: bool,
+    payload: Payload,
 ) -> Result<(), String> {
-    let url = reqwest::Url::parse(&notification.url).map_err(|e| format!("bad URL: {e}"))?;
+    match ChannelKind::parse(&notification.kind) {
+        Some(ChannelKind::Webhook) => deliver_webhook(http, dispatch, notification, payload).await,
+        Some(ChannelKind::Email) => {
+            let mailer = dispatch
+                .mailer
+                .as_ref()
+                .ok_or_else(|| EmailError::NotConfigured.to_string())?;
+            let dashboard = dispatch.dashboard_url.as_deref();
+            let (mail, thread) = match &payload {
+                Payload::Alert(alert) => (
+                    email::render_alert(&notification.event, alert, dashboard),
+                    Some(alert.id),
+                ),
+                Payload::Digest {
+                    practice_name,
+                    alerts,
+                } => (email::render_digest(practice_name, alerts, dashboard), None),
+            };
+            mailer
+                .send(&notification.recipients, &mail, thread, notification.id)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        None => Err(format!("unknown channel kind {:?}", notification.kind)),
+    }
+}
+
+async fn deliver_webhook(
+    http: &reqwest::Client,
+    dispatch: &Dispatch,
+    notification: &Due,
+    payload: Payload,
+) -> Result<(), String> {
+    let url = notification.url.as_deref().ok_or("the webhook has no URL")?;
+    let secret = notification
+        .secret
+        .as_deref()
+        .ok_or("the webhook has no signing secret")?;
+    let url = reqwest::Url::parse(url).map_err(|e| format!("bad URL: {e}"))?;
     let host = url.host_str().ok_or("the URL has no host")?;
     let port = url.port_or_known_default().unwrap_or(443);
     let addrs: Vec<IpAddr> = tokio::net::lookup_host((host, port))
@@ -293,21 +629,36 @@ async fn deliver(
     if addrs.is_empty()
         || !addrs
             .iter()
-            .all(|a| target_allowed(*a, allow_private_targets))
+            .all(|a| target_allowed(*a, dispatch.allow_private_targets))
     {
         return Err(format!(
             "{host} resolves to an address webhooks may not reach"
         ));
     }
-    let ticket = WebhookTicket {
-        event: notification.event.clone(),
-        external_id: notification.alert_id.to_string(),
-        delivery_id: notification.id,
-        attempt: u32::try_from(notification.attempts + 1).unwrap_or(u32::MAX),
-        sent_at: Utc::now(),
-        alert,
-    };
-    let body = serde_json::to_vec(&ticket).map_err(|e| e.to_string())?;
+    let attempt = u32::try_from(notification.attempts + 1).unwrap_or(u32::MAX);
+    let body = match payload {
+        Payload::Alert(alert) => serde_json::to_vec(&WebhookTicket {
+            event: notification.event.clone(),
+            external_id: alert.id.to_string(),
+            delivery_id: notification.id,
+            attempt,
+            sent_at: Utc::now(),
+            alert,
+        }),
+        Payload::Digest {
+            practice_name,
+            alerts,
+        } => serde_json::to_vec(&WebhookDigest {
+            event: notification.event.clone(),
+            delivery_id: notification.id,
+            attempt,
+            sent_at: Utc::now(),
+            practice_id: PracticeId(notification.practice_id),
+            practice_name,
+            alerts,
+        }),
+    }
+    .map_err(|e| e.to_string())?;
     let timestamp = Utc::now().timestamp();
     let response = http
         .post(url)
@@ -315,10 +666,7 @@ async fn deliver(
         .header("x-stayopen-event", &notification.event)
         .header("x-stayopen-delivery", notification.id.to_string())
         .header("x-stayopen-timestamp", timestamp.to_string())
-        .header(
-            "x-stayopen-signature",
-            signature(&notification.secret, timestamp, &body),
-        )
+        .header("x-stayopen-signature", signature(secret, timestamp, &body))
         .body(body)
         .send()
         .await

@@ -146,8 +146,7 @@ impl Application {
         ));
         tokio::spawn(crate::notify::dispatch_loop(
             pool.clone(),
-            config.alerts.allow_private_webhook_targets,
-            crate::notify::RetryPolicy::from_config(&config.alerts),
+            crate::notify::Dispatch::from_config(&config.alerts),
         ));
         tokio::spawn(crate::alerts::heartbeat_sweep(
             pool.clone(),

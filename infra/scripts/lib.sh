@@ -21,7 +21,8 @@ pg_bindir() {
 # Installs what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli.
 # Arguments name optional extras: "browser" adds Chromium, ChromeDriver and Node.js (which runs
 # the frontend's wasm unit tests); "netns" adds iproute2, nftables and conntrack for the
-# network-namespace testbed; "mqtt" adds Mosquitto for the external-broker test.
+# network-namespace testbed; "mqtt" adds Mosquitto for the external-broker test; "smtp" adds
+# aiosmtpd, the SMTP sink the e-mail notification tests deliver to.
 ensure_deps() {
     local packages=()
     pg_bindir >/dev/null || packages+=(postgresql)
@@ -35,6 +36,9 @@ ensure_deps() {
                 ;;
             mqtt)
                 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)
+                ;;
+            smtp)
+                /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || packages+=(python3-aiosmtpd)
                 ;;
             browser)
                 command -v chromium >/dev/null || packages+=(chromium)

@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-ensure_deps browser netns mqtt
+ensure_deps browser netns mqtt smtp
 trap stop_pg EXIT
 
 log "cargo fmt --check"

@@ -25,10 +25,20 @@ pub enum AlertKind {
     PolicyApplyFailed,
     /// The appliance's device certificate expires within 30 days (enrolling again renews it).
     CertificateExpiring,
+    /// An uplink has lost packets or answered slowly past the policy's thresholds for a period,
+    /// without failing: the practice feels it (choppy calls) before anything fails over.
+    UplinkDegraded,
+    /// Several failovers within the policy's window: the primary line keeps dropping.
+    Flapping,
+    /// A metered (cellular) uplink has used more data this month than the policy allows.
+    MeteredOverBudget,
+    /// No completed failover drill for longer than the policy's `drill_overdue_days`: the practice
+    /// cannot show its contingency plan is tested.
+    DrillOverdue,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 8] = [
+    pub const ALL: [AlertKind; 12] = [
         AlertKind::ApplianceOffline,
         AlertKind::Failover,
         AlertKind::Failback,
@@ -37,6 +47,10 @@ impl AlertKind {
         AlertKind::DrillFailed,
         AlertKind::PolicyApplyFailed,
         AlertKind::CertificateExpiring,
+        AlertKind::UplinkDegraded,
+        AlertKind::Flapping,
+        AlertKind::MeteredOverBudget,
+        AlertKind::DrillOverdue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +63,10 @@ impl AlertKind {
             AlertKind::DrillFailed => "drill_failed",
             AlertKind::PolicyApplyFailed => "policy_apply_failed",
             AlertKind::CertificateExpiring => "certificate_expiring",
+            AlertKind::UplinkDegraded => "uplink_degraded",
+            AlertKind::Flapping => "flapping",
+            AlertKind::MeteredOverBudget => "metered_over_budget",
+            AlertKind::DrillOverdue => "drill_overdue",
         }
     }
 
@@ -56,7 +74,7 @@ impl AlertKind {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// The default severity an MSP can tune.
+    /// The default severity; the policy's `alert_severity` tunes it per kind.
     pub fn default_severity(self) -> Severity {
         match self {
             AlertKind::ApplianceOffline | AlertKind::Failover => Severity::Critical,
@@ -64,7 +82,11 @@ impl AlertKind {
             | AlertKind::DrillFailed
             | AlertKind::PolicyApplyFailed
             | AlertKind::OnBackupLong
-            | AlertKind::CertificateExpiring => Severity::Warning,
+            | AlertKind::CertificateExpiring
+            | AlertKind::UplinkDegraded
+            | AlertKind::Flapping
+            | AlertKind::MeteredOverBudget
+            | AlertKind::DrillOverdue => Severity::Warning,
             AlertKind::Failback => Severity::Info,
         }
     }
@@ -142,10 +164,18 @@ pub struct AlertView {
     pub severity: Severity,
     pub state: AlertState,
     pub practice_id: PracticeId,
+    pub practice_name: String,
     pub appliance_id: ApplianceId,
+    /// The appliance's serial and its site, as people know the box.
+    pub appliance_serial: String,
+    pub site_name: String,
     /// What the alert is about within the appliance (an uplink's name), or empty.
     pub subject: String,
     pub summary: String,
+    /// Raised inside a maintenance window: kept on record, nobody notified.
+    pub muted: bool,
+    /// Raised while the practice was closed (its severity capped by the policy).
+    pub after_hours: bool,
     pub count: u32,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
@@ -171,6 +201,357 @@ pub struct ResolveAlert {
 #[serde(deny_unknown_fields)]
 pub struct CreateAlertComment {
     pub body: String,
+}
+
+/// How a channel delivers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// Signed JSON to an HTTP endpoint: a generic ticket (open / close / notice with a stable
+    /// external id), so a PSA integration is a mapping, not new code.
+    #[default]
+    Webhook,
+    /// Mail with a text and an HTML part, to addresses (people or lists) and users.
+    Email,
+}
+
+impl ChannelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Webhook => "webhook",
+            ChannelKind::Email => "email",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [ChannelKind::Webhook, ChannelKind::Email]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// Where alert notifications go: a webhook (`url`) or e-mail (`recipients` and/or `user_ids`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannel {
+    pub name: String,
+    #[serde(default)]
+    pub kind: ChannelKind,
+    /// Webhooks: the `https://…` (or `http://…`) endpoint that receives signed JSON.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// E-mail: addresses of people or lists.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// E-mail: users of the MSP, mailed at their current address while they are enabled.
+    #[serde(default)]
+    pub user_ids: Vec<uuid::Uuid>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelView {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub kind: ChannelKind,
+    pub url: Option<String>,
+    pub recipients: Vec<String>,
+    pub user_ids: Vec<uuid::Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new channel; a webhook's `signing_secret` is shown only here. The receiver checks
+/// `X-StayOpen-Signature: sha256=hex(HMAC-SHA256(secret, "{X-StayOpen-Timestamp}.{body}"))`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedChannel {
+    pub channel: ChannelView,
+    pub signing_secret: Option<String>,
+}
+
+impl std::fmt::Debug for CreatedChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedChannel")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// When a routing rule applies, by the practice's clinic hours.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteDuring {
+    #[default]
+    Always,
+    /// While the practice is open. An alert raised after hours waits for the opening and goes out
+    /// then only if nobody has acknowledged it: a 03:00 Sunday outage can wait for morning.
+    ClinicHours,
+    /// While the practice is closed: the on-call route.
+    AfterHours,
+}
+
+impl RouteDuring {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteDuring::Always => "always",
+            RouteDuring::ClinicHours => "clinic_hours",
+            RouteDuring::AfterHours => "after_hours",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            RouteDuring::Always,
+            RouteDuring::ClinicHours,
+            RouteDuring::AfterHours,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// Which alerts go to a channel: optionally one practice, optionally some kinds, at or above a
+/// severity, at some hours.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoutingRule {
+    pub channel_id: uuid::Uuid,
+    #[serde(default)]
+    pub practice_id: Option<PracticeId>,
+    #[serde(default)]
+    pub kinds: Option<Vec<AlertKind>>,
+    pub min_severity: Severity,
+    /// Escalation: notify only if the alert is still open (unacknowledged) this long after it
+    /// opened. 0: at once.
+    #[serde(default)]
+    pub delay_secs: u32,
+    /// Remind the channel this often until the alert is acknowledged or resolved.
+    #[serde(default)]
+    pub repeat_secs: Option<u32>,
+    #[serde(default)]
+    pub during: RouteDuring,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingRuleView {
+    pub id: uuid::Uuid,
+    pub channel_id: uuid::Uuid,
+    pub practice_id: Option<PracticeId>,
+    pub kinds: Option<Vec<AlertKind>>,
+    pub min_severity: Severity,
+    pub delay_secs: u32,
+    pub repeat_secs: Option<u32>,
+    pub during: RouteDuring,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One delivery to a channel: of an alert change, or a digest of several.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationView {
+    pub id: uuid::Uuid,
+    /// `None` for a digest.
+    pub alert_id: Option<uuid::Uuid>,
+    pub practice_id: PracticeId,
+    pub channel_id: uuid::Uuid,
+    /// `open`, `close`, `notice`, `reminder` or `digest`.
+    pub event: String,
+    /// `pending`, `delivered`, `dead` (retries exhausted), `cancelled` (an escalation or reminder
+    /// whose alert was acknowledged or resolved first), `held` (over the practice's rate limit,
+    /// waiting for the digest) or `digested` (sent as part of a digest).
+    pub status: String,
+    /// A digest: the alerts it carries.
+    pub digest_of: Vec<uuid::Uuid>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// The JSON body of a webhook: a generic ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookTicket {
+    /// `open`, `close`, `notice` or `reminder`.
+    pub event: String,
+    /// Stable per alert: a PSA keeps one ticket per external id.
+    pub external_id: String,
+    /// Unique per delivery (retries repeat it), for idempotent receivers.
+    pub delivery_id: uuid::Uuid,
+    pub attempt: u32,
+    pub sent_at: DateTime<Utc>,
+    pub alert: AlertView,
+}
+
+/// The JSON body of a digest webhook (`X-StayOpen-Event: digest`): a practice went over its rate
+/// limit, and these alerts (in their current state) were held back to arrive together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookDigest {
+    pub event: String,
+    pub delivery_id: uuid::Uuid,
+    pub attempt: u32,
+    pub sent_at: DateTime<Utc>,
+    pub practice_id: PracticeId,
+    pub practice_name: String,
+    pub alerts: Vec<AlertView>,
+}
+
+/// One span a practice is open on a day, local time, `"HH:MM"`; `close` after `open` (a clinic
+/// open past midnight uses two spans).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenSpan {
+    pub open: String,
+    pub close: String,
+}
+
+/// A practice's weekly clinic hours, local time. A day without spans is closed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClinicHours {
+    pub mon: Vec<OpenSpan>,
+    pub tue: Vec<OpenSpan>,
+    pub wed: Vec<OpenSpan>,
+    pub thu: Vec<OpenSpan>,
+    pub fri: Vec<OpenSpan>,
+    pub sat: Vec<OpenSpan>,
+    pub sun: Vec<OpenSpan>,
+}
+
+/// Minutes after local midnight of `"HH:MM"` (`"24:00"` allowed as a closing time).
+fn minute_of(hhmm: &str) -> Option<u32> {
+    let (h, m) = hhmm.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
+}
+
+impl ClinicHours {
+    /// Days Monday (0) to Sunday (6).
+    pub fn day(&self, weekday: u8) -> &[OpenSpan] {
+        match weekday {
+            0 => &self.mon,
+            1 => &self.tue,
+            2 => &self.wed,
+            3 => &self.thu,
+            4 => &self.fri,
+            5 => &self.sat,
+            _ => &self.sun,
+        }
+    }
+
+    /// Open and close minutes of each span of a day.
+    fn spans(&self, weekday: u8) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.day(weekday)
+            .iter()
+            .filter_map(|s| Some((minute_of(&s.open)?, minute_of(&s.close)?)))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (weekday, name) in ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .into_iter()
+            .enumerate()
+        {
+            let spans = self.day(weekday as u8);
+            if spans.len() > 6 {
+                return Err(format!("{name}: at most 6 spans a day"));
+            }
+            for span in spans {
+                let (Some(open), Some(close)) = (minute_of(&span.open), minute_of(&span.close))
+                else {
+                    return Err(format!(
+                        "{name}: times must be HH:MM, got {:?}–{:?}",
+                        span.open, span.close
+                    ));
+                };
+                if open >= close {
+                    return Err(format!(
+                        "{name}: {} must be before {}",
+                        span.open, span.close
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the practice is open on `weekday` (0 = Monday) at `minute` after local midnight.
+    pub fn is_open(&self, weekday: u8, minute: u32) -> bool {
+        self.spans(weekday % 7)
+            .any(|(open, close)| open <= minute && minute < close)
+    }
+
+    /// The next opening strictly after (`weekday`, `minute`), as (days ahead, minute of that
+    /// day); `None` when the practice never opens.
+    pub fn next_opening(&self, weekday: u8, minute: u32) -> Option<(u32, u32)> {
+        (0..=7u32).find_map(|ahead| {
+            let day = ((u32::from(weekday) + ahead) % 7) as u8;
+            self.spans(day)
+                .map(|(open, _)| open)
+                .filter(|open| ahead > 0 || *open > minute)
+                .min()
+                .map(|open| (ahead, open))
+        })
+    }
+}
+
+/// A practice's time zone and clinic hours, which decide which routes apply and how urgent an
+/// alert is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PracticeSchedule {
+    /// An IANA time zone, e.g. `America/Chicago`.
+    pub time_zone: String,
+    /// `None`: no hours set; every hour counts as open.
+    #[serde(default)]
+    pub clinic_hours: Option<ClinicHours>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PracticeScheduleView {
+    pub time_zone: String,
+    pub clinic_hours: Option<ClinicHours>,
+    /// Whether the practice is open now.
+    pub open_now: bool,
+    /// The next opening, when it is closed now.
+    pub next_opening: Option<DateTime<Utc>>,
+}
+
+/// Planned work: alerts raised inside the window are recorded but notify nobody.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMaintenanceWindow {
+    pub practice_id: PracticeId,
+    /// One appliance of the practice; `None`: all of them.
+    #[serde(default)]
+    pub appliance_id: Option<ApplianceId>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub reason: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceWindowView {
+    pub id: uuid::Uuid,
+    pub practice_id: PracticeId,
+    pub appliance_id: Option<ApplianceId>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
 }
 
 #[cfg(test)]
@@ -202,108 +583,56 @@ mod tests {
         assert_eq!(AlertKind::Failback.default_severity(), Severity::Info);
         assert!(Severity::Critical > Severity::Warning);
     }
-}
 
-/// Where alert notifications go. Webhooks carry a generic ticket shape (open / close / notice with
-/// a stable external id), so a PSA integration is a mapping, not new code.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateChannel {
-    pub name: String,
-    /// `https://…` (or `http://…`) endpoint that receives signed JSON.
-    pub url: String,
-}
-
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelView {
-    pub id: uuid::Uuid,
-    pub name: String,
-    pub kind: String,
-    pub url: String,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A new channel; `signing_secret` is shown only here. The receiver checks
-/// `X-StayOpen-Signature: sha256=hex(HMAC-SHA256(secret, "{X-StayOpen-Timestamp}.{body}"))`.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreatedChannel {
-    pub channel: ChannelView,
-    pub signing_secret: String,
-}
-
-impl std::fmt::Debug for CreatedChannel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedChannel")
-            .field("channel", &self.channel)
-            .finish_non_exhaustive()
+    fn weekdays_nine_to_five() -> ClinicHours {
+        let span = || {
+            vec![OpenSpan {
+                open: "09:00".into(),
+                close: "17:00".into(),
+            }]
+        };
+        ClinicHours {
+            mon: span(),
+            tue: span(),
+            wed: span(),
+            thu: span(),
+            fri: span(),
+            ..ClinicHours::default()
+        }
     }
-}
 
-/// Which alerts go to a channel: optionally one practice, optionally some kinds, at or above a
-/// severity.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRoutingRule {
-    pub channel_id: uuid::Uuid,
-    #[serde(default)]
-    pub practice_id: Option<PracticeId>,
-    #[serde(default)]
-    pub kinds: Option<Vec<AlertKind>>,
-    pub min_severity: Severity,
-    /// Escalation: notify only if the alert is still open (unacknowledged) this long after it
-    /// opened. 0: at once.
-    #[serde(default)]
-    pub delay_secs: u32,
-    /// Remind the channel this often until the alert is acknowledged or resolved.
-    #[serde(default)]
-    pub repeat_secs: Option<u32>,
-}
+    #[test]
+    fn clinic_hours_are_open_inside_their_spans_only() {
+        let hours = weekdays_nine_to_five();
+        assert_eq!(hours.validate(), Ok(()));
+        assert!(hours.is_open(0, 10 * 60), "Monday 10:00");
+        assert!(hours.is_open(4, 9 * 60), "Friday 09:00 (opening minute)");
+        assert!(!hours.is_open(4, 17 * 60), "Friday 17:00 (closing minute)");
+        assert!(!hours.is_open(6, 3 * 60), "Sunday 03:00");
+    }
 
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoutingRuleView {
-    pub id: uuid::Uuid,
-    pub channel_id: uuid::Uuid,
-    pub practice_id: Option<PracticeId>,
-    pub kinds: Option<Vec<AlertKind>>,
-    pub min_severity: Severity,
-    pub delay_secs: u32,
-    pub repeat_secs: Option<u32>,
-    pub created_at: DateTime<Utc>,
-}
+    #[test]
+    fn the_next_opening_after_a_sunday_night_is_monday_morning() {
+        let hours = weekdays_nine_to_five();
+        assert_eq!(hours.next_opening(6, 3 * 60), Some((1, 9 * 60)));
+        assert_eq!(hours.next_opening(0, 8 * 60), Some((0, 9 * 60)));
+        assert_eq!(hours.next_opening(0, 9 * 60), Some((1, 9 * 60)), "strictly after");
+        assert_eq!(hours.next_opening(4, 18 * 60), Some((3, 9 * 60)), "Friday evening");
+        assert_eq!(ClinicHours::default().next_opening(0, 0), None);
+    }
 
-/// One delivery of an alert change to a channel.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotificationView {
-    pub id: uuid::Uuid,
-    pub alert_id: uuid::Uuid,
-    pub channel_id: uuid::Uuid,
-    /// `open`, `close`, `notice` or `reminder`.
-    pub event: String,
-    /// `pending`, `delivered`, `dead` (retries exhausted) or `cancelled` (an escalation or
-    /// reminder whose alert was acknowledged or resolved first).
-    pub status: String,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub delivered_at: Option<DateTime<Utc>>,
-}
-
-/// The JSON body of a webhook: a generic ticket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WebhookTicket {
-    /// `open`, `close` or `notice`.
-    pub event: String,
-    /// Stable per alert: a PSA keeps one ticket per external id.
-    pub external_id: String,
-    /// Unique per delivery (retries repeat it), for idempotent receivers.
-    pub delivery_id: uuid::Uuid,
-    pub attempt: u32,
-    pub sent_at: DateTime<Utc>,
-    pub alert: AlertView,
+    #[test]
+    fn malformed_or_inverted_spans_are_refused_with_the_day_named() {
+        let mut hours = weekdays_nine_to_five();
+        hours.tue = vec![OpenSpan {
+            open: "18:00".into(),
+            close: "08:00".into(),
+        }];
+        assert!(hours.validate().expect_err("inverted").starts_with("tue"));
+        hours.tue = vec![OpenSpan {
+            open: "9:00".into(),
+            close: "17:00".into(),
+        }];
+        assert!(hours.validate().expect_err("format").contains("HH:MM"));
+    }
 }

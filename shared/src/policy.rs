@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::{AlertKind, Severity};
+
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -36,6 +38,29 @@ pub struct Policy {
     /// Raise an "on backup too long" alert when a failover has lasted this long (metered backups
     /// cost money, and a long outage needs a call to the ISP).
     pub on_backup_alert_secs: u32,
+    /// Severity per alert kind, over the built-in defaults (an MSP that treats a failback as
+    /// worth a warning, or a flapping line as critical).
+    pub alert_severity: BTreeMap<AlertKind, Severity>,
+    /// Outside the practice's clinic hours alerts are at most this severe: a 03:00 Sunday outage
+    /// can wait for morning. Practices without clinic hours are always open.
+    pub after_hours_max_severity: Severity,
+    /// An uplink losing at least this share of probes (percent) …
+    pub degraded_loss_pct: f64,
+    /// … or answering slower than this (median round trip) …
+    pub degraded_rtt_ms: u32,
+    /// … without a break for this long raises "uplink degraded".
+    pub degraded_for_secs: u32,
+    /// This many failovers within `flapping_window_secs` raise "flapping"; a window without a
+    /// failover clears it.
+    pub flapping_failovers: u32,
+    pub flapping_window_secs: u32,
+    /// Data a metered uplink may use in a calendar month (UTC) before "metered over budget".
+    pub metered_data_alert_mb: u32,
+    /// Days without a completed drill before "drill overdue"; 0: never.
+    pub drill_overdue_days: u32,
+    /// Notifications a channel gets about one practice in an hour; past it, the rest arrive as one
+    /// digest.
+    pub notifications_per_hour: u32,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -71,6 +96,17 @@ impl Default for Policy {
             critical_apps: Vec::new(),
             drill_schedule: None,
             on_backup_alert_secs: 900,
+            alert_severity: BTreeMap::new(),
+            after_hours_max_severity: Severity::Warning,
+            degraded_loss_pct: 5.0,
+            degraded_rtt_ms: 250,
+            degraded_for_secs: 120,
+            flapping_failovers: 3,
+            flapping_window_secs: 1800,
+            metered_data_alert_mb: 5120,
+            // A quarterly drill with two weeks' grace.
+            drill_overdue_days: 105,
+            notifications_per_hour: 20,
         }
     }
 }
@@ -97,6 +133,8 @@ pub enum PolicyError {
     DrillSchedule(String),
     #[error("on_backup_alert_secs must be between 10 and 86400, got {0}")]
     OnBackupAlert(u32),
+    #[error("{0}")]
+    Alerting(String),
     #[error("{0}")]
     Shape(String),
 }
@@ -148,6 +186,54 @@ impl Policy {
         }
         if !(10..=86_400).contains(&self.on_backup_alert_secs) {
             return Err(PolicyError::OnBackupAlert(self.on_backup_alert_secs));
+        }
+        self.validate_alerting()
+    }
+
+    /// How severe an alert of `kind` is: the policy's tuning over the default, capped at
+    /// `after_hours_max_severity` while the practice is closed.
+    pub fn severity_of(&self, kind: AlertKind, practice_open: bool) -> Severity {
+        let tuned = self
+            .alert_severity
+            .get(&kind)
+            .copied()
+            .unwrap_or_else(|| kind.default_severity());
+        if practice_open {
+            tuned
+        } else {
+            tuned.min(self.after_hours_max_severity)
+        }
+    }
+
+    fn validate_alerting(&self) -> Result<(), PolicyError> {
+        let out_of_range = |field: &str, range: &str, value: &dyn std::fmt::Display| {
+            Err(PolicyError::Alerting(format!(
+                "{field} must be between {range}, got {value}"
+            )))
+        };
+        if !(self.degraded_loss_pct > 0.0 && self.degraded_loss_pct <= 100.0) {
+            return out_of_range("degraded_loss_pct", "0 (exclusive) and 100", &self.degraded_loss_pct);
+        }
+        if !(10..=10_000).contains(&self.degraded_rtt_ms) {
+            return out_of_range("degraded_rtt_ms", "10 and 10000", &self.degraded_rtt_ms);
+        }
+        if !(10..=86_400).contains(&self.degraded_for_secs) {
+            return out_of_range("degraded_for_secs", "10 and 86400", &self.degraded_for_secs);
+        }
+        if !(2..=100).contains(&self.flapping_failovers) {
+            return out_of_range("flapping_failovers", "2 and 100", &self.flapping_failovers);
+        }
+        if !(60..=86_400).contains(&self.flapping_window_secs) {
+            return out_of_range("flapping_window_secs", "60 and 86400", &self.flapping_window_secs);
+        }
+        if !(1..=10_000_000).contains(&self.metered_data_alert_mb) {
+            return out_of_range("metered_data_alert_mb", "1 and 10000000", &self.metered_data_alert_mb);
+        }
+        if self.drill_overdue_days > 3660 {
+            return out_of_range("drill_overdue_days", "0 and 3660", &self.drill_overdue_days);
+        }
+        if !(1..=10_000).contains(&self.notifications_per_hour) {
+            return out_of_range("notifications_per_hour", "1 and 10000", &self.notifications_per_hour);
         }
         Ok(())
     }
@@ -346,6 +432,29 @@ mod tests {
                 "{field}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn severity_is_tuned_per_kind_and_capped_after_hours() {
+        let effective = resolve(&[(
+            PolicyScope::Msp,
+            &overrides(json!({"alert_severity": {"flapping": "critical", "failback": "warning"}})),
+        )])
+        .expect("valid");
+        let policy = effective.policy;
+        assert_eq!(policy.severity_of(AlertKind::Flapping, true), Severity::Critical);
+        assert_eq!(policy.severity_of(AlertKind::Failback, true), Severity::Warning);
+        assert_eq!(policy.severity_of(AlertKind::Failover, true), Severity::Critical);
+        assert_eq!(
+            policy.severity_of(AlertKind::Failover, false),
+            Severity::Warning,
+            "capped while closed"
+        );
+        assert_eq!(policy.severity_of(AlertKind::Failback, false), Severity::Warning);
+        let unknown = check_overrides(&overrides(json!({"alert_severity": {"meteor": "critical"}})));
+        assert!(unknown.is_err());
+        let bad = check_overrides(&overrides(json!({"flapping_failovers": 1})));
+        assert!(bad.expect_err("range").to_string().contains("flapping_failovers"));
     }
 
     #[test]

@@ -26,9 +26,14 @@ struct AlertRow {
     severity: String,
     state: String,
     practice_id: Uuid,
+    practice_name: String,
     appliance_id: Uuid,
+    appliance_serial: String,
+    site_name: String,
     subject: String,
     summary: String,
+    muted: bool,
+    after_hours: bool,
     count: i32,
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
@@ -39,7 +44,13 @@ struct AlertRow {
     resolution: Option<String>,
 }
 
-const ALERT_SELECT: &str = "SELECT id, kind, severity, state, practice_id, appliance_id, subject, summary, count,
+const ALERT_SELECT: &str = "SELECT id, kind, severity, state, practice_id,
+        (SELECT p.name FROM practices p WHERE p.id = alerts.practice_id) AS practice_name,
+        appliance_id,
+        (SELECT ap.serial FROM appliances ap WHERE ap.id = alerts.appliance_id) AS appliance_serial,
+        (SELECT s.name FROM appliances ap JOIN sites s ON s.id = ap.site_id
+         WHERE ap.id = alerts.appliance_id) AS site_name,
+        subject, summary, muted, after_hours, count,
         first_seen, last_seen, acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution
      FROM alerts";
 
@@ -54,9 +65,14 @@ impl AlertRow {
                 .ok_or_else(|| bad("severity", &self.severity))?,
             state: AlertState::parse(&self.state).ok_or_else(|| bad("state", &self.state))?,
             practice_id: PracticeId(self.practice_id),
+            practice_name: self.practice_name,
             appliance_id: ApplianceId(self.appliance_id),
+            appliance_serial: self.appliance_serial,
+            site_name: self.site_name,
             subject: self.subject,
             summary: self.summary,
+            muted: self.muted,
+            after_hours: self.after_hours,
             count: u32::try_from(self.count).unwrap_or(0),
             first_seen: self.first_seen,
             last_seen: self.last_seen,

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use stayopen_shared::PracticeId;
 use stayopen_shared::alerts::{
-    AlertKind, ChannelView, CreateChannel, CreateRoutingRule, CreatedChannel, NotificationView,
-    RoutingRuleView, Severity,
+    AlertKind, ChannelKind, ChannelView, CreateChannel, CreateRoutingRule, CreatedChannel,
+    NotificationView, RouteDuring, RoutingRuleView, Severity,
 };
 use stayopen_shared::api::{ApiError, Page};
 use utoipa::IntoParams;
@@ -33,23 +33,83 @@ struct ChannelRow {
     id: Uuid,
     name: String,
     kind: String,
-    url: String,
+    url: Option<String>,
+    recipients: Vec<String>,
+    user_ids: Vec<Uuid>,
     created_at: DateTime<Utc>,
 }
+
+const CHANNEL_COLUMNS: &str = "id, name, kind, url, recipients, user_ids, created_at";
 
 impl From<ChannelRow> for ChannelView {
     fn from(row: ChannelRow) -> Self {
         ChannelView {
             id: row.id,
             name: row.name,
-            kind: row.kind,
+            kind: ChannelKind::parse(&row.kind).unwrap_or_default(),
             url: row.url,
+            recipients: row.recipients,
+            user_ids: row.user_ids,
             created_at: row.created_at,
         }
     }
 }
 
-/// Creates a webhook channel. The response holds its signing secret, shown only here.
+/// A webhook's URL, checked: http(s) with a host.
+fn webhook_url(url: Option<&str>) -> Result<String, ApiFailure> {
+    let url = url
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ApiFailure::BadRequest("a webhook channel needs a url".into()))?;
+    let url =
+        reqwest::Url::parse(url).map_err(|e| ApiFailure::BadRequest(format!("url: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http")
+        || url.host_str().is_none()
+        || url.as_str().len() > 2000
+    {
+        return Err(ApiFailure::BadRequest(
+            "url must be an http(s) URL with a host".into(),
+        ));
+    }
+    Ok(url.to_string())
+}
+
+/// An e-mail channel's addresses, checked and normalised; its users must belong to the MSP.
+async fn email_targets(
+    tx: &mut crate::db::Tx,
+    body: &CreateChannel,
+) -> Result<(Vec<String>, Vec<Uuid>), ApiFailure> {
+    if body.recipients.is_empty() && body.user_ids.is_empty() {
+        return Err(ApiFailure::BadRequest(
+            "an email channel needs recipients or user_ids".into(),
+        ));
+    }
+    if body.recipients.len() + body.user_ids.len() > 50 {
+        return Err(ApiFailure::BadRequest(
+            "an email channel has at most 50 recipients and users".into(),
+        ));
+    }
+    let mut recipients = Vec::new();
+    for address in &body.recipients {
+        let parsed = address.trim().parse::<lettre::Address>().map_err(|e| {
+            ApiFailure::BadRequest(format!("recipients: {address:?} is not a mail address: {e}"))
+        })?;
+        recipients.push(parsed.to_string());
+    }
+    let known: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE id = ANY($1)")
+        .bind(&body.user_ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    if let Some(unknown) = body.user_ids.iter().find(|id| !known.contains(id)) {
+        return Err(ApiFailure::BadRequest(format!(
+            "user_ids: no such user {unknown}"
+        )));
+    }
+    Ok((recipients, body.user_ids.clone()))
+}
+
+/// Creates a channel: a webhook (the response holds its signing secret, shown only here) or
+/// e-mail to addresses and users.
 #[utoipa::path(
     tag = "notifications",
     request_body = CreateChannel,
@@ -69,28 +129,46 @@ pub async fn create_channel(
             "name must be 1 to 100 characters".into(),
         ));
     }
-    let url = reqwest::Url::parse(body.url.trim())
-        .map_err(|e| ApiFailure::BadRequest(format!("url: {e}")))?;
-    if !matches!(url.scheme(), "https" | "http")
-        || url.host_str().is_none()
-        || url.as_str().len() > 2000
-    {
-        return Err(ApiFailure::BadRequest(
-            "url must be an http(s) URL with a host".into(),
-        ));
-    }
-    let secret = format!("whsec_{}", random_secret());
     let mut tx = auth.tx(&state).await?;
-    let row: ChannelRow = sqlx::query_as(
-        "INSERT INTO notification_channels (id, tenant_id, name, kind, url, secret, created_by)
-         VALUES ($1, $2, $3, 'webhook', $4, $5, $6)
-         RETURNING id, name, kind, url, created_at",
-    )
+    let (url, secret, recipients, user_ids) = match body.kind {
+        ChannelKind::Webhook => {
+            if !body.recipients.is_empty() || !body.user_ids.is_empty() {
+                return Err(ApiFailure::BadRequest(
+                    "a webhook channel takes a url, not recipients or user_ids".into(),
+                ));
+            }
+            let url = webhook_url(body.url.as_deref())?;
+            (
+                Some(url),
+                Some(format!("whsec_{}", random_secret())),
+                Vec::new(),
+                Vec::new(),
+            )
+        }
+        ChannelKind::Email => {
+            if body.url.is_some() {
+                return Err(ApiFailure::BadRequest(
+                    "an email channel takes recipients or user_ids, not a url".into(),
+                ));
+            }
+            let (recipients, user_ids) = email_targets(&mut tx, &body).await?;
+            (None, None, recipients, user_ids)
+        }
+    };
+    let row: ChannelRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO notification_channels
+             (id, tenant_id, name, kind, url, secret, recipients, user_ids, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         RETURNING {CHANNEL_COLUMNS}"
+    )))
     .bind(Uuid::new_v4())
     .bind(auth.tenant_id.as_uuid())
     .bind(name)
-    .bind(url.as_str())
+    .bind(body.kind.as_str())
+    .bind(&url)
     .bind(&secret)
+    .bind(&recipients)
+    .bind(&user_ids)
     .bind(auth.actor().label())
     .fetch_one(&mut *tx)
     .await?;
@@ -103,7 +181,10 @@ pub async fn create_channel(
             target_type: "notification_channel",
             target_id: row.id.to_string(),
             before: None,
-            after: Some(serde_json::json!({ "name": row.name, "kind": row.kind, "url": row.url })),
+            after: Some(serde_json::json!({
+                "name": row.name, "kind": row.kind, "url": row.url,
+                "recipients": row.recipients, "user_ids": row.user_ids,
+            })),
         },
     )
     .await?;
@@ -131,10 +212,10 @@ pub async fn list_channels(
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(String, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
     let mut tx = auth.tx(&state).await?;
-    let rows: Vec<ChannelRow> = sqlx::query_as(
-        "SELECT id, name, kind, url, created_at FROM notification_channels
-         WHERE ($1::text IS NULL OR (name, id) > ($1, $2)) ORDER BY name, id LIMIT $3",
-    )
+    let rows: Vec<ChannelRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CHANNEL_COLUMNS} FROM notification_channels
+         WHERE ($1::text IS NULL OR (name, id) > ($1, $2)) ORDER BY name, id LIMIT $3"
+    )))
     .bind(after.as_ref().map(|a| a.0.clone()))
     .bind(after.as_ref().map(|a| a.1))
     .bind(fetch)
@@ -196,6 +277,7 @@ struct RuleRow {
     min_severity: String,
     delay_secs: i32,
     repeat_secs: Option<i32>,
+    during: String,
     created_at: DateTime<Utc>,
 }
 
@@ -211,13 +293,14 @@ impl RuleRow {
             min_severity: Severity::parse(&self.min_severity).unwrap_or(Severity::Critical),
             delay_secs: u32::try_from(self.delay_secs).unwrap_or(0),
             repeat_secs: self.repeat_secs.and_then(|r| u32::try_from(r).ok()),
+            during: RouteDuring::parse(&self.during).unwrap_or_default(),
             created_at: self.created_at,
         }
     }
 }
 
-/// Routes alerts (optionally of one practice, optionally of some kinds, at or above a severity) to
-/// a channel.
+/// Routes alerts (optionally of one practice, optionally of some kinds, at or above a severity,
+/// at some hours) to a channel.
 #[utoipa::path(
     tag = "notifications",
     request_body = CreateRoutingRule,
@@ -257,9 +340,10 @@ pub async fn create_rule(
         .map(|kinds| kinds.iter().map(|k| k.as_str()).collect());
     let row: RuleRow = sqlx::query_as(
         "INSERT INTO routing_rules (id, tenant_id, channel_id, practice_id, kinds, min_severity, created_by,
-                                    delay_secs, repeat_secs)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         RETURNING id, channel_id, practice_id, kinds, min_severity, delay_secs, repeat_secs, created_at",
+                                    delay_secs, repeat_secs, during)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         RETURNING id, channel_id, practice_id, kinds, min_severity, delay_secs, repeat_secs, during,
+                   created_at",
     )
     .bind(Uuid::new_v4())
     .bind(auth.tenant_id.as_uuid())
@@ -270,6 +354,7 @@ pub async fn create_rule(
     .bind(auth.actor().label())
     .bind(i32::try_from(body.delay_secs).unwrap_or(0))
     .bind(body.repeat_secs.and_then(|r| i32::try_from(r).ok()))
+    .bind(body.during.as_str())
     .fetch_one(&mut *tx)
     .await?;
     let view = row.view();
@@ -308,7 +393,8 @@ pub async fn list_rules(
     let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
     let mut tx = auth.tx(&state).await?;
     let rows: Vec<RuleRow> = sqlx::query_as(
-        "SELECT id, channel_id, practice_id, kinds, min_severity, delay_secs, repeat_secs, created_at
+        "SELECT id, channel_id, practice_id, kinds, min_severity, delay_secs, repeat_secs, during,
+                created_at
          FROM routing_rules
          WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2)) ORDER BY created_at, id LIMIT $3",
     )
@@ -371,7 +457,7 @@ pub struct NotificationQuery {
     /// 1 to 500, default 50. Newest first.
     pub limit: Option<u32>,
     pub cursor: Option<String>,
-    /// `pending`, `delivered` or `dead`.
+    /// `pending`, `delivered`, `dead`, `cancelled`, `held` or `digested`.
     pub status: Option<String>,
     pub alert_id: Option<Uuid>,
 }
@@ -379,10 +465,12 @@ pub struct NotificationQuery {
 #[derive(sqlx::FromRow)]
 struct NotificationRow {
     id: Uuid,
-    alert_id: Uuid,
+    alert_id: Option<Uuid>,
+    practice_id: Uuid,
     channel_id: Uuid,
     event: String,
     status: String,
+    digest_of: Option<Vec<Uuid>>,
     attempts: i32,
     last_error: Option<String>,
     created_at: DateTime<Utc>,
@@ -407,7 +495,8 @@ pub async fn list_notifications(
     let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
     let mut tx = auth.tx(&state).await?;
     let rows: Vec<NotificationRow> = sqlx::query_as(
-        "SELECT id, alert_id, channel_id, event, status, attempts, last_error, created_at, delivered_at
+        "SELECT id, alert_id, practice_id, channel_id, event, status, digest_of, attempts, last_error,
+                created_at, delivered_at
          FROM notifications
          WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR alert_id = $2)
            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
@@ -425,9 +514,11 @@ pub async fn list_notifications(
         .map(|r| NotificationView {
             id: r.id,
             alert_id: r.alert_id,
+            practice_id: PracticeId(r.practice_id),
             channel_id: r.channel_id,
             event: r.event,
             status: r.status,
+            digest_of: r.digest_of.unwrap_or_default(),
             attempts: u32::try_from(r.attempts).unwrap_or(0),
             last_error: r.last_error,
             created_at: r.created_at,
