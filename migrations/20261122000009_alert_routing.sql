@@ -98,3 +98,6 @@ CREATE FUNCTION stayopen_tenants_with_appliances() RETURNS SETOF uuid
     AS $$ SELECT DISTINCT tenant_id FROM appliances WHERE revoked_at IS NULL $$;
 REVOKE ALL ON FUNCTION stayopen_tenants_with_appliances() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION stayopen_tenants_with_appliances() TO stayopen_app;
+
+-- The last drill and recent failovers of an appliance, for "drill overdue" and "flapping".
+CREATE INDEX appliance_events_by_kind ON appliance_events (appliance_id, kind, sent_at DESC);

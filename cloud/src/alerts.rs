@@ -8,14 +8,17 @@
 //! so a flapping line is one alert, not a storm. A condition that clears resolves its alert by
 //! itself; people acknowledge and resolve by hand through the API.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::types::Json;
 use stayopen_shared::alerts::{AlertKind, ClinicHours};
-use stayopen_shared::policy::Policy;
 use stayopen_shared::events::{ApplianceEvent, EventKind};
+use stayopen_shared::policy::Policy;
+use stayopen_shared::telemetry::{Telemetry, UplinkHealth};
 use stayopen_shared::{ApplianceId, TenantId};
 use uuid::Uuid;
 
@@ -96,11 +99,18 @@ pub fn rules_for_event(event: &ApplianceEvent) -> Vec<AlertChange> {
             subject: String::new(),
             summary: format!("Drill failed: {}", event.reason),
         }],
-        EventKind::DrillFinished => vec![AlertChange::Clear {
-            kind: AlertKind::DrillFailed,
-            subject: None,
-            reason: "a later drill completed".into(),
-        }],
+        EventKind::DrillFinished => vec![
+            AlertChange::Clear {
+                kind: AlertKind::DrillFailed,
+                subject: None,
+                reason: "a later drill completed".into(),
+            },
+            AlertChange::Clear {
+                kind: AlertKind::DrillOverdue,
+                subject: None,
+                reason: "a drill completed".into(),
+            },
+        ],
         EventKind::PolicyRejected => vec![AlertChange::Raise {
             kind: AlertKind::PolicyApplyFailed,
             subject: String::new(),
@@ -132,6 +142,194 @@ pub fn rules_for_presence(online: bool, why: &str) -> Vec<AlertChange> {
     }
 }
 
+/// Per-uplink state the telemetry rules keep between messages (`appliances.uplink_conditions`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UplinkConditions {
+    /// `sent_at` of the last telemetry applied: replayed or late messages change nothing.
+    pub last_at: Option<DateTime<Utc>>,
+    pub uplinks: BTreeMap<String, UplinkCondition>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UplinkCondition {
+    /// Since when the uplink has been past a degradation threshold without a break.
+    pub degraded_since: Option<DateTime<Utc>>,
+    pub degraded_raised: bool,
+    /// Metered uplinks: the calendar month (UTC, `YYYY-MM`) counted, the bytes used in it so far
+    /// and the interface counter last seen (a lower one means the counter restarted).
+    pub month: String,
+    pub month_bytes: u64,
+    pub last_counter: u64,
+    pub over_budget_raised: bool,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// What a telemetry message means for the "uplink degraded" and "metered over budget" alerts,
+/// updating `conditions`. An uplink is degraded while it loses at least `degraded_loss_pct` of its
+/// probes or answers slower than `degraded_rtt_ms`; the alert waits until that has lasted
+/// `degraded_for_secs`, so one bad sample on a lossy line raises nothing. A down uplink has its
+/// own alert, so it clears "degraded".
+pub fn rules_for_telemetry(
+    conditions: &mut UplinkConditions,
+    telemetry: &Telemetry,
+    policy: &Policy,
+    at: DateTime<Utc>,
+) -> Vec<AlertChange> {
+    if conditions.last_at.is_some_and(|last| at <= last) {
+        return Vec::new();
+    }
+    conditions.last_at = Some(at);
+    let mut changes = Vec::new();
+    let month = at.format("%Y-%m").to_string();
+    for uplink in &telemetry.uplinks {
+        let state = conditions.uplinks.entry(uplink.name.clone()).or_default();
+        let slow = uplink
+            .rtt_ms
+            .is_some_and(|rtt| rtt > f64::from(policy.degraded_rtt_ms));
+        let lossy = uplink.loss_pct >= policy.degraded_loss_pct;
+        let probing = matches!(uplink.health, UplinkHealth::Up | UplinkHealth::Degraded);
+        if probing && (slow || lossy) {
+            let since = *state.degraded_since.get_or_insert(at);
+            let lasted = (at - since).num_seconds();
+            if !state.degraded_raised && lasted >= i64::from(policy.degraded_for_secs) {
+                state.degraded_raised = true;
+                let mut symptoms = Vec::new();
+                if lossy {
+                    symptoms.push(format!("{:.0} % loss", uplink.loss_pct));
+                }
+                if let (true, Some(rtt)) = (slow, uplink.rtt_ms) {
+                    symptoms.push(format!("{rtt:.0} ms round trip"));
+                }
+                changes.push(AlertChange::Raise {
+                    kind: AlertKind::UplinkDegraded,
+                    subject: uplink.name.clone(),
+                    summary: format!(
+                        "Uplink {} degraded for {} min: {}",
+                        uplink.name,
+                        lasted / 60,
+                        symptoms.join(", ")
+                    ),
+                });
+            }
+        } else {
+            if state.degraded_raised {
+                changes.push(AlertChange::Clear {
+                    kind: AlertKind::UplinkDegraded,
+                    subject: Some(uplink.name.clone()),
+                    reason: format!("uplink {} is clean again", uplink.name),
+                });
+            }
+            state.degraded_since = None;
+            state.degraded_raised = false;
+        }
+        if uplink.metered {
+            let counter = uplink.rx_bytes.saturating_add(uplink.tx_bytes);
+            if state.month != month {
+                if state.over_budget_raised {
+                    changes.push(AlertChange::Clear {
+                        kind: AlertKind::MeteredOverBudget,
+                        subject: Some(uplink.name.clone()),
+                        reason: format!("a new month ({month}) began"),
+                    });
+                }
+                state.month = month.clone();
+                state.month_bytes = 0;
+                state.last_counter = counter;
+                state.over_budget_raised = false;
+            }
+            let used = if counter >= state.last_counter {
+                counter - state.last_counter
+            } else {
+                counter
+            };
+            state.month_bytes = state.month_bytes.saturating_add(used);
+            state.last_counter = counter;
+            let budget = u64::from(policy.metered_data_alert_mb) * MIB;
+            if !state.over_budget_raised && state.month_bytes > budget {
+                state.over_budget_raised = true;
+                changes.push(AlertChange::Raise {
+                    kind: AlertKind::MeteredOverBudget,
+                    subject: uplink.name.clone(),
+                    summary: format!(
+                        "Metered uplink {} has used {} MB this month (budget {} MB)",
+                        uplink.name,
+                        state.month_bytes / MIB,
+                        policy.metered_data_alert_mb
+                    ),
+                });
+            }
+        }
+    }
+    changes
+}
+
+/// "Flapping" when `failovers` (in the policy's window, this one included) reach the policy's
+/// count; each further failover folds into the open alert.
+pub fn rules_for_failover_count(failovers: i64, policy: &Policy) -> Vec<AlertChange> {
+    if failovers < i64::from(policy.flapping_failovers) {
+        return Vec::new();
+    }
+    vec![AlertChange::Raise {
+        kind: AlertKind::Flapping,
+        subject: String::new(),
+        summary: format!(
+            "{failovers} failovers within {} min: the primary line keeps dropping",
+            policy.flapping_window_secs / 60
+        ),
+    }]
+}
+
+/// The alert changes a telemetry message or event calls for beyond the pure per-message rules:
+/// telemetry conditions (kept in `appliances.uplink_conditions`) and flapping (counted from the
+/// appliance's recent failovers).
+pub async fn stateful_rules(
+    tx: &mut Tx,
+    appliance: ApplianceId,
+    telemetry: Option<&Telemetry>,
+    failover: bool,
+    at: DateTime<Utc>,
+) -> Result<Vec<AlertChange>, sqlx::Error> {
+    let mut changes = Vec::new();
+    if telemetry.is_none() && !failover {
+        return Ok(changes);
+    }
+    let policy = context(tx, appliance, at).await?.policy;
+    if let Some(telemetry) = telemetry {
+        let stored: Option<Json<UplinkConditions>> =
+            sqlx::query_scalar("SELECT uplink_conditions FROM appliances WHERE id = $1")
+                .bind(appliance.as_uuid())
+                .fetch_optional(&mut **tx)
+                .await?;
+        let mut conditions = stored.map(|c| c.0).unwrap_or_default();
+        let before = conditions.clone();
+        changes.extend(rules_for_telemetry(&mut conditions, telemetry, &policy, at));
+        if conditions != before {
+            sqlx::query("UPDATE appliances SET uplink_conditions = $2 WHERE id = $1")
+                .bind(appliance.as_uuid())
+                .bind(Json(&conditions))
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    if failover {
+        let failovers: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM appliance_events
+             WHERE appliance_id = $1 AND kind = 'failover'
+               AND sent_at > $2 - make_interval(secs => $3) AND sent_at <= $2",
+        )
+        .bind(appliance.as_uuid())
+        .bind(at)
+        .bind(f64::from(policy.flapping_window_secs))
+        .fetch_one(&mut **tx)
+        .await?;
+        changes.extend(rules_for_failover_count(failovers, &policy));
+    }
+    Ok(changes)
+}
+
 /// What a change did to an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -158,19 +356,23 @@ pub async fn context(
     appliance: ApplianceId,
     at: DateTime<Utc>,
 ) -> Result<AlertContext, sqlx::Error> {
-    let row: Option<(Option<Json<Policy>>, String, Option<Json<ClinicHours>>, bool)> =
-        sqlx::query_as(
-            "SELECT a.desired_policy, p.time_zone, p.clinic_hours,
+    let row: Option<(
+        Option<Json<Policy>>,
+        String,
+        Option<Json<ClinicHours>>,
+        bool,
+    )> = sqlx::query_as(
+        "SELECT a.desired_policy, p.time_zone, p.clinic_hours,
                     EXISTS (SELECT 1 FROM maintenance_windows m
                             WHERE m.practice_id = a.practice_id
                               AND (m.appliance_id IS NULL OR m.appliance_id = a.id)
                               AND m.starts_at <= $2 AND m.ends_at > $2)
              FROM appliances a JOIN practices p ON p.id = a.practice_id WHERE a.id = $1",
-        )
-        .bind(appliance.as_uuid())
-        .bind(at)
-        .fetch_optional(&mut **tx)
-        .await?;
+    )
+    .bind(appliance.as_uuid())
+    .bind(at)
+    .fetch_optional(&mut **tx)
+    .await?;
     let Some((policy, time_zone, hours, in_maintenance)) = row else {
         return Ok(AlertContext {
             policy: Policy::default(),
@@ -305,6 +507,12 @@ pub async fn heartbeat_sweep(pool: PgPool, offline_after_secs: u32) {
         if let Err(e) = long_backup_sweep(&pool).await {
             tracing::error!(error = %e, "long-backup sweep failed");
         }
+        // Drills and flapping are judged over days and half-hours: every ten seconds is plenty.
+        if round % 10 == 2
+            && let Err(e) = drill_and_flapping_sweep(&pool).await
+        {
+            tracing::error!(error = %e, "drill and flapping sweep failed");
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -347,6 +555,88 @@ pub async fn long_backup_sweep(pool: &PgPool) -> Result<usize, sqlx::Error> {
         raised += long.len();
     }
     Ok(raised)
+}
+
+/// Raises "drill overdue" for appliances whose last completed drill (or enrolment, if they never
+/// drilled) is older than their policy's `drill_overdue_days`, and resolves "flapping" once a
+/// whole window has passed without a failover. Returns the alerts raised and resolved.
+pub async fn drill_and_flapping_sweep(pool: &PgPool) -> Result<usize, sqlx::Error> {
+    let tenants: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_tenants_with_appliances()")
+        .fetch_all(pool)
+        .await?;
+    let mut changed = 0;
+    for tenant in tenants.into_iter().map(TenantId) {
+        let mut tx = db::tenant_tx(pool, tenant).await?;
+        let overdue: Vec<(Uuid, DateTime<Utc>, bool)> = sqlx::query_as(
+            "SELECT a.id, coalesce(d.last_drill, a.enrolled_at), d.last_drill IS NOT NULL
+             FROM appliances a
+             LEFT JOIN LATERAL (SELECT max(e.sent_at) AS last_drill FROM appliance_events e
+                                WHERE e.appliance_id = a.id AND e.kind = 'drill_finished') d ON true
+             WHERE a.revoked_at IS NULL
+               AND coalesce((a.desired_policy ->> 'drill_overdue_days')::integer, 105) > 0
+               AND coalesce(d.last_drill, a.enrolled_at) < now() - make_interval(days =>
+                     coalesce((a.desired_policy ->> 'drill_overdue_days')::integer, 105))
+               AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.appliance_id = a.id
+                               AND b.kind = 'drill_overdue' AND b.state <> 'resolved')",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (appliance, since, drilled) in &overdue {
+            let summary = if *drilled {
+                format!(
+                    "No completed failover drill since {}",
+                    since.format("%Y-%m-%d")
+                )
+            } else {
+                format!(
+                    "No completed failover drill since enrolment on {}",
+                    since.format("%Y-%m-%d")
+                )
+            };
+            let change = AlertChange::Raise {
+                kind: AlertKind::DrillOverdue,
+                subject: String::new(),
+                summary,
+            };
+            apply(
+                &mut tx,
+                tenant,
+                ApplianceId(*appliance),
+                &[change],
+                Utc::now(),
+            )
+            .await?;
+        }
+        let calm: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT f.appliance_id FROM alerts f JOIN appliances a ON a.id = f.appliance_id
+             WHERE f.kind = 'flapping' AND f.state <> 'resolved'
+               AND NOT EXISTS (
+                   SELECT 1 FROM appliance_events e
+                   WHERE e.appliance_id = f.appliance_id AND e.kind = 'failover'
+                     AND e.sent_at > now() - make_interval(secs =>
+                           coalesce((a.desired_policy ->> 'flapping_window_secs')::double precision, 1800)))",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for appliance in &calm {
+            let change = AlertChange::Clear {
+                kind: AlertKind::Flapping,
+                subject: None,
+                reason: "no failover for a whole flapping window".into(),
+            };
+            apply(
+                &mut tx,
+                tenant,
+                ApplianceId(*appliance),
+                &[change],
+                Utc::now(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        changed += overdue.len() + calm.len();
+    }
+    Ok(changed)
 }
 
 /// Device certificates are renewed by enrolling again; this long before they expire, the MSP hears.
@@ -484,6 +774,193 @@ mod tests {
         let up = rules_for_event(&event(EventKind::UplinkUp, Some("fiber")));
         assert!(
             matches!(&up[..], [AlertChange::Clear { kind: AlertKind::UplinkDown, subject: Some(s), .. }] if s == "fiber")
+        );
+    }
+
+    fn telemetry(rtt_ms: f64, loss_pct: f64, lte_counter: u64) -> Telemetry {
+        use stayopen_shared::telemetry::UplinkTelemetry;
+        Telemetry {
+            active_uplink: Some("fiber".into()),
+            uplinks: vec![
+                UplinkTelemetry {
+                    name: "fiber".into(),
+                    priority: 0,
+                    metered: false,
+                    health: UplinkHealth::Up,
+                    rtt_ms: Some(rtt_ms),
+                    loss_pct,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                },
+                UplinkTelemetry {
+                    name: "lte".into(),
+                    priority: 1,
+                    metered: true,
+                    health: UplinkHealth::Up,
+                    rtt_ms: Some(60.0),
+                    loss_pct: 0.0,
+                    rx_bytes: lte_counter,
+                    tx_bytes: 0,
+                },
+            ],
+            policy_version: None,
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("time")
+    }
+
+    fn kinds(changes: &[AlertChange]) -> Vec<(&'static str, AlertKind)> {
+        changes
+            .iter()
+            .map(|c| match c {
+                AlertChange::Raise { kind, .. } => ("raise", *kind),
+                AlertChange::Notice { kind, .. } => ("notice", *kind),
+                AlertChange::Clear { kind, .. } => ("clear", *kind),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lossy_uplink_raises_degraded_only_after_the_policys_period_and_clears_when_clean() {
+        let policy = Policy::default();
+        let mut conditions = UplinkConditions::default();
+        let start = at("2026-11-22T10:00:00Z");
+        let lossy = telemetry(20.0, 12.0, 0);
+        for secs in [0, 60, 110] {
+            let changes = rules_for_telemetry(
+                &mut conditions,
+                &lossy,
+                &policy,
+                start + chrono::Duration::seconds(secs),
+            );
+            assert!(changes.is_empty(), "not yet at {secs} s: {changes:?}");
+        }
+        let raised = rules_for_telemetry(
+            &mut conditions,
+            &lossy,
+            &policy,
+            start + chrono::Duration::seconds(120),
+        );
+        assert!(
+            matches!(&raised[..], [AlertChange::Raise { kind: AlertKind::UplinkDegraded, subject, summary }]
+                if subject == "fiber" && summary.contains("12 % loss"))
+        );
+        let again = start + chrono::Duration::seconds(130);
+        assert!(
+            rules_for_telemetry(&mut conditions, &lossy, &policy, again).is_empty(),
+            "once"
+        );
+        let clean = rules_for_telemetry(
+            &mut conditions,
+            &telemetry(20.0, 0.0, 0),
+            &policy,
+            start + chrono::Duration::seconds(140),
+        );
+        assert_eq!(kinds(&clean), vec![("clear", AlertKind::UplinkDegraded)]);
+    }
+
+    #[test]
+    fn one_bad_sample_on_a_lossy_line_raises_nothing() {
+        let policy = Policy::default();
+        let mut conditions = UplinkConditions::default();
+        let start = at("2026-11-22T10:00:00Z");
+        for (secs, loss) in [(0, 30.0), (10, 0.0), (130, 30.0), (140, 0.0), (260, 30.0)] {
+            let changes = rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, loss, 0),
+                &policy,
+                start + chrono::Duration::seconds(secs),
+            );
+            assert!(changes.is_empty(), "{secs} s: {changes:?}");
+        }
+    }
+
+    #[test]
+    fn metered_data_is_counted_per_month_across_counter_restarts() {
+        let policy = Policy {
+            metered_data_alert_mb: 110,
+            ..Policy::default()
+        };
+        let mut conditions = UplinkConditions::default();
+        let mb = |n: u64| n * MIB;
+        let day = |d: &str| at(&format!("2026-11-{d}T10:00:00Z"));
+        assert!(
+            rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, 0.0, mb(500)),
+                &policy,
+                day("01")
+            )
+            .is_empty(),
+            "the first sample is the baseline"
+        );
+        assert!(
+            rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, 0.0, mb(560)),
+                &policy,
+                day("02")
+            )
+            .is_empty()
+        );
+        // The appliance rebooted: the counter starts again from zero; 60 + 45 MB used so far.
+        assert!(
+            rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, 0.0, mb(45)),
+                &policy,
+                day("03")
+            )
+            .is_empty()
+        );
+        let over = rules_for_telemetry(
+            &mut conditions,
+            &telemetry(20.0, 0.0, mb(52)),
+            &policy,
+            day("04"),
+        );
+        assert_eq!(kinds(&over), vec![("raise", AlertKind::MeteredOverBudget)]);
+        assert!(
+            rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, 0.0, mb(90)),
+                &policy,
+                day("05")
+            )
+            .is_empty(),
+            "once a month"
+        );
+        let december = rules_for_telemetry(
+            &mut conditions,
+            &telemetry(20.0, 0.0, mb(91)),
+            &policy,
+            at("2026-12-01T00:05:00Z"),
+        );
+        assert_eq!(
+            kinds(&december),
+            vec![("clear", AlertKind::MeteredOverBudget)]
+        );
+        // A late message from November changes nothing.
+        assert!(
+            rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, 0.0, mb(900)),
+                &policy,
+                day("30")
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn flapping_needs_the_policys_number_of_failovers_in_its_window() {
+        let policy = Policy::default();
+        assert!(rules_for_failover_count(2, &policy).is_empty());
+        assert_eq!(
+            kinds(&rules_for_failover_count(3, &policy)),
+            vec![("raise", AlertKind::Flapping)]
         );
     }
 

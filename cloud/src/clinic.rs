@@ -33,7 +33,8 @@ pub fn clinic_now(time_zone: &str, hours: Option<&ClinicHours>, now: DateTime<Ut
     };
     let local = instant.to_zoned(tz.clone());
     let weekday = u8::try_from(local.weekday().to_monday_zero_offset()).unwrap_or(0);
-    let minute = u32::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute())).unwrap_or(0);
+    let minute =
+        u32::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute())).unwrap_or(0);
     if hours.is_open(weekday, minute) {
         return always_open;
     }
@@ -105,7 +106,11 @@ mod tests {
     fn the_next_opening_follows_daylight_saving_time() {
         let hours = weekdays("08:00", "18:00");
         // Saturday 2026-03-07 in New York is UTC−5; Monday 2026-03-09 08:00 is already UTC−4.
-        let now = clinic_now("America/New_York", Some(&hours), utc("2026-03-07T15:00:00Z"));
+        let now = clinic_now(
+            "America/New_York",
+            Some(&hours),
+            utc("2026-03-07T15:00:00Z"),
+        );
         assert_eq!(now.next_opening, Some(utc("2026-03-09T12:00:00Z")));
     }
 

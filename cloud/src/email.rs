@@ -69,9 +69,10 @@ fn severity_colour(severity: Severity) -> &'static str {
     }
 }
 
+/// Plain ASCII punctuation: subjects stay readable in clients that mangle encoded words.
 fn where_it_is(alert: &AlertView) -> String {
     format!(
-        "{} — {} ({})",
+        "{} / {} ({})",
         alert.practice_name, alert.site_name, alert.appliance_serial
     )
 }
@@ -144,7 +145,7 @@ pub fn render_alert(event: &str, alert: &AlertView, dashboard_url: Option<&str>)
         severity_label(alert.severity)
     };
     let subject = format!(
-        "[StayOpen] {label}: {} — {}",
+        "[StayOpen] {label}: {} - {}",
         alert.summary,
         where_it_is(alert)
     );
@@ -265,15 +266,15 @@ impl std::fmt::Debug for Mailer {
 
 impl Mailer {
     pub fn from_config(config: &SmtpConfig) -> Result<Self, EmailError> {
-        let transport_error = |e: lettre::transport::smtp::Error| EmailError::Transport(e.to_string());
+        let transport_error =
+            |e: lettre::transport::smtp::Error| EmailError::Transport(e.to_string());
         let builder = match config.security {
             SmtpSecurity::Starttls => {
                 AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
                     .map_err(transport_error)?
             }
-            SmtpSecurity::Tls => {
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(transport_error)?
-            }
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
+                .map_err(transport_error)?,
             SmtpSecurity::None => {
                 AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host).port(25)
             }
@@ -379,7 +380,7 @@ mod tests {
         );
         assert_eq!(
             mail.subject,
-            "[StayOpen] CRITICAL: Failover fiber → lte — Riverside <Family> Medicine — Main office (SO-0001)"
+            "[StayOpen] CRITICAL: Failover fiber → lte - Riverside <Family> Medicine / Main office (SO-0001)"
         );
         assert!(mail.text.contains("Practice: Riverside <Family> Medicine"));
         assert!(mail.text.contains("https://dash.example/alerts/"));

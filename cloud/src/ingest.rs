@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::PgPool;
 use stayopen_shared::commands::CommandResult;
-use stayopen_shared::events::ApplianceEvent;
+use stayopen_shared::events::{ApplianceEvent, EventKind};
 use stayopen_shared::telemetry::{Presence, Telemetry};
 use stayopen_shared::topics::TopicError;
 use stayopen_shared::{Channel, DeviceTopic, Envelope, WireError};
@@ -213,6 +213,16 @@ pub async fn store(
             .await?;
             heard_from(&mut alert_changes, now_online);
             if inserted == 1 {
+                alert_changes.extend(
+                    crate::alerts::stateful_rules(
+                        &mut tx,
+                        appliance_id,
+                        Some(&env.body),
+                        false,
+                        env.sent_at,
+                    )
+                    .await?,
+                );
                 Stored::New
             } else {
                 Stored::Duplicate
@@ -250,6 +260,16 @@ pub async fn store(
             heard_from(&mut alert_changes, now_online);
             if inserted == 1 {
                 alert_changes.extend(crate::alerts::rules_for_event(&env.body));
+                alert_changes.extend(
+                    crate::alerts::stateful_rules(
+                        &mut tx,
+                        appliance_id,
+                        None,
+                        env.body.kind == EventKind::Failover,
+                        env.sent_at,
+                    )
+                    .await?,
+                );
                 Stored::New
             } else {
                 Stored::Duplicate

@@ -183,12 +183,14 @@ pub async fn enqueue(tx: &mut Tx, changes: &[(Uuid, Transition)]) -> Result<(), 
                 .await?;
                 let rules: Vec<MatchingRule> = rules
                     .into_iter()
-                    .map(|(channel_id, delay_secs, repeat_secs, during)| MatchingRule {
-                        channel_id,
-                        delay_secs,
-                        repeat_secs,
-                        during: RouteDuring::parse(&during).unwrap_or_default(),
-                    })
+                    .map(
+                        |(channel_id, delay_secs, repeat_secs, during)| MatchingRule {
+                            channel_id,
+                            delay_secs,
+                            repeat_secs,
+                            during: RouteDuring::parse(&during).unwrap_or_default(),
+                        },
+                    )
                     .collect();
                 let clinic = clinic_now(
                     &routing.time_zone,
@@ -196,13 +198,22 @@ pub async fn enqueue(tx: &mut Tx, changes: &[(Uuid, Transition)]) -> Result<(), 
                     now,
                 );
                 let notice = *transition == Transition::Notice;
-                (if notice { "notice" } else { "open" }, plan(notice, &rules, clinic, now))
+                (
+                    if notice { "notice" } else { "open" },
+                    plan(notice, &rules, clinic, now),
+                )
             }
         };
         for planned in planned {
             let held = planned.deliver_at <= now
-                && over_rate_limit(tx, *alert, planned.channel_id, routing.practice_id, routing.per_hour)
-                    .await?;
+                && over_rate_limit(
+                    tx,
+                    *alert,
+                    planned.channel_id,
+                    routing.practice_id,
+                    routing.per_hour,
+                )
+                .await?;
             sqlx::query(
                 "INSERT INTO notifications (id, tenant_id, alert_id, practice_id, channel_id, event,
                                             status, next_attempt_at, requires_open, repeat_secs)
@@ -530,7 +541,9 @@ pub async fn dispatch_once(
                     .bind(attempts)
                     .execute(&mut *tx)
                     .await?;
-                    if let (Some(every), Some(alert)) = (notification.repeat_secs, notification.alert_id) {
+                    if let (Some(every), Some(alert)) =
+                        (notification.repeat_secs, notification.alert_id)
+                    {
                         // Until someone acknowledges: the next reminder (cancelled if they do).
                         sqlx::query(
                             "INSERT INTO notifications (id, tenant_id, alert_id, practice_id, channel_id,
@@ -613,7 +626,10 @@ async fn deliver_webhook(
     notification: &Due,
     payload: Payload,
 ) -> Result<(), String> {
-    let url = notification.url.as_deref().ok_or("the webhook has no URL")?;
+    let url = notification
+        .url
+        .as_deref()
+        .ok_or("the webhook has no URL")?;
     let secret = notification
         .secret
         .as_deref()
@@ -681,6 +697,85 @@ async fn deliver_webhook(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rule(channel: u128, delay_secs: i32, during: RouteDuring) -> MatchingRule {
+        MatchingRule {
+            channel_id: Uuid::from_u128(channel),
+            delay_secs,
+            repeat_secs: None,
+            during,
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("time")
+    }
+
+    #[test]
+    fn in_clinic_hours_the_daytime_route_hears_at_once_and_the_on_call_route_not_at_all() {
+        let now = at("2026-11-23T16:00:00Z");
+        let open = ClinicNow {
+            open: true,
+            next_opening: None,
+        };
+        let rules = [
+            rule(1, 0, RouteDuring::ClinicHours),
+            rule(2, 0, RouteDuring::AfterHours),
+        ];
+        let planned = plan(false, &rules, open, now);
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].channel_id, Uuid::from_u128(1));
+        assert_eq!(planned[0].deliver_at, now);
+        assert!(!planned[0].requires_open);
+    }
+
+    #[test]
+    fn after_hours_the_daytime_route_waits_for_the_opening_and_only_if_nobody_took_the_alert() {
+        let now = at("2026-11-22T09:00:00Z");
+        let opening = at("2026-11-23T14:00:00Z");
+        let closed = ClinicNow {
+            open: false,
+            next_opening: Some(opening),
+        };
+        let rules = [
+            rule(1, 600, RouteDuring::ClinicHours),
+            rule(2, 0, RouteDuring::AfterHours),
+        ];
+        let planned = plan(false, &rules, closed, now);
+        let daytime = planned
+            .iter()
+            .find(|p| p.channel_id == Uuid::from_u128(1))
+            .expect("deferred");
+        assert_eq!(daytime.deliver_at, opening + chrono::Duration::seconds(600));
+        assert!(daytime.requires_open);
+        let on_call = planned
+            .iter()
+            .find(|p| p.channel_id == Uuid::from_u128(2))
+            .expect("paged");
+        assert_eq!(on_call.deliver_at, now);
+        // Informational notices do not wait for the morning.
+        assert_eq!(plan(true, &rules, closed, now).len(), 1);
+    }
+
+    #[test]
+    fn a_channel_with_several_matching_rules_hears_once_at_the_earliest() {
+        let now = at("2026-11-23T16:00:00Z");
+        let open = ClinicNow {
+            open: true,
+            next_opening: None,
+        };
+        let rules = [
+            rule(1, 900, RouteDuring::Always),
+            rule(1, 0, RouteDuring::Always),
+        ];
+        let planned = plan(false, &rules, open, now);
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].deliver_at, now);
+        assert!(
+            !planned[0].requires_open,
+            "an immediate route is not an escalation"
+        );
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {

@@ -82,6 +82,16 @@ fn example_bodies() -> BTreeMap<&'static str, serde_json::Value> {
             json!({"channel_id": "00000000-0000-0000-0000-000000000000", "min_severity": "info"}),
         ),
         (
+            "PUT /api/v1/practices/{practice_id}/schedule",
+            json!({"time_zone": "America/Chicago", "clinic_hours": null}),
+        ),
+        (
+            "POST /api/v1/maintenance-windows",
+            json!({"practice_id": "00000000-0000-0000-0000-000000000000",
+                   "starts_at": "2030-01-01T00:00:00Z", "ends_at": "2030-01-01T02:00:00Z",
+                   "reason": "ISP work"}),
+        ),
+        (
             "POST /api/v1/enroll/claim",
             json!({"factory_key": "x", "hardware": {"serial": "s", "mac": "m", "model": "m"}, "agent_version": "1", "csr_pem": "x"}),
         ),
@@ -371,6 +381,23 @@ async fn rule_of(cloud: &TestCloud, admin: &str) -> String {
     rule.expect("rule")["id"].as_str().expect("id").to_owned()
 }
 
+async fn window_of(cloud: &TestCloud, admin: &str, practice: PracticeId) -> String {
+    let now = chrono::Utc::now();
+    let (status, window) = cloud
+        .post::<_, serde_json::Value>(
+            Some(admin),
+            "/api/v1/maintenance-windows",
+            &serde_json::json!({"practice_id": practice, "starts_at": now,
+                                "ends_at": now + chrono::Duration::hours(2), "reason": "walk"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    window.expect("window")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
 async fn audit_rows(cloud: &TestCloud, tenant: &uuid::Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE tenant_id = $1")
         .bind(tenant)
@@ -451,6 +478,7 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
         ("alert_id", alert_of(&cloud, b_tenant, b_appliance).await),
         ("channel_id", channel_of(&cloud, &b_admin).await),
         ("rule_id", rule_of(&cloud, &b_admin).await),
+        ("window_id", window_of(&cloud, &b_admin, b_practice).await),
     ]);
     let b_audit_before = audit_rows(&cloud, b_tenant.as_uuid()).await;
 
@@ -499,6 +527,7 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
         ),
         ("channel_id", channel_of(&cloud, &a_admin).await),
         ("rule_id", rule_of(&cloud, &a_admin).await),
+        ("window_id", window_of(&cloud, &a_admin, hillcrest).await),
     ]);
     let hillcrest_secrets = vec![hillcrest.to_string(), hillcrest_appliance.to_string()];
     for (caller, token) in [("compliance_officer", &a_officer), ("auditor", &a_auditor)] {

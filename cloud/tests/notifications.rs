@@ -4,96 +4,14 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chrono::Utc;
+use common::webhook::{Receiver, signature_valid, start_receiver};
 use common::{TestCloud, eventually, spawn_cloud_with};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use stayopen_cloud::alerts::{self, AlertChange};
-use stayopen_cloud::db;
+use stayopen_cloud::alerts::AlertChange;
 use stayopen_shared::alerts::{AlertKind, CreatedChannel, NotificationView, WebhookTicket};
 use stayopen_shared::api::Page;
-use stayopen_shared::{ApplianceId, TenantId};
-
-/// What the receiver got: headers of interest and the raw body.
-#[derive(Debug, Clone)]
-struct Received {
-    event: String,
-    delivery: String,
-    timestamp: String,
-    signature: String,
-    body: Vec<u8>,
-}
-
-#[derive(Clone, Default)]
-struct Receiver {
-    received: Arc<Mutex<Vec<Received>>>,
-    /// Statuses to answer with, in order; 200 once empty.
-    script: Arc<Mutex<VecDeque<u16>>>,
-}
-
-impl Receiver {
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().expect("lock").clone()
-    }
-}
-
-async fn receive(
-    req: HttpRequest,
-    body: web::Bytes,
-    receiver: web::Data<Receiver>,
-) -> HttpResponse {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    receiver.received.lock().expect("lock").push(Received {
-        event: header("x-stayopen-event"),
-        delivery: header("x-stayopen-delivery"),
-        timestamp: header("x-stayopen-timestamp"),
-        signature: header("x-stayopen-signature"),
-        body: body.to_vec(),
-    });
-    let status = receiver
-        .script
-        .lock()
-        .expect("lock")
-        .pop_front()
-        .unwrap_or(200);
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status")).finish()
-}
-
-/// Starts the receiver on a free loopback port; returns its URL.
-fn start_receiver(receiver: &Receiver) -> String {
-    let data = web::Data::new(receiver.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .route("/hook", web::post().to(receive))
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .expect("bind");
-    let addr = server.addrs()[0];
-    tokio::spawn(server.run());
-    format!("http://{addr}/hook")
-}
-
-/// Checks a delivery's signature independently of the cloud's code.
-fn signature_valid(secret: &str, received: &Received) -> bool {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-    mac.update(received.timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(&received.body);
-    received.signature == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
 
 async fn test_cloud() -> TestCloud {
     spawn_cloud_with(|config| {
@@ -116,20 +34,6 @@ async fn channel(cloud: &TestCloud, admin: &str, url: &str) -> CreatedChannel {
     created.expect("channel")
 }
 
-async fn raise(
-    cloud: &TestCloud,
-    tenant: TenantId,
-    appliance: ApplianceId,
-    change: AlertChange,
-) -> uuid::Uuid {
-    let mut tx = db::tenant_tx(&cloud.pool, tenant).await.expect("tx");
-    let touched = alerts::apply(&mut tx, tenant, appliance, &[change], Utc::now())
-        .await
-        .expect("apply");
-    tx.commit().await.expect("commit");
-    touched[0].0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_changes_reach_the_webhook_signed_as_tickets_routed_by_severity_and_practice() {
     let cloud = test_cloud().await;
@@ -138,7 +42,12 @@ async fn alert_changes_reach_the_webhook_signed_as_tickets_routed_by_severity_an
     let receiver = Receiver::default();
     let url = start_receiver(&receiver);
     let created = channel(&cloud, &admin, &url).await;
-    assert!(created.signing_secret.starts_with("whsec_"));
+    assert!(
+        created
+            .signing_secret
+            .as_deref()
+            .is_some_and(|s| s.starts_with("whsec_"))
+    );
     // Riverside: warnings and worse. Hillcrest has no rule.
     let (status, _) = cloud
         .post::<_, serde_json::Value>(
@@ -172,19 +81,21 @@ async fn alert_changes_reach_the_webhook_signed_as_tickets_routed_by_severity_an
         subject: String::new(),
         summary: "Failover fiber → lte".into(),
     };
-    let alert = raise(&cloud, demo.tenant_id, riverside, failover.clone()).await;
-    raise(&cloud, demo.tenant_id, hillcrest, failover).await;
-    raise(
-        &cloud,
-        demo.tenant_id,
-        riverside,
-        AlertChange::Notice {
-            kind: AlertKind::Failback,
-            subject: String::new(),
-            summary: "Failback".into(),
-        },
-    )
-    .await;
+    let alert = cloud
+        .raise_alert(demo.tenant_id, riverside, failover.clone())
+        .await;
+    cloud.raise_alert(demo.tenant_id, hillcrest, failover).await;
+    cloud
+        .raise_alert(
+            demo.tenant_id,
+            riverside,
+            AlertChange::Notice {
+                kind: AlertKind::Failback,
+                subject: String::new(),
+                summary: "Failback".into(),
+            },
+        )
+        .await;
     let (status, _) = cloud
         .post::<_, serde_json::Value>(
             Some(&admin),
@@ -220,7 +131,7 @@ async fn alert_changes_reach_the_webhook_signed_as_tickets_routed_by_severity_an
     );
     for (received, ticket) in got.iter().zip(&tickets) {
         assert!(
-            signature_valid(&created.signing_secret, received),
+            signature_valid(created.signing_secret.as_deref().expect("secret"), received),
             "signature of {}",
             ticket.event
         );
@@ -275,17 +186,17 @@ async fn a_failing_receiver_gets_retries_and_an_unreachable_one_leaves_a_dead_le
         .await
         .enrolled
         .appliance_id;
-    let alert = raise(
-        &cloud,
-        demo.tenant_id,
-        appliance,
-        AlertChange::Raise {
-            kind: AlertKind::ApplianceOffline,
-            subject: String::new(),
-            summary: "Appliance offline".into(),
-        },
-    )
-    .await;
+    let alert = cloud
+        .raise_alert(
+            demo.tenant_id,
+            appliance,
+            AlertChange::Raise {
+                kind: AlertKind::ApplianceOffline,
+                subject: String::new(),
+                summary: "Appliance offline".into(),
+            },
+        )
+        .await;
 
     let deliveries = |status: &'static str| {
         let (cloud, admin) = (&cloud, &admin);
@@ -386,8 +297,10 @@ async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() 
         subject: String::new(),
         summary: "Appliance offline".into(),
     };
-    let ignored = raise(&cloud, demo.tenant_id, appliance, offline()).await;
-    let taken = raise(&cloud, demo.tenant_id, other, offline()).await;
+    let ignored = cloud
+        .raise_alert(demo.tenant_id, appliance, offline())
+        .await;
+    let taken = cloud.raise_alert(demo.tenant_id, other, offline()).await;
     // Someone takes the second alert at once.
     let (status, _) = cloud
         .post::<_, serde_json::Value>(

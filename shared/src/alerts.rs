@@ -616,8 +616,16 @@ mod tests {
         let hours = weekdays_nine_to_five();
         assert_eq!(hours.next_opening(6, 3 * 60), Some((1, 9 * 60)));
         assert_eq!(hours.next_opening(0, 8 * 60), Some((0, 9 * 60)));
-        assert_eq!(hours.next_opening(0, 9 * 60), Some((1, 9 * 60)), "strictly after");
-        assert_eq!(hours.next_opening(4, 18 * 60), Some((3, 9 * 60)), "Friday evening");
+        assert_eq!(
+            hours.next_opening(0, 9 * 60),
+            Some((1, 9 * 60)),
+            "strictly after"
+        );
+        assert_eq!(
+            hours.next_opening(4, 18 * 60),
+            Some((3, 9 * 60)),
+            "Friday evening"
+        );
         assert_eq!(ClinicHours::default().next_opening(0, 0), None);
     }
 

@@ -212,7 +212,11 @@ impl Policy {
             )))
         };
         if !(self.degraded_loss_pct > 0.0 && self.degraded_loss_pct <= 100.0) {
-            return out_of_range("degraded_loss_pct", "0 (exclusive) and 100", &self.degraded_loss_pct);
+            return out_of_range(
+                "degraded_loss_pct",
+                "0 (exclusive) and 100",
+                &self.degraded_loss_pct,
+            );
         }
         if !(10..=10_000).contains(&self.degraded_rtt_ms) {
             return out_of_range("degraded_rtt_ms", "10 and 10000", &self.degraded_rtt_ms);
@@ -224,16 +228,28 @@ impl Policy {
             return out_of_range("flapping_failovers", "2 and 100", &self.flapping_failovers);
         }
         if !(60..=86_400).contains(&self.flapping_window_secs) {
-            return out_of_range("flapping_window_secs", "60 and 86400", &self.flapping_window_secs);
+            return out_of_range(
+                "flapping_window_secs",
+                "60 and 86400",
+                &self.flapping_window_secs,
+            );
         }
         if !(1..=10_000_000).contains(&self.metered_data_alert_mb) {
-            return out_of_range("metered_data_alert_mb", "1 and 10000000", &self.metered_data_alert_mb);
+            return out_of_range(
+                "metered_data_alert_mb",
+                "1 and 10000000",
+                &self.metered_data_alert_mb,
+            );
         }
         if self.drill_overdue_days > 3660 {
             return out_of_range("drill_overdue_days", "0 and 3660", &self.drill_overdue_days);
         }
         if !(1..=10_000).contains(&self.notifications_per_hour) {
-            return out_of_range("notifications_per_hour", "1 and 10000", &self.notifications_per_hour);
+            return out_of_range(
+                "notifications_per_hour",
+                "1 and 10000",
+                &self.notifications_per_hour,
+            );
         }
         Ok(())
     }
@@ -442,19 +458,37 @@ mod tests {
         )])
         .expect("valid");
         let policy = effective.policy;
-        assert_eq!(policy.severity_of(AlertKind::Flapping, true), Severity::Critical);
-        assert_eq!(policy.severity_of(AlertKind::Failback, true), Severity::Warning);
-        assert_eq!(policy.severity_of(AlertKind::Failover, true), Severity::Critical);
+        assert_eq!(
+            policy.severity_of(AlertKind::Flapping, true),
+            Severity::Critical
+        );
+        assert_eq!(
+            policy.severity_of(AlertKind::Failback, true),
+            Severity::Warning
+        );
+        assert_eq!(
+            policy.severity_of(AlertKind::Failover, true),
+            Severity::Critical
+        );
         assert_eq!(
             policy.severity_of(AlertKind::Failover, false),
             Severity::Warning,
             "capped while closed"
         );
-        assert_eq!(policy.severity_of(AlertKind::Failback, false), Severity::Warning);
-        let unknown = check_overrides(&overrides(json!({"alert_severity": {"meteor": "critical"}})));
+        assert_eq!(
+            policy.severity_of(AlertKind::Failback, false),
+            Severity::Warning
+        );
+        let unknown = check_overrides(&overrides(
+            json!({"alert_severity": {"meteor": "critical"}}),
+        ));
         assert!(unknown.is_err());
         let bad = check_overrides(&overrides(json!({"flapping_failovers": 1})));
-        assert!(bad.expect_err("range").to_string().contains("flapping_failovers"));
+        assert!(
+            bad.expect_err("range")
+                .to_string()
+                .contains("flapping_failovers")
+        );
     }
 
     #[test]

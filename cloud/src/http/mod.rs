@@ -11,9 +11,11 @@ pub mod enroll;
 pub mod error;
 pub mod fleet;
 pub mod health;
+pub mod maintenance;
 pub mod notifications;
 pub mod pagination;
 pub mod policies;
+pub mod schedule;
 pub mod session;
 pub mod tokens;
 pub mod users;
@@ -121,6 +123,11 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(notifications::list_rules)
             .service(notifications::delete_rule)
             .service(notifications::list_notifications)
+            .service(schedule::show)
+            .service(schedule::update)
+            .service(maintenance::create)
+            .service(maintenance::list)
+            .service(maintenance::remove)
             .route("/openapi.json", web::get().to(openapi_json))
             .default_service(web::to(|| async {
                 ApiFailure::NotFound("no such API endpoint")

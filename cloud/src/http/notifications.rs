@@ -61,8 +61,7 @@ fn webhook_url(url: Option<&str>) -> Result<String, ApiFailure> {
         .map(str::trim)
         .filter(|u| !u.is_empty())
         .ok_or_else(|| ApiFailure::BadRequest("a webhook channel needs a url".into()))?;
-    let url =
-        reqwest::Url::parse(url).map_err(|e| ApiFailure::BadRequest(format!("url: {e}")))?;
+    let url = reqwest::Url::parse(url).map_err(|e| ApiFailure::BadRequest(format!("url: {e}")))?;
     if !matches!(url.scheme(), "https" | "http")
         || url.host_str().is_none()
         || url.as_str().len() > 2000
@@ -92,7 +91,9 @@ async fn email_targets(
     let mut recipients = Vec::new();
     for address in &body.recipients {
         let parsed = address.trim().parse::<lettre::Address>().map_err(|e| {
-            ApiFailure::BadRequest(format!("recipients: {address:?} is not a mail address: {e}"))
+            ApiFailure::BadRequest(format!(
+                "recipients: {address:?} is not a mail address: {e}"
+            ))
         })?;
         recipients.push(parsed.to_string());
     }

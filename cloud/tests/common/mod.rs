@@ -1,6 +1,8 @@
 //! Starts a whole cloud — fresh database, embedded broker, ingest, HTTP on free ports — for one test.
 #![allow(dead_code)]
 
+pub mod webhook;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -293,6 +295,29 @@ impl TestCloud {
             .expect("DELETE");
         let status = response.status().as_u16();
         (status, response.json().await.ok())
+    }
+
+    /// Applies one alert change to `appliance` as ingest would; returns the alert it touched.
+    pub async fn raise_alert(
+        &self,
+        tenant: TenantId,
+        appliance: stayopen_shared::ApplianceId,
+        change: stayopen_cloud::alerts::AlertChange,
+    ) -> Uuid {
+        let mut tx = stayopen_cloud::db::tenant_tx(&self.pool, tenant)
+            .await
+            .expect("tx");
+        let touched = stayopen_cloud::alerts::apply(
+            &mut tx,
+            tenant,
+            appliance,
+            &[change],
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("apply");
+        tx.commit().await.expect("commit");
+        touched[0].0
     }
 
     /// Enrols a device by hand (fresh key pair and signing request).
