@@ -356,24 +356,32 @@ pub async fn context(
     appliance: ApplianceId,
     at: DateTime<Utc>,
 ) -> Result<AlertContext, sqlx::Error> {
-    let row: Option<(
-        Option<Json<Policy>>,
-        String,
-        Option<Json<ClinicHours>>,
-        bool,
-    )> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        desired_policy: Option<Json<Policy>>,
+        time_zone: String,
+        clinic_hours: Option<Json<ClinicHours>>,
+        in_maintenance: bool,
+    }
+    let row: Option<Row> = sqlx::query_as(
         "SELECT a.desired_policy, p.time_zone, p.clinic_hours,
                     EXISTS (SELECT 1 FROM maintenance_windows m
                             WHERE m.practice_id = a.practice_id
                               AND (m.appliance_id IS NULL OR m.appliance_id = a.id)
-                              AND m.starts_at <= $2 AND m.ends_at > $2)
+                              AND m.starts_at <= $2 AND m.ends_at > $2) AS in_maintenance
              FROM appliances a JOIN practices p ON p.id = a.practice_id WHERE a.id = $1",
     )
     .bind(appliance.as_uuid())
     .bind(at)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((policy, time_zone, hours, in_maintenance)) = row else {
+    let Some(Row {
+        desired_policy: policy,
+        time_zone,
+        clinic_hours: hours,
+        in_maintenance,
+    }) = row
+    else {
         return Ok(AlertContext {
             policy: Policy::default(),
             clinic: clinic_now("UTC", None, at),
