@@ -492,6 +492,8 @@ pub async fn apply(
         }
     }
     crate::notify::enqueue(tx, &touched).await?;
+    let ids: Vec<Uuid> = touched.iter().map(|(id, _)| *id).collect();
+    crate::stream::notify_alerts(tx, &ids).await?;
     Ok(touched)
 }
 
@@ -714,6 +716,7 @@ pub async fn sweep_once(pool: &PgPool, offline_after_secs: u32) -> Result<usize,
         .await?;
         let changes = rules_for_presence(false, &format!("no message for {offline_after_secs} s"));
         for id in &gone {
+            crate::stream::notify_appliance(&mut tx, ApplianceId(*id)).await?;
             apply(
                 &mut tx,
                 TenantId(tenant),

@@ -349,6 +349,11 @@ fn reject(req: &HttpRequest, failure: ApiFailure) -> ApiFailure {
     failure
 }
 
+#[derive(serde::Deserialize)]
+struct StreamAuth {
+    access_token: Option<String>,
+}
+
 async fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiFailure> {
     let state = req
         .app_data::<web::Data<AppState>>()
@@ -357,9 +362,18 @@ async fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiFailure> {
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    // EventSource cannot send headers: the live-update stream alone takes the token in its query.
+    let query_token = (req.path() == crate::http::stream::STREAM_PATH)
+        .then(|| {
+            web::Query::<StreamAuth>::from_query(req.query_string())
+                .ok()
+                .and_then(|q| q.into_inner().access_token)
+        })
+        .flatten();
     let result = match header
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
+        .or(query_token.as_deref())
     {
         None => Err(ApiFailure::Unauthenticated("missing bearer token".into())),
         Some(token) if token.starts_with(API_TOKEN_PREFIX) => {

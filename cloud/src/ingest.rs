@@ -194,23 +194,32 @@ pub async fn store(
                 .execute(&mut *tx)
                 .await?;
             }
-            let now_online: bool = sqlx::query_scalar(
-                "UPDATE appliances SET
+            let (now_online, uplink_changed): (bool, bool) = sqlx::query_as(
+                "WITH before AS (SELECT active_uplink FROM appliances WHERE id = $1)
+                 UPDATE appliances a SET
                     online = online OR presence_at IS NULL OR $2 > presence_at,
                     last_seen = now(),
                     active_uplink = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
-                                         THEN $3 ELSE active_uplink END,
+                                         THEN $3 ELSE a.active_uplink END,
+                    on_backup = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
+                                     THEN $5 ELSE on_backup END,
                     last_telemetry = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
                                           THEN $4 ELSE last_telemetry END,
                     last_telemetry_at = greatest(last_telemetry_at, $2)
-                 WHERE id = $1 RETURNING online",
+                 FROM before
+                 WHERE a.id = $1
+                 RETURNING a.online, a.active_uplink IS DISTINCT FROM before.active_uplink",
             )
             .bind(appliance_id.as_uuid())
             .bind(env.sent_at)
             .bind(env.body.active_uplink.as_deref())
             .bind(&body)
+            .bind(env.body.on_backup())
             .fetch_one(&mut *tx)
             .await?;
+            if uplink_changed || now_online != was_online {
+                crate::stream::notify_appliance(&mut tx, appliance_id).await?;
+            }
             heard_from(&mut alert_changes, now_online);
             if inserted == 1 {
                 alert_changes.extend(
@@ -291,6 +300,7 @@ pub async fn store(
             .await?
             .rows_affected();
             if applied == 1 && env.body.online != was_online {
+                crate::stream::notify_appliance(&mut tx, appliance_id).await?;
                 let why = if env.body.online {
                     "connected"
                 } else {

@@ -37,5 +37,6 @@ pub mod notify;
 pub mod pki;
 pub mod seed;
 pub mod startup;
+pub mod stream;
 pub mod throttle;
 pub mod totp;

@@ -35,6 +35,8 @@ pub struct AppState {
     pub ca: Arc<DeviceCa>,
     /// The password of the cloud's own connection that closes revoked appliances' sessions.
     pub revoker_secret: String,
+    /// Live updates for dashboards (`GET /api/v1/stream`).
+    pub hub: crate::stream::Hub,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +146,8 @@ impl Application {
             device_link.clone(),
             incoming_rx,
         ));
+        let hub = crate::stream::Hub::new();
+        tokio::spawn(hub.clone().listen(pool.clone()));
         tokio::spawn(crate::notify::dispatch_loop(
             pool.clone(),
             crate::notify::Dispatch::from_config(&config.alerts),
@@ -216,6 +220,7 @@ impl Application {
             device_link,
             ca,
             revoker_secret,
+            hub,
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || {

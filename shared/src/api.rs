@@ -445,6 +445,41 @@ pub struct Readiness {
     pub broker: bool,
 }
 
+/// How a practice's appliances are doing, worst first: any offline, else any on a backup uplink,
+/// else all on their primary.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PracticeStatus {
+    Offline,
+    OnBackup,
+    Primary,
+    /// No appliances enrolled yet.
+    Empty,
+}
+
+impl PracticeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PracticeStatus::Offline => "offline",
+            PracticeStatus::OnBackup => "on_backup",
+            PracticeStatus::Primary => "primary",
+            PracticeStatus::Empty => "empty",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            PracticeStatus::Offline,
+            PracticeStatus::OnBackup,
+            PracticeStatus::Primary,
+            PracticeStatus::Empty,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
 /// A practice with its roll-up, for lists.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -454,6 +489,90 @@ pub struct PracticeSummary {
     pub sites: u32,
     pub appliances: u32,
     pub online: u32,
+    /// Online appliances whose traffic runs over a backup uplink.
+    pub on_backup: u32,
+    pub offline: u32,
+    /// Unresolved alerts (open or acknowledged).
+    pub open_alerts: u32,
+    pub status: PracticeStatus,
+}
+
+/// Counts over everything the caller may see, for the top of the fleet overview.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetTotals {
+    pub practices: u32,
+    pub appliances: u32,
+    pub online: u32,
+    pub on_backup: u32,
+    pub offline: u32,
+    /// Practices by roll-up status.
+    pub practices_offline: u32,
+    pub practices_on_backup: u32,
+    pub open_alerts: u32,
+    pub critical_alerts: u32,
+}
+
+/// The window a chart covers: the last hour (1-minute points), day (15-minute points) or 30 days
+/// (6-hour points).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsPeriod {
+    #[default]
+    Hour,
+    Day,
+    Month,
+}
+
+impl MetricsPeriod {
+    /// (window, bucket) in seconds.
+    pub fn window_and_bucket_secs(self) -> (u32, u32) {
+        match self {
+            MetricsPeriod::Hour => (3600, 60),
+            MetricsPeriod::Day => (86_400, 900),
+            MetricsPeriod::Month => (30 * 86_400, 6 * 3600),
+        }
+    }
+}
+
+/// One bucket of an uplink's probe results: means over the bucket; `None` when no probe answered.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub at: DateTime<Utc>,
+    pub rtt_ms: Option<f64>,
+    pub loss_pct: Option<f64>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UplinkSeries {
+    pub uplink: String,
+    pub points: Vec<MetricPoint>,
+}
+
+/// Latency and loss per uplink over a period, bucketed by the server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplianceMetrics {
+    pub period: MetricsPeriod,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub bucket_secs: u32,
+    pub series: Vec<UplinkSeries>,
+}
+
+/// What changed, pushed on `GET /api/v1/stream` (Server-Sent Events): the dashboard reloads what
+/// it shows of that thing.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEvent {
+    /// `appliance` (presence, active uplink, telemetry) or `alert` (raised, folded, acknowledged,
+    /// resolved).
+    pub topic: String,
+    pub id: uuid::Uuid,
+    pub practice_id: PracticeId,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -517,6 +636,24 @@ pub struct PolicyLayer {
     pub revision: i64,
     pub updated_by: Option<String>,
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// "What would take effect if I saved this?": a layer's proposed overrides with the layers around
+/// it. For a practice layer the effective policy is that practice's; for an appliance layer, that
+/// appliance's; for the MSP layer, a practice without overrides.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyPreviewRequest {
+    pub scope: crate::policy::PolicyScope,
+    /// The practice, for `scope = practice`.
+    #[serde(default)]
+    pub practice_id: Option<PracticeId>,
+    /// The appliance, for `scope = appliance`.
+    #[serde(default)]
+    pub appliance_id: Option<ApplianceId>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub overrides: crate::policy::PolicyOverrides,
 }
 
 /// An appliance's configuration: the effective policy with the source of each value, the version

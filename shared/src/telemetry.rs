@@ -60,6 +60,21 @@ pub struct Telemetry {
     pub policy_version: Option<u64>,
 }
 
+impl Telemetry {
+    /// The preferred uplink: the lowest priority number, the first listed on a tie.
+    pub fn primary(&self) -> Option<&UplinkTelemetry> {
+        self.uplinks.iter().min_by_key(|u| u.priority)
+    }
+
+    /// Whether the practice's traffic runs over an uplink other than the preferred one.
+    pub fn on_backup(&self) -> bool {
+        match (&self.active_uplink, self.primary()) {
+            (Some(active), Some(primary)) => *active != primary.name,
+            _ => false,
+        }
+    }
+}
+
 /// Published retained on the status channel: `online` when the agent connects; the broker publishes
 /// the agent's last will, `offline`, when the connection drops without a clean disconnect.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

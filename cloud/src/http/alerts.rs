@@ -246,6 +246,7 @@ async fn finish(
         },
     )
     .await?;
+    crate::stream::notify_alerts(&mut tx, &[id]).await?;
     tx.commit().await?;
     Ok(after)
 }

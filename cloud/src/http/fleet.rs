@@ -9,8 +9,8 @@ use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use stayopen_shared::api::{
-    ApiError, ApplianceView, CreatePractice, CreateSite, EventRecord, Fleet, Page, PracticeSummary,
-    PracticeView, SiteView, TelemetryRecord,
+    ApiError, ApplianceView, CreatePractice, CreateSite, EventRecord, Fleet, Page, PracticeStatus,
+    PracticeSummary, PracticeView, SiteView, TelemetryRecord,
 };
 use stayopen_shared::telemetry::Telemetry;
 use stayopen_shared::{ApplianceId, MessageId, PracticeId, SiteId};
@@ -188,14 +188,30 @@ struct PracticeSummaryRow {
     sites: i64,
     appliances: i64,
     online: i64,
+    on_backup: i64,
+    open_alerts: i64,
+    status: String,
 }
 
-const PRACTICE_SUMMARY_SELECT: &str = "SELECT p.id, p.name,
+/// Practices with their roll-up: appliances counted once per practice (the `appliances` index by
+/// practice), "online" meaning heard from within the heartbeat (`$1` seconds), revoked boxes left
+/// out. Callers add their WHERE on `p` and the outer `status`.
+const PRACTICE_SUMMARY_SELECT: &str = "SELECT * FROM (
+     SELECT p.id, p.name,
         (SELECT count(*) FROM sites s WHERE s.practice_id = p.id) AS sites,
-        (SELECT count(*) FROM appliances a WHERE a.practice_id = p.id) AS appliances,
-        (SELECT count(*) FROM appliances a WHERE a.practice_id = p.id AND a.online
-            AND a.last_seen > now() - make_interval(secs => $1)) AS online
-     FROM practices p";
+        c.appliances, c.online, c.on_backup,
+        (SELECT count(*) FROM alerts al WHERE al.practice_id = p.id AND al.state <> 'resolved') AS open_alerts,
+        CASE WHEN c.appliances = 0 THEN 'empty'
+             WHEN c.online < c.appliances THEN 'offline'
+             WHEN c.on_backup > 0 THEN 'on_backup'
+             ELSE 'primary' END AS status
+     FROM practices p
+     CROSS JOIN LATERAL (
+         SELECT count(*) AS appliances,
+                count(*) FILTER (WHERE a.online AND a.last_seen > now() - make_interval(secs => $1)) AS online,
+                count(*) FILTER (WHERE a.online AND a.last_seen > now() - make_interval(secs => $1)
+                                   AND a.on_backup) AS on_backup
+         FROM appliances a WHERE a.practice_id = p.id AND a.revoked_at IS NULL) c";
 
 impl From<PracticeSummaryRow> for PracticeSummary {
     fn from(row: PracticeSummaryRow) -> Self {
@@ -206,14 +222,30 @@ impl From<PracticeSummaryRow> for PracticeSummary {
             sites: count(row.sites),
             appliances: count(row.appliances),
             online: count(row.online),
+            on_backup: count(row.on_backup),
+            offline: count(row.appliances - row.online),
+            open_alerts: count(row.open_alerts),
+            status: PracticeStatus::parse(&row.status).unwrap_or(PracticeStatus::Empty),
         }
     }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PracticeListQuery {
+    /// 1 to 500, default 50.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    /// Case-insensitive substring of the name.
+    pub q: Option<String>,
+    /// Only practices whose roll-up is this: `offline`, `on_backup`, `primary` or `empty`.
+    pub status: Option<PracticeStatus>,
 }
 
 /// Practices with their roll-up counts, by name.
 #[utoipa::path(
     tag = "fleet",
-    params(ListQuery),
+    params(PracticeListQuery),
     responses((status = 200, body = Page<PracticeSummary>), (status = 401, body = ApiError)),
     security(("bearer" = []))
 )]
@@ -221,7 +253,7 @@ impl From<PracticeSummaryRow> for PracticeSummary {
 pub async fn list_practices(
     state: web::Data<AppState>,
     auth: AuthUser,
-    query: web::Query<ListQuery>,
+    query: web::Query<PracticeListQuery>,
 ) -> Result<web::Json<Page<PracticeSummary>>, ApiFailure> {
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(String, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
@@ -230,8 +262,9 @@ pub async fn list_practices(
         "{PRACTICE_SUMMARY_SELECT}
          WHERE ($2::uuid[] IS NULL OR p.id = ANY($2))
            AND ($3::text IS NULL OR (p.name, p.id) > ($3, $4))
-           AND ($5::text IS NULL OR p.name ILIKE '%' || $5 || '%')
-         ORDER BY p.name, p.id LIMIT $6"
+           AND ($5::text IS NULL OR p.name ILIKE '%' || $5 || '%')) practice
+         WHERE ($7::text IS NULL OR status = $7)
+         ORDER BY name, id LIMIT $6"
     )))
     .bind(f64::from(state.config.fleet.offline_after_secs))
     .bind(auth.practice_filter())
@@ -239,6 +272,7 @@ pub async fn list_practices(
     .bind(after.as_ref().map(|a| a.1))
     .bind(query.q.as_deref())
     .bind(fetch)
+    .bind(query.status.map(PracticeStatus::as_str))
     .fetch_all(&mut *tx)
     .await?;
     let items = rows.into_iter().map(PracticeSummary::from).collect();
@@ -266,7 +300,7 @@ pub async fn show_practice(
     let mut tx = auth.tx(&state).await?;
     visible_practice(&mut tx, &auth, practice).await?;
     let row: PracticeSummaryRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{PRACTICE_SUMMARY_SELECT} WHERE p.id = $2"
+        "{PRACTICE_SUMMARY_SELECT} WHERE p.id = $2) practice"
     )))
     .bind(f64::from(state.config.fleet.offline_after_secs))
     .bind(practice.as_uuid())
@@ -339,6 +373,10 @@ pub async fn create_practice(
         sites: 1,
         appliances: 0,
         online: 0,
+        on_backup: 0,
+        offline: 0,
+        open_alerts: 0,
+        status: PracticeStatus::Empty,
     }))
 }
 
@@ -463,6 +501,8 @@ pub struct ApplianceListQuery {
     pub q: Option<String>,
     pub practice_id: Option<Uuid>,
     pub online: Option<bool>,
+    /// Online appliances whose traffic runs over a backup uplink (`true`), or the others.
+    pub on_backup: Option<bool>,
 }
 
 /// Appliances, by serial number, with optional filters.
@@ -488,6 +528,8 @@ pub async fn list_appliances(
            AND ($3::text IS NULL OR (a.serial, a.id) > ($3, $4))
            AND ($5::text IS NULL OR a.serial ILIKE '%' || $5 || '%')
            AND ($6::boolean IS NULL OR (a.online AND a.last_seen > now() - make_interval(secs => $7)) = $6)
+           AND ($9::boolean IS NULL OR (a.online AND a.last_seen > now() - make_interval(secs => $7)
+                                        AND a.on_backup) = $9)
          ORDER BY a.serial, a.id LIMIT $8"
     )))
     .bind(auth.practice_filter())
@@ -498,6 +540,7 @@ pub async fn list_appliances(
     .bind(query.online)
     .bind(f64::from(state.config.fleet.offline_after_secs))
     .bind(fetch)
+    .bind(query.on_backup)
     .fetch_all(&mut *tx)
     .await?;
     let now = Utc::now();

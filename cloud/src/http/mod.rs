@@ -13,10 +13,12 @@ pub mod fleet;
 pub mod health;
 pub mod maintenance;
 pub mod notifications;
+pub mod overview;
 pub mod pagination;
 pub mod policies;
 pub mod schedule;
 pub mod session;
+pub mod stream;
 pub mod tokens;
 pub mod users;
 
@@ -89,6 +91,10 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(claims::list)
             .service(claims::remove)
             .service(fleet::show_fleet)
+            .service(overview::totals)
+            .service(overview::appliance_metrics)
+            .service(stream::live_updates)
+            .service(policies::preview)
             .service(fleet::list_practices)
             .service(fleet::create_practice)
             .service(fleet::show_practice)

@@ -2,10 +2,12 @@
 //! Every change is audited with the layer before and after, recomputes the desired policy of the
 //! appliances it affects, and publishes the new versions once committed.
 
-use actix_web::{get, put, web};
+use actix_web::{get, post, put, web};
 use chrono::{DateTime, Utc};
-use stayopen_shared::api::{ApiError, ApplianceConfiguration, PolicyLayer};
-use stayopen_shared::policy::{PolicyOverrides, PolicyScope, check_overrides};
+use stayopen_shared::api::{ApiError, ApplianceConfiguration, PolicyLayer, PolicyPreviewRequest};
+use stayopen_shared::policy::{
+    EffectivePolicy, PolicyOverrides, PolicyScope, check_overrides, resolve,
+};
 use stayopen_shared::{ApplianceId, PracticeId};
 use uuid::Uuid;
 
@@ -317,4 +319,57 @@ pub async fn configuration(
         reported_at,
         drift: reported_version != Some(desired_version),
     }))
+}
+
+/// What would take effect if a layer were saved with these overrides: the effective policy with
+/// the source of each value, or the first invalid setting named. Nothing is stored.
+#[utoipa::path(
+    tag = "policies",
+    request_body = PolicyPreviewRequest,
+    responses((status = 200, body = EffectivePolicy), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[post("/policy/preview")]
+pub async fn preview(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    body: web::Json<PolicyPreviewRequest>,
+) -> Result<web::Json<EffectivePolicy>, ApiFailure> {
+    auth.require(Permission::Configure)?;
+    let request = body.into_inner();
+    let mut tx = auth.tx(&state).await?;
+    let msp = desired::layer(&mut tx, PolicyScope::Msp, auth.tenant_id.0).await?;
+    let proposed = request.overrides;
+    let layers: Vec<(PolicyScope, PolicyOverrides)> = match request.scope {
+        PolicyScope::Default => {
+            return Err(ApiFailure::BadRequest(
+                "scope: the defaults are not a layer one edits".into(),
+            ));
+        }
+        PolicyScope::Msp => vec![(PolicyScope::Msp, proposed)],
+        PolicyScope::Practice => {
+            let practice = request.practice_id.ok_or_else(|| {
+                ApiFailure::BadRequest("practice_id: needed for a practice layer".into())
+            })?;
+            visible_practice(&mut tx, &auth, practice).await?;
+            vec![(PolicyScope::Msp, msp), (PolicyScope::Practice, proposed)]
+        }
+        PolicyScope::Appliance => {
+            let appliance = request.appliance_id.ok_or_else(|| {
+                ApiFailure::BadRequest("appliance_id: needed for an appliance layer".into())
+            })?;
+            let practice = visible_appliance(&mut tx, &auth, appliance).await?;
+            let practice_layer = desired::layer(&mut tx, PolicyScope::Practice, practice.0).await?;
+            vec![
+                (PolicyScope::Msp, msp),
+                (PolicyScope::Practice, practice_layer),
+                (PolicyScope::Appliance, proposed),
+            ]
+        }
+    };
+    let borrowed: Vec<(PolicyScope, &PolicyOverrides)> =
+        layers.iter().map(|(scope, o)| (*scope, o)).collect();
+    resolve(&borrowed)
+        .map(web::Json)
+        .map_err(|e| ApiFailure::BadRequest(e.to_string()))
 }
