@@ -84,3 +84,36 @@ pub struct Presence {
     pub online: bool,
     pub agent_version: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uplink(name: &str, priority: u8) -> UplinkTelemetry {
+        UplinkTelemetry {
+            name: name.into(),
+            priority,
+            metered: false,
+            health: UplinkHealth::Up,
+            rtt_ms: Some(10.0),
+            loss_pct: 0.0,
+            rx_bytes: 0,
+            tx_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn traffic_on_anything_but_the_lowest_priority_uplink_is_on_backup() {
+        let mut telemetry = Telemetry {
+            active_uplink: Some("fiber".into()),
+            // Listed backup first: the priority decides, not the order.
+            uplinks: vec![uplink("lte", 1), uplink("fiber", 0)],
+            policy_version: None,
+        };
+        assert!(!telemetry.on_backup());
+        telemetry.active_uplink = Some("lte".into());
+        assert!(telemetry.on_backup());
+        telemetry.active_uplink = None;
+        assert!(!telemetry.on_backup(), "all down is offline, not on backup");
+    }
+}
