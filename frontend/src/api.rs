@@ -1,17 +1,25 @@
 //! Calls to the cloud's REST API. The dashboard is served from the same origin, so paths are absolute.
+//!
+//! Every signed-in call goes through [`call`]: it sends the access token and, when the cloud answers
+//! 401 (the 15-minute token ran out), renews the session once with the refresh token and retries.
+//! Only a refused renewal ends the session, and then the login page says so.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
-use gloo_net::http::{Request, RequestBuilder, Response};
+use gloo_net::http::{Method, Request, RequestBuilder, Response};
 use gloo_timers::callback::Timeout;
+use leptos::prelude::GetUntracked;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use stayopen_shared::api::{
-    ApiError, CurrentUser, Fleet, LoginRequest, LoginResponse, RefreshRequest,
-};
+use stayopen_shared::api::{ApiError, LoginRequest, LoginResponse, RefreshRequest};
 use web_sys::AbortController;
 
+use crate::session::Session;
+
 /// A request that has not answered after this long is aborted, so a hung connection surfaces as a
-/// connection problem instead of stalling the poll loop.
+/// connection problem instead of stalling a page.
 const REQUEST_TIMEOUT_MS: u32 = 10_000;
 
 /// Why a call failed.
@@ -53,6 +61,12 @@ impl Failure {
             _ => None,
         }
     }
+
+    /// The thing asked for does not exist, or the caller may not see it (the cloud answers both
+    /// with 404, so a practice of another MSP is indistinguishable from none).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Failure::Status { status: 404, .. })
+    }
 }
 
 /// `POST /api/v1/auth/login`.
@@ -61,58 +75,150 @@ pub async fn login(
     password: String,
     totp_code: Option<String>,
 ) -> Result<LoginResponse, Failure> {
-    post(
-        "/api/v1/auth/login",
-        &LoginRequest {
-            email,
-            password,
-            totp_code,
-        },
-    )
-    .await
+    let body = encode(&LoginRequest {
+        email,
+        password,
+        totp_code,
+    })?;
+    send(Method::POST, "/api/v1/auth/login", Some(&body), None).await
 }
 
 /// `POST /api/v1/auth/refresh`: the next access and refresh token of this sign-in.
 pub async fn refresh(refresh_token: String) -> Result<LoginResponse, Failure> {
-    post("/api/v1/auth/refresh", &RefreshRequest { refresh_token }).await
+    let body = encode(&RefreshRequest { refresh_token })?;
+    send(Method::POST, "/api/v1/auth/refresh", Some(&body), None).await
 }
 
-async fn post<B: serde::Serialize, T: DeserializeOwned>(
+/// `POST /api/v1/auth/logout`: revokes the refresh token, so a copy of it is worthless.
+pub async fn logout(refresh_token: String) {
+    if let Ok(body) = encode(&RefreshRequest { refresh_token }) {
+        let _: Result<(), Failure> =
+            send(Method::POST, "/api/v1/auth/logout", Some(&body), None).await;
+    }
+}
+
+/// A call's answer, not tied to the borrowed path or body it was made with.
+pub type LocalFuture<T> = Pin<Box<dyn Future<Output = Result<T, Failure>>>>;
+
+pub fn get<T: DeserializeOwned>(
+    session: Session,
+    path: &str,
+) -> impl Future<Output = Result<T, Failure>> + use<T> {
+    let path = path.to_owned();
+    async move { call(session, Method::GET, &path, None).await }
+}
+
+pub fn post<B: Serialize, T: DeserializeOwned + 'static>(
+    session: Session,
     path: &str,
     body: &B,
+) -> LocalFuture<T> {
+    Box::pin(with_body(
+        session,
+        Method::POST,
+        path.to_owned(),
+        encode(body),
+    ))
+}
+
+pub fn put<B: Serialize, T: DeserializeOwned + 'static>(
+    session: Session,
+    path: &str,
+    body: &B,
+) -> LocalFuture<T> {
+    Box::pin(with_body(
+        session,
+        Method::PUT,
+        path.to_owned(),
+        encode(body),
+    ))
+}
+
+pub fn patch<B: Serialize, T: DeserializeOwned + 'static>(
+    session: Session,
+    path: &str,
+    body: &B,
+) -> LocalFuture<T> {
+    Box::pin(with_body(
+        session,
+        Method::PATCH,
+        path.to_owned(),
+        encode(body),
+    ))
+}
+
+/// `DELETE`; the cloud answers 204 without a body.
+pub fn delete(session: Session, path: &str) -> impl Future<Output = Result<(), Failure>> + use<> {
+    let path = path.to_owned();
+    async move { call(session, Method::DELETE, &path, None).await }
+}
+
+// The wrappers copy the path and encode the body before returning a `'static` future, so callers
+// can build the path inline (`&format!(…)`) in a closure that returns the future.
+async fn with_body<T: DeserializeOwned>(
+    session: Session,
+    method: Method,
+    path: String,
+    body: Result<String, Failure>,
+) -> Result<T, Failure> {
+    call(session, method, &path, Some(body?)).await
+}
+
+fn encode<B: Serialize>(body: &B) -> Result<String, Failure> {
+    serde_json::to_string(body).map_err(|e| Failure::Decode(e.to_string()))
+}
+
+/// The one place a signed-in request is made: with the current access token, renewed once on 401.
+async fn call<T: DeserializeOwned>(
+    session: Session,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<T, Failure> {
+    let Some(token) = session.token.get_untracked() else {
+        return Err(Failure::Unauthorized(None));
+    };
+    match send(method.clone(), path, body.as_deref(), Some(&token)).await {
+        Err(Failure::Unauthorized(_)) => {
+            // Several calls can fail at once; `renew_after` renews once for all of them, since a
+            // refresh token used twice makes the cloud revoke the whole sign-in.
+            if !session.renew_after(&token).await {
+                return Err(Failure::Unauthorized(None));
+            }
+            let Some(renewed) = session.token.get_untracked() else {
+                return Err(Failure::Unauthorized(None));
+            };
+            let retried = send(method, path, body.as_deref(), Some(&renewed)).await;
+            if let Err(Failure::Unauthorized(_)) = retried {
+                session.expire();
+            }
+            retried
+        }
+        other => other,
+    }
+}
+
+async fn send<T: DeserializeOwned>(
+    method: Method,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
 ) -> Result<T, Failure> {
     let deadline = Deadline::start();
-    let request = deadline
-        .attach(Request::post(path).header("Accept", "application/json"))
-        .json(body)
-        .map_err(|e| Failure::Network(e.to_string()))?;
-    send(request).await
-}
-
-/// `GET /api/v1/me`.
-pub async fn me(token: &str) -> Result<CurrentUser, Failure> {
-    get("/api/v1/me", token).await
-}
-
-/// `GET /api/v1/fleet`.
-pub async fn fleet(token: &str) -> Result<Fleet, Failure> {
-    get("/api/v1/fleet", token).await
-}
-
-async fn get<T: DeserializeOwned>(path: &str, token: &str) -> Result<T, Failure> {
-    let deadline = Deadline::start();
-    let request = deadline
-        .attach(
-            Request::get(path)
-                .header("Authorization", &format!("Bearer {token}"))
-                .header("Accept", "application/json"),
-        )
-        .build()
-        .map_err(|e| Failure::Network(e.to_string()))?;
-    send(request).await
-}
-
-async fn send<T: DeserializeOwned>(request: Request) -> Result<T, Failure> {
+    let mut builder = RequestBuilder::new(path)
+        .method(method)
+        .header("Accept", "application/json");
+    if let Some(token) = token {
+        builder = builder.header("Authorization", &format!("Bearer {token}"));
+    }
+    let builder = deadline.attach(builder);
+    let request: Request = match body {
+        Some(body) => builder
+            .header("Content-Type", "application/json")
+            .body(body.to_owned()),
+        None => builder.build(),
+    }
+    .map_err(|e| Failure::Network(e.to_string()))?;
     let response = request
         .send()
         .await
@@ -122,13 +228,20 @@ async fn send<T: DeserializeOwned>(request: Request) -> Result<T, Failure> {
 
 async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, Failure> {
     let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| Failure::Network(e.to_string()))?;
     if response.ok() {
-        return response
-            .json::<T>()
-            .await
-            .map_err(|e| Failure::Decode(e.to_string()));
+        // 204 and other empty answers decode as `()` (JSON `null`).
+        let json = if text.trim().is_empty() {
+            "null"
+        } else {
+            &text
+        };
+        return serde_json::from_str(json).map_err(|e| Failure::Decode(e.to_string()));
     }
-    let body = response.json::<ApiError>().await.ok();
+    let body = serde_json::from_str::<ApiError>(&text).ok();
     if status == 401 {
         Err(Failure::Unauthorized(body))
     } else {

@@ -2,30 +2,120 @@
 //! is unit-tested.
 
 use chrono::{DateTime, Utc};
-use stayopen_shared::api::{ApplianceView, Fleet};
+use stayopen_shared::alerts::{AlertKind, AlertState, AlertView, OpenSpan};
+use stayopen_shared::api::{ApplianceView, MetricPoint, Role, StreamEvent};
+use stayopen_shared::ids::{ApplianceId, PracticeId};
+use stayopen_shared::policy::{PolicyOverrides, PolicyScope};
 use stayopen_shared::telemetry::UplinkTelemetry;
+
+// ---------------------------------------------------------------------------------------------
+// Time and numbers
+// ---------------------------------------------------------------------------------------------
 
 /// Formats how long before `now` the instant `then` was, e.g. `"12 s ago"`, `"5 min ago"`.
 ///
-/// `now` is the cloud's `generated_at`, so the result does not depend on the browser's clock. An
-/// instant in the future (clock skew between cloud nodes) reads as `"just now"`.
+/// An instant in the future (clock skew between the browser and the cloud) reads as `"just now"`.
 pub fn relative_time(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
     relative_seconds((now - then).num_seconds())
 }
 
 /// Formats an age in whole seconds the same way as [`relative_time`].
 pub fn relative_seconds(seconds: i64) -> String {
+    match seconds {
+        s if s <= 0 => "just now".to_owned(),
+        s => format!("{} ago", duration_text(s)),
+    }
+}
+
+/// A duration in its largest sensible unit, e.g. `"45 s"`, `"12 min"`, `"3 h 20 min"`, `"2 d"`.
+pub fn duration_text(seconds: i64) -> String {
     const MINUTE: i64 = 60;
     const HOUR: i64 = 60 * MINUTE;
     const DAY: i64 = 24 * HOUR;
-    match seconds {
-        s if s <= 0 => "just now".to_owned(),
-        s if s < MINUTE => format!("{s} s ago"),
-        s if s < HOUR => format!("{} min ago", s / MINUTE),
-        s if s < DAY => format!("{} h ago", s / HOUR),
-        s => format!("{} d ago", s / DAY),
+    match seconds.max(0) {
+        s if s < MINUTE => format!("{s} s"),
+        s if s < HOUR => format!("{} min", s / MINUTE),
+        s if s < DAY => match (s % HOUR) / MINUTE {
+            0 => format!("{} h", s / HOUR),
+            m => format!("{} h {m} min", s / HOUR),
+        },
+        s => format!("{} d", s / DAY),
     }
 }
+
+/// A timestamp for tables, `"2026-03-04 14:05:09 UTC"`: unambiguous for an auditor, sortable.
+pub fn timestamp_text(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// Median probe round-trip time for display, e.g. `"23 ms"`; `"–"` when no probe answered.
+pub fn format_rtt(rtt_ms: Option<f64>) -> String {
+    match rtt_ms {
+        Some(ms) if ms.is_finite() && ms >= 0.0 => {
+            if ms < 10.0 {
+                format!("{ms:.1} ms")
+            } else {
+                format!("{ms:.0} ms")
+            }
+        }
+        _ => "–".to_owned(),
+    }
+}
+
+/// Probe loss for display, e.g. `"0% loss"`, `"2.5% loss"`.
+pub fn format_loss(loss_pct: f64) -> String {
+    if !loss_pct.is_finite() {
+        return "–".to_owned();
+    }
+    let pct = loss_pct.clamp(0.0, 100.0);
+    if pct.fract() == 0.0 {
+        format!("{pct:.0}% loss")
+    } else {
+        format!("{pct:.1}% loss")
+    }
+}
+
+/// Probe results of one uplink for display, e.g. `"23 ms · 0% loss"`; only the loss when no probe
+/// answered.
+pub fn uplink_metrics(uplink: &UplinkTelemetry) -> String {
+    match uplink.rtt_ms {
+        Some(_) => format!(
+            "{} · {}",
+            format_rtt(uplink.rtt_ms),
+            format_loss(uplink.loss_pct)
+        ),
+        None => format_loss(uplink.loss_pct),
+    }
+}
+
+/// A byte count for people, e.g. `"1.4 GB"`.
+pub fn bytes_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Count with a noun, `"1 appliance"`, `"3 appliances"`.
+pub fn plural(n: u32, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Appliances
+// ---------------------------------------------------------------------------------------------
 
 /// The uplink the appliance prefers: the lowest priority number (the first one listed on a tie).
 pub fn primary_uplink(uplinks: &[UplinkTelemetry]) -> Option<&UplinkTelemetry> {
@@ -56,75 +146,839 @@ pub fn uplinks_by_priority(uplinks: &[UplinkTelemetry]) -> Vec<UplinkTelemetry> 
     sorted
 }
 
-/// Counters shown above the fleet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FleetSummary {
-    pub practices: usize,
-    pub appliances: usize,
-    pub online: usize,
-    /// Online appliances whose active uplink is not their primary one.
-    pub on_backup: usize,
-    pub offline: usize,
-}
-
-impl FleetSummary {
-    pub fn of(fleet: &Fleet) -> Self {
-        let mut summary = Self {
-            practices: fleet.practices.len(),
-            ..Self::default()
-        };
-        for appliance in fleet.practices.iter().flat_map(|p| &p.appliances) {
-            summary.appliances += 1;
-            if appliance.online {
-                summary.online += 1;
-                if is_on_backup(appliance) {
-                    summary.on_backup += 1;
-                }
-            } else {
-                summary.offline += 1;
-            }
-        }
-        summary
-    }
-}
-
-/// Median probe round-trip time for display, e.g. `"23 ms"`; `"–"` when no probe answered.
-pub fn format_rtt(rtt_ms: Option<f64>) -> String {
-    match rtt_ms {
-        Some(ms) if ms.is_finite() && ms >= 0.0 => {
-            if ms < 10.0 {
-                format!("{ms:.1} ms")
-            } else {
-                format!("{ms:.0} ms")
-            }
-        }
-        _ => "–".to_owned(),
-    }
-}
-
-/// Probe loss for display, e.g. `"0%"`, `"2.5%"`.
-pub fn format_loss(loss_pct: f64) -> String {
-    if !loss_pct.is_finite() {
-        return "–".to_owned();
-    }
-    let pct = loss_pct.clamp(0.0, 100.0);
-    if pct.fract() == 0.0 {
-        format!("{pct:.0}% loss")
+/// One word for an appliance's state, worst first, as its badge shows it. An offline appliance's
+/// last report is history, so "offline" wins over "on backup".
+pub fn appliance_state(appliance: &ApplianceView) -> &'static str {
+    if !appliance.online {
+        "offline"
+    } else if appliance.active_uplink.is_none() && !appliance.uplinks.is_empty() {
+        "no_uplink"
+    } else if is_on_backup(appliance) {
+        "on_backup"
     } else {
-        format!("{pct:.1}% loss")
+        "primary"
     }
 }
 
-/// Probe results of one uplink for display, e.g. `"23 ms · 0% loss"`; only the loss when no probe
-/// answered.
-pub fn uplink_metrics(uplink: &UplinkTelemetry) -> String {
-    match uplink.rtt_ms {
-        Some(_) => format!(
-            "{} · {}",
-            format_rtt(uplink.rtt_ms),
-            format_loss(uplink.loss_pct)
-        ),
-        None => format_loss(uplink.loss_pct),
+// ---------------------------------------------------------------------------------------------
+// Routes and roles
+// ---------------------------------------------------------------------------------------------
+
+/// Which policy layer the policies page edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyTarget {
+    Msp,
+    Practice(PracticeId),
+    Appliance(ApplianceId),
+}
+
+impl PolicyTarget {
+    pub fn scope(self) -> PolicyScope {
+        match self {
+            PolicyTarget::Msp => PolicyScope::Msp,
+            PolicyTarget::Practice(_) => PolicyScope::Practice,
+            PolicyTarget::Appliance(_) => PolicyScope::Appliance,
+        }
+    }
+
+    /// The layer's API path.
+    pub fn api_path(self) -> String {
+        match self {
+            PolicyTarget::Msp => "/api/v1/policy".to_owned(),
+            PolicyTarget::Practice(id) => format!("/api/v1/practices/{id}/policy"),
+            PolicyTarget::Appliance(id) => format!("/api/v1/appliances/{id}/policy"),
+        }
+    }
+}
+
+/// A page of the dashboard, addressed by the URL's fragment (`#/practices/{id}`), so deep links
+/// and the back button work without the cloud knowing the dashboard's routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Fleet,
+    Practice(PracticeId),
+    Appliance(ApplianceId),
+    Alerts,
+    Policies(PolicyTarget),
+    Enrolment(Option<PracticeId>),
+    Users,
+    ApiTokens,
+    Notifications,
+    Audit,
+    Reports,
+    NotFound,
+}
+
+/// An entry of the navigation bar; every route belongs to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Fleet,
+    Alerts,
+    Policies,
+    Enrolment,
+    Notifications,
+    Reports,
+    Users,
+    ApiTokens,
+    Audit,
+}
+
+impl Section {
+    /// In the order of the navigation bar: daily work first, administration last.
+    pub const ALL: [Section; 9] = [
+        Section::Fleet,
+        Section::Alerts,
+        Section::Policies,
+        Section::Enrolment,
+        Section::Notifications,
+        Section::Reports,
+        Section::Users,
+        Section::ApiTokens,
+        Section::Audit,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Section::Fleet => "Fleet",
+            Section::Alerts => "Alerts",
+            Section::Policies => "Policies",
+            Section::Enrolment => "Enrolment",
+            Section::Notifications => "Notifications",
+            Section::Reports => "Reports",
+            Section::Users => "Users",
+            Section::ApiTokens => "API tokens",
+            Section::Audit => "Audit log",
+        }
+    }
+
+    pub fn route(self) -> Route {
+        match self {
+            Section::Fleet => Route::Fleet,
+            Section::Alerts => Route::Alerts,
+            Section::Policies => Route::Policies(PolicyTarget::Msp),
+            Section::Enrolment => Route::Enrolment(None),
+            Section::Notifications => Route::Notifications,
+            Section::Reports => Route::Reports,
+            Section::Users => Route::Users,
+            Section::ApiTokens => Route::ApiTokens,
+            Section::Audit => Route::Audit,
+        }
+    }
+
+    /// Whether `role` may use this part of the dashboard. Mirrors the cloud's permissions, which
+    /// enforce them anyway: the dashboard must not offer what would only be refused.
+    pub fn allowed(self, role: Role) -> bool {
+        let caps = Capabilities::of(role);
+        match self {
+            Section::Fleet | Section::Alerts | Section::Reports => true,
+            Section::Policies | Section::Enrolment | Section::Notifications => caps.configure,
+            Section::Users | Section::ApiTokens => caps.manage_access,
+            Section::Audit => caps.view_audit,
+        }
+    }
+}
+
+/// The navigation bar of `role`.
+pub fn nav_sections(role: Role) -> Vec<Section> {
+    Section::ALL
+        .into_iter()
+        .filter(|s| s.allowed(role))
+        .collect()
+}
+
+/// What a role may change, as the cloud's permissions define it (`cloud/src/auth.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Commands, drills, maintenance windows, acknowledging and resolving alerts.
+    pub operate: bool,
+    /// Policies, enrolment, clinic hours, notification channels.
+    pub configure: bool,
+    /// Users and API tokens.
+    pub manage_access: bool,
+    pub view_audit: bool,
+}
+
+impl Capabilities {
+    pub fn of(role: Role) -> Self {
+        let msp = role.is_msp_wide();
+        let admin = role == Role::MspAdmin;
+        Self {
+            operate: msp,
+            configure: msp,
+            manage_access: admin,
+            view_audit: admin,
+        }
+    }
+}
+
+impl Route {
+    /// Parses a URL fragment (`"#/practices/…"`, with or without `#`). Unknown paths and malformed
+    /// ids are [`Route::NotFound`]; an empty fragment is the fleet.
+    pub fn parse(fragment: &str) -> Route {
+        let path = fragment.trim_start_matches('#');
+        let path = path.split('?').next().unwrap_or_default();
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let id = |s: &str| uuid::Uuid::parse_str(s).ok();
+        match parts.as_slice() {
+            [] | ["fleet"] => Route::Fleet,
+            ["practices", p] => id(p).map_or(Route::NotFound, |u| Route::Practice(PracticeId(u))),
+            ["appliances", a] => {
+                id(a).map_or(Route::NotFound, |u| Route::Appliance(ApplianceId(u)))
+            }
+            ["alerts"] => Route::Alerts,
+            ["policies"] => Route::Policies(PolicyTarget::Msp),
+            ["policies", "practices", p] => id(p).map_or(Route::NotFound, |u| {
+                Route::Policies(PolicyTarget::Practice(PracticeId(u)))
+            }),
+            ["policies", "appliances", a] => id(a).map_or(Route::NotFound, |u| {
+                Route::Policies(PolicyTarget::Appliance(ApplianceId(u)))
+            }),
+            ["enrolment"] => Route::Enrolment(None),
+            ["enrolment", p] => {
+                id(p).map_or(Route::NotFound, |u| Route::Enrolment(Some(PracticeId(u))))
+            }
+            ["users"] => Route::Users,
+            ["api-tokens"] => Route::ApiTokens,
+            ["notifications"] => Route::Notifications,
+            ["audit"] => Route::Audit,
+            ["reports"] => Route::Reports,
+            _ => Route::NotFound,
+        }
+    }
+
+    /// The `href` of a link to this route.
+    pub fn href(self) -> String {
+        match self {
+            Route::Fleet => "#/fleet".to_owned(),
+            Route::Practice(id) => format!("#/practices/{id}"),
+            Route::Appliance(id) => format!("#/appliances/{id}"),
+            Route::Alerts => "#/alerts".to_owned(),
+            Route::Policies(PolicyTarget::Msp) => "#/policies".to_owned(),
+            Route::Policies(PolicyTarget::Practice(id)) => format!("#/policies/practices/{id}"),
+            Route::Policies(PolicyTarget::Appliance(id)) => format!("#/policies/appliances/{id}"),
+            Route::Enrolment(None) => "#/enrolment".to_owned(),
+            Route::Enrolment(Some(id)) => format!("#/enrolment/{id}"),
+            Route::Users => "#/users".to_owned(),
+            Route::ApiTokens => "#/api-tokens".to_owned(),
+            Route::Notifications => "#/notifications".to_owned(),
+            Route::Audit => "#/audit".to_owned(),
+            Route::Reports => "#/reports".to_owned(),
+            Route::NotFound => "#/".to_owned(),
+        }
+    }
+
+    /// The navigation entry highlighted on this route.
+    pub fn section(self) -> Option<Section> {
+        Some(match self {
+            Route::Fleet | Route::Practice(_) | Route::Appliance(_) => Section::Fleet,
+            Route::Alerts => Section::Alerts,
+            Route::Policies(_) => Section::Policies,
+            Route::Enrolment(_) => Section::Enrolment,
+            Route::Users => Section::Users,
+            Route::ApiTokens => Section::ApiTokens,
+            Route::Notifications => Section::Notifications,
+            Route::Audit => Section::Audit,
+            Route::Reports => Section::Reports,
+            Route::NotFound => return None,
+        })
+    }
+
+    /// Whether `role` may open this route (a practice it may not see is the cloud's 404).
+    pub fn allowed(self, role: Role) -> bool {
+        self.section().is_none_or(|s| s.allowed(role))
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Route::Practice(_) => "Practice",
+            Route::Appliance(_) => "Appliance",
+            Route::NotFound => "Not found",
+            other => other.section().map_or("StayOpen", Section::label),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live updates
+// ---------------------------------------------------------------------------------------------
+
+/// What a page shows, to decide whether a live event concerns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Everything the user may see (the fleet overview's totals).
+    Everything,
+    /// One practice: its appliances and alerts.
+    Practice(PracticeId),
+    /// One appliance, and alerts of its practice (an alert event names the alert, not the box).
+    Appliance(ApplianceId, Option<PracticeId>),
+    /// One appliance's own state (presence, uplinks, telemetry, configuration).
+    ApplianceState(ApplianceId),
+    /// Alerts anywhere.
+    Alerts,
+    /// Nothing live (settings pages).
+    Nothing,
+}
+
+impl Interest {
+    pub fn wants(self, event: &StreamEvent) -> bool {
+        let is_alert = event.topic == "alert";
+        match self {
+            Interest::Everything => true,
+            Interest::Practice(p) => event.practice_id == p,
+            Interest::Appliance(a, practice) => {
+                (event.topic == "appliance" && event.id == a.0)
+                    || (is_alert && practice.is_none_or(|p| p == event.practice_id))
+            }
+            Interest::ApplianceState(a) => event.topic == "appliance" && event.id == a.0,
+            Interest::Alerts => is_alert,
+            Interest::Nothing => false,
+        }
+    }
+}
+
+/// `?a=1&b=x%20y` from the pairs whose value is present and not empty.
+pub fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{k}={}", percent_encode(v)))
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Charts
+// ---------------------------------------------------------------------------------------------
+
+/// The drawing area of a chart and the ranges it maps: time on x, `0..=y_max` on y.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChartFrame {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub y_max: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+impl ChartFrame {
+    pub fn x(&self, at: DateTime<Utc>) -> f64 {
+        let span = (self.to - self.from).num_milliseconds().max(1) as f64;
+        let offset = (at - self.from).num_milliseconds() as f64;
+        (offset / span * self.width).clamp(0.0, self.width)
+    }
+
+    pub fn y(&self, value: f64) -> f64 {
+        let max = if self.y_max > 0.0 { self.y_max } else { 1.0 };
+        self.height - (value / max).clamp(0.0, 1.0) * self.height
+    }
+}
+
+/// An SVG path through the points whose value is present. A missing value, or a hole in time
+/// longer than 1.5 buckets, lifts the pen: a gap in the data is drawn as a gap, never as a line
+/// that pretends the link was measured. A point standing alone is drawn as a dot (`h0` with a
+/// round line cap).
+pub fn chart_path(
+    points: &[MetricPoint],
+    value: impl Fn(&MetricPoint) -> Option<f64>,
+    bucket_secs: u32,
+    frame: &ChartFrame,
+) -> String {
+    let max_step_ms = i64::from(bucket_secs.max(1)) * 1500;
+    let mut path = String::new();
+    let mut segment_len = 0usize;
+    let mut previous_at: Option<DateTime<Utc>> = None;
+    for point in points {
+        let Some(v) = value(point).filter(|v| v.is_finite()) else {
+            if segment_len == 1 {
+                path.push_str("h0");
+            }
+            segment_len = 0;
+            previous_at = None;
+            continue;
+        };
+        let contiguous =
+            previous_at.is_some_and(|p| (point.at - p).num_milliseconds() <= max_step_ms);
+        if !contiguous && segment_len == 1 {
+            path.push_str("h0");
+        }
+        let (x, y) = (frame.x(point.at), frame.y(v));
+        if contiguous {
+            path.push_str(&format!("L{x:.1},{y:.1}"));
+            segment_len += 1;
+        } else {
+            path.push_str(&format!("M{x:.1},{y:.1}"));
+            segment_len = 1;
+        }
+        previous_at = Some(point.at);
+    }
+    if segment_len == 1 {
+        path.push_str("h0");
+    }
+    path
+}
+
+/// The smallest 1, 2 or 5 × 10ⁿ at or above `value`: a y-axis top people can read. At least
+/// `floor`, so a quiet link does not fill the chart with noise.
+pub fn nice_ceiling(value: f64, floor: f64) -> f64 {
+    let v = if value.is_finite() {
+        value.max(floor)
+    } else {
+        floor
+    };
+    if v <= 0.0 {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(v.log10().floor());
+    for step in [1.0, 2.0, 5.0, 10.0] {
+        let candidate = step * magnitude;
+        if candidate >= v * 0.999_999 {
+            return candidate;
+        }
+    }
+    10.0 * magnitude
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policies
+// ---------------------------------------------------------------------------------------------
+
+/// How a policy setting is edited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// A whole number, in `unit`.
+    Integer(&'static str),
+    /// A decimal number, in `unit`.
+    Decimal(&'static str),
+    /// `info`, `warning` or `critical`.
+    Severity,
+    /// Structured (lists, maps, the drill schedule): edited as JSON.
+    Json,
+}
+
+/// A setting of [`stayopen_shared::policy::Policy`] as the policy editor shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyField {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub kind: FieldKind,
+    pub group: &'static str,
+}
+
+const fn field(
+    group: &'static str,
+    key: &'static str,
+    label: &'static str,
+    kind: FieldKind,
+) -> PolicyField {
+    PolicyField {
+        key,
+        label,
+        kind,
+        group,
+    }
+}
+
+/// Every policy setting, grouped as an engineer thinks about them. A test checks this list against
+/// the schema, so a new setting cannot be forgotten here.
+pub const POLICY_FIELDS: [PolicyField; 20] = [
+    field(
+        "Failover",
+        "detection_silence_ms",
+        "Silence before an uplink is down",
+        FieldKind::Integer("ms"),
+    ),
+    field(
+        "Failover",
+        "detection_quorum",
+        "Probe targets that must answer",
+        FieldKind::Integer("targets"),
+    ),
+    field(
+        "Failover",
+        "recovery_ms",
+        "Clean time before a down uplink is up",
+        FieldKind::Integer("ms"),
+    ),
+    field(
+        "Failover",
+        "failback_clean_period_secs",
+        "Clean time before failing back",
+        FieldKind::Integer("s"),
+    ),
+    field(
+        "Failover",
+        "failback_max_hold_secs",
+        "Longest failback hold while flapping",
+        FieldKind::Integer("s"),
+    ),
+    field(
+        "Failover",
+        "metered_budget_mb",
+        "Monthly probe budget on metered uplinks",
+        FieldKind::Integer("MB"),
+    ),
+    field(
+        "Failover",
+        "critical_apps",
+        "Critical applications",
+        FieldKind::Json,
+    ),
+    field(
+        "Drills",
+        "drill_schedule",
+        "Drill schedule",
+        FieldKind::Json,
+    ),
+    field(
+        "Drills",
+        "drill_overdue_days",
+        "Days without a drill before it is overdue",
+        FieldKind::Integer("days"),
+    ),
+    field(
+        "Alerts",
+        "on_backup_alert_secs",
+        "On backup before alerting",
+        FieldKind::Integer("s"),
+    ),
+    field(
+        "Alerts",
+        "degraded_loss_pct",
+        "Loss that counts as degraded",
+        FieldKind::Decimal("%"),
+    ),
+    field(
+        "Alerts",
+        "degraded_rtt_ms",
+        "Latency that counts as degraded",
+        FieldKind::Integer("ms"),
+    ),
+    field(
+        "Alerts",
+        "degraded_for_secs",
+        "Degraded this long before alerting",
+        FieldKind::Integer("s"),
+    ),
+    field(
+        "Alerts",
+        "flapping_failovers",
+        "Failovers that count as flapping",
+        FieldKind::Integer("failovers"),
+    ),
+    field(
+        "Alerts",
+        "flapping_window_secs",
+        "Flapping window",
+        FieldKind::Integer("s"),
+    ),
+    field(
+        "Alerts",
+        "metered_data_alert_mb",
+        "Monthly metered data before alerting",
+        FieldKind::Integer("MB"),
+    ),
+    field(
+        "Alerts",
+        "alert_severity",
+        "Severity per alert kind",
+        FieldKind::Json,
+    ),
+    field(
+        "Alerts",
+        "after_hours_max_severity",
+        "Highest severity after hours",
+        FieldKind::Severity,
+    ),
+    field(
+        "Alerts",
+        "notifications_per_hour",
+        "Notifications per practice and hour",
+        FieldKind::Integer("per hour"),
+    ),
+    field(
+        "Telemetry",
+        "telemetry_interval_secs",
+        "Telemetry interval",
+        FieldKind::Integer("s"),
+    ),
+];
+
+/// The text an input shows for a JSON value of a setting.
+pub fn value_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Parses what was typed for a setting into the JSON the API takes. The message says what is
+/// wrong in the editor's words; the cloud checks ranges and answers with its own message.
+pub fn parse_field(kind: FieldKind, text: &str) -> Result<serde_json::Value, String> {
+    let text = text.trim();
+    match kind {
+        FieldKind::Integer(_) => text
+            .parse::<u64>()
+            .map(serde_json::Value::from)
+            .map_err(|_| "enter a whole number".to_owned()),
+        FieldKind::Decimal(_) => match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(serde_json::Value::from(v)),
+            _ => Err("enter a number".to_owned()),
+        },
+        FieldKind::Severity => match text {
+            "info" | "warning" | "critical" => Ok(serde_json::Value::from(text)),
+            _ => Err("choose info, warning or critical".to_owned()),
+        },
+        FieldKind::Json => serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}")),
+    }
+}
+
+/// A setting the editor could not turn into a value, or the cloud refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub key: String,
+    pub message: String,
+}
+
+/// The overrides of a layer from the editor's rows: `(key, Some(text))` overrides a setting,
+/// `(key, None)` inherits it. Stops at the first setting that does not parse.
+pub fn build_overrides(rows: &[(&str, Option<String>)]) -> Result<PolicyOverrides, FieldError> {
+    let mut overrides = PolicyOverrides::new();
+    for (key, text) in rows {
+        let Some(text) = text else { continue };
+        let kind = POLICY_FIELDS
+            .iter()
+            .find(|f| f.key == *key)
+            .map_or(FieldKind::Json, |f| f.kind);
+        let value = parse_field(kind, text).map_err(|message| FieldError {
+            key: (*key).to_owned(),
+            message,
+        })?;
+        overrides.insert((*key).to_owned(), value);
+    }
+    Ok(overrides)
+}
+
+/// The setting a cloud validation message is about (`"flapping_failovers must be between …"`,
+/// `"drill_schedule: …"`), so the editor can mark it. The longest match wins, since one key can
+/// contain another (`failback_clean_period_secs` inside `failback_max_hold_secs`' message).
+pub fn field_named_in(message: &str) -> Option<&'static str> {
+    POLICY_FIELDS
+        .iter()
+        .map(|f| f.key)
+        .filter(|key| {
+            message.match_indices(key).any(|(at, _)| {
+                let before = message[..at].chars().next_back();
+                let after = message[at + key.len()..].chars().next();
+                let boundary =
+                    |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+                boundary(before) && boundary(after)
+            })
+        })
+        .max_by_key(|key| {
+            // The key named first is the subject; later ones are context ("… between X and …").
+            let first = message.find(key).unwrap_or(usize::MAX);
+            (usize::MAX - first, key.len())
+        })
+}
+
+pub fn scope_label(scope: PolicyScope) -> &'static str {
+    match scope {
+        PolicyScope::Default => "default",
+        PolicyScope::Msp => "MSP",
+        PolicyScope::Practice => "practice",
+        PolicyScope::Appliance => "appliance",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clinic hours
+// ---------------------------------------------------------------------------------------------
+
+/// One day's spans as typed: `"08:00-12:00, 13:00-17:30"`; empty means closed.
+pub fn parse_spans(text: &str) -> Result<Vec<OpenSpan>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|span| {
+            let (open, close) = span
+                .split_once('-')
+                .or_else(|| span.split_once('–'))
+                .ok_or_else(|| format!("{span:?}: write spans as HH:MM-HH:MM"))?;
+            Ok(OpenSpan {
+                open: open.trim().to_owned(),
+                close: close.trim().to_owned(),
+            })
+        })
+        .collect()
+}
+
+pub fn format_spans(spans: &[OpenSpan]) -> String {
+    spans
+        .iter()
+        .map(|s| format!("{}-{}", s.open, s.close))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enrolment
+// ---------------------------------------------------------------------------------------------
+
+/// The `[cloud]` section an appliance needs to enrol with `token` (docs/appliance-config.md):
+/// added to the file `stayopen-appliance run --config` reads, used only at the first start.
+pub fn appliance_cloud_section(api_url: &str, token: &str) -> String {
+    format!("[cloud]\napi_url = \"{api_url}\"\nenrollment_token = \"{token}\"\n")
+}
+
+/// The shell commands an installer runs on the appliance: append the `[cloud]` section to its
+/// configuration and start the agent, which enrols on its first start.
+pub fn appliance_enrol_command(config_path: &str, api_url: &str, token: &str) -> String {
+    format!(
+        "cat >> {config_path} <<'EOF'\n{}EOF\nstayopen-appliance run --config {config_path}",
+        appliance_cloud_section(api_url, token)
+    )
+}
+
+/// An SVG path drawing the dark modules of a QR code, one unit per module, offset by the quiet
+/// zone of `border` modules. Runs of dark modules in a row become one rectangle, which keeps the
+/// path short.
+pub fn qr_svg_path(size: i32, border: i32, dark: impl Fn(i32, i32) -> bool) -> String {
+    let mut path = String::new();
+    for y in 0..size {
+        let mut x = 0;
+        while x < size {
+            if dark(x, y) {
+                let start = x;
+                while x < size && dark(x, y) {
+                    x += 1;
+                }
+                path.push_str(&format!(
+                    "M{},{}h{}v1h-{}z",
+                    start + border,
+                    y + border,
+                    x - start,
+                    x - start
+                ));
+            } else {
+                x += 1;
+            }
+        }
+    }
+    path
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alerts and reports
+// ---------------------------------------------------------------------------------------------
+
+pub fn alert_kind_label(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::ApplianceOffline => "Appliance offline",
+        AlertKind::Failover => "Failover",
+        AlertKind::Failback => "Failback",
+        AlertKind::OnBackupLong => "On backup too long",
+        AlertKind::UplinkDown => "Uplink down",
+        AlertKind::DrillFailed => "Drill failed",
+        AlertKind::PolicyApplyFailed => "Policy not applied",
+        AlertKind::CertificateExpiring => "Certificate expiring",
+        AlertKind::UplinkDegraded => "Uplink degraded",
+        AlertKind::Flapping => "Flapping",
+        AlertKind::MeteredOverBudget => "Metered over budget",
+        AlertKind::DrillOverdue => "Drill overdue",
+    }
+}
+
+/// How long an alert's condition lasted within `[from, to]`: from its first sighting until it was
+/// resolved (or until `to` while it is not).
+pub fn alert_duration_within(alert: &AlertView, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+    let end = match alert.state {
+        AlertState::Resolved => alert.resolved_at.unwrap_or(alert.last_seen),
+        _ => to,
+    };
+    let start = alert.first_seen.max(from);
+    let end = end.min(to);
+    (end - start).num_seconds().max(0)
+}
+
+/// One practice's record over a period, from the alerts the cloud keeps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PracticeRecord {
+    pub failovers: u32,
+    /// Seconds the practice's traffic ran over a backup uplink (summed over appliances).
+    pub on_backup_secs: i64,
+    pub offline_incidents: u32,
+    /// Seconds an appliance was unreachable (summed over appliances).
+    pub offline_secs: i64,
+    pub drill_failures: u32,
+    pub drill_overdue: u32,
+    /// Share of the period the practice's appliances were reachable, 0–100; `None` without
+    /// appliances.
+    pub availability_pct: Option<f64>,
+}
+
+/// Sums a practice's alerts over `[from, to]` for its `appliances`. Availability is the share of
+/// appliance-time not covered by an "appliance offline" alert: time on a backup uplink is
+/// connected time, which is what failover is for.
+pub fn practice_record(
+    alerts: &[AlertView],
+    appliances: u32,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> PracticeRecord {
+    let mut record = PracticeRecord::default();
+    for alert in alerts {
+        let secs = alert_duration_within(alert, from, to);
+        match alert.kind {
+            AlertKind::Failover => {
+                record.failovers += alert.count.max(1);
+                record.on_backup_secs += secs;
+            }
+            AlertKind::ApplianceOffline => {
+                record.offline_incidents += alert.count.max(1);
+                record.offline_secs += secs;
+            }
+            AlertKind::DrillFailed => record.drill_failures += alert.count.max(1),
+            AlertKind::DrillOverdue => record.drill_overdue += 1,
+            _ => {}
+        }
+    }
+    let period = (to - from).num_seconds().max(1) as f64 * f64::from(appliances);
+    record.availability_pct = (appliances > 0)
+        .then(|| (100.0 * (1.0 - record.offline_secs as f64 / period)).clamp(0.0, 100.0));
+    record
+}
+
+/// Availability for display: `"99.982%"`, never rounding up to 100 while there was downtime.
+pub fn availability_text(pct: Option<f64>) -> String {
+    match pct {
+        None => "–".to_owned(),
+        Some(p) if p >= 100.0 => "100%".to_owned(),
+        Some(p) => {
+            let floored = (p * 1000.0).floor() / 1000.0;
+            format!("{floored:.3}%")
+        }
     }
 }
 
@@ -133,8 +987,9 @@ pub fn uplink_metrics(uplink: &UplinkTelemetry) -> String {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use stayopen_shared::api::PracticeView;
-    use stayopen_shared::ids::{ApplianceId, PracticeId, SiteId};
+    use stayopen_shared::alerts::Severity;
+    use stayopen_shared::ids::SiteId;
+    use stayopen_shared::policy::Policy;
     use stayopen_shared::telemetry::UplinkHealth;
     use uuid::Uuid;
     use wasm_bindgen_test::wasm_bindgen_test;
@@ -173,16 +1028,54 @@ mod tests {
         }
     }
 
+    fn point(seconds: i64, value: Option<f64>) -> MetricPoint {
+        MetricPoint {
+            at: at(seconds),
+            rtt_ms: value,
+            loss_pct: value,
+        }
+    }
+
+    fn alert(kind: AlertKind, first: i64, resolved: Option<i64>) -> AlertView {
+        AlertView {
+            id: Uuid::from_u128(first as u128),
+            kind,
+            severity: Severity::Critical,
+            state: if resolved.is_some() {
+                AlertState::Resolved
+            } else {
+                AlertState::Open
+            },
+            practice_id: PracticeId(Uuid::from_u128(10)),
+            practice_name: "Smile Dental".to_owned(),
+            appliance_id: ApplianceId(Uuid::from_u128(1)),
+            appliance_serial: "SO-1".to_owned(),
+            site_name: "Main St".to_owned(),
+            subject: String::new(),
+            summary: String::new(),
+            muted: false,
+            after_hours: false,
+            count: 1,
+            first_seen: at(first),
+            last_seen: at(resolved.unwrap_or(first)),
+            acknowledged_by: None,
+            acknowledged_at: None,
+            resolved_by: None,
+            resolved_at: resolved.map(at),
+            resolution: None,
+            comments: vec![],
+        }
+    }
+
     #[wasm_bindgen_test]
     fn relative_time_picks_a_readable_unit() {
         assert_eq!(relative_time(at(12), at(0)), "12 s ago");
         assert_eq!(relative_time(at(0), at(0)), "just now");
         assert_eq!(relative_time(at(0), at(5)), "just now");
-        assert_eq!(relative_time(at(59), at(0)), "59 s ago");
         assert_eq!(relative_time(at(60), at(0)), "1 min ago");
-        assert_eq!(relative_time(at(3_599), at(0)), "59 min ago");
         assert_eq!(relative_time(at(7_200), at(0)), "2 h ago");
         assert_eq!(relative_time(at(3 * 86_400 + 5), at(0)), "3 d ago");
+        assert_eq!(duration_text(3 * 3600 + 20 * 60), "3 h 20 min");
     }
 
     #[wasm_bindgen_test]
@@ -206,6 +1099,14 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
+    fn an_offline_appliance_reads_offline_whatever_it_last_reported() {
+        assert_eq!(appliance_state(&appliance(false, Some("lte"))), "offline");
+        assert_eq!(appliance_state(&appliance(true, Some("lte"))), "on_backup");
+        assert_eq!(appliance_state(&appliance(true, Some("fiber"))), "primary");
+        assert_eq!(appliance_state(&appliance(true, None)), "no_uplink");
+    }
+
+    #[wasm_bindgen_test]
     fn uplinks_sort_by_priority() {
         let sorted = uplinks_by_priority(&appliance(true, None).uplinks);
         let names: Vec<_> = sorted.iter().map(|u| u.name.as_str()).collect();
@@ -213,56 +1114,278 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
-    fn summary_counts_online_offline_and_backup() {
-        let fleet = Fleet {
-            tenant_name: "Acme IT".to_owned(),
-            generated_at: at(30),
-            next_cursor: None,
-            practices: vec![
-                PracticeView {
-                    id: PracticeId(Uuid::from_u128(10)),
-                    name: "Smile Dental".to_owned(),
-                    appliances: vec![
-                        appliance(true, Some("fiber")),
-                        appliance(true, Some("lte")),
-                        // Offline appliances are not counted as on backup, whatever they last reported.
-                        appliance(false, Some("lte")),
-                    ],
-                },
-                PracticeView {
-                    id: PracticeId(Uuid::from_u128(11)),
-                    name: "Empty Practice".to_owned(),
-                    appliances: vec![],
-                },
-            ],
+    fn rtt_loss_and_bytes_format_compactly() {
+        assert_eq!(format_rtt(Some(23.4)), "23 ms");
+        assert_eq!(format_rtt(Some(4.26)), "4.3 ms");
+        assert_eq!(format_rtt(None), "–");
+        assert_eq!(format_loss(2.5), "2.5% loss");
+        assert_eq!(format_loss(150.0), "100% loss");
+        assert_eq!(uplink_metrics(&uplink("fiber", 0)), "20 ms · 0% loss");
+        assert_eq!(bytes_text(999), "999 B");
+        assert_eq!(bytes_text(1_400_000_000), "1.4 GB");
+        assert_eq!(plural(1, "site", "sites"), "1 site");
+        assert_eq!(plural(0, "site", "sites"), "0 sites");
+    }
+
+    #[wasm_bindgen_test]
+    fn routes_survive_a_round_trip_through_their_links() {
+        let p = PracticeId(Uuid::from_u128(7));
+        let a = ApplianceId(Uuid::from_u128(8));
+        for route in [
+            Route::Fleet,
+            Route::Practice(p),
+            Route::Appliance(a),
+            Route::Alerts,
+            Route::Policies(PolicyTarget::Msp),
+            Route::Policies(PolicyTarget::Practice(p)),
+            Route::Policies(PolicyTarget::Appliance(a)),
+            Route::Enrolment(None),
+            Route::Enrolment(Some(p)),
+            Route::Users,
+            Route::ApiTokens,
+            Route::Notifications,
+            Route::Audit,
+            Route::Reports,
+        ] {
+            assert_eq!(Route::parse(&route.href()), route, "{route:?}");
+        }
+        assert_eq!(Route::parse(""), Route::Fleet);
+        assert_eq!(Route::parse("#/"), Route::Fleet);
+        assert_eq!(Route::parse("#/practices/not-a-uuid"), Route::NotFound);
+        assert_eq!(Route::parse("#/nowhere"), Route::NotFound);
+    }
+
+    #[wasm_bindgen_test]
+    fn each_role_is_offered_only_what_it_may_do() {
+        let labels = |role| {
+            nav_sections(role)
+                .into_iter()
+                .map(Section::label)
+                .collect::<Vec<_>>()
         };
+        assert_eq!(labels(Role::MspAdmin).len(), Section::ALL.len());
+        let technician = labels(Role::MspTechnician);
+        assert!(technician.contains(&"Policies"));
+        assert!(!technician.contains(&"Users"));
+        assert!(!technician.contains(&"API tokens"));
+        assert!(!technician.contains(&"Audit log"));
+        for role in [Role::ComplianceOfficer, Role::Auditor] {
+            assert_eq!(labels(role), ["Fleet", "Alerts", "Reports"]);
+            assert!(!Route::Users.allowed(role));
+            assert!(!Route::Policies(PolicyTarget::Msp).allowed(role));
+            assert!(Route::Practice(PracticeId(Uuid::nil())).allowed(role));
+            assert!(!Capabilities::of(role).operate);
+        }
+    }
+
+    #[wasm_bindgen_test]
+    fn live_events_reach_only_the_pages_that_show_their_subject() {
+        let p = PracticeId(Uuid::from_u128(10));
+        let a = ApplianceId(Uuid::from_u128(1));
+        let event = |topic: &str, id: u128, practice: u128| StreamEvent {
+            topic: topic.to_owned(),
+            id: Uuid::from_u128(id),
+            practice_id: PracticeId(Uuid::from_u128(practice)),
+        };
+        assert!(Interest::Everything.wants(&event("appliance", 5, 99)));
+        assert!(Interest::Practice(p).wants(&event("appliance", 5, 10)));
+        assert!(!Interest::Practice(p).wants(&event("alert", 5, 11)));
+        assert!(Interest::Appliance(a, Some(p)).wants(&event("appliance", 1, 10)));
+        assert!(!Interest::Appliance(a, Some(p)).wants(&event("appliance", 2, 10)));
+        assert!(Interest::Appliance(a, Some(p)).wants(&event("alert", 77, 10)));
+        assert!(!Interest::Appliance(a, Some(p)).wants(&event("alert", 77, 11)));
+        assert!(Interest::ApplianceState(a).wants(&event("appliance", 1, 10)));
+        assert!(!Interest::ApplianceState(a).wants(&event("alert", 1, 10)));
+        assert!(Interest::Alerts.wants(&event("alert", 1, 1)));
+        assert!(!Interest::Alerts.wants(&event("appliance", 1, 1)));
+        assert!(!Interest::Nothing.wants(&event("alert", 1, 1)));
+    }
+
+    #[wasm_bindgen_test]
+    fn query_strings_skip_empty_values_and_encode_the_rest() {
         assert_eq!(
-            FleetSummary::of(&fleet),
-            FleetSummary {
-                practices: 2,
-                appliances: 3,
-                online: 2,
-                on_backup: 1,
-                offline: 1,
-            }
+            query_string(&[("q", None), ("cursor", Some(String::new()))]),
+            ""
+        );
+        assert_eq!(
+            query_string(&[
+                ("limit", Some("50".into())),
+                ("q", Some("Smile & Co".into()))
+            ]),
+            "?limit=50&q=Smile%20%26%20Co"
+        );
+        assert_eq!(percent_encode("a+b/ü"), "a%2Bb%2F%C3%BC");
+    }
+
+    fn frame() -> ChartFrame {
+        ChartFrame {
+            from: at(0),
+            to: at(600),
+            y_max: 100.0,
+            width: 600.0,
+            height: 100.0,
+        }
+    }
+
+    #[wasm_bindgen_test]
+    fn a_chart_lifts_the_pen_over_missing_values_and_holes_in_time() {
+        let points = vec![
+            point(0, Some(0.0)),
+            point(60, Some(50.0)),
+            point(120, None),
+            point(180, Some(100.0)),
+            point(240, Some(100.0)),
+            // Three buckets missing: a hole, not a line.
+            point(480, Some(25.0)),
+        ];
+        let path = chart_path(&points, |p| p.rtt_ms, 60, &frame());
+        assert_eq!(
+            path,
+            "M0.0,100.0L60.0,50.0M180.0,0.0L240.0,0.0M480.0,75.0h0"
+        );
+        assert_eq!(chart_path(&[], |p| p.rtt_ms, 60, &frame()), "");
+        let lonely = vec![point(0, Some(10.0)), point(60, None)];
+        assert_eq!(
+            chart_path(&lonely, |p| p.rtt_ms, 60, &frame()),
+            "M0.0,90.0h0"
         );
     }
 
     #[wasm_bindgen_test]
-    fn rtt_and_loss_format_compactly() {
-        assert_eq!(format_rtt(Some(23.4)), "23 ms");
-        assert_eq!(format_rtt(Some(4.26)), "4.3 ms");
-        assert_eq!(format_rtt(None), "–");
-        assert_eq!(format_rtt(Some(f64::NAN)), "–");
-        assert_eq!(format_loss(0.0), "0% loss");
-        assert_eq!(format_loss(2.5), "2.5% loss");
-        assert_eq!(format_loss(150.0), "100% loss");
-        assert_eq!(uplink_metrics(&uplink("fiber", 0)), "20 ms · 0% loss");
-        let silent = UplinkTelemetry {
-            rtt_ms: None,
-            loss_pct: 100.0,
-            ..uplink("fiber", 0)
+    fn chart_values_outside_the_frame_are_clamped_to_its_edges() {
+        let f = frame();
+        assert_eq!(f.y(250.0), 0.0);
+        assert_eq!(f.y(-3.0), 100.0);
+        assert_eq!(f.x(at(-60)), 0.0);
+        assert_eq!(f.x(at(900)), 600.0);
+    }
+
+    #[wasm_bindgen_test]
+    fn axis_tops_are_round_numbers() {
+        assert_eq!(nice_ceiling(23.0, 10.0), 50.0);
+        assert_eq!(nice_ceiling(3.0, 10.0), 10.0);
+        assert_eq!(nice_ceiling(101.0, 1.0), 200.0);
+        assert_eq!(nice_ceiling(100.0, 1.0), 100.0);
+        assert_eq!(nice_ceiling(f64::NAN, 5.0), 5.0);
+        assert_eq!(nice_ceiling(0.0, 0.0), 1.0);
+    }
+
+    #[wasm_bindgen_test]
+    fn the_policy_editor_knows_every_setting_of_the_schema() {
+        let serde_json::Value::Object(defaults) =
+            serde_json::to_value(Policy::default()).unwrap_or_default()
+        else {
+            panic!("the policy is an object");
         };
-        assert_eq!(uplink_metrics(&silent), "100% loss");
+        let mut schema: Vec<&str> = defaults
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "version")
+            .collect();
+        let mut editor: Vec<&str> = POLICY_FIELDS.iter().map(|f| f.key).collect();
+        schema.sort_unstable();
+        editor.sort_unstable();
+        assert_eq!(editor, schema);
+    }
+
+    #[wasm_bindgen_test]
+    fn typed_settings_become_json_or_a_message_naming_the_setting() {
+        let overrides = build_overrides(&[
+            ("failback_clean_period_secs", Some(" 60 ".into())),
+            ("degraded_loss_pct", Some("2.5".into())),
+            ("after_hours_max_severity", Some("critical".into())),
+            ("drill_schedule", Some("null".into())),
+            ("recovery_ms", None),
+        ])
+        .expect("valid");
+        assert_eq!(
+            serde_json::Value::Object(overrides),
+            serde_json::json!({
+                "failback_clean_period_secs": 60,
+                "degraded_loss_pct": 2.5,
+                "after_hours_max_severity": "critical",
+                "drill_schedule": null,
+            })
+        );
+        let error = build_overrides(&[("recovery_ms", Some("soon".into()))]).expect_err("bad");
+        assert_eq!(error.key, "recovery_ms");
+        assert!(build_overrides(&[("critical_apps", Some("[".into()))]).is_err());
+    }
+
+    #[wasm_bindgen_test]
+    fn a_cloud_message_is_pinned_to_the_setting_it_names_first() {
+        assert_eq!(
+            field_named_in("flapping_failovers must be between 2 and 100, got 1"),
+            Some("flapping_failovers")
+        );
+        assert_eq!(
+            field_named_in(
+                "failback_max_hold_secs must be between failback_clean_period_secs and 86400, got 3"
+            ),
+            Some("failback_max_hold_secs")
+        );
+        assert_eq!(
+            field_named_in("drill_schedule: every_days must be between 1 and 366"),
+            Some("drill_schedule")
+        );
+        assert_eq!(field_named_in("\"meteor\" is not a policy setting"), None);
+    }
+
+    #[wasm_bindgen_test]
+    fn clinic_hours_are_typed_as_comma_separated_spans() {
+        let spans = parse_spans("08:00-12:00, 13:00 - 17:30").expect("spans");
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[1].close, "17:30");
+        assert_eq!(format_spans(&spans), "08:00-12:00, 13:00-17:30");
+        assert_eq!(parse_spans("  ").expect("closed"), vec![]);
+        assert!(parse_spans("9 to 5").is_err());
+    }
+
+    #[wasm_bindgen_test]
+    fn the_enrolment_command_writes_the_cloud_section_and_starts_the_agent() {
+        let command = appliance_enrol_command(
+            "/etc/stayopen/appliance.toml",
+            "https://cloud.example.net",
+            "soe_abc",
+        );
+        assert!(command.starts_with("cat >> /etc/stayopen/appliance.toml <<'EOF'\n[cloud]\n"));
+        assert!(command.contains("api_url = \"https://cloud.example.net\"\n"));
+        assert!(command.contains("enrollment_token = \"soe_abc\"\nEOF\n"));
+        assert!(command.ends_with("stayopen-appliance run --config /etc/stayopen/appliance.toml"));
+    }
+
+    #[wasm_bindgen_test]
+    fn a_qr_path_draws_each_run_of_dark_modules_as_one_rectangle() {
+        // Row 0: ##.#   Row 1: ....
+        let dark = |x: i32, y: i32| y == 0 && x != 2;
+        assert_eq!(qr_svg_path(4, 4, dark), "M4,4h2v1h-2zM7,4h1v1h-1z");
+        let qr = qrcodegen::QrCode::encode_text("soe_abc", qrcodegen::QrCodeEcc::Medium)
+            .expect("encodes");
+        let path = qr_svg_path(qr.size(), 4, |x, y| qr.get_module(x, y));
+        assert!(path.starts_with("M4,4h7v1h-7z"), "finder pattern first");
+    }
+
+    #[wasm_bindgen_test]
+    fn a_practice_record_sums_outages_within_the_period() {
+        let alerts = vec![
+            // 10 minutes on backup, resolved.
+            alert(AlertKind::Failover, 100, Some(700)),
+            // Offline since before the period and still open: counts from the period's start.
+            alert(AlertKind::ApplianceOffline, -500, None),
+            alert(AlertKind::DrillFailed, 50, Some(60)),
+        ];
+        let record = practice_record(&alerts, 2, at(0), at(1000));
+        assert_eq!(record.failovers, 1);
+        assert_eq!(record.on_backup_secs, 600);
+        assert_eq!(record.offline_incidents, 1);
+        assert_eq!(record.offline_secs, 1000);
+        assert_eq!(record.drill_failures, 1);
+        assert_eq!(record.availability_pct, Some(50.0));
+        assert_eq!(
+            practice_record(&[], 0, at(0), at(10)).availability_pct,
+            None
+        );
+        assert_eq!(availability_text(Some(99.99999)), "99.999%");
+        assert_eq!(availability_text(Some(100.0)), "100%");
     }
 }

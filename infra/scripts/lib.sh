@@ -44,6 +44,8 @@ ensure_deps() {
                 command -v chromium >/dev/null || packages+=(chromium)
                 command -v chromedriver >/dev/null || packages+=(chromium-driver)
                 command -v node >/dev/null || packages+=(nodejs)
+                # wasm-opt shrinks the dashboard's wasm (build-frontend.sh uses it when present).
+                command -v wasm-opt >/dev/null || packages+=(binaryen)
                 ;;
         esac
     done

@@ -1,405 +1,383 @@
-//! The fleet overview: every practice and appliance the signed-in user may see, polled every few
-//! seconds.
+//! The fleet overview: totals over everything the user may see, then practices one page at a time,
+//! filtered and searched by the cloud. Nothing here grows with the fleet: an MSP with 10,000
+//! appliances loads the same 50 rows as one with 10.
 //!
-//! Sections and rows are keyed by id and read their data through memos, so a poll updates the text
-//! in place instead of rebuilding the table (selection, focus and scroll survive a refresh).
+//! Rows are keyed by id and read their data through memos, so a refresh updates text in place
+//! instead of rebuilding the table (focus and scroll survive it).
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
-use leptos::task::spawn_local_scoped_with_cancellation;
-use stayopen_shared::api::{ApplianceView, Fleet, PracticeView, Role};
-use stayopen_shared::ids::{ApplianceId, PracticeId};
-use stayopen_shared::telemetry::UplinkTelemetry;
+use leptos::task::spawn_local;
+use stayopen_shared::api::{ApplianceView, FleetTotals, Page, PracticeStatus, PracticeSummary};
+use stayopen_shared::ids::PracticeId;
 
 use crate::api::{self, Failure};
-use crate::logic::{
-    FleetSummary, is_on_backup, relative_seconds, relative_time, uplink_metrics,
-    uplinks_by_priority,
-};
+use crate::components::{FeedStatus, PageHeading, loading, status_badge, use_session};
+use crate::live::feed;
+use crate::logic::{Interest, Route, appliance_state, plural, query_string};
 use crate::session::Session;
 
-/// Time between the end of one `GET /api/v1/fleet` and the start of the next.
-const POLL_INTERVAL_MS: u32 = 3_000;
+/// Practices fetched per "Show more".
+const PAGE_SIZE: usize = 50;
+/// The API's largest page.
+const MAX_LIMIT: usize = 500;
+/// The overview changes with every appliance of the fleet: re-fetch at most this often.
+const FLEET_MIN_INTERVAL_MS: f64 = 1_500.0;
 
-/// Milliseconds since the epoch by the browser's clock. Only differences between two readings are
-/// shown, so clock skew with the cloud does not matter.
-fn now_ms() -> f64 {
-    web_sys::js_sys::Date::now()
+/// The practices shown: the first `count` matching the filters, and the cursor after them.
+#[derive(Debug, Clone, PartialEq)]
+struct Practices {
+    items: Vec<PracticeSummary>,
+    next_cursor: Option<String>,
+}
+
+async fn fetch_practices(
+    session: Session,
+    q: String,
+    status: Option<PracticeStatus>,
+    count: usize,
+) -> Result<Practices, Failure> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    // Refreshing "the first `count`" rather than appending pages keeps every row shown current.
+    loop {
+        let limit = (count - items.len()).clamp(1, MAX_LIMIT);
+        let path = format!(
+            "/api/v1/practices{}",
+            query_string(&[
+                ("limit", Some(limit.to_string())),
+                ("cursor", cursor.clone()),
+                ("q", Some(q.clone())),
+                ("status", status.map(|s| s.as_str().to_owned())),
+            ])
+        );
+        let page: Page<PracticeSummary> = api::get(session, &path).await?;
+        items.extend(page.items);
+        cursor = page.next_cursor;
+        if items.len() >= count || cursor.is_none() {
+            return Ok(Practices {
+                items,
+                next_cursor: cursor,
+            });
+        }
+    }
 }
 
 #[component]
-pub fn FleetPage(session: Session) -> impl IntoView {
-    let fleet: RwSignal<Option<Fleet>> = RwSignal::new(None);
-    // When the last poll succeeded, and why the polls since then failed.
-    let last_success: RwSignal<Option<f64>> = RwSignal::new(None);
-    let problem: RwSignal<Option<String>> = RwSignal::new(None);
-    let clock = RwSignal::new(now_ms());
+pub fn FleetPage() -> impl IntoView {
+    let session = use_session();
+    let query = RwSignal::new(String::new());
+    let status: RwSignal<Option<PracticeStatus>> = RwSignal::new(None);
+    let count = RwSignal::new(PAGE_SIZE);
 
-    // Both loops are cancelled when the page is unmounted (sign-out, expired session).
-    spawn_local_scoped_with_cancellation(async move {
-        while let Some(token) = session.token.get_untracked() {
-            if session.user.with_untracked(Option::is_none) {
-                // The stored token could not be checked at start-up (cloud unreachable): fetch the
-                // user along with the fleet until it works.
-                match api::me(&token).await {
-                    Ok(user) => session.user.set(Some(user)),
-                    Err(Failure::Unauthorized(_)) => {
-                        if session.renew().await {
-                            continue;
-                        }
-                        session.expire();
-                        break;
-                    }
-                    Err(_) => {}
-                }
-            }
-            match api::fleet(&token).await {
-                Ok(latest) => {
-                    fleet.set(Some(latest));
-                    last_success.set(Some(now_ms()));
-                    set_if_changed(problem, None);
-                }
-                Err(Failure::Unauthorized(_)) => {
-                    // The short-lived access token ran out: trade the refresh token for a new
-                    // one and poll again at once; only a refused refresh ends the session.
-                    if session.renew().await {
-                        continue;
-                    }
-                    session.expire();
-                    break;
-                }
-                Err(failure) => set_if_changed(problem, Some(failure.to_string())),
-            }
-            TimeoutFuture::new(POLL_INTERVAL_MS).await;
-        }
+    let totals = feed(Interest::Everything, FLEET_MIN_INTERVAL_MS, move || {
+        api::get::<FleetTotals>(session, "/api/v1/fleet/totals")
     });
-    spawn_local_scoped_with_cancellation(async move {
-        loop {
-            TimeoutFuture::new(1_000).await;
-            clock.set(now_ms());
-        }
+    let practices = feed(Interest::Everything, FLEET_MIN_INTERVAL_MS, move || {
+        fetch_practices(
+            session,
+            query.get_untracked(),
+            status.get_untracked(),
+            count.get_untracked(),
+        )
     });
 
-    let updated_ago = move || {
-        last_success.get().map(|at| {
-            let seconds = ((clock.get() - at) / 1000.0).floor().max(0.0) as i64;
-            relative_seconds(seconds)
-        })
+    // Search as one types, once typing pauses.
+    let typed = StoredValue::new(0u64);
+    let on_search = move |text: String| {
+        typed.update_value(|n| *n += 1);
+        let mine = typed.get_value();
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(300).await;
+            if typed.get_value() == mine && query.get_untracked() != text {
+                query.set(text);
+                count.set(PAGE_SIZE);
+                practices.reload();
+            }
+        });
     };
-    let tenant_name = move || {
-        fleet
-            .with(|f| f.as_ref().map(|f| f.tenant_name.clone()))
-            .or_else(|| {
-                session
-                    .user
-                    .with(|u| u.as_ref().map(|u| u.tenant_name.clone()))
+    let choose = move |s: Option<PracticeStatus>| {
+        status.set(s);
+        count.set(PAGE_SIZE);
+        practices.reload();
+    };
+
+    let items = Memo::new(move |_| {
+        practices
+            .data
+            .with(|p| p.as_ref().map(|p| p.items.clone()).unwrap_or_default())
+    });
+    let ids = Memo::new(move |_| items.with(|i| i.iter().map(|p| p.id).collect::<Vec<_>>()));
+    let has_more = move || {
+        practices
+            .data
+            .with(|p| p.as_ref().is_some_and(|p| p.next_cursor.is_some()))
+    };
+
+    let chip = move |value: Option<PracticeStatus>, label: &'static str| {
+        let pressed = move || status.get() == value;
+        let count = move || {
+            totals.data.with(|t| {
+                t.as_ref().and_then(|t| match value {
+                    None => Some(t.practices),
+                    Some(PracticeStatus::Offline) => Some(t.practices_offline),
+                    Some(PracticeStatus::OnBackup) => Some(t.practices_on_backup),
+                    _ => None,
+                })
             })
-            .unwrap_or_default()
+        };
+        view! {
+            <button
+                type="button"
+                class="filter-chip"
+                class:active=pressed
+                aria-pressed=move || if pressed() { "true" } else { "false" }
+                data-filter=value.map_or("all", PracticeStatus::as_str)
+                on:click=move |_| choose(value)
+            >
+                {label}
+                {move || count().map(|n| view! { <span class="chip-count">{n}</span> })}
+            </button>
+        }
     };
-    let generated_at = Memo::new(move |_| fleet.with(|f| f.as_ref().map(|f| f.generated_at)));
-    let summary = Memo::new(move |_| fleet.with(|f| f.as_ref().map(FleetSummary::of)));
-    let practice_ids = Memo::new(move |_| {
-        fleet.with(|f| {
-            f.as_ref()
-                .map(|f| f.practices.iter().map(|p| p.id).collect::<Vec<_>>())
-                .unwrap_or_default()
-        })
-    });
 
     view! {
-        <header class="topbar">
-            <div class="topbar-inner">
-                <div class="brand">
-                    <span class="brand-mark" aria-hidden="true"></span>
-                    "StayOpen"
+        <section id="fleet" class="page">
+            <PageHeading title=Signal::derive(|| "Fleet".to_owned()) feed=totals />
+            <FeedStatus feed=totals what="the fleet totals" />
+            <Totals totals=totals.data />
+            <div class="toolbar">
+                <div class="field field-inline search">
+                    <label for="practice-search">"Search practices"</label>
+                    <input
+                        id="practice-search"
+                        type="search"
+                        placeholder="Practice name"
+                        autocomplete="off"
+                        on:input=move |ev| on_search(event_target_value(&ev))
+                    />
                 </div>
-                <div id="tenant-name" class="tenant-name">{tenant_name}</div>
-                <div class="user">
+                <div class="filter-chips" role="group" aria-label="Filter practices by status">
+                    {chip(None, "All")}
+                    {chip(Some(PracticeStatus::Offline), "Offline")}
+                    {chip(Some(PracticeStatus::OnBackup), "On backup")}
+                    {chip(Some(PracticeStatus::Primary), "On primary")}
+                    {chip(Some(PracticeStatus::Empty), "No appliances")}
+                </div>
+                <ApplianceFinder />
+            </div>
+            <FeedStatus feed=practices what="the practices" />
+            {loading(practices)}
+            <div class="card table-card" class:hidden=move || !practices.loaded()>
+                <table class="data-table practices">
+                    <caption class="visually-hidden">"Practices"</caption>
+                    <thead>
+                        <tr>
+                            <th scope="col">"Practice"</th>
+                            <th scope="col">"Status"</th>
+                            <th scope="col" class="num">"Appliances"</th>
+                            <th scope="col" class="num">"Online"</th>
+                            <th scope="col" class="num">"On backup"</th>
+                            <th scope="col" class="num">"Offline"</th>
+                            <th scope="col" class="num">"Sites"</th>
+                            <th scope="col" class="num">"Open alerts"</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        <For
+                            each=move || ids.get()
+                            key=|id| *id
+                            children=move |id: PracticeId| view! { <PracticeRow items id /> }
+                        />
+                    </tbody>
+                </table>
+                {move || {
+                    (practices.loaded() && ids.with(Vec::is_empty))
+                        .then(|| {
+                            let filtered = status.get().is_some() || !query.get().is_empty();
+                            view! {
+                                <p class="empty">
+                                    {if filtered {
+                                        "No practice matches these filters."
+                                    } else {
+                                        "No practices yet. Appliances appear here once they enrol."
+                                    }}
+                                </p>
+                            }
+                        })
+                }}
+            </div>
+            <div class="list-footer">
+                <span class="muted">
                     {move || {
-                        session
-                            .user
-                            .get()
-                            .map(|user| {
-                                view! {
-                                    <span id="current-user" class="user-email">{user.email}</span>
-                                    <span class="user-role">{role_label(&user.role)}</span>
-                                }
-                            })
+                        let shown = ids.with(Vec::len) as u32;
+                        format!("Showing {}", plural(shown, "practice", "practices"))
                     }}
-                    <button
-                        id="sign-out"
-                        class="button button-secondary"
-                        type="button"
-                        on:click=move |_| session.sign_out(None)
-                    >
-                        "Sign out"
-                    </button>
-                </div>
+                </span>
+                <button
+                    id="load-more"
+                    type="button"
+                    class="button button-secondary"
+                    class:hidden=move || !has_more()
+                    on:click=move |_| {
+                        count.update(|c| *c += PAGE_SIZE);
+                        practices.reload();
+                    }
+                >
+                    "Show more"
+                </button>
             </div>
-        </header>
-        <main id="fleet" class="fleet">
-            <div class="fleet-heading">
-                <h1>"Fleet"</h1>
-                <p id="last-updated" class="muted">
-                    {move || match updated_ago() {
-                        Some(ago) => format!("Updated {ago}"),
-                        None => "Loading…".to_owned(),
-                    }}
-                </p>
-            </div>
-            {move || {
-                // Re-rendered only when the message changes, so the alert is announced once per
-                // outage; the age of the data shown is in `#last-updated`.
-                problem
-                    .get()
-                    .map(|message| {
-                        view! {
-                            <div id="connection-banner" class="alert alert-warning" role="alert">
-                                <strong>"Connection problem. "</strong>
-                                {message}
-                                " Showing the last data received; retrying every 3 seconds."
-                            </div>
-                        }
-                    })
-            }}
-            {move || summary.get().map(|s| view! { <Summary summary=s /> })}
-            {move || {
-                let empty = fleet.with(|f| f.as_ref().is_some_and(|f| f.practices.is_empty()));
-                empty
-                    .then(|| {
-                        view! {
-                            <p class="empty card">"No practices yet. Appliances appear here once they enrol."</p>
-                        }
-                    })
-            }}
-            <For
-                each=move || practice_ids.get()
-                key=|id| *id
-                children=move |id: PracticeId| {
-                    view! { <PracticeSection fleet generated_at id /> }
-                }
-            />
-        </main>
+        </section>
     }
-}
-
-/// Sets `signal` only when the value differs, so views reading it do not re-render for nothing.
-fn set_if_changed<T: PartialEq + Send + Sync + 'static>(signal: RwSignal<T>, value: T) {
-    if signal.with_untracked(|current| *current != value) {
-        signal.set(value);
-    }
-}
-
-fn role_label(role: &Role) -> &'static str {
-    role.label()
 }
 
 #[component]
-fn Summary(summary: FleetSummary) -> impl IntoView {
-    let stat = |key: &'static str, label: &'static str, value: usize, tone: &'static str| {
-        let tone = if value == 0 { "neutral" } else { tone };
+fn Totals(totals: RwSignal<Option<FleetTotals>>) -> impl IntoView {
+    let stat = move |key: &'static str,
+                     label: &'static str,
+                     tone: &'static str,
+                     value: fn(&FleetTotals) -> u32| {
+        let number = move || totals.with(|t| t.as_ref().map(value));
+        let tone_class = move || {
+            let tone = if number().unwrap_or(0) == 0 {
+                "neutral"
+            } else {
+                tone
+            };
+            format!("stat stat-{key} tone-{tone}")
+        };
         view! {
-            <div class=format!("stat stat-{key} tone-{tone}") data-stat=key>
+            <div class=tone_class data-stat=key>
                 <dt>{label}</dt>
-                <dd>{value}</dd>
+                <dd>{move || number().map_or("–".to_owned(), |n| n.to_string())}</dd>
             </div>
         }
     };
     view! {
-        <section aria-label="Fleet summary">
-            <dl id="fleet-summary" class="summary">
-                {stat("practices", "Practices", summary.practices, "neutral")}
-                {stat("appliances", "Appliances", summary.appliances, "neutral")}
-                {stat("online", "Online", summary.online, "ok")}
-                {stat("on-backup", "On backup uplink", summary.on_backup, "warn")}
-                {stat("offline", "Offline", summary.offline, "bad")}
+        <section aria-label="Fleet totals">
+            <dl id="fleet-totals" class="summary">
+                {stat("practices", "Practices", "neutral", |t| t.practices)}
+                {stat("appliances", "Appliances", "neutral", |t| t.appliances)}
+                {stat("online", "Online", "ok", |t| t.online)}
+                {stat("on-backup", "On backup uplink", "warn", |t| t.on_backup)}
+                {stat("offline", "Offline", "bad", |t| t.offline)}
+                {stat("open-alerts", "Open alerts", "warn", |t| t.open_alerts)}
+                {stat("critical-alerts", "Critical alerts", "bad", |t| t.critical_alerts)}
             </dl>
         </section>
     }
 }
 
 #[component]
-fn PracticeSection(
-    fleet: RwSignal<Option<Fleet>>,
-    generated_at: Memo<Option<DateTime<Utc>>>,
-    id: PracticeId,
-) -> impl IntoView {
-    let practice: Memo<Option<PracticeView>> = Memo::new(move |_| {
-        fleet.with(|f| {
-            f.as_ref()
-                .and_then(|f| f.practices.iter().find(|p| p.id == id).cloned())
-        })
-    });
+fn PracticeRow(items: Memo<Vec<PracticeSummary>>, id: PracticeId) -> impl IntoView {
+    let practice = Memo::new(move |_| items.with(|i| i.iter().find(|p| p.id == id).cloned()));
+    let number = move |f: fn(&PracticeSummary) -> u32| {
+        move || practice.with(|p| p.as_ref().map(f).unwrap_or(0))
+    };
     let name = move || practice.with(|p| p.as_ref().map(|p| p.name.clone()).unwrap_or_default());
-    let appliance_ids = Memo::new(move |_| {
+    let status = move || {
         practice.with(|p| {
             p.as_ref()
-                .map(|p| p.appliances.iter().map(|a| a.id).collect::<Vec<_>>())
-                .unwrap_or_default()
+                .map_or(PracticeStatus::Empty, |p| p.status)
+                .as_str()
         })
-    });
-    let count = move || {
-        let n = appliance_ids.with(Vec::len);
-        if n == 1 {
-            "1 appliance".to_owned()
-        } else {
-            format!("{n} appliances")
-        }
     };
-    let heading_id = format!("practice-{id}");
-    let labelled_by = heading_id.clone();
-
+    let href = Route::Practice(id).href();
     view! {
-        <section class="practice card" data-practice-id=id.to_string() aria-labelledby=labelled_by>
-            <div class="practice-heading">
-                <h2 id=heading_id>{name}</h2>
-                <span class="muted">{count}</span>
-            </div>
-            {move || {
-                appliance_ids
-                    .with(Vec::is_empty)
-                    .then(|| view! { <p class="empty">"No appliances in this practice yet."</p> })
-            }}
-            <div class="table-wrap" class:hidden=move || appliance_ids.with(Vec::is_empty)>
-                <table class="appliances">
-                    <thead>
-                        <tr>
-                            <th scope="col">"Serial"</th>
-                            <th scope="col">"Site"</th>
-                            <th scope="col">"Status"</th>
-                            <th scope="col">"Active uplink"</th>
-                            <th scope="col">"Uplinks"</th>
-                            <th scope="col">"Last seen"</th>
-                        </tr>
-                    </thead>
-                    <tbody>
-                        <For
-                            each=move || appliance_ids.get()
-                            key=|id| *id
-                            children=move |id: ApplianceId| {
-                                view! { <ApplianceRow practice generated_at id /> }
-                            }
-                        />
-                    </tbody>
-                </table>
-            </div>
-        </section>
-    }
-}
-
-#[component]
-fn ApplianceRow(
-    practice: Memo<Option<PracticeView>>,
-    generated_at: Memo<Option<DateTime<Utc>>>,
-    id: ApplianceId,
-) -> impl IntoView {
-    let appliance: Memo<Option<ApplianceView>> = Memo::new(move |_| {
-        practice.with(|p| {
-            p.as_ref()
-                .and_then(|p| p.appliances.iter().find(|a| a.id == id).cloned())
-        })
-    });
-    let field = move |f: fn(&ApplianceView) -> String| {
-        move || appliance.with(|a| a.as_ref().map(f).unwrap_or_default())
-    };
-    let online = move || appliance.with(|a| a.as_ref().is_some_and(|a| a.online));
-    let on_backup = move || appliance.with(|a| a.as_ref().is_some_and(is_on_backup));
-    let no_uplink =
-        move || appliance.with(|a| a.as_ref().is_some_and(|a| a.active_uplink.is_none()));
-
-    let last_seen = move || {
-        let seen = appliance.with(|a| a.as_ref().and_then(|a| a.last_seen));
-        match (seen, generated_at.get()) {
-            (Some(seen), Some(now)) => relative_time(now, seen),
-            (Some(_), None) => String::new(),
-            (None, _) => "never".to_owned(),
-        }
-    };
-    let last_seen_iso = move || {
-        appliance.with(|a| {
-            a.as_ref()
-                .and_then(|a| a.last_seen)
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-        })
-    };
-
-    view! {
-        <tr
-            class="appliance"
-            class:is-offline=move || !online()
-            class:is-on-backup=on_backup
-            data-appliance-id=id.to_string()
-        >
-            <td class="serial" data-label="Serial">{field(|a| a.serial.clone())}</td>
-            <td class="site" data-label="Site">{field(|a| a.site_name.clone())}</td>
-            <td data-label="Status">
-                <span
-                    class="online-badge"
-                    class:badge-online=online
-                    class:badge-offline=move || !online()
-                >
-                    {move || if online() { "online" } else { "offline" }}
+        <tr class="practice-row" data-practice-id=id.to_string() data-status=status>
+            <th scope="row" data-label="Practice">
+                <a href=href class="row-link">{name}</a>
+            </th>
+            <td data-label="Status">{move || status_badge(status())}</td>
+            <td class="num" data-label="Appliances">{number(|p| p.appliances)}</td>
+            <td class="num" data-label="Online">{number(|p| p.online)}</td>
+            <td class="num" data-label="On backup" class:warn-text=move || practice.with(|p| p.as_ref().is_some_and(|p| p.on_backup > 0))>
+                {number(|p| p.on_backup)}
+            </td>
+            <td class="num" data-label="Offline" class:bad-text=move || practice.with(|p| p.as_ref().is_some_and(|p| p.offline > 0))>
+                {number(|p| p.offline)}
+            </td>
+            <td class="num" data-label="Sites">{number(|p| p.sites)}</td>
+            <td class="num" data-label="Open alerts">
+                <span class:alert-count=move || practice.with(|p| p.as_ref().is_some_and(|p| p.open_alerts > 0))>
+                    {number(|p| p.open_alerts)}
                 </span>
-            </td>
-            <td
-                class="active-uplink"
-                class:backup=on_backup
-                class:no-uplink=no_uplink
-                data-label="Active uplink"
-                data-backup=move || if on_backup() { "true" } else { "false" }
-                title=move || {
-                    if on_backup() {
-                        "Running on a backup uplink"
-                    } else if no_uplink() {
-                        "No uplink is carrying traffic"
-                    } else {
-                        "Running on the primary uplink"
-                    }
-                }
-            >
-                {field(|a| a.active_uplink.clone().unwrap_or_else(|| "none".to_owned()))}
-            </td>
-            <td data-label="Uplinks">
-                <ul class="uplinks">
-                    {move || {
-                        appliance
-                            .with(|a| a.as_ref().map(|a| uplinks_by_priority(&a.uplinks)))
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(uplink_chip)
-                            .collect_view()
-                    }}
-                </ul>
-            </td>
-            <td class="last-seen" data-label="Last seen">
-                <time datetime=last_seen_iso title=last_seen_iso>
-                    {last_seen}
-                </time>
             </td>
         </tr>
     }
 }
 
-fn uplink_chip(uplink: UplinkTelemetry) -> impl IntoView {
-    let health = uplink.health.as_str();
-    let metrics = uplink_metrics(&uplink);
-    let title = format!(
-        "{}: {health}, priority {}{}, {metrics}",
-        uplink.name,
-        uplink.priority,
-        if uplink.metered { ", metered" } else { "" },
-    );
-    let data_uplink = uplink.name.clone();
+/// Jump to an appliance by (part of) its serial number, searched by the cloud.
+#[component]
+fn ApplianceFinder() -> impl IntoView {
+    let session = use_session();
+    let results: RwSignal<Option<Vec<ApplianceView>>> = RwSignal::new(None);
+    let typed = StoredValue::new(0u64);
+    let on_input = move |text: String| {
+        typed.update_value(|n| *n += 1);
+        let mine = typed.get_value();
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(300).await;
+            if typed.get_value() != mine {
+                return;
+            }
+            if text.trim().is_empty() {
+                results.set(None);
+                return;
+            }
+            let path = format!(
+                "/api/v1/appliances{}",
+                query_string(&[("limit", Some("8".into())), ("q", Some(text.trim().into()))])
+            );
+            if let Ok(page) = api::get::<Page<ApplianceView>>(session, &path).await
+                && typed.get_value() == mine
+            {
+                results.set(Some(page.items));
+            }
+        });
+    };
     view! {
-        <li class=format!("uplink-chip health-{health}") data-uplink=data_uplink title=title>
-            <span class="chip-dot" aria-hidden="true"></span>
-            <span class="chip-name">{uplink.name}</span>
-            " "
-            <span class="chip-health">{health}</span>
-            " "
-            {uplink.metered.then(|| view! { <span class="chip-metered">"metered"</span> " " })}
-            <span class="chip-metrics">{metrics}</span>
-        </li>
+        <div class="field field-inline search finder">
+            <label for="appliance-search">"Find appliance"</label>
+            <input
+                id="appliance-search"
+                type="search"
+                placeholder="Serial number"
+                autocomplete="off"
+                on:input=move |ev| on_input(event_target_value(&ev))
+            />
+            {move || {
+                results
+                    .get()
+                    .map(|found| {
+                        if found.is_empty() {
+                            view! { <p class="finder-results muted">"No appliance matches."</p> }
+                                .into_any()
+                        } else {
+                            view! {
+                                <ul class="finder-results">
+                                    {found
+                                        .into_iter()
+                                        .map(|a| {
+                                            let state = appliance_state(&a);
+                                            view! {
+                                                <li>
+                                                    <a href=Route::Appliance(a.id).href() class="serial">
+                                                        {a.serial.clone()}
+                                                    </a>
+                                                    " "
+                                                    <span class="muted">{a.site_name.clone()}</span>
+                                                    " "
+                                                    {status_badge(state)}
+                                                </li>
+                                            }
+                                        })
+                                        .collect_view()}
+                                </ul>
+                            }
+                                .into_any()
+                        }
+                    })
+            }}
+        </div>
     }
 }

@@ -1,0 +1,520 @@
+//! One appliance: its uplinks and the one carrying traffic, latency and loss over time, the event
+//! timeline, the effective policy with each value's source and whether the appliance runs it yet,
+//! and commands (drill, fail back, diagnostics) with their acknowledgement.
+
+use gloo_timers::future::TimeoutFuture;
+use leptos::prelude::*;
+use leptos::task::spawn_local_scoped_with_cancellation;
+use stayopen_shared::alerts::AlertView;
+use stayopen_shared::api::{
+    ApplianceConfiguration, ApplianceMetrics, ApplianceView, CommandView, CreateCommand,
+    EventRecord, MetricsPeriod, Page,
+};
+use stayopen_shared::commands::CommandSpec;
+use stayopen_shared::events::EventKind;
+use stayopen_shared::ids::{ApplianceId, PracticeId};
+
+use crate::api;
+use crate::charts::MetricsChart;
+use crate::components::{
+    FeedStatus, Notice, PageHeading, act, loading, notice_view, status_badge, time_ago, time_exact,
+    use_session,
+};
+use crate::live::{Feed, feed};
+use crate::logic::{
+    Interest, POLICY_FIELDS, PolicyTarget, Route, appliance_state, bytes_text, format_loss,
+    format_rtt, primary_uplink, scope_label, uplinks_by_priority, value_text,
+};
+use crate::pages::alerts::AlertList;
+
+#[component]
+pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
+    let session = use_session();
+    let caps = session.capabilities();
+    let appliance = feed(Interest::ApplianceState(id), 500.0, move || {
+        api::get::<ApplianceView>(session, &format!("/api/v1/appliances/{id}"))
+    });
+    let title = Signal::derive(move || {
+        appliance
+            .data
+            .with(|a| a.as_ref().map(|a| a.serial.clone()))
+            .unwrap_or_else(|| "Appliance".to_owned())
+    });
+    let practice = Memo::new(move |_| appliance.data.with(|a| a.as_ref().map(|a| a.practice_id)));
+    let missing = move || {
+        appliance
+            .error
+            .with(|e| e.as_ref().is_some_and(|e| e.is_not_found()))
+    };
+
+    view! {
+        <section id="appliance" class="page" data-appliance-id=id.to_string()>
+            <p class="breadcrumbs">
+                <a href=Route::Fleet.href()>"Fleet"</a>
+                " / "
+                {move || practice.get().map(|p| view! {
+                    <a href=Route::Practice(p).href() id="practice-link">"Practice"</a>
+                    " / "
+                })}
+            </p>
+            <PageHeading title feed=appliance>
+                {caps.configure.then(|| view! {
+                    <a class="button button-secondary button-small" id="edit-appliance-policy" href=Route::Policies(PolicyTarget::Appliance(id)).href()>
+                        "Policy"
+                    </a>
+                })}
+            </PageHeading>
+            <FeedStatus feed=appliance what="This appliance" />
+            <Show when=move || !missing()>
+                {loading(appliance)}
+                <Overview appliance=appliance.data />
+                <Uplinks appliance=appliance.data />
+                <Charts id />
+                <div class="columns">
+                    <Commands id can_operate=caps.operate />
+                    <Configuration id />
+                </div>
+                {move || practice.get().map(|p| view! { <ApplianceAlerts id practice=p /> })}
+                <Events id />
+            </Show>
+        </section>
+    }
+}
+
+#[component]
+fn Overview(appliance: RwSignal<Option<ApplianceView>>) -> impl IntoView {
+    move || {
+        appliance.get().map(|a| {
+            let state = appliance_state(&a);
+            let primary = primary_uplink(&a.uplinks).map(|u| u.name.clone());
+            view! {
+                <dl class="facts" id="appliance-facts">
+                    <div>
+                        <dt>"Status"</dt>
+                        <dd id="appliance-state" data-state=state>{status_badge(state)}</dd>
+                    </div>
+                    <div>
+                        <dt>"Active uplink"</dt>
+                        <dd id="active-uplink" data-uplink=a.active_uplink.clone().unwrap_or_default()>
+                            {a.active_uplink.clone().unwrap_or_else(|| "none".to_owned())}
+                        </dd>
+                    </div>
+                    <div>
+                        <dt>"Primary uplink"</dt>
+                        <dd>{primary.unwrap_or_else(|| "–".to_owned())}</dd>
+                    </div>
+                    <div>
+                        <dt>"Site"</dt>
+                        <dd>{a.site_name.clone()}</dd>
+                    </div>
+                    <div>
+                        <dt>"Last seen"</dt>
+                        <dd>{time_ago(a.last_seen)}</dd>
+                    </div>
+                </dl>
+            }
+        })
+    }
+}
+
+#[component]
+fn Uplinks(appliance: RwSignal<Option<ApplianceView>>) -> impl IntoView {
+    view! {
+        <section class="card section" aria-labelledby="uplinks-heading">
+            <h2 id="uplinks-heading">"Uplinks"</h2>
+            <div class="table-wrap">
+                <table class="data-table" id="uplinks">
+                    <thead>
+                        <tr>
+                            <th scope="col">"Uplink"</th>
+                            <th scope="col">"Priority"</th>
+                            <th scope="col">"Health"</th>
+                            <th scope="col">"Carrying traffic"</th>
+                            <th scope="col" class="num">"Latency"</th>
+                            <th scope="col" class="num">"Loss"</th>
+                            <th scope="col" class="num">"Received"</th>
+                            <th scope="col" class="num">"Sent"</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        {move || {
+                            appliance.get().map(|a| {
+                                let active = a.active_uplink.clone();
+                                uplinks_by_priority(&a.uplinks)
+                                    .into_iter()
+                                    .map(|u| {
+                                        let carrying = active.as_deref() == Some(u.name.as_str());
+                                        let health = u.health.as_str();
+                                        view! {
+                                            <tr data-uplink=u.name.clone() class:active-row=carrying>
+                                                <th scope="row">
+                                                    {u.name.clone()}
+                                                    {u.metered.then(|| view! { " " <span class="chip">"metered"</span> })}
+                                                </th>
+                                                <td>{if u.priority == 0 { "primary".to_owned() } else { format!("backup ({})", u.priority) }}</td>
+                                                <td><span class=format!("badge badge-health-{health}")>{health}</span></td>
+                                                <td class="carrying">{if carrying { "yes" } else { "" }}</td>
+                                                <td class="num">{format_rtt(u.rtt_ms)}</td>
+                                                <td class="num">{format_loss(u.loss_pct)}</td>
+                                                <td class="num">{bytes_text(u.rx_bytes)}</td>
+                                                <td class="num">{bytes_text(u.tx_bytes)}</td>
+                                            </tr>
+                                        }
+                                    })
+                                    .collect_view()
+                            })
+                        }}
+                    </tbody>
+                </table>
+            </div>
+        </section>
+    }
+}
+
+#[component]
+fn Charts(id: ApplianceId) -> impl IntoView {
+    let session = use_session();
+    let period = RwSignal::new(MetricsPeriod::Hour);
+    let metrics_feed = feed(Interest::ApplianceState(id), 10_000.0, move || {
+        let period = match period.get_untracked() {
+            MetricsPeriod::Hour => "hour",
+            MetricsPeriod::Day => "day",
+            MetricsPeriod::Month => "month",
+        };
+        api::get::<ApplianceMetrics>(
+            session,
+            &format!("/api/v1/appliances/{id}/metrics?period={period}"),
+        )
+    });
+    let metrics = Memo::new(move |_| metrics_feed.data.get());
+    let choice = move |value: MetricsPeriod, label: &'static str| {
+        let pressed = move || period.get() == value;
+        view! {
+            <button
+                type="button"
+                class="filter-chip"
+                class:active=pressed
+                aria-pressed=move || if pressed() { "true" } else { "false" }
+                on:click=move |_| {
+                    period.set(value);
+                    metrics_feed.reload();
+                }
+            >
+                {label}
+            </button>
+        }
+    };
+    view! {
+        <section class="card section" aria-labelledby="charts-heading">
+            <div class="section-heading">
+                <h2 id="charts-heading">"Latency and loss"</h2>
+                <div class="filter-chips" role="group" aria-label="Period">
+                    {choice(MetricsPeriod::Hour, "Hour")}
+                    {choice(MetricsPeriod::Day, "Day")}
+                    {choice(MetricsPeriod::Month, "30 days")}
+                </div>
+            </div>
+            <FeedStatus feed=metrics_feed what="the measurements" />
+            {loading(metrics_feed)}
+            <div class="charts">
+                <MetricsChart metrics value=|p| p.rtt_ms title="Latency (median round trip)" unit="ms" floor=20.0 id="chart-latency" />
+                <MetricsChart metrics value=|p| p.loss_pct title="Probe loss" unit="%" floor=1.0 fixed_max=100.0 id="chart-loss" />
+            </div>
+        </section>
+    }
+}
+
+fn event_label(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::AgentStarted => "Agent started",
+        EventKind::UplinkDown => "Uplink down",
+        EventKind::UplinkUp => "Uplink up",
+        EventKind::Failover => "Failover",
+        EventKind::Failback => "Failback",
+        EventKind::DrillStarted => "Drill started",
+        EventKind::DrillFinished => "Drill finished",
+        EventKind::DrillFailed => "Drill failed",
+        EventKind::PolicyApplied => "Policy applied",
+        EventKind::PolicyRejected => "Policy rejected",
+    }
+}
+
+fn event_kind_key(kind: EventKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[component]
+fn Events(id: ApplianceId) -> impl IntoView {
+    let session = use_session();
+    let events = feed(Interest::ApplianceState(id), 1_000.0, move || {
+        api::get::<Page<EventRecord>>(session, &format!("/api/v1/appliances/{id}/events?limit=50"))
+    });
+    view! {
+        <section class="card section" aria-labelledby="events-heading">
+            <h2 id="events-heading">"Event timeline"</h2>
+            <FeedStatus feed=events what="the events" />
+            {loading(events)}
+            <ol class="timeline" id="events">
+                {move || {
+                    events.data.get().map(|page| {
+                        if page.items.is_empty() {
+                            return view! { <li class="muted">"No events yet."</li> }.into_any();
+                        }
+                        page.items
+                            .into_iter()
+                            .map(|record| {
+                                let e = record.event;
+                                let key = event_kind_key(e.kind);
+                                let route = match (&e.from, &e.to) {
+                                    (Some(from), Some(to)) => format!("{from} → {to}"),
+                                    _ => e.uplink.clone().unwrap_or_default(),
+                                };
+                                view! {
+                                    <li class=format!("event event-{key}") data-kind=key.clone()>
+                                        <span class="event-time">{time_exact(Some(record.sent_at))}</span>
+                                        <strong class="event-kind">{event_label(e.kind)}</strong>
+                                        <span class="event-route">{route}</span>
+                                        <span class="muted event-reason">{e.reason}</span>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                            .into_any()
+                    })
+                }}
+            </ol>
+        </section>
+    }
+}
+
+#[component]
+fn Configuration(id: ApplianceId) -> impl IntoView {
+    let session = use_session();
+    let config = feed(Interest::ApplianceState(id), 1_000.0, move || {
+        api::get::<ApplianceConfiguration>(
+            session,
+            &format!("/api/v1/appliances/{id}/configuration"),
+        )
+    });
+    view! {
+        <section class="card section" aria-labelledby="config-heading" id="configuration">
+            <h2 id="config-heading">"Configuration"</h2>
+            <FeedStatus feed=config what="the configuration" />
+            {loading(config)}
+            {move || {
+                config.data.get().map(|c| {
+                    let (sync_class, sync_text) = if !c.drift {
+                        ("badge badge-primary", "running the desired version")
+                    } else if c.reported_version.is_none() {
+                        ("badge badge-on_backup", "not reported yet")
+                    } else {
+                        ("badge badge-on_backup", "applying the desired version")
+                    };
+                    let policy = serde_json::to_value(&c.effective.policy).unwrap_or_default();
+                    view! {
+                        <dl class="facts facts-compact">
+                            <div>
+                                <dt>"Desired version"</dt>
+                                <dd id="config-desired">{c.desired_version}</dd>
+                            </div>
+                            <div>
+                                <dt>"Reported version"</dt>
+                                <dd id="config-reported">{c.reported_version.map_or("–".to_owned(), |v| v.to_string())}</dd>
+                            </div>
+                            <div>
+                                <dt>"State"</dt>
+                                <dd id="config-drift" data-drift=if c.drift { "true" } else { "false" }>
+                                    <span class=sync_class>{sync_text}</span>
+                                </dd>
+                            </div>
+                            <div>
+                                <dt>"Reported"</dt>
+                                <dd>{time_ago(c.reported_at)}</dd>
+                            </div>
+                        </dl>
+                        <details class="effective">
+                            <summary>"Effective policy and where each value comes from"</summary>
+                            <table class="data-table compact" id="effective-policy">
+                                <thead>
+                                    <tr>
+                                        <th scope="col">"Setting"</th>
+                                        <th scope="col">"Value"</th>
+                                        <th scope="col">"Set by"</th>
+                                    </tr>
+                                </thead>
+                                <tbody>
+                                    {POLICY_FIELDS.iter().map(|f| {
+                                        let value = policy.get(f.key).map(value_text).unwrap_or_default();
+                                        let source = c.effective.sources.get(f.key).copied();
+                                        let source_label = source.map_or("default", scope_label);
+                                        view! {
+                                            <tr data-setting=f.key>
+                                                <th scope="row">{f.label}</th>
+                                                <td class="mono">{value}</td>
+                                                <td><span class=format!("source source-{source_label}")>{source_label}</span></td>
+                                            </tr>
+                                        }
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </details>
+                    }
+                })
+            }}
+        </section>
+    }
+}
+
+fn command_label(spec: &CommandSpec) -> String {
+    match spec {
+        CommandSpec::StartDrill { duration_secs } => format!("Drill ({duration_secs} s)"),
+        CommandSpec::FailBackNow => "Fail back now".to_owned(),
+        CommandSpec::CollectDiagnostics => "Collect diagnostics".to_owned(),
+        CommandSpec::RebootAgent => "Restart agent".to_owned(),
+    }
+}
+
+#[component]
+fn Commands(id: ApplianceId, can_operate: bool) -> impl IntoView {
+    let session = use_session();
+    let commands: Feed<Page<CommandView>> =
+        feed(Interest::ApplianceState(id), 1_000.0, move || {
+            api::get::<Page<CommandView>>(
+                session,
+                &format!("/api/v1/appliances/{id}/commands?limit=20"),
+            )
+        });
+    // A command's acknowledgement arrives within seconds: follow unfinished ones closely.
+    spawn_local_scoped_with_cancellation(async move {
+        loop {
+            TimeoutFuture::new(2_000).await;
+            let pending = commands.data.with_untracked(|p| {
+                p.as_ref()
+                    .is_some_and(|p| p.items.iter().any(|c| !c.status.is_final()))
+            });
+            if pending {
+                commands.reload();
+            }
+        }
+    });
+    let busy = RwSignal::new(false);
+    let notice = RwSignal::new(None::<Notice>);
+    let drill_secs = RwSignal::new("60".to_owned());
+    let send = move |spec: CommandSpec| {
+        let label = command_label(&spec);
+        let body = CreateCommand {
+            spec,
+            expires_in_secs: None,
+        };
+        act(
+            busy,
+            notice,
+            format!("{label}: queued for the appliance."),
+            async move {
+                api::post::<_, CommandView>(
+                    session,
+                    &format!("/api/v1/appliances/{id}/commands"),
+                    &body,
+                )
+                .await
+            },
+            move |_| commands.reload(),
+        );
+    };
+    let start_drill = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        match drill_secs.get_untracked().trim().parse::<u32>() {
+            Ok(duration_secs) if (10..=3600).contains(&duration_secs) => {
+                send(CommandSpec::StartDrill { duration_secs })
+            }
+            _ => notice.set(Some(Notice::Failed(
+                "A drill lasts 10 to 3600 seconds.".to_owned(),
+            ))),
+        }
+    };
+
+    view! {
+        <section class="card section" aria-labelledby="commands-heading" id="commands">
+            <h2 id="commands-heading">"Actions"</h2>
+            {can_operate.then(|| view! {
+                <div class="actions">
+                    <form class="inline-form" on:submit=start_drill>
+                        <label for="drill-seconds">"Drill length (s)"</label>
+                        <input id="drill-seconds" type="number" min="10" max="3600" class="input-short" bind:value=drill_secs />
+                        <button type="submit" id="action-drill" class="button button-primary button-small" disabled=move || busy.get()>
+                            "Start drill"
+                        </button>
+                    </form>
+                    <button type="button" id="action-failback" class="button button-secondary button-small" disabled=move || busy.get()
+                        on:click=move |_| send(CommandSpec::FailBackNow)>
+                        "Fail back now"
+                    </button>
+                    <button type="button" id="action-diagnostics" class="button button-secondary button-small" disabled=move || busy.get()
+                        on:click=move |_| send(CommandSpec::CollectDiagnostics)>
+                        "Collect diagnostics"
+                    </button>
+                </div>
+            })}
+            {notice_view(notice)}
+            <FeedStatus feed=commands what="the commands" />
+            <ul class="plain-list command-list">
+                {move || {
+                    commands.data.get().map(|page| {
+                        if page.items.is_empty() {
+                            return view! { <li class="muted">"No commands sent."</li> }.into_any();
+                        }
+                        page.items.into_iter().map(|c| {
+                            let status = c.status.as_str();
+                            let result = c.result.as_ref().map(|r| serde_json::to_string_pretty(r).unwrap_or_default());
+                            view! {
+                                <li class="command" data-status=status data-kind=c.spec.kind()>
+                                    <div>
+                                        <strong>{command_label(&c.spec)}</strong>
+                                        " "
+                                        <span class=format!("badge badge-command-{status}")>{status}</span>
+                                        " "
+                                        <span class="muted small">{format!("by {} ", c.created_by)}{time_ago(Some(c.created_at))}</span>
+                                    </div>
+                                    <div class="muted small">
+                                        {c.acknowledged_at.map(|at| view! { "acknowledged " {time_exact(Some(at))} })}
+                                        {c.finished_at.map(|at| view! { " · finished " {time_exact(Some(at))} })}
+                                        {(c.acknowledged_at.is_none() && !c.status.is_final()).then(|| format!("deliveries: {}", c.deliveries))}
+                                    </div>
+                                    {c.detail.clone().map(|d| view! { <p class="small">{d}</p> })}
+                                    {result.map(|r| view! {
+                                        <details><summary>"Result"</summary><pre class="json">{r}</pre></details>
+                                    })}
+                                </li>
+                            }
+                        }).collect_view().into_any()
+                    })
+                }}
+            </ul>
+        </section>
+    }
+}
+
+#[component]
+fn ApplianceAlerts(id: ApplianceId, practice: PracticeId) -> impl IntoView {
+    let session = use_session();
+    let alerts = feed(
+        Interest::Appliance(id, Some(practice)),
+        1_000.0,
+        move || {
+            api::get::<Page<AlertView>>(
+                session,
+                &format!("/api/v1/alerts?unresolved=true&limit=50&appliance_id={id}"),
+            )
+        },
+    );
+    view! {
+        <section class="card section" aria-labelledby="appliance-alerts-heading" id="appliance-alerts">
+            <h2 id="appliance-alerts-heading">"Open alerts"</h2>
+            <FeedStatus feed=alerts what="the alerts" />
+            <AlertList feed=alerts show_practice=false />
+        </section>
+    }
+}

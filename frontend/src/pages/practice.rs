@@ -1,0 +1,693 @@
+//! One practice: its roll-up, sites, appliances (paged and filtered by the cloud), open alerts,
+//! clinic hours and maintenance windows.
+
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+use stayopen_shared::alerts::{
+    AlertView, ClinicHours, CreateMaintenanceWindow, MaintenanceWindowView, PracticeSchedule,
+    PracticeScheduleView,
+};
+use stayopen_shared::api::{ApplianceView, Page, PracticeSummary, SiteView};
+use stayopen_shared::ids::{ApplianceId, PracticeId};
+use stayopen_shared::telemetry::UplinkTelemetry;
+
+use crate::api;
+use crate::components::{
+    FeedStatus, Notice, PageHeading, Pager, act, loading, notice_view, status_badge, time_ago,
+    time_exact, use_session,
+};
+use crate::live::{Feed, feed};
+use crate::logic::{
+    Interest, PolicyTarget, Route, appliance_state, format_spans, is_on_backup, parse_spans,
+    plural, query_string, uplink_metrics, uplinks_by_priority,
+};
+use crate::pages::alerts::AlertList;
+
+#[component]
+pub fn PracticePage(id: PracticeId) -> impl IntoView {
+    let session = use_session();
+    let caps = session.capabilities();
+    let summary = feed(Interest::Practice(id), 1_000.0, move || {
+        api::get::<PracticeSummary>(session, &format!("/api/v1/practices/{id}"))
+    });
+    let name = Signal::derive(move || {
+        summary
+            .data
+            .with(|s| s.as_ref().map(|s| s.name.clone()))
+            .unwrap_or_else(|| "Practice".to_owned())
+    });
+    let alerts = feed(Interest::Practice(id), 1_000.0, move || {
+        api::get::<Page<AlertView>>(
+            session,
+            &format!("/api/v1/alerts?unresolved=true&limit=100&practice_id={id}"),
+        )
+    });
+    // A practice another MSP owns (or one a practice-scoped user is not assigned) is the cloud's
+    // 404: show only that, nothing that would hint at what is behind it.
+    let missing = move || {
+        summary
+            .error
+            .with(|e| e.as_ref().is_some_and(|e| e.is_not_found()))
+    };
+
+    view! {
+        <section id="practice" class="page" data-practice-id=id.to_string()>
+            <p class="breadcrumbs">
+                <a href=Route::Fleet.href()>"Fleet"</a>
+                " / "
+            </p>
+            <PageHeading title=name feed=summary>
+                {caps
+                    .configure
+                    .then(|| {
+                        view! {
+                            <a class="button button-secondary button-small" href=Route::Policies(PolicyTarget::Practice(id)).href()>
+                                "Policy"
+                            </a>
+                            <a class="button button-secondary button-small" href=Route::Enrolment(Some(id)).href()>
+                                "Enrol an appliance"
+                            </a>
+                        }
+                    })}
+            </PageHeading>
+            <FeedStatus feed=summary what="This practice" />
+            <Show when=move || !missing()>
+                <PracticeSummaryView summary=summary.data />
+                <Appliances practice=id />
+                <section class="card section" aria-labelledby="practice-alerts-heading">
+                    <h2 id="practice-alerts-heading">"Open alerts"</h2>
+                    <FeedStatus feed=alerts what="the alerts" />
+                    <AlertList feed=alerts show_practice=false />
+                </section>
+                <div class="columns">
+                    <Schedule practice=id />
+                    <Maintenance practice=id />
+                </div>
+                <Sites practice=id />
+            </Show>
+        </section>
+    }
+}
+
+#[component]
+fn PracticeSummaryView(summary: RwSignal<Option<PracticeSummary>>) -> impl IntoView {
+    move || {
+        summary.get().map(|s| {
+            view! {
+                <div class="practice-summary">
+                    {status_badge(s.status.as_str())}
+                    <span>{plural(s.appliances, "appliance", "appliances")}</span>
+                    <span class="ok-text">{format!("{} online", s.online)}</span>
+                    <span class:warn-text={s.on_backup > 0}>{format!("{} on backup", s.on_backup)}</span>
+                    <span class:bad-text={s.offline > 0}>{format!("{} offline", s.offline)}</span>
+                    <span>{plural(s.sites, "site", "sites")}</span>
+                    <span class:bad-text={s.open_alerts > 0}>
+                        {plural(s.open_alerts, "open alert", "open alerts")}
+                    </span>
+                </div>
+            }
+        })
+    }
+}
+
+/// Tri-state filter of the appliance list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ApplianceFilter {
+    All,
+    Online,
+    Offline,
+    OnBackup,
+}
+
+#[component]
+fn Appliances(practice: PracticeId) -> impl IntoView {
+    let session = use_session();
+    let query = RwSignal::new(String::new());
+    let filter = RwSignal::new(ApplianceFilter::All);
+    let pager = Pager::new();
+    let appliances = feed(Interest::Practice(practice), 1_000.0, move || {
+        let (online, on_backup) = match filter.get_untracked() {
+            ApplianceFilter::All => (None, None),
+            ApplianceFilter::Online => (Some("true"), None),
+            ApplianceFilter::Offline => (Some("false"), None),
+            ApplianceFilter::OnBackup => (None, Some("true")),
+        };
+        let path = format!(
+            "/api/v1/appliances{}",
+            query_string(&[
+                ("practice_id", Some(practice.to_string())),
+                ("limit", Some("50".into())),
+                ("cursor", pager.cursor.get_untracked()),
+                ("q", Some(query.get_untracked())),
+                ("online", online.map(str::to_owned)),
+                ("on_backup", on_backup.map(str::to_owned)),
+            ])
+        );
+        async move { api::get::<Page<ApplianceView>>(session, &path).await }
+    });
+    let items = Memo::new(move |_| {
+        appliances
+            .data
+            .with(|p| p.as_ref().map(|p| p.items.clone()).unwrap_or_default())
+    });
+    let ids = Memo::new(move |_| items.with(|i| i.iter().map(|a| a.id).collect::<Vec<_>>()));
+    let next = move || {
+        appliances
+            .data
+            .with(|p| p.as_ref().and_then(|p| p.next_cursor.clone()))
+    };
+    let typed = StoredValue::new(0u64);
+    let on_search = move |text: String| {
+        typed.update_value(|n| *n += 1);
+        let mine = typed.get_value();
+        leptos::task::spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(300).await;
+            if typed.get_value() == mine {
+                query.set(text);
+                pager.reset();
+                appliances.reload();
+            }
+        });
+    };
+    let on_filter = move |ev: leptos::ev::Event| {
+        filter.set(match event_target_value(&ev).as_str() {
+            "online" => ApplianceFilter::Online,
+            "offline" => ApplianceFilter::Offline,
+            "on_backup" => ApplianceFilter::OnBackup,
+            _ => ApplianceFilter::All,
+        });
+        pager.reset();
+        appliances.reload();
+    };
+
+    view! {
+        <section class="card section" aria-labelledby="appliances-heading">
+            <div class="section-heading">
+                <h2 id="appliances-heading">"Appliances"</h2>
+                <div class="field field-inline">
+                    <label for="appliance-filter">"Show"</label>
+                    <select id="appliance-filter" on:change=on_filter>
+                        <option value="all">"All"</option>
+                        <option value="online">"Online"</option>
+                        <option value="offline">"Offline"</option>
+                        <option value="on_backup">"On backup"</option>
+                    </select>
+                </div>
+                <div class="field field-inline search">
+                    <label for="serial-search">"Serial"</label>
+                    <input
+                        id="serial-search"
+                        type="search"
+                        autocomplete="off"
+                        on:input=move |ev| on_search(event_target_value(&ev))
+                    />
+                </div>
+            </div>
+            <FeedStatus feed=appliances what="the appliances" />
+            {loading(appliances)}
+            <ApplianceTable items ids />
+            {move || {
+                (appliances.loaded() && ids.with(Vec::is_empty))
+                    .then(|| view! { <p class="empty">"No appliance matches."</p> })
+            }}
+            {pager.view(next, appliances)}
+        </section>
+    }
+}
+
+/// Appliances as table rows that update in place.
+#[component]
+pub fn ApplianceTable(
+    items: Memo<Vec<ApplianceView>>,
+    ids: Memo<Vec<ApplianceId>>,
+) -> impl IntoView {
+    view! {
+        <div class="table-wrap" class:hidden=move || ids.with(Vec::is_empty)>
+            <table class="data-table appliances">
+                <thead>
+                    <tr>
+                        <th scope="col">"Serial"</th>
+                        <th scope="col">"Site"</th>
+                        <th scope="col">"Status"</th>
+                        <th scope="col">"Active uplink"</th>
+                        <th scope="col">"Uplinks"</th>
+                        <th scope="col">"Last seen"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    <For
+                        each=move || ids.get()
+                        key=|id| *id
+                        children=move |id: ApplianceId| view! { <ApplianceRow items id /> }
+                    />
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+#[component]
+fn ApplianceRow(items: Memo<Vec<ApplianceView>>, id: ApplianceId) -> impl IntoView {
+    let appliance = Memo::new(move |_| items.with(|i| i.iter().find(|a| a.id == id).cloned()));
+    let field = move |f: fn(&ApplianceView) -> String| {
+        move || appliance.with(|a| a.as_ref().map(f).unwrap_or_default())
+    };
+    let state = move || appliance.with(|a| a.as_ref().map_or("offline", appliance_state));
+    let online = move || appliance.with(|a| a.as_ref().is_some_and(|a| a.online));
+    let on_backup = move || appliance.with(|a| a.as_ref().is_some_and(is_on_backup));
+    let no_uplink =
+        move || appliance.with(|a| a.as_ref().is_some_and(|a| a.active_uplink.is_none()));
+    view! {
+        <tr
+            class="appliance"
+            class:is-offline=move || !online()
+            class:is-on-backup=on_backup
+            data-appliance-id=id.to_string()
+            data-state=state
+        >
+            <th scope="row" class="serial" data-label="Serial">
+                <a href=Route::Appliance(id).href() class="row-link">{field(|a| a.serial.clone())}</a>
+            </th>
+            <td class="site" data-label="Site">{field(|a| a.site_name.clone())}</td>
+            <td data-label="Status">{move || status_badge(state())}</td>
+            <td
+                class="active-uplink"
+                class:backup=on_backup
+                class:no-uplink=no_uplink
+                data-label="Active uplink"
+                data-backup=move || if on_backup() { "true" } else { "false" }
+            >
+                {field(|a| a.active_uplink.clone().unwrap_or_else(|| "none".to_owned()))}
+            </td>
+            <td data-label="Uplinks">
+                <ul class="uplinks">
+                    {move || {
+                        appliance
+                            .with(|a| a.as_ref().map(|a| uplinks_by_priority(&a.uplinks)))
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(uplink_chip)
+                            .collect_view()
+                    }}
+                </ul>
+            </td>
+            <td class="last-seen" data-label="Last seen">
+                {move || time_ago(appliance.with(|a| a.as_ref().and_then(|a| a.last_seen)))}
+            </td>
+        </tr>
+    }
+}
+
+pub fn uplink_chip(uplink: UplinkTelemetry) -> impl IntoView {
+    let health = uplink.health.as_str();
+    let metrics = uplink_metrics(&uplink);
+    let title = format!(
+        "{}: {health}, priority {}{}, {metrics}",
+        uplink.name,
+        uplink.priority,
+        if uplink.metered { ", metered" } else { "" },
+    );
+    let data_uplink = uplink.name.clone();
+    view! {
+        <li class=format!("uplink-chip health-{health}") data-uplink=data_uplink title=title>
+            <span class="chip-dot" aria-hidden="true"></span>
+            <span class="chip-name">{uplink.name}</span>
+            " "
+            <span class="chip-health">{health}</span>
+            " "
+            <span class="chip-metrics">{metrics}</span>
+        </li>
+    }
+}
+
+#[component]
+fn Sites(practice: PracticeId) -> impl IntoView {
+    let session = use_session();
+    let sites = feed(Interest::Nothing, 0.0, move || {
+        api::get::<Page<SiteView>>(
+            session,
+            &format!("/api/v1/practices/{practice}/sites?limit=500"),
+        )
+    });
+    view! {
+        <section class="card section" aria-labelledby="sites-heading">
+            <h2 id="sites-heading">"Sites"</h2>
+            <FeedStatus feed=sites what="the sites" />
+            <ul class="plain-list">
+                {move || {
+                    sites
+                        .data
+                        .get()
+                        .map(|page| {
+                            page.items
+                                .into_iter()
+                                .map(|s| view! { <li>{s.name}</li> })
+                                .collect_view()
+                        })
+                }}
+            </ul>
+        </section>
+    }
+}
+
+const DAYS: [(&str, &str); 7] = [
+    ("mon", "Monday"),
+    ("tue", "Tuesday"),
+    ("wed", "Wednesday"),
+    ("thu", "Thursday"),
+    ("fri", "Friday"),
+    ("sat", "Saturday"),
+    ("sun", "Sunday"),
+];
+
+fn day_spans(hours: &ClinicHours, day: usize) -> String {
+    format_spans(hours.day(day as u8))
+}
+
+#[component]
+fn Schedule(practice: PracticeId) -> impl IntoView {
+    let session = use_session();
+    let can_edit = session.capabilities().configure;
+    let schedule = feed(Interest::Nothing, 0.0, move || {
+        api::get::<PracticeScheduleView>(session, &format!("/api/v1/practices/{practice}/schedule"))
+    });
+    let editing = RwSignal::new(false);
+    let time_zone = RwSignal::new(String::new());
+    let always_open = RwSignal::new(true);
+    let days: [RwSignal<String>; 7] = std::array::from_fn(|_| RwSignal::new(String::new()));
+    let busy = RwSignal::new(false);
+    let notice = RwSignal::new(None::<Notice>);
+
+    let start_edit = move |_| {
+        if let Some(view) = schedule.data.get_untracked() {
+            time_zone.set(view.time_zone.clone());
+            always_open.set(view.clinic_hours.is_none());
+            let hours = view.clinic_hours.unwrap_or_default();
+            for (i, day) in days.iter().enumerate() {
+                day.set(day_spans(&hours, i));
+            }
+        }
+        notice.set(None);
+        editing.set(true);
+    };
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let clinic_hours = if always_open.get_untracked() {
+            None
+        } else {
+            let mut parsed = Vec::new();
+            for (i, day) in days.iter().enumerate() {
+                match parse_spans(&day.get_untracked()) {
+                    Ok(spans) => parsed.push(spans),
+                    Err(message) => {
+                        notice.set(Some(Notice::Failed(format!("{}: {message}", DAYS[i].1))));
+                        return;
+                    }
+                }
+            }
+            let mut it = parsed.into_iter();
+            let mut next = move || it.next().unwrap_or_default();
+            Some(ClinicHours {
+                mon: next(),
+                tue: next(),
+                wed: next(),
+                thu: next(),
+                fri: next(),
+                sat: next(),
+                sun: next(),
+            })
+        };
+        let body = PracticeSchedule {
+            time_zone: time_zone.get_untracked().trim().to_owned(),
+            clinic_hours,
+        };
+        act(
+            busy,
+            notice,
+            "Clinic hours saved.",
+            async move {
+                api::put::<_, PracticeScheduleView>(
+                    session,
+                    &format!("/api/v1/practices/{practice}/schedule"),
+                    &body,
+                )
+                .await
+            },
+            move |saved| {
+                schedule.data.set(Some(saved));
+                editing.set(false);
+            },
+        );
+    };
+
+    view! {
+        <section class="card section" aria-labelledby="hours-heading">
+            <div class="section-heading">
+                <h2 id="hours-heading">"Clinic hours"</h2>
+                {can_edit
+                    .then(|| {
+                        view! {
+                            <button
+                                type="button"
+                                class="button button-secondary button-small"
+                                class:hidden=move || editing.get()
+                                on:click=start_edit
+                            >
+                                "Edit"
+                            </button>
+                        }
+                    })}
+            </div>
+            <FeedStatus feed=schedule what="the clinic hours" />
+            {notice_view(notice)}
+            <Show when=move || !editing.get()>
+                {move || {
+                    schedule
+                        .data
+                        .get()
+                        .map(|s| {
+                            let open_text = if s.open_now {
+                                "Open now".to_owned()
+                            } else {
+                                "Closed now".to_owned()
+                            };
+                            view! {
+                                <p>
+                                    <span class=if s.open_now { "badge badge-primary" } else { "badge badge-empty" }>
+                                        {open_text}
+                                    </span>
+                                    " "
+                                    <span class="muted">{format!("Time zone {}", s.time_zone)}</span>
+                                </p>
+                                {match s.clinic_hours {
+                                    None => {
+                                        view! {
+                                            <p class="muted">"No clinic hours set: every hour counts as open."</p>
+                                        }
+                                            .into_any()
+                                    }
+                                    Some(hours) => {
+                                        view! {
+                                            <dl class="hours">
+                                                {DAYS
+                                                    .iter()
+                                                    .enumerate()
+                                                    .map(|(i, (_, label))| {
+                                                        let spans = day_spans(&hours, i);
+                                                        view! {
+                                                            <dt>{*label}</dt>
+                                                            <dd>{if spans.is_empty() { "closed".to_owned() } else { spans }}</dd>
+                                                        }
+                                                    })
+                                                    .collect_view()}
+                                            </dl>
+                                        }
+                                            .into_any()
+                                    }
+                                }}
+                            }
+                        })
+                }}
+            </Show>
+            <Show when=move || editing.get()>
+                <form class="form" on:submit=save>
+                    <div class="field">
+                        <label for="time-zone">"Time zone (IANA, e.g. America/Chicago)"</label>
+                        <input id="time-zone" type="text" bind:value=time_zone required />
+                    </div>
+                    <div class="field field-check">
+                        <input id="always-open" type="checkbox" bind:checked=always_open />
+                        <label for="always-open">"No clinic hours (always open)"</label>
+                    </div>
+                    <fieldset class="hours-edit" disabled=move || always_open.get()>
+                        <legend>"Open hours per day, e.g. 08:00-12:00, 13:00-17:00; empty: closed"</legend>
+                        {DAYS
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (key, label))| {
+                                let input_id = format!("hours-{key}");
+                                view! {
+                                    <div class="field field-inline">
+                                        <label for=input_id.clone()>{*label}</label>
+                                        <input id=input_id type="text" bind:value=days[i] />
+                                    </div>
+                                }
+                            })
+                            .collect_view()}
+                    </fieldset>
+                    <div class="form-actions">
+                        <button type="submit" class="button button-primary" disabled=move || busy.get()>
+                            "Save clinic hours"
+                        </button>
+                        <button type="button" class="button button-secondary" on:click=move |_| editing.set(false)>
+                            "Cancel"
+                        </button>
+                    </div>
+                </form>
+            </Show>
+        </section>
+    }
+}
+
+/// The ISO instant of a `datetime-local` value, read in the browser's time zone.
+fn local_input_to_utc(value: &str) -> Option<DateTime<Utc>> {
+    if value.is_empty() {
+        return None;
+    }
+    let date = web_sys::js_sys::Date::new(&wasm_bindgen::JsValue::from_str(value));
+    let ms = date.get_time();
+    if ms.is_nan() {
+        return None;
+    }
+    DateTime::<Utc>::from_timestamp_millis(ms as i64)
+}
+
+#[component]
+fn Maintenance(practice: PracticeId) -> impl IntoView {
+    let session = use_session();
+    let can_edit = session.capabilities().operate;
+    let windows: Feed<Page<MaintenanceWindowView>> = feed(Interest::Nothing, 0.0, move || {
+        api::get::<Page<MaintenanceWindowView>>(
+            session,
+            &format!("/api/v1/maintenance-windows?practice_id={practice}&upcoming=true&limit=100"),
+        )
+    });
+    let starts = RwSignal::new(String::new());
+    let ends = RwSignal::new(String::new());
+    let reason = RwSignal::new(String::new());
+    let busy = RwSignal::new(false);
+    let notice = RwSignal::new(None::<Notice>);
+
+    let create = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let (Some(starts_at), Some(ends_at)) = (
+            local_input_to_utc(&starts.get_untracked()),
+            local_input_to_utc(&ends.get_untracked()),
+        ) else {
+            notice.set(Some(Notice::Failed(
+                "Enter when the work starts and ends.".into(),
+            )));
+            return;
+        };
+        let body = CreateMaintenanceWindow {
+            practice_id: practice,
+            appliance_id: None,
+            starts_at,
+            ends_at,
+            reason: reason.get_untracked(),
+        };
+        act(
+            busy,
+            notice,
+            "Maintenance window planned.",
+            async move {
+                api::post::<_, MaintenanceWindowView>(session, "/api/v1/maintenance-windows", &body)
+                    .await
+            },
+            move |_| {
+                reason.set(String::new());
+                windows.reload();
+            },
+        );
+    };
+    let remove = move |id: uuid::Uuid| {
+        act(
+            busy,
+            notice,
+            "Maintenance window removed.",
+            async move { api::delete(session, &format!("/api/v1/maintenance-windows/{id}")).await },
+            move |_| windows.reload(),
+        );
+    };
+
+    view! {
+        <section class="card section" aria-labelledby="maintenance-heading">
+            <h2 id="maintenance-heading">"Maintenance windows"</h2>
+            <p class="muted small">"Alerts raised during planned work are recorded but notify nobody."</p>
+            <FeedStatus feed=windows what="the maintenance windows" />
+            {notice_view(notice)}
+            <ul class="plain-list windows">
+                {move || {
+                    windows
+                        .data
+                        .get()
+                        .map(|page| {
+                            if page.items.is_empty() {
+                                return view! { <li class="muted">"None planned."</li> }.into_any();
+                            }
+                            page.items
+                                .into_iter()
+                                .map(|w| {
+                                    let id = w.id;
+                                    view! {
+                                        <li class="window">
+                                            <span>{time_exact(Some(w.starts_at))}" – "{time_exact(Some(w.ends_at))}</span>
+                                            " "
+                                            <span class="muted">{w.reason.clone()}</span>
+                                            {can_edit
+                                                .then(|| {
+                                                    view! {
+                                                        <button
+                                                            type="button"
+                                                            class="button button-link danger"
+                                                            on:click=move |_| remove(id)
+                                                        >
+                                                            "Remove"
+                                                        </button>
+                                                    }
+                                                })}
+                                        </li>
+                                    }
+                                })
+                                .collect_view()
+                                .into_any()
+                        })
+                }}
+            </ul>
+            {can_edit
+                .then(|| {
+                    view! {
+                        <form class="form form-grid" on:submit=create>
+                            <div class="field">
+                                <label for="mw-start">"Starts (your time)"</label>
+                                <input id="mw-start" type="datetime-local" bind:value=starts required />
+                            </div>
+                            <div class="field">
+                                <label for="mw-end">"Ends (your time)"</label>
+                                <input id="mw-end" type="datetime-local" bind:value=ends required />
+                            </div>
+                            <div class="field field-wide">
+                                <label for="mw-reason">"Reason"</label>
+                                <input id="mw-reason" type="text" bind:value=reason required />
+                            </div>
+                            <div class="form-actions">
+                                <button type="submit" class="button button-primary" disabled=move || busy.get()>
+                                    "Plan window"
+                                </button>
+                            </div>
+                        </form>
+                    }
+                })}
+        </section>
+    }
+}
