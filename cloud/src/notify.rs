@@ -391,8 +391,10 @@ impl Dispatch {
 }
 
 /// Runs forever: folds held notifications into digests and delivers due notifications of every
-/// tenant.
-pub async fn dispatch_loop(pool: PgPool, dispatch: Dispatch) {
+/// tenant. It wakes when an alert changes anywhere (the live-update hub hears every instance's
+/// commits) and otherwise every [`POLL`], for retries, escalations and reminders coming due.
+pub async fn dispatch_loop(pool: PgPool, dispatch: Dispatch, hub: crate::stream::Hub) {
+    let mut changes = hub.subscribe();
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -411,7 +413,21 @@ pub async fn dispatch_loop(pool: PgPool, dispatch: Dispatch) {
         if let Err(e) = dispatch_once(&pool, &http, &dispatch).await {
             tracing::error!(error = %e, "notification dispatch failed");
         }
-        tokio::time::sleep(POLL).await;
+        let alert_changed = async {
+            loop {
+                match changes.recv().await {
+                    Ok(event) if event.event.topic == "alert" => return,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    // The hub is gone: fall back to polling alone.
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(POLL, alert_changed).await;
+        // One pass serves every change that arrived meanwhile: a storm is not a busy loop.
+        while changes.try_recv().is_ok() {}
     }
 }
 

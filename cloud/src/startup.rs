@@ -151,6 +151,7 @@ impl Application {
         tokio::spawn(crate::notify::dispatch_loop(
             pool.clone(),
             crate::notify::Dispatch::from_config(&config.alerts),
+            hub.clone(),
         ));
         tokio::spawn(crate::alerts::heartbeat_sweep(
             pool.clone(),

@@ -127,7 +127,14 @@ pub async fn appliance_metrics(
     let from = to - Duration::seconds(i64::from(window_secs));
     let mut tx = auth.tx(&state).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
-    let rows: Vec<(String, DateTime<Utc>, Option<f64>, Option<f64>)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Bucket {
+        uplink: String,
+        at: DateTime<Utc>,
+        rtt_ms: Option<f64>,
+        loss_pct: Option<f64>,
+    }
+    let rows: Vec<Bucket> = sqlx::query_as(
         "SELECT u ->> 'name' AS uplink,
                 date_bin(make_interval(secs => $4), t.sent_at, $2) AS at,
                 avg((u ->> 'rtt_ms')::double precision) AS rtt_ms,
@@ -144,7 +151,13 @@ pub async fn appliance_metrics(
     .await?;
     let starts = buckets(from, to, bucket);
     let mut series: Vec<UplinkSeries> = Vec::new();
-    for (uplink, at, rtt_ms, loss_pct) in rows {
+    for Bucket {
+        uplink,
+        at,
+        rtt_ms,
+        loss_pct,
+    } in rows
+    {
         if series.last().is_none_or(|s| s.uplink != uplink) {
             series.push(UplinkSeries {
                 uplink: uplink.clone(),
