@@ -107,6 +107,14 @@ pub async fn ensure_telemetry_partitions(pool: &PgPool) -> Result<(), sqlx::Erro
     Ok(())
 }
 
+/// Adds the telemetry that arrived since the last run (up to a minute ago) to the hourly roll-up
+/// month charts read. Returns the hourly rows touched.
+pub async fn roll_up_telemetry(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT stayopen_roll_up_telemetry()")
+        .fetch_one(pool)
+        .await
+}
+
 /// Cross-tenant lookups that return only ids: what is needed to open a [`tenant_tx`].
 pub mod lookup {
     use sqlx::PgPool;

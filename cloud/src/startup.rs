@@ -82,6 +82,7 @@ impl Application {
         db::ensure_unprivileged(&pool).await?;
         db::ensure_telemetry_partitions(&pool).await?;
         tokio::spawn(maintain_partitions(pool.clone()));
+        tokio::spawn(roll_up_telemetry(pool.clone()));
 
         if config.broker.listen.port() == 0 {
             // rumqttd binds inside its own thread and cannot report the port it got, so a free
@@ -270,6 +271,17 @@ impl Application {
     /// Runs until the HTTP server stops (SIGINT/SIGTERM, or [`ServerHandle::stop`]).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// Every half minute, adds newly arrived telemetry to the hourly roll-up (month charts).
+async fn roll_up_telemetry(pool: PgPool) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        every.tick().await;
+        if let Err(e) = db::roll_up_telemetry(&pool).await {
+            tracing::error!(error = %e, "telemetry roll-up failed; month charts lag until it works");
+        }
     }
 }
 

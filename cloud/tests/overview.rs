@@ -291,6 +291,65 @@ async fn latency_and_loss_come_bucketed_over_the_period_with_gaps_where_nothing_
         )
         .await;
     assert_eq!(status, 400);
+    // A month comes from the hourly roll-up, which counts what arrived up to a minute ago.
+    for (days_ago, rtt) in [(3, 40.0), (3, 60.0), (12, 80.0)] {
+        let body = Telemetry {
+            active_uplink: Some("fiber".into()),
+            uplinks: vec![uplink("fiber", 0, Some(rtt), 0.0)],
+            policy_version: None,
+        };
+        sqlx::query(
+            "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, received_at, body)
+             VALUES ($1, $2, $3, now() - make_interval(days => $4), now() - interval '2 minutes', $5)",
+        )
+        .bind(Uuid::new_v4())
+        .bind(appliance.as_uuid())
+        .bind(demo.tenant_id.as_uuid())
+        .bind(days_ago)
+        .bind(serde_json::to_value(&body).expect("json"))
+        .execute(&cloud.owner_pool)
+        .await
+        .expect("telemetry");
+    }
+    // These rows are stamped as received two minutes ago, before the cloud's own roll-up ran at
+    // start: take its watermark back so the next run sees them.
+    sqlx::query("UPDATE telemetry_rollup_watermark SET received_before = '-infinity'")
+        .execute(&cloud.owner_pool)
+        .await
+        .expect("rewind");
+    stayopen_cloud::db::roll_up_telemetry(&cloud.pool)
+        .await
+        .expect("roll-up");
+    assert_eq!(
+        stayopen_cloud::db::roll_up_telemetry(&cloud.pool)
+            .await
+            .expect("again"),
+        0,
+        "each row is counted once"
+    );
+    let (status, month) = cloud
+        .get::<ApplianceMetrics>(
+            &admin,
+            &format!("/api/v1/appliances/{appliance}/metrics?period=month"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let month = month.expect("month");
+    assert_eq!(
+        month.series[0].points.len(),
+        120,
+        "30 days of 6-hour points"
+    );
+    let heard: Vec<f64> = month.series[0]
+        .points
+        .iter()
+        .filter_map(|p| p.rtt_ms)
+        .collect();
+    assert_eq!(
+        heard,
+        vec![80.0, 50.0],
+        "oldest first, each bucket its mean"
+    );
     let (status, day) = cloud
         .get::<ApplianceMetrics>(
             &admin,

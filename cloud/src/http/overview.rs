@@ -134,21 +134,31 @@ pub async fn appliance_metrics(
         rtt_ms: Option<f64>,
         loss_pct: Option<f64>,
     }
-    let rows: Vec<Bucket> = sqlx::query_as(
+    // Hours and days come from the raw telemetry; a month from the hourly roll-up (which lags by
+    // a minute or so, invisible at 6-hour points).
+    let sql = if period == MetricsPeriod::Month {
+        "SELECT uplink, date_bin(make_interval(secs => $4), hour, $2) AS at,
+                sum(rtt_sum) / nullif(sum(rtt_samples), 0) AS rtt_ms,
+                sum(loss_sum) / nullif(sum(samples), 0) AS loss_pct
+         FROM telemetry_hourly
+         WHERE appliance_id = $1 AND hour >= $2 AND hour < $3
+         GROUP BY 1, 2 ORDER BY 1, 2"
+    } else {
         "SELECT u ->> 'name' AS uplink,
                 date_bin(make_interval(secs => $4), t.sent_at, $2) AS at,
                 avg((u ->> 'rtt_ms')::double precision) AS rtt_ms,
                 avg((u ->> 'loss_pct')::double precision) AS loss_pct
          FROM telemetry t, jsonb_array_elements(t.body -> 'uplinks') u
          WHERE t.appliance_id = $1 AND t.sent_at >= $2 AND t.sent_at < $3
-         GROUP BY 1, 2 ORDER BY 1, 2",
-    )
-    .bind(appliance.as_uuid())
-    .bind(from)
-    .bind(to)
-    .bind(f64::from(bucket_secs))
-    .fetch_all(&mut *tx)
-    .await?;
+         GROUP BY 1, 2 ORDER BY 1, 2"
+    };
+    let rows: Vec<Bucket> = sqlx::query_as(sql)
+        .bind(appliance.as_uuid())
+        .bind(from)
+        .bind(to)
+        .bind(f64::from(bucket_secs))
+        .fetch_all(&mut *tx)
+        .await?;
     let starts = buckets(from, to, bucket);
     let mut series: Vec<UplinkSeries> = Vec::new();
     for Bucket {
