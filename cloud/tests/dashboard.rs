@@ -1,16 +1,21 @@
-//! The dashboard in a real browser: headless Chromium signs in and watches a live simulated fleet.
+//! The dashboard in a real browser: headless Chromium against a real cloud, a real database and
+//! simulated appliances (the real agent over simulated links) that fail over on a schedule.
 
 mod common;
 #[path = "common/webdriver.rs"]
 mod webdriver;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::spawn_cloud;
+use common::{TestCloud, eventually, spawn_cloud};
 use stayopen_appliance::fleet_sim::{self, FleetOptions};
+use stayopen_shared::api::{ApplianceConfiguration, ApplianceView, Page, Role};
+use stayopen_shared::ids::ApplianceId;
 use tokio::sync::watch;
 use webdriver::Browser;
+
+const PAGE: Duration = Duration::from_secs(15);
 
 fn require_built_dashboard() {
     let dir = std::env::var_os("STAYOPEN_TEST_STATIC_DIR")
@@ -23,39 +28,76 @@ fn require_built_dashboard() {
     );
 }
 
+/// Saves a screenshot as `{name}.png` in `STAYOPEN_SCREENSHOT_DIR` (docs/screenshots when
+/// refreshing the documentation), or the temporary directory.
+async fn screenshot(browser: &Browser, name: &str) {
+    let png = browser.screenshot_png().await;
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let out = std::env::var_os("STAYOPEN_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&out).expect("screenshot dir");
+    std::fs::write(out.join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+async fn sign_in(browser: &Browser, email: &str, password: &str) {
+    browser.wait_for_element("#login-form", PAGE).await;
+    browser.type_into("#email", email).await;
+    browser.type_into("#password", password).await;
+    browser.click("#login-submit").await;
+    browser.wait_for_element("#current-role", PAGE).await;
+}
+
+async fn appliance_id(cloud: &TestCloud, token: &str, serial: &str) -> ApplianceId {
+    eventually(
+        Duration::from_secs(30),
+        "the appliance to enrol",
+        || async {
+            let (_, page) = cloud
+                .get::<Page<ApplianceView>>(token, &format!("/api/v1/appliances?q={serial}"))
+                .await;
+            page.and_then(|p| p.items.into_iter().find(|a| a.serial == serial))
+                .map(|a| a.id)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_msp_admin_signs_in_and_sees_the_fleet_update_live_without_a_reload() {
+async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_policy_with_a_preview()
+ {
     require_built_dashboard();
+    let started = Instant::now();
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
+    let admin_token = cloud.login(&demo.email, &demo.password).await;
     let state = tempfile::tempdir().expect("state root");
-    let tokens: Vec<String> = demo
-        .practices
-        .iter()
-        .map(|p| p.enrollment_token.clone())
-        .collect();
     let (stop, stopped) = watch::channel(false);
-    let fleet = FleetOptions {
-        api_url: cloud.base_url.clone(),
-        enrollment_tokens: tokens.clone(),
-        first_index: 0,
-        count: 6,
-        state_root: state.path().join("first"),
-        telemetry_interval_secs: 1,
-    };
-    let first_fleet = tokio::spawn(fleet_sim::run(fleet, stopped.clone()));
+    // Six appliances over the demo's two practices; SO-SIM-0000 loses its fibre 45 s after it
+    // starts (fleet_sim's schedule) and fails over to LTE.
+    let fleet = tokio::spawn(fleet_sim::run(
+        FleetOptions {
+            api_url: cloud.base_url.clone(),
+            enrollment_tokens: demo
+                .practices
+                .iter()
+                .map(|p| p.enrollment_token.clone())
+                .collect(),
+            first_index: 0,
+            count: 6,
+            state_root: state.path().join("fleet"),
+            telemetry_interval_secs: 1,
+        },
+        stopped,
+    ));
 
     let browser = Browser::start().await;
     browser.goto(&cloud.base_url).await;
-    browser
-        .wait_for(
-            "return !!document.querySelector('#login-form')",
-            "the login form",
-            Duration::from_secs(30),
-        )
-        .await;
 
     // A wrong password is refused with a visible message.
+    browser
+        .wait_for_element("#login-form", Duration::from_secs(30))
+        .await;
     browser.type_into("#email", &demo.email).await;
     browser.type_into("#password", "wrong password").await;
     browser.click("#login-submit").await;
@@ -63,79 +105,352 @@ async fn an_msp_admin_signs_in_and_sees_the_fleet_update_live_without_a_reload()
         .wait_for(
             "const e = document.querySelector('#login-error'); return !!e && e.innerText.length > 0",
             "the login error",
-            Duration::from_secs(15),
+            PAGE,
         )
         .await;
-
-    browser.type_into("#password", &demo.password).await;
-    browser.click("#login-submit").await;
-    browser
-        .wait_for(
-            "return !!document.querySelector('#fleet')",
-            "the fleet page",
-            Duration::from_secs(15),
-        )
-        .await;
+    sign_in(&browser, &demo.email, &demo.password).await;
     browser
         .eval("window.__stayopenNoReload = true; return true")
         .await;
 
+    // An MSP admin is offered every part of the dashboard.
+    let nav = browser
+        .eval("return [...document.querySelectorAll('.nav-link')].map(a => a.dataset.nav)")
+        .await;
+    assert_eq!(
+        nav,
+        serde_json::json!([
+            "Fleet",
+            "Alerts",
+            "Policies",
+            "Enrolment",
+            "Notifications",
+            "Reports",
+            "Users",
+            "API tokens",
+            "Audit log"
+        ])
+    );
+
+    // The overview: totals over the fleet and one row per practice, filled in as appliances enrol.
     browser
         .wait_for(
-            "const badges = [...document.querySelectorAll('.appliance .online-badge')];
-             return badges.length === 6 && badges.every(b => b.innerText.trim().toLowerCase() === 'online')
-                 && [...document.querySelectorAll('.appliance .active-uplink')].every(c => c.innerText.trim().length > 0)",
-            "six online appliances with an active uplink",
+            "const d = document.querySelector('#fleet-totals [data-stat=online] dd');
+             return !!d && d.innerText.trim() === '6'
+                 && document.querySelectorAll('.practice-row').length === 2",
+            "six online appliances in two practices",
             Duration::from_secs(45),
         )
         .await;
-    let practices = browser
-        .eval("return document.querySelectorAll('.practice').length")
+    browser
+        .wait_for(
+            "return document.querySelector('#live-indicator').dataset.state === 'live'",
+            "the live stream",
+            PAGE,
+        )
         .await;
-    assert_eq!(practices, 2);
-    let text = browser.eval("return document.body.innerText").await;
-    let text = text.as_str().unwrap_or_default();
+    let text = browser.text("#fleet").await;
     for practice in &demo.practices {
         assert!(
             text.contains(&practice.name),
-            "page shows {}",
+            "fleet shows {}",
             practice.name
         );
     }
     assert!(
-        text.contains("Lakeside IT Partners"),
-        "page shows the tenant"
+        browser
+            .text("#tenant-name")
+            .await
+            .contains("Lakeside IT Partners")
     );
+    screenshot(&browser, "fleet").await;
 
-    // A newly installed appliance appears on its own: the page polls, it is never reloaded.
-    let (stop_new, stopped_new) = watch::channel(false);
-    let newcomer = FleetOptions {
-        api_url: cloud.base_url.clone(),
-        enrollment_tokens: tokens,
-        first_index: 6,
-        count: 1,
-        state_root: state.path().join("second"),
-        telemetry_interval_secs: 1,
-    };
-    let second_fleet = tokio::spawn(fleet_sim::run(newcomer, stopped_new));
+    // The cloud filters: no practice is on backup before the first scheduled failover.
+    browser.click("[data-filter=on_backup]").await;
     browser
         .wait_for(
-            "return document.querySelectorAll('.appliance').length === 7 && window.__stayopenNoReload === true",
-            "the seventh appliance to appear without a reload",
-            Duration::from_secs(45),
+            "return document.querySelectorAll('.practice-row').length === 0",
+            "no practice on backup yet",
+            PAGE,
+        )
+        .await;
+    browser.click("[data-filter=all]").await;
+
+    // A practice: its appliances with their uplinks.
+    let practice = &demo.practices[0];
+    browser
+        .open_fragment(&format!("#/practices/{}", practice.id))
+        .await;
+    browser
+        .wait_for(
+            "return document.querySelectorAll('#practice .appliance').length === 3",
+            "the practice's three appliances",
+            PAGE,
+        )
+        .await;
+    screenshot(&browser, "practice").await;
+
+    // The MSP policy: a value the cloud refuses is pinned to its field; a valid one is previewed,
+    // then saved.
+    browser.open_fragment("#/policies").await;
+    browser
+        .wait_for_element("#policy-on_backup_alert_secs", PAGE)
+        .await;
+    browser.click("#override-on_backup_alert_secs").await;
+    browser.type_into("#policy-on_backup_alert_secs", "5").await;
+    browser.click("#policy-preview").await;
+    browser
+        .wait_for(
+            "const e = document.querySelector('#error-on_backup_alert_secs');
+             return !!e && e.innerText.includes('on_backup_alert_secs')",
+            "the cloud's message on the refused field",
+            PAGE,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelector('#policy-save').disabled")
+            .await,
+        serde_json::json!(true),
+        "nothing is saved without a valid preview"
+    );
+    browser
+        .type_into("#policy-on_backup_alert_secs", "600")
+        .await;
+    browser.click("#policy-preview").await;
+    browser
+        .wait_for(
+            "const p = document.querySelector('#policy-preview-result');
+             return !!p && p.dataset.stale === 'false' && p.innerText.includes('600')
+                 && !document.querySelector('#policy-save').disabled",
+            "the preview of the change",
+            PAGE,
+        )
+        .await;
+    screenshot(&browser, "policies").await;
+    browser.click("#policy-save").await;
+    browser
+        .wait_for(
+            "const r = document.querySelector('#layer-revision'); return !!r && r.dataset.revision === '1'",
+            "the saved layer",
+            PAGE,
         )
         .await;
 
-    let png = browser.screenshot_png().await;
-    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    let out = std::env::var_os("STAYOPEN_SCREENSHOT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&out).expect("screenshot dir");
-    std::fs::write(out.join("fleet.png"), png).expect("write screenshot");
+    // The appliance runs the new policy: the page shows the desired version reported back.
+    let appliance = appliance_id(&cloud, &admin_token, "SO-SIM-0000").await;
+    let desired = eventually(PAGE, "the new desired version", || async {
+        let (_, config) = cloud
+            .get::<ApplianceConfiguration>(
+                &admin_token,
+                &format!("/api/v1/appliances/{appliance}/configuration"),
+            )
+            .await;
+        config
+            .filter(|c| c.effective.policy.on_backup_alert_secs == 600)
+            .map(|c| c.desired_version)
+    })
+    .await;
+    let reported_after = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "the appliance to report it",
+        || async {
+            let (_, config) = cloud
+                .get::<ApplianceConfiguration>(
+                    &admin_token,
+                    &format!("/api/v1/appliances/{appliance}/configuration"),
+                )
+                .await;
+            config.filter(|c| c.reported_version == Some(desired))
+        },
+    )
+    .await;
+    eprintln!("reported after {:?}", reported_after.elapsed());
+    browser
+        .open_fragment(&format!("#/appliances/{appliance}"))
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "const d = document.querySelector('#config-desired');
+                 const r = document.querySelector('#config-reported');
+                 const s = document.querySelector('#effective-policy [data-setting=on_backup_alert_secs]');
+                 return !!d && d.innerText.trim() === '{desired}' && r.innerText.trim() === '{desired}'
+                     && document.querySelector('#config-drift').dataset.drift === 'false'
+                     && s.textContent.includes('600') && s.textContent.includes('MSP')"
+            ),
+            "the appliance reporting the desired version",
+            Duration::from_secs(20),
+        )
+        .await;
+
+    // The failover appears on the open page by itself, within seconds, without a reload.
+    browser
+        .wait_for(
+            "const s = document.querySelector('#appliance-state');
+             const a = document.querySelector('#active-uplink');
+             return !!s && s.dataset.state === 'on_backup' && a.dataset.uplink === 'lte'
+                 && window.__stayopenNoReload === true",
+            "SO-SIM-0000 on its LTE backup",
+            Duration::from_secs(60),
+        )
+        .await;
+    browser
+        .wait_for(
+            "return !!document.querySelector('#events [data-kind=failover]')
+                 && !!document.querySelector('#uplinks tr[data-uplink=lte].active-row')",
+            "the failover in the timeline",
+            PAGE,
+        )
+        .await;
+    screenshot(&browser, "appliance").await;
+
+    // The failover alert: acknowledged from the alerts page.
+    browser.open_fragment("#/alerts").await;
+    let failover_alert =
+        format!("[data-kind=failover][data-state=open] a[href='#/appliances/{appliance}']");
+    browser.wait_for_element(&failover_alert, PAGE).await;
+    let alert_id = browser
+        .eval(&format!(
+            "return document.querySelector(\"{failover_alert}\").closest('.alert-item').dataset.alertId"
+        ))
+        .await;
+    let alert_id = alert_id.as_str().expect("alert id").to_owned();
+    browser
+        .click(&format!("[data-alert-id='{alert_id}'] .acknowledge"))
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "const a = document.querySelector(\"[data-alert-id='{alert_id}']\");
+                 return !!a && a.dataset.state === 'acknowledged'
+                     && a.innerText.includes('Acknowledged by {}')",
+                demo.email
+            ),
+            "the acknowledged alert",
+            PAGE,
+        )
+        .await;
+    screenshot(&browser, "alerts").await;
+
+    // Enrolment: a token with its QR code and the appliance's configuration.
+    browser
+        .open_fragment(&format!("#/enrolment/{}", practice.id))
+        .await;
+    browser.wait_for_element("#create-token", PAGE).await;
+    browser.click("#create-token").await;
+    browser.wait_for_element("#token-qr path", PAGE).await;
+    let command = browser.text("#token-command").await;
+    let token = browser.text("#token-value").await;
+    assert!(token.starts_with("soe_"), "an enrolment token: {token}");
+    assert!(command.contains(&format!("enrollment_token = \"{token}\"")));
+    assert!(command.contains(&format!("api_url = \"{}\"", cloud.base_url)));
+    screenshot(&browser, "enrolment").await;
+
+    for (fragment, ready, name) in [
+        ("#/users", "#users tr[data-user]", "users"),
+        ("#/notifications", "#channel-list", "notifications"),
+        (
+            "#/audit",
+            "#audit-table tr[data-action='policy.update']",
+            "audit",
+        ),
+        ("#/reports", "#report-table tr[data-practice-id]", "reports"),
+    ] {
+        browser.open_fragment(fragment).await;
+        browser.wait_for_element(ready, PAGE).await;
+        screenshot(&browser, name).await;
+    }
+    assert_eq!(
+        browser
+            .eval("return window.__stayopenNoReload === true")
+            .await,
+        serde_json::json!(true),
+        "the whole session ran without a reload"
+    );
 
     stop.send(true).expect("stop");
-    stop_new.send(true).expect("stop");
-    first_fleet.await.expect("first fleet");
-    second_fleet.await.expect("second fleet");
+    fleet.await.expect("fleet");
+    eprintln!("dashboard test took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compliance_officer_is_offered_only_their_practice_and_cannot_open_another() {
+    require_built_dashboard();
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin_token = cloud.login(&demo.email, &demo.password).await;
+    let (mine, other) = (&demo.practices[0], &demo.practices[1]);
+    cloud
+        .user_with_role(
+            &admin_token,
+            "officer@smile.example",
+            Role::ComplianceOfficer,
+            vec![mine.id],
+        )
+        .await;
+
+    let browser = Browser::start().await;
+    browser.goto(&cloud.base_url).await;
+    sign_in(&browser, "officer@smile.example", "correct-horse-battery").await;
+
+    let nav = browser
+        .eval("return [...document.querySelectorAll('.nav-link')].map(a => a.dataset.nav)")
+        .await;
+    assert_eq!(nav, serde_json::json!(["Fleet", "Alerts", "Reports"]));
+    browser
+        .wait_for(
+            "return document.querySelectorAll('.practice-row').length === 1",
+            "the one practice",
+            PAGE,
+        )
+        .await;
+    let fleet = browser.text("#fleet").await;
+    assert!(fleet.contains(&mine.name));
+    assert!(
+        !fleet.contains(&other.name),
+        "another practice is not listed"
+    );
+
+    // A deep link to the other practice shows "not found" and nothing of it.
+    browser
+        .open_fragment(&format!("#/practices/{}", other.id))
+        .await;
+    browser
+        .wait_for(
+            "const e = document.querySelector('#practice .not-found'); return !!e && e.innerText.includes('not found')",
+            "not found",
+            PAGE,
+        )
+        .await;
+    assert!(!browser.text("#practice").await.contains(&other.name));
+
+    // Administration is not offered, even by address.
+    browser.open_fragment("#/users").await;
+    browser.wait_for_element("#not-found", PAGE).await;
+    browser.open_fragment("#/policies").await;
+    browser.wait_for_element("#not-found", PAGE).await;
+
+    // Alerts are read-only; reports are theirs.
+    browser.open_fragment("#/alerts").await;
+    browser
+        .wait_for_element("#alerts .last-updated", PAGE)
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('.acknowledge, .resolve').length")
+            .await,
+        serde_json::json!(0)
+    );
+    browser.open_fragment("#/reports").await;
+    browser
+        .wait_for_element("#report-table tr[data-practice-id]", PAGE)
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('#report-table tr[data-practice-id]').length")
+            .await,
+        serde_json::json!(1)
+    );
 }

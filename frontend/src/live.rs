@@ -246,6 +246,27 @@ impl<T: Send + Sync + 'static> Feed<T> {
     }
 }
 
+/// Re-fetches `feed` every `every_ms` while `pending` holds for its data: for changes the stream does
+/// not announce but that land within seconds (a command's acknowledgement, an appliance reporting
+/// the policy version it was just sent). Scoped to the calling component.
+pub fn follow_while<T: Send + Sync + 'static>(
+    feed: Feed<T>,
+    every_ms: u32,
+    pending: impl Fn(&T) -> bool + 'static,
+) {
+    spawn_local_scoped_with_cancellation(async move {
+        loop {
+            TimeoutFuture::new(every_ms).await;
+            if feed
+                .data
+                .with_untracked(|d| d.as_ref().is_some_and(&pending))
+            {
+                feed.reload();
+            }
+        }
+    });
+}
+
 /// Starts a [`Feed`]: `fetch` runs in a loop scoped to the calling component, so leaving the page
 /// cancels it. `min_interval_ms` spaces fetches caused by events (a fleet page under a storm of
 /// telemetry re-fetches at most that often).

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use stayopen_shared::alerts::{AlertKind, AlertState, AlertView, OpenSpan};
 use stayopen_shared::api::{ApplianceView, MetricPoint, Role, StreamEvent};
-use stayopen_shared::ids::{ApplianceId, PracticeId};
+use stayopen_shared::ids::{ApplianceId, PracticeId, UserId};
 use stayopen_shared::policy::{PolicyOverrides, PolicyScope};
 use stayopen_shared::telemetry::UplinkTelemetry;
 
@@ -893,6 +893,15 @@ pub fn qr_svg_path(size: i32, border: i32, dark: impl Fn(i32, i32) -> bool) -> S
 // Alerts and reports
 // ---------------------------------------------------------------------------------------------
 
+/// Who did something, as people read it: the cloud records users as `user:{id}`; the signed-in
+/// user is shown by e-mail, others stay as recorded (the API lists users only for admins).
+pub fn actor_label(actor: &str, me: Option<(UserId, &str)>) -> String {
+    match me {
+        Some((id, email)) if actor == format!("user:{id}") => email.to_owned(),
+        _ => actor.to_owned(),
+    }
+}
+
 pub fn alert_kind_label(kind: AlertKind) -> &'static str {
     match kind {
         AlertKind::ApplianceOffline => "Appliance offline",
@@ -1363,6 +1372,18 @@ mod tests {
             .expect("encodes");
         let path = qr_svg_path(qr.size(), 4, |x, y| qr.get_module(x, y));
         assert!(path.starts_with("M4,4h7v1h-7z"), "finder pattern first");
+    }
+
+    #[wasm_bindgen_test]
+    fn the_signed_in_user_is_named_by_email_and_others_as_recorded() {
+        let me = UserId(Uuid::from_u128(5));
+        let mine = format!("user:{me}");
+        assert_eq!(actor_label(&mine, Some((me, "a@b.example"))), "a@b.example");
+        assert_eq!(
+            actor_label("api-token:x", Some((me, "a@b.example"))),
+            "api-token:x"
+        );
+        assert_eq!(actor_label(&mine, None), mine);
     }
 
     #[wasm_bindgen_test]

@@ -19,25 +19,30 @@ if ! command -v wasm-bindgen >/dev/null 2>&1; then
 fi
 
 cd "$ROOT"
-CARGO_TARGET_DIR="$TARGET" cargo build --release -p stayopen-frontend --target wasm32-unknown-unknown
+CARGO_TARGET_DIR="$TARGET" cargo build --profile wasm-release -p stayopen-frontend --target wasm32-unknown-unknown
 
 rm -rf "$DIST"
 mkdir -p "$DIST"
 # Cargo names a binary's output after the bin target (`stayopen-frontend.wasm`, with a hyphen);
 # `--out-name` gives the JS glue and the wasm the names index.html imports.
 wasm-bindgen --target web --no-typescript --out-name stayopen_frontend --out-dir "$DIST" \
-  "$TARGET/wasm32-unknown-unknown/release/stayopen-frontend.wasm"
+  "$TARGET/wasm32-unknown-unknown/wasm-release/stayopen-frontend.wasm"
 cp "$ROOT/frontend/index.html" "$ROOT/frontend/style.css" "$DIST/"
 
 WASM="$DIST/stayopen_frontend_bg.wasm"
-if command -v wasm-opt >/dev/null 2>&1; then
-  # The features rustc's wasm32 target enables by default; wasm-opt must accept them as input.
+# wasm-bindgen hands JS objects to the wasm through an externref table; binaryen before version 116
+# rewrites that table's type into one browsers refuse, so an older wasm-opt (Debian bookworm ships
+# 108) is not used.
+WASM_OPT_VERSION="$(wasm-opt --version 2>/dev/null | awk '{print $3}')"
+if [ -n "$WASM_OPT_VERSION" ] && [ "$WASM_OPT_VERSION" -ge 116 ] 2>/dev/null; then
   wasm-opt -Oz --enable-bulk-memory --enable-mutable-globals --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-reference-types --enable-multivalue \
     -o "$WASM.opt" "$WASM"
   mv "$WASM.opt" "$WASM"
+elif [ -n "$WASM_OPT_VERSION" ]; then
+  echo "build-frontend: wasm-opt $WASM_OPT_VERSION is older than 116 and breaks wasm-bindgen's externref table; not used" >&2
 else
-  echo "build-frontend: wasm-opt not found (Debian package binaryen); the wasm is not size-optimised" >&2
+  echo "build-frontend: wasm-opt not found (Debian package binaryen); the wasm is not size-optimised further" >&2
 fi
 
 echo "build-frontend: $DIST"

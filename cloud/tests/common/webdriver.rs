@@ -1,5 +1,5 @@
 //! A minimal W3C WebDriver client over HTTP, enough to drive headless Chromium through ChromeDriver:
-//! navigate, type, click, run a script, take a screenshot.
+//! navigate, type, click, choose an option, run a script, take a screenshot.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -144,6 +144,12 @@ impl Browser {
     }
 
     pub async fn click(&self, css: &str) {
+        // Like a person scrolling to it: sticky bars must not cover what is clicked.
+        self.eval(&format!(
+            "const e = document.querySelector({}); if (e) e.scrollIntoView({{block: 'center'}}); return true",
+            json!(css)
+        ))
+        .await;
         let id = self.element(css).await;
         self.call(
             reqwest::Method::POST,
@@ -178,6 +184,46 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Moves the single-page app to `fragment` (`#/alerts`) the way a link does: no reload.
+    pub async fn open_fragment(&self, fragment: &str) {
+        self.eval(&format!("location.hash = {}; return true", json!(fragment)))
+            .await;
+    }
+
+    /// Chooses `value` in the `<select>` at `css` and fires `change`, as a person picking it would.
+    pub async fn select(&self, css: &str, value: &str) {
+        let script = format!(
+            "const s = document.querySelector({}); s.value = {}; \
+             s.dispatchEvent(new Event('change', {{bubbles: true}})); return s.value",
+            json!(css),
+            json!(value)
+        );
+        assert_eq!(
+            self.eval(&script).await,
+            json!(value),
+            "{css} offers {value}"
+        );
+    }
+
+    /// The visible text of the first element matching `css` (empty when there is none).
+    pub async fn text(&self, css: &str) -> String {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.innerText : ''",
+            json!(css)
+        );
+        self.eval(&script)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits until an element matching `css` exists.
+    pub async fn wait_for_element(&self, css: &str, timeout: Duration) {
+        let script = format!("return !!document.querySelector({})", json!(css));
+        self.wait_for(&script, css, timeout).await;
     }
 
     pub async fn screenshot_png(&self) -> Vec<u8> {

@@ -15,7 +15,7 @@ use crate::components::{
     time_exact, use_session,
 };
 use crate::live::{Feed, feed};
-use crate::logic::{Interest, Route, alert_kind_label, query_string};
+use crate::logic::{Interest, Route, actor_label, alert_kind_label, query_string};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tab {
@@ -218,6 +218,14 @@ fn AlertItem(
 ) -> impl IntoView {
     let session = use_session();
     let can_act = session.capabilities().operate;
+    let me = StoredValue::new(
+        session
+            .user
+            .with_untracked(|u| u.as_ref().map(|u| (u.id, u.email.clone()))),
+    );
+    let who = move |actor: &str| {
+        me.with_value(|me| actor_label(actor, me.as_ref().map(|(id, e)| (*id, e.as_str()))))
+    };
     let alert = Memo::new(move |_| items.with(|i| i.iter().find(|a| a.id == id).cloned()));
     let busy = RwSignal::new(false);
     let notice = RwSignal::new(None::<Notice>);
@@ -325,13 +333,13 @@ fn AlertItem(
                     " · last "
                     {time_ago(Some(a.last_seen))}
                 </p>
-                {a.acknowledged_by.clone().map(|by| view! {
+                {a.acknowledged_by.as_deref().map(who).map(|by| view! {
                     <p class="muted small">"Acknowledged by "{by}" "{time_ago(a.acknowledged_at)}</p>
                 })}
                 {a.resolved_at.map(|at| view! {
                     <p class="muted small">
                         "Resolved "{time_exact(Some(at))}
-                        {a.resolved_by.clone().map(|by| format!(" by {by}"))}
+                        {a.resolved_by.as_deref().map(|by| format!(" by {}", who(by)))}
                         {a.resolution.clone().map(|r| format!(": {r}"))}
                     </p>
                 })}
@@ -357,7 +365,7 @@ fn AlertItem(
                     <ul class="plain-list">
                         {comments.into_iter().map(|c| view! {
                             <li class="comment">
-                                <strong>{c.author}</strong>" "
+                                <strong>{who(&c.author)}</strong>" "
                                 <span class="muted small">{time_exact(Some(c.at))}</span>
                                 <p>{c.body}</p>
                             </li>

@@ -2,9 +2,7 @@
 //! timeline, the effective policy with each value's source and whether the appliance runs it yet,
 //! and commands (drill, fail back, diagnostics) with their acknowledgement.
 
-use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
-use leptos::task::spawn_local_scoped_with_cancellation;
 use stayopen_shared::alerts::AlertView;
 use stayopen_shared::api::{
     ApplianceConfiguration, ApplianceMetrics, ApplianceView, CommandView, CreateCommand,
@@ -20,7 +18,7 @@ use crate::components::{
     FeedStatus, Notice, PageHeading, act, loading, notice_view, status_badge, time_ago, time_exact,
     use_session,
 };
-use crate::live::{Feed, feed};
+use crate::live::{Feed, feed, follow_while};
 use crate::logic::{
     Interest, POLICY_FIELDS, PolicyTarget, Route, appliance_state, bytes_text, format_loss,
     format_rtt, primary_uplink, scope_label, uplinks_by_priority, value_text,
@@ -388,17 +386,8 @@ fn Commands(id: ApplianceId, can_operate: bool) -> impl IntoView {
             )
         });
     // A command's acknowledgement arrives within seconds: follow unfinished ones closely.
-    spawn_local_scoped_with_cancellation(async move {
-        loop {
-            TimeoutFuture::new(2_000).await;
-            let pending = commands.data.with_untracked(|p| {
-                p.as_ref()
-                    .is_some_and(|p| p.items.iter().any(|c| !c.status.is_final()))
-            });
-            if pending {
-                commands.reload();
-            }
-        }
+    follow_while(commands, 2_000, |page| {
+        page.items.iter().any(|c| !c.status.is_final())
     });
     let busy = RwSignal::new(false);
     let notice = RwSignal::new(None::<Notice>);
