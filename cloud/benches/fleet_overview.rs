@@ -67,8 +67,9 @@ async fn seed(cloud: &TestCloud, tenant: uuid::Uuid, practices: usize, appliance
             .unwrap_or_else(|e| panic!("seeding failed: {e}\n{sql}"));
     }
     sqlx::query(
-        "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, body)
+        "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, received_at, body)
          SELECT gen_random_uuid(), a.id, a.tenant_id, now() - make_interval(secs => n * 10),
+                now() - make_interval(secs => n * 10 - 1),
                 jsonb_build_object('active_uplink', 'fiber', 'uplinks', jsonb_build_array(
                     jsonb_build_object('name', 'fiber', 'priority', 0, 'metered', false, 'health', 'up',
                                        'rtt_ms', 10 + (n % 7), 'loss_pct', (n % 50 = 0)::int * 2.0,
@@ -83,6 +84,19 @@ async fn seed(cloud: &TestCloud, tenant: uuid::Uuid, practices: usize, appliance
     .execute(&cloud.owner_pool)
     .await
     .expect("telemetry");
+    // The month arrived over the month: roll it up as the cloud's job would have, hour by hour.
+    sqlx::query("UPDATE telemetry_rollup_watermark SET received_before = '-infinity'")
+        .execute(&cloud.owner_pool)
+        .await
+        .expect("rewind");
+    let rolling = Instant::now();
+    let hours = stayopen_cloud::db::roll_up_telemetry(&cloud.pool)
+        .await
+        .expect("roll-up");
+    println!(
+        "rolled the month up into {hours} hourly rows in {:.1} s",
+        rolling.elapsed().as_secs_f64()
+    );
     sqlx::query("ANALYZE")
         .execute(&cloud.owner_pool)
         .await
