@@ -31,6 +31,14 @@ fn require_built_dashboard() {
 /// Saves a screenshot as `{name}.png` in `STAYOPEN_SCREENSHOT_DIR` (docs/screenshots when
 /// refreshing the documentation), or the temporary directory.
 async fn screenshot(browser: &Browser, name: &str) {
+    // The top of the page, or the part the test just checked when it marked one.
+    browser
+        .eval(
+            "const m = document.querySelector('[data-screenshot]');
+             if (m) { m.scrollIntoView({block: 'center'}); } else { window.scrollTo(0, 0); }
+             return true",
+        )
+        .await;
     let png = browser.screenshot_png().await;
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     let out = std::env::var_os("STAYOPEN_SCREENSHOT_DIR")
@@ -225,6 +233,11 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
                  && !document.querySelector('#policy-save').disabled",
             "the preview of the change",
             PAGE,
+        )
+        .await;
+    browser
+        .eval(
+            "document.querySelector('#policy-preview-result').dataset.screenshot = ''; return true",
         )
         .await;
     screenshot(&browser, "policies").await;

@@ -1,5 +1,5 @@
 //! A minimal W3C WebDriver client over HTTP, enough to drive headless Chromium through ChromeDriver:
-//! navigate, type, click, choose an option, run a script, take a screenshot.
+//! navigate, type, click, run a script, take a screenshot.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -190,21 +190,6 @@ impl Browser {
     pub async fn open_fragment(&self, fragment: &str) {
         self.eval(&format!("location.hash = {}; return true", json!(fragment)))
             .await;
-    }
-
-    /// Chooses `value` in the `<select>` at `css` and fires `change`, as a person picking it would.
-    pub async fn select(&self, css: &str, value: &str) {
-        let script = format!(
-            "const s = document.querySelector({}); s.value = {}; \
-             s.dispatchEvent(new Event('change', {{bubbles: true}})); return s.value",
-            json!(css),
-            json!(value)
-        );
-        assert_eq!(
-            self.eval(&script).await,
-            json!(value),
-            "{css} offers {value}"
-        );
     }
 
     /// The visible text of the first element matching `css` (empty when there is none).

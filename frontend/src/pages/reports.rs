@@ -120,7 +120,7 @@ pub fn ReportsPage() -> impl IntoView {
                     }
                 }).collect_view();
                 let mut incidents = data.alerts.clone();
-                incidents.sort_by(|a, b| b.first_seen.cmp(&a.first_seen));
+                incidents.sort_by_key(|a| std::cmp::Reverse(a.first_seen));
                 view! {
                     {notes}
                     <section class="card section">
@@ -165,12 +165,15 @@ pub fn ReportsPage() -> impl IntoView {
     }
 }
 
+/// One drill event with the serial of the appliance that ran it.
+type Drill = (String, EventRecord);
+
 /// Drills per practice from the appliances' own events, loaded on request (one call per appliance).
 #[component]
 fn DrillLog(practices: Vec<PracticeSummary>, days: i64) -> impl IntoView {
     let session = use_session();
     let chosen = RwSignal::new(String::new());
-    let drills: RwSignal<Option<Result<Vec<(String, EventRecord)>, String>>> = RwSignal::new(None);
+    let drills: RwSignal<Option<Result<Vec<Drill>, String>>> = RwSignal::new(None);
     let busy = RwSignal::new(false);
     let load = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -226,7 +229,7 @@ async fn load_drills(
     session: Session,
     practice: PracticeId,
     days: i64,
-) -> Result<Vec<(String, EventRecord)>, Failure> {
+) -> Result<Vec<Drill>, Failure> {
     let since = (utc_now() - Duration::days(days)).to_rfc3339();
     let appliances: Page<ApplianceView> = api::get(
         session,
@@ -257,6 +260,6 @@ async fn load_drills(
                 .map(|r| (appliance.serial.clone(), r)),
         );
     }
-    drills.sort_by(|a, b| b.1.sent_at.cmp(&a.1.sent_at));
+    drills.sort_by_key(|d| std::cmp::Reverse(d.1.sent_at));
     Ok(drills)
 }
