@@ -186,13 +186,19 @@ pub async fn store(
             .await?
             .rows_affected();
             if let Some(version) = env.body.policy_version {
-                sqlx::query(
-                    "UPDATE appliances SET reported_version = $2, reported_at = now() WHERE id = $1",
+                let changed = sqlx::query(
+                    "UPDATE appliances SET reported_version = $2, reported_at = now()
+                     WHERE id = $1 AND reported_version IS DISTINCT FROM $2",
                 )
                 .bind(appliance_id.as_uuid())
                 .bind(i64::try_from(version).unwrap_or(i64::MAX))
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+                if changed == 1 {
+                    // The dashboard shows drift: tell it the appliance caught up.
+                    crate::stream::notify_appliance(&mut tx, appliance_id).await?;
+                }
             }
             let (now_online, uplink_changed): (bool, bool) = sqlx::query_as(
                 "WITH before AS (SELECT active_uplink FROM appliances WHERE id = $1)
@@ -268,6 +274,8 @@ pub async fn store(
             .await?;
             heard_from(&mut alert_changes, now_online);
             if inserted == 1 {
+                // A new entry on the appliance's timeline.
+                crate::stream::notify_appliance(&mut tx, appliance_id).await?;
                 alert_changes.extend(crate::alerts::rules_for_event(&env.body));
                 alert_changes.extend(
                     crate::alerts::stateful_rules(
@@ -328,6 +336,7 @@ pub async fn store(
         }
         DeviceMessage::CommandResult(env) => {
             if crate::commands::record_result(&mut tx, appliance_id, &env.body).await? {
+                crate::stream::notify_appliance(&mut tx, appliance_id).await?;
                 Stored::New
             } else {
                 Stored::Duplicate

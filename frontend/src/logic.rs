@@ -1026,6 +1026,7 @@ mod tests {
         ApplianceView {
             id: ApplianceId(Uuid::from_u128(1)),
             practice_id: PracticeId(Uuid::from_u128(10)),
+            practice_name: "Riverside".into(),
             site_id: SiteId(Uuid::from_u128(2)),
             site_name: "Main St".to_owned(),
             serial: "SO-1".to_owned(),

@@ -419,6 +419,7 @@ pub struct PracticeView {
 pub struct ApplianceView {
     pub id: ApplianceId,
     pub practice_id: PracticeId,
+    pub practice_name: String,
     pub site_id: SiteId,
     pub site_name: String,
     pub serial: String,

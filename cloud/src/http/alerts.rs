@@ -51,7 +51,13 @@ const ALERT_SELECT: &str = "SELECT id, kind, severity, state, practice_id,
         (SELECT s.name FROM appliances ap JOIN sites s ON s.id = ap.site_id
          WHERE ap.id = alerts.appliance_id) AS site_name,
         subject, summary, muted, after_hours, count,
-        first_seen, last_seen, acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution
+        first_seen, last_seen,
+        coalesce((SELECT u.email FROM users u WHERE 'user:' || u.id = alerts.acknowledged_by),
+                 acknowledged_by) AS acknowledged_by,
+        acknowledged_at,
+        coalesce((SELECT u.email FROM users u WHERE 'user:' || u.id = alerts.resolved_by),
+                 resolved_by) AS resolved_by,
+        resolved_at, resolution
      FROM alerts";
 
 impl AlertRow {
@@ -103,7 +109,9 @@ async fn fetch(
         return Ok(None);
     };
     let comments: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT author, body, created_at FROM alert_comments WHERE alert_id = $1 ORDER BY id",
+        "SELECT coalesce((SELECT u.email FROM users u WHERE 'user:' || u.id = c.author), c.author),
+                c.body, c.created_at
+         FROM alert_comments c WHERE c.alert_id = $1 ORDER BY c.id",
     )
     .bind(id)
     .fetch_all(&mut **tx)
@@ -146,6 +154,8 @@ pub struct AlertListQuery {
     /// `unresolved` lists open and acknowledged alerts together.
     pub unresolved: Option<bool>,
     pub kind: Option<AlertKind>,
+    /// Several kinds, comma-separated (`failover,drill_failed,drill_overdue`).
+    pub kinds: Option<String>,
     pub severity: Option<Severity>,
     pub practice_id: Option<Uuid>,
     pub appliance_id: Option<Uuid>,
@@ -168,6 +178,21 @@ pub async fn list(
 ) -> Result<web::Json<Page<AlertView>>, ApiFailure> {
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
+    let kinds: Option<Vec<&'static str>> = query
+        .kinds
+        .as_deref()
+        .map(|list| {
+            list.split(',')
+                .map(|k| {
+                    AlertKind::parse(k.trim())
+                        .map(AlertKind::as_str)
+                        .ok_or_else(|| {
+                            ApiFailure::BadRequest(format!("kinds: {k:?} is not an alert kind"))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
     let mut tx = auth.tx(&state).await?;
     let rows: Vec<AlertRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{ALERT_SELECT}
@@ -180,6 +205,7 @@ pub async fn list(
            AND ($7::uuid IS NULL OR appliance_id = $7)
            AND ($8::timestamptz IS NULL OR last_seen >= $8)
            AND ($9::timestamptz IS NULL OR (last_seen, id) < ($9, $10))
+           AND ($12::text[] IS NULL OR kind = ANY($12))
          ORDER BY last_seen DESC, id DESC LIMIT $11"
     )))
     .bind(auth.practice_filter())
@@ -193,6 +219,7 @@ pub async fn list(
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
     .bind(fetch)
+    .bind(kinds)
     .fetch_all(&mut *tx)
     .await?;
     let items = rows

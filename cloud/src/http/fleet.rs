@@ -28,6 +28,7 @@ use crate::startup::AppState;
 struct ApplianceRow {
     id: Uuid,
     practice_id: Uuid,
+    practice_name: String,
     site_id: Uuid,
     site_name: String,
     serial: String,
@@ -38,9 +39,9 @@ struct ApplianceRow {
 }
 
 const APPLIANCE_SELECT: &str =
-    "SELECT a.id, a.practice_id, a.site_id, s.name AS site_name, a.serial, a.online,
-        a.last_seen, a.active_uplink, a.last_telemetry
-     FROM appliances a JOIN sites s ON s.id = a.site_id";
+    "SELECT a.id, a.practice_id, p.name AS practice_name, a.site_id, s.name AS site_name, a.serial,
+        a.online, a.last_seen, a.active_uplink, a.last_telemetry
+     FROM appliances a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = a.practice_id";
 
 impl ApplianceRow {
     fn view(self, now: DateTime<Utc>, offline_after: Duration) -> ApplianceView {
@@ -55,6 +56,7 @@ impl ApplianceRow {
         ApplianceView {
             id: ApplianceId(self.id),
             practice_id: PracticeId(self.practice_id),
+            practice_name: self.practice_name,
             site_id: SiteId(self.site_id),
             site_name: self.site_name,
             serial: self.serial,
