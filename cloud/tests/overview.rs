@@ -111,6 +111,18 @@ async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
         .execute(&cloud.owner_pool)
         .await
         .expect("silence");
+    // The heartbeat sweep notices within a second and raises its offline alert.
+    eventually(Duration::from_secs(10), "the offline alert", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM alerts WHERE appliance_id = $1 AND kind = 'appliance_offline'",
+        )
+        .bind(silent.as_uuid())
+        .fetch_one(&cloud.owner_pool)
+        .await
+        .ok()
+        .filter(|n| *n == 1)
+    })
+    .await;
 
     let all = practices(&cloud, &admin, "").await;
     let by_name = |name: &str| {
@@ -195,7 +207,11 @@ async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
         (totals.practices_offline, totals.practices_on_backup),
         (1, 1)
     );
-    assert_eq!((totals.open_alerts, totals.critical_alerts), (1, 1));
+    assert_eq!(
+        (totals.open_alerts, totals.critical_alerts),
+        (2, 2),
+        "the silent appliance's offline alert and the failover"
+    );
 
     // A compliance officer of Riverside counts Riverside only.
     let officer = cloud
