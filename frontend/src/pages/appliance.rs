@@ -38,7 +38,11 @@ pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
             .with(|a| a.as_ref().map(|a| a.serial.clone()))
             .unwrap_or_else(|| "Appliance".to_owned())
     });
-    let practice = Memo::new(move |_| appliance.data.with(|a| a.as_ref().map(|a| a.practice_id)));
+    let practice = Memo::new(move |_| {
+        appliance
+            .data
+            .with(|a| a.as_ref().map(|a| (a.practice_id, a.practice_name.clone())))
+    });
     let missing = move || {
         appliance
             .error
@@ -50,8 +54,8 @@ pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
             <p class="breadcrumbs">
                 <a href=Route::Fleet.href()>"Fleet"</a>
                 " / "
-                {move || practice.get().map(|p| view! {
-                    <a href=Route::Practice(p).href() id="practice-link">"Practice"</a>
+                {move || practice.get().map(|(p, name)| view! {
+                    <a href=Route::Practice(p).href() id="practice-link">{name}</a>
                     " / "
                 })}
             </p>
@@ -72,7 +76,7 @@ pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
                     <Commands id can_operate=caps.operate />
                     <Configuration id />
                 </div>
-                {move || practice.get().map(|p| view! { <ApplianceAlerts id practice=p /> })}
+                {move || practice.get().map(|(p, _)| view! { <ApplianceAlerts id practice=p /> })}
                 <Events id />
             </Show>
         </section>
