@@ -5,7 +5,7 @@ use stayopen_shared::alerts::{
     AlertKind, ChannelKind, ChannelView, CreateChannel, CreateRoutingRule, CreatedChannel,
     NotificationView, RouteDuring, RoutingRuleView, Severity,
 };
-use stayopen_shared::api::Page;
+use stayopen_shared::api::{Page, UserView};
 use stayopen_shared::ids::PracticeId;
 
 use crate::api;
@@ -54,6 +54,21 @@ fn Channels(channels: Feed<Page<ChannelView>>) -> impl IntoView {
     let notice = RwSignal::new(None::<Notice>);
     let secret: RwSignal<Option<String>> = RwSignal::new(None);
     let is_webhook = move || kind.get() == "webhook";
+    // Users to mail at their current address. Only those who may list users (MSP admins) get the
+    // choice; others name addresses.
+    let team: RwSignal<Vec<(uuid::Uuid, String)>> = RwSignal::new(Vec::new());
+    let chosen_users: RwSignal<Vec<uuid::Uuid>> = RwSignal::new(Vec::new());
+    leptos::task::spawn_local(async move {
+        if let Ok(page) = api::get::<Page<UserView>>(session, "/api/v1/users?limit=500").await {
+            team.set(
+                page.items
+                    .into_iter()
+                    .filter(|u| !u.disabled)
+                    .map(|u| (u.id.0, u.email))
+                    .collect(),
+            );
+        }
+    });
 
     let create = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -77,7 +92,11 @@ fn Channels(channels: Feed<Page<ChannelView>>) -> impl IntoView {
                     .map(str::to_owned)
                     .collect()
             },
-            user_ids: vec![],
+            user_ids: if webhook {
+                vec![]
+            } else {
+                chosen_users.get_untracked()
+            },
         };
         act(
             busy,
@@ -90,6 +109,7 @@ fn Channels(channels: Feed<Page<ChannelView>>) -> impl IntoView {
             move |created| {
                 secret.set(created.signing_secret);
                 name.set(String::new());
+                chosen_users.set(Vec::new());
                 channels.reload();
             },
         );
@@ -158,9 +178,37 @@ fn Channels(channels: Feed<Page<ChannelView>>) -> impl IntoView {
                 </Show>
                 <Show when=move || !is_webhook()>
                     <div class="field">
-                        <label for="channel-recipients">"Recipients (comma-separated)"</label>
-                        <input id="channel-recipients" type="text" bind:value=recipients required />
+                        <label for="channel-recipients">"Addresses of people or lists (comma-separated)"</label>
+                        <input id="channel-recipients" type="text" bind:value=recipients />
                     </div>
+                </Show>
+                <Show when=move || !is_webhook() && !team.get().is_empty()>
+                    <fieldset class="field" id="channel-users">
+                        <legend>"Users, mailed at their current address"</legend>
+                        {move || team.get().into_iter().map(|(id, email)| {
+                            let input_id = format!("channel-user-{id}");
+                            let label_for = input_id.clone();
+                            view! {
+                                <label class="checkbox" for=label_for>
+                                    <input
+                                        id=input_id
+                                        type="checkbox"
+                                        prop:checked=move || chosen_users.with(|c| c.contains(&id))
+                                        on:change=move |ev| {
+                                            let on = event_target_checked(&ev);
+                                            chosen_users.update(|c| {
+                                                c.retain(|x| *x != id);
+                                                if on {
+                                                    c.push(id);
+                                                }
+                                            });
+                                        }
+                                    />
+                                    " " {email}
+                                </label>
+                            }
+                        }).collect_view()}
+                    </fieldset>
                 </Show>
                 <div class="form-actions">
                     <button type="submit" class="button button-primary" disabled=move || busy.get()>"Add channel"</button>
