@@ -527,6 +527,21 @@ pub async fn heartbeat_sweep(pool: PgPool, offline_after_secs: u32) {
     }
 }
 
+/// Applies each appliance's change in `tx`, now: what every sweep does with the appliances it
+/// found. Returns how many it applied.
+async fn apply_each(
+    tx: &mut Tx,
+    tenant: TenantId,
+    changes: impl IntoIterator<Item = (Uuid, AlertChange)>,
+) -> Result<usize, sqlx::Error> {
+    let mut applied = 0;
+    for (appliance, change) in changes {
+        apply(tx, tenant, ApplianceId(appliance), &[change], Utc::now()).await?;
+        applied += 1;
+    }
+    Ok(applied)
+}
+
 /// Failovers open longer than the appliance's `on_backup_alert_secs` raise "on backup too long".
 pub async fn long_backup_sweep(pool: &PgPool) -> Result<usize, sqlx::Error> {
     let tenants: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_tenants_with_open_failovers()")
@@ -546,23 +561,20 @@ pub async fn long_backup_sweep(pool: &PgPool) -> Result<usize, sqlx::Error> {
         )
         .fetch_all(&mut *tx)
         .await?;
-        for (appliance, secs) in &long {
-            let change = AlertChange::Raise {
-                kind: AlertKind::OnBackupLong,
-                subject: String::new(),
-                summary: format!("On the backup uplink for {} min", secs / 60),
-            };
-            apply(
-                &mut tx,
-                tenant,
-                ApplianceId(*appliance),
-                &[change],
-                Utc::now(),
-            )
-            .await?;
-        }
+        raised += apply_each(
+            &mut tx,
+            tenant,
+            long.into_iter().map(|(appliance, secs)| {
+                let change = AlertChange::Raise {
+                    kind: AlertKind::OnBackupLong,
+                    subject: String::new(),
+                    summary: format!("On the backup uplink for {} min", secs / 60),
+                };
+                (appliance, change)
+            }),
+        )
+        .await?;
         tx.commit().await?;
-        raised += long.len();
     }
     Ok(raised)
 }
@@ -591,32 +603,25 @@ pub async fn drill_and_flapping_sweep(pool: &PgPool) -> Result<usize, sqlx::Erro
         )
         .fetch_all(&mut *tx)
         .await?;
-        for (appliance, since, drilled) in &overdue {
-            let summary = if *drilled {
-                format!(
-                    "No completed failover drill since {}",
-                    since.format("%Y-%m-%d")
-                )
-            } else {
-                format!(
-                    "No completed failover drill since enrolment on {}",
-                    since.format("%Y-%m-%d")
-                )
-            };
-            let change = AlertChange::Raise {
-                kind: AlertKind::DrillOverdue,
-                subject: String::new(),
-                summary,
-            };
-            apply(
-                &mut tx,
-                tenant,
-                ApplianceId(*appliance),
-                &[change],
-                Utc::now(),
-            )
-            .await?;
-        }
+        changed += apply_each(
+            &mut tx,
+            tenant,
+            overdue.into_iter().map(|(appliance, since, drilled)| {
+                let since = since.format("%Y-%m-%d");
+                let summary = if drilled {
+                    format!("No completed failover drill since {since}")
+                } else {
+                    format!("No completed failover drill since enrolment on {since}")
+                };
+                let change = AlertChange::Raise {
+                    kind: AlertKind::DrillOverdue,
+                    subject: String::new(),
+                    summary,
+                };
+                (appliance, change)
+            }),
+        )
+        .await?;
         let calm: Vec<Uuid> = sqlx::query_scalar(
             "SELECT f.appliance_id FROM alerts f JOIN appliances a ON a.id = f.appliance_id
              WHERE f.kind = 'flapping' AND f.state <> 'resolved'
@@ -628,23 +633,20 @@ pub async fn drill_and_flapping_sweep(pool: &PgPool) -> Result<usize, sqlx::Erro
         )
         .fetch_all(&mut *tx)
         .await?;
-        for appliance in &calm {
-            let change = AlertChange::Clear {
-                kind: AlertKind::Flapping,
-                subject: None,
-                reason: "no failover for a whole flapping window".into(),
-            };
-            apply(
-                &mut tx,
-                tenant,
-                ApplianceId(*appliance),
-                &[change],
-                Utc::now(),
-            )
-            .await?;
-        }
+        changed += apply_each(
+            &mut tx,
+            tenant,
+            calm.into_iter().map(|appliance| {
+                let change = AlertChange::Clear {
+                    kind: AlertKind::Flapping,
+                    subject: None,
+                    reason: "no failover for a whole flapping window".into(),
+                };
+                (appliance, change)
+            }),
+        )
+        .await?;
         tx.commit().await?;
-        changed += overdue.len() + calm.len();
     }
     Ok(changed)
 }
@@ -672,26 +674,23 @@ pub async fn expiring_certificate_sweep(pool: &PgPool) -> Result<usize, sqlx::Er
         .bind(CERTIFICATE_WARNING_DAYS)
         .fetch_all(&mut *tx)
         .await?;
-        for (appliance, not_after) in &expiring {
-            let change = AlertChange::Raise {
-                kind: AlertKind::CertificateExpiring,
-                subject: String::new(),
-                summary: format!(
-                    "Device certificate expires on {}: enrol the appliance again to renew it",
-                    not_after.format("%Y-%m-%d")
-                ),
-            };
-            apply(
-                &mut tx,
-                tenant,
-                ApplianceId(*appliance),
-                &[change],
-                Utc::now(),
-            )
-            .await?;
-        }
+        raised += apply_each(
+            &mut tx,
+            tenant,
+            expiring.into_iter().map(|(appliance, not_after)| {
+                let change = AlertChange::Raise {
+                    kind: AlertKind::CertificateExpiring,
+                    subject: String::new(),
+                    summary: format!(
+                        "Device certificate expires on {}: enrol the appliance again to renew it",
+                        not_after.format("%Y-%m-%d")
+                    ),
+                };
+                (appliance, change)
+            }),
+        )
+        .await?;
         tx.commit().await?;
-        raised += expiring.len();
     }
     Ok(raised)
 }
