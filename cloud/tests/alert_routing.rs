@@ -17,7 +17,8 @@ use stayopen_appliance::config::{DataplaneSection, Outage, OutageKind};
 use stayopen_cloud::alerts::{self, AlertChange};
 use stayopen_cloud::config::{SmtpConfig, SmtpSecurity};
 use stayopen_shared::alerts::{
-    AlertKind, AlertView, CreatedChannel, NotificationView, Severity, WebhookDigest, WebhookTicket,
+    AlertKind, AlertView, CreatedChannel, MaintenanceWindowView, NotificationView, Severity,
+    WebhookDigest, WebhookTicket,
 };
 use stayopen_shared::api::Page;
 use stayopen_shared::{ApplianceId, PracticeId};
@@ -517,6 +518,85 @@ async fn a_maintenance_window_records_alerts_but_notifies_nobody() {
         || async { (!receiver.received().is_empty()).then_some(()) },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_for_one_appliance_mutes_only_it_and_is_listed_where_it_applies() {
+    let cloud = test_cloud(None).await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let practice: PracticeId = demo.practices[0].id;
+    let token = &demo.practices[0].enrollment_token;
+    let serviced = enrol(&cloud, token, "SO-MAINT-A", 6).await;
+    let untouched = enrol(&cloud, token, "SO-MAINT-B", 7).await;
+    let now = Utc::now();
+    let window = serde_json::json!({"practice_id": practice, "appliance_id": serviced,
+                                    "starts_at": now - chrono::Duration::minutes(1),
+                                    "ends_at": now + chrono::Duration::hours(1),
+                                    "reason": "LTE antenna moved"});
+    let (status, created) = cloud
+        .post::<_, MaintenanceWindowView>(Some(&admin), "/api/v1/maintenance-windows", &window)
+        .await;
+    assert_eq!(status, 201);
+    let created = created.expect("window");
+    assert_eq!(created.appliance_serial.as_deref(), Some("SO-MAINT-A"));
+
+    let covering = |appliance: ApplianceId| {
+        let cloud = &cloud;
+        let admin = &admin;
+        async move {
+            let (status, page) = cloud
+                .get::<Page<MaintenanceWindowView>>(
+                    admin,
+                    &format!("/api/v1/maintenance-windows?appliance_id={appliance}&upcoming=true"),
+                )
+                .await;
+            assert_eq!(status, 200);
+            page.expect("page")
+                .items
+                .into_iter()
+                .map(|w| w.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(covering(serviced).await, vec![created.id]);
+    assert!(covering(untouched).await.is_empty(), "not its window");
+
+    assert!(
+        alert(
+            &cloud,
+            &admin,
+            cloud
+                .raise_alert(demo.tenant_id, serviced, failover())
+                .await
+        )
+        .await
+        .muted
+    );
+    assert!(
+        !alert(
+            &cloud,
+            &admin,
+            cloud
+                .raise_alert(demo.tenant_id, untouched, failover())
+                .await
+        )
+        .await
+        .muted,
+        "the practice's other appliance is not under maintenance"
+    );
+
+    // A window for the whole practice covers every appliance of it.
+    let mut whole = window.clone();
+    whole["appliance_id"] = serde_json::Value::Null;
+    let (status, practice_wide) = cloud
+        .post::<_, MaintenanceWindowView>(Some(&admin), "/api/v1/maintenance-windows", &whole)
+        .await;
+    assert_eq!(status, 201);
+    let practice_wide = practice_wide.expect("window");
+    assert_eq!(practice_wide.appliance_serial, None);
+    assert_eq!(covering(untouched).await, vec![practice_wide.id]);
+    assert_eq!(covering(serviced).await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -201,6 +201,17 @@ async fn a_repeating_condition_folds_into_one_alert_that_people_acknowledge_comm
         commented.expect("alert").comments[0].body,
         "ISP ticket 4711 opened"
     );
+    let listed = alerts_of(&cloud, &admin, "").await;
+    let listed = listed.iter().find(|a| a.id == alert.id).expect("listed");
+    assert_eq!(
+        listed
+            .comments
+            .iter()
+            .map(|c| (c.author.as_str(), c.body.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(demo.email.as_str(), "ISP ticket 4711 opened")],
+        "the list shows each alert's comments, by their author's address"
+    );
     let (status, resolved) = cloud
         .post::<_, AlertView>(
             Some(&admin),

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{TestCloud, eventually, spawn_cloud};
 use stayopen_appliance::fleet_sim::{self, FleetOptions};
-use stayopen_shared::api::{ApplianceConfiguration, ApplianceView, Page, Role};
+use stayopen_cloud::seed::DemoSeed;
+use stayopen_shared::api::{ApplianceConfiguration, ApplianceView, Page, Role, UserView};
 use stayopen_shared::ids::ApplianceId;
 use tokio::sync::watch;
 use webdriver::Browser;
@@ -71,6 +72,45 @@ async fn appliance_id(cloud: &TestCloud, token: &str, serial: &str) -> Appliance
     .await
 }
 
+/// Simulated appliances (the real agent over simulated links) spread over the demo's practices.
+struct Fleet {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    _state: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn start(cloud: &TestCloud, demo: &DemoSeed, count: usize) -> Fleet {
+        let state = tempfile::tempdir().expect("state root");
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(fleet_sim::run(
+            FleetOptions {
+                api_url: cloud.base_url.clone(),
+                enrollment_tokens: demo
+                    .practices
+                    .iter()
+                    .map(|p| p.enrollment_token.clone())
+                    .collect(),
+                first_index: 0,
+                count,
+                state_root: state.path().join("fleet"),
+                telemetry_interval_secs: 1,
+            },
+            stopped,
+        ));
+        Fleet {
+            stop,
+            task,
+            _state: state,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).expect("stop");
+        self.task.await.expect("fleet");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_policy_with_a_preview()
  {
@@ -79,25 +119,9 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let admin_token = cloud.login(&demo.email, &demo.password).await;
-    let state = tempfile::tempdir().expect("state root");
-    let (stop, stopped) = watch::channel(false);
     // Six appliances over the demo's two practices; SO-SIM-0000 loses its fibre 45 s after it
     // starts (fleet_sim's schedule) and fails over to LTE.
-    let fleet = tokio::spawn(fleet_sim::run(
-        FleetOptions {
-            api_url: cloud.base_url.clone(),
-            enrollment_tokens: demo
-                .practices
-                .iter()
-                .map(|p| p.enrollment_token.clone())
-                .collect(),
-            first_index: 0,
-            count: 6,
-            state_root: state.path().join("fleet"),
-            telemetry_interval_secs: 1,
-        },
-        stopped,
-    ));
+    let fleet = Fleet::start(&cloud, &demo, 6);
 
     let browser = Browser::start().await;
     browser.goto(&cloud.base_url).await;
@@ -116,6 +140,7 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
             PAGE,
         )
         .await;
+    screenshot(&browser, "sign-in").await;
     sign_in(&browser, &demo.email, &demo.password).await;
     browser
         .eval("window.__stayopenNoReload = true; return true")
@@ -319,6 +344,33 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
         .await;
     screenshot(&browser, "appliance").await;
 
+    // Planned work on this one appliance, from its page: listed there with its serial.
+    browser
+        .eval(
+            "const local = d => new Date(d.getTime() - d.getTimezoneOffset() * 60000)
+                 .toISOString().slice(0, 16);
+             const set = (css, value) => {
+                 const e = document.querySelector(css);
+                 e.value = value;
+                 e.dispatchEvent(new Event('input', {bubbles: true}));
+             };
+             const now = new Date();
+             set('#mw-start', local(now));
+             set('#mw-end', local(new Date(now.getTime() + 3600 * 1000)));
+             return true",
+        )
+        .await;
+    browser.type_into("#mw-reason", "LTE antenna moved").await;
+    browser.click("#maintenance-form button[type=submit]").await;
+    browser
+        .wait_for(
+            "const w = document.querySelector('#appliance .window[data-window]');
+             return !!w && w.innerText.includes('SO-SIM-0000') && w.innerText.includes('LTE antenna moved')",
+            "the appliance's maintenance window",
+            PAGE,
+        )
+        .await;
+
     // The failover alert: acknowledged from the alerts page.
     browser.open_fragment("#/alerts").await;
     let failover_alert =
@@ -345,6 +397,31 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
             PAGE,
         )
         .await;
+    // A comment: the alert is drawn anew with it, and its comments stay open.
+    browser
+        .click(&format!(
+            "[data-alert-id='{alert_id}'] details.comments summary"
+        ))
+        .await;
+    browser
+        .type_into(&format!("#comment-{alert_id}"), "Fibre provider notified")
+        .await;
+    browser
+        .click(&format!(
+            "[data-alert-id='{alert_id}'] details.comments button[type=submit]"
+        ))
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "const d = document.querySelector(\"[data-alert-id='{alert_id}'] details.comments\");
+                 return !!d && d.open && d.innerText.includes('Fibre provider notified')
+                     && d.querySelector('summary').innerText.includes('(1)')"
+            ),
+            "the comment, still on show",
+            PAGE,
+        )
+        .await;
     screenshot(&browser, "alerts").await;
 
     // Enrolment: a token with its QR code and the appliance's configuration.
@@ -361,8 +438,67 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
     assert!(command.contains(&format!("api_url = \"{}\"", cloud.base_url)));
     screenshot(&browser, "enrolment").await;
 
+    // A compliance officer's practices are edited in place: one more is found by name and added.
+    let officer = "officer@riverside.example";
+    cloud
+        .user_with_role(
+            &admin_token,
+            officer,
+            Role::ComplianceOfficer,
+            vec![practice.id],
+        )
+        .await;
+    let second = &demo.practices[1];
+    browser.open_fragment("#/users").await;
+    let row = format!("#users tr[data-user='{officer}']");
+    browser
+        .wait_for_element(&format!("{row} .edit-practices"), PAGE)
+        .await;
+    browser.click(&format!("{row} .edit-practices")).await;
+    browser.type_into("#edit-user-practice", &second.name).await;
+    let option = format!("{row} .picker-option[data-practice-id='{}']", second.id);
+    browser.wait_for_element(&option, PAGE).await;
+    browser.click(&option).await;
+    browser.click(&format!("{row} .add-practice")).await;
+    browser
+        .wait_for(
+            &format!(
+                "return document.querySelectorAll(\"{row} .practices-editor li[data-practice]\").length === 2"
+            ),
+            "the officer with two practices",
+            PAGE,
+        )
+        .await;
+    let (_, users) = cloud
+        .get::<Page<UserView>>(&admin_token, "/api/v1/users?limit=50")
+        .await;
+    let edited = users
+        .expect("users")
+        .items
+        .into_iter()
+        .find(|u| u.email == officer)
+        .expect("the officer");
+    assert_eq!(edited.practice_ids.len(), 2);
+    assert!(edited.practice_ids.contains(&second.id));
+    let mut names = vec![practice.name.clone(), second.name.clone()];
+    names.sort();
+    assert_eq!(
+        edited
+            .practices
+            .iter()
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>(),
+        names,
+        "the user's practices by name"
+    );
+    browser
+        .eval(&format!(
+            "document.querySelector(\"{row}\").dataset.screenshot = ''; return true"
+        ))
+        .await;
+    screenshot(&browser, "users").await;
+
     for (fragment, ready, name) in [
-        ("#/users", "#users tr[data-user]", "users"),
         ("#/notifications", "#channel-list", "notifications"),
         (
             "#/audit",
@@ -383,8 +519,7 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
         "the whole session ran without a reload"
     );
 
-    stop.send(true).expect("stop");
-    fleet.await.expect("fleet");
+    fleet.stop().await;
     eprintln!("dashboard test took {:?}", started.elapsed());
 }
 
@@ -404,6 +539,9 @@ async fn a_compliance_officer_is_offered_only_their_practice_and_cannot_open_ano
         )
         .await;
 
+    // One appliance in each practice.
+    let appliances = Fleet::start(&cloud, &demo, 2);
+
     let browser = Browser::start().await;
     browser.goto(&cloud.base_url).await;
     sign_in(&browser, "officer@smile.example", "correct-horse-battery").await;
@@ -421,6 +559,22 @@ async fn a_compliance_officer_is_offered_only_their_practice_and_cannot_open_ano
         .await;
     let fleet = browser.text("#fleet").await;
     assert!(fleet.contains(&mine.name));
+    // Their practice, two clicks from signing in.
+    browser
+        .open_fragment(&format!("#/practices/{}", mine.id))
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "const h = document.querySelector('#practice h1');
+                 return !!h && h.innerText === {} && document.querySelectorAll('#practice .appliance').length === 1",
+                serde_json::json!(mine.name)
+            ),
+            "their practice",
+            PAGE,
+        )
+        .await;
+    screenshot(&browser, "officer-practice").await;
     assert!(
         !fleet.contains(&other.name),
         "another practice is not listed"
@@ -466,4 +620,6 @@ async fn a_compliance_officer_is_offered_only_their_practice_and_cannot_open_ano
             .await,
         serde_json::json!(1)
     );
+    screenshot(&browser, "officer-reports").await;
+    appliances.stop().await;
 }

@@ -547,6 +547,9 @@ pub struct MaintenanceWindowView {
     pub id: uuid::Uuid,
     pub practice_id: PracticeId,
     pub appliance_id: Option<ApplianceId>,
+    /// The serial of `appliance_id`, so a list can name it without another request.
+    #[serde(default)]
+    pub appliance_serial: Option<String>,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub reason: String,

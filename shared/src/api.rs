@@ -173,10 +173,21 @@ pub struct UserView {
     pub display_name: String,
     pub role: Role,
     pub practice_ids: Vec<PracticeId>,
+    /// The same practices with their names, ordered by name, so a list of users can show them.
+    #[serde(default)]
+    pub practices: Vec<PracticeLabel>,
     pub access_expires_at: Option<DateTime<Utc>>,
     pub totp_enabled: bool,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
+}
+
+/// A practice by id and name, where a view lists practices it does not describe.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PracticeLabel {
+    pub id: PracticeId,
+    pub name: String,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -1,6 +1,8 @@
 //! Alerts: list with filters, one alert with its comments, acknowledge, resolve, comment. Every
 //! action is audited with who and when.
 
+use std::collections::HashMap;
+
 use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -108,21 +110,32 @@ async fn fetch(
     let Some(row) = row else {
         return Ok(None);
     };
-    let comments: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT coalesce((SELECT u.email FROM users u WHERE 'user:' || u.id = c.author), c.author),
+    let mut comments = comments_of(tx, &[id]).await?;
+    row.view(comments.remove(&id).unwrap_or_default()).map(Some)
+}
+
+/// The comments of these alerts, oldest first, in one query (a list page shows them too).
+async fn comments_of(
+    tx: &mut Tx,
+    alerts: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<AlertComment>>, ApiFailure> {
+    let rows: Vec<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT c.alert_id,
+                coalesce((SELECT u.email FROM users u WHERE 'user:' || u.id = c.author), c.author),
                 c.body, c.created_at
-         FROM alert_comments c WHERE c.alert_id = $1 ORDER BY c.id",
+         FROM alert_comments c WHERE c.alert_id = ANY($1) ORDER BY c.id",
     )
-    .bind(id)
+    .bind(alerts)
     .fetch_all(&mut **tx)
     .await?;
-    row.view(
-        comments
-            .into_iter()
-            .map(|(author, body, at)| AlertComment { author, body, at })
-            .collect(),
-    )
-    .map(Some)
+    let mut by_alert: HashMap<Uuid, Vec<AlertComment>> = HashMap::new();
+    for (alert, author, body, at) in rows {
+        by_alert
+            .entry(alert)
+            .or_default()
+            .push(AlertComment { author, body, at });
+    }
+    Ok(by_alert)
 }
 
 /// One alert the caller may see, with its comments; 404 otherwise.
@@ -222,9 +235,14 @@ pub async fn list(
     .bind(kinds)
     .fetch_all(&mut *tx)
     .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut comments = comments_of(&mut tx, &ids).await?;
     let items = rows
         .into_iter()
-        .map(|r| r.view(Vec::new()))
+        .map(|r| {
+            let of_alert = comments.remove(&r.id).unwrap_or_default();
+            r.view(of_alert)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(web::Json(pagination::page(
         items,

@@ -23,6 +23,7 @@ struct WindowRow {
     id: Uuid,
     practice_id: Uuid,
     appliance_id: Option<Uuid>,
+    appliance_serial: Option<String>,
     starts_at: DateTime<Utc>,
     ends_at: DateTime<Utc>,
     reason: String,
@@ -30,8 +31,10 @@ struct WindowRow {
     created_at: DateTime<Utc>,
 }
 
-const WINDOW_COLUMNS: &str =
-    "id, practice_id, appliance_id, starts_at, ends_at, reason, created_by, created_at";
+/// A window's columns with its appliance's serial, over `maintenance_windows w`.
+const WINDOW_COLUMNS: &str = "w.id, w.practice_id, w.appliance_id,
+    (SELECT a.serial FROM appliances a WHERE a.id = w.appliance_id) AS appliance_serial,
+    w.starts_at, w.ends_at, w.reason, w.created_by, w.created_at";
 
 impl From<WindowRow> for MaintenanceWindowView {
     fn from(row: WindowRow) -> Self {
@@ -39,6 +42,7 @@ impl From<WindowRow> for MaintenanceWindowView {
             id: row.id,
             practice_id: PracticeId(row.practice_id),
             appliance_id: row.appliance_id.map(ApplianceId),
+            appliance_serial: row.appliance_serial,
             starts_at: row.starts_at,
             ends_at: row.ends_at,
             reason: row.reason,
@@ -101,7 +105,7 @@ pub async fn create(
         }
     }
     let row: WindowRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO maintenance_windows
+        "INSERT INTO maintenance_windows AS w
              (id, tenant_id, practice_id, appliance_id, starts_at, ends_at, reason, created_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {WINDOW_COLUMNS}"
     )))
@@ -140,6 +144,8 @@ pub struct WindowQuery {
     pub limit: Option<u32>,
     pub cursor: Option<String>,
     pub practice_id: Option<Uuid>,
+    /// Only the windows that cover this appliance: its own and its whole practice's.
+    pub appliance_id: Option<Uuid>,
     /// Only windows not over yet (current and planned).
     pub upcoming: Option<bool>,
 }
@@ -161,12 +167,15 @@ pub async fn list(
     let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
     let mut tx = auth.tx(&state).await?;
     let rows: Vec<WindowRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {WINDOW_COLUMNS} FROM maintenance_windows
-         WHERE ($1::uuid[] IS NULL OR practice_id = ANY($1))
-           AND ($2::uuid IS NULL OR practice_id = $2)
-           AND (NOT coalesce($3, false) OR ends_at > now())
-           AND ($4::timestamptz IS NULL OR (starts_at, id) < ($4, $5))
-         ORDER BY starts_at DESC, id DESC LIMIT $6"
+        "SELECT {WINDOW_COLUMNS} FROM maintenance_windows w
+         WHERE ($1::uuid[] IS NULL OR w.practice_id = ANY($1))
+           AND ($2::uuid IS NULL OR w.practice_id = $2)
+           AND (NOT coalesce($3, false) OR w.ends_at > now())
+           AND ($4::timestamptz IS NULL OR (w.starts_at, w.id) < ($4, $5))
+           AND ($7::uuid IS NULL OR w.appliance_id = $7
+                OR (w.appliance_id IS NULL
+                    AND w.practice_id = (SELECT practice_id FROM appliances WHERE id = $7)))
+         ORDER BY w.starts_at DESC, w.id DESC LIMIT $6"
     )))
     .bind(auth.practice_filter())
     .bind(query.practice_id)
@@ -174,6 +183,7 @@ pub async fn list(
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
     .bind(fetch)
+    .bind(query.appliance_id)
     .fetch_all(&mut *tx)
     .await?;
     let items = rows.into_iter().map(MaintenanceWindowView::from).collect();
@@ -201,8 +211,8 @@ pub async fn remove(
     let id = path.into_inner();
     let mut tx = auth.tx(&state).await?;
     let row: WindowRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM maintenance_windows
-         WHERE id = $1 AND ($2::uuid[] IS NULL OR practice_id = ANY($2))
+        "DELETE FROM maintenance_windows AS w
+         WHERE w.id = $1 AND ($2::uuid[] IS NULL OR w.practice_id = ANY($2))
          RETURNING {WINDOW_COLUMNS}"
     )))
     .bind(id)

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use stayopen_shared::api::{
-    ApiError, CreateUser, Page, Role, SecuritySettings, UpdateUser, UserView,
+    ApiError, CreateUser, Page, PracticeLabel, Role, SecuritySettings, UpdateUser, UserView,
 };
 use stayopen_shared::{PracticeId, UserId};
 use utoipa::IntoParams;
@@ -25,6 +25,7 @@ struct UserRow {
     display_name: String,
     role: String,
     practice_ids: Vec<Uuid>,
+    practice_names: Vec<String>,
     access_expires_at: Option<DateTime<Utc>>,
     totp_enabled: bool,
     disabled_at: Option<DateTime<Utc>>,
@@ -39,6 +40,7 @@ impl UserRow {
                 .ok_or_else(|| ApiFailure::Internal(format!("unknown role {:?}", self.role)))?,
             email: self.email,
             display_name: self.display_name,
+            practices: practice_labels(&self.practice_ids, self.practice_names),
             practice_ids: self.practice_ids.into_iter().map(PracticeId).collect(),
             access_expires_at: self.access_expires_at,
             totp_enabled: self.totp_enabled,
@@ -48,12 +50,29 @@ impl UserRow {
     }
 }
 
+/// The names come in the same order as the ids, so the two zip into labels.
+fn practice_labels(ids: &[Uuid], names: Vec<String>) -> Vec<PracticeLabel> {
+    let mut labels: Vec<PracticeLabel> = ids
+        .iter()
+        .zip(names)
+        .map(|(id, name)| PracticeLabel {
+            id: PracticeId(*id),
+            name,
+        })
+        .collect();
+    labels.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.0.cmp(&b.id.0)));
+    labels
+}
+
 const USER_SELECT: &str =
     "SELECT u.id, u.email, u.display_name, u.role, u.access_expires_at, u.totp_enabled,
         u.disabled_at, u.created_at,
         COALESCE(array_agg(up.practice_id ORDER BY up.practice_id)
-                 FILTER (WHERE up.practice_id IS NOT NULL), '{}') AS practice_ids
-     FROM users u LEFT JOIN user_practices up ON up.user_id = u.id";
+                 FILTER (WHERE up.practice_id IS NOT NULL), '{}') AS practice_ids,
+        COALESCE(array_agg(p.name ORDER BY up.practice_id)
+                 FILTER (WHERE up.practice_id IS NOT NULL), '{}') AS practice_names
+     FROM users u LEFT JOIN user_practices up ON up.user_id = u.id
+          LEFT JOIN practices p ON p.id = up.practice_id";
 
 async fn load_user(tx: &mut Tx, id: Uuid) -> Result<UserView, ApiFailure> {
     let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -231,6 +231,9 @@ fn AlertItem(
     let notice = RwSignal::new(None::<Notice>);
     let note = RwSignal::new(String::new());
     let comment = RwSignal::new(String::new());
+    // The item is drawn anew whenever the alert changes (a comment, a live update): remember
+    // whether its comments were open so the new drawing keeps them so.
+    let comments_open = RwSignal::new(false);
 
     // An action answers with the alert as it now is: show it at once, then let the list refresh.
     let apply = move |updated: AlertView| {
@@ -360,7 +363,13 @@ fn AlertItem(
                         </form>
                     })}
                 </div>
-                <details class="comments">
+                <details
+                    class="comments"
+                    open=comments_open.get_untracked()
+                    on:toggle=move |ev| {
+                        comments_open.set(event_target::<web_sys::Element>(&ev).has_attribute("open"));
+                    }
+                >
                     <summary>{format!("Comments ({})", comments.len())}</summary>
                     <ul class="plain-list">
                         {comments.into_iter().map(|c| view! {

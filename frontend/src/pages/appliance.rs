@@ -24,6 +24,7 @@ use crate::logic::{
     format_rtt, primary_uplink, scope_label, uplinks_by_priority, value_text,
 };
 use crate::pages::alerts::AlertList;
+use crate::pages::practice::Maintenance;
 
 #[component]
 pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
@@ -76,7 +77,10 @@ pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
                     <Commands id can_operate=caps.operate />
                     <Configuration id />
                 </div>
-                {move || practice.get().map(|(p, _)| view! { <ApplianceAlerts id practice=p /> })}
+                {move || practice.get().map(|(p, _)| view! {
+                    <ApplianceAlerts id practice=p />
+                    <Maintenance practice=p appliance=id />
+                })}
                 <Events id />
             </Show>
         </section>

@@ -562,16 +562,41 @@ fn local_input_to_utc(value: &str) -> Option<DateTime<Utc>> {
     DateTime::<Utc>::from_timestamp_millis(ms as i64)
 }
 
+/// Planned maintenance: on the practice page every window of the practice, planned for all of its
+/// appliances or one of them; on an appliance's page (`appliance` given) the windows that cover
+/// that appliance, and new ones are planned for it alone.
 #[component]
-fn Maintenance(practice: PracticeId) -> impl IntoView {
+pub fn Maintenance(
+    practice: PracticeId,
+    #[prop(optional)] appliance: Option<ApplianceId>,
+) -> impl IntoView {
     let session = use_session();
     let can_edit = session.capabilities().operate;
     let windows: Feed<Page<MaintenanceWindowView>> = feed(Interest::Nothing, 0.0, move || {
+        let scope = match appliance {
+            Some(a) => format!("appliance_id={a}"),
+            None => format!("practice_id={practice}"),
+        };
         api::get::<Page<MaintenanceWindowView>>(
             session,
-            &format!("/api/v1/maintenance-windows?practice_id={practice}&upcoming=true&limit=100"),
+            &format!("/api/v1/maintenance-windows?{scope}&upcoming=true&limit=100"),
         )
     });
+    // On the practice page the window may be for one appliance: offer the practice's appliances.
+    let candidates: Feed<Page<ApplianceView>> = feed(Interest::Nothing, 0.0, move || async move {
+        if appliance.is_some() || !can_edit {
+            return Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        api::get::<Page<ApplianceView>>(
+            session,
+            &format!("/api/v1/appliances?practice_id={practice}&limit=500"),
+        )
+        .await
+    });
+    let applies_to = RwSignal::new(String::new());
     let starts = RwSignal::new(String::new());
     let ends = RwSignal::new(String::new());
     let reason = RwSignal::new(String::new());
@@ -591,7 +616,13 @@ fn Maintenance(practice: PracticeId) -> impl IntoView {
         };
         let body = CreateMaintenanceWindow {
             practice_id: practice,
-            appliance_id: None,
+            appliance_id: appliance.or_else(|| {
+                applies_to
+                    .get_untracked()
+                    .parse::<uuid::Uuid>()
+                    .ok()
+                    .map(ApplianceId)
+            }),
             starts_at,
             ends_at,
             reason: reason.get_untracked(),
@@ -640,8 +671,19 @@ fn Maintenance(practice: PracticeId) -> impl IntoView {
                                 .map(|w| {
                                     let id = w.id;
                                     view! {
-                                        <li class="window">
+                                        <li class="window" data-window=id.to_string()>
                                             <span>{time_exact(Some(w.starts_at))}" – "{time_exact(Some(w.ends_at))}</span>
+                                            " "
+                                            {match (w.appliance_id, w.appliance_serial.clone()) {
+                                                (Some(a), serial) => view! {
+                                                    <a class="chip serial" href=Route::Appliance(a).href()>
+                                                        {serial.unwrap_or_else(|| "one appliance".to_owned())}
+                                                    </a>
+                                                }.into_any(),
+                                                (None, _) => view! {
+                                                    <span class="chip">"whole practice"</span>
+                                                }.into_any(),
+                                            }}
                                             " "
                                             <span class="muted">{w.reason.clone()}</span>
                                             {can_edit
@@ -667,7 +709,18 @@ fn Maintenance(practice: PracticeId) -> impl IntoView {
             {can_edit
                 .then(|| {
                     view! {
-                        <form class="form form-grid" on:submit=create>
+                        <form class="form form-grid" id="maintenance-form" on:submit=create>
+                            {appliance.is_none().then(|| view! {
+                                <div class="field field-wide">
+                                    <label for="mw-scope">"Applies to"</label>
+                                    <select id="mw-scope" on:change=move |ev| applies_to.set(event_target_value(&ev))>
+                                        <option value="" selected=true>"Every appliance of the practice"</option>
+                                        {move || candidates.data.get().map(|page| page.items.into_iter().map(|a| view! {
+                                            <option value=a.id.to_string()>{format!("{} ({})", a.serial, a.site_name)}</option>
+                                        }).collect_view())}
+                                    </select>
+                                </div>
+                            })}
                             <div class="field">
                                 <label for="mw-start">"Starts (your time)"</label>
                                 <input id="mw-start" type="datetime-local" bind:value=starts required />

@@ -6,7 +6,7 @@ use stayopen_shared::api::{
     ApiTokenScope, ApiTokenView, CreateApiToken, CreateUser, CreatedApiToken, Page, Role,
     UpdateUser, UserView,
 };
-use stayopen_shared::ids::PracticeId;
+use stayopen_shared::ids::{PracticeId, UserId};
 
 use crate::api;
 use crate::components::{
@@ -43,10 +43,11 @@ pub fn UsersPage() -> impl IntoView {
             .with(|p| p.as_ref().and_then(|p| p.next_cursor.clone()))
     };
     let me = session.user.with_untracked(|u| u.as_ref().map(|u| u.id));
+    let editing = RwSignal::new(None::<UserId>);
     let busy = RwSignal::new(false);
     let notice = RwSignal::new(None::<Notice>);
 
-    let update = move |id: stayopen_shared::ids::UserId, change: UpdateUser, done: &'static str| {
+    let update = move |id: UserId, change: UpdateUser, done: &'static str| {
         act(
             busy,
             notice,
@@ -57,7 +58,7 @@ pub fn UsersPage() -> impl IntoView {
             move |_| users.reload(),
         );
     };
-    let remove = move |id: stayopen_shared::ids::UserId| {
+    let remove = move |id: UserId| {
         act(
             busy,
             notice,
@@ -114,7 +115,13 @@ pub fn UsersPage() -> impl IntoView {
                                             }).collect_view()}
                                         </select>
                                     </td>
-                                    <td>{if u.role.is_msp_wide() { "all".to_owned() } else { u.practice_ids.len().to_string() }}</td>
+                                    <td class="user-practices">
+                                        {if u.role.is_msp_wide() {
+                                            view! { <span class="muted">"all"</span> }.into_any()
+                                        } else {
+                                            view! { <UserPractices user=u.clone() editing update /> }.into_any()
+                                        }}
+                                    </td>
                                     <td>{if u.totp_enabled { "on" } else { "off" }}</td>
                                     <td>{time_exact(u.access_expires_at)}</td>
                                     <td>{if disabled { "disabled" } else { "active" }}</td>
@@ -137,6 +144,109 @@ pub fn UsersPage() -> impl IntoView {
             </div>
             {pager.view(next, users)}
         </section>
+    }
+}
+
+/// The practices a practice-scoped user may see: their names, and (one user at a time) an editor
+/// that removes one or adds another found by name.
+#[component]
+fn UserPractices<F>(user: UserView, editing: RwSignal<Option<UserId>>, update: F) -> impl IntoView
+where
+    F: Fn(UserId, UpdateUser, &'static str) + Copy + Send + Sync + 'static,
+{
+    let id = user.id;
+    let edit_label = format!("Edit the practices of {}", user.email);
+    let practices = StoredValue::new(user.practices);
+    let ids = move || practices.with_value(|p| p.iter().map(|p| p.id).collect::<Vec<_>>());
+    let adding: RwSignal<Option<(PracticeId, String)>> = RwSignal::new(None);
+    let open = move || editing.get() == Some(id);
+    let set_practices = move |practice_ids: Vec<PracticeId>, done: &'static str| {
+        update(
+            id,
+            UpdateUser {
+                practice_ids: Some(practice_ids),
+                ..UpdateUser::default()
+            },
+            done,
+        );
+    };
+    let add = move |_| {
+        if let Some((practice, _)) = adding.get_untracked() {
+            let mut chosen = ids();
+            if !chosen.contains(&practice) {
+                chosen.push(practice);
+                set_practices(chosen, "Practice added.");
+            }
+            adding.set(None);
+        }
+    };
+    let summary = move || {
+        practices.with_value(|p| match p.len() {
+            0 => "none".to_owned(),
+            1..=2 => p
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            n => format!("{}, {} and {} more", p[0].name, p[1].name, n - 2),
+        })
+    };
+
+    view! {
+        <Show
+            when=open
+            fallback=move || view! {
+                <span class="practice-names">{summary}</span>
+                " "
+                <button
+                    type="button"
+                    class="button button-link edit-practices"
+                    aria-label=edit_label.clone()
+                    on:click=move |_| editing.set(Some(id))
+                >
+                    "Edit"
+                </button>
+            }
+        >
+            <div class="practices-editor">
+                <ul class="plain-list chips">
+                    {practices.get_value().into_iter().map(|p| {
+                        let practice = p.id;
+                        view! {
+                            <li class="chip" data-practice=practice.to_string()>
+                                {p.name.clone()}
+                                " "
+                                <button
+                                    type="button"
+                                    class="button button-link danger"
+                                    aria-label=format!("Remove {}", p.name)
+                                    on:click=move |_| {
+                                        let rest = ids().into_iter().filter(|x| *x != practice).collect();
+                                        set_practices(rest, "Practice removed.");
+                                    }
+                                >
+                                    "×"
+                                </button>
+                            </li>
+                        }
+                    }).collect_view()}
+                </ul>
+                <PracticePicker id="edit-user-practice" label="Add a practice" chosen=adding />
+                <div class="form-actions">
+                    <button
+                        type="button"
+                        class="button button-secondary button-small add-practice"
+                        disabled=move || adding.with(Option::is_none)
+                        on:click=add
+                    >
+                        "Add"
+                    </button>
+                    <button type="button" class="button button-link" on:click=move |_| editing.set(None)>
+                        "Done"
+                    </button>
+                </div>
+            </div>
+        </Show>
     }
 }
 
