@@ -80,32 +80,35 @@ pub async fn login(
         password,
         totp_code,
     })?;
-    send(Method::POST, "/api/v1/auth/login", Some(&body), None).await
+    parse(&send(Method::POST, "/api/v1/auth/login", Some(&body), None).await?)
 }
 
 /// `POST /api/v1/auth/refresh`: the next access and refresh token of this sign-in.
 pub async fn refresh(refresh_token: String) -> Result<LoginResponse, Failure> {
     let body = encode(&RefreshRequest { refresh_token })?;
-    send(Method::POST, "/api/v1/auth/refresh", Some(&body), None).await
+    parse(&send(Method::POST, "/api/v1/auth/refresh", Some(&body), None).await?)
 }
 
 /// `POST /api/v1/auth/logout`: revokes the refresh token, so a copy of it is worthless.
 pub async fn logout(refresh_token: String) {
     if let Ok(body) = encode(&RefreshRequest { refresh_token }) {
-        let _: Result<(), Failure> =
-            send(Method::POST, "/api/v1/auth/logout", Some(&body), None).await;
+        let _ = send(Method::POST, "/api/v1/auth/logout", Some(&body), None).await;
     }
 }
 
 /// A call's answer, not tied to the borrowed path or body it was made with.
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = Result<T, Failure>>>>;
 
+// Only the last step, decoding the answer into `T`, is generic: the request itself is one
+// function for every type, which keeps the dashboard's download small (each generic async
+// function is compiled again for every type it is called with).
+
 pub fn get<T: DeserializeOwned>(
     session: Session,
     path: &str,
 ) -> impl Future<Output = Result<T, Failure>> + use<T> {
-    let path = path.to_owned();
-    async move { call(session, Method::GET, &path, None).await }
+    let answer = call(session, Method::GET, path.to_owned(), None);
+    async move { parse(&answer.await?) }
 }
 
 pub fn post<B: Serialize, T: DeserializeOwned + 'static>(
@@ -113,12 +116,7 @@ pub fn post<B: Serialize, T: DeserializeOwned + 'static>(
     path: &str,
     body: &B,
 ) -> LocalFuture<T> {
-    Box::pin(with_body(
-        session,
-        Method::POST,
-        path.to_owned(),
-        encode(body),
-    ))
+    with_body(session, Method::POST, path, encode(body))
 }
 
 pub fn put<B: Serialize, T: DeserializeOwned + 'static>(
@@ -126,12 +124,7 @@ pub fn put<B: Serialize, T: DeserializeOwned + 'static>(
     path: &str,
     body: &B,
 ) -> LocalFuture<T> {
-    Box::pin(with_body(
-        session,
-        Method::PUT,
-        path.to_owned(),
-        encode(body),
-    ))
+    with_body(session, Method::PUT, path, encode(body))
 }
 
 pub fn patch<B: Serialize, T: DeserializeOwned + 'static>(
@@ -139,29 +132,33 @@ pub fn patch<B: Serialize, T: DeserializeOwned + 'static>(
     path: &str,
     body: &B,
 ) -> LocalFuture<T> {
-    Box::pin(with_body(
-        session,
-        Method::PATCH,
-        path.to_owned(),
-        encode(body),
-    ))
+    with_body(session, Method::PATCH, path, encode(body))
 }
 
 /// `DELETE`; the cloud answers 204 without a body.
 pub fn delete(session: Session, path: &str) -> impl Future<Output = Result<(), Failure>> + use<> {
-    let path = path.to_owned();
-    async move { call(session, Method::DELETE, &path, None).await }
+    let answer = call(session, Method::DELETE, path.to_owned(), None);
+    async move { answer.await.map(drop) }
 }
 
 // The wrappers copy the path and encode the body before returning a `'static` future, so callers
 // can build the path inline (`&format!(…)`) in a closure that returns the future.
-async fn with_body<T: DeserializeOwned>(
+fn with_body<T: DeserializeOwned + 'static>(
     session: Session,
     method: Method,
-    path: String,
+    path: &str,
     body: Result<String, Failure>,
-) -> Result<T, Failure> {
-    call(session, method, &path, Some(body?)).await
+) -> LocalFuture<T> {
+    let answer = body.map(|body| call(session, method, path.to_owned(), Some(body)));
+    Box::pin(async move { parse(&answer?.await?) })
+}
+
+/// Decodes a successful answer; an empty one (204) decodes as `()` (JSON `null`). Never inlined:
+/// one copy per answer type, however many places ask for that type.
+#[inline(never)]
+fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Failure> {
+    let json = if text.trim().is_empty() { "null" } else { text };
+    serde_json::from_str(json).map_err(|e| Failure::Decode(e.to_string()))
 }
 
 fn encode<B: Serialize>(body: &B) -> Result<String, Failure> {
@@ -169,12 +166,23 @@ fn encode<B: Serialize>(body: &B) -> Result<String, Failure> {
 }
 
 /// The one place a signed-in request is made: with the current access token, renewed once on 401.
-async fn call<T: DeserializeOwned>(
+/// Answers the body of a successful response.
+fn call(
     session: Session,
     method: Method,
-    path: &str,
+    path: String,
     body: Option<String>,
-) -> Result<T, Failure> {
+) -> LocalFuture<String> {
+    Box::pin(call_unboxed(session, method, path, body))
+}
+
+async fn call_unboxed(
+    session: Session,
+    method: Method,
+    path: String,
+    body: Option<String>,
+) -> Result<String, Failure> {
+    let path = path.as_str();
     let Some(token) = session.token.get_untracked() else {
         return Err(Failure::Unauthorized(None));
     };
@@ -198,12 +206,12 @@ async fn call<T: DeserializeOwned>(
     }
 }
 
-async fn send<T: DeserializeOwned>(
+async fn send(
     method: Method,
     path: &str,
     body: Option<&str>,
     token: Option<&str>,
-) -> Result<T, Failure> {
+) -> Result<String, Failure> {
     let deadline = Deadline::start();
     let mut builder = RequestBuilder::new(path)
         .method(method)
@@ -226,20 +234,14 @@ async fn send<T: DeserializeOwned>(
     decode(response).await
 }
 
-async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, Failure> {
+async fn decode(response: Response) -> Result<String, Failure> {
     let status = response.status();
     let text = response
         .text()
         .await
         .map_err(|e| Failure::Network(e.to_string()))?;
     if response.ok() {
-        // 204 and other empty answers decode as `()` (JSON `null`).
-        let json = if text.trim().is_empty() {
-            "null"
-        } else {
-            &text
-        };
-        return serde_json::from_str(json).map_err(|e| Failure::Decode(e.to_string()));
+        return Ok(text);
     }
     let body = serde_json::from_str::<ApiError>(&text).ok();
     if status == 401 {

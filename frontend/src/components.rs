@@ -6,7 +6,7 @@ use leptos::task::spawn_local;
 use stayopen_shared::api::{Page, PracticeSummary};
 use stayopen_shared::ids::PracticeId;
 
-use crate::api::{self, Failure};
+use crate::api::{self, Failure, LocalFuture};
 use crate::live::{Feed, now_ms};
 use crate::logic::{query_string, relative_seconds, relative_time, timestamp_text};
 use crate::session::Session;
@@ -136,21 +136,35 @@ pub fn act<T, Fut>(
     T: 'static,
     Fut: std::future::Future<Output = Result<T, Failure>> + 'static,
 {
+    // The generic part only hands the answer to `done`; the rest is `run_action`, one function
+    // for every action (keeping the download small).
+    let outcome: LocalFuture<Box<dyn FnOnce()>> = Box::pin(async move {
+        let value = call.await?;
+        Ok(Box::new(move || done(value)) as Box<dyn FnOnce()>)
+    });
+    run_action(busy, notice, success.into(), outcome);
+}
+
+fn run_action(
+    busy: RwSignal<bool>,
+    notice: RwSignal<Option<Notice>>,
+    success: String,
+    outcome: LocalFuture<Box<dyn FnOnce()>>,
+) {
     if busy.get_untracked() {
         return;
     }
     busy.set(true);
     notice.set(None);
-    let success = success.into();
     spawn_local(async move {
-        let result = call.await;
+        let result = outcome.await;
         busy.set(false);
         match result {
-            Ok(value) => {
+            Ok(done) => {
                 if !success.is_empty() {
                     notice.set(Some(Notice::Done(success)));
                 }
-                done(value);
+                done();
             }
             Err(Failure::Unauthorized(_)) => {}
             Err(failure) => notice.set(Some(Notice::Failed(failure.to_string()))),

@@ -276,52 +276,101 @@ where
     F: Fn() -> Fut + 'static,
     Fut: Future<Output = Result<T, Failure>> + 'static,
 {
-    let live = use_live();
     let feed = Feed {
         data: RwSignal::new(None),
         error: RwSignal::new(None),
         updated_at: RwSignal::new(None),
         wake: RwSignal::new(0),
     };
-    spawn_local_scoped_with_cancellation(async move {
-        let mut position = live.position();
-        loop {
+    // Only fetching and storing the answer depend on `T`; the loop around them is one function
+    // for every feed (a generic loop would be compiled again per feed, growing the download).
+    let fetch_and_store: FetchAndStore = Box::new(move || {
+        let answer = fetch();
+        Box::pin(async move {
             let wake = feed.wake.get_untracked();
-            let started = now_ms();
-            let result = fetch().await;
+            let result = answer.await;
             // Filters changed while this was in flight: its answer is for the old ones.
             if feed.wake.get_untracked() != wake {
-                continue;
+                return Fetched::Stale;
             }
-            match result {
-                Ok(value) => {
-                    feed.data.set(Some(value));
-                    feed.updated_at.set(Some(now_ms()));
-                    if feed.error.with_untracked(Option::is_some) {
-                        feed.error.set(None);
-                    }
-                }
-                // The session is over; the login page takes it from here.
-                Err(Failure::Unauthorized(_)) => return,
-                Err(failure) => {
-                    if feed.error.with_untracked(|e| e.as_ref() != Some(&failure)) {
-                        feed.error.set(Some(failure));
-                    }
-                }
-            }
-            wait_for_change(
-                live,
-                &mut position,
-                interest,
-                feed.wake,
-                wake,
-                started,
-                min_interval_ms,
-            )
-            .await;
-        }
+            let outcome = result.map(|value| feed.data.set(Some(value)));
+            settle(feed.updated_at, feed.error, outcome)
+        })
     });
+    spawn_local_scoped_with_cancellation(run_feed(
+        use_live(),
+        interest,
+        feed.wake,
+        min_interval_ms,
+        fetch_and_store,
+    ));
     feed
+}
+
+/// Records how a fetch ended (its value, if any, is stored already).
+fn settle(
+    updated_at: RwSignal<Option<f64>>,
+    error: RwSignal<Option<Failure>>,
+    outcome: Result<(), Failure>,
+) -> Fetched {
+    match outcome {
+        Ok(()) => {
+            updated_at.set(Some(now_ms()));
+            if error.with_untracked(Option::is_some) {
+                error.set(None);
+            }
+            Fetched::Stored
+        }
+        // The session is over; the login page takes it from here.
+        Err(Failure::Unauthorized(_)) => Fetched::SignedOut,
+        Err(failure) => {
+            if error.with_untracked(|e| e.as_ref() != Some(&failure)) {
+                error.set(Some(failure));
+            }
+            Fetched::Stored
+        }
+    }
+}
+
+/// What one fetch of a feed came to.
+enum Fetched {
+    /// The answer (or the failure) is on show.
+    Stored,
+    /// The filters changed meanwhile: fetch again at once.
+    Stale,
+    /// The session ended: stop.
+    SignedOut,
+}
+
+type FetchAndStore = Box<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Fetched>>>>;
+
+async fn run_feed(
+    live: Live,
+    interest: Interest,
+    wake: RwSignal<u64>,
+    min_interval_ms: f64,
+    fetch_and_store: FetchAndStore,
+) {
+    let mut position = live.position();
+    loop {
+        let woken = wake.get_untracked();
+        let started = now_ms();
+        match fetch_and_store().await {
+            Fetched::Stored => {}
+            Fetched::Stale => continue,
+            Fetched::SignedOut => return,
+        }
+        wait_for_change(
+            live,
+            &mut position,
+            interest,
+            wake,
+            woken,
+            started,
+            min_interval_ms,
+        )
+        .await;
+    }
 }
 
 async fn wait_for_change(

@@ -1,7 +1,7 @@
 //! Pure presentation logic: no DOM, no network, no clock. Everything here compiles on any target and
 //! is unit-tested.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use stayopen_shared::alerts::{AlertKind, AlertState, AlertView, OpenSpan};
 use stayopen_shared::api::{ApplianceView, MetricPoint, Role, StreamEvent};
 use stayopen_shared::ids::{ApplianceId, PracticeId, UserId};
@@ -44,8 +44,30 @@ pub fn duration_text(seconds: i64) -> String {
 }
 
 /// A timestamp for tables, `"2026-03-04 14:05:09 UTC"`: unambiguous for an auditor, sortable.
+// Written out by hand rather than with chrono's `format`, whose format-string interpreter would
+// be compiled into the dashboard just for these two texts.
 pub fn timestamp_text(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    format!(
+        "{} {:02}:{:02}:{:02} UTC",
+        date_text(at.date_naive()),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// A calendar date, `"2026-03-04"`.
+pub fn date_text(date: NaiveDate) -> String {
+    format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
+}
+
+/// The value of an `<input type="date">` (`"2026-03-04"`); `None` when empty or not a date.
+pub fn parse_date(text: &str) -> Option<NaiveDate> {
+    let mut parts = text.trim().splitn(3, '-');
+    let year = parts.next()?.parse().ok()?;
+    let month = parts.next()?.parse().ok()?;
+    let day = parts.next()?.parse().ok()?;
+    NaiveDate::from_ymd_opt(year, month, day)
 }
 
 /// Median probe round-trip time for display, e.g. `"23 ms"`; `"–"` when no probe answered.
@@ -1007,6 +1029,31 @@ mod tests {
         Utc.timestamp_opt(1_700_000_000 + seconds, 0)
             .single()
             .unwrap_or_default()
+    }
+
+    #[wasm_bindgen_test]
+    fn timestamps_and_dates_are_written_iso_style_with_leading_zeros() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 3, 4, 7, 5, 9)
+            .single()
+            .expect("a time");
+        assert_eq!(timestamp_text(at), "2026-03-04 07:05:09 UTC");
+        assert_eq!(date_text(at.date_naive()), "2026-03-04");
+    }
+
+    #[wasm_bindgen_test]
+    fn a_date_input_parses_to_its_day_and_anything_else_to_nothing() {
+        assert_eq!(
+            parse_date("2026-02-28"),
+            NaiveDate::from_ymd_opt(2026, 2, 28)
+        );
+        assert_eq!(
+            parse_date(" 2026-12-01 "),
+            NaiveDate::from_ymd_opt(2026, 12, 1)
+        );
+        for bad in ["", "2026-02-30", "2026-13-01", "tomorrow", "2026-02"] {
+            assert_eq!(parse_date(bad), None, "{bad:?}");
+        }
     }
 
     fn uplink(name: &str, priority: u8) -> UplinkTelemetry {

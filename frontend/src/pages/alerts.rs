@@ -1,7 +1,7 @@
 //! Alerts: the open ones to act on (acknowledge, resolve with a note, comment) and the history with
 //! filters. Practice-scoped roles see the same lists read-only.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use stayopen_shared::alerts::{
     AlertKind, AlertState, AlertView, CreateAlertComment, ResolveAlert, Severity,
@@ -15,7 +15,7 @@ use crate::components::{
     time_exact, use_session,
 };
 use crate::live::{Feed, feed};
-use crate::logic::{Interest, Route, actor_label, alert_kind_label, query_string};
+use crate::logic::{Interest, Route, actor_label, alert_kind_label, parse_date, query_string};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tab {
@@ -36,8 +36,7 @@ pub fn AlertsPage() -> impl IntoView {
 
     let alerts = feed(Interest::Alerts, 1_000.0, move || {
         let open = tab.get_untracked() == Tab::Open;
-        let since_value = NaiveDate::parse_from_str(&since.get_untracked(), "%Y-%m-%d")
-            .ok()
+        let since_value = parse_date(&since.get_untracked())
             .and_then(|d| d.and_hms_opt(0, 0, 0))
             .map(|d| DateTime::<Utc>::from_naive_utc_and_offset(d, Utc).to_rfc3339());
         let filter = |s: RwSignal<String>| (!open).then(|| s.get_untracked());

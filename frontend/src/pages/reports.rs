@@ -13,8 +13,8 @@ use crate::api::{self, Failure};
 use crate::components::{FeedStatus, PageHeading, loading, time_exact, use_session};
 use crate::live::{feed, utc_now};
 use crate::logic::{
-    Interest, Route, alert_kind_label, availability_text, duration_text, practice_record,
-    query_string,
+    Interest, Route, alert_kind_label, availability_text, date_text, duration_text,
+    practice_record, query_string,
 };
 use crate::session::Session;
 
@@ -124,7 +124,7 @@ pub fn ReportsPage() -> impl IntoView {
                 view! {
                     {notes}
                     <section class="card section">
-                        <h2>{format!("Availability, {} to {}", data.from.format("%Y-%m-%d"), data.to.format("%Y-%m-%d"))}</h2>
+                        <h2>{format!("Availability, {} to {}", date_text(data.from.date_naive()), date_text(data.to.date_naive()))}</h2>
                         <div class="table-wrap">
                             <table class="data-table" id="report-table">
                                 <thead>

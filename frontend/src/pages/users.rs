@@ -1,6 +1,6 @@
 //! Access: the MSP's users and roles, and API tokens (whose secret is shown once).
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use stayopen_shared::api::{
     ApiTokenScope, ApiTokenView, CreateApiToken, CreateUser, CreatedApiToken, Page, Role,
@@ -14,11 +14,10 @@ use crate::components::{
     use_session,
 };
 use crate::live::{Feed, feed};
-use crate::logic::{Interest, query_string};
+use crate::logic::{Interest, parse_date, query_string};
 
 fn end_of_day(date: &str) -> Option<DateTime<Utc>> {
-    NaiveDate::parse_from_str(date, "%Y-%m-%d")
-        .ok()
+    parse_date(date)
         .and_then(|d| d.and_hms_opt(23, 59, 59))
         .map(|d| DateTime::<Utc>::from_naive_utc_and_offset(d, Utc))
 }
