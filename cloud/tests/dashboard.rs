@@ -5,13 +5,17 @@ mod common;
 #[path = "common/webdriver.rs"]
 mod webdriver;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{TestCloud, eventually, spawn_cloud};
+use common::{TestCloud, eventually, spawn_cloud, spawn_cloud_with};
 use stayopen_appliance::fleet_sim::{self, FleetOptions};
 use stayopen_cloud::seed::DemoSeed;
-use stayopen_shared::api::{ApplianceConfiguration, ApplianceView, Page, Role, UserView};
+use stayopen_shared::api::{
+    ApplianceConfiguration, ApplianceView, Page, Role, TotpSetup, UpdateUser, UserView,
+};
 use stayopen_shared::ids::ApplianceId;
 use tokio::sync::watch;
 use webdriver::Browser;
@@ -109,6 +113,203 @@ impl Fleet {
         self.stop.send(true).expect("stop");
         self.task.await.expect("fleet");
     }
+}
+
+/// A TCP relay between the browser and the cloud that the test cuts and restores, as when the
+/// line between a technician and the cloud goes down.
+struct Line {
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    relay: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Line {
+    async fn start(cloud_url: &str) -> Line {
+        let upstream: SocketAddr = cloud_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the cloud's address");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the line");
+        let addr = listener.local_addr().expect("line address");
+        Line {
+            addr,
+            upstream,
+            relay: Mutex::new(Some(Self::relay(listener, upstream))),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn relay(
+        listener: tokio::net::TcpListener,
+        upstream: SocketAddr,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            // Aborting this task drops the set, and with it every open connection.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        })
+    }
+
+    /// Open connections drop; new ones are refused.
+    fn cut(&self) {
+        if let Some(relay) = self.relay.lock().expect("line").take() {
+            relay.abort();
+        }
+    }
+
+    /// The same address answers again.
+    fn restore(&self) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("reuse address");
+        socket.bind(self.addr).expect("bind the line again");
+        let listener = socket.listen(128).expect("listen");
+        *self.relay.lock().expect("line") = Some(Self::relay(listener, self.upstream));
+    }
+}
+
+fn totp_code(setup: &TotpSetup, unix_secs: i64) -> String {
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(setup.secret_base32.as_bytes())
+        .expect("base32 secret");
+    stayopen_cloud::totp::code_for_step(&secret, stayopen_cloud::totp::step_at(unix_secs))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_factor_is_asked_for_and_a_lost_connection_and_an_ended_session_are_said_plainly()
+ {
+    require_built_dashboard();
+    // Access tokens last a minute here, so the ended session shows within the test.
+    let cloud = spawn_cloud_with(|c| c.auth.token_ttl_minutes = 1).await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let email = "tech@lakeside-it.example";
+    let password = "correct-horse-battery";
+    let tech = cloud
+        .user_with_role(&admin, email, Role::MspTechnician, vec![])
+        .await;
+    let (status, setup) = cloud
+        .post::<_, TotpSetup>(Some(&tech), "/api/v1/auth/totp/setup", &())
+        .await;
+    assert_eq!(status, 200);
+    let setup = setup.expect("totp setup");
+    let (status, _) = cloud
+        .post::<_, serde_json::Value>(
+            Some(&tech),
+            "/api/v1/auth/totp/confirm",
+            &serde_json::json!({"code": totp_code(&setup, chrono::Utc::now().timestamp())}),
+        )
+        .await;
+    assert_eq!(status, 204);
+
+    let line = Line::start(&cloud.base_url).await;
+    let browser = Browser::start().await;
+    browser.goto(&line.url()).await;
+
+    // The password alone is not enough: the page asks for the code, then signs in with it.
+    browser
+        .wait_for_element("#login-form", Duration::from_secs(30))
+        .await;
+    browser.type_into("#email", email).await;
+    browser.type_into("#password", password).await;
+    browser.click("#login-submit").await;
+    browser
+        .wait_for(
+            "const f = document.querySelector('#totp').closest('.field');
+             const e = document.querySelector('#login-error');
+             return !f.hidden && !!e && e.innerText.includes('6-digit code')",
+            "the request for the code",
+            PAGE,
+        )
+        .await;
+    screenshot(&browser, "sign-in-code").await;
+    // The confirmation spent this step's code: the next step's is the one a person would type.
+    let code = totp_code(
+        &setup,
+        chrono::Utc::now().timestamp() + stayopen_cloud::totp::STEP_SECS,
+    );
+    browser.type_into("#totp", &code).await;
+    browser.click("#login-submit").await;
+    browser.wait_for_element("#current-role", PAGE).await;
+    browser
+        .wait_for(
+            "return document.querySelector('#live-indicator').dataset.state === 'live'
+                 && document.querySelectorAll('.practice-row').length === 2",
+            "the fleet, live",
+            PAGE,
+        )
+        .await;
+
+    // The line drops: the page says the cloud cannot be reached, and keeps what it showed.
+    line.cut();
+    browser
+        .wait_for(
+            "const b = document.querySelector('.connection-banner');
+             return document.querySelector('#live-indicator').dataset.state === 'reconnecting'
+                 && !!b && b.innerText.includes('cannot be reached')
+                 && document.querySelectorAll('.practice-row').length === 2",
+            "the lost connection, said plainly",
+            Duration::from_secs(30),
+        )
+        .await;
+    screenshot(&browser, "connection-lost").await;
+    line.restore();
+    browser
+        .wait_for(
+            "return document.querySelector('#live-indicator').dataset.state === 'live'
+                 && !document.querySelector('.connection-banner')
+                 && !!document.querySelector('#current-role')",
+            "the connection back, still signed in",
+            Duration::from_secs(30),
+        )
+        .await;
+
+    // The admin disables the account: when its access token runs out the renewal is refused,
+    // and the sign-in page says the session expired.
+    let (_, users) = cloud
+        .get::<Page<UserView>>(&admin, "/api/v1/users?limit=50")
+        .await;
+    let tech_id = users
+        .expect("users")
+        .items
+        .into_iter()
+        .find(|u| u.email == email)
+        .expect("the technician")
+        .id;
+    let (status, _) = cloud
+        .patch::<_, UserView>(
+            &admin,
+            &format!("/api/v1/users/{tech_id}"),
+            &UpdateUser {
+                disabled: Some(true),
+                ..UpdateUser::default()
+            },
+        )
+        .await;
+    assert_eq!(status, 200);
+    browser
+        .wait_for(
+            "const e = document.querySelector('#login-error');
+             return !!document.querySelector('#login-form') && !!e
+                 && e.innerText.includes('session expired')",
+            "the ended session, said plainly",
+            Duration::from_secs(150),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

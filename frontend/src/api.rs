@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use stayopen_shared::api::{ApiError, LoginRequest, LoginResponse, RefreshRequest};
 use web_sys::AbortController;
 
-use crate::session::Session;
+use crate::session::{Renewal, Session};
 
 /// A request that has not answered after this long is aborted, so a hung connection surfaces as a
 /// connection problem instead of stalling a page.
@@ -190,8 +190,14 @@ async fn call_unboxed(
         Err(Failure::Unauthorized(_)) => {
             // Several calls can fail at once; `renew_after` renews once for all of them, since a
             // refresh token used twice makes the cloud revoke the whole sign-in.
-            if !session.renew_after(&token).await {
-                return Err(Failure::Unauthorized(None));
+            match session.renew_after(&token).await {
+                Renewal::Renewed => {}
+                Renewal::Refused => return Err(Failure::Unauthorized(None)),
+                // The access token ran out while the connection is down: show the connection
+                // problem, keep the session, and renew on a later call.
+                Renewal::Unreachable => {
+                    return Err(Failure::Network("the session could not be renewed".into()));
+                }
             }
             let Some(renewed) = session.token.get_untracked() else {
                 return Err(Failure::Unauthorized(None));

@@ -46,6 +46,34 @@ fn clear_tokens() {
     }
 }
 
+/// How renewing the access token went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// A new access token is in place.
+    Renewed,
+    /// The cloud refused the refresh token (expired, revoked, reused, user disabled): the
+    /// session is over.
+    Refused,
+    /// No answer (the connection is down): neither renewed nor over; a later call tries again.
+    Unreachable,
+}
+
+impl Renewal {
+    /// What a failed refresh means: only the cloud's own refusal ends the session. A network
+    /// failure or an answer the dashboard cannot read (a proxy's error page while the cloud is
+    /// restarting) says nothing about the sign-in.
+    pub fn after(failure: &crate::api::Failure) -> Renewal {
+        use crate::api::Failure;
+        match failure {
+            Failure::Unauthorized(_) => Renewal::Refused,
+            Failure::Status { status, .. } if (400..500).contains(status) => Renewal::Refused,
+            Failure::Status { .. } | Failure::Network(_) | Failure::Decode(_) => {
+                Renewal::Unreachable
+            }
+        }
+    }
+}
+
 /// Which screen is shown; inside the signed-in app, the URL's fragment picks the page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
@@ -120,31 +148,35 @@ impl Session {
         self.page.set(Page::App);
     }
 
-    /// Trades the stored refresh token for a new access token. False when there is none or the
-    /// cloud refused it (expired, revoked, reused).
-    async fn renew(self) -> bool {
+    /// Trades the stored refresh token for a new access token.
+    async fn renew(self) -> Renewal {
         let Some(refresh_token) = load(REFRESH_KEY) else {
-            return false;
+            return Renewal::Refused;
         };
         match crate::api::refresh(refresh_token).await {
             Ok(response) => {
                 store_tokens(&response);
                 self.token.set(Some(response.access_token));
                 self.user.set(Some(response.user));
-                true
+                Renewal::Renewed
             }
-            Err(_) => false,
+            Err(failure) => Renewal::after(&failure),
         }
     }
 
     /// Renews the session after the cloud rejected the access token `rejected`, once for all the
     /// calls that saw it rejected: a later caller finds the token already replaced, or waits for
-    /// the renewal under way. False when the session is over; the login page then says it expired.
-    pub async fn renew_after(self, rejected: &str) -> bool {
+    /// the renewal under way. When the cloud refuses, the session is over and the login page says
+    /// it expired; when the cloud cannot be reached, the session is kept for the next try.
+    pub async fn renew_after(self, rejected: &str) -> Renewal {
         loop {
             let current = self.token.get_untracked();
             if current.as_deref() != Some(rejected) {
-                return current.is_some();
+                return if current.is_some() {
+                    Renewal::Renewed
+                } else {
+                    Renewal::Refused
+                };
             }
             if !self.renewing.get_untracked() {
                 break;
@@ -152,12 +184,12 @@ impl Session {
             TimeoutFuture::new(50).await;
         }
         self.renewing.set(true);
-        let renewed = self.renew().await;
+        let renewal = self.renew().await;
         self.renewing.set(false);
-        if !renewed {
+        if renewal == Renewal::Refused {
             self.expire();
         }
-        renewed
+        renewal
     }
 
     /// Forgets the tokens and shows the login page with `message`, if any.
@@ -199,5 +231,43 @@ fn replace_path(path: &str) {
             "",
             Some(&format!("{path}{hash}")),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Failure;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test]
+    fn only_the_clouds_refusal_ends_a_session_and_a_lost_connection_keeps_it() {
+        for refused in [
+            Failure::Unauthorized(None),
+            Failure::Status {
+                status: 400,
+                body: None,
+            },
+            Failure::Status {
+                status: 403,
+                body: None,
+            },
+        ] {
+            assert_eq!(Renewal::after(&refused), Renewal::Refused, "{refused:?}");
+        }
+        for unreachable in [
+            Failure::Network("connection refused".into()),
+            Failure::Status {
+                status: 502,
+                body: None,
+            },
+            Failure::Decode("expected value at line 1 column 1".into()),
+        ] {
+            assert_eq!(
+                Renewal::after(&unreachable),
+                Renewal::Unreachable,
+                "{unreachable:?}"
+            );
+        }
     }
 }
