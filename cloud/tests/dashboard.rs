@@ -33,9 +33,31 @@ fn require_built_dashboard() {
     );
 }
 
+/// Every field of the page shown has a name a screen reader can say: a `<label for>`, or an
+/// `aria-label` where a visible label would repeat the column heading.
+async fn assert_fields_are_labelled(browser: &Browser, page: &str) {
+    let unlabelled = browser
+        .eval(
+            "return [...document.querySelectorAll('input, select, textarea')]
+                 .filter(e => e.type !== 'hidden')
+                 .filter(e => !(e.labels && [...e.labels].some(l => l.textContent.trim()))
+                     && !(e.getAttribute('aria-label') || '').trim()
+                     && !e.getAttribute('aria-labelledby'))
+                 .map(e => e.id || e.outerHTML.slice(0, 80))",
+        )
+        .await;
+    assert_eq!(
+        unlabelled,
+        serde_json::json!([]),
+        "fields without a label on the {page} page"
+    );
+}
+
 /// Saves a screenshot as `{name}.png` in `STAYOPEN_SCREENSHOT_DIR` (docs/screenshots when
-/// refreshing the documentation), or the temporary directory.
+/// refreshing the documentation), or the temporary directory, after checking that the page's
+/// fields are labelled.
 async fn screenshot(browser: &Browser, name: &str) {
+    assert_fields_are_labelled(browser, name).await;
     // The top of the page, or the part the test just checked when it marked one.
     browser
         .eval(
