@@ -379,10 +379,16 @@ async fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiFailure> {
         Some(token) if token.starts_with(API_TOKEN_PREFIX) => {
             crate::http::api_tokens::authenticate(state, token).await
         }
-        Some(token) => state.tokens.verify(token).map_err(|e| match e {
-            TokenError::Expired => ApiFailure::TokenExpired,
-            TokenError::Invalid => ApiFailure::Unauthenticated(e.to_string()),
-        }),
+        Some(token) => match state.tokens.verify(token) {
+            Ok(AuthUser {
+                principal: Principal::User(user),
+                tenant_id,
+                ..
+            }) => crate::http::session::signed_in_user(state, tenant_id, user).await,
+            Ok(other) => Ok(other),
+            Err(TokenError::Expired) => Err(ApiFailure::TokenExpired),
+            Err(e) => Err(ApiFailure::Unauthenticated(e.to_string())),
+        },
     };
     result.map_err(|failure| reject(req, failure))
 }

@@ -344,6 +344,81 @@ async fn disabling_a_user_ends_their_sessions_and_an_admin_cannot_lock_themselve
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_a_users_access_applies_at_once_to_the_token_they_already_hold() {
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let (first, second) = (&demo.practices[0], &demo.practices[1]);
+    let officer = cloud
+        .user_with_role(
+            &admin,
+            "officer@practice.example",
+            Role::ComplianceOfficer,
+            vec![first.id],
+        )
+        .await;
+    let practices_seen = |token: String| {
+        let cloud = &cloud;
+        async move {
+            let (status, fleet) = cloud.get::<Fleet>(&token, "/api/v1/fleet").await;
+            assert_eq!(status, 200);
+            fleet
+                .expect("fleet")
+                .practices
+                .into_iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        practices_seen(officer.clone()).await,
+        vec![first.name.clone()]
+    );
+    let (_, users) = cloud.get::<Page<UserView>>(&admin, "/api/v1/users").await;
+    let officer_id = users
+        .expect("users")
+        .items
+        .into_iter()
+        .find(|u| u.email == "officer@practice.example")
+        .expect("officer")
+        .id;
+    let change = |update: UpdateUser| {
+        let (cloud, admin) = (&cloud, &admin);
+        async move {
+            let (status, _) = cloud
+                .patch::<_, UserView>(admin, &format!("/api/v1/users/{officer_id}"), &update)
+                .await;
+            assert_eq!(status, 200);
+        }
+    };
+
+    // Moved to the other practice: the same access token no longer opens the first one.
+    change(UpdateUser {
+        practice_ids: Some(vec![second.id]),
+        ..UpdateUser::default()
+    })
+    .await;
+    assert_eq!(
+        practices_seen(officer.clone()).await,
+        vec![second.name.clone()]
+    );
+    let (status, _) = cloud
+        .get::<serde_json::Value>(&officer, &format!("/api/v1/practices/{}", first.id))
+        .await;
+    assert_eq!(status, 404);
+
+    // Disabled: the token is refused on its next use, long before it would expire.
+    change(UpdateUser {
+        disabled: Some(true),
+        ..UpdateUser::default()
+    })
+    .await;
+    let (status, body) = cloud.get::<serde_json::Value>(&officer, "/api/v1/me").await;
+    assert_eq!(status, 401);
+    assert_eq!(code_of(&body).as_deref(), Some("unauthenticated"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_tokens_act_within_their_scope_until_revoked_and_everything_is_audited() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;

@@ -114,6 +114,23 @@ impl UserRecord {
     }
 }
 
+/// The signed-in user an access token names, as the database has them now. The token proves who
+/// signed in; whether they still may, and with which role and practices, is read on every request,
+/// so disabling an account, ending an auditor's access or changing a user's role or practices
+/// takes effect at once rather than when the 15-minute token runs out.
+pub(crate) async fn signed_in_user(
+    state: &AppState,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<AuthUser, ApiFailure> {
+    let mut tx = db::tenant_tx(&state.pool, tenant).await?;
+    let record = UserRecord::load(&mut tx, user.0)
+        .await?
+        .ok_or_else(|| ApiFailure::Unauthenticated("this account no longer exists".into()))?;
+    record.check_active(Utc::now())?;
+    record.auth_user()
+}
+
 /// Issues an access token and a new refresh token of `family`, inside `tx`.
 async fn issue_session(
     state: &AppState,
