@@ -374,13 +374,9 @@ async fn a_change_to_a_users_access_applies_at_once_to_the_token_they_already_ho
         practices_seen(officer.clone()).await,
         vec![first.name.clone()]
     );
-    let (_, users) = cloud.get::<Page<UserView>>(&admin, "/api/v1/users").await;
-    let officer_id = users
-        .expect("users")
-        .items
-        .into_iter()
-        .find(|u| u.email == "officer@practice.example")
-        .expect("officer")
+    let officer_id = cloud
+        .user_by_email(&admin, "officer@practice.example")
+        .await
         .id;
     let change = |update: UpdateUser| {
         let (cloud, admin) = (&cloud, &admin);

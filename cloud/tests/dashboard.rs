@@ -204,20 +204,6 @@ impl Line {
     }
 }
 
-/// A user of the MSP as the API shows them to its admin.
-async fn user_by_email(cloud: &TestCloud, admin: &str, email: &str) -> UserView {
-    let (status, users) = cloud
-        .get::<Page<UserView>>(admin, "/api/v1/users?limit=50")
-        .await;
-    assert_eq!(status, 200);
-    users
-        .expect("users")
-        .items
-        .into_iter()
-        .find(|u| u.email == email)
-        .unwrap_or_else(|| panic!("no user {email}"))
-}
-
 fn totp_code(setup: &TotpSetup, unix_secs: i64) -> String {
     let secret = data_encoding::BASE32_NOPAD
         .decode(setup.secret_base32.as_bytes())
@@ -315,7 +301,7 @@ async fn the_second_factor_is_asked_for_and_a_lost_connection_and_an_ended_sessi
 
     // The admin disables the account: the page's next request is refused, and so is the
     // renewal, and the sign-in page says the session expired.
-    let tech_id = user_by_email(&cloud, &admin, email).await.id;
+    let tech_id = cloud.user_by_email(&admin, email).await.id;
     let (status, _) = cloud
         .patch::<_, UserView>(
             &admin,
@@ -697,7 +683,7 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
             PAGE,
         )
         .await;
-    let edited = user_by_email(&cloud, &admin_token, officer).await;
+    let edited = cloud.user_by_email(&admin_token, officer).await;
     assert_eq!(edited.practice_ids.len(), 2);
     assert!(edited.practice_ids.contains(&second.id));
     let mut names = vec![practice.name.clone(), second.name.clone()];

@@ -19,7 +19,7 @@ use stayopen_cloud::seed::{self, DemoSeed};
 use stayopen_cloud::startup::Application;
 use stayopen_shared::api::{
     CreatePractice, CreateUser, EnrollRequest, EnrollResponse, HardwareIdentity, LoginRequest,
-    LoginResponse, PracticeSummary, Role,
+    LoginResponse, Page, PracticeSummary, Role, UserView,
 };
 use stayopen_shared::{PracticeId, TenantId};
 use uuid::Uuid;
@@ -220,6 +220,20 @@ impl TestCloud {
             .await;
         assert_eq!(status, 201, "create {email}");
         self.login(email, password).await
+    }
+
+    /// A user of the MSP as the API shows them to its admin.
+    pub async fn user_by_email(&self, admin_token: &str, email: &str) -> UserView {
+        let (status, users) = self
+            .get::<Page<UserView>>(admin_token, "/api/v1/users?limit=500")
+            .await;
+        assert_eq!(status, 200);
+        users
+            .expect("users")
+            .items
+            .into_iter()
+            .find(|u| u.email == email)
+            .unwrap_or_else(|| panic!("no user {email}"))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, token: &str, path: &str) -> (u16, Option<T>) {
