@@ -19,6 +19,7 @@ use crate::dataplane::{Dataplane, DataplaneEvent};
 use crate::engine::{self, Action, Engine, EngineConfig, Input, UplinkSpec};
 use crate::events_log::EventsLog;
 use crate::identity::{self, IdentityError};
+use crate::outbox::Outbox;
 use crate::remote::{self, CommandBook};
 use crate::uplink_report::Window;
 use stayopen_shared::commands::{CommandResult, CommandSpec, CommandStatus, DeviceCommand};
@@ -28,6 +29,8 @@ use stayopen_shared::policy::Policy;
 const SIMULATED_TARGETS: usize = 4;
 /// The first telemetry goes out soon after start so a newly installed box shows up at once.
 const FIRST_TELEMETRY_AFTER: Duration = Duration::from_secs(2);
+/// The outbox's file in the state directory.
+pub const OUTBOX_FILE: &str = "outbox.redb";
 /// Without a cloud, the figures `status` shows are over windows of this length.
 const STANDALONE_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -61,6 +64,8 @@ pub enum AgentError {
     },
     #[error("the stored device certificate cannot be used: {0}")]
     Tls(#[from] stayopen_shared::mqtt_tls::TlsSetupError),
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
 }
 
 #[derive(Debug, Clone)]
@@ -266,7 +271,8 @@ impl<D: Dataplane> Driver<D> {
                     "agent_version": crate::AGENT_VERSION,
                     "status": self.status(now),
                     "policy": self.policy,
-                    "cloud_messages_dropped": cloud.dropped(),
+                    "outbox": cloud.outbox_report(),
+                    "cloud_messages_unstored": cloud.unstored(),
                     "cloud_messages_rejected": cloud.rejected(),
                 });
                 answer(
@@ -332,6 +338,8 @@ impl<D: Dataplane> Driver<D> {
             active_uplink: self.engine.active_name().map(str::to_owned),
             uplinks,
             policy_version: self.policy.as_ref().map(|p| p.version),
+            samples: None,
+            outbox: self.cloud.as_ref().and_then(CloudLink::outbox_report),
         }
     }
 
@@ -436,7 +444,11 @@ pub async fn run(
                 identity = enrol => identity?,
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(Exit::Stopped),
             };
-            let (link, inbound) = CloudLink::start(&identity)?;
+            let outbox = Outbox::open(
+                &state_dir.join(OUTBOX_FILE),
+                u64::from(cloud.outbox_max_mb) * 1024 * 1024,
+            )?;
+            let (link, inbound) = CloudLink::start(&identity, outbox)?;
             Some((
                 link,
                 inbound,
@@ -575,6 +587,8 @@ async fn drive<D: Dataplane>(
         match message {
             Some(Inbound::Policy(policy)) => driver.apply_policy(now, policy, true).await,
             Some(Inbound::Command(command)) => driver.run_command(now, command).await,
+            // The cloud link consumes acknowledgements itself.
+            Some(Inbound::Ack(_)) => {}
             None => {}
         }
         if let Some(input) = input {

@@ -1,45 +1,89 @@
-//! MQTT to the cloud: telemetry, events and command results out, presence with a last will; the
-//! desired policy and commands in.
+//! MQTT to the cloud: telemetry, events and command results out through the durable outbox,
+//! presence with a last will; the desired policy, commands and acknowledgements in.
 //!
-//! Publishing never blocks the agent: messages queue in rumqttc's request channel while the
-//! connection is down and are flushed when it comes back; if that queue fills, new messages are
-//! counted and dropped rather than stalling failover decisions.
+//! Design: publishing never blocks the agent on the network. A message is appended to the
+//! [`Outbox`] (fsynced) and the *pump* task is woken; the pump publishes what the outbox holds in
+//! sequence order, at most [`WINDOW`] messages ahead of the cloud's acknowledgements. The
+//! connection task polls rumqttc, hands acknowledgements to the outbox and, at every new
+//! connection, tells the pump to start again from the oldest unacknowledged message. So the
+//! failover event, produced as the connection through the dead uplink dies, waits on disk and goes
+//! out on the first connection through the backup.
+//!
+//! Clean sessions on purpose: the outbox, not the broker's session, carries the guarantee. A
+//! persistent session would only have the broker replay what the pump resends anyway, and keep
+//! cloud → device messages for a connection that is gone. (The cloud's own client of an external
+//! broker does use a persistent session, where it lets messages wait while the cloud restarts.)
+//!
+//! Presence: the last will and the "online" presence of one connection carry the same time, the
+//! moment that connection was attempted, so the cloud's presence ordering accepts the will of the
+//! current connection and refuses a late will of an earlier one.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rand::Rng;
 use rumqttc::{
     AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 use serde::Serialize;
 use stayopen_shared::commands::{CommandResult, DeviceCommand};
+use stayopen_shared::delivery::{Ack, OutboxReport};
+use stayopen_shared::envelope::MAX_PAYLOAD_BYTES;
 use stayopen_shared::events::ApplianceEvent;
 use stayopen_shared::mqtt_tls::TlsSetupError;
 use stayopen_shared::policy::Policy;
 use stayopen_shared::telemetry::{Presence, Telemetry};
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use uuid::Uuid;
-
-use tokio::sync::mpsc;
 
 use crate::AGENT_VERSION;
 use crate::identity::Identity;
+use crate::outbox::{Kind, Outbox};
 
-/// Messages held in memory while the cloud is unreachable: ten minutes of telemetry at the default
-/// interval plus room for a burst of events.
-const QUEUE_CAPACITY: usize = 1000;
+/// Requests queued in rumqttc's channel (subscriptions, presence, the pump's window).
+const REQUEST_CAPACITY: usize = 1000;
+/// Messages published ahead of the cloud's acknowledgements. Bounds what a broken connection can
+/// swallow and how far the broker's queue for the cloud can grow per appliance.
+pub const WINDOW: usize = 256;
+/// With messages in flight and no acknowledgement for this long, the pump resends from the oldest:
+/// an ack or a publish was lost without the connection noticing.
+const RESEND_AFTER: Duration = Duration::from_secs(20);
+/// How often the pump looks for a stalled window even when nothing wakes it.
+const PUMP_TICK: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct CloudLink {
     client: AsyncClient,
     appliance_id: ApplianceId,
-    connected: Arc<AtomicBool>,
-    dropped: Arc<AtomicU64>,
-    rejected: Arc<AtomicU64>,
-    /// Set by [`CloudLink::shutdown`]: the connection task stops instead of reconnecting.
+    outbox: Arc<Mutex<Outbox>>,
+    counters: Arc<Counters>,
+    /// Wakes the pump: a message was appended, acknowledged, or a connection was made.
+    pump: Arc<Notify>,
+    /// Set by [`CloudLink::shutdown`]: the tasks stop instead of reconnecting.
     closing: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicBool,
+    /// Bumped at every new connection; the pump restarts from the oldest message when it changes.
+    connection: AtomicU64,
+    /// Messages from the cloud refused as malformed or misaddressed.
+    rejected: AtomicU64,
+    /// Messages the outbox could not store (disk error), published from memory instead.
+    unstored: AtomicU64,
+    /// Messages the cloud acknowledged, and those it refused for good.
+    acknowledged: AtomicU64,
+    refused_by_cloud: AtomicU64,
+    /// Publishes the pump made, first sends and resends.
+    published: AtomicU64,
+    resent: AtomicU64,
 }
 
 /// What the cloud sends this appliance.
@@ -47,6 +91,7 @@ pub struct CloudLink {
 pub enum Inbound {
     Policy(Policy),
     Command(DeviceCommand),
+    Ack(Ack),
 }
 
 /// Decodes a message from the cloud. Anything malformed, addressed to another appliance or on an
@@ -73,6 +118,10 @@ pub fn decode_inbound(
             let envelope = Envelope::<DeviceCommand>::decode(payload).map_err(|e| e.to_string())?;
             (envelope.appliance_id, Inbound::Command(envelope.body))
         }
+        Channel::Acks => {
+            let envelope = Envelope::<Ack>::decode(payload).map_err(|e| e.to_string())?;
+            (envelope.appliance_id, Inbound::Ack(envelope.body))
+        }
         other => return Err(format!("the cloud does not send on {}", other.as_str())),
     };
     if named != appliance_id {
@@ -81,14 +130,44 @@ pub fn decode_inbound(
     Ok(inbound)
 }
 
-fn envelope<T: Serialize>(appliance_id: ApplianceId, at: DateTime<Utc>, body: T) -> Vec<u8> {
-    Envelope::new(MessageId(Uuid::new_v4()), appliance_id, at, body).encode()
+fn presence_payload(appliance_id: ApplianceId, at: DateTime<Utc>, online: bool) -> Vec<u8> {
+    Envelope::new(
+        MessageId(Uuid::new_v4()),
+        appliance_id,
+        at,
+        Presence {
+            online,
+            agent_version: AGENT_VERSION.to_owned(),
+        },
+    )
+    .encode()
+}
+
+/// The will of a connection attempted at `at`: offline, with the attempt's time.
+fn last_will(appliance_id: ApplianceId, at: DateTime<Utc>) -> LastWill {
+    LastWill::new(
+        DeviceTopic::new(appliance_id, Channel::Status).to_string(),
+        presence_payload(appliance_id, at, false),
+        QoS::AtLeastOnce,
+        true,
+    )
+}
+
+/// Exponential backoff with "equal jitter" (half fixed, half random), so a fleet that lost the
+/// cloud together does not reconnect in lockstep.
+fn jittered(backoff: Duration) -> Duration {
+    let half = backoff / 2;
+    half + half.mul_f64(rand::thread_rng().r#gen::<f64>())
 }
 
 impl CloudLink {
     /// Connects over TLS with the appliance's certificate (and keeps reconnecting) in a
-    /// background task. What the cloud sends arrives on the returned channel.
-    pub fn start(identity: &Identity) -> Result<(Self, mpsc::Receiver<Inbound>), TlsSetupError> {
+    /// background task, and starts the pump that sends what `outbox` holds. What the cloud sends
+    /// (policies and commands) arrives on the returned channel.
+    pub fn start(
+        identity: &Identity,
+        outbox: Outbox,
+    ) -> Result<(Self, mpsc::Receiver<Inbound>), TlsSetupError> {
         let tls = stayopen_shared::mqtt_tls::client_config(
             &identity.ca_cert_pem,
             &identity.client_cert_pem,
@@ -100,6 +179,7 @@ impl CloudLink {
             identity.mqtt.host.clone(),
             identity.mqtt.port,
         );
+        let mut attempt_at = Utc::now();
         options
             .set_credentials(
                 identity.mqtt.username.clone(),
@@ -108,54 +188,44 @@ impl CloudLink {
             .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
             .set_keep_alive(Duration::from_secs(15))
             .set_clean_session(true)
-            .set_last_will(LastWill::new(
-                DeviceTopic::new(appliance_id, Channel::Status).to_string(),
-                envelope(
-                    appliance_id,
-                    Utc::now(),
-                    Presence {
-                        online: false,
-                        agent_version: AGENT_VERSION.to_owned(),
-                    },
-                ),
-                QoS::AtLeastOnce,
-                true,
-            ));
-        let (client, mut eventloop) = AsyncClient::new(options, QUEUE_CAPACITY);
+            .set_max_packet_size(MAX_PAYLOAD_BYTES + 1024, MAX_PAYLOAD_BYTES + 1024)
+            .set_last_will(last_will(appliance_id, attempt_at));
+        let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         let link = Self {
-            client: client.clone(),
+            client,
             appliance_id,
-            connected: Arc::new(AtomicBool::new(false)),
-            dropped: Arc::new(AtomicU64::new(0)),
-            rejected: Arc::new(AtomicU64::new(0)),
+            outbox: Arc::new(Mutex::new(outbox)),
+            counters: Arc::new(Counters::default()),
+            pump: Arc::new(Notify::new()),
             closing: Arc::new(AtomicBool::new(false)),
         };
-        let closing = link.closing.clone();
-        let connected = link.connected.clone();
-        let presence_link = link.clone();
         let (inbound_tx, inbound_rx) = mpsc::channel(64);
+        tokio::spawn(link.clone().pump_loop());
+        let this = link.clone();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(500);
+            let counters = &this.counters;
+            let mut backoff = BACKOFF_MIN;
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        connected.store(true, Ordering::Relaxed);
-                        backoff = Duration::from_millis(500);
+                        counters.connected.store(true, Ordering::Relaxed);
+                        counters.connection.fetch_add(1, Ordering::Relaxed);
+                        backoff = BACKOFF_MIN;
                         tracing::info!(%appliance_id, "connected to the cloud broker");
                         // Subscribe before announcing presence: the cloud answers presence by
                         // sending the desired policy and any queued commands.
-                        for channel in [Channel::Policy, Channel::Commands] {
+                        for channel in Channel::CLOUD_TO_DEVICE {
                             let topic = DeviceTopic::new(appliance_id, channel).to_string();
-                            if let Err(e) =
-                                presence_link.client.try_subscribe(topic, QoS::AtLeastOnce)
-                            {
+                            if let Err(e) = this.client.try_subscribe(topic, QoS::AtLeastOnce) {
                                 tracing::warn!(error = %e, "cannot subscribe");
                             }
                         }
-                        presence_link.publish_presence(true);
+                        this.publish_presence(true, attempt_at);
+                        this.pump.notify_one();
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         match decode_inbound(appliance_id, &publish.topic, &publish.payload) {
+                            Ok(Inbound::Ack(ack)) => this.acknowledged(&ack),
                             Ok(inbound) => {
                                 if inbound_tx.send(inbound).await.is_err() {
                                     return;
@@ -163,31 +233,36 @@ impl CloudLink {
                             }
                             Err(reason) => {
                                 let rejected =
-                                    presence_link.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                                    counters.rejected.fetch_add(1, Ordering::Relaxed) + 1;
                                 tracing::warn!(%appliance_id, topic = %publish.topic, %reason, rejected,
                                     "rejected a message from the cloud");
                             }
                         }
                     }
                     Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))
-                        if closing.load(Ordering::Relaxed) =>
+                        if this.closing.load(Ordering::Relaxed) =>
                     {
-                        connected.store(false, Ordering::Relaxed);
+                        counters.connected.store(false, Ordering::Relaxed);
                         return;
                     }
                     Ok(_) => {}
-                    Err(_) if closing.load(Ordering::Relaxed) => {
-                        connected.store(false, Ordering::Relaxed);
+                    Err(_) if this.closing.load(Ordering::Relaxed) => {
+                        counters.connected.store(false, Ordering::Relaxed);
                         return;
                     }
                     Err(e) => {
-                        if connected.swap(false, Ordering::Relaxed) {
+                        if counters.connected.swap(false, Ordering::Relaxed) {
                             tracing::warn!(%appliance_id, error = %e, "lost the cloud broker");
                         } else {
                             tracing::debug!(%appliance_id, error = %e, "cloud broker unreachable");
                         }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        tokio::time::sleep(jittered(backoff)).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        // The next connection's will carries its own time (see the module doc).
+                        attempt_at = Utc::now();
+                        eventloop
+                            .mqtt_options
+                            .set_last_will(last_will(appliance_id, attempt_at));
                     }
                 }
             }
@@ -195,73 +270,252 @@ impl CloudLink {
         Ok((link, inbound_rx))
     }
 
-    /// Messages from the cloud refused as malformed or misaddressed.
-    pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        // A panic while holding the lock cannot leave the store inconsistent (redb transactions
+        // roll back), so a poisoned lock is safe to keep using.
+        self.outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn publish_command_result(&self, at: DateTime<Utc>, result: CommandResult) {
-        self.publish(
-            Channel::CommandResults,
-            false,
-            envelope(self.appliance_id, at, result),
-        );
+    fn acknowledged(&self, ack: &Ack) {
+        let ids: Vec<MessageId> = ack.stored.iter().chain(&ack.rejected).copied().collect();
+        match self.outbox().acknowledge(&ids) {
+            Ok(removed) => {
+                self.counters
+                    .acknowledged
+                    .fetch_add(removed as u64, Ordering::Relaxed);
+                if !ack.rejected.is_empty() {
+                    self.counters
+                        .refused_by_cloud
+                        .fetch_add(ack.rejected.len() as u64, Ordering::Relaxed);
+                    tracing::warn!(appliance_id = %self.appliance_id, refused = ack.rejected.len(),
+                        "the cloud refused messages for good");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot record the cloud's acknowledgement"),
+        }
+        self.pump.notify_one();
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-
-    /// Messages dropped because the in-memory queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    fn publish(&self, channel: Channel, retain: bool, payload: Vec<u8>) {
-        let topic = DeviceTopic::new(self.appliance_id, channel).to_string();
-        if let Err(e) = self
-            .client
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-        {
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(appliance_id = %self.appliance_id, error = %e, dropped, "cloud queue full; message dropped");
+    /// Sends what the outbox holds, oldest first, at most [`WINDOW`] ahead of the
+    /// acknowledgements; starts again from the oldest after a reconnect or a stall.
+    async fn pump_loop(self) {
+        let counters = self.counters.clone();
+        // Everything up to this sequence number was published on the current connection.
+        let mut sent_through = 0u64;
+        let mut connection = 0u64;
+        let mut oldest_seen = None;
+        let mut progress_at = Instant::now();
+        loop {
+            tokio::select! {
+                () = self.pump.notified() => {}
+                () = tokio::time::sleep(PUMP_TICK) => {}
+            }
+            if self.closing.load(Ordering::Relaxed) {
+                return;
+            }
+            if !counters.connected.load(Ordering::Relaxed) {
+                continue;
+            }
+            let current = counters.connection.load(Ordering::Relaxed);
+            if current != connection {
+                connection = current;
+                sent_through = 0;
+                progress_at = Instant::now();
+            }
+            let oldest = match self.outbox().oldest() {
+                Ok(oldest) => oldest,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    continue;
+                }
+            };
+            if oldest != oldest_seen {
+                oldest_seen = oldest;
+                progress_at = Instant::now();
+            } else if oldest.is_some_and(|o| o <= sent_through)
+                && progress_at.elapsed() >= RESEND_AFTER
+            {
+                tracing::warn!(appliance_id = %self.appliance_id, "no acknowledgement for {RESEND_AFTER:?}; resending from the oldest message");
+                sent_through = 0;
+                progress_at = Instant::now();
+            }
+            if oldest.is_none() {
+                continue;
+            }
+            let in_flight = match self.outbox().held_through(sent_through, WINDOW) {
+                Ok(in_flight) => in_flight,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    continue;
+                }
+            };
+            let room = WINDOW - in_flight;
+            if room == 0 {
+                continue;
+            }
+            let batch = match self.outbox().after(sent_through, room) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    continue;
+                }
+            };
+            for entry in batch {
+                let topic = DeviceTopic::new(self.appliance_id, entry.kind.channel()).to_string();
+                let resend = entry.seq <= sent_through;
+                if self
+                    .client
+                    .publish(topic, QoS::AtLeastOnce, false, entry.payload)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                if counters.connection.load(Ordering::Relaxed) != connection {
+                    // Reconnected meanwhile: rumqttc dropped what it had not sent; start over.
+                    break;
+                }
+                sent_through = entry.seq;
+                counters.published.fetch_add(1, Ordering::Relaxed);
+                if resend {
+                    counters.resent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 
+    /// Messages from the cloud refused as malformed or misaddressed.
+    pub fn rejected(&self) -> u64 {
+        self.counters.rejected.load(Ordering::Relaxed)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.counters.connected.load(Ordering::Relaxed)
+    }
+
+    /// Messages the cloud has acknowledged as stored (or refused for good).
+    pub fn acknowledged_count(&self) -> u64 {
+        self.counters.acknowledged.load(Ordering::Relaxed)
+    }
+
+    /// Messages that could not be written to the outbox and were sent from memory only.
+    pub fn unstored(&self) -> u64 {
+        self.counters.unstored.load(Ordering::Relaxed)
+    }
+
+    /// What the outbox holds and has given up, or `None` if it cannot be read.
+    pub fn outbox_report(&self) -> Option<OutboxReport> {
+        self.outbox()
+            .report()
+            .map_err(|e| tracing::error!(error = %e, "cannot read the outbox"))
+            .ok()
+    }
+
+    /// Stores the message in the outbox and wakes the pump. If the disk refuses it, the message is
+    /// still sent from memory (counted), since losing it for sure is worse than maybe.
+    fn enqueue<T: Serialize>(&self, kind: Kind, at: DateTime<Utc>, body: T) {
+        let message_id = MessageId(Uuid::new_v4());
+        let payload = Envelope::new(message_id, self.appliance_id, at, body).encode();
+        let appended = self.outbox().append(kind, message_id, &payload);
+        match appended {
+            Ok(_) => self.pump.notify_one(),
+            Err(e) => {
+                let unstored = self.counters.unstored.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(appliance_id = %self.appliance_id, error = %e, unstored,
+                    "cannot store a message in the outbox; sending it from memory");
+                let topic = DeviceTopic::new(self.appliance_id, kind.channel()).to_string();
+                let _ = self
+                    .client
+                    .try_publish(topic, QoS::AtLeastOnce, false, payload);
+            }
+        }
+    }
+
+    pub fn publish_command_result(&self, at: DateTime<Utc>, result: CommandResult) {
+        self.enqueue(Kind::CommandResult, at, result);
+    }
+
     pub fn publish_telemetry(&self, at: DateTime<Utc>, telemetry: Telemetry) {
-        self.publish(
-            Channel::Telemetry,
-            false,
-            envelope(self.appliance_id, at, telemetry),
-        );
+        self.enqueue(Kind::Telemetry, at, telemetry);
     }
 
     pub fn publish_event(&self, at: DateTime<Utc>, event: ApplianceEvent) {
-        self.publish(
-            Channel::Events,
-            false,
-            envelope(self.appliance_id, at, event),
-        );
+        self.enqueue(Kind::Event, at, event);
     }
 
-    fn publish_presence(&self, online: bool) {
-        let presence = Presence {
-            online,
-            agent_version: AGENT_VERSION.to_owned(),
-        };
-        self.publish(
-            Channel::Status,
+    /// Presence is state, not record: retained, not kept in the outbox.
+    fn publish_presence(&self, online: bool, at: DateTime<Utc>) {
+        let topic = DeviceTopic::new(self.appliance_id, Channel::Status).to_string();
+        if let Err(e) = self.client.try_publish(
+            topic,
+            QoS::AtLeastOnce,
             true,
-            envelope(self.appliance_id, Utc::now(), presence),
-        );
+            presence_payload(self.appliance_id, at, online),
+        ) {
+            tracing::warn!(appliance_id = %self.appliance_id, error = %e, "cannot queue presence");
+        }
     }
 
-    /// Says goodbye (offline presence) and disconnects cleanly.
+    /// Says goodbye (offline presence) and disconnects cleanly. What is not acknowledged stays in
+    /// the outbox for the next start.
     pub async fn shutdown(&self) {
         self.closing.store(true, Ordering::Relaxed);
-        self.publish_presence(false);
+        self.pump.notify_one();
+        self.publish_presence(false, Utc::now());
         // Give the event loop a moment to flush before the disconnect request overtakes it.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let _ = self.client.disconnect().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack_payload(appliance: ApplianceId, ids: Vec<MessageId>) -> Vec<u8> {
+        Envelope::new(
+            MessageId(Uuid::new_v4()),
+            appliance,
+            Utc::now(),
+            Ack {
+                stored: ids,
+                rejected: vec![],
+            },
+        )
+        .encode()
+    }
+
+    #[test]
+    fn an_ack_for_this_appliance_decodes() {
+        let me = ApplianceId(Uuid::from_u128(1));
+        let topic = DeviceTopic::new(me, Channel::Acks).to_string();
+        let ids = vec![MessageId(Uuid::from_u128(5))];
+        assert_eq!(
+            decode_inbound(me, &topic, &ack_payload(me, ids.clone())),
+            Ok(Inbound::Ack(Ack {
+                stored: ids,
+                rejected: vec![]
+            }))
+        );
+    }
+
+    #[test]
+    fn an_ack_naming_another_appliance_is_refused() {
+        let me = ApplianceId(Uuid::from_u128(1));
+        let other = ApplianceId(Uuid::from_u128(2));
+        let topic = DeviceTopic::new(me, Channel::Acks).to_string();
+        assert!(decode_inbound(me, &topic, &ack_payload(other, vec![])).is_err());
+        let their_topic = DeviceTopic::new(other, Channel::Acks).to_string();
+        assert!(decode_inbound(me, &their_topic, &ack_payload(other, vec![])).is_err());
+    }
+
+    #[test]
+    fn reconnect_delays_stay_between_half_and_all_of_the_backoff() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(8));
+            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(8), "{d:?}");
+        }
     }
 }

@@ -49,6 +49,10 @@ pub struct CloudSection {
     pub factory_key_file: Option<PathBuf>,
     #[serde(default = "default_telemetry_interval")]
     pub telemetry_interval_secs: u32,
+    /// The most the on-disk outbox holds while the cloud is unreachable, in MiB (see
+    /// [`crate::outbox`]): 64 MiB is weeks of telemetry at the default cadence.
+    #[serde(default = "default_outbox_max_mb")]
+    pub outbox_max_mb: u32,
 }
 
 impl std::fmt::Debug for CloudSection {
@@ -61,12 +65,17 @@ impl std::fmt::Debug for CloudSection {
             )
             .field("factory_key_file", &self.factory_key_file)
             .field("telemetry_interval_secs", &self.telemetry_interval_secs)
+            .field("outbox_max_mb", &self.outbox_max_mb)
             .finish()
     }
 }
 
 fn default_telemetry_interval() -> u32 {
     10
+}
+
+fn default_outbox_max_mb() -> u32 {
+    64
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -402,6 +411,12 @@ impl ApplianceConfig {
                 return Err(invalid(
                     "cloud.telemetry_interval_secs",
                     "must be between 1 and 3600",
+                ));
+            }
+            if !(1..=4096).contains(&cloud.outbox_max_mb) {
+                return Err(invalid(
+                    "cloud.outbox_max_mb",
+                    "must be between 1 and 4096",
                 ));
             }
         }

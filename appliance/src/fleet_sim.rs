@@ -80,6 +80,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
             enrollment_token: Some(token),
             factory_key_file: None,
             telemetry_interval_secs: options.telemetry_interval_secs,
+            outbox_max_mb: 64,
         }),
         lan: LanSection {
             interface: "lan0".to_owned(),

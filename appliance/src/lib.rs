@@ -6,7 +6,8 @@
 //!   conntrack) and simulated (demos and tests).
 //! - [`identity`]: enrolment and the credentials kept in the state directory.
 //! - [`uplink_report`]: turns probe results into the telemetry the cloud shows.
-//! - [`cloud_link`]: MQTT to the cloud.
+//! - [`outbox`]: what waits on disk for the cloud's acknowledgement.
+//! - [`cloud_link`]: MQTT to the cloud, sending from the outbox.
 //! - [`control`]: the local control socket behind `status` and `drill`.
 //! - [`agent`]: the driver that owns the clock and ties the rest together.
 //! - [`fleet_sim`]: many agents in one process for demos and load.
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod events_log;
 pub mod fleet_sim;
 pub mod identity;
+pub mod outbox;
 pub mod remote;
 pub mod testbed;
 pub mod uplink_report;

@@ -111,6 +111,8 @@ mod tests {
                 active_uplink: Some("wan0".into()),
                 uplinks: vec![],
                 policy_version: None,
+                samples: None,
+                outbox: None,
             },
         )
     }

@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod api;
 pub mod commands;
+pub mod delivery;
 pub mod envelope;
 pub mod events;
 pub mod ids;

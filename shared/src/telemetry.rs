@@ -58,6 +58,13 @@ pub struct Telemetry {
     /// The version of the cloud's policy the appliance runs (its reported configuration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<u64>,
+    /// How many reporting windows this sample covers: absent for one; more when the appliance's
+    /// outbox filled during a long outage and merged old samples (see [`Telemetry::roll_up`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u32>,
+    /// The state of the appliance's outbox when this sample was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<crate::delivery::OutboxReport>,
 }
 
 impl Telemetry {
@@ -71,6 +78,46 @@ impl Telemetry {
         match (&self.active_uplink, self.primary()) {
             (Some(active), Some(primary)) => *active != primary.name,
             _ => false,
+        }
+    }
+
+    /// The number of reporting windows this sample covers.
+    pub fn sample_count(&self) -> u32 {
+        self.samples.unwrap_or(1).max(1)
+    }
+
+    /// One coarser sample covering `earlier` and `later` (consecutive samples of one appliance),
+    /// for an outbox that must free space: the state (active uplink, health, policy, outbox) is the
+    /// later one's; loss and round-trip time are averaged weighted by the windows each covers;
+    /// byte counters, which are cumulative interface counters, are the later one's.
+    pub fn roll_up(earlier: &Telemetry, later: &Telemetry) -> Telemetry {
+        let (we, wl) = (
+            f64::from(earlier.sample_count()),
+            f64::from(later.sample_count()),
+        );
+        let uplinks = later
+            .uplinks
+            .iter()
+            .map(|l| {
+                let Some(e) = earlier.uplinks.iter().find(|e| e.name == l.name) else {
+                    return l.clone();
+                };
+                UplinkTelemetry {
+                    loss_pct: (e.loss_pct * we + l.loss_pct * wl) / (we + wl),
+                    rtt_ms: match (e.rtt_ms, l.rtt_ms) {
+                        (Some(a), Some(b)) => Some((a * we + b * wl) / (we + wl)),
+                        (a, b) => b.or(a),
+                    },
+                    ..l.clone()
+                }
+            })
+            .collect();
+        Telemetry {
+            active_uplink: later.active_uplink.clone(),
+            uplinks,
+            policy_version: later.policy_version.or(earlier.policy_version),
+            samples: Some(earlier.sample_count().saturating_add(later.sample_count())),
+            outbox: later.outbox,
         }
     }
 }
@@ -109,11 +156,37 @@ mod tests {
             // Listed backup first: the priority decides, not the order.
             uplinks: vec![uplink("lte", 1), uplink("fiber", 0)],
             policy_version: None,
+            samples: None,
+            outbox: None,
         };
         assert!(!telemetry.on_backup());
         telemetry.active_uplink = Some("lte".into());
         assert!(telemetry.on_backup());
         telemetry.active_uplink = None;
         assert!(!telemetry.on_backup(), "all down is offline, not on backup");
+    }
+
+    #[test]
+    fn a_rolled_up_sample_weights_each_side_by_the_windows_it_covers() {
+        let sample = |loss: f64, rtt: Option<f64>, samples: Option<u32>, active: &str| {
+            let mut fiber = uplink("fiber", 0);
+            fiber.loss_pct = loss;
+            fiber.rtt_ms = rtt;
+            Telemetry {
+                active_uplink: Some(active.into()),
+                uplinks: vec![fiber, uplink("lte", 1)],
+                policy_version: Some(3),
+                samples,
+                outbox: None,
+            }
+        };
+        let earlier = sample(30.0, Some(40.0), Some(3), "lte");
+        let later = sample(10.0, None, None, "fiber");
+        let merged = Telemetry::roll_up(&earlier, &later);
+        assert_eq!(merged.sample_count(), 4);
+        assert_eq!(merged.active_uplink.as_deref(), Some("fiber"));
+        assert!((merged.uplinks[0].loss_pct - 25.0).abs() < 1e-9);
+        assert_eq!(merged.uplinks[0].rtt_ms, Some(40.0), "a missing rtt takes the other side's");
+        assert_eq!(merged.uplinks[1], uplink("lte", 1));
     }
 }

@@ -30,16 +30,20 @@ pub enum Channel {
     Commands,
     /// Device → cloud: [`crate::commands::CommandResult`]s acknowledging and finishing commands.
     CommandResults,
+    /// Cloud → device: [`crate::delivery::Ack`]s naming the messages the cloud has committed to its
+    /// database, so the appliance can drop them from its outbox.
+    Acks,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 6] = [
+    pub const ALL: [Channel; 7] = [
         Channel::Telemetry,
         Channel::Events,
         Channel::Status,
         Channel::Policy,
         Channel::Commands,
         Channel::CommandResults,
+        Channel::Acks,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -50,6 +54,7 @@ impl Channel {
             Channel::Policy => "policy",
             Channel::Commands => "commands",
             Channel::CommandResults => "command-results",
+            Channel::Acks => "acks",
         }
     }
 
@@ -59,8 +64,11 @@ impl Channel {
 
     /// True for the channels a device publishes on (and the cloud ingests).
     pub const fn is_device_to_cloud(self) -> bool {
-        !matches!(self, Channel::Policy | Channel::Commands)
+        !matches!(self, Channel::Policy | Channel::Commands | Channel::Acks)
     }
+
+    /// The channels the cloud publishes on and every appliance subscribes to.
+    pub const CLOUD_TO_DEVICE: [Channel; 3] = [Channel::Policy, Channel::Commands, Channel::Acks];
 
     /// The filter matching this channel of every device: `/tenants/+/{channel}`.
     pub fn all_devices_filter(self) -> String {
@@ -145,7 +153,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn every_device_topic_round_trips_through_its_string_form(bytes in any::<[u8; 16]>(), idx in 0usize..6) {
+        fn every_device_topic_round_trips_through_its_string_form(bytes in any::<[u8; 16]>(), idx in 0usize..7) {
             let topic = DeviceTopic::new(ApplianceId(Uuid::from_bytes(bytes)), Channel::ALL[idx]);
             prop_assert_eq!(DeviceTopic::parse(&topic.to_string()), Ok(topic));
         }
