@@ -1,11 +1,15 @@
-//! Enrolment, and the identity kept in the state directory so an appliance enrols exactly once.
+//! Enrolment, the identity kept in the state directory so an appliance enrols exactly once, and
+//! the renewal of its certificate with proof of its current key.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine;
+use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 use stayopen_shared::api::{
     ApiError, ClaimEnrollRequest, EnrollRequest, EnrollResponse, HardwareIdentity, MqttCredentials,
+    RenewRequest, renewal_message,
 };
 use stayopen_shared::{ApplianceId, PracticeId, SiteId};
 
@@ -13,6 +17,10 @@ use crate::AGENT_VERSION;
 use crate::config::{ApplianceSection, UplinkConfig};
 
 const IDENTITY_FILE: &str = "identity.json";
+/// The next key while a renewal is under way: kept until the new identity is stored, so that a
+/// renewal whose answer was lost is completed with the same key (which the cloud may already have
+/// certified) instead of stranding the appliance.
+const PENDING_KEY_FILE: &str = "renewal-key.pem";
 
 /// What enrolment gave this appliance, and the private key it generated for it.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +81,8 @@ pub enum IdentityError {
     Unreachable { url: String, source: reqwest::Error },
     #[error("cannot generate the device key: {0}")]
     Key(#[from] rcgen::Error),
+    #[error("cannot sign the renewal proof with the device key: {0}")]
+    Sign(String),
 }
 
 impl IdentityError {
@@ -97,14 +107,19 @@ pub fn load(state_dir: &Path) -> Result<Option<Identity>, IdentityError> {
 /// Writes the identity atomically (temporary file, then rename) and readable by root only: it holds
 /// the MQTT password and the private key.
 pub fn store(state_dir: &Path, identity: &Identity) -> Result<(), IdentityError> {
-    let path = state_dir.join(IDENTITY_FILE);
+    let json = serde_json::to_vec_pretty(identity).unwrap_or_default();
+    write_private(state_dir, IDENTITY_FILE, &json)
+}
+
+/// Writes `state_dir/name` atomically (temporary file, synced, then renamed), readable by root only.
+fn write_private(state_dir: &Path, name: &str, contents: &[u8]) -> Result<(), IdentityError> {
+    let path = state_dir.join(name);
     let write_err = |source| IdentityError::Write {
         path: path.clone(),
         source,
     };
     std::fs::create_dir_all(state_dir).map_err(write_err)?;
-    let tmp = state_dir.join(format!("{IDENTITY_FILE}.tmp"));
-    let json = serde_json::to_vec_pretty(identity).unwrap_or_default();
+    let tmp = state_dir.join(format!("{name}.tmp"));
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -115,7 +130,7 @@ pub fn store(state_dir: &Path, identity: &Identity) -> Result<(), IdentityError>
             .mode(0o600)
             .open(&tmp)
             .map_err(write_err)?;
-        file.write_all(&json).map_err(write_err)?;
+        file.write_all(contents).map_err(write_err)?;
         file.sync_all().map_err(write_err)?;
     }
     std::fs::rename(&tmp, &path).map_err(write_err)?;
@@ -202,21 +217,13 @@ pub async fn enroll(
             }),
         ),
     };
-    let body = body.unwrap_or_default();
-    let unreachable = |source| IdentityError::Unreachable {
-        url: url.clone(),
-        source,
-    };
-    let response = http
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(unreachable)?;
-    let status = response.status();
-    if status.is_success() {
-        let enrolled: EnrollResponse = response.json().await.map_err(unreachable)?;
-        return Ok(Identity {
+    let enrolled = post_for_credentials(http, &url, &body.unwrap_or_default()).await?;
+    Ok(Identity::new(enrolled, private_key_pem))
+}
+
+impl Identity {
+    fn new(enrolled: EnrollResponse, private_key_pem: String) -> Self {
+        Identity {
             appliance_id: enrolled.appliance_id,
             practice_id: enrolled.practice_id,
             site_id: enrolled.site_id,
@@ -224,7 +231,29 @@ pub async fn enroll(
             client_cert_pem: enrolled.client_cert_pem,
             ca_cert_pem: enrolled.ca_cert_pem,
             private_key_pem,
-        });
+        }
+    }
+}
+
+/// POSTs `body` to one of the enrolment endpoints and reads the credentials, or the refusal.
+async fn post_for_credentials(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<EnrollResponse, IdentityError> {
+    let unreachable = |source| IdentityError::Unreachable {
+        url: url.to_owned(),
+        source,
+    };
+    let response = http
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = response.status();
+    if status.is_success() {
+        return response.json().await.map_err(unreachable);
     }
     if status.is_server_error() {
         let source = response.error_for_status().err();
@@ -285,6 +314,127 @@ pub async fn load_or_enroll(
     }
 }
 
+/// Whether the certificate should be renewed: less than a third of its lifetime remains (a
+/// 397-day certificate is renewed with about 132 days to spare, so months of the cloud being
+/// unreachable do not strand the appliance). A certificate that cannot be read is due.
+pub fn renewal_due(identity: &Identity, now: DateTime<Utc>) -> bool {
+    let Some((not_before, not_after)) = certificate_validity(&identity.client_cert_pem) else {
+        return true;
+    };
+    let lifetime = not_after - not_before;
+    not_after - now < lifetime / 3
+}
+
+/// The validity period of a PEM certificate.
+fn certificate_validity(cert_pem: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    let validity = cert.validity();
+    Some((
+        DateTime::from_timestamp(validity.not_before.timestamp(), 0)?,
+        DateTime::from_timestamp(validity.not_after.timestamp(), 0)?,
+    ))
+}
+
+/// A signing request for an existing key (PEM).
+fn request_for(private_key_pem: &str) -> Result<String, rcgen::Error> {
+    let key = rcgen::KeyPair::from_pem(private_key_pem)?;
+    rcgen::CertificateParams::default()
+        .serialize_request(&key)?
+        .pem()
+}
+
+/// The renewal proof: base64 of the ECDSA P-256 SHA-256 (ASN.1 DER) signature of
+/// [`renewal_message`] by `private_key_pem`, the key of the appliance's current certificate.
+pub fn sign_renewal(
+    private_key_pem: &str,
+    appliance_id: ApplianceId,
+    signed_at: DateTime<Utc>,
+    csr_pem: &str,
+) -> Result<String, IdentityError> {
+    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+    let pkcs8 = rcgen::KeyPair::from_pem(private_key_pem)?.serialize_der();
+    let rng = ring::rand::SystemRandom::new();
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8, &rng)
+        .map_err(|e| IdentityError::Sign(e.to_string()))?;
+    let message = renewal_message(appliance_id, signed_at, csr_pem);
+    let signature = key
+        .sign(&rng, &message)
+        .map_err(|e| IdentityError::Sign(e.to_string()))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(signature.as_ref()))
+}
+
+/// The next key of a renewal under way, or a new one (written to the state directory before it is
+/// used, so a retry after a lost answer uses the same key).
+fn pending_key(state_dir: &Path, identity: &Identity) -> Result<(String, bool), IdentityError> {
+    let path = state_dir.join(PENDING_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        // A pending key equal to the current one is left over from a renewal that was stored but
+        // not cleaned up: start afresh, the key should change.
+        Ok(pem) if pem != identity.private_key_pem && rcgen::KeyPair::from_pem(&pem).is_ok() => {
+            return Ok((pem, true));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(IdentityError::Read { path, source }),
+    }
+    let (pem, _) = new_key_and_request()?;
+    write_private(state_dir, PENDING_KEY_FILE, pem.as_bytes())?;
+    Ok((pem, false))
+}
+
+/// Renews the certificate: a new key (kept in a pending file until done) and a signing request for
+/// it, a proof signed with the current key, `POST /api/v1/enroll/renew`; the new identity (new
+/// certificate, key and MQTT password) is stored atomically and returned. The old certificate and
+/// password stop working once the cloud answers.
+///
+/// If an earlier attempt's answer was lost, the cloud may already have certified the pending key
+/// and refuse a proof by the old one; the proof is then made with the pending key, which the cloud
+/// knows as the current one.
+pub async fn renew(
+    state_dir: &Path,
+    http: &reqwest::Client,
+    api_url: &str,
+    identity: &Identity,
+) -> Result<Identity, IdentityError> {
+    let (next_key, resumed) = pending_key(state_dir, identity)?;
+    let csr_pem = request_for(&next_key)?;
+    let url = format!("{}/api/v1/enroll/renew", api_url.trim_end_matches('/'));
+    let attempt = |proving_key: &str| {
+        let signed_at = Utc::now()
+            .duration_trunc(chrono::Duration::seconds(1))
+            .unwrap_or_else(|_| Utc::now());
+        sign_renewal(proving_key, identity.appliance_id, signed_at, &csr_pem).map(|signature| {
+            serde_json::to_value(RenewRequest {
+                appliance_id: identity.appliance_id,
+                csr_pem: csr_pem.clone(),
+                signed_at,
+                signature,
+            })
+            .unwrap_or_default()
+        })
+    };
+    let body = attempt(&identity.private_key_pem)?;
+    let renewed = match post_for_credentials(http, &url, &body).await {
+        Err(IdentityError::Refused { code, .. })
+            if resumed && code == "renewal_signature_invalid" =>
+        {
+            tracing::info!(appliance_id = %identity.appliance_id,
+                "an earlier renewal was accepted; proving with its key");
+            post_for_credentials(http, &url, &attempt(&next_key)?).await?
+        }
+        other => other?,
+    };
+    let identity = Identity::new(renewed, next_key);
+    store(state_dir, &identity)?;
+    let pending = state_dir.join(PENDING_KEY_FILE);
+    if let Err(e) = std::fs::remove_file(&pending) {
+        tracing::warn!(path = %pending.display(), error = %e, "cannot remove the pending key");
+    }
+    tracing::info!(appliance_id = %identity.appliance_id, "certificate renewed");
+    Ok(identity)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +475,104 @@ mod tests {
         assert_ne!(key_a, key_b);
         assert!(key_a.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert!(csr_a.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+    }
+
+    /// An identity whose certificate is valid for `days` from the returned start.
+    fn identity_valid(days: u64) -> (Identity, DateTime<Utc>) {
+        let (key_pem, _) = new_key_and_request().expect("key");
+        let key = rcgen::KeyPair::from_pem(&key_pem).expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        params.not_before = rcgen::date_time_ymd(2027, 1, 15);
+        params.not_after = params.not_before + Duration::from_secs(days * 86_400);
+        let start = DateTime::from_timestamp(params.not_before.unix_timestamp(), 0).expect("time");
+        let cert = params.self_signed(&key).expect("cert");
+        let identity = Identity {
+            appliance_id: ApplianceId(Uuid::from_u128(1)),
+            practice_id: PracticeId(Uuid::from_u128(2)),
+            site_id: SiteId(Uuid::from_u128(3)),
+            mqtt: MqttCredentials {
+                host: "127.0.0.1".into(),
+                port: 1883,
+                username: "u".into(),
+                password: "p".into(),
+            },
+            client_cert_pem: cert.pem(),
+            ca_cert_pem: String::new(),
+            private_key_pem: key_pem,
+        };
+        (identity, start)
+    }
+
+    #[test]
+    fn renewal_is_due_when_less_than_a_third_of_the_lifetime_remains() {
+        let (identity, start) = identity_valid(300);
+        let day = |n: i64| start + chrono::Duration::days(n);
+        assert!(!renewal_due(&identity, day(0)));
+        assert!(!renewal_due(&identity, day(199)), "101 days of 300 left");
+        assert!(!renewal_due(&identity, day(200)), "exactly a third left");
+        assert!(renewal_due(&identity, day(201)), "99 days of 300 left");
+        assert!(renewal_due(&identity, day(400)), "expired");
+    }
+
+    #[test]
+    fn an_unreadable_certificate_is_due_for_renewal() {
+        let (mut identity, start) = identity_valid(10);
+        identity.client_cert_pem = "not a certificate".into();
+        assert!(renewal_due(&identity, start));
+    }
+
+    #[test]
+    fn a_renewal_proof_verifies_with_the_current_key_and_no_other() {
+        use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
+        let (key_pem, _) = new_key_and_request().expect("key");
+        let (other_pem, csr) = new_key_and_request().expect("key");
+        let public = |pem: &str| {
+            rcgen::KeyPair::from_pem(pem)
+                .expect("key")
+                .public_key_raw()
+                .to_vec()
+        };
+        let appliance = ApplianceId(Uuid::from_u128(5));
+        let signed_at = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        let signature = sign_renewal(&key_pem, appliance, signed_at, &csr).expect("signed");
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(signature)
+            .expect("base64");
+        let message = renewal_message(appliance, signed_at, &csr);
+        let verify = |pem: &str, message: &[u8]| {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, public(pem))
+                .verify(message, &der)
+                .is_ok()
+        };
+        assert!(verify(&key_pem, &message));
+        assert!(!verify(&other_pem, &message), "another key");
+        let later = renewal_message(appliance, signed_at + chrono::Duration::seconds(1), &csr);
+        assert!(!verify(&key_pem, &later), "another time");
+    }
+
+    #[test]
+    fn a_pending_renewal_key_is_kept_until_used_and_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (identity, _) = identity_valid(10);
+        let (first, resumed) = pending_key(dir.path(), &identity).expect("new key");
+        assert!(!resumed);
+        let (again, resumed) = pending_key(dir.path(), &identity).expect("same key");
+        assert!(resumed, "an interrupted renewal resumes with its key");
+        assert_eq!(first, again);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(PENDING_KEY_FILE))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Left over after the renewed identity was stored: not reused.
+        let stored = Identity {
+            private_key_pem: first.clone(),
+            ..identity
+        };
+        let (fresh, resumed) = pending_key(dir.path(), &stored).expect("fresh key");
+        assert!(!resumed);
+        assert_ne!(fresh, first);
     }
 
     #[test]

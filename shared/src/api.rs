@@ -765,3 +765,115 @@ impl std::fmt::Debug for ClaimEnrollRequest {
             .finish_non_exhaustive()
     }
 }
+
+/// Certificate renewal with proof of the current key: the appliance signs [`renewal_message`] with
+/// the private key of the certificate it holds now and sends a signing request for a new key. No
+/// token is involved, so nothing an attacker can read off a box's label or the LAN renews it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub appliance_id: ApplianceId,
+    /// A PKCS#10 request for the appliance's next key pair (ECDSA P-256).
+    pub csr_pem: String,
+    /// When the proof was signed. The cloud accepts it from 5 minutes before to 1 minute after its
+    /// own clock, only if it is later than the last proof it accepted, and only to whole seconds.
+    pub signed_at: DateTime<Utc>,
+    /// Base64 of the ECDSA P-256 SHA-256 signature (ASN.1 DER) of [`renewal_message`] by the key
+    /// of the appliance's current certificate.
+    pub signature: String,
+}
+
+impl std::fmt::Debug for RenewRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenewRequest")
+            .field("appliance_id", &self.appliance_id)
+            .field("signed_at", &self.signed_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The bytes an appliance signs to renew its certificate: `"stayopen-renew\n{appliance_id}\n{signed_at
+/// RFC 3339, whole seconds, Z}\n{hex SHA-256 of csr_pem}"`. The context string keeps the signature
+/// from meaning anything elsewhere; the digest binds it to this one signing request; the time lets
+/// the cloud refuse old and replayed proofs. One definition for the appliance and the cloud.
+pub fn renewal_message(
+    appliance_id: ApplianceId,
+    signed_at: DateTime<Utc>,
+    csr_pem: &str,
+) -> Vec<u8> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(csr_pem.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "stayopen-renew\n{appliance_id}\n{}\n{hex}",
+        signed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+    .into_bytes()
+}
+
+/// An enrolment token as the dashboard lists it: never the secret.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentTokenView {
+    pub id: uuid::Uuid,
+    pub practice_id: PracticeId,
+    pub site_id: SiteId,
+    /// The user who created it, when it was a user (and still exists).
+    pub created_by: Option<UserId>,
+    pub created_by_email: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub uses: u32,
+    pub max_uses: u32,
+    /// Set once revoked: enrolment with it is refused from then on.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// One certificate the device CA issued to an appliance.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCertificateView {
+    /// The certificate's serial number, hex.
+    pub serial: String,
+    pub issued_at: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    /// Set when a later certificate replaced it; it is then on the revocation list.
+    pub superseded_at: Option<DateTime<Utc>>,
+    /// Set when the appliance was revoked while this certificate was valid.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// An appliance's identity: whether it is revoked, whether an MSP admin has approved enrolling it
+/// again, and its certificates, newest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceIdentityView {
+    pub appliance_id: ApplianceId,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Until then, one enrolment with a token of its practice (or its registered serial) may replace
+    /// the appliance's key without proof of the current one.
+    pub reenrollment_approved_until: Option<DateTime<Utc>>,
+    /// The serial of the certificate the appliance holds now.
+    pub current_certificate: Option<String>,
+    pub certificates: Vec<DeviceCertificateView>,
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use super::*;
+
+    #[test]
+    fn the_renewal_message_names_the_appliance_the_second_and_the_request() {
+        let appliance = ApplianceId(uuid::Uuid::from_u128(0xabc));
+        let at = DateTime::parse_from_rfc3339("2026-12-03T10:20:30.987654Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let message = renewal_message(appliance, at, "csr");
+        assert_eq!(
+            String::from_utf8(message).expect("utf-8"),
+            "stayopen-renew\n00000000-0000-0000-0000-000000000abc\n2026-12-03T10:20:30Z\n\
+             c27338c453067b437471afbce792704d816112c6031bb996b62c698ea599ef80"
+        );
+    }
+}
