@@ -216,6 +216,9 @@ pub enum Permission {
     ManageAccess,
     /// The MSP's audit log.
     ViewAudit,
+    /// Letting known hardware enrol again and restoring revoked appliances: who may hand an
+    /// appliance's identity to a box. MSP admins, signed in (no API token).
+    TrustDevices,
 }
 
 impl Permission {
@@ -228,6 +231,9 @@ impl Permission {
                 "managing users, API tokens and security settings needs an MSP admin"
             }
             Permission::ViewAudit => "the audit log is for MSP admins",
+            Permission::TrustDevices => {
+                "approving re-enrolment and restoring appliances needs a signed-in MSP admin"
+            }
         }
     }
 }
@@ -252,11 +258,13 @@ impl AuthUser {
         let by_role = match permission {
             Permission::View => true,
             Permission::Operate | Permission::Configure => self.role.is_msp_wide(),
-            Permission::ManageAccess | Permission::ViewAudit => self.role == Role::MspAdmin,
+            Permission::ManageAccess | Permission::ViewAudit | Permission::TrustDevices => {
+                self.role == Role::MspAdmin
+            }
         };
         let by_scope = match (self.api_scope, permission) {
             (None, _) => true,
-            (Some(_), Permission::ManageAccess) => false,
+            (Some(_), Permission::ManageAccess | Permission::TrustDevices) => false,
             (Some(ApiTokenScope::Read), Permission::Operate | Permission::Configure) => false,
             (Some(_), _) => true,
         };
@@ -459,6 +467,7 @@ mod tests {
             assert_eq!(caller.allows(Permission::Operate), operate, "{role:?}");
             assert_eq!(caller.allows(Permission::Configure), operate, "{role:?}");
             assert_eq!(caller.allows(Permission::ManageAccess), manage, "{role:?}");
+            assert_eq!(caller.allows(Permission::TrustDevices), manage, "{role:?}");
         }
     }
 
@@ -474,6 +483,7 @@ mod tests {
         assert!(token.allows(Permission::Operate));
         token.role = Role::MspAdmin;
         assert!(!token.allows(Permission::ManageAccess));
+        assert!(!token.allows(Permission::TrustDevices));
     }
 
     #[test]

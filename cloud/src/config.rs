@@ -164,6 +164,9 @@ pub struct BrokerConfig {
     /// Use an external MQTT broker (Mosquitto, EMQX …) instead of the embedded one; see
     /// `infra/mosquitto/` for the matching broker configuration and ACLs.
     pub external: Option<ExternalBrokerConfig>,
+    /// How long a device certificate is valid (days, default 397). Appliances renew with proof of
+    /// their key when a third of the lifetime remains.
+    pub device_cert_days: u32,
 }
 
 /// An external broker the cloud connects to as a privileged client (certificate CN
@@ -241,6 +244,7 @@ impl Default for BrokerConfig {
             public_port: None,
             tls_dir: PathBuf::from("/var/lib/stayopen-cloud/pki"),
             external: None,
+            device_cert_days: crate::pki::DEVICE_CERT_DAYS,
         }
     }
 }
@@ -345,6 +349,11 @@ impl CloudConfig {
                     "alerts.smtp.username and alerts.smtp.password go together".into(),
                 ));
             }
+        }
+        if !(1..=3650).contains(&self.broker.device_cert_days) {
+            return Err(ConfigError::Semantic(
+                "broker.device_cert_days must be between 1 and 3650".into(),
+            ));
         }
         if self.auth.refresh_ttl_hours == 0 {
             return Err(ConfigError::Semantic(

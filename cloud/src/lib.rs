@@ -4,7 +4,8 @@
 //! - [`db`]: the PostgreSQL pool, the embedded migrations, and tenant-scoped transactions (row-level
 //!   security does the isolating).
 //! - [`broker`]: the embedded rumqttd broker (TLS, client certificates, per-device topic prefix) and
-//!   the bridge that checks device credentials; [`pki`]: the device CA.
+//!   the bridge that checks device credentials; [`pki`]: the device CA; [`enrolment`]: who may take
+//!   or renew an appliance's identity, and the certificates issued.
 //! - [`ingest`]: validates and stores what appliances publish; counts and logs every rejection.
 //! - [`desired`]: each appliance's effective policy, versioned; [`commands`]: the command queue's
 //!   delivery; [`device_link`]: publishing to devices.
@@ -30,6 +31,7 @@ pub mod db;
 pub mod desired;
 pub mod device_link;
 pub mod email;
+pub mod enrolment;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

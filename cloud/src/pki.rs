@@ -19,8 +19,9 @@ use time::{Duration, OffsetDateTime};
 /// The Common Name of the cloud's own client certificate for an external broker.
 pub const CLOUD_CLIENT_NAME: &str = "stayopen-cloud";
 
-/// Device certificates are valid this long; re-enrolling issues a new one.
-pub const DEVICE_CERT_DAYS: i64 = 397;
+/// Device certificates are valid this long unless `broker.device_cert_days` says otherwise; an
+/// appliance renews its certificate with proof of its key before the end.
+pub const DEVICE_CERT_DAYS: u32 = 397;
 const CA_YEARS: i64 = 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,9 @@ pub struct Issued {
     pub cert_pem: String,
     pub serial_hex: String,
     pub not_after: chrono::DateTime<chrono::Utc>,
+    /// The certified public key: the uncompressed P-256 point of the SubjectPublicKeyInfo, which is
+    /// what verifying a signature of the key needs (the renewal proof).
+    pub public_key: Vec<u8>,
 }
 
 /// The broker's TLS files, as rumqttd reads them.
@@ -103,6 +107,12 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
+fn unique_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    hex::encode(bytes)
+}
+
 fn to_chrono(t: OffsetDateTime) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(t.unix_timestamp(), 0).unwrap_or_default()
 }
@@ -146,11 +156,28 @@ impl DeviceCa {
         &self.cert_pem
     }
 
-    /// Signs an appliance's request. Whatever the request asks for, the certificate names the
-    /// appliance (CN = its id, O = its topic segment) and is for client authentication only.
-    pub fn sign_device(&self, csr_pem: &str, appliance: ApplianceId) -> Result<Issued, PkiError> {
+    /// Signs an appliance's request for `valid_days`. Whatever the request asks for, the
+    /// certificate names the appliance (CN = its id, O = its topic segment) and is for client
+    /// authentication only. The key must be ECDSA P-256, the one kind the renewal proof is
+    /// verified for.
+    pub fn sign_device(
+        &self,
+        csr_pem: &str,
+        appliance: ApplianceId,
+        valid_days: u32,
+    ) -> Result<Issued, PkiError> {
+        // `from_pem` also verifies the request's signature: the requester holds the key.
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::BadRequest(e.to_string()))?;
+        let public_key = rcgen::PublicKeyData::der_bytes(&csr.public_key).to_vec();
+        let p256 = csr.public_key.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256
+            && public_key.len() == 65
+            && public_key[0] == 0x04;
+        if !p256 {
+            return Err(PkiError::BadRequest(
+                "the key must be ECDSA P-256".to_owned(),
+            ));
+        }
         // CN and O both carry the topic segment: rumqttd confines by O, Mosquitto's
         // `use_identity_as_username` takes the CN for its `%u` ACL patterns.
         let mut name = DistinguishedName::new();
@@ -165,7 +192,7 @@ impl DeviceCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::days(DEVICE_CERT_DAYS);
+        params.not_after = now + Duration::days(i64::from(valid_days));
         params.serial_number = Some(serial.clone());
         params.use_authority_key_identifier_extension = true;
         let not_after = params.not_after;
@@ -174,6 +201,7 @@ impl DeviceCa {
             cert_pem: cert.pem(),
             serial_hex: hex::encode(serial.to_bytes()),
             not_after: to_chrono(not_after),
+            public_key,
         })
     }
 
@@ -211,8 +239,9 @@ impl DeviceCa {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
-    /// Writes `dir/crl.pem`: the revoked device certificates (hex serials, revocation times), for an
-    /// external broker's `crlfile`. Rewritten at start and after every revocation.
+    /// Writes `dir/crl.pem`: the revoked and superseded device certificates (hex serials, times),
+    /// for an external broker's `crlfile`. Rewritten at start and after every issuance and
+    /// revocation (`enrolment::rewrite_crl`).
     pub fn write_crl(
         &self,
         dir: &Path,
@@ -242,7 +271,8 @@ impl DeviceCa {
         };
         let pem = params.signed_by(&self.issuer)?.pem()?;
         let path = dir.join("crl.pem");
-        let tmp = dir.join("crl.pem.tmp");
+        // A name of its own per writer: two writers never interleave in one temporary file.
+        let tmp = dir.join(format!("crl.pem.{}.tmp", unique_suffix()));
         std::fs::write(&tmp, pem).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         Ok(path)
@@ -287,7 +317,9 @@ mod tests {
         let ca = DeviceCa::load_or_create(dir.path()).expect("ca");
         let appliance = ApplianceId(Uuid::from_u128(0xabc));
         let (_, csr) = stayopen_appliance::identity::new_key_and_request().expect("csr");
-        let issued = ca.sign_device(&csr, appliance).expect("signed");
+        let issued = ca
+            .sign_device(&csr, appliance, DEVICE_CERT_DAYS)
+            .expect("signed");
         let der = pem_der(&issued.cert_pem);
         let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("parse");
         let org = cert
@@ -299,6 +331,26 @@ mod tests {
         assert_eq!(org, "00000000000000000000000000000abc");
         assert!(issued.not_after > chrono::Utc::now() + chrono::Duration::days(365));
         assert_eq!(issued.serial_hex.len(), 32);
+        let certified = cert.public_key().subject_public_key.data.to_vec();
+        assert_eq!(
+            issued.public_key, certified,
+            "the key the certificate names"
+        );
+    }
+
+    #[test]
+    fn a_request_for_a_key_other_than_p256_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = DeviceCa::load_or_create(dir.path()).expect("ca");
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
+        let csr = CertificateParams::default()
+            .serialize_request(&key)
+            .and_then(|r| r.pem())
+            .expect("csr");
+        assert!(matches!(
+            ca.sign_device(&csr, ApplianceId(Uuid::nil()), DEVICE_CERT_DAYS),
+            Err(PkiError::BadRequest(_))
+        ));
     }
 
     #[test]
@@ -320,7 +372,8 @@ mod tests {
         assert!(matches!(
             ca.sign_device(
                 "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
-                ApplianceId(Uuid::nil())
+                ApplianceId(Uuid::nil()),
+                DEVICE_CERT_DAYS
             ),
             Err(PkiError::BadRequest(_))
         ));

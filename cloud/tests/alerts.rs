@@ -379,7 +379,7 @@ async fn a_failover_lasting_past_the_policys_threshold_raises_on_backup_too_long
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_certificate_near_its_end_raises_an_alert_that_enrolling_again_clears() {
+async fn a_device_certificate_near_its_end_raises_an_alert_that_renewing_clears() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
@@ -412,12 +412,29 @@ async fn a_device_certificate_near_its_end_raises_an_alert_that_enrolling_again_
         alert.summary
     );
 
-    let again = cloud
-        .enrol_device(token, "SO-CERT-1", "02:00:00:00:11:01")
+    // The appliance renews, proving its current key.
+    let id = device.enrolled.appliance_id;
+    let (_, csr_pem) = stayopen_appliance::identity::new_key_and_request().expect("csr");
+    let signed_at = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
+    let signature =
+        stayopen_appliance::identity::sign_renewal(&device.key_pem, id, signed_at, &csr_pem)
+            .expect("signed");
+    let (status, renewed) = cloud
+        .post::<_, stayopen_shared::api::EnrollResponse>(
+            None,
+            "/api/v1/enroll/renew",
+            &stayopen_shared::api::RenewRequest {
+                appliance_id: id,
+                csr_pem,
+                signed_at,
+                signature,
+            },
+        )
         .await;
-    assert_eq!(again.enrolled.appliance_id, device.enrolled.appliance_id);
+    assert_eq!(status, 200);
+    assert_eq!(renewed.expect("renewed").appliance_id, id);
     let resolved = alerts_of(&cloud, &admin, "kind=certificate_expiring&state=resolved").await;
-    assert_eq!(resolved.len(), 1, "re-enrolment renewed the certificate");
+    assert_eq!(resolved.len(), 1, "renewing replaced the certificate");
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(
         alerts_of(&cloud, &admin, "kind=certificate_expiring&unresolved=true")

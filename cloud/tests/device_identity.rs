@@ -148,7 +148,7 @@ async fn a_certificate_of_another_ca_is_refused_even_with_the_right_password() {
     let foreign_ca = DeviceCa::load_or_create(elsewhere.path()).expect("foreign CA");
     let (key, csr) = stayopen_appliance::identity::new_key_and_request().expect("csr");
     let forged = foreign_ca
-        .sign_device(&csr, a.enrolled.appliance_id)
+        .sign_device(&csr, a.enrolled.appliance_id, 30)
         .expect("signed elsewhere");
     let mqtt = &a.enrolled.mqtt;
     let refused = cloud

@@ -96,6 +96,11 @@ fn example_bodies() -> BTreeMap<&'static str, serde_json::Value> {
                    "reason": "ISP work"}),
         ),
         (
+            "POST /api/v1/enroll/renew",
+            json!({"appliance_id": "00000000-0000-0000-0000-000000000000", "csr_pem": "x",
+                   "signed_at": "2030-01-01T00:00:00Z", "signature": "x"}),
+        ),
+        (
             "POST /api/v1/enroll/claim",
             json!({"factory_key": "x", "hardware": {"serial": "s", "mac": "m", "model": "m"}, "agent_version": "1", "csr_pem": "x"}),
         ),
@@ -266,6 +271,22 @@ async fn enrol(cloud: &TestCloud, token: &str, practice: PracticeId, serial: &st
         .await;
     assert_eq!(status, 200);
     enrolled.expect("enrolled").appliance_id
+}
+
+async fn enrollment_token_of(cloud: &TestCloud, admin: &str, practice: PracticeId) -> String {
+    let (status, created) = cloud
+        .post::<_, EnrollmentToken>(
+            Some(admin),
+            &format!("/api/v1/practices/{practice}/enrollment-tokens"),
+            &CreateEnrollmentToken {
+                expires_in_hours: 1,
+                max_uses: 1,
+                site_id: None,
+            },
+        )
+        .await;
+    assert_eq!(status, 201);
+    created.expect("token").id.to_string()
 }
 
 async fn first_site(cloud: &TestCloud, token: &str, practice: PracticeId) -> String {
@@ -472,6 +493,10 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
         ),
         ("token_id", b_api.details.id.to_string()),
         (
+            "enrollment_token_id",
+            enrollment_token_of(&cloud, &b_admin, b_practice).await,
+        ),
+        (
             "command_id",
             command_of(&cloud, &b_admin, b_appliance).await,
         ),
@@ -517,6 +542,10 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
             user_id(&cloud, &a_admin, Role::MspTechnician).await,
         ),
         ("token_id", a_api.details.id.to_string()),
+        (
+            "enrollment_token_id",
+            enrollment_token_of(&cloud, &a_admin, hillcrest).await,
+        ),
         (
             "command_id",
             command_of(&cloud, &a_admin, hillcrest_appliance).await,

@@ -397,6 +397,9 @@ pub struct CreateEnrollmentToken {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollmentToken {
+    /// The token's id, for listing and revoking it.
+    #[serde(default)]
+    pub id: uuid::Uuid,
     /// Shown once; the cloud stores only its hash.
     pub token: String,
     pub practice_id: PracticeId,

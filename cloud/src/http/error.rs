@@ -4,6 +4,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use stayopen_shared::api::{ApiError, ApiErrorBody};
 
+use crate::enrolment::Refusal;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiFailure {
     #[error("{0}")]
@@ -42,6 +44,11 @@ pub enum ApiFailure {
     EnrollmentTokenExpired,
     #[error("the enrolment token has been used up")]
     EnrollmentTokenExhausted,
+    #[error("the enrolment token has been revoked")]
+    EnrollmentTokenRevoked,
+    /// Enrolling known hardware again or renewing a certificate was refused.
+    #[error("{0}")]
+    Identity(#[from] crate::enrolment::Refusal),
     #[error("this hardware is enrolled with another organisation")]
     HardwareClaimed,
     #[error(
@@ -73,6 +80,18 @@ impl ApiFailure {
             ApiFailure::EnrollmentTokenUnknown => "enrollment_token_unknown",
             ApiFailure::EnrollmentTokenExpired => "enrollment_token_expired",
             ApiFailure::EnrollmentTokenExhausted => "enrollment_token_exhausted",
+            ApiFailure::EnrollmentTokenRevoked => "enrollment_token_revoked",
+            ApiFailure::Identity(refusal) => match refusal {
+                Refusal::Revoked => "appliance_revoked",
+                Refusal::InOtherPractice => "appliance_in_other_practice",
+                Refusal::NeedsProof => "reenrollment_needs_proof",
+                Refusal::UnknownAppliance => "unknown_appliance",
+                Refusal::KeyUnknown => "renewal_key_unknown",
+                Refusal::CertificateExpired => "certificate_expired",
+                Refusal::Stale => "renewal_stale",
+                Refusal::Replayed => "renewal_replayed",
+                Refusal::BadSignature => "renewal_signature_invalid",
+            },
             ApiFailure::HardwareClaimed => "hardware_claimed",
             ApiFailure::ClaimRefused => "claim_refused",
             ApiFailure::Internal(_) => "internal",
@@ -96,6 +115,15 @@ impl ResponseError for ApiFailure {
             | ApiFailure::EnrollmentTokenUnknown
             | ApiFailure::EnrollmentTokenExpired
             | ApiFailure::EnrollmentTokenExhausted
+            | ApiFailure::EnrollmentTokenRevoked
+            | ApiFailure::Identity(
+                Refusal::UnknownAppliance
+                | Refusal::KeyUnknown
+                | Refusal::CertificateExpired
+                | Refusal::Stale
+                | Refusal::Replayed
+                | Refusal::BadSignature,
+            )
             | ApiFailure::ClaimRefused
             | ApiFailure::TotpRequired
             | ApiFailure::TotpInvalid
@@ -103,9 +131,15 @@ impl ResponseError for ApiFailure {
             | ApiFailure::RefreshTokenReused
             | ApiFailure::AccessExpired => StatusCode::UNAUTHORIZED,
             ApiFailure::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiFailure::Forbidden(_) | ApiFailure::TotpEnrolmentRequired => StatusCode::FORBIDDEN,
+            ApiFailure::Forbidden(_)
+            | ApiFailure::TotpEnrolmentRequired
+            | ApiFailure::Identity(Refusal::Revoked) => StatusCode::FORBIDDEN,
             ApiFailure::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiFailure::HardwareClaimed | ApiFailure::Conflict(_) => StatusCode::CONFLICT,
+            ApiFailure::HardwareClaimed
+            | ApiFailure::Conflict(_)
+            | ApiFailure::Identity(Refusal::InOtherPractice | Refusal::NeedsProof) => {
+                StatusCode::CONFLICT
+            }
             ApiFailure::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -707,9 +707,9 @@ pub async fn appliance_events(
     })))
 }
 
-/// Revokes an appliance: its session is closed at once, its certificate and credentials are
-/// refused from then on, and anything it still publishes is rejected. Enrolling the hardware again
-/// with a new token reinstates it.
+/// Revokes an appliance: its session is closed at once, its certificates (on the revocation list)
+/// and credentials are refused from then on, and anything it still publishes is rejected. Neither
+/// enrolling again nor renewing reinstates it; only an MSP admin's restore does.
 #[utoipa::path(
     tag = "fleet",
     params(("appliance_id" = Uuid, Path)),
@@ -727,11 +727,19 @@ pub async fn revoke_appliance(
     visible_appliance(&mut tx, &auth, appliance).await?;
     auth.require(Permission::Configure)?;
     let serial: Option<String> = sqlx::query_scalar(
-        "UPDATE appliances SET revoked_at = coalesce(revoked_at, now()), online = false
+        "UPDATE appliances SET revoked_at = coalesce(revoked_at, now()), online = false,
+                reenrollment_approved_until = NULL
          WHERE id = $1 RETURNING cert_serial",
     )
     .bind(appliance.as_uuid())
     .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE device_certificates SET revoked_at = now()
+         WHERE appliance_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(appliance.as_uuid())
+    .execute(&mut *tx)
     .await?;
     sqlx::query(
         "UPDATE commands SET status = 'expired', finished_at = now(), detail = 'appliance revoked'
@@ -755,18 +763,7 @@ pub async fn revoke_appliance(
     .await?;
     let view = load_appliance(&mut tx, &state, appliance).await?;
     tx.commit().await?;
-    let crl = crate::db::lookup::revoked_certificates(&state.pool)
-        .await
-        .map_err(ApiFailure::from)
-        .and_then(|revoked| {
-            state
-                .ca
-                .write_crl(&state.config.broker.tls_dir, &revoked)
-                .map_err(|e| ApiFailure::Internal(e.to_string()))
-        });
-    if let Err(e) = crl {
-        tracing::error!(error = %e, "could not rewrite the revocation list");
-    }
+    crate::http::enroll::rewrite_crl(&state).await;
     if let Err(e) = crate::broker::disconnect_device(
         state.broker.device_addr(),
         &state.ca,

@@ -7,6 +7,7 @@ pub mod api_tokens;
 pub mod audit_log;
 pub mod claims;
 pub mod commands;
+pub mod device_identity;
 pub mod enroll;
 pub mod error;
 pub mod fleet;
@@ -87,6 +88,7 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(api_tokens::revoke)
             .service(enroll::enroll)
             .service(enroll::enroll_claimed)
+            .service(enroll::renew)
             .service(claims::create)
             .service(claims::list)
             .service(claims::remove)
@@ -103,9 +105,14 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(fleet::list_appliances)
             .service(fleet::show_appliance)
             .service(fleet::revoke_appliance)
+            .service(device_identity::show)
+            .service(device_identity::approve_reenrollment)
+            .service(device_identity::restore)
             .service(fleet::appliance_telemetry)
             .service(fleet::appliance_events)
             .service(tokens::create)
+            .service(tokens::list)
+            .service(tokens::revoke)
             .service(policies::show_msp)
             .service(policies::update_msp)
             .service(policies::show_practice)

@@ -1,10 +1,14 @@
-//! Enrolment tokens: scoped to a practice (and optionally a site), expiring, with a use count.
-//! Only the SHA-256 of a token is stored; the token itself is shown once.
+//! Enrolment tokens: scoped to a practice (and optionally a site), expiring, with a use count,
+//! revocable. Only the SHA-256 of a token is stored; the token itself is shown once.
 
-use actix_web::{HttpResponse, post, web};
-use chrono::{Duration, Utc};
-use stayopen_shared::api::{ApiError, CreateEnrollmentToken, EnrollmentToken};
-use stayopen_shared::{PracticeId, SiteId};
+use actix_web::{HttpResponse, get, post, web};
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use stayopen_shared::api::{
+    ApiError, CreateEnrollmentToken, EnrollmentToken, EnrollmentTokenView, Page,
+};
+use stayopen_shared::{PracticeId, SiteId, UserId};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::audit::{self, Change};
@@ -12,6 +16,7 @@ use crate::auth::{AuthUser, Permission, random_secret, secret_digest};
 use crate::db::Tx;
 use crate::http::error::ApiFailure;
 use crate::http::fleet::visible_practice;
+use crate::http::pagination;
 use crate::startup::AppState;
 
 pub const TOKEN_PREFIX: &str = "soe_";
@@ -119,10 +124,160 @@ pub async fn issue(
     .await?;
     tracing::info!(tenant_id = %auth.tenant_id, %practice_id, "enrolment token created");
     Ok(EnrollmentToken {
+        id,
         token,
         practice_id,
         site_id: SiteId(site),
         expires_at,
         max_uses,
     })
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: Uuid,
+    practice_id: Uuid,
+    site_id: Uuid,
+    created_by: Option<Uuid>,
+    created_by_email: Option<String>,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    uses: i32,
+    max_uses: i32,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<TokenRow> for EnrollmentTokenView {
+    fn from(row: TokenRow) -> Self {
+        let count = |n: i32| u32::try_from(n).unwrap_or(0);
+        EnrollmentTokenView {
+            id: row.id,
+            practice_id: PracticeId(row.practice_id),
+            site_id: SiteId(row.site_id),
+            created_by: row.created_by.map(UserId),
+            created_by_email: row.created_by_email,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            uses: count(row.uses),
+            max_uses: count(row.max_uses),
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+const TOKEN_SELECT: &str =
+    "SELECT t.id, t.practice_id, t.site_id, t.created_by, u.email AS created_by_email,
+        t.created_at, t.expires_at, t.uses, t.max_uses, t.revoked_at
+     FROM enrollment_tokens t LEFT JOIN users u ON u.id = t.created_by";
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TokenListQuery {
+    /// 1 to 500, default 50. Newest first.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// A practice's enrolment tokens, newest first: uses, expiry and revocation, never the token.
+#[utoipa::path(
+    tag = "enrolment",
+    params(("practice_id" = Uuid, Path), TokenListQuery),
+    responses(
+        (status = 200, body = Page<EnrollmentTokenView>),
+        (status = 403, body = ApiError),
+        (status = 404, body = ApiError),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/practices/{practice_id}/enrollment-tokens")]
+pub async fn list(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<PracticeId>,
+    query: web::Query<TokenListQuery>,
+) -> Result<web::Json<Page<EnrollmentTokenView>>, ApiFailure> {
+    let practice = path.into_inner();
+    let fetch = pagination::fetch_limit(query.limit)?;
+    let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
+    let mut tx = auth.tx(&state).await?;
+    visible_practice(&mut tx, &auth, practice).await?;
+    auth.require(Permission::Configure)?;
+    let rows: Vec<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{TOKEN_SELECT}
+         WHERE t.practice_id = $1
+           AND ($2::timestamptz IS NULL OR (t.created_at, t.id) < ($2, $3))
+         ORDER BY t.created_at DESC, t.id DESC LIMIT $4"
+    )))
+    .bind(practice.as_uuid())
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(fetch)
+    .fetch_all(&mut *tx)
+    .await?;
+    let items = rows.into_iter().map(EnrollmentTokenView::from).collect();
+    Ok(web::Json(pagination::page(
+        items,
+        fetch,
+        |t: &EnrollmentTokenView| (t.created_at, t.id),
+    )))
+}
+
+/// Revokes an enrolment token: enrolling with it is refused from then on (appliances it enrolled
+/// stay enrolled). Audited.
+#[utoipa::path(
+    tag = "enrolment",
+    params(("enrollment_token_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = EnrollmentTokenView),
+        (status = 403, body = ApiError),
+        (status = 404, body = ApiError),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/enrollment-tokens/{enrollment_token_id}/revoke")]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<Uuid>,
+) -> Result<web::Json<EnrollmentTokenView>, ApiFailure> {
+    let id = path.into_inner();
+    let mut tx = auth.tx(&state).await?;
+    let (practice, revoked_at): (Uuid, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT practice_id, revoked_at FROM enrollment_tokens WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .filter(|(p, _)| auth.may_see_practice(PracticeId(*p)))
+    .ok_or(ApiFailure::NotFound("no such enrolment token"))?;
+    auth.require(Permission::Configure)?;
+    // Revoking twice changes nothing and records nothing.
+    if revoked_at.is_none() {
+        sqlx::query("UPDATE enrollment_tokens SET revoked_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        audit::record(
+            &mut tx,
+            auth.tenant_id,
+            &auth.actor(),
+            Change {
+                action: "enrollment_token.revoke",
+                target_type: "enrollment_token",
+                target_id: id.to_string(),
+                before: None,
+                after: Some(serde_json::json!({ "practice_id": practice, "revoked": true })),
+            },
+        )
+        .await?;
+        tracing::info!(tenant_id = %auth.tenant_id, token_id = %id, "enrolment token revoked");
+    }
+    let row: TokenRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{TOKEN_SELECT} WHERE t.id = $1"
+    )))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(web::Json(row.into()))
 }
