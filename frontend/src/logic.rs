@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use stayopen_shared::alerts::{AlertKind, AlertState, AlertView, OpenSpan};
-use stayopen_shared::api::{ApplianceView, MetricPoint, Role, StreamEvent};
+use stayopen_shared::api::{ApplianceView, EnrollmentTokenView, MetricPoint, Role, StreamEvent};
 use stayopen_shared::ids::{ApplianceId, PracticeId, UserId};
 use stayopen_shared::policy::{PolicyOverrides, PolicyScope};
 use stayopen_shared::telemetry::UplinkTelemetry;
@@ -318,6 +318,8 @@ pub struct Capabilities {
     /// Users and API tokens.
     pub manage_access: bool,
     pub view_audit: bool,
+    /// Approving an appliance's re-enrolment and restoring a revoked one.
+    pub trust_devices: bool,
 }
 
 impl Capabilities {
@@ -329,6 +331,7 @@ impl Capabilities {
             configure: msp,
             manage_access: admin,
             view_audit: admin,
+            trust_devices: admin,
         }
     }
 }
@@ -1013,6 +1016,20 @@ pub fn availability_text(pct: Option<f64>) -> String {
     }
 }
 
+/// What an enrolment token is good for now: `revoked`, `expired`, `used up` or `valid` (the first
+/// that applies).
+pub fn token_state(token: &EnrollmentTokenView, now: DateTime<Utc>) -> &'static str {
+    if token.revoked_at.is_some() {
+        "revoked"
+    } else if token.expires_at <= now {
+        "expired"
+    } else if token.uses >= token.max_uses {
+        "used up"
+    } else {
+        "valid"
+    }
+}
+
 // The tests run as wasm under Node (`wasm-bindgen-test-runner`), the target this code ships for.
 #[cfg(test)]
 mod tests {
@@ -1122,6 +1139,40 @@ mod tests {
             resolution: None,
             comments: vec![],
         }
+    }
+
+    #[wasm_bindgen_test]
+    fn a_token_reads_revoked_before_expired_before_used_up() {
+        let token = EnrollmentTokenView {
+            id: Uuid::nil(),
+            practice_id: PracticeId(Uuid::nil()),
+            site_id: SiteId(Uuid::nil()),
+            created_by: None,
+            created_by_email: None,
+            created_at: at(0),
+            expires_at: at(100),
+            uses: 1,
+            max_uses: 2,
+            revoked_at: None,
+        };
+        assert_eq!(token_state(&token, at(50)), "valid");
+        assert_eq!(
+            token_state(
+                &EnrollmentTokenView {
+                    uses: 2,
+                    ..token.clone()
+                },
+                at(50)
+            ),
+            "used up"
+        );
+        assert_eq!(token_state(&token, at(100)), "expired");
+        let revoked = EnrollmentTokenView {
+            revoked_at: Some(at(10)),
+            uses: 2,
+            ..token
+        };
+        assert_eq!(token_state(&revoked, at(200)), "revoked");
     }
 
     #[wasm_bindgen_test]

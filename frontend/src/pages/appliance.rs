@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use stayopen_shared::alerts::AlertView;
 use stayopen_shared::api::{
     ApplianceConfiguration, ApplianceMetrics, ApplianceView, CommandView, CreateCommand,
-    EventRecord, MetricsPeriod, Page,
+    DeviceIdentityView, EventRecord, MetricsPeriod, Page,
 };
 use stayopen_shared::commands::CommandSpec;
 use stayopen_shared::events::EventKind;
@@ -77,6 +77,7 @@ pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
                     <Commands id can_operate=caps.operate />
                     <Configuration id />
                 </div>
+                <Identity id can_trust=caps.trust_devices />
                 {move || practice.get().map(|(p, _)| view! {
                     <ApplianceAlerts id practice=p />
                     <Maintenance practice=p appliance=id />
@@ -490,6 +491,129 @@ fn Commands(id: ApplianceId, can_operate: bool) -> impl IntoView {
                     })
                 }}
             </ul>
+        </section>
+    }
+}
+
+/// The appliance's identity: whether it is revoked, whether enrolling the hardware again has been
+/// approved, and its certificates. MSP admins approve re-enrolment (replaced hardware, lost state)
+/// or restore a revoked appliance here.
+#[component]
+fn Identity(id: ApplianceId, can_trust: bool) -> impl IntoView {
+    let session = use_session();
+    let identity = feed(Interest::ApplianceState(id), 1_000.0, move || {
+        api::get::<DeviceIdentityView>(session, &format!("/api/v1/appliances/{id}/identity"))
+    });
+    let busy = RwSignal::new(false);
+    let notice = RwSignal::new(None::<Notice>);
+    let run = move |action: &'static str, success: &'static str| {
+        act(
+            busy,
+            notice,
+            success,
+            async move {
+                api::post::<_, DeviceIdentityView>(
+                    session,
+                    &format!("/api/v1/appliances/{id}/{action}"),
+                    &(),
+                )
+                .await
+            },
+            move |view| identity.data.set(Some(view)),
+        );
+    };
+    view! {
+        <section class="card section" aria-labelledby="identity-heading" id="identity">
+            <h2 id="identity-heading">"Identity"</h2>
+            <FeedStatus feed=identity what="the identity" />
+            {loading(identity)}
+            {move || identity.data.get().map(|v| {
+                let revoked = v.revoked_at.is_some();
+                let current = v.current_certificate.clone();
+                let valid_until = v.certificates.iter()
+                    .find(|c| Some(&c.serial) == current.as_ref())
+                    .map(|c| c.not_after);
+                view! {
+                    <dl class="facts facts-compact">
+                        <div>
+                            <dt>"State"</dt>
+                            <dd id="identity-state" data-revoked=if revoked { "true" } else { "false" }>
+                                {match v.revoked_at {
+                                    Some(at) => view! { <span class="badge badge-offline">"revoked"</span> " " {time_ago(Some(at))} }.into_any(),
+                                    None => view! { <span class="badge badge-primary">"active"</span> }.into_any(),
+                                }}
+                            </dd>
+                        </div>
+                        <div>
+                            <dt>"Certificate valid until"</dt>
+                            <dd>{time_exact(valid_until)}</dd>
+                        </div>
+                        <div>
+                            <dt>"Re-enrolment approved until"</dt>
+                            <dd id="reenrollment-approved">{match v.reenrollment_approved_until {
+                                Some(until) => time_exact(Some(until)),
+                                None => view! { <span class="muted">"not approved"</span> }.into_any(),
+                            }}</dd>
+                        </div>
+                    </dl>
+                    <details>
+                        <summary>{format!("Certificates ({})", v.certificates.len())}</summary>
+                        <table class="data-table compact">
+                            <thead>
+                                <tr>
+                                    <th scope="col">"Serial"</th>
+                                    <th scope="col">"Issued"</th>
+                                    <th scope="col">"Valid until"</th>
+                                    <th scope="col">"State"</th>
+                                </tr>
+                            </thead>
+                            <tbody>
+                                {v.certificates.into_iter().map(|c| {
+                                    let state = if c.revoked_at.is_some() {
+                                        "revoked"
+                                    } else if c.superseded_at.is_some() {
+                                        "superseded"
+                                    } else {
+                                        "current"
+                                    };
+                                    view! {
+                                        <tr data-state=state>
+                                            <th scope="row" class="mono">{c.serial}</th>
+                                            <td>{time_exact(Some(c.issued_at))}</td>
+                                            <td>{time_exact(Some(c.not_after))}</td>
+                                            <td>{state}</td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    </details>
+                    {can_trust.then(|| if revoked {
+                        view! {
+                            <div class="actions">
+                                <button type="button" id="action-restore" class="button button-secondary button-small"
+                                    disabled=move || busy.get()
+                                    on:click=move |_| run("restore", "Restored: the appliance may enrol again within 24 hours with a token of its practice.")>
+                                    "Restore"
+                                </button>
+                                <p class="muted small">"Ends the revocation. The box enrols again with a token of its own practice; its old certificate and password stay refused."</p>
+                            </div>
+                        }.into_any()
+                    } else {
+                        view! {
+                            <div class="actions">
+                                <button type="button" id="action-approve-reenrollment" class="button button-secondary button-small"
+                                    disabled=move || busy.get()
+                                    on:click=move |_| run("approve-reenrollment", "Approved: one enrolment of this hardware with a token of its practice is accepted within 24 hours.")>
+                                    "Approve re-enrolment"
+                                </button>
+                                <p class="muted small">"For replaced hardware or a box that lost its state: the next enrolment of this serial and MAC with a token of its practice takes over this appliance. Appliances renew their certificates by themselves."</p>
+                            </div>
+                        }.into_any()
+                    })}
+                }
+            })}
+            {notice_view(notice)}
         </section>
     }
 }

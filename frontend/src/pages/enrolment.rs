@@ -3,18 +3,20 @@
 
 use leptos::prelude::*;
 use stayopen_shared::api::{
-    ClaimSerial, ClaimedSerialView, CreateEnrollmentToken, EnrollmentToken, Page, SiteView,
+    ClaimSerial, ClaimedSerialView, CreateEnrollmentToken, EnrollmentToken, EnrollmentTokenView,
+    Page, SiteView,
 };
 use stayopen_shared::ids::{PracticeId, SiteId};
 
 use crate::api;
 use crate::components::{
-    FeedStatus, Notice, PageHeading, Pager, PracticePicker, act, notice_view, time_ago, time_exact,
-    use_session,
+    FeedStatus, Notice, PageHeading, Pager, PracticePicker, act, notice_view, now_utc, time_ago,
+    time_exact, use_session,
 };
 use crate::live::{Feed, feed};
 use crate::logic::{
     Interest, Route, appliance_cloud_section, appliance_enrol_command, qr_svg_path, query_string,
+    token_state,
 };
 
 /// Where the installer keeps the appliance's configuration; any path works as long as the same
@@ -85,6 +87,17 @@ fn TokenForm(practice: PracticeId) -> impl IntoView {
     let busy = RwSignal::new(false);
     let notice = RwSignal::new(None::<Notice>);
     let created: RwSignal<Option<EnrollmentToken>> = RwSignal::new(None);
+    let pager = Pager::new();
+    let tokens: Feed<Page<EnrollmentTokenView>> = feed(Interest::Nothing, 0.0, move || {
+        let path = format!(
+            "/api/v1/practices/{practice}/enrollment-tokens{}",
+            query_string(&[
+                ("limit", Some("20".into())),
+                ("cursor", pager.cursor.get_untracked()),
+            ])
+        );
+        async move { api::get::<Page<EnrollmentTokenView>>(session, &path).await }
+    });
 
     let create = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -114,7 +127,11 @@ fn TokenForm(practice: PracticeId) -> impl IntoView {
                 )
                 .await
             },
-            move |token| created.set(Some(token)),
+            move |token| {
+                created.set(Some(token));
+                pager.reset();
+                tokens.reload();
+            },
         );
     };
 
@@ -151,7 +168,84 @@ fn TokenForm(practice: PracticeId) -> impl IntoView {
             </form>
             {notice_view(notice)}
             {move || created.get().map(|token| view! { <CreatedToken token /> })}
+            <TokenList tokens pager />
         </section>
+    }
+}
+
+/// The practice's tokens, newest first: how often each was used, until when it is valid, and a
+/// button to revoke it (a token that leaked, or is no longer needed).
+#[component]
+fn TokenList(tokens: Feed<Page<EnrollmentTokenView>>, pager: Pager) -> impl IntoView {
+    let session = use_session();
+    let busy = RwSignal::new(false);
+    let notice = RwSignal::new(None::<Notice>);
+    let revoke = move |id: uuid::Uuid| {
+        act(
+            busy,
+            notice,
+            "Token revoked: enrolling with it is refused from now on.",
+            async move {
+                api::post::<_, EnrollmentTokenView>(
+                    session,
+                    &format!("/api/v1/enrollment-tokens/{id}/revoke"),
+                    &(),
+                )
+                .await
+            },
+            move |_| tokens.reload(),
+        );
+    };
+    let next = move || {
+        tokens
+            .data
+            .with(|p| p.as_ref().and_then(|p| p.next_cursor.clone()))
+    };
+    view! {
+        <h3 id="tokens-heading">"Tokens of this practice"</h3>
+        {notice_view(notice)}
+        <FeedStatus feed=tokens what="the enrolment tokens" />
+        <table class="data-table compact" id="enrolment-tokens" aria-labelledby="tokens-heading">
+            <thead>
+                <tr>
+                    <th scope="col">"Created"</th>
+                    <th scope="col">"By"</th>
+                    <th scope="col" class="num">"Used"</th>
+                    <th scope="col">"Valid until"</th>
+                    <th scope="col">"State"</th>
+                    <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                </tr>
+            </thead>
+            <tbody>
+                {move || tokens.data.get().map(|page| {
+                    if page.items.is_empty() {
+                        return view! { <tr><td colspan="6" class="muted">"No tokens yet."</td></tr> }.into_any();
+                    }
+                    page.items.into_iter().map(|t| {
+                        let state = token_state(&t, now_utc());
+                        let id = t.id;
+                        let live = state == "valid";
+                        view! {
+                            <tr data-token-id=t.id.to_string() data-state=state>
+                                <td>{time_ago(Some(t.created_at))}</td>
+                                <td>{t.created_by_email.clone().unwrap_or_else(|| "–".to_owned())}</td>
+                                <td class="num">{format!("{} / {}", t.uses, t.max_uses)}</td>
+                                <td>{time_exact(Some(t.expires_at))}</td>
+                                <td><span class=format!("badge badge-token-{}", state.replace(' ', "-"))>{state}</span></td>
+                                <td>{live.then(|| view! {
+                                    <button type="button" class="button button-link danger revoke-token"
+                                        disabled=move || busy.get()
+                                        on:click=move |_| revoke(id)>
+                                        "Revoke"
+                                    </button>
+                                })}</td>
+                            </tr>
+                        }
+                    }).collect_view().into_any()
+                })}
+            </tbody>
+        </table>
+        {pager.view(next, tokens)}
     }
 }
 
