@@ -2,13 +2,36 @@
 # Starts the whole system on embedded defaults: a private PostgreSQL cluster (unless DATABASE_URL is
 # set), the cloud with its embedded MQTT broker and the dashboard on http://127.0.0.1:8080, the demo
 # MSP with two practices, and a simulated fleet of 20 appliances. Ctrl-C stops everything.
+#
+# `demo.sh --check` (or STAYOPEN_DEMO_CHECK=1) starts the same, then waits (at most
+# STAYOPEN_DEMO_CHECK_TIMEOUT seconds, 180 by default) until the dashboard is served, the demo login
+# signs in and the cloud's API counts every simulated appliance online; it prints a summary, stops
+# everything and exits 0, or says which check failed, shows the logs' tails and exits 1.
+#
+# Environment: STAYOPEN_HTTP__LISTEN and STAYOPEN_BROKER__LISTEN (the cloud's addresses),
+# STAYOPEN_DEMO_PG_PORT and STAYOPEN_DEMO_PG_DATA (the private cluster), STAYOPEN_DEMO_DIR (seed,
+# device CA, logs, the fleet's state), STAYOPEN_DEMO_FLEET_SIZE.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
+CHECK="${STAYOPEN_DEMO_CHECK:-0}"
+for arg in "$@"; do
+    case "$arg" in
+        --check) CHECK=1 ;;
+        -h | --help) sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) die "unknown argument: $arg (usage: demo.sh [--check])" ;;
+    esac
+done
+[ "$CHECK" = 1 ] || [ "$CHECK" = 0 ] || die "STAYOPEN_DEMO_CHECK must be 0 or 1, not '$CHECK'"
+
 HTTP_ADDR="${STAYOPEN_HTTP__LISTEN:-127.0.0.1:8080}"
+BROKER_ADDR="${STAYOPEN_BROKER__LISTEN:-127.0.0.1:8883}"
 FLEET_SIZE="${STAYOPEN_DEMO_FLEET_SIZE:-20}"
-DEMO_DIR="$ROOT/.data/demo"
+PG_PORT="${STAYOPEN_DEMO_PG_PORT:-55432}"
+PG_DIR="${STAYOPEN_DEMO_PG_DATA:-$ROOT/.data/pg}"
+DEMO_DIR="${STAYOPEN_DEMO_DIR:-$ROOT/.data/demo}"
+CHECK_TIMEOUT="${STAYOPEN_DEMO_CHECK_TIMEOUT:-180}"
 START=$(date +%s)
 
 ensure_deps
@@ -16,6 +39,16 @@ log "building the cloud and the appliance agent"
 cargo build --bin stayopen-cloud --bin stayopen-appliance
 log "building the dashboard (wasm)"
 "$ROOT/infra/scripts/build-frontend.sh"
+
+# Another demo (or anything else) on the cloud's ports would answer in this one's place.
+port_in_use() { # $1 = host:port
+    (: <>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null
+}
+for addr in "$HTTP_ADDR" "$BROKER_ADDR"; do
+    if port_in_use "$addr"; then
+        die "$addr is already in use (another demo running?); stop it, or set STAYOPEN_HTTP__LISTEN / STAYOPEN_BROKER__LISTEN"
+    fi
+done
 
 PIDS=()
 cleanup() {
@@ -25,15 +58,18 @@ cleanup() {
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     stop_pg
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+# Exiting runs the EXIT trap; a signal must not let the script carry on after cleaning up.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 if [ -z "${DATABASE_URL:-}" ]; then
-    start_pg "$ROOT/.data/pg" "${STAYOPEN_DEMO_PG_PORT:-55432}"
+    start_pg "$PG_DIR" "$PG_PORT"
     create_db stayopen
     ensure_app_role
     # The cloud serves as the non-owner application role (row-level security applies to it) and
     # migrates as the owner.
-    export DATABASE_URL="postgres://stayopen_app@127.0.0.1:${STAYOPEN_DEMO_PG_PORT:-55432}/stayopen"
+    export DATABASE_URL="postgres://stayopen_app@127.0.0.1:$PG_PORT/stayopen"
     export STAYOPEN_DATABASE__OWNER_URL="${DATABASE_ADMIN_URL%/postgres}/stayopen"
 fi
 
@@ -43,6 +79,7 @@ mkdir -p "$DEMO_DIR"
 "$BIN/stayopen-cloud" seed-demo --out "$DEMO_DIR/seed.json"
 
 export STAYOPEN_HTTP__LISTEN="$HTTP_ADDR"
+export STAYOPEN_BROKER__LISTEN="$BROKER_ADDR"
 export STAYOPEN_HTTP__STATIC_DIR="$ROOT/frontend/dist"
 # The device CA (created on the first run) and the broker's TLS certificate.
 export STAYOPEN_BROKER__TLS_DIR="$DEMO_DIR/pki"
@@ -61,6 +98,7 @@ PIDS+=($!)
 
 EMAIL=$(sed -n 's/.*"email": "\(.*\)".*/\1/p' "$DEMO_DIR/seed.json")
 PASSWORD=$(sed -n 's/.*"password": "\(.*\)".*/\1/p' "$DEMO_DIR/seed.json")
+LOGS="${DEMO_DIR#"$ROOT"/}/cloud.log, ${DEMO_DIR#"$ROOT"/}/fleet.log"
 cat <<MSG
 
   StayOpen is running (started in $(( $(date +%s) - START )) s).
@@ -68,9 +106,87 @@ cat <<MSG
     Dashboard:  http://$HTTP_ADDR
     Login:      $EMAIL / $PASSWORD
     Fleet:      $FLEET_SIZE simulated appliances enrolling and reporting over MQTT
-    Logs:       .data/demo/cloud.log, .data/demo/fleet.log
-
-  Press Ctrl-C to stop everything (PostgreSQL included).
+    Logs:       $LOGS
 
 MSG
-wait -n "${PIDS[@]}" || true
+
+if [ "$CHECK" = 0 ]; then
+    printf '  Press Ctrl-C to stop everything (PostgreSQL included).\n\n'
+    wait -n "${PIDS[@]}" || true
+    exit 0
+fi
+
+# --- Check mode: the same system, checked through its real API, then stopped. ---
+
+# Prints field $1 of the JSON object on stdin (nothing, and fails, when it is not there).
+json_field() {
+    /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1" 2>/dev/null
+}
+
+check_failed() {
+    printf '\n\033[1;31merror:\033[0m demo check failed after %s s: %s\n' "$(( $(date +%s) - CHECK_START ))" "$1" >&2
+    log "last lines of ${DEMO_DIR#"$ROOT"/}/cloud.log:"
+    tail -n 40 "$DEMO_DIR/cloud.log" >&2 || true
+    log "last lines of ${DEMO_DIR#"$ROOT"/}/fleet.log:"
+    tail -n 40 "$DEMO_DIR/fleet.log" >&2 || true
+    exit 1
+}
+
+log "checking the demo: dashboard, login as $EMAIL, $FLEET_SIZE appliances online (at most $CHECK_TIMEOUT s)"
+CHECK_START=$(date +%s)
+DEADLINE=$(( CHECK_START + CHECK_TIMEOUT ))
+API="http://$HTTP_ADDR/api/v1"
+LOGIN_BODY="$(/usr/bin/python3 -c 'import json, sys; print(json.dumps({"email": sys.argv[1], "password": sys.argv[2]}))' \
+    "$EMAIL" "$PASSWORD")"
+dashboard_ok=0 token="" totals="" online="" appliances="" problem="not checked yet"
+while :; do
+    kill -0 "${PIDS[0]}" 2>/dev/null || check_failed "the cloud exited"
+    kill -0 "${PIDS[1]}" 2>/dev/null || check_failed "the fleet simulator exited"
+
+    if [ "$dashboard_ok" = 0 ]; then
+        dashboard_ok=1
+        for file in "" stayopen_frontend.js stayopen_frontend_bg.wasm; do
+            if ! curl -fsS --max-time 10 -o /dev/null "http://$HTTP_ADDR/$file" 2>/dev/null; then
+                dashboard_ok=0
+                problem="the dashboard is not served: GET http://$HTTP_ADDR/$file fails"
+                break
+            fi
+        done
+    fi
+
+    if [ "$dashboard_ok" = 1 ] && [ -z "$token" ]; then
+        response=""
+        if response="$(curl -sS --max-time 10 --fail-with-body -H 'Content-Type: application/json' \
+                --data "$LOGIN_BODY" "$API/auth/login" 2>&1)" \
+            && token="$(json_field access_token <<<"$response")" && [ -n "$token" ]; then
+            log "signed in as $EMAIL"
+        else
+            token=""
+            problem="signing in as $EMAIL failed: ${response:-no response}"
+        fi
+    fi
+
+    if [ -n "$token" ]; then
+        totals=""
+        if totals="$(curl -sS --max-time 10 --fail-with-body -H "Authorization: Bearer $token" \
+                "$API/fleet/totals" 2>&1)" \
+            && online="$(json_field online <<<"$totals")" \
+            && appliances="$(json_field appliances <<<"$totals")"; then
+            if [ "$online" -ge "$FLEET_SIZE" ]; then
+                break
+            fi
+            problem="$online of $FLEET_SIZE appliances online ($appliances enrolled)"
+        else
+            problem="GET /api/v1/fleet/totals failed: ${totals:-no response}"
+            # An expired or refused token: sign in again on the next round.
+            case "$totals" in *401*|*403*) token="" ;; esac
+        fi
+    fi
+
+    [ "$(date +%s)" -lt "$DEADLINE" ] || check_failed "$problem"
+    sleep 2
+done
+
+printf '\n'
+log "demo check passed in $(( $(date +%s) - START )) s: dashboard served, signed in as $EMAIL, $online of $FLEET_SIZE appliances online ($appliances enrolled) at http://$HTTP_ADDR"
+exit 0

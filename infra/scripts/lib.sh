@@ -8,14 +8,69 @@ WASM_BINDGEN_VERSION="0.2.130"
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
+# A script that sources this file and dies on a failed command (set -e) says which command, where,
+# instead of stopping silently: `error: <script>:<line>: '<command>' failed (exit N)`. set -E passes
+# the trap into functions and subshells; only the script's own shell reports, and only when errexit
+# is on (the script is about to stop), so a failure a subshell or a `set +e` section handles is quiet.
+on_err() {
+    local status="$1" command="$2" script="$3" line="$4"
+    [ "$BASH_SUBSHELL" -eq 0 ] || return 0
+    case "$-" in *e*) ;; *) return 0 ;; esac
+    printf '\033[1;31merror:\033[0m %s:%s: %s failed (exit %s)\n' \
+        "${script#"$ROOT"/}" "$line" "'$command'" "$status" >&2
+}
+set -E
+trap 'on_err "$?" "$BASH_COMMAND" "${BASH_SOURCE[0]:-$0}" "$LINENO"' ERR
+
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi
 }
 
+# The newest installed PostgreSQL's bin folder; fails (quietly) when there is none. No `ls | sort`
+# pipeline: under pipefail a missing folder would fail it, and the ERR trap would report that.
 pg_bindir() {
-    local dir
-    dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-    [ -n "$dir" ] && [ -x "$dir/initdb" ] && echo "$dir"
+    local dir found=""
+    while IFS= read -r dir; do
+        if [ -x "$dir/initdb" ]; then found="$dir"; fi
+    done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V)
+    [ -n "$found" ] || return 1
+    echo "$found"
+}
+
+# Field $2 of the first line of `$1 --version`, or nothing when $1 is missing or fails: optional
+# tools must not stop a script (a bare `$(tool --version | awk ...)` exits 127 under pipefail).
+tool_version() {
+    local out=""
+    command -v "$1" >/dev/null 2>&1 || return 0
+    out="$("$1" --version 2>/dev/null)" || out=""
+    awk -v field="$2" 'NR == 1 { print $field }' <<<"$out"
+}
+
+# Prints a PATH under which the named commands are not found, to run a script as on a machine
+# without them: a new temporary folder (the PATH's only entry; the caller removes it) of symlinks to
+# every other executable the current PATH finds, the first of each name as the shell would.
+path_without() {
+    local shadow dir file name hidden
+    local -a dirs targets=()
+    local -A seen=()
+    for hidden in "$@"; do seen["$hidden"]=1; done
+    shadow="$(mktemp -d "${TMPDIR:-/tmp}/stayopen-path.XXXXXX")"
+    # Readable by all: PostgreSQL's tools run as the postgres user with this PATH.
+    chmod 755 "$shadow"
+    IFS=: read -ra dirs <<<"$PATH"
+    for dir in "${dirs[@]}"; do
+        [ -d "$dir" ] || continue
+        for file in "$dir"/*; do
+            name="${file##*/}"
+            if [ -n "${seen[$name]:-}" ] || [ -d "$file" ] || [ ! -x "$file" ]; then continue; fi
+            seen["$name"]=1
+            targets+=("$file")
+        done
+    done
+    if [ "${#targets[@]}" -gt 0 ]; then
+        printf '%s\0' "${targets[@]}" | xargs -0 ln -s -t "$shadow" --
+    fi
+    echo "$shadow"
 }
 
 # Installs what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli.
@@ -27,6 +82,8 @@ ensure_deps() {
     local packages=()
     pg_bindir >/dev/null || packages+=(postgresql)
     command -v curl >/dev/null || packages+=(curl)
+    # demo.sh --check reads the API's JSON with it.
+    [ -x /usr/bin/python3 ] || packages+=(python3)
     for extra in "$@"; do
         case "$extra" in
             netns)
@@ -54,11 +111,15 @@ ensure_deps() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
     fi
-    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    command -v cargo >/dev/null && command -v rustup >/dev/null \
+        || die "Rust is not installed (cargo and rustup); see https://rustup.rs"
+    local targets=""
+    targets="$(rustup target list --installed 2>/dev/null)" || targets=""
+    if ! grep -qx wasm32-unknown-unknown <<<"$targets"; then
         log "adding the wasm32-unknown-unknown target"
         rustup target add wasm32-unknown-unknown
     fi
-    if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+    if [ "$(tool_version wasm-bindgen 2)" != "$WASM_BINDGEN_VERSION" ]; then
         log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (once; takes a few minutes)"
         # Not --locked: its lockfile names a crate version the registry here lacks.
         cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
@@ -94,13 +155,13 @@ start_pg() {
     export DATABASE_ADMIN_URL
 }
 
-stop_pg() {
-    [ -n "$PG_DATA" ] || return 0
-    local bindir
+stop_pg() { # [$1 = data folder; the one start_pg started by default]
+    local data="${1:-$PG_DATA}" bindir
+    [ -n "$data" ] || return 0
     bindir="$(pg_bindir)" || return 0
-    if pg_run "$bindir/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+    if pg_run "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
         log "stopping PostgreSQL"
-        pg_run "$bindir/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null || true
+        pg_run "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null || true
     fi
 }
 

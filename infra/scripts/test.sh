@@ -31,4 +31,22 @@ export STAYOPEN_TEST_STATIC_DIR="$ROOT/frontend/dist"
 
 log "cargo test"
 cargo test --workspace --exclude stayopen-frontend -- --test-threads=4
+
+# The README's first command, end to end, as on a fresh machine without the optional tools: wasm-opt,
+# Chromium and ChromeDriver hidden from PATH. Its own ports, cluster and folder, so it clashes with
+# neither the test cluster nor a demo the user is running; both start empty every time, as in a
+# fresh clone (a cluster and a fleet folder from different runs would not know each other).
+log "the demo (demo.sh --check), without wasm-opt, chromium and chromedriver on PATH"
+stop_pg "$ROOT/.data/pg-democheck"
+rm -rf "$ROOT/.data/pg-democheck" "$ROOT/.data/demo-check"
+shadow_path="$(path_without wasm-opt chromium chromedriver)"
+demo_status=0
+env -u DATABASE_URL -u STAYOPEN_DATABASE__OWNER_URL PATH="$shadow_path" \
+    STAYOPEN_HTTP__LISTEN=127.0.0.1:18080 STAYOPEN_BROKER__LISTEN=127.0.0.1:18883 \
+    STAYOPEN_DEMO_PG_PORT=55435 STAYOPEN_DEMO_PG_DATA="$ROOT/.data/pg-democheck" \
+    STAYOPEN_DEMO_DIR="$ROOT/.data/demo-check" \
+    bash infra/scripts/demo.sh --check || demo_status=$?
+rm -rf "$shadow_path"
+[ "$demo_status" -eq 0 ] || die "the demo check failed (exit $demo_status)"
+
 log "all checks passed"
