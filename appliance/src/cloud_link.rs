@@ -363,6 +363,11 @@ impl CloudLink {
                 }
             };
             for entry in batch {
+                if !counters.connected.load(Ordering::Relaxed) {
+                    // A publish queued now would go out on the next connection ahead of the
+                    // resend from the oldest message, out of order.
+                    break;
+                }
                 let topic = DeviceTopic::new(self.appliance_id, entry.kind.channel()).to_string();
                 let resend = entry.seq <= sent_through;
                 if self
@@ -398,6 +403,19 @@ impl CloudLink {
     /// Messages the cloud has acknowledged as stored (or refused for good).
     pub fn acknowledged_count(&self) -> u64 {
         self.counters.acknowledged.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the pump made (first sends and resends), and how many of them were resends.
+    pub fn published_count(&self) -> (u64, u64) {
+        (
+            self.counters.published.load(Ordering::Relaxed),
+            self.counters.resent.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Connections made so far.
+    pub fn connections(&self) -> u64 {
+        self.counters.connection.load(Ordering::Relaxed)
     }
 
     /// Messages that could not be written to the outbox and were sent from memory only.
@@ -515,7 +533,10 @@ mod tests {
     fn reconnect_delays_stay_between_half_and_all_of_the_backoff() {
         for _ in 0..100 {
             let d = jittered(Duration::from_secs(8));
-            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(8), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(8),
+                "{d:?}"
+            );
         }
     }
 }

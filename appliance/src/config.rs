@@ -414,10 +414,7 @@ impl ApplianceConfig {
                 ));
             }
             if !(1..=4096).contains(&cloud.outbox_max_mb) {
-                return Err(invalid(
-                    "cloud.outbox_max_mb",
-                    "must be between 1 and 4096",
-                ));
+                return Err(invalid("cloud.outbox_max_mb", "must be between 1 and 4096"));
             }
         }
         let links = match &self.dataplane {

@@ -174,8 +174,7 @@ impl Outbox {
             source,
         };
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| store(redb::Error::Io(e)))?;
+            std::fs::create_dir_all(parent).map_err(|e| store(redb::Error::Io(e)))?;
         }
         let db = Database::create(path).map_err(|e| store(e.into()))?;
         let outbox = Self {
@@ -481,8 +480,17 @@ mod tests {
         assert_eq!(all.iter().map(|e| e.message_id).collect::<Vec<_>>(), ids);
         assert_eq!(outbox.after(all[1].seq, 2).expect("read").len(), 2);
         assert_eq!(outbox.acknowledge(&[ids[0], ids[2]]).expect("ack"), 2);
-        assert_eq!(outbox.acknowledge(&[ids[0]]).expect("ack"), 0, "acks are idempotent");
-        let left: Vec<_> = outbox.after(0, 100).expect("read").into_iter().map(|e| e.message_id).collect();
+        assert_eq!(
+            outbox.acknowledge(&[ids[0]]).expect("ack"),
+            0,
+            "acks are idempotent"
+        );
+        let left: Vec<_> = outbox
+            .after(0, 100)
+            .expect("read")
+            .into_iter()
+            .map(|e| e.message_id)
+            .collect();
         assert_eq!(left, vec![ids[1], ids[3], ids[4]]);
         assert_eq!(outbox.report().expect("report").pending, 3);
     }
@@ -501,7 +509,12 @@ mod tests {
         let outbox = open(&dir, DEFAULT_LIMIT_BYTES);
         let (third, payload) = event(3);
         outbox.append(Kind::Event, third, &payload).expect("append");
-        let ids: Vec<_> = outbox.after(0, 10).expect("read").into_iter().map(|e| e.message_id).collect();
+        let ids: Vec<_> = outbox
+            .after(0, 10)
+            .expect("read")
+            .into_iter()
+            .map(|e| e.message_id)
+            .collect();
         assert_eq!(ids, vec![first, third]);
         let report = outbox.report().expect("report");
         assert_eq!(report.pending, 2);
@@ -521,7 +534,9 @@ mod tests {
                 events.push(id);
             } else {
                 let (id, payload) = telemetry(n);
-                outbox.append(Kind::Telemetry, id, &payload).expect("append");
+                outbox
+                    .append(Kind::Telemetry, id, &payload)
+                    .expect("append");
             }
             let report = outbox.report().expect("report");
             assert!(report.pending_bytes <= one * 40, "bound kept: {report:?}");
@@ -530,13 +545,22 @@ mod tests {
         assert!(report.telemetry_rolled_up > 0, "{report:?}");
         assert_eq!(report.events_dropped, 0, "{report:?}");
         let held = outbox.after(0, 1000).expect("read");
-        let held_events: Vec<_> = held.iter().filter(|e| e.kind == Kind::Event).map(|e| e.message_id).collect();
+        let held_events: Vec<_> = held
+            .iter()
+            .filter(|e| e.kind == Kind::Event)
+            .map(|e| e.message_id)
+            .collect();
         assert_eq!(held_events, events, "every event kept, in order");
         // The rolled-up samples still describe the whole outage: their windows add up.
         let windows: u32 = held
             .iter()
             .filter(|e| e.kind == Kind::Telemetry)
-            .map(|e| Envelope::<Telemetry>::decode(&e.payload).expect("telemetry").body.sample_count())
+            .map(|e| {
+                Envelope::<Telemetry>::decode(&e.payload)
+                    .expect("telemetry")
+                    .body
+                    .sample_count()
+            })
             .sum();
         let telemetry_appended = 190;
         assert_eq!(

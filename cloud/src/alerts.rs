@@ -9,6 +9,7 @@
 //! itself; people acknowledge and resolve by hand through the API.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -24,6 +25,8 @@ use uuid::Uuid;
 
 use crate::clinic::{ClinicNow, clinic_now};
 use crate::db::{self, Tx};
+use crate::hearing::Hearing;
+use crate::metrics::{Metrics, OFFLINE_JUDGEMENT_SUSPENDED};
 
 /// A change to an appliance's alerts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -501,7 +504,12 @@ pub async fn apply(
 /// last will yet — a dead box or a cut line) go offline with an alert, failovers that have lasted
 /// past their policy's `on_backup_alert_secs` raise "on backup too long", and device certificates
 /// near their end raise "certificate expiring".
-pub async fn heartbeat_sweep(pool: PgPool, offline_after_secs: u32) {
+pub async fn heartbeat_sweep(
+    pool: PgPool,
+    offline_after_secs: u32,
+    hearing: Arc<Hearing>,
+    metrics: Arc<Metrics>,
+) {
     let mut round: u64 = 0;
     loop {
         round += 1;
@@ -511,8 +519,16 @@ pub async fn heartbeat_sweep(pool: PgPool, offline_after_secs: u32) {
         {
             tracing::error!(error = %e, "certificate sweep failed");
         }
-        if let Err(e) = sweep_once(&pool, offline_after_secs).await {
-            tracing::error!(error = %e, "heartbeat sweep failed");
+        match sweep_once(&pool, offline_after_secs, &hearing, Utc::now()).await {
+            Ok(Sweep::Suspended(why)) => {
+                metrics.increment(OFFLINE_JUDGEMENT_SUSPENDED, "reason", why);
+            }
+            Ok(Sweep::Judged(_)) => {}
+            Err(e) => {
+                // The database is what the cloud hears through.
+                hearing.deaf("database");
+                tracing::error!(error = %e, "heartbeat sweep failed");
+            }
         }
         if let Err(e) = long_backup_sweep(&pool).await {
             tracing::error!(error = %e, "long-backup sweep failed");
@@ -695,8 +711,41 @@ pub async fn expiring_certificate_sweep(pool: &PgPool) -> Result<usize, sqlx::Er
     Ok(raised)
 }
 
-pub async fn sweep_once(pool: &PgPool, offline_after_secs: u32) -> Result<usize, sqlx::Error> {
+/// What one heartbeat sweep did about silent appliances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Declared this many offline.
+    Judged(usize),
+    /// Declared nobody offline: the cloud could not have heard them (the reason).
+    Suspended(&'static str),
+}
+
+/// Declares offline the appliances silent past `offline_after_secs` — unless the cloud could not
+/// have heard them: while it is deaf, during the grace period after hearing resumes, or when most
+/// of the fleet went silent at once (see [`crate::hearing`]).
+pub async fn sweep_once(
+    pool: &PgPool,
+    offline_after_secs: u32,
+    hearing: &Hearing,
+    now: chrono::DateTime<Utc>,
+) -> Result<Sweep, sqlx::Error> {
     let secs = f64::from(offline_after_secs);
+    if !hearing.may_declare_offline(now) {
+        return Ok(Sweep::Suspended("not_hearing"));
+    }
+    let (silent, online): (i64, i64) = sqlx::query_as("SELECT * FROM stayopen_fleet_silence($1)")
+        .bind(secs)
+        .fetch_one(pool)
+        .await?;
+    if crate::hearing::is_fleet_wide_silence(silent, online) {
+        tracing::warn!(
+            silent,
+            online,
+            "most of the fleet went silent at once: the cloud, not the fleet, lost its hearing"
+        );
+        hearing.deaf("fleet_wide_silence");
+        return Ok(Sweep::Suspended("fleet_wide_silence"));
+    }
     let tenants: Vec<Uuid> =
         sqlx::query_scalar("SELECT stayopen_tenants_with_silent_appliances($1)")
             .bind(secs)
@@ -728,7 +777,7 @@ pub async fn sweep_once(pool: &PgPool, offline_after_secs: u32) -> Result<usize,
         tx.commit().await?;
         silenced += gone.len();
     }
-    Ok(silenced)
+    Ok(Sweep::Judged(silenced))
 }
 
 #[cfg(test)]
@@ -814,6 +863,8 @@ mod tests {
                 },
             ],
             policy_version: None,
+            samples: None,
+            outbox: None,
         }
     }
 

@@ -24,6 +24,7 @@ use stayopen_shared::{ApplianceId, Channel};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{digests_equal, secret_digest};
+use crate::hearing::Hearing;
 use crate::metrics::{BROKER_AUTH_REJECTED, Metrics};
 use crate::pki::{BrokerTlsFiles, DeviceCa};
 
@@ -119,6 +120,15 @@ pub async fn forward_embedded(
                     return;
                 }
             }
+            Ok(Some(rumqttd::Notification::Unschedule)) => {
+                // The router paused this link because its buffer filled (a burst faster than
+                // ingest stores); it resumes only when told we are ready, as rumqttd's own
+                // network links do. Without this, ingest stalls for good after a burst.
+                if let Err(e) = link_rx.wake().await {
+                    tracing::error!(error = %e, "the broker link closed; ingest stops");
+                    return;
+                }
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "the broker link closed; ingest stops");
@@ -135,6 +145,7 @@ pub fn connect_external(
     addr: SocketAddr,
     ca: &DeviceCa,
     sink: mpsc::Sender<Incoming>,
+    hearing: Arc<Hearing>,
 ) -> Result<(rumqttc::AsyncClient, Arc<AtomicBool>), BrokerError> {
     let (cert, key) = ca
         .cloud_service_client()
@@ -160,6 +171,7 @@ pub fn connect_external(
             match eventloop.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
                     flag.store(true, Ordering::Relaxed);
+                    hearing.hearing(chrono::Utc::now());
                     backoff = Duration::from_millis(200);
                     tracing::info!(%addr, "connected to the external broker");
                     for channel in Channel::ALL.into_iter().filter(|c| c.is_device_to_cloud()) {
@@ -179,6 +191,7 @@ pub fn connect_external(
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    hearing.deaf("external_broker");
                     if flag.swap(false, Ordering::Relaxed) {
                         tracing::error!(%addr, error = %e, "lost the external broker");
                     } else {

@@ -214,6 +214,10 @@ pub struct FleetConfig {
     /// connection has not timed out yet: three missed telemetry messages at the 10 s default, plus
     /// slack for a slow link.
     pub offline_after_secs: u32,
+    /// After the cloud starts, or hears again after being deaf (broker or database down), nobody
+    /// is declared offline for this long: time for a whole fleet to reconnect (appliances back off
+    /// up to 30 s between attempts) and for ingest to catch up. See `hearing.rs`.
+    pub offline_grace_secs: u32,
 }
 
 impl Default for HttpConfig {
@@ -264,6 +268,7 @@ impl Default for FleetConfig {
     fn default() -> Self {
         Self {
             offline_after_secs: 35,
+            offline_grace_secs: 90,
         }
     }
 }

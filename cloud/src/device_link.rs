@@ -1,4 +1,5 @@
-//! Cloud → device messages: each appliance's desired policy and its queued commands.
+//! Cloud → device messages: each appliance's desired policy, its queued commands, and the
+//! acknowledgements of what ingest stored.
 //!
 //! Publishing goes through an in-process rumqttd link (embedded broker) or the cloud's client of an
 //! external broker, owned by one task; [`DeviceLink`] is the cheap, cloneable handle. rumqttd
@@ -51,7 +52,7 @@ impl DeviceLink {
     /// Starts the publishing task on the embedded broker's `link` and returns its handle.
     pub fn start_embedded(mut link_tx: LinkTx, mut link_rx: LinkRx, metrics: Arc<Metrics>) -> Self {
         let (tx, mut rx) = mpsc::channel::<(String, Vec<u8>)>(QUEUE);
-        for channel in [Channel::Policy, Channel::Commands] {
+        for channel in Channel::CLOUD_TO_DEVICE {
             if let Err(e) = link_tx.subscribe(channel.all_devices_filter()) {
                 tracing::error!(error = %e, "the cloud's publishing link cannot subscribe");
             }
@@ -63,8 +64,17 @@ impl DeviceLink {
                 }
             }
         });
-        // Drain what the subscriptions echo back so the link never stalls.
-        tokio::spawn(async move { while let Ok(Some(_)) = link_rx.next().await {} });
+        // Drain what the subscriptions echo back so the link never stalls; answer the router's
+        // pause (`Unschedule`, when its buffer for this link filled) as rumqttd's network links do.
+        tokio::spawn(async move {
+            while let Ok(Some(notification)) = link_rx.next().await {
+                if matches!(notification, rumqttd::Notification::Unschedule)
+                    && link_rx.wake().await.is_err()
+                {
+                    return;
+                }
+            }
+        });
         Self {
             tx,
             metrics,

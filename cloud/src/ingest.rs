@@ -1,24 +1,30 @@
 //! MQTT ingest: everything appliances publish passes through here.
 //!
 //! Each message is decoded against the shared wire types ([`decode`], pure), then stored
-//! ([`store`]). A message that fails validation is rejected with a stable reason: counted in
+//! ([`store`]); after the commit the appliance is sent an [`Ack`] naming it, so it can drop the
+//! message from its outbox (resends are de-duplicated by message id, so each is stored once). A message that fails validation is rejected with a stable reason: counted in
 //! [`Metrics`], logged, and kept in `ingest_rejections`. A database failure is not the device's
 //! fault, so the message is retried until it is stored rather than dropped.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::PgPool;
 use stayopen_shared::commands::CommandResult;
+use stayopen_shared::delivery::{Ack, MAX_IDS_PER_ACK};
 use stayopen_shared::events::{ApplianceEvent, EventKind};
 use stayopen_shared::telemetry::{Presence, Telemetry};
 use stayopen_shared::topics::TopicError;
-use stayopen_shared::{Channel, DeviceTopic, Envelope, WireError};
+use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId, WireError};
+use uuid::Uuid;
 
 use crate::device_link::DeviceLink;
+use crate::hearing::Hearing;
 use crate::metrics::{
-    INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_REJECTED, INGEST_STORE_RETRIES, Metrics,
+    INGEST_ACCEPTED, INGEST_ACKNOWLEDGED, INGEST_DUPLICATE, INGEST_REJECTED, INGEST_STORE_RETRIES,
+    Metrics,
 };
 
 /// A message that passed validation.
@@ -48,6 +54,16 @@ impl DeviceMessage {
             DeviceMessage::Event(e) => e.sent_at,
             DeviceMessage::Presence(e) => e.sent_at,
             DeviceMessage::CommandResult(e) => e.sent_at,
+        }
+    }
+
+    /// The id the appliance's outbox waits to see acknowledged; presence is not kept there.
+    pub fn outbox_message_id(&self) -> Option<MessageId> {
+        match self {
+            DeviceMessage::Telemetry(e) => Some(e.message_id),
+            DeviceMessage::Event(e) => Some(e.message_id),
+            DeviceMessage::CommandResult(e) => Some(e.message_id),
+            DeviceMessage::Presence(_) => None,
         }
     }
 
@@ -102,7 +118,7 @@ pub fn decode(topic: &[u8], payload: &[u8]) -> Result<DeviceMessage, Rejection> 
         Channel::Events => DeviceMessage::Event(Envelope::decode(payload)?),
         Channel::Status => DeviceMessage::Presence(Envelope::decode(payload)?),
         Channel::CommandResults => DeviceMessage::CommandResult(Envelope::decode(payload)?),
-        channel @ (Channel::Policy | Channel::Commands) => {
+        channel @ (Channel::Policy | Channel::Commands | Channel::Acks) => {
             return Err(Rejection::WrongDirection(channel.as_str()));
         }
     };
@@ -357,36 +373,92 @@ pub async fn store(
     Ok(stored)
 }
 
+/// What ingest owes an appliance once it is done with one of its outbox's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owed {
+    /// Committed, now or by an earlier copy.
+    Stored(ApplianceId, MessageId),
+    /// Refused for good: resending cannot help.
+    Refused(ApplianceId, MessageId),
+}
+
 /// Ingests one raw MQTT message: validate, store (retrying database failures), count, log.
+/// Returns the acknowledgement the appliance is owed, published by [`run`] after this returns,
+/// that is after the commit.
 pub async fn ingest_one(
     pool: &PgPool,
     link: &DeviceLink,
     metrics: &Metrics,
+    hearing: &Hearing,
     topic: &[u8],
     payload: &[u8],
-) {
+) -> Option<Owed> {
     let result = match decode(topic, payload) {
-        Ok(message) => store_with_retry(pool, link, metrics, &message)
+        Ok(message) => store_with_retry(pool, link, metrics, hearing, &message)
             .await
-            .map(|stored| (message.channel(), stored)),
+            .map(|stored| (message.channel(), stored, message)),
         Err(rejection) => Err(rejection),
     };
     match result {
-        Ok((channel, Stored::New)) => metrics.increment(INGEST_ACCEPTED, "channel", channel),
-        Ok((_, Stored::Duplicate)) => metrics.increment(INGEST_DUPLICATE, "reason", "message_id"),
-        Err(rejection) => reject(pool, metrics, topic, payload, &rejection).await,
+        Ok((channel, stored, message)) => {
+            match stored {
+                Stored::New => metrics.increment(INGEST_ACCEPTED, "channel", channel),
+                Stored::Duplicate => metrics.increment(INGEST_DUPLICATE, "reason", "message_id"),
+            }
+            message
+                .outbox_message_id()
+                .map(|id| Owed::Stored(message.appliance_id(), id))
+        }
+        Err(rejection) => {
+            reject(pool, metrics, topic, payload, &rejection).await;
+            refused_message(topic, payload, &rejection).map(|(a, id)| Owed::Refused(a, id))
+        }
     }
+}
+
+/// The appliance and message id of a message refused for good, when both can be read: a payload
+/// that does not decode (or names another appliance) on a channel the outbox sends on. An unknown
+/// or revoked appliance gets no acknowledgement.
+fn refused_message(
+    topic: &[u8],
+    payload: &[u8],
+    rejection: &Rejection,
+) -> Option<(ApplianceId, MessageId)> {
+    if !matches!(
+        rejection,
+        Rejection::Wire(_) | Rejection::ApplianceMismatch { .. }
+    ) {
+        return None;
+    }
+    let topic = DeviceTopic::parse(std::str::from_utf8(topic).ok()?).ok()?;
+    if !matches!(
+        topic.channel,
+        Channel::Telemetry | Channel::Events | Channel::CommandResults
+    ) {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct JustTheId {
+        message_id: MessageId,
+    }
+    let id: JustTheId = serde_json::from_slice(payload).ok()?;
+    Some((topic.appliance_id, id.message_id))
 }
 
 async fn store_with_retry(
     pool: &PgPool,
     link: &DeviceLink,
     metrics: &Metrics,
+    hearing: &Hearing,
     message: &DeviceMessage,
 ) -> Result<Stored, Rejection> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match store(pool, link, message).await {
+        let stored = store(pool, link, message).await;
+        if !matches!(stored, Err(StoreError::Database(_))) {
+            hearing.hearing(Utc::now());
+        }
+        match stored {
             Ok(stored) => return Ok(stored),
             Err(StoreError::Rejected(rejection)) => return Err(rejection),
             Err(StoreError::Policy(detail)) => {
@@ -396,6 +468,7 @@ async fn store_with_retry(
                 return Ok(Stored::New);
             }
             Err(StoreError::Database(e)) => {
+                hearing.deaf("database");
                 metrics.increment(INGEST_STORE_RETRIES, "reason", "database");
                 tracing::error!(error = %e, retry_in = ?backoff, "storing a device message failed; retrying");
                 tokio::time::sleep(backoff).await;
@@ -431,21 +504,90 @@ async fn reject(
     }
 }
 
-/// Ingests what the broker forwards (embedded link or external client), one message at a time.
+/// Acknowledgements owed, per appliance, not yet published.
+#[derive(Debug, Default)]
+struct PendingAcks(HashMap<ApplianceId, Ack>);
+
+impl PendingAcks {
+    fn add(&mut self, owed: Owed, link: &DeviceLink, metrics: &Metrics) {
+        let (appliance, ack) = match owed {
+            Owed::Stored(appliance, id) => {
+                let ack = self.0.entry(appliance).or_default();
+                ack.stored.push(id);
+                (appliance, ack)
+            }
+            Owed::Refused(appliance, id) => {
+                let ack = self.0.entry(appliance).or_default();
+                ack.rejected.push(id);
+                (appliance, ack)
+            }
+        };
+        if ack.len() >= MAX_IDS_PER_ACK {
+            let ack = std::mem::take(ack);
+            publish_ack(link, metrics, appliance, ack);
+        }
+    }
+
+    fn flush(&mut self, link: &DeviceLink, metrics: &Metrics) {
+        for (appliance, ack) in self.0.drain() {
+            if !ack.is_empty() {
+                publish_ack(link, metrics, appliance, ack);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.values().all(Ack::is_empty)
+    }
+}
+
+fn publish_ack(link: &DeviceLink, metrics: &Metrics, appliance: ApplianceId, ack: Ack) {
+    metrics.add(INGEST_ACKNOWLEDGED, "channel", "acks", ack.len() as u64);
+    let topic = DeviceTopic::new(appliance, Channel::Acks).to_string();
+    let payload = Envelope::new(MessageId(Uuid::new_v4()), appliance, Utc::now(), ack).encode();
+    link.publish(topic, payload);
+}
+
+/// Ingests what the broker forwards (embedded link or external client), one message at a time,
+/// and acknowledges each stored message to its appliance. Acknowledgements are batched per
+/// appliance and published whenever ingest has caught up (nothing more is waiting) or a batch is
+/// full, so a backlog drains with one ack per few hundred messages and a lone event is
+/// acknowledged at once.
 pub async fn run(
     pool: PgPool,
     metrics: Arc<Metrics>,
     device_link: DeviceLink,
+    hearing: Arc<Hearing>,
     mut incoming: tokio::sync::mpsc::Receiver<crate::broker::Incoming>,
 ) {
-    while let Some((topic, payload)) = incoming.recv().await {
+    let mut acks = PendingAcks::default();
+    loop {
+        let next = if acks.is_empty() {
+            incoming.recv().await
+        } else {
+            match incoming.try_recv() {
+                Ok(message) => Some(message),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                    acks.flush(&device_link, &metrics);
+                    continue;
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+            }
+        };
+        let Some((topic, payload)) = next else { break };
         let started = Utc::now();
-        ingest_one(&pool, &device_link, &metrics, &topic, &payload).await;
+        if let Some(owed) =
+            ingest_one(&pool, &device_link, &metrics, &hearing, &topic, &payload).await
+        {
+            acks.add(owed, &device_link, &metrics);
+        }
         tracing::trace!(
             elapsed_ms = (Utc::now() - started).num_milliseconds(),
             "ingested"
         );
     }
+    acks.flush(&device_link, &metrics);
+    hearing.deaf("broker stream ended");
     tracing::warn!("the broker's message stream ended; ingest stops");
 }
 
@@ -464,6 +606,8 @@ mod tests {
                 active_uplink: None,
                 uplinks: vec![],
                 policy_version: None,
+                samples: None,
+                outbox: None,
             },
         )
         .encode()

@@ -9,7 +9,8 @@
 //! - [`ingest`]: validates and stores what appliances publish; counts and logs every rejection.
 //! - [`desired`]: each appliance's effective policy, versioned; [`commands`]: the command queue's
 //!   delivery; [`device_link`]: publishing to devices.
-//! - [`alerts`]: alert rules, de-duplication and the heartbeat sweep; [`notify`]: the notification
+//! - [`alerts`]: alert rules, de-duplication and the heartbeat sweep, which asks [`hearing`] whether
+//!   the cloud could have heard an appliance before declaring it offline; [`notify`]: the notification
 //!   outbox and its signed webhook delivery.
 //! - [`audit`]: the tamper-evident, hash-chained audit log; [`admin`]: operator commands.
 //! - [`auth`]: passwords, access tokens, roles and permissions, the authenticated-caller extractor;
@@ -32,6 +33,7 @@ pub mod desired;
 pub mod device_link;
 pub mod email;
 pub mod enrolment;
+pub mod hearing;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -17,6 +17,10 @@ pub const INGEST_ACCEPTED: &str = "stayopen_ingest_accepted_total";
 pub const INGEST_DUPLICATE: &str = "stayopen_ingest_duplicate_total";
 pub const INGEST_REJECTED: &str = "stayopen_ingest_rejected_total";
 pub const INGEST_STORE_RETRIES: &str = "stayopen_ingest_store_retries_total";
+/// Outbox messages acknowledged to their appliance (stored or refused for good).
+pub const INGEST_ACKNOWLEDGED: &str = "stayopen_ingest_acknowledged_total";
+/// Heartbeat sweeps that declared nobody offline because the cloud could not hear (label: why).
+pub const OFFLINE_JUDGEMENT_SUSPENDED: &str = "stayopen_offline_judgement_suspended_total";
 pub const API_REJECTED: &str = "stayopen_api_rejected_total";
 pub const BROKER_AUTH_REJECTED: &str = "stayopen_broker_auth_rejected_total";
 pub const CLOUD_PUBLISH_DROPPED: &str = "stayopen_cloud_publish_dropped_total";
@@ -24,8 +28,13 @@ pub const CLOUD_PUBLISH_DROPPED: &str = "stayopen_cloud_publish_dropped_total";
 impl Metrics {
     /// Adds one to `name{label="value"}`.
     pub fn increment(&self, name: &'static str, label: &'static str, value: &'static str) {
+        self.add(name, label, value, 1);
+    }
+
+    /// Adds `amount` to `name{label="value"}`.
+    pub fn add(&self, name: &'static str, label: &'static str, value: &'static str, amount: u64) {
         if let Ok(mut counters) = self.counters.lock() {
-            *counters.entry((name, label, value)).or_default() += 1;
+            *counters.entry((name, label, value)).or_default() += amount;
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
@@ -14,6 +15,7 @@ use crate::broker::{self, BrokerError, BrokerHandle};
 use crate::config::CloudConfig;
 use crate::db::{self, DbError};
 use crate::device_link::DeviceLink;
+use crate::hearing::Hearing;
 use crate::ingest;
 use crate::metrics::Metrics;
 use crate::pki::DeviceCa;
@@ -105,6 +107,10 @@ impl Application {
         )?;
         let revoker_secret = random_secret();
         let (incoming_tx, incoming_rx) = tokio::sync::mpsc::channel(1000);
+        let hearing = Arc::new(Hearing::new(
+            chrono::Utc::now(),
+            Duration::from_secs(u64::from(config.fleet.offline_grace_secs)),
+        ));
         let (broker_handle, device_link) = match &config.broker.external {
             None => {
                 let (embedded, links, auth_requests) =
@@ -133,7 +139,8 @@ impl Application {
                             external.host, external.port
                         ))
                     })?;
-                let (client, connected) = broker::connect_external(addr, &ca, incoming_tx)?;
+                let (client, connected) =
+                    broker::connect_external(addr, &ca, incoming_tx, hearing.clone())?;
                 tracing::info!(%addr, "using an external MQTT broker");
                 (
                     BrokerHandle::External { addr, connected },
@@ -145,6 +152,7 @@ impl Application {
             pool.clone(),
             metrics.clone(),
             device_link.clone(),
+            hearing.clone(),
             incoming_rx,
         ));
         let hub = crate::stream::Hub::new();
@@ -157,6 +165,8 @@ impl Application {
         tokio::spawn(crate::alerts::heartbeat_sweep(
             pool.clone(),
             config.fleet.offline_after_secs,
+            hearing.clone(),
+            metrics.clone(),
         ));
         tokio::spawn(crate::commands::deliver_loop(
             pool.clone(),

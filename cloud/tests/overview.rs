@@ -46,6 +46,8 @@ fn telemetry(active: &str) -> Telemetry {
             uplink("lte", 1, Some(48.0), 0.0),
         ],
         policy_version: None,
+        samples: None,
+        outbox: None,
     }
 }
 
@@ -262,6 +264,8 @@ async fn latency_and_loss_come_bucketed_over_the_period_with_gaps_where_nothing_
             active_uplink: Some("fiber".into()),
             uplinks: vec![uplink("fiber", 0, Some(rtt), loss)],
             policy_version: None,
+            samples: None,
+            outbox: None,
         };
         sqlx::query(
             "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, body)
@@ -313,6 +317,8 @@ async fn latency_and_loss_come_bucketed_over_the_period_with_gaps_where_nothing_
             active_uplink: Some("fiber".into()),
             uplinks: vec![uplink("fiber", 0, Some(rtt), 0.0)],
             policy_version: None,
+            samples: None,
+            outbox: None,
         };
         sqlx::query(
             "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, received_at, body)

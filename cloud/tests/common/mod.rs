@@ -1,6 +1,8 @@
 //! Starts a whole cloud — fresh database, embedded broker, ingest, HTTP on free ports — for one test.
 #![allow(dead_code)]
 
+pub mod process;
+pub mod proxy;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -63,7 +65,7 @@ fn admin_url() -> String {
 
 /// A fresh database per test, so tests run in parallel without seeing each other's rows. Returns
 /// the owner's URL and the application role's URL.
-async fn fresh_database() -> (String, String) {
+pub async fn fresh_database() -> (String, String) {
     let admin = admin_url();
     let name = format!("stayopen_test_{}", Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(&admin)
@@ -112,6 +114,8 @@ pub async fn spawn_cloud_with(adjust: impl FnOnce(&mut CloudConfig)) -> TestClou
     config.broker.listen = "127.0.0.1:0".parse().expect("addr");
     config.auth.jwt_secret = Some("test-secret-test-secret-test-secret!".into());
     config.fleet.offline_after_secs = 10;
+    // Tests that do not restart anything judge silence at once; the grace tests set their own.
+    config.fleet.offline_grace_secs = 0;
     adjust(&mut config);
     let app = Application::build(config).await.expect("the cloud starts");
     let owner_pool = sqlx::postgres::PgPoolOptions::new()
@@ -480,6 +484,7 @@ pub fn appliance_config(
             enrollment_token: Some(token.into()),
             factory_key_file: None,
             telemetry_interval_secs: 1,
+            outbox_max_mb: 64,
         }),
         lan: LanSection {
             interface: "lan0".into(),
@@ -520,6 +525,8 @@ pub fn telemetry_payload(
             active_uplink: Some("fiber".into()),
             uplinks: vec![],
             policy_version: None,
+            samples: None,
+            outbox: None,
         },
     )
     .encode()

@@ -1,0 +1,138 @@
+//! The cloud as a real process (`stayopen-cloud serve`), for tests that kill it with SIGKILL and
+//! start it again on the same database, certificates and ports — as a deployment restarts.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+pub struct CloudProcess {
+    pub owner_url: String,
+    pub app_url: String,
+    pub http: SocketAddr,
+    pub broker: SocketAddr,
+    pub tls_dir: tempfile::TempDir,
+    /// A superuser pool, to count rows across tenants.
+    pub owner_pool: PgPool,
+    /// The application role's pool (row-level security applies), for seeding.
+    pub pool: PgPool,
+    settings: Vec<(String, String)>,
+    child: Option<Child>,
+    starts: usize,
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+impl CloudProcess {
+    /// A fresh database and free ports; `settings` are extra `STAYOPEN_…` variables. Starts it.
+    pub async fn start(settings: &[(&str, &str)]) -> Self {
+        let (owner_url, app_url) = super::fresh_database().await;
+        let mut cloud = Self {
+            owner_pool: sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2)
+                .connect(&owner_url)
+                .await
+                .expect("owner pool"),
+            pool: sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2)
+                .connect_lazy(&app_url)
+                .expect("app pool"),
+            owner_url,
+            app_url,
+            http: free_port(),
+            broker: free_port(),
+            tls_dir: tempfile::tempdir().expect("tls dir"),
+            settings: settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            child: None,
+            starts: 0,
+        };
+        cloud.spawn().await;
+        cloud
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.tls_dir
+            .path()
+            .join(format!("cloud-{}.log", self.starts))
+    }
+
+    /// Starts the process (again) and waits until it is ready.
+    pub async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stayopen-cloud"));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", &self.app_url)
+            .env("STAYOPEN_DATABASE__OWNER_URL", &self.owner_url)
+            .env("STAYOPEN_DATABASE__MAX_CONNECTIONS", "5")
+            .env("STAYOPEN_HTTP__LISTEN", self.http.to_string())
+            .env("STAYOPEN_HTTP__WORKERS", "1")
+            .env("STAYOPEN_BROKER__LISTEN", self.broker.to_string())
+            .env("STAYOPEN_BROKER__TLS_DIR", self.tls_dir.path())
+            .env(
+                "STAYOPEN_AUTH__JWT_SECRET",
+                "test-secret-test-secret-test-secret!",
+            )
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (key, value) in &self.settings {
+            command.env(key, value);
+        }
+        self.child = Some(command.spawn().expect("start stayopen-cloud"));
+        let http = reqwest::Client::new();
+        let ready = format!("{}/readyz", self.base_url());
+        for _ in 0..300 {
+            if http
+                .get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("the cloud exited with {status}: {}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the cloud did not become ready: {}", self.log());
+    }
+
+    /// SIGKILL: no goodbye, no flush, no graceful shutdown.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// What the current run has logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for CloudProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

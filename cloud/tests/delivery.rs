@@ -1,0 +1,565 @@
+//! Nothing lost, nothing doubled: the appliance's outbox and the cloud's acknowledgements under a
+//! cloud killed with SIGKILL, a cloud down while failovers and a drill happen, and an agent
+//! restarted while the cloud is away. The cloud runs as a real process (`stayopen-cloud serve`)
+//! with its embedded broker, on a real PostgreSQL; the appliance side is the real agent or its
+//! real cloud link.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::process::CloudProcess;
+use common::{appliance_config, eventually};
+use stayopen_appliance::agent::{self, AgentOptions, Exit};
+use stayopen_appliance::cloud_link::CloudLink;
+use stayopen_appliance::config::{ApplianceConfig, Outage, OutageKind};
+use stayopen_appliance::control::{self, Request};
+use stayopen_appliance::identity::{self, Proof};
+use stayopen_appliance::outbox::{DEFAULT_LIMIT_BYTES, Outbox};
+use stayopen_cloud::seed;
+use stayopen_shared::api::{HardwareIdentity, LoginResponse};
+use stayopen_shared::events::{ApplianceEvent, EventKind};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+async fn login(cloud: &CloudProcess, email: &str, password: &str) -> String {
+    let response: LoginResponse = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", cloud.base_url()))
+        .json(&serde_json::json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login body");
+    response.access_token
+}
+
+async fn set_policy(cloud: &CloudProcess, token: &str, policy: serde_json::Value) {
+    let status = reqwest::Client::new()
+        .put(format!("{}/api/v1/policy", cloud.base_url()))
+        .bearer_auth(token)
+        .json(&policy)
+        .send()
+        .await
+        .expect("policy")
+        .status();
+    assert!(status.is_success(), "policy: {status}");
+}
+
+async fn appliance_id_of(cloud: &CloudProcess, serial: &str) -> Option<Uuid> {
+    sqlx::query_scalar("SELECT id FROM appliances WHERE serial = $1")
+        .bind(serial)
+        .fetch_optional(&cloud.owner_pool)
+        .await
+        .expect("query")
+}
+
+/// One line of the agent's local events file.
+#[derive(serde::Deserialize)]
+struct LoggedEvent {
+    ts: DateTime<Utc>,
+    kind: EventKind,
+}
+
+fn kind_name(kind: EventKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The events the agent emitted, in order, from its local file: (kind, sent-at in ms).
+fn emitted(path: &Path) -> Vec<(String, i64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<LoggedEvent>(l).ok())
+        .map(|e| (kind_name(e.kind), e.ts.timestamp_millis()))
+        .collect()
+}
+
+/// The events the cloud stored for `appliance`, in the order it stored them.
+async fn stored(cloud: &CloudProcess, appliance: Uuid) -> Vec<(String, i64)> {
+    stored_in(&cloud.owner_pool, appliance).await
+}
+
+async fn stored_in(pool: &sqlx::PgPool, appliance: Uuid) -> Vec<(String, i64)> {
+    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT kind, sent_at FROM appliance_events WHERE appliance_id = $1
+         ORDER BY received_at, sent_at",
+    )
+    .bind(appliance)
+    .fetch_all(pool)
+    .await
+    .expect("events");
+    rows.into_iter()
+        .map(|(kind, at)| (kind, at.timestamp_millis()))
+        .collect()
+}
+
+/// The link's counters and the end of the cloud's log, for a failure message.
+fn diagnose(cloud: &CloudProcess, link: &CloudLink) -> String {
+    let log = cloud.log();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    format!(
+        "acknowledged {}, published (all, resent) {:?}, connections {}, connected {}, outbox {:?}; cloud log:\n{}",
+        link.acknowledged_count(),
+        link.published_count(),
+        link.connections(),
+        link.is_connected(),
+        link.outbox_report(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+fn start_agent(
+    config: ApplianceConfig,
+    events_file: &Path,
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<Exit, agent::AgentError>>,
+) {
+    let (stop, stopped) = watch::channel(false);
+    let run = tokio::spawn(agent::run(
+        AgentOptions {
+            config,
+            events_file: Some(events_file.to_owned()),
+            seed: 5,
+        },
+        stopped,
+    ));
+    (stop, run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_ten_thousand_messages_survives_a_sigkill_of_the_cloud_with_none_lost_or_doubled()
+ {
+    const BURST: usize = 10_000;
+    let mut cloud = CloudProcess::start(&[]).await;
+    let demo = seed::seed_demo(&cloud.pool).await.expect("seed");
+    let state = tempfile::tempdir().expect("state");
+    let http = reqwest::Client::new();
+    let identity = identity::load_or_enroll(
+        state.path(),
+        &http,
+        &cloud.base_url(),
+        &Proof::Token(demo.practices[0].enrollment_token.clone()),
+        HardwareIdentity {
+            serial: "SO-BURST-0001".into(),
+            mac: "02:53:4f:00:10:01".into(),
+            model: "test".into(),
+        },
+    )
+    .await
+    .expect("enrol");
+    let outbox =
+        Outbox::open(&state.path().join("outbox.redb"), DEFAULT_LIMIT_BYTES).expect("outbox");
+    // The receiver is kept: the link stops when nobody listens for policies and commands.
+    let (link, _inbound) = CloudLink::start(&identity, outbox).expect("link");
+
+    let publisher = link.clone();
+    let burst = tokio::task::spawn_blocking(move || {
+        for i in 0..BURST {
+            publisher.publish_event(
+                Utc::now(),
+                ApplianceEvent {
+                    kind: EventKind::UplinkUp,
+                    uplink: Some("fiber".into()),
+                    from: None,
+                    to: None,
+                    reason: format!("burst {i}"),
+                },
+            );
+        }
+    });
+    let acknowledged = tokio::time::timeout(Duration::from_secs(120), async {
+        while link.acknowledged_count() < 1_500 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        acknowledged.is_ok(),
+        "a part of the burst acknowledged: {}",
+        diagnose(&cloud, &link)
+    );
+    cloud.kill();
+    let acknowledged_before_kill = link.acknowledged_count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cloud.spawn().await;
+    burst.await.expect("burst appended");
+    let drained = tokio::time::timeout(Duration::from_secs(300), async {
+        loop {
+            if let Some(report) = link.outbox_report().filter(|r| r.pending == 0) {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let report =
+        drained.unwrap_or_else(|_| panic!("the outbox drained: {}", diagnose(&cloud, &link)));
+
+    let appliance = identity.appliance_id.0;
+    let (rows, distinct_ids, distinct_bodies): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT message_id), count(DISTINCT body->>'reason')
+         FROM appliance_events WHERE appliance_id = $1 AND body->>'reason' LIKE 'burst %'",
+    )
+    .bind(appliance)
+    .fetch_one(&cloud.owner_pool)
+    .await
+    .expect("count");
+    println!(
+        "sigkill burst: sent {BURST}, acknowledged before the kill {acknowledged_before_kill}, \
+         stored {rows}, distinct message ids {distinct_ids}, duplicates {}, lost {}",
+        rows - distinct_ids,
+        BURST as i64 - distinct_bodies
+    );
+    assert_eq!(
+        distinct_bodies, BURST as i64,
+        "every message of the burst stored"
+    );
+    assert_eq!(rows, distinct_ids, "no message stored twice");
+    assert_eq!(rows, BURST as i64);
+    assert_eq!(report.events_dropped, 0);
+    assert_eq!(link.unstored(), 0);
+    link.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failovers_and_a_drill_while_the_cloud_is_down_arrive_exactly_once_and_in_order_across_an_agent_restart()
+ {
+    let mut cloud = CloudProcess::start(&[]).await;
+    let demo = seed::seed_demo(&cloud.pool).await.expect("seed");
+    let admin = login(&cloud, &demo.email, &demo.password).await;
+    set_policy(
+        &cloud,
+        &admin,
+        serde_json::json!({"telemetry_interval_secs": 1, "failback_clean_period_secs": 5}),
+    )
+    .await;
+    let state = tempfile::tempdir().expect("state");
+    let events_file = state.path().join("events.jsonl");
+    // The primary goes black 14 s after the start: by then the cloud is dead.
+    let config = appliance_config(
+        &cloud.base_url(),
+        &demo.practices[0].enrollment_token,
+        state.path(),
+        Some(Outage {
+            start_secs: 14,
+            duration_secs: 3,
+            kind: OutageKind::Blackhole,
+        }),
+    );
+    let (stop, run) = start_agent(config.clone(), &events_file);
+    let appliance = eventually(
+        Duration::from_secs(30),
+        "the appliance enrolled",
+        || async { appliance_id_of(&cloud, "SO-TEST-0001").await },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the policy applied and reported",
+        || async {
+            stored(&cloud, appliance)
+                .await
+                .iter()
+                .any(|(kind, _)| kind == "policy_applied")
+                .then_some(())
+        },
+    )
+    .await;
+    cloud.kill();
+
+    // Offline: the outage (failover, failback), then a drill.
+    let events_so_far = || emitted(&events_file);
+    eventually(
+        Duration::from_secs(40),
+        "a failback while offline",
+        || async {
+            events_so_far()
+                .iter()
+                .any(|(kind, _)| kind == "failback")
+                .then_some(())
+        },
+    )
+    .await;
+    let answer = control::request(state.path(), &Request::StartDrill { duration_secs: 3 })
+        .await
+        .expect("drill");
+    assert!(format!("{answer:?}").contains("drill"), "{answer:?}");
+    eventually(
+        Duration::from_secs(30),
+        "the drill finished while offline",
+        || async {
+            let kinds: Vec<_> = events_so_far().into_iter().map(|(k, _)| k).collect();
+            (kinds
+                .iter()
+                .any(|k| k == "drill_finished" || k == "drill_failed")
+                && kinds.iter().filter(|k| *k == "failback").count() >= 2)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The agent restarts while the cloud is still away.
+    stop.send(true).expect("stop");
+    run.await.expect("agent task").expect("agent");
+    let (stop, run) = start_agent(config, &events_file);
+    eventually(
+        Duration::from_secs(10),
+        "the restarted agent's start event",
+        || async {
+            (events_so_far()
+                .iter()
+                .filter(|(kind, _)| kind == "agent_started")
+                .count()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    cloud.spawn().await;
+    let emitted_offline = events_so_far();
+    eventually(
+        Duration::from_secs(90),
+        "every emitted event stored",
+        || async { (stored(&cloud, appliance).await.len() >= emitted_offline.len()).then_some(()) },
+    )
+    .await;
+    // Give resends a chance to show up as duplicates if they were going to.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.send(true).expect("stop");
+    run.await.expect("agent task").expect("agent");
+    let emitted_all = events_so_far();
+    let stored_all = eventually(
+        Duration::from_secs(30),
+        "the last events stored",
+        || async {
+            let rows = stored(&cloud, appliance).await;
+            (rows.len() >= emitted_all.len()).then_some(rows)
+        },
+    )
+    .await;
+    let kinds: HashSet<&str> = emitted_all.iter().map(|(k, _)| k.as_str()).collect();
+    for kind in ["failover", "failback", "drill_started", "agent_started"] {
+        assert!(kinds.contains(kind), "{kind} emitted: {kinds:?}");
+    }
+    println!(
+        "cloud down: emitted {}, stored {}, duplicates {}",
+        emitted_all.len(),
+        stored_all.len(),
+        stored_all.len() as i64 - emitted_all.len() as i64
+    );
+    assert_eq!(
+        stored_all, emitted_all,
+        "the cloud stores every event once, in the order the appliance emitted them"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cloud_restart_raises_no_offline_alert_for_appliances_that_reconnect_but_one_that_went_away_gets_it()
+ {
+    let mut cloud = CloudProcess::start(&[
+        ("STAYOPEN_FLEET__OFFLINE_AFTER_SECS", "4"),
+        ("STAYOPEN_FLEET__OFFLINE_GRACE_SECS", "30"),
+    ])
+    .await;
+    let demo = seed::seed_demo(&cloud.pool).await.expect("seed");
+    // Telemetry every second, so a live box is never silent for the 4 s that mark one offline.
+    let admin = login(&cloud, &demo.email, &demo.password).await;
+    set_policy(
+        &cloud,
+        &admin,
+        serde_json::json!({"telemetry_interval_secs": 1}),
+    )
+    .await;
+    let token = &demo.practices[0].enrollment_token;
+    let stays_dir = tempfile::tempdir().expect("state");
+    let leaves_dir = tempfile::tempdir().expect("state");
+    let stays = appliance_config(&cloud.base_url(), token, stays_dir.path(), None);
+    let mut leaves = appliance_config(&cloud.base_url(), token, leaves_dir.path(), None);
+    leaves.appliance.serial = Some("SO-TEST-0002".into());
+    leaves.appliance.mac = Some("02:53:4f:00:00:02".into());
+    let (stop_stays, run_stays) = start_agent(stays, &stays_dir.path().join("events.jsonl"));
+    let (stop_leaves, run_leaves) = start_agent(leaves, &leaves_dir.path().join("events.jsonl"));
+    let owner_pool = cloud.owner_pool.clone();
+    let online = |serial: &'static str| {
+        let pool = owner_pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>("SELECT id FROM appliances WHERE serial = $1 AND online")
+                .bind(serial)
+                .fetch_optional(&pool)
+                .await
+                .expect("query")
+        }
+    };
+    let stays_id = eventually(Duration::from_secs(30), "the first online", || {
+        online("SO-TEST-0001")
+    })
+    .await;
+    let leaves_id = eventually(Duration::from_secs(30), "the second online", || {
+        online("SO-TEST-0002")
+    })
+    .await;
+
+    cloud.kill();
+    // One box goes away for good while the cloud is down; its goodbye reaches nobody.
+    stop_leaves.send(true).expect("stop");
+    run_leaves.await.expect("agent task").expect("agent");
+    // Down for longer than the silence that marks a box offline.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    cloud.spawn().await;
+
+    let offline_alerts = |appliance: Uuid| {
+        let pool = owner_pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM alerts WHERE appliance_id = $1 AND kind = 'appliance_offline'",
+            )
+            .bind(appliance)
+            .fetch_one(&pool)
+            .await
+            .expect("query")
+        }
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the box that went away declared offline after the grace period",
+        || async { (offline_alerts(leaves_id).await > 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        offline_alerts(stays_id).await,
+        0,
+        "the box that reconnected was never declared offline: {}",
+        cloud.log()
+    );
+    assert!(online("SO-TEST-0001").await.is_some());
+    stop_stays.send(true).expect("stop");
+    run_stays.await.expect("agent task").expect("agent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drill_on_a_cut_line_reaches_the_cloud_exactly_once_and_the_cut_line_fires_the_last_will()
+{
+    let line = common::proxy::CuttableLine::start().await;
+    let cloud = common::spawn_cloud_with(|config| {
+        config.broker.public_port = Some(line.addr.port());
+    })
+    .await;
+    line.connect_to(cloud.broker);
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let (status, _) = cloud
+        .put::<_, serde_json::Value>(
+            &admin,
+            "/api/v1/policy",
+            &serde_json::json!({"telemetry_interval_secs": 1, "failback_clean_period_secs": 5}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let state = tempfile::tempdir().expect("state");
+    let events_file = state.path().join("events.jsonl");
+    let config = appliance_config(
+        &cloud.base_url,
+        &demo.practices[0].enrollment_token,
+        state.path(),
+        None,
+    );
+    let (stop, run) = start_agent(config, &events_file);
+    let online = || async {
+        sqlx::query_scalar::<_, bool>("SELECT online FROM appliances WHERE serial = 'SO-TEST-0001'")
+            .fetch_optional(&cloud.owner_pool)
+            .await
+            .expect("query")
+    };
+    let appliance: Uuid = eventually(
+        Duration::from_secs(30),
+        "the policy applied and reported",
+        || async {
+            let id: Option<Uuid> = sqlx::query_scalar(
+                "SELECT appliance_id FROM appliance_events WHERE kind = 'policy_applied'",
+            )
+            .fetch_optional(&cloud.owner_pool)
+            .await
+            .expect("query");
+            id
+        },
+    )
+    .await;
+
+    // The line dies without a word from the appliance: the broker publishes its last will.
+    line.cut();
+    eventually(
+        Duration::from_secs(20),
+        "the last will marking it offline",
+        || async { (online().await == Some(false)).then_some(()) },
+    )
+    .await;
+    let answer = control::request(state.path(), &Request::StartDrill { duration_secs: 2 })
+        .await
+        .expect("drill");
+    assert!(format!("{answer:?}").contains("drill"), "{answer:?}");
+    eventually(
+        Duration::from_secs(30),
+        "the drill finished on the cut line",
+        || async {
+            emitted(&events_file)
+                .iter()
+                .any(|(k, _)| k == "drill_finished" || k == "drill_failed")
+                .then_some(())
+        },
+    )
+    .await;
+    line.restore();
+    let emitted_offline = emitted(&events_file);
+    eventually(
+        Duration::from_secs(60),
+        "every event stored after the line came back",
+        || async {
+            (stored_in(&cloud.owner_pool, appliance).await.len() >= emitted_offline.len())
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.send(true).expect("stop");
+    run.await.expect("agent task").expect("agent");
+    let emitted_all = emitted(&events_file);
+    let stored_all = eventually(
+        Duration::from_secs(30),
+        "the last events stored",
+        || async {
+            let rows = stored_in(&cloud.owner_pool, appliance).await;
+            (rows.len() >= emitted_all.len()).then_some(rows)
+        },
+    )
+    .await;
+    assert!(
+        emitted_all.iter().any(|(k, _)| k == "drill_started"),
+        "{emitted_all:?}"
+    );
+    println!(
+        "cut line: emitted {}, stored {}, duplicates {}",
+        emitted_all.len(),
+        stored_all.len(),
+        stored_all.len() as i64 - emitted_all.len() as i64
+    );
+    assert_eq!(stored_all, emitted_all);
+    let will_alerts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM alerts WHERE appliance_id = $1 AND kind = 'appliance_offline'",
+    )
+    .bind(appliance)
+    .fetch_one(&cloud.owner_pool)
+    .await
+    .expect("alerts");
+    assert!(will_alerts >= 1, "the last will raised the offline alert");
+}
