@@ -36,7 +36,7 @@ use stayopen_shared::mqtt_tls::TlsSetupError;
 use stayopen_shared::policy::Policy;
 use stayopen_shared::telemetry::{Presence, Telemetry};
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -66,7 +66,10 @@ pub struct CloudLink {
     /// Wakes the pump: a message was appended, acknowledged, or a connection was made.
     pump: Arc<Notify>,
     /// Set by [`CloudLink::shutdown`]: the tasks stop instead of reconnecting.
-    closing: Arc<AtomicBool>,
+    closing: Arc<watch::Sender<bool>>,
+    /// The connection task and the pump, awaited at shutdown so the outbox is released (redb
+    /// allows one opener at a time) before a restarted agent opens it again.
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 #[derive(Debug, Default)]
@@ -197,12 +200,13 @@ impl CloudLink {
             outbox: Arc::new(Mutex::new(outbox)),
             counters: Arc::new(Counters::default()),
             pump: Arc::new(Notify::new()),
-            closing: Arc::new(AtomicBool::new(false)),
+            closing: Arc::new(watch::channel(false).0),
+            tasks: Arc::new(Mutex::new(Vec::new())),
         };
         let (inbound_tx, inbound_rx) = mpsc::channel(64);
-        tokio::spawn(link.clone().pump_loop());
+        let pump = tokio::spawn(link.clone().pump_loop());
         let this = link.clone();
-        tokio::spawn(async move {
+        let connection = tokio::spawn(async move {
             let counters = &this.counters;
             let mut backoff = BACKOFF_MIN;
             loop {
@@ -239,14 +243,12 @@ impl CloudLink {
                             }
                         }
                     }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))
-                        if this.closing.load(Ordering::Relaxed) =>
-                    {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if this.is_closing() => {
                         counters.connected.store(false, Ordering::Relaxed);
                         return;
                     }
                     Ok(_) => {}
-                    Err(_) if this.closing.load(Ordering::Relaxed) => {
+                    Err(_) if this.is_closing() => {
                         counters.connected.store(false, Ordering::Relaxed);
                         return;
                     }
@@ -256,7 +258,11 @@ impl CloudLink {
                         } else {
                             tracing::debug!(%appliance_id, error = %e, "cloud broker unreachable");
                         }
-                        tokio::time::sleep(jittered(backoff)).await;
+                        let mut closing = this.closing.subscribe();
+                        tokio::select! {
+                            () = tokio::time::sleep(jittered(backoff)) => {}
+                            _ = closing.wait_for(|closing| *closing) => return,
+                        }
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                         // The next connection's will carries its own time (see the module doc).
                         attempt_at = Utc::now();
@@ -267,7 +273,18 @@ impl CloudLink {
                 }
             }
         });
+        link.lock_tasks().extend([connection, pump]);
         Ok((link, inbound_rx))
+    }
+
+    fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    fn lock_tasks(&self) -> MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn outbox(&self) -> MutexGuard<'_, Outbox> {
@@ -312,7 +329,7 @@ impl CloudLink {
                 () = self.pump.notified() => {}
                 () = tokio::time::sleep(PUMP_TICK) => {}
             }
-            if self.closing.load(Ordering::Relaxed) {
+            if self.is_closing() {
                 return;
             }
             if !counters.connected.load(Ordering::Relaxed) {
@@ -479,12 +496,22 @@ impl CloudLink {
     /// Says goodbye (offline presence) and disconnects cleanly. What is not acknowledged stays in
     /// the outbox for the next start.
     pub async fn shutdown(&self) {
-        self.closing.store(true, Ordering::Relaxed);
+        self.closing.send_replace(true);
         self.pump.notify_one();
         self.publish_presence(false, Utc::now());
         // Give the event loop a moment to flush before the disconnect request overtakes it.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = self.client.disconnect().await;
+        let _ = self.client.try_disconnect();
+        let tasks: Vec<_> = self.lock_tasks().drain(..).collect();
+        for mut task in tasks {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
+        }
     }
 }
 
