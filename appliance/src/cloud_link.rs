@@ -54,6 +54,8 @@ pub const WINDOW: usize = 256;
 const RESEND_AFTER: Duration = Duration::from_secs(20);
 /// How often the pump looks for a stalled window even when nothing wakes it.
 const PUMP_TICK: Duration = Duration::from_secs(1);
+/// At a planned stop, how long the link waits for the outbox to be acknowledged.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -496,6 +498,16 @@ impl CloudLink {
     /// Says goodbye (offline presence) and disconnects cleanly. What is not acknowledged stays in
     /// the outbox for the next start.
     pub async fn shutdown(&self) {
+        // Connected, give what waits (a restart command's result, the last telemetry) a moment
+        // to be acknowledged, so a planned stop does not leave it for the next start.
+        let deadline = Instant::now() + SHUTDOWN_FLUSH;
+        self.pump.notify_one();
+        while self.is_connected()
+            && Instant::now() < deadline
+            && self.outbox_report().is_some_and(|r| r.pending > 0)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.closing.send_replace(true);
         self.pump.notify_one();
         self.publish_presence(false, Utc::now());

@@ -290,9 +290,43 @@ kind = "linux"
         failback_clean_secs: u32,
         damped: bool,
     ) -> Result<(), TestbedError> {
+        let config = self.agent_config(failback_clean_secs, damped);
+        self.start_agent_with_config(appliance, &config)
+    }
+
+    /// Adds `address` (a /32 in 203.0.113.0/24) to the internet namespace, for a server a test
+    /// runs there (the cloud, reachable only through the appliance's uplinks).
+    pub fn add_internet_address(&self, address: &str) -> Result<(), TestbedError> {
+        let output = Command::new("ip")
+            .args(["-n", &self.namespace("net"), "addr", "add"])
+            .arg(format!("{address}/32"))
+            .args(["dev", "lo"])
+            .output()
+            .map_err(io("adding an internet address"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(TestbedError::Command {
+                what: format!("adding {address}"),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        }
+    }
+
+    /// The name of one of the testbed's namespaces (`lan`, `app`, `isp1`, `isp2`, `net`).
+    pub fn namespace(&self, node: &str) -> String {
+        format!("{}-{node}", self.prefix)
+    }
+
+    /// Starts `stayopen-appliance run` in the appliance namespace with the configuration `text`
+    /// (for example [`Testbed::agent_config`] with a `[cloud]` section added).
+    pub fn start_agent_with_config(
+        &mut self,
+        appliance: &Path,
+        text: &str,
+    ) -> Result<(), TestbedError> {
         let config = self.dir.join("appliance.toml");
-        std::fs::write(&config, self.agent_config(failback_clean_secs, damped))
-            .map_err(io("writing the agent config"))?;
+        std::fs::write(&config, text).map_err(io("writing the agent config"))?;
         let log = std::fs::File::create(self.dir.join("agent.log"))
             .map_err(io("creating the agent log"))?;
         let child = self

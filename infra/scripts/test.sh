@@ -28,6 +28,9 @@ start_pg "$ROOT/.data/pg-test" "${STAYOPEN_TEST_PG_PORT:-55433}"
 ensure_app_role
 export STAYOPEN_TEST_DATABASE_URL="$DATABASE_ADMIN_URL"
 export STAYOPEN_TEST_STATIC_DIR="$ROOT/frontend/dist"
+# The cluster's Unix socket folder: a cloud the tests run inside a network namespace reaches
+# PostgreSQL through it (loopback TCP does not cross namespaces).
+export STAYOPEN_TEST_PG_SOCKET_DIR="$PG_DATA"
 
 log "cargo test"
 cargo test --workspace --exclude stayopen-frontend -- --test-threads=4

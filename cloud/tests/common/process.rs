@@ -21,6 +21,9 @@ pub struct CloudProcess {
     settings: Vec<(String, String)>,
     child: Option<Child>,
     starts: usize,
+    /// The network namespace it runs in, if not this one (then it is only reachable from there,
+    /// and readiness is read from its log).
+    netns: Option<String>,
 }
 
 fn free_port() -> SocketAddr {
@@ -32,8 +35,48 @@ fn free_port() -> SocketAddr {
 impl CloudProcess {
     /// A fresh database and free ports; `settings` are extra `STAYOPEN_…` variables. Starts it.
     pub async fn start(settings: &[(&str, &str)]) -> Self {
+        Self::start_in(settings, None).await
+    }
+
+    /// Runs in network namespace `netns`, listening on `ip` (HTTP 8080, MQTT 8883) and reaching
+    /// PostgreSQL through its Unix socket in `socket_dir` (sockets cross namespaces; loopback
+    /// TCP does not).
+    pub async fn start_in_netns(netns: &str, ip: &str, socket_dir: &str) -> Self {
         let (owner_url, app_url) = super::fresh_database().await;
-        let mut cloud = Self {
+        let http = format!("{ip}:8080");
+        let broker = format!("{ip}:8883");
+        let settings = [
+            ("DATABASE_URL", format!("{app_url}?host={socket_dir}")),
+            (
+                "STAYOPEN_DATABASE__OWNER_URL",
+                format!("{owner_url}?host={socket_dir}"),
+            ),
+            ("STAYOPEN_HTTP__LISTEN", http.clone()),
+            ("STAYOPEN_BROKER__LISTEN", broker.clone()),
+            ("STAYOPEN_BROKER__PUBLIC_HOST", ip.to_owned()),
+        ];
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut cloud = Self::build(owner_url, app_url, &settings, Some(netns.to_owned())).await;
+        cloud.http = http.parse().expect("address");
+        cloud.broker = broker.parse().expect("address");
+        cloud.spawn().await;
+        cloud
+    }
+
+    async fn start_in(settings: &[(&str, &str)], netns: Option<String>) -> Self {
+        let (owner_url, app_url) = super::fresh_database().await;
+        let mut cloud = Self::build(owner_url, app_url, settings, netns).await;
+        cloud.spawn().await;
+        cloud
+    }
+
+    async fn build(
+        owner_url: String,
+        app_url: String,
+        settings: &[(&str, &str)],
+        netns: Option<String>,
+    ) -> Self {
+        Self {
             owner_pool: sqlx::postgres::PgPoolOptions::new()
                 .max_connections(2)
                 .connect(&owner_url)
@@ -54,9 +97,8 @@ impl CloudProcess {
                 .collect(),
             child: None,
             starts: 0,
-        };
-        cloud.spawn().await;
-        cloud
+            netns,
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -74,7 +116,15 @@ impl CloudProcess {
         assert!(self.child.is_none(), "already running");
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stayopen-cloud"));
+        let binary = env!("CARGO_BIN_EXE_stayopen-cloud");
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, binary]);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("serve")
             .env("DATABASE_URL", &self.app_url)
@@ -99,12 +149,16 @@ impl CloudProcess {
         let http = reqwest::Client::new();
         let ready = format!("{}/readyz", self.base_url());
         for _ in 0..300 {
-            if http
-                .get(&ready)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
+            let ready = if self.netns.is_some() {
+                let log = self.log();
+                log.contains("HTTP API listening") && log.contains("MQTT broker listening")
+            } else {
+                http.get(&ready)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            };
+            if ready {
                 return;
             }
             if let Some(child) = &mut self.child
