@@ -1,5 +1,6 @@
 //! The device certificate authority: signs each appliance's client certificate at enrolment and
-//! the broker's server certificate at start.
+//! the broker's server certificate at start and again before it ends
+//! ([`renew_broker_certificate`]).
 //!
 //! Design: the appliance generates its key pair and sends a certificate signing request; the key
 //! never leaves the box. The certificate's Subject O is the appliance id as written in topics
@@ -8,6 +9,7 @@
 //! created on first start.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -23,6 +25,12 @@ pub const CLOUD_CLIENT_NAME: &str = "stayopen-cloud";
 /// appliance renews its certificate with proof of its key before the end.
 pub const DEVICE_CERT_DAYS: u32 = 397;
 const CA_YEARS: i64 = 20;
+/// The broker's own certificate is valid this long and renewed when a third of it remains
+/// ([`broker_renewal_at`]), so a month of failed attempts passes before it could lapse.
+pub const BROKER_CERT_DAYS: i64 = 90;
+/// A failed renewal of the broker's certificate is tried again after this long; the longest the
+/// renewal task sleeps at once, so a changed wall clock is noticed within it too.
+const BROKER_RENEWAL_RETRY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -60,6 +68,55 @@ pub struct Issued {
     pub public_key: Vec<u8>,
 }
 
+/// The broker's certificate as [`DeviceCa::broker_files`] wrote it.
+#[derive(Debug, Clone)]
+pub struct BrokerCertificate {
+    pub files: BrokerTlsFiles,
+    pub serial_hex: String,
+    pub not_after: chrono::DateTime<chrono::Utc>,
+}
+
+/// When the broker's certificate ending at `not_after` is renewed: when a third of its
+/// [`BROKER_CERT_DAYS`] remains.
+pub fn broker_renewal_at(
+    not_after: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    not_after - chrono::Duration::days(BROKER_CERT_DAYS / 3)
+}
+
+/// Renews the embedded broker's certificate before it ends, for as long as the cloud runs.
+/// rumqttd reads the certificate files for every new connection, so rewriting them is all it
+/// takes: new connections get the new certificate, open ones keep theirs, nothing restarts.
+/// A failure (disk full, say) is logged and tried again hourly.
+pub async fn renew_broker_certificate(
+    ca: Arc<DeviceCa>,
+    dir: PathBuf,
+    hosts: Vec<String>,
+    mut not_after: chrono::DateTime<chrono::Utc>,
+) {
+    loop {
+        let due = broker_renewal_at(not_after);
+        let now = chrono::Utc::now();
+        if now < due {
+            let wait = (due - now).to_std().unwrap_or_default();
+            tokio::time::sleep(wait.min(BROKER_RENEWAL_RETRY)).await;
+            continue;
+        }
+        match ca.broker_files(&dir, &hosts) {
+            Ok(renewed) => {
+                tracing::info!(serial = %renewed.serial_hex, not_after = %renewed.not_after,
+                    previous_not_after = %not_after, "renewed the broker's certificate");
+                not_after = renewed.not_after;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, %not_after, retry_in = ?BROKER_RENEWAL_RETRY,
+                    "cannot renew the broker's certificate");
+                tokio::time::sleep(BROKER_RENEWAL_RETRY).await;
+            }
+        }
+    }
+}
+
 /// The broker's TLS files, as rumqttd reads them.
 #[derive(Debug, Clone)]
 pub struct BrokerTlsFiles {
@@ -87,16 +144,35 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
 }
 
 fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
+    write_with_mode(path, contents, 0o600)
+}
+
+fn write_with_mode(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
         .map_err(io(path))?;
-    file.write_all(contents.as_bytes()).map_err(io(path))
+    file.write_all(contents.as_bytes()).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+/// Replaces `path` with `contents` at once (a temporary file of its own, then a rename), so a
+/// reader sees the old file or the new one, never a part.
+fn replace_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", unique_suffix()));
+    let tmp = PathBuf::from(tmp);
+    let written = write_with_mode(&tmp, contents, mode)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(io(path)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn random_serial() -> SerialNumber {
@@ -278,8 +354,16 @@ impl DeviceCa {
         Ok(path)
     }
 
-    /// Writes the broker's certificate (for `hosts`) and the CA into `dir` for rumqttd.
-    pub fn broker_files(&self, dir: &Path, hosts: &[String]) -> Result<BrokerTlsFiles, PkiError> {
+    /// Writes the broker's certificate (for `hosts`, valid [`BROKER_CERT_DAYS`]) and its key into
+    /// `dir` for rumqttd; `dir/ca.pem` is the CA's, written by [`DeviceCa::load_or_create`]. Each
+    /// file is replaced at once, the key first: the broker reads both for every new connection, and
+    /// only a handshake that reads between the two renames can find a key and certificate that do
+    /// not match (it fails, and the client reconnects).
+    pub fn broker_files(
+        &self,
+        dir: &Path,
+        hosts: &[String],
+    ) -> Result<BrokerCertificate, PkiError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -296,13 +380,19 @@ impl DeviceCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::days(1);
-        params.not_after = now + Duration::days(90);
-        params.serial_number = Some(random_serial());
+        params.not_after = now + Duration::days(BROKER_CERT_DAYS);
+        let serial = random_serial();
+        params.serial_number = Some(serial.clone());
+        let not_after = params.not_after;
         let cert = params.signed_by(&key, &self.issuer)?;
         let files = BrokerTlsFiles::in_dir(dir);
-        std::fs::write(&files.cert, cert.pem()).map_err(io(&files.cert))?;
-        write_secret(&files.key, &key.serialize_pem())?;
-        Ok(files)
+        replace_file(&files.key, &key.serialize_pem(), 0o600)?;
+        replace_file(&files.cert, &cert.pem(), 0o644)?;
+        Ok(BrokerCertificate {
+            files,
+            serial_hex: hex::encode(serial.to_bytes()),
+            not_after: to_chrono(not_after),
+        })
     }
 }
 
@@ -377,6 +467,52 @@ mod tests {
             ),
             Err(PkiError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn the_broker_certificate_is_renewed_when_a_third_of_its_ninety_days_remains() {
+        let not_after = chrono::DateTime::from_timestamp(1_900_000_000, 0).expect("time");
+        assert_eq!(
+            not_after - broker_renewal_at(not_after),
+            chrono::Duration::days(30)
+        );
+    }
+
+    #[test]
+    fn reissuing_the_broker_files_replaces_both_with_a_new_certificate_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = DeviceCa::load_or_create(dir.path()).expect("ca");
+        let hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let first = ca.broker_files(dir.path(), &hosts).expect("first");
+        let first_key = std::fs::read_to_string(&first.files.key).expect("key");
+        let second = ca.broker_files(dir.path(), &hosts).expect("second");
+        assert_ne!(first.serial_hex, second.serial_hex);
+        assert_ne!(
+            first_key,
+            std::fs::read_to_string(&second.files.key).expect("key")
+        );
+        let der = pem_der(&std::fs::read_to_string(&second.files.cert).expect("cert"));
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("parse");
+        assert_eq!(hex::encode(cert.raw_serial()), second.serial_hex);
+        assert_eq!(
+            cert.validity().not_after.timestamp(),
+            second.not_after.timestamp()
+        );
+        let lifetime = second.not_after - chrono::Utc::now();
+        assert!(
+            lifetime > chrono::Duration::days(BROKER_CERT_DAYS - 1),
+            "{lifetime}"
+        );
+        let mode = std::fs::metadata(&second.files.key)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .expect("key");
+        assert_eq!(mode, 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     fn pem_der(pem: &str) -> Vec<u8> {

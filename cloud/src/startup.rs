@@ -100,7 +100,7 @@ impl Application {
             config.broker.listen.ip().to_string(),
         ];
         hosts.dedup();
-        let tls_files = ca.broker_files(&config.broker.tls_dir, &hosts)?;
+        let broker_certificate = ca.broker_files(&config.broker.tls_dir, &hosts)?;
         ca.write_crl(
             &config.broker.tls_dir,
             &db::lookup::revoked_certificates(&pool).await?,
@@ -114,7 +114,13 @@ impl Application {
         let (broker_handle, device_link) = match &config.broker.external {
             None => {
                 let (embedded, links, auth_requests) =
-                    broker::start(config.broker.listen, &tls_files).await?;
+                    broker::start(config.broker.listen, &broker_certificate.files).await?;
+                tokio::spawn(crate::pki::renew_broker_certificate(
+                    ca.clone(),
+                    config.broker.tls_dir.clone(),
+                    hosts.clone(),
+                    broker_certificate.not_after,
+                ));
                 tokio::spawn(broker::serve_auth_requests(
                     pool.clone(),
                     metrics.clone(),
