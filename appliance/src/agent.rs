@@ -1,13 +1,15 @@
 //! The driver: owns the clock, the dataplane, the cloud link and the control socket; the
-//! [`Engine`] decides.
+//! [`Engine`] decides. It also keeps the device certificate fresh ([`Renewal`]): renewed at start
+//! when due, and while running, in the background, after which it replaces the cloud link.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use stayopen_shared::events::{ApplianceEvent, EventKind};
 use stayopen_shared::telemetry::{Telemetry, UplinkTelemetry};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cloud_link::{CloudLink, Inbound};
@@ -18,7 +20,7 @@ use crate::dataplane::simulated::SimulatedDataplane;
 use crate::dataplane::{Dataplane, DataplaneEvent};
 use crate::engine::{self, Action, Engine, EngineConfig, Input, UplinkSpec};
 use crate::events_log::EventsLog;
-use crate::identity::{self, IdentityError};
+use crate::identity::{self, Identity, IdentityError, RenewBefore};
 use crate::outbox::Outbox;
 use crate::remote::{self, CommandBook};
 use crate::uplink_report::Window;
@@ -33,6 +35,175 @@ const FIRST_TELEMETRY_AFTER: Duration = Duration::from_secs(2);
 pub const OUTBOX_FILE: &str = "outbox.redb";
 /// Without a cloud, the figures `status` shows are over windows of this length.
 const STANDALONE_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How the agent keeps its device certificate fresh (issue 12): it renews with proof of its
+/// current key when [`RenewBefore`] says so, at start and while running. When the cloud cannot
+/// be reached it carries on with the certificate it has (a third of its life is months) and tries
+/// again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    pub before: RenewBefore,
+    /// The longest the agent goes without looking at its certificate, and the wait before it
+    /// tries again after a failed renewal.
+    pub check_every: Duration,
+    /// The most one renewal may take (its requests, and the retry with a pending key).
+    pub attempt_timeout: Duration,
+}
+
+impl Default for Renewal {
+    fn default() -> Self {
+        Self {
+            before: RenewBefore::ThirdOfLifetime,
+            check_every: Duration::from_secs(3600),
+            attempt_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What to do about the certificate at `now`, given the moment after which it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RenewalStep {
+    Renew,
+    /// Look again after this long: when renewal falls due, and at least every `check_every`
+    /// (a wall clock set forward, or a renewal window that changed, is noticed within it).
+    LookAgainIn(Duration),
+}
+
+fn renewal_step(
+    due_after: DateTime<Utc>,
+    now: DateTime<Utc>,
+    check_every: Duration,
+) -> RenewalStep {
+    if now > due_after {
+        return RenewalStep::Renew;
+    }
+    // A second past the moment: renewal is due only after it.
+    let until_due = (due_after - now).to_std().unwrap_or_default() + Duration::from_secs(1);
+    RenewalStep::LookAgainIn(until_due.min(check_every))
+}
+
+/// How long after a successful renewal the agent looks again: when the new certificate falls due
+/// — or, should it be due as soon as issued (a renewal window longer than the cloud's
+/// certificates), after `check_every`, at the pace of failures rather than in a loop.
+fn look_again_after_renewal(
+    renewed: &Identity,
+    renewal: &Renewal,
+    wall_now: DateTime<Utc>,
+) -> Duration {
+    let due_after = identity::renewal_due_after(renewed, renewal.before);
+    match renewal_step(due_after, wall_now, renewal.check_every) {
+        RenewalStep::LookAgainIn(wait) => wait,
+        RenewalStep::Renew => renewal.check_every,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RenewalError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("no answer from the cloud within {0:?}")]
+    TimedOut(Duration),
+    #[error("the renewal task ended: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// One renewal, bounded by `timeout`. The new identity is stored before it is returned.
+async fn renew_within(
+    timeout: Duration,
+    state_dir: PathBuf,
+    http: reqwest::Client,
+    api_url: String,
+    current: Identity,
+) -> Result<Identity, RenewalError> {
+    tokio::time::timeout(
+        timeout,
+        identity::renew(&state_dir, &http, &api_url, &current),
+    )
+    .await
+    .map_err(|_| RenewalError::TimedOut(timeout))?
+    .map_err(RenewalError::from)
+}
+
+/// Renewing while the agent runs: the identity in use, what an attempt needs, when to look next
+/// and the attempt under way (in the background, so probing and failover never wait on it).
+struct Renewer {
+    identity: Identity,
+    http: reqwest::Client,
+    api_url: String,
+    state_dir: PathBuf,
+    outbox_max_bytes: u64,
+    renewal: Renewal,
+    next_check: Instant,
+    attempt: Option<JoinHandle<Result<Identity, RenewalError>>>,
+}
+
+impl Renewer {
+    /// When the driver should look at the certificate next; none while an attempt is under way.
+    fn next_check(&self) -> Option<Instant> {
+        self.attempt.is_none().then_some(self.next_check)
+    }
+
+    /// Starts an attempt if renewal is due at `wall_now`, or schedules the next look.
+    fn check(&mut self, wall_now: DateTime<Utc>, now: Instant) {
+        let due_after = identity::renewal_due_after(&self.identity, self.renewal.before);
+        match renewal_step(due_after, wall_now, self.renewal.check_every) {
+            RenewalStep::Renew => {
+                tracing::info!(appliance_id = %self.identity.appliance_id,
+                    "the device certificate is due for renewal; renewing");
+                self.attempt = Some(tokio::spawn(renew_within(
+                    self.renewal.attempt_timeout,
+                    self.state_dir.clone(),
+                    self.http.clone(),
+                    self.api_url.clone(),
+                    self.identity.clone(),
+                )));
+            }
+            RenewalStep::LookAgainIn(wait) => self.next_check = now + wait,
+        }
+    }
+
+    /// The outcome of the attempt under way (pending while there is none).
+    async fn finished(&mut self) -> Result<Identity, RenewalError> {
+        let outcome = match &mut self.attempt {
+            Some(attempt) => attempt.await,
+            None => std::future::pending().await,
+        };
+        self.attempt = None;
+        outcome?
+    }
+
+    /// Takes an attempt's outcome: a renewed identity becomes the one in use (and is returned,
+    /// for the driver to replace the cloud link); a failure is tried again after `check_every`.
+    fn settle(
+        &mut self,
+        outcome: Result<Identity, RenewalError>,
+        wall_now: DateTime<Utc>,
+        now: Instant,
+    ) -> Option<Identity> {
+        match outcome {
+            Ok(renewed) => {
+                self.next_check = now + look_again_after_renewal(&renewed, &self.renewal, wall_now);
+                self.identity = renewed.clone();
+                Some(renewed)
+            }
+            Err(e) => {
+                tracing::warn!(appliance_id = %self.identity.appliance_id, error = %e,
+                    retry_in = ?self.renewal.check_every,
+                    "cannot renew the device certificate; carrying on with the current one");
+                self.next_check = now + self.renewal.check_every;
+                None
+            }
+        }
+    }
+}
+
+/// The cloud side as [`run`] hands it to the driver.
+struct CloudStart {
+    link: CloudLink,
+    inbound: mpsc::Receiver<Inbound>,
+    report_interval: Duration,
+    renewer: Renewer,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -290,6 +461,46 @@ impl<D: Dataplane> Driver<D> {
         cloud.publish_command_result(Utc::now(), result);
     }
 
+    async fn handle_inbound(&mut self, now: Instant, message: Inbound) {
+        match message {
+            Inbound::Policy(policy) => self.apply_policy(now, policy, true).await,
+            Inbound::Command(command) => self.run_command(now, command).await,
+            // The cloud link consumes acknowledgements itself.
+            Inbound::Ack(_) => {}
+        }
+    }
+
+    /// Replaces the cloud link with one under a renewed identity (its certificate, key and MQTT
+    /// password). The old link says goodbye and releases the outbox — one opener at a time —
+    /// before the new one opens it, so nothing waiting there is lost. Returns what the old link
+    /// had received and the driver not yet read.
+    async fn replace_cloud_link(
+        &mut self,
+        identity: &Identity,
+        outbox_max_bytes: u64,
+        inbound: &mut Option<mpsc::Receiver<Inbound>>,
+    ) -> Result<Vec<Inbound>, AgentError> {
+        if let Some(old) = self.cloud.take() {
+            old.shutdown().await;
+        }
+        let mut unread = Vec::new();
+        if let Some(mut old) = inbound.take() {
+            while let Ok(message) = old.try_recv() {
+                unread.push(message);
+            }
+        }
+        let outbox = Outbox::open(
+            &self.config.appliance.state_dir.join(OUTBOX_FILE),
+            outbox_max_bytes,
+        )?;
+        let (link, received) = CloudLink::start(identity, outbox)?;
+        self.cloud = Some(link);
+        *inbound = Some(received);
+        tracing::info!(appliance_id = %identity.appliance_id,
+            "reconnecting to the cloud with the renewed certificate");
+        Ok(unread)
+    }
+
     fn emit(&mut self, event: ApplianceEvent) {
         let at = Utc::now();
         tracing::info!(kind = ?event.kind, uplink = ?event.uplink, from = ?event.from, to = ?event.to, reason = %event.reason, "event");
@@ -403,6 +614,15 @@ impl<D: Dataplane> Driver<D> {
 /// Runs the agent until `shutdown` turns true.
 pub async fn run(
     options: AgentOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Exit, AgentError> {
+    run_with_renewal(options, Renewal::default(), shutdown).await
+}
+
+/// [`run`], renewing the device certificate as `renewal` says (tests renew within seconds).
+pub async fn run_with_renewal(
+    options: AgentOptions,
+    renewal: Renewal,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Exit, AgentError> {
     let config = options.config;
@@ -444,16 +664,59 @@ pub async fn run(
                 identity = enrol => identity?,
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(Exit::Stopped),
             };
-            let outbox = Outbox::open(
-                &state_dir.join(OUTBOX_FILE),
-                u64::from(cloud.outbox_max_mb) * 1024 * 1024,
-            )?;
+            let now = Instant::now();
+            let due_after = identity::renewal_due_after(&identity, renewal.before);
+            let (identity, first_check) = match renewal_step(
+                due_after,
+                Utc::now(),
+                renewal.check_every,
+            ) {
+                RenewalStep::LookAgainIn(wait) => (identity, now + wait),
+                RenewalStep::Renew => {
+                    tracing::info!(appliance_id = %identity.appliance_id,
+                        "the device certificate is due for renewal; renewing before connecting");
+                    let attempt = renew_within(
+                        renewal.attempt_timeout,
+                        state_dir.clone(),
+                        http.clone(),
+                        cloud.api_url.clone(),
+                        identity.clone(),
+                    );
+                    tokio::select! {
+                        renewed = attempt => match renewed {
+                            Ok(renewed) => {
+                                let wait = look_again_after_renewal(&renewed, &renewal, Utc::now());
+                                (renewed, Instant::now() + wait)
+                            }
+                            Err(e) => {
+                                tracing::warn!(appliance_id = %identity.appliance_id, error = %e,
+                                    retry_in = ?renewal.check_every,
+                                    "cannot renew the device certificate; carrying on with the current one");
+                                (identity, Instant::now() + renewal.check_every)
+                            }
+                        },
+                        _ = shutdown.wait_for(|stop| *stop) => return Ok(Exit::Stopped),
+                    }
+                }
+            };
+            let outbox_max_bytes = u64::from(cloud.outbox_max_mb) * 1024 * 1024;
+            let outbox = Outbox::open(&state_dir.join(OUTBOX_FILE), outbox_max_bytes)?;
             let (link, inbound) = CloudLink::start(&identity, outbox)?;
-            Some((
+            Some(CloudStart {
                 link,
                 inbound,
-                Duration::from_secs(u64::from(cloud.telemetry_interval_secs)),
-            ))
+                report_interval: Duration::from_secs(u64::from(cloud.telemetry_interval_secs)),
+                renewer: Renewer {
+                    identity,
+                    http,
+                    api_url: cloud.api_url.clone(),
+                    state_dir: state_dir.clone(),
+                    outbox_max_bytes,
+                    renewal,
+                    next_check: first_check,
+                    attempt: None,
+                },
+            })
         }
         None => None,
     };
@@ -483,15 +746,15 @@ async fn drive<D: Dataplane>(
     dataplane: D,
     mut dataplane_events: mpsc::UnboundedReceiver<DataplaneEvent>,
     events: Option<EventsLog>,
-    cloud: Option<(CloudLink, mpsc::Receiver<Inbound>, Duration)>,
+    cloud: Option<CloudStart>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Exit, AgentError> {
     let report_interval = cloud
         .as_ref()
-        .map_or(STANDALONE_REPORT_INTERVAL, |(_, _, interval)| *interval);
-    let (cloud, mut inbound) = match cloud {
-        Some((link, inbound, _)) => (Some(link), Some(inbound)),
-        None => (None, None),
+        .map_or(STANDALONE_REPORT_INTERVAL, |c| c.report_interval);
+    let (cloud, mut inbound, mut renewer) = match cloud {
+        Some(c) => (Some(c.link), Some(c.inbound), Some(c.renewer)),
+        None => (None, None, None),
     };
     let socket = control::socket_path(&config.appliance.state_dir);
     let (commands_tx, mut commands) = mpsc::channel::<Command>(16);
@@ -548,18 +811,30 @@ async fn drive<D: Dataplane>(
     }
 
     let mut next_report = started + FIRST_TELEMETRY_AFTER;
+    let mut failure = None;
     loop {
         let mut deadline = next_report;
         if let Some(engine_deadline) = driver.engine.next_deadline() {
             deadline = deadline.min(Instant::from_std(engine_deadline));
         }
         let drill_at = driver.next_drill;
+        let renewal_check = renewer.as_ref().and_then(Renewer::next_check);
         let mut message = None;
+        let mut check_renewal = false;
+        let mut renewal_outcome = None;
         let input = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
             Some(received) = recv(&mut inbound) => {
                 message = Some(received);
+                None
+            }
+            outcome = renewal_finished(&mut renewer) => {
+                renewal_outcome = Some(outcome);
+                None
+            }
+            _ = sleep_until_some(renewal_check) => {
+                check_renewal = true;
                 None
             }
             _ = sleep_until_some(drill_at) => {
@@ -584,12 +859,31 @@ async fn drive<D: Dataplane>(
             _ = tokio::time::sleep_until(deadline) => Some(Input::Tick),
         };
         let now = Instant::now();
-        match message {
-            Some(Inbound::Policy(policy)) => driver.apply_policy(now, policy, true).await,
-            Some(Inbound::Command(command)) => driver.run_command(now, command).await,
-            // The cloud link consumes acknowledgements itself.
-            Some(Inbound::Ack(_)) => {}
-            None => {}
+        if let Some(message) = message {
+            driver.handle_inbound(now, message).await;
+        }
+        if let Some(renewer) = &mut renewer {
+            if check_renewal {
+                renewer.check(Utc::now(), now);
+            }
+            let renewed = renewal_outcome.and_then(|o| renewer.settle(o, Utc::now(), now));
+            if let Some(identity) = renewed {
+                match driver
+                    .replace_cloud_link(&identity, renewer.outbox_max_bytes, &mut inbound)
+                    .await
+                {
+                    Ok(unread) => {
+                        for message in unread {
+                            driver.handle_inbound(now, message).await;
+                        }
+                    }
+                    // The renewed identity is stored: a restarted agent connects with it.
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
         }
         if let Some(input) = input {
             let actions = driver.engine.handle(now.into_std(), input);
@@ -606,11 +900,25 @@ async fn drive<D: Dataplane>(
             break;
         }
     }
+    if let Some(attempt) = renewer.as_mut().and_then(|r| r.attempt.take()) {
+        // A renewal cut short resumes with its pending key at the next start.
+        attempt.abort();
+    }
     if let Some(cloud) = &driver.cloud {
         cloud.shutdown().await;
     }
     let _ = std::fs::remove_file(&socket);
-    Ok(driver.exit.unwrap_or(Exit::Stopped))
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(driver.exit.unwrap_or(Exit::Stopped)),
+    }
+}
+
+async fn renewal_finished(renewer: &mut Option<Renewer>) -> Result<Identity, RenewalError> {
+    match renewer {
+        Some(renewer) => renewer.finished().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv(inbound: &mut Option<mpsc::Receiver<Inbound>>) -> Option<Inbound> {
@@ -633,4 +941,103 @@ fn next_drill(policy: &Policy, wall_now: chrono::DateTime<Utc>, now: Instant) ->
     let start = schedule.next_start_after(wall_now.timestamp())?;
     let wait = u64::try_from(start - wall_now.timestamp()).ok()?;
     Some(now + Duration::from_secs(wait))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("time")
+    }
+
+    #[test]
+    fn a_certificate_past_its_renewal_moment_is_renewed_at_once() {
+        assert_eq!(renewal_step(at(0), at(1), HOUR), RenewalStep::Renew);
+        assert_eq!(
+            renewal_step(at(0), at(400 * 86_400), HOUR),
+            RenewalStep::Renew,
+            "long expired"
+        );
+    }
+
+    #[test]
+    fn before_its_renewal_moment_the_agent_looks_again_just_after_it() {
+        assert_eq!(
+            renewal_step(at(600), at(0), HOUR),
+            RenewalStep::LookAgainIn(Duration::from_secs(601))
+        );
+        assert_eq!(
+            renewal_step(at(0), at(0), HOUR),
+            RenewalStep::LookAgainIn(Duration::from_secs(1)),
+            "due only after the moment"
+        );
+    }
+
+    #[test]
+    fn a_renewal_months_away_is_still_looked_at_every_hour() {
+        assert_eq!(
+            renewal_step(at(100 * 86_400), at(0), HOUR),
+            RenewalStep::LookAgainIn(HOUR)
+        );
+    }
+
+    fn renewer(now: Instant) -> Renewer {
+        Renewer {
+            identity: unreadable_identity(),
+            http: reqwest::Client::new(),
+            api_url: "http://127.0.0.1:9".into(),
+            state_dir: PathBuf::from("/nonexistent"),
+            outbox_max_bytes: 1024 * 1024,
+            renewal: Renewal::default(),
+            next_check: now,
+            attempt: None,
+        }
+    }
+
+    /// An identity whose certificate cannot be read, so it is always due.
+    fn unreadable_identity() -> Identity {
+        Identity {
+            appliance_id: stayopen_shared::ApplianceId(uuid::Uuid::from_u128(1)),
+            practice_id: stayopen_shared::PracticeId(uuid::Uuid::from_u128(2)),
+            site_id: stayopen_shared::SiteId(uuid::Uuid::from_u128(3)),
+            mqtt: stayopen_shared::api::MqttCredentials {
+                host: "127.0.0.1".into(),
+                port: 8883,
+                username: "u".into(),
+                password: "p".into(),
+            },
+            client_cert_pem: "not a certificate".into(),
+            ca_cert_pem: String::new(),
+            private_key_pem: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_renewal_is_tried_again_an_hour_later_with_the_current_identity() {
+        let now = Instant::now();
+        let mut renewer = renewer(now);
+        let failed = Err(RenewalError::TimedOut(Duration::from_secs(20)));
+        assert_eq!(renewer.settle(failed, at(0), now), None);
+        assert_eq!(renewer.next_check(), Some(now + HOUR));
+        assert_eq!(renewer.identity, unreadable_identity());
+    }
+
+    #[test]
+    fn a_renewed_certificate_that_is_due_at_once_is_not_renewed_again_in_a_loop() {
+        let now = Instant::now();
+        let mut renewer = renewer(now);
+        let renewed = Identity {
+            private_key_pem: "new key".into(),
+            ..unreadable_identity()
+        };
+        assert_eq!(
+            renewer.settle(Ok(renewed.clone()), at(0), now),
+            Some(renewed.clone())
+        );
+        assert_eq!(renewer.identity, renewed, "the renewed identity is in use");
+        assert_eq!(renewer.next_check(), Some(now + HOUR));
+    }
 }

@@ -314,15 +314,34 @@ pub async fn load_or_enroll(
     }
 }
 
-/// Whether the certificate should be renewed: less than a third of its lifetime remains (a
-/// 397-day certificate is renewed with about 132 days to spare, so months of the cloud being
-/// unreachable do not strand the appliance). A certificate that cannot be read is due.
+/// When a certificate is renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RenewBefore {
+    /// When less than a third of its lifetime remains (a 397-day certificate is renewed with
+    /// about 132 days to spare, so months of the cloud being unreachable do not strand the
+    /// appliance).
+    #[default]
+    ThirdOfLifetime,
+    /// When less than this remains: for tests, which cannot wait months for a certificate to age.
+    Remaining(chrono::TimeDelta),
+}
+
+/// Whether the certificate should be renewed: less than a third of its lifetime remains. A
+/// certificate that cannot be read is due.
 pub fn renewal_due(identity: &Identity, now: DateTime<Utc>) -> bool {
+    now > renewal_due_after(identity, RenewBefore::ThirdOfLifetime)
+}
+
+/// The moment after which the certificate is due for renewal ([`DateTime::MIN_UTC`] for one that
+/// cannot be read: due at once).
+pub fn renewal_due_after(identity: &Identity, before: RenewBefore) -> DateTime<Utc> {
     let Some((not_before, not_after)) = certificate_validity(&identity.client_cert_pem) else {
-        return true;
+        return DateTime::<Utc>::MIN_UTC;
     };
-    let lifetime = not_after - not_before;
-    not_after - now < lifetime / 3
+    match before {
+        RenewBefore::ThirdOfLifetime => not_after - (not_after - not_before) / 3,
+        RenewBefore::Remaining(remaining) => not_after - remaining,
+    }
 }
 
 /// The validity period of a PEM certificate.
@@ -512,6 +531,20 @@ mod tests {
         assert!(!renewal_due(&identity, day(200)), "exactly a third left");
         assert!(renewal_due(&identity, day(201)), "99 days of 300 left");
         assert!(renewal_due(&identity, day(400)), "expired");
+    }
+
+    #[test]
+    fn renewal_can_be_asked_for_while_a_set_time_remains() {
+        let (identity, start) = identity_valid(300);
+        let ten_days = RenewBefore::Remaining(chrono::Duration::days(10));
+        assert_eq!(
+            renewal_due_after(&identity, ten_days),
+            start + chrono::Duration::days(290)
+        );
+        assert_eq!(
+            renewal_due_after(&identity, RenewBefore::default()),
+            start + chrono::Duration::days(200)
+        );
     }
 
     #[test]
