@@ -241,13 +241,14 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
         )
         .await
         .expect("B publishes");
+    let a_message = MessageId(Uuid::new_v4());
     a_conn
         .client
         .publish(
             DeviceTopic::new(a_id, Channel::Telemetry).to_string(),
             QoS::AtLeastOnce,
             false,
-            telemetry(a_id),
+            common::telemetry_payload(a_id, a_message),
         )
         .await
         .expect("A publishes its own");
@@ -273,6 +274,27 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
         1,
         "A's message as B was dropped by the ACL"
     );
+    // The cloud acknowledges A's stored message through Mosquitto, on A's own acks topic.
+    let acks_topic = DeviceTopic::new(a_id, Channel::Acks).to_string();
+    let mut acknowledged = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !acknowledged && tokio::time::Instant::now() < deadline {
+        let Ok(Some((topic, payload))) =
+            tokio::time::timeout(Duration::from_millis(500), a_conn.received.recv()).await
+        else {
+            continue;
+        };
+        assert!(
+            topic.starts_with(&DeviceTopic::prefix(a_id)),
+            "A received {topic}"
+        );
+        if topic == acks_topic {
+            let ack = stayopen_shared::Envelope::<stayopen_shared::delivery::Ack>::decode(&payload)
+                .expect("an ack");
+            acknowledged = ack.body.stored.contains(&a_message);
+        }
+    }
+    assert!(acknowledged, "A's telemetry acknowledged through Mosquitto");
     while let Ok((topic, _)) = a_conn.received.try_recv() {
         assert!(
             topic.starts_with(&DeviceTopic::prefix(a_id)),

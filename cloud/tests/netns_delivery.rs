@@ -90,6 +90,21 @@ async fn every_event_of_a_failover_that_cuts_the_cloud_connection_and_of_the_fai
     let mut bed = Testbed::up(&prefix).unwrap_or_else(|e| panic!("{e}"));
     bed.start_servers(&tools).expect("servers");
     bed.add_internet_address(CLOUD_IP).expect("cloud address");
+    // The box boots with a default route through the primary, as its network configuration gives
+    // it; the agent enrols through it and takes the default route over once its dataplane runs.
+    let routed = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &bed.namespace("app"),
+            "route",
+            "replace",
+            "default",
+            "via",
+            "100.64.1.1",
+        ])
+        .status()
+        .expect("ip route");
+    assert!(routed.success(), "boot-time default route");
     let cloud = CloudProcess::start_in_netns(&bed.namespace("net"), CLOUD_IP, &socket_dir).await;
     let demo = seed::seed_demo(&cloud.pool).await.expect("seed");
 
@@ -100,17 +115,25 @@ async fn every_event_of_a_failover_that_cuts_the_cloud_connection_and_of_the_fai
     );
     bed.start_agent_with_config(&appliance_bin, &config)
         .expect("agent");
-    let appliance: Uuid = eventually(
-        Duration::from_secs(60),
-        "the appliance enrolled and online through isp1",
-        || async {
+    let mut appliance = None;
+    for _ in 0..600 {
+        appliance =
             sqlx::query_scalar("SELECT id FROM appliances WHERE serial = 'SO-TESTBED' AND online")
                 .fetch_optional(&cloud.owner_pool)
                 .await
-                .expect("query")
-        },
-    )
-    .await;
+                .expect("query");
+        if appliance.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let appliance: Uuid = appliance.unwrap_or_else(|| {
+        panic!(
+            "the appliance enrolled and online through isp1; agent log:\n{}\ncloud log:\n{}",
+            bed.agent_log(),
+            cloud.log()
+        )
+    });
     bed.wait_healthy(Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}: {}", bed.agent_log()));
@@ -141,13 +164,17 @@ async fn every_event_of_a_failover_that_cuts_the_cloud_connection_and_of_the_fai
     })
     .await
     .unwrap_or_else(|e| panic!("{e}: {}", bed.agent_log()));
-    eventually(Duration::from_secs(60), "the failback event stored", || async {
-        stored(&cloud.owner_pool, appliance)
-            .await
-            .iter()
-            .any(|(kind, _)| kind == "failback")
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the failback event stored",
+        || async {
+            stored(&cloud.owner_pool, appliance)
+                .await
+                .iter()
+                .any(|(kind, _)| kind == "failback")
+                .then_some(())
+        },
+    )
     .await;
     // Resends that were going to double anything would have arrived by now.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -166,10 +193,14 @@ async fn every_event_of_a_failover_that_cuts_the_cloud_connection_and_of_the_fai
         "netns failover: emitted {}, stored {}, kinds {:?}",
         emitted_all.len(),
         stored_all.len(),
-        stored_all.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>()
+        stored_all
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
     );
     assert_eq!(
-        stored_all, emitted_all,
+        stored_all,
+        emitted_all,
         "every event stored once, in the order the appliance emitted them (last mismatch {last:?}): {}",
         bed.agent_log()
     );
