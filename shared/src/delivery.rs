@@ -76,7 +76,9 @@ mod tests {
     #[test]
     fn the_largest_ack_fits_the_payload_limit_with_room_to_spare() {
         let ack = Ack {
-            stored: (0..MAX_IDS_PER_ACK as u128).map(|i| MessageId(Uuid::from_u128(i))).collect(),
+            stored: (0..MAX_IDS_PER_ACK as u128)
+                .map(|i| MessageId(Uuid::from_u128(i)))
+                .collect(),
             rejected: vec![],
         };
         let envelope = crate::Envelope::new(

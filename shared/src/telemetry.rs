@@ -186,7 +186,11 @@ mod tests {
         assert_eq!(merged.sample_count(), 4);
         assert_eq!(merged.active_uplink.as_deref(), Some("fiber"));
         assert!((merged.uplinks[0].loss_pct - 25.0).abs() < 1e-9);
-        assert_eq!(merged.uplinks[0].rtt_ms, Some(40.0), "a missing rtt takes the other side's");
+        assert_eq!(
+            merged.uplinks[0].rtt_ms,
+            Some(40.0),
+            "a missing rtt takes the other side's"
+        );
         assert_eq!(merged.uplinks[1], uplink("lte", 1));
     }
 }
