@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use common::events::{emitted, stored as stored_in};
 use common::process::CloudProcess;
 use common::{appliance_config, eventually};
 use stayopen_appliance::agent::{self, AgentOptions, Exit};
@@ -58,47 +59,9 @@ async fn appliance_id_of(cloud: &CloudProcess, serial: &str) -> Option<Uuid> {
         .expect("query")
 }
 
-/// One line of the agent's local events file.
-#[derive(serde::Deserialize)]
-struct LoggedEvent {
-    ts: DateTime<Utc>,
-    kind: EventKind,
-}
-
-fn kind_name(kind: EventKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-/// The events the agent emitted, in order, from its local file: (kind, sent-at in ms).
-fn emitted(path: &Path) -> Vec<(String, i64)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<LoggedEvent>(l).ok())
-        .map(|e| (kind_name(e.kind), e.ts.timestamp_millis()))
-        .collect()
-}
-
 /// The events the cloud stored for `appliance`, in the order it stored them.
 async fn stored(cloud: &CloudProcess, appliance: Uuid) -> Vec<(String, i64)> {
     stored_in(&cloud.owner_pool, appliance).await
-}
-
-async fn stored_in(pool: &sqlx::PgPool, appliance: Uuid) -> Vec<(String, i64)> {
-    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT kind, sent_at FROM appliance_events WHERE appliance_id = $1
-         ORDER BY received_at, sent_at",
-    )
-    .bind(appliance)
-    .fetch_all(pool)
-    .await
-    .expect("events");
-    rows.into_iter()
-        .map(|(kind, at)| (kind, at.timestamp_millis()))
-        .collect()
 }
 
 /// The link's counters and the end of the cloud's log, for a failure message.

@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use common::events::stored;
 use common::eventually;
 use common::process::CloudProcess;
 use stayopen_appliance::testbed::Testbed;
@@ -44,33 +44,8 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-#[derive(serde::Deserialize)]
-struct LoggedEvent {
-    ts: DateTime<Utc>,
-    kind: String,
-}
-
 fn emitted(bed: &Testbed) -> Vec<(String, i64)> {
-    std::fs::read_to_string(bed.events_path())
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<LoggedEvent>(l).ok())
-        .map(|e| (e.kind, e.ts.timestamp_millis()))
-        .collect()
-}
-
-async fn stored(pool: &sqlx::PgPool, appliance: Uuid) -> Vec<(String, i64)> {
-    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT kind, sent_at FROM appliance_events WHERE appliance_id = $1
-         ORDER BY received_at, sent_at",
-    )
-    .bind(appliance)
-    .fetch_all(pool)
-    .await
-    .expect("events");
-    rows.into_iter()
-        .map(|(kind, at)| (kind, at.timestamp_millis()))
-        .collect()
+    common::events::emitted(&bed.events_path())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

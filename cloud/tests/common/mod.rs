@@ -1,6 +1,7 @@
 //! Starts a whole cloud — fresh database, embedded broker, ingest, HTTP on free ports — for one test.
 #![allow(dead_code)]
 
+pub mod events;
 pub mod process;
 pub mod proxy;
 pub mod webhook;
