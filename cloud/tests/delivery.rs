@@ -531,3 +531,127 @@ async fn a_drill_on_a_cut_line_reaches_the_cloud_exactly_once_and_the_cut_line_f
         "the last will raised the offline alert: {summaries:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgresql_gone_for_twenty_seconds_loses_no_event_and_declares_nobody_offline() {
+    let cloud = common::spawn_cloud_with(|config| {
+        config.fleet.offline_after_secs = 4;
+        config.fleet.offline_grace_secs = 15;
+    })
+    .await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let (status, _) = cloud
+        .put::<_, serde_json::Value>(
+            &admin,
+            "/api/v1/policy",
+            &serde_json::json!({"telemetry_interval_secs": 1, "failback_clean_period_secs": 5}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let state = tempfile::tempdir().expect("state");
+    let events_file = state.path().join("events.jsonl");
+    let config = appliance_config(
+        &cloud.base_url,
+        &demo.practices[0].enrollment_token,
+        state.path(),
+        None,
+    );
+    let (stop, run) = start_agent(config, &events_file);
+    let appliance: Uuid = eventually(
+        Duration::from_secs(30),
+        "the policy applied and reported",
+        || async {
+            sqlx::query_scalar(
+                "SELECT appliance_id FROM appliance_events WHERE kind = 'policy_applied'",
+            )
+            .fetch_optional(&cloud.owner_pool)
+            .await
+            .expect("query")
+        },
+    )
+    .await;
+    // Past the start-up grace, so the sweep is judging.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+
+    // The application role loses the database: its sessions end and new ones are refused.
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&cloud.owner_pool)
+        .await
+        .expect("name");
+    let revoke = format!("REVOKE CONNECT ON DATABASE \"{database}\" FROM PUBLIC");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(revoke))
+        .execute(&cloud.owner_pool)
+        .await
+        .expect("revoke");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND usename = 'stayopen_app'",
+    )
+    .execute(&cloud.owner_pool)
+    .await
+    .expect("terminate");
+    // Meanwhile the appliance drills (its events wait in the broker and its outbox).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let answer = control::request(state.path(), &Request::StartDrill { duration_secs: 2 })
+        .await
+        .expect("drill");
+    assert!(format!("{answer:?}").contains("drill"), "{answer:?}");
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    let grant = format!("GRANT CONNECT ON DATABASE \"{database}\" TO PUBLIC");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(grant))
+        .execute(&cloud.owner_pool)
+        .await
+        .expect("grant");
+
+    let emitted_offline = emitted(&events_file);
+    eventually(
+        Duration::from_secs(60),
+        "every event stored once the database is back",
+        || async {
+            (stored_in(&cloud.owner_pool, appliance).await.len() >= emitted_offline.len())
+                .then_some(())
+        },
+    )
+    .await;
+    // Past the grace after hearing resumed: a sweep that was going to misjudge would have.
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    let offline: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM alerts WHERE appliance_id = $1 AND kind = 'appliance_offline'",
+    )
+    .bind(appliance)
+    .fetch_one(&cloud.owner_pool)
+    .await
+    .expect("alerts");
+    assert_eq!(
+        offline, 0,
+        "nobody declared offline while the cloud could not hear"
+    );
+    stop.send(true).expect("stop");
+    run.await.expect("agent task").expect("agent");
+    let emitted_all = emitted(&events_file);
+    let stored_all = eventually(
+        Duration::from_secs(30),
+        "the last events stored",
+        || async {
+            let rows = stored_in(&cloud.owner_pool, appliance).await;
+            (rows.len() >= emitted_all.len()).then_some(rows)
+        },
+    )
+    .await;
+    println!(
+        "database gone: emitted {}, stored {}, duplicates {}",
+        emitted_all.len(),
+        stored_all.len(),
+        stored_all.len() as i64 - emitted_all.len() as i64
+    );
+    assert!(emitted_all.iter().any(|(k, _)| k == "drill_started"));
+    assert_eq!(stored_all, emitted_all);
+    assert!(
+        cloud
+            .counter("stayopen_offline_judgement_suspended_total{reason=\"not_hearing\"}")
+            .await
+            > 0,
+        "the sweep was suspended"
+    );
+}
