@@ -494,6 +494,27 @@ async fn a_drill_on_a_cut_line_reaches_the_cloud_exactly_once_and_the_cut_line_f
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The appliance reports its outbox in its telemetry, and the API shows it: nothing waits,
+    // nothing was given up.
+    let outbox = eventually(
+        Duration::from_secs(15),
+        "an empty outbox reported",
+        || async {
+            let (_, view) = cloud
+                .get::<stayopen_shared::api::ApplianceView>(
+                    &admin,
+                    &format!("/api/v1/appliances/{appliance}"),
+                )
+                .await;
+            view.and_then(|v| v.outbox).filter(|o| o.pending == 0)
+        },
+    )
+    .await;
+    assert_eq!(
+        outbox.events_dropped + outbox.telemetry_dropped,
+        0,
+        "{outbox:?}"
+    );
     stop.send(true).expect("stop");
     run.await.expect("agent task").expect("agent");
     let emitted_all = emitted(&events_file);

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use stayopen_shared::alerts::{AlertKind, AlertState, AlertView, OpenSpan};
 use stayopen_shared::api::{ApplianceView, EnrollmentTokenView, MetricPoint, Role, StreamEvent};
+use stayopen_shared::delivery::OutboxReport;
 use stayopen_shared::ids::{ApplianceId, PracticeId, UserId};
 use stayopen_shared::policy::{PolicyOverrides, PolicyScope};
 use stayopen_shared::telemetry::UplinkTelemetry;
@@ -138,6 +139,56 @@ pub fn plural(n: u32, one: &str, many: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Appliances
 // ---------------------------------------------------------------------------------------------
+
+/// What the appliance's outbox says about delivery, for people: whether everything reached the
+/// cloud, how much waits, and — after a long outage — what the appliance had to give up.
+pub fn outbox_text(report: Option<&OutboxReport>) -> String {
+    let Some(report) = report else {
+        return "not reported yet".to_owned();
+    };
+    // Taken just before the message carrying it was stored, so it does not count itself.
+    let waiting = match report.pending {
+        0 => "everything delivered".to_owned(),
+        n => format!(
+            "{} waiting ({})",
+            plural(u32::try_from(n).unwrap_or(u32::MAX), "message", "messages"),
+            bytes_text(report.pending_bytes)
+        ),
+    };
+    let mut given_up = Vec::new();
+    if report.events_dropped > 0 {
+        given_up.push(plural(
+            u32::try_from(report.events_dropped).unwrap_or(u32::MAX),
+            "event",
+            "events",
+        ));
+    }
+    if report.telemetry_dropped > 0 {
+        given_up.push(plural(
+            u32::try_from(report.telemetry_dropped).unwrap_or(u32::MAX),
+            "telemetry sample",
+            "telemetry samples",
+        ));
+    }
+    let mut text = waiting;
+    if report.telemetry_rolled_up > 0 {
+        text.push_str(&format!(
+            "; {} merged into coarser ones while the outbox was full",
+            plural(
+                u32::try_from(report.telemetry_rolled_up).unwrap_or(u32::MAX),
+                "telemetry sample",
+                "telemetry samples"
+            )
+        ));
+    }
+    if !given_up.is_empty() {
+        text.push_str(&format!(
+            "; lost while the outbox was full: {}",
+            given_up.join(" and ")
+        ));
+    }
+    text
+}
 
 /// The uplink the appliance prefers: the lowest priority number (the first one listed on a tie).
 pub fn primary_uplink(uplinks: &[UplinkTelemetry]) -> Option<&UplinkTelemetry> {
@@ -1049,6 +1100,31 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
+    fn the_outbox_line_says_what_waits_and_what_a_long_outage_cost() {
+        assert_eq!(outbox_text(None), "not reported yet");
+        let report = |pending, rolled, telemetry, events| OutboxReport {
+            pending,
+            pending_bytes: 2048,
+            telemetry_rolled_up: rolled,
+            telemetry_dropped: telemetry,
+            events_dropped: events,
+        };
+        assert_eq!(
+            outbox_text(Some(&report(0, 0, 0, 0))),
+            "everything delivered"
+        );
+        assert_eq!(
+            outbox_text(Some(&report(3, 0, 0, 0))),
+            "3 messages waiting (2.0 kB)"
+        );
+        assert_eq!(
+            outbox_text(Some(&report(0, 12, 3, 1))),
+            "everything delivered; 12 telemetry samples merged into coarser ones while the outbox \
+             was full; lost while the outbox was full: 1 event and 3 telemetry samples"
+        );
+    }
+
+    #[wasm_bindgen_test]
     fn timestamps_and_dates_are_written_iso_style_with_leading_zeros() {
         let at = Utc
             .with_ymd_and_hms(2026, 3, 4, 7, 5, 9)
@@ -1099,6 +1175,7 @@ mod tests {
             last_seen: Some(at(0)),
             // Listed out of priority order on purpose.
             uplinks: vec![uplink("lte", 1), uplink("fiber", 0)],
+            outbox: None,
         }
     }
 

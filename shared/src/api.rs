@@ -441,6 +441,10 @@ pub struct ApplianceView {
     pub active_uplink: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub uplinks: Vec<UplinkTelemetry>,
+    /// The appliance's outbox as its latest telemetry reported it: what waits to be delivered and
+    /// what it had to give up during a long outage. Absent before the first report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<crate::delivery::OutboxReport>,
 }
 
 /// One stored telemetry message.

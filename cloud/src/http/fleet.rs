@@ -45,11 +45,11 @@ const APPLIANCE_SELECT: &str =
 
 impl ApplianceRow {
     fn view(self, now: DateTime<Utc>, offline_after: Duration) -> ApplianceView {
-        let uplinks = self
+        let telemetry = self
             .last_telemetry
-            .and_then(|v| serde_json::from_value::<Telemetry>(v).ok())
-            .map(|t| t.uplinks)
-            .unwrap_or_default();
+            .and_then(|v| serde_json::from_value::<Telemetry>(v).ok());
+        let outbox = telemetry.as_ref().and_then(|t| t.outbox);
+        let uplinks = telemetry.map(|t| t.uplinks).unwrap_or_default();
         let fresh = self
             .last_seen
             .is_some_and(|seen| now - seen <= offline_after);
@@ -64,6 +64,7 @@ impl ApplianceRow {
             active_uplink: self.active_uplink,
             last_seen: self.last_seen,
             uplinks,
+            outbox,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::components::{
 use crate::live::{Feed, feed, follow_while};
 use crate::logic::{
     Interest, POLICY_FIELDS, PolicyTarget, Route, appliance_state, bytes_text, format_loss,
-    format_rtt, primary_uplink, scope_label, uplinks_by_priority, value_text,
+    format_rtt, outbox_text, primary_uplink, scope_label, uplinks_by_priority, value_text,
 };
 use crate::pages::alerts::AlertList;
 use crate::pages::practice::Maintenance;
@@ -117,6 +117,10 @@ fn Overview(appliance: RwSignal<Option<ApplianceView>>) -> impl IntoView {
                     <div>
                         <dt>"Last seen"</dt>
                         <dd>{time_ago(a.last_seen)}</dd>
+                    </div>
+                    <div>
+                        <dt>"Delivery to the cloud"</dt>
+                        <dd id="appliance-outbox">{outbox_text(a.outbox.as_ref())}</dd>
                     </div>
                 </dl>
             }
