@@ -185,11 +185,17 @@ impl CloudLink {
             identity.mqtt.port,
         );
         let mut attempt_at = Utc::now();
+        let password = crate::identity::mqtt_password(
+            &identity.mqtt.password,
+            appliance_id,
+            &identity.private_key_pem,
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot sign the MQTT key proof; the broker may refuse the connection");
+            identity.mqtt.password.clone()
+        });
         options
-            .set_credentials(
-                identity.mqtt.username.clone(),
-                identity.mqtt.password.clone(),
-            )
+            .set_credentials(identity.mqtt.username.clone(), password)
             .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
             .set_keep_alive(Duration::from_secs(15))
             .set_clean_session(true)

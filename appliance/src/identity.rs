@@ -371,16 +371,41 @@ pub fn sign_renewal(
     signed_at: DateTime<Utc>,
     csr_pem: &str,
 ) -> Result<String, IdentityError> {
+    sign(
+        private_key_pem,
+        &renewal_message(appliance_id, signed_at, csr_pem),
+    )
+}
+
+/// Base64 of the ECDSA P-256 SHA-256 (ASN.1 DER) signature of `message` by `private_key_pem`.
+fn sign(private_key_pem: &str, message: &[u8]) -> Result<String, IdentityError> {
     use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
     let pkcs8 = rcgen::KeyPair::from_pem(private_key_pem)?.serialize_der();
     let rng = ring::rand::SystemRandom::new();
     let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8, &rng)
         .map_err(|e| IdentityError::Sign(e.to_string()))?;
-    let message = renewal_message(appliance_id, signed_at, csr_pem);
     let signature = key
-        .sign(&rng, &message)
+        .sign(&rng, message)
         .map_err(|e| IdentityError::Sign(e.to_string()))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(signature.as_ref()))
+}
+
+/// The MQTT password: the enrolment secret and a proof, signed with `private_key_pem`, that the
+/// connection holds the key of the appliance's current certificate
+/// ([`stayopen_shared::api::mqtt_key_proof_message`]).
+pub fn mqtt_password(
+    secret: &str,
+    appliance_id: ApplianceId,
+    private_key_pem: &str,
+) -> Result<String, IdentityError> {
+    let proof = sign(
+        private_key_pem,
+        &stayopen_shared::api::mqtt_key_proof_message(appliance_id),
+    )?;
+    Ok(format!(
+        "{secret}{}{proof}",
+        stayopen_shared::api::MQTT_KEY_PROOF_SEPARATOR
+    ))
 }
 
 /// The next key of a renewal under way, or a new one (written to the state directory before it is

@@ -361,21 +361,38 @@ async fn check_device_credentials(
     let mut tx = crate::db::tenant_tx(pool, tenant)
         .await
         .map_err(database_error)?;
-    let stored: Option<(Vec<u8>, bool)> = sqlx::query_as(
-        "SELECT mqtt_password_hash, revoked_at IS NOT NULL FROM appliances WHERE id = $1",
+    let stored: Option<(Vec<u8>, bool, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT mqtt_password_hash, revoked_at IS NOT NULL, cert_public_key
+         FROM appliances WHERE id = $1",
     )
     .bind(appliance_id.as_uuid())
     .fetch_optional(&mut *tx)
     .await
     .map_err(database_error)?;
-    let (stored, revoked) = stored.ok_or("unknown_appliance")?;
+    let (stored, revoked, public_key) = stored.ok_or("unknown_appliance")?;
     if revoked {
         return Err("revoked_appliance");
     }
-    if digests_equal(&stored, &secret_digest(&request.password)) {
-        Ok(())
-    } else {
-        Err("bad_password")
+    let (secret, proof) = match request
+        .password
+        .split_once(stayopen_shared::api::MQTT_KEY_PROOF_SEPARATOR)
+    {
+        Some((secret, proof)) => (secret, Some(proof)),
+        None => (request.password.as_str(), None),
+    };
+    if !digests_equal(&stored, &secret_digest(secret)) {
+        return Err("bad_password");
+    }
+    // The current certificate's key must have signed the proof: a superseded certificate (whose
+    // key cannot) is refused even with the current secret. Appliances enrolled before keys were
+    // recorded have none and renew into one.
+    match public_key {
+        Some(public_key) => crate::enrolment::check_mqtt_key_proof(
+            &public_key,
+            appliance_id,
+            proof.ok_or("key_proof_missing")?,
+        ),
+        None => Ok(()),
     }
 }
 

@@ -159,6 +159,26 @@ pub fn check_renewal(
     Ok(signed_at)
 }
 
+/// Checks the key proof of an MQTT password (see
+/// [`stayopen_shared::api::mqtt_key_proof_message`]) against the current certificate's key.
+/// Returns the stable reason for the broker's rejection counter.
+pub fn check_mqtt_key_proof(
+    public_key: &[u8],
+    appliance: ApplianceId,
+    proof_base64: &str,
+) -> Result<(), &'static str> {
+    use base64::Engine;
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(proof_base64)
+        .map_err(|_| "bad_key_proof")?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, public_key)
+        .verify(
+            &stayopen_shared::api::mqtt_key_proof_message(appliance),
+            &signature,
+        )
+        .map_err(|_| "bad_key_proof")
+}
+
 fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(Duration::seconds(1)).unwrap_or(t)
 }

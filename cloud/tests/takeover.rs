@@ -318,6 +318,56 @@ async fn a_renewal_needs_a_fresh_signature_by_the_current_key_and_retires_the_ol
         cloud.connect_device(&renewed).await.is_ok(),
         "the new ones work"
     );
+    // The superseded certificate with the current secret: its key cannot sign the proof the
+    // current certificate's key signs, so the broker refuses it.
+    let refused_before = cloud
+        .counter("stayopen_broker_auth_rejected_total{reason=\"bad_key_proof\"}")
+        .await;
+    assert!(
+        cloud
+            .mqtt_connect(
+                &device.enrolled.client_cert_pem,
+                &device.key_pem,
+                &mqtt.username,
+                &mqtt.username,
+                &renewed.enrolled.mqtt.password,
+            )
+            .await
+            .is_err(),
+        "a superseded certificate is refused even with the current password"
+    );
+    assert!(
+        cloud
+            .mqtt_connect(
+                &device.enrolled.client_cert_pem,
+                &device.key_pem,
+                &mqtt.username,
+                &mqtt.username,
+                &renewed.enrolled.mqtt.password,
+            )
+            .await
+            .is_err()
+    );
+    assert!(
+        cloud
+            .counter("stayopen_broker_auth_rejected_total{reason=\"bad_key_proof\"}")
+            .await
+            >= refused_before + 2,
+        "refused for its key, and counted"
+    );
+    assert!(
+        cloud
+            .mqtt_connect(
+                &renewed.enrolled.client_cert_pem,
+                &renewed.key_pem,
+                &mqtt.username,
+                &mqtt.username,
+                &renewed.enrolled.mqtt.password,
+            )
+            .await
+            .is_ok(),
+        "the current certificate and key with the current password work"
+    );
     let old_serial = before.cert_serial.expect("old serial");
     assert!(
         crl_serials(&cloud).contains(&old_serial),

@@ -800,6 +800,19 @@ impl std::fmt::Debug for RenewRequest {
     }
 }
 
+/// What an appliance signs with the key of its current certificate to open an MQTT session. The
+/// embedded broker's auth hook never sees the TLS client certificate (rumqttd does not pass it), so
+/// the password carries this proof: a superseded certificate's key cannot make it, whatever
+/// password comes with it. TLS hides it on the wire; it names the appliance so it is worth nothing
+/// for another.
+pub fn mqtt_key_proof_message(appliance_id: ApplianceId) -> Vec<u8> {
+    format!("stayopen-mqtt-key\n{appliance_id}").into_bytes()
+}
+
+/// Separates the enrolment secret from the key proof in an appliance's MQTT password:
+/// `{secret}.{base64 signature of mqtt_key_proof_message}`. Secrets are hex, so never contain it.
+pub const MQTT_KEY_PROOF_SEPARATOR: char = '.';
+
 /// The bytes an appliance signs to renew its certificate: `"stayopen-renew\n{appliance_id}\n{signed_at
 /// RFC 3339, whole seconds, Z}\n{hex SHA-256 of csr_pem}"`. The context string keeps the signature
 /// from meaning anything elsewhere; the digest binds it to this one signing request; the time lets

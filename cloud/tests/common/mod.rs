@@ -379,10 +379,19 @@ impl TestCloud {
         let ca = std::fs::read_to_string(self.tls_dir.path().join("ca.pem")).expect("ca");
         let tls = stayopen_shared::mqtt_tls::client_config(&ca, cert_pem, key_pem)
             .map_err(|e| e.to_string())?;
+        // As a real client does, sign the key proof with the key this connection presents (an
+        // attacker holding a superseded key can only sign with that one).
+        let password = match username.parse::<stayopen_shared::ApplianceId>() {
+            Ok(appliance) if !password.contains(stayopen_shared::api::MQTT_KEY_PROOF_SEPARATOR) => {
+                stayopen_appliance::identity::mqtt_password(password, appliance, key_pem)
+                    .expect("sign the key proof")
+            }
+            _ => password.to_owned(),
+        };
         let mut options =
             rumqttc::MqttOptions::new(client_id, self.broker.ip().to_string(), self.broker.port());
         options
-            .set_credentials(username, password)
+            .set_credentials(username, password.as_str())
             .set_transport(rumqttc::Transport::tls_with_config(
                 rumqttc::TlsConfiguration::Rustls(tls),
             ))
