@@ -95,6 +95,48 @@ pub async fn fresh_database() -> (String, String) {
     (owner, format!("{scheme}://stayopen_app@{host}/{name}"))
 }
 
+/// Drops the test database named by `url` (its last path segment), whatever still holds
+/// connections to it. Runs on a thread of its own: it is called from `Drop`, which cannot await.
+pub fn drop_database(url: &str) {
+    let Some(name) = url
+        .rsplit('/')
+        .next()
+        .map(|n| n.split('?').next().unwrap_or(n).to_owned())
+        .filter(|n| n.starts_with("stayopen_test_"))
+    else {
+        return;
+    };
+    let admin = admin_url();
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let mut conn = PgConnection::connect(&admin)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+    })
+    .join();
+    if let Ok(Err(e)) = dropped {
+        eprintln!("could not drop the test database: {e}");
+    }
+}
+
+impl Drop for TestCloud {
+    fn drop(&mut self) {
+        drop_database(&self.database_url);
+    }
+}
+
 pub async fn spawn_cloud() -> TestCloud {
     spawn_cloud_with(|_| {}).await
 }

@@ -188,5 +188,6 @@ impl CloudProcess {
 impl Drop for CloudProcess {
     fn drop(&mut self) {
         self.kill();
+        super::drop_database(&self.owner_url);
     }
 }
