@@ -71,7 +71,8 @@ pub fn secret_digest(secret: &str) -> Vec<u8> {
 
 /// Compares two digests in time independent of where they differ.
 pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// API tokens start with this, so the extractor knows to look them up instead of verifying a JWT

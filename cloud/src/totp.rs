@@ -21,16 +21,9 @@ pub fn secret_base32(secret: &[u8]) -> String {
 
 /// The `otpauth://` URI an authenticator app scans from a QR code.
 pub fn otpauth_uri(secret: &[u8], issuer: &str, account: &str) -> String {
-    let escape = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
+    // Authenticator apps show the label as written: an address keeps its `@`.
+    const LABEL: &percent_encoding::AsciiSet = &stayopen_shared::url::RESERVED.remove(b'@');
+    let escape = |s: &str| percent_encoding::utf8_percent_encode(s, LABEL).to_string();
     format!(
         "otpauth://totp/{}:{}?secret={}&issuer={}&algorithm=SHA1&digits={DIGITS}&period={STEP_SECS}",
         escape(issuer),

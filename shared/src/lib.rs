@@ -17,6 +17,7 @@ pub mod mqtt_tls;
 pub mod policy;
 pub mod telemetry;
 pub mod topics;
+pub mod url;
 
 pub use envelope::{Envelope, SCHEMA_VERSION, WireError};
 pub use ids::{ApplianceId, MessageId, PracticeId, SiteId, TenantId, UserId};
