@@ -559,11 +559,20 @@ pub async fn run(
     device_link: DeviceLink,
     hearing: Arc<Hearing>,
     mut incoming: tokio::sync::mpsc::Receiver<crate::broker::Incoming>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut acks = PendingAcks::default();
     loop {
+        // Between messages, never inside one: what was stored is acknowledged before stopping,
+        // what was not is resent by the appliance to the next cloud.
+        if stop.is_cancelled() {
+            break;
+        }
         let next = if acks.is_empty() {
-            incoming.recv().await
+            tokio::select! {
+                message = incoming.recv() => message,
+                () = stop.cancelled() => break,
+            }
         } else {
             match incoming.try_recv() {
                 Ok(message) => Some(message),
@@ -587,6 +596,10 @@ pub async fn run(
         );
     }
     acks.flush(&device_link, &metrics);
+    if stop.is_cancelled() {
+        tracing::info!("ingest stopped");
+        return;
+    }
     hearing.deaf("broker stream ended");
     tracing::warn!("the broker's message stream ended; ingest stops");
 }

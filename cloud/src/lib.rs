@@ -17,7 +17,8 @@
 //!   [`totp`]: the second factor.
 //! - [`http`]: the REST API and the dashboard's static files.
 //! - [`throttle`]: login throttling per account and address.
-//! - [`startup`]: wires it all together so tests can start a whole cloud on free ports.
+//! - [`startup`]: wires it all together so tests can start a whole cloud on free ports;
+//!   [`supervisor`]: the background work it starts, tracked and stopped with a deadline.
 //! - [`seed`]: the demo tenant used by the Quick start.
 
 pub mod admin;
@@ -42,5 +43,6 @@ pub mod pki;
 pub mod seed;
 pub mod startup;
 pub mod stream;
+pub mod supervisor;
 pub mod throttle;
 pub mod totp;

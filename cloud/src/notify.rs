@@ -393,7 +393,12 @@ impl Dispatch {
 /// Runs forever: folds held notifications into digests and delivers due notifications of every
 /// tenant. It wakes when an alert changes anywhere (the live-update hub hears every instance's
 /// commits) and otherwise every [`POLL`], for retries, escalations and reminders coming due.
-pub async fn dispatch_loop(pool: PgPool, dispatch: Dispatch, hub: crate::stream::Hub) {
+pub async fn dispatch_loop(
+    pool: PgPool,
+    dispatch: Dispatch,
+    hub: crate::stream::Hub,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut changes = hub.subscribe();
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -406,7 +411,8 @@ pub async fn dispatch_loop(pool: PgPool, dispatch: Dispatch, hub: crate::stream:
             return;
         }
     };
-    loop {
+    // A round runs to its end (a webhook sent is marked sent); the stop is heard between rounds.
+    while !stop.is_cancelled() {
         if let Err(e) = queue_digests(&pool, dispatch.digest_after).await {
             tracing::error!(error = %e, "digest sweep failed");
         }
@@ -425,7 +431,10 @@ pub async fn dispatch_loop(pool: PgPool, dispatch: Dispatch, hub: crate::stream:
                 }
             }
         };
-        let _ = tokio::time::timeout(POLL, alert_changed).await;
+        tokio::select! {
+            _ = tokio::time::timeout(POLL, alert_changed) => {}
+            () = stop.cancelled() => break,
+        }
         // One pass serves every change that arrived meanwhile: a storm is not a busy loop.
         while changes.try_recv().is_ok() {}
     }

@@ -19,6 +19,7 @@ use crate::hearing::Hearing;
 use crate::ingest;
 use crate::metrics::Metrics;
 use crate::pki::DeviceCa;
+use crate::supervisor::Supervisor;
 
 /// What every handler can reach.
 #[derive(Debug)]
@@ -66,7 +67,13 @@ pub struct Application {
     http_addr: SocketAddr,
     server: Server,
     state: web::Data<AppState>,
+    supervisor: Supervisor,
 }
+
+/// How long background work gets to stop after the HTTP server has finished its requests; the
+/// HTTP server itself gets [`HTTP_SHUTDOWN_SECS`] for requests in flight.
+pub const BACKGROUND_SHUTDOWN: Duration = Duration::from_secs(10);
+const HTTP_SHUTDOWN_SECS: u64 = 10;
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,8 +90,9 @@ impl Application {
         let pool = db::connect(&config.database).await?;
         db::ensure_unprivileged(&pool).await?;
         db::ensure_telemetry_partitions(&pool).await?;
-        tokio::spawn(maintain_partitions(pool.clone()));
-        tokio::spawn(roll_up_telemetry(pool.clone()));
+        let supervisor = Supervisor::new();
+        supervisor.spawn("telemetry partitions", maintain_partitions(pool.clone()));
+        supervisor.spawn("telemetry roll-up", roll_up_telemetry(pool.clone()));
 
         if config.broker.listen.port() == 0 {
             // rumqttd binds inside its own thread and cannot report the port it got, so a free
@@ -115,20 +123,29 @@ impl Application {
             None => {
                 let (embedded, links, auth_requests) =
                     broker::start(config.broker.listen, &broker_certificate.files).await?;
-                tokio::spawn(crate::pki::renew_broker_certificate(
-                    ca.clone(),
-                    config.broker.tls_dir.clone(),
-                    hosts.clone(),
-                    broker_certificate.not_after,
-                ));
-                tokio::spawn(broker::serve_auth_requests(
-                    pool.clone(),
-                    metrics.clone(),
-                    revoker_secret.clone(),
-                    auth_requests,
-                ));
+                supervisor.spawn(
+                    "broker certificate renewal",
+                    crate::pki::renew_broker_certificate(
+                        ca.clone(),
+                        config.broker.tls_dir.clone(),
+                        hosts.clone(),
+                        broker_certificate.not_after,
+                    ),
+                );
+                supervisor.spawn(
+                    "broker authentication",
+                    broker::serve_auth_requests(
+                        pool.clone(),
+                        metrics.clone(),
+                        revoker_secret.clone(),
+                        auth_requests,
+                    ),
+                );
                 let (ingest_tx, ingest_rx) = links.ingest;
-                tokio::spawn(broker::forward_embedded(ingest_tx, ingest_rx, incoming_tx));
+                supervisor.spawn(
+                    "broker to ingest",
+                    broker::forward_embedded(ingest_tx, ingest_rx, incoming_tx),
+                );
                 let (publisher_tx, publisher_rx) = links.publisher;
                 let device_link =
                     DeviceLink::start_embedded(publisher_tx, publisher_rx, metrics.clone());
@@ -154,34 +171,49 @@ impl Application {
                 )
             }
         };
-        tokio::spawn(ingest::run(
-            pool.clone(),
-            metrics.clone(),
-            device_link.clone(),
-            hearing.clone(),
-            incoming_rx,
-        ));
+        {
+            let (pool, metrics, link, hearing) = (
+                pool.clone(),
+                metrics.clone(),
+                device_link.clone(),
+                hearing.clone(),
+            );
+            supervisor.spawn_cooperative("ingest", move |stop| {
+                ingest::run(pool, metrics, link, hearing, incoming_rx, stop)
+            });
+        }
         let hub = crate::stream::Hub::new();
-        tokio::spawn(hub.clone().listen(pool.clone()));
-        tokio::spawn(crate::notify::dispatch_loop(
-            pool.clone(),
-            crate::notify::Dispatch::from_config(&config.alerts),
-            hub.clone(),
-        ));
-        tokio::spawn(crate::alerts::heartbeat_sweep(
-            pool.clone(),
-            config.fleet.offline_after_secs,
-            hearing.clone(),
-            metrics.clone(),
-        ));
-        tokio::spawn(crate::commands::deliver_loop(
-            pool.clone(),
-            device_link.clone(),
-            config.fleet.offline_after_secs,
-        ));
+        supervisor.spawn("change feed", hub.clone().listen(pool.clone()));
+        {
+            let (pool, dispatch, hub) = (
+                pool.clone(),
+                crate::notify::Dispatch::from_config(&config.alerts),
+                hub.clone(),
+            );
+            supervisor.spawn_cooperative("notification delivery", move |stop| {
+                crate::notify::dispatch_loop(pool, dispatch, hub, stop)
+            });
+        }
+        supervisor.spawn(
+            "heartbeat sweep",
+            crate::alerts::heartbeat_sweep(
+                pool.clone(),
+                config.fleet.offline_after_secs,
+                hearing.clone(),
+                metrics.clone(),
+            ),
+        );
+        supervisor.spawn(
+            "command delivery",
+            crate::commands::deliver_loop(
+                pool.clone(),
+                device_link.clone(),
+                config.fleet.offline_after_secs,
+            ),
+        );
         {
             let (pool, link) = (pool.clone(), device_link.clone());
-            tokio::spawn(async move {
+            supervisor.spawn("desired policies at start", async move {
                 match crate::desired::publish_all(&pool, &link).await {
                     Ok(count) => tracing::info!(count, "desired policies published"),
                     Err(e) => tracing::error!(error = %e, "publishing desired policies failed"),
@@ -253,6 +285,7 @@ impl Application {
                 .configure(move |cfg| crate::http::configure(cfg, static_dir))
         })
         .workers(workers)
+        .shutdown_timeout(HTTP_SHUTDOWN_SECS)
         .listen(listener)
         .map_err(|source| StartupError::HttpBind {
             addr: http_addr,
@@ -264,6 +297,7 @@ impl Application {
             http_addr,
             server,
             state,
+            supervisor,
         })
     }
 
@@ -284,9 +318,21 @@ impl Application {
         self.server.handle()
     }
 
-    /// Runs until the HTTP server stops (SIGINT/SIGTERM, or [`ServerHandle::stop`]).
+    /// The background work, for tests that watch it stop.
+    pub fn supervisor(&self) -> Supervisor {
+        self.supervisor.clone()
+    }
+
+    /// Runs until the HTTP server stops (SIGINT/SIGTERM, or [`ServerHandle::stop`]): it stops
+    /// accepting, finishes the requests in flight, then the background work is told to stop and
+    /// awaited (ingest finishes and acknowledges the message it holds, delivery the notification
+    /// it is sending).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        tracing::info!("HTTP stopped; stopping background work");
+        let left = self.supervisor.shutdown(BACKGROUND_SHUTDOWN).await;
+        tracing::info!(left, "background work stopped");
+        served
     }
 }
 

@@ -676,3 +676,77 @@ async fn postgresql_gone_for_twenty_seconds_loses_no_event_and_declares_nobody_o
         "the sweep was suspended"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigterm_during_a_burst_stops_the_cloud_within_its_deadline_and_loses_nothing() {
+    const BURST: usize = 2_000;
+    let mut cloud = CloudProcess::start(&[]).await;
+    let demo = seed::seed_demo(&cloud.pool).await.expect("seed");
+    let state = tempfile::tempdir().expect("state");
+    let identity = identity::load_or_enroll(
+        state.path(),
+        &reqwest::Client::new(),
+        &cloud.base_url(),
+        &Proof::Token(demo.practices[0].enrollment_token.clone()),
+        HardwareIdentity {
+            serial: "SO-TERM-0001".into(),
+            mac: "02:53:4f:00:11:01".into(),
+            model: "test".into(),
+        },
+    )
+    .await
+    .expect("enrol");
+    let outbox =
+        Outbox::open(&state.path().join("outbox.redb"), DEFAULT_LIMIT_BYTES).expect("outbox");
+    let (link, _inbound) = CloudLink::start(&identity, outbox).expect("link");
+    let publisher = link.clone();
+    let burst = tokio::task::spawn_blocking(move || {
+        for i in 0..BURST {
+            publisher.publish_event(
+                Utc::now(),
+                ApplianceEvent {
+                    kind: EventKind::UplinkUp,
+                    uplink: Some("fiber".into()),
+                    from: None,
+                    to: None,
+                    reason: format!("term {i}"),
+                },
+            );
+        }
+    });
+    eventually(
+        Duration::from_secs(60),
+        "a part of the burst acknowledged",
+        || async { (link.acknowledged_count() >= 300).then_some(()) },
+    )
+    .await;
+    // Stopped as a service manager stops it, in the middle of the burst: HTTP finishes its
+    // requests, ingest the message it holds, and the process exits on its own in time.
+    let status = cloud
+        .terminate(Duration::from_secs(25))
+        .await
+        .unwrap_or_else(|| panic!("the cloud did not stop within 25 s: {}", cloud.log()));
+    assert!(status.success(), "{status}: {}", cloud.log());
+    let log = cloud.log();
+    assert!(
+        log.contains("background work stopped") && log.contains("left=0"),
+        "every background task stopped: {log}"
+    );
+    cloud.spawn().await;
+    burst.await.expect("burst appended");
+    eventually(Duration::from_secs(120), "the outbox drained", || async {
+        link.outbox_report().filter(|r| r.pending == 0)
+    })
+    .await;
+    let (rows, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT body->>'reason') FROM appliance_events
+         WHERE appliance_id = $1 AND body->>'reason' LIKE 'term %'",
+    )
+    .bind(identity.appliance_id.0)
+    .fetch_one(&cloud.owner_pool)
+    .await
+    .expect("count");
+    println!("sigterm burst: sent {BURST}, stored {rows}, distinct {distinct}");
+    assert_eq!((rows, distinct), (BURST as i64, BURST as i64));
+    link.shutdown().await;
+}
