@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use rumqttc::{
     AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
@@ -56,8 +55,9 @@ const RESEND_AFTER: Duration = Duration::from_secs(20);
 const PUMP_TICK: Duration = Duration::from_secs(1);
 /// At a planned stop, how long the link waits for the outbox to be acknowledged.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// The longest pause between attempts is up to twice this (jitter).
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 pub struct CloudLink {
@@ -158,11 +158,17 @@ fn last_will(appliance_id: ApplianceId, at: DateTime<Utc>) -> LastWill {
     )
 }
 
-/// Exponential backoff with "equal jitter" (half fixed, half random), so a fleet that lost the
-/// cloud together does not reconnect in lockstep.
-fn jittered(backoff: Duration) -> Duration {
-    let half = backoff / 2;
-    half + half.mul_f64(rand::thread_rng().r#gen::<f64>())
+/// Reconnect delays: doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], each stretched by up to
+/// as much again at random, so a fleet that lost the cloud together does not reconnect in
+/// lockstep.
+fn reconnect_delays() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(BACKOFF_MIN)
+        .with_max_delay(BACKOFF_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 impl CloudLink {
@@ -216,13 +222,13 @@ impl CloudLink {
         let this = link.clone();
         let connection = tokio::spawn(async move {
             let counters = &this.counters;
-            let mut backoff = BACKOFF_MIN;
+            let mut delays = reconnect_delays();
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         counters.connected.store(true, Ordering::Relaxed);
                         counters.connection.fetch_add(1, Ordering::Relaxed);
-                        backoff = BACKOFF_MIN;
+                        delays = reconnect_delays();
                         tracing::info!(%appliance_id, "connected to the cloud broker");
                         // Subscribe before announcing presence: the cloud answers presence by
                         // sending the desired policy and any queued commands.
@@ -268,10 +274,9 @@ impl CloudLink {
                         }
                         let mut closing = this.closing.subscribe();
                         tokio::select! {
-                            () = tokio::time::sleep(jittered(backoff)) => {}
+                            () = tokio::time::sleep(delays.next().unwrap_or(BACKOFF_MAX)) => {}
                             _ = closing.wait_for(|closing| *closing) => return,
                         }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
                         // The next connection's will carries its own time (see the module doc).
                         attempt_at = Utc::now();
                         eventloop
@@ -575,13 +580,17 @@ mod tests {
     }
 
     #[test]
-    fn reconnect_delays_stay_between_half_and_all_of_the_backoff() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_secs(8));
-            assert!(
-                d >= Duration::from_secs(4) && d <= Duration::from_secs(8),
-                "{d:?}"
-            );
+    fn reconnect_delays_double_up_to_the_cap_and_are_spread_by_jitter() {
+        let delays: Vec<Duration> = reconnect_delays().take(12).collect();
+        assert!(
+            delays[0] >= BACKOFF_MIN && delays[0] < BACKOFF_MIN * 2,
+            "{delays:?}"
+        );
+        for d in &delays {
+            assert!(*d >= BACKOFF_MIN && *d < BACKOFF_MAX * 2, "{d:?}");
         }
+        assert!(delays[11] >= BACKOFF_MAX, "capped: {delays:?}");
+        let again: Vec<Duration> = reconnect_delays().take(12).collect();
+        assert_ne!(delays, again, "two appliances do not wait alike");
     }
 }

@@ -296,7 +296,15 @@ pub async fn load_or_enroll(
             "the stored identity has no device certificate; enrolling again"),
         None => {}
     }
-    let mut backoff = Duration::from_millis(500);
+    let mut delays = {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(60))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
     loop {
         match enroll(http, api_url, proof, hardware.clone()).await {
             Ok(identity) => {
@@ -306,9 +314,9 @@ pub async fn load_or_enroll(
             }
             Err(e) if e.is_permanent() => return Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "enrolment failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                let delay = delays.next().unwrap_or(Duration::from_secs(60));
+                tracing::warn!(error = %e, retry_in = ?delay, "enrolment failed; retrying");
+                tokio::time::sleep(delay).await;
             }
         }
     }

@@ -166,13 +166,22 @@ pub fn connect_external(
     let flag = connected.clone();
     let subscriber = client.clone();
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(200);
+        let delays = || {
+            use backon::BackoffBuilder;
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10))
+                .with_jitter()
+                .without_max_times()
+                .build()
+        };
+        let mut backoff = delays();
         loop {
             match eventloop.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
                     flag.store(true, Ordering::Relaxed);
                     hearing.hearing(chrono::Utc::now());
-                    backoff = Duration::from_millis(200);
+                    backoff = delays();
                     tracing::info!(%addr, "connected to the external broker");
                     for channel in Channel::ALL.into_iter().filter(|c| c.is_device_to_cloud()) {
                         if let Err(e) = subscriber
@@ -197,8 +206,7 @@ pub fn connect_external(
                     } else {
                         tracing::debug!(%addr, error = %e, "external broker unreachable");
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(10))).await;
                 }
             }
         }

@@ -452,7 +452,15 @@ async fn store_with_retry(
     hearing: &Hearing,
     message: &DeviceMessage,
 ) -> Result<Stored, Rejection> {
-    let mut backoff = Duration::from_millis(100);
+    let mut delays = {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
     loop {
         let stored = store(pool, link, message).await;
         if !matches!(stored, Err(StoreError::Database(_))) {
@@ -470,9 +478,9 @@ async fn store_with_retry(
             Err(StoreError::Database(e)) => {
                 hearing.deaf("database");
                 metrics.increment(INGEST_STORE_RETRIES, "reason", "database");
-                tracing::error!(error = %e, retry_in = ?backoff, "storing a device message failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tracing::error!(error = %e, retry_in = ?delay, "storing a device message failed; retrying");
+                tokio::time::sleep(delay).await;
             }
         }
     }
