@@ -8,6 +8,7 @@
 //! - [`linux::LinuxDataplane`]: real interfaces, routes, nftables NAT and conntrack.
 
 pub mod linux;
+pub mod probe;
 pub mod simulated;
 
 use std::future::Future;

@@ -1,0 +1,301 @@
+//! The probers behind the Linux dataplane's health checks: ICMP echo on a raw socket, a TCP
+//! handshake and a DNS query, each bound to one uplink's interface (`SO_BINDTODEVICE`) so it
+//! measures that uplink whichever is active. The HTTPS probe uses reqwest and lives with the
+//! dataplane. Apart from `linux.rs` so the routing and the measuring can be read separately.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::mpsc;
+
+use super::{DataplaneError, DataplaneEvent};
+
+pub(super) async fn tcp_probe(
+    interface: &str,
+    address: SocketAddr,
+    timeout: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .ok()?;
+    socket.bind_device(Some(interface.as_bytes())).ok()?;
+    socket.set_nonblocking(true).ok()?;
+    let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+    match tokio::time::timeout(timeout, socket.connect(address)).await {
+        Ok(Ok(_)) => Some(started.elapsed()),
+        // A refusal (RST) came back through the uplink: the path works.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(started.elapsed()),
+        _ => None,
+    }
+}
+
+/// A minimal DNS query for `name` (type A, recursion desired).
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(32 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len().min(63) as u8);
+        q.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+pub(super) async fn dns_probe(
+    interface: &str,
+    server: SocketAddr,
+    name: &str,
+    timeout: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let socket = Socket::new(
+        Domain::for_address(server),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .ok()?;
+    socket.bind_device(Some(interface.as_bytes())).ok()?;
+    socket.set_nonblocking(true).ok()?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    socket.bind(&bind.into()).ok()?;
+    let socket = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket)).ok()?;
+    let id: u16 = rand::random();
+    socket.send_to(&dns_query(id, name), server).await.ok()?;
+    let mut buf = [0u8; 512];
+    let exchange = async {
+        loop {
+            let (n, from) = socket.recv_from(&mut buf).await.ok()?;
+            // Any answer with our id from the server proves the path, whatever its rcode.
+            if from == server && n >= 2 && buf[..2] == id.to_be_bytes() {
+                return Some(started.elapsed());
+            }
+        }
+    };
+    tokio::time::timeout(timeout, exchange).await.ok().flatten()
+}
+
+/// An echo request in flight: the target index, its address, when it was sent.
+type PendingEcho = (usize, Ipv4Addr, Instant);
+
+/// ICMP echo through one uplink: a raw socket bound to the uplink's interface, a receive task that
+/// matches replies to requests, and a sweep that reports requests never answered.
+#[derive(Debug)]
+pub(super) struct IcmpProber {
+    /// The raw ICMP socket, driven through tokio's UDP socket type: both are datagram sockets, and
+    /// the conversion is safe, unlike registering a raw descriptor with the reactor.
+    socket: Arc<tokio::net::UdpSocket>,
+    ident: u16,
+    next_seq: Mutex<u16>,
+    pending: Arc<Mutex<HashMap<u16, PendingEcho>>>,
+}
+
+fn icmp_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An echo request without payload: the smallest probe on a metered link (28 bytes with IPv4).
+fn echo_request(ident: u16, seq: u16) -> [u8; 8] {
+    let mut packet = [8, 0, 0, 0, 0, 0, 0, 0];
+    packet[4..6].copy_from_slice(&ident.to_be_bytes());
+    packet[6..8].copy_from_slice(&seq.to_be_bytes());
+    let checksum = icmp_checksum(&packet);
+    packet[2..4].copy_from_slice(&checksum.to_be_bytes());
+    packet
+}
+
+/// Parses an IPv4 packet carrying an ICMP echo reply: `(source, ident, seq)`.
+fn parse_echo_reply(packet: &[u8]) -> Option<(Ipv4Addr, u16, u16)> {
+    let header_len = usize::from(packet.first()? & 0x0f) * 4;
+    let icmp = packet.get(header_len..header_len + 8)?;
+    if packet.get(9) != Some(&1) || icmp[0] != 0 {
+        return None;
+    }
+    let source = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+    Some((
+        source,
+        u16::from_be_bytes([icmp[4], icmp[5]]),
+        u16::from_be_bytes([icmp[6], icmp[7]]),
+    ))
+}
+
+impl IcmpProber {
+    pub(super) fn start(
+        uplink: usize,
+        interface: &str,
+        timeout: Duration,
+        events: mpsc::UnboundedSender<DataplaneEvent>,
+    ) -> Result<Arc<Self>, DataplaneError> {
+        let io = |what: &str| {
+            let what = format!("{what} ({interface})");
+            move |source| DataplaneError::Io {
+                what: what.clone(),
+                source,
+            }
+        };
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+            .map_err(io("opening a raw ICMP socket"))?;
+        socket
+            .bind_device(Some(interface.as_bytes()))
+            .map_err(io("binding the ICMP socket to its uplink"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(io("making the ICMP socket non-blocking"))?;
+        let socket = Arc::new(
+            tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket))
+                .map_err(io("registering the ICMP socket"))?,
+        );
+        let prober = Arc::new(Self {
+            socket: socket.clone(),
+            ident: rand::random(),
+            next_seq: Mutex::new(0),
+            pending: Arc::new(Mutex::new(HashMap::new())),
+        });
+        let ident = prober.ident;
+        let pending = prober.pending.clone();
+        let reply_events = events.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            loop {
+                match socket.recv(&mut buf).await {
+                    Ok(n) => {
+                        let Some((source, id, seq)) = parse_echo_reply(&buf[..n]) else {
+                            continue;
+                        };
+                        if id != ident {
+                            continue;
+                        }
+                        let hit = pending.lock().ok().and_then(|mut p| match p.get(&seq) {
+                            Some((_, target, _)) if *target == source => p.remove(&seq),
+                            _ => None,
+                        });
+                        if let Some((target, _, sent)) = hit {
+                            let rtt = Some(sent.elapsed());
+                            if reply_events
+                                .send(DataplaneEvent::Probe {
+                                    uplink,
+                                    target,
+                                    rtt,
+                                })
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "ICMP receive failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+        let pending = prober.pending.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let expired: Vec<usize> = match pending.lock() {
+                    Ok(mut p) => {
+                        let mut lost = Vec::new();
+                        p.retain(|_, (target, _, sent)| {
+                            let keep = sent.elapsed() < timeout;
+                            if !keep {
+                                lost.push(*target);
+                            }
+                            keep
+                        });
+                        lost
+                    }
+                    Err(_) => return,
+                };
+                for target in expired {
+                    if events
+                        .send(DataplaneEvent::Probe {
+                            uplink,
+                            target,
+                            rtt: None,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(prober)
+    }
+
+    pub(super) fn send(&self, target: usize, address: Ipv4Addr) {
+        let seq = match self.next_seq.lock() {
+            Ok(mut s) => {
+                *s = s.wrapping_add(1);
+                *s
+            }
+            Err(_) => return,
+        };
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(seq, (target, address, Instant::now()));
+        }
+        let destination = SocketAddr::V4(SocketAddrV4::new(address, 0));
+        // A send error (no route while the link is down) is a lost probe; the sweep reports it.
+        let _ = self
+            .socket
+            .try_send_to(&echo_request(self.ident, seq), destination);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_echo_request_carries_a_valid_checksum() {
+        let packet = echo_request(0x1234, 7);
+        assert_eq!(
+            icmp_checksum(&packet),
+            0,
+            "checksum over a packet with its checksum is zero"
+        );
+        assert_eq!(&packet[4..8], &[0x12, 0x34, 0, 7]);
+    }
+
+    #[test]
+    fn an_echo_reply_is_parsed_from_its_ip_packet() {
+        let mut packet = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 203, 0, 113, 10, 100, 64, 1, 2,
+        ];
+        packet.extend_from_slice(&[0, 0, 0, 0, 0x12, 0x34, 0, 7]);
+        assert_eq!(
+            parse_echo_reply(&packet),
+            Some((Ipv4Addr::new(203, 0, 113, 10), 0x1234, 7))
+        );
+        packet[20] = 8;
+        assert_eq!(parse_echo_reply(&packet), None, "a request is not a reply");
+        assert_eq!(parse_echo_reply(&packet[..10]), None);
+    }
+
+    #[test]
+    fn a_dns_query_encodes_the_name_as_labels() {
+        let q = dns_query(0xabcd, "ehr.example.");
+        assert_eq!(&q[..2], &[0xab, 0xcd]);
+        assert_eq!(&q[12..], b"\x03ehr\x07example\x00\x00\x01\x00\x01");
+    }
+}
