@@ -517,35 +517,36 @@ async fn reject(
 struct PendingAcks(HashMap<ApplianceId, Ack>);
 
 impl PendingAcks {
+    /// Holds an acknowledgement; a batch that reaches [`MAX_IDS_PER_ACK`] goes out at once.
     fn add(&mut self, owed: Owed, link: &DeviceLink, metrics: &Metrics) {
-        let (appliance, ack) = match owed {
+        let appliance = match owed {
             Owed::Stored(appliance, id) => {
-                let ack = self.0.entry(appliance).or_default();
-                ack.stored.push(id);
-                (appliance, ack)
+                self.0.entry(appliance).or_default().stored.push(id);
+                appliance
             }
             Owed::Refused(appliance, id) => {
-                let ack = self.0.entry(appliance).or_default();
-                ack.rejected.push(id);
-                (appliance, ack)
+                self.0.entry(appliance).or_default().rejected.push(id);
+                appliance
             }
         };
-        if ack.len() >= MAX_IDS_PER_ACK {
-            let ack = std::mem::take(ack);
+        if self
+            .0
+            .get(&appliance)
+            .is_some_and(|a| a.len() >= MAX_IDS_PER_ACK)
+            && let Some(ack) = self.0.remove(&appliance)
+        {
             publish_ack(link, metrics, appliance, ack);
         }
     }
 
     fn flush(&mut self, link: &DeviceLink, metrics: &Metrics) {
         for (appliance, ack) in self.0.drain() {
-            if !ack.is_empty() {
-                publish_ack(link, metrics, appliance, ack);
-            }
+            publish_ack(link, metrics, appliance, ack);
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.0.values().all(Ack::is_empty)
+        self.0.is_empty()
     }
 }
 

@@ -59,9 +59,85 @@ async fn appliance_id_of(cloud: &CloudProcess, serial: &str) -> Option<Uuid> {
         .expect("query")
 }
 
+/// Telemetry every second and a 5 s clean period before failback: an appliance's life in test time.
+fn quick_policy() -> serde_json::Value {
+    serde_json::json!({"telemetry_interval_secs": 1, "failback_clean_period_secs": 5})
+}
+
+/// The demo tenant on an in-process cloud, its admin's token, and the quick policy in force.
+async fn seeded_with_quick_policy(cloud: &common::TestCloud) -> (seed::DemoSeed, String) {
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let (status, _) = cloud
+        .put::<_, serde_json::Value>(&admin, "/api/v1/policy", &quick_policy())
+        .await;
+    assert_eq!(status, 200);
+    (demo, admin)
+}
+
 /// The events the cloud stored for `appliance`, in the order it stored them.
 async fn stored(cloud: &CloudProcess, appliance: Uuid) -> Vec<(String, i64)> {
     stored_in(&cloud.owner_pool, appliance).await
+}
+
+/// An enrolled appliance's real cloud link, appending `count` events tagged `"{tag} {i}"` to its
+/// outbox as fast as the disk allows, from a blocking thread.
+struct Burst {
+    link: CloudLink,
+    identity: stayopen_appliance::identity::Identity,
+    appending: tokio::task::JoinHandle<()>,
+    // The receiver is kept: the link stops when nobody listens for policies and commands.
+    _inbound: tokio::sync::mpsc::Receiver<stayopen_appliance::cloud_link::Inbound>,
+    _state: tempfile::TempDir,
+}
+
+async fn start_burst(
+    cloud: &CloudProcess,
+    token: &str,
+    serial: &str,
+    mac: &str,
+    tag: &'static str,
+    count: usize,
+) -> Burst {
+    let state = tempfile::tempdir().expect("state");
+    let identity = identity::load_or_enroll(
+        state.path(),
+        &reqwest::Client::new(),
+        &cloud.base_url(),
+        &Proof::Token(token.to_owned()),
+        HardwareIdentity {
+            serial: serial.into(),
+            mac: mac.into(),
+            model: "test".into(),
+        },
+    )
+    .await
+    .expect("enrol");
+    let outbox =
+        Outbox::open(&state.path().join("outbox.redb"), DEFAULT_LIMIT_BYTES).expect("outbox");
+    let (link, inbound) = CloudLink::start(&identity, outbox).expect("link");
+    let publisher = link.clone();
+    let appending = tokio::task::spawn_blocking(move || {
+        for i in 0..count {
+            publisher.publish_event(
+                Utc::now(),
+                ApplianceEvent {
+                    kind: EventKind::UplinkUp,
+                    uplink: Some("fiber".into()),
+                    from: None,
+                    to: None,
+                    reason: format!("{tag} {i}"),
+                },
+            );
+        }
+    });
+    Burst {
+        link,
+        identity,
+        appending,
+        _inbound: inbound,
+        _state: state,
+    }
 }
 
 /// The link's counters and the end of the cloud's log, for a failure message.
@@ -104,41 +180,21 @@ async fn a_burst_of_ten_thousand_messages_survives_a_sigkill_of_the_cloud_with_n
     const BURST: usize = 10_000;
     let mut cloud = CloudProcess::start(&[]).await;
     let demo = seed::seed_demo(&cloud.pool).await.expect("seed");
-    let state = tempfile::tempdir().expect("state");
-    let http = reqwest::Client::new();
-    let identity = identity::load_or_enroll(
-        state.path(),
-        &http,
-        &cloud.base_url(),
-        &Proof::Token(demo.practices[0].enrollment_token.clone()),
-        HardwareIdentity {
-            serial: "SO-BURST-0001".into(),
-            mac: "02:53:4f:00:10:01".into(),
-            model: "test".into(),
-        },
+    let Burst {
+        link,
+        identity,
+        appending: burst,
+        _inbound: _keep_listening,
+        _state: _keep_state,
+    } = start_burst(
+        &cloud,
+        &demo.practices[0].enrollment_token,
+        "SO-BURST-0001",
+        "02:53:4f:00:10:01",
+        "burst",
+        BURST,
     )
-    .await
-    .expect("enrol");
-    let outbox =
-        Outbox::open(&state.path().join("outbox.redb"), DEFAULT_LIMIT_BYTES).expect("outbox");
-    // The receiver is kept: the link stops when nobody listens for policies and commands.
-    let (link, _inbound) = CloudLink::start(&identity, outbox).expect("link");
-
-    let publisher = link.clone();
-    let burst = tokio::task::spawn_blocking(move || {
-        for i in 0..BURST {
-            publisher.publish_event(
-                Utc::now(),
-                ApplianceEvent {
-                    kind: EventKind::UplinkUp,
-                    uplink: Some("fiber".into()),
-                    from: None,
-                    to: None,
-                    reason: format!("burst {i}"),
-                },
-            );
-        }
-    });
+    .await;
     let acknowledged = tokio::time::timeout(Duration::from_secs(120), async {
         while link.acknowledged_count() < 1_500 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -199,12 +255,7 @@ async fn failovers_and_a_drill_while_the_cloud_is_down_arrive_exactly_once_and_i
     let mut cloud = CloudProcess::start(&[]).await;
     let demo = seed::seed_demo(&cloud.pool).await.expect("seed");
     let admin = login(&cloud, &demo.email, &demo.password).await;
-    set_policy(
-        &cloud,
-        &admin,
-        serde_json::json!({"telemetry_interval_secs": 1, "failback_clean_period_secs": 5}),
-    )
-    .await;
+    set_policy(&cloud, &admin, quick_policy()).await;
     let state = tempfile::tempdir().expect("state");
     let events_file = state.path().join("events.jsonl");
     // The primary goes black 14 s after the start: by then the cloud is dead.
@@ -419,16 +470,7 @@ async fn a_drill_on_a_cut_line_reaches_the_cloud_exactly_once_and_the_cut_line_f
     })
     .await;
     line.connect_to(cloud.broker);
-    let demo = cloud.seed_demo().await;
-    let admin = cloud.login(&demo.email, &demo.password).await;
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
-            &serde_json::json!({"telemetry_interval_secs": 1, "failback_clean_period_secs": 5}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    let (demo, admin) = seeded_with_quick_policy(&cloud).await;
     let state = tempfile::tempdir().expect("state");
     let events_file = state.path().join("events.jsonl");
     let config = appliance_config(
@@ -560,16 +602,7 @@ async fn postgresql_gone_for_twenty_seconds_loses_no_event_and_declares_nobody_o
         config.fleet.offline_grace_secs = 15;
     })
     .await;
-    let demo = cloud.seed_demo().await;
-    let admin = cloud.login(&demo.email, &demo.password).await;
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
-            &serde_json::json!({"telemetry_interval_secs": 1, "failback_clean_period_secs": 5}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    let (demo, _admin) = seeded_with_quick_policy(&cloud).await;
     let state = tempfile::tempdir().expect("state");
     let events_file = state.path().join("events.jsonl");
     let config = appliance_config(
@@ -682,38 +715,21 @@ async fn a_sigterm_during_a_burst_stops_the_cloud_within_its_deadline_and_loses_
     const BURST: usize = 2_000;
     let mut cloud = CloudProcess::start(&[]).await;
     let demo = seed::seed_demo(&cloud.pool).await.expect("seed");
-    let state = tempfile::tempdir().expect("state");
-    let identity = identity::load_or_enroll(
-        state.path(),
-        &reqwest::Client::new(),
-        &cloud.base_url(),
-        &Proof::Token(demo.practices[0].enrollment_token.clone()),
-        HardwareIdentity {
-            serial: "SO-TERM-0001".into(),
-            mac: "02:53:4f:00:11:01".into(),
-            model: "test".into(),
-        },
+    let Burst {
+        link,
+        identity,
+        appending: burst,
+        _inbound: _keep_listening,
+        _state: _keep_state,
+    } = start_burst(
+        &cloud,
+        &demo.practices[0].enrollment_token,
+        "SO-TERM-0001",
+        "02:53:4f:00:11:01",
+        "term",
+        BURST,
     )
-    .await
-    .expect("enrol");
-    let outbox =
-        Outbox::open(&state.path().join("outbox.redb"), DEFAULT_LIMIT_BYTES).expect("outbox");
-    let (link, _inbound) = CloudLink::start(&identity, outbox).expect("link");
-    let publisher = link.clone();
-    let burst = tokio::task::spawn_blocking(move || {
-        for i in 0..BURST {
-            publisher.publish_event(
-                Utc::now(),
-                ApplianceEvent {
-                    kind: EventKind::UplinkUp,
-                    uplink: Some("fiber".into()),
-                    from: None,
-                    to: None,
-                    reason: format!("term {i}"),
-                },
-            );
-        }
-    });
+    .await;
     eventually(
         Duration::from_secs(60),
         "a part of the burst acknowledged",
