@@ -90,7 +90,7 @@ async fn seed(cloud: &TestCloud, tenant: uuid::Uuid, practices: usize, appliance
         .await
         .expect("rewind");
     let rolling = Instant::now();
-    let hours = stayopen_cloud::db::roll_up_telemetry(&cloud.pool)
+    let hours = stayopen_cloud::infra::db::roll_up_telemetry(&cloud.pool)
         .await
         .expect("roll-up");
     println!(

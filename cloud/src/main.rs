@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use stayopen_cloud::config::CloudConfig;
+use stayopen_cloud::domain::{admin, audit, seed};
+use stayopen_cloud::infra::config::CloudConfig;
+use stayopen_cloud::infra::db;
 use stayopen_cloud::startup::Application;
-use stayopen_cloud::{admin, audit, db, seed};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]

@@ -10,37 +10,17 @@ use actix_web::{App, HttpServer, middleware, web};
 use sqlx::PgPool;
 use utoipa_actix_web::AppExt;
 
-use crate::auth::{TokenKeys, random_secret};
-use crate::broker::{self, BrokerError, BrokerHandle};
-use crate::config::CloudConfig;
-use crate::db::{self, DbError};
-use crate::device_link::DeviceLink;
-use crate::hearing::Hearing;
-use crate::ingest;
-use crate::metrics::Metrics;
-use crate::pki::DeviceCa;
-use crate::supervisor::Supervisor;
-
-/// What every handler can reach.
-#[derive(Debug)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub tokens: TokenKeys,
-    pub metrics: Arc<Metrics>,
-    pub config: Arc<CloudConfig>,
-    pub broker: BrokerHandle,
-    pub login_throttle: std::sync::Mutex<crate::throttle::LoginThrottle>,
-    /// `/api/v1/openapi.json`, generated from the routes at start.
-    pub openapi_json: String,
-    /// Publishes desired policies and commands to devices.
-    pub device_link: DeviceLink,
-    /// Signs device certificates at enrolment.
-    pub ca: Arc<DeviceCa>,
-    /// The password of the cloud's own connection that closes revoked appliances' sessions.
-    pub revoker_secret: String,
-    /// Live updates for dashboards (`GET /api/v1/stream`).
-    pub hub: crate::stream::Hub,
-}
+use crate::domain::access::{TokenKeys, random_secret};
+use crate::domain::ingest;
+use crate::infra::broker::{self, BrokerError, BrokerHandle};
+use crate::infra::config::CloudConfig;
+use crate::infra::db::{self, DbError};
+use crate::infra::device_link::DeviceLink;
+use crate::infra::hearing::Hearing;
+use crate::infra::metrics::Metrics;
+use crate::infra::pki::DeviceCa;
+use crate::infra::supervisor::Supervisor;
+use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -58,7 +38,7 @@ pub enum StartupError {
     #[error("cannot build the OpenAPI document: {0}")]
     OpenApi(String),
     #[error("device PKI: {0}")]
-    Pki(#[from] crate::pki::PkiError),
+    Pki(#[from] crate::infra::pki::PkiError),
     #[error("cannot create telemetry partitions: {0}")]
     Partitions(#[from] sqlx::Error),
 }
@@ -125,7 +105,7 @@ impl Application {
                     broker::start(config.broker.listen, &broker_certificate.files).await?;
                 supervisor.spawn(
                     "broker certificate renewal",
-                    crate::pki::renew_broker_certificate(
+                    crate::infra::pki::renew_broker_certificate(
                         ca.clone(),
                         config.broker.tls_dir.clone(),
                         hosts.clone(),
@@ -134,7 +114,7 @@ impl Application {
                 );
                 supervisor.spawn(
                     "broker authentication",
-                    broker::serve_auth_requests(
+                    crate::domain::enrolment::serve_auth_requests(
                         pool.clone(),
                         metrics.clone(),
                         revoker_secret.clone(),
@@ -182,21 +162,21 @@ impl Application {
                 ingest::run(pool, metrics, link, hearing, incoming_rx, stop)
             });
         }
-        let hub = crate::stream::Hub::new();
+        let hub = crate::infra::stream::Hub::new();
         supervisor.spawn("change feed", hub.clone().listen(pool.clone()));
         {
             let (pool, dispatch, hub) = (
                 pool.clone(),
-                crate::notify::Dispatch::from_config(&config.alerts),
+                crate::domain::notifications::delivery::Dispatch::from_config(&config.alerts),
                 hub.clone(),
             );
             supervisor.spawn_cooperative("notification delivery", move |stop| {
-                crate::notify::dispatch_loop(pool, dispatch, hub, stop)
+                crate::domain::notifications::delivery::dispatch_loop(pool, dispatch, hub, stop)
             });
         }
         supervisor.spawn(
             "heartbeat sweep",
-            crate::alerts::heartbeat_sweep(
+            crate::domain::alerts::heartbeat_sweep(
                 pool.clone(),
                 config.fleet.offline_after_secs,
                 hearing.clone(),
@@ -205,7 +185,7 @@ impl Application {
         );
         supervisor.spawn(
             "command delivery",
-            crate::commands::deliver_loop(
+            crate::domain::commands::deliver_loop(
                 pool.clone(),
                 device_link.clone(),
                 config.fleet.offline_after_secs,
@@ -214,7 +194,7 @@ impl Application {
         {
             let (pool, link) = (pool.clone(), device_link.clone());
             supervisor.spawn("desired policies at start", async move {
-                match crate::desired::publish_all(&pool, &link).await {
+                match crate::domain::policy::publish_all(&pool, &link).await {
                     Ok(count) => tracing::info!(count, "desired policies published"),
                     Err(e) => tracing::error!(error = %e, "publishing desired policies failed"),
                 }

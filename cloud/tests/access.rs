@@ -71,7 +71,10 @@ fn totp_code(setup: &TotpSetup, at: i64) -> String {
     let secret = data_encoding::BASE32_NOPAD
         .decode(setup.secret_base32.as_bytes())
         .expect("base32 secret");
-    stayopen_cloud::totp::code_for_step(&secret, stayopen_cloud::totp::step_at(at))
+    stayopen_cloud::domain::access::totp::code_for_step(
+        &secret,
+        stayopen_cloud::domain::access::totp::step_at(at),
+    )
 }
 
 async fn login_with_code(
@@ -154,7 +157,7 @@ async fn an_msp_that_requires_totp_gets_admins_to_enrol_and_then_asks_every_sign
     .await;
     assert_eq!(status, 401, "a used code is refused");
     assert_eq!(code_of(&body).as_deref(), Some("totp_invalid"));
-    let next = now + stayopen_cloud::totp::STEP_SECS;
+    let next = now + stayopen_cloud::domain::access::totp::STEP_SECS;
     let (status, body) = login_with_code(
         &cloud,
         &demo.email,

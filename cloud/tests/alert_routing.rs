@@ -14,8 +14,8 @@ use common::webhook::{Receiver, signature_valid, start_receiver};
 use common::{TestCloud, appliance_config, eventually, spawn_cloud_with};
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_appliance::config::{DataplaneSection, Outage, OutageKind};
-use stayopen_cloud::alerts::{self, AlertChange};
-use stayopen_cloud::config::{SmtpConfig, SmtpSecurity};
+use stayopen_cloud::domain::alerts::{self, AlertChange};
+use stayopen_cloud::infra::config::{SmtpConfig, SmtpSecurity};
 use stayopen_shared::alerts::{
     AlertKind, AlertView, CreatedChannel, MaintenanceWindowView, NotificationView, Severity,
     WebhookDigest, WebhookTicket,
@@ -819,7 +819,7 @@ async fn a_drill_overdue_alert_is_raised_by_the_sweep_and_cleared_by_a_completed
         to: None,
         reason: "drill passed".into(),
     });
-    let mut tx = stayopen_cloud::db::tenant_tx(&cloud.pool, demo.tenant_id)
+    let mut tx = stayopen_cloud::infra::db::tenant_tx(&cloud.pool, demo.tenant_id)
         .await
         .expect("tx");
     alerts::apply(&mut tx, demo.tenant_id, appliance, &drilled, Utc::now())

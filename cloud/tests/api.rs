@@ -104,9 +104,12 @@ async fn wrong_passwords_and_bad_tokens_are_refused() {
 async fn an_expired_access_token_is_refused_as_expired() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
-    let keys = stayopen_cloud::auth::TokenKeys::new(b"test-secret-test-secret-test-secret!", 1);
-    let user = stayopen_cloud::auth::AuthUser {
-        principal: stayopen_cloud::auth::Principal::User(stayopen_shared::UserId(Uuid::new_v4())),
+    let keys =
+        stayopen_cloud::domain::access::TokenKeys::new(b"test-secret-test-secret-test-secret!", 1);
+    let user = stayopen_cloud::domain::access::AuthUser {
+        principal: stayopen_cloud::domain::access::Principal::User(stayopen_shared::UserId(
+            Uuid::new_v4(),
+        )),
         tenant_id: demo.tenant_id,
         role: stayopen_shared::api::Role::MspAdmin,
         practices: Vec::new(),

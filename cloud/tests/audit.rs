@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::spawn_cloud;
-use stayopen_cloud::{admin, audit};
+use stayopen_cloud::domain::{admin, audit};
 use stayopen_shared::api::{
     CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentToken, HardwareIdentity,
 };

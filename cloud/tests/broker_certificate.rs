@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TestCloud, spawn_cloud};
-use stayopen_cloud::pki::DeviceCa;
+use stayopen_cloud::infra::pki::DeviceCa;
 
 /// The serial (hex) of the certificate the broker serves to a new TLS connection, made as a device
 /// presenting `cert_pem`/`key_pem` and trusting the cloud's device CA only.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestCloud, eventually, spawn_cloud};
 use stayopen_appliance::fleet_sim::{self, FleetOptions};
-use stayopen_cloud::seed::DemoSeed;
+use stayopen_cloud::domain::seed::DemoSeed;
 use stayopen_shared::api::{
     ApplianceConfiguration, ApplianceView, Page, Role, TotpSetup, UpdateUser, UserView,
 };
@@ -208,7 +208,10 @@ fn totp_code(setup: &TotpSetup, unix_secs: i64) -> String {
     let secret = data_encoding::BASE32_NOPAD
         .decode(setup.secret_base32.as_bytes())
         .expect("base32 secret");
-    stayopen_cloud::totp::code_for_step(&secret, stayopen_cloud::totp::step_at(unix_secs))
+    stayopen_cloud::domain::access::totp::code_for_step(
+        &secret,
+        stayopen_cloud::domain::access::totp::step_at(unix_secs),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +264,7 @@ async fn the_second_factor_is_asked_for_and_a_lost_connection_and_an_ended_sessi
     // The confirmation spent this step's code: the next step's is the one a person would type.
     let code = totp_code(
         &setup,
-        chrono::Utc::now().timestamp() + stayopen_cloud::totp::STEP_SECS,
+        chrono::Utc::now().timestamp() + stayopen_cloud::domain::access::totp::STEP_SECS,
     );
     browser.type_into("#totp", &code).await;
     browser.click("#login-submit").await;

@@ -20,7 +20,7 @@ use stayopen_appliance::config::{ApplianceConfig, Outage, OutageKind};
 use stayopen_appliance::control::{self, Request};
 use stayopen_appliance::identity::{self, Proof};
 use stayopen_appliance::outbox::{DEFAULT_LIMIT_BYTES, Outbox};
-use stayopen_cloud::seed;
+use stayopen_cloud::domain::seed;
 use stayopen_shared::api::{HardwareIdentity, LoginResponse};
 use stayopen_shared::events::{ApplianceEvent, EventKind};
 use tokio::sync::watch;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Device, DeviceConnection, TestCloud, eventually, spawn_cloud};
 use rumqttc::QoS;
-use stayopen_cloud::pki::DeviceCa;
+use stayopen_cloud::infra::pki::DeviceCa;
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, MessageId};
 use uuid::Uuid;
 

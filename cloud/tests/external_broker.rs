@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{TestCloud, appliance_config, eventually, spawn_cloud_with};
 use rumqttc::QoS;
 use stayopen_appliance::agent::{self, AgentOptions};
-use stayopen_cloud::config::ExternalBrokerConfig;
+use stayopen_cloud::infra::config::ExternalBrokerConfig;
 use stayopen_shared::api::{
     ApplianceConfiguration, CommandView, CreateCommand, EnrollmentToken, Fleet,
 };

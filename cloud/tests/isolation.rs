@@ -358,14 +358,14 @@ async fn alert_of(
     tenant: stayopen_shared::TenantId,
     appliance: ApplianceId,
 ) -> String {
-    let mut tx = stayopen_cloud::db::tenant_tx(&cloud.pool, tenant)
+    let mut tx = stayopen_cloud::infra::db::tenant_tx(&cloud.pool, tenant)
         .await
         .expect("tx");
-    let ids = stayopen_cloud::alerts::apply(
+    let ids = stayopen_cloud::domain::alerts::apply(
         &mut tx,
         tenant,
         appliance,
-        &[stayopen_cloud::alerts::AlertChange::Raise {
+        &[stayopen_cloud::domain::alerts::AlertChange::Raise {
             kind: stayopen_shared::alerts::AlertKind::UplinkDown,
             subject: "fiber".into(),
             summary: "Uplink fiber down".into(),

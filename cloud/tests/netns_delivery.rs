@@ -14,7 +14,7 @@ use common::events::stored;
 use common::eventually;
 use common::process::CloudProcess;
 use stayopen_appliance::testbed::Testbed;
-use stayopen_cloud::seed;
+use stayopen_cloud::domain::seed;
 use uuid::Uuid;
 
 /// Where the cloud listens inside the internet namespace.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use common::webhook::{Receiver, signature_valid, start_receiver};
 use common::{TestCloud, eventually, spawn_cloud_with};
-use stayopen_cloud::alerts::AlertChange;
+use stayopen_cloud::domain::alerts::AlertChange;
 use stayopen_shared::alerts::{AlertKind, CreatedChannel, NotificationView, WebhookTicket};
 use stayopen_shared::api::Page;
 

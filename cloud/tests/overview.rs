@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::{TestCloud, eventually, spawn_cloud};
 use rumqttc::QoS;
-use stayopen_cloud::alerts::AlertChange;
+use stayopen_cloud::domain::alerts::AlertChange;
 use stayopen_shared::alerts::AlertKind;
 use stayopen_shared::api::{
     ApplianceMetrics, ApplianceView, FleetTotals, Page, PracticeStatus, PracticeSummary, Role,
@@ -339,11 +339,11 @@ async fn latency_and_loss_come_bucketed_over_the_period_with_gaps_where_nothing_
         .execute(&cloud.owner_pool)
         .await
         .expect("rewind");
-    stayopen_cloud::db::roll_up_telemetry(&cloud.pool)
+    stayopen_cloud::infra::db::roll_up_telemetry(&cloud.pool)
         .await
         .expect("roll-up");
     assert_eq!(
-        stayopen_cloud::db::roll_up_telemetry(&cloud.pool)
+        stayopen_cloud::infra::db::roll_up_telemetry(&cloud.pool)
             .await
             .expect("again"),
         0,

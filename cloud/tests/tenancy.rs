@@ -6,8 +6,8 @@ mod common;
 
 use common::spawn_cloud;
 use sqlx::postgres::PgPoolOptions;
-use stayopen_cloud::config::CloudConfig;
-use stayopen_cloud::db::{self, DbError};
+use stayopen_cloud::infra::config::CloudConfig;
+use stayopen_cloud::infra::db::{self, DbError};
 use stayopen_cloud::startup::{Application, StartupError};
 use uuid::Uuid;
 

@@ -14,12 +14,12 @@ use stayopen_shared::{ApplianceId, PracticeId};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::audit::{self, Change};
-use crate::auth::{AuthUser, Permission};
-use crate::db::Tx;
+use crate::domain::access::{AuthUser, Permission};
+use crate::domain::audit::{self, Change};
 use crate::http::error::ApiFailure;
 use crate::http::pagination;
-use crate::startup::AppState;
+use crate::infra::db::Tx;
+use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 struct AlertRow {
@@ -206,7 +206,7 @@ pub async fn list(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let rows: Vec<AlertRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{ALERT_SELECT}
          WHERE ($1::uuid[] IS NULL OR practice_id = ANY($1))
@@ -264,7 +264,7 @@ pub async fn show(
     auth: AuthUser,
     path: web::Path<Uuid>,
 ) -> Result<web::Json<AlertView>, ApiFailure> {
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     Ok(web::Json(load(&mut tx, &auth, path.into_inner()).await?))
 }
 
@@ -291,7 +291,7 @@ async fn finish(
         },
     )
     .await?;
-    crate::stream::notify_alerts(&mut tx, &[id]).await?;
+    crate::infra::stream::notify_alerts(&mut tx, &[id]).await?;
     tx.commit().await?;
     Ok(after)
 }
@@ -310,7 +310,7 @@ pub async fn acknowledge(
     path: web::Path<Uuid>,
 ) -> Result<web::Json<AlertView>, ApiFailure> {
     let id = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let before = load(&mut tx, &auth, id).await?;
     auth.require(Permission::Operate)?;
     if before.state != AlertState::Open {
@@ -355,7 +355,7 @@ pub async fn resolve(
     body: web::Json<ResolveAlert>,
 ) -> Result<web::Json<AlertView>, ApiFailure> {
     let id = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let before = load(&mut tx, &auth, id).await?;
     auth.require(Permission::Operate)?;
     if before.state == AlertState::Resolved {
@@ -380,7 +380,11 @@ pub async fn resolve(
     .bind(note)
     .execute(&mut *tx)
     .await?;
-    crate::notify::enqueue(&mut tx, &[(id, crate::alerts::Transition::Resolved)]).await?;
+    crate::domain::notifications::enqueue(
+        &mut tx,
+        &[(id, crate::domain::notifications::Transition::Resolved)],
+    )
+    .await?;
     Ok(web::Json(
         finish(
             tx,
@@ -410,7 +414,7 @@ pub async fn comment(
     body: web::Json<CreateAlertComment>,
 ) -> Result<HttpResponse, ApiFailure> {
     let id = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let before = load(&mut tx, &auth, id).await?;
     auth.require(Permission::Operate)?;
     let text = body.body.trim();

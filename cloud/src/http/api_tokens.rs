@@ -11,14 +11,14 @@ use stayopen_shared::api::{
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::audit::{self, Change};
-use crate::auth::{
+use crate::domain::access::{
     API_TOKEN_PREFIX, AuthUser, Permission, Principal, random_secret, secret_digest,
 };
-use crate::db::{self, lookup};
+use crate::domain::audit::{self, Change};
 use crate::http::error::ApiFailure;
 use crate::http::pagination;
-use crate::startup::AppState;
+use crate::infra::db::{self, lookup};
+use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 struct TokenRow {
@@ -138,7 +138,7 @@ pub async fn list(
     auth.require(Permission::ManageAccess)?;
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let rows: Vec<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{TOKEN_SELECT} WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2))
          ORDER BY created_at DESC, id DESC LIMIT $3"
@@ -190,7 +190,7 @@ pub async fn create(
     let expires_at = body
         .expires_in_days
         .map(|d| Utc::now() + Duration::days(i64::from(d)));
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let row: TokenRow = sqlx::query_as(
         "INSERT INTO api_tokens (id, tenant_id, name, token_hash, scope, created_by, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -242,7 +242,7 @@ pub async fn revoke(
 ) -> Result<HttpResponse, ApiFailure> {
     auth.require(Permission::ManageAccess)?;
     let id = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let revoked =
         sqlx::query("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1")
             .bind(id)

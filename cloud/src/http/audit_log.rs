@@ -6,10 +6,10 @@ use serde::Deserialize;
 use stayopen_shared::api::{ApiError, AuditEntry, Page};
 use utoipa::IntoParams;
 
-use crate::auth::{AuthUser, Permission};
+use crate::domain::access::{AuthUser, Permission};
 use crate::http::error::ApiFailure;
 use crate::http::pagination;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -52,7 +52,7 @@ pub async fn list(
     auth.require(Permission::ViewAudit)?;
     let fetch = pagination::fetch_limit(query.limit)?;
     let before_seq: Option<i64> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let rows: Vec<EntryRow> = sqlx::query_as(
         "SELECT seq, at, actor, action, target_type, target_id, before, after FROM audit_log
          WHERE tenant_id = $1

@@ -8,13 +8,13 @@ use stayopen_shared::{ApplianceId, PracticeId, SiteId};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::audit::{self, Change};
-use crate::auth::{AuthUser, Permission, secret_digest};
-use crate::db::lookup;
+use crate::domain::access::visibility::visible_practice;
+use crate::domain::access::{AuthUser, Permission, secret_digest};
+use crate::domain::audit::{self, Change};
 use crate::http::error::ApiFailure;
-use crate::http::fleet::visible_practice;
 use crate::http::pagination;
-use crate::startup::AppState;
+use crate::infra::db::lookup;
+use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 struct ClaimRow {
@@ -65,7 +65,7 @@ pub async fn create(
     body: web::Json<ClaimSerial>,
 ) -> Result<HttpResponse, ApiFailure> {
     let practice = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_practice(&mut tx, &auth, practice).await?;
     auth.require(Permission::Configure)?;
     let serial = body.serial.trim();
@@ -151,7 +151,7 @@ pub async fn list(
 ) -> Result<web::Json<Page<ClaimedSerialView>>, ApiFailure> {
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<String> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let rows: Vec<ClaimRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{CLAIM_SELECT}
          WHERE ($1::uuid[] IS NULL OR practice_id = ANY($1))
@@ -187,7 +187,7 @@ pub async fn remove(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiFailure> {
     let serial = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let practice: Uuid =
         sqlx::query_scalar("SELECT practice_id FROM claimed_serials WHERE serial = $1")
             .bind(&serial)

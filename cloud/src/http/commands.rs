@@ -1,4 +1,4 @@
-//! Commands for appliances: queue (audited), list, show. Delivery is [`crate::commands`].
+//! Commands for appliances: queue (audited), list, show. Delivery is [`crate::domain::commands`].
 
 use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Duration, Utc};
@@ -9,13 +9,13 @@ use stayopen_shared::commands::{CommandSpec, CommandStatus};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::audit::{self, Change};
-use crate::auth::{AuthUser, Permission};
-use crate::db::Tx;
+use crate::domain::access::visibility::visible_appliance;
+use crate::domain::access::{AuthUser, Permission};
+use crate::domain::audit::{self, Change};
 use crate::http::error::ApiFailure;
-use crate::http::fleet::visible_appliance;
 use crate::http::pagination;
-use crate::startup::AppState;
+use crate::infra::db::Tx;
+use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 struct CommandRow {
@@ -85,7 +85,7 @@ pub async fn create(
     body: web::Json<CreateCommand>,
 ) -> Result<HttpResponse, ApiFailure> {
     let appliance = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     auth.require(Permission::Operate)?;
     body.spec.validate().map_err(ApiFailure::BadRequest)?;
@@ -155,7 +155,7 @@ pub async fn list(
     let appliance = path.into_inner();
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     let rows: Vec<CommandRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{COMMAND_SELECT} WHERE appliance_id = $1
@@ -190,7 +190,7 @@ pub async fn show(
     auth: AuthUser,
     path: web::Path<Uuid>,
 ) -> Result<web::Json<CommandView>, ApiFailure> {
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let command = load(&mut tx, path.into_inner())
         .await?
         .ok_or(ApiFailure::NotFound("no such command"))?;

@@ -1,20 +1,20 @@
 //! An appliance's identity as MSP staff see and manage it: its certificates, an MSP admin's
 //! approval to enrol the hardware again (replaced hardware, lost state), and restoring a revoked
-//! appliance. See [`crate::enrolment`] for what the approval admits.
+//! appliance. See [`crate::domain::enrolment`] for what the approval admits.
 
 use actix_web::{get, post, web};
 use chrono::{DateTime, Utc};
 use stayopen_shared::ApplianceId;
 use stayopen_shared::api::{ApiError, DeviceCertificateView, DeviceIdentityView};
 
-use crate::audit::{self, Change};
-use crate::auth::{AuthUser, Permission, random_secret, secret_digest};
-use crate::db::Tx;
-use crate::enrolment::{APPROVAL_VALID_FOR, Refusal};
+use crate::domain::access::visibility::visible_appliance;
+use crate::domain::access::{AuthUser, Permission, random_secret, secret_digest};
+use crate::domain::audit::{self, Change};
+use crate::domain::enrolment::{APPROVAL_VALID_FOR, Refusal};
 use crate::http::enroll::rewrite_crl;
 use crate::http::error::ApiFailure;
-use crate::http::fleet::visible_appliance;
-use crate::startup::AppState;
+use crate::infra::db::Tx;
+use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 struct IdentityRow {
@@ -83,7 +83,7 @@ pub async fn show(
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<DeviceIdentityView>, ApiFailure> {
     let appliance = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     Ok(web::Json(load_identity(&mut tx, appliance).await?))
 }
@@ -108,7 +108,7 @@ pub async fn approve_reenrollment(
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<DeviceIdentityView>, ApiFailure> {
     let appliance = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     auth.require(Permission::TrustDevices)?;
     let revoked: bool = sqlx::query_scalar(
@@ -166,7 +166,7 @@ pub async fn restore(
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<DeviceIdentityView>, ApiFailure> {
     let appliance = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     auth.require(Permission::TrustDevices)?;
     let revoked_at: Option<DateTime<Utc>> =

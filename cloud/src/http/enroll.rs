@@ -2,7 +2,7 @@
 //! with a registered serial and its factory key — and sends a signing request for its own key. It
 //! receives its identity, MQTT credentials and a client certificate of the device CA. Hardware that
 //! is already enrolled needs an MSP admin's approval to enrol again; the appliance itself renews
-//! its certificate with proof of its current key (`/enroll/renew`). See [`crate::enrolment`].
+//! its certificate with proof of its current key (`/enroll/renew`). See [`crate::domain::enrolment`].
 
 use actix_web::{post, web};
 use base64::Engine;
@@ -14,14 +14,14 @@ use stayopen_shared::api::{
 use stayopen_shared::{ApplianceId, DeviceTopic, PracticeId, SiteId, TenantId};
 use uuid::Uuid;
 
-use crate::audit::{self, Actor, Change};
-use crate::auth::{digests_equal, random_secret, secret_digest};
-use crate::db::{self, Tx, lookup};
-use crate::enrolment::{self, Enrolled, GrantKind, KeyHolder, Refusal, RenewalProof};
+use crate::domain::access::{digests_equal, random_secret, secret_digest};
+use crate::domain::audit::{self, Actor, Change};
+use crate::domain::enrolment::{self, Enrolled, GrantKind, KeyHolder, Refusal, RenewalProof};
 use crate::http::error::ApiFailure;
-use crate::metrics::API_REJECTED;
-use crate::pki::Issued;
-use crate::startup::AppState;
+use crate::infra::db::{self, Tx, lookup};
+use crate::infra::metrics::API_REJECTED;
+use crate::infra::pki::Issued;
+use crate::state::AppState;
 
 /// What the appliance's proof entitles it to: a practice and site of one tenant.
 struct Grant {
@@ -384,7 +384,7 @@ async fn complete(
     )
     .await?;
     // Its desired policy exists from the start; it is sent when the appliance first connects.
-    crate::desired::refresh(&mut tx, grant.tenant, &[appliance_id])
+    crate::domain::policy::refresh(&mut tx, grant.tenant, &[appliance_id])
         .await
         .map_err(|e| ApiFailure::Internal(e.to_string()))?;
     tx.commit().await?;
@@ -434,11 +434,11 @@ async fn issue(
         secret_digest(&mqtt_password),
     )
     .await?;
-    crate::alerts::apply(
+    crate::domain::alerts::apply(
         tx,
         tenant,
         ApplianceId(appliance),
-        &[crate::alerts::AlertChange::Clear {
+        &[crate::domain::alerts::AlertChange::Clear {
             kind: stayopen_shared::alerts::AlertKind::CertificateExpiring,
             subject: None,
             reason: "a new certificate was issued".into(),

@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use stayopen_shared::api::{ApiError, ApiErrorBody};
 
-use crate::enrolment::Refusal;
+use crate::domain::enrolment::Refusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiFailure {
@@ -48,7 +48,7 @@ pub enum ApiFailure {
     EnrollmentTokenRevoked,
     /// Enrolling known hardware again or renewing a certificate was refused.
     #[error("{0}")]
-    Identity(#[from] crate::enrolment::Refusal),
+    Identity(#[from] crate::domain::enrolment::Refusal),
     #[error("this hardware is enrolled with another organisation")]
     HardwareClaimed,
     #[error(
@@ -95,6 +95,16 @@ impl ApiFailure {
             ApiFailure::HardwareClaimed => "hardware_claimed",
             ApiFailure::ClaimRefused => "claim_refused",
             ApiFailure::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<crate::domain::access::AccessError> for ApiFailure {
+    fn from(e: crate::domain::access::AccessError) -> Self {
+        match e {
+            crate::domain::access::AccessError::Forbidden(why) => ApiFailure::Forbidden(why),
+            crate::domain::access::AccessError::NotFound(what) => ApiFailure::NotFound(what),
+            crate::domain::access::AccessError::Database(e) => ApiFailure::from(e),
         }
     }
 }

@@ -17,12 +17,13 @@ use stayopen_shared::{ApplianceId, MessageId, PracticeId, SiteId};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::audit::{self, Change};
-use crate::auth::{AuthUser, Permission};
-use crate::db::Tx;
+use crate::domain::access::visibility::{visible_appliance, visible_practice};
+use crate::domain::access::{AuthUser, Permission};
+use crate::domain::audit::{self, Change};
 use crate::http::error::ApiFailure;
 use crate::http::pagination;
-use crate::startup::AppState;
+use crate::infra::db::Tx;
+use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 struct ApplianceRow {
@@ -73,40 +74,6 @@ fn offline_after(state: &AppState) -> Duration {
     Duration::seconds(i64::from(state.config.fleet.offline_after_secs))
 }
 
-/// Fails with 404 unless the caller may see `appliance`; returns its practice.
-pub async fn visible_appliance(
-    tx: &mut Tx,
-    auth: &AuthUser,
-    appliance: ApplianceId,
-) -> Result<PracticeId, ApiFailure> {
-    let practice: Option<Uuid> = sqlx::query_scalar(
-        "SELECT practice_id FROM appliances WHERE id = $1 AND ($2::uuid[] IS NULL OR practice_id = ANY($2))",
-    )
-    .bind(appliance.as_uuid())
-    .bind(auth.practice_filter())
-    .fetch_optional(&mut **tx)
-    .await?;
-    practice
-        .map(PracticeId)
-        .ok_or(ApiFailure::NotFound("no such appliance"))
-}
-
-/// Fails with 404 unless the caller may see `practice`.
-pub async fn visible_practice(
-    tx: &mut Tx,
-    auth: &AuthUser,
-    practice: PracticeId,
-) -> Result<String, ApiFailure> {
-    if !auth.may_see_practice(practice) {
-        return Err(ApiFailure::NotFound("no such practice"));
-    }
-    let name: Option<String> = sqlx::query_scalar("SELECT name FROM practices WHERE id = $1")
-        .bind(practice.as_uuid())
-        .fetch_optional(&mut **tx)
-        .await?;
-    name.ok_or(ApiFailure::NotFound("no such practice"))
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
@@ -132,7 +99,7 @@ pub async fn show_fleet(
 ) -> Result<web::Json<Fleet>, ApiFailure> {
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(String, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let tenant_name: String = sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
         .bind(auth.tenant_id.as_uuid())
         .fetch_one(&mut *tx)
@@ -260,7 +227,7 @@ pub async fn list_practices(
 ) -> Result<web::Json<Page<PracticeSummary>>, ApiFailure> {
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(String, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let rows: Vec<PracticeSummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{PRACTICE_SUMMARY_SELECT}
          WHERE ($2::uuid[] IS NULL OR p.id = ANY($2))
@@ -300,7 +267,7 @@ pub async fn show_practice(
     path: web::Path<PracticeId>,
 ) -> Result<web::Json<PracticeSummary>, ApiFailure> {
     let practice = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_practice(&mut tx, &auth, practice).await?;
     let row: PracticeSummaryRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{PRACTICE_SUMMARY_SELECT} WHERE p.id = $2) practice"
@@ -331,7 +298,7 @@ pub async fn create_practice(
         "site_name",
         body.site_name.as_deref().unwrap_or("Main office"),
     )?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let id = Uuid::new_v4();
     let inserted = sqlx::query(
         "INSERT INTO practices (id, tenant_id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -410,7 +377,7 @@ pub async fn list_sites(
     let practice = path.into_inner();
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(String, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_practice(&mut tx, &auth, practice).await?;
     let rows: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT id, name FROM sites WHERE practice_id = $1
@@ -456,7 +423,7 @@ pub async fn create_site(
     auth.require(Permission::Configure)?;
     let practice = path.into_inner();
     let name = checked_name("name", &body.name)?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_practice(&mut tx, &auth, practice).await?;
     let id = Uuid::new_v4();
     let inserted = sqlx::query(
@@ -523,7 +490,7 @@ pub async fn list_appliances(
 ) -> Result<web::Json<Page<ApplianceView>>, ApiFailure> {
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(String, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let rows: Vec<ApplianceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{APPLIANCE_SELECT}
          WHERE ($1::uuid[] IS NULL OR a.practice_id = ANY($1))
@@ -572,7 +539,7 @@ pub async fn show_appliance(
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<ApplianceView>, ApiFailure> {
     let appliance = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     Ok(web::Json(load_appliance(&mut tx, &state, appliance).await?))
 }
@@ -650,7 +617,7 @@ pub async fn appliance_telemetry(
 ) -> Result<web::Json<Page<TelemetryRecord>>, ApiFailure> {
     let appliance = path.into_inner();
     let fetch = pagination::fetch_limit(query.limit)?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     let records = history(&mut tx, "telemetry", appliance, &query, fetch)
         .await?
@@ -687,7 +654,7 @@ pub async fn appliance_events(
 ) -> Result<web::Json<Page<EventRecord>>, ApiFailure> {
     let appliance = path.into_inner();
     let fetch = pagination::fetch_limit(query.limit)?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     let records = history(&mut tx, "appliance_events", appliance, &query, fetch)
         .await?
@@ -724,7 +691,7 @@ pub async fn revoke_appliance(
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<ApplianceView>, ApiFailure> {
     let appliance = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     auth.require(Permission::Configure)?;
     let serial: Option<String> = sqlx::query_scalar(
@@ -765,7 +732,7 @@ pub async fn revoke_appliance(
     let view = load_appliance(&mut tx, &state, appliance).await?;
     tx.commit().await?;
     crate::http::enroll::rewrite_crl(&state).await;
-    if let Err(e) = crate::broker::disconnect_device(
+    if let Err(e) = crate::infra::broker::disconnect_device(
         state.broker.device_addr(),
         &state.ca,
         appliance,

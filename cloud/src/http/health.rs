@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, web};
 use stayopen_shared::api::Readiness;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Liveness: the process answers.
 pub async fn healthz() -> HttpResponse {

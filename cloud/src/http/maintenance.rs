@@ -11,12 +11,12 @@ use stayopen_shared::{ApplianceId, PracticeId};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::audit::{self, Change};
-use crate::auth::{AuthUser, Permission};
+use crate::domain::access::visibility::visible_practice;
+use crate::domain::access::{AuthUser, Permission};
+use crate::domain::audit::{self, Change};
 use crate::http::error::ApiFailure;
-use crate::http::fleet::visible_practice;
 use crate::http::pagination;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 struct WindowRow {
@@ -85,7 +85,7 @@ pub async fn create(
             "a maintenance window lasts at most 7 days".into(),
         ));
     }
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_practice(&mut tx, &auth, body.practice_id).await?;
     if let Some(appliance) = body.appliance_id {
         let of_practice: Option<bool> =
@@ -165,7 +165,7 @@ pub async fn list(
 ) -> Result<web::Json<Page<MaintenanceWindowView>>, ApiFailure> {
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let rows: Vec<WindowRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {WINDOW_COLUMNS} FROM maintenance_windows w
          WHERE ($1::uuid[] IS NULL OR w.practice_id = ANY($1))
@@ -209,7 +209,7 @@ pub async fn remove(
 ) -> Result<HttpResponse, ApiFailure> {
     auth.require(Permission::Operate)?;
     let id = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let row: WindowRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "DELETE FROM maintenance_windows AS w
          WHERE w.id = $1 AND ($2::uuid[] IS NULL OR w.practice_id = ANY($2))

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod api_tokens;
 pub mod audit_log;
+pub mod caller;
 pub mod claims;
 pub mod commands;
 pub mod device_identity;
@@ -30,8 +31,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_actix_web::{AppExt, scope, service_config::ServiceConfig};
 
-use crate::metrics::API_REJECTED;
-use crate::startup::AppState;
+use crate::infra::metrics::API_REJECTED;
+use crate::state::AppState;
 use error::ApiFailure;
 
 #[derive(OpenApi)]

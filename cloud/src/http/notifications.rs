@@ -13,12 +13,12 @@ use stayopen_shared::api::{ApiError, Page};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::audit::{self, Change};
-use crate::auth::{AuthUser, Permission, random_secret};
+use crate::domain::access::visibility::visible_practice;
+use crate::domain::access::{AuthUser, Permission, random_secret};
+use crate::domain::audit::{self, Change};
 use crate::http::error::ApiFailure;
-use crate::http::fleet::visible_practice;
 use crate::http::pagination;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +75,7 @@ fn webhook_url(url: Option<&str>) -> Result<String, ApiFailure> {
 
 /// An e-mail channel's addresses, checked and normalised; its users must belong to the MSP.
 async fn email_targets(
-    tx: &mut crate::db::Tx,
+    tx: &mut crate::infra::db::Tx,
     body: &CreateChannel,
 ) -> Result<(Vec<String>, Vec<Uuid>), ApiFailure> {
     if body.recipients.is_empty() && body.user_ids.is_empty() {
@@ -130,7 +130,7 @@ pub async fn create_channel(
             "name must be 1 to 100 characters".into(),
         ));
     }
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let (url, secret, recipients, user_ids) = match body.kind {
         ChannelKind::Webhook => {
             if !body.recipients.is_empty() || !body.user_ids.is_empty() {
@@ -212,7 +212,7 @@ pub async fn list_channels(
     auth.require(Permission::Configure)?;
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(String, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let rows: Vec<ChannelRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {CHANNEL_COLUMNS} FROM notification_channels
          WHERE ($1::text IS NULL OR (name, id) > ($1, $2)) ORDER BY name, id LIMIT $3"
@@ -245,7 +245,7 @@ pub async fn delete_channel(
 ) -> Result<HttpResponse, ApiFailure> {
     auth.require(Permission::Configure)?;
     let id = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let name: String =
         sqlx::query_scalar("DELETE FROM notification_channels WHERE id = $1 RETURNING name")
             .bind(id)
@@ -315,7 +315,7 @@ pub async fn create_rule(
     body: web::Json<CreateRoutingRule>,
 ) -> Result<HttpResponse, ApiFailure> {
     auth.require(Permission::Configure)?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let channel: Option<Uuid> =
         sqlx::query_scalar("SELECT id FROM notification_channels WHERE id = $1")
             .bind(body.channel_id)
@@ -392,7 +392,7 @@ pub async fn list_rules(
     auth.require(Permission::Configure)?;
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let rows: Vec<RuleRow> = sqlx::query_as(
         "SELECT id, channel_id, practice_id, kinds, min_severity, delay_secs, repeat_secs, during,
                 created_at
@@ -427,7 +427,7 @@ pub async fn delete_rule(
 ) -> Result<HttpResponse, ApiFailure> {
     auth.require(Permission::Configure)?;
     let id = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let deleted = sqlx::query("DELETE FROM routing_rules WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
@@ -494,7 +494,7 @@ pub async fn list_notifications(
     auth.require(Permission::Configure)?;
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let rows: Vec<NotificationRow> = sqlx::query_as(
         "SELECT id, alert_id, practice_id, channel_id, event, status, digest_of, attempts, last_error,
                 created_at, delivered_at

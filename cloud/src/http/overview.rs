@@ -11,10 +11,10 @@ use stayopen_shared::api::{
 };
 use utoipa::IntoParams;
 
-use crate::auth::AuthUser;
+use crate::domain::access::AuthUser;
+use crate::domain::access::visibility::visible_appliance;
 use crate::http::error::ApiFailure;
-use crate::http::fleet::visible_appliance;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 struct TotalsRow {
@@ -39,7 +39,7 @@ pub async fn totals(
     state: web::Data<AppState>,
     auth: AuthUser,
 ) -> Result<web::Json<FleetTotals>, ApiFailure> {
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let row: TotalsRow = sqlx::query_as(
         "WITH per_practice AS (
              SELECT p.id,
@@ -125,7 +125,7 @@ pub async fn appliance_metrics(
     let step = i64::from(bucket_secs);
     let to = DateTime::from_timestamp(now - now.rem_euclid(step) + step, 0).unwrap_or_default();
     let from = to - Duration::seconds(i64::from(window_secs));
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     #[derive(sqlx::FromRow)]
     struct Bucket {

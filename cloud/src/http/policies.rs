@@ -11,13 +11,13 @@ use stayopen_shared::policy::{
 use stayopen_shared::{ApplianceId, PracticeId};
 use uuid::Uuid;
 
-use crate::audit::{self, Change};
-use crate::auth::{AuthUser, Permission};
-use crate::db::Tx;
-use crate::desired::{self, scope_str};
+use crate::domain::access::visibility::{visible_appliance, visible_practice};
+use crate::domain::access::{AuthUser, Permission};
+use crate::domain::audit::{self, Change};
+use crate::domain::policy::{self, scope_str};
 use crate::http::error::ApiFailure;
-use crate::http::fleet::{visible_appliance, visible_practice};
-use crate::startup::AppState;
+use crate::infra::db::Tx;
+use crate::state::AppState;
 
 async fn read_layer(
     tx: &mut Tx,
@@ -101,12 +101,12 @@ async fn write_layer(
     .await?;
     // Per-field checks make every combination of valid layers valid, so this cannot fail on the
     // new layer; it would only on data changed behind the API's back.
-    let changed = desired::refresh(&mut tx, auth.tenant_id, &affected)
+    let changed = policy::refresh(&mut tx, auth.tenant_id, &affected)
         .await
         .map_err(|e| ApiFailure::Internal(e.to_string()))?;
-    let messages = desired::outgoing(&mut tx, &changed).await?;
+    let messages = policy::outgoing(&mut tx, &changed).await?;
     tx.commit().await?;
-    desired::send(&state.device_link, messages);
+    policy::send(&state.device_link, messages);
     tracing::info!(tenant_id = %auth.tenant_id, scope = scope_str(scope), %scope_id, changed = changed.len(), "policy updated");
     Ok(after)
 }
@@ -131,7 +131,7 @@ pub async fn show_msp(
     auth: AuthUser,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
     require_msp_wide(&auth)?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     Ok(web::Json(
         read_layer(&mut tx, PolicyScope::Msp, auth.tenant_id.0).await?,
     ))
@@ -150,7 +150,7 @@ pub async fn update_msp(
     auth: AuthUser,
     body: web::Json<PolicyOverrides>,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
-    let tx = auth.tx(&state).await?;
+    let tx = auth.tx(&state.pool).await?;
     let tenant = auth.tenant_id.0;
     Ok(web::Json(
         write_layer(
@@ -179,7 +179,7 @@ pub async fn show_practice(
     path: web::Path<PracticeId>,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
     let practice = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_practice(&mut tx, &auth, practice).await?;
     Ok(web::Json(
         read_layer(&mut tx, PolicyScope::Practice, practice.0).await?,
@@ -202,7 +202,7 @@ pub async fn update_practice(
     body: web::Json<PolicyOverrides>,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
     let practice = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_practice(&mut tx, &auth, practice).await?;
     Ok(web::Json(
         write_layer(
@@ -231,7 +231,7 @@ pub async fn show_appliance(
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
     let appliance = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     Ok(web::Json(
         read_layer(&mut tx, PolicyScope::Appliance, appliance.0).await?,
@@ -254,7 +254,7 @@ pub async fn update_appliance(
     body: web::Json<PolicyOverrides>,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
     let appliance = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
     Ok(web::Json(
         write_layer(
@@ -292,9 +292,9 @@ pub async fn configuration(
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<ApplianceConfiguration>, ApiFailure> {
     let appliance = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_appliance(&mut tx, &auth, appliance).await?;
-    let effective = desired::effective(&mut tx, auth.tenant_id, appliance)
+    let effective = policy::effective(&mut tx, auth.tenant_id, appliance)
         .await
         .map_err(|e| ApiFailure::Internal(e.to_string()))?;
     let versions: VersionsRow = sqlx::query_as(
@@ -337,8 +337,8 @@ pub async fn preview(
 ) -> Result<web::Json<EffectivePolicy>, ApiFailure> {
     auth.require(Permission::Configure)?;
     let request = body.into_inner();
-    let mut tx = auth.tx(&state).await?;
-    let msp = desired::layer(&mut tx, PolicyScope::Msp, auth.tenant_id.0).await?;
+    let mut tx = auth.tx(&state.pool).await?;
+    let msp = policy::layer(&mut tx, PolicyScope::Msp, auth.tenant_id.0).await?;
     let proposed = request.overrides;
     let layers: Vec<(PolicyScope, PolicyOverrides)> = match request.scope {
         PolicyScope::Default => {
@@ -359,7 +359,7 @@ pub async fn preview(
                 ApiFailure::BadRequest("appliance_id: needed for an appliance layer".into())
             })?;
             let practice = visible_appliance(&mut tx, &auth, appliance).await?;
-            let practice_layer = desired::layer(&mut tx, PolicyScope::Practice, practice.0).await?;
+            let practice_layer = policy::layer(&mut tx, PolicyScope::Practice, practice.0).await?;
             vec![
                 (PolicyScope::Msp, msp),
                 (PolicyScope::Practice, practice_layer),

@@ -8,13 +8,13 @@ use stayopen_shared::PracticeId;
 use stayopen_shared::alerts::{ClinicHours, PracticeSchedule, PracticeScheduleView};
 use stayopen_shared::api::ApiError;
 
-use crate::audit::{self, Change};
-use crate::auth::{AuthUser, Permission};
-use crate::clinic::{clinic_now, known_time_zone};
-use crate::db::Tx;
+use crate::domain::access::visibility::visible_practice;
+use crate::domain::access::{AuthUser, Permission};
+use crate::domain::audit::{self, Change};
+use crate::domain::clinic::{clinic_now, known_time_zone};
 use crate::http::error::ApiFailure;
-use crate::http::fleet::visible_practice;
-use crate::startup::AppState;
+use crate::infra::db::Tx;
+use crate::state::AppState;
 
 async fn load(tx: &mut Tx, practice: PracticeId) -> Result<PracticeSchedule, ApiFailure> {
     let (time_zone, clinic_hours): (String, Option<Json<ClinicHours>>) =
@@ -56,7 +56,7 @@ pub async fn show(
     path: web::Path<PracticeId>,
 ) -> Result<web::Json<PracticeScheduleView>, ApiFailure> {
     let practice = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_practice(&mut tx, &auth, practice).await?;
     Ok(web::Json(view(load(&mut tx, practice).await?)))
 }
@@ -91,7 +91,7 @@ pub async fn update(
             .validate()
             .map_err(|e| ApiFailure::BadRequest(format!("clinic_hours: {e}")))?;
     }
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_practice(&mut tx, &auth, practice).await?;
     let before = load(&mut tx, practice).await?;
     sqlx::query("UPDATE practices SET time_zone = $2, clinic_hours = $3 WHERE id = $1")

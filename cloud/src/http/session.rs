@@ -14,15 +14,14 @@ use stayopen_shared::api::{
 use stayopen_shared::{PracticeId, TenantId, UserId};
 use uuid::Uuid;
 
-use crate::audit::{self, Change};
-use crate::auth::{
-    AuthUser, Principal, SessionUser, random_secret, secret_digest, verify_password,
-};
-use crate::db::{self, Tx, lookup};
+use crate::domain::access::totp;
+use crate::domain::access::{AuthUser, Principal, random_secret, secret_digest, verify_password};
+use crate::domain::audit::{self, Change};
+use crate::http::caller::SessionUser;
 use crate::http::error::ApiFailure;
-use crate::metrics::API_REJECTED;
-use crate::startup::AppState;
-use crate::totp;
+use crate::infra::db::{self, Tx, lookup};
+use crate::infra::metrics::API_REJECTED;
+use crate::state::AppState;
 
 /// Everything sign-in and refresh need to know about a user, read inside the user's tenant.
 #[derive(sqlx::FromRow)]
@@ -376,7 +375,7 @@ pub async fn me(
     auth: SessionUser,
 ) -> Result<web::Json<CurrentUser>, ApiFailure> {
     let user_id = auth.0.user_id()?;
-    let mut tx = auth.0.tx(&state).await?;
+    let mut tx = auth.0.tx(&state.pool).await?;
     let user = UserRecord::load(&mut tx, user_id.0)
         .await?
         .ok_or(ApiFailure::Unauthenticated(
@@ -400,7 +399,7 @@ pub async fn totp_setup(
     auth: SessionUser,
 ) -> Result<web::Json<TotpSetup>, ApiFailure> {
     let user_id = auth.0.user_id()?;
-    let mut tx = auth.0.tx(&state).await?;
+    let mut tx = auth.0.tx(&state.pool).await?;
     let user = UserRecord::load(&mut tx, user_id.0)
         .await?
         .ok_or(ApiFailure::NotFound("no such user"))?;
@@ -441,7 +440,7 @@ pub async fn totp_confirm(
     body: web::Json<TotpCode>,
 ) -> Result<HttpResponse, ApiFailure> {
     let user_id = auth.0.user_id()?;
-    let mut tx = auth.0.tx(&state).await?;
+    let mut tx = auth.0.tx(&state.pool).await?;
     let user = UserRecord::load(&mut tx, user_id.0)
         .await?
         .ok_or(ApiFailure::NotFound("no such user"))?;

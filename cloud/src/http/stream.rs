@@ -10,9 +10,9 @@ use actix_web::{HttpResponse, get, web};
 use stayopen_shared::api::ApiError;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::AuthUser;
+use crate::domain::access::AuthUser;
 use crate::http::error::ApiFailure;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// A comment line this often keeps proxies from closing an idle stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);

@@ -11,13 +11,13 @@ use stayopen_shared::{PracticeId, SiteId, UserId};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::audit::{self, Change};
-use crate::auth::{AuthUser, Permission, random_secret, secret_digest};
-use crate::db::Tx;
+use crate::domain::access::visibility::visible_practice;
+use crate::domain::access::{AuthUser, Permission, random_secret, secret_digest};
+use crate::domain::audit::{self, Change};
 use crate::http::error::ApiFailure;
-use crate::http::fleet::visible_practice;
 use crate::http::pagination;
-use crate::startup::AppState;
+use crate::infra::db::Tx;
+use crate::state::AppState;
 
 pub const TOKEN_PREFIX: &str = "soe_";
 
@@ -43,7 +43,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiFailure> {
     auth.require(Permission::Configure)?;
     let practice_id = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_practice(&mut tx, &auth, practice_id).await?;
     if !(1..=24 * 30).contains(&body.expires_in_hours) {
         return Err(ApiFailure::BadRequest(
@@ -199,7 +199,7 @@ pub async fn list(
     let practice = path.into_inner();
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<(DateTime<Utc>, Uuid)> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     visible_practice(&mut tx, &auth, practice).await?;
     auth.require(Permission::Configure)?;
     let rows: Vec<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -241,7 +241,7 @@ pub async fn revoke(
     path: web::Path<Uuid>,
 ) -> Result<web::Json<EnrollmentTokenView>, ApiFailure> {
     let id = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let (practice, revoked_at): (Uuid, Option<DateTime<Utc>>) = sqlx::query_as(
         "SELECT practice_id, revoked_at FROM enrollment_tokens WHERE id = $1 FOR UPDATE",
     )

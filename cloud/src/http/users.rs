@@ -11,12 +11,12 @@ use stayopen_shared::{PracticeId, UserId};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::audit::{self, Change};
-use crate::auth::{AuthUser, Permission, check_password_strength, hash_password};
-use crate::db::Tx;
+use crate::domain::access::{AuthUser, Permission, check_password_strength, hash_password};
+use crate::domain::audit::{self, Change};
 use crate::http::error::ApiFailure;
 use crate::http::pagination;
-use crate::startup::AppState;
+use crate::infra::db::Tx;
+use crate::state::AppState;
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -199,7 +199,7 @@ pub async fn list(
     auth.require(Permission::ManageAccess)?;
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<String> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let rows: Vec<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{USER_SELECT} WHERE ($1::text IS NULL OR u.email > $1) AND ($2::text IS NULL OR u.role = $2)
          GROUP BY u.id ORDER BY u.email LIMIT $3"
@@ -250,7 +250,7 @@ pub async fn create(
         ));
     }
     check_password_strength(&body.password).map_err(ApiFailure::BadRequest)?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     check_assignment(
         &mut tx,
         body.role,
@@ -315,7 +315,7 @@ pub async fn show(
     path: web::Path<UserId>,
 ) -> Result<web::Json<UserView>, ApiFailure> {
     auth.require(Permission::ManageAccess)?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     Ok(web::Json(load_user(&mut tx, path.0).await?))
 }
 
@@ -337,7 +337,7 @@ pub async fn update(
 ) -> Result<web::Json<UserView>, ApiFailure> {
     auth.require(Permission::ManageAccess)?;
     let id = path.into_inner();
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let before = load_user(&mut tx, id.0).await?;
     let is_self = auth.user_id().ok() == Some(id);
     if is_self && (body.role.is_some_and(|r| r != before.role) || body.disabled == Some(true)) {
@@ -430,7 +430,7 @@ pub async fn remove(
     if auth.user_id().ok() == Some(id) {
         return Err(ApiFailure::BadRequest("you cannot delete yourself".into()));
     }
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let before = load_user(&mut tx, id.0).await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id.as_uuid())
@@ -465,7 +465,7 @@ pub async fn security_settings(
     auth: AuthUser,
 ) -> Result<web::Json<SecuritySettings>, ApiFailure> {
     auth.require(Permission::ManageAccess)?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let require_totp_for_admins: bool =
         sqlx::query_scalar("SELECT require_totp_for_admins FROM tenants WHERE id = $1")
             .bind(auth.tenant_id.as_uuid())
@@ -490,7 +490,7 @@ pub async fn update_security_settings(
     body: web::Json<SecuritySettings>,
 ) -> Result<web::Json<SecuritySettings>, ApiFailure> {
     auth.require(Permission::ManageAccess)?;
-    let mut tx = auth.tx(&state).await?;
+    let mut tx = auth.tx(&state.pool).await?;
     let before: bool =
         sqlx::query_scalar("SELECT require_totp_for_admins FROM tenants WHERE id = $1")
             .bind(auth.tenant_id.as_uuid())

@@ -17,8 +17,8 @@ use stayopen_appliance::config::{
     ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
     ProbeSection, SimulatedLink, UplinkConfig,
 };
-use stayopen_cloud::config::CloudConfig;
-use stayopen_cloud::seed::{self, DemoSeed};
+use stayopen_cloud::domain::seed::{self, DemoSeed};
+use stayopen_cloud::infra::config::CloudConfig;
 use stayopen_cloud::startup::Application;
 use stayopen_shared::api::{
     CreatePractice, CreateUser, EnrollRequest, EnrollResponse, HardwareIdentity, LoginRequest,
@@ -222,9 +222,10 @@ impl TestCloud {
     pub async fn other_msp(&self, domain: &str) -> (TenantId, String, PracticeId) {
         let email = format!("admin@{domain}");
         let password = format!("{domain}-password");
-        let tenant = stayopen_cloud::admin::create_msp(&self.pool, domain, &email, &password)
-            .await
-            .expect("create MSP");
+        let tenant =
+            stayopen_cloud::domain::admin::create_msp(&self.pool, domain, &email, &password)
+                .await
+                .expect("create MSP");
         let token = self.login(&email, &password).await;
         let (status, practice) = self
             .post::<_, PracticeSummary>(
@@ -363,12 +364,12 @@ impl TestCloud {
         &self,
         tenant: TenantId,
         appliance: stayopen_shared::ApplianceId,
-        change: stayopen_cloud::alerts::AlertChange,
+        change: stayopen_cloud::domain::alerts::AlertChange,
     ) -> Uuid {
-        let mut tx = stayopen_cloud::db::tenant_tx(&self.pool, tenant)
+        let mut tx = stayopen_cloud::infra::db::tenant_tx(&self.pool, tenant)
             .await
             .expect("tx");
-        let touched = stayopen_cloud::alerts::apply(
+        let touched = stayopen_cloud::domain::alerts::apply(
             &mut tx,
             tenant,
             appliance,

@@ -14,8 +14,8 @@ use stayopen_shared::commands::{CommandResult, CommandSpec, CommandStatus, Devic
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId, TenantId};
 use uuid::Uuid;
 
-use crate::db;
-use crate::device_link::DeviceLink;
+use crate::infra::db;
+use crate::infra::device_link::DeviceLink;
 
 /// How long a delivered command waits for its acknowledgement before it is published again.
 pub const REDELIVER_AFTER: Duration = Duration::from_secs(15);

@@ -13,8 +13,8 @@ use stayopen_shared::policy::{
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId, TenantId};
 use uuid::Uuid;
 
-use crate::db::{self, Tx, lookup};
-use crate::device_link::DeviceLink;
+use crate::infra::db::{self, Tx, lookup};
+use crate::infra::device_link::DeviceLink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DesiredError {

@@ -159,12 +159,12 @@ struct Row {
 pub async fn verify(pool: &PgPool, tenant: Option<Uuid>) -> Result<Vec<ChainReport>, sqlx::Error> {
     let tenants = match tenant {
         Some(id) => vec![TenantId(id)],
-        None => crate::db::lookup::tenant_ids(pool).await?,
+        None => crate::infra::db::lookup::tenant_ids(pool).await?,
     };
     let mut reports = Vec::new();
     for tenant in tenants {
         let tenant_id = tenant.0;
-        let mut tx = crate::db::tenant_tx(pool, tenant).await?;
+        let mut tx = crate::infra::db::tenant_tx(pool, tenant).await?;
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT seq, at, actor, action, target_type, target_id, before, after, prev_hash, hash
              FROM audit_log WHERE tenant_id = $1 ORDER BY seq",

@@ -16,7 +16,7 @@ use rumqttd::local::{LinkRx, LinkTx};
 use stayopen_shared::Channel;
 use tokio::sync::{Notify, mpsc};
 
-use crate::metrics::{CLOUD_PUBLISH_DROPPED, Metrics};
+use crate::infra::metrics::{CLOUD_PUBLISH_DROPPED, Metrics};
 
 const QUEUE: usize = 10_000;
 

@@ -20,14 +20,19 @@
 //! holds, the request and the time; the handlers in `http::enroll` do the I/O.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use sqlx::PgPool;
 use stayopen_shared::{ApplianceId, TenantId};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::db::{self, Tx};
-use crate::pki::{DeviceCa, Issued, PkiError};
+use crate::domain::access::{digests_equal, secret_digest};
+use crate::infra::broker::{AuthRequest, REVOKER_USERNAME};
+use crate::infra::db::{self, Tx};
+use crate::infra::metrics::{BROKER_AUTH_REJECTED, Metrics};
+use crate::infra::pki::{DeviceCa, Issued, PkiError};
 
 /// How long an MSP admin's approval to enrol an appliance again lasts (it is also used up by the
 /// first enrolment it admits).
@@ -245,6 +250,90 @@ pub async fn rewrite_crl(pool: &PgPool, ca: &DeviceCa, dir: &Path) -> Result<(),
     let withdrawn = db::lookup::revoked_certificates(pool).await?;
     ca.write_crl(dir, &withdrawn)?;
     Ok(())
+}
+
+/// Answers the broker's authentication requests from the appliances table. A device must connect
+/// with client id = username = its appliance id and the password issued at enrolment.
+pub async fn serve_auth_requests(
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    revoker_secret: String,
+    mut requests: mpsc::Receiver<AuthRequest>,
+) {
+    while let Some(request) = requests.recv().await {
+        let verdict = if request.username == REVOKER_USERNAME {
+            if digests_equal(
+                &secret_digest(&request.password),
+                &secret_digest(&revoker_secret),
+            ) {
+                Ok(())
+            } else {
+                Err("bad_password")
+            }
+        } else {
+            check_device_credentials(&pool, &request).await
+        };
+        match verdict {
+            Ok(()) => {
+                let _ = request.reply.send(true);
+            }
+            Err(reason) => {
+                metrics.increment(BROKER_AUTH_REJECTED, "reason", reason);
+                tracing::warn!(client_id = %request.client_id, reason, "rejected MQTT connection");
+                let _ = request.reply.send(false);
+            }
+        }
+    }
+}
+
+async fn check_device_credentials(
+    pool: &PgPool,
+    request: &AuthRequest,
+) -> Result<(), &'static str> {
+    if request.client_id != request.username {
+        return Err("client_id_mismatch");
+    }
+    let appliance_id: ApplianceId = request.username.parse().map_err(|_| "bad_username")?;
+    let database_error = |e: sqlx::Error| {
+        tracing::error!(error = %e, "credential lookup failed");
+        "database_error"
+    };
+    let tenant = db::lookup::appliance_tenant(pool, appliance_id)
+        .await
+        .map_err(database_error)?
+        .ok_or("unknown_appliance")?;
+    let mut tx = db::tenant_tx(pool, tenant).await.map_err(database_error)?;
+    let stored: Option<(Vec<u8>, bool, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT mqtt_password_hash, revoked_at IS NOT NULL, cert_public_key
+         FROM appliances WHERE id = $1",
+    )
+    .bind(appliance_id.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(database_error)?;
+    let (stored, revoked, public_key) = stored.ok_or("unknown_appliance")?;
+    if revoked {
+        return Err("revoked_appliance");
+    }
+    let (secret, proof) = match request
+        .password
+        .split_once(stayopen_shared::api::MQTT_KEY_PROOF_SEPARATOR)
+    {
+        Some((secret, proof)) => (secret, Some(proof)),
+        None => (request.password.as_str(), None),
+    };
+    if !digests_equal(&stored, &secret_digest(secret)) {
+        return Err("bad_password");
+    }
+    // The current certificate's key must have signed the proof: a superseded certificate (whose
+    // key cannot) is refused even with the current secret. Appliances enrolled before keys were
+    // recorded have none and renew into one.
+    match public_key {
+        Some(public_key) => {
+            check_mqtt_key_proof(&public_key, appliance_id, proof.ok_or("key_proof_missing")?)
+        }
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

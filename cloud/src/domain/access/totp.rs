@@ -76,7 +76,10 @@ pub fn verify(
     (now - 1..=now + 1)
         .filter(|step| last_used_step.is_none_or(|last| *step > last))
         .find(|step| {
-            crate::auth::digests_equal(code_for_step(secret, *step).as_bytes(), code.as_bytes())
+            crate::domain::access::digests_equal(
+                code_for_step(secret, *step).as_bytes(),
+                code.as_bytes(),
+            )
         })
 }
 

@@ -15,7 +15,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 use stayopen_shared::TenantId;
 
-use crate::config::DatabaseConfig;
+use crate::infra::config::DatabaseConfig;
 
 /// The root `migrations/` folder, compiled in so the binary migrates without the source tree.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");

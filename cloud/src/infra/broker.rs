@@ -1,6 +1,6 @@
 //! The embedded MQTT broker (rumqttd) and the bridge that checks device credentials.
 //!
-//! Devices connect over TLS with a client certificate the device CA signed ([`crate::pki`]);
+//! Devices connect over TLS with a client certificate the device CA signed ([`crate::infra::pki`]);
 //! rumqttd's `validate-tenant-prefix` confines each connection to `/tenants/{certificate O}/`, so a
 //! device can only publish and subscribe under its own prefix. On top of that the auth hook checks
 //! the MQTT password issued at enrolment and refuses revoked appliances.
@@ -8,7 +8,7 @@
 //! rumqttd runs its router and listeners on threads of its own, each with a private runtime. Device
 //! credentials live in PostgreSQL, whose pool belongs to the main runtime, so the broker's auth hook
 //! does not query the database itself: it sends the credentials over a channel to a task on the main
-//! runtime ([`serve_auth_requests`]) and awaits the verdict.
+//! runtime ([`crate::domain::enrolment::serve_auth_requests`]) and awaits the verdict.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,15 +18,12 @@ use std::time::Duration;
 
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
-use sqlx::PgPool;
 use stayopen_shared::envelope::MAX_PAYLOAD_BYTES;
 use stayopen_shared::{ApplianceId, Channel};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::{digests_equal, secret_digest};
-use crate::hearing::Hearing;
-use crate::metrics::{BROKER_AUTH_REJECTED, Metrics};
-use crate::pki::{BrokerTlsFiles, DeviceCa};
+use crate::infra::hearing::Hearing;
+use crate::infra::pki::{BrokerTlsFiles, DeviceCa};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -314,94 +311,6 @@ pub async fn start(
         Links { ingest, publisher },
         auth_rx,
     ))
-}
-
-/// Answers the broker's authentication requests from the appliances table. A device must connect
-/// with client id = username = its appliance id and the password issued at enrolment.
-pub async fn serve_auth_requests(
-    pool: PgPool,
-    metrics: Arc<Metrics>,
-    revoker_secret: String,
-    mut requests: mpsc::Receiver<AuthRequest>,
-) {
-    while let Some(request) = requests.recv().await {
-        let verdict = if request.username == REVOKER_USERNAME {
-            if digests_equal(
-                &secret_digest(&request.password),
-                &secret_digest(&revoker_secret),
-            ) {
-                Ok(())
-            } else {
-                Err("bad_password")
-            }
-        } else {
-            check_device_credentials(&pool, &request).await
-        };
-        match verdict {
-            Ok(()) => {
-                let _ = request.reply.send(true);
-            }
-            Err(reason) => {
-                metrics.increment(BROKER_AUTH_REJECTED, "reason", reason);
-                tracing::warn!(client_id = %request.client_id, reason, "rejected MQTT connection");
-                let _ = request.reply.send(false);
-            }
-        }
-    }
-}
-
-async fn check_device_credentials(
-    pool: &PgPool,
-    request: &AuthRequest,
-) -> Result<(), &'static str> {
-    if request.client_id != request.username {
-        return Err("client_id_mismatch");
-    }
-    let appliance_id: ApplianceId = request.username.parse().map_err(|_| "bad_username")?;
-    let database_error = |e: sqlx::Error| {
-        tracing::error!(error = %e, "credential lookup failed");
-        "database_error"
-    };
-    let tenant = crate::db::lookup::appliance_tenant(pool, appliance_id)
-        .await
-        .map_err(database_error)?
-        .ok_or("unknown_appliance")?;
-    let mut tx = crate::db::tenant_tx(pool, tenant)
-        .await
-        .map_err(database_error)?;
-    let stored: Option<(Vec<u8>, bool, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT mqtt_password_hash, revoked_at IS NOT NULL, cert_public_key
-         FROM appliances WHERE id = $1",
-    )
-    .bind(appliance_id.as_uuid())
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(database_error)?;
-    let (stored, revoked, public_key) = stored.ok_or("unknown_appliance")?;
-    if revoked {
-        return Err("revoked_appliance");
-    }
-    let (secret, proof) = match request
-        .password
-        .split_once(stayopen_shared::api::MQTT_KEY_PROOF_SEPARATOR)
-    {
-        Some((secret, proof)) => (secret, Some(proof)),
-        None => (request.password.as_str(), None),
-    };
-    if !digests_equal(&stored, &secret_digest(secret)) {
-        return Err("bad_password");
-    }
-    // The current certificate's key must have signed the proof: a superseded certificate (whose
-    // key cannot) is refused even with the current secret. Appliances enrolled before keys were
-    // recorded have none and renew into one.
-    match public_key {
-        Some(public_key) => crate::enrolment::check_mqtt_key_proof(
-            &public_key,
-            appliance_id,
-            proof.ok_or("key_proof_missing")?,
-        ),
-        None => Ok(()),
-    }
 }
 
 /// The username of the cloud's own short connection that closes a revoked appliance's session.

@@ -4,9 +4,9 @@ use sqlx::PgPool;
 use stayopen_shared::TenantId;
 use uuid::Uuid;
 
-use crate::audit::{self, Actor, Change};
-use crate::auth::{check_password_strength, hash_password};
-use crate::db::{self, lookup};
+use crate::domain::access::{check_password_strength, hash_password};
+use crate::domain::audit::{self, Actor, Change};
+use crate::infra::db::{self, lookup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

@@ -20,9 +20,9 @@ use stayopen_shared::topics::TopicError;
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId, WireError};
 use uuid::Uuid;
 
-use crate::device_link::DeviceLink;
-use crate::hearing::Hearing;
-use crate::metrics::{
+use crate::infra::device_link::DeviceLink;
+use crate::infra::hearing::Hearing;
+use crate::infra::metrics::{
     INGEST_ACCEPTED, INGEST_ACKNOWLEDGED, INGEST_DUPLICATE, INGEST_REJECTED, INGEST_STORE_RETRIES,
     Metrics,
 };
@@ -156,10 +156,10 @@ pub async fn store(
     message: &DeviceMessage,
 ) -> Result<Stored, StoreError> {
     let appliance_id = message.appliance_id();
-    let Some(tenant) = crate::db::lookup::appliance_tenant(pool, appliance_id).await? else {
+    let Some(tenant) = crate::infra::db::lookup::appliance_tenant(pool, appliance_id).await? else {
         return Err(Rejection::UnknownAppliance(appliance_id.to_string()).into());
     };
-    let mut tx = crate::db::tenant_tx(pool, tenant).await?;
+    let mut tx = crate::infra::db::tenant_tx(pool, tenant).await?;
     let row: Option<(uuid::Uuid, bool, bool)> = sqlx::query_as(
         "SELECT tenant_id, revoked_at IS NOT NULL, online FROM appliances WHERE id = $1 FOR UPDATE",
     )
@@ -176,9 +176,10 @@ pub async fn store(
     // A message from an appliance marked offline (by its last will or the heartbeat sweep) brings
     // it back: its offline alert clears.
     let mut alert_changes = Vec::new();
-    let heard_from = |alert_changes: &mut Vec<crate::alerts::AlertChange>, now_online: bool| {
+    let heard_from = |alert_changes: &mut Vec<crate::domain::alerts::AlertChange>,
+                      now_online: bool| {
         if !was_online && now_online {
-            alert_changes.extend(crate::alerts::rules_for_presence(
+            alert_changes.extend(crate::domain::alerts::rules_for_presence(
                 true,
                 "messages arrive again",
             ));
@@ -213,7 +214,7 @@ pub async fn store(
                 .rows_affected();
                 if changed == 1 {
                     // The dashboard shows drift: tell it the appliance caught up.
-                    crate::stream::notify_appliance(&mut tx, appliance_id).await?;
+                    crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
                 }
             }
             let (now_online, uplink_changed): (bool, bool) = sqlx::query_as(
@@ -240,12 +241,12 @@ pub async fn store(
             .fetch_one(&mut *tx)
             .await?;
             if uplink_changed || now_online != was_online {
-                crate::stream::notify_appliance(&mut tx, appliance_id).await?;
+                crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
             }
             heard_from(&mut alert_changes, now_online);
             if inserted == 1 {
                 alert_changes.extend(
-                    crate::alerts::stateful_rules(
+                    crate::domain::alerts::stateful_rules(
                         &mut tx,
                         appliance_id,
                         Some(&env.body),
@@ -291,10 +292,10 @@ pub async fn store(
             heard_from(&mut alert_changes, now_online);
             if inserted == 1 {
                 // A new entry on the appliance's timeline.
-                crate::stream::notify_appliance(&mut tx, appliance_id).await?;
-                alert_changes.extend(crate::alerts::rules_for_event(&env.body));
+                crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
+                alert_changes.extend(crate::domain::alerts::rules_for_event(&env.body));
                 alert_changes.extend(
-                    crate::alerts::stateful_rules(
+                    crate::domain::alerts::stateful_rules(
                         &mut tx,
                         appliance_id,
                         None,
@@ -324,35 +325,36 @@ pub async fn store(
             .await?
             .rows_affected();
             if applied == 1 && env.body.online != was_online {
-                crate::stream::notify_appliance(&mut tx, appliance_id).await?;
+                crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
                 let why = if env.body.online {
                     "connected"
                 } else {
                     "disconnected (goodbye or last will)"
                 };
-                let changes = crate::alerts::rules_for_presence(env.body.online, why);
-                crate::alerts::apply(&mut tx, tenant, appliance_id, &changes, env.sent_at).await?;
+                let changes = crate::domain::alerts::rules_for_presence(env.body.online, why);
+                crate::domain::alerts::apply(&mut tx, tenant, appliance_id, &changes, env.sent_at)
+                    .await?;
             }
             if env.body.online {
                 // The appliance (re)connected, perhaps to a broker that has just restarted and
                 // holds nothing: send its desired policy again and deliver what waits for it.
-                crate::desired::refresh(&mut tx, tenant, &[appliance_id.0])
+                crate::domain::policy::refresh(&mut tx, tenant, &[appliance_id.0])
                     .await
                     .map_err(|e| match e {
-                        crate::desired::DesiredError::Database(e) => StoreError::Database(e),
+                        crate::domain::policy::DesiredError::Database(e) => StoreError::Database(e),
                         other => StoreError::Policy(other.to_string()),
                     })?;
-                let messages = crate::desired::outgoing(&mut tx, &[appliance_id]).await?;
+                let messages = crate::domain::policy::outgoing(&mut tx, &[appliance_id]).await?;
                 tx.commit().await?;
-                crate::desired::send(link, messages);
+                crate::domain::policy::send(link, messages);
                 link.wake_delivery.notify_one();
                 return Ok(Stored::New);
             }
             Stored::New
         }
         DeviceMessage::CommandResult(env) => {
-            if crate::commands::record_result(&mut tx, appliance_id, &env.body).await? {
-                crate::stream::notify_appliance(&mut tx, appliance_id).await?;
+            if crate::domain::commands::record_result(&mut tx, appliance_id, &env.body).await? {
+                crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
                 Stored::New
             } else {
                 Stored::Duplicate
@@ -360,7 +362,7 @@ pub async fn store(
         }
     };
     if !alert_changes.is_empty() {
-        crate::alerts::apply(
+        crate::domain::alerts::apply(
             &mut tx,
             tenant,
             appliance_id,
@@ -567,7 +569,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     device_link: DeviceLink,
     hearing: Arc<Hearing>,
-    mut incoming: tokio::sync::mpsc::Receiver<crate::broker::Incoming>,
+    mut incoming: tokio::sync::mpsc::Receiver<crate::infra::broker::Incoming>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut acks = PendingAcks::default();

@@ -1,13 +1,15 @@
 //! Passwords, access tokens, API tokens, device secrets, and the extractor that turns a bearer
 //! token into an authenticated caller scoped to one tenant.
 
+pub mod throttle;
+pub mod totp;
+pub mod visibility;
+
 use std::collections::HashMap;
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Duration, Utc};
-use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -16,10 +18,8 @@ use stayopen_shared::api::{ApiTokenScope, Role};
 use stayopen_shared::{PracticeId, TenantId, UserId};
 use uuid::Uuid;
 
-use crate::audit::Actor;
-use crate::db;
-use crate::http::error::ApiFailure;
-use crate::startup::AppState;
+use crate::domain::audit::Actor;
+use crate::infra::db;
 
 /// Hashes a dashboard password with Argon2id (the `argon2` crate's defaults follow OWASP's
 /// recommendation: 19 MiB, 2 iterations).
@@ -239,6 +239,19 @@ impl Permission {
     }
 }
 
+/// Why access was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The caller is known but their role or token scope does not allow this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The thing does not exist or the caller may not see it (the two are not told apart).
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
 /// The caller of an API request, proven by its bearer token. Handlers never take a tenant from the
 /// request: [`AuthUser::tx`] opens a transaction that row-level security confines to this tenant,
 /// and [`AuthUser::practice_filter`] narrows practice-scoped roles further.
@@ -272,11 +285,11 @@ impl AuthUser {
         by_role && by_scope
     }
 
-    pub fn require(&self, permission: Permission) -> Result<(), ApiFailure> {
+    pub fn require(&self, permission: Permission) -> Result<(), AccessError> {
         if self.allows(permission) {
             Ok(())
         } else {
-            Err(ApiFailure::Forbidden(permission.denied_message()))
+            Err(AccessError::Forbidden(permission.denied_message()))
         }
     }
 
@@ -302,104 +315,19 @@ impl AuthUser {
     }
 
     /// The signed-in user, for endpoints about one's own account.
-    pub fn user_id(&self) -> Result<UserId, ApiFailure> {
+    pub fn user_id(&self) -> Result<UserId, AccessError> {
         match self.principal {
             Principal::User(id) => Ok(id),
-            Principal::ApiToken(_) => Err(ApiFailure::Forbidden(
+            Principal::ApiToken(_) => Err(AccessError::Forbidden(
                 "this endpoint is for signed-in users, not API tokens",
             )),
         }
     }
 
     /// A transaction that sees only this caller's tenant.
-    pub async fn tx(&self, state: &AppState) -> Result<db::Tx, ApiFailure> {
-        Ok(db::tenant_tx(&state.pool, self.tenant_id).await?)
+    pub async fn tx(&self, pool: &sqlx::PgPool) -> Result<db::Tx, sqlx::Error> {
+        db::tenant_tx(pool, self.tenant_id).await
     }
-}
-
-impl FromRequest for AuthUser {
-    type Error = ApiFailure;
-    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let user = authenticate(&req).await?;
-            if user.totp_enrolment_only {
-                return Err(reject(&req, ApiFailure::TotpEnrolmentRequired));
-            }
-            Ok(user)
-        })
-    }
-}
-
-/// A caller who may also hold a TOTP-enrolment-only token: for the endpoints that let such an
-/// admin see who they are and enrol their second factor.
-#[derive(Debug, Clone)]
-pub struct SessionUser(pub AuthUser);
-
-impl FromRequest for SessionUser {
-    type Error = ApiFailure;
-    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move { authenticate(&req).await.map(SessionUser) })
-    }
-}
-
-fn reject(req: &HttpRequest, failure: ApiFailure) -> ApiFailure {
-    if let Some(state) = req.app_data::<web::Data<AppState>>() {
-        state
-            .metrics
-            .increment(crate::metrics::API_REJECTED, "reason", failure.code());
-    }
-    tracing::info!(path = %req.path(), reason = failure.code(), "rejected unauthenticated request");
-    failure
-}
-
-#[derive(serde::Deserialize)]
-struct StreamAuth {
-    access_token: Option<String>,
-}
-
-async fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiFailure> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiFailure::Internal("application state missing".into()))?;
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    // EventSource cannot send headers: the live-update stream alone takes the token in its query.
-    let query_token = (req.path() == crate::http::stream::STREAM_PATH)
-        .then(|| {
-            web::Query::<StreamAuth>::from_query(req.query_string())
-                .ok()
-                .and_then(|q| q.into_inner().access_token)
-        })
-        .flatten();
-    let result = match header
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .or(query_token.as_deref())
-    {
-        None => Err(ApiFailure::Unauthenticated("missing bearer token".into())),
-        Some(token) if token.starts_with(API_TOKEN_PREFIX) => {
-            crate::http::api_tokens::authenticate(state, token).await
-        }
-        Some(token) => match state.tokens.verify(token) {
-            Ok(AuthUser {
-                principal: Principal::User(user),
-                tenant_id,
-                ..
-            }) => crate::http::session::signed_in_user(state, tenant_id, user).await,
-            Ok(other) => Ok(other),
-            Err(TokenError::Expired) => Err(ApiFailure::TokenExpired),
-            Err(e) => Err(ApiFailure::Unauthenticated(e.to_string())),
-        },
-    };
-    result.map_err(|failure| reject(req, failure))
 }
 
 #[cfg(test)]

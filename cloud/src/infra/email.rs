@@ -12,7 +12,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use stayopen_shared::alerts::{AlertState, AlertView, Severity};
 use uuid::Uuid;
 
-use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::infra::config::{SmtpConfig, SmtpSecurity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmailError {

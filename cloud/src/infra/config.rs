@@ -248,7 +248,7 @@ impl Default for BrokerConfig {
             public_port: None,
             tls_dir: PathBuf::from("/var/lib/stayopen-cloud/pki"),
             external: None,
-            device_cert_days: crate::pki::DEVICE_CERT_DAYS,
+            device_cert_days: crate::infra::pki::DEVICE_CERT_DAYS,
         }
     }
 }

@@ -7,11 +7,11 @@ use stayopen_shared::api::Role;
 use stayopen_shared::{PracticeId, TenantId, UserId};
 use uuid::Uuid;
 
-use crate::audit::{self, Actor, Change};
-use crate::auth::{AuthUser, Principal, hash_password};
-use crate::db::{self, lookup};
+use crate::domain::access::{AuthUser, Principal, hash_password};
+use crate::domain::audit::{self, Actor, Change};
 use crate::http::error::ApiFailure;
 use crate::http::tokens;
+use crate::infra::db::{self, lookup};
 
 pub const DEMO_TENANT: &str = "Lakeside IT Partners";
 pub const DEMO_EMAIL: &str = "admin@lakeside-it.example";

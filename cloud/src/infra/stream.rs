@@ -18,7 +18,7 @@ use stayopen_shared::{ApplianceId, TenantId};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::db::Tx;
+use crate::infra::db::Tx;
 
 /// The PostgreSQL notification channel.
 pub const CHANNEL: &str = "stayopen_stream";

@@ -23,10 +23,11 @@ use stayopen_shared::telemetry::{Telemetry, UplinkHealth};
 use stayopen_shared::{ApplianceId, TenantId};
 use uuid::Uuid;
 
-use crate::clinic::{ClinicNow, clinic_now};
-use crate::db::{self, Tx};
-use crate::hearing::Hearing;
-use crate::metrics::{Metrics, OFFLINE_JUDGEMENT_SUSPENDED};
+use crate::domain::clinic::{ClinicNow, clinic_now};
+use crate::domain::notifications::Transition;
+use crate::infra::db::{self, Tx};
+use crate::infra::hearing::Hearing;
+use crate::infra::metrics::{Metrics, OFFLINE_JUDGEMENT_SUSPENDED};
 
 /// A change to an appliance's alerts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,17 +334,6 @@ pub async fn stateful_rules(
     Ok(changes)
 }
 
-/// What a change did to an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
-    Opened,
-    /// The condition repeated while the alert was unresolved.
-    Folded,
-    /// An informational alert, over as it happened.
-    Notice,
-    Resolved,
-}
-
 /// What decides how an appliance's alert is raised: its effective policy (severity tuning and
 /// thresholds), its practice's clinic hours at the time, and any maintenance window then.
 #[derive(Debug, Clone)]
@@ -494,9 +484,9 @@ pub async fn apply(
             }
         }
     }
-    crate::notify::enqueue(tx, &touched).await?;
+    crate::domain::notifications::enqueue(tx, &touched).await?;
     let ids: Vec<Uuid> = touched.iter().map(|(id, _)| *id).collect();
-    crate::stream::notify_alerts(tx, &ids).await?;
+    crate::infra::stream::notify_alerts(tx, &ids).await?;
     Ok(touched)
 }
 
@@ -722,7 +712,7 @@ pub enum Sweep {
 
 /// Declares offline the appliances silent past `offline_after_secs` — unless the cloud could not
 /// have heard them: while it is deaf, during the grace period after hearing resumes, or when most
-/// of the fleet went silent at once (see [`crate::hearing`]).
+/// of the fleet went silent at once (see [`crate::infra::hearing`]).
 pub async fn sweep_once(
     pool: &PgPool,
     offline_after_secs: u32,
@@ -737,7 +727,7 @@ pub async fn sweep_once(
         .bind(secs)
         .fetch_one(pool)
         .await?;
-    if crate::hearing::is_fleet_wide_silence(silent, online) {
+    if crate::infra::hearing::is_fleet_wide_silence(silent, online) {
         tracing::warn!(
             silent,
             online,
@@ -764,7 +754,7 @@ pub async fn sweep_once(
         .await?;
         let changes = rules_for_presence(false, &format!("no message for {offline_after_secs} s"));
         for id in &gone {
-            crate::stream::notify_appliance(&mut tx, ApplianceId(*id)).await?;
+            crate::infra::stream::notify_appliance(&mut tx, ApplianceId(*id)).await?;
             apply(
                 &mut tx,
                 TenantId(tenant),
