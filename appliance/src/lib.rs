@@ -8,10 +8,14 @@
 //! - [`uplink_report`]: turns probe results into the telemetry the cloud shows.
 //! - [`outbox`]: what waits on disk for the cloud's acknowledgement.
 //! - [`cloud_link`]: MQTT to the cloud, sending from the outbox.
+//! - [`remote`]: what the cloud asks of the appliance (policy, commands), without I/O.
+//! - [`events_log`]: the local record of every decision, one JSON object per line.
 //! - [`control`]: the local control socket behind `status` and `drill`.
 //! - [`agent`]: the driver that owns the clock and ties the rest together.
-//! - [`fleet_sim`]: many agents in one process for demos and load.
-//! - [`testbed`]: the network-namespace testbed behind the netns tests and the failover benchmark.
+//!
+//! This library and the `stayopen-appliance` binary are what ships on the appliance, nothing more:
+//! the simulated fleet and the network-namespace testbed that drive the agent for demos, load and
+//! tests live in `stayopen-testkit` (`testkit/`) and use only the public API below.
 
 pub mod agent;
 pub mod cloud_link;
@@ -20,11 +24,9 @@ pub mod control;
 pub mod dataplane;
 pub mod engine;
 pub mod events_log;
-pub mod fleet_sim;
 pub mod identity;
 pub mod outbox;
 pub mod remote;
-pub mod testbed;
 pub mod uplink_report;
 
 /// Reported to the cloud at enrolment and in presence messages.

@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_appliance::config::ApplianceConfig;
 use stayopen_appliance::control::{self, Request, Response};
-use stayopen_appliance::fleet_sim::{self, FleetOptions};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -51,37 +50,6 @@ enum Command {
         #[arg(long)]
         stop: bool,
     },
-    /// Run a fleet of simulated appliances (the real agent over simulated links) against a cloud.
-    SimulateFleet {
-        /// Base URL of the cloud API.
-        #[arg(long)]
-        api_url: String,
-        /// The JSON written by `stayopen-cloud seed-demo`; its enrolment tokens are shared out
-        /// round-robin.
-        #[arg(long)]
-        seed_file: PathBuf,
-        #[arg(long, default_value_t = 20)]
-        count: usize,
-        /// Number of the first simulated appliance (serials SO-SIM-NNNN), so several simulators can
-        /// share one cloud.
-        #[arg(long, default_value_t = 0)]
-        first_index: usize,
-        /// Each appliance keeps its state in a subfolder.
-        #[arg(long)]
-        state_root: PathBuf,
-        #[arg(long, default_value_t = 10)]
-        telemetry_interval_secs: u32,
-    },
-}
-
-#[derive(serde::Deserialize)]
-struct SeedFile {
-    practices: Vec<SeedPractice>,
-}
-
-#[derive(serde::Deserialize)]
-struct SeedPractice {
-    enrollment_token: String,
 }
 
 fn main() -> ExitCode {
@@ -171,46 +139,6 @@ fn main() -> ExitCode {
                 Ok(other) => unexpected(other),
                 Err(code) => code,
             }
-        }
-        Command::SimulateFleet {
-            api_url,
-            seed_file,
-            count,
-            first_index,
-            state_root,
-            telemetry_interval_secs,
-        } => {
-            let seed: SeedFile = match std::fs::read(&seed_file)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-            {
-                Ok(seed) => seed,
-                Err(e) => {
-                    eprintln!("stayopen-appliance: {}: {e}", seed_file.display());
-                    return ExitCode::from(2);
-                }
-            };
-            if seed.practices.is_empty() {
-                eprintln!(
-                    "stayopen-appliance: {}: no practices with enrolment tokens",
-                    seed_file.display()
-                );
-                return ExitCode::from(2);
-            }
-            let options = FleetOptions {
-                api_url,
-                enrollment_tokens: seed
-                    .practices
-                    .into_iter()
-                    .map(|p| p.enrollment_token)
-                    .collect(),
-                first_index,
-                count,
-                state_root,
-                telemetry_interval_secs,
-            };
-            runtime.block_on(fleet_sim::run(options, stop_rx));
-            ExitCode::SUCCESS
         }
     }
 }

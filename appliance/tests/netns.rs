@@ -2,16 +2,18 @@
 //! a LAN host streams UDP to an echo server on the "internet" while faults are injected on the
 //! primary ISP. Needs root, `ip`, `nft` and `conntrack` (infra/scripts/test.sh installs them).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use stayopen_appliance::control::{Request, Response};
-use stayopen_appliance::testbed::{
-    ISP1_PUBLIC, ISP2_PUBLIC, Stream, StreamReport, TARGETS, Testbed,
+use stayopen_testkit::testbed::{
+    self, ISP1_PUBLIC, ISP2_PUBLIC, Stream, StreamReport, TARGETS, Testbed,
 };
 
-fn tools() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_stayopen-testbed"))
+/// `stayopen-testbed`, from the testkit crate: `cargo test --workspace` builds it; before
+/// `cargo test -p stayopen-appliance --test netns`, `cargo build -p stayopen-testkit` does.
+fn tools() -> PathBuf {
+    testbed::tools_binary().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn appliance() -> &'static Path {
@@ -33,7 +35,7 @@ async fn testbed(name: &str, clean_secs: u32) -> (Testbed, Stream) {
     let prefix = format!("so{}{name}", std::process::id() % 10_000);
     // Undamped unless the clean period is the default: tests fail the primary repeatedly.
     let (bed, stream) =
-        Testbed::running(&prefix, tools(), appliance(), clean_secs, clean_secs == 30)
+        Testbed::running(&prefix, &tools(), appliance(), clean_secs, clean_secs == 30)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -11,12 +11,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{TestCloud, eventually, spawn_cloud};
-use stayopen_appliance::fleet_sim::{self, FleetOptions};
 use stayopen_cloud::domain::seed::DemoSeed;
 use stayopen_shared::api::{
     ApplianceConfiguration, ApplianceView, Page, Role, TotpSetup, UpdateUser, UserView,
 };
 use stayopen_shared::ids::ApplianceId;
+use stayopen_testkit::fleet_sim::{self, FleetOptions};
 use tokio::sync::watch;
 use webdriver::Browser;
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::events::stored;
 use common::eventually;
 use common::process::CloudProcess;
-use stayopen_appliance::testbed::Testbed;
 use stayopen_cloud::domain::seed;
+use stayopen_testkit::testbed::Testbed;
 use uuid::Uuid;
 
 /// Where the cloud listens inside the internet namespace.

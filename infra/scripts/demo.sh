@@ -35,8 +35,9 @@ CHECK_TIMEOUT="${STAYOPEN_DEMO_CHECK_TIMEOUT:-180}"
 START=$(date +%s)
 
 ensure_deps
-log "building the cloud and the appliance agent"
-cargo build --bin stayopen-cloud --bin stayopen-appliance
+log "building the cloud, the appliance agent and the fleet simulator"
+cargo build -p stayopen-cloud -p stayopen-appliance -p stayopen-testkit \
+    --bin stayopen-cloud --bin stayopen-appliance --bin stayopen-fleet-sim
 log "building the dashboard (wasm)"
 "$ROOT/infra/scripts/build-frontend.sh"
 
@@ -92,7 +93,7 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "http://$HTTP_ADDR/readyz" >/dev/null || die "the cloud is not ready; see $DEMO_DIR/cloud.log"
 
-"$BIN/stayopen-appliance" simulate-fleet --api-url "http://$HTTP_ADDR" --seed-file "$DEMO_DIR/seed.json" \
+"$BIN/stayopen-fleet-sim" --api-url "http://$HTTP_ADDR" --seed-file "$DEMO_DIR/seed.json" \
     --count "$FLEET_SIZE" --state-root "$DEMO_DIR/fleet" > "$DEMO_DIR/fleet.log" 2>&1 &
 PIDS+=($!)
 

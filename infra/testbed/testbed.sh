@@ -16,6 +16,8 @@
 # `ehr-https DIR` writes a test CA (DIR/ca.pem) and a certificate for 203.0.113.30 / ehr.example,
 # and serves HTTPS on 203.0.113.30:443 from the internet namespace: the stand-in for a cloud EHR.
 # NODE is one of lan, app, isp1, isp2, net; namespaces are named PREFIX-NODE.
+# The netns tests and the failover benchmark (`stayopen-testbed bench`) drive it through the testkit
+# crate's testbed module (testkit/src/testbed.rs).
 set -euo pipefail
 
 P="${1:?prefix}"

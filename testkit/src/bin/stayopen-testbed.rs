@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use stayopen_appliance::testbed::{self, ISP1_PUBLIC, ISP2_PUBLIC, Stream, Testbed};
+use stayopen_testkit::testbed::{self, ISP1_PUBLIC, ISP2_PUBLIC, Stream, Testbed};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -7,13 +7,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
-use crate::agent::{self, AgentOptions};
-use crate::config::{
+use stayopen_appliance::agent::{self, AgentOptions};
+use stayopen_appliance::config::{
     ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
     OutageKind, ProbeSection, SimulatedLink, UplinkConfig,
 };
+use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
 pub struct FleetOptions {

@@ -15,8 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-
-use crate::control::{self, Request, Response, Status};
+use stayopen_appliance::control::{self, Request, Response, Status};
 
 /// Where the echo server listens, on the "internet" side.
 pub const ECHO_ADDR: &str = "203.0.113.20:7";
@@ -47,6 +46,12 @@ pub enum TestbedError {
     Command { what: String, stderr: String },
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
+    #[error(
+        "{} is missing: build it first (`cargo build -p stayopen-testkit --bin stayopen-testbed`; \
+         `cargo test --workspace`, as infra/scripts/test.sh runs it, builds it too)",
+        .0.display()
+    )]
+    MissingTools(PathBuf),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestbedError {
@@ -57,6 +62,24 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestbedError {
 /// The repository's testbed script.
 pub fn script_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/testbed/testbed.sh")
+}
+
+/// The `stayopen-testbed` binary (the servers and the LAN stream run inside the namespaces) of the
+/// build the running test belongs to: `target/<profile>/`, the folder above the test's `deps/`.
+/// Tests of other crates cannot name it with `env!("CARGO_BIN_EXE_…")`, which Cargo sets only for a
+/// crate's own binaries, so it is looked up there and must have been built.
+pub fn tools_binary() -> Result<PathBuf, TestbedError> {
+    let exe = std::env::current_exe().map_err(io("locating the test binary"))?;
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."))
+        .join("stayopen-testbed");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(TestbedError::MissingTools(path))
+    }
 }
 
 /// A running topology; dropping it stops everything it started and deletes the namespaces.

@@ -1,0 +1,14 @@
+//! Test and demo infrastructure for the StayOpen appliance, kept out of what ships on the appliance.
+//!
+//! The appliance's production library and its `stayopen-appliance` binary hold only what runs on
+//! the box. What exercises them from outside lives here, on top of their public API: the agent is
+//! driven exactly as a user of the library would drive it, and none of this code (nor the servers,
+//! traffic generators and fault scripts it starts) is compiled into the appliance's image.
+//!
+//! - [`fleet_sim`]: many real agents in one process over simulated links, for the demo
+//!   (`stayopen-fleet-sim`), the dashboard's browser test and load.
+//! - [`testbed`]: the network-namespace testbed behind the netns tests and the failover benchmark
+//!   (`stayopen-testbed`).
+
+pub mod fleet_sim;
+pub mod testbed;
