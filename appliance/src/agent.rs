@@ -654,9 +654,9 @@ pub async fn run_with_renewal(
                             source,
                         })?
                         .trim()
-                        .to_owned(),
+                        .into(),
                 ),
-                (token, None) => identity::Proof::Token(token.clone().unwrap_or_default()),
+                (token, None) => identity::Proof::Token(token.clone().unwrap_or_default().into()),
             };
             let enrol =
                 identity::load_or_enroll(&state_dir, &http, &cloud.api_url, &proof, hardware);

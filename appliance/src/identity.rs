@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use chrono::{DateTime, DurationRound, Utc};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use stayopen_shared::api::{
     ApiError, ClaimEnrollRequest, EnrollRequest, EnrollResponse, HardwareIdentity, MqttCredentials,
@@ -169,22 +170,13 @@ pub fn detect_hardware(section: &ApplianceSection, uplinks: &[UplinkConfig]) -> 
     HardwareIdentity { serial, mac, model }
 }
 
-/// What the appliance proves its right to enrol with.
-#[derive(Clone, PartialEq, Eq)]
+/// What the appliance proves its right to enrol with; redacted in `Debug`, zeroised on drop.
+#[derive(Debug, Clone)]
 pub enum Proof {
     /// An enrolment token from the dashboard.
-    Token(String),
+    Token(SecretString),
     /// The factory key of a box whose serial the MSP registered (zero-touch).
-    FactoryKey(String),
-}
-
-impl std::fmt::Debug for Proof {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Proof::Token(_) => "Proof::Token(..)",
-            Proof::FactoryKey(_) => "Proof::FactoryKey(..)",
-        })
-    }
+    FactoryKey(SecretString),
 }
 
 /// Calls `POST /api/v1/enroll` (token) or `POST /api/v1/enroll/claim` (factory key) once.
@@ -201,7 +193,7 @@ pub async fn enroll(
         Proof::Token(token) => (
             format!("{base}/api/v1/enroll"),
             serde_json::to_value(EnrollRequest {
-                token: token.clone(),
+                token: token.expose_secret().to_owned(),
                 hardware,
                 agent_version,
                 csr_pem,
@@ -210,7 +202,7 @@ pub async fn enroll(
         Proof::FactoryKey(factory_key) => (
             format!("{base}/api/v1/enroll/claim"),
             serde_json::to_value(ClaimEnrollRequest {
-                factory_key: factory_key.clone(),
+                factory_key: factory_key.expose_secret().to_owned(),
                 hardware,
                 agent_version,
                 csr_pem,
@@ -491,6 +483,17 @@ pub async fn renew(
 mod tests {
     use super::*;
     use uuid::Uuid;
+
+    #[test]
+    fn an_enrolment_proof_never_shows_its_secret_in_debug_output() {
+        for proof in [
+            Proof::Token("soe_secret-token".into()),
+            Proof::FactoryKey("factory-secret-key".into()),
+        ] {
+            let shown = format!("{proof:?}");
+            assert!(!shown.contains("secret-"), "{shown}");
+        }
+    }
 
     #[test]
     fn a_stored_identity_loads_back_and_is_private() {

@@ -87,7 +87,7 @@ async fn drain(cloud: &common::TestCloud, token: &str, serial: &str, hours: i64)
         state.path(),
         &cloud.http,
         &cloud.base_url,
-        &Proof::Token(token.to_owned()),
+        &Proof::Token(token.into()),
         HardwareIdentity {
             serial: serial.into(),
             mac: format!("02:53:4f:00:20:{:02x}", hours),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use utoipa_actix_web::AppExt;
 
@@ -201,23 +202,26 @@ impl Application {
             });
         }
 
-        let secret = match &config.auth.jwt_secret {
+        let secret: secrecy::SecretString = match &config.auth.jwt_secret {
             Some(secret) => secret.clone(),
             None => {
                 tracing::warn!(
                     "auth.jwt_secret is not set: using a random secret; sessions end when the cloud restarts"
                 );
-                random_secret()
+                random_secret().into()
             }
         };
         let previous: Vec<&[u8]> = config
             .auth
             .previous_jwt_secrets
             .iter()
-            .map(String::as_bytes)
+            .map(|previous| previous.expose_secret().as_bytes())
             .collect();
-        let tokens =
-            TokenKeys::with_previous(secret.as_bytes(), &previous, config.auth.token_ttl_minutes);
+        let tokens = TokenKeys::with_previous(
+            secret.expose_secret().as_bytes(),
+            &previous,
+            config.auth.token_ttl_minutes,
+        );
         let openapi_json = crate::http::openapi_document()
             .to_json()
             .map_err(|e| StartupError::OpenApi(e.to_string()))?;

@@ -104,7 +104,7 @@ async fn start_burst(
         state.path(),
         &reqwest::Client::new(),
         &cloud.base_url(),
-        &Proof::Token(token.to_owned()),
+        &Proof::Token(token.into()),
         HardwareIdentity {
             serial: serial.into(),
             mac: mac.into(),

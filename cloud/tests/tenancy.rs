@@ -140,7 +140,7 @@ async fn the_application_role_cannot_write_into_another_tenant_or_rewrite_the_au
 async fn the_cloud_refuses_to_serve_through_a_role_that_bypasses_row_level_security() {
     let cloud = spawn_cloud().await;
     let mut config = CloudConfig::default();
-    config.database.url = cloud.database_url.clone();
+    config.database.url = cloud.database_url.clone().into();
     config.database.max_connections = 1;
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
     config.broker.listen = "127.0.0.1:0".parse().expect("addr");

@@ -8,6 +8,13 @@ use crate::ids::{ApplianceId, PracticeId};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum AlertKind {
     /// The appliance stopped talking to the cloud (last will, or silence past the heartbeat).
     ApplianceOffline,
@@ -38,40 +45,16 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 12] = [
-        AlertKind::ApplianceOffline,
-        AlertKind::Failover,
-        AlertKind::Failback,
-        AlertKind::OnBackupLong,
-        AlertKind::UplinkDown,
-        AlertKind::DrillFailed,
-        AlertKind::PolicyApplyFailed,
-        AlertKind::CertificateExpiring,
-        AlertKind::UplinkDegraded,
-        AlertKind::Flapping,
-        AlertKind::MeteredOverBudget,
-        AlertKind::DrillOverdue,
-    ];
+    /// Every variant, in declaration order.
+    pub const ALL: &'static [AlertKind] = <AlertKind as strum::VariantArray>::VARIANTS;
 
+    /// The snake_case name, as in JSON and in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::ApplianceOffline => "appliance_offline",
-            AlertKind::Failover => "failover",
-            AlertKind::Failback => "failback",
-            AlertKind::OnBackupLong => "on_backup_long",
-            AlertKind::UplinkDown => "uplink_down",
-            AlertKind::DrillFailed => "drill_failed",
-            AlertKind::PolicyApplyFailed => "policy_apply_failed",
-            AlertKind::CertificateExpiring => "certificate_expiring",
-            AlertKind::UplinkDegraded => "uplink_degraded",
-            AlertKind::Flapping => "flapping",
-            AlertKind::MeteredOverBudget => "metered_over_budget",
-            AlertKind::DrillOverdue => "drill_overdue",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
+        s.parse().ok()
     }
 
     /// The default severity; the policy's `alert_severity` tunes it per kind.
@@ -95,6 +78,13 @@ impl AlertKind {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum Severity {
     Info,
     Warning,
@@ -102,24 +92,26 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The snake_case name, as in JSON and in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Severity::Info, Severity::Warning, Severity::Critical]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        s.parse().ok()
     }
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum AlertState {
     Open,
     Acknowledged,
@@ -127,22 +119,13 @@ pub enum AlertState {
 }
 
 impl AlertState {
+    /// The snake_case name, as in JSON and in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            AlertState::Open => "open",
-            AlertState::Acknowledged => "acknowledged",
-            AlertState::Resolved => "resolved",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            AlertState::Open,
-            AlertState::Acknowledged,
-            AlertState::Resolved,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
+        s.parse().ok()
     }
 }
 
@@ -207,6 +190,13 @@ pub struct CreateAlertComment {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum ChannelKind {
     /// Signed JSON to an HTTP endpoint: a generic ticket (open / close / notice with a stable
     /// external id), so a PSA integration is a mapping, not new code.
@@ -217,17 +207,13 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
+    /// The snake_case name, as in JSON and in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ChannelKind::Webhook => "webhook",
-            ChannelKind::Email => "email",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [ChannelKind::Webhook, ChannelKind::Email]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        s.parse().ok()
     }
 }
 
@@ -283,6 +269,13 @@ impl std::fmt::Debug for CreatedChannel {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum RouteDuring {
     #[default]
     Always,
@@ -294,22 +287,13 @@ pub enum RouteDuring {
 }
 
 impl RouteDuring {
+    /// The snake_case name, as in JSON and in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            RouteDuring::Always => "always",
-            RouteDuring::ClinicHours => "clinic_hours",
-            RouteDuring::AfterHours => "after_hours",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            RouteDuring::Always,
-            RouteDuring::ClinicHours,
-            RouteDuring::AfterHours,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
+        s.parse().ok()
     }
 }
 
@@ -563,7 +547,7 @@ mod tests {
 
     #[test]
     fn kinds_severities_and_states_round_trip_through_their_names() {
-        for kind in AlertKind::ALL {
+        for &kind in AlertKind::ALL {
             assert_eq!(AlertKind::parse(kind.as_str()), Some(kind));
             let json = serde_json::to_value(kind).expect("json");
             assert_eq!(json, serde_json::Value::String(kind.as_str().into()));

@@ -38,6 +38,13 @@ impl ApiError {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum Role {
     /// Everything in the MSP, including users, API tokens and security settings.
     MspAdmin,
@@ -50,24 +57,16 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
-        Role::MspAdmin,
-        Role::MspTechnician,
-        Role::ComplianceOfficer,
-        Role::Auditor,
-    ];
+    /// Every variant, in declaration order.
+    pub const ALL: &'static [Role] = <Role as strum::VariantArray>::VARIANTS;
 
+    /// The snake_case name, as in JSON and in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::MspAdmin => "msp_admin",
-            Role::MspTechnician => "msp_technician",
-            Role::ComplianceOfficer => "compliance_officer",
-            Role::Auditor => "auditor",
-        }
+        self.into()
     }
 
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    pub fn parse(s: &str) -> Option<Self> {
+        s.parse().ok()
     }
 
     /// Whether the role sees every practice of its MSP (otherwise only its assigned practices).
@@ -269,9 +268,27 @@ pub struct SecuritySettings {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum ApiTokenScope {
     Read,
     Operate,
+}
+
+impl ApiTokenScope {
+    /// The snake_case name, as in JSON and in the database.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -469,6 +486,13 @@ pub struct Readiness {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum PracticeStatus {
     Offline,
     OnBackup,
@@ -478,24 +502,13 @@ pub enum PracticeStatus {
 }
 
 impl PracticeStatus {
+    /// The snake_case name, as in JSON and in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            PracticeStatus::Offline => "offline",
-            PracticeStatus::OnBackup => "on_backup",
-            PracticeStatus::Primary => "primary",
-            PracticeStatus::Empty => "empty",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            PracticeStatus::Offline,
-            PracticeStatus::OnBackup,
-            PracticeStatus::Primary,
-            PracticeStatus::Empty,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
+        s.parse().ok()
     }
 }
 

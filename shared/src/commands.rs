@@ -55,6 +55,13 @@ pub struct DeviceCommand {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum CommandStatus {
     /// Queued in the cloud; the appliance has not been sent it yet (or is offline).
     Queued,
@@ -69,28 +76,13 @@ pub enum CommandStatus {
 }
 
 impl CommandStatus {
+    /// The snake_case name, as in JSON and in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            CommandStatus::Queued => "queued",
-            CommandStatus::Delivered => "delivered",
-            CommandStatus::Acknowledged => "acknowledged",
-            CommandStatus::Succeeded => "succeeded",
-            CommandStatus::Failed => "failed",
-            CommandStatus::Expired => "expired",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            CommandStatus::Queued,
-            CommandStatus::Delivered,
-            CommandStatus::Acknowledged,
-            CommandStatus::Succeeded,
-            CommandStatus::Failed,
-            CommandStatus::Expired,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
+        s.parse().ok()
     }
 
     pub fn is_final(self) -> bool {

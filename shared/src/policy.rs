@@ -304,11 +304,25 @@ impl DrillSchedule {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum PolicyScope {
     Default,
     Msp,
     Practice,
     Appliance,
+}
+
+impl PolicyScope {
+    /// The snake_case name, as in JSON and in the database.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// A partial policy: the fields one layer sets. Keys are [`Policy`] field names (never `version`).

@@ -9,6 +9,13 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum UplinkHealth {
     /// Probes pass.
     Up,
@@ -21,13 +28,9 @@ pub enum UplinkHealth {
 }
 
 impl UplinkHealth {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            UplinkHealth::Up => "up",
-            UplinkHealth::Degraded => "degraded",
-            UplinkHealth::Down => "down",
-            UplinkHealth::Unknown => "unknown",
-        }
+    /// The snake_case name, as in JSON and in the database.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -43,7 +44,8 @@ pub struct AlertsConfig {
 }
 
 /// How the cloud reaches its mail server.
-#[derive(Clone, Serialize, Deserialize)]
+/// The password is a [`SecretString`]: redacted in `Debug`, never serialised, zeroised on drop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
@@ -54,24 +56,10 @@ pub struct SmtpConfig {
     pub security: SmtpSecurity,
     #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub password: Option<SecretString>,
     /// The sender, e.g. `StayOpen alerts <alerts@msp.example>`.
     pub from: String,
-}
-
-/// The password never reaches a log.
-impl std::fmt::Debug for SmtpConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("security", &self.security)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("from", &self.from)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,44 +96,20 @@ pub struct HttpConfig {
     pub static_dir: Option<PathBuf>,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+/// The URLs carry the role's password, so they are [`SecretString`]s: redacted in `Debug`, never
+/// serialised (the defaults come from [`Default`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// The application's connection: the non-owner `stayopen_app` role, so row-level security
     /// applies. The cloud refuses to serve through a superuser or the tables' owner.
-    pub url: String,
+    #[serde(skip_serializing)]
+    pub url: SecretString,
     /// The schema owner's connection, used only to run migrations. Unset: `url` migrates (and must
     /// then be the owner, which only `migrate` accepts).
-    pub owner_url: Option<String>,
+    #[serde(skip_serializing)]
+    pub owner_url: Option<SecretString>,
     pub max_connections: u32,
-}
-
-impl std::fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseConfig")
-            .field("url", &redact_url_password(&self.url))
-            .field(
-                "owner_url",
-                &self.owner_url.as_deref().map(redact_url_password),
-            )
-            .field("max_connections", &self.max_connections)
-            .finish()
-    }
-}
-
-fn redact_url_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => {
-                    format!("{}{user}:<redacted>{}", &url[..scheme_end + 3], &url[at..])
-                }
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,33 +142,22 @@ pub struct ExternalBrokerConfig {
     pub port: u16,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+/// The signing secrets are [`SecretString`]s: redacted in `Debug`, never serialised.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// HMAC secret for access tokens. When absent a random one is generated at start, which signs
     /// every user out on restart — fine for the demo, not for production.
-    pub jwt_secret: Option<String>,
+    #[serde(skip_serializing)]
+    pub jwt_secret: Option<SecretString>,
     /// Secrets used before the current one: tokens they signed still verify until they expire, so
     /// rotating `jwt_secret` signs nobody out. Each token names its key (`kid`).
-    pub previous_jwt_secrets: Vec<String>,
+    #[serde(skip_serializing)]
+    pub previous_jwt_secrets: Vec<SecretString>,
     /// Access tokens are short-lived; the dashboard renews them with its refresh token.
     pub token_ttl_minutes: u32,
     /// How long a sign-in lasts without activity (each refresh starts the period again).
     pub refresh_ttl_hours: u32,
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field(
-                "jwt_secret",
-                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("previous_jwt_secrets", &self.previous_jwt_secrets.len())
-            .field("token_ttl_minutes", &self.token_ttl_minutes)
-            .field("refresh_ttl_hours", &self.refresh_ttl_hours)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -233,7 +186,7 @@ impl Default for HttpConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            url: "postgres://stayopen_app@127.0.0.1:5432/stayopen".to_owned(),
+            url: "postgres://stayopen_app@127.0.0.1:5432/stayopen".into(),
             owner_url: None,
             max_connections: 10,
         }
@@ -365,13 +318,18 @@ impl CloudConfig {
                 "auth.refresh_ttl_hours must be at least 1".into(),
             ));
         }
-        if self.auth.previous_jwt_secrets.iter().any(|s| s.len() < 32) {
+        if self
+            .auth
+            .previous_jwt_secrets
+            .iter()
+            .any(|s| s.expose_secret().len() < 32)
+        {
             return Err(ConfigError::Semantic(
                 "auth.previous_jwt_secrets must each be at least 32 characters".into(),
             ));
         }
         if let Some(secret) = &self.auth.jwt_secret
-            && secret.len() < 32
+            && secret.expose_secret().len() < 32
         {
             return Err(ConfigError::Semantic(
                 "auth.jwt_secret must be at least 32 characters".into(),
@@ -395,16 +353,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_database_url_password_is_redacted_in_debug_output() {
-        let config = DatabaseConfig {
-            url: "postgres://app:hunter2@db:5432/x".into(),
-            owner_url: Some("postgres://owner:swordfish@db:5432/x".into()),
-            max_connections: 1,
-        };
+    fn no_secret_of_the_configuration_reaches_debug_output() {
+        let mut config = CloudConfig::default();
+        config.database.url = "postgres://app:hunter2@db:5432/x".into();
+        config.database.owner_url = Some("postgres://owner:swordfish@db:5432/x".into());
+        config.auth.jwt_secret = Some("jwt-current-secret".into());
+        config.auth.previous_jwt_secrets = vec!["jwt-previous-secret".into()];
+        config.alerts.smtp = Some(SmtpConfig {
+            host: "mail.example".into(),
+            port: None,
+            security: SmtpSecurity::default(),
+            username: Some("alerts".into()),
+            password: Some("smtp-password".into()),
+            from: "alerts@msp.example".into(),
+        });
         let shown = format!("{config:?}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("app:<redacted>@db"), "{shown}");
-        assert!(!shown.contains("swordfish"), "{shown}");
+        for secret in [
+            "hunter2",
+            "swordfish",
+            "jwt-current-secret",
+            "jwt-previous-secret",
+            "smtp-password",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("mail.example"), "{shown}");
+    }
+
+    #[test]
+    fn a_secret_from_the_file_is_read_and_the_defaults_of_other_secrets_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cloud.toml");
+        std::fs::write(
+            &path,
+            "[auth]\njwt_secret = \"from-the-file-0123456789abcdef-0123\"\n",
+        )
+        .expect("write");
+        let config = CloudConfig::load(Some(&path)).expect("load");
+        assert_eq!(
+            config
+                .auth
+                .jwt_secret
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
+            Some("from-the-file-0123456789abcdef-0123")
+        );
+        assert_eq!(
+            config.database.url.expose_secret(),
+            DatabaseConfig::default().url.expose_secret()
+        );
     }
 
     #[test]

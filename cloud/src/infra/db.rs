@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -42,7 +43,7 @@ pub enum DbError {
 
 /// The application's pool (`database.url`, the non-owner role).
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
-    connect_url(&config.url, config.max_connections).await
+    connect_url(config.url.expose_secret(), config.max_connections).await
 }
 
 async fn connect_url(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
@@ -57,7 +58,8 @@ async fn connect_url(url: &str, max_connections: u32) -> Result<PgPool, DbError>
 /// Applies the migrations as the schema owner (`database.owner_url`, or `database.url` when no
 /// owner URL is configured, which then has to be the owner).
 pub async fn migrate(config: &DatabaseConfig) -> Result<(), DbError> {
-    let owner = connect_url(config.owner_url.as_deref().unwrap_or(&config.url), 1).await?;
+    let owner_url = config.owner_url.as_ref().unwrap_or(&config.url);
+    let owner = connect_url(owner_url.expose_secret(), 1).await?;
     MIGRATOR.run(&owner).await?;
     owner.close().await;
     Ok(())

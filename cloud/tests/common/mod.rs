@@ -147,8 +147,8 @@ pub async fn spawn_cloud_with(adjust: impl FnOnce(&mut CloudConfig)) -> TestClou
     let (owner_url, app_url) = fresh_database().await;
     let tls_dir = std::sync::Arc::new(tempfile::tempdir().expect("tls dir"));
     config.broker.tls_dir = tls_dir.path().to_owned();
-    config.database.url = app_url.clone();
-    config.database.owner_url = Some(owner_url.clone());
+    config.database.url = app_url.clone().into();
+    config.database.owner_url = Some(owner_url.clone().into());
     let database_url = owner_url;
     config.database.max_connections = 5;
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
