@@ -113,8 +113,14 @@ pub async fn list_practices(
         q: query.q,
         status: query.status,
     };
-    let items =
-        fleet::practices(&state.pool, &auth, &filter, fetch, offline_after_secs(&state)).await?;
+    let items = fleet::practices(
+        &state.pool,
+        &auth,
+        &filter,
+        fetch,
+        offline_after_secs(&state),
+    )
+    .await?;
     Ok(web::Json(pagination::page(
         items,
         fetch,

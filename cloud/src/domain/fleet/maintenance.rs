@@ -231,7 +231,11 @@ mod tests {
 
     #[test]
     fn a_window_of_a_day_with_a_reason_may_be_planned_and_its_reason_is_trimmed() {
-        let ok = request(" router swap ", "2026-11-23T08:00:00Z", "2026-11-24T08:00:00Z");
+        let ok = request(
+            " router swap ",
+            "2026-11-23T08:00:00Z",
+            "2026-11-24T08:00:00Z",
+        );
         assert_eq!(checked(&ok, now()).expect("valid"), "router swap");
     }
 
@@ -243,8 +247,12 @@ mod tests {
             ("x", "2026-11-21T08:00:00Z", "2026-11-22T09:00:00Z"),
             ("x", "2026-11-23T08:00:00Z", "2026-11-30T08:00:01Z"),
         ] {
-            let refused = checked(&request(reason, starts, ends), now());
-            assert!(matches!(refused, Err(FleetError::Invalid(_))), "{reason:?} {starts} {ends}");
+            let window = request(reason, starts, ends);
+            let refused = checked(&window, now());
+            assert!(
+                matches!(refused, Err(FleetError::Invalid(_))),
+                "{reason:?} {starts} {ends}"
+            );
         }
     }
 }

@@ -198,7 +198,12 @@ mod tests {
     fn the_window_ends_with_the_bucket_that_holds_now() {
         let now: DateTime<Utc> = "2026-11-22T10:00:30Z".parse().expect("time");
         let (from, to) = window(MetricsPeriod::Hour, now);
-        assert_eq!(to, "2026-11-22T10:01:00Z".parse::<DateTime<Utc>>().expect("time"));
+        assert_eq!(
+            to,
+            "2026-11-22T10:01:00Z"
+                .parse::<DateTime<Utc>>()
+                .expect("time")
+        );
         assert_eq!(to - from, Duration::hours(1));
     }
 }

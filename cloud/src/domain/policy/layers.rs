@@ -29,7 +29,11 @@ pub enum LayerTarget {
 impl LayerTarget {
     /// Fails as not found unless the caller sees the practice or appliance; returns the layer's
     /// scope and id.
-    async fn visible(self, tx: &mut Tx, auth: &AuthUser) -> Result<(PolicyScope, Uuid), AccessError> {
+    async fn visible(
+        self,
+        tx: &mut Tx,
+        auth: &AuthUser,
+    ) -> Result<(PolicyScope, Uuid), AccessError> {
         Ok(match self {
             LayerTarget::Msp => (PolicyScope::Msp, auth.tenant_id.0),
             LayerTarget::Practice(practice) => {
