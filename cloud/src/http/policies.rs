@@ -1,121 +1,27 @@
-//! Policy layers (MSP, practice, appliance) and an appliance's effective configuration with drift.
-//! Every change is audited with the layer before and after, recomputes the desired policy of the
-//! appliances it affects, and publishes the new versions once committed.
+//! Policy layers (MSP, practice, appliance) and an appliance's effective configuration with drift
+//! ([`crate::domain::policy`]). Every change is audited with the layer before and after,
+//! recomputes the desired policy of the appliances it affects, and publishes the new versions once
+//! committed.
 
 use actix_web::{get, post, put, web};
-use chrono::{DateTime, Utc};
 use stayopen_shared::api::{ApiError, ApplianceConfiguration, PolicyLayer, PolicyPreviewRequest};
-use stayopen_shared::policy::{
-    EffectivePolicy, PolicyOverrides, PolicyScope, check_overrides, resolve,
-};
+use stayopen_shared::policy::{EffectivePolicy, PolicyOverrides};
 use stayopen_shared::{ApplianceId, PracticeId};
-use uuid::Uuid;
 
-use crate::domain::access::visibility::{visible_appliance, visible_practice};
 use crate::domain::access::{AuthUser, Permission};
-use crate::domain::audit::{self, Change};
-use crate::domain::policy::{self, scope_str};
+use crate::domain::policy::layers::{self, LayerTarget};
+use crate::domain::policy::{self, LayerError};
 use crate::http::error::ApiFailure;
-use crate::infra::db::Tx;
 use crate::state::AppState;
 
-async fn read_layer(
-    tx: &mut Tx,
-    scope: PolicyScope,
-    scope_id: Uuid,
-) -> Result<PolicyLayer, ApiFailure> {
-    let row: Option<(sqlx::types::Json<PolicyOverrides>, i64, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT overrides, revision, updated_by, updated_at FROM policies WHERE scope = $1 AND scope_id = $2",
-    )
-    .bind(scope_str(scope))
-    .bind(scope_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(match row {
-        Some((overrides, revision, updated_by, updated_at)) => PolicyLayer {
-            scope,
-            overrides: overrides.0,
-            revision,
-            updated_by: Some(updated_by),
-            updated_at: Some(updated_at),
-        },
-        None => PolicyLayer {
-            scope,
-            overrides: PolicyOverrides::new(),
-            revision: 0,
-            updated_by: None,
-            updated_at: None,
-        },
-    })
-}
-
-/// Stores a layer, audits it, recomputes the affected appliances and publishes after commit.
-async fn write_layer(
-    state: &AppState,
-    auth: &AuthUser,
-    mut tx: Tx,
-    scope: PolicyScope,
-    scope_id: Uuid,
-    overrides: PolicyOverrides,
-) -> Result<PolicyLayer, ApiFailure> {
-    auth.require(Permission::Configure)?;
-    check_overrides(&overrides).map_err(|e| ApiFailure::BadRequest(e.to_string()))?;
-    let before = read_layer(&mut tx, scope, scope_id).await?;
-    sqlx::query(
-        "INSERT INTO policies (tenant_id, scope, scope_id, overrides, updated_by)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (tenant_id, scope, scope_id) DO UPDATE
-         SET overrides = EXCLUDED.overrides, revision = policies.revision + 1,
-             updated_by = EXCLUDED.updated_by, updated_at = now()",
-    )
-    .bind(auth.tenant_id.as_uuid())
-    .bind(scope_str(scope))
-    .bind(scope_id)
-    .bind(sqlx::types::Json(&overrides))
-    .bind(auth.actor().label())
-    .execute(&mut *tx)
-    .await?;
-    let after = read_layer(&mut tx, scope, scope_id).await?;
-    audit::record(
-        &mut tx,
-        auth.tenant_id,
-        &auth.actor(),
-        Change {
-            action: "policy.update",
-            target_type: scope_str(scope),
-            target_id: scope_id.to_string(),
-            before: Some(serde_json::Value::Object(before.overrides)),
-            after: Some(serde_json::Value::Object(after.overrides.clone())),
-        },
-    )
-    .await?;
-    let affected: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM appliances WHERE revoked_at IS NULL AND CASE $1
-            WHEN 'msp' THEN true
-            WHEN 'practice' THEN practice_id = $2
-            ELSE id = $2 END",
-    )
-    .bind(scope_str(scope))
-    .bind(scope_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    // Per-field checks make every combination of valid layers valid, so this cannot fail on the
-    // new layer; it would only on data changed behind the API's back.
-    let changed = policy::refresh(&mut tx, auth.tenant_id, &affected)
-        .await
-        .map_err(|e| ApiFailure::Internal(e.to_string()))?;
-    let messages = policy::outgoing(&mut tx, &changed).await?;
-    tx.commit().await?;
-    policy::send(&state.device_link, messages);
-    tracing::info!(tenant_id = %auth.tenant_id, scope = scope_str(scope), %scope_id, changed = changed.len(), "policy updated");
-    Ok(after)
-}
-
-fn require_msp_wide(auth: &AuthUser) -> Result<(), ApiFailure> {
-    if auth.role.is_msp_wide() {
-        Ok(())
-    } else {
-        Err(ApiFailure::Forbidden("the MSP's policy is for MSP staff"))
+impl From<LayerError> for ApiFailure {
+    fn from(e: LayerError) -> Self {
+        match e {
+            LayerError::Invalid(why) => ApiFailure::BadRequest(why),
+            LayerError::Access(e) => ApiFailure::from(e),
+            LayerError::Database(e) => ApiFailure::from(e),
+            LayerError::Desired(e) => ApiFailure::Internal(e.to_string()),
+        }
     }
 }
 
@@ -130,10 +36,8 @@ pub async fn show_msp(
     state: web::Data<AppState>,
     auth: AuthUser,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
-    require_msp_wide(&auth)?;
-    let mut tx = auth.tx(&state.pool).await?;
     Ok(web::Json(
-        read_layer(&mut tx, PolicyScope::Msp, auth.tenant_id.0).await?,
+        layers::show(&state.pool, &auth, LayerTarget::Msp).await?,
     ))
 }
 
@@ -150,15 +54,12 @@ pub async fn update_msp(
     auth: AuthUser,
     body: web::Json<PolicyOverrides>,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
-    let tx = auth.tx(&state.pool).await?;
-    let tenant = auth.tenant_id.0;
     Ok(web::Json(
-        write_layer(
-            &state,
+        layers::replace(
+            &state.pool,
             &auth,
-            tx,
-            PolicyScope::Msp,
-            tenant,
+            &state.device_link,
+            LayerTarget::Msp,
             body.into_inner(),
         )
         .await?,
@@ -178,12 +79,8 @@ pub async fn show_practice(
     auth: AuthUser,
     path: web::Path<PracticeId>,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
-    let practice = path.into_inner();
-    let mut tx = auth.tx(&state.pool).await?;
-    visible_practice(&mut tx, &auth, practice).await?;
-    Ok(web::Json(
-        read_layer(&mut tx, PolicyScope::Practice, practice.0).await?,
-    ))
+    let target = LayerTarget::Practice(path.into_inner());
+    Ok(web::Json(layers::show(&state.pool, &auth, target).await?))
 }
 
 /// Replaces a practice's layer.
@@ -201,16 +98,13 @@ pub async fn update_practice(
     path: web::Path<PracticeId>,
     body: web::Json<PolicyOverrides>,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
-    let practice = path.into_inner();
-    let mut tx = auth.tx(&state.pool).await?;
-    visible_practice(&mut tx, &auth, practice).await?;
+    let target = LayerTarget::Practice(path.into_inner());
     Ok(web::Json(
-        write_layer(
-            &state,
+        layers::replace(
+            &state.pool,
             &auth,
-            tx,
-            PolicyScope::Practice,
-            practice.0,
+            &state.device_link,
+            target,
             body.into_inner(),
         )
         .await?,
@@ -230,12 +124,8 @@ pub async fn show_appliance(
     auth: AuthUser,
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
-    let appliance = path.into_inner();
-    let mut tx = auth.tx(&state.pool).await?;
-    visible_appliance(&mut tx, &auth, appliance).await?;
-    Ok(web::Json(
-        read_layer(&mut tx, PolicyScope::Appliance, appliance.0).await?,
-    ))
+    let target = LayerTarget::Appliance(path.into_inner());
+    Ok(web::Json(layers::show(&state.pool, &auth, target).await?))
 }
 
 /// Replaces an appliance's own layer.
@@ -253,28 +143,17 @@ pub async fn update_appliance(
     path: web::Path<ApplianceId>,
     body: web::Json<PolicyOverrides>,
 ) -> Result<web::Json<PolicyLayer>, ApiFailure> {
-    let appliance = path.into_inner();
-    let mut tx = auth.tx(&state.pool).await?;
-    visible_appliance(&mut tx, &auth, appliance).await?;
+    let target = LayerTarget::Appliance(path.into_inner());
     Ok(web::Json(
-        write_layer(
-            &state,
+        layers::replace(
+            &state.pool,
             &auth,
-            tx,
-            PolicyScope::Appliance,
-            appliance.0,
+            &state.device_link,
+            target,
             body.into_inner(),
         )
         .await?,
     ))
-}
-
-#[derive(sqlx::FromRow)]
-struct VersionsRow {
-    desired_version: i64,
-    desired_at: Option<DateTime<Utc>>,
-    reported_version: Option<i64>,
-    reported_at: Option<DateTime<Utc>>,
 }
 
 /// The appliance's effective policy (with where each value comes from), the desired version and
@@ -292,33 +171,9 @@ pub async fn configuration(
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<ApplianceConfiguration>, ApiFailure> {
     let appliance = path.into_inner();
-    let mut tx = auth.tx(&state.pool).await?;
-    visible_appliance(&mut tx, &auth, appliance).await?;
-    let effective = policy::effective(&mut tx, auth.tenant_id, appliance)
-        .await
-        .map_err(|e| ApiFailure::Internal(e.to_string()))?;
-    let versions: VersionsRow = sqlx::query_as(
-        "SELECT desired_version, desired_at, reported_version, reported_at FROM appliances WHERE id = $1",
-    )
-    .bind(appliance.as_uuid())
-    .fetch_one(&mut *tx)
-    .await?;
-    let VersionsRow {
-        desired_version,
-        desired_at,
-        reported_version,
-        reported_at,
-    } = versions;
-    let desired_version = u64::try_from(desired_version).unwrap_or(0);
-    let reported_version = reported_version.and_then(|v| u64::try_from(v).ok());
-    Ok(web::Json(ApplianceConfiguration {
-        effective,
-        desired_version,
-        desired_at,
-        reported_version,
-        reported_at,
-        drift: reported_version != Some(desired_version),
-    }))
+    Ok(web::Json(
+        policy::configuration(&state.pool, &auth, appliance).await?,
+    ))
 }
 
 /// What would take effect if a layer were saved with these overrides: the effective policy with
@@ -336,40 +191,7 @@ pub async fn preview(
     body: web::Json<PolicyPreviewRequest>,
 ) -> Result<web::Json<EffectivePolicy>, ApiFailure> {
     auth.require(Permission::Configure)?;
-    let request = body.into_inner();
-    let mut tx = auth.tx(&state.pool).await?;
-    let msp = policy::layer(&mut tx, PolicyScope::Msp, auth.tenant_id.0).await?;
-    let proposed = request.overrides;
-    let layers: Vec<(PolicyScope, PolicyOverrides)> = match request.scope {
-        PolicyScope::Default => {
-            return Err(ApiFailure::BadRequest(
-                "scope: the defaults are not a layer one edits".into(),
-            ));
-        }
-        PolicyScope::Msp => vec![(PolicyScope::Msp, proposed)],
-        PolicyScope::Practice => {
-            let practice = request.practice_id.ok_or_else(|| {
-                ApiFailure::BadRequest("practice_id: needed for a practice layer".into())
-            })?;
-            visible_practice(&mut tx, &auth, practice).await?;
-            vec![(PolicyScope::Msp, msp), (PolicyScope::Practice, proposed)]
-        }
-        PolicyScope::Appliance => {
-            let appliance = request.appliance_id.ok_or_else(|| {
-                ApiFailure::BadRequest("appliance_id: needed for an appliance layer".into())
-            })?;
-            let practice = visible_appliance(&mut tx, &auth, appliance).await?;
-            let practice_layer = policy::layer(&mut tx, PolicyScope::Practice, practice.0).await?;
-            vec![
-                (PolicyScope::Msp, msp),
-                (PolicyScope::Practice, practice_layer),
-                (PolicyScope::Appliance, proposed),
-            ]
-        }
-    };
-    let borrowed: Vec<(PolicyScope, &PolicyOverrides)> =
-        layers.iter().map(|(scope, o)| (*scope, o)).collect();
-    resolve(&borrowed)
-        .map(web::Json)
-        .map_err(|e| ApiFailure::BadRequest(e.to_string()))
+    Ok(web::Json(
+        layers::preview(&state.pool, &auth, body.into_inner()).await?,
+    ))
 }

@@ -4,15 +4,22 @@
 //! The version only moves when the effective policy changes, so re-publishing is idempotent and the
 //! appliance can ignore anything not newer than what it runs. Drift is `reported_version <
 //! desired_version`.
+//!
+//! [`layers`]: reading, replacing and previewing the layers as MSP staff edit them.
 
-use chrono::Utc;
+pub mod layers;
+
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use stayopen_shared::api::ApplianceConfiguration;
 use stayopen_shared::policy::{
     EffectivePolicy, Policy, PolicyError, PolicyOverrides, PolicyScope, resolve,
 };
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId, TenantId};
 use uuid::Uuid;
 
+use crate::domain::access::visibility::visible_appliance;
+use crate::domain::access::{AccessError, AuthUser};
 use crate::infra::db::{self, Tx, lookup};
 use crate::infra::device_link::DeviceLink;
 
@@ -22,6 +29,21 @@ pub enum DesiredError {
     Database(#[from] sqlx::Error),
     #[error("stored policy layers no longer combine: {0}")]
     Policy(#[from] PolicyError),
+}
+
+/// Why reading or changing a caller's policy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// Overrides or a preview request that break the policy schema; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The stored layers no longer combine into a desired policy.
+    #[error(transparent)]
+    Desired(#[from] DesiredError),
 }
 
 pub fn scope_str(scope: PolicyScope) -> &'static str {
@@ -66,6 +88,48 @@ pub async fn effective(
         (PolicyScope::Practice, &practice),
         (PolicyScope::Appliance, &own),
     ])?)
+}
+
+#[derive(sqlx::FromRow)]
+struct VersionsRow {
+    desired_version: i64,
+    desired_at: Option<DateTime<Utc>>,
+    reported_version: Option<i64>,
+    reported_at: Option<DateTime<Utc>>,
+}
+
+/// A visible appliance's effective policy (with where each value comes from), the desired
+/// version and the version the appliance reports running; drift when the two differ.
+pub async fn configuration(
+    pool: &PgPool,
+    auth: &AuthUser,
+    appliance: ApplianceId,
+) -> Result<ApplianceConfiguration, LayerError> {
+    let mut tx = auth.tx(pool).await?;
+    visible_appliance(&mut tx, auth, appliance).await?;
+    let effective = effective(&mut tx, auth.tenant_id, appliance).await?;
+    let versions: VersionsRow = sqlx::query_as(
+        "SELECT desired_version, desired_at, reported_version, reported_at FROM appliances WHERE id = $1",
+    )
+    .bind(appliance.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    let VersionsRow {
+        desired_version,
+        desired_at,
+        reported_version,
+        reported_at,
+    } = versions;
+    let desired_version = u64::try_from(desired_version).unwrap_or(0);
+    let reported_version = reported_version.and_then(|v| u64::try_from(v).ok());
+    Ok(ApplianceConfiguration {
+        effective,
+        desired_version,
+        desired_at,
+        reported_version,
+        reported_at,
+        drift: reported_version != Some(desired_version),
+    })
 }
 
 /// Recomputes the desired policy of `appliances`, bumping the version of those whose effective

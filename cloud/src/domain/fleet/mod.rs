@@ -1,0 +1,674 @@
+//! MSPs' practices, sites and appliances as the caller may see them, an appliance's telemetry and
+//! events, and revoking an appliance. Row-level security confines every query to the caller's MSP;
+//! `practice_filter` confines compliance officers and auditors to their practices. Something
+//! outside the caller's scope is indistinguishable from something that does not exist.
+//!
+//! Lists read `fetch` rows after the cursor key `after`: the caller asks for one more than its
+//! page to learn whether another page follows, and cuts it off.
+//!
+//! - [`overview`]: fleet totals and an appliance's latency and loss over time.
+//! - [`maintenance`]: maintenance windows, during which alerts notify nobody.
+//! - [`schedule`]: a practice's time zone and clinic hours.
+
+pub mod maintenance;
+pub mod overview;
+pub mod schedule;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::PgPool;
+use stayopen_shared::api::{
+    ApplianceView, EventRecord, PracticeStatus, PracticeSummary, PracticeView, SiteView,
+    TelemetryRecord,
+};
+use stayopen_shared::telemetry::Telemetry;
+use stayopen_shared::{ApplianceId, MessageId, PracticeId, SiteId};
+use uuid::Uuid;
+
+use crate::domain::access::visibility::{visible_appliance, visible_practice};
+use crate::domain::access::{AccessError, AuthUser, Permission};
+use crate::domain::audit::{self, Change};
+use crate::infra::db::Tx;
+
+/// Why a fleet operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The thing does not exist (or the caller may not see it).
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// A name or a time that breaks the rules; the message says which.
+    #[error("{0}")]
+    Invalid(String),
+    /// The name is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// A stored telemetry or event body no longer reads as its type.
+    #[error("stored {what} unreadable: {source}")]
+    Unreadable {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The first page of practices with their appliances, as the dashboard's fleet view shows them.
+#[derive(Debug, Clone)]
+pub struct FleetSnapshot {
+    pub tenant_name: String,
+    pub generated_at: DateTime<Utc>,
+    pub practices: Vec<PracticeView>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ApplianceRow {
+    id: Uuid,
+    practice_id: Uuid,
+    practice_name: String,
+    site_id: Uuid,
+    site_name: String,
+    serial: String,
+    online: bool,
+    last_seen: Option<DateTime<Utc>>,
+    active_uplink: Option<String>,
+    last_telemetry: Option<serde_json::Value>,
+}
+
+const APPLIANCE_SELECT: &str =
+    "SELECT a.id, a.practice_id, p.name AS practice_name, a.site_id, s.name AS site_name, a.serial,
+        a.online, a.last_seen, a.active_uplink, a.last_telemetry
+     FROM appliances a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = a.practice_id";
+
+impl ApplianceRow {
+    /// An appliance counts as online only if it said so within `offline_after_secs` of `now`.
+    fn view(self, now: DateTime<Utc>, offline_after_secs: u32) -> ApplianceView {
+        let telemetry = self
+            .last_telemetry
+            .and_then(|v| serde_json::from_value::<Telemetry>(v).ok());
+        let outbox = telemetry.as_ref().and_then(|t| t.outbox);
+        let uplinks = telemetry.map(|t| t.uplinks).unwrap_or_default();
+        let offline_after = Duration::seconds(i64::from(offline_after_secs));
+        let fresh = self
+            .last_seen
+            .is_some_and(|seen| now - seen <= offline_after);
+        ApplianceView {
+            id: ApplianceId(self.id),
+            practice_id: PracticeId(self.practice_id),
+            practice_name: self.practice_name,
+            site_id: SiteId(self.site_id),
+            site_name: self.site_name,
+            serial: self.serial,
+            online: self.online && fresh,
+            active_uplink: self.active_uplink,
+            last_seen: self.last_seen,
+            uplinks,
+            outbox,
+        }
+    }
+}
+
+/// The fleet, practice by practice with their appliances: `fetch` practices by name after
+/// `after`, optionally those whose name contains `q`.
+pub async fn fleet(
+    pool: &PgPool,
+    auth: &AuthUser,
+    after: Option<(String, Uuid)>,
+    q: Option<&str>,
+    fetch: i64,
+    offline_after_secs: u32,
+    now: DateTime<Utc>,
+) -> Result<FleetSnapshot, FleetError> {
+    let mut tx = auth.tx(pool).await?;
+    let tenant_name: String = sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
+        .bind(auth.tenant_id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await?;
+    let (after_name, after_id) = after.unzip();
+    let practices: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, name FROM practices
+         WHERE ($1::uuid[] IS NULL OR id = ANY($1))
+           AND ($2::text IS NULL OR (name, id) > ($2, $3))
+           AND ($4::text IS NULL OR name ILIKE '%' || $4 || '%')
+         ORDER BY name, id LIMIT $5",
+    )
+    .bind(auth.practice_filter())
+    .bind(after_name)
+    .bind(after_id)
+    .bind(q)
+    .bind(fetch)
+    .fetch_all(&mut *tx)
+    .await?;
+    let ids: Vec<Uuid> = practices.iter().map(|(id, _)| *id).collect();
+    let appliances: Vec<ApplianceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{APPLIANCE_SELECT} WHERE a.practice_id = ANY($1) ORDER BY s.name, a.serial, a.id"
+    )))
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut by_practice: BTreeMap<Uuid, Vec<ApplianceView>> = BTreeMap::new();
+    for row in appliances {
+        by_practice
+            .entry(row.practice_id)
+            .or_default()
+            .push(row.view(now, offline_after_secs));
+    }
+    let practices = practices
+        .into_iter()
+        .map(|(id, name)| PracticeView {
+            id: PracticeId(id),
+            name,
+            appliances: by_practice.remove(&id).unwrap_or_default(),
+        })
+        .collect();
+    Ok(FleetSnapshot {
+        tenant_name,
+        generated_at: now,
+        practices,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct PracticeSummaryRow {
+    id: Uuid,
+    name: String,
+    sites: i64,
+    appliances: i64,
+    online: i64,
+    on_backup: i64,
+    open_alerts: i64,
+    status: String,
+}
+
+/// Practices with their roll-up: appliances counted once per practice (the `appliances` index by
+/// practice), "online" meaning heard from within the heartbeat (`$1` seconds), revoked boxes left
+/// out. Callers add their WHERE on `p` and the outer `status`.
+const PRACTICE_SUMMARY_SELECT: &str = "SELECT * FROM (
+     SELECT p.id, p.name,
+        (SELECT count(*) FROM sites s WHERE s.practice_id = p.id) AS sites,
+        c.appliances, c.online, c.on_backup,
+        (SELECT count(*) FROM alerts al WHERE al.practice_id = p.id AND al.state <> 'resolved') AS open_alerts,
+        CASE WHEN c.appliances = 0 THEN 'empty'
+             WHEN c.online < c.appliances THEN 'offline'
+             WHEN c.on_backup > 0 THEN 'on_backup'
+             ELSE 'primary' END AS status
+     FROM practices p
+     CROSS JOIN LATERAL (
+         SELECT count(*) AS appliances,
+                count(*) FILTER (WHERE a.online AND a.last_seen > now() - make_interval(secs => $1)) AS online,
+                count(*) FILTER (WHERE a.online AND a.last_seen > now() - make_interval(secs => $1)
+                                   AND a.on_backup) AS on_backup
+         FROM appliances a WHERE a.practice_id = p.id AND a.revoked_at IS NULL) c";
+
+impl From<PracticeSummaryRow> for PracticeSummary {
+    fn from(row: PracticeSummaryRow) -> Self {
+        let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+        PracticeSummary {
+            id: PracticeId(row.id),
+            name: row.name,
+            sites: count(row.sites),
+            appliances: count(row.appliances),
+            online: count(row.online),
+            on_backup: count(row.on_backup),
+            offline: count(row.appliances - row.online),
+            open_alerts: count(row.open_alerts),
+            status: PracticeStatus::parse(&row.status).unwrap_or(PracticeStatus::Empty),
+        }
+    }
+}
+
+/// Which practices to list.
+#[derive(Debug, Clone, Default)]
+pub struct PracticeFilter {
+    /// The sort key (name, id) of the last practice of the previous page.
+    pub after: Option<(String, Uuid)>,
+    /// Case-insensitive substring of the name.
+    pub q: Option<String>,
+    /// Only practices whose roll-up is this.
+    pub status: Option<PracticeStatus>,
+}
+
+/// Practices with their roll-up counts, by name.
+pub async fn practices(
+    pool: &PgPool,
+    auth: &AuthUser,
+    filter: &PracticeFilter,
+    fetch: i64,
+    offline_after_secs: u32,
+) -> Result<Vec<PracticeSummary>, FleetError> {
+    let mut tx = auth.tx(pool).await?;
+    let (after_name, after_id) = filter.after.clone().unzip();
+    let rows: Vec<PracticeSummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{PRACTICE_SUMMARY_SELECT}
+         WHERE ($2::uuid[] IS NULL OR p.id = ANY($2))
+           AND ($3::text IS NULL OR (p.name, p.id) > ($3, $4))
+           AND ($5::text IS NULL OR p.name ILIKE '%' || $5 || '%')) practice
+         WHERE ($7::text IS NULL OR status = $7)
+         ORDER BY name, id LIMIT $6"
+    )))
+    .bind(f64::from(offline_after_secs))
+    .bind(auth.practice_filter())
+    .bind(after_name)
+    .bind(after_id)
+    .bind(filter.q.as_deref())
+    .bind(fetch)
+    .bind(filter.status.map(PracticeStatus::as_str))
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().map(PracticeSummary::from).collect())
+}
+
+/// One practice with its roll-up.
+pub async fn practice(
+    pool: &PgPool,
+    auth: &AuthUser,
+    practice: PracticeId,
+    offline_after_secs: u32,
+) -> Result<PracticeSummary, FleetError> {
+    let mut tx = auth.tx(pool).await?;
+    visible_practice(&mut tx, auth, practice).await?;
+    let row: PracticeSummaryRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{PRACTICE_SUMMARY_SELECT} WHERE p.id = $2) practice"
+    )))
+    .bind(f64::from(offline_after_secs))
+    .bind(practice.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(row.into())
+}
+
+/// A practice or site name: trimmed, 1 to 200 characters.
+fn checked_name<'a>(field: &str, value: &'a str) -> Result<&'a str, FleetError> {
+    let value = value.trim();
+    if value.is_empty() || value.len() > 200 {
+        return Err(FleetError::Invalid(format!(
+            "{field} must be 1 to 200 characters"
+        )));
+    }
+    Ok(value)
+}
+
+/// The site a new practice starts with when none is named.
+const FIRST_SITE: &str = "Main office";
+
+/// Creates a practice and its first site (`site_name`, by default "Main office"); audited.
+pub async fn create_practice(
+    pool: &PgPool,
+    auth: &AuthUser,
+    name: &str,
+    site_name: Option<&str>,
+) -> Result<PracticeSummary, FleetError> {
+    let name = checked_name("name", name)?;
+    let site_name = checked_name("site_name", site_name.unwrap_or(FIRST_SITE))?;
+    let mut tx = auth.tx(pool).await?;
+    let id = Uuid::new_v4();
+    let inserted = sqlx::query(
+        "INSERT INTO practices (id, tenant_id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(auth.tenant_id.as_uuid())
+    .bind(name)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(FleetError::Conflict(format!(
+            "a practice named {name:?} already exists"
+        )));
+    }
+    let site = Uuid::new_v4();
+    sqlx::query("INSERT INTO sites (id, tenant_id, practice_id, name) VALUES ($1, $2, $3, $4)")
+        .bind(site)
+        .bind(auth.tenant_id.as_uuid())
+        .bind(id)
+        .bind(site_name)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        auth.tenant_id,
+        &auth.actor(),
+        Change {
+            action: "practice.create",
+            target_type: "practice",
+            target_id: id.to_string(),
+            before: None,
+            after: Some(
+                serde_json::json!({ "name": name, "site_id": site, "site_name": site_name }),
+            ),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(PracticeSummary {
+        id: PracticeId(id),
+        name: name.to_owned(),
+        sites: 1,
+        appliances: 0,
+        online: 0,
+        on_backup: 0,
+        offline: 0,
+        open_alerts: 0,
+        status: PracticeStatus::Empty,
+    })
+}
+
+/// A practice's sites by name, optionally those whose name contains `q`.
+pub async fn sites(
+    pool: &PgPool,
+    auth: &AuthUser,
+    practice: PracticeId,
+    after: Option<(String, Uuid)>,
+    q: Option<&str>,
+    fetch: i64,
+) -> Result<Vec<SiteView>, FleetError> {
+    let mut tx = auth.tx(pool).await?;
+    visible_practice(&mut tx, auth, practice).await?;
+    let (after_name, after_id) = after.unzip();
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, name FROM sites WHERE practice_id = $1
+           AND ($2::text IS NULL OR (name, id) > ($2, $3))
+           AND ($4::text IS NULL OR name ILIKE '%' || $4 || '%')
+         ORDER BY name, id LIMIT $5",
+    )
+    .bind(practice.as_uuid())
+    .bind(after_name)
+    .bind(after_id)
+    .bind(q)
+    .bind(fetch)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name)| SiteView {
+            id: SiteId(id),
+            practice_id: practice,
+            name,
+        })
+        .collect())
+}
+
+/// Adds a site to a practice; audited.
+pub async fn create_site(
+    pool: &PgPool,
+    auth: &AuthUser,
+    practice: PracticeId,
+    name: &str,
+) -> Result<SiteView, FleetError> {
+    let name = checked_name("name", name)?;
+    let mut tx = auth.tx(pool).await?;
+    visible_practice(&mut tx, auth, practice).await?;
+    let id = Uuid::new_v4();
+    let inserted = sqlx::query(
+        "INSERT INTO sites (id, tenant_id, practice_id, name) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(auth.tenant_id.as_uuid())
+    .bind(practice.as_uuid())
+    .bind(name)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(FleetError::Conflict(format!(
+            "the practice already has a site named {name:?}"
+        )));
+    }
+    audit::record(
+        &mut tx,
+        auth.tenant_id,
+        &auth.actor(),
+        Change {
+            action: "site.create",
+            target_type: "site",
+            target_id: id.to_string(),
+            before: None,
+            after: Some(serde_json::json!({ "practice_id": practice, "name": name })),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(SiteView {
+        id: SiteId(id),
+        practice_id: practice,
+        name: name.to_owned(),
+    })
+}
+
+/// Which appliances to list.
+#[derive(Debug, Clone, Default)]
+pub struct ApplianceFilter {
+    /// The sort key (serial, id) of the last appliance of the previous page.
+    pub after: Option<(String, Uuid)>,
+    /// Case-insensitive substring of the serial number.
+    pub q: Option<String>,
+    pub practice_id: Option<Uuid>,
+    pub online: Option<bool>,
+    /// Online appliances whose traffic runs over a backup uplink (`true`), or the others.
+    pub on_backup: Option<bool>,
+}
+
+/// Appliances by serial number.
+pub async fn appliances(
+    pool: &PgPool,
+    auth: &AuthUser,
+    filter: &ApplianceFilter,
+    fetch: i64,
+    offline_after_secs: u32,
+    now: DateTime<Utc>,
+) -> Result<Vec<ApplianceView>, FleetError> {
+    let mut tx = auth.tx(pool).await?;
+    let (after_serial, after_id) = filter.after.clone().unzip();
+    let rows: Vec<ApplianceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{APPLIANCE_SELECT}
+         WHERE ($1::uuid[] IS NULL OR a.practice_id = ANY($1))
+           AND ($2::uuid IS NULL OR a.practice_id = $2)
+           AND ($3::text IS NULL OR (a.serial, a.id) > ($3, $4))
+           AND ($5::text IS NULL OR a.serial ILIKE '%' || $5 || '%')
+           AND ($6::boolean IS NULL OR (a.online AND a.last_seen > now() - make_interval(secs => $7)) = $6)
+           AND ($9::boolean IS NULL OR (a.online AND a.last_seen > now() - make_interval(secs => $7)
+                                        AND a.on_backup) = $9)
+         ORDER BY a.serial, a.id LIMIT $8"
+    )))
+    .bind(auth.practice_filter())
+    .bind(filter.practice_id)
+    .bind(after_serial)
+    .bind(after_id)
+    .bind(filter.q.as_deref())
+    .bind(filter.online)
+    .bind(f64::from(offline_after_secs))
+    .bind(fetch)
+    .bind(filter.on_backup)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| r.view(now, offline_after_secs))
+        .collect())
+}
+
+/// One appliance.
+pub async fn appliance(
+    pool: &PgPool,
+    auth: &AuthUser,
+    appliance: ApplianceId,
+    offline_after_secs: u32,
+    now: DateTime<Utc>,
+) -> Result<ApplianceView, FleetError> {
+    let mut tx = auth.tx(pool).await?;
+    visible_appliance(&mut tx, auth, appliance).await?;
+    load_appliance(&mut tx, appliance, offline_after_secs, now).await
+}
+
+/// An appliance as the API shows it (the caller has checked it is visible).
+async fn load_appliance(
+    tx: &mut Tx,
+    appliance: ApplianceId,
+    offline_after_secs: u32,
+    now: DateTime<Utc>,
+) -> Result<ApplianceView, FleetError> {
+    let row: ApplianceRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{APPLIANCE_SELECT} WHERE a.id = $1"
+    )))
+    .bind(appliance.as_uuid())
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.view(now, offline_after_secs))
+}
+
+/// Which page of an appliance's history to read: newest first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryWindow {
+    /// The sort key (sent_at, message_id) of the last record of the previous page.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    /// Only records sent at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    pub fetch: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    message_id: Uuid,
+    sent_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    body: serde_json::Value,
+}
+
+/// One page of `table` (`telemetry` or `appliance_events`) for a visible appliance.
+async fn history(
+    pool: &PgPool,
+    auth: &AuthUser,
+    table: &'static str,
+    appliance: ApplianceId,
+    window: HistoryWindow,
+) -> Result<Vec<HistoryRow>, FleetError> {
+    let mut tx = auth.tx(pool).await?;
+    visible_appliance(&mut tx, auth, appliance).await?;
+    let (after_sent, after_id) = window.after.unzip();
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT message_id, sent_at, received_at, body FROM {table}
+         WHERE appliance_id = $1
+           AND ($2::timestamptz IS NULL OR (sent_at, message_id) < ($2, $3))
+           AND ($4::timestamptz IS NULL OR sent_at >= $4)
+         ORDER BY sent_at DESC, message_id DESC LIMIT $5"
+    )))
+    .bind(appliance.as_uuid())
+    .bind(after_sent)
+    .bind(after_id)
+    .bind(window.since)
+    .bind(window.fetch)
+    .fetch_all(&mut *tx)
+    .await?)
+}
+
+/// An appliance's telemetry, newest first.
+pub async fn telemetry(
+    pool: &PgPool,
+    auth: &AuthUser,
+    appliance: ApplianceId,
+    window: HistoryWindow,
+) -> Result<Vec<TelemetryRecord>, FleetError> {
+    history(pool, auth, "telemetry", appliance, window)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(TelemetryRecord {
+                message_id: MessageId(row.message_id),
+                sent_at: row.sent_at,
+                received_at: row.received_at,
+                telemetry: serde_json::from_value(row.body).map_err(|source| {
+                    FleetError::Unreadable {
+                        what: "telemetry",
+                        source,
+                    }
+                })?,
+            })
+        })
+        .collect()
+}
+
+/// An appliance's events (failovers, failbacks, drills …), newest first.
+pub async fn events(
+    pool: &PgPool,
+    auth: &AuthUser,
+    appliance: ApplianceId,
+    window: HistoryWindow,
+) -> Result<Vec<EventRecord>, FleetError> {
+    history(pool, auth, "appliance_events", appliance, window)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(EventRecord {
+                message_id: MessageId(row.message_id),
+                appliance_id: appliance,
+                sent_at: row.sent_at,
+                received_at: row.received_at,
+                event: serde_json::from_value(row.body).map_err(|source| {
+                    FleetError::Unreadable {
+                        what: "event",
+                        source,
+                    }
+                })?,
+            })
+        })
+        .collect()
+}
+
+/// Revokes an appliance in the database (audited): it is marked revoked and offline, its
+/// re-enrolment approval is withdrawn, its certificates are withdrawn and its pending commands
+/// expire. Neither enrolling again nor renewing reinstates it; only an MSP admin's restore does.
+///
+/// The caller then rewrites the revocation list and closes the appliance's broker session; both
+/// happen after the commit, so a failed revocation never leaves a closed session behind.
+pub async fn revoke_appliance(
+    pool: &PgPool,
+    auth: &AuthUser,
+    appliance: ApplianceId,
+    offline_after_secs: u32,
+    now: DateTime<Utc>,
+) -> Result<ApplianceView, FleetError> {
+    let mut tx = auth.tx(pool).await?;
+    visible_appliance(&mut tx, auth, appliance).await?;
+    // After the visibility check, so that an appliance the caller may not see is not found
+    // rather than forbidden.
+    auth.require(Permission::Configure)?;
+    let serial: Option<String> = sqlx::query_scalar(
+        "UPDATE appliances SET revoked_at = coalesce(revoked_at, now()), online = false,
+                reenrollment_approved_until = NULL
+         WHERE id = $1 RETURNING cert_serial",
+    )
+    .bind(appliance.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE device_certificates SET revoked_at = now()
+         WHERE appliance_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(appliance.as_uuid())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE commands SET status = 'expired', finished_at = now(), detail = 'appliance revoked'
+         WHERE appliance_id = $1 AND status IN ('queued', 'delivered')",
+    )
+    .bind(appliance.as_uuid())
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        auth.tenant_id,
+        &auth.actor(),
+        Change {
+            action: "appliance.revoke",
+            target_type: "appliance",
+            target_id: appliance.to_string(),
+            before: None,
+            after: Some(serde_json::json!({ "revoked": true, "certificate_serial": serial })),
+        },
+    )
+    .await?;
+    let view = load_appliance(&mut tx, appliance, offline_after_secs, now).await?;
+    tx.commit().await?;
+    Ok(view)
+}
