@@ -11,7 +11,7 @@ use stayopen_shared::policy::{
 use stayopen_shared::{ApplianceId, PracticeId};
 use uuid::Uuid;
 
-use super::{LayerError, layer, outgoing, refresh, scope_str, send};
+use super::{LayerError, layer, outgoing, refresh, send};
 use crate::domain::access::visibility::{visible_appliance, visible_practice};
 use crate::domain::access::{AccessError, AuthUser, Permission};
 use crate::domain::audit::{self, Change};
@@ -53,7 +53,7 @@ async fn read(tx: &mut Tx, scope: PolicyScope, scope_id: Uuid) -> Result<PolicyL
     let row: Option<(sqlx::types::Json<PolicyOverrides>, i64, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT overrides, revision, updated_by, updated_at FROM policies WHERE scope = $1 AND scope_id = $2",
     )
-    .bind(scope_str(scope))
+    .bind(scope)
     .bind(scope_id)
     .fetch_optional(&mut **tx)
     .await?;
@@ -113,7 +113,7 @@ pub async fn replace(
              updated_by = EXCLUDED.updated_by, updated_at = now()",
     )
     .bind(auth.tenant_id.as_uuid())
-    .bind(scope_str(scope))
+    .bind(scope)
     .bind(scope_id)
     .bind(sqlx::types::Json(&overrides))
     .bind(auth.actor().label())
@@ -126,7 +126,7 @@ pub async fn replace(
         &auth.actor(),
         Change {
             action: "policy.update",
-            target_type: scope_str(scope),
+            target_type: scope.as_str(),
             target_id: scope_id.to_string(),
             before: Some(serde_json::Value::Object(before.overrides)),
             after: Some(serde_json::Value::Object(after.overrides.clone())),
@@ -139,7 +139,7 @@ pub async fn replace(
             WHEN 'practice' THEN practice_id = $2
             ELSE id = $2 END",
     )
-    .bind(scope_str(scope))
+    .bind(scope)
     .bind(scope_id)
     .fetch_all(&mut *tx)
     .await?;
@@ -149,7 +149,7 @@ pub async fn replace(
     let messages = outgoing(&mut tx, &changed).await?;
     tx.commit().await?;
     send(link, messages);
-    tracing::info!(tenant_id = %auth.tenant_id, scope = scope_str(scope), %scope_id, changed = changed.len(), "policy updated");
+    tracing::info!(tenant_id = %auth.tenant_id, scope = scope.as_str(), %scope_id, changed = changed.len(), "policy updated");
     Ok(after)
 }
 

@@ -46,15 +46,6 @@ pub enum LayerError {
     Desired(#[from] DesiredError),
 }
 
-pub fn scope_str(scope: PolicyScope) -> &'static str {
-    match scope {
-        PolicyScope::Default => "default",
-        PolicyScope::Msp => "msp",
-        PolicyScope::Practice => "practice",
-        PolicyScope::Appliance => "appliance",
-    }
-}
-
 /// The overrides one layer sets (empty when none are stored).
 pub async fn layer(
     tx: &mut Tx,
@@ -63,7 +54,7 @@ pub async fn layer(
 ) -> Result<PolicyOverrides, sqlx::Error> {
     let stored: Option<sqlx::types::Json<PolicyOverrides>> =
         sqlx::query_scalar("SELECT overrides FROM policies WHERE scope = $1 AND scope_id = $2")
-            .bind(scope_str(scope))
+            .bind(scope)
             .bind(scope_id)
             .fetch_optional(&mut **tx)
             .await?;
