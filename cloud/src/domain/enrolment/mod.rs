@@ -17,7 +17,13 @@
 //! Every issued certificate gets a fresh MQTT password and supersedes the one before; superseded and
 //! revoked certificates stay on the revocation list ([`rewrite_crl`]) until they expire. The
 //! decisions ([`admit_reenrolment`], [`check_renewal`]) are plain functions of what the database
-//! holds, the request and the time; the handlers in `http::enroll` do the I/O.
+//! holds, the request and the time; [`enrol`] does the I/O around them.
+//!
+//! - [`tokens`]: enrolment tokens; [`claims`]: serials registered for zero-touch enrolment.
+//! - [`enrol`]: an appliance enrols (with a token or a registered serial) or renews.
+//! - [`identity`]: an appliance's identity as MSP staff manage it (approval, restore).
+
+pub mod tokens;
 
 use std::path::Path;
 use std::sync::Arc;
