@@ -23,6 +23,7 @@
 //! - [`enrol`]: an appliance enrols (with a token or a registered serial) or renews.
 //! - [`identity`]: an appliance's identity as MSP staff manage it (approval, restore).
 
+pub mod claims;
 pub mod tokens;
 
 use std::path::Path;
