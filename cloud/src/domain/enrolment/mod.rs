@@ -24,6 +24,8 @@
 //! - [`identity`]: an appliance's identity as MSP staff manage it (approval, restore).
 
 pub mod claims;
+pub mod enrol;
+pub mod identity;
 pub mod tokens;
 
 use std::path::Path;
@@ -257,6 +259,27 @@ pub async fn rewrite_crl(pool: &PgPool, ca: &DeviceCa, dir: &Path) -> Result<(),
     let withdrawn = db::lookup::revoked_certificates(pool).await?;
     ca.write_crl(dir, &withdrawn)?;
     Ok(())
+}
+
+/// What taking or renewing an identity needs of the device CA: signing, and the revocation list the
+/// broker reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Issuer<'a> {
+    pub ca: &'a DeviceCa,
+    /// How long a device certificate is valid.
+    pub cert_days: u32,
+    /// Where `crl.pem` is written.
+    pub crl_dir: &'a Path,
+}
+
+impl Issuer<'_> {
+    /// Rewrites the revocation list after a commit; a failure is logged (the next change or
+    /// restart writes it again) rather than failing a request whose change is already committed.
+    pub async fn refresh_crl(&self, pool: &PgPool) {
+        if let Err(e) = rewrite_crl(pool, self.ca, self.crl_dir).await {
+            tracing::error!(error = %e, "could not rewrite the revocation list");
+        }
+    }
 }
 
 /// Answers the broker's authentication requests from the appliances table. A device must connect
