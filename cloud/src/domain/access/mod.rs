@@ -1,6 +1,7 @@
 //! Passwords, access tokens, API tokens, device secrets, and the extractor that turns a bearer
 //! token into an authenticated caller scoped to one tenant.
 
+pub mod api_tokens;
 pub mod throttle;
 pub mod totp;
 pub mod visibility;
