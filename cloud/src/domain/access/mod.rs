@@ -2,6 +2,7 @@
 //! token into an authenticated caller scoped to one tenant.
 
 pub mod api_tokens;
+pub mod sessions;
 pub mod throttle;
 pub mod totp;
 pub mod visibility;
