@@ -5,6 +5,7 @@ pub mod api_tokens;
 pub mod sessions;
 pub mod throttle;
 pub mod totp;
+pub mod users;
 pub mod visibility;
 
 use std::collections::HashMap;
