@@ -162,7 +162,9 @@ pub async fn me(
     state: web::Data<AppState>,
     auth: SessionUser,
 ) -> Result<web::Json<CurrentUser>, ApiFailure> {
-    Ok(web::Json(sessions::current_user(&state.pool, &auth.0).await?))
+    Ok(web::Json(
+        sessions::current_user(&state.pool, &auth.0).await?,
+    ))
 }
 
 /// Starts TOTP enrolment: a new secret to add to an authenticator app. Not active until confirmed.

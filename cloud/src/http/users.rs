@@ -4,7 +4,9 @@
 use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 use serde::Deserialize;
 use stayopen_shared::UserId;
-use stayopen_shared::api::{ApiError, CreateUser, Page, Role, SecuritySettings, UpdateUser, UserView};
+use stayopen_shared::api::{
+    ApiError, CreateUser, Page, Role, SecuritySettings, UpdateUser, UserView,
+};
 use utoipa::IntoParams;
 
 use crate::domain::access::users::{self, UserError};
@@ -96,7 +98,9 @@ pub async fn show(
     path: web::Path<UserId>,
 ) -> Result<web::Json<UserView>, ApiFailure> {
     auth.require(Permission::ManageAccess)?;
-    Ok(web::Json(users::show(&state.pool, &auth, path.into_inner()).await?))
+    Ok(web::Json(
+        users::show(&state.pool, &auth, path.into_inner()).await?,
+    ))
 }
 
 /// Changes a user's name, role, practices, expiry or disabled state. Disabling a user ends their
@@ -150,7 +154,9 @@ pub async fn security_settings(
     auth: AuthUser,
 ) -> Result<web::Json<SecuritySettings>, ApiFailure> {
     auth.require(Permission::ManageAccess)?;
-    Ok(web::Json(users::security_settings(&state.pool, &auth).await?))
+    Ok(web::Json(
+        users::security_settings(&state.pool, &auth).await?,
+    ))
 }
 
 /// Changes the MSP's security settings (audited).
@@ -167,7 +173,6 @@ pub async fn update_security_settings(
     body: web::Json<SecuritySettings>,
 ) -> Result<web::Json<SecuritySettings>, ApiFailure> {
     auth.require(Permission::ManageAccess)?;
-    let settings =
-        users::update_security_settings(&state.pool, &auth, body.into_inner()).await?;
+    let settings = users::update_security_settings(&state.pool, &auth, body.into_inner()).await?;
     Ok(web::Json(settings))
 }

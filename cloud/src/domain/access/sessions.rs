@@ -12,8 +12,8 @@ use stayopen_shared::api::{CurrentUser, LoginResponse, Role, TotpSetup};
 use stayopen_shared::{PracticeId, TenantId, UserId};
 use uuid::Uuid;
 
-use super::{AccessError, AuthUser, Principal, TokenKeys, random_secret, secret_digest, totp};
 use super::verify_password;
+use super::{AccessError, AuthUser, Principal, TokenKeys, random_secret, secret_digest, totp};
 use crate::domain::audit::{self, Change};
 use crate::infra::db::{self, Tx, lookup};
 
@@ -158,7 +158,9 @@ pub async fn signed_in_user(
     let mut tx = db::tenant_tx(pool, tenant).await?;
     let record = UserRecord::load(&mut tx, user.0)
         .await?
-        .ok_or(SessionError::Unauthenticated("this account no longer exists"))?;
+        .ok_or(SessionError::Unauthenticated(
+            "this account no longer exists",
+        ))?;
     record.check_active(Utc::now())?;
     record.auth_user()
 }

@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use stayopen_shared::api::{CreateUser, PracticeLabel, Role, SecuritySettings, UpdateUser, UserView};
+use stayopen_shared::api::{
+    CreateUser, PracticeLabel, Role, SecuritySettings, UpdateUser, UserView,
+};
 use stayopen_shared::{PracticeId, UserId};
 use uuid::Uuid;
 
@@ -288,8 +290,7 @@ pub async fn update(
     let mut tx = auth.tx(pool).await?;
     let before = load_user(&mut tx, id.0).await?;
     let is_self = auth.user_id().ok() == Some(id);
-    if is_self && (change.role.is_some_and(|r| r != before.role) || change.disabled == Some(true))
-    {
+    if is_self && (change.role.is_some_and(|r| r != before.role) || change.disabled == Some(true)) {
         return Err(UserError::Invalid(
             "you cannot change your own role or disable yourself".into(),
         ));
