@@ -9,8 +9,7 @@ use uuid::Uuid;
 
 use crate::domain::access::{AuthUser, Principal, hash_password};
 use crate::domain::audit::{self, Actor, Change};
-use crate::http::error::ApiFailure;
-use crate::http::tokens;
+use crate::domain::enrolment::tokens::{self, EnrolmentTokenError, TokenRequest};
 use crate::infra::db::{self, lookup};
 
 pub const DEMO_TENANT: &str = "Lakeside IT Partners";
@@ -33,7 +32,17 @@ pub struct DemoPractice {
     pub enrollment_token: String,
 }
 
-pub async fn seed_demo(pool: &PgPool) -> Result<DemoSeed, ApiFailure> {
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("hashing the demo password: {0}")]
+    Hash(argon2::password_hash::Error),
+    #[error("issuing an enrolment token: {0}")]
+    EnrolmentToken(#[from] EnrolmentTokenError),
+}
+
+pub async fn seed_demo(pool: &PgPool) -> Result<DemoSeed, SeedError> {
     // The demo MSP is found through its admin's e-mail (the one cross-tenant lookup by name the
     // application has), so running the seed again reuses it.
     let existing = lookup::user_by_email(pool, DEMO_EMAIL).await?;
@@ -68,8 +77,7 @@ pub async fn seed_demo(pool: &PgPool) -> Result<DemoSeed, ApiFailure> {
             id
         }
     };
-    let password_hash =
-        hash_password(DEMO_PASSWORD).map_err(|e| ApiFailure::Internal(e.to_string()))?;
+    let password_hash = hash_password(DEMO_PASSWORD).map_err(SeedError::Hash)?;
     let user: Uuid = sqlx::query_scalar(
         "INSERT INTO users (id, tenant_id, email, password_hash, role) VALUES ($1, $2, $3, $4, 'msp_admin')
          ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash RETURNING id",
@@ -112,7 +120,13 @@ pub async fn seed_demo(pool: &PgPool) -> Result<DemoSeed, ApiFailure> {
     };
     let mut practices = Vec::new();
     for (id, name) in practice_ids {
-        let token = tokens::issue(&mut tx, &admin, PracticeId(id), None, 24, 100).await?;
+        let request = TokenRequest {
+            practice: PracticeId(id),
+            site: None,
+            expires_in_hours: 24,
+            max_uses: 100,
+        };
+        let token = tokens::issue(&mut tx, &admin, request).await?;
         practices.push(DemoPractice {
             id: PracticeId(id),
             name: name.to_owned(),

@@ -4,7 +4,9 @@
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
 
-use crate::domain::access::{API_TOKEN_PREFIX, AuthUser, Principal, TokenError};
+use crate::domain::access::{
+    API_TOKEN_PREFIX, AuthUser, Principal, TokenError, api_tokens, sessions,
+};
 use crate::http::error::ApiFailure;
 use crate::state::AppState;
 
@@ -79,14 +81,18 @@ async fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiFailure> {
     {
         None => Err(ApiFailure::Unauthenticated("missing bearer token".into())),
         Some(token) if token.starts_with(API_TOKEN_PREFIX) => {
-            crate::http::api_tokens::authenticate(state, token).await
+            api_tokens::authenticate(&state.pool, token)
+                .await
+                .map_err(ApiFailure::from)
         }
         Some(token) => match state.tokens.verify(token) {
             Ok(AuthUser {
                 principal: Principal::User(user),
                 tenant_id,
                 ..
-            }) => crate::http::session::signed_in_user(state, tenant_id, user).await,
+            }) => sessions::signed_in_user(&state.pool, tenant_id, user)
+                .await
+                .map_err(ApiFailure::from),
             Ok(other) => Ok(other),
             Err(TokenError::Expired) => Err(ApiFailure::TokenExpired),
             Err(e) => Err(ApiFailure::Unauthenticated(e.to_string())),

@@ -1,47 +1,29 @@
 //! Serial numbers registered for zero-touch enrolment (audited). A serial belongs to one MSP.
 
 use actix_web::{HttpResponse, delete, get, post, web};
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use stayopen_shared::PracticeId;
 use stayopen_shared::api::{ApiError, ClaimSerial, ClaimedSerialView, Page};
-use stayopen_shared::{ApplianceId, PracticeId, SiteId};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::domain::access::visibility::visible_practice;
-use crate::domain::access::{AuthUser, Permission, secret_digest};
-use crate::domain::audit::{self, Change};
+use crate::domain::access::AuthUser;
+use crate::domain::enrolment::claims::{self, ClaimError, Registration};
 use crate::http::error::ApiFailure;
 use crate::http::pagination;
-use crate::infra::db::lookup;
 use crate::state::AppState;
 
-#[derive(sqlx::FromRow)]
-struct ClaimRow {
-    serial: String,
-    practice_id: Uuid,
-    site_id: Uuid,
-    created_at: DateTime<Utc>,
-    enrolled_appliance_id: Option<Uuid>,
-    enrolled_at: Option<DateTime<Utc>>,
-}
-
-impl From<ClaimRow> for ClaimedSerialView {
-    fn from(row: ClaimRow) -> Self {
-        ClaimedSerialView {
-            serial: row.serial,
-            practice_id: PracticeId(row.practice_id),
-            site_id: SiteId(row.site_id),
-            created_at: row.created_at,
-            appliance_id: row.enrolled_appliance_id.map(ApplianceId),
-            enrolled_at: row.enrolled_at,
+impl From<ClaimError> for ApiFailure {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Invalid(why) => ApiFailure::BadRequest(why),
+            ClaimError::NotFound(what) => ApiFailure::NotFound(what),
+            ClaimError::Conflict(why) => ApiFailure::Conflict(why),
+            ClaimError::Access(e) => e.into(),
+            ClaimError::Database(e) => e.into(),
         }
     }
 }
-
-const CLAIM_SELECT: &str =
-    "SELECT serial, practice_id, site_id, created_at, enrolled_appliance_id, enrolled_at
-     FROM claimed_serials";
 
 /// Registers a serial number (and its factory key) for zero-touch enrolment into a practice.
 #[utoipa::path(
@@ -64,67 +46,14 @@ pub async fn create(
     path: web::Path<PracticeId>,
     body: web::Json<ClaimSerial>,
 ) -> Result<HttpResponse, ApiFailure> {
-    let practice = path.into_inner();
-    let mut tx = auth.tx(&state.pool).await?;
-    visible_practice(&mut tx, &auth, practice).await?;
-    auth.require(Permission::Configure)?;
-    let serial = body.serial.trim();
-    if serial.is_empty() || serial.len() > 128 {
-        return Err(ApiFailure::BadRequest(
-            "serial must be 1 to 128 characters".into(),
-        ));
-    }
-    let key = body.factory_key.trim();
-    if key.len() < 32 || key.len() > 256 {
-        return Err(ApiFailure::BadRequest(
-            "factory_key must be 32 to 256 characters".into(),
-        ));
-    }
-    if lookup::claimed_serial_tenant(&state.pool, serial)
-        .await?
-        .is_some()
-    {
-        return Err(ApiFailure::Conflict(format!(
-            "serial {serial} is already registered"
-        )));
-    }
-    let site: Uuid = sqlx::query_scalar(
-        "SELECT id FROM sites WHERE practice_id = $1 AND ($2::uuid IS NULL OR id = $2)
-         ORDER BY created_at, id LIMIT 1",
-    )
-    .bind(practice.as_uuid())
-    .bind(body.site_id.map(|s| s.0))
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(ApiFailure::NotFound("no such site"))?;
-    let row: ClaimRow = sqlx::query_as(
-        "INSERT INTO claimed_serials (serial, tenant_id, practice_id, site_id, factory_key_hash, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         RETURNING serial, practice_id, site_id, created_at, enrolled_appliance_id, enrolled_at",
-    )
-    .bind(serial)
-    .bind(auth.tenant_id.as_uuid())
-    .bind(practice.as_uuid())
-    .bind(site)
-    .bind(secret_digest(key))
-    .bind(auth.actor().label())
-    .fetch_one(&mut *tx)
-    .await?;
-    audit::record(
-        &mut tx,
-        auth.tenant_id,
-        &auth.actor(),
-        Change {
-            action: "claimed_serial.create",
-            target_type: "claimed_serial",
-            target_id: serial.to_owned(),
-            before: None,
-            after: Some(serde_json::json!({ "practice_id": practice, "site_id": site })),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Created().json(ClaimedSerialView::from(row)))
+    let registration = Registration {
+        practice: path.into_inner(),
+        site: body.site_id,
+        serial: &body.serial,
+        factory_key: &body.factory_key,
+    };
+    let view = claims::register(&state.pool, &auth, registration).await?;
+    Ok(HttpResponse::Created().json(view))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -151,21 +80,7 @@ pub async fn list(
 ) -> Result<web::Json<Page<ClaimedSerialView>>, ApiFailure> {
     let fetch = pagination::fetch_limit(query.limit)?;
     let after: Option<String> = pagination::decode_cursor(query.cursor.as_deref())?;
-    let mut tx = auth.tx(&state.pool).await?;
-    let rows: Vec<ClaimRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{CLAIM_SELECT}
-         WHERE ($1::uuid[] IS NULL OR practice_id = ANY($1))
-           AND ($2::uuid IS NULL OR practice_id = $2)
-           AND ($3::text IS NULL OR serial > $3)
-         ORDER BY serial LIMIT $4"
-    )))
-    .bind(auth.practice_filter())
-    .bind(query.practice_id)
-    .bind(after)
-    .bind(fetch)
-    .fetch_all(&mut *tx)
-    .await?;
-    let items = rows.into_iter().map(ClaimedSerialView::from).collect();
+    let items = claims::list(&state.pool, &auth, query.practice_id, after, fetch).await?;
     Ok(web::Json(pagination::page(
         items,
         fetch,
@@ -186,33 +101,6 @@ pub async fn remove(
     auth: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiFailure> {
-    let serial = path.into_inner();
-    let mut tx = auth.tx(&state.pool).await?;
-    let practice: Uuid =
-        sqlx::query_scalar("SELECT practice_id FROM claimed_serials WHERE serial = $1")
-            .bind(&serial)
-            .fetch_optional(&mut *tx)
-            .await?
-            .filter(|p| auth.may_see_practice(PracticeId(*p)))
-            .ok_or(ApiFailure::NotFound("no such serial"))?;
-    auth.require(Permission::Configure)?;
-    sqlx::query("DELETE FROM claimed_serials WHERE serial = $1")
-        .bind(&serial)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
-        &mut tx,
-        auth.tenant_id,
-        &auth.actor(),
-        Change {
-            action: "claimed_serial.delete",
-            target_type: "claimed_serial",
-            target_id: serial.clone(),
-            before: Some(serde_json::json!({ "practice_id": practice })),
-            after: None,
-        },
-    )
-    .await?;
-    tx.commit().await?;
+    claims::withdraw(&state.pool, &auth, &path.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -3,70 +3,24 @@
 //! appliance. See [`crate::domain::enrolment`] for what the approval admits.
 
 use actix_web::{get, post, web};
-use chrono::{DateTime, Utc};
 use stayopen_shared::ApplianceId;
-use stayopen_shared::api::{ApiError, DeviceCertificateView, DeviceIdentityView};
+use stayopen_shared::api::{ApiError, DeviceIdentityView};
 
-use crate::domain::access::visibility::visible_appliance;
-use crate::domain::access::{AuthUser, Permission, random_secret, secret_digest};
-use crate::domain::audit::{self, Change};
-use crate::domain::enrolment::{APPROVAL_VALID_FOR, Refusal};
-use crate::http::enroll::rewrite_crl;
+use crate::domain::access::AuthUser;
+use crate::domain::enrolment::identity::{self, IdentityError};
+use crate::http::enroll::issuer;
 use crate::http::error::ApiFailure;
-use crate::infra::db::Tx;
 use crate::state::AppState;
 
-#[derive(sqlx::FromRow)]
-struct IdentityRow {
-    revoked_at: Option<DateTime<Utc>>,
-    reenrollment_approved_until: Option<DateTime<Utc>>,
-    cert_serial: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct CertificateRow {
-    serial_hex: String,
-    issued_at: DateTime<Utc>,
-    not_after: DateTime<Utc>,
-    superseded_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-}
-
-async fn load_identity(
-    tx: &mut Tx,
-    appliance: ApplianceId,
-) -> Result<DeviceIdentityView, ApiFailure> {
-    let row: IdentityRow = sqlx::query_as(
-        "SELECT revoked_at, reenrollment_approved_until, cert_serial FROM appliances WHERE id = $1",
-    )
-    .bind(appliance.as_uuid())
-    .fetch_one(&mut **tx)
-    .await?;
-    let certificates: Vec<CertificateRow> = sqlx::query_as(
-        "SELECT serial_hex, issued_at, not_after, superseded_at, revoked_at
-         FROM device_certificates WHERE appliance_id = $1
-         ORDER BY issued_at DESC, serial_hex LIMIT 100",
-    )
-    .bind(appliance.as_uuid())
-    .fetch_all(&mut **tx)
-    .await?;
-    let now = Utc::now();
-    Ok(DeviceIdentityView {
-        appliance_id: appliance,
-        revoked_at: row.revoked_at,
-        reenrollment_approved_until: row.reenrollment_approved_until.filter(|until| *until > now),
-        current_certificate: row.cert_serial,
-        certificates: certificates
-            .into_iter()
-            .map(|c| DeviceCertificateView {
-                serial: c.serial_hex,
-                issued_at: c.issued_at,
-                not_after: c.not_after,
-                superseded_at: c.superseded_at,
-                revoked_at: c.revoked_at,
-            })
-            .collect(),
-    })
+impl From<IdentityError> for ApiFailure {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::Refused(refusal) => refusal.into(),
+            IdentityError::Conflict(why) => ApiFailure::Conflict(why.into()),
+            IdentityError::Access(e) => e.into(),
+            IdentityError::Database(e) => e.into(),
+        }
+    }
 }
 
 /// An appliance's identity: revocation, a pending approval to enrol again, its certificates.
@@ -82,10 +36,8 @@ pub async fn show(
     auth: AuthUser,
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<DeviceIdentityView>, ApiFailure> {
-    let appliance = path.into_inner();
-    let mut tx = auth.tx(&state.pool).await?;
-    visible_appliance(&mut tx, &auth, appliance).await?;
-    Ok(web::Json(load_identity(&mut tx, appliance).await?))
+    let view = identity::show(&state.pool, &auth, path.into_inner()).await?;
+    Ok(web::Json(view))
 }
 
 /// Lets the appliance's hardware enrol again once, within 24 hours, without proof of its current
@@ -107,41 +59,7 @@ pub async fn approve_reenrollment(
     auth: AuthUser,
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<DeviceIdentityView>, ApiFailure> {
-    let appliance = path.into_inner();
-    let mut tx = auth.tx(&state.pool).await?;
-    visible_appliance(&mut tx, &auth, appliance).await?;
-    auth.require(Permission::TrustDevices)?;
-    let revoked: bool = sqlx::query_scalar(
-        "SELECT revoked_at IS NOT NULL FROM appliances WHERE id = $1 FOR UPDATE",
-    )
-    .bind(appliance.as_uuid())
-    .fetch_one(&mut *tx)
-    .await?;
-    if revoked {
-        return Err(Refusal::Revoked.into());
-    }
-    let until = Utc::now() + APPROVAL_VALID_FOR;
-    sqlx::query("UPDATE appliances SET reenrollment_approved_until = $2 WHERE id = $1")
-        .bind(appliance.as_uuid())
-        .bind(until)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
-        &mut tx,
-        auth.tenant_id,
-        &auth.actor(),
-        Change {
-            action: "appliance.approve_reenrollment",
-            target_type: "appliance",
-            target_id: appliance.to_string(),
-            before: None,
-            after: Some(serde_json::json!({ "reenrollment_approved_until": until })),
-        },
-    )
-    .await?;
-    let view = load_identity(&mut tx, appliance).await?;
-    tx.commit().await?;
-    tracing::info!(%appliance, %until, "re-enrolment approved");
+    let view = identity::approve_reenrolment(&state.pool, &auth, path.into_inner()).await?;
     Ok(web::Json(view))
 }
 
@@ -165,50 +83,6 @@ pub async fn restore(
     auth: AuthUser,
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<DeviceIdentityView>, ApiFailure> {
-    let appliance = path.into_inner();
-    let mut tx = auth.tx(&state.pool).await?;
-    visible_appliance(&mut tx, &auth, appliance).await?;
-    auth.require(Permission::TrustDevices)?;
-    let revoked_at: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT revoked_at FROM appliances WHERE id = $1 FOR UPDATE")
-            .bind(appliance.as_uuid())
-            .fetch_one(&mut *tx)
-            .await?;
-    let Some(revoked_at) = revoked_at else {
-        return Err(ApiFailure::Conflict("the appliance is not revoked".into()));
-    };
-    let until = Utc::now() + APPROVAL_VALID_FOR;
-    // The credentials of before the revocation must not come back with it: a password nobody
-    // knows, and no key a renewal could be proven with. The box enrols again for new ones.
-    sqlx::query(
-        "UPDATE appliances SET revoked_at = NULL, reenrollment_approved_until = $2,
-                mqtt_password_hash = $3, cert_public_key = NULL
-         WHERE id = $1",
-    )
-    .bind(appliance.as_uuid())
-    .bind(until)
-    .bind(secret_digest(&random_secret()))
-    .execute(&mut *tx)
-    .await?;
-    audit::record(
-        &mut tx,
-        auth.tenant_id,
-        &auth.actor(),
-        Change {
-            action: "appliance.restore",
-            target_type: "appliance",
-            target_id: appliance.to_string(),
-            before: Some(serde_json::json!({ "revoked_at": revoked_at })),
-            after: Some(serde_json::json!({
-                "revoked": false,
-                "reenrollment_approved_until": until,
-            })),
-        },
-    )
-    .await?;
-    let view = load_identity(&mut tx, appliance).await?;
-    tx.commit().await?;
-    rewrite_crl(&state).await;
-    tracing::info!(%appliance, "appliance restored");
+    let view = identity::restore(&state.pool, issuer(&state), &auth, path.into_inner()).await?;
     Ok(web::Json(view))
 }

@@ -1,6 +1,7 @@
 use actix_web::{HttpResponse, web};
 use stayopen_shared::api::Readiness;
 
+use crate::infra::db;
 use crate::state::AppState;
 
 /// Liveness: the process answers.
@@ -10,10 +11,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: the database answers and the broker's listener is up.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let database = sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&state.pool)
-        .await
-        .is_ok();
+    let database = db::ping(&state.pool).await;
     let broker = state.broker.is_alive();
     let readiness = Readiness { database, broker };
     if database && broker {

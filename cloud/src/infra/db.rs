@@ -87,6 +87,14 @@ pub async fn ensure_unprivileged(pool: &PgPool) -> Result<(), DbError> {
     Err(DbError::PrivilegedRole { role, why })
 }
 
+/// Whether the database answers a trivial query (readiness).
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(pool)
+        .await
+        .is_ok()
+}
+
 /// Begins a transaction that sees exactly one tenant's rows.
 pub async fn tenant_tx(pool: &PgPool, tenant: TenantId) -> Result<Tx, sqlx::Error> {
     let mut tx = pool.begin().await?;

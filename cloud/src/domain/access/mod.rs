@@ -1,8 +1,17 @@
 //! Passwords, access tokens, API tokens, device secrets, and the extractor that turns a bearer
 //! token into an authenticated caller scoped to one tenant.
+//!
+//! - [`sessions`]: signing in, refresh-token rotation, signing out, TOTP enrolment, and the
+//!   per-request check of a signed-in user; [`api_tokens`]: tokens for MSP automation.
+//! - [`users`]: user management and the MSP's security settings.
+//! - [`visibility`]: what a caller may see; [`throttle`]: sign-in throttling; [`totp`]: the
+//!   second factor.
 
+pub mod api_tokens;
+pub mod sessions;
 pub mod throttle;
 pub mod totp;
+pub mod users;
 pub mod visibility;
 
 use std::collections::HashMap;

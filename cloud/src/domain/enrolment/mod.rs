@@ -17,7 +17,16 @@
 //! Every issued certificate gets a fresh MQTT password and supersedes the one before; superseded and
 //! revoked certificates stay on the revocation list ([`rewrite_crl`]) until they expire. The
 //! decisions ([`admit_reenrolment`], [`check_renewal`]) are plain functions of what the database
-//! holds, the request and the time; the handlers in `http::enroll` do the I/O.
+//! holds, the request and the time; [`enrol`] does the I/O around them.
+//!
+//! - [`tokens`]: enrolment tokens; [`claims`]: serials registered for zero-touch enrolment.
+//! - [`enrol`]: an appliance enrols (with a token or a registered serial) or renews.
+//! - [`identity`]: an appliance's identity as MSP staff manage it (approval, restore).
+
+pub mod claims;
+pub mod enrol;
+pub mod identity;
+pub mod tokens;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -250,6 +259,27 @@ pub async fn rewrite_crl(pool: &PgPool, ca: &DeviceCa, dir: &Path) -> Result<(),
     let withdrawn = db::lookup::revoked_certificates(pool).await?;
     ca.write_crl(dir, &withdrawn)?;
     Ok(())
+}
+
+/// What taking or renewing an identity needs of the device CA: signing, and the revocation list the
+/// broker reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Issuer<'a> {
+    pub ca: &'a DeviceCa,
+    /// How long a device certificate is valid.
+    pub cert_days: u32,
+    /// Where `crl.pem` is written.
+    pub crl_dir: &'a Path,
+}
+
+impl Issuer<'_> {
+    /// Rewrites the revocation list after a commit; a failure is logged (the next change or
+    /// restart writes it again) rather than failing a request whose change is already committed.
+    pub async fn refresh_crl(&self, pool: &PgPool) {
+        if let Err(e) = rewrite_crl(pool, self.ca, self.crl_dir).await {
+            tracing::error!(error = %e, "could not rewrite the revocation list");
+        }
+    }
 }
 
 /// Answers the broker's authentication requests from the appliances table. A device must connect

@@ -1,0 +1,214 @@
+//! Long-lived API tokens for MSP automation: `sot_` plus 256 random bits, stored as a SHA-256
+//! digest, scoped (`read` or `operate`), optionally expiring, revocable, audited.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::PgPool;
+use stayopen_shared::TenantId;
+use stayopen_shared::api::{ApiTokenScope, ApiTokenView, CreatedApiToken, Role};
+use uuid::Uuid;
+
+use super::{API_TOKEN_PREFIX, AuthUser, Principal, random_secret, secret_digest};
+use crate::domain::audit::{self, Change};
+use crate::infra::db::{self, lookup};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiTokenError {
+    /// The presented token is unknown or revoked (the two are not told apart).
+    #[error("the API token is unknown or revoked")]
+    Unknown,
+    #[error("the API token has expired")]
+    Expired,
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("unknown API token scope {0:?}")]
+    UnknownScope(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    name: String,
+    scope: String,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+fn parse_scope(scope: &str) -> Result<ApiTokenScope, ApiTokenError> {
+    match scope {
+        "read" => Ok(ApiTokenScope::Read),
+        "operate" => Ok(ApiTokenScope::Operate),
+        other => Err(ApiTokenError::UnknownScope(other.to_owned())),
+    }
+}
+
+fn scope_str(scope: ApiTokenScope) -> &'static str {
+    match scope {
+        ApiTokenScope::Read => "read",
+        ApiTokenScope::Operate => "operate",
+    }
+}
+
+impl TokenRow {
+    fn view(self) -> Result<ApiTokenView, ApiTokenError> {
+        Ok(ApiTokenView {
+            id: self.id,
+            name: self.name,
+            scope: parse_scope(&self.scope)?,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            last_used_at: self.last_used_at,
+            revoked: self.revoked_at.is_some(),
+        })
+    }
+}
+
+const TOKEN_SELECT: &str =
+    "SELECT id, tenant_id, name, scope, created_at, expires_at, last_used_at, revoked_at
+     FROM api_tokens";
+
+/// Turns a presented API token into a caller: MSP-wide, acting with the token's scope.
+pub async fn authenticate(pool: &PgPool, token: &str) -> Result<AuthUser, ApiTokenError> {
+    let hash = secret_digest(token);
+    let tenant = lookup::api_token_tenant(pool, hash.clone())
+        .await?
+        .ok_or(ApiTokenError::Unknown)?;
+    let mut tx = db::tenant_tx(pool, tenant).await?;
+    let row: TokenRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{TOKEN_SELECT} WHERE token_hash = $1"
+    )))
+    .bind(hash)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiTokenError::Unknown)?;
+    let now = Utc::now();
+    if row.revoked_at.is_some() {
+        return Err(ApiTokenError::Unknown);
+    }
+    if row.expires_at.is_some_and(|end| end <= now) {
+        return Err(ApiTokenError::Expired);
+    }
+    // Once a minute is precise enough for "last used" and keeps automation from writing per call.
+    if row
+        .last_used_at
+        .is_none_or(|used| now - used > Duration::minutes(1))
+    {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
+            .bind(row.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    let scope = parse_scope(&row.scope)?;
+    Ok(AuthUser {
+        principal: Principal::ApiToken(row.id),
+        tenant_id: TenantId(row.tenant_id),
+        role: match scope {
+            ApiTokenScope::Read | ApiTokenScope::Operate => Role::MspTechnician,
+        },
+        practices: Vec::new(),
+        api_scope: Some(scope),
+        totp_enrolment_only: false,
+    })
+}
+
+/// The MSP's API tokens, newest first, after the `(created_at, id)` of `after`; at most `limit`.
+pub async fn list(
+    pool: &PgPool,
+    auth: &AuthUser,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ApiTokenView>, ApiTokenError> {
+    let mut tx = auth.tx(pool).await?;
+    let rows: Vec<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{TOKEN_SELECT} WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2))
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    )))
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    rows.into_iter().map(TokenRow::view).collect()
+}
+
+/// Creates an API token (audited). The token itself is returned this once.
+pub async fn create(
+    pool: &PgPool,
+    auth: &AuthUser,
+    name: &str,
+    scope: ApiTokenScope,
+    expires_in_days: Option<u32>,
+) -> Result<CreatedApiToken, ApiTokenError> {
+    let token = format!("{API_TOKEN_PREFIX}{}", random_secret());
+    let id = Uuid::new_v4();
+    let expires_at = expires_in_days.map(|d| Utc::now() + Duration::days(i64::from(d)));
+    let mut tx = auth.tx(pool).await?;
+    let row: TokenRow = sqlx::query_as(
+        "INSERT INTO api_tokens (id, tenant_id, name, token_hash, scope, created_by, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING id, tenant_id, name, scope, created_at, expires_at, last_used_at, revoked_at",
+    )
+    .bind(id)
+    .bind(auth.tenant_id.as_uuid())
+    .bind(name)
+    .bind(secret_digest(&token))
+    .bind(scope_str(scope))
+    .bind(auth.user_id().ok().map(|u| u.0))
+    .bind(expires_at)
+    .fetch_one(&mut *tx)
+    .await?;
+    let details = row.view()?;
+    audit::record(
+        &mut tx,
+        auth.tenant_id,
+        &auth.actor(),
+        Change {
+            action: "api_token.create",
+            target_type: "api_token",
+            target_id: id.to_string(),
+            before: None,
+            after: Some(serde_json::json!({
+                "name": details.name,
+                "scope": details.scope,
+                "expires_at": details.expires_at,
+            })),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(CreatedApiToken { token, details })
+}
+
+/// Revokes an API token (audited); it stops working at once.
+pub async fn revoke(pool: &PgPool, auth: &AuthUser, id: Uuid) -> Result<(), ApiTokenError> {
+    let mut tx = auth.tx(pool).await?;
+    let revoked =
+        sqlx::query("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    if revoked.rows_affected() == 0 {
+        return Err(ApiTokenError::NotFound("no such API token"));
+    }
+    audit::record(
+        &mut tx,
+        auth.tenant_id,
+        &auth.actor(),
+        Change {
+            action: "api_token.revoke",
+            target_type: "api_token",
+            target_id: id.to_string(),
+            before: None,
+            after: Some(serde_json::json!({ "revoked": true })),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
