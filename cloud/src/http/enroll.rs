@@ -43,11 +43,6 @@ pub fn issuer(state: &AppState) -> Issuer<'_> {
     }
 }
 
-/// Rewrites the revocation list after a commit (a failure is logged, not returned).
-pub async fn rewrite_crl(state: &AppState) {
-    issuer(state).refresh_crl(&state.pool).await;
-}
-
 /// Counts and logs a refused enrolment or renewal, and answers with the appliance's credentials.
 fn answer(
     state: &AppState,

@@ -384,7 +384,9 @@ pub async fn revoke_appliance(
         Utc::now(),
     )
     .await?;
-    crate::http::enroll::rewrite_crl(&state).await;
+    crate::http::enroll::issuer(&state)
+        .refresh_crl(&state.pool)
+        .await;
     if let Err(e) = crate::infra::broker::disconnect_device(
         state.broker.device_addr(),
         &state.ca,

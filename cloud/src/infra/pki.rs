@@ -317,7 +317,7 @@ impl DeviceCa {
 
     /// Writes `dir/crl.pem`: the revoked and superseded device certificates (hex serials, times),
     /// for an external broker's `crlfile`. Rewritten at start and after every issuance and
-    /// revocation (`enrolment::rewrite_crl`).
+    /// revocation (`domain::enrolment::rewrite_crl`).
     pub fn write_crl(
         &self,
         dir: &Path,

@@ -39,18 +39,7 @@ struct TokenRow {
 }
 
 fn parse_scope(scope: &str) -> Result<ApiTokenScope, ApiTokenError> {
-    match scope {
-        "read" => Ok(ApiTokenScope::Read),
-        "operate" => Ok(ApiTokenScope::Operate),
-        other => Err(ApiTokenError::UnknownScope(other.to_owned())),
-    }
-}
-
-fn scope_str(scope: ApiTokenScope) -> &'static str {
-    match scope {
-        ApiTokenScope::Read => "read",
-        ApiTokenScope::Operate => "operate",
-    }
+    ApiTokenScope::parse(scope).ok_or_else(|| ApiTokenError::UnknownScope(scope.to_owned()))
 }
 
 impl TokenRow {
@@ -158,7 +147,7 @@ pub async fn create(
     .bind(auth.tenant_id.as_uuid())
     .bind(name)
     .bind(secret_digest(&token))
-    .bind(scope_str(scope))
+    .bind(scope)
     .bind(auth.user_id().ok().map(|u| u.0))
     .bind(expires_at)
     .fetch_one(&mut *tx)
