@@ -789,7 +789,7 @@ async fn a_drill_overdue_alert_is_raised_by_the_sweep_and_cleared_by_a_completed
         .execute(&cloud.owner_pool)
         .await
         .expect("backdate");
-    alerts::drill_and_flapping_sweep(&cloud.pool)
+    alerts::sweeps::drill_and_flapping_sweep(&cloud.pool, Utc::now())
         .await
         .expect("sweep");
     let overdue: Vec<AlertView> = alerts_of(&cloud, &admin, appliance)
@@ -808,7 +808,7 @@ async fn a_drill_overdue_alert_is_raised_by_the_sweep_and_cleared_by_a_completed
         "105 days not passed"
     );
     // Sweeping again does not repeat it.
-    alerts::drill_and_flapping_sweep(&cloud.pool)
+    alerts::sweeps::drill_and_flapping_sweep(&cloud.pool, Utc::now())
         .await
         .expect("sweep");
     assert_eq!(alert(&cloud, &admin, overdue[0].id).await.count, 1);
