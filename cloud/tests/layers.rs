@@ -132,10 +132,7 @@ fn parse_tree(text: &str) -> (Vec<String>, usize) {
             let mut out = Vec::new();
             i += 1;
             loop {
-                while bytes
-                    .get(i)
-                    .is_some_and(|b| b.is_ascii_whitespace() || *b == b',')
-                {
+                while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace() || *b == b',') {
                     i += 1;
                 }
                 if bytes.get(i) == Some(&b'}') || i >= bytes.len() {
@@ -256,15 +253,9 @@ fn http_handlers_hold_no_sql() {
         .into_iter()
         .filter(|m| m.name.starts_with("http"))
         .filter(|m| {
-            [
-                "sqlx::query",
-                "query_as(",
-                "query_scalar(",
-                "fetch_one(",
-                "fetch_all(",
-            ]
-            .iter()
-            .any(|needle| m.code.contains(needle))
+            ["sqlx::query", "query_as(", "query_scalar(", "fetch_one(", "fetch_all("]
+                .iter()
+                .any(|needle| m.code.contains(needle))
         })
         .map(|m| m.name)
         .collect();
