@@ -366,3 +366,39 @@ pub async fn sweep_once(
     }
     Ok(Sweep::Judged(silenced))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_runs_at_once_then_once_per_period_and_an_overrun_delays_the_next() {
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let counted = rounds.clone();
+        let sweep = tokio::spawn(every(Duration::from_secs(5), move || {
+            let counted = counted.clone();
+            async move {
+                // The third round takes 7 s, longer than the period.
+                if counted.fetch_add(1, Ordering::SeqCst) == 2 {
+                    tokio::time::sleep(Duration::from_secs(7)).await;
+                }
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 3, "at 0, 5 and 10 s");
+        // The third round ends at 17 s; the next comes then, not twice at once.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 4);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(
+            rounds.load(Ordering::SeqCst),
+            4,
+            "the next one 5 s after that"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 5);
+        sweep.abort();
+    }
+}
