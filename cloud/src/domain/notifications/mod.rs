@@ -1,6 +1,11 @@
 //! Alert notifications: the outbox ([`enqueue`], in the alert change's own transaction, routed by
 //! [`plan`]), the digests a practice's rate limit produces ([`queue_digests`]) and the dispatcher
-//! that delivers them — signed webhooks and e-mail — with retries and a dead letter at the end.
+//! that delivers them ([`delivery`]) — signed webhooks and e-mail — with retries and a dead letter
+//! at the end. The MSP configures where they go in [`channels`] and reads what went out in
+//! [`history`].
+//!
+//! Routing ranks below alerts (an alert change queues its notifications); delivery ranks above
+//! them (it loads the alerts it sends).
 //!
 //! Design: delivery is at-least-once and in order per alert and channel (a ticket's `close` never
 //! overtakes its `open`). Each notification is claimed with a lease (its next attempt
