@@ -12,8 +12,11 @@ use sqlx::PgPool;
 use utoipa_actix_web::AppExt;
 
 use crate::domain::access::{TokenKeys, random_secret};
+use crate::domain::alerts::sweeps;
 use crate::domain::ingest;
+use crate::domain::notifications::delivery;
 use crate::infra::broker::{self, BrokerError, BrokerHandle};
+use crate::infra::clock::Clock;
 use crate::infra::config::CloudConfig;
 use crate::infra::db::{self, DbError};
 use crate::infra::device_link::DeviceLink;
@@ -72,6 +75,9 @@ impl Application {
         db::ensure_unprivileged(&pool).await?;
         db::ensure_telemetry_partitions(&pool).await?;
         let supervisor = Supervisor::new();
+        // The sweeps, digests and notification delivery read the time from this clock; tests run
+        // them at times of their choosing by calling them directly.
+        let clock = Clock::system();
         supervisor.spawn("telemetry partitions", maintain_partitions(pool.clone()));
         supervisor.spawn("telemetry roll-up", roll_up_telemetry(pool.clone()));
 
@@ -97,7 +103,7 @@ impl Application {
         let revoker_secret = random_secret();
         let (incoming_tx, incoming_rx) = tokio::sync::mpsc::channel(1000);
         let hearing = Arc::new(Hearing::new(
-            chrono::Utc::now(),
+            clock.now(),
             Duration::from_secs(u64::from(config.fleet.offline_grace_secs)),
         ));
         let (broker_handle, device_link) = match &config.broker.external {
@@ -166,23 +172,37 @@ impl Application {
         let hub = crate::infra::stream::Hub::new();
         supervisor.spawn("change feed", hub.clone().listen(pool.clone()));
         {
-            let (pool, dispatch, hub) = (
+            let (pool, dispatch, clock, hub) = (
                 pool.clone(),
-                crate::domain::notifications::delivery::Dispatch::from_config(&config.alerts),
+                delivery::Dispatch::from_config(&config.alerts),
+                clock.clone(),
                 hub.clone(),
             );
             supervisor.spawn_cooperative("notification delivery", move |stop| {
-                crate::domain::notifications::delivery::dispatch_loop(pool, dispatch, hub, stop)
+                delivery::dispatch_loop(pool, dispatch, clock, hub, stop)
             });
         }
         supervisor.spawn(
             "heartbeat sweep",
-            crate::domain::alerts::heartbeat_sweep(
+            sweeps::heartbeat_loop(
                 pool.clone(),
                 config.fleet.offline_after_secs,
                 hearing.clone(),
                 metrics.clone(),
+                clock.clone(),
             ),
+        );
+        supervisor.spawn(
+            "long-backup sweep",
+            sweeps::long_backup_loop(pool.clone(), clock.clone()),
+        );
+        supervisor.spawn(
+            "certificate sweep",
+            sweeps::certificate_loop(pool.clone(), clock.clone()),
+        );
+        supervisor.spawn(
+            "drill and flapping sweep",
+            sweeps::drill_and_flapping_loop(pool.clone(), clock.clone()),
         );
         supervisor.spawn(
             "command delivery",

@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::webhook::{Receiver, signature_valid, start_receiver};
-use common::{TestCloud, appliance_config, eventually, spawn_cloud_with};
+use common::{
+    TestCloud, appliance_config, dispatch_at, eventually, notifications_settled, spawn_cloud_with,
+};
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_appliance::config::{DataplaneSection, Outage, OutageKind};
-use stayopen_cloud::domain::alerts::{self, AlertChange};
-use stayopen_cloud::infra::config::{SmtpConfig, SmtpSecurity};
+use stayopen_cloud::domain::alerts::{self, AlertChange, sweeps};
+use stayopen_cloud::infra::config::{AlertsConfig, SmtpConfig, SmtpSecurity};
 use stayopen_shared::alerts::{
     AlertKind, AlertView, CreatedChannel, MaintenanceWindowView, NotificationView, Severity,
     WebhookDigest, WebhookTicket,
@@ -99,22 +101,27 @@ fn header(mail: &str, name: &str) -> Option<String> {
     None
 }
 
-async fn test_cloud(smtp_port: Option<u16>) -> TestCloud {
-    spawn_cloud_with(|config| {
-        config.alerts.allow_private_webhook_targets = true;
-        config.alerts.webhook_retry_base_ms = 200;
-        config.alerts.digest_after_secs = 2;
-        config.alerts.dashboard_url = Some("https://dash.example".into());
-        config.alerts.smtp = smtp_port.map(|port| SmtpConfig {
+/// The test cloud's alerting: webhooks to loopback, quick retries and digests.
+fn alerts_config(smtp_port: Option<u16>) -> AlertsConfig {
+    AlertsConfig {
+        allow_private_webhook_targets: true,
+        webhook_retry_base_ms: 200,
+        digest_after_secs: 2,
+        dashboard_url: Some("https://dash.example".into()),
+        smtp: smtp_port.map(|port| SmtpConfig {
             host: "127.0.0.1".into(),
             port: Some(port),
             security: SmtpSecurity::None,
             username: None,
             password: None,
             from: "StayOpen alerts <alerts@lakeside-it.example>".into(),
-        });
-    })
-    .await
+        }),
+        ..AlertsConfig::default()
+    }
+}
+
+async fn test_cloud(smtp_port: Option<u16>) -> TestCloud {
+    spawn_cloud_with(|config| config.alerts = alerts_config(smtp_port)).await
 }
 
 async fn webhook(cloud: &TestCloud, admin: &str, name: &str, url: &str) -> CreatedChannel {
@@ -394,20 +401,29 @@ async fn clinic_hours_choose_the_route_and_cap_the_severity_after_hours() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(daytime.received().is_empty());
-    // Morning comes (moved forward in the database): still unacknowledged, so it goes out.
-    sqlx::query("UPDATE notifications SET next_attempt_at = now() WHERE alert_id = $1 AND status = 'pending'")
-        .bind(night)
-        .execute(&cloud.owner_pool)
-        .await
-        .expect("morning");
-    eventually(
-        Duration::from_secs(10),
-        "the front desk hears in the morning",
-        || async { (!daytime.received().is_empty()).then_some(()) },
+    // A minute before the opening the front desk has heard nothing; at the opening the alert is
+    // still unacknowledged, so it goes out.
+    dispatch_at(
+        &cloud.pool,
+        &alerts_config(None),
+        next_opening - chrono::Duration::minutes(1),
     )
     .await;
+    assert!(daytime.received().is_empty(), "not before the opening");
+    dispatch_at(&cloud.pool, &alerts_config(None), next_opening).await;
+    let morning: Vec<WebhookTicket> = daytime
+        .received()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("ticket"))
+        .collect();
+    assert_eq!(
+        morning
+            .iter()
+            .map(|t| (t.event.as_str(), t.alert.id))
+            .collect::<Vec<_>>(),
+        vec![("open", night)],
+        "the front desk hears in the morning"
+    );
 
     // Open now (every day, all day): critical again, the front desk at once, on-call not at all.
     let all_day = serde_json::json!([{"open": "00:00", "close": "24:00"}]);
@@ -442,7 +458,22 @@ async fn clinic_hours_choose_the_route_and_cap_the_severity_after_hours() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Nothing is waiting to page on-call about it, now or a day later.
+    notifications_settled(&cloud.owner_pool).await;
+    assert_eq!(
+        notifications_of(&cloud, &admin, day)
+            .await
+            .iter()
+            .map(|n| n.channel_id)
+            .collect::<Vec<_>>(),
+        vec![daytime_channel.channel.id]
+    );
+    dispatch_at(
+        &cloud.pool,
+        &alerts_config(None),
+        Utc::now() + chrono::Duration::days(1),
+    )
+    .await;
     assert_eq!(
         on_call.received().len(),
         1,
@@ -502,7 +533,13 @@ async fn a_maintenance_window_records_alerts_but_notifies_nobody() {
             },
         )
         .await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Nothing was queued, so even a day later nobody has heard.
+    dispatch_at(
+        &cloud.pool,
+        &alerts_config(None),
+        Utc::now() + chrono::Duration::days(1),
+    )
+    .await;
     assert!(
         receiver.received().is_empty(),
         "nobody hears about planned work"
@@ -667,7 +704,14 @@ async fn a_storm_past_the_practices_rate_limit_arrives_as_one_signed_digest() {
         carried, storm,
         "every alert arrives once, alone or in the digest"
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Once the dispatcher is idle, a day later brings nothing more.
+    notifications_settled(&cloud.owner_pool).await;
+    dispatch_at(
+        &cloud.pool,
+        &alerts_config(None),
+        Utc::now() + chrono::Duration::days(1),
+    )
+    .await;
     assert_eq!(receiver.received().len(), 4, "one digest, not seven mails");
 }
 
@@ -789,7 +833,7 @@ async fn a_drill_overdue_alert_is_raised_by_the_sweep_and_cleared_by_a_completed
         .execute(&cloud.owner_pool)
         .await
         .expect("backdate");
-    alerts::drill_and_flapping_sweep(&cloud.pool)
+    sweeps::drill_and_flapping_sweep(&cloud.pool, Utc::now())
         .await
         .expect("sweep");
     let overdue: Vec<AlertView> = alerts_of(&cloud, &admin, appliance)
@@ -808,7 +852,7 @@ async fn a_drill_overdue_alert_is_raised_by_the_sweep_and_cleared_by_a_completed
         "105 days not passed"
     );
     // Sweeping again does not repeat it.
-    alerts::drill_and_flapping_sweep(&cloud.pool)
+    sweeps::drill_and_flapping_sweep(&cloud.pool, Utc::now())
         .await
         .expect("sweep");
     assert_eq!(alert(&cloud, &admin, overdue[0].id).await.count, 1);

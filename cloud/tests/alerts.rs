@@ -10,7 +10,7 @@ use common::{appliance_config, eventually, spawn_cloud};
 use rumqttc::QoS;
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_appliance::config::{Outage, OutageKind};
-use stayopen_cloud::domain::alerts::{self, AlertChange};
+use stayopen_cloud::domain::alerts::{self, AlertChange, sweeps};
 use stayopen_cloud::infra::db;
 use stayopen_shared::alerts::{AlertKind, AlertState, AlertView, Severity};
 use stayopen_shared::api::{AuditEntry, Page, Role};
@@ -316,7 +316,7 @@ async fn a_failover_lasting_past_the_policys_threshold_raises_on_backup_too_long
         .put::<_, serde_json::Value>(
             &admin,
             "/api/v1/policy",
-            &serde_json::json!({"telemetry_interval_secs": 1, "on_backup_alert_secs": 10}),
+            &serde_json::json!({"telemetry_interval_secs": 1, "on_backup_alert_secs": 600}),
         )
         .await;
     assert_eq!(status, 200);
@@ -355,20 +355,35 @@ async fn a_failover_lasting_past_the_policys_threshold_raises_on_backup_too_long
             .next()
     })
     .await;
-    let long = eventually(Duration::from_secs(25), "on backup too long", || async {
-        alerts_of(&cloud, &admin, "kind=on_backup_long&state=open")
+    // The sweep, run at times of the test's choosing: seconds into the failover (the background
+    // sweep, on the wall clock, is not there yet).
+    let into_failover = |secs: i64| failover.first_seen + chrono::Duration::seconds(secs);
+    let pool = &cloud.pool;
+    let sweep = |secs: i64| async move {
+        sweeps::long_backup_sweep(pool, into_failover(secs))
             .await
-            .into_iter()
-            .next()
-    })
-    .await;
+            .expect("sweep")
+    };
+    assert_eq!(sweep(599).await, 0, "not before the threshold");
+    assert!(
+        alerts_of(&cloud, &admin, "kind=on_backup_long")
+            .await
+            .is_empty()
+    );
+    assert_eq!(sweep(601).await, 1);
+    let long = alerts_of(&cloud, &admin, "kind=on_backup_long&state=open").await;
+    let [long] = &long[..] else {
+        panic!("one on-backup alert: {long:?}");
+    };
     assert_eq!(long.severity, Severity::Warning);
     assert_eq!(long.appliance_id, failover.appliance_id);
-    assert!(
-        (long.first_seen - failover.first_seen).num_seconds() >= 10,
-        "not before the threshold"
+    assert!((long.first_seen - failover.first_seen).num_seconds() >= 600);
+    assert!(long.summary.contains("for 10 min"), "{}", long.summary);
+    assert_eq!(
+        sweep(3600).await,
+        0,
+        "an hour on backup raises nothing more"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         alerts_of(&cloud, &admin, "kind=on_backup_long").await.len(),
         1,
@@ -435,7 +450,13 @@ async fn a_device_certificate_near_its_end_raises_an_alert_that_renewing_clears(
     assert_eq!(renewed.expect("renewed").appliance_id, id);
     let resolved = alerts_of(&cloud, &admin, "kind=certificate_expiring&state=resolved").await;
     assert_eq!(resolved.len(), 1, "renewing replaced the certificate");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The sweep, run after the renewal, finds nothing to warn about.
+    assert_eq!(
+        sweeps::expiring_certificate_sweep(&cloud.pool, Utc::now())
+            .await
+            .expect("sweep"),
+        0
+    );
     assert!(
         alerts_of(&cloud, &admin, "kind=certificate_expiring&unresolved=true")
             .await

@@ -8,18 +8,24 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::webhook::{Receiver, signature_valid, start_receiver};
-use common::{TestCloud, eventually, spawn_cloud_with};
+use common::{TestCloud, dispatch_at, eventually, notifications_settled, spawn_cloud_with};
 use stayopen_cloud::domain::alerts::AlertChange;
+use stayopen_cloud::infra::config::AlertsConfig;
 use stayopen_shared::alerts::{AlertKind, CreatedChannel, NotificationView, WebhookTicket};
 use stayopen_shared::api::Page;
 
+/// The test cloud's alerting: webhooks to loopback, three quick attempts.
+fn alerts_config() -> AlertsConfig {
+    AlertsConfig {
+        allow_private_webhook_targets: true,
+        webhook_max_attempts: 3,
+        webhook_retry_base_ms: 200,
+        ..AlertsConfig::default()
+    }
+}
+
 async fn test_cloud() -> TestCloud {
-    spawn_cloud_with(|config| {
-        config.alerts.allow_private_webhook_targets = true;
-        config.alerts.webhook_max_attempts = 3;
-        config.alerts.webhook_retry_base_ms = 200;
-    })
-    .await
+    spawn_cloud_with(|config| config.alerts = alerts_config()).await
 }
 
 async fn channel(cloud: &TestCloud, admin: &str, url: &str) -> CreatedChannel {
@@ -114,7 +120,14 @@ async fn alert_changes_reach_the_webhook_signed_as_tickets_routed_by_severity_an
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Once the dispatcher is idle, a day later brings nothing more.
+    notifications_settled(&cloud.owner_pool).await;
+    dispatch_at(
+        &cloud.pool,
+        &alerts_config(),
+        Utc::now() + chrono::Duration::days(1),
+    )
+    .await;
     let got_all = receiver.received();
     assert_eq!(
         got_all.len(),
@@ -259,10 +272,12 @@ async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() 
                 .id,
         );
     }
+    // Escalation after ten minutes, reminders every five: the test moves the dispatcher's time
+    // forward; the background dispatcher, on the wall clock, only sends what is due at once.
     for (channel_id, delay, repeat) in [
         (channels[0], 0, None),
-        (channels[1], 2, None),
-        (channels[2], 0, Some(1)),
+        (channels[1], 600, None),
+        (channels[2], 0, Some(300)),
     ] {
         let (status, _) = cloud
             .post::<_, serde_json::Value>(
@@ -297,6 +312,7 @@ async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() 
         subject: String::new(),
         summary: "Appliance offline".into(),
     };
+    let raised_at = Utc::now();
     let ignored = cloud
         .raise_alert(demo.tenant_id, appliance, offline())
         .await;
@@ -322,19 +338,36 @@ async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() 
     };
     eventually(
         Duration::from_secs(10),
-        "the ignored alert escalated",
-        || async { (events_for(&escalation, ignored) == ["open"]).then_some(()) },
+        "the first line and the reminder channel told at once",
+        || async {
+            (events_for(&first_line, ignored) == ["open"]
+                && events_for(&reminders, ignored) == ["open"])
+            .then_some(())
+        },
     )
     .await;
-    eventually(Duration::from_secs(10), "two reminders", || async {
-        (events_for(&reminders, ignored)
-            .iter()
-            .filter(|e| *e == "reminder")
-            .count()
-            >= 2)
-            .then_some(())
-    })
-    .await;
+    notifications_settled(&cloud.owner_pool).await;
+    let config = alerts_config();
+    let minutes_later = |minutes: i64| raised_at + chrono::Duration::seconds(minutes * 60 - 10);
+    // Just short of ten minutes: a first reminder, no escalation yet.
+    dispatch_at(&cloud.pool, &config, minutes_later(10)).await;
+    assert!(
+        events_for(&escalation, ignored).is_empty(),
+        "no escalation before its delay"
+    );
+    assert_eq!(events_for(&reminders, ignored), ["open", "reminder"]);
+    dispatch_at(&cloud.pool, &config, minutes_later(11)).await;
+    assert_eq!(
+        events_for(&escalation, ignored),
+        ["open"],
+        "the ignored alert escalated"
+    );
+    dispatch_at(&cloud.pool, &config, minutes_later(16)).await;
+    assert_eq!(
+        events_for(&reminders, ignored),
+        ["open", "reminder", "reminder"],
+        "reminded every five minutes"
+    );
     assert_eq!(events_for(&first_line, ignored), ["open"]);
     assert!(
         events_for(&escalation, taken).is_empty(),
@@ -355,9 +388,8 @@ async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() 
         )
         .await;
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let reminded = events_for(&reminders, ignored).len();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    dispatch_at(&cloud.pool, &config, minutes_later(60)).await;
     assert_eq!(
         events_for(&reminders, ignored).len(),
         reminded,

@@ -292,13 +292,14 @@ async fn commands_are_delivered_acknowledged_and_answered_even_after_the_applian
         Some(10),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The command queue has run for the ten seconds the doomed command had: it expired, and the
+    // other one, with no deadline, is still waiting for the appliance.
+    let expired = finished(&cloud, &admin, doomed.id, Duration::from_secs(20)).await;
+    assert_eq!(expired.status, CommandStatus::Expired);
     let (_, still) = cloud
         .get::<CommandView>(&admin, &format!("/api/v1/commands/{}", queued.id))
         .await;
     assert_eq!(still.expect("command").status, CommandStatus::Queued);
-    let expired = finished(&cloud, &admin, doomed.id, Duration::from_secs(20)).await;
-    assert_eq!(expired.status, CommandStatus::Expired);
 
     let agent = start_agent(&cloud, &token, state.path());
     let done = finished(&cloud, &admin, queued.id, Duration::from_secs(20)).await;

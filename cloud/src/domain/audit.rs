@@ -4,13 +4,14 @@
 //! audit row cannot commit. Rows form one hash chain per tenant: `hash = SHA-256(prev_hash ‖ seq ‖
 //! at ‖ actor ‖ action ‖ target ‖ before ‖ after)`, each field length-prefixed, the first row's
 //! `prev_hash` 32 zero bytes. Editing, deleting or reordering a row breaks the chain at that row,
-//! which [`verify`] reports.
+//! which [`verify`] reports. [`list`] reads a tenant's log, newest first.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use stayopen_shared::TenantId;
+use stayopen_shared::api::AuditEntry;
 use uuid::Uuid;
 
 /// Who made a change.
@@ -130,6 +131,71 @@ pub async fn record(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Which entries a reading of the log shows. `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter<'a> {
+    /// Only this action, e.g. `user.create`.
+    pub action: Option<&'a str>,
+    /// Only changes to this target.
+    pub target_id: Option<&'a str>,
+    /// Only entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    seq: i64,
+    at: DateTime<Utc>,
+    actor: String,
+    action: String,
+    target_type: String,
+    target_id: String,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+}
+
+/// Up to `limit` of the tenant's entries, newest first, before sequence number `before_seq` (a
+/// previous page's last).
+pub async fn list(
+    pool: &PgPool,
+    tenant: TenantId,
+    filter: &AuditFilter<'_>,
+    before_seq: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    let mut tx = crate::infra::db::tenant_tx(pool, tenant).await?;
+    let rows: Vec<EntryRow> = sqlx::query_as(
+        "SELECT seq, at, actor, action, target_type, target_id, before, after FROM audit_log
+         WHERE tenant_id = $1
+           AND ($2::bigint IS NULL OR seq < $2)
+           AND ($3::text IS NULL OR action = $3)
+           AND ($4::text IS NULL OR target_id = $4)
+           AND ($5::timestamptz IS NULL OR at >= $5)
+         ORDER BY seq DESC LIMIT $6",
+    )
+    .bind(tenant.as_uuid())
+    .bind(before_seq)
+    .bind(filter.action)
+    .bind(filter.target_id)
+    .bind(filter.since)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AuditEntry {
+            seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            target_type: r.target_type,
+            target_id: r.target_id,
+            before: r.before,
+            after: r.after,
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

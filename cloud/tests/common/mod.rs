@@ -603,3 +603,44 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// One round of the notification dispatcher — digests, then deliveries — as if the time were `at`
+/// (the clock starts there and runs on with real time): what the background dispatcher will do
+/// then. Tests move notification time forward this way instead of sleeping; the background
+/// dispatcher, on the wall clock, leaves alone what is due only in that future.
+pub async fn dispatch_at(
+    pool: &PgPool,
+    alerts: &stayopen_cloud::infra::config::AlertsConfig,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    use stayopen_cloud::domain::notifications::{delivery, queue_digests};
+    let dispatch = delivery::Dispatch::from_config(alerts);
+    let clock = stayopen_cloud::infra::clock::Clock::following_tokio(at);
+    queue_digests(pool, dispatch.digest_after, clock.now())
+        .await
+        .expect("digests");
+    delivery::dispatch_once(pool, &reqwest::Client::new(), &dispatch, &clock)
+        .await
+        .expect("dispatch");
+}
+
+/// Waits until the background dispatcher holds nothing in hand and has nothing due: every pending
+/// notification is scheduled at least a minute ahead (a claimed one's lease is 30 s), so every
+/// delivery it started has reached its receiver and been recorded.
+pub async fn notifications_settled(owner_pool: &PgPool) {
+    eventually(
+        Duration::from_secs(15),
+        "the notification dispatcher idle",
+        || async {
+            let busy: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM notifications
+                 WHERE status = 'pending' AND next_attempt_at < now() + interval '1 minute'",
+            )
+            .fetch_one(owner_pool)
+            .await
+            .expect("pending notifications");
+            (busy == 0).then_some(())
+        },
+    )
+    .await;
+}

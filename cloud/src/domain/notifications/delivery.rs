@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::PgPool;
@@ -13,6 +13,9 @@ use stayopen_shared::{PracticeId, TenantId};
 use uuid::Uuid;
 
 use super::queue_digests;
+use crate::domain::alerts::AlertError;
+use crate::domain::alerts::views::for_notification;
+use crate::infra::clock::Clock;
 use crate::infra::db::{self, Tx};
 use crate::infra::email::{self, EmailError, Mailer};
 
@@ -113,12 +116,23 @@ impl Dispatch {
     }
 }
 
-/// Runs forever: folds held notifications into digests and delivers due notifications of every
-/// tenant. It wakes when an alert changes anywhere (the live-update hub hears every instance's
-/// commits) and otherwise every [`POLL`], for retries, escalations and reminders coming due.
+/// Why a dispatch round stopped short (the next round tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("loading an alert to send: {0}")]
+    Alert(#[from] AlertError),
+}
+
+/// Runs until `stop`: folds held notifications into digests and delivers due notifications of
+/// every tenant, at the time `clock` tells. It wakes when an alert changes anywhere (the
+/// live-update hub hears every instance's commits) and otherwise every [`POLL`], for retries,
+/// escalations and reminders coming due.
 pub async fn dispatch_loop(
     pool: PgPool,
     dispatch: Dispatch,
+    clock: Clock,
     hub: crate::infra::stream::Hub,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -136,10 +150,10 @@ pub async fn dispatch_loop(
     };
     // A round runs to its end (a webhook sent is marked sent); the stop is heard between rounds.
     while !stop.is_cancelled() {
-        if let Err(e) = queue_digests(&pool, dispatch.digest_after).await {
+        if let Err(e) = queue_digests(&pool, dispatch.digest_after, clock.now()).await {
             tracing::error!(error = %e, "digest sweep failed");
         }
-        if let Err(e) = dispatch_once(&pool, &http, &dispatch).await {
+        if let Err(e) = dispatch_once(&pool, &http, &dispatch, &clock).await {
             tracing::error!(error = %e, "notification dispatch failed");
         }
         let alert_changed = async {
@@ -191,11 +205,9 @@ enum Payload {
     },
 }
 
-async fn payload(tx: &mut Tx, notification: &Due) -> Result<Option<Payload>, sqlx::Error> {
+async fn payload(tx: &mut Tx, notification: &Due) -> Result<Option<Payload>, DispatchError> {
     if let Some(alert) = notification.alert_id {
-        return Ok(crate::http::alerts::load_for_notification(tx, alert)
-            .await?
-            .map(Payload::Alert));
+        return Ok(for_notification(tx, alert).await?.map(Payload::Alert));
     }
     let practice_name: Option<String> =
         sqlx::query_scalar("SELECT name FROM practices WHERE id = $1")
@@ -204,7 +216,7 @@ async fn payload(tx: &mut Tx, notification: &Due) -> Result<Option<Payload>, sql
             .await?;
     let mut alerts = Vec::new();
     for id in notification.digest_of.iter().flatten() {
-        if let Some(alert) = crate::http::alerts::load_for_notification(tx, *id).await? {
+        if let Some(alert) = for_notification(tx, *id).await? {
             alerts.push(alert);
         }
     }
@@ -214,22 +226,30 @@ async fn payload(tx: &mut Tx, notification: &Due) -> Result<Option<Payload>, sql
     }))
 }
 
+/// One round: claims the notifications due at `clock`'s now (each with a lease, so a crash
+/// mid-delivery retries it), cancels the escalations and reminders nobody needs any more,
+/// delivers the rest and records each outcome (retry, dead letter, next reminder) at the time it
+/// is known.
 pub async fn dispatch_once(
     pool: &PgPool,
     http: &reqwest::Client,
     dispatch: &Dispatch,
-) -> Result<(), sqlx::Error> {
-    let tenants: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_tenants_with_due_notifications()")
-        .fetch_all(pool)
-        .await?;
+    clock: &Clock,
+) -> Result<(), DispatchError> {
+    let tenants: Vec<Uuid> =
+        sqlx::query_scalar("SELECT stayopen_tenants_with_due_notifications($1)")
+            .bind(clock.now())
+            .fetch_all(pool)
+            .await?;
     for tenant in tenants.into_iter().map(TenantId) {
         let mut tx = db::tenant_tx(pool, tenant).await?;
+        let now = clock.now();
         let due: Vec<Due> = sqlx::query_as(
-            "UPDATE notifications n SET next_attempt_at = now() + make_interval(secs => $1)
+            "UPDATE notifications n SET next_attempt_at = $2 + make_interval(secs => $1)
              FROM notification_channels c
              WHERE c.id = n.channel_id AND n.id IN (
                  SELECT p.id FROM notifications p
-                 WHERE p.status = 'pending' AND p.next_attempt_at <= now()
+                 WHERE p.status = 'pending' AND p.next_attempt_at <= $2
                    -- One at a time per alert and channel, oldest first.
                    AND NOT EXISTS (
                        SELECT 1 FROM notifications e
@@ -245,6 +265,7 @@ pub async fn dispatch_once(
                        (SELECT state = 'open' FROM alerts WHERE id = n.alert_id) AS alert_open",
         )
         .bind(LEASE.as_secs_f64())
+        .bind(now)
         .fetch_all(&mut *tx)
         .await?;
         // An escalation or reminder whose alert someone took (or that resolved) is not sent.
@@ -269,7 +290,9 @@ pub async fn dispatch_once(
             futures_util::future::join_all(due.iter().zip(payloads).map(
                 |(notification, payload)| async move {
                     let outcome = match payload {
-                        Some(payload) => deliver(http, dispatch, notification, payload).await,
+                        Some(payload) => {
+                            deliver(http, dispatch, notification, payload, clock.now()).await
+                        }
                         None => Err("the alert no longer exists".to_owned()),
                     };
                     (notification.id, notification.attempts, outcome)
@@ -277,16 +300,18 @@ pub async fn dispatch_once(
             ))
             .await;
         let mut tx = db::tenant_tx(pool, tenant).await?;
+        let now = clock.now();
         for (notification, (id, attempts, outcome)) in due.iter().zip(outcomes) {
             let attempts = attempts + 1;
             match outcome {
                 Ok(()) => {
                     sqlx::query(
                         "UPDATE notifications SET status = 'delivered', attempts = $2,
-                                delivered_at = now(), last_error = NULL WHERE id = $1",
+                                delivered_at = $3, last_error = NULL WHERE id = $1",
                     )
                     .bind(id)
                     .bind(attempts)
+                    .bind(now)
                     .execute(&mut *tx)
                     .await?;
                     if let (Some(every), Some(alert)) =
@@ -297,12 +322,13 @@ pub async fn dispatch_once(
                             "INSERT INTO notifications (id, tenant_id, alert_id, practice_id, channel_id,
                                                         event, next_attempt_at, requires_open, repeat_secs)
                              SELECT gen_random_uuid(), tenant_id, id, practice_id, $2, 'reminder',
-                                    now() + make_interval(secs => $3), true, $3
+                                    $4 + make_interval(secs => $3), true, $3
                              FROM alerts WHERE id = $1 AND state = 'open'",
                         )
                         .bind(alert)
                         .bind(notification.channel_id)
                         .bind(every)
+                        .bind(now)
                         .execute(&mut *tx)
                         .await?;
                     }
@@ -317,7 +343,7 @@ pub async fn dispatch_once(
                     sqlx::query(
                         "UPDATE notifications SET attempts = $2, last_error = $3,
                                 status = CASE WHEN $4 THEN 'dead' ELSE 'pending' END,
-                                next_attempt_at = now() + make_interval(secs => $5)
+                                next_attempt_at = $6 + make_interval(secs => $5)
                          WHERE id = $1",
                     )
                     .bind(id)
@@ -325,6 +351,7 @@ pub async fn dispatch_once(
                     .bind(&error)
                     .bind(dead)
                     .bind(dispatch.retry.backoff(attempts).as_secs_f64())
+                    .bind(now)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -335,14 +362,18 @@ pub async fn dispatch_once(
     Ok(())
 }
 
+/// Sends one notification, `sent_at` the time it goes out.
 async fn deliver(
     http: &reqwest::Client,
     dispatch: &Dispatch,
     notification: &Due,
     payload: Payload,
+    sent_at: DateTime<Utc>,
 ) -> Result<(), String> {
     match ChannelKind::parse(&notification.kind) {
-        Some(ChannelKind::Webhook) => deliver_webhook(http, dispatch, notification, payload).await,
+        Some(ChannelKind::Webhook) => {
+            deliver_webhook(http, dispatch, notification, payload, sent_at).await
+        }
         Some(ChannelKind::Email) => {
             let mailer = dispatch
                 .mailer
@@ -373,6 +404,7 @@ async fn deliver_webhook(
     dispatch: &Dispatch,
     notification: &Due,
     payload: Payload,
+    sent_at: DateTime<Utc>,
 ) -> Result<(), String> {
     let url = notification
         .url
@@ -406,7 +438,7 @@ async fn deliver_webhook(
             external_id: alert.id.to_string(),
             delivery_id: notification.id,
             attempt,
-            sent_at: Utc::now(),
+            sent_at,
             alert,
         }),
         Payload::Digest {
@@ -416,14 +448,14 @@ async fn deliver_webhook(
             event: notification.event.clone(),
             delivery_id: notification.id,
             attempt,
-            sent_at: Utc::now(),
+            sent_at,
             practice_id: PracticeId(notification.practice_id),
             practice_name,
             alerts,
         }),
     }
     .map_err(|e| e.to_string())?;
-    let timestamp = Utc::now().timestamp();
+    let timestamp = sent_at.timestamp();
     let response = http
         .post(url)
         .header("content-type", "application/json")

@@ -1,6 +1,11 @@
 //! Alert notifications: the outbox ([`enqueue`], in the alert change's own transaction, routed by
 //! [`plan`]), the digests a practice's rate limit produces ([`queue_digests`]) and the dispatcher
-//! that delivers them — signed webhooks and e-mail — with retries and a dead letter at the end.
+//! that delivers them ([`delivery`]) — signed webhooks and e-mail — with retries and a dead letter
+//! at the end. The MSP configures where they go in [`channels`] and reads what went out in
+//! [`history`].
+//!
+//! Routing ranks below alerts (an alert change queues its notifications); delivery ranks above
+//! them (it loads the alerts it sends).
 //!
 //! Design: delivery is at-least-once and in order per alert and channel (a ticket's `close` never
 //! overtakes its `open`). Each notification is claimed with a lease (its next attempt
@@ -21,7 +26,9 @@ use uuid::Uuid;
 use crate::domain::clinic::{ClinicNow, clinic_now};
 use crate::infra::db::{self, Tx};
 
+pub mod channels;
 pub mod delivery;
+pub mod history;
 
 /// What a change did to an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,9 +122,13 @@ struct AlertForRouting {
 /// Queues the notifications each alert change calls for, in the change's transaction: openings and
 /// notices by the routing rules ([`plan`]), closings to the channels that heard of the opening.
 /// A muted alert (maintenance) notifies nobody. Past the practice's `notifications_per_hour` on a
-/// channel, notifications due now are held for the digest.
-pub async fn enqueue(tx: &mut Tx, changes: &[(Uuid, Transition)]) -> Result<(), sqlx::Error> {
-    let now = Utc::now();
+/// channel, notifications due now are held for the digest. Delays and clinic hours count from
+/// `now`.
+pub async fn enqueue(
+    tx: &mut Tx,
+    changes: &[(Uuid, Transition)],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     for (alert, transition) in changes {
         if *transition == Transition::Folded {
             continue;
@@ -215,6 +226,7 @@ pub async fn enqueue(tx: &mut Tx, changes: &[(Uuid, Transition)]) -> Result<(), 
                     planned.channel_id,
                     routing.practice_id,
                     routing.per_hour,
+                    now,
                 )
                 .await?;
             sqlx::query(
@@ -246,28 +258,35 @@ async fn over_rate_limit(
     channel: Uuid,
     practice: Uuid,
     per_hour: i32,
+    now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM notifications
                         WHERE alert_id = $1 AND channel_id = $2 AND status = 'held')
              OR (SELECT count(*) FROM notifications
                  WHERE channel_id = $2 AND practice_id = $3 AND event <> 'digest'
-                   AND created_at > now() - interval '1 hour'
+                   AND created_at > $5 - interval '1 hour'
                    AND status IN ('pending', 'delivered', 'dead', 'held', 'digested')) >= $4",
     )
     .bind(alert)
     .bind(channel)
     .bind(practice)
     .bind(i64::from(per_hour))
+    .bind(now)
     .fetch_one(&mut **tx)
     .await
 }
 
 /// Folds each channel's held notifications about a practice into one digest once the first has
-/// waited `digest_after`. Returns the digests queued.
-pub async fn queue_digests(pool: &PgPool, digest_after: Duration) -> Result<usize, sqlx::Error> {
-    let tenants: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_tenants_with_due_digests($1)")
+/// waited `digest_after` at `now`. Returns the digests queued.
+pub async fn queue_digests(
+    pool: &PgPool,
+    digest_after: Duration,
+    now: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
+    let tenants: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_tenants_with_due_digests($1, $2)")
         .bind(digest_after.as_secs_f64())
+        .bind(now)
         .fetch_all(pool)
         .await?;
     let mut queued = 0;
@@ -279,7 +298,7 @@ pub async fn queue_digests(pool: &PgPool, digest_after: Duration) -> Result<usiz
                         array_agg(id) AS held
                  FROM notifications WHERE status = 'held'
                  GROUP BY channel_id, practice_id
-                 HAVING min(created_at) < now() - make_interval(secs => $1)
+                 HAVING min(created_at) < $2 - make_interval(secs => $1)
              ), folded AS (
                  UPDATE notifications n SET status = 'digested'
                  FROM due WHERE n.id = ANY(due.held) RETURNING n.id
@@ -291,6 +310,7 @@ pub async fn queue_digests(pool: &PgPool, digest_after: Duration) -> Result<usiz
              RETURNING id",
         )
         .bind(digest_after.as_secs_f64())
+        .bind(now)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -1,0 +1,533 @@
+//! What appliance events, presence and telemetry mean for an MSP's alerts: pure functions from
+//! what was reported to [`AlertChange`]s, no I/O.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use stayopen_shared::alerts::AlertKind;
+use stayopen_shared::events::{ApplianceEvent, EventKind};
+use stayopen_shared::policy::Policy;
+use stayopen_shared::telemetry::{Telemetry, UplinkHealth};
+
+/// A change to an appliance's alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertChange {
+    /// Open an alert, or fold into the unresolved one for the same condition.
+    Raise {
+        kind: AlertKind,
+        subject: String,
+        summary: String,
+    },
+    /// Record an alert that is over as soon as it happens (informational).
+    Notice {
+        kind: AlertKind,
+        subject: String,
+        summary: String,
+    },
+    /// The condition cleared: resolve its unresolved alert (any subject when `None`).
+    Clear {
+        kind: AlertKind,
+        subject: Option<String>,
+        reason: String,
+    },
+}
+
+fn uplink_of(event: &ApplianceEvent) -> String {
+    event.uplink.clone().unwrap_or_default()
+}
+
+/// What an appliance event means for its alerts.
+pub fn rules_for_event(event: &ApplianceEvent) -> Vec<AlertChange> {
+    let arrow = || {
+        format!(
+            "{} → {}",
+            event.from.as_deref().unwrap_or("none"),
+            event.to.as_deref().unwrap_or("none")
+        )
+    };
+    match event.kind {
+        EventKind::Failover => vec![AlertChange::Raise {
+            kind: AlertKind::Failover,
+            subject: String::new(),
+            summary: format!("Failover {}: {}", arrow(), event.reason),
+        }],
+        EventKind::Failback => vec![
+            AlertChange::Clear {
+                kind: AlertKind::Failover,
+                subject: None,
+                reason: format!("failed back ({})", arrow()),
+            },
+            AlertChange::Clear {
+                kind: AlertKind::OnBackupLong,
+                subject: None,
+                reason: format!("failed back ({})", arrow()),
+            },
+            AlertChange::Notice {
+                kind: AlertKind::Failback,
+                subject: String::new(),
+                summary: format!("Failback {}: {}", arrow(), event.reason),
+            },
+        ],
+        EventKind::UplinkDown => vec![AlertChange::Raise {
+            kind: AlertKind::UplinkDown,
+            subject: uplink_of(event),
+            summary: format!("Uplink {} down: {}", uplink_of(event), event.reason),
+        }],
+        EventKind::UplinkUp => vec![AlertChange::Clear {
+            kind: AlertKind::UplinkDown,
+            subject: Some(uplink_of(event)),
+            reason: format!("uplink {} up again", uplink_of(event)),
+        }],
+        EventKind::DrillFailed => vec![AlertChange::Raise {
+            kind: AlertKind::DrillFailed,
+            subject: String::new(),
+            summary: format!("Drill failed: {}", event.reason),
+        }],
+        EventKind::DrillFinished => vec![
+            AlertChange::Clear {
+                kind: AlertKind::DrillFailed,
+                subject: None,
+                reason: "a later drill completed".into(),
+            },
+            AlertChange::Clear {
+                kind: AlertKind::DrillOverdue,
+                subject: None,
+                reason: "a drill completed".into(),
+            },
+        ],
+        EventKind::PolicyRejected => vec![AlertChange::Raise {
+            kind: AlertKind::PolicyApplyFailed,
+            subject: String::new(),
+            summary: event.reason.clone(),
+        }],
+        EventKind::PolicyApplied => vec![AlertChange::Clear {
+            kind: AlertKind::PolicyApplyFailed,
+            subject: None,
+            reason: event.reason.clone(),
+        }],
+        EventKind::AgentStarted | EventKind::DrillStarted => Vec::new(),
+    }
+}
+
+/// What a presence change (or a message from a silent appliance) means for its alerts.
+pub fn rules_for_presence(online: bool, why: &str) -> Vec<AlertChange> {
+    if online {
+        vec![AlertChange::Clear {
+            kind: AlertKind::ApplianceOffline,
+            subject: None,
+            reason: why.to_owned(),
+        }]
+    } else {
+        vec![AlertChange::Raise {
+            kind: AlertKind::ApplianceOffline,
+            subject: String::new(),
+            summary: format!("Appliance offline: {why}"),
+        }]
+    }
+}
+
+/// Per-uplink state the telemetry rules keep between messages (`appliances.uplink_conditions`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UplinkConditions {
+    /// `sent_at` of the last telemetry applied: replayed or late messages change nothing.
+    pub last_at: Option<DateTime<Utc>>,
+    pub uplinks: BTreeMap<String, UplinkCondition>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UplinkCondition {
+    /// Since when the uplink has been past a degradation threshold without a break.
+    pub degraded_since: Option<DateTime<Utc>>,
+    pub degraded_raised: bool,
+    /// Metered uplinks: the calendar month (UTC, `YYYY-MM`) counted, the bytes used in it so far
+    /// and the interface counter last seen (a lower one means the counter restarted).
+    pub month: String,
+    pub month_bytes: u64,
+    pub last_counter: u64,
+    pub over_budget_raised: bool,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// What a telemetry message means for the "uplink degraded" and "metered over budget" alerts,
+/// updating `conditions`. An uplink is degraded while it loses at least `degraded_loss_pct` of its
+/// probes or answers slower than `degraded_rtt_ms`; the alert waits until that has lasted
+/// `degraded_for_secs`, so one bad sample on a lossy line raises nothing. A down uplink has its
+/// own alert, so it clears "degraded".
+pub fn rules_for_telemetry(
+    conditions: &mut UplinkConditions,
+    telemetry: &Telemetry,
+    policy: &Policy,
+    at: DateTime<Utc>,
+) -> Vec<AlertChange> {
+    if conditions.last_at.is_some_and(|last| at <= last) {
+        return Vec::new();
+    }
+    conditions.last_at = Some(at);
+    let mut changes = Vec::new();
+    let month = at.format("%Y-%m").to_string();
+    for uplink in &telemetry.uplinks {
+        let state = conditions.uplinks.entry(uplink.name.clone()).or_default();
+        let slow = uplink
+            .rtt_ms
+            .is_some_and(|rtt| rtt > f64::from(policy.degraded_rtt_ms));
+        let lossy = uplink.loss_pct >= policy.degraded_loss_pct;
+        let probing = matches!(uplink.health, UplinkHealth::Up | UplinkHealth::Degraded);
+        if probing && (slow || lossy) {
+            let since = *state.degraded_since.get_or_insert(at);
+            let lasted = (at - since).num_seconds();
+            if !state.degraded_raised && lasted >= i64::from(policy.degraded_for_secs) {
+                state.degraded_raised = true;
+                let mut symptoms = Vec::new();
+                if lossy {
+                    symptoms.push(format!("{:.0} % loss", uplink.loss_pct));
+                }
+                if let (true, Some(rtt)) = (slow, uplink.rtt_ms) {
+                    symptoms.push(format!("{rtt:.0} ms round trip"));
+                }
+                changes.push(AlertChange::Raise {
+                    kind: AlertKind::UplinkDegraded,
+                    subject: uplink.name.clone(),
+                    summary: format!(
+                        "Uplink {} degraded for {} min: {}",
+                        uplink.name,
+                        lasted / 60,
+                        symptoms.join(", ")
+                    ),
+                });
+            }
+        } else {
+            if state.degraded_raised {
+                changes.push(AlertChange::Clear {
+                    kind: AlertKind::UplinkDegraded,
+                    subject: Some(uplink.name.clone()),
+                    reason: format!("uplink {} is clean again", uplink.name),
+                });
+            }
+            state.degraded_since = None;
+            state.degraded_raised = false;
+        }
+        if uplink.metered {
+            let counter = uplink.rx_bytes.saturating_add(uplink.tx_bytes);
+            if state.month != month {
+                if state.over_budget_raised {
+                    changes.push(AlertChange::Clear {
+                        kind: AlertKind::MeteredOverBudget,
+                        subject: Some(uplink.name.clone()),
+                        reason: format!("a new month ({month}) began"),
+                    });
+                }
+                state.month = month.clone();
+                state.month_bytes = 0;
+                state.last_counter = counter;
+                state.over_budget_raised = false;
+            }
+            let used = if counter >= state.last_counter {
+                counter - state.last_counter
+            } else {
+                counter
+            };
+            state.month_bytes = state.month_bytes.saturating_add(used);
+            state.last_counter = counter;
+            let budget = u64::from(policy.metered_data_alert_mb) * MIB;
+            if !state.over_budget_raised && state.month_bytes > budget {
+                state.over_budget_raised = true;
+                changes.push(AlertChange::Raise {
+                    kind: AlertKind::MeteredOverBudget,
+                    subject: uplink.name.clone(),
+                    summary: format!(
+                        "Metered uplink {} has used {} MB this month (budget {} MB)",
+                        uplink.name,
+                        state.month_bytes / MIB,
+                        policy.metered_data_alert_mb
+                    ),
+                });
+            }
+        }
+    }
+    changes
+}
+
+/// "Flapping" when `failovers` (in the policy's window, this one included) reach the policy's
+/// count; each further failover folds into the open alert.
+pub fn rules_for_failover_count(failovers: i64, policy: &Policy) -> Vec<AlertChange> {
+    if failovers < i64::from(policy.flapping_failovers) {
+        return Vec::new();
+    }
+    vec![AlertChange::Raise {
+        kind: AlertKind::Flapping,
+        subject: String::new(),
+        summary: format!(
+            "{failovers} failovers within {} min: the primary line keeps dropping",
+            policy.flapping_window_secs / 60
+        ),
+    }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, uplink: Option<&str>) -> ApplianceEvent {
+        ApplianceEvent {
+            kind,
+            uplink: uplink.map(str::to_owned),
+            from: Some("fiber".into()),
+            to: Some("lte".into()),
+            reason: "active uplink down".into(),
+        }
+    }
+
+    #[test]
+    fn a_failover_raises_and_its_failback_clears_it_and_leaves_a_notice() {
+        let raised = rules_for_event(&event(EventKind::Failover, None));
+        assert!(
+            matches!(&raised[..], [AlertChange::Raise { kind: AlertKind::Failover, summary, .. }] if summary.contains("fiber → lte"))
+        );
+        let back = rules_for_event(&event(EventKind::Failback, None));
+        assert!(matches!(
+            back[0],
+            AlertChange::Clear {
+                kind: AlertKind::Failover,
+                ..
+            }
+        ));
+        assert!(matches!(
+            back[1],
+            AlertChange::Clear {
+                kind: AlertKind::OnBackupLong,
+                ..
+            }
+        ));
+        assert!(matches!(
+            back[2],
+            AlertChange::Notice {
+                kind: AlertKind::Failback,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_uplink_alert_is_per_uplink_and_cleared_by_that_uplink_only() {
+        let down = rules_for_event(&event(EventKind::UplinkDown, Some("fiber")));
+        assert!(
+            matches!(&down[..], [AlertChange::Raise { kind: AlertKind::UplinkDown, subject, .. }] if subject == "fiber")
+        );
+        let up = rules_for_event(&event(EventKind::UplinkUp, Some("fiber")));
+        assert!(
+            matches!(&up[..], [AlertChange::Clear { kind: AlertKind::UplinkDown, subject: Some(s), .. }] if s == "fiber")
+        );
+    }
+
+    fn telemetry(rtt_ms: f64, loss_pct: f64, lte_counter: u64) -> Telemetry {
+        use stayopen_shared::telemetry::UplinkTelemetry;
+        Telemetry {
+            active_uplink: Some("fiber".into()),
+            uplinks: vec![
+                UplinkTelemetry {
+                    name: "fiber".into(),
+                    priority: 0,
+                    metered: false,
+                    health: UplinkHealth::Up,
+                    rtt_ms: Some(rtt_ms),
+                    loss_pct,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                },
+                UplinkTelemetry {
+                    name: "lte".into(),
+                    priority: 1,
+                    metered: true,
+                    health: UplinkHealth::Up,
+                    rtt_ms: Some(60.0),
+                    loss_pct: 0.0,
+                    rx_bytes: lte_counter,
+                    tx_bytes: 0,
+                },
+            ],
+            policy_version: None,
+            samples: None,
+            outbox: None,
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("time")
+    }
+
+    fn kinds(changes: &[AlertChange]) -> Vec<(&'static str, AlertKind)> {
+        changes
+            .iter()
+            .map(|c| match c {
+                AlertChange::Raise { kind, .. } => ("raise", *kind),
+                AlertChange::Notice { kind, .. } => ("notice", *kind),
+                AlertChange::Clear { kind, .. } => ("clear", *kind),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lossy_uplink_raises_degraded_only_after_the_policys_period_and_clears_when_clean() {
+        let policy = Policy::default();
+        let mut conditions = UplinkConditions::default();
+        let start = at("2026-11-22T10:00:00Z");
+        let lossy = telemetry(20.0, 12.0, 0);
+        for secs in [0, 60, 110] {
+            let changes = rules_for_telemetry(
+                &mut conditions,
+                &lossy,
+                &policy,
+                start + chrono::Duration::seconds(secs),
+            );
+            assert!(changes.is_empty(), "not yet at {secs} s: {changes:?}");
+        }
+        let raised = rules_for_telemetry(
+            &mut conditions,
+            &lossy,
+            &policy,
+            start + chrono::Duration::seconds(120),
+        );
+        assert!(
+            matches!(&raised[..], [AlertChange::Raise { kind: AlertKind::UplinkDegraded, subject, summary }]
+                if subject == "fiber" && summary.contains("12 % loss"))
+        );
+        let again = start + chrono::Duration::seconds(130);
+        assert!(
+            rules_for_telemetry(&mut conditions, &lossy, &policy, again).is_empty(),
+            "once"
+        );
+        let clean = rules_for_telemetry(
+            &mut conditions,
+            &telemetry(20.0, 0.0, 0),
+            &policy,
+            start + chrono::Duration::seconds(140),
+        );
+        assert_eq!(kinds(&clean), vec![("clear", AlertKind::UplinkDegraded)]);
+    }
+
+    #[test]
+    fn one_bad_sample_on_a_lossy_line_raises_nothing() {
+        let policy = Policy::default();
+        let mut conditions = UplinkConditions::default();
+        let start = at("2026-11-22T10:00:00Z");
+        for (secs, loss) in [(0, 30.0), (10, 0.0), (130, 30.0), (140, 0.0), (260, 30.0)] {
+            let changes = rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, loss, 0),
+                &policy,
+                start + chrono::Duration::seconds(secs),
+            );
+            assert!(changes.is_empty(), "{secs} s: {changes:?}");
+        }
+    }
+
+    #[test]
+    fn metered_data_is_counted_per_month_across_counter_restarts() {
+        let policy = Policy {
+            metered_data_alert_mb: 110,
+            ..Policy::default()
+        };
+        let mut conditions = UplinkConditions::default();
+        let mb = |n: u64| n * MIB;
+        let day = |d: &str| at(&format!("2026-11-{d}T10:00:00Z"));
+        assert!(
+            rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, 0.0, mb(500)),
+                &policy,
+                day("01")
+            )
+            .is_empty(),
+            "the first sample is the baseline"
+        );
+        assert!(
+            rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, 0.0, mb(560)),
+                &policy,
+                day("02")
+            )
+            .is_empty()
+        );
+        // The appliance rebooted: the counter starts again from zero; 60 + 45 MB used so far.
+        assert!(
+            rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, 0.0, mb(45)),
+                &policy,
+                day("03")
+            )
+            .is_empty()
+        );
+        let over = rules_for_telemetry(
+            &mut conditions,
+            &telemetry(20.0, 0.0, mb(52)),
+            &policy,
+            day("04"),
+        );
+        assert_eq!(kinds(&over), vec![("raise", AlertKind::MeteredOverBudget)]);
+        assert!(
+            rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, 0.0, mb(90)),
+                &policy,
+                day("05")
+            )
+            .is_empty(),
+            "once a month"
+        );
+        let december = rules_for_telemetry(
+            &mut conditions,
+            &telemetry(20.0, 0.0, mb(91)),
+            &policy,
+            at("2026-12-01T00:05:00Z"),
+        );
+        assert_eq!(
+            kinds(&december),
+            vec![("clear", AlertKind::MeteredOverBudget)]
+        );
+        // A late message from November changes nothing.
+        assert!(
+            rules_for_telemetry(
+                &mut conditions,
+                &telemetry(20.0, 0.0, mb(900)),
+                &policy,
+                day("30")
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn flapping_needs_the_policys_number_of_failovers_in_its_window() {
+        let policy = Policy::default();
+        assert!(rules_for_failover_count(2, &policy).is_empty());
+        assert_eq!(
+            kinds(&rules_for_failover_count(3, &policy)),
+            vec![("raise", AlertKind::Flapping)]
+        );
+    }
+
+    #[test]
+    fn presence_raises_and_clears_the_offline_alert() {
+        assert!(matches!(
+            rules_for_presence(false, "last will")[..],
+            [AlertChange::Raise {
+                kind: AlertKind::ApplianceOffline,
+                ..
+            }]
+        ));
+        assert!(matches!(
+            rules_for_presence(true, "back")[..],
+            [AlertChange::Clear {
+                kind: AlertKind::ApplianceOffline,
+                ..
+            }]
+        ));
+        assert!(rules_for_event(&event(EventKind::AgentStarted, None)).is_empty());
+    }
+}
