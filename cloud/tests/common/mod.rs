@@ -1,15 +1,24 @@
 //! Starts a whole cloud — fresh database, embedded broker, ingest, HTTP on free ports — for one test.
+//!
+//! The kit of every test and bench: each test binary (and each bench, which includes this module
+//! by path) uses a different part of it, so what one of them leaves unused is not dead.
 #![allow(dead_code)]
 
+pub mod client;
+pub mod device;
 pub mod events;
 pub mod process;
 pub mod proxy;
+pub mod smtp;
+pub mod telemetry;
 pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use client::ApiClient;
+pub use device::{Device, DeviceConnection};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -21,10 +30,10 @@ use stayopen_cloud::domain::seed::{self, DemoSeed};
 use stayopen_cloud::infra::config::CloudConfig;
 use stayopen_cloud::startup::Application;
 use stayopen_shared::api::{
-    CreatePractice, CreateUser, EnrollRequest, EnrollResponse, HardwareIdentity, LoginRequest,
-    LoginResponse, Page, PracticeSummary, Role, UserView,
+    CreatePractice, CreateUser, EnrollRequest, HardwareIdentity, LoginResponse, Role, UserView,
 };
 use stayopen_shared::{PracticeId, TenantId};
+pub use telemetry::telemetry;
 use uuid::Uuid;
 
 pub struct TestCloud {
@@ -41,20 +50,8 @@ pub struct TestCloud {
     pub http: reqwest::Client,
     /// The device CA and broker certificate of this cloud.
     pub tls_dir: std::sync::Arc<tempfile::TempDir>,
-}
-
-/// An enrolled device as a test drives it by hand: its enrolment answer and private key.
-pub struct Device {
-    pub enrolled: EnrollResponse,
-    pub key_pem: String,
-}
-
-/// An MQTT connection of a test device: the client, the messages it receives, and whether the
-/// broker has closed it.
-pub struct DeviceConnection {
-    pub client: rumqttc::AsyncClient,
-    pub received: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-    pub closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped last: the database goes when the test is done with the cloud.
+    _database: TestDatabase,
 }
 
 fn admin_url() -> String {
@@ -64,9 +61,22 @@ fn admin_url() -> String {
     )
 }
 
-/// A fresh database per test, so tests run in parallel without seeing each other's rows. Returns
-/// the owner's URL and the application role's URL.
-pub async fn fresh_database() -> (String, String) {
+/// A test's own database: the owner's URL and the application role's URL. Dropped with the
+/// handle, whether the test passed, failed, or never got its cloud started.
+pub struct TestDatabase {
+    pub owner_url: String,
+    pub app_url: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        drop_database(&self.owner_url);
+    }
+}
+
+/// A fresh database per test, so tests run in parallel without seeing each other's rows; removed
+/// when the handle is dropped.
+pub async fn fresh_database() -> TestDatabase {
     let admin = admin_url();
     let name = format!("stayopen_test_{}", Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(&admin)
@@ -92,7 +102,10 @@ pub async fn fresh_database() -> (String, String) {
     let owner = format!("{base}/{name}");
     let (scheme, rest) = base.split_once("://").expect("URL scheme");
     let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    (owner, format!("{scheme}://stayopen_app@{host}/{name}"))
+    TestDatabase {
+        owner_url: owner,
+        app_url: format!("{scheme}://stayopen_app@{host}/{name}"),
+    }
 }
 
 /// Drops the test database named by `url` (its last path segment), whatever still holds
@@ -131,12 +144,6 @@ pub fn drop_database(url: &str) {
     }
 }
 
-impl Drop for TestCloud {
-    fn drop(&mut self) {
-        drop_database(&self.database_url);
-    }
-}
-
 pub async fn spawn_cloud() -> TestCloud {
     spawn_cloud_with(|_| {}).await
 }
@@ -144,7 +151,8 @@ pub async fn spawn_cloud() -> TestCloud {
 /// Starts a cloud after `adjust` has changed the test configuration.
 pub async fn spawn_cloud_with(adjust: impl FnOnce(&mut CloudConfig)) -> TestCloud {
     let mut config = CloudConfig::default();
-    let (owner_url, app_url) = fresh_database().await;
+    let database = fresh_database().await;
+    let (owner_url, app_url) = (database.owner_url.clone(), database.app_url.clone());
     let tls_dir = std::sync::Arc::new(tempfile::tempdir().expect("tls dir"));
     config.broker.tls_dir = tls_dir.path().to_owned();
     config.database.url = app_url.clone().into();
@@ -182,6 +190,7 @@ pub async fn spawn_cloud_with(adjust: impl FnOnce(&mut CloudConfig)) -> TestClou
             .build()
             .expect("client"),
         tls_dir,
+        _database: database,
     }
 }
 
@@ -196,25 +205,31 @@ impl TestCloud {
         format!("{}{path}", self.base_url)
     }
 
+    /// The API as the caller holding `token`.
+    pub fn api(&self, token: &str) -> ApiClient {
+        ApiClient::new(self.http.clone(), &self.base_url, Some(token))
+    }
+
+    /// The API without a token (sign-in, enrolment, refusals of anonymous callers).
+    pub fn anonymous(&self) -> ApiClient {
+        ApiClient::new(self.http.clone(), &self.base_url, None)
+    }
+
+    /// Signs in as `email` and returns the API as them.
+    pub async fn api_as(&self, email: &str, password: &str) -> ApiClient {
+        self.api(&self.login(email, password).await)
+    }
+
     pub async fn login(&self, email: &str, password: &str) -> String {
         self.session(email, password).await.access_token
     }
 
     /// Signs in and returns the whole session (access and refresh token).
     pub async fn session(&self, email: &str, password: &str) -> LoginResponse {
-        let response = self
-            .http
-            .post(self.url("/api/v1/auth/login"))
-            .json(&LoginRequest {
-                email: email.into(),
-                password: password.into(),
-                totp_code: None,
-            })
-            .send()
+        self.anonymous()
+            .login(email, password)
             .await
-            .expect("login request");
-        assert_eq!(response.status(), 200, "login must succeed");
-        response.json::<LoginResponse>().await.expect("login body")
+            .unwrap_or_else(|refused| panic!("login must succeed: {refused:?}"))
     }
 
     /// Creates another MSP with `admin@{domain}` / `{domain}-password` as its admin, and one
@@ -227,18 +242,15 @@ impl TestCloud {
                 .await
                 .expect("create MSP");
         let token = self.login(&email, &password).await;
-        let (status, practice) = self
-            .post::<_, PracticeSummary>(
-                Some(&token),
-                "/api/v1/practices",
-                &CreatePractice {
-                    name: format!("{domain} practice"),
-                    site_name: None,
-                },
-            )
-            .await;
-        assert_eq!(status, 201);
-        (tenant, token, practice.expect("practice").id)
+        let practice = self
+            .api(&token)
+            .create_practice(&CreatePractice {
+                name: format!("{domain} practice"),
+                site_name: None,
+            })
+            .await
+            .expect("practice");
+        (tenant, token, practice.id)
     }
 
     /// Creates a user in the MSP of `admin_token` and signs them in.
@@ -252,31 +264,25 @@ impl TestCloud {
         let password = "correct-horse-battery";
         let access_expires_at =
             (role == Role::Auditor).then(|| chrono::Utc::now() + chrono::Duration::days(7));
-        let (status, _) = self
-            .post::<_, serde_json::Value>(
-                Some(admin_token),
-                "/api/v1/users",
-                &CreateUser {
-                    email: email.into(),
-                    display_name: String::new(),
-                    password: password.into(),
-                    role,
-                    practice_ids,
-                    access_expires_at,
-                },
-            )
-            .await;
-        assert_eq!(status, 201, "create {email}");
+        self.api(admin_token)
+            .create_user(&CreateUser {
+                email: email.into(),
+                display_name: String::new(),
+                password: password.into(),
+                role,
+                practice_ids,
+                access_expires_at,
+            })
+            .await
+            .unwrap_or_else(|refused| panic!("create {email}: {refused:?}"));
         self.login(email, password).await
     }
 
     /// A user of the MSP as the API shows them to its admin.
     pub async fn user_by_email(&self, admin_token: &str, email: &str) -> UserView {
-        let (status, users) = self
-            .get::<Page<UserView>>(admin_token, "/api/v1/users?limit=500")
-            .await;
-        assert_eq!(status, 200);
-        users
+        self.api(admin_token)
+            .users("limit=500")
+            .await
             .expect("users")
             .items
             .into_iter()
@@ -284,79 +290,48 @@ impl TestCloud {
             .unwrap_or_else(|| panic!("no user {email}"))
     }
 
+    /// Raw GET as `token`; see [`ApiClient::get`].
     pub async fn get<T: DeserializeOwned>(&self, token: &str, path: &str) -> (u16, Option<T>) {
-        let response = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET");
-        let status = response.status().as_u16();
-        (status, response.json().await.ok())
+        self.api(token).get(path).await
     }
 
+    /// Raw POST, with a token or without; see [`ApiClient::post`].
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         token: Option<&str>,
         path: &str,
         body: &B,
     ) -> (u16, Option<T>) {
-        let mut request = self.http.post(self.url(path)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("POST");
-        let status = response.status().as_u16();
-        (status, response.json().await.ok())
+        let api = match token {
+            Some(token) => self.api(token),
+            None => self.anonymous(),
+        };
+        api.post(path, body).await
     }
 
+    /// Raw PUT as `token`; see [`ApiClient::put`].
     pub async fn put<B: Serialize, T: DeserializeOwned>(
         &self,
         token: &str,
         path: &str,
         body: &B,
     ) -> (u16, Option<T>) {
-        let response = self
-            .http
-            .put(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("PUT");
-        let status = response.status().as_u16();
-        (status, response.json().await.ok())
+        self.api(token).put(path, body).await
     }
 
+    /// Raw PATCH as `token`; see [`ApiClient::patch`].
     pub async fn patch<B: Serialize, T: DeserializeOwned>(
         &self,
         token: &str,
         path: &str,
         body: &B,
     ) -> (u16, Option<T>) {
-        let response = self
-            .http
-            .patch(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("PATCH");
-        let status = response.status().as_u16();
-        (status, response.json().await.ok())
+        self.api(token).patch(path, body).await
     }
 
+    /// Raw DELETE as `token`; see [`ApiClient::delete`].
     pub async fn delete(&self, token: &str, path: &str) -> (u16, Option<serde_json::Value>) {
-        let response = self
-            .http
-            .delete(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("DELETE");
-        let status = response.status().as_u16();
-        (status, response.json().await.ok())
+        self.api(token).delete(path).await
     }
 
     /// Applies one alert change to `appliance` as ingest would; returns the alert it touched.
@@ -386,27 +361,21 @@ impl TestCloud {
     pub async fn enrol_device(&self, token: &str, serial: &str, mac: &str) -> Device {
         let (key_pem, csr_pem) =
             stayopen_appliance::identity::new_key_and_request().expect("key and request");
-        let (status, enrolled) = self
-            .post::<_, EnrollResponse>(
-                None,
-                "/api/v1/enroll",
-                &EnrollRequest {
-                    token: token.into(),
-                    hardware: HardwareIdentity {
-                        serial: serial.into(),
-                        mac: mac.into(),
-                        model: "test".into(),
-                    },
-                    agent_version: "test".into(),
-                    csr_pem,
+        let enrolled = self
+            .anonymous()
+            .enroll(&EnrollRequest {
+                token: token.into(),
+                hardware: HardwareIdentity {
+                    serial: serial.into(),
+                    mac: mac.into(),
+                    model: "test".into(),
                 },
-            )
-            .await;
-        assert_eq!(status, 200, "enrol {serial}");
-        Device {
-            enrolled: enrolled.expect("enrolment"),
-            key_pem,
-        }
+                agent_version: "test".into(),
+                csr_pem,
+            })
+            .await
+            .unwrap_or_else(|refused| panic!("enrol {serial}: {refused:?}"));
+        Device { enrolled, key_pem }
     }
 
     /// Connects to the broker over TLS presenting `cert_pem`/`key_pem`, as `client_id` with
@@ -420,61 +389,18 @@ impl TestCloud {
         password: &str,
     ) -> Result<DeviceConnection, String> {
         let ca = std::fs::read_to_string(self.tls_dir.path().join("ca.pem")).expect("ca");
-        let tls = stayopen_shared::mqtt_tls::client_config(&ca, cert_pem, key_pem)
-            .map_err(|e| e.to_string())?;
-        // As a real client does, sign the key proof with the key this connection presents (an
-        // attacker holding a superseded key can only sign with that one).
-        let password = match username.parse::<stayopen_shared::ApplianceId>() {
-            Ok(appliance) if !password.contains(stayopen_shared::api::MQTT_KEY_PROOF_SEPARATOR) => {
-                stayopen_appliance::identity::mqtt_password(password, appliance, key_pem)
-                    .expect("sign the key proof")
-            }
-            _ => password.to_owned(),
-        };
-        let mut options =
-            rumqttc::MqttOptions::new(client_id, self.broker.ip().to_string(), self.broker.port());
-        options
-            .set_credentials(username, password.as_str())
-            .set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(tls),
-            ))
-            .set_keep_alive(Duration::from_secs(5));
-        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
-        let connack = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        })
+        device::connect(
+            self.broker,
+            &device::Credentials {
+                ca_pem: &ca,
+                cert_pem,
+                key_pem,
+                client_id,
+                username,
+                password,
+            },
+        )
         .await
-        .map_err(|_| "no answer from the broker".to_string())?;
-        connack?;
-        let (tx, received) = tokio::sync::mpsc::unbounded_channel();
-        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = closed.clone();
-        tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        // No reconnecting: a test wants to see that the broker closed it.
-                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(DeviceConnection {
-            client,
-            received,
-            closed,
-        })
     }
 
     /// Connects as `device` with its own certificate and credentials.
@@ -503,15 +429,19 @@ impl TestCloud {
 
     /// The value of one counter line in `/metrics`, 0 when absent.
     pub async fn counter(&self, line_prefix: &str) -> u64 {
-        self.metrics()
-            .await
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(line_prefix)
-                    .and_then(|rest| rest.trim().parse().ok())
-            })
-            .unwrap_or(0)
+        counter_in(&self.metrics().await, line_prefix)
     }
+}
+
+/// The value of the counter line starting with `line_prefix` in a `/metrics` text, 0 when absent.
+pub fn counter_in(metrics: &str, line_prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(line_prefix)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// A simulated appliance (fibre primary, metered LTE backup) that enrols with `token`.
@@ -565,24 +495,13 @@ pub fn appliance_config(
     }
 }
 
-/// An encoded telemetry message of `appliance` (fibre active), as a device publishes it.
+/// An encoded telemetry message of `appliance` (fibre active), as a device publishes it: the
+/// builder's default (kept under this name for the tests that call it so).
 pub fn telemetry_payload(
     appliance: stayopen_shared::ApplianceId,
     message: stayopen_shared::MessageId,
 ) -> Vec<u8> {
-    stayopen_shared::Envelope::new(
-        message,
-        appliance,
-        chrono::Utc::now(),
-        stayopen_shared::telemetry::Telemetry {
-            active_uplink: Some("fiber".into()),
-            uplinks: vec![],
-            policy_version: None,
-            samples: None,
-            outbox: None,
-        },
-    )
-    .encode()
+    telemetry(appliance).message(message).encode()
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, failing the test after `timeout`.
@@ -643,4 +562,49 @@ pub async fn notifications_settled(owner_pool: &PgPool) {
         },
     )
     .await;
+}
+
+/// Polls `check` every 100 ms for `period`, failing the test as soon as it returns false: for
+/// showing that something does not happen within a period.
+pub async fn holds_for<F, Fut>(period: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + period;
+    loop {
+        assert!(check().await, "{what} stopped holding");
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `sample` every 100 ms until it has returned the same value for `quiet` (a counter that
+/// stopped rising, a list that stopped growing), failing the test after `timeout`; returns it.
+pub async fn settled<T, F, Fut>(timeout: Duration, quiet: Duration, what: &str, mut sample: F) -> T
+where
+    T: PartialEq,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = sample().await;
+    let mut since = tokio::time::Instant::now();
+    loop {
+        if since.elapsed() >= quiet {
+            return last;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what} to settle"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = sample().await;
+        if now != last {
+            last = now;
+            since = tokio::time::Instant::now();
+        }
+    }
 }

@@ -20,6 +20,8 @@ pub struct CloudProcess {
     pub pool: PgPool,
     settings: Vec<(String, String)>,
     child: Option<Child>,
+    /// Dropped after the process is killed.
+    _database: super::TestDatabase,
     starts: usize,
     /// The network namespace it runs in, if not this one (then it is only reachable from there,
     /// and readiness is read from its log).
@@ -42,7 +44,8 @@ impl CloudProcess {
     /// PostgreSQL through its Unix socket in `socket_dir` (sockets cross namespaces; loopback
     /// TCP does not).
     pub async fn start_in_netns(netns: &str, ip: &str, socket_dir: &str) -> Self {
-        let (owner_url, app_url) = super::fresh_database().await;
+        let database = super::fresh_database().await;
+        let (owner_url, app_url) = (database.owner_url.clone(), database.app_url.clone());
         let http = format!("{ip}:8080");
         let broker = format!("{ip}:8883");
         let settings = [
@@ -56,7 +59,7 @@ impl CloudProcess {
             ("STAYOPEN_BROKER__PUBLIC_HOST", ip.to_owned()),
         ];
         let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut cloud = Self::build(owner_url, app_url, &settings, Some(netns.to_owned())).await;
+        let mut cloud = Self::build(database, &settings, Some(netns.to_owned())).await;
         cloud.http = http.parse().expect("address");
         cloud.broker = broker.parse().expect("address");
         cloud.spawn().await;
@@ -64,18 +67,18 @@ impl CloudProcess {
     }
 
     async fn start_in(settings: &[(&str, &str)], netns: Option<String>) -> Self {
-        let (owner_url, app_url) = super::fresh_database().await;
-        let mut cloud = Self::build(owner_url, app_url, settings, netns).await;
+        let database = super::fresh_database().await;
+        let mut cloud = Self::build(database, settings, netns).await;
         cloud.spawn().await;
         cloud
     }
 
     async fn build(
-        owner_url: String,
-        app_url: String,
+        database: super::TestDatabase,
         settings: &[(&str, &str)],
         netns: Option<String>,
     ) -> Self {
+        let (owner_url, app_url) = (database.owner_url.clone(), database.app_url.clone());
         Self {
             owner_pool: sqlx::postgres::PgPoolOptions::new()
                 .max_connections(2)
@@ -98,11 +101,37 @@ impl CloudProcess {
             child: None,
             starts: 0,
             netns,
+            _database: database,
         }
     }
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.http)
+    }
+
+    /// The API as the caller holding `token`.
+    pub fn api(&self, token: &str) -> super::client::ApiClient {
+        super::client::ApiClient::new(reqwest::Client::new(), &self.base_url(), Some(token))
+    }
+
+    /// Signs in as `email` and returns the API as them.
+    pub async fn api_as(&self, email: &str, password: &str) -> super::client::ApiClient {
+        let session = super::client::ApiClient::new(reqwest::Client::new(), &self.base_url(), None)
+            .login(email, password)
+            .await
+            .unwrap_or_else(|refused| panic!("login must succeed: {refused:?}"));
+        self.api(&session.access_token)
+    }
+
+    /// The value of one counter line in the process's `/metrics`, 0 when absent.
+    pub async fn counter(&self, line_prefix: &str) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.base_url()))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        super::counter_in(&text, line_prefix)
     }
 
     fn log_path(&self) -> PathBuf {
@@ -222,6 +251,5 @@ impl CloudProcess {
 impl Drop for CloudProcess {
     fn drop(&mut self) {
         self.kill();
-        super::drop_database(&self.owner_url);
     }
 }

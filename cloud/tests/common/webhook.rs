@@ -8,9 +8,10 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// What the receiver got: headers of interest and the raw body.
+/// What the receiver got: when it arrived, headers of interest and the raw body.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub at: chrono::DateTime<chrono::Utc>,
     pub event: String,
     pub delivery: String,
     pub timestamp: String,
@@ -36,6 +37,7 @@ async fn receive(
     body: web::Bytes,
     receiver: web::Data<Receiver>,
 ) -> HttpResponse {
+    let at = chrono::Utc::now();
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -44,6 +46,7 @@ async fn receive(
             .to_owned()
     };
     receiver.received.lock().expect("lock").push(Received {
+        at,
         event: header("x-stayopen-event"),
         delivery: header("x-stayopen-delivery"),
         timestamp: header("x-stayopen-timestamp"),
@@ -75,7 +78,8 @@ pub fn start_receiver(receiver: &Receiver) -> String {
     format!("http://{addr}/hook")
 }
 
-/// Checks a delivery's signature independently of the cloud's code.
+/// Checks a delivery's signature independently of the cloud's code, as a PSA would:
+/// `sha256=hex(HMAC-SHA256(secret, "{timestamp}.{body}"))`.
 pub fn signature_valid(secret: &str, received: &Received) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(received.timestamp.as_bytes());
