@@ -24,20 +24,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chrono::{DateTime, Utc};
+use common::webhook::{Receiver, signature_valid, start_receiver};
 use common::{TestCloud, appliance_config, eventually, spawn_cloud_with};
-use hmac::{Hmac, Mac};
 use rand::Rng;
-use sha2::Sha256;
 use stayopen_appliance::agent::{self, AgentError, AgentOptions, Exit};
 use stayopen_appliance::config::{DataplaneSection, Outage, OutageKind};
 use stayopen_appliance::identity::{self, Identity};
 use stayopen_cloud::domain::seed::DemoSeed;
 use stayopen_cloud::infra::config::{DatabaseConfig, HttpConfig};
 use stayopen_shared::ApplianceId;
-use stayopen_shared::alerts::{AlertView, CreatedChannel, WebhookTicket};
-use stayopen_shared::api::{ApplianceView, MqttCredentials, Page};
+use stayopen_shared::alerts::{
+    AlertKind, AlertView, ChannelKind, CreateChannel, CreateRoutingRule, RouteDuring, Severity,
+    WebhookTicket,
+};
+use stayopen_shared::api::{MqttCredentials, Page};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -94,43 +95,6 @@ fn millis(d: chrono::TimeDelta) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // The MSP's webhook receiver.
 
-/// One request as it arrived, checked later (the signing secret exists only once the channel
-/// that points here has been created).
-#[derive(Debug, Clone)]
-struct Delivery {
-    at: DateTime<Utc>,
-    timestamp: String,
-    signature: String,
-    body: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Receiver {
-    deliveries: Arc<Mutex<Vec<Delivery>>>,
-}
-
-async fn receive(
-    req: HttpRequest,
-    body: web::Bytes,
-    receiver: web::Data<Receiver>,
-) -> HttpResponse {
-    let at = Utc::now();
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    receiver.deliveries.lock().expect("lock").push(Delivery {
-        at,
-        timestamp: header("x-stayopen-timestamp"),
-        signature: header("x-stayopen-signature"),
-        body: body.to_vec(),
-    });
-    HttpResponse::Ok().finish()
-}
-
 /// What the receiver accepted: the first signed `open` ticket per alert, how many requests failed
 /// the signature check, and how many were digests (a practice over its rate limit: alerts held
 /// back, which this benchmark must not measure).
@@ -141,53 +105,30 @@ struct Opened {
     digests: usize,
 }
 
-impl Receiver {
-    /// Listens on a free loopback port; returns the URL.
-    fn start(&self) -> String {
-        let data = web::Data::new(self.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/hook", web::post().to(receive))
-        })
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .expect("bind the receiver");
-        let addr = server.addrs()[0];
-        tokio::spawn(server.run());
-        format!("http://{addr}/hook")
-    }
-
-    /// Verifies each delivery as a PSA would: `sha256=hex(HMAC-SHA256(secret, "{ts}.{body}"))`.
-    fn opened(&self, secret: &str) -> Opened {
-        let deliveries = self.deliveries.lock().expect("lock").clone();
-        let mut opened = Opened::default();
-        for delivery in deliveries {
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-            mac.update(delivery.timestamp.as_bytes());
-            mac.update(b".");
-            mac.update(&delivery.body);
-            let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-            if delivery.signature != expected {
-                opened.bad_signatures += 1;
-                continue;
-            }
-            let body: serde_json::Value = serde_json::from_slice(&delivery.body).expect("JSON");
-            if body["event"] == "digest" {
-                opened.digests += 1;
-                continue;
-            }
-            let ticket: WebhookTicket = serde_json::from_value(body).expect("a ticket");
-            if ticket.event == "open" {
-                let id: Uuid = ticket
-                    .external_id
-                    .parse()
-                    .expect("external id is the alert id");
-                opened.at.entry(id).or_insert(delivery.at);
-            }
+/// Verifies each delivery as a PSA would (checked late: the signing secret exists only once the
+/// channel that points at the receiver has been created).
+fn opened_tickets(receiver: &Receiver, secret: &str) -> Opened {
+    let mut opened = Opened::default();
+    for delivery in receiver.received() {
+        if !signature_valid(secret, &delivery) {
+            opened.bad_signatures += 1;
+            continue;
         }
-        opened
+        let body: serde_json::Value = serde_json::from_slice(&delivery.body).expect("JSON");
+        if body["event"] == "digest" {
+            opened.digests += 1;
+            continue;
+        }
+        let ticket: WebhookTicket = serde_json::from_value(body).expect("a ticket");
+        if ticket.event == "open" {
+            let id: Uuid = ticket
+                .external_id
+                .parse()
+                .expect("external id is the alert id");
+            opened.at.entry(id).or_insert(delivery.at);
+        }
     }
+    opened
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -585,7 +526,7 @@ async fn failovers(
     let _ = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let seen = watch.seen();
-            let opened = receiver.opened(secret);
+            let opened = opened_tickets(receiver, secret);
             if events
                 .iter()
                 .all(|e| alert_of(&seen, e).is_some_and(|s| opened.at.contains_key(&s.alert.id)))
@@ -599,7 +540,7 @@ async fn failovers(
     let seen = watch.stop().await;
     stop_all(&stop, appliances).await;
 
-    let opened = receiver.opened(secret);
+    let opened = opened_tickets(receiver, secret);
     let mut run = FailoverRun {
         events: events.len(),
         bad_signatures: opened.bad_signatures,
@@ -689,10 +630,8 @@ async fn kills(
         "every victim online with the policy",
         || async {
             for (id, _, appliance) in &victims {
-                let (_, view) = cloud
-                    .get::<ApplianceView>(admin, &format!("/api/v1/appliances/{id}"))
-                    .await;
-                if !appliance.applied_policy() || !view.is_some_and(|v| v.online) {
+                let view = cloud.api(admin).appliance(*id).await;
+                if !appliance.applied_policy() || !view.is_ok_and(|v| v.online) {
                     return None;
                 }
             }
@@ -736,10 +675,12 @@ async fn kills(
         if !seen.alert.summary.contains("no message for") {
             run.not_by_heartbeat += 1;
         }
-        let (_, view) = cloud
-            .get::<ApplianceView>(admin, &format!("/api/v1/appliances/{id}"))
-            .await;
-        let last_seen = view.and_then(|v| v.last_seen).expect("last seen");
+        let view = cloud
+            .api(admin)
+            .appliance(*id)
+            .await
+            .expect("the appliance");
+        let last_seen = view.last_seen.expect("last seen");
         run.kill_to_alert.push(millis(seen.at - killed));
         run.beyond_timeout.push(millis(seen.at - killed - timeout));
         run.beyond_last_message
@@ -750,13 +691,13 @@ async fn kills(
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         while !alerts
             .iter()
-            .all(|(_, id)| receiver.opened(secret).at.contains_key(id))
+            .all(|(_, id)| opened_tickets(receiver, secret).at.contains_key(id))
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await;
-    let opened = receiver.opened(secret);
+    let opened = opened_tickets(receiver, secret);
     for (killed, id) in &alerts {
         if let Some(at) = opened.at.get(id) {
             run.kill_to_hook.push(millis(*at - *killed));
@@ -786,42 +727,42 @@ async fn main() {
     .await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
-            &serde_json::json!({
-                "telemetry_interval_secs": 1,
-                "failback_clean_period_secs": FAILBACK_CLEAN_SECS,
-                "failback_max_hold_secs": FAILBACK_CLEAN_SECS,
-                // Latency, not the storm digest: at the default of 20 an hour, this fleet's
-                // failovers would be held back for the digest after the first minutes.
-                "notifications_per_hour": 10_000,
-            }),
-        )
-        .await;
-    assert_eq!(status, 200, "set the MSP policy");
+    cloud
+        .api(&admin)
+        .set_policy(&serde_json::json!({
+            "telemetry_interval_secs": 1,
+            "failback_clean_period_secs": FAILBACK_CLEAN_SECS,
+            "failback_max_hold_secs": FAILBACK_CLEAN_SECS,
+            // Latency, not the storm digest: at the default of 20 an hour, this fleet's
+            // failovers would be held back for the digest after the first minutes.
+            "notifications_per_hour": 10_000,
+        }))
+        .await
+        .expect("set the MSP policy");
     let receiver = Receiver::default();
-    let url = receiver.start();
-    let (status, channel) = cloud
-        .post::<_, CreatedChannel>(
-            Some(&admin),
-            "/api/v1/notification-channels",
-            &serde_json::json!({"name": "PSA", "url": url}),
-        )
-        .await;
-    assert_eq!(status, 201, "create the webhook channel");
-    let channel = channel.expect("channel");
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&admin),
-            "/api/v1/routing-rules",
-            &serde_json::json!({"channel_id": channel.channel.id,
-                                "kinds": ["failover", "appliance_offline"],
-                                "min_severity": "critical"}),
-        )
-        .await;
-    assert_eq!(status, 201, "create the routing rule");
+    let url = start_receiver(&receiver);
+    let api = cloud.api(&admin);
+    let channel = api
+        .create_channel(&CreateChannel {
+            name: "PSA".into(),
+            kind: ChannelKind::Webhook,
+            url: Some(url),
+            recipients: vec![],
+            user_ids: vec![],
+        })
+        .await
+        .expect("create the webhook channel");
+    api.create_routing_rule(&CreateRoutingRule {
+        channel_id: channel.channel.id,
+        practice_id: None,
+        kinds: Some(vec![AlertKind::Failover, AlertKind::ApplianceOffline]),
+        min_severity: Severity::Critical,
+        delay_secs: 0,
+        repeat_secs: None,
+        during: RouteDuring::Always,
+    })
+    .await
+    .expect("create the routing rule");
     let secret = channel.signing_secret.expect("a webhook's signing secret");
 
     println!(

@@ -13,7 +13,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestCloud, spawn_cloud};
-use stayopen_shared::api::{Page, PracticeSummary};
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -149,10 +148,11 @@ async fn main() {
     let admin = cloud.login(&demo.email, &demo.password).await;
     seed(&cloud, demo.tenant_id.0, practices, appliances).await;
 
-    let (_, first) = cloud
-        .get::<Page<PracticeSummary>>(&admin, "/api/v1/practices?limit=50")
-        .await;
-    let first = first.expect("first page");
+    let first = cloud
+        .api(&admin)
+        .practices("limit=50")
+        .await
+        .expect("first page");
     let cursor = first.next_cursor.clone().expect("a second page");
     let practice = first.items[10].id;
     let appliance: uuid::Uuid = sqlx::query_scalar(

@@ -11,9 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::events::{emitted, stored as stored_in};
+use common::client::ApiClient;
+use common::events::{emitted, outbox_empty_since, stored as stored_in};
 use common::process::CloudProcess;
-use common::{appliance_config, eventually};
+use common::{appliance_config, eventually, settled};
 use stayopen_appliance::agent::{self, AgentOptions, Exit};
 use stayopen_appliance::cloud_link::CloudLink;
 use stayopen_appliance::config::{ApplianceConfig, Outage, OutageKind};
@@ -21,35 +22,12 @@ use stayopen_appliance::control::{self, Request};
 use stayopen_appliance::identity::{self, Proof};
 use stayopen_appliance::outbox::{DEFAULT_LIMIT_BYTES, Outbox};
 use stayopen_cloud::domain::seed;
-use stayopen_shared::api::{HardwareIdentity, LoginResponse};
+use stayopen_shared::ApplianceId;
+use stayopen_shared::api::HardwareIdentity;
 use stayopen_shared::events::{ApplianceEvent, EventKind};
+use stayopen_shared::telemetry::UplinkHealth;
 use tokio::sync::watch;
 use uuid::Uuid;
-
-async fn login(cloud: &CloudProcess, email: &str, password: &str) -> String {
-    let response: LoginResponse = reqwest::Client::new()
-        .post(format!("{}/api/v1/auth/login", cloud.base_url()))
-        .json(&serde_json::json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login body");
-    response.access_token
-}
-
-async fn set_policy(cloud: &CloudProcess, token: &str, policy: serde_json::Value) {
-    let status = reqwest::Client::new()
-        .put(format!("{}/api/v1/policy", cloud.base_url()))
-        .bearer_auth(token)
-        .json(&policy)
-        .send()
-        .await
-        .expect("policy")
-        .status();
-    assert!(status.is_success(), "policy: {status}");
-}
 
 async fn appliance_id_of(cloud: &CloudProcess, serial: &str) -> Option<Uuid> {
     sqlx::query_scalar("SELECT id FROM appliances WHERE serial = $1")
@@ -65,13 +43,10 @@ fn quick_policy() -> serde_json::Value {
 }
 
 /// The demo tenant on an in-process cloud, its admin's token, and the quick policy in force.
-async fn seeded_with_quick_policy(cloud: &common::TestCloud) -> (seed::DemoSeed, String) {
+async fn seeded_with_quick_policy(cloud: &common::TestCloud) -> (seed::DemoSeed, ApiClient) {
     let demo = cloud.seed_demo().await;
-    let admin = cloud.login(&demo.email, &demo.password).await;
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(&admin, "/api/v1/policy", &quick_policy())
-        .await;
-    assert_eq!(status, 200);
+    let admin = cloud.api_as(&demo.email, &demo.password).await;
+    admin.set_policy(&quick_policy()).await.expect("policy");
     (demo, admin)
 }
 
@@ -208,7 +183,13 @@ async fn a_burst_of_ten_thousand_messages_survives_a_sigkill_of_the_cloud_with_n
     );
     cloud.kill();
     let acknowledged_before_kill = link.acknowledged_count();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The cloud stays away until the link has noticed it is gone.
+    eventually(
+        Duration::from_secs(30),
+        "the link losing the cloud",
+        || async { (!link.is_connected()).then_some(()) },
+    )
+    .await;
     cloud.spawn().await;
     burst.await.expect("burst appended");
     let drained = tokio::time::timeout(Duration::from_secs(300), async {
@@ -254,8 +235,8 @@ async fn failovers_and_a_drill_while_the_cloud_is_down_arrive_exactly_once_and_i
  {
     let mut cloud = CloudProcess::start(&[]).await;
     let demo = seed::seed_demo(&cloud.pool).await.expect("seed");
-    let admin = login(&cloud, &demo.email, &demo.password).await;
-    set_policy(&cloud, &admin, quick_policy()).await;
+    let admin = cloud.api_as(&demo.email, &demo.password).await;
+    admin.set_policy(&quick_policy()).await.expect("policy");
     let state = tempfile::tempdir().expect("state");
     let events_file = state.path().join("events.jsonl");
     // The primary goes black 14 s after the start: by then the cloud is dead.
@@ -338,7 +319,22 @@ async fn failovers_and_a_drill_while_the_cloud_is_down_arrive_exactly_once_and_i
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The restarted agent runs offline: its links probed, its telemetry going to the outbox.
+    eventually(
+        Duration::from_secs(30),
+        "the restarted agent probing its links offline",
+        || async {
+            match control::request(state.path(), &Request::Status).await {
+                Ok(control::Response::Status(status)) => status
+                    .uplinks
+                    .iter()
+                    .all(|u| u.health != UplinkHealth::Unknown)
+                    .then_some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
 
     cloud.spawn().await;
     let emitted_offline = events_so_far();
@@ -348,8 +344,18 @@ async fn failovers_and_a_drill_while_the_cloud_is_down_arrive_exactly_once_and_i
         || async { (stored(&cloud, appliance).await.len() >= emitted_offline.len()).then_some(()) },
     )
     .await;
-    // Give resends a chance to show up as duplicates if they were going to.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Resends could still show up as duplicates until the appliance reports an empty outbox.
+    let all_stored = Utc::now();
+    eventually(
+        Duration::from_secs(30),
+        "an empty outbox reported",
+        || async {
+            outbox_empty_since(&cloud.owner_pool, appliance, all_stored)
+                .await
+                .then_some(())
+        },
+    )
+    .await;
     stop.send(true).expect("stop");
     run.await.expect("agent task").expect("agent");
     let emitted_all = events_so_far();
@@ -388,13 +394,11 @@ async fn a_cloud_restart_raises_no_offline_alert_for_appliances_that_reconnect_b
     .await;
     let demo = seed::seed_demo(&cloud.pool).await.expect("seed");
     // Telemetry every second, so a live box is never silent for the 4 s that mark one offline.
-    let admin = login(&cloud, &demo.email, &demo.password).await;
-    set_policy(
-        &cloud,
-        &admin,
-        serde_json::json!({"telemetry_interval_secs": 1}),
-    )
-    .await;
+    let admin = cloud.api_as(&demo.email, &demo.password).await;
+    admin
+        .set_policy(&serde_json::json!({"telemetry_interval_secs": 1}))
+        .await
+        .expect("policy");
     let token = &demo.practices[0].enrollment_token;
     let stays_dir = tempfile::tempdir().expect("state");
     let leaves_dir = tempfile::tempdir().expect("state");
@@ -428,8 +432,24 @@ async fn a_cloud_restart_raises_no_offline_alert_for_appliances_that_reconnect_b
     // One box goes away for good while the cloud is down; its goodbye reaches nobody.
     stop_leaves.send(true).expect("stop");
     run_leaves.await.expect("agent task").expect("agent");
-    // Down for longer than the silence that marks a box offline.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Down for longer than the silence that marks a box offline: both boxes silent for twice
+    // that in the cloud's records.
+    eventually(
+        Duration::from_secs(30),
+        "both boxes silent for 8 s in the cloud's records",
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT bool_and(last_seen < now() - interval '8 seconds') FROM appliances
+                 WHERE id = ANY($1)",
+            )
+            .bind([stays_id, leaves_id])
+            .fetch_one(&owner_pool)
+            .await
+            .expect("query")
+            .then_some(())
+        },
+    )
+    .await;
     cloud.spawn().await;
 
     let offline_alerts = |appliance: Uuid| {
@@ -535,20 +555,26 @@ async fn a_drill_on_a_cut_line_reaches_the_cloud_exactly_once_and_the_cut_line_f
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all_stored = Utc::now();
     // The appliance reports its outbox in its telemetry, and the API shows it: nothing waits,
-    // nothing was given up.
-    let outbox = eventually(
+    // nothing was given up. (Reported after every event was stored: resends that were going to
+    // double anything would have been sent before it.)
+    eventually(
         Duration::from_secs(15),
         "an empty outbox reported",
         || async {
-            let (_, view) = cloud
-                .get::<stayopen_shared::api::ApplianceView>(
-                    &admin,
-                    &format!("/api/v1/appliances/{appliance}"),
-                )
-                .await;
-            view.and_then(|v| v.outbox).filter(|o| o.pending == 0)
+            outbox_empty_since(&cloud.owner_pool, appliance, all_stored)
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+    let outbox = eventually(
+        Duration::from_secs(15),
+        "an empty outbox in the API",
+        || async {
+            let view = admin.appliance(ApplianceId(appliance)).await.ok()?;
+            view.outbox.filter(|o| o.pending == 0)
         },
     )
     .await;
@@ -603,6 +629,7 @@ async fn postgresql_gone_for_twenty_seconds_loses_no_event_and_declares_nobody_o
     })
     .await;
     let (demo, _admin) = seeded_with_quick_policy(&cloud).await;
+    let not_hearing = "stayopen_offline_judgement_suspended_total{reason=\"not_hearing\"}";
     let state = tempfile::tempdir().expect("state");
     let events_file = state.path().join("events.jsonl");
     let config = appliance_config(
@@ -625,8 +652,14 @@ async fn postgresql_gone_for_twenty_seconds_loses_no_event_and_declares_nobody_o
         },
     )
     .await;
-    // Past the start-up grace, so the sweep is judging.
-    tokio::time::sleep(Duration::from_secs(16)).await;
+    // Past the start-up grace, so the sweep is judging: it stops counting suspensions.
+    let suspended = settled(
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+        "the suspensions of the start-up grace",
+        || cloud.counter(not_hearing),
+    )
+    .await;
 
     // The application role loses the database: its sessions end and new ones are refused.
     let database: String = sqlx::query_scalar("SELECT current_database()")
@@ -645,13 +678,37 @@ async fn postgresql_gone_for_twenty_seconds_loses_no_event_and_declares_nobody_o
     .execute(&cloud.owner_pool)
     .await
     .expect("terminate");
+    eventually(
+        Duration::from_secs(30),
+        "the sweep suspended for want of the database",
+        || async { (cloud.counter(not_hearing).await > suspended).then_some(()) },
+    )
+    .await;
     // Meanwhile the appliance drills (its events wait in the broker and its outbox).
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let answer = control::request(state.path(), &Request::StartDrill { duration_secs: 2 })
         .await
         .expect("drill");
     assert!(format!("{answer:?}").contains("drill"), "{answer:?}");
-    tokio::time::sleep(Duration::from_secs(18)).await;
+    // The database stays away until the appliance has been silent in the cloud's records for
+    // twenty seconds (five times the offline threshold, past the grace) and its drill is over.
+    eventually(
+        Duration::from_secs(60),
+        "twenty seconds of silence and the drill over",
+        || async {
+            let silent: bool = sqlx::query_scalar(
+                "SELECT last_seen < now() - interval '20 seconds' FROM appliances WHERE id = $1",
+            )
+            .bind(appliance)
+            .fetch_one(&cloud.owner_pool)
+            .await
+            .expect("query");
+            let drilled = emitted(&events_file)
+                .iter()
+                .any(|(k, _)| k == "drill_finished" || k == "drill_failed");
+            (silent && drilled).then_some(())
+        },
+    )
+    .await;
     let grant = format!("GRANT CONNECT ON DATABASE \"{database}\" TO PUBLIC");
     sqlx::raw_sql(sqlx::AssertSqlSafe(grant))
         .execute(&cloud.owner_pool)
@@ -668,17 +725,34 @@ async fn postgresql_gone_for_twenty_seconds_loses_no_event_and_declares_nobody_o
         },
     )
     .await;
-    // Past the grace after hearing resumed: a sweep that was going to misjudge would have.
-    tokio::time::sleep(Duration::from_secs(17)).await;
-    let offline: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM alerts WHERE appliance_id = $1 AND kind = 'appliance_offline'",
+    let offline = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM alerts WHERE appliance_id = $1 AND kind = 'appliance_offline'",
+        )
+        .bind(appliance)
+        .fetch_one(&cloud.owner_pool)
+        .await
+        .expect("alerts")
+    };
+    // Past the grace after hearing resumed, until the sweep has judged for a while (its
+    // suspensions stop): a sweep that was going to misjudge would have.
+    settled(
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+        "the suspensions of the grace after hearing resumed",
+        || async {
+            assert_eq!(
+                offline().await,
+                0,
+                "nobody declared offline while the cloud could not hear"
+            );
+            cloud.counter(not_hearing).await
+        },
     )
-    .bind(appliance)
-    .fetch_one(&cloud.owner_pool)
-    .await
-    .expect("alerts");
+    .await;
     assert_eq!(
-        offline, 0,
+        offline().await,
+        0,
         "nobody declared offline while the cloud could not hear"
     );
     stop.send(true).expect("stop");
@@ -702,10 +776,7 @@ async fn postgresql_gone_for_twenty_seconds_loses_no_event_and_declares_nobody_o
     assert!(emitted_all.iter().any(|(k, _)| k == "drill_started"));
     assert_eq!(stored_all, emitted_all);
     assert!(
-        cloud
-            .counter("stayopen_offline_judgement_suspended_total{reason=\"not_hearing\"}")
-            .await
-            > 0,
+        cloud.counter(not_hearing).await > suspended,
         "the sweep was suspended"
     );
 }

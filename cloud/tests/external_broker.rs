@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestCloud, appliance_config, eventually, spawn_cloud_with};
+use common::{TestCloud, appliance_config, eventually, holds_for, spawn_cloud_with};
 use rumqttc::QoS;
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_cloud::infra::config::ExternalBrokerConfig;
@@ -268,12 +268,12 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
         || async { (count(a_id).await == 1 && count(b_id).await >= 1).then_some(()) },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        count(b_id).await,
-        1,
-        "A's message as B was dropped by the ACL"
-    );
+    holds_for(
+        Duration::from_secs(1),
+        "A's message as B dropped by the ACL",
+        || async { count(b_id).await == 1 },
+    )
+    .await;
     // The cloud acknowledges A's stored message through Mosquitto, on A's own acks topic.
     let acks_topic = DeviceTopic::new(a_id, Channel::Acks).to_string();
     let mut acknowledged = false;

@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::events::stored;
+use common::events::{outbox_empty_since, stored};
 use common::eventually;
 use common::process::CloudProcess;
 use stayopen_cloud::domain::seed;
@@ -151,17 +151,28 @@ async fn every_event_of_a_failover_that_cuts_the_cloud_connection_and_of_the_fai
         },
     )
     .await;
-    // Resends that were going to double anything would have arrived by now.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Resends that were going to double anything are sent before the appliance reports an empty
+    // outbox.
+    let failback_stored = chrono::Utc::now();
+    eventually(
+        Duration::from_secs(30),
+        "an empty outbox reported",
+        || async {
+            outbox_empty_since(&cloud.owner_pool, appliance, failback_stored)
+                .await
+                .then_some(())
+        },
+    )
+    .await;
     let mut last = (Vec::new(), Vec::new());
-    for _ in 0..100 {
+    for _ in 0..300 {
         let emitted_now = emitted(&bed);
         let stored_now = stored(&cloud.owner_pool, appliance).await;
         if emitted_now == stored_now {
             break;
         }
         last = (emitted_now, stored_now);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (emitted_all, stored_all) = (emitted(&bed), stored(&cloud.owner_pool, appliance).await);
     println!(

@@ -120,6 +120,15 @@ fn whole_seconds_ago(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(now - secs, 0).expect("time")
 }
 
+/// Waits for the wall clock to enter the next whole second: renewal proofs count in whole
+/// seconds and each must be later than the last.
+async fn next_whole_second() {
+    let now = Utc::now().timestamp();
+    while Utc::now().timestamp() <= now {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The serials on the revocation list the cloud writes for an external broker.
 fn crl_serials(cloud: &TestCloud) -> Vec<String> {
     let pem = std::fs::read(cloud.tls_dir.path().join("crl.pem")).expect("crl.pem");
@@ -476,7 +485,7 @@ async fn the_appliance_renews_its_identity_and_completes_a_renewal_whose_answer_
     // seconds and must be later than the last one: a second passes between the renewals.)
     let (pending, _) = identity::new_key_and_request().expect("key");
     std::fs::write(state.path().join("renewal-key.pem"), &pending).expect("pending key");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    next_whole_second().await;
     let (lost, _) = renewal(
         second.appliance_id,
         &second.private_key_pem,
@@ -485,7 +494,7 @@ async fn the_appliance_renews_its_identity_and_completes_a_renewal_whose_answer_
     );
     assert_eq!(renew(&cloud, &lost, &pending).await.0, 200);
     assert!(cloud.connect_device(&as_device(&second)).await.is_err());
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    next_whole_second().await;
 
     let third = identity::renew(state.path(), &cloud.http, &cloud.base_url, &second)
         .await

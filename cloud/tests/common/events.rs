@@ -42,3 +42,22 @@ pub async fn stored(pool: &sqlx::PgPool, appliance: Uuid) -> Vec<(String, i64)> 
         .map(|(kind, at)| (kind, at.timestamp_millis()))
         .collect()
 }
+
+/// True once `appliance` has reported an empty outbox in telemetry it sent after `since`:
+/// everything it sent before was acknowledged, so nothing is left to resend (and to double).
+pub async fn outbox_empty_since(
+    pool: &sqlx::PgPool,
+    appliance: Uuid,
+    since: DateTime<Utc>,
+) -> bool {
+    sqlx::query_scalar::<_, bool>(
+        "SELECT coalesce(last_telemetry_at > $2
+                         AND (last_telemetry->'outbox'->>'pending')::bigint = 0, false)
+         FROM appliances WHERE id = $1",
+    )
+    .bind(appliance)
+    .bind(since)
+    .fetch_one(pool)
+    .await
+    .expect("query")
+}

@@ -182,7 +182,7 @@ impl Browser {
                     .await;
                 panic!("timed out waiting for {what}; page text:\n{body}");
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
