@@ -3,10 +3,7 @@
 mod common;
 
 use common::spawn_cloud;
-use stayopen_shared::api::{
-    ApiError, CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentToken, Fleet,
-    HardwareIdentity, Page, TelemetryRecord,
-};
+use stayopen_shared::api::{ApiError, CreateEnrollmentToken, EnrollRequest, HardwareIdentity};
 use uuid::Uuid;
 
 fn enroll_request(token: &str, serial: &str) -> EnrollRequest {
@@ -72,25 +69,17 @@ async fn a_malformed_body_gets_a_400_with_a_reason_and_is_counted() {
 async fn wrong_passwords_and_bad_tokens_are_refused() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
-    let (status, error) = cloud
-        .post::<_, ApiError>(
-            None,
-            "/api/v1/auth/login",
-            &serde_json::json!({"email": demo.email, "password": "nope"}),
-        )
-        .await;
-    assert_eq!(status, 401);
-    assert_eq!(
-        error.map(|e| e.error.code).as_deref(),
-        Some("bad_credentials")
-    );
+    let refused = cloud
+        .anonymous()
+        .login(&demo.email, "nope")
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.code().as_deref(), Some("bad_credentials"));
 
-    let (status, error) = cloud.get::<ApiError>("not-a-jwt", "/api/v1/fleet").await;
-    assert_eq!(status, 401);
-    assert_eq!(
-        error.map(|e| e.error.code).as_deref(),
-        Some("unauthenticated")
-    );
+    let refused = cloud.api("not-a-jwt").fleet().await.expect_err("refused");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.code().as_deref(), Some("unauthenticated"));
     let missing = cloud
         .http
         .get(cloud.url("/api/v1/fleet"))
@@ -119,44 +108,40 @@ async fn an_expired_access_token_is_refused_as_expired() {
     let (token, _) = keys
         .issue(&user, chrono::Utc::now() - chrono::Duration::hours(2))
         .expect("issue");
-    let (status, error) = cloud.get::<ApiError>(&token, "/api/v1/fleet").await;
-    assert_eq!(status, 401);
-    assert_eq!(
-        error.map(|e| e.error.code).as_deref(),
-        Some("token_expired")
-    );
+    let refused = cloud.api(&token).fleet().await.expect_err("refused");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.code().as_deref(), Some("token_expired"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrolment_tokens_expire_and_run_out() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
-    let admin = cloud.login(&demo.email, &demo.password).await;
-    let (_, token) = cloud
-        .post::<_, EnrollmentToken>(
-            Some(&admin),
-            &format!(
-                "/api/v1/practices/{}/enrollment-tokens",
-                demo.practices[1].id
-            ),
+    let admin = cloud.api_as(&demo.email, &demo.password).await;
+    let anonymous = cloud.anonymous();
+    let token = admin
+        .create_enrollment_token(
+            demo.practices[1].id,
             &CreateEnrollmentToken {
                 expires_in_hours: 1,
                 max_uses: 1,
                 site_id: None,
             },
         )
-        .await;
-    let token = token.expect("token").token;
-    let (status, _) = cloud
-        .post::<_, EnrollResponse>(None, "/api/v1/enroll", &enroll_request(&token, "SO-A"))
-        .await;
-    assert_eq!(status, 200);
-    let (status, error) = cloud
-        .post::<_, ApiError>(None, "/api/v1/enroll", &enroll_request(&token, "SO-B"))
-        .await;
-    assert_eq!(status, 401);
+        .await
+        .expect("token")
+        .token;
+    anonymous
+        .enroll(&enroll_request(&token, "SO-A"))
+        .await
+        .expect("enrolled");
+    let refused = anonymous
+        .enroll(&enroll_request(&token, "SO-B"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status, 401);
     assert_eq!(
-        error.map(|e| e.error.code).as_deref(),
+        refused.code().as_deref(),
         Some("enrollment_token_exhausted")
     );
 
@@ -164,102 +149,85 @@ async fn enrolment_tokens_expire_and_run_out() {
         .execute(&cloud.owner_pool)
         .await
         .expect("expire");
-    let (status, error) = cloud
-        .post::<_, ApiError>(
-            None,
-            "/api/v1/enroll",
-            &enroll_request(&demo.practices[0].enrollment_token, "SO-C"),
-        )
-        .await;
-    assert_eq!(status, 401);
-    assert_eq!(
-        error.map(|e| e.error.code).as_deref(),
-        Some("enrollment_token_expired")
-    );
-    let (status, error) = cloud
-        .post::<_, ApiError>(
-            None,
-            "/api/v1/enroll",
-            &enroll_request("soe_unknown", "SO-D"),
-        )
-        .await;
-    assert_eq!(status, 401);
-    assert_eq!(
-        error.map(|e| e.error.code).as_deref(),
-        Some("enrollment_token_unknown")
-    );
+    let refused = anonymous
+        .enroll(&enroll_request(&demo.practices[0].enrollment_token, "SO-C"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.code().as_deref(), Some("enrollment_token_expired"));
+    let refused = anonymous
+        .enroll(&enroll_request("soe_unknown", "SO-D"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.code().as_deref(), Some("enrollment_token_unknown"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tenants_user_sees_none_of_the_fleet_and_cannot_reach_its_appliances() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
-    let (_, enrolled) = cloud
-        .post::<_, EnrollResponse>(
-            None,
-            "/api/v1/enroll",
-            &enroll_request(&demo.practices[0].enrollment_token, "SO-ISO"),
-        )
-        .await;
-    let appliance = enrolled.expect("enrolled").appliance_id;
+    let anonymous = cloud.anonymous();
+    let appliance = anonymous
+        .enroll(&enroll_request(
+            &demo.practices[0].enrollment_token,
+            "SO-ISO",
+        ))
+        .await
+        .expect("enrolled")
+        .appliance_id;
 
     let (_, other, other_practice) = cloud.other_msp("other.example").await;
+    let other = cloud.api(&other);
 
-    let (status, fleet) = cloud.get::<Fleet>(&other, "/api/v1/fleet").await;
-    assert_eq!(status, 200);
-    let fleet = fleet.expect("fleet");
+    let fleet = other.fleet().await.expect("fleet");
     assert_eq!(fleet.tenant_name, "other.example");
     assert_eq!(fleet.practices.len(), 1);
     assert!(fleet.practices.iter().all(|p| p.appliances.is_empty()));
 
-    let (status, _) = cloud
-        .get::<Page<TelemetryRecord>>(&other, &format!("/api/v1/appliances/{appliance}/telemetry"))
-        .await;
+    let refused = other
+        .appliance_telemetry(appliance, "")
+        .await
+        .expect_err("refused");
     assert_eq!(
-        status, 404,
+        refused.status, 404,
         "another tenant's appliance does not exist for this user"
     );
-    let (status, _) = cloud
-        .post::<_, EnrollmentToken>(
-            Some(&other),
-            &format!(
-                "/api/v1/practices/{}/enrollment-tokens",
-                demo.practices[0].id
-            ),
+    let refused = other
+        .create_enrollment_token(
+            demo.practices[0].id,
             &CreateEnrollmentToken {
                 expires_in_hours: 1,
                 max_uses: 1,
                 site_id: None,
             },
         )
-        .await;
+        .await
+        .expect_err("refused");
     assert_eq!(
-        status, 404,
+        refused.status, 404,
         "another tenant's practice does not exist for this user"
     );
 
     // Nor can the other tenant claim the same hardware with a token of its own.
-    let (status, token) = cloud
-        .post::<_, EnrollmentToken>(
-            Some(&other),
-            &format!("/api/v1/practices/{other_practice}/enrollment-tokens"),
+    let token = other
+        .create_enrollment_token(
+            other_practice,
             &CreateEnrollmentToken {
                 expires_in_hours: 1,
                 max_uses: 5,
                 site_id: None,
             },
         )
-        .await;
-    assert_eq!(status, 201);
-    let token = token.expect("token").token;
-    let (status, error) = cloud
-        .post::<_, ApiError>(None, "/api/v1/enroll", &enroll_request(&token, "SO-ISO"))
-        .await;
-    assert_eq!(status, 409);
-    assert_eq!(
-        error.map(|e| e.error.code).as_deref(),
-        Some("hardware_claimed")
-    );
+        .await
+        .expect("token")
+        .token;
+    let refused = anonymous
+        .enroll(&enroll_request(&token, "SO-ISO"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status, 409);
+    assert_eq!(refused.code().as_deref(), Some("hardware_claimed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,14 +235,12 @@ async fn repeated_wrong_passwords_lock_the_account_out_with_retry_after() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     for _ in 0..5 {
-        let (status, _) = cloud
-            .post::<_, ApiError>(
-                None,
-                "/api/v1/auth/login",
-                &serde_json::json!({"email": demo.email, "password": "guess"}),
-            )
-            .await;
-        assert_eq!(status, 401);
+        let refused = cloud
+            .anonymous()
+            .login(&demo.email, "guess")
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.status, 401);
     }
     // Even the right password is refused now, with a hint when to retry.
     let response = cloud

@@ -5,18 +5,12 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Device, DeviceConnection, TestCloud, eventually, spawn_cloud};
+use common::{Device, DeviceConnection, TestCloud, eventually, spawn_cloud, telemetry};
 use rumqttc::QoS;
 use stayopen_cloud::infra::pki::DeviceCa;
-use stayopen_shared::{ApplianceId, Channel, DeviceTopic, MessageId};
-use uuid::Uuid;
-
-fn telemetry(appliance: ApplianceId) -> Vec<u8> {
-    common::telemetry_payload(appliance, MessageId(Uuid::new_v4()))
-}
+use stayopen_shared::{ApplianceId, Channel, DeviceTopic};
 
 async fn two_devices(cloud: &TestCloud) -> (Device, Device) {
     let demo = cloud.seed_demo().await;
@@ -40,7 +34,7 @@ async fn stored_telemetry(cloud: &TestCloud, appliance: ApplianceId) -> i64 {
 
 async fn closed_soon(connection: &DeviceConnection) -> bool {
     for _ in 0..50 {
-        if connection.closed.load(Ordering::SeqCst) {
+        if connection.is_closed() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -63,7 +57,7 @@ async fn a_device_can_neither_publish_nor_subscribe_outside_its_own_prefix() {
             DeviceTopic::new(b_id, Channel::Telemetry).to_string(),
             QoS::AtLeastOnce,
             false,
-            telemetry(b_id),
+            telemetry(b_id).encode(),
         )
         .await
         .expect("queued");
@@ -91,7 +85,7 @@ async fn a_device_can_neither_publish_nor_subscribe_outside_its_own_prefix() {
                 DeviceTopic::new(b_id, Channel::Telemetry).to_string(),
                 QoS::AtLeastOnce,
                 false,
-                telemetry(b_id),
+                telemetry(b_id).encode(),
             )
             .await
             .expect("B publishes");
@@ -129,7 +123,7 @@ async fn a_device_can_neither_publish_nor_subscribe_outside_its_own_prefix() {
             DeviceTopic::new(a_id, Channel::Telemetry).to_string(),
             QoS::AtLeastOnce,
             false,
-            telemetry(a_id),
+            telemetry(a_id).encode(),
         )
         .await
         .expect("publish");
@@ -137,7 +131,7 @@ async fn a_device_can_neither_publish_nor_subscribe_outside_its_own_prefix() {
         (stored_telemetry(&cloud, a_id).await == 1).then_some(())
     })
     .await;
-    assert!(!own.closed.load(Ordering::SeqCst));
+    assert!(!own.is_closed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestCloud, appliance_config, eventually, holds_for, spawn_cloud_with};
+use common::{TestCloud, appliance_config, eventually, holds_for, spawn_cloud_with, telemetry};
 use rumqttc::QoS;
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_cloud::infra::config::ExternalBrokerConfig;
@@ -82,10 +82,6 @@ fn start_mosquitto(cloud: &TestCloud, port: u16) -> Mosquitto {
         .spawn()
         .expect("start mosquitto");
     Mosquitto { child, _dir: dir }
-}
-
-fn telemetry(appliance: ApplianceId) -> Vec<u8> {
-    common::telemetry_payload(appliance, MessageId(Uuid::new_v4()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +223,7 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
             DeviceTopic::new(b_id, Channel::Telemetry).to_string(),
             QoS::AtLeastOnce,
             false,
-            telemetry(b_id),
+            telemetry(b_id).encode(),
         )
         .await
         .expect("queued");
@@ -237,7 +233,7 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
             DeviceTopic::new(b_id, Channel::Telemetry).to_string(),
             QoS::AtLeastOnce,
             false,
-            telemetry(b_id),
+            telemetry(b_id).encode(),
         )
         .await
         .expect("B publishes");
@@ -248,7 +244,7 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
             DeviceTopic::new(a_id, Channel::Telemetry).to_string(),
             QoS::AtLeastOnce,
             false,
-            common::telemetry_payload(a_id, a_message),
+            telemetry(a_id).message(a_message).encode(),
         )
         .await
         .expect("A publishes its own");
@@ -313,10 +309,7 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
         .await;
     assert_eq!(status, 200);
     eventually(Duration::from_secs(10), "A's session closed", || async {
-        a_conn
-            .closed
-            .load(std::sync::atomic::Ordering::SeqCst)
-            .then_some(())
+        a_conn.is_closed().then_some(())
     })
     .await;
     mosquitto.reload();

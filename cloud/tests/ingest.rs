@@ -6,14 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, spawn_cloud};
+use common::{eventually, spawn_cloud, telemetry};
 use rumqttc::QoS;
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, MessageId};
 use uuid::Uuid;
-
-fn telemetry(appliance: ApplianceId, message: MessageId) -> Vec<u8> {
-    common::telemetry_payload(appliance, message)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_counted_and_kept_while_valid_ones_behind_them_are_stored_once() {
@@ -35,13 +31,13 @@ async fn malformed_messages_are_counted_and_kept_while_valid_ones_behind_them_ar
     let stranger = ApplianceId(Uuid::new_v4());
 
     let mut wrong_schema: serde_json::Value =
-        serde_json::from_slice(&telemetry(me, MessageId(Uuid::new_v4()))).expect("json");
+        serde_json::from_slice(&telemetry(me).encode()).expect("json");
     wrong_schema["schema_version"] = 99.into();
     let bad: Vec<Vec<u8>> = vec![
         b"{definitely not json".to_vec(),
         serde_json::to_vec(&wrong_schema).expect("json"),
         // On its own topic, but the envelope speaks for another appliance.
-        telemetry(stranger, MessageId(Uuid::new_v4())),
+        telemetry(stranger).encode(),
     ];
     for payload in bad {
         connection
@@ -59,7 +55,7 @@ async fn malformed_messages_are_counted_and_kept_while_valid_ones_behind_them_ar
                 my_topic.clone(),
                 QoS::AtLeastOnce,
                 false,
-                telemetry(me, valid),
+                telemetry(me).message(valid).encode(),
             )
             .await
             .expect("publish");
@@ -103,7 +99,7 @@ async fn malformed_messages_are_counted_and_kept_while_valid_ones_behind_them_ar
         vec!["malformed", "unsupported_schema", "appliance_mismatch"]
     );
     assert!(
-        !connection.closed.load(std::sync::atomic::Ordering::SeqCst),
+        !connection.is_closed(),
         "bad payloads on its own topics do not cost a device its connection"
     );
     let ready = cloud

@@ -7,49 +7,15 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{TestCloud, eventually, spawn_cloud};
+use common::telemetry::uplink;
+use common::{TestCloud, eventually, spawn_cloud, telemetry};
 use rumqttc::QoS;
 use stayopen_cloud::domain::alerts::AlertChange;
 use stayopen_shared::alerts::AlertKind;
-use stayopen_shared::api::{
-    ApplianceMetrics, ApplianceView, FleetTotals, Page, PracticeStatus, PracticeSummary, Role,
-    StreamEvent,
-};
+use stayopen_shared::api::{PracticeStatus, PracticeSummary, Role, StreamEvent};
 use stayopen_shared::policy::{EffectivePolicy, PolicyScope};
-use stayopen_shared::telemetry::{Telemetry, UplinkHealth, UplinkTelemetry};
-use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId};
+use stayopen_shared::{ApplianceId, Channel, DeviceTopic};
 use uuid::Uuid;
-
-fn uplink(name: &str, priority: u8, rtt_ms: Option<f64>, loss_pct: f64) -> UplinkTelemetry {
-    UplinkTelemetry {
-        name: name.into(),
-        priority,
-        metered: priority > 0,
-        health: if rtt_ms.is_some() {
-            UplinkHealth::Up
-        } else {
-            UplinkHealth::Down
-        },
-        rtt_ms,
-        loss_pct,
-        rx_bytes: 0,
-        tx_bytes: 0,
-    }
-}
-
-/// Telemetry with `active` carrying traffic over a fibre primary and an LTE backup.
-fn telemetry(active: &str) -> Telemetry {
-    Telemetry {
-        active_uplink: Some(active.into()),
-        uplinks: vec![
-            uplink("fiber", 0, (active == "fiber").then_some(12.0), 0.0),
-            uplink("lte", 1, Some(48.0), 0.0),
-        ],
-        policy_version: None,
-        samples: None,
-        outbox: None,
-    }
-}
 
 /// Enrols an appliance and has it report `active` over real MQTT; returns its id.
 async fn reporting(
@@ -64,8 +30,7 @@ async fn reporting(
         .await;
     let id = device.enrolled.appliance_id;
     let connection = cloud.connect_device(&device).await.expect("connect");
-    let payload =
-        Envelope::new(MessageId(Uuid::new_v4()), id, Utc::now(), telemetry(active)).encode();
+    let payload = telemetry(id).fibre_and_lte(active).encode();
     connection
         .client
         .publish(
@@ -90,11 +55,12 @@ async fn reporting(
 }
 
 async fn practices(cloud: &TestCloud, token: &str, query: &str) -> Vec<PracticeSummary> {
-    let (status, page) = cloud
-        .get::<Page<PracticeSummary>>(token, &format!("/api/v1/practices{query}"))
-        .await;
-    assert_eq!(status, 200, "{query}");
-    page.expect("practices").items
+    cloud
+        .api(token)
+        .practices(query)
+        .await
+        .unwrap_or_else(|refused| panic!("{query}: {refused:?}"))
+        .items
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +123,7 @@ async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
         let admin = admin.clone();
         let status = status.to_owned();
         async move {
-            practices(cloud, &admin, &format!("?status={status}"))
+            practices(cloud, &admin, &format!("status={status}"))
                 .await
                 .into_iter()
                 .map(|p| p.name)
@@ -167,16 +133,12 @@ async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
     assert_eq!(only("on_backup").await, vec![riverside.name.clone()]);
     assert_eq!(only("offline").await, vec![hillcrest.name.clone()]);
     assert!(only("primary").await.is_empty());
-    let (status, _) = cloud
-        .get::<serde_json::Value>(&admin, "/api/v1/practices?status=sideways")
-        .await;
-    assert_eq!(status, 400);
+    let api = cloud.api(&admin);
+    let refused = api.practices("status=sideways").await.expect_err("refused");
+    assert_eq!(refused.status, 400);
 
-    let (status, backups) = cloud
-        .get::<Page<ApplianceView>>(&admin, "/api/v1/appliances?on_backup=true")
-        .await;
-    assert_eq!(status, 200);
-    let backups: Vec<ApplianceId> = backups.expect("page").items.iter().map(|a| a.id).collect();
+    let backups = api.appliances("on_backup=true").await.expect("page");
+    let backups: Vec<ApplianceId> = backups.items.iter().map(|a| a.id).collect();
     assert_eq!(backups, vec![on_backup]);
 
     cloud
@@ -190,11 +152,7 @@ async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
             },
         )
         .await;
-    let (status, totals) = cloud
-        .get::<FleetTotals>(&admin, "/api/v1/fleet/totals")
-        .await;
-    assert_eq!(status, 200);
-    let totals = totals.expect("totals");
+    let totals = api.fleet_totals().await.expect("totals");
     assert_eq!(
         (
             totals.practices,
@@ -224,13 +182,10 @@ async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
             vec![riverside.id],
         )
         .await;
-    let (_, mine) = cloud
-        .get::<FleetTotals>(&officer, "/api/v1/fleet/totals")
-        .await;
-    let mine = mine.expect("totals");
+    let mine = cloud.api(&officer).fleet_totals().await.expect("totals");
     assert_eq!((mine.practices, mine.appliances, mine.offline), (1, 2, 0));
     assert_eq!(
-        practices(&cloud, &officer, "?status=offline").await.len(),
+        practices(&cloud, &officer, "status=offline").await.len(),
         0,
         "Hillcrest is not theirs"
     );
@@ -240,7 +195,7 @@ async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
 async fn latency_and_loss_come_bucketed_over_the_period_with_gaps_where_nothing_was_heard() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
-    let admin = cloud.login(&demo.email, &demo.password).await;
+    let admin = cloud.api_as(&demo.email, &demo.password).await;
     let appliance = cloud
         .enrol_device(
             &demo.practices[0].enrollment_token,
@@ -260,13 +215,7 @@ async fn latency_and_loss_come_bucketed_over_the_period_with_gaps_where_nothing_
         (minute(5) + chrono::Duration::seconds(20), 30.0, 10.0),
         (minute(10), 50.0, 0.0),
     ] {
-        let body = Telemetry {
-            active_uplink: Some("fiber".into()),
-            uplinks: vec![uplink("fiber", 0, Some(rtt), loss)],
-            policy_version: None,
-            samples: None,
-            outbox: None,
-        };
+        let body = telemetry(appliance).uplinks(vec![uplink("fiber", 0, Some(rtt), loss)]);
         sqlx::query(
             "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, body)
              VALUES ($1, $2, $3, $4, $5)",
@@ -275,19 +224,15 @@ async fn latency_and_loss_come_bucketed_over_the_period_with_gaps_where_nothing_
         .bind(appliance.as_uuid())
         .bind(demo.tenant_id.as_uuid())
         .bind(at)
-        .bind(serde_json::to_value(&body).expect("json"))
+        .bind(serde_json::to_value(body.body()).expect("json"))
         .execute(&cloud.owner_pool)
         .await
         .expect("telemetry");
     }
-    let (status, metrics) = cloud
-        .get::<ApplianceMetrics>(
-            &admin,
-            &format!("/api/v1/appliances/{appliance}/metrics?period=hour"),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let metrics = metrics.expect("metrics");
+    let metrics = admin
+        .appliance_metrics(appliance, "hour")
+        .await
+        .expect("metrics");
     assert_eq!(metrics.bucket_secs, 60);
     assert_eq!(metrics.series.len(), 1);
     let fiber = &metrics.series[0];
@@ -304,22 +249,14 @@ async fn latency_and_loss_come_bucketed_over_the_period_with_gaps_where_nothing_
     assert_eq!(at(minute(5)).loss_pct, Some(5.0));
     assert_eq!(at(minute(10)).rtt_ms, Some(50.0));
     assert_eq!(at(minute(7)).rtt_ms, None, "a gap stays a gap");
-    let (status, _) = cloud
-        .get::<serde_json::Value>(
-            &admin,
-            &format!("/api/v1/appliances/{appliance}/metrics?period=year"),
-        )
-        .await;
-    assert_eq!(status, 400);
+    let refused = admin
+        .appliance_metrics(appliance, "year")
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status, 400);
     // A month comes from the hourly roll-up, which counts what arrived up to a minute ago.
     for (days_ago, rtt) in [(3, 40.0), (3, 60.0), (12, 80.0)] {
-        let body = Telemetry {
-            active_uplink: Some("fiber".into()),
-            uplinks: vec![uplink("fiber", 0, Some(rtt), 0.0)],
-            policy_version: None,
-            samples: None,
-            outbox: None,
-        };
+        let body = telemetry(appliance).uplinks(vec![uplink("fiber", 0, Some(rtt), 0.0)]);
         sqlx::query(
             "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, received_at, body)
              VALUES ($1, $2, $3, now() - make_interval(days => $4), now() - interval '2 minutes', $5)",
@@ -328,7 +265,7 @@ async fn latency_and_loss_come_bucketed_over_the_period_with_gaps_where_nothing_
         .bind(appliance.as_uuid())
         .bind(demo.tenant_id.as_uuid())
         .bind(days_ago)
-        .bind(serde_json::to_value(&body).expect("json"))
+        .bind(serde_json::to_value(body.body()).expect("json"))
         .execute(&cloud.owner_pool)
         .await
         .expect("telemetry");
@@ -349,14 +286,10 @@ async fn latency_and_loss_come_bucketed_over_the_period_with_gaps_where_nothing_
         0,
         "each row is counted once"
     );
-    let (status, month) = cloud
-        .get::<ApplianceMetrics>(
-            &admin,
-            &format!("/api/v1/appliances/{appliance}/metrics?period=month"),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let month = month.expect("month");
+    let month = admin
+        .appliance_metrics(appliance, "month")
+        .await
+        .expect("month");
     assert_eq!(
         month.series[0].points.len(),
         120,
@@ -372,14 +305,11 @@ async fn latency_and_loss_come_bucketed_over_the_period_with_gaps_where_nothing_
         vec![80.0, 50.0],
         "oldest first, each bucket its mean"
     );
-    let (status, day) = cloud
-        .get::<ApplianceMetrics>(
-            &admin,
-            &format!("/api/v1/appliances/{appliance}/metrics?period=day"),
-        )
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(day.expect("day").series[0].points.len(), 96);
+    let day = admin
+        .appliance_metrics(appliance, "day")
+        .await
+        .expect("day");
+    assert_eq!(day.series[0].points.len(), 96);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,18 +317,13 @@ async fn a_policy_preview_shows_the_effective_result_and_names_a_bad_setting_wit
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
+    let api = cloud.api(&admin);
     let practice = demo.practices[0].id;
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
-            &serde_json::json!({"telemetry_interval_secs": 30}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let (status, preview) = cloud
+    api.set_policy(&serde_json::json!({"telemetry_interval_secs": 30}))
+        .await
+        .expect("policy");
+    let (status, preview) = api
         .post::<_, EffectivePolicy>(
-            Some(&admin),
             "/api/v1/policy/preview",
             &serde_json::json!({"scope": "practice", "practice_id": practice,
                                 "overrides": {"failback_clean_period_secs": 120}}),
@@ -414,9 +339,8 @@ async fn a_policy_preview_shows_the_effective_result_and_names_a_bad_setting_wit
     );
     assert_eq!(preview.sources["telemetry_interval_secs"], PolicyScope::Msp);
     assert_eq!(preview.sources["recovery_ms"], PolicyScope::Default);
-    let (status, body) = cloud
+    let (status, body) = api
         .post::<_, serde_json::Value>(
-            Some(&admin),
             "/api/v1/policy/preview",
             &serde_json::json!({"scope": "practice", "practice_id": practice,
                                 "overrides": {"detection_silence_ms": 50}}),
@@ -428,10 +352,8 @@ async fn a_policy_preview_shows_the_effective_result_and_names_a_bad_setting_wit
             .to_string()
             .contains("detection_silence_ms")
     );
-    let (_, layer) = cloud
-        .get::<serde_json::Value>(&admin, &format!("/api/v1/practices/{practice}/policy"))
-        .await;
-    assert_eq!(layer.expect("layer")["revision"], 0, "nothing was saved");
+    let layer = api.practice_policy(practice).await.expect("layer");
+    assert_eq!(layer.revision, 0, "nothing was saved");
     let officer = cloud
         .user_with_role(
             &admin,

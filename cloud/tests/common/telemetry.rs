@@ -51,6 +51,11 @@ impl TelemetryBuilder {
         self
     }
 
+    pub fn uplinks(mut self, uplinks: Vec<UplinkTelemetry>) -> Self {
+        self.body.uplinks = uplinks;
+        self
+    }
+
     /// The body as it stands.
     pub fn body(&self) -> &Telemetry {
         &self.body
