@@ -6,21 +6,9 @@ mod common;
 use common::{TestCloud, spawn_cloud};
 use stayopen_shared::api::{
     ApiError, ApiTokenScope, AuditEntry, CreateApiToken, CreateEnrollmentToken, CreatedApiToken,
-    CurrentUser, Fleet, LoginResponse, Page, RefreshRequest, Role, SecuritySettings, TotpSetup,
-    UpdateUser, UserView,
+    CurrentUser, Fleet, LoginResponse, Page, Role, SecuritySettings, TotpSetup, UpdateUser,
+    UserView,
 };
-
-async fn refresh(cloud: &TestCloud, token: &str) -> (u16, Option<serde_json::Value>) {
-    cloud
-        .post::<_, serde_json::Value>(
-            None,
-            "/api/v1/auth/refresh",
-            &RefreshRequest {
-                refresh_token: token.into(),
-            },
-        )
-        .await
-}
 
 fn code_of(body: &Option<serde_json::Value>) -> Option<String> {
     body.as_ref()
@@ -34,37 +22,43 @@ async fn a_refresh_token_works_once_and_reusing_it_revokes_the_whole_sign_in() {
     let demo = cloud.seed_demo().await;
     let first = cloud.session(&demo.email, &demo.password).await;
 
-    let (status, second) = refresh(&cloud, &first.refresh_token).await;
-    assert_eq!(status, 200);
-    let second: LoginResponse = serde_json::from_value(second.expect("body")).expect("session");
+    let anonymous = cloud.anonymous();
+    let second = anonymous
+        .refresh(&first.refresh_token)
+        .await
+        .expect("a new session");
     assert_ne!(second.refresh_token, first.refresh_token);
-    let (status, _) = cloud
-        .get::<Fleet>(&second.access_token, "/api/v1/fleet")
-        .await;
-    assert_eq!(status, 200, "the new access token works");
+    cloud
+        .api(&second.access_token)
+        .fleet()
+        .await
+        .expect("the new access token works");
 
     // The first token again: someone kept a copy. Both it and its successor stop working.
-    let (status, body) = refresh(&cloud, &first.refresh_token).await;
-    assert_eq!(status, 401);
-    assert_eq!(code_of(&body).as_deref(), Some("refresh_token_reused"));
-    let (status, body) = refresh(&cloud, &second.refresh_token).await;
-    assert_eq!(status, 401);
-    assert_eq!(code_of(&body).as_deref(), Some("refresh_token_invalid"));
+    let refused = anonymous
+        .refresh(&first.refresh_token)
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.code().as_deref(), Some("refresh_token_reused"));
+    let refused = anonymous
+        .refresh(&second.refresh_token)
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.code().as_deref(), Some("refresh_token_invalid"));
 
     // Another sign-in is its own family, untouched; signing out ends it.
     let other = cloud.session(&demo.email, &demo.password).await;
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            None,
-            "/api/v1/auth/logout",
-            &RefreshRequest {
-                refresh_token: other.refresh_token.clone(),
-            },
-        )
-        .await;
-    assert_eq!(status, 204);
-    let (status, _) = refresh(&cloud, &other.refresh_token).await;
-    assert_eq!(status, 401);
+    anonymous
+        .logout(&other.refresh_token)
+        .await
+        .expect("signed out");
+    let refused = anonymous
+        .refresh(&other.refresh_token)
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status, 401);
 }
 
 fn totp_code(setup: &TotpSetup, at: i64) -> String {
@@ -322,8 +316,12 @@ async fn disabling_a_user_ends_their_sessions_and_an_admin_cannot_lock_themselve
         .await;
     assert_eq!(status, 200);
     assert!(updated.expect("user").disabled);
-    let (status, _) = refresh(&cloud, &tech_session.refresh_token).await;
-    assert_eq!(status, 401, "a disabled user's session is over");
+    let refused = cloud
+        .anonymous()
+        .refresh(&tech_session.refresh_token)
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status, 401, "a disabled user's session is over");
     let (status, _) = login_with_code(
         &cloud,
         "tech@lakeside-it.example",
