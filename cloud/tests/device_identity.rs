@@ -67,6 +67,8 @@ async fn a_device_can_neither_publish_nor_subscribe_outside_its_own_prefix() {
     );
 
     // Subscribing to B's commands, or to everything: refused the same way.
+    // B's connections are kept until its messages are stored (a dropped handle stops its client).
+    let mut b_connections = Vec::new();
     for filter in [
         DeviceTopic::new(b_id, Channel::Commands).to_string(),
         "#".to_owned(),
@@ -93,6 +95,7 @@ async fn a_device_can_neither_publish_nor_subscribe_outside_its_own_prefix() {
             closed_soon(&conn).await,
             "subscribing to {filter} outside the prefix is refused"
         );
+        b_connections.push(b_conn);
         while let Ok((topic, _)) = conn.received.try_recv() {
             assert!(
                 topic.starts_with(&DeviceTopic::prefix(a_id)),
@@ -106,6 +109,7 @@ async fn a_device_can_neither_publish_nor_subscribe_outside_its_own_prefix() {
         || async { (stored_telemetry(&cloud, b_id).await >= 3).then_some(()) },
     )
     .await;
+    drop(b_connections);
     assert_eq!(
         stored_telemetry(&cloud, b_id).await,
         3,
