@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{appliance_config, eventually, spawn_cloud};
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_appliance::config::{Outage, OutageKind};
-use stayopen_shared::api::{CreateEnrollmentToken, EnrollmentToken, Fleet, Page, TelemetryRecord};
+use stayopen_shared::api::CreateEnrollmentToken;
 use tokio::sync::watch;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,31 +16,26 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
 {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
-    let admin = cloud.login(&demo.email, &demo.password).await;
+    let admin = cloud.api_as(&demo.email, &demo.password).await;
     // The cloud's policy decides the telemetry cadence once the appliance hears it.
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
-            &serde_json::json!({"telemetry_interval_secs": 1}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    admin
+        .set_policy(&serde_json::json!({"telemetry_interval_secs": 1}))
+        .await
+        .expect("policy set");
     let practice = &demo.practices[0];
 
-    let (status, token) = cloud
-        .post::<_, EnrollmentToken>(
-            Some(&admin),
-            &format!("/api/v1/practices/{}/enrollment-tokens", practice.id),
+    let token = admin
+        .create_enrollment_token(
+            practice.id,
             &CreateEnrollmentToken {
                 expires_in_hours: 1,
                 max_uses: 1,
                 site_id: None,
             },
         )
-        .await;
-    assert_eq!(status, 201);
-    let token = token.expect("token body").token;
+        .await
+        .expect("token created")
+        .token;
 
     let state = tempfile::tempdir().expect("state dir");
     let (stop, stopped) = watch::channel(false);
@@ -70,8 +65,7 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
         Duration::from_secs(20),
         "the appliance to appear online in the fleet",
         || async {
-            let (_, fleet) = cloud.get::<Fleet>(&admin, "/api/v1/fleet").await;
-            let fleet = fleet?;
+            let fleet = admin.fleet().await.ok()?;
             let practice_view = fleet.practices.iter().find(|p| p.id == practice.id)?;
             let appliance = practice_view
                 .appliances
@@ -87,13 +81,11 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
         Duration::from_secs(20),
         "telemetry on the backup uplink",
         || async {
-            let (_, records) = cloud
-                .get::<Page<TelemetryRecord>>(
-                    &admin,
-                    &format!("/api/v1/appliances/{appliance_id}/telemetry?limit=50"),
-                )
-                .await;
-            let records = records?.items;
+            let records = admin
+                .appliance_telemetry(appliance_id, "limit=50")
+                .await
+                .ok()?
+                .items;
             records
                 .iter()
                 .any(|r| r.telemetry.active_uplink.as_deref() == Some("lte"))
@@ -146,13 +138,11 @@ async fn an_enrolled_appliance_publishes_telemetry_that_the_api_returns_and_it_n
         Duration::from_secs(20),
         "telemetry after the restart",
         || async {
-            let (_, records) = cloud
-                .get::<Page<TelemetryRecord>>(
-                    &admin,
-                    &format!("/api/v1/appliances/{appliance_id}/telemetry?limit=500"),
-                )
-                .await;
-            (records?.items.len() > before + 1).then_some(())
+            let records = admin
+                .appliance_telemetry(appliance_id, "limit=500")
+                .await
+                .ok()?;
+            (records.items.len() > before + 1).then_some(())
         },
     )
     .await;
