@@ -8,9 +8,7 @@ use std::process::{Command, Stdio};
 
 use common::spawn_cloud;
 use stayopen_cloud::domain::{admin, audit};
-use stayopen_shared::api::{
-    CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentToken, HardwareIdentity,
-};
+use stayopen_shared::api::{CreateEnrollmentToken, EnrollRequest, HardwareIdentity};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_an_msp_is_audited_and_its_admin_can_sign_in() {
@@ -53,41 +51,35 @@ async fn creating_an_msp_is_audited_and_its_admin_can_sign_in() {
 async fn tokens_and_enrolments_are_audited_and_the_chain_verifies() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
-    let admin_token = cloud.login(&demo.email, &demo.password).await;
-    let (_, token) = cloud
-        .post::<_, EnrollmentToken>(
-            Some(&admin_token),
-            &format!(
-                "/api/v1/practices/{}/enrollment-tokens",
-                demo.practices[0].id
-            ),
+    let admin = cloud.api_as(&demo.email, &demo.password).await;
+    let token = admin
+        .create_enrollment_token(
+            demo.practices[0].id,
             &CreateEnrollmentToken {
                 expires_in_hours: 1,
                 max_uses: 2,
                 site_id: None,
             },
         )
-        .await;
-    let token = token.expect("token").token;
-    let (status, _) = cloud
-        .post::<_, EnrollResponse>(
-            None,
-            "/api/v1/enroll",
-            &EnrollRequest {
-                token,
-                hardware: HardwareIdentity {
-                    serial: "SO-AUDIT".into(),
-                    mac: "02:00:00:00:0a:01".into(),
-                    model: "t".into(),
-                },
-                agent_version: "t".into(),
-                csr_pem: stayopen_appliance::identity::new_key_and_request()
-                    .expect("csr")
-                    .1,
+        .await
+        .expect("token")
+        .token;
+    cloud
+        .anonymous()
+        .enroll(&EnrollRequest {
+            token,
+            hardware: HardwareIdentity {
+                serial: "SO-AUDIT".into(),
+                mac: "02:00:00:00:0a:01".into(),
+                model: "t".into(),
             },
-        )
-        .await;
-    assert_eq!(status, 200);
+            agent_version: "t".into(),
+            csr_pem: stayopen_appliance::identity::new_key_and_request()
+                .expect("csr")
+                .1,
+        })
+        .await
+        .expect("enrolled");
     let actions: Vec<String> =
         sqlx::query_scalar("SELECT action FROM audit_log WHERE tenant_id = $1 ORDER BY seq")
             .bind(demo.tenant_id.as_uuid())
