@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{appliance_config, eventually, spawn_cloud};
 use stayopen_appliance::agent::{self, AgentOptions};
-use stayopen_shared::api::{ClaimSerial, ClaimedSerialView, Fleet, Page};
+use stayopen_shared::api::{ClaimEnrollRequest, ClaimSerial, HardwareIdentity};
 use tokio::sync::watch;
 
 const FACTORY_KEY: &str = "fk_5b0d7e9c2a4f41c38e6a0b1d9c7f3e2a5b8d0c6e4f2a1b3c";
@@ -16,32 +16,26 @@ const FACTORY_KEY: &str = "fk_5b0d7e9c2a4f41c38e6a0b1d9c7f3e2a5b8d0c6e4f2a1b3c";
 async fn a_registered_serial_enrols_with_its_factory_key_into_its_practice() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
-    let admin = cloud.login(&demo.email, &demo.password).await;
+    let admin = cloud.api_as(&demo.email, &demo.password).await;
     let hillcrest = demo.practices[1].id;
     let claim = ClaimSerial {
         serial: "SO-TEST-0001".into(),
         factory_key: FACTORY_KEY.into(),
         site_id: None,
     };
-    let (status, _) = cloud
-        .post::<_, ClaimedSerialView>(
-            Some(&admin),
-            &format!("/api/v1/practices/{hillcrest}/claimed-serials"),
-            &claim,
-        )
-        .await;
-    assert_eq!(status, 201);
+    admin
+        .claim_serial(hillcrest, &claim)
+        .await
+        .expect("serial claimed");
 
     // Another MSP cannot take the same box.
     let (_, other, other_practice) = cloud.other_msp("other.example").await;
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&other),
-            &format!("/api/v1/practices/{other_practice}/claimed-serials"),
-            &claim,
-        )
-        .await;
-    assert_eq!(status, 409);
+    let other = cloud.api(&other);
+    let refused = other
+        .claim_serial(other_practice, &claim)
+        .await
+        .expect_err("the serial is taken");
+    assert_eq!(refused.status, 409);
 
     // Wrong key, unknown serial: the same refusal, so serials cannot be probed.
     for (serial, key) in [
@@ -49,20 +43,22 @@ async fn a_registered_serial_enrols_with_its_factory_key_into_its_practice() {
         ("SO-NOT-REGISTERED", FACTORY_KEY),
     ] {
         let (_, csr) = stayopen_appliance::identity::new_key_and_request().expect("csr");
-        let (status, body) = cloud
-            .post::<_, serde_json::Value>(
-                None,
-                "/api/v1/enroll/claim",
-                &serde_json::json!({
-                    "factory_key": key,
-                    "hardware": {"serial": serial, "mac": "02:53:4f:00:00:01", "model": "test"},
-                    "agent_version": "test",
-                    "csr_pem": csr,
-                }),
-            )
-            .await;
-        assert_eq!(status, 401, "{serial}");
-        assert_eq!(body.expect("error")["error"]["code"], "claim_refused");
+        let refused = cloud
+            .anonymous()
+            .enroll_claimed(&ClaimEnrollRequest {
+                factory_key: key.into(),
+                hardware: HardwareIdentity {
+                    serial: serial.into(),
+                    mac: "02:53:4f:00:00:01".into(),
+                    model: "test".into(),
+                },
+                agent_version: "test".into(),
+                csr_pem: csr,
+            })
+            .await
+            .expect_err(serial);
+        assert_eq!(refused.status, 401, "{serial}");
+        assert_eq!(refused.code().as_deref(), Some("claim_refused"));
     }
 
     // The box itself, with only its factory key on disk.
@@ -87,8 +83,10 @@ async fn a_registered_serial_enrols_with_its_factory_key_into_its_practice() {
         Duration::from_secs(20),
         "the box online in Hillcrest",
         || async {
-            let (_, fleet) = cloud.get::<Fleet>(&admin, "/api/v1/fleet").await;
-            fleet?
+            admin
+                .fleet()
+                .await
+                .ok()?
                 .practices
                 .into_iter()
                 .find(|p| p.id == hillcrest)?
@@ -98,15 +96,10 @@ async fn a_registered_serial_enrols_with_its_factory_key_into_its_practice() {
         },
     )
     .await;
-    let (_, claims) = cloud
-        .get::<Page<ClaimedSerialView>>(&admin, "/api/v1/claimed-serials")
-        .await;
-    let claims = claims.expect("claims").items;
+    let claims = admin.claimed_serials().await.expect("claims").items;
     assert_eq!(claims.len(), 1);
     assert_eq!(claims[0].appliance_id, Some(appliance.id));
-    let (_, theirs) = cloud
-        .get::<Page<ClaimedSerialView>>(&other, "/api/v1/claimed-serials")
-        .await;
+    let theirs = other.claimed_serials().await;
     assert!(
         theirs.expect("claims").items.is_empty(),
         "the other MSP sees none of it"
