@@ -12,8 +12,8 @@ use common::{Device, TestCloud, spawn_cloud};
 use stayopen_appliance::identity::{self, Identity};
 use stayopen_shared::ApplianceId;
 use stayopen_shared::api::{
-    AuditEntry, CreateEnrollmentToken, DeviceIdentityView, EnrollRequest, EnrollResponse,
-    EnrollmentToken, EnrollmentTokenView, HardwareIdentity, Page, RenewRequest, Role,
+    CreateEnrollmentToken, EnrollRequest, EnrollResponse, EnrollmentTokenView, HardwareIdentity,
+    Page, RenewRequest, Role,
 };
 
 const SERIAL: &str = "SO-VICTIM-1";
@@ -35,16 +35,10 @@ fn enroll_body(token: &str, csr_pem: String) -> EnrollRequest {
 /// Enrols SERIAL/MAC with `token` and a fresh key: (status, error code, the device if enrolled).
 async fn try_enrol(cloud: &TestCloud, token: &str) -> (u16, Option<String>, Option<Device>) {
     let (key_pem, csr_pem) = identity::new_key_and_request().expect("key and request");
-    let (status, body) = cloud
-        .post::<_, serde_json::Value>(None, "/api/v1/enroll", &enroll_body(token, csr_pem))
-        .await;
-    let body = body.expect("a JSON answer");
-    let code = body["error"]["code"].as_str().map(str::to_owned);
-    let device = (status == 200).then(|| Device {
-        enrolled: serde_json::from_value::<EnrollResponse>(body).expect("enrolment"),
-        key_pem,
-    });
-    (status, code, device)
+    match cloud.anonymous().enroll(&enroll_body(token, csr_pem)).await {
+        Ok(enrolled) => (200, None, Some(Device { enrolled, key_pem })),
+        Err(refused) => (refused.status, refused.code(), None),
+    }
 }
 
 /// What the database holds about the appliance's identity.
@@ -103,16 +97,17 @@ async fn renew(
     body: &RenewRequest,
     next_key: &str,
 ) -> (u16, Option<String>, Option<Device>) {
-    let (status, answer) = cloud
-        .post::<_, serde_json::Value>(None, "/api/v1/enroll/renew", body)
-        .await;
-    let answer = answer.expect("a JSON answer");
-    let code = answer["error"]["code"].as_str().map(str::to_owned);
-    let device = (status == 200).then(|| Device {
-        enrolled: serde_json::from_value::<EnrollResponse>(answer).expect("renewal"),
-        key_pem: next_key.to_owned(),
-    });
-    (status, code, device)
+    match cloud.anonymous().renew(body).await {
+        Ok(enrolled) => (
+            200,
+            None,
+            Some(Device {
+                enrolled,
+                key_pem: next_key.to_owned(),
+            }),
+        ),
+        Err(refused) => (refused.status, refused.code(), None),
+    }
 }
 
 fn whole_seconds_ago(secs: i64) -> DateTime<Utc> {
@@ -139,23 +134,22 @@ fn crl_serials(cloud: &TestCloud) -> Vec<String> {
         .collect()
 }
 
+/// Approves a re-enrolment of `appliance` as the holder of `token`: the answer's status.
 async fn approve(cloud: &TestCloud, token: &str, appliance: ApplianceId) -> u16 {
-    cloud
-        .post::<_, serde_json::Value>(
-            Some(token),
-            &format!("/api/v1/appliances/{appliance}/approve-reenrollment"),
-            &(),
-        )
-        .await
-        .0
+    match cloud.api(token).approve_reenrollment(appliance).await {
+        Ok(_) => 200,
+        Err(refused) => refused.status,
+    }
 }
 
 async fn audit_actions(cloud: &TestCloud, admin: &str, action: &str) -> usize {
-    let (status, log) = cloud
-        .get::<Page<AuditEntry>>(admin, &format!("/api/v1/audit-log?action={action}"))
-        .await;
-    assert_eq!(status, 200);
-    log.expect("audit").items.len()
+    cloud
+        .api(admin)
+        .audit_log(&format!("action={action}"))
+        .await
+        .expect("audit")
+        .items
+        .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,10 +214,7 @@ async fn a_same_practice_token_needs_an_admins_approval_which_admits_one_enrolme
     let (status, _, _) = try_enrol(&cloud, token).await;
     assert_eq!(status, 409, "a refused approval approves nothing");
     assert_eq!(approve(&cloud, &admin, id).await, 200);
-    let (status, view) = cloud
-        .get::<DeviceIdentityView>(&admin, &format!("/api/v1/appliances/{id}/identity"))
-        .await;
-    assert_eq!(status, 200);
+    let view = cloud.api(&admin).appliance_identity(id).await;
     let until = view
         .expect("identity")
         .reenrollment_approved_until
@@ -413,10 +404,11 @@ async fn a_renewal_needs_a_fresh_signature_by_the_current_key_and_retires_the_ol
     assert!(cloud.connect_device(&retried).await.is_ok());
     assert!(cloud.connect_device(&renewed).await.is_err());
 
-    let (_, view) = cloud
-        .get::<DeviceIdentityView>(&admin, &format!("/api/v1/appliances/{id}/identity"))
-        .await;
-    let view = view.expect("identity");
+    let view = cloud
+        .api(&admin)
+        .appliance_identity(id)
+        .await
+        .expect("identity");
     assert_eq!(view.certificates.len(), 3);
     assert_eq!(
         view.certificates
@@ -517,14 +509,11 @@ async fn a_revoked_appliance_stays_revoked_until_an_admin_restores_it() {
     let id = device.enrolled.appliance_id;
     let old_serial = stored(&cloud, id).await.cert_serial.expect("serial");
     assert_eq!(approve(&cloud, &admin, id).await, 200);
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&admin),
-            &format!("/api/v1/appliances/{id}/revoke"),
-            &(),
-        )
-        .await;
-    assert_eq!(status, 200);
+    cloud
+        .api(&admin)
+        .revoke_appliance(id)
+        .await
+        .expect("revoked");
     assert!(crl_serials(&cloud).contains(&old_serial));
 
     // Token (the approval given before died with the revocation), approval, renewal: all refused.
@@ -542,22 +531,25 @@ async fn a_revoked_appliance_stays_revoked_until_an_admin_restores_it() {
     let technician = cloud
         .user_with_role(&admin, "tech@lakeside.example", Role::MspTechnician, vec![])
         .await;
-    let restore = format!("/api/v1/appliances/{id}/restore");
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(Some(&technician), &restore, &())
-        .await;
-    assert_eq!(status, 403);
-    let (status, view) = cloud
-        .post::<_, DeviceIdentityView>(Some(&admin), &restore, &())
-        .await;
-    assert_eq!(status, 200);
-    let view = view.expect("identity");
+    let refused = cloud
+        .api(&technician)
+        .restore_appliance(id)
+        .await
+        .expect_err("a technician may not restore");
+    assert_eq!(refused.status, 403);
+    let view = cloud
+        .api(&admin)
+        .restore_appliance(id)
+        .await
+        .expect("restored");
     assert!(view.revoked_at.is_none());
     assert!(view.reenrollment_approved_until.is_some());
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(Some(&admin), &restore, &())
-        .await;
-    assert_eq!(status, 409, "restoring what is not revoked");
+    let refused = cloud
+        .api(&admin)
+        .restore_appliance(id)
+        .await
+        .expect_err("restoring what is not revoked");
+    assert_eq!(refused.status, 409, "restoring what is not revoked");
 
     // Restored, but the old credentials and key stay dead.
     assert!(
@@ -592,19 +584,18 @@ async fn a_revoked_enrolment_token_is_refused_and_tokens_are_listed_without_thei
     let admin = cloud.login(&demo.email, &demo.password).await;
     let practice = demo.practices[0].id;
     let tokens_path = format!("/api/v1/practices/{practice}/enrollment-tokens");
-    let (status, created) = cloud
-        .post::<_, EnrollmentToken>(
-            Some(&admin),
-            &tokens_path,
+    let created = cloud
+        .api(&admin)
+        .create_enrollment_token(
+            practice,
             &CreateEnrollmentToken {
                 expires_in_hours: 24,
                 max_uses: 5,
                 site_id: None,
             },
         )
-        .await;
-    assert_eq!(status, 201);
-    let created = created.expect("token");
+        .await
+        .expect("token");
     cloud
         .enrol_device(&created.token, "SO-TOKEN-1", "02:00:00:00:13:01")
         .await;
@@ -643,11 +634,12 @@ async fn a_revoked_enrolment_token_is_refused_and_tokens_are_listed_without_thei
     // Another MSP can neither see nor revoke it; a technician of this one can revoke it.
     let (_, other, _) = cloud.other_msp("other.example").await;
     assert_eq!(list(other.clone()).await.0, 404);
-    let revoke = format!("/api/v1/enrollment-tokens/{}/revoke", created.id);
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(Some(&other), &revoke, &())
-        .await;
-    assert_eq!(status, 404);
+    let refused = cloud
+        .api(&other)
+        .revoke_enrollment_token(created.id)
+        .await
+        .expect_err("another MSP's token");
+    assert_eq!(refused.status, 404);
     let officer = cloud
         .user_with_role(
             &admin,
@@ -657,42 +649,39 @@ async fn a_revoked_enrolment_token_is_refused_and_tokens_are_listed_without_thei
         )
         .await;
     assert_eq!(list(officer.clone()).await.0, 403);
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(Some(&officer), &revoke, &())
-        .await;
-    assert_eq!(status, 403);
+    let refused = cloud
+        .api(&officer)
+        .revoke_enrollment_token(created.id)
+        .await
+        .expect_err("an officer may not revoke");
+    assert_eq!(refused.status, 403);
     let technician = cloud
         .user_with_role(&admin, "tech@lakeside.example", Role::MspTechnician, vec![])
         .await;
-    let (status, revoked) = cloud
-        .post::<_, EnrollmentTokenView>(Some(&technician), &revoke, &())
+    let revoked = cloud
+        .api(&technician)
+        .revoke_enrollment_token(created.id)
         .await;
-    assert_eq!(status, 200);
     assert!(revoked.expect("token").revoked_at.is_some());
 
     let (key, csr) = identity::new_key_and_request().expect("csr");
     drop(key);
-    let (status, body) = cloud
-        .post::<_, serde_json::Value>(
-            None,
-            "/api/v1/enroll",
-            &EnrollRequest {
-                token: created.token.clone(),
-                hardware: HardwareIdentity {
-                    serial: "SO-TOKEN-2".into(),
-                    mac: "02:00:00:00:13:02".into(),
-                    model: "test".into(),
-                },
-                agent_version: "test".into(),
-                csr_pem: csr,
+    let refused = cloud
+        .anonymous()
+        .enroll(&EnrollRequest {
+            token: created.token.clone(),
+            hardware: HardwareIdentity {
+                serial: "SO-TOKEN-2".into(),
+                mac: "02:00:00:00:13:02".into(),
+                model: "test".into(),
             },
-        )
-        .await;
-    assert_eq!(status, 401);
-    assert_eq!(
-        body.expect("error")["error"]["code"],
-        "enrollment_token_revoked"
-    );
+            agent_version: "test".into(),
+            csr_pem: csr,
+        })
+        .await
+        .expect_err("a revoked token");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.code().as_deref(), Some("enrollment_token_revoked"));
     let (_, raw) = list(admin.clone()).await;
     let page: Page<EnrollmentTokenView> = serde_json::from_str(&raw).expect("page");
     let listed = page
@@ -721,13 +710,14 @@ async fn twenty_enrolments_racing_on_one_approval_admit_exactly_one() {
     let bodies: Vec<EnrollRequest> = (0..20)
         .map(|_| enroll_body(&token, identity::new_key_and_request().expect("csr").1))
         .collect();
+    let anonymous = cloud.anonymous();
     let attempts = bodies.iter().map(|body| {
-        let request = cloud.http.post(cloud.url("/api/v1/enroll")).json(body);
+        let anonymous = &anonymous;
         async move {
-            let response = request.send().await.expect("POST");
-            let status = response.status().as_u16();
-            let body: serde_json::Value = response.json().await.expect("JSON");
-            (status, body["error"]["code"].as_str().map(str::to_owned))
+            match anonymous.enroll(body).await {
+                Ok(_) => (200, None),
+                Err(refused) => (refused.status, refused.code()),
+            }
         }
     });
     let outcomes = futures_util::future::join_all(attempts).await;
