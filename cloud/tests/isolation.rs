@@ -7,11 +7,14 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{TestCloud, spawn_cloud};
-use stayopen_shared::api::{
-    ApiTokenScope, CommandView, CreateApiToken, CreateEnrollmentToken, CreatedApiToken,
-    EnrollRequest, EnrollResponse, EnrollmentToken, HardwareIdentity, Page, Role, SiteView,
-    UserView,
+use stayopen_shared::alerts::{
+    ChannelKind, CreateChannel, CreateMaintenanceWindow, CreateRoutingRule, RouteDuring, Severity,
 };
+use stayopen_shared::api::{
+    ApiTokenScope, ClaimSerial, CreateApiToken, CreateCommand, CreateEnrollmentToken,
+    CreatedApiToken, EnrollRequest, HardwareIdentity, Role,
+};
+use stayopen_shared::commands::CommandSpec;
 use stayopen_shared::{ApplianceId, PracticeId};
 
 /// A request body for every operation that takes one, valid in shape, so that the server's answer
@@ -238,82 +241,66 @@ async fn walk_lists(
     }
 }
 
+fn one_use_token() -> CreateEnrollmentToken {
+    CreateEnrollmentToken {
+        expires_in_hours: 1,
+        max_uses: 1,
+        site_id: None,
+    }
+}
+
 async fn enrol(cloud: &TestCloud, token: &str, practice: PracticeId, serial: &str) -> ApplianceId {
-    let (status, enrolment) = cloud
-        .post::<_, EnrollmentToken>(
-            Some(token),
-            &format!("/api/v1/practices/{practice}/enrollment-tokens"),
-            &CreateEnrollmentToken {
-                expires_in_hours: 1,
-                max_uses: 1,
-                site_id: None,
+    let enrolment = cloud
+        .api(token)
+        .create_enrollment_token(practice, &one_use_token())
+        .await
+        .expect("token");
+    cloud
+        .anonymous()
+        .enroll(&EnrollRequest {
+            token: enrolment.token,
+            hardware: HardwareIdentity {
+                serial: serial.into(),
+                mac: format!("02:00:00:00:00:{:02x}", serial.len()),
+                model: "t".into(),
             },
-        )
-        .await;
-    assert_eq!(status, 201);
-    let (status, enrolled) = cloud
-        .post::<_, EnrollResponse>(
-            None,
-            "/api/v1/enroll",
-            &EnrollRequest {
-                token: enrolment.expect("token").token,
-                hardware: HardwareIdentity {
-                    serial: serial.into(),
-                    mac: format!("02:00:00:00:00:{:02x}", serial.len()),
-                    model: "t".into(),
-                },
-                agent_version: "t".into(),
-                csr_pem: stayopen_appliance::identity::new_key_and_request()
-                    .expect("csr")
-                    .1,
-            },
-        )
-        .await;
-    assert_eq!(status, 200);
-    enrolled.expect("enrolled").appliance_id
+            agent_version: "t".into(),
+            csr_pem: stayopen_appliance::identity::new_key_and_request()
+                .expect("csr")
+                .1,
+        })
+        .await
+        .expect("enrolled")
+        .appliance_id
 }
 
 async fn enrollment_token_of(cloud: &TestCloud, admin: &str, practice: PracticeId) -> String {
-    let (status, created) = cloud
-        .post::<_, EnrollmentToken>(
-            Some(admin),
-            &format!("/api/v1/practices/{practice}/enrollment-tokens"),
-            &CreateEnrollmentToken {
-                expires_in_hours: 1,
-                max_uses: 1,
-                site_id: None,
-            },
-        )
+    let created = cloud
+        .api(admin)
+        .create_enrollment_token(practice, &one_use_token())
         .await;
-    assert_eq!(status, 201);
     created.expect("token").id.to_string()
 }
 
 async fn first_site(cloud: &TestCloud, token: &str, practice: PracticeId) -> String {
-    let (_, sites) = cloud
-        .get::<Page<SiteView>>(token, &format!("/api/v1/practices/{practice}/sites"))
-        .await;
+    let sites = cloud.api(token).sites(practice).await;
     sites.expect("sites").items[0].id.to_string()
 }
 
 async fn api_token(cloud: &TestCloud, admin: &str, scope: ApiTokenScope) -> CreatedApiToken {
-    let (status, token) = cloud
-        .post::<_, CreatedApiToken>(
-            Some(admin),
-            "/api/v1/api-tokens",
-            &CreateApiToken {
-                name: "automation".into(),
-                scope,
-                expires_in_days: None,
-            },
-        )
+    let token = cloud
+        .api(admin)
+        .create_api_token(&CreateApiToken {
+            name: "automation".into(),
+            scope,
+            expires_in_days: None,
+        })
         .await;
-    assert_eq!(status, 201);
     token.expect("token")
 }
 
 async fn user_id(cloud: &TestCloud, admin: &str, role: Role) -> String {
-    let (_, users) = cloud.get::<Page<UserView>>(admin, "/api/v1/users").await;
+    let users = cloud.api(admin).users("").await;
     users
         .expect("users")
         .items
@@ -325,14 +312,16 @@ async fn user_id(cloud: &TestCloud, admin: &str, role: Role) -> String {
 }
 
 async fn command_of(cloud: &TestCloud, admin: &str, appliance: ApplianceId) -> String {
-    let (status, command) = cloud
-        .post::<_, CommandView>(
-            Some(admin),
-            &format!("/api/v1/appliances/{appliance}/commands"),
-            &serde_json::json!({"spec": {"kind": "collect_diagnostics"}}),
+    let command = cloud
+        .api(admin)
+        .create_command(
+            appliance,
+            &CreateCommand {
+                spec: CommandSpec::CollectDiagnostics,
+                expires_in_secs: None,
+            },
         )
         .await;
-    assert_eq!(status, 201);
     command.expect("command").id.to_string()
 }
 
@@ -342,14 +331,18 @@ async fn claimed_serial(
     practice: PracticeId,
     serial: &str,
 ) -> String {
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(admin),
-            &format!("/api/v1/practices/{practice}/claimed-serials"),
-            &serde_json::json!({"serial": serial, "factory_key": "fk_0123456789abcdef0123456789abcdef"}),
+    cloud
+        .api(admin)
+        .claim_serial(
+            practice,
+            &ClaimSerial {
+                serial: serial.into(),
+                factory_key: "fk_0123456789abcdef0123456789abcdef".into(),
+                site_id: None,
+            },
         )
-        .await;
-    assert_eq!(status, 201);
+        .await
+        .expect("serial claimed");
     serial.to_owned()
 }
 
@@ -379,48 +372,49 @@ async fn alert_of(
 }
 
 async fn channel_of(cloud: &TestCloud, admin: &str) -> String {
-    let (status, created) = cloud
-        .post::<_, serde_json::Value>(
-            Some(admin),
-            "/api/v1/notification-channels",
-            &serde_json::json!({"name": "walk", "url": "https://example.com/hook"}),
-        )
+    let created = cloud
+        .api(admin)
+        .create_channel(&CreateChannel {
+            name: "walk".into(),
+            kind: ChannelKind::default(),
+            url: Some("https://example.com/hook".into()),
+            recipients: vec![],
+            user_ids: vec![],
+        })
         .await;
-    assert_eq!(status, 201);
-    created.expect("channel")["channel"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned()
+    created.expect("channel").channel.id.to_string()
 }
 
 async fn rule_of(cloud: &TestCloud, admin: &str) -> String {
     let channel = channel_of(cloud, admin).await;
-    let (status, rule) = cloud
-        .post::<_, serde_json::Value>(
-            Some(admin),
-            "/api/v1/routing-rules",
-            &serde_json::json!({"channel_id": channel, "min_severity": "critical"}),
-        )
+    let rule = cloud
+        .api(admin)
+        .create_routing_rule(&CreateRoutingRule {
+            channel_id: channel.parse().expect("channel id"),
+            practice_id: None,
+            kinds: None,
+            min_severity: Severity::Critical,
+            delay_secs: 0,
+            repeat_secs: None,
+            during: RouteDuring::default(),
+        })
         .await;
-    assert_eq!(status, 201);
-    rule.expect("rule")["id"].as_str().expect("id").to_owned()
+    rule.expect("rule").id.to_string()
 }
 
 async fn window_of(cloud: &TestCloud, admin: &str, practice: PracticeId) -> String {
     let now = chrono::Utc::now();
-    let (status, window) = cloud
-        .post::<_, serde_json::Value>(
-            Some(admin),
-            "/api/v1/maintenance-windows",
-            &serde_json::json!({"practice_id": practice, "starts_at": now,
-                                "ends_at": now + chrono::Duration::hours(2), "reason": "walk"}),
-        )
+    let window = cloud
+        .api(admin)
+        .create_maintenance_window(&CreateMaintenanceWindow {
+            practice_id: practice,
+            appliance_id: None,
+            starts_at: now,
+            ends_at: now + chrono::Duration::hours(2),
+            reason: "walk".into(),
+        })
         .await;
-    assert_eq!(status, 201);
-    window.expect("window")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned()
+    window.expect("window").id.to_string()
 }
 
 async fn audit_rows(cloud: &TestCloud, tenant: &uuid::Uuid) -> i64 {
@@ -614,8 +608,9 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
         b_audit_before,
         "nothing of B changed"
     );
-    let (status, _) = cloud
-        .get::<serde_json::Value>(&b_admin, &format!("/api/v1/appliances/{b_appliance}"))
-        .await;
-    assert_eq!(status, 200, "B still sees its own appliance");
+    cloud
+        .api(&b_admin)
+        .appliance(b_appliance)
+        .await
+        .expect("B still sees its own appliance");
 }
