@@ -12,18 +12,18 @@ use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_appliance::config::{Outage, OutageKind};
 use stayopen_cloud::domain::alerts::{self, AlertChange, sweeps};
 use stayopen_cloud::infra::db;
-use stayopen_shared::alerts::{AlertKind, AlertState, AlertView, Severity};
-use stayopen_shared::api::{AuditEntry, Page, Role};
+use stayopen_shared::alerts::{
+    AlertKind, AlertState, AlertView, CreateAlertComment, ResolveAlert, Severity,
+};
+use stayopen_shared::api::Role;
 use stayopen_shared::{Channel, DeviceTopic, MessageId};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 async fn alerts_of(cloud: &common::TestCloud, token: &str, query: &str) -> Vec<AlertView> {
-    let (status, page) = cloud
-        .get::<Page<AlertView>>(token, &format!("/api/v1/alerts?{query}"))
-        .await;
-    assert_eq!(status, 200, "{query}");
-    page.expect("alerts").items
+    let page = cloud.api(token).alerts(query).await;
+    page.unwrap_or_else(|refused| panic!("{query}: {refused:?}"))
+        .items
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,14 +31,13 @@ async fn a_failover_opens_a_critical_alert_that_the_failback_resolves_by_itself(
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
+    cloud
+        .api(&admin)
+        .set_policy(
             &serde_json::json!({"telemetry_interval_secs": 1, "failback_clean_period_secs": 5}),
         )
-        .await;
-    assert_eq!(status, 200);
+        .await
+        .expect("policy set");
     let state = tempfile::tempdir().expect("state");
     let (stop, stopped) = watch::channel(false);
     let outage = Outage {
@@ -156,24 +155,15 @@ async fn a_repeating_condition_folds_into_one_alert_that_people_acknowledge_comm
         )
         .await;
     assert_eq!(alerts_of(&cloud, &officer, "").await.len(), 1);
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&officer),
-            &format!("/api/v1/alerts/{}/acknowledge", alert.id),
-            &(),
-        )
-        .await;
-    assert_eq!(status, 403);
+    let refused = cloud
+        .api(&officer)
+        .acknowledge_alert(alert.id)
+        .await
+        .expect_err("an officer does not act on alerts");
+    assert_eq!(refused.status, 403);
 
-    let (status, acked) = cloud
-        .post::<_, AlertView>(
-            Some(&admin),
-            &format!("/api/v1/alerts/{}/acknowledge", alert.id),
-            &(),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let acked = acked.expect("alert");
+    let api = cloud.api(&admin);
+    let acked = api.acknowledge_alert(alert.id).await.expect("alert");
     assert_eq!(acked.state, AlertState::Acknowledged);
     assert_eq!(
         acked.acknowledged_by.as_deref(),
@@ -181,22 +171,22 @@ async fn a_repeating_condition_folds_into_one_alert_that_people_acknowledge_comm
         "people are shown by their address"
     );
     assert!(acked.acknowledged_at.is_some());
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&admin),
-            &format!("/api/v1/alerts/{}/acknowledge", alert.id),
-            &(),
+    let refused = api
+        .acknowledge_alert(alert.id)
+        .await
+        .expect_err("only an open alert can be acknowledged");
+    assert_eq!(
+        refused.status, 409,
+        "only an open alert can be acknowledged"
+    );
+    let commented = api
+        .comment_alert(
+            alert.id,
+            &CreateAlertComment {
+                body: "ISP ticket 4711 opened".into(),
+            },
         )
         .await;
-    assert_eq!(status, 409, "only an open alert can be acknowledged");
-    let (status, commented) = cloud
-        .post::<_, AlertView>(
-            Some(&admin),
-            &format!("/api/v1/alerts/{}/comments", alert.id),
-            &serde_json::json!({"body": "ISP ticket 4711 opened"}),
-        )
-        .await;
-    assert_eq!(status, 201);
     assert_eq!(
         commented.expect("alert").comments[0].body,
         "ISP ticket 4711 opened"
@@ -212,15 +202,15 @@ async fn a_repeating_condition_folds_into_one_alert_that_people_acknowledge_comm
         vec![(demo.email.as_str(), "ISP ticket 4711 opened")],
         "the list shows each alert's comments, by their author's address"
     );
-    let (status, resolved) = cloud
-        .post::<_, AlertView>(
-            Some(&admin),
-            &format!("/api/v1/alerts/{}/resolve", alert.id),
-            &serde_json::json!({"note": "line repaired"}),
+    let resolved = api
+        .resolve_alert(
+            alert.id,
+            &ResolveAlert {
+                note: Some("line repaired".into()),
+            },
         )
-        .await;
-    assert_eq!(status, 200);
-    let resolved = resolved.expect("alert");
+        .await
+        .expect("alert");
     assert_eq!(resolved.state, AlertState::Resolved);
     assert_eq!(resolved.resolution.as_deref(), Some("line repaired"));
 
@@ -237,9 +227,7 @@ async fn a_repeating_condition_folds_into_one_alert_that_people_acknowledge_comm
     assert_ne!(open[0].id, alert.id);
     assert_eq!(open[0].count, 1);
 
-    let (_, log) = cloud
-        .get::<Page<AuditEntry>>(&admin, &format!("/api/v1/audit-log?target_id={}", alert.id))
-        .await;
+    let log = api.audit_log(&format!("target_id={}", alert.id)).await;
     let actions: Vec<String> = log
         .expect("audit")
         .items
@@ -312,22 +300,15 @@ async fn a_failover_lasting_past_the_policys_threshold_raises_on_backup_too_long
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
-            &serde_json::json!({"telemetry_interval_secs": 1, "on_backup_alert_secs": 600}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
-            &serde_json::json!({"on_backup_alert_secs": 5}),
-        )
-        .await;
-    assert_eq!(status, 400, "thresholds under 10 s are refused");
+    let api = cloud.api(&admin);
+    api.set_policy(&serde_json::json!({"telemetry_interval_secs": 1, "on_backup_alert_secs": 600}))
+        .await
+        .expect("policy set");
+    let refused = api
+        .set_policy(&serde_json::json!({"on_backup_alert_secs": 5}))
+        .await
+        .expect_err("thresholds under 10 s are refused");
+    assert_eq!(refused.status, 400, "thresholds under 10 s are refused");
     let state = tempfile::tempdir().expect("state");
     let (stop, stopped) = watch::channel(false);
     let outage = Outage {
@@ -434,19 +415,15 @@ async fn a_device_certificate_near_its_end_raises_an_alert_that_renewing_clears(
     let signature =
         stayopen_appliance::identity::sign_renewal(&device.key_pem, id, signed_at, &csr_pem)
             .expect("signed");
-    let (status, renewed) = cloud
-        .post::<_, stayopen_shared::api::EnrollResponse>(
-            None,
-            "/api/v1/enroll/renew",
-            &stayopen_shared::api::RenewRequest {
-                appliance_id: id,
-                csr_pem,
-                signed_at,
-                signature,
-            },
-        )
+    let renewed = cloud
+        .anonymous()
+        .renew(&stayopen_shared::api::RenewRequest {
+            appliance_id: id,
+            csr_pem,
+            signed_at,
+            signature,
+        })
         .await;
-    assert_eq!(status, 200);
     assert_eq!(renewed.expect("renewed").appliance_id, id);
     let resolved = alerts_of(&cloud, &admin, "kind=certificate_expiring&state=resolved").await;
     assert_eq!(resolved.len(), 1, "renewing replaced the certificate");
