@@ -14,13 +14,14 @@ use common::webhook::{Receiver, signature_valid, start_receiver};
 use common::{
     TestCloud, appliance_config, dispatch_at, eventually, notifications_settled, spawn_cloud_with,
 };
+use serde::de::DeserializeOwned;
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_appliance::config::{DataplaneSection, Outage, OutageKind};
 use stayopen_cloud::domain::alerts::{self, AlertChange, sweeps};
 use stayopen_cloud::infra::config::{AlertsConfig, SmtpConfig, SmtpSecurity};
 use stayopen_shared::alerts::{
-    AlertKind, AlertView, CreatedChannel, MaintenanceWindowView, NotificationView, Severity,
-    WebhookDigest, WebhookTicket,
+    AlertKind, AlertView, ChannelKind, CreateChannel, CreatedChannel, MaintenanceWindowView,
+    NotificationView, Severity, WebhookDigest, WebhookTicket,
 };
 use stayopen_shared::api::Page;
 use stayopen_shared::{ApplianceId, PracticeId};
@@ -50,39 +51,43 @@ async fn test_cloud(smtp_port: Option<u16>) -> TestCloud {
     spawn_cloud_with(|config| config.alerts = alerts_config(smtp_port)).await
 }
 
+/// A request body of the wire type `T`, written as JSON.
+fn body<T: DeserializeOwned>(json: serde_json::Value) -> T {
+    serde_json::from_value(json).unwrap_or_else(|e| panic!("a valid request body ({e})"))
+}
+
 async fn webhook(cloud: &TestCloud, admin: &str, name: &str, url: &str) -> CreatedChannel {
-    let (status, created) = cloud
-        .post::<_, CreatedChannel>(
-            Some(admin),
-            "/api/v1/notification-channels",
-            &serde_json::json!({"name": name, "kind": "webhook", "url": url}),
-        )
+    let created = cloud
+        .api(admin)
+        .create_channel(&CreateChannel {
+            name: name.into(),
+            kind: ChannelKind::Webhook,
+            url: Some(url.into()),
+            recipients: vec![],
+            user_ids: vec![],
+        })
         .await;
-    assert_eq!(status, 201);
     created.expect("channel")
 }
 
 async fn route(cloud: &TestCloud, admin: &str, rule: serde_json::Value) {
-    let (status, body) = cloud
-        .post::<_, serde_json::Value>(Some(admin), "/api/v1/routing-rules", &rule)
-        .await;
-    assert_eq!(status, 201, "{body:?}");
+    cloud
+        .api(admin)
+        .create_routing_rule(&body(rule))
+        .await
+        .unwrap_or_else(|refused| panic!("{refused:?}"));
 }
 
 async fn notifications_of(cloud: &TestCloud, admin: &str, alert: Uuid) -> Vec<NotificationView> {
-    let (status, page) = cloud
-        .get::<Page<NotificationView>>(admin, &format!("/api/v1/notifications?alert_id={alert}"))
+    let page = cloud
+        .api(admin)
+        .notifications(&format!("alert_id={alert}"))
         .await;
-    assert_eq!(status, 200);
     page.expect("notifications").items
 }
 
 async fn alert(cloud: &TestCloud, admin: &str, id: Uuid) -> AlertView {
-    let (status, alert) = cloud
-        .get::<AlertView>(admin, &format!("/api/v1/alerts/{id}"))
-        .await;
-    assert_eq!(status, 200);
-    alert.expect("alert")
+    cloud.api(admin).alert(id).await.expect("alert")
 }
 
 fn failover() -> AlertChange {
@@ -135,21 +140,27 @@ async fn alert_mail_reaches_a_real_smtp_server_with_text_and_html_parts_threaded
             "url",
         ),
     ] {
-        let (status, body) = cloud
-            .post::<_, serde_json::Value>(Some(&admin), "/api/v1/notification-channels", &bad)
-            .await;
-        assert_eq!(status, 400);
-        assert!(body.expect("error").to_string().contains(field), "{field}");
+        let refused = cloud
+            .api(&admin)
+            .create_channel(&body(bad))
+            .await
+            .expect_err(field);
+        assert_eq!(refused.status, 400);
+        assert!(
+            refused.body.expect("error").to_string().contains(field),
+            "{field}"
+        );
     }
-    let (status, created) = cloud
-        .post::<_, CreatedChannel>(
-            Some(&admin),
-            "/api/v1/notification-channels",
-            &serde_json::json!({"name": "NOC mail", "kind": "email",
-                                "recipients": ["noc@lakeside-it.example"], "user_ids": [admin_id]}),
-        )
+    let created = cloud
+        .api(&admin)
+        .create_channel(&CreateChannel {
+            name: "NOC mail".into(),
+            kind: ChannelKind::Email,
+            url: None,
+            recipients: vec!["noc@lakeside-it.example".into()],
+            user_ids: vec![admin_id],
+        })
         .await;
-    assert_eq!(status, 201);
     let created = created.expect("channel");
     assert_eq!(created.signing_secret, None, "mail has nothing to sign");
     route(
@@ -260,15 +271,16 @@ async fn clinic_hours_choose_the_route_and_cap_the_severity_after_hours() {
             "clinic_hours",
         ),
     ] {
-        let (status, body) = cloud
-            .put::<_, serde_json::Value>(
-                &admin,
-                &format!("/api/v1/practices/{practice}/schedule"),
-                &bad,
-            )
-            .await;
-        assert_eq!(status, 400);
-        assert!(body.expect("error").to_string().contains(field), "{field}");
+        let refused = cloud
+            .api(&admin)
+            .set_schedule(practice, &body(bad))
+            .await
+            .expect_err(field);
+        assert_eq!(refused.status, 400);
+        assert!(
+            refused.body.expect("error").to_string().contains(field),
+            "{field}"
+        );
     }
     // Open only the day after tomorrow (in the practice's zone): closed now.
     let zone = "America/Chicago";
@@ -278,19 +290,17 @@ async fn clinic_hours_choose_the_route_and_cap_the_severity_after_hours() {
         .to_monday_zero_offset();
     let open_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
         [usize::try_from((local_today + 2) % 7).expect("day")];
-    let (status, schedule) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            &format!("/api/v1/practices/{practice}/schedule"),
-            &serde_json::json!({"time_zone": zone,
-                                "clinic_hours": {open_day: [{"open": "08:00", "close": "18:00"}]}}),
+    let schedule = cloud
+        .api(&admin)
+        .set_schedule(
+            practice,
+            &body(serde_json::json!({"time_zone": zone,
+                                "clinic_hours": {open_day: [{"open": "08:00", "close": "18:00"}]}})),
         )
         .await;
-    assert_eq!(status, 200);
     let schedule = schedule.expect("schedule");
-    assert_eq!(schedule["open_now"], false, "{schedule}");
-    let next_opening: chrono::DateTime<Utc> =
-        serde_json::from_value(schedule["next_opening"].clone()).expect("next opening");
+    assert!(!schedule.open_now, "{schedule:?}");
+    let next_opening: chrono::DateTime<Utc> = schedule.next_opening.expect("next opening");
     assert!(next_opening > Utc::now() + chrono::Duration::hours(24));
 
     // After hours: the outage is capped at warning and goes to on-call at once; the front desk
@@ -353,17 +363,16 @@ async fn clinic_hours_choose_the_route_and_cap_the_severity_after_hours() {
 
     // Open now (every day, all day): critical again, the front desk at once, on-call not at all.
     let all_day = serde_json::json!([{"open": "00:00", "close": "24:00"}]);
-    let (status, schedule) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            &format!("/api/v1/practices/{practice}/schedule"),
-            &serde_json::json!({"time_zone": zone, "clinic_hours": {
+    let schedule = cloud
+        .api(&admin)
+        .set_schedule(
+            practice,
+            &body(serde_json::json!({"time_zone": zone, "clinic_hours": {
                 "mon": all_day, "tue": all_day, "wed": all_day, "thu": all_day,
-                "fri": all_day, "sat": all_day, "sun": all_day}}),
+                "fri": all_day, "sat": all_day, "sun": all_day}})),
         )
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(schedule.expect("schedule")["open_now"], true);
+    assert!(schedule.expect("schedule").open_now);
     let other = enrol(&cloud, &demo.practices[0].enrollment_token, "SO-HOURS-2", 3).await;
     let day = cloud.raise_alert(demo.tenant_id, other, failover()).await;
     let day_alert = alert(&cloud, &admin, day).await;
@@ -426,22 +435,21 @@ async fn a_maintenance_window_records_alerts_but_notifies_nobody() {
     let window = serde_json::json!({"practice_id": practice, "starts_at": now - chrono::Duration::minutes(1),
                                     "ends_at": now + chrono::Duration::hours(1),
                                     "reason": "ISP replaces the fibre modem"});
-    let (status, created) = cloud
-        .post::<_, serde_json::Value>(Some(&admin), "/api/v1/maintenance-windows", &window)
+    let created = cloud
+        .api(&admin)
+        .create_maintenance_window(&body(window.clone()))
         .await;
-    assert_eq!(status, 201);
-    let window_id = created.expect("window")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let window_id = created.expect("window").id;
     // Another MSP cannot plan work on this practice, nor see the window.
     let (_, _, other_practice) = cloud.other_msp("other.example").await;
     let mut foreign = window.clone();
     foreign["practice_id"] = serde_json::json!(other_practice);
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(Some(&admin), "/api/v1/maintenance-windows", &foreign)
-        .await;
-    assert_eq!(status, 404);
+    let refused = cloud
+        .api(&admin)
+        .create_maintenance_window(&body(foreign))
+        .await
+        .expect_err("another MSP's practice");
+    assert_eq!(refused.status, 404);
 
     let muted = cloud
         .raise_alert(demo.tenant_id, appliance, failover())
@@ -473,10 +481,11 @@ async fn a_maintenance_window_records_alerts_but_notifies_nobody() {
     assert!(notifications_of(&cloud, &admin, muted).await.is_empty());
 
     // The work is done early: cancel the window, and the next outage is heard.
-    let (status, _) = cloud
-        .delete(&admin, &format!("/api/v1/maintenance-windows/{window_id}"))
-        .await;
-    assert_eq!(status, 204);
+    cloud
+        .api(&admin)
+        .delete_maintenance_window(window_id)
+        .await
+        .expect("window cancelled");
     let heard = cloud
         .raise_alert(demo.tenant_id, appliance, failover())
         .await;
@@ -503,10 +512,10 @@ async fn a_window_for_one_appliance_mutes_only_it_and_is_listed_where_it_applies
                                     "starts_at": now - chrono::Duration::minutes(1),
                                     "ends_at": now + chrono::Duration::hours(1),
                                     "reason": "LTE antenna moved"});
-    let (status, created) = cloud
-        .post::<_, MaintenanceWindowView>(Some(&admin), "/api/v1/maintenance-windows", &window)
+    let created = cloud
+        .api(&admin)
+        .create_maintenance_window(&body(window.clone()))
         .await;
-    assert_eq!(status, 201);
     let created = created.expect("window");
     assert_eq!(created.appliance_serial.as_deref(), Some("SO-MAINT-A"));
 
@@ -514,11 +523,12 @@ async fn a_window_for_one_appliance_mutes_only_it_and_is_listed_where_it_applies
         let cloud = &cloud;
         let admin = &admin;
         async move {
+            // No typed method takes the list's filters: raw.
             let (status, page) = cloud
-                .get::<Page<MaintenanceWindowView>>(
-                    admin,
-                    &format!("/api/v1/maintenance-windows?appliance_id={appliance}&upcoming=true"),
-                )
+                .api(admin)
+                .get::<Page<MaintenanceWindowView>>(&format!(
+                    "/api/v1/maintenance-windows?appliance_id={appliance}&upcoming=true"
+                ))
                 .await;
             assert_eq!(status, 200);
             page.expect("page")
@@ -558,10 +568,10 @@ async fn a_window_for_one_appliance_mutes_only_it_and_is_listed_where_it_applies
     // A window for the whole practice covers every appliance of it.
     let mut whole = window.clone();
     whole["appliance_id"] = serde_json::Value::Null;
-    let (status, practice_wide) = cloud
-        .post::<_, MaintenanceWindowView>(Some(&admin), "/api/v1/maintenance-windows", &whole)
+    let practice_wide = cloud
+        .api(&admin)
+        .create_maintenance_window(&body(whole))
         .await;
-    assert_eq!(status, 201);
     let practice_wide = practice_wide.expect("window");
     assert_eq!(practice_wide.appliance_serial, None);
     assert_eq!(covering(untouched).await, vec![practice_wide.id]);
@@ -573,14 +583,11 @@ async fn a_storm_past_the_practices_rate_limit_arrives_as_one_signed_digest() {
     let cloud = test_cloud(None).await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
-            &serde_json::json!({"notifications_per_hour": 3}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    cloud
+        .api(&admin)
+        .set_policy(&serde_json::json!({"notifications_per_hour": 3}))
+        .await
+        .expect("policy set");
     let receiver = Receiver::default();
     let channel = webhook(&cloud, &admin, "PSA", &start_receiver(&receiver)).await;
     route(
@@ -642,13 +649,10 @@ async fn a_storm_past_the_practices_rate_limit_arrives_as_one_signed_digest() {
 }
 
 async fn alerts_of(cloud: &TestCloud, admin: &str, appliance: ApplianceId) -> Vec<AlertView> {
-    let (status, page) = cloud
-        .get::<Page<AlertView>>(
-            admin,
-            &format!("/api/v1/alerts?appliance_id={appliance}&limit=100"),
-        )
+    let page = cloud
+        .api(admin)
+        .alerts(&format!("appliance_id={appliance}&limit=100"))
         .await;
-    assert_eq!(status, 200);
     page.expect("alerts").items
 }
 
@@ -658,17 +662,16 @@ async fn flapping_a_degraded_uplink_and_metered_data_over_budget_come_from_what_
     let cloud = test_cloud(None).await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
-    let (status, body) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
+    cloud
+        .api(&admin)
+        .set_policy(
             &serde_json::json!({"telemetry_interval_secs": 1, "failback_clean_period_secs": 5,
                                 "flapping_failovers": 2, "degraded_for_secs": 10,
                                 "degraded_rtt_ms": 250, "metered_data_alert_mb": 1,
                                 "alert_severity": {"flapping": "critical"}}),
         )
-        .await;
-    assert_eq!(status, 200, "{body:?}");
+        .await
+        .unwrap_or_else(|refused| panic!("{refused:?}"));
     let state = tempfile::tempdir().expect("state");
     let mut config = appliance_config(
         &cloud.base_url,
