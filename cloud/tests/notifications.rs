@@ -11,8 +11,10 @@ use common::webhook::{Receiver, signature_valid, start_receiver};
 use common::{TestCloud, dispatch_at, eventually, notifications_settled, spawn_cloud_with};
 use stayopen_cloud::domain::alerts::AlertChange;
 use stayopen_cloud::infra::config::AlertsConfig;
-use stayopen_shared::alerts::{AlertKind, CreatedChannel, NotificationView, WebhookTicket};
-use stayopen_shared::api::Page;
+use stayopen_shared::alerts::{
+    AlertKind, ChannelKind, CreateChannel, CreateRoutingRule, CreatedChannel, ResolveAlert,
+    WebhookTicket,
+};
 
 /// The test cloud's alerting: webhooks to loopback, three quick attempts.
 fn alerts_config() -> AlertsConfig {
@@ -29,15 +31,27 @@ async fn test_cloud() -> TestCloud {
 }
 
 async fn channel(cloud: &TestCloud, admin: &str, url: &str) -> CreatedChannel {
-    let (status, created) = cloud
-        .post::<_, CreatedChannel>(
-            Some(admin),
-            "/api/v1/notification-channels",
-            &serde_json::json!({"name": "PSA", "url": url}),
-        )
+    let created = cloud
+        .api(admin)
+        .create_channel(&CreateChannel {
+            name: "PSA".into(),
+            kind: ChannelKind::default(),
+            url: Some(url.into()),
+            recipients: vec![],
+            user_ids: vec![],
+        })
         .await;
-    assert_eq!(status, 201);
     created.expect("channel")
+}
+
+/// Creates the routing rule written as JSON.
+async fn route(cloud: &TestCloud, admin: &str, rule: serde_json::Value) {
+    let rule: CreateRoutingRule = serde_json::from_value(rule).expect("a routing rule");
+    cloud
+        .api(admin)
+        .create_routing_rule(&rule)
+        .await
+        .expect("rule created");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,14 +69,12 @@ async fn alert_changes_reach_the_webhook_signed_as_tickets_routed_by_severity_an
             .is_some_and(|s| s.starts_with("whsec_"))
     );
     // Riverside: warnings and worse. Hillcrest has no rule.
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&admin),
-            "/api/v1/routing-rules",
-            &serde_json::json!({"channel_id": created.channel.id, "practice_id": demo.practices[0].id, "min_severity": "warning"}),
-        )
-        .await;
-    assert_eq!(status, 201);
+    route(
+        &cloud,
+        &admin,
+        serde_json::json!({"channel_id": created.channel.id, "practice_id": demo.practices[0].id, "min_severity": "warning"}),
+    )
+    .await;
     let riverside = cloud
         .enrol_device(
             &demo.practices[0].enrollment_token,
@@ -102,14 +114,16 @@ async fn alert_changes_reach_the_webhook_signed_as_tickets_routed_by_severity_an
             },
         )
         .await;
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&admin),
-            &format!("/api/v1/alerts/{alert}/resolve"),
-            &serde_json::json!({"note": "fixed"}),
+    cloud
+        .api(&admin)
+        .resolve_alert(
+            alert,
+            &ResolveAlert {
+                note: Some("fixed".into()),
+            },
         )
-        .await;
-    assert_eq!(status, 200);
+        .await
+        .expect("resolved");
 
     let got = eventually(
         Duration::from_secs(10),
@@ -181,14 +195,12 @@ async fn a_failing_receiver_gets_retries_and_an_unreachable_one_leaves_a_dead_le
     )
     .await;
     for channel_id in [flaky.channel.id, dead.channel.id] {
-        let (status, _) = cloud
-            .post::<_, serde_json::Value>(
-                Some(&admin),
-                "/api/v1/routing-rules",
-                &serde_json::json!({"channel_id": channel_id, "min_severity": "critical"}),
-            )
-            .await;
-        assert_eq!(status, 201);
+        route(
+            &cloud,
+            &admin,
+            serde_json::json!({"channel_id": channel_id, "min_severity": "critical"}),
+        )
+        .await;
     }
     let appliance = cloud
         .enrol_device(
@@ -214,11 +226,9 @@ async fn a_failing_receiver_gets_retries_and_an_unreachable_one_leaves_a_dead_le
     let deliveries = |status: &'static str| {
         let (cloud, admin) = (&cloud, &admin);
         async move {
-            let (_, page) = cloud
-                .get::<Page<NotificationView>>(
-                    admin,
-                    &format!("/api/v1/notifications?status={status}&alert_id={alert}"),
-                )
+            let page = cloud
+                .api(admin)
+                .notifications(&format!("status={status}&alert_id={alert}"))
                 .await;
             page.expect("notifications").items
         }
@@ -279,15 +289,13 @@ async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() 
         (channels[1], 600, None),
         (channels[2], 0, Some(300)),
     ] {
-        let (status, _) = cloud
-            .post::<_, serde_json::Value>(
-                Some(&admin),
-                "/api/v1/routing-rules",
-                &serde_json::json!({"channel_id": channel_id, "min_severity": "critical",
-                                    "delay_secs": delay, "repeat_secs": repeat}),
-            )
-            .await;
-        assert_eq!(status, 201);
+        route(
+            &cloud,
+            &admin,
+            serde_json::json!({"channel_id": channel_id, "min_severity": "critical",
+                                "delay_secs": delay, "repeat_secs": repeat}),
+        )
+        .await;
     }
     let appliance = cloud
         .enrol_device(
@@ -318,14 +326,11 @@ async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() 
         .await;
     let taken = cloud.raise_alert(demo.tenant_id, other, offline()).await;
     // Someone takes the second alert at once.
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&admin),
-            &format!("/api/v1/alerts/{taken}/acknowledge"),
-            &(),
-        )
-        .await;
-    assert_eq!(status, 200);
+    cloud
+        .api(&admin)
+        .acknowledge_alert(taken)
+        .await
+        .expect("acknowledged");
 
     let events_for = |receiver: &Receiver, alert: uuid::Uuid| -> Vec<String> {
         receiver
@@ -380,14 +385,11 @@ async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() 
     );
 
     // Acknowledged: the reminders stop.
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&admin),
-            &format!("/api/v1/alerts/{ignored}/acknowledge"),
-            &(),
-        )
-        .await;
-    assert_eq!(status, 200);
+    cloud
+        .api(&admin)
+        .acknowledge_alert(ignored)
+        .await
+        .expect("acknowledged");
     let reminded = events_for(&reminders, ignored).len();
     dispatch_at(&cloud.pool, &config, minutes_later(60)).await;
     assert_eq!(
@@ -395,8 +397,6 @@ async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() 
         reminded,
         "no reminder after acknowledgement"
     );
-    let (_, cancelled) = cloud
-        .get::<Page<NotificationView>>(&admin, "/api/v1/notifications?status=cancelled")
-        .await;
+    let cancelled = cloud.api(&admin).notifications("status=cancelled").await;
     assert!(!cancelled.expect("notifications").items.is_empty());
 }
