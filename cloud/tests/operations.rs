@@ -8,10 +8,7 @@ use std::time::Duration;
 
 use common::{TestCloud, appliance_config, eventually, spawn_cloud};
 use stayopen_appliance::agent::{self, AgentOptions, Exit};
-use stayopen_shared::api::{
-    ApplianceConfiguration, CommandView, CreateCommand, CreateEnrollmentToken, EnrollmentToken,
-    EventRecord, Fleet, Page, PolicyLayer,
-};
+use stayopen_shared::api::{CommandView, CreateCommand, CreateEnrollmentToken};
 use stayopen_shared::commands::{CommandSpec, CommandStatus};
 use stayopen_shared::events::EventKind;
 use stayopen_shared::policy::PolicyScope;
@@ -45,10 +42,10 @@ impl RunningAgent {
 }
 
 async fn enrolment_token(cloud: &TestCloud, admin: &str, practice: PracticeId) -> String {
-    let (_, token) = cloud
-        .post::<_, EnrollmentToken>(
-            Some(admin),
-            &format!("/api/v1/practices/{practice}/enrollment-tokens"),
+    let token = cloud
+        .api(admin)
+        .create_enrollment_token(
+            practice,
             &CreateEnrollmentToken {
                 expires_in_hours: 1,
                 max_uses: 5,
@@ -61,8 +58,11 @@ async fn enrolment_token(cloud: &TestCloud, admin: &str, practice: PracticeId) -
 
 async fn online_appliance(cloud: &TestCloud, admin: &str) -> ApplianceId {
     eventually(Duration::from_secs(20), "the appliance online", || async {
-        let (_, fleet) = cloud.get::<Fleet>(admin, "/api/v1/fleet").await;
-        fleet?
+        cloud
+            .api(admin)
+            .fleet()
+            .await
+            .ok()?
             .practices
             .into_iter()
             .flat_map(|p| p.appliances)
@@ -79,25 +79,22 @@ async fn command(
     spec: CommandSpec,
     expires: Option<u32>,
 ) -> CommandView {
-    let (status, view) = cloud
-        .post::<_, CommandView>(
-            Some(admin),
-            &format!("/api/v1/appliances/{appliance}/commands"),
+    let view = cloud
+        .api(admin)
+        .create_command(
+            appliance,
             &CreateCommand {
                 spec,
                 expires_in_secs: expires,
             },
         )
         .await;
-    assert_eq!(status, 201);
     view.expect("command")
 }
 
 async fn finished(cloud: &TestCloud, admin: &str, id: uuid::Uuid, within: Duration) -> CommandView {
     eventually(within, "the command to finish", || async {
-        let (_, view) = cloud
-            .get::<CommandView>(admin, &format!("/api/v1/commands/{id}"))
-            .await;
+        let view = cloud.api(admin).command(id).await.ok();
         view.filter(|v| v.status.is_final())
     })
     .await
@@ -114,43 +111,44 @@ async fn layered_policy_reaches_the_appliance_which_reports_running_it() {
     let agent = start_agent(&cloud, &token, state.path());
     let appliance = online_appliance(&cloud, &admin).await;
 
-    for (path, body) in [
+    let api = cloud.api(&admin);
+    let layers = [
         (
-            "/api/v1/policy".to_owned(),
-            serde_json::json!({"telemetry_interval_secs": 2, "failback_clean_period_secs": 60}),
+            "the MSP's layer",
+            api.set_policy(
+                &serde_json::json!({"telemetry_interval_secs": 2, "failback_clean_period_secs": 60}),
+            )
+            .await,
         ),
         (
-            format!("/api/v1/practices/{practice}/policy"),
-            serde_json::json!({"failback_clean_period_secs": 45}),
+            "the practice's layer",
+            api.set_practice_policy(
+                practice,
+                &serde_json::json!({"failback_clean_period_secs": 45}),
+            )
+            .await,
         ),
         (
-            format!("/api/v1/appliances/{appliance}/policy"),
-            serde_json::json!({"detection_quorum": 2}),
+            "the appliance's layer",
+            api.set_appliance_policy(appliance, &serde_json::json!({"detection_quorum": 2}))
+                .await,
         ),
-    ] {
-        let (status, layer) = cloud.put::<_, PolicyLayer>(&admin, &path, &body).await;
-        assert_eq!(status, 200, "{path}");
-        assert_eq!(layer.expect("layer").revision, 1);
+    ];
+    for (layer_name, layer) in layers {
+        let layer = layer.unwrap_or_else(|refused| panic!("{layer_name}: {refused:?}"));
+        assert_eq!(layer.revision, 1);
     }
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
-            &serde_json::json!({"detection_quorum": 99}),
-        )
-        .await;
-    assert_eq!(status, 400, "an unsafe value is refused");
+    let refused = api
+        .set_policy(&serde_json::json!({"detection_quorum": 99}))
+        .await
+        .expect_err("an unsafe value is refused");
+    assert_eq!(refused.status, 400, "an unsafe value is refused");
 
     let config = eventually(
         Duration::from_secs(20),
         "the appliance to run the desired policy",
         || async {
-            let (_, config) = cloud
-                .get::<ApplianceConfiguration>(
-                    &admin,
-                    &format!("/api/v1/appliances/{appliance}/configuration"),
-                )
-                .await;
+            let config = api.appliance_configuration(appliance).await.ok();
             config.filter(|c| !c.drift && c.desired_version >= 2)
         },
     )
@@ -174,12 +172,7 @@ async fn layered_policy_reaches_the_appliance_which_reports_running_it() {
     assert_eq!(effective.sources["recovery_ms"], PolicyScope::Default);
     assert_eq!(config.reported_version, Some(config.desired_version));
 
-    let (_, events) = cloud
-        .get::<Page<EventRecord>>(
-            &admin,
-            &format!("/api/v1/appliances/{appliance}/events?limit=100"),
-        )
-        .await;
+    let events = api.appliance_events(appliance, "limit=100").await;
     assert!(
         events
             .expect("events")
@@ -195,25 +188,15 @@ async fn layered_policy_reaches_the_appliance_which_reports_running_it() {
 
     // Changed while the appliance is away: it gets the new version when it comes back.
     assert_eq!(agent.stop().await, Exit::Stopped);
-    let (status, _) = cloud
-        .put::<_, PolicyLayer>(
-            &admin,
-            &format!("/api/v1/appliances/{appliance}/policy"),
-            &serde_json::json!({"detection_quorum": 3}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    api.set_appliance_policy(appliance, &serde_json::json!({"detection_quorum": 3}))
+        .await
+        .expect("the appliance's layer");
     let agent = start_agent(&cloud, &token, state.path());
     eventually(
         Duration::from_secs(20),
         "the new version after reconnecting",
         || async {
-            let (_, config) = cloud
-                .get::<ApplianceConfiguration>(
-                    &admin,
-                    &format!("/api/v1/appliances/{appliance}/configuration"),
-                )
-                .await;
+            let config = api.appliance_configuration(appliance).await.ok();
             config.filter(|c| !c.drift && c.effective.policy.detection_quorum == 3)
         },
     )
@@ -267,8 +250,11 @@ async fn commands_are_delivered_acknowledged_and_answered_even_after_the_applian
     // Offline: the command waits in the queue and is delivered when the appliance is back.
     agent.stop().await;
     eventually(Duration::from_secs(15), "the appliance offline", || async {
-        let (_, fleet) = cloud.get::<Fleet>(&admin, "/api/v1/fleet").await;
-        fleet?
+        cloud
+            .api(&admin)
+            .fleet()
+            .await
+            .ok()?
             .practices
             .iter()
             .flat_map(|p| &p.appliances)
@@ -296,9 +282,7 @@ async fn commands_are_delivered_acknowledged_and_answered_even_after_the_applian
     // other one, with no deadline, is still waiting for the appliance.
     let expired = finished(&cloud, &admin, doomed.id, Duration::from_secs(20)).await;
     assert_eq!(expired.status, CommandStatus::Expired);
-    let (_, still) = cloud
-        .get::<CommandView>(&admin, &format!("/api/v1/commands/{}", queued.id))
-        .await;
+    let still = cloud.api(&admin).command(queued.id).await;
     assert_eq!(still.expect("command").status, CommandStatus::Queued);
 
     let agent = start_agent(&cloud, &token, state.path());
@@ -316,12 +300,7 @@ async fn commands_are_delivered_acknowledged_and_answered_even_after_the_applian
     let done = finished(&cloud, &admin, reboot.id, Duration::from_secs(10)).await;
     assert_eq!(done.status, CommandStatus::Succeeded);
 
-    let (_, log) = cloud
-        .get::<Page<stayopen_shared::api::AuditEntry>>(
-            &admin,
-            "/api/v1/audit-log?action=command.create",
-        )
-        .await;
+    let log = cloud.api(&admin).audit_log("action=command.create").await;
     assert_eq!(
         log.expect("audit").items.len(),
         6,
