@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestCloud, eventually, spawn_cloud};
 use stayopen_cloud::domain::seed::DemoSeed;
-use stayopen_shared::api::{
-    ApplianceConfiguration, ApplianceView, Page, Role, TotpSetup, UpdateUser, UserView,
-};
+use stayopen_shared::api::{Role, TotpCode, TotpSetup, UpdateUser};
 use stayopen_shared::ids::ApplianceId;
 use stayopen_testkit::fleet_sim::{self, FleetOptions};
 use tokio::sync::watch;
@@ -88,9 +86,11 @@ async fn appliance_id(cloud: &TestCloud, token: &str, serial: &str) -> Appliance
         Duration::from_secs(30),
         "the appliance to enrol",
         || async {
-            let (_, page) = cloud
-                .get::<Page<ApplianceView>>(token, &format!("/api/v1/appliances?q={serial}"))
-                .await;
+            let page = cloud
+                .api(token)
+                .appliances(&format!("q={serial}"))
+                .await
+                .ok();
             page.and_then(|p| p.items.into_iter().find(|a| a.serial == serial))
                 .map(|a| a.id)
         },
@@ -226,19 +226,14 @@ async fn the_second_factor_is_asked_for_and_a_lost_connection_and_an_ended_sessi
     let tech = cloud
         .user_with_role(&admin, email, Role::MspTechnician, vec![])
         .await;
-    let (status, setup) = cloud
-        .post::<_, TotpSetup>(Some(&tech), "/api/v1/auth/totp/setup", &())
-        .await;
-    assert_eq!(status, 200);
-    let setup = setup.expect("totp setup");
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&tech),
-            "/api/v1/auth/totp/confirm",
-            &serde_json::json!({"code": totp_code(&setup, chrono::Utc::now().timestamp())}),
-        )
-        .await;
-    assert_eq!(status, 204);
+    let setup = cloud.api(&tech).totp_setup().await.expect("totp setup");
+    cloud
+        .api(&tech)
+        .totp_confirm(&TotpCode {
+            code: totp_code(&setup, chrono::Utc::now().timestamp()),
+        })
+        .await
+        .expect("TOTP enabled");
 
     let line = Line::start(&cloud.base_url).await;
     let browser = Browser::start().await;
@@ -305,17 +300,17 @@ async fn the_second_factor_is_asked_for_and_a_lost_connection_and_an_ended_sessi
     // The admin disables the account: the page's next request is refused, and so is the
     // renewal, and the sign-in page says the session expired.
     let tech_id = cloud.user_by_email(&admin, email).await.id;
-    let (status, _) = cloud
-        .patch::<_, UserView>(
-            &admin,
-            &format!("/api/v1/users/{tech_id}"),
+    cloud
+        .api(&admin)
+        .update_user(
+            tech_id.0,
             &UpdateUser {
                 disabled: Some(true),
                 ..UpdateUser::default()
             },
         )
-        .await;
-    assert_eq!(status, 200);
+        .await
+        .expect("disabled");
     browser.open_fragment("#/alerts").await;
     browser
         .wait_for(
@@ -495,12 +490,11 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
     // The appliance runs the new policy: the page shows the desired version reported back.
     let appliance = appliance_id(&cloud, &admin_token, "SO-SIM-0000").await;
     let desired = eventually(PAGE, "the new desired version", || async {
-        let (_, config) = cloud
-            .get::<ApplianceConfiguration>(
-                &admin_token,
-                &format!("/api/v1/appliances/{appliance}/configuration"),
-            )
-            .await;
+        let config = cloud
+            .api(&admin_token)
+            .appliance_configuration(appliance)
+            .await
+            .ok();
         config
             .filter(|c| c.effective.policy.on_backup_alert_secs == 600)
             .map(|c| c.desired_version)
@@ -511,12 +505,11 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
         Duration::from_secs(30),
         "the appliance to report it",
         || async {
-            let (_, config) = cloud
-                .get::<ApplianceConfiguration>(
-                    &admin_token,
-                    &format!("/api/v1/appliances/{appliance}/configuration"),
-                )
-                .await;
+            let config = cloud
+                .api(&admin_token)
+                .appliance_configuration(appliance)
+                .await
+                .ok();
             config.filter(|c| c.reported_version == Some(desired))
         },
     )
