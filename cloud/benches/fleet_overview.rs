@@ -109,7 +109,7 @@ async fn seed(cloud: &TestCloud, tenant: uuid::Uuid, practices: usize, appliance
 /// p50, p95 and max of `samples` timed GETs of `path`.
 async fn measure(cloud: &TestCloud, token: &str, label: &str, path: &str, samples: usize) {
     // One unmeasured request warms caches and connections.
-    let (status, _) = cloud.get::<serde_json::Value>(token, path).await;
+    let (status, _) = cloud.api(token).get::<serde_json::Value>(path).await;
     assert_eq!(status, 200, "{path}");
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {

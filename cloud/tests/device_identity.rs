@@ -183,14 +183,11 @@ async fn revoking_an_appliance_disconnects_it_and_refuses_it_from_then_on() {
     let id = device.enrolled.appliance_id;
     let connection = cloud.connect_device(&device).await.expect("connects");
 
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&admin),
-            &format!("/api/v1/appliances/{id}/revoke"),
-            &(),
-        )
-        .await;
-    assert_eq!(status, 200);
+    cloud
+        .api(&admin)
+        .revoke_appliance(id)
+        .await
+        .expect("revoked");
     assert!(
         closed_soon(&connection).await,
         "the revoked appliance's session is closed"
@@ -205,11 +202,10 @@ async fn revoking_an_appliance_disconnects_it_and_refuses_it_from_then_on() {
             .await,
         1
     );
-    let (_, log) = cloud
-        .get::<stayopen_shared::api::Page<stayopen_shared::api::AuditEntry>>(
-            &admin,
-            "/api/v1/audit-log?action=appliance.revoke",
-        )
-        .await;
-    assert_eq!(log.expect("audit").items.len(), 1);
+    let log = cloud
+        .api(&admin)
+        .audit_log("action=appliance.revoke")
+        .await
+        .expect("audit");
+    assert_eq!(log.items.len(), 1);
 }

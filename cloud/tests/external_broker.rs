@@ -11,9 +11,7 @@ use common::{TestCloud, appliance_config, eventually, holds_for, spawn_cloud_wit
 use rumqttc::QoS;
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_cloud::infra::config::ExternalBrokerConfig;
-use stayopen_shared::api::{
-    ApplianceConfiguration, CommandView, CreateCommand, EnrollmentToken, Fleet,
-};
+use stayopen_shared::api::{CreateCommand, CreateEnrollmentToken};
 use stayopen_shared::commands::{CommandSpec, CommandStatus};
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, MessageId};
 use tokio::sync::watch;
@@ -107,14 +105,10 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
 
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
-    let (status, _) = cloud
-        .put::<_, serde_json::Value>(
-            &admin,
-            "/api/v1/policy",
-            &serde_json::json!({"telemetry_interval_secs": 1}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    let api = cloud.api(&admin);
+    api.set_policy(&serde_json::json!({"telemetry_interval_secs": 1}))
+        .await
+        .expect("policy set");
 
     // A real agent end to end through Mosquitto.
     let state = tempfile::tempdir().expect("state");
@@ -136,8 +130,9 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
         Duration::from_secs(30),
         "the appliance online via Mosquitto",
         || async {
-            let (_, fleet) = cloud.get::<Fleet>(&admin, "/api/v1/fleet").await;
-            fleet?
+            api.fleet()
+                .await
+                .ok()?
                 .practices
                 .into_iter()
                 .flat_map(|p| p.appliances)
@@ -149,36 +144,28 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
         Duration::from_secs(20),
         "the policy applied via Mosquitto",
         || async {
-            let (_, config) = cloud
-                .get::<ApplianceConfiguration>(
-                    &admin,
-                    &format!("/api/v1/appliances/{}/configuration", appliance.id),
-                )
-                .await;
-            config.filter(|c| !c.drift && c.effective.policy.telemetry_interval_secs == 1)
+            api.appliance_configuration(appliance.id)
+                .await
+                .ok()
+                .filter(|c| !c.drift && c.effective.policy.telemetry_interval_secs == 1)
         },
     )
     .await;
-    let (_, command) = cloud
-        .post::<_, CommandView>(
-            Some(&admin),
-            &format!("/api/v1/appliances/{}/commands", appliance.id),
+    let id = api
+        .create_command(
+            appliance.id,
             &CreateCommand {
                 spec: CommandSpec::CollectDiagnostics,
                 expires_in_secs: None,
             },
         )
-        .await;
-    let id = command.expect("command").id;
+        .await
+        .expect("command")
+        .id;
     let done = eventually(
         Duration::from_secs(20),
         "the command answered via Mosquitto",
-        || async {
-            let (_, view) = cloud
-                .get::<CommandView>(&admin, &format!("/api/v1/commands/{id}"))
-                .await;
-            view.filter(|v| v.status.is_final())
-        },
+        || async { api.command(id).await.ok().filter(|v| v.status.is_final()) },
     )
     .await;
     assert_eq!(done.status, CommandStatus::Succeeded);
@@ -186,17 +173,18 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
     run.await.expect("join").expect("agent ran cleanly");
 
     // The ACL: a device can neither write as another nor read another's messages.
-    let (_, token) = cloud
-        .post::<_, EnrollmentToken>(
-            Some(&admin),
-            &format!(
-                "/api/v1/practices/{}/enrollment-tokens",
-                demo.practices[1].id
-            ),
-            &serde_json::json!({"expires_in_hours": 1, "max_uses": 5}),
+    let token = api
+        .create_enrollment_token(
+            demo.practices[1].id,
+            &CreateEnrollmentToken {
+                expires_in_hours: 1,
+                max_uses: 5,
+                site_id: None,
+            },
         )
-        .await;
-    let token = token.expect("token").token;
+        .await
+        .expect("token")
+        .token;
     let a = cloud
         .enrol_device(&token, "SO-MQ-A", "02:00:00:00:0d:01")
         .await;
@@ -300,14 +288,7 @@ async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
 
     // Revocation: the live session is closed, and once the broker reloads the CRL the certificate
     // is refused.
-    let (status, _) = cloud
-        .post::<_, serde_json::Value>(
-            Some(&admin),
-            &format!("/api/v1/appliances/{a_id}/revoke"),
-            &(),
-        )
-        .await;
-    assert_eq!(status, 200);
+    api.revoke_appliance(a_id).await.expect("revoked");
     eventually(Duration::from_secs(10), "A's session closed", || async {
         a_conn.is_closed().then_some(())
     })

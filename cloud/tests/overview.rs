@@ -363,8 +363,8 @@ async fn a_policy_preview_shows_the_effective_result_and_names_a_bad_setting_wit
         )
         .await;
     let (status, _) = cloud
+        .api(&officer)
         .post::<_, serde_json::Value>(
-            Some(&officer),
             "/api/v1/policy/preview",
             &serde_json::json!({"scope": "msp", "overrides": {}}),
         )

@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use client::ApiClient;
 pub use device::{Device, DeviceConnection};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use sqlx::{Connection, PgConnection, PgPool};
 use stayopen_appliance::config::{
     ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
@@ -288,50 +286,6 @@ impl TestCloud {
             .into_iter()
             .find(|u| u.email == email)
             .unwrap_or_else(|| panic!("no user {email}"))
-    }
-
-    /// Raw GET as `token`; see [`ApiClient::get`].
-    pub async fn get<T: DeserializeOwned>(&self, token: &str, path: &str) -> (u16, Option<T>) {
-        self.api(token).get(path).await
-    }
-
-    /// Raw POST, with a token or without; see [`ApiClient::post`].
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        token: Option<&str>,
-        path: &str,
-        body: &B,
-    ) -> (u16, Option<T>) {
-        let api = match token {
-            Some(token) => self.api(token),
-            None => self.anonymous(),
-        };
-        api.post(path, body).await
-    }
-
-    /// Raw PUT as `token`; see [`ApiClient::put`].
-    pub async fn put<B: Serialize, T: DeserializeOwned>(
-        &self,
-        token: &str,
-        path: &str,
-        body: &B,
-    ) -> (u16, Option<T>) {
-        self.api(token).put(path, body).await
-    }
-
-    /// Raw PATCH as `token`; see [`ApiClient::patch`].
-    pub async fn patch<B: Serialize, T: DeserializeOwned>(
-        &self,
-        token: &str,
-        path: &str,
-        body: &B,
-    ) -> (u16, Option<T>) {
-        self.api(token).patch(path, body).await
-    }
-
-    /// Raw DELETE as `token`; see [`ApiClient::delete`].
-    pub async fn delete(&self, token: &str, path: &str) -> (u16, Option<serde_json::Value>) {
-        self.api(token).delete(path).await
     }
 
     /// Applies one alert change to `appliance` as ingest would; returns the alert it touched.
