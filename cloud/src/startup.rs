@@ -134,8 +134,12 @@ impl Application {
                     broker::forward_embedded(ingest_tx, ingest_rx, incoming_tx),
                 );
                 let (publisher_tx, publisher_rx) = links.publisher;
-                let device_link =
-                    DeviceLink::start_embedded(publisher_tx, publisher_rx, metrics.clone());
+                let device_link = DeviceLink::start_embedded(
+                    publisher_tx,
+                    publisher_rx,
+                    metrics.clone(),
+                    &supervisor,
+                );
                 (BrokerHandle::Embedded(embedded), device_link)
             }
             Some(external) => {
@@ -150,11 +154,11 @@ impl Application {
                         ))
                     })?;
                 let (client, connected) =
-                    broker::connect_external(addr, &ca, incoming_tx, hearing.clone())?;
+                    broker::connect_external(addr, &ca, incoming_tx, hearing.clone(), &supervisor)?;
                 tracing::info!(%addr, "using an external MQTT broker");
                 (
                     BrokerHandle::External { addr, connected },
-                    DeviceLink::start_external(client, metrics.clone()),
+                    DeviceLink::start_external(client, metrics.clone(), &supervisor),
                 )
             }
         };

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::infra::hearing::Hearing;
 use crate::infra::pki::{BrokerTlsFiles, DeviceCa};
+use crate::infra::supervisor::Supervisor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -143,6 +144,7 @@ pub fn connect_external(
     ca: &DeviceCa,
     sink: mpsc::Sender<Incoming>,
     hearing: Arc<Hearing>,
+    supervisor: &Supervisor,
 ) -> Result<(rumqttc::AsyncClient, Arc<AtomicBool>), BrokerError> {
     let (cert, key) = ca
         .cloud_service_client()
@@ -162,7 +164,7 @@ pub fn connect_external(
     let connected = Arc::new(AtomicBool::new(false));
     let flag = connected.clone();
     let subscriber = client.clone();
-    tokio::spawn(async move {
+    supervisor.spawn("external broker client", async move {
         let delays = || {
             use backon::BackoffBuilder;
             backon::ExponentialBuilder::default()

@@ -17,6 +17,7 @@ use stayopen_shared::Channel;
 use tokio::sync::{Notify, mpsc};
 
 use crate::infra::metrics::{CLOUD_PUBLISH_DROPPED, Metrics};
+use crate::infra::supervisor::Supervisor;
 
 const QUEUE: usize = 10_000;
 
@@ -30,9 +31,13 @@ pub struct DeviceLink {
 
 impl DeviceLink {
     /// Publishes through an external broker's client (QoS 1).
-    pub fn start_external(client: rumqttc::AsyncClient, metrics: Arc<Metrics>) -> Self {
+    pub fn start_external(
+        client: rumqttc::AsyncClient,
+        metrics: Arc<Metrics>,
+        supervisor: &Supervisor,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<(String, Vec<u8>)>(QUEUE);
-        tokio::spawn(async move {
+        supervisor.spawn("publishing to devices (external broker)", async move {
             while let Some((topic, payload)) = rx.recv().await {
                 if let Err(e) = client
                     .publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, payload)
@@ -50,14 +55,19 @@ impl DeviceLink {
     }
 
     /// Starts the publishing task on the embedded broker's `link` and returns its handle.
-    pub fn start_embedded(mut link_tx: LinkTx, mut link_rx: LinkRx, metrics: Arc<Metrics>) -> Self {
+    pub fn start_embedded(
+        mut link_tx: LinkTx,
+        mut link_rx: LinkRx,
+        metrics: Arc<Metrics>,
+        supervisor: &Supervisor,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<(String, Vec<u8>)>(QUEUE);
         for channel in Channel::CLOUD_TO_DEVICE {
             if let Err(e) = link_tx.subscribe(channel.all_devices_filter()) {
                 tracing::error!(error = %e, "the cloud's publishing link cannot subscribe");
             }
         }
-        tokio::spawn(async move {
+        supervisor.spawn("publishing to devices", async move {
             while let Some((topic, payload)) = rx.recv().await {
                 if let Err(e) = link_tx.publish(topic.clone(), payload) {
                     tracing::error!(error = %e, %topic, "publishing to a device failed");
@@ -66,7 +76,7 @@ impl DeviceLink {
         });
         // Drain what the subscriptions echo back so the link never stalls; answer the router's
         // pause (`Unschedule`, when its buffer for this link filled) as rumqttd's network links do.
-        tokio::spawn(async move {
+        supervisor.spawn("draining the publishing link", async move {
             while let Ok(Some(notification)) = link_rx.next().await {
                 if matches!(notification, rumqttd::Notification::Unschedule)
                     && link_rx.wake().await.is_err()
