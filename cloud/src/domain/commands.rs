@@ -127,7 +127,7 @@ pub async fn record_result(
     )
     .bind(result.command_id)
     .bind(appliance.as_uuid())
-    .bind(status.as_str())
+    .bind(status)
     .bind(&result.detail)
     .bind(result.data.as_ref())
     .execute(&mut **tx)

@@ -24,7 +24,6 @@ impl From<AlertError> for ApiFailure {
             AlertError::NotFound => ApiFailure::NotFound("no such alert"),
             AlertError::Conflict(why) => ApiFailure::Conflict(why),
             AlertError::Invalid(why) => ApiFailure::BadRequest(why),
-            unknown @ AlertError::Unknown { .. } => ApiFailure::Internal(unknown.to_string()),
             AlertError::Access(e) => e.into(),
             AlertError::Database(e) => e.into(),
         }

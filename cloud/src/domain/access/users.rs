@@ -244,7 +244,7 @@ pub async fn create(
     .bind(&email)
     .bind(new.display_name.trim())
     .bind(hash)
-    .bind(new.role.as_str())
+    .bind(new.role)
     .bind(new.access_expires_at)
     .execute(&mut *tx)
     .await?;
@@ -325,7 +325,7 @@ pub async fn update(
     )
     .bind(id.as_uuid())
     .bind(display_name)
-    .bind(role.as_str())
+    .bind(role)
     .bind(expires)
     .bind(disabled)
     .execute(&mut *tx)

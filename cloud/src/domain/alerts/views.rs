@@ -24,9 +24,6 @@ pub enum AlertError {
     /// The request's content is not acceptable (a note or comment too long, …).
     #[error("{0}")]
     Invalid(String),
-    /// A stored value this version does not know.
-    #[error("unknown {what} {value:?}")]
-    Unknown { what: &'static str, value: String },
     #[error(transparent)]
     Access(#[from] AccessError),
     #[error(transparent)]
@@ -36,9 +33,9 @@ pub enum AlertError {
 #[derive(sqlx::FromRow)]
 struct AlertRow {
     id: Uuid,
-    kind: String,
-    severity: String,
-    state: String,
+    kind: AlertKind,
+    severity: Severity,
+    state: AlertState,
     practice_id: Uuid,
     practice_name: String,
     appliance_id: Uuid,
@@ -76,16 +73,11 @@ const ALERT_SELECT: &str = "SELECT id, kind, severity, state, practice_id,
 
 impl AlertRow {
     fn view(self, comments: Vec<AlertComment>) -> Result<AlertView, AlertError> {
-        let unknown = |what: &'static str, value: &str| AlertError::Unknown {
-            what,
-            value: value.to_owned(),
-        };
         Ok(AlertView {
             id: self.id,
-            kind: AlertKind::parse(&self.kind).ok_or_else(|| unknown("kind", &self.kind))?,
-            severity: Severity::parse(&self.severity)
-                .ok_or_else(|| unknown("severity", &self.severity))?,
-            state: AlertState::parse(&self.state).ok_or_else(|| unknown("state", &self.state))?,
+            kind: self.kind,
+            severity: self.severity,
+            state: self.state,
             practice_id: PracticeId(self.practice_id),
             practice_name: self.practice_name,
             appliance_id: ApplianceId(self.appliance_id),

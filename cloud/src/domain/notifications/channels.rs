@@ -161,7 +161,7 @@ pub async fn create_channel(
     .bind(Uuid::new_v4())
     .bind(auth.tenant_id.as_uuid())
     .bind(name)
-    .bind(body.kind.as_str())
+    .bind(body.kind)
     .bind(&url)
     .bind(&secret)
     .bind(&recipients)
@@ -320,11 +320,11 @@ pub async fn create_rule(
     .bind(body.channel_id)
     .bind(body.practice_id.map(|p| p.0))
     .bind(kinds)
-    .bind(body.min_severity.as_str())
+    .bind(body.min_severity)
     .bind(auth.actor().label())
     .bind(i32::try_from(body.delay_secs).unwrap_or(0))
     .bind(body.repeat_secs.and_then(|r| i32::try_from(r).ok()))
-    .bind(body.during.as_str())
+    .bind(body.during)
     .fetch_one(&mut *tx)
     .await?;
     let view = row.view();
