@@ -33,7 +33,10 @@
 //! expensive link.
 //!
 //! **Drills.** A drill forces traffic onto the best backup for a given time and then moves it back;
-//! it is an input like any other and produces `drill_started` / `drill_finished` events.
+//! it is an input like any other and produces `drill_started` / `drill_finished` events. A backup
+//! probed on its budget is re-checked at full cadence first and traffic moves only once it has
+//! answered: its last budgeted answer is seconds old by design, which says nothing about whether it
+//! is dead, and judging it by the short silence window would fail every drill of a metered backup.
 
 use std::time::{Duration, Instant};
 
@@ -229,7 +232,19 @@ struct UplinkState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Drill {
-    until: Instant,
+    /// How long traffic stays on the backup once it has moved.
+    duration: Duration,
+    phase: DrillPhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DrillPhase {
+    /// The backup was probed on its budget, so its last answers may be seconds old: it is probed at
+    /// full cadence from `since`, and traffic moves once a quorum of its targets has answered since
+    /// then. If it stays silent for a silence window, the drill fails for that reason.
+    Rechecking { backup: usize, since: Instant },
+    /// Traffic is on the backup until `until`.
+    OnBackup { until: Instant },
 }
 
 #[derive(Debug)]
@@ -357,10 +372,7 @@ impl Engine {
         for uplink in 0..self.uplinks.len() {
             self.update_health(now, uplink, &mut actions);
         }
-        if self.drill.is_some_and(|d| now >= d.until) {
-            self.drill = None;
-            self.finish_drill("drill time elapsed", &mut actions);
-        }
+        self.advance_drill(now, &mut actions);
         self.select(now, &mut actions);
         self.schedule_probes(now, &mut actions);
         actions
@@ -397,8 +409,12 @@ impl Engine {
                 consider(due);
             }
         }
-        if let Some(drill) = self.drill {
-            consider(drill.until);
+        if let Some(Drill {
+            phase: DrillPhase::OnBackup { until },
+            ..
+        }) = self.drill
+        {
+            consider(until);
         }
         deadline
     }
@@ -422,7 +438,32 @@ impl Engine {
     /// A metered uplink is probed on its monthly budget while another uplink carries the traffic.
     /// With nothing active, every uplink is probed at full cadence to restore service sooner.
     fn probes_on_budget(&self, uplink: usize) -> bool {
-        self.config.uplinks[uplink].metered && self.active.is_some() && self.active != Some(uplink)
+        self.config.uplinks[uplink].metered
+            && self.active.is_some()
+            && self.active != Some(uplink)
+            && !self.rechecking(uplink)
+    }
+
+    /// Whether a drill is re-checking `uplink` at full cadence before moving traffic to it.
+    fn rechecking(&self, uplink: usize) -> bool {
+        matches!(
+            self.drill,
+            Some(Drill {
+                phase: DrillPhase::Rechecking { backup, .. },
+                ..
+            }) if backup == uplink
+        )
+    }
+
+    /// Whether a quorum of `uplink`'s targets has answered at or after `since`.
+    fn answered_since(&self, uplink: usize, since: Instant) -> bool {
+        let fresh = self.uplinks[uplink]
+            .last_answer
+            .iter()
+            .flatten()
+            .filter(|&&at| at >= since)
+            .count();
+        fresh >= self.config.quorum.max(1)
     }
 
     /// When the quorum of answers within the window runs out, given no further answers.
@@ -640,16 +681,48 @@ impl Engine {
             actions.push(refuse("the practice is already on a backup uplink"));
             return;
         }
-        self.drill = Some(Drill {
-            until: now + duration,
-        });
+        let recheck = self.probes_on_budget(backup);
+        let reason = if recheck {
+            format!(
+                "failover drill for {} s; re-checking the backup at full rate first",
+                duration.as_secs()
+            )
+        } else {
+            format!("failover drill for {} s", duration.as_secs())
+        };
         actions.push(Action::Emit(ApplianceEvent {
             kind: EventKind::DrillStarted,
             uplink: None,
             from: Some(self.config.uplinks[active].name.clone()),
             to: Some(self.config.uplinks[backup].name.clone()),
-            reason: format!("failover drill for {} s", duration.as_secs()),
+            reason,
         }));
+        if recheck {
+            // The short silence window counts from now, not from the last budgeted answer.
+            self.uplinks[backup].fast_since = Some(now);
+            self.drill = Some(Drill {
+                duration,
+                phase: DrillPhase::Rechecking { backup, since: now },
+            });
+        } else {
+            self.move_to_drill_backup(now, active, backup, duration, actions);
+        }
+    }
+
+    fn move_to_drill_backup(
+        &mut self,
+        now: Instant,
+        active: usize,
+        backup: usize,
+        duration: Duration,
+        actions: &mut Vec<Action>,
+    ) {
+        self.drill = Some(Drill {
+            duration,
+            phase: DrillPhase::OnBackup {
+                until: now + duration,
+            },
+        });
         self.switch(
             active,
             Some(backup),
@@ -657,6 +730,40 @@ impl Engine {
             "drill".into(),
             actions,
         );
+    }
+
+    /// Moves a drill on: from re-checking the backup to traffic on it (or to a failed drill), and
+    /// from traffic on the backup to its end.
+    fn advance_drill(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let Some(drill) = self.drill else {
+            return;
+        };
+        match drill.phase {
+            DrillPhase::Rechecking { backup, since } => {
+                if !self.is_up(backup) {
+                    self.drill = None;
+                    actions.push(Action::Emit(ApplianceEvent {
+                        kind: EventKind::DrillFailed,
+                        uplink: Some(self.config.uplinks[backup].name.clone()),
+                        from: self.active_name().map(str::to_owned),
+                        to: Some(self.config.uplinks[backup].name.clone()),
+                        reason: format!(
+                            "drill failed: the backup uplink did not answer when re-checked at full rate within {} ms",
+                            self.config.silence_window.as_millis()
+                        ),
+                    }));
+                } else if self.answered_since(backup, since)
+                    && let Some(active) = self.active
+                {
+                    self.move_to_drill_backup(now, active, backup, drill.duration, actions);
+                }
+            }
+            DrillPhase::OnBackup { until } if now >= until => {
+                self.drill = None;
+                self.finish_drill("drill time elapsed", actions);
+            }
+            DrillPhase::OnBackup { .. } => {}
+        }
     }
 
     fn finish_drill(&mut self, reason: &str, actions: &mut Vec<Action>) {
@@ -739,13 +846,19 @@ impl Engine {
                 }
             }
             Some(active) if !self.is_up(active) => {
-                if self.drill.take().is_some() {
+                if let Some(drill) = self.drill.take() {
+                    let reason = match drill.phase {
+                        DrillPhase::OnBackup { .. } => "drill aborted: the backup uplink failed",
+                        DrillPhase::Rechecking { .. } => {
+                            "drill aborted: the primary uplink failed before traffic moved"
+                        }
+                    };
                     actions.push(Action::Emit(ApplianceEvent {
                         kind: EventKind::DrillFailed,
                         uplink: None,
                         from: Some(self.config.uplinks[active].name.clone()),
                         to: best.map(|i| self.config.uplinks[i].name.clone()),
-                        reason: "drill aborted: the backup uplink failed".into(),
+                        reason: reason.into(),
                     }));
                 }
                 let reason = match best {

@@ -388,7 +388,11 @@ fn the_failback_hold_never_exceeds_its_maximum() {
 
 #[test]
 fn a_drill_moves_traffic_to_the_backup_and_back_without_waiting_for_a_clean_period() {
-    let mut sim = sim();
+    // An unmetered backup is probed at full rate all along, so traffic moves at once.
+    let mut specs = specs();
+    specs[LTE].metered = false;
+    let mut sim = Sim::new(EngineConfig::new(specs, 4), 7);
+    sim.run_for(Duration::from_secs(5));
     let start = sim.now;
     sim.input(Input::StartDrill {
         duration: Duration::from_secs(60),
@@ -402,6 +406,80 @@ fn a_drill_moves_traffic_to_the_backup_and_back_without_waiting_for_a_clean_peri
     assert_eq!(finished[0].0 - start, Duration::from_secs(60));
     assert_eq!(sim.engine.active_name(), Some("fiber"));
     assert_eq!(sim.events(EventKind::Failback)[0].0, finished[0].0);
+}
+
+/// A simulation whose metered LTE backup is on its probe budget and last answered at least two
+/// seconds ago, as at the start of most real drills.
+fn sim_with_a_stale_budgeted_backup() -> Sim {
+    let mut sim = sim();
+    for _ in 0..600 {
+        if sim
+            .last_answer(LTE)
+            .is_some_and(|at| sim.now.saturating_duration_since(at) >= Duration::from_secs(2))
+        {
+            return sim;
+        }
+        sim.run_for(Duration::from_millis(100));
+    }
+    panic!("the metered backup kept answering within two seconds: not on its budget");
+}
+
+#[test]
+fn a_drill_rechecks_a_metered_backup_probed_on_its_budget_at_full_rate_before_moving_traffic() {
+    let mut sim = sim_with_a_stale_budgeted_backup();
+    let start = sim.now;
+    let probes_before = sim.probes[LTE].len();
+    sim.input(Input::StartDrill {
+        duration: Duration::from_secs(60),
+    });
+    assert!(sim.events(EventKind::DrillFailed).is_empty());
+    assert_eq!(
+        sim.engine.active_name(),
+        Some("fiber"),
+        "traffic waits for the re-check"
+    );
+    sim.run_for(Duration::from_millis(300));
+    let moved = sim.events(EventKind::Failover);
+    assert_eq!(moved.len(), 1, "traffic moved to the re-checked backup");
+    assert!(moved[0].0 - start <= Duration::from_millis(100));
+    assert_eq!(sim.engine.active_name(), Some("lte"));
+    assert!(
+        sim.probes[LTE].len() - probes_before >= 5,
+        "the backup is probed at full rate"
+    );
+    sim.run_for(Duration::from_secs(61));
+    assert!(sim.events(EventKind::DrillFailed).is_empty());
+    let finished = sim.events(EventKind::DrillFinished);
+    assert_eq!(finished.len(), 1);
+    assert_eq!(
+        finished[0].0 - moved[0].0,
+        Duration::from_secs(60),
+        "the drill lasts its duration on the backup"
+    );
+    assert_eq!(sim.engine.active_name(), Some("fiber"));
+}
+
+#[test]
+fn a_metered_backup_silent_when_rechecked_fails_the_drill_with_that_reason_and_traffic_stays() {
+    let mut sim = sim_with_a_stale_budgeted_backup();
+    sim.answer[LTE] = vec![0.0; 4];
+    sim.input(Input::StartDrill {
+        duration: Duration::from_secs(60),
+    });
+    sim.run_for(Duration::from_secs(2));
+    let failed = sim.events(EventKind::DrillFailed);
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]
+            .1
+            .reason
+            .contains("did not answer when re-checked at full rate"),
+        "{}",
+        failed[0].1.reason
+    );
+    assert!(sim.events(EventKind::Failover).is_empty());
+    assert_eq!(sim.engine.active_name(), Some("fiber"));
+    assert!(!sim.engine.drill_running());
 }
 
 #[test]
