@@ -611,6 +611,29 @@ impl<D: Dataplane> Driver<D> {
     }
 }
 
+/// The stop signal the binaries give [`run`]: it turns true on SIGTERM or Ctrl-C. Spawned on
+/// `runtime`, so the caller can hand the receiver to work it then blocks on.
+pub fn stop_on_signal(runtime: &tokio::runtime::Runtime) -> watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    runtime.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("stopping");
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
+}
+
 /// Runs the agent until `shutdown` turns true.
 pub async fn run(
     options: AgentOptions,

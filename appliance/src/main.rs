@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_appliance::config::ApplianceConfig;
 use stayopen_appliance::control::{self, Request, Response};
-use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -70,12 +69,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    runtime.spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("stopping");
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = stayopen_appliance::agent::stop_on_signal(&runtime);
     match cli.command {
         Command::Run { config, events } => {
             let config = match load_config(&config) {
@@ -170,19 +164,4 @@ fn load_config(path: &std::path::Path) -> Result<ApplianceConfig, ExitCode> {
         eprintln!("stayopen-appliance: {e}");
         ExitCode::from(2)
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

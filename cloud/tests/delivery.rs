@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::client::ApiClient;
-use common::events::{emitted, outbox_empty_since, stored as stored_in};
+use common::events::{emitted, outbox_empty_since, stored as stored_in, stored_at_least};
 use common::process::CloudProcess;
 use common::{appliance_config, eventually, settled};
 use stayopen_appliance::agent::{self, AgentOptions, Exit};
@@ -359,15 +359,7 @@ async fn failovers_and_a_drill_while_the_cloud_is_down_arrive_exactly_once_and_i
     stop.send(true).expect("stop");
     run.await.expect("agent task").expect("agent");
     let emitted_all = events_so_far();
-    let stored_all = eventually(
-        Duration::from_secs(30),
-        "the last events stored",
-        || async {
-            let rows = stored(&cloud, appliance).await;
-            (rows.len() >= emitted_all.len()).then_some(rows)
-        },
-    )
-    .await;
+    let stored_all = stored_at_least(&cloud.owner_pool, appliance, emitted_all.len()).await;
     let kinds: HashSet<&str> = emitted_all.iter().map(|(k, _)| k.as_str()).collect();
     for kind in ["failover", "failback", "drill_started", "agent_started"] {
         assert!(kinds.contains(kind), "{kind} emitted: {kinds:?}");
@@ -586,15 +578,7 @@ async fn a_drill_on_a_cut_line_reaches_the_cloud_exactly_once_and_the_cut_line_f
     stop.send(true).expect("stop");
     run.await.expect("agent task").expect("agent");
     let emitted_all = emitted(&events_file);
-    let stored_all = eventually(
-        Duration::from_secs(30),
-        "the last events stored",
-        || async {
-            let rows = stored_in(&cloud.owner_pool, appliance).await;
-            (rows.len() >= emitted_all.len()).then_some(rows)
-        },
-    )
-    .await;
+    let stored_all = stored_at_least(&cloud.owner_pool, appliance, emitted_all.len()).await;
     assert!(
         emitted_all.iter().any(|(k, _)| k == "drill_started"),
         "{emitted_all:?}"
@@ -758,15 +742,7 @@ async fn postgresql_gone_for_twenty_seconds_loses_no_event_and_declares_nobody_o
     stop.send(true).expect("stop");
     run.await.expect("agent task").expect("agent");
     let emitted_all = emitted(&events_file);
-    let stored_all = eventually(
-        Duration::from_secs(30),
-        "the last events stored",
-        || async {
-            let rows = stored_in(&cloud.owner_pool, appliance).await;
-            (rows.len() >= emitted_all.len()).then_some(rows)
-        },
-    )
-    .await;
+    let stored_all = stored_at_least(&cloud.owner_pool, appliance, emitted_all.len()).await;
     println!(
         "database gone: emitted {}, stored {}, duplicates {}",
         emitted_all.len(),

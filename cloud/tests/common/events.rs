@@ -61,3 +61,21 @@ pub async fn outbox_empty_since(
     .await
     .expect("query")
 }
+
+/// Waits (up to 30 s) until the cloud has stored at least `count` events for `appliance`, and
+/// returns them: what a test compares with what the agent emitted once the agent has stopped.
+pub async fn stored_at_least(
+    pool: &sqlx::PgPool,
+    appliance: Uuid,
+    count: usize,
+) -> Vec<(String, i64)> {
+    super::eventually(
+        std::time::Duration::from_secs(30),
+        "the last events stored",
+        || async {
+            let rows = stored(pool, appliance).await;
+            (rows.len() >= count).then_some(rows)
+        },
+    )
+    .await
+}

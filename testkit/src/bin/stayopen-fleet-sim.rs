@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use stayopen_testkit::fleet_sim::{self, FleetOptions};
-use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -80,12 +79,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    runtime.spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("stopping");
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = stayopen_appliance::agent::stop_on_signal(&runtime);
     let options = FleetOptions {
         api_url: cli.api_url,
         enrollment_tokens: seed
@@ -100,19 +94,4 @@ fn main() -> ExitCode {
     };
     runtime.block_on(fleet_sim::run(options, stop_rx));
     ExitCode::SUCCESS
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
