@@ -36,6 +36,7 @@ fn telemetry(appliance: ApplianceId, at: chrono::DateTime<Utc>, n: u64) -> (Mess
         policy_version: Some(7),
         samples: None,
         outbox: None,
+        apps: Vec::new(),
     };
     (id, Envelope::new(id, appliance, at, body).encode())
 }
@@ -52,6 +53,7 @@ fn event(
         from: Some("fiber".into()),
         to: Some("lte".into()),
         reason: "fiber: no probe answered for 700 ms".into(),
+        drill: None,
     };
     (id, Envelope::new(id, appliance, at, body).encode())
 }

@@ -296,7 +296,6 @@ struct Driver<D: Dataplane> {
     /// The cloud's policy in force (from `state_dir/policy.json` at start), if any.
     policy: Option<Policy>,
     report_interval: Duration,
-    next_drill: Option<Instant>,
     commands: CommandBook,
     exit: Option<Exit>,
 }
@@ -341,6 +340,7 @@ impl<D: Dataplane> Driver<D> {
                 from: None,
                 to: None,
                 reason: format!("policy version {} rejected: {e}", policy.version),
+                drill: None,
             });
             return;
         }
@@ -350,7 +350,6 @@ impl<D: Dataplane> Driver<D> {
         if self.cloud.is_some() {
             self.report_interval = Duration::from_secs(u64::from(policy.telemetry_interval_secs));
         }
-        self.next_drill = next_drill(&policy, Utc::now(), now);
         if persist && let Err(e) = remote::save_policy(&self.config.appliance.state_dir, &policy) {
             tracing::error!(error = %e, "cannot store the applied policy");
         }
@@ -362,6 +361,7 @@ impl<D: Dataplane> Driver<D> {
             from: None,
             to: None,
             reason: format!("policy version {version} applied"),
+            drill: None,
         });
     }
 
@@ -551,6 +551,7 @@ impl<D: Dataplane> Driver<D> {
             policy_version: self.policy.as_ref().map(|p| p.version),
             samples: None,
             outbox: self.cloud.as_ref().and_then(CloudLink::outbox_report),
+            apps: Vec::new(),
         }
     }
 
@@ -814,7 +815,6 @@ async fn drive<D: Dataplane>(
         cloud,
         policy: None,
         report_interval,
-        next_drill: None,
         commands: CommandBook::default(),
         exit: None,
     };
@@ -824,6 +824,7 @@ async fn drive<D: Dataplane>(
         from: None,
         to: None,
         reason: format!("stayopen-appliance {} started", crate::AGENT_VERSION),
+        drill: None,
     });
     let actions = driver.engine.handle(started.into_std(), Input::Tick);
     driver.apply(started, actions).await;
@@ -840,7 +841,6 @@ async fn drive<D: Dataplane>(
         if let Some(engine_deadline) = driver.engine.next_deadline() {
             deadline = deadline.min(Instant::from_std(engine_deadline));
         }
-        let drill_at = driver.next_drill;
         let renewal_check = renewer.as_ref().and_then(Renewer::next_check);
         let mut message = None;
         let mut check_renewal = false;
@@ -859,19 +859,6 @@ async fn drive<D: Dataplane>(
             _ = sleep_until_some(renewal_check) => {
                 check_renewal = true;
                 None
-            }
-            _ = sleep_until_some(drill_at) => {
-                let duration = driver
-                    .policy
-                    .as_ref()
-                    .and_then(|p| p.drill_schedule.as_ref())
-                    .map_or(60, |s| s.duration_secs);
-                driver.next_drill = driver
-                    .policy
-                    .as_ref()
-                    .and_then(|p| next_drill(p, Utc::now() + chrono::Duration::seconds(1), Instant::now()));
-                tracing::info!(duration, "scheduled drill");
-                Some(Input::StartDrill { duration: Duration::from_secs(u64::from(duration)) })
             }
             Some(event) = dataplane_events.recv() => Some(driver.observe(event)),
             Some((request, reply)) = commands.recv() => {
@@ -956,14 +943,6 @@ async fn sleep_until_some(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// When the policy's next scheduled drill starts, on the monotonic clock.
-fn next_drill(policy: &Policy, wall_now: chrono::DateTime<Utc>, now: Instant) -> Option<Instant> {
-    let schedule = policy.drill_schedule.as_ref()?;
-    let start = schedule.next_start_after(wall_now.timestamp())?;
-    let wait = u64::try_from(start - wall_now.timestamp()).ok()?;
-    Some(now + Duration::from_secs(wait))
 }
 
 #[cfg(test)]

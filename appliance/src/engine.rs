@@ -667,6 +667,7 @@ impl Engine {
                 from: None,
                 to: None,
                 reason: format!("drill refused: {reason}"),
+                drill: None,
             })
         };
         if self.drill.is_some() {
@@ -696,6 +697,7 @@ impl Engine {
             from: Some(self.config.uplinks[active].name.clone()),
             to: Some(self.config.uplinks[backup].name.clone()),
             reason,
+            drill: None,
         }));
         if recheck {
             // The short silence window counts from now, not from the last budgeted answer.
@@ -751,6 +753,7 @@ impl Engine {
                             "drill failed: the backup uplink did not answer when re-checked at full rate within {} ms",
                             self.config.silence_window.as_millis()
                         ),
+                        drill: None,
                     }));
                 } else if self.answered_since(backup, since)
                     && let Some(active) = self.active
@@ -773,6 +776,7 @@ impl Engine {
             from: self.active_name().map(str::to_owned),
             to: self.best_up().map(|i| self.config.uplinks[i].name.clone()),
             reason: reason.to_owned(),
+            drill: None,
         }));
         // Selection right after moves traffic back to the best uplink: the primary never failed,
         // so no clean period applies.
@@ -859,6 +863,7 @@ impl Engine {
                         from: Some(self.config.uplinks[active].name.clone()),
                         to: best.map(|i| self.config.uplinks[i].name.clone()),
                         reason: reason.into(),
+                        drill: None,
                     }));
                 }
                 let reason = match best {
@@ -912,6 +917,7 @@ impl Engine {
             from: Some(self.config.uplinks[from].name.clone()),
             to: to.map(|i| self.config.uplinks[i].name.clone()),
             reason,
+            drill: None,
         }));
     }
 
@@ -966,6 +972,7 @@ impl Engine {
             from: None,
             to: None,
             reason,
+            drill: None,
         })
     }
 }

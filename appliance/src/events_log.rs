@@ -64,6 +64,7 @@ mod tests {
                 from: Some("fiber".into()),
                 to: Some("lte".into()),
                 reason: "active uplink down".into(),
+                drill: None,
             },
         );
         let text = std::fs::read_to_string(&path).expect("read");

@@ -439,6 +439,7 @@ mod tests {
             policy_version: None,
             samples: None,
             outbox: None,
+            apps: Vec::new(),
         };
         let at = DateTime::<Utc>::from_timestamp(1_700_000_000 + n as i64, 0).unwrap_or_default();
         (
@@ -455,6 +456,7 @@ mod tests {
             from: Some("fiber".into()),
             to: Some("lte".into()),
             reason: format!("event {n}"),
+            drill: None,
         };
         (
             id,

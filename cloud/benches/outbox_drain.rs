@@ -45,6 +45,7 @@ fn fill(outbox: &Outbox, appliance: ApplianceId, hours: i64) -> usize {
             policy_version: None,
             samples: None,
             outbox: None,
+            apps: Vec::new(),
         };
         outbox
             .append(
@@ -66,6 +67,7 @@ fn fill(outbox: &Outbox, appliance: ApplianceId, hours: i64) -> usize {
                     from: Some(from.into()),
                     to: Some(to.into()),
                     reason: "bench".into(),
+                    drill: None,
                 };
                 outbox
                     .append(

@@ -791,6 +791,7 @@ async fn a_drill_overdue_alert_is_raised_by_the_sweep_and_cleared_by_a_completed
         from: None,
         to: None,
         reason: "drill passed".into(),
+        drill: None,
     });
     let mut tx = stayopen_cloud::infra::db::tenant_tx(&cloud.pool, demo.tenant_id)
         .await

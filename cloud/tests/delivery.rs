@@ -102,6 +102,7 @@ async fn start_burst(
                     from: None,
                     to: None,
                     reason: format!("{tag} {i}"),
+                    drill: None,
                 },
             );
         }

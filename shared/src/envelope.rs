@@ -113,6 +113,7 @@ mod tests {
                 policy_version: None,
                 samples: None,
                 outbox: None,
+                apps: Vec::new(),
             },
         )
     }

@@ -33,4 +33,8 @@ pub struct ApplianceEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
     pub reason: String,
+    /// What a drill measured: on `drill_finished` and on a `drill_failed` that got as far as
+    /// checking the applications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<crate::compliance::DrillReport>,
 }

@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod api;
 pub mod commands;
+pub mod compliance;
 pub mod delivery;
 pub mod envelope;
 pub mod events;
@@ -71,5 +72,10 @@ mod enum_names {
         names_agree::<crate::commands::CommandStatus>();
         names_agree::<crate::telemetry::UplinkHealth>();
         names_agree::<crate::policy::PolicyScope>();
+        names_agree::<crate::compliance::AppTier>();
+        names_agree::<crate::compliance::DrillOutcome>();
+        names_agree::<crate::compliance::DrillTrigger>();
+        names_agree::<crate::compliance::PeriodKind>();
+        names_agree::<crate::compliance::PackageState>();
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{AlertKind, Severity};
+use crate::compliance::{AppEndpoint, AppTier};
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,9 +32,14 @@ pub struct Policy {
     pub recovery_ms: u32,
     /// Monthly data a metered (cellular) uplink may spend on standby probes.
     pub metered_budget_mb: u32,
-    /// The applications the practice cannot work without, checked and reported by name.
+    /// The applications the practice cannot work without, checked through every uplink and
+    /// reported by name. The cloud fills this from the practice's critical applications register;
+    /// a policy layer cannot set it.
     pub critical_apps: Vec<CriticalApp>,
-    /// When the appliance runs its failover drill on its own; `None`: only on request.
+    /// How often each critical application is checked through the active uplink. A metered
+    /// standby checks them within `metered_budget_mb` instead.
+    pub app_check_interval_secs: u32,
+    /// When the cloud starts the practice's failover drills; `None`: only by hand.
     pub drill_schedule: Option<DrillSchedule>,
     /// Raise an "on backup too long" alert when a failover has lasted this long (metered backups
     /// cost money, and a long outage needs a call to the ISP).
@@ -68,18 +74,34 @@ pub struct Policy {
 #[serde(deny_unknown_fields)]
 pub struct CriticalApp {
     pub name: String,
-    /// An `https://` (or `http://`) URL that answers when the application is reachable.
-    pub url: String,
+    #[serde(default)]
+    pub tier: AppTier,
+    /// Reachable when any of them answers.
+    pub endpoints: Vec<AppEndpoint>,
 }
 
-/// A recurring drill: every `every_days` days (counted from 1970-01-01) at `at_utc` ("HH:MM").
+/// A recurring drill: at most every `every_days` days, in `window` (chosen relative to the
+/// practice's clinic hours, so a drill never moves traffic while patients are seen).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrillSchedule {
     pub every_days: u32,
-    pub at_utc: String,
+    pub window: DrillWindow,
     pub duration_secs: u32,
+}
+
+/// When in the practice's day a scheduled drill may start. A window lasts an hour.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DrillWindow {
+    /// `minutes` after the clinic closes on a day it is open.
+    AfterClosing { minutes: u32 },
+    /// `minutes` before the clinic opens on a day it is open.
+    BeforeOpening { minutes: u32 },
+    /// At a fixed local time ("HH:MM", the practice's time zone), any day.
+    LocalTime { at: String },
 }
 
 impl Default for Policy {
@@ -94,6 +116,7 @@ impl Default for Policy {
             recovery_ms: 2000,
             metered_budget_mb: 30,
             critical_apps: Vec::new(),
+            app_check_interval_secs: 60,
             drill_schedule: None,
             on_backup_alert_secs: 900,
             alert_severity: BTreeMap::new(),
@@ -129,6 +152,8 @@ pub enum PolicyError {
     MeteredBudget(u32),
     #[error("critical_apps: {0}")]
     CriticalApp(String),
+    #[error("app_check_interval_secs must be between 10 and 86400, got {0}")]
+    AppCheckInterval(u32),
     #[error("drill_schedule: {0}")]
     DrillSchedule(String),
     #[error("on_backup_alert_secs must be between 10 and 86400, got {0}")]
@@ -173,13 +198,18 @@ impl Policy {
                     "each name must be 1 to 100 characters".into(),
                 ));
             }
-            let scheme_ok = app.url.starts_with("https://") || app.url.starts_with("http://");
-            if !scheme_ok || app.url.len() > 2000 || app.url.contains(char::is_whitespace) {
+            if app.endpoints.is_empty() || app.endpoints.len() > 5 {
                 return Err(PolicyError::CriticalApp(format!(
-                    "{:?} is not an http(s) URL",
-                    app.url
+                    "{}: an application needs 1 to 5 endpoints",
+                    app.name
                 )));
             }
+            if let Some(problem) = app.endpoints.iter().find_map(AppEndpoint::problem) {
+                return Err(PolicyError::CriticalApp(problem));
+            }
+        }
+        if !(10..=86_400).contains(&self.app_check_interval_secs) {
+            return Err(PolicyError::AppCheckInterval(self.app_check_interval_secs));
         }
         if let Some(schedule) = &self.drill_schedule {
             schedule.validate()?;
@@ -256,24 +286,26 @@ impl Policy {
 }
 
 impl DrillSchedule {
-    /// Minutes after midnight UTC.
-    pub fn minute_of_day(&self) -> Option<u32> {
-        let (h, m) = self.at_utc.split_once(':')?;
-        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-        (h < 24 && m < 60 && self.at_utc.len() == 5).then_some(h * 60 + m)
-    }
-
     fn validate(&self) -> Result<(), PolicyError> {
         if !(1..=366).contains(&self.every_days) {
             return Err(PolicyError::DrillSchedule(
                 "every_days must be between 1 and 366".into(),
             ));
         }
-        if self.minute_of_day().is_none() {
-            return Err(PolicyError::DrillSchedule(format!(
-                "at_utc must be HH:MM, got {:?}",
-                self.at_utc
-            )));
+        match &self.window {
+            DrillWindow::AfterClosing { minutes } | DrillWindow::BeforeOpening { minutes }
+                if *minutes > 720 =>
+            {
+                return Err(PolicyError::DrillSchedule(
+                    "window minutes must be between 0 and 720".into(),
+                ));
+            }
+            DrillWindow::LocalTime { at } if DrillWindow::minute_of_day(at).is_none() => {
+                return Err(PolicyError::DrillSchedule(format!(
+                    "window at must be HH:MM, got {at:?}"
+                )));
+            }
+            _ => {}
         }
         if !(30..=3600).contains(&self.duration_secs) {
             return Err(PolicyError::DrillSchedule(
@@ -282,21 +314,14 @@ impl DrillSchedule {
         }
         Ok(())
     }
+}
 
-    /// The first scheduled start strictly after `after` (seconds since the epoch, UTC).
-    pub fn next_start_after(&self, after: i64) -> Option<i64> {
-        let minute = i64::from(self.minute_of_day()?);
-        let every = i64::from(self.every_days.max(1));
-        let day = after.div_euclid(86_400);
-        // The first day in the cycle at or after today, then step through cycles.
-        let mut candidate_day = day + (every - day.rem_euclid(every)) % every;
-        loop {
-            let start = candidate_day * 86_400 + minute * 60;
-            if start > after {
-                return Some(start);
-            }
-            candidate_day += every;
-        }
+impl DrillWindow {
+    /// Minutes after midnight of an "HH:MM" time.
+    pub fn minute_of_day(at: &str) -> Option<u32> {
+        let (h, m) = at.split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && at.len() == 5).then_some(h * 60 + m)
     }
 }
 
@@ -447,11 +472,11 @@ mod tests {
             (json!({"detection_quorum": "two"}), "detection_quorum"),
             (json!({"detection_silence_ms": 50}), "detection_silence_ms"),
             (
-                json!({"critical_apps": [{"name": "EHR", "url": "ftp://x"}]}),
+                json!({"critical_apps": [{"name": "EHR", "endpoints": [{"kind": "https", "url": "ftp://x"}]}]}),
                 "critical_apps",
             ),
             (
-                json!({"drill_schedule": {"every_days": 7, "at_utc": "25:00", "duration_secs": 60}}),
+                json!({"drill_schedule": {"every_days": 7, "window": {"kind": "local_time", "at": "25:00"}, "duration_secs": 60}}),
                 "drill_schedule",
             ),
         ] {
@@ -506,28 +531,34 @@ mod tests {
     }
 
     #[test]
-    fn a_weekly_drill_is_scheduled_on_its_day_at_its_time() {
-        let schedule = DrillSchedule {
-            every_days: 7,
-            at_utc: "03:30".into(),
-            duration_secs: 300,
+    fn a_drill_window_is_relative_to_clinic_hours_or_a_local_time_that_parses() {
+        let schedule = |window| Policy {
+            drill_schedule: Some(DrillSchedule {
+                every_days: 30,
+                window,
+                duration_secs: 300,
+            }),
+            ..Policy::default()
         };
-        // 1970-01-01 is day 0 of the cycle; day 20_000 (2024-10-04) is 20_000 % 7 = 1 into it.
-        let after = 20_000 * 86_400;
-        let next = schedule.next_start_after(after).expect("next");
-        assert_eq!(next, 20_006 * 86_400 + 3 * 3600 + 30 * 60);
-        assert_eq!(
-            schedule.next_start_after(next),
-            Some(next + 7 * 86_400),
-            "strictly after"
+        assert!(
+            schedule(DrillWindow::AfterClosing { minutes: 30 })
+                .validate()
+                .is_ok()
         );
-        let daily = DrillSchedule {
-            every_days: 1,
-            ..schedule
-        };
-        assert_eq!(
-            daily.next_start_after(after),
-            Some(after + 3 * 3600 + 30 * 60)
+        assert!(
+            schedule(DrillWindow::LocalTime { at: "21:15".into() })
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            schedule(DrillWindow::LocalTime { at: "25:00".into() })
+                .validate()
+                .is_err()
+        );
+        assert!(
+            schedule(DrillWindow::BeforeOpening { minutes: 1000 })
+                .validate()
+                .is_err()
         );
     }
 }

@@ -68,6 +68,9 @@ pub struct Telemetry {
     /// The state of the appliance's outbox when this sample was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox: Option<crate::delivery::OutboxReport>,
+    /// The latest check of each critical application through each uplink.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<crate::compliance::AppReachability>,
 }
 
 impl Telemetry {
@@ -121,6 +124,7 @@ impl Telemetry {
             policy_version: later.policy_version.or(earlier.policy_version),
             samples: Some(earlier.sample_count().saturating_add(later.sample_count())),
             outbox: later.outbox,
+            apps: later.apps.clone(),
         }
     }
 }
@@ -161,6 +165,7 @@ mod tests {
             policy_version: None,
             samples: None,
             outbox: None,
+            apps: Vec::new(),
         };
         assert!(!telemetry.on_backup());
         telemetry.active_uplink = Some("lte".into());
@@ -181,6 +186,7 @@ mod tests {
                 policy_version: Some(3),
                 samples,
                 outbox: None,
+                apps: Vec::new(),
             }
         };
         let earlier = sample(30.0, Some(40.0), Some(3), "lte");

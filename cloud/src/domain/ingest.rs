@@ -632,6 +632,7 @@ mod tests {
                 policy_version: None,
                 samples: None,
                 outbox: None,
+                apps: Vec::new(),
             },
         )
         .encode()

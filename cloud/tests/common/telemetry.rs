@@ -25,6 +25,7 @@ pub fn telemetry(appliance: ApplianceId) -> TelemetryBuilder {
             policy_version: None,
             samples: None,
             outbox: None,
+            apps: Vec::new(),
         },
     }
 }

@@ -278,6 +278,7 @@ mod tests {
             from: Some("fiber".into()),
             to: Some("lte".into()),
             reason: "active uplink down".into(),
+            drill: None,
         }
     }
 
@@ -352,6 +353,7 @@ mod tests {
             policy_version: None,
             samples: None,
             outbox: None,
+            apps: Vec::new(),
         }
     }
 
