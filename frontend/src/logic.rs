@@ -1164,6 +1164,7 @@ mod tests {
             // Listed out of priority order on purpose.
             uplinks: vec![uplink("lte", 1), uplink("fiber", 0)],
             outbox: None,
+            apps: Vec::new(),
         }
     }
 

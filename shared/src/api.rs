@@ -462,6 +462,9 @@ pub struct ApplianceView {
     /// what it had to give up during a long outage. Absent before the first report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox: Option<crate::delivery::OutboxReport>,
+    /// Each critical application through each uplink, as the latest telemetry reported it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<crate::compliance::AppReachability>,
 }
 
 /// One stored telemetry message.
