@@ -21,6 +21,7 @@ pub mod audit;
 pub mod clinic;
 pub mod commands;
 pub mod enrolment;
+pub mod evidence;
 pub mod fleet;
 pub mod ingest;
 pub mod notifications;
