@@ -14,9 +14,11 @@
 //! package; the others check the caller and serve the API.
 
 pub mod availability;
+pub mod drill_schedule;
 pub mod drills;
 pub mod incidents;
 pub mod register;
+pub mod retention;
 
 use crate::domain::access::AccessError;
 use crate::domain::commands::CommandError;
