@@ -16,11 +16,11 @@
 //!   e-mail to its compliance officers; [`retention`]: packages older than six years go.
 
 pub mod csv;
-// pub mod jobs;
-// pub mod monthly;
+pub mod jobs;
+pub mod monthly;
 pub mod package;
 pub mod pdf;
-// pub mod retention;
+pub mod retention;
 pub mod verify;
 
 use chrono::{DateTime, NaiveDate, Utc};
