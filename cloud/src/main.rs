@@ -82,12 +82,15 @@ fn verify_evidence(file: &Path, public_key: Option<&Path>, config: Option<&Path>
         },
         None => {
             // The cloud's own published key file, when this machine has the cloud's configuration.
-            let published = CloudConfig::load(config).ok().map(|c| {
-                public_key_path(&c.evidence.key_path(&c.broker.tls_dir))
-            });
+            let published = CloudConfig::load(config)
+                .ok()
+                .map(|c| public_key_path(&c.evidence.key_path(&c.broker.tls_dir)));
             match published.filter(|p| p.exists()).map(|p| (read_key(&p), p)) {
                 Some((Ok(key), path)) => {
-                    println!("key:           {} (this cloud's published key)", path.display());
+                    println!(
+                        "key:           {} (this cloud's published key)",
+                        path.display()
+                    );
                     TrustedKey::Given(key)
                 }
                 _ => TrustedKey::Embedded,
@@ -228,11 +231,7 @@ async fn run(command: Command, config: CloudConfig) -> anyhow::Result<ExitCode> 
             }
         }
         Command::Evidence(EvidenceCommand::Verify { file, public_key }) => {
-            return Ok(verify_evidence(
-                &file,
-                public_key.as_deref(),
-                None,
-            ));
+            return Ok(verify_evidence(&file, public_key.as_deref(), None));
         }
         Command::SeedDemo { out } => {
             db::migrate(&config.database).await?;

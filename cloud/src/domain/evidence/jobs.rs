@@ -10,7 +10,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use sqlx::PgPool;
 use stayopen_shared::api::Role;
-use stayopen_shared::compliance::{CreateEvidencePackage, EvidencePackage, PackageState, PeriodKind};
+use stayopen_shared::compliance::{
+    CreateEvidencePackage, EvidencePackage, PackageState, PeriodKind,
+};
 use stayopen_shared::{PracticeId, TenantId};
 use uuid::Uuid;
 
@@ -45,7 +47,11 @@ const LEASE: Duration = Duration::minutes(10);
 const MAX_ATTEMPTS: i32 = 3;
 
 fn last_day_of_month(year: i32, month: u32) -> Option<NaiveDate> {
-    let (y, m) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let (y, m) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
     NaiveDate::from_ymd_opt(y, m, 1)?.pred_opt()
 }
 
@@ -358,10 +364,11 @@ pub async fn download(
         .await?
         .filter(|p| auth.may_see_practice(p.practice_id))
         .ok_or(EvidenceError::NotFound)?;
-    let zip: Option<Vec<u8>> = sqlx::query_scalar("SELECT zip FROM evidence_packages WHERE id = $1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let zip: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT zip FROM evidence_packages WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
     let Some(zip) = zip else {
         return Err(EvidenceError::NotReady(package.state.as_str()));
     };
@@ -388,7 +395,12 @@ pub async fn download(
     tx.commit().await?;
     let name = format!(
         "{}.zip",
-        file_stem(&package.practice_name, package.period, package.from, package.to)
+        file_stem(
+            &package.practice_name,
+            package.period,
+            package.from,
+            package.to
+        )
     );
     Ok((package, name, zip))
 }
@@ -550,7 +562,14 @@ async fn claim(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some((id, PracticeId(practice), kind, from, to, attempts + 1)))
+    Ok(Some((
+        id,
+        PracticeId(practice),
+        kind,
+        from,
+        to,
+        attempts + 1,
+    )))
 }
 
 /// Builds at most one queued package of any tenant; the id of the package it finished (ready or
@@ -703,10 +722,50 @@ mod tests {
     #[test]
     fn custom_periods_are_at_most_366_days_and_nothing_reaches_past_today() {
         let today = day("2026-12-03");
-        assert!(check_period(PeriodKind::Custom, day("2025-12-03"), day("2026-12-03"), today).is_ok());
-        assert!(check_period(PeriodKind::Custom, day("2025-12-01"), day("2026-12-03"), today).is_err());
-        assert!(check_period(PeriodKind::Custom, day("2026-12-01"), day("2026-12-04"), today).is_err());
-        assert!(check_period(PeriodKind::Month, day("2026-12-01"), day("2026-12-31"), today).is_err());
-        assert!(check_period(PeriodKind::Custom, day("2026-12-02"), day("2026-12-01"), today).is_err());
+        assert!(
+            check_period(
+                PeriodKind::Custom,
+                day("2025-12-03"),
+                day("2026-12-03"),
+                today
+            )
+            .is_ok()
+        );
+        assert!(
+            check_period(
+                PeriodKind::Custom,
+                day("2025-12-01"),
+                day("2026-12-03"),
+                today
+            )
+            .is_err()
+        );
+        assert!(
+            check_period(
+                PeriodKind::Custom,
+                day("2026-12-01"),
+                day("2026-12-04"),
+                today
+            )
+            .is_err()
+        );
+        assert!(
+            check_period(
+                PeriodKind::Month,
+                day("2026-12-01"),
+                day("2026-12-31"),
+                today
+            )
+            .is_err()
+        );
+        assert!(
+            check_period(
+                PeriodKind::Custom,
+                day("2026-12-02"),
+                day("2026-12-01"),
+                today
+            )
+            .is_err()
+        );
     }
 }

@@ -35,7 +35,10 @@ pub async fn sweep(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error
         let mut tx = db::tenant_tx(pool, tenant).await?;
         let practices: Vec<Uuid> =
             sqlx::query_scalar("SELECT id FROM practices WHERE created_at < $1 ORDER BY id")
-                .bind(from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc() + chrono::Months::new(1))
+                .bind(
+                    from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+                        + chrono::Months::new(1),
+                )
                 .fetch_all(&mut *tx)
                 .await?;
         for practice in practices {
@@ -119,16 +122,23 @@ pub async fn announce(
     let mut announced = 0;
     for tenant in tenants.into_iter().map(TenantId) {
         let mut tx = db::tenant_tx(pool, tenant).await?;
-        let ready: Vec<(Uuid, Uuid, String, PeriodKind, NaiveDate, NaiveDate, Option<String>)> =
-            sqlx::query_as(
-                "SELECT e.id, e.practice_id, p.name, e.period_kind, e.period_from, e.period_to,
+        let ready: Vec<(
+            Uuid,
+            Uuid,
+            String,
+            PeriodKind,
+            NaiveDate,
+            NaiveDate,
+            Option<String>,
+        )> = sqlx::query_as(
+            "SELECT e.id, e.practice_id, p.name, e.period_kind, e.period_from, e.period_to,
                         e.sha256
                  FROM evidence_packages e JOIN practices p ON p.id = e.practice_id
                  WHERE e.scheduled AND e.state = 'ready' AND e.announced_at IS NULL
                  ORDER BY e.requested_at FOR UPDATE OF e SKIP LOCKED",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         for (id, practice, name, kind, from, to, sha256) in ready {
             let officers: Vec<String> = sqlx::query_scalar(
                 "SELECT u.email FROM users u JOIN user_practices up ON up.user_id = u.id
@@ -220,7 +230,10 @@ mod tests {
             "abc",
             Some("https://dash.example/"),
         );
-        assert!(mail.text.contains(&format!("https://dash.example/reports?package={}", Uuid::nil())));
+        assert!(mail.text.contains(&format!(
+            "https://dash.example/reports?package={}",
+            Uuid::nil()
+        )));
         assert!(mail.html.contains("&lt;Maple&gt; &amp; Co"));
         assert!(!mail.html.contains("<Maple>"));
     }

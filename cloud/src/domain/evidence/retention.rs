@@ -31,7 +31,9 @@ mod tests {
         let now: DateTime<Utc> = "2032-12-03T10:00:00Z".parse().expect("time");
         assert_eq!(
             cutoff(now),
-            "2026-12-03T10:00:00Z".parse::<DateTime<Utc>>().expect("time")
+            "2026-12-03T10:00:00Z"
+                .parse::<DateTime<Utc>>()
+                .expect("time")
         );
     }
 }
