@@ -94,7 +94,15 @@ pub async fn list(
 
 fn check(input: &CriticalAppInput) -> Result<CriticalAppInput, ComplianceError> {
     if let Some(problem) = input.problem() {
-        return Err(ComplianceError::Invalid(problem));
+        // The shared check names the field except for endpoints; the API always names it.
+        let named = ["name", "owner", "note"]
+            .iter()
+            .any(|field| problem.starts_with(field));
+        return Err(ComplianceError::Invalid(if named {
+            problem
+        } else {
+            format!("endpoints: {problem}")
+        }));
     }
     Ok(CriticalAppInput {
         name: input.name.trim().to_owned(),
