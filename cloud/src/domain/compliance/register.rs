@@ -1,12 +1,12 @@
 //! The critical applications register of each practice. It is what the practice's appliances
-//! check: the effective policy's `critical_apps` is read from here ([`policy_apps`]), and every
-//! change recomputes and republishes the desired policy of the practice's appliances.
+//! check: the effective policy's `critical_apps` is read from the register's table
+//! (`domain::policy::effective`), and every change recomputes and republishes the desired policy
+//! of the practice's appliances.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use stayopen_shared::PracticeId;
 use stayopen_shared::compliance::{AppEndpoint, AppTier, CriticalAppEntry, CriticalAppInput};
-use stayopen_shared::policy::CriticalApp;
 use uuid::Uuid;
 
 use super::ComplianceError;
@@ -66,19 +66,6 @@ pub async fn for_practice(
     .fetch_all(&mut **tx)
     .await?;
     Ok(rows.into_iter().map(CriticalAppEntry::from).collect())
-}
-
-/// The register as the policy's `critical_apps`, for the effective policy.
-pub async fn policy_apps(tx: &mut Tx, practice: Uuid) -> Result<Vec<CriticalApp>, sqlx::Error> {
-    Ok(for_practice(tx, PracticeId(practice))
-        .await?
-        .into_iter()
-        .map(|e| CriticalApp {
-            name: e.name,
-            tier: e.tier,
-            endpoints: e.endpoints,
-        })
-        .collect())
 }
 
 /// A visible practice's register.
