@@ -891,6 +891,7 @@ async fn availability_of_a_month_with_an_outage_and_a_silent_period_is_exact() {
     );
     assert_eq!(month.days[0].gap_secs, 0);
     assert_eq!(month.days[1].gap_secs, 86_400 - 6000);
+    assert_eq!(month.days[1].observed_secs, 6000);
     assert_eq!(month.days[1].effective_pct, Some(90.0));
     assert_eq!(month.days[2].gap_secs, 86_400, "a silent day is a gap");
     assert_eq!(month.days[2].primary_pct, None, "a silent day is never up");

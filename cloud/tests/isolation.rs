@@ -115,7 +115,33 @@ fn example_bodies() -> BTreeMap<&'static str, serde_json::Value> {
             "POST /api/v1/appliances/{appliance_id}/commands",
             json!({"spec": {"kind": "collect_diagnostics"}}),
         ),
+        (
+            "POST /api/v1/practices/{practice_id}/critical-apps",
+            critical_app(),
+        ),
+        ("PUT /api/v1/critical-apps/{app_id}", critical_app()),
+        (
+            "POST /api/v1/practices/{practice_id}/drills",
+            json!({"duration_secs": 60}),
+        ),
+        (
+            "POST /api/v1/drills/{drill_id}/sign-off",
+            json!({"comment": "x"}),
+        ),
+        (
+            "PATCH /api/v1/incidents/{incident_id}",
+            json!({"root_cause": "x"}),
+        ),
+        (
+            "POST /api/v1/incidents/{incident_id}/comments",
+            json!({"body": "x"}),
+        ),
     ])
+}
+
+fn critical_app() -> serde_json::Value {
+    serde_json::json!({"name": "Walked app", "tier": "tier2",
+        "endpoints": [{"kind": "dns", "name": "walk.example.com"}]})
 }
 
 #[derive(Debug)]
@@ -417,6 +443,47 @@ async fn window_of(cloud: &TestCloud, admin: &str, practice: PracticeId) -> Stri
     window.expect("window").id.to_string()
 }
 
+/// A register entry of `practice`, made by its MSP's admin.
+async fn critical_app_of(cloud: &TestCloud, admin: &str, practice: PracticeId) -> String {
+    let (status, entry) = cloud
+        .api(admin)
+        .post::<_, serde_json::Value>(
+            &format!("/api/v1/practices/{practice}/critical-apps"),
+            &critical_app(),
+        )
+        .await;
+    assert_eq!(status, 201, "{entry:?}");
+    entry.expect("entry")["id"].as_str().expect("id").to_owned()
+}
+
+/// A finished drill and a closed incident of `appliance`, as ingest records them.
+async fn drill_and_incident_of(cloud: &TestCloud, appliance: ApplianceId) -> (String, String) {
+    let (drill, incident) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    for (sql, id) in [
+        (
+            "INSERT INTO drills (id, tenant_id, practice_id, appliance_id, trigger, started_at,
+                                 finished_at, outcome)
+             SELECT $1, tenant_id, practice_id, id, 'manual', now(), now(), 'passed'
+             FROM appliances WHERE id = $2",
+            drill,
+        ),
+        (
+            "INSERT INTO incidents (id, tenant_id, practice_id, appliance_id, started_at, ended_at)
+             SELECT $1, tenant_id, practice_id, id, now() - interval '1 hour', now()
+             FROM appliances WHERE id = $2",
+            incident,
+        ),
+    ] {
+        sqlx::query(sql)
+            .bind(id)
+            .bind(appliance.as_uuid())
+            .execute(&cloud.owner_pool)
+            .await
+            .expect("record");
+    }
+    (drill.to_string(), incident.to_string())
+}
+
 async fn audit_rows(cloud: &TestCloud, tenant: &uuid::Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE tenant_id = $1")
         .bind(tenant)
@@ -477,6 +544,7 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
         .await;
     let b_appliance = enrol(&cloud, &b_admin, b_practice, "SO-OTHER-MSP").await;
     let b_api = api_token(&cloud, &b_admin, ApiTokenScope::Read).await;
+    let (b_drill, b_incident) = drill_and_incident_of(&cloud, b_appliance).await;
     let b_targets: Targets = BTreeMap::from([
         ("practice_id", b_practice.to_string()),
         ("site_id", first_site(&cloud, &b_admin, b_practice).await),
@@ -502,6 +570,12 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
         ("channel_id", channel_of(&cloud, &b_admin).await),
         ("rule_id", rule_of(&cloud, &b_admin).await),
         ("window_id", window_of(&cloud, &b_admin, b_practice).await),
+        (
+            "app_id",
+            critical_app_of(&cloud, &b_admin, b_practice).await,
+        ),
+        ("drill_id", b_drill),
+        ("incident_id", b_incident),
     ]);
     let b_audit_before = audit_rows(&cloud, b_tenant.as_uuid()).await;
 
@@ -527,6 +601,8 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
 
     // The practice-scoped roles against the other practice of their own MSP, and against A's own
     // users and tokens, which are not theirs to manage.
+    let (hillcrest_drill, hillcrest_incident) =
+        drill_and_incident_of(&cloud, hillcrest_appliance).await;
     let hillcrest_targets: Targets = BTreeMap::from([
         ("practice_id", hillcrest.to_string()),
         ("site_id", first_site(&cloud, &a_admin, hillcrest).await),
@@ -555,6 +631,9 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
         ("channel_id", channel_of(&cloud, &a_admin).await),
         ("rule_id", rule_of(&cloud, &a_admin).await),
         ("window_id", window_of(&cloud, &a_admin, hillcrest).await),
+        ("app_id", critical_app_of(&cloud, &a_admin, hillcrest).await),
+        ("drill_id", hillcrest_drill),
+        ("incident_id", hillcrest_incident),
     ]);
     let hillcrest_secrets = vec![hillcrest.to_string(), hillcrest_appliance.to_string()];
     for (caller, token) in [("compliance_officer", &a_officer), ("auditor", &a_auditor)] {

@@ -2,7 +2,7 @@
 //! ([`crate::domain::compliance::availability`]).
 
 use actix_web::{get, web};
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Utc};
 use serde::Deserialize;
 use stayopen_shared::PracticeId;
 use stayopen_shared::api::ApiError;
@@ -17,10 +17,11 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityQuery {
-    /// The first day (UTC), `2026-01-01`.
-    pub from: NaiveDate,
-    /// The last day (UTC), inclusive.
-    pub to: NaiveDate,
+    /// The first day (UTC), `2026-01-01`; by default the first day of the month eleven months
+    /// before `to`.
+    pub from: Option<NaiveDate>,
+    /// The last day (UTC), inclusive; by default today.
+    pub to: Option<NaiveDate>,
 }
 
 /// Primary-line and effective availability per month of `[from, to]`, each with its days; time no
@@ -38,8 +39,11 @@ pub async fn show(
     path: web::Path<PracticeId>,
     query: web::Query<AvailabilityQuery>,
 ) -> Result<web::Json<Vec<AvailabilityMonth>>, ApiFailure> {
+    let to = query.to.unwrap_or_else(|| Utc::now().date_naive());
+    let from = query
+        .from
+        .unwrap_or_else(|| availability::default_range(to).0);
     Ok(web::Json(
-        availability::for_caller(&state.pool, &auth, path.into_inner(), query.from, query.to)
-            .await?,
+        availability::for_caller(&state.pool, &auth, path.into_inner(), from, to).await?,
     ))
 }

@@ -203,6 +203,7 @@ pub fn build_months(
             primary_pct: pct(day.primary, observed),
             effective_pct: pct(day.effective, observed),
             gap_secs: gap,
+            observed_secs: observed,
         });
         month.period_secs += period;
         month.observed_secs += observed;
@@ -275,6 +276,15 @@ pub async fn months(
         })
         .collect();
     Ok(build_months(practice, from, to, &sums, &lifetimes))
+}
+
+/// The range shown when a request names none: the twelve calendar months up to `today`.
+pub fn default_range(today: NaiveDate) -> (NaiveDate, NaiveDate) {
+    let first = today.with_day(1).unwrap_or(today);
+    let from = first
+        .checked_sub_months(chrono::Months::new(11))
+        .unwrap_or(first);
+    (from, today)
 }
 
 /// The longest range one request may ask for: six years, what the records are kept for.
@@ -390,6 +400,15 @@ mod tests {
         assert_eq!(month.days[0].effective_pct, Some(100.0));
         let primary = month.primary_pct.expect("observed");
         assert!((primary - 100.0 * 39_600.0 / 43_200.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn without_a_range_the_last_twelve_calendar_months_are_shown() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 3).expect("date");
+        assert_eq!(
+            default_range(today),
+            (NaiveDate::from_ymd_opt(2026, 1, 1).expect("date"), today)
+        );
     }
 
     #[test]

@@ -102,11 +102,14 @@ pub async fn effective(
         (PolicyScope::Appliance, &own),
     ])?;
     let register = register_apps(tx, practice).await?;
-    if !register.is_empty() {
-        effective
-            .sources
-            .insert("critical_apps".into(), PolicyScope::Practice);
-    }
+    // A layer stored before the register existed may still name critical_apps: it no longer
+    // counts, so the source is the register (the practice's) or the default (none).
+    let source = if register.is_empty() {
+        PolicyScope::Default
+    } else {
+        PolicyScope::Practice
+    };
+    effective.sources.insert("critical_apps".into(), source);
     effective.policy.critical_apps = register;
     Ok(effective)
 }
