@@ -1128,6 +1128,269 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("time")
     }
 
+    mod drills {
+        use std::collections::BTreeMap;
+
+        use stayopen_shared::compliance::{AppEndpoint, AppTier, DrillReport};
+        use stayopen_shared::policy::CriticalApp;
+
+        use super::*;
+        use crate::config::{
+            ApplianceSection, LanSection, ProbeSection, SimulatedLink, UplinkConfig,
+        };
+
+        /// A standalone appliance on simulated links: fibre, and a metered LTE backup whose link
+        /// refuses `lte_refuses`.
+        fn config(state_dir: &std::path::Path, lte_refuses: &[&str]) -> ApplianceConfig {
+            let uplink = |name: &str, priority, metered| UplinkConfig {
+                name: name.into(),
+                interface: format!("{name}0"),
+                gateway: "192.0.2.1".parse().expect("ip"),
+                priority,
+                metered,
+            };
+            let lte = SimulatedLink {
+                rtt_ms: 40.0,
+                jitter_ms: 0.0,
+                unreachable_apps: lte_refuses.iter().map(|s| (*s).to_owned()).collect(),
+                ..SimulatedLink::default()
+            };
+            ApplianceConfig {
+                appliance: ApplianceSection {
+                    state_dir: state_dir.to_owned(),
+                    serial: Some("SO-TEST".into()),
+                    mac: Some("02:00:00:00:00:01".into()),
+                    model: None,
+                },
+                cloud: None,
+                lan: LanSection {
+                    interface: "lan0".into(),
+                },
+                uplinks: vec![uplink("fiber", 0, false), uplink("lte", 1, true)],
+                probes: ProbeSection::default(),
+                dataplane: DataplaneSection::Simulated {
+                    links: BTreeMap::from([("lte".into(), lte)]),
+                },
+            }
+        }
+
+        fn register() -> Vec<CriticalApp> {
+            vec![
+                CriticalApp {
+                    name: "EHR".into(),
+                    tier: AppTier::Tier1,
+                    endpoints: vec![AppEndpoint::Https {
+                        url: "https://ehr.example/health".into(),
+                    }],
+                },
+                CriticalApp {
+                    name: "Lab interface".into(),
+                    tier: AppTier::Tier2,
+                    endpoints: vec![AppEndpoint::Tcp {
+                        host: "lab.example".into(),
+                        port: 2575,
+                    }],
+                },
+            ]
+        }
+
+        /// Runs the real driver (engine, simulated dataplane, application checks) in paused time:
+        /// it settles, takes a policy with `apps`, runs a 20 s drill started by command `id`, and
+        /// returns the events it wrote.
+        async fn drill(
+            lte_refuses: &[&str],
+            apps: Vec<CriticalApp>,
+            id: uuid::Uuid,
+        ) -> Vec<serde_json::Value> {
+            let dir = tempfile::tempdir().expect("dir");
+            let events_path = dir.path().join("events.jsonl");
+            let config = config(dir.path(), lte_refuses);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let started = Instant::now();
+            let links = vec![SimulatedLink::default(), {
+                let DataplaneSection::Simulated { links } = &config.dataplane else {
+                    unreachable!("simulated")
+                };
+                links["lte"].clone()
+            }];
+            let dataplane = SimulatedDataplane::new(started.into_std(), links, 7, tx);
+            let events = EventsLog::open(&events_path).expect("events log");
+            let mut driver = Driver::new(
+                started,
+                config,
+                dataplane,
+                Some(events),
+                None,
+                STANDALONE_REPORT_INTERVAL,
+            );
+            let run = async |driver: &mut Driver<SimulatedDataplane>,
+                             rx: &mut mpsc::UnboundedReceiver<DataplaneEvent>,
+                             span: Duration| {
+                let until = Instant::now() + span;
+                while Instant::now() < until {
+                    let deadline = driver.deadline(until);
+                    let input = tokio::select! {
+                        Some(event) = rx.recv() => driver.observe(Instant::now(), event),
+                        _ = tokio::time::sleep_until(deadline) => Some(Input::Tick),
+                    };
+                    driver.step(Instant::now(), input).await;
+                }
+            };
+            driver.step(started, Some(Input::Tick)).await;
+            run(&mut driver, &mut rx, Duration::from_secs(20)).await;
+            let policy = Policy {
+                version: 1,
+                critical_apps: apps,
+                ..Policy::default()
+            };
+            driver.apply_policy(Instant::now(), policy, false).await;
+            run(&mut driver, &mut rx, Duration::from_secs(20)).await;
+            driver.drill_command = Some(id);
+            driver
+                .step(
+                    Instant::now(),
+                    Some(Input::StartDrill {
+                        duration: Duration::from_secs(20),
+                    }),
+                )
+                .await;
+            driver.drill_command = None;
+            run(&mut driver, &mut rx, Duration::from_secs(30)).await;
+            std::fs::read_to_string(&events_path)
+                .expect("events")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json"))
+                .collect()
+        }
+
+        fn report_of(event: &serde_json::Value) -> DrillReport {
+            serde_json::from_value(event["drill"].clone()).expect("a drill report")
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_drill_that_reaches_every_app_through_the_backup_finishes_with_its_report() {
+            let id = uuid::Uuid::from_u128(42);
+            let events = drill(&[], register(), id).await;
+            let finished: Vec<_> = events
+                .iter()
+                .filter(|e| e["kind"] == "drill_finished")
+                .collect();
+            assert_eq!(finished.len(), 1, "{events:?}");
+            let report = report_of(finished[0]);
+            assert!(report.passed, "{report:?}");
+            assert_eq!(report.command_id, Some(id));
+            assert_eq!(report.backup.as_deref(), Some("lte"));
+            assert_eq!(report.apps.len(), 2);
+            assert!(
+                report
+                    .apps
+                    .iter()
+                    .all(|a| a.reachable && a.latency_ms.is_some())
+            );
+            // The metered backup is re-checked at full rate before traffic moves: a few probes.
+            let switchover = report.switchover_ms.expect("switchover measured");
+            assert!((1..2_000).contains(&switchover), "{switchover} ms");
+            assert!(report.failback_ms.is_some(), "failback measured");
+            assert!(events.iter().all(|e| e["kind"] != "drill_failed"));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_drill_that_cannot_reach_an_app_through_the_backup_fails_naming_the_app_and_why()
+        {
+            let events = drill(&["Lab interface"], register(), uuid::Uuid::from_u128(43)).await;
+            let failed: Vec<_> = events
+                .iter()
+                .filter(|e| e["kind"] == "drill_failed")
+                .collect();
+            assert_eq!(failed.len(), 1, "{events:?}");
+            assert_eq!(
+                failed[0]["reason"],
+                "drill failed: Lab interface unreachable through lte: tcp lab.example:2575: connection refused"
+            );
+            let report = report_of(failed[0]);
+            assert!(!report.passed);
+            let lab = report
+                .apps
+                .iter()
+                .find(|a| a.app == "Lab interface")
+                .expect("lab");
+            assert!(!lab.reachable);
+            assert!(report.apps.iter().any(|a| a.app == "EHR" && a.reachable));
+            assert!(report.switchover_ms.is_some());
+            assert!(events.iter().all(|e| e["kind"] != "drill_finished"));
+            // Traffic is back on the fibre all the same.
+            let failbacks = events.iter().filter(|e| e["kind"] == "failback").count();
+            assert_eq!(failbacks, 1);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_drill_without_critical_apps_passes_on_the_switchover_alone() {
+            let events = drill(&[], Vec::new(), uuid::Uuid::from_u128(44)).await;
+            let finished = events
+                .iter()
+                .find(|e| e["kind"] == "drill_finished")
+                .expect("drill finished");
+            let report = report_of(finished);
+            assert!(report.passed && report.apps.is_empty());
+            assert!(report.switchover_ms.is_some());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn telemetry_carries_each_apps_reachability_per_uplink() {
+            let dir = tempfile::tempdir().expect("dir");
+            let config = config(dir.path(), &["Lab interface"]);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let started = Instant::now();
+            let dataplane = SimulatedDataplane::new(
+                started.into_std(),
+                vec![SimulatedLink::default(), SimulatedLink::default()],
+                3,
+                tx,
+            );
+            let mut driver = Driver::new(
+                started,
+                config,
+                dataplane,
+                None,
+                None,
+                STANDALONE_REPORT_INTERVAL,
+            );
+            driver
+                .apply_policy(
+                    started,
+                    Policy {
+                        version: 1,
+                        critical_apps: register(),
+                        ..Policy::default()
+                    },
+                    false,
+                )
+                .await;
+            let until = started + Duration::from_secs(10);
+            driver.step(started, Some(Input::Tick)).await;
+            while Instant::now() < until {
+                let deadline = driver.deadline(until);
+                let input = tokio::select! {
+                    Some(event) = rx.recv() => driver.observe(Instant::now(), event),
+                    _ = tokio::time::sleep_until(deadline) => Some(Input::Tick),
+                };
+                driver.step(Instant::now(), input).await;
+            }
+            let telemetry = driver.report(Instant::now());
+            let fiber: Vec<_> = telemetry
+                .apps
+                .iter()
+                .filter(|a| a.uplink == "fiber")
+                .collect();
+            assert_eq!(fiber.len(), 2, "{:?}", telemetry.apps);
+            assert!(
+                fiber
+                    .iter()
+                    .all(|a| a.reachable && a.latency_ms.is_some() && a.age_secs <= 10)
+            );
+        }
+    }
+
     #[test]
     fn a_certificate_past_its_renewal_moment_is_renewed_at_once() {
         assert_eq!(renewal_step(at(0), at(1), HOUR), RenewalStep::Renew);
