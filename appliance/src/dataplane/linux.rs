@@ -28,12 +28,8 @@ use tokio::sync::mpsc;
 
 use stayopen_shared::compliance::AppEndpoint;
 
-use super::probe::{
-    IcmpProber, TcpOutcome, dns_exchange, dns_probe, http_client, https_get, rcode_name,
-    tcp_connect, tcp_probe,
-};
+use super::probe::{IcmpProber, app_check, dns_probe, http_client, https_get, tcp_probe};
 use super::{Counters, Dataplane, DataplaneError, DataplaneEvent};
-use crate::app_checks::APP_CHECK_TIMEOUT;
 use crate::config::{ApplianceConfig, ProbeKind};
 
 const NFT_TABLE: &str = "stayopen";
@@ -504,44 +500,8 @@ impl Dataplane for LinuxDataplane {
         let resolver = self.app_resolver;
         let endpoint = endpoint.clone();
         tokio::spawn(async move {
-            let what = endpoint.describe();
-            let outcome = match endpoint {
-                AppEndpoint::Https { url } => match client {
-                    Some(client) => https_get(&client, &url, APP_CHECK_TIMEOUT).await,
-                    None => Err("no HTTP client".into()),
-                },
-                AppEndpoint::Tcp { host, port } => {
-                    match tokio::net::lookup_host((host.as_str(), port)).await {
-                        Ok(mut addresses) => match addresses.find(SocketAddr::is_ipv4) {
-                            Some(address) => {
-                                match tcp_connect(&interface, address, APP_CHECK_TIMEOUT).await {
-                                    TcpOutcome::Connected(rtt) => Ok(rtt),
-                                    TcpOutcome::Refused(_) => Err("connection refused".into()),
-                                    TcpOutcome::Failed(reason) => Err(reason),
-                                }
-                            }
-                            None => Err(format!("{host} has no IPv4 address")),
-                        },
-                        Err(e) => Err(format!("cannot resolve {host}: {e}")),
-                    }
-                }
-                AppEndpoint::Dns { name } => match resolver {
-                    Some(server) => {
-                        match dns_exchange(&interface, server, &name, APP_CHECK_TIMEOUT).await {
-                            Ok((rtt, 0)) => Ok(rtt),
-                            Ok((_, rcode)) => {
-                                Err(format!("the resolver answered {}", rcode_name(rcode)))
-                            }
-                            Err(reason) => Err(reason),
-                        }
-                    }
-                    None => Err("no resolver configured".into()),
-                },
-            };
-            let _ = events.send(DataplaneEvent::AppCheck {
-                check,
-                outcome: outcome.map_err(|reason| format!("{what}: {reason}")),
-            });
+            let outcome = app_check(&interface, client.as_ref(), resolver, &endpoint).await;
+            let _ = events.send(DataplaneEvent::AppCheck { check, outcome });
         });
     }
 

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 
+use stayopen_shared::compliance::AppEndpoint;
+
 use super::{DataplaneError, DataplaneEvent};
+use crate::app_checks::APP_CHECK_TIMEOUT;
 
 /// How a TCP connection attempt through an uplink ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +225,47 @@ fn reqwest_reason(e: &reqwest::Error) -> String {
         Some(io) => io_reason(io),
         None => source.to_string(),
     }
+}
+
+/// One critical-application check of `endpoint` through `interface`: the round trip, or why it did
+/// not answer, prefixed with the endpoint ("tcp lab.example:2575: connection refused"). Host names of
+/// HTTPS and TCP endpoints are resolved by the system's resolver; a DNS endpoint is queried at
+/// `resolver` through the interface, and counts as reachable when the resolver answers NOERROR.
+pub async fn app_check(
+    interface: &str,
+    client: Option<&reqwest::Client>,
+    resolver: Option<SocketAddr>,
+    endpoint: &AppEndpoint,
+) -> Result<Duration, String> {
+    let outcome = match endpoint {
+        AppEndpoint::Https { url } => match client {
+            Some(client) => https_get(client, url, APP_CHECK_TIMEOUT).await,
+            None => Err("no HTTP client".into()),
+        },
+        AppEndpoint::Tcp { host, port } => {
+            match tokio::net::lookup_host((host.as_str(), *port)).await {
+                Ok(mut addresses) => match addresses.find(SocketAddr::is_ipv4) {
+                    Some(address) => match tcp_connect(interface, address, APP_CHECK_TIMEOUT).await
+                    {
+                        TcpOutcome::Connected(rtt) => Ok(rtt),
+                        TcpOutcome::Refused(_) => Err("connection refused".into()),
+                        TcpOutcome::Failed(reason) => Err(reason),
+                    },
+                    None => Err(format!("{host} has no IPv4 address")),
+                },
+                Err(e) => Err(format!("cannot resolve {host}: {}", io_reason(&e))),
+            }
+        }
+        AppEndpoint::Dns { name } => match resolver {
+            Some(server) => match dns_exchange(interface, server, name, APP_CHECK_TIMEOUT).await {
+                Ok((rtt, 0)) => Ok(rtt),
+                Ok((_, rcode)) => Err(format!("the resolver answered {}", rcode_name(rcode))),
+                Err(reason) => Err(reason),
+            },
+            None => Err("no resolver configured".into()),
+        },
+    };
+    outcome.map_err(|reason| format!("{}: {reason}", endpoint.describe()))
 }
 
 /// An echo request in flight: the target index, its address, when it was sent.
