@@ -790,6 +790,7 @@ impl<D: Dataplane> Driver<D> {
                     }
                 })
                 .collect(),
+            apps: self.app_checks.reachability(now.into_std()),
         }
     }
 

@@ -113,7 +113,9 @@ impl AppChecks {
             uplinks,
             apps: Vec::new(),
             interval: Duration::from_secs(60),
-            budget_bytes: probe_cost::app_check_budget_bytes(30_000_000),
+            budget_bytes: probe_cost::app_check_budget_bytes(
+                crate::engine::METERED_MONTHLY_BUDGET_BYTES,
+            ),
             slots: Vec::new(),
             spent_until: vec![now; n],
             next_id: 0,

@@ -13,8 +13,11 @@
 //! metered uplink while it stands by: [`HEALTH_BUDGET_PCT`] of it for health probes (the engine's
 //! `metered_standby_interval`, computed from the mean cost of the configured targets, and each
 //! budgeted probe followed by a pause proportional to its own cost), the rest for critical-application
-//! checks ([`crate::app_checks`] paces them by their cost). Both are paced from when they start, so
-//! together they never spend more than the budget in any month.
+//! checks ([`crate::app_checks`] paces them by their cost). Both pace each exchange by its own cost,
+//! so together they stay within the budget over a month — give or take one probe and one check each
+//! time the uplink returns to standby (unspent budget never piles up into a burst). The unit test
+//! `app_checks::tests::a_month_of_health_probes_and_app_checks_on_a_metered_standby_stays_within_the_budget`
+//! simulates a month of both with the testbed's mixed targets and the demo's register.
 
 use std::time::Duration;
 
