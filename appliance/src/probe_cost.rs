@@ -49,9 +49,16 @@ const SEGMENT: u64 = 1448;
 /// An ICMP echo request and its reply, without payload: 28 bytes each way.
 pub const ICMP_ECHO_BYTES: u64 = 2 * (IP + 8);
 
-/// A TCP handshake and an orderly close: SYN, SYN-ACK, ACK, then FIN, ACK, FIN, ACK — seven
-/// packets. A refused connection (SYN, RST) costs less.
-pub const TCP_CONNECT_BYTES: u64 = 2 * (IP + TCP_SYN) + 5 * (IP + TCP);
+/// Room for what a server writes before it sees the probe close — a banner, or a response to the
+/// closed connection (which the probe answers with a reset, smaller than a segment).
+const TCP_SERVER_WRITE: u64 = 100;
+
+/// A TCP handshake and a close: SYN, SYN-ACK, ACK, then FIN, ACK, FIN, ACK — seven packets — and
+/// one segment of up to [`TCP_SERVER_WRITE`] bytes the server may write meanwhile (the testbed's
+/// HTTP server answers the closed connection, and the probe's reset follows). A refused connection
+/// (SYN, RST) costs less.
+pub const TCP_CONNECT_BYTES: u64 =
+    2 * (IP + TCP_SYN) + 5 * (IP + TCP) + (IP + TCP + TCP_SERVER_WRITE);
 
 /// Room in a DNS answer for what follows the question: a CNAME and a few A records.
 const DNS_ANSWER_ALLOWANCE: u64 = 128;
@@ -197,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_tcp_check_costs_a_handshake_and_a_close() {
-        assert_eq!(TCP_CONNECT_BYTES, 380);
+        assert_eq!(TCP_CONNECT_BYTES, 532);
     }
 
     #[test]
