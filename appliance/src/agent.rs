@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::app_checks::{AppChecks, DrillMeter, UplinkInfo};
 use crate::cloud_link::{CloudLink, Inbound};
 use crate::config::{ApplianceConfig, DataplaneSection};
 use crate::control::{self, Command, Request, Response, Status, UplinkStatus};
@@ -22,6 +23,7 @@ use crate::engine::{self, Action, Engine, EngineConfig, Input, UplinkSpec};
 use crate::events_log::EventsLog;
 use crate::identity::{self, Identity, IdentityError, RenewBefore};
 use crate::outbox::Outbox;
+use crate::probe_cost;
 use crate::remote::{self, CommandBook};
 use crate::uplink_report::Window;
 use stayopen_shared::commands::{CommandResult, CommandSpec, CommandStatus, DeviceCommand};
@@ -262,6 +264,19 @@ pub fn engine_config(config: &ApplianceConfig) -> EngineConfig {
         (DataplaneSection::Simulated { .. }, 0) => SIMULATED_TARGETS,
         (_, n) => n.max(1),
     };
+    let costs = match &config.dataplane {
+        DataplaneSection::Simulated { .. } if config.probes.targets.is_empty() => {
+            vec![probe_cost::ICMP_ECHO_BYTES; targets]
+        }
+        _ => probe_cost::target_costs(
+            &config
+                .probes
+                .targets
+                .iter()
+                .map(|t| t.kind())
+                .collect::<Vec<_>>(),
+        ),
+    };
     let p = &config.probes;
     let ms = |v: u32| Duration::from_millis(u64::from(v));
     EngineConfig {
@@ -273,6 +288,7 @@ pub fn engine_config(config: &ApplianceConfig) -> EngineConfig {
         failback_clean_period: Duration::from_secs(u64::from(p.failback_clean_secs)),
         max_failback_hold: Duration::from_secs(u64::from(p.failback_max_hold_secs)),
         ..EngineConfig::new(specs, targets)
+            .with_target_costs(costs, engine::METERED_MONTHLY_BUDGET_BYTES)
     }
 }
 
@@ -298,9 +314,93 @@ struct Driver<D: Dataplane> {
     report_interval: Duration,
     commands: CommandBook,
     exit: Option<Exit>,
+    /// The critical-application checks through every uplink.
+    app_checks: AppChecks,
+    /// The drill under way (from its `drill_started` to its report), what it measured so far.
+    drill: Option<DrillMeter>,
+    /// The command whose `start_drill` the engine is handling, for the drill's report.
+    drill_command: Option<uuid::Uuid>,
+    /// A `drill_finished` held back until traffic is back on the primary, to carry the report.
+    finished_drill: Option<ApplianceEvent>,
 }
 
 impl<D: Dataplane> Driver<D> {
+    fn new(
+        started: Instant,
+        config: ApplianceConfig,
+        dataplane: D,
+        events: Option<EventsLog>,
+        cloud: Option<CloudLink>,
+        report_interval: Duration,
+    ) -> Self {
+        let engine_config = engine_config(&config);
+        for spec in engine_config.uplinks.iter().filter(|s| s.metered) {
+            let interval = engine_config.metered_standby_interval;
+            let mean = probe_cost::mean_cost(&engine_config.target_bytes);
+            tracing::info!(
+                uplink = %spec.name,
+                interval_ms = interval.as_millis() as u64,
+                mean_probe_bytes = mean,
+                monthly_mb = engine::monthly_probe_bytes(interval, mean) as f64 / 1e6,
+                budget_mb = engine::METERED_MONTHLY_BUDGET_BYTES as f64 / 1e6,
+                health_share_pct = probe_cost::HEALTH_BUDGET_PCT,
+                "metered uplink: standby probe budget (the rest is for critical-application checks)"
+            );
+        }
+        let app_uplinks = engine_config
+            .uplinks
+            .iter()
+            .map(|u| UplinkInfo {
+                name: u.name.clone(),
+                metered: u.metered,
+            })
+            .collect();
+        let uplinks = config.uplinks.len();
+        Driver {
+            engine: Engine::new(started.into_std(), engine_config),
+            config,
+            dataplane,
+            windows: vec![Window::default(); uplinks],
+            last_reports: vec![None; uplinks],
+            events,
+            cloud,
+            policy: None,
+            report_interval,
+            commands: CommandBook::default(),
+            exit: None,
+            app_checks: AppChecks::new(started.into_std(), app_uplinks),
+            drill: None,
+            drill_command: None,
+            finished_drill: None,
+        }
+    }
+
+    /// The next moment the driver must act without being woken: the engine's deadline, the next
+    /// application check, `next_report`.
+    fn deadline(&self, next_report: Instant) -> Instant {
+        let mut deadline = next_report;
+        if let Some(engine_deadline) = self.engine.next_deadline() {
+            deadline = deadline.min(Instant::from_std(engine_deadline));
+        }
+        if let Some(checks_deadline) = self
+            .app_checks
+            .next_deadline(Instant::now().into_std(), self.engine.active())
+        {
+            deadline = deadline.min(Instant::from_std(checks_deadline));
+        }
+        deadline
+    }
+
+    /// One turn of the loop: the engine takes `input` and its actions are carried out, then the
+    /// application checks that are due start.
+    async fn step(&mut self, now: Instant, input: Option<Input>) {
+        if let Some(input) = input {
+            let actions = self.engine.handle(now.into_std(), input);
+            self.apply(now, actions).await;
+        }
+        self.run_app_checks(now);
+    }
+
     async fn apply(&mut self, now: Instant, actions: Vec<Action>) {
         for action in actions {
             match action {
@@ -308,8 +408,9 @@ impl<D: Dataplane> Driver<D> {
                     self.dataplane.start_probe(now.into_std(), uplink, target)
                 }
                 Action::Activate { uplink } => {
-                    if let Err(e) = self.dataplane.activate(now.into_std(), uplink).await {
-                        tracing::error!(error = %e, "cannot switch uplink");
+                    match self.dataplane.activate(now.into_std(), uplink).await {
+                        Ok(()) => self.traffic_applied(uplink),
+                        Err(e) => tracing::error!(error = %e, "cannot switch uplink"),
                     }
                 }
                 Action::FlushFlows { uplink } => match self.dataplane.flush_flows(uplink).await {
@@ -318,8 +419,103 @@ impl<D: Dataplane> Driver<D> {
                     }
                     Err(e) => tracing::error!(error = %e, "cannot flush flows"),
                 },
-                Action::Emit(event) => self.emit(event),
+                Action::Emit(event) => self.engine_event(event),
             }
+        }
+        self.report_finished_drill();
+    }
+
+    /// An event of the engine: drill events start, end or fail the drill's measurement.
+    fn engine_event(&mut self, event: ApplianceEvent) {
+        let now = Instant::now().into_std();
+        match event.kind {
+            EventKind::DrillStarted => {
+                self.drill = Some(DrillMeter::start(now, self.drill_command.take()));
+                self.emit(event);
+            }
+            EventKind::DrillFinished if self.drill.is_some() => {
+                if let Some(meter) = &mut self.drill {
+                    meter.ended(now);
+                }
+                self.finished_drill = Some(event);
+            }
+            // A refusal while a drill runs leaves that drill alone.
+            EventKind::DrillFailed if !self.engine.drill_running() => {
+                let mut event = event;
+                if let Some(meter) = self.drill.take() {
+                    let (report, _) = meter.report(&self.drill_results(&meter));
+                    event.drill = Some(report);
+                }
+                self.emit(event);
+            }
+            _ => self.emit(event),
+        }
+    }
+
+    /// The drill's application results: each application's round through the backup since traffic
+    /// moved there.
+    fn drill_results(
+        &self,
+        meter: &DrillMeter,
+    ) -> Vec<(String, Option<crate::app_checks::AppResult>)> {
+        match (&meter.backup, meter.on_backup_at) {
+            (Some((backup, _)), Some(since)) => self.app_checks.results_since(*backup, since),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The dataplane has applied traffic on `uplink`: a drill's switchover or failback completes.
+    fn traffic_applied(&mut self, uplink: Option<usize>) {
+        let now = Instant::now().into_std();
+        let on_backup = self.engine.drill_on_backup();
+        let Some(meter) = &mut self.drill else {
+            return;
+        };
+        match (on_backup, uplink) {
+            (Some(backup), Some(applied)) if backup == applied && meter.on_backup_at.is_none() => {
+                let name = self.engine.specs()[backup].name.clone();
+                meter.traffic_on_backup(now, backup, &name);
+                self.app_checks.check_now(backup);
+            }
+            _ if meter.ended_at.is_some() => meter.traffic_back(now),
+            _ => {}
+        }
+    }
+
+    /// Emits a held-back `drill_finished` with its report — or, when an application was
+    /// unreachable through the backup, a `drill_failed` that names it.
+    fn report_finished_drill(&mut self) {
+        let Some(mut event) = self.finished_drill.take() else {
+            return;
+        };
+        let Some(meter) = self.drill.take() else {
+            self.emit(event);
+            return;
+        };
+        let (report, failure) = meter.report(&self.drill_results(&meter));
+        if let Some(failure) = failure {
+            event.kind = EventKind::DrillFailed;
+            event.reason = format!("drill failed: {failure}");
+        }
+        event.drill = Some(report);
+        self.emit(event);
+    }
+
+    /// Starts the application checks that are due.
+    fn run_app_checks(&mut self, now: Instant) {
+        let now = now.into_std();
+        for request in self.app_checks.poll(now, self.engine.active()) {
+            let (Some(endpoint), Some(app)) = (
+                self.app_checks.endpoint(&request).cloned(),
+                self.app_checks
+                    .apps()
+                    .get(request.app)
+                    .map(|a| a.name.clone()),
+            ) else {
+                continue;
+            };
+            self.dataplane
+                .start_app_check(now, request.uplink, request.id, &app, &endpoint);
         }
     }
 
@@ -353,6 +549,12 @@ impl<D: Dataplane> Driver<D> {
         if persist && let Err(e) = remote::save_policy(&self.config.appliance.state_dir, &policy) {
             tracing::error!(error = %e, "cannot store the applied policy");
         }
+        self.app_checks.set_policy(
+            now.into_std(),
+            policy.critical_apps.clone(),
+            Duration::from_secs(u64::from(policy.app_check_interval_secs)),
+            u64::from(policy.metered_budget_mb) * 1_000_000,
+        );
         let version = policy.version;
         self.policy = Some(policy);
         self.emit(ApplianceEvent {
@@ -400,6 +602,7 @@ impl<D: Dataplane> Driver<D> {
         );
         let result = match command.spec {
             CommandSpec::StartDrill { duration_secs } => {
+                self.drill_command = Some(command.id);
                 let actions = self.engine.handle(
                     now.into_std(),
                     Input::StartDrill {
@@ -407,6 +610,7 @@ impl<D: Dataplane> Driver<D> {
                     },
                 );
                 self.apply(now, actions).await;
+                self.drill_command = None;
                 if self.engine.drill_running() {
                     answer(
                         CommandStatus::Succeeded,
@@ -512,8 +716,8 @@ impl<D: Dataplane> Driver<D> {
         }
     }
 
-    fn observe(&mut self, event: DataplaneEvent) -> Input {
-        match event {
+    fn observe(&mut self, now: Instant, event: DataplaneEvent) -> Option<Input> {
+        Some(match event {
             DataplaneEvent::Probe {
                 uplink,
                 target,
@@ -532,7 +736,11 @@ impl<D: Dataplane> Driver<D> {
                 }
             }
             DataplaneEvent::Carrier { uplink, up } => Input::Carrier { uplink, up },
-        }
+            DataplaneEvent::AppCheck { check, outcome } => {
+                self.app_checks.record(now.into_std(), check, outcome);
+                return None;
+            }
+        })
     }
 
     fn report(&mut self, now: Instant) -> Telemetry {
@@ -551,7 +759,7 @@ impl<D: Dataplane> Driver<D> {
             policy_version: self.policy.as_ref().map(|p| p.version),
             samples: None,
             outbox: self.cloud.as_ref().and_then(CloudLink::outbox_report),
-            apps: Vec::new(),
+            apps: self.app_checks.reachability(now.into_std()),
         }
     }
 
@@ -582,6 +790,7 @@ impl<D: Dataplane> Driver<D> {
                     }
                 })
                 .collect(),
+            apps: self.app_checks.reachability(now.into_std()),
         }
     }
 
@@ -788,36 +997,7 @@ async fn drive<D: Dataplane>(
     })?;
 
     let started = Instant::now();
-    let engine_config = engine_config(&config);
-    for (spec, _) in engine_config
-        .uplinks
-        .iter()
-        .zip(&config.uplinks)
-        .filter(|(s, _)| s.metered)
-    {
-        let interval = engine_config.metered_standby_interval;
-        tracing::info!(
-            uplink = %spec.name,
-            interval_ms = interval.as_millis() as u64,
-            monthly_mb = engine::monthly_probe_bytes(interval, engine::PROBE_EXCHANGE_BYTES) as f64 / 1e6,
-            budget_mb = engine::METERED_MONTHLY_BUDGET_BYTES as f64 / 1e6,
-            "metered uplink: standby probe budget"
-        );
-    }
-    let uplinks = config.uplinks.len();
-    let mut driver = Driver {
-        engine: Engine::new(started.into_std(), engine_config),
-        config,
-        dataplane,
-        windows: vec![Window::default(); uplinks],
-        last_reports: vec![None; uplinks],
-        events,
-        cloud,
-        policy: None,
-        report_interval,
-        commands: CommandBook::default(),
-        exit: None,
-    };
+    let mut driver = Driver::new(started, config, dataplane, events, cloud, report_interval);
     driver.emit(ApplianceEvent {
         kind: EventKind::AgentStarted,
         uplink: None,
@@ -837,10 +1017,7 @@ async fn drive<D: Dataplane>(
     let mut next_report = started + FIRST_TELEMETRY_AFTER;
     let mut failure = None;
     loop {
-        let mut deadline = next_report;
-        if let Some(engine_deadline) = driver.engine.next_deadline() {
-            deadline = deadline.min(Instant::from_std(engine_deadline));
-        }
+        let deadline = driver.deadline(next_report);
         let renewal_check = renewer.as_ref().and_then(Renewer::next_check);
         let mut message = None;
         let mut check_renewal = false;
@@ -860,7 +1037,7 @@ async fn drive<D: Dataplane>(
                 check_renewal = true;
                 None
             }
-            Some(event) = dataplane_events.recv() => Some(driver.observe(event)),
+            Some(event) = dataplane_events.recv() => driver.observe(Instant::now(), event),
             Some((request, reply)) = commands.recv() => {
                 let (input, response) = driver.command(request);
                 let _ = reply.send(response);
@@ -895,10 +1072,7 @@ async fn drive<D: Dataplane>(
                 }
             }
         }
-        if let Some(input) = input {
-            let actions = driver.engine.handle(now.into_std(), input);
-            driver.apply(now, actions).await;
-        }
+        driver.step(now, input).await;
         if now >= next_report {
             let telemetry = driver.report(now);
             if let Some(cloud) = &driver.cloud {
@@ -953,6 +1127,269 @@ mod tests {
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("time")
+    }
+
+    mod drills {
+        use std::collections::BTreeMap;
+
+        use stayopen_shared::compliance::{AppEndpoint, AppTier, DrillReport};
+        use stayopen_shared::policy::CriticalApp;
+
+        use super::*;
+        use crate::config::{
+            ApplianceSection, LanSection, ProbeSection, SimulatedLink, UplinkConfig,
+        };
+
+        /// A standalone appliance on simulated links: fibre, and a metered LTE backup whose link
+        /// refuses `lte_refuses`.
+        fn config(state_dir: &std::path::Path, lte_refuses: &[&str]) -> ApplianceConfig {
+            let uplink = |name: &str, priority, metered| UplinkConfig {
+                name: name.into(),
+                interface: format!("{name}0"),
+                gateway: "192.0.2.1".parse().expect("ip"),
+                priority,
+                metered,
+            };
+            let lte = SimulatedLink {
+                rtt_ms: 40.0,
+                jitter_ms: 0.0,
+                unreachable_apps: lte_refuses.iter().map(|s| (*s).to_owned()).collect(),
+                ..SimulatedLink::default()
+            };
+            ApplianceConfig {
+                appliance: ApplianceSection {
+                    state_dir: state_dir.to_owned(),
+                    serial: Some("SO-TEST".into()),
+                    mac: Some("02:00:00:00:00:01".into()),
+                    model: None,
+                },
+                cloud: None,
+                lan: LanSection {
+                    interface: "lan0".into(),
+                },
+                uplinks: vec![uplink("fiber", 0, false), uplink("lte", 1, true)],
+                probes: ProbeSection::default(),
+                dataplane: DataplaneSection::Simulated {
+                    links: BTreeMap::from([("lte".into(), lte)]),
+                },
+            }
+        }
+
+        fn register() -> Vec<CriticalApp> {
+            vec![
+                CriticalApp {
+                    name: "EHR".into(),
+                    tier: AppTier::Tier1,
+                    endpoints: vec![AppEndpoint::Https {
+                        url: "https://ehr.example/health".into(),
+                    }],
+                },
+                CriticalApp {
+                    name: "Lab interface".into(),
+                    tier: AppTier::Tier2,
+                    endpoints: vec![AppEndpoint::Tcp {
+                        host: "lab.example".into(),
+                        port: 2575,
+                    }],
+                },
+            ]
+        }
+
+        /// Runs the real driver (engine, simulated dataplane, application checks) in paused time:
+        /// it settles, takes a policy with `apps`, runs a 20 s drill started by command `id`, and
+        /// returns the events it wrote.
+        async fn drill(
+            lte_refuses: &[&str],
+            apps: Vec<CriticalApp>,
+            id: uuid::Uuid,
+        ) -> Vec<serde_json::Value> {
+            let dir = tempfile::tempdir().expect("dir");
+            let events_path = dir.path().join("events.jsonl");
+            let config = config(dir.path(), lte_refuses);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let started = Instant::now();
+            let links = vec![SimulatedLink::default(), {
+                let DataplaneSection::Simulated { links } = &config.dataplane else {
+                    unreachable!("simulated")
+                };
+                links["lte"].clone()
+            }];
+            let dataplane = SimulatedDataplane::new(started.into_std(), links, 7, tx);
+            let events = EventsLog::open(&events_path).expect("events log");
+            let mut driver = Driver::new(
+                started,
+                config,
+                dataplane,
+                Some(events),
+                None,
+                STANDALONE_REPORT_INTERVAL,
+            );
+            let run = async |driver: &mut Driver<SimulatedDataplane>,
+                             rx: &mut mpsc::UnboundedReceiver<DataplaneEvent>,
+                             span: Duration| {
+                let until = Instant::now() + span;
+                while Instant::now() < until {
+                    let deadline = driver.deadline(until);
+                    let input = tokio::select! {
+                        Some(event) = rx.recv() => driver.observe(Instant::now(), event),
+                        _ = tokio::time::sleep_until(deadline) => Some(Input::Tick),
+                    };
+                    driver.step(Instant::now(), input).await;
+                }
+            };
+            driver.step(started, Some(Input::Tick)).await;
+            run(&mut driver, &mut rx, Duration::from_secs(20)).await;
+            let policy = Policy {
+                version: 1,
+                critical_apps: apps,
+                ..Policy::default()
+            };
+            driver.apply_policy(Instant::now(), policy, false).await;
+            run(&mut driver, &mut rx, Duration::from_secs(20)).await;
+            driver.drill_command = Some(id);
+            driver
+                .step(
+                    Instant::now(),
+                    Some(Input::StartDrill {
+                        duration: Duration::from_secs(20),
+                    }),
+                )
+                .await;
+            driver.drill_command = None;
+            run(&mut driver, &mut rx, Duration::from_secs(30)).await;
+            std::fs::read_to_string(&events_path)
+                .expect("events")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json"))
+                .collect()
+        }
+
+        fn report_of(event: &serde_json::Value) -> DrillReport {
+            serde_json::from_value(event["drill"].clone()).expect("a drill report")
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_drill_that_reaches_every_app_through_the_backup_finishes_with_its_report() {
+            let id = uuid::Uuid::from_u128(42);
+            let events = drill(&[], register(), id).await;
+            let finished: Vec<_> = events
+                .iter()
+                .filter(|e| e["kind"] == "drill_finished")
+                .collect();
+            assert_eq!(finished.len(), 1, "{events:?}");
+            let report = report_of(finished[0]);
+            assert!(report.passed, "{report:?}");
+            assert_eq!(report.command_id, Some(id));
+            assert_eq!(report.backup.as_deref(), Some("lte"));
+            assert_eq!(report.apps.len(), 2);
+            assert!(
+                report
+                    .apps
+                    .iter()
+                    .all(|a| a.reachable && a.latency_ms.is_some())
+            );
+            // The metered backup is re-checked at full rate before traffic moves: a few probes.
+            let switchover = report.switchover_ms.expect("switchover measured");
+            assert!((1..2_000).contains(&switchover), "{switchover} ms");
+            assert!(report.failback_ms.is_some(), "failback measured");
+            assert!(events.iter().all(|e| e["kind"] != "drill_failed"));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_drill_that_cannot_reach_an_app_through_the_backup_fails_naming_the_app_and_why()
+        {
+            let events = drill(&["Lab interface"], register(), uuid::Uuid::from_u128(43)).await;
+            let failed: Vec<_> = events
+                .iter()
+                .filter(|e| e["kind"] == "drill_failed")
+                .collect();
+            assert_eq!(failed.len(), 1, "{events:?}");
+            assert_eq!(
+                failed[0]["reason"],
+                "drill failed: Lab interface unreachable through lte: tcp lab.example:2575: connection refused"
+            );
+            let report = report_of(failed[0]);
+            assert!(!report.passed);
+            let lab = report
+                .apps
+                .iter()
+                .find(|a| a.app == "Lab interface")
+                .expect("lab");
+            assert!(!lab.reachable);
+            assert!(report.apps.iter().any(|a| a.app == "EHR" && a.reachable));
+            assert!(report.switchover_ms.is_some());
+            assert!(events.iter().all(|e| e["kind"] != "drill_finished"));
+            // Traffic is back on the fibre all the same.
+            let failbacks = events.iter().filter(|e| e["kind"] == "failback").count();
+            assert_eq!(failbacks, 1);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_drill_without_critical_apps_passes_on_the_switchover_alone() {
+            let events = drill(&[], Vec::new(), uuid::Uuid::from_u128(44)).await;
+            let finished = events
+                .iter()
+                .find(|e| e["kind"] == "drill_finished")
+                .expect("drill finished");
+            let report = report_of(finished);
+            assert!(report.passed && report.apps.is_empty());
+            assert!(report.switchover_ms.is_some());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn telemetry_carries_each_apps_reachability_per_uplink() {
+            let dir = tempfile::tempdir().expect("dir");
+            let config = config(dir.path(), &["Lab interface"]);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let started = Instant::now();
+            let dataplane = SimulatedDataplane::new(
+                started.into_std(),
+                vec![SimulatedLink::default(), SimulatedLink::default()],
+                3,
+                tx,
+            );
+            let mut driver = Driver::new(
+                started,
+                config,
+                dataplane,
+                None,
+                None,
+                STANDALONE_REPORT_INTERVAL,
+            );
+            driver
+                .apply_policy(
+                    started,
+                    Policy {
+                        version: 1,
+                        critical_apps: register(),
+                        ..Policy::default()
+                    },
+                    false,
+                )
+                .await;
+            let until = started + Duration::from_secs(10);
+            driver.step(started, Some(Input::Tick)).await;
+            while Instant::now() < until {
+                let deadline = driver.deadline(until);
+                let input = tokio::select! {
+                    Some(event) = rx.recv() => driver.observe(Instant::now(), event),
+                    _ = tokio::time::sleep_until(deadline) => Some(Input::Tick),
+                };
+                driver.step(Instant::now(), input).await;
+            }
+            let telemetry = driver.report(Instant::now());
+            let fiber: Vec<_> = telemetry
+                .apps
+                .iter()
+                .filter(|a| a.uplink == "fiber")
+                .collect();
+            assert_eq!(fiber.len(), 2, "{:?}", telemetry.apps);
+            assert!(
+                fiber
+                    .iter()
+                    .all(|a| a.reachable && a.latency_ms.is_some() && a.age_secs <= 10)
+            );
+        }
     }
 
     #[test]

@@ -210,6 +210,10 @@ pub struct SimulatedLink {
     pub outages: Vec<Outage>,
     /// When set, the outage script repeats with this period.
     pub repeat_every_secs: Option<u64>,
+    /// Critical applications (by name) or endpoints (by their description: a URL, `tcp host:port`,
+    /// `dns name`) that refuse connections through this link — a lab that allow-lists the
+    /// practice's fixed fibre address, say.
+    pub unreachable_apps: Vec<String>,
 }
 
 impl Default for SimulatedLink {
@@ -221,6 +225,7 @@ impl Default for SimulatedLink {
             traffic_bytes_per_sec: 200_000,
             outages: Vec::new(),
             repeat_every_secs: None,
+            unreachable_apps: Vec::new(),
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct Status {
     pub active: Option<String>,
     pub drill_running: bool,
     pub uplinks: Vec<UplinkStatus>,
+    /// The latest check of each critical application through each uplink.
+    #[serde(default)]
+    pub apps: Vec<stayopen_shared::compliance::AppReachability>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +94,26 @@ impl Status {
             ));
         }
         out.push_str("(* active, $ metered)\n");
+        if !self.apps.is_empty() {
+            out.push_str(&format!(
+                "\n{:<20} {:<12} {:>9} {:>6}  {}\n",
+                "APPLICATION", "UPLINK", "LATENCY", "AGE", "RESULT"
+            ));
+            for a in &self.apps {
+                let latency = a
+                    .latency_ms
+                    .map_or_else(|| "-".to_owned(), |l| format!("{l:.0} ms"));
+                let result = match (&a.reason, a.reachable) {
+                    (_, true) => "reachable".to_owned(),
+                    (Some(reason), false) => format!("unreachable: {reason}"),
+                    (None, false) => "unreachable".to_owned(),
+                };
+                out.push_str(&format!(
+                    "{:<20} {:<12} {:>9} {:>5}s  {result}\n",
+                    a.app, a.uplink, latency, a.age_secs
+                ));
+            }
+        }
         out
     }
 }
@@ -249,10 +272,22 @@ mod tests {
                 rtt_ms: Some(12.3),
                 loss_pct: 0.0,
             }],
+            apps: vec![stayopen_shared::compliance::AppReachability {
+                app: "Lab interface".into(),
+                uplink: "lte".into(),
+                reachable: false,
+                latency_ms: None,
+                age_secs: 40,
+                reason: Some("tcp lab.example:2575: connection refused".into()),
+            }],
         };
         let text = status.to_text();
         assert!(text.starts_with("active uplink: fiber\n"), "{text}");
         assert!(text.contains("*fiber"), "{text}");
         assert!(text.contains("12.3 ms"), "{text}");
+        assert!(
+            text.contains("unreachable: tcp lab.example:2575: connection refused"),
+            "{text}"
+        );
     }
 }

@@ -7,8 +7,12 @@
 //! **Probing.** The engine schedules every probe itself ([`Action::Probe`]): each uplink is probed
 //! through itself, rotating over the targets. An uplink that carries traffic, or that costs nothing
 //! to probe, gets one probe every [`EngineConfig::probe_spacing`] (40 ms: with four targets each
-//! target sees a probe every 160 ms). A metered uplink on standby is probed on a budget
-//! ([`metered_standby_interval`]): ≤ 30 MB a month with ≤ 10 s staleness.
+//! target sees a probe every 160 ms). A metered uplink on standby is probed on a budget: the health
+//! probes' share of the monthly budget ([`crate::probe_cost`]), spent at
+//! [`EngineConfig::metered_standby_interval`] per probe of mean cost, each budgeted probe followed by
+//! a pause in proportion to its own cost ([`EngineConfig::target_bytes`]) — an HTTPS target costs a
+//! hundred and fifty ICMP echoes, so it waits that much longer and the month's total holds whatever
+//! the mix of targets.
 //!
 //! **Detection.** An uplink is usable while at least [`EngineConfig::quorum`] targets have answered
 //! within the last [`EngineConfig::silence_window`]. A lost probe on its own proves nothing: only
@@ -48,14 +52,13 @@ pub const FLAP_MEMORY: Duration = Duration::from_secs(10 * 60);
 /// After this long up without a failure the failback hold returns to the base clean period.
 pub const FLAP_FORGIVENESS: Duration = Duration::from_secs(60 * 60);
 
-/// The monthly probe budget of a metered uplink on standby.
+/// The default monthly budget of a metered uplink on standby (`policy.metered_budget_mb`), shared
+/// between health probes and application checks ([`crate::probe_cost`]).
 pub const METERED_MONTHLY_BUDGET_BYTES: u64 = 30_000_000;
-/// The oldest a metered standby uplink's health may be.
+/// The oldest a metered standby uplink's health should be (met with ICMP targets at the default
+/// budget; a budget or a target mix that cannot meet it keeps the budget).
 pub const METERED_MAX_STALENESS: Duration = Duration::from_secs(10);
-/// A probe exchange on the wire: an ICMP echo request and reply with no payload, 28 bytes of IPv4
-/// and ICMP headers each way. Cellular carriers bill IP bytes.
-pub const PROBE_EXCHANGE_BYTES: u64 = 56;
-const MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
+const MONTH: Duration = crate::probe_cost::MONTH;
 
 /// The slowest probe cadence on a metered standby uplink that stays within `budget_bytes` a month,
 /// capped at `max_staleness`. Errs on the side of the budget.
@@ -101,16 +104,21 @@ pub struct EngineConfig {
     pub recovery_period: Duration,
     pub failback_clean_period: Duration,
     pub max_failback_hold: Duration,
-    /// Probe cadence of a metered uplink on standby.
+    /// Probe cadence of a metered uplink on standby, for a probe of the targets' mean cost.
     pub metered_standby_interval: Duration,
+    /// What a probe of each target costs (IP bytes, both ways; [`crate::probe_cost`]): on a budget,
+    /// the pause after a probe is `metered_standby_interval` scaled by its target's cost over the
+    /// mean.
+    pub target_bytes: Vec<u64>,
 }
 
 impl EngineConfig {
     /// Defaults for `uplinks` probed through `targets` targets each.
     pub fn new(uplinks: Vec<UplinkSpec>, targets: usize) -> Self {
+        let targets = targets.max(1);
         Self {
             uplinks,
-            targets: targets.max(1),
+            targets,
             probe_spacing: Duration::from_millis(40),
             probe_timeout: Duration::from_millis(1000),
             silence_window: Duration::from_millis(700),
@@ -119,11 +127,42 @@ impl EngineConfig {
             failback_clean_period: Duration::from_secs(30),
             max_failback_hold: Duration::from_secs(15 * 60),
             metered_standby_interval: metered_standby_interval(
-                METERED_MONTHLY_BUDGET_BYTES,
-                PROBE_EXCHANGE_BYTES,
+                crate::probe_cost::health_budget_bytes(METERED_MONTHLY_BUDGET_BYTES),
+                crate::probe_cost::ICMP_ECHO_BYTES,
                 METERED_MAX_STALENESS,
             ),
+            target_bytes: vec![crate::probe_cost::ICMP_ECHO_BYTES; targets],
         }
+    }
+
+    /// Probes `targets` of these costs (one per target); the metered standby cadence follows their
+    /// mean within the health probes' share of `budget_bytes` a month.
+    pub fn with_target_costs(mut self, target_bytes: Vec<u64>, budget_bytes: u64) -> Self {
+        self.targets = target_bytes.len().max(1);
+        self.metered_standby_interval = metered_standby_interval(
+            crate::probe_cost::health_budget_bytes(budget_bytes),
+            crate::probe_cost::mean_cost(&target_bytes),
+            METERED_MAX_STALENESS,
+        );
+        self.target_bytes = target_bytes;
+        self
+    }
+
+    /// The pause after a budgeted probe of `target`.
+    fn budgeted_pause(&self, target: usize) -> Duration {
+        let mean = crate::probe_cost::mean_cost(&self.target_bytes);
+        let cost = self.target_bytes.get(target).copied().unwrap_or(mean);
+        self.metered_standby_interval
+            .mul_f64(cost as f64 / mean.max(1) as f64)
+    }
+
+    /// The longest pause after a budgeted probe.
+    fn longest_budgeted_pause(&self) -> Duration {
+        (0..self.targets)
+            .map(|t| self.budgeted_pause(t))
+            .max()
+            .unwrap_or(self.metered_standby_interval)
+            .max(self.metered_standby_interval)
     }
 
     /// How long a metered standby uplink may stay silent before it counts as down: ten probe
@@ -303,6 +342,17 @@ impl Engine {
 
     pub fn drill_running(&self) -> bool {
         self.drill.is_some()
+    }
+
+    /// The backup a drill has moved the practice's traffic to, while it is there.
+    pub fn drill_on_backup(&self) -> Option<usize> {
+        match self.drill {
+            Some(Drill {
+                phase: DrillPhase::OnBackup { .. },
+                ..
+            }) => self.active,
+            _ => None,
+        }
     }
 
     /// The failback hold now in force for `uplink` (grows while it flaps).
@@ -922,14 +972,22 @@ impl Engine {
     }
 
     fn schedule_probes(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let longest_budgeted = self.config.longest_budgeted_pause();
         for uplink in 0..self.uplinks.len() {
             let on_budget = self.probes_on_budget(uplink);
             let interval = if on_budget {
-                self.config.metered_standby_interval
+                longest_budgeted
             } else {
                 self.config.probe_spacing
             };
             let targets = self.config.targets;
+            let pauses: Vec<Duration> = if on_budget {
+                (0..targets)
+                    .map(|t| self.config.budgeted_pause(t))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let state = &mut self.uplinks[uplink];
             match (on_budget, state.fast_since) {
                 (true, _) => state.fast_since = None,
@@ -955,6 +1013,8 @@ impl Engine {
                     .unwrap_or(state.next_target);
                 state.next_target = (target + 1) % targets;
                 state.sent += 1;
+                // On a budget, the pause pays for this probe's bytes.
+                let interval = pauses.get(target).copied().unwrap_or(interval);
                 // Never let a backlog build up: the next probe is one interval from now.
                 state.next_probe_at = (state.next_probe_at + interval).max(now + interval / 2);
                 actions.push(Action::Probe { uplink, target });

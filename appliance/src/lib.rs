@@ -6,6 +6,8 @@
 //!   conntrack) and simulated (demos and tests).
 //! - [`identity`]: enrolment and the credentials kept in the state directory.
 //! - [`uplink_report`]: turns probe results into the telemetry the cloud shows.
+//! - [`probe_cost`]: what each kind of probe costs on a metered uplink, and how the budget is shared.
+//! - [`app_checks`]: the sans-IO scheduler of critical-application checks, and drill measurements.
 //! - [`outbox`]: what waits on disk for the cloud's acknowledgement.
 //! - [`cloud_link`]: MQTT to the cloud, sending from the outbox.
 //! - [`remote`]: what the cloud asks of the appliance (policy, commands), without I/O.
@@ -18,6 +20,7 @@
 //! tests live in `stayopen-testkit` (`testkit/`) and use only the public API below.
 
 pub mod agent;
+pub mod app_checks;
 pub mod cloud_link;
 pub mod config;
 pub mod control;
@@ -26,6 +29,7 @@ pub mod engine;
 pub mod events_log;
 pub mod identity;
 pub mod outbox;
+pub mod probe_cost;
 pub mod remote;
 pub mod uplink_report;
 

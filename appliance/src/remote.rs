@@ -11,6 +11,7 @@ use stayopen_shared::policy::Policy;
 use uuid::Uuid;
 
 use crate::engine::{self, EngineConfig, Tunables};
+use crate::probe_cost;
 
 /// The engine settings a policy asks for, on an engine probing `config.targets` targets.
 pub fn tunables(policy: &Policy, config: &EngineConfig) -> Tunables {
@@ -22,9 +23,10 @@ pub fn tunables(policy: &Policy, config: &EngineConfig) -> Tunables {
         recovery_period: ms(policy.recovery_ms),
         failback_clean_period: secs(policy.failback_clean_period_secs),
         max_failback_hold: secs(policy.failback_max_hold_secs),
+        // The health probes' share of the budget, at the mean cost of the configured targets.
         metered_standby_interval: engine::metered_standby_interval(
-            u64::from(policy.metered_budget_mb) * 1_000_000,
-            engine::PROBE_EXCHANGE_BYTES,
+            probe_cost::health_budget_bytes(u64::from(policy.metered_budget_mb) * 1_000_000),
+            probe_cost::mean_cost(&config.target_bytes),
             engine::METERED_MAX_STALENESS,
         ),
     }

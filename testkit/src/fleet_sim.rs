@@ -1,6 +1,8 @@
 //! A simulated fleet: many real agents in one process, each over its own simulated dataplane, each
 //! enrolling through the real endpoint and publishing over real MQTT. The demo runs one; load tests
-//! can run thousands.
+//! can run thousands. The critical applications come from the cloud's policy (the demo's seed
+//! registers "EHR", "e-Prescribing", "Lab interface", "Telemedicine" and "Patient portal" for every
+//! practice); the simulated links decide which of them answer through which uplink.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,6 +27,16 @@ pub struct FleetOptions {
     pub count: usize,
     pub state_root: PathBuf,
     pub telemetry_interval_secs: u32,
+}
+
+/// The demo register's lab interface (HL7 over TCP port 2575), as the cloud's seed names it.
+pub const LAB_INTERFACE: &str = "Lab interface";
+
+/// Every fourth simulated appliance's lab allow-lists the practice's fixed fibre address, so its
+/// LTE backup cannot reach the lab interface: those appliances' drills fail with "Lab interface
+/// unreachable through lte: tcp …: connection refused", the finding a real drill exists to make.
+pub fn lab_unreachable_through_lte(index: usize) -> bool {
+    index % 4 == 3
 }
 
 /// The configuration of simulated appliance `index`: a fibre primary and a metered LTE backup.
@@ -61,6 +73,10 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
         jitter_ms: 12.0,
         loss_pct: 1.0,
         traffic_bytes_per_sec: 120_000,
+        unreachable_apps: lab_unreachable_through_lte(index)
+            .then(|| LAB_INTERFACE.to_owned())
+            .into_iter()
+            .collect(),
         ..SimulatedLink::default()
     };
     ApplianceConfig {
@@ -161,6 +177,22 @@ mod tests {
         for config in &configs {
             config.validate().expect("valid");
         }
+        let refusing: Vec<usize> = configs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| match &c.dataplane {
+                DataplaneSection::Simulated { links } => links
+                    .get("lte")
+                    .is_some_and(|l| l.unreachable_apps == [LAB_INTERFACE]),
+                DataplaneSection::Linux { .. } => false,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            refusing,
+            [3, 7, 11, 15, 19],
+            "every fourth LTE backup cannot reach the lab"
+        );
         let serials: std::collections::BTreeSet<_> =
             configs.iter().map(|c| c.appliance.serial.clone()).collect();
         assert_eq!(serials.len(), 20);

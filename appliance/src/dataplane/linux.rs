@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::probe::{IcmpProber, dns_probe, tcp_probe};
+use stayopen_shared::compliance::AppEndpoint;
+
+use super::probe::{IcmpProber, app_check, dns_probe, http_client, https_get, tcp_probe};
 use super::{Counters, Dataplane, DataplaneError, DataplaneEvent};
 use crate::config::{ApplianceConfig, ProbeKind};
 
@@ -49,7 +51,30 @@ pub struct LinuxDataplane {
     probe_timeout: Duration,
     events: mpsc::UnboundedSender<DataplaneEvent>,
     icmp: Vec<Option<Arc<IcmpProber>>>,
-    http: Vec<Option<reqwest::Client>>,
+    /// Per uplink: the HTTP(S) client of health probes and application checks.
+    http: Vec<reqwest::Client>,
+    /// Where application checks of DNS endpoints send their query (through the uplink checked).
+    app_resolver: Option<SocketAddr>,
+}
+
+/// The server application checks of DNS endpoints ask: that of the first `dns` probe target (a
+/// resolver the MSP chose to probe through every uplink), else the first `nameserver` of
+/// `/etc/resolv.conf`.
+fn app_resolver(targets: &[ProbeKind]) -> Option<SocketAddr> {
+    targets
+        .iter()
+        .find_map(|t| match t {
+            ProbeKind::Dns { server, .. } => Some(SocketAddr::new(*server, 53)),
+            _ => None,
+        })
+        .or_else(|| {
+            std::fs::read_to_string("/etc/resolv.conf")
+                .ok()?
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("nameserver"))
+                .find_map(|a| a.trim().parse::<IpAddr>().ok())
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
 }
 
 fn command_error(what: &str, detail: impl ToString) -> DataplaneError {
@@ -219,7 +244,6 @@ impl LinuxDataplane {
 
         let targets: Vec<ProbeKind> = config.probes.targets.iter().map(|t| t.kind()).collect();
         let needs_icmp = targets.iter().any(|t| matches!(t, ProbeKind::Icmp { .. }));
-        let needs_http = targets.iter().any(|t| matches!(t, ProbeKind::Http { .. }));
         let probe_timeout = Duration::from_millis(u64::from(config.probes.timeout_ms));
         let mut extra_roots = Vec::new();
         for target in &targets {
@@ -250,26 +274,11 @@ impl LinuxDataplane {
             } else {
                 None
             });
-            http.push(if needs_http {
-                let mut builder = reqwest::Client::builder()
-                    .interface(&u.interface)
-                    .timeout(probe_timeout)
-                    // A fresh connection per probe: a pooled one would prove nothing about the path.
-                    .pool_max_idle_per_host(0);
-                for ca in &extra_roots {
-                    builder = builder.add_root_certificate(ca.clone());
-                }
-                Some(
-                    builder
-                        .build()
-                        .map_err(|e| command_error("building the HTTP probe client", e))?,
-                )
-            } else {
-                None
-            });
+            http.push(http_client(&u.interface, probe_timeout, &extra_roots)?);
         }
         spawn_carrier_watch(&uplinks, events.clone())?;
         tracing::info!(uplinks = uplinks.len(), "linux dataplane ready");
+        let app_resolver = app_resolver(&targets);
         Ok(Self {
             uplinks,
             targets,
@@ -277,6 +286,7 @@ impl LinuxDataplane {
             events,
             icmp,
             http,
+            app_resolver,
         })
     }
 
@@ -450,18 +460,12 @@ impl Dataplane for LinuxDataplane {
                 });
             }
             ProbeKind::Http { url, .. } => {
-                let client = self.http.get(uplink).cloned().flatten();
+                let client = self.http.get(uplink).cloned();
                 tokio::spawn(async move {
-                    let started = Instant::now();
-                    let answered = match client {
-                        Some(client) => client
-                            .get(&url)
-                            .send()
-                            .await
-                            .is_ok_and(|r| r.status().as_u16() < 500),
-                        None => false,
+                    let rtt = match client {
+                        Some(client) => https_get(&client, &url, timeout).await.ok(),
+                        None => None,
                     };
-                    let rtt = answered.then(|| started.elapsed());
                     let _ = events.send(DataplaneEvent::Probe {
                         uplink,
                         target,
@@ -470,6 +474,35 @@ impl Dataplane for LinuxDataplane {
                 });
             }
         }
+    }
+
+    /// Host names of HTTPS and TCP endpoints are resolved by the system's resolver (through the
+    /// active uplink, cached); the connection itself leaves through `uplink`. A DNS endpoint is
+    /// queried through `uplink` at [`app_resolver`]'s server.
+    fn start_app_check(
+        &mut self,
+        _now: Instant,
+        uplink: usize,
+        check: u64,
+        _app: &str,
+        endpoint: &AppEndpoint,
+    ) {
+        let events = self.events.clone();
+        let Some(u) = self.uplinks.get(uplink) else {
+            let _ = events.send(DataplaneEvent::AppCheck {
+                check,
+                outcome: Err(format!("unknown uplink {uplink}")),
+            });
+            return;
+        };
+        let interface = u.interface.clone();
+        let client = self.http.get(uplink).cloned();
+        let resolver = self.app_resolver;
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let outcome = app_check(&interface, client.as_ref(), resolver, &endpoint).await;
+            let _ = events.send(DataplaneEvent::AppCheck { check, outcome });
+        });
     }
 
     fn activate(

@@ -1,7 +1,7 @@
 //! The I/O edge that probes uplinks and moves the practice's traffic.
 //!
 //! The agent drives a [`Dataplane`] with the engine's actions; what the dataplane observes (probe
-//! outcomes, carrier changes) comes back as [`DataplaneEvent`]s on a channel, which the agent feeds
+//! outcomes, carrier changes, critical-application checks) comes back as [`DataplaneEvent`]s on a channel, which the agent feeds
 //! to the engine. Two implementations:
 //! - [`simulated::SimulatedDataplane`]: links in memory that follow a script (outages, loss,
 //!   latency, carrier loss) — the demo fleet and the cloud's end-to-end tests run the real agent on it;
@@ -13,6 +13,8 @@ pub mod simulated;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+use stayopen_shared::compliance::AppEndpoint;
 
 /// Something the dataplane observed.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +28,12 @@ pub enum DataplaneEvent {
     Carrier {
         uplink: usize,
         up: bool,
+    },
+    /// The outcome of one critical-application check ([`Dataplane::start_app_check`]): the
+    /// endpoint's round trip, or why it did not answer ("connection refused").
+    AppCheck {
+        check: u64,
+        outcome: Result<Duration, String>,
     },
 }
 
@@ -65,4 +73,15 @@ pub trait Dataplane: Send {
         uplink: usize,
     ) -> impl Future<Output = Result<u64, DataplaneError>> + Send;
     fn counters(&mut self, now: Instant, uplink: usize) -> Counters;
+    /// Checks one endpoint of the critical application `app` through `uplink`, whichever uplink
+    /// is active; the outcome arrives later as a [`DataplaneEvent::AppCheck`] naming `check`, within
+    /// [`crate::app_checks::APP_CHECK_TIMEOUT`] and a little.
+    fn start_app_check(
+        &mut self,
+        now: Instant,
+        uplink: usize,
+        check: u64,
+        app: &str,
+        endpoint: &AppEndpoint,
+    );
 }

@@ -7,8 +7,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
+use stayopen_shared::compliance::AppEndpoint;
+
 use super::{Counters, Dataplane, DataplaneError, DataplaneEvent};
+use crate::app_checks::APP_CHECK_TIMEOUT;
 use crate::config::{OutageKind, SimulatedLink};
+use crate::probe_cost::Exchange;
 
 /// Bytes one probe and its answer put on the wire (ICMP echo without payload, both ways).
 const PROBE_BYTES: u64 = 28;
@@ -135,7 +139,89 @@ impl SimulatedDataplane {
     }
 }
 
+/// Round trips an application check takes: a TCP handshake or a DNS query one, an HTTPS GET three
+/// (TCP, TLS 1.3, the request).
+fn round_trips(endpoint: &AppEndpoint) -> f64 {
+    match endpoint {
+        AppEndpoint::Https { .. } => 3.0,
+        AppEndpoint::Tcp { .. } | AppEndpoint::Dns { .. } => 1.0,
+    }
+}
+
+/// Why an endpoint that refuses this link's traffic did not answer, as the real checks say it.
+fn refusal(endpoint: &AppEndpoint) -> String {
+    match endpoint {
+        AppEndpoint::Dns { .. } => "the resolver answered REFUSED".into(),
+        AppEndpoint::Https { .. } | AppEndpoint::Tcp { .. } => "connection refused".into(),
+    }
+}
+
+impl SimulatedDataplane {
+    /// The outcome the script gives an application check sent now, and when it arrives: its
+    /// latency from the link's round trip, a refusal for an application the link cannot reach, no
+    /// answer during an outage. The check's bytes are counted on the link.
+    pub fn app_check_outcome(
+        &mut self,
+        now: Instant,
+        uplink: usize,
+        app: &str,
+        endpoint: &AppEndpoint,
+    ) -> (Duration, Result<Duration, String>) {
+        let down = self.down(now, uplink);
+        let Some(link) = self.links.get_mut(uplink) else {
+            return (Duration::ZERO, Err("no such uplink".into()));
+        };
+        let bytes = Exchange::of_endpoint(endpoint).bytes();
+        link.counters.tx_bytes += bytes / 3;
+        let what = endpoint.describe();
+        if down {
+            return (
+                APP_CHECK_TIMEOUT,
+                Err(format!(
+                    "{what}: no answer within {} s",
+                    APP_CHECK_TIMEOUT.as_secs()
+                )),
+            );
+        }
+        let jitter = if link.spec.jitter_ms > 0.0 {
+            self.rng
+                .gen_range(-link.spec.jitter_ms..link.spec.jitter_ms)
+        } else {
+            0.0
+        };
+        let rtt = Duration::from_secs_f64((link.spec.rtt_ms + jitter).max(0.1) / 1000.0);
+        if link
+            .spec
+            .unreachable_apps
+            .iter()
+            .any(|u| u == app || *u == what)
+        {
+            // A firewall's reset comes back after one round trip.
+            return (rtt, Err(format!("{what}: {}", refusal(endpoint))));
+        }
+        link.counters.rx_bytes += bytes - bytes / 3;
+        let latency = rtt.mul_f64(round_trips(endpoint));
+        (latency, Ok(latency))
+    }
+}
+
 impl Dataplane for SimulatedDataplane {
+    fn start_app_check(
+        &mut self,
+        now: Instant,
+        uplink: usize,
+        check: u64,
+        app: &str,
+        endpoint: &AppEndpoint,
+    ) {
+        let (after, outcome) = self.app_check_outcome(now, uplink, app, endpoint);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = events.send(DataplaneEvent::AppCheck { check, outcome });
+        });
+    }
+
     fn start_probe(&mut self, now: Instant, uplink: usize, target: usize) {
         let rtt = self.probe_outcome(now, uplink);
         let events = self.events.clone();
@@ -266,6 +352,49 @@ mod tests {
                 uplink: 0,
                 up: false
             })
+        );
+    }
+
+    #[tokio::test]
+    async fn an_app_the_link_cannot_reach_is_refused_with_a_readable_reason_and_others_answer_at_its_latency()
+     {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let lte = SimulatedLink {
+            rtt_ms: 40.0,
+            jitter_ms: 0.0,
+            unreachable_apps: vec!["Lab interface".into()],
+            ..SimulatedLink::default()
+        };
+        let t0 = Instant::now();
+        let mut dp = SimulatedDataplane::new(t0, vec![lte], 1, tx);
+        let lab = AppEndpoint::Tcp {
+            host: "lab.example".into(),
+            port: 2575,
+        };
+        let (_, outcome) = dp.app_check_outcome(t0, 0, "Lab interface", &lab);
+        assert_eq!(
+            outcome,
+            Err("tcp lab.example:2575: connection refused".into())
+        );
+        let ehr = AppEndpoint::Https {
+            url: "https://ehr.example/health".into(),
+        };
+        let (_, outcome) = dp.app_check_outcome(t0, 0, "EHR", &ehr);
+        assert_eq!(outcome, Ok(Duration::from_millis(120)), "three round trips");
+    }
+
+    #[tokio::test]
+    async fn an_outage_makes_every_app_unreachable() {
+        let t0 = Instant::now();
+        let (mut dp, _rx) = dataplane(t0);
+        let ehr = AppEndpoint::Https {
+            url: "https://ehr.example/health".into(),
+        };
+        let (after, outcome) = dp.app_check_outcome(t0 + Duration::from_secs(12), 0, "EHR", &ehr);
+        assert_eq!(after, APP_CHECK_TIMEOUT);
+        assert!(
+            outcome.as_ref().is_err_and(|r| r.contains("no answer")),
+            "{outcome:?}"
         );
     }
 

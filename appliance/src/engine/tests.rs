@@ -549,7 +549,7 @@ fn the_metered_standby_budget_holds_over_a_simulated_month() {
     let mut sim = Sim::new(config, 3);
     sim.run_for(Duration::from_secs(30 * 24 * 3600));
     let probes = &sim.probes[LTE];
-    let bytes = probes.len() as u64 * PROBE_EXCHANGE_BYTES;
+    let bytes = probes.len() as u64 * crate::probe_cost::ICMP_ECHO_BYTES;
     let max_gap = probes
         .windows(2)
         .map(|w| w[1] - w[0])
@@ -562,7 +562,11 @@ fn the_metered_standby_budget_holds_over_a_simulated_month() {
         bytes as f64 / 1e6,
         max_gap
     );
-    assert!(bytes <= METERED_MONTHLY_BUDGET_BYTES, "{bytes} bytes");
+    // The health probes' share of the budget; the rest is for application checks.
+    assert!(
+        bytes <= crate::probe_cost::health_budget_bytes(METERED_MONTHLY_BUDGET_BYTES),
+        "{bytes} bytes"
+    );
     assert!(max_gap <= METERED_MAX_STALENESS, "{max_gap:?}");
     assert!(sim.events(EventKind::Failover).is_empty());
 }
@@ -571,11 +575,14 @@ fn the_metered_standby_budget_holds_over_a_simulated_month() {
 fn the_budgeted_interval_is_the_fastest_that_fits_the_budget() {
     let interval = metered_standby_interval(
         METERED_MONTHLY_BUDGET_BYTES,
-        PROBE_EXCHANGE_BYTES,
+        crate::probe_cost::ICMP_ECHO_BYTES,
         METERED_MAX_STALENESS,
     );
     assert_eq!(interval, Duration::from_millis(4900));
-    assert!(monthly_probe_bytes(interval, PROBE_EXCHANGE_BYTES) <= METERED_MONTHLY_BUDGET_BYTES);
+    assert!(
+        monthly_probe_bytes(interval, crate::probe_cost::ICMP_ECHO_BYTES)
+            <= METERED_MONTHLY_BUDGET_BYTES
+    );
     // A budget too small for the staleness goal keeps the budget.
     assert_eq!(
         metered_standby_interval(1_000_000, 56, METERED_MAX_STALENESS),

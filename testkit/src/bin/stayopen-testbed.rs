@@ -44,6 +44,36 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         rate: u32,
     },
+    /// Runs one of the appliance's real probers through `interface` and prints, as JSON, whether it
+    /// was answered and the IP bytes it put on the wire (runs inside the appliance's namespace).
+    ProbeBytes {
+        #[arg(long)]
+        interface: String,
+        /// The probe target, as the appliance's configuration writes it, in JSON
+        /// (`{"kind":"tcp","address":"203.0.113.30:80"}`).
+        #[arg(long)]
+        target: String,
+        /// Measurements to take; the smallest is printed (anything else on the link only adds).
+        #[arg(long, default_value_t = 3)]
+        repeat: u32,
+    },
+    /// Runs the appliance's critical-application check of one endpoint through `interface` and
+    /// prints its outcome as JSON: `{"Ok":{"secs":…}}` or `{"Err":"reason"}` (runs inside the
+    /// appliance's namespace).
+    AppCheck {
+        #[arg(long)]
+        interface: String,
+        /// The endpoint as the policy writes it, in JSON
+        /// (`{"kind":"tcp","host":"203.0.113.30","port":2575}`).
+        #[arg(long)]
+        endpoint: String,
+        /// The resolver DNS endpoints are asked at (port 53).
+        #[arg(long)]
+        resolver: Option<std::net::IpAddr>,
+        /// A CA to trust for HTTPS besides the public roots.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
     /// Runs the failover benchmark and prints its figures.
     Bench {
         /// Trials of each failover scenario.
@@ -64,12 +94,50 @@ enum Command {
     },
 }
 
+fn probe_bytes(interface: &str, target: &str, repeat: u32) -> anyhow::Result<()> {
+    let target = serde_json::from_str(target).context("--target is not a probe target")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let measured = runtime.block_on(testbed::probe_bytes(interface, &target, repeat))?;
+    println!("{}", serde_json::to_string(&measured)?);
+    Ok(())
+}
+
+fn app_check(
+    interface: &str,
+    endpoint: &str,
+    resolver: Option<std::net::IpAddr>,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let endpoint = serde_json::from_str(endpoint).context("--endpoint is not an endpoint")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let outcome = runtime.block_on(testbed::app_check(interface, &endpoint, resolver, ca_file))?;
+    println!("{}", serde_json::to_string(&outcome)?);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::EchoServer { bind } => testbed::echo_server(bind).map_err(anyhow::Error::from),
         Command::HttpServer { bind } => testbed::http_server(bind).map_err(anyhow::Error::from),
         Command::DnsServer { bind } => testbed::dns_server(bind).map_err(anyhow::Error::from),
+        Command::ProbeBytes {
+            interface,
+            target,
+            repeat,
+        } => probe_bytes(&interface, &target, repeat),
+        Command::AppCheck {
+            interface,
+            endpoint,
+            resolver,
+            ca_file,
+        } => app_check(&interface, &endpoint, resolver, ca_file.as_deref()),
         Command::UdpStream { to, rate } => {
             testbed::udp_stream(to, rate).map_err(anyhow::Error::from)
         }
