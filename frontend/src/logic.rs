@@ -680,7 +680,7 @@ const fn field(
 
 /// Every policy setting, grouped as an engineer thinks about them. A test checks this list against
 /// the schema, so a new setting cannot be forgotten here.
-pub const POLICY_FIELDS: [PolicyField; 20] = [
+pub const POLICY_FIELDS: [PolicyField; 21] = [
     field(
         "Failover",
         "detection_silence_ms",
