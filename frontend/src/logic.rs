@@ -374,7 +374,7 @@ pub struct Capabilities {
     pub view_audit: bool,
     /// Approving an appliance's re-enrolment and restoring a revoked one.
     pub trust_devices: bool,
-    /// Signing off a drill (the practice's compliance officer).
+    /// Signing off a drill as reviewed by management (a compliance officer or an MSP admin).
     pub sign_off_drills: bool,
     /// Editing a practice's critical applications register.
     pub edit_register: bool,
@@ -394,7 +394,7 @@ impl Capabilities {
             manage_access: admin,
             view_audit: admin,
             trust_devices: admin,
-            sign_off_drills: role == Role::ComplianceOfficer,
+            sign_off_drills: admin || role == Role::ComplianceOfficer,
             edit_register: msp || role == Role::ComplianceOfficer,
             request_evidence: msp || role == Role::ComplianceOfficer,
             comment_incidents: msp,
@@ -1279,6 +1279,24 @@ mod tests {
             assert!(Route::Practice(PracticeId(Uuid::nil())).allowed(role));
             assert!(!Capabilities::of(role).operate);
         }
+    }
+
+    #[wasm_bindgen_test]
+    fn an_auditor_only_reads_the_evidence_and_an_officer_signs_drills_off() {
+        let caps = Capabilities::of;
+        let auditor = caps(Role::Auditor);
+        assert!(!auditor.sign_off_drills && !auditor.edit_register);
+        assert!(!auditor.request_evidence && !auditor.comment_incidents);
+        let officer = caps(Role::ComplianceOfficer);
+        assert!(officer.sign_off_drills && officer.edit_register && officer.request_evidence);
+        assert!(
+            !officer.comment_incidents,
+            "root causes and comments are the MSP's"
+        );
+        let technician = caps(Role::MspTechnician);
+        assert!(!technician.sign_off_drills && technician.edit_register);
+        assert!(technician.comment_incidents && technician.operate);
+        assert!(caps(Role::MspAdmin).sign_off_drills);
     }
 
     #[wasm_bindgen_test]

@@ -71,7 +71,15 @@ impl Browser {
             .post(format!("{base}/session"))
             .json(&json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
-                "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": args,
+                    // Files the page offers for download land here, without asking.
+                    "prefs": {
+                        "download.default_directory": profile.path().join("downloads"),
+                        "download.prompt_for_download": false,
+                    },
+                }
             }}}))
             .send()
             .await
@@ -90,6 +98,12 @@ impl Browser {
             driver,
             _profile: profile,
         }
+    }
+
+    /// Where the files the page downloads are saved.
+    #[allow(dead_code)]
+    pub fn download_dir(&self) -> std::path::PathBuf {
+        self._profile.path().join("downloads")
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {

@@ -178,7 +178,7 @@ fn DrillCard(
                 </span>
             </div>
             <p class="drill-reason">{drill.reason.clone()}</p>
-            <dl class="facts compact-facts">
+            <dl class="facts facts-compact">
                 <div><dt>"Backup"</dt><dd>{drill.backup_uplink.clone().unwrap_or_else(|| "–".into())}</dd></div>
                 <div><dt>"Switchover"</dt><dd class="switchover">{millis_text(drill.switchover_ms)}</dd></div>
                 <div><dt>"Failback"</dt><dd>{millis_text(drill.failback_ms)}</dd></div>

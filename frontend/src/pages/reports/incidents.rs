@@ -131,7 +131,7 @@ fn IncidentCard(
                     {lasted.map(|l| format!(" · lasted {l}"))}
                 </span>
             </div>
-            <dl class="facts compact-facts">
+            <dl class="facts facts-compact">
                 <div><dt>"Failed"</dt><dd>{incident.failed_uplinks.join(", ")}</dd></div>
                 <div><dt>"Carried by"</dt><dd>{if incident.backup_uplinks.is_empty() { "no backup".to_owned() } else { incident.backup_uplinks.join(", ") }}</dd></div>
                 <div><dt>"Time on backup"</dt><dd class="on-backup">{duration_text(incident.on_backup_secs as i64)}</dd></div>

@@ -146,6 +146,14 @@ pub fn Register(practice: PracticeId) -> impl IntoView {
     }
 }
 
+/// One endpoint row of the editor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EndpointRow {
+    key: usize,
+    kind: RwSignal<String>,
+    text: RwSignal<String>,
+}
+
 fn tier_short(tier: AppTier) -> &'static str {
     match tier {
         AppTier::Tier1 => "Tier 1",
@@ -182,7 +190,18 @@ fn EntryForm(
     if rows.is_empty() {
         rows.push(("https".into(), String::new()));
     }
-    let endpoints = RwSignal::new(rows);
+    // Each row keeps its own signals, so typing in one does not redraw the others (nor lose focus).
+    let next_key = StoredValue::new(rows.len());
+    let endpoints: RwSignal<Vec<EndpointRow>> = RwSignal::new(
+        rows.into_iter()
+            .enumerate()
+            .map(|(key, (kind, text))| EndpointRow {
+                key,
+                kind: RwSignal::new(kind),
+                text: RwSignal::new(text),
+            })
+            .collect(),
+    );
     let busy = RwSignal::new(false);
     let notice = RwSignal::new(None::<Notice>);
 
@@ -191,7 +210,11 @@ fn EntryForm(
         let input = match register_input(
             &name.get_untracked(),
             &tier.get_untracked(),
-            &endpoints.get_untracked(),
+            &endpoints.with_untracked(|rows| {
+                rows.iter()
+                    .map(|r| (r.kind.get_untracked(), r.text.get_untracked()))
+                    .collect::<Vec<_>>()
+            }),
             &owner.get_untracked(),
             &note.get_untracked(),
         ) {
@@ -215,49 +238,42 @@ fn EntryForm(
         };
         act(busy, notice, "", call, move |_| on_saved());
     };
-    let endpoint_rows = move || {
-        endpoints
-            .get()
-            .into_iter()
-            .enumerate()
-            .map(|(i, (kind, text))| {
-                let placeholder = ENDPOINT_KINDS
-                    .iter()
-                    .find(|(k, _, _)| *k == kind)
-                    .map_or("", |(_, _, p)| *p);
-                view! {
-                    <div class="endpoint-row" data-index=i.to_string()>
-                        <select
-                            id=format!("app-endpoint-kind-{i}")
-                            aria-label=format!("Endpoint {} kind", i + 1)
-                            on:change=move |ev| {
-                                let value = event_target_value(&ev);
-                                endpoints.update(|rows| if let Some(r) = rows.get_mut(i) { r.0 = value; });
-                            }
-                        >
-                            {ENDPOINT_KINDS.iter().map(|(k, label, _)| view! {
-                                <option value=*k selected=kind == *k>{*label}</option>
-                            }).collect_view()}
-                        </select>
-                        <input
-                            type="text"
-                            id=format!("app-endpoint-{i}")
-                            aria-label=format!("Endpoint {}", i + 1)
-                            placeholder=placeholder
-                            prop:value=text
-                            on:change=move |ev| {
-                                let value = event_target_value(&ev);
-                                endpoints.update(|rows| if let Some(r) = rows.get_mut(i) { r.1 = value; });
-                            }
-                        />
-                        <button type="button" class="button button-link remove-endpoint"
-                            on:click=move |_| endpoints.update(|rows| { if rows.len() > 1 { rows.remove(i); } })>
-                            "Remove"
-                        </button>
-                    </div>
-                }
-            })
-            .collect_view()
+    let endpoint_row_view = move |row: EndpointRow| {
+        let EndpointRow { key, kind, text } = row;
+        let placeholder = move || {
+            ENDPOINT_KINDS
+                .iter()
+                .find(|(k, _, _)| kind.with(|kind| *k == kind))
+                .map_or("", |(_, _, p)| *p)
+        };
+        view! {
+            <div class="endpoint-row" data-key=key.to_string()>
+                <select
+                    id=format!("app-endpoint-kind-{key}")
+                    aria-label="Endpoint kind"
+                    on:change=move |ev| kind.set(event_target_value(&ev))
+                >
+                    {ENDPOINT_KINDS.iter().map(|(k, label, _)| view! {
+                        <option value=*k selected=kind.get_untracked() == *k>{*label}</option>
+                    }).collect_view()}
+                </select>
+                <input
+                    type="text"
+                    id=format!("app-endpoint-{key}")
+                    aria-label="Endpoint"
+                    placeholder=placeholder
+                    bind:value=text
+                />
+                <button type="button" class="button button-link remove-endpoint"
+                    on:click=move |_| endpoints.update(|rows| {
+                        if rows.len() > 1 {
+                            rows.retain(|r| r.key != key);
+                        }
+                    })>
+                    "Remove"
+                </button>
+            </div>
+        }
     };
 
     view! {
@@ -284,10 +300,18 @@ fn EntryForm(
             </div>
             <fieldset class="endpoints-fieldset">
                 <legend>"Endpoints (an HTTPS URL, a TCP host:port or a DNS name)"</legend>
-                {endpoint_rows}
+                <For each=move || endpoints.get() key=|r| r.key children=endpoint_row_view />
                 <button type="button" class="button button-secondary button-small" id="app-endpoint-add"
                     disabled=move || endpoints.with(|e| e.len() >= MAX_ENDPOINTS)
-                    on:click=move |_| endpoints.update(|rows| rows.push(("https".into(), String::new())))>
+                    on:click=move |_| {
+                        let key = next_key.get_value();
+                        next_key.set_value(key + 1);
+                        endpoints.update(|rows| rows.push(EndpointRow {
+                            key,
+                            kind: RwSignal::new("https".into()),
+                            text: RwSignal::new(String::new()),
+                        }));
+                    }>
                     "Add an endpoint"
                 </button>
             </fieldset>
