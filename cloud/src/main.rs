@@ -159,6 +159,9 @@ async fn run(command: Command, config: CloudConfig) -> anyhow::Result<ExitCode> 
             let seeded = seed::seed_demo(&pool)
                 .await
                 .context("seeding the demo tenant")?;
+            seed::seed_demo_compliance(&pool, seeded.tenant_id, chrono::Utc::now())
+                .await
+                .context("seeding the demo practices' compliance set-up")?;
             let json = serde_json::to_string_pretty(&seeded)?;
             match out {
                 Some(path) => std::fs::write(&path, json)

@@ -209,6 +209,22 @@ impl Application {
             sweeps::drill_and_flapping_loop(pool.clone(), clock.clone()),
         );
         supervisor.spawn(
+            "drill schedule",
+            crate::domain::compliance::drill_schedule::schedule_loop(
+                pool.clone(),
+                device_link.clone(),
+                clock.clone(),
+            ),
+        );
+        supervisor.spawn(
+            "retention",
+            crate::domain::compliance::retention::retention_loop(
+                pool.clone(),
+                clock.clone(),
+                config.retention.telemetry_days,
+            ),
+        );
+        supervisor.spawn(
             "command delivery",
             crate::domain::commands::deliver_loop(
                 pool.clone(),

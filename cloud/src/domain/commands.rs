@@ -271,6 +271,49 @@ pub async fn queue(
     Ok(view)
 }
 
+/// Queues a command on behalf of the cloud itself (the drill scheduler), audited as `actor`, in
+/// the caller's tenant transaction; the caller wakes the delivery loop after committing.
+#[allow(clippy::too_many_arguments)]
+pub async fn queue_system(
+    tx: &mut db::Tx,
+    tenant: TenantId,
+    actor: &audit::Actor,
+    appliance: ApplianceId,
+    id: Uuid,
+    spec: &CommandSpec,
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO commands (id, tenant_id, appliance_id, kind, spec, created_by, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(tenant.as_uuid())
+    .bind(appliance.as_uuid())
+    .bind(spec.kind())
+    .bind(sqlx::types::Json(spec))
+    .bind(actor.label())
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
+    audit::record(
+        &mut **tx,
+        tenant,
+        actor,
+        Change {
+            action: "command.create",
+            target_type: "appliance",
+            target_id: appliance.to_string(),
+            before: None,
+            after: Some(
+                serde_json::json!({ "command_id": id, "spec": spec, "expires_at": expires_at }),
+            ),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// A visible appliance's commands, newest first: `fetch` after the sort key `after` (created_at,
 /// id) of the last command of the previous page.
 pub async fn list(

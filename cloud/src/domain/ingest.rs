@@ -245,6 +245,22 @@ pub async fn store(
             }
             heard_from(&mut alert_changes, now_online);
             if inserted == 1 {
+                // Compliance records: the availability roll-up and the open incident's checks.
+                crate::domain::compliance::availability::on_telemetry(
+                    &mut tx,
+                    tenant,
+                    appliance_id,
+                    &env.body,
+                    env.sent_at,
+                )
+                .await?;
+                crate::domain::compliance::incidents::on_telemetry(
+                    &mut tx,
+                    appliance_id,
+                    &env.body,
+                    env.sent_at,
+                )
+                .await?;
                 alert_changes.extend(
                     crate::domain::alerts::stateful_rules(
                         &mut tx,
@@ -293,6 +309,23 @@ pub async fn store(
             if inserted == 1 {
                 // A new entry on the appliance's timeline.
                 crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
+                // Compliance records: drills and incidents are built from events.
+                crate::domain::compliance::drills::on_event(
+                    &mut tx,
+                    tenant,
+                    appliance_id,
+                    &env.body,
+                    env.sent_at,
+                )
+                .await?;
+                crate::domain::compliance::incidents::on_event(
+                    &mut tx,
+                    tenant,
+                    appliance_id,
+                    &env.body,
+                    env.sent_at,
+                )
+                .await?;
                 alert_changes.extend(crate::domain::alerts::rules_for_event(&env.body));
                 alert_changes.extend(
                     crate::domain::alerts::stateful_rules(

@@ -11,6 +11,8 @@
 //! - [`policy`]: each appliance's effective policy, versioned; [`commands`]: the command queue.
 //! - [`alerts`]: alert rules, de-duplication and the sweeps; [`notifications`]: who is told, and
 //!   the signed webhook and e-mail delivery.
+//! - [`compliance`]: the critical applications register, drills, incidents, availability and
+//!   retention: the records behind the compliance evidence.
 //! - [`ingest`]: validates and stores what appliances publish; counts and logs every rejection.
 //! - [`seed`]: the demo tenant used by the Quick start; [`admin`]: operator commands.
 
@@ -20,6 +22,7 @@ pub mod alerts;
 pub mod audit;
 pub mod clinic;
 pub mod commands;
+pub mod compliance;
 pub mod enrolment;
 pub mod fleet;
 pub mod ingest;

@@ -1,6 +1,10 @@
 //! The demo tenant the Quick start shows: one MSP, two practices, an administrator, and an
-//! enrolment token per practice for the simulated fleet. Safe to run repeatedly.
+//! enrolment token per practice for the simulated fleet; then ([`seed_demo_compliance`]) each
+//! practice's clinic hours, critical applications register and a drill schedule whose window is
+//! open for the hour after seeding, so the demo fleet drills as soon as it enrols. Safe to run
+//! repeatedly.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use stayopen_shared::api::Role;
@@ -40,6 +44,8 @@ pub enum SeedError {
     Hash(argon2::password_hash::Error),
     #[error("issuing an enrolment token: {0}")]
     EnrolmentToken(#[from] EnrolmentTokenError),
+    #[error("the demo practice's policy does not combine: {0}")]
+    Policy(String),
 }
 
 pub async fn seed_demo(pool: &PgPool) -> Result<DemoSeed, SeedError> {
@@ -140,4 +146,186 @@ pub async fn seed_demo(pool: &PgPool) -> Result<DemoSeed, SeedError> {
         password: DEMO_PASSWORD.to_owned(),
         practices,
     })
+}
+
+/// The demo register: (name, tier, endpoints, owner, note).
+fn demo_register() -> Vec<(
+    &'static str,
+    &'static str,
+    serde_json::Value,
+    &'static str,
+    &'static str,
+)> {
+    use serde_json::json;
+    vec![
+        (
+            "EHR",
+            "tier1",
+            json!([{"kind": "https", "url": "https://ehr.example.com/health"}]),
+            "Dr. Jane Rivera (medical director)",
+            "Charts, orders and scheduling; downtime forms in the front desk binder.",
+        ),
+        (
+            "e-Prescribing",
+            "tier1",
+            json!([{"kind": "https", "url": "https://erx.example.com/status"}]),
+            "Office manager",
+            "Controlled substances need it; paper prescriptions are the fallback.",
+        ),
+        (
+            "Lab interface",
+            "tier2",
+            json!([{"kind": "tcp", "host": "lab.example.com", "port": 2575}]),
+            "Lab liaison",
+            "HL7 results from the reference lab; results queue at the lab while down.",
+        ),
+        (
+            "Telemedicine",
+            "tier2",
+            json!([{"kind": "https", "url": "https://telehealth.example.com/"}]),
+            "Nurse lead",
+            "Video visits; phone visits are the fallback.",
+        ),
+        (
+            "Patient portal",
+            "tier3",
+            json!([{"kind": "dns", "name": "portal.example.com"}]),
+            "Front desk",
+            "Messages and bill pay can wait until the line is back.",
+        ),
+    ]
+}
+
+/// Gives each demo practice clinic hours (when it has none), the demo critical applications
+/// register and a practice-layer drill schedule: daily, in the hour starting at `now` in the
+/// practice's zone, so the simulated fleet drills right after it enrols. Audited as the seed.
+pub async fn seed_demo_compliance(
+    pool: &PgPool,
+    tenant: TenantId,
+    now: DateTime<Utc>,
+) -> Result<(), SeedError> {
+    let actor = Actor::System("seed-demo");
+    let mut tx = db::tenant_tx(pool, tenant).await?;
+    let practices: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, time_zone FROM practices WHERE name = ANY($1) ORDER BY name")
+            .bind(DEMO_PRACTICES.map(str::to_owned).to_vec())
+            .fetch_all(&mut *tx)
+            .await?;
+    let zones = ["America/Chicago", "America/New_York"];
+    for (i, (practice, zone)) in practices.into_iter().enumerate() {
+        let zone = if zone == "UTC" {
+            zones[i % zones.len()].to_owned()
+        } else {
+            zone
+        };
+        let weekday = || serde_json::json!([{"open": "08:00", "close": "18:00"}]);
+        let hours = serde_json::json!({
+            "mon": weekday(), "tue": weekday(), "wed": weekday(), "thu": weekday(), "fri": weekday(),
+            "sat": [{"open": "09:00", "close": "12:00"}],
+        });
+        sqlx::query(
+            "UPDATE practices SET time_zone = $2, clinic_hours = coalesce(clinic_hours, $3)
+             WHERE id = $1",
+        )
+        .bind(practice)
+        .bind(&zone)
+        .bind(&hours)
+        .execute(&mut *tx)
+        .await?;
+        for (name, tier, endpoints, owner, note) in demo_register() {
+            let id = Uuid::new_v4();
+            let added = sqlx::query(
+                "INSERT INTO critical_apps (id, tenant_id, practice_id, name, tier, endpoints, owner, note, updated_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (practice_id, lower(name)) DO NOTHING",
+            )
+            .bind(id)
+            .bind(tenant.as_uuid())
+            .bind(practice)
+            .bind(name)
+            .bind(tier)
+            .bind(&endpoints)
+            .bind(owner)
+            .bind(note)
+            .bind(actor.label())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if added == 1 {
+                audit::record(
+                    &mut tx,
+                    tenant,
+                    &actor,
+                    Change {
+                        action: "critical_app.create",
+                        target_type: "critical_app",
+                        target_id: id.to_string(),
+                        before: None,
+                        after: Some(serde_json::json!({
+                            "practice_id": practice, "name": name, "tier": tier,
+                            "endpoints": endpoints, "owner": owner, "note": note,
+                        })),
+                    },
+                )
+                .await?;
+            }
+        }
+        let at = jiff::tz::TimeZone::get(&zone)
+            .ok()
+            .and_then(|tz| {
+                let local = jiff::Timestamp::from_second(now.timestamp())
+                    .ok()?
+                    .to_zoned(tz);
+                Some(format!("{:02}:{:02}", local.hour(), local.minute()))
+            })
+            .unwrap_or_else(|| now.format("%H:%M").to_string());
+        let schedule = serde_json::json!({
+            "drill_schedule": {
+                "every_days": 1,
+                "window": {"kind": "local_time", "at": at},
+                "duration_secs": 60,
+            }
+        });
+        sqlx::query(
+            "INSERT INTO policies (tenant_id, scope, scope_id, overrides, updated_by)
+             VALUES ($1, 'practice', $2, $3, $4)
+             ON CONFLICT (tenant_id, scope, scope_id) DO UPDATE
+             SET overrides = policies.overrides || EXCLUDED.overrides,
+                 revision = policies.revision + 1, updated_by = EXCLUDED.updated_by,
+                 updated_at = now()",
+        )
+        .bind(tenant.as_uuid())
+        .bind(practice)
+        .bind(&schedule)
+        .bind(actor.label())
+        .execute(&mut *tx)
+        .await?;
+        audit::record(
+            &mut tx,
+            tenant,
+            &actor,
+            Change {
+                action: "policy.update",
+                target_type: "practice",
+                target_id: practice.to_string(),
+                before: None,
+                after: Some(serde_json::json!({ "practice_id": practice, "overrides": schedule })),
+            },
+        )
+        .await?;
+        let appliances: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM appliances WHERE practice_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(practice)
+        .fetch_all(&mut *tx)
+        .await?;
+        crate::domain::policy::refresh(&mut tx, tenant, &appliances)
+            .await
+            .map_err(|e| match e {
+                crate::domain::policy::DesiredError::Database(e) => SeedError::Database(e),
+                other => SeedError::Policy(other.to_string()),
+            })?;
+    }
+    tx.commit().await?;
+    Ok(())
 }

@@ -5,14 +5,18 @@
 pub mod alerts;
 pub mod api_tokens;
 pub mod audit_log;
+pub mod availability;
 pub mod caller;
 pub mod claims;
 pub mod commands;
+pub mod critical_apps;
 pub mod device_identity;
+pub mod drills;
 pub mod enroll;
 pub mod error;
 pub mod fleet;
 pub mod health;
+pub mod incidents;
 pub mod maintenance;
 pub mod notifications;
 pub mod overview;
@@ -142,6 +146,19 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(maintenance::create)
             .service(maintenance::list)
             .service(maintenance::remove)
+            .service(critical_apps::list)
+            .service(critical_apps::create)
+            .service(critical_apps::update)
+            .service(critical_apps::remove)
+            .service(drills::list)
+            .service(drills::show)
+            .service(drills::sign_off)
+            .service(drills::start)
+            .service(incidents::list)
+            .service(incidents::show)
+            .service(incidents::update)
+            .service(incidents::comment)
+            .service(availability::show)
             .route("/openapi.json", web::get().to(openapi_json))
             .default_service(web::to(|| async {
                 ApiFailure::NotFound("no such API endpoint")

@@ -21,6 +21,22 @@ pub struct CloudConfig {
     pub auth: AuthConfig,
     pub fleet: FleetConfig,
     pub alerts: AlertsConfig,
+    pub retention: RetentionConfig,
+}
+
+/// How long records are kept. Compliance records (events, drills, incidents, roll-ups) are kept
+/// six years whatever this says (HIPAA 164.316(b)(2)); only raw telemetry is configurable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days raw telemetry is kept; its hourly roll-ups stay six years.
+    pub telemetry_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { telemetry_days: 90 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +291,11 @@ impl CloudConfig {
         if self.auth.token_ttl_minutes == 0 {
             return Err(ConfigError::Semantic(
                 "auth.token_ttl_minutes must be at least 1".into(),
+            ));
+        }
+        if !(1..=2200).contains(&self.retention.telemetry_days) {
+            return Err(ConfigError::Semantic(
+                "retention.telemetry_days must be between 1 and 2200".into(),
             ));
         }
         if !(1..=20).contains(&self.alerts.webhook_max_attempts) {

@@ -229,6 +229,11 @@ pub enum Permission {
     /// Letting known hardware enrol again and restoring revoked appliances: who may hand an
     /// appliance's identity to a box. MSP admins, signed in (no API token).
     TrustDevices,
+    /// The critical applications register: MSP admins and technicians, and compliance officers
+    /// on their own practices (confined by [`AuthUser::practice_filter`]).
+    ManageCompliance,
+    /// Signing off a drill as reviewed by management: MSP admins and compliance officers.
+    SignOffDrills,
 }
 
 impl Permission {
@@ -243,6 +248,12 @@ impl Permission {
             Permission::ViewAudit => "the audit log is for MSP admins",
             Permission::TrustDevices => {
                 "approving re-enrolment and restoring appliances needs a signed-in MSP admin"
+            }
+            Permission::ManageCompliance => {
+                "editing the critical applications register needs an MSP admin, a technician or the practice's compliance officer"
+            }
+            Permission::SignOffDrills => {
+                "signing off a drill needs the practice's compliance officer or an MSP admin"
             }
         }
     }
@@ -284,11 +295,21 @@ impl AuthUser {
             Permission::ManageAccess | Permission::ViewAudit | Permission::TrustDevices => {
                 self.role == Role::MspAdmin
             }
+            Permission::ManageCompliance => self.role != Role::Auditor,
+            Permission::SignOffDrills => {
+                matches!(self.role, Role::MspAdmin | Role::ComplianceOfficer)
+            }
         };
         let by_scope = match (self.api_scope, permission) {
             (None, _) => true,
-            (Some(_), Permission::ManageAccess | Permission::TrustDevices) => false,
-            (Some(ApiTokenScope::Read), Permission::Operate | Permission::Configure) => false,
+            (
+                Some(_),
+                Permission::ManageAccess | Permission::TrustDevices | Permission::SignOffDrills,
+            ) => false,
+            (
+                Some(ApiTokenScope::Read),
+                Permission::Operate | Permission::Configure | Permission::ManageCompliance,
+            ) => false,
             (Some(_), _) => true,
         };
         by_role && by_scope

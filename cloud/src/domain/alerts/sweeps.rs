@@ -164,8 +164,8 @@ pub async fn long_backup_sweep(pool: &PgPool, now: DateTime<Utc>) -> Result<usiz
     Ok(raised)
 }
 
-/// Raises "drill overdue" for appliances whose last completed drill (or enrolment, if they never
-/// drilled) is older than their policy's `drill_overdue_days`, and resolves "flapping" once a
+/// Raises "drill overdue" for appliances whose last passed drill (from the drills table, or a
+/// `drill_finished` event whose report did not fail; enrolment if they never drilled) is older than their policy's `drill_overdue_days`, and resolves "flapping" once a
 /// whole window has passed without a failover. Returns the alerts raised and resolved.
 pub async fn drill_and_flapping_sweep(
     pool: &PgPool,
@@ -180,8 +180,13 @@ pub async fn drill_and_flapping_sweep(
         let overdue: Vec<(Uuid, DateTime<Utc>, bool)> = sqlx::query_as(
             "SELECT a.id, coalesce(d.last_drill, a.enrolled_at), d.last_drill IS NOT NULL
              FROM appliances a
-             LEFT JOIN LATERAL (SELECT max(e.sent_at) AS last_drill FROM appliance_events e
-                                WHERE e.appliance_id = a.id AND e.kind = 'drill_finished') d ON true
+             LEFT JOIN LATERAL (SELECT greatest(
+                    (SELECT max(r.finished_at) FROM drills r
+                     WHERE r.appliance_id = a.id AND r.outcome = 'passed'),
+                    (SELECT max(e.sent_at) FROM appliance_events e
+                     WHERE e.appliance_id = a.id AND e.kind = 'drill_finished'
+                       AND coalesce(e.body -> 'drill' ->> 'passed', 'true') = 'true')) AS last_drill
+             ) d ON true
              WHERE a.revoked_at IS NULL
                AND coalesce((a.desired_policy ->> 'drill_overdue_days')::integer, 105) > 0
                AND coalesce(d.last_drill, a.enrolled_at) < $1 - make_interval(days =>

@@ -89,6 +89,17 @@ pub async fn show(
     Ok(read(&mut tx, scope, scope_id).await?)
 }
 
+/// Critical applications are kept in each practice's register, not in policy layers: the register
+/// is what the evidence shows and what the appliances check.
+fn not_the_register(overrides: &PolicyOverrides) -> Result<(), LayerError> {
+    if overrides.contains_key("critical_apps") {
+        return Err(LayerError::Invalid(
+            "critical_apps: critical applications are set in the practice's critical applications register (/api/v1/practices/{id}/critical-apps), not in a policy layer".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Replaces a layer (a partial policy; empty clears it), audited; recomputes the desired policy
 /// of the appliances under it and publishes the changed ones through `link` after the commit.
 pub async fn replace(
@@ -103,6 +114,7 @@ pub async fn replace(
     // forbidden.
     let (scope, scope_id) = target.visible(&mut tx, auth).await?;
     auth.require(Permission::Configure)?;
+    not_the_register(&overrides)?;
     check_overrides(&overrides).map_err(|e| LayerError::Invalid(e.to_string()))?;
     let before = read(&mut tx, scope, scope_id).await?;
     sqlx::query(
@@ -160,6 +172,7 @@ pub async fn preview(
     auth: &AuthUser,
     request: PolicyPreviewRequest,
 ) -> Result<EffectivePolicy, LayerError> {
+    not_the_register(&request.overrides)?;
     let mut tx = auth.tx(pool).await?;
     let msp = layer(&mut tx, PolicyScope::Msp, auth.tenant_id.0).await?;
     let proposed = request.overrides;

@@ -61,7 +61,8 @@ pub async fn layer(
     Ok(stored.map(|j| j.0).unwrap_or_default())
 }
 
-/// The effective policy of one appliance, with the source of each value.
+/// The effective policy of one appliance, with the source of each value. Its `critical_apps` are
+/// the practice's critical applications register (see [`crate::domain::compliance::register`]).
 pub async fn effective(
     tx: &mut Tx,
     tenant: TenantId,
@@ -72,13 +73,21 @@ pub async fn effective(
         .fetch_one(&mut **tx)
         .await?;
     let msp = layer(tx, PolicyScope::Msp, tenant.0).await?;
-    let practice = layer(tx, PolicyScope::Practice, practice).await?;
+    let practice_layer = layer(tx, PolicyScope::Practice, practice).await?;
     let own = layer(tx, PolicyScope::Appliance, appliance.0).await?;
-    Ok(resolve(&[
+    let mut effective = resolve(&[
         (PolicyScope::Msp, &msp),
-        (PolicyScope::Practice, &practice),
+        (PolicyScope::Practice, &practice_layer),
         (PolicyScope::Appliance, &own),
-    ])?)
+    ])?;
+    let register = crate::domain::compliance::register::policy_apps(tx, practice).await?;
+    if !register.is_empty() {
+        effective
+            .sources
+            .insert("critical_apps".into(), PolicyScope::Practice);
+    }
+    effective.policy.critical_apps = register;
+    Ok(effective)
 }
 
 #[derive(sqlx::FromRow)]
