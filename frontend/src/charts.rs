@@ -140,6 +140,8 @@ pub struct AvailabilityGroup {
 }
 
 const BAR_HEIGHT: f64 = 170.0;
+/// Room above the bars for the label of a thin gap.
+const AV_TOP: f64 = 18.0;
 
 /// Primary-line and effective availability per period as stacked bars of the whole period: up,
 /// down, and the time nobody reported on, hatched and labelled "no data" — a gap is never drawn
@@ -154,14 +156,14 @@ pub fn availability_chart(
     let slot = plot_width / n;
     let bar = (slot * 0.36).min(22.0);
     let height = BAR_HEIGHT;
-    let total = TOP + height + BOTTOM + 4.0;
+    let total = AV_TOP + height + BOTTOM + 4.0;
     // Narrow slots (a month's days) get the "no data" label turned on its side.
     let sideways = slot < 40.0;
     let every = if n > 16.0 { 2 } else { 1 };
     let grid = [0.0, 0.5, 1.0]
         .into_iter()
         .map(|share| {
-            let y = TOP + height - share * height;
+            let y = AV_TOP + height - share * height;
             view! {
                 <line class="chart-grid" x1=LEFT x2=WIDTH - RIGHT y1=y y2=y />
                 <text class="chart-label" x=LEFT - 6.0 y=y + 4.0 text-anchor="end">
@@ -192,17 +194,25 @@ pub fn availability_chart(
                 view! {
                     <g class=format!("bar bar-{kind}") data-kind=kind>
                         <title>{tip}</title>
-                        <rect class=format!("bar-up bar-up-{kind}") x=x y=TOP + up.0 width=bar height=up.1 />
-                        <rect class="bar-down" x=x y=TOP + down.0 width=bar height=down.1 />
-                        <rect class="bar-gap" x=x y=TOP + gap.0 width=bar height=gap.1 />
+                        <rect class=format!("bar-up bar-up-{kind}") x=x y=AV_TOP + up.0 width=bar height=up.1 />
+                        <rect class="bar-down" x=x y=AV_TOP + down.0 width=bar height=down.1 />
+                        <rect class="bar-gap" x=x y=AV_TOP + gap.0 width=bar height=gap.1 />
                     </g>
                 }
             })
             .collect_view();
             let centre = LEFT + slot * (i as f64 + 0.5);
             let gap_share = g.primary.gap.max(g.effective.gap);
-            let gap_text = (gap_share >= 0.25).then(|| {
-                let y = TOP + gap_share * height / 2.0;
+            // A day's gap is labelled when it is a good part of the day (the table names every
+            // one); a month's always, inside the hatched part or just above a thin one.
+            let labelled = if sideways { gap_share >= 0.25 } else { gap_share > 0.0 };
+            let gap_text = labelled.then(|| {
+                let middle = AV_TOP + gap_share * height / 2.0;
+                let y = if sideways || gap_share * height >= 11.0 {
+                    middle
+                } else {
+                    AV_TOP - 6.0
+                };
                 if sideways {
                     view! {
                         <text class="chart-label gap-label" x=centre y=y text-anchor="middle"
@@ -220,7 +230,7 @@ pub fn availability_chart(
             });
             let label = (i % every == 0).then(|| {
                 view! {
-                    <text class="chart-label" x=centre y=TOP + height + 14.0 text-anchor="middle">
+                    <text class="chart-label" x=centre y=AV_TOP + height + 14.0 text-anchor="middle">
                         {g.label.clone()}
                     </text>
                 }

@@ -53,6 +53,7 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = tempfile::tempdir().expect("profile dir");
+        std::fs::create_dir_all(profile.path().join("downloads")).expect("downloads dir");
         // The flags keep Chromium from reaching out to the internet (this sandbox has none).
         let args = vec![
             "--headless=new".to_owned(),
@@ -101,7 +102,6 @@ impl Browser {
     }
 
     /// Where the files the page downloads are saved.
-    #[allow(dead_code)]
     pub fn download_dir(&self) -> std::path::PathBuf {
         self._profile.path().join("downloads")
     }

@@ -113,6 +113,16 @@ pub fn availability_range(today: NaiveDate, months: u32) -> (NaiveDate, NaiveDat
     (from, today)
 }
 
+/// The months from the first one anything was reported in (a practice whose appliances arrived in
+/// March shows no empty months before it); the last `keep` months always stay.
+pub fn from_first_report(months: &[AvailabilityMonth], keep: usize) -> &[AvailabilityMonth] {
+    let first = months
+        .iter()
+        .position(|m| m.observed_secs > 0)
+        .unwrap_or(months.len());
+    &months[first.min(months.len().saturating_sub(keep))..]
+}
+
 // ---------------------------------------------------------------------------------------------
 // Drills and incidents
 // ---------------------------------------------------------------------------------------------
@@ -479,6 +489,19 @@ mod tests {
             days: vec![],
         };
         assert_eq!(day_period_secs(&month), 2 * 86_400);
+        let months: Vec<AvailabilityMonth> = (1..=6)
+            .map(|m| AvailabilityMonth {
+                month: date(2026, m, 1),
+                observed_secs: if m >= 4 { 3600 } else { 0 },
+                ..month.clone()
+            })
+            .collect();
+        let shown: Vec<u32> = from_first_report(&months, 2)
+            .iter()
+            .map(|m| m.month.month())
+            .collect();
+        assert_eq!(shown, [4, 5, 6]);
+        assert_eq!(from_first_report(&months[..3], 2).len(), 2);
     }
 
     #[wasm_bindgen_test]

@@ -12,7 +12,7 @@ use crate::components::{FeedStatus, loading, use_session};
 use crate::live::{feed, utc_now};
 use crate::logic::{
     Interest, availability_range, availability_shares, availability_text, date_text,
-    day_period_secs, duration_text, gap_label, month_label, month_short,
+    day_period_secs, duration_text, from_first_report, gap_label, month_label, month_short,
 };
 
 /// How many months the page shows.
@@ -59,7 +59,8 @@ pub fn Availability(practice: PracticeId) -> impl IntoView {
             </p>
             <FeedStatus feed=months what="availability" />
             {loading(months)}
-            {move || months.data.get().map(|list| {
+            {move || months.data.get().map(|all| {
+                let list = from_first_report(&all, 2);
                 let groups = list.iter().map(|m| AvailabilityGroup {
                     label: month_short(m.month).to_owned(),
                     title: month_label(m.month),
@@ -80,7 +81,7 @@ pub fn Availability(practice: PracticeId) -> impl IntoView {
                     </tr>
                 }).collect_view();
                 view! {
-                    {availability_chart("availability-months", format!("Per month, last {MONTHS} months"), groups)}
+                    {availability_chart("availability-months", "Per month".to_owned(), groups)}
                     <div class="table-wrap">
                         <table class="data-table compact" id="availability-table">
                             <thead>

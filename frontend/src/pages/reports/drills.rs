@@ -56,15 +56,16 @@ pub fn Drills(practice: PracticeId, awaiting: Feed<Page<DrillRecord>>) -> impl I
     };
     let busy = RwSignal::new(false);
     let notice = RwSignal::new(None::<Notice>);
+    let duration = RwSignal::new(120u32);
     let run_now = move |_| {
         act(
             busy,
             notice,
-            "Drill requested: each appliance of the practice moves its traffic to the backup, checks the critical applications and fails back. The result appears here.",
+            "Drill requested: each online appliance of the practice moves its traffic to the backup, checks the critical applications and fails back. The result appears here.",
             api::post::<_, serde_json::Value>(
                 session,
                 &format!("/api/v1/practices/{practice}/drills"),
-                &serde_json::json!({}),
+                &serde_json::json!({ "duration_secs": duration.get_untracked() }),
             ),
             move |_| drills.reload(),
         );
@@ -89,6 +90,17 @@ pub fn Drills(practice: PracticeId, awaiting: Feed<Page<DrillRecord>>) -> impl I
                         " Awaiting sign-off only"
                     </label>
                     {caps.operate.then(|| view! {
+                        <div class="field field-inline">
+                            <label for="drill-duration">"On the backup for"</label>
+                            <select id="drill-duration" on:change=move |ev| {
+                                duration.set(event_target_value(&ev).parse().unwrap_or(120));
+                            }>
+                                <option value="60">"1 minute"</option>
+                                <option value="120" selected>"2 minutes"</option>
+                                <option value="300">"5 minutes"</option>
+                                <option value="600">"10 minutes"</option>
+                            </select>
+                        </div>
                         <button type="button" id="run-drill" class="button button-primary button-small"
                             disabled=move || busy.get() on:click=run_now>
                             "Run a drill now"
