@@ -1271,6 +1271,11 @@ async fn a_compliance_officer_signs_off_a_drill_and_downloads_last_months_packag
     let sign_off = signed.and_then(|d| d.sign_off).expect("signed off");
     assert_eq!(sign_off.name, "Olivia Officer");
     assert!(sign_off.comment.contains("switchover under a second"));
+    browser
+        .eval(&format!(
+            "document.querySelector(\"{card}\").setAttribute('data-screenshot', ''); return true"
+        ))
+        .await;
     screenshot(&browser, "reports-drills").await;
 
     // Incidents: read-only for the officer, with the MSP's root cause and comment.

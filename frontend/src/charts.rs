@@ -139,7 +139,9 @@ pub struct AvailabilityGroup {
     pub key: String,
 }
 
-const BAR_HEIGHT: f64 = 170.0;
+/// Wider than the metrics charts: a year of months or a month of days side by side.
+const AV_WIDTH: f64 = 960.0;
+const BAR_HEIGHT: f64 = 150.0;
 /// Room above the bars for the label of a thin gap.
 const AV_TOP: f64 = 18.0;
 
@@ -152,7 +154,7 @@ pub fn availability_chart(
     groups: Vec<AvailabilityGroup>,
 ) -> impl IntoView {
     let n = groups.len().max(1) as f64;
-    let plot_width = WIDTH - LEFT - RIGHT;
+    let plot_width = AV_WIDTH - LEFT - RIGHT;
     let slot = plot_width / n;
     let bar = (slot * 0.36).min(22.0);
     let height = BAR_HEIGHT;
@@ -165,7 +167,7 @@ pub fn availability_chart(
         .map(|share| {
             let y = AV_TOP + height - share * height;
             view! {
-                <line class="chart-grid" x1=LEFT x2=WIDTH - RIGHT y1=y y2=y />
+                <line class="chart-grid" x1=LEFT x2=AV_WIDTH - RIGHT y1=y y2=y />
                 <text class="chart-label" x=LEFT - 6.0 y=y + 4.0 text-anchor="end">
                     {format!("{:.0}%", share * 100.0)}
                 </text>
@@ -248,7 +250,7 @@ pub fn availability_chart(
     view! {
         <figure class="chart availability-chart" id=id>
             <figcaption id=title_id.clone()>{title}</figcaption>
-            <svg viewBox=format!("0 0 {WIDTH} {total}") role="img" aria-labelledby=title_id class="chart-svg">
+            <svg viewBox=format!("0 0 {AV_WIDTH} {total}") role="img" aria-labelledby=title_id class="chart-svg">
                 <defs>
                     <pattern id=format!("{id}-hatch") class="hatch" width="6" height="6"
                         patternUnits="userSpaceOnUse" patternTransform="rotate(45)">

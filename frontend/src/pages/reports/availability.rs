@@ -50,7 +50,7 @@ pub fn Availability(practice: PracticeId) -> impl IntoView {
     });
 
     view! {
-        <section class="card section" id="report-availability" aria-labelledby="availability-heading" data-screenshot>
+        <section class="card section" id="report-availability" aria-labelledby="availability-heading">
             <h2 id="availability-heading">"Availability"</h2>
             <p class="muted small">
                 "Primary line: the share of observed time the practice's primary line was up. "
