@@ -1,6 +1,6 @@
 //! `stayopen-cloud`: the multi-tenant backend.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -41,6 +41,80 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Evidence packages.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EvidenceCommand {
+    /// Check an evidence package offline: the zip's structure, the signature of manifest.json,
+    /// every file's SHA-256 and size, and the audit entries' hash chain. Exits 1 naming the first
+    /// thing that does not match. Needs no database.
+    Verify {
+        /// The package (.zip).
+        file: PathBuf,
+        /// The cloud's evidence public key (PEM, from GET /api/v1/evidence/public-key or the
+        /// `….pub.pem` beside the key). Without it, the public key of this cloud's configuration
+        /// if present, else the package's own public_key.pem, which proves only integrity.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+}
+
+/// `evidence verify`: offline, before any configuration is required.
+fn verify_evidence(file: &Path, public_key: Option<&Path>, config: Option<&Path>) -> ExitCode {
+    use stayopen_cloud::domain::evidence::verify::{TrustedKey, verify};
+    use stayopen_cloud::infra::evidence_key::{EvidencePublic, public_key_path};
+    let read_key = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| EvidencePublic::from_pem(&pem).map_err(|e| e.to_string()))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let key = match public_key {
+        Some(path) => match read_key(path) {
+            Ok(key) => TrustedKey::Given(key),
+            Err(e) => {
+                eprintln!("stayopen-cloud: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            // The cloud's own published key file, when this machine has the cloud's configuration.
+            let published = CloudConfig::load(config)
+                .ok()
+                .map(|c| public_key_path(&c.evidence.key_path(&c.broker.tls_dir)));
+            match published.filter(|p| p.exists()).map(|p| (read_key(&p), p)) {
+                Some((Ok(key), path)) => {
+                    println!(
+                        "key:           {} (this cloud's published key)",
+                        path.display()
+                    );
+                    TrustedKey::Given(key)
+                }
+                _ => TrustedKey::Embedded,
+            }
+        }
+    };
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("stayopen-cloud: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    println!("package:       {} ({} bytes)", file.display(), bytes.len());
+    match verify(&bytes, &key) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            println!("NOT VERIFIED: {failure}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +147,9 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    if let Some(Command::Evidence(EvidenceCommand::Verify { file, public_key })) = &cli.command {
+        return verify_evidence(file, public_key.as_deref(), cli.config.as_deref());
+    }
     let config = match CloudConfig::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -152,6 +229,9 @@ async fn run(command: Command, config: CloudConfig) -> anyhow::Result<ExitCode> 
             if broken {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Evidence(EvidenceCommand::Verify { file, public_key }) => {
+            return Ok(verify_evidence(&file, public_key.as_deref(), None));
         }
         Command::SeedDemo { out } => {
             db::migrate(&config.database).await?;

@@ -20,6 +20,7 @@ use crate::infra::clock::Clock;
 use crate::infra::config::CloudConfig;
 use crate::infra::db::{self, DbError};
 use crate::infra::device_link::DeviceLink;
+use crate::infra::evidence_key::{EvidenceKey, EvidenceKeyError};
 use crate::infra::hearing::Hearing;
 use crate::infra::metrics::Metrics;
 use crate::infra::pki::DeviceCa;
@@ -41,6 +42,8 @@ pub enum StartupError {
     FreePort(std::io::Error),
     #[error("cannot build the OpenAPI document: {0}")]
     OpenApi(String),
+    #[error("evidence key: {0}")]
+    EvidenceKey(#[from] EvidenceKeyError),
     #[error("device PKI: {0}")]
     Pki(#[from] crate::infra::pki::PkiError),
     #[error("cannot create telemetry partitions: {0}")]
@@ -89,6 +92,9 @@ impl Application {
         }
         let metrics = Arc::new(Metrics::default());
         let ca = Arc::new(DeviceCa::load_or_create(&config.broker.tls_dir)?);
+        let evidence_key = Arc::new(EvidenceKey::load_or_create(
+            &config.evidence.key_path(&config.broker.tls_dir),
+        )?);
         let mut hosts = vec![
             config.broker.public_host.clone(),
             "localhost".to_owned(),
@@ -232,6 +238,33 @@ impl Application {
                 config.fleet.offline_after_secs,
             ),
         );
+        supervisor.spawn(
+            "evidence package builder",
+            crate::domain::evidence::jobs::worker_loop(
+                pool.clone(),
+                evidence_key.clone(),
+                clock.clone(),
+                Duration::from_millis(config.evidence.poll_interval_ms),
+            ),
+        );
+        {
+            let mailer = config.alerts.smtp.as_ref().and_then(|smtp| {
+                crate::infra::email::Mailer::from_config(smtp)
+                    .inspect_err(|e| {
+                        tracing::error!(error = %e, "evidence announcements cannot be e-mailed")
+                    })
+                    .ok()
+            });
+            supervisor.spawn(
+                "evidence schedule",
+                crate::domain::evidence::monthly::schedule_loop(
+                    pool.clone(),
+                    clock.clone(),
+                    mailer,
+                    config.alerts.dashboard_url.clone(),
+                ),
+            );
+        }
         {
             let (pool, link) = (pool.clone(), device_link.clone());
             supervisor.spawn("desired policies at start", async move {
@@ -295,6 +328,7 @@ impl Application {
             ca,
             revoker_secret,
             hub,
+            evidence_key,
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || {

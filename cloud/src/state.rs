@@ -10,6 +10,7 @@ use crate::domain::access::throttle::LoginThrottle;
 use crate::infra::broker::BrokerHandle;
 use crate::infra::config::CloudConfig;
 use crate::infra::device_link::DeviceLink;
+use crate::infra::evidence_key::EvidenceKey;
 use crate::infra::metrics::Metrics;
 use crate::infra::pki::DeviceCa;
 use crate::infra::stream::Hub;
@@ -33,4 +34,6 @@ pub struct AppState {
     pub revoker_secret: String,
     /// Live updates for dashboards (`GET /api/v1/stream`).
     pub hub: Hub,
+    /// Signs evidence packages; its public half is published.
+    pub evidence_key: Arc<EvidenceKey>,
 }

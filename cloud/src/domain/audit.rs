@@ -44,7 +44,7 @@ pub struct Change<'a> {
     pub after: Option<serde_json::Value>,
 }
 
-fn chain_hash(
+pub(crate) fn chain_hash(
     prev: &[u8],
     seq: i64,
     at: DateTime<Utc>,

@@ -24,6 +24,7 @@ pub mod clinic;
 pub mod commands;
 pub mod compliance;
 pub mod enrolment;
+pub mod evidence;
 pub mod fleet;
 pub mod ingest;
 pub mod notifications;

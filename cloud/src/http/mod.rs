@@ -14,6 +14,7 @@ pub mod device_identity;
 pub mod drills;
 pub mod enroll;
 pub mod error;
+pub mod evidence;
 pub mod fleet;
 pub mod health;
 pub mod incidents;
@@ -159,6 +160,11 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(incidents::update)
             .service(incidents::comment)
             .service(availability::show)
+            .service(evidence::public_key)
+            .service(evidence::create)
+            .service(evidence::list)
+            .service(evidence::show)
+            .service(evidence::download)
             .route("/openapi.json", web::get().to(openapi_json))
             .default_service(web::to(|| async {
                 ApiFailure::NotFound("no such API endpoint")

@@ -22,6 +22,37 @@ pub struct CloudConfig {
     pub fleet: FleetConfig,
     pub alerts: AlertsConfig,
     pub retention: RetentionConfig,
+    pub evidence: EvidenceConfig,
+}
+
+/// Evidence packages (issue 14).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvidenceConfig {
+    /// The Ed25519 key that signs evidence packages (PKCS#8 PEM, created on first start, 0600;
+    /// back it up with the device CA). Default: `evidence-signing.key` in `broker.tls_dir`. Its
+    /// public key is written beside it as `….pub.pem`.
+    pub key_file: Option<PathBuf>,
+    /// How often the package builder looks for queued packages when idle.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+impl EvidenceConfig {
+    /// Where the signing key lives.
+    pub fn key_path(&self, tls_dir: &Path) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| tls_dir.join("evidence-signing.key"))
+    }
 }
 
 /// How long records are kept. Compliance records (events, drills, incidents, roll-ups) are kept
@@ -332,6 +363,11 @@ impl CloudConfig {
         if !(1..=3650).contains(&self.broker.device_cert_days) {
             return Err(ConfigError::Semantic(
                 "broker.device_cert_days must be between 1 and 3650".into(),
+            ));
+        }
+        if !(50..=60_000).contains(&self.evidence.poll_interval_ms) {
+            return Err(ConfigError::Semantic(
+                "evidence.poll_interval_ms must be between 50 and 60000".into(),
             ));
         }
         if self.auth.refresh_ttl_hours == 0 {

@@ -6,7 +6,8 @@
 //!   security does the isolating).
 //! - [`broker`]: the embedded rumqttd broker (TLS, client certificates, per-device topic prefix) or
 //!   the external broker's client; [`device_link`]: publishing to devices.
-//! - [`pki`]: the device CA; [`email`]: SMTP delivery.
+//! - [`pki`]: the device CA; [`evidence_key`]: the key that signs evidence packages; [`email`]: SMTP
+//!   delivery.
 //! - [`clock`]: the current time, which tests control.
 //! - [`hearing`]: whether the cloud can hear its appliances right now.
 //! - [`metrics`]: counters for `/metrics`; [`stream`]: the live-update hub behind dashboards.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod db;
 pub mod device_link;
 pub mod email;
+pub mod evidence_key;
 pub mod hearing;
 pub mod metrics;
 pub mod pki;
