@@ -1068,16 +1068,21 @@ async fn a_compliance_officer_signs_off_a_drill_and_downloads_last_months_packag
         if !silent.contains(&hour) {
             let on_backup = outage.contains(&hour);
             let active = if on_backup { "lte" } else { "fiber" };
-            reporter
-                .hour(
-                    hour,
-                    active,
-                    vec![
-                        reach("EHR", active, true),
-                        reach("Lab interface", active, !on_backup),
+            // The appliance checks the applications through the standby too, within its budget.
+            let mut apps = vec![
+                reach("EHR", "lte", true),
+                reach("Lab interface", "lte", !on_backup),
+            ];
+            if !on_backup {
+                apps.splice(
+                    0..0,
+                    [
+                        reach("EHR", "fiber", true),
+                        reach("Lab interface", "fiber", true),
                     ],
-                )
-                .await;
+                );
+            }
+            reporter.hour(hour, active, apps).await;
             sent += 1;
         }
         hour += Span::hours(1);
@@ -1338,6 +1343,30 @@ async fn a_compliance_officer_signs_off_a_drill_and_downloads_last_months_packag
         .wait_for_element("#register-table tr[data-app-name='e-Prescribing']", PAGE)
         .await;
     screenshot(&browser, "reports-register").await;
+
+    // The appliance page shows each application's latest check through each uplink.
+    browser
+        .open_fragment(&format!("#/appliances/{}", reporter.id))
+        .await;
+    browser
+        .wait_for_element(
+            "#app-reachability tr[data-app='Lab interface'] td[data-uplink='lte'][data-reachable='true']",
+            PAGE,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("return [...document.querySelectorAll('#app-reachability thead th')].map(t => t.textContent)")
+            .await,
+        serde_json::json!(["Application", "fiber", "lte"]),
+        "a column per uplink, the primary first"
+    );
+    browser
+        .eval("document.querySelector('#appliance-apps').setAttribute('data-screenshot', ''); return true")
+        .await;
+    screenshot(&browser, "appliance-apps").await;
+    browser.open_fragment("#/reports").await;
+    browser.wait_for_element("#tab-packages", PAGE).await;
 
     // Evidence: the officer requests last month's package on the page and waits for it.
     browser.click("#tab-packages").await;

@@ -381,6 +381,10 @@ pub struct AvailabilityDay {
     pub effective_pct: Option<f64>,
     /// Seconds of the day with no report from an appliance (a gap, never counted as up).
     pub gap_secs: u64,
+    /// Appliance-seconds of the day reported on: with `gap_secs`, the part of the day the
+    /// practice's appliances were in service (a chart draws the day's gap in proportion to it).
+    #[serde(default)]
+    pub observed_secs: u64,
 }
 
 /// Availability of one practice in one calendar month (UTC).

@@ -44,23 +44,6 @@ pub fn availability_shares(pct: Option<f64>, period_secs: u64, gap_secs: u64) ->
     }
 }
 
-/// The number of days in the month that starts on `month` (any day of it).
-pub fn days_in_month(month: NaiveDate) -> u32 {
-    let first = month.with_day(1).unwrap_or(month);
-    let next = if first.month() == 12 {
-        NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
-    } else {
-        NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
-    };
-    next.map_or(30, |n| (n - first).num_days() as u32)
-}
-
-/// Appliance-seconds in one day of `month`: a day's `gap_secs` counts every appliance of the
-/// practice, as the month's `period_secs` does.
-pub fn day_period_secs(month: &AvailabilityMonth) -> u64 {
-    (month.period_secs / u64::from(days_in_month(month.month))).max(86_400)
-}
-
 const MONTHS: [&str; 12] = [
     "January",
     "February",
@@ -467,10 +450,7 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
-    fn months_days_and_ranges_follow_the_calendar() {
-        assert_eq!(days_in_month(date(2026, 2, 10)), 28);
-        assert_eq!(days_in_month(date(2028, 2, 1)), 29);
-        assert_eq!(days_in_month(date(2026, 12, 1)), 31);
+    fn months_are_named_ranged_and_shown_from_the_first_report() {
         assert_eq!(month_label(date(2026, 11, 1)), "November 2026");
         assert_eq!(month_short(date(2026, 1, 1)), "Jan");
         assert_eq!(
@@ -482,13 +462,12 @@ mod tests {
             month: date(2026, 4, 1),
             primary_pct: None,
             effective_pct: None,
-            period_secs: 30 * 86_400 * 2,
+            period_secs: 0,
             observed_secs: 0,
             gap_secs: 0,
             on_backup_secs: 0,
             days: vec![],
         };
-        assert_eq!(day_period_secs(&month), 2 * 86_400);
         let months: Vec<AvailabilityMonth> = (1..=6)
             .map(|m| AvailabilityMonth {
                 month: date(2026, m, 1),

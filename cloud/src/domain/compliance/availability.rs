@@ -203,6 +203,7 @@ pub fn build_months(
             primary_pct: pct(day.primary, observed),
             effective_pct: pct(day.effective, observed),
             gap_secs: gap,
+            observed_secs: observed,
         });
         month.period_secs += period;
         month.observed_secs += observed;

@@ -11,8 +11,8 @@ use crate::charts::{AvailabilityGroup, availability_chart};
 use crate::components::{FeedStatus, loading, use_session};
 use crate::live::{feed, utc_now};
 use crate::logic::{
-    Interest, availability_range, availability_shares, availability_text, date_text,
-    day_period_secs, duration_text, from_first_report, gap_label, month_label, month_short,
+    Interest, availability_range, availability_shares, availability_text, date_text, duration_text,
+    from_first_report, gap_label, month_label, month_short,
 };
 
 /// How many months the page shows.
@@ -60,12 +60,12 @@ pub fn Availability(practice: PracticeId) -> impl IntoView {
             <FeedStatus feed=months what="availability" />
             {loading(months)}
             {move || months.data.get().map(|all| {
-                let list = from_first_report(&all, 2);
+                let list = from_first_report(&all, 1);
                 let groups = list.iter().map(|m| AvailabilityGroup {
                     label: month_short(m.month).to_owned(),
                     title: month_label(m.month),
-                    primary: availability_shares(m.primary_pct, m.period_secs, m.gap_secs),
-                    effective: availability_shares(m.effective_pct, m.period_secs, m.gap_secs),
+                    primary: availability_shares(m.primary_pct, m.observed_secs + m.gap_secs, m.gap_secs),
+                    effective: availability_shares(m.effective_pct, m.observed_secs + m.gap_secs, m.gap_secs),
                     primary_pct: m.primary_pct,
                     effective_pct: m.effective_pct,
                     gap_secs: m.gap_secs,
@@ -117,12 +117,11 @@ pub fn Availability(practice: PracticeId) -> impl IntoView {
                 </div>
             </div>
             {move || shown.get().map(|m| {
-                let day_secs = day_period_secs(&m);
                 let groups = m.days.iter().map(|d| AvailabilityGroup {
                     label: d.date.day().to_string(),
                     title: date_text(d.date),
-                    primary: availability_shares(d.primary_pct, day_secs, d.gap_secs),
-                    effective: availability_shares(d.effective_pct, day_secs, d.gap_secs),
+                    primary: availability_shares(d.primary_pct, d.observed_secs + d.gap_secs, d.gap_secs),
+                    effective: availability_shares(d.effective_pct, d.observed_secs + d.gap_secs, d.gap_secs),
                     primary_pct: d.primary_pct,
                     effective_pct: d.effective_pct,
                     gap_secs: d.gap_secs,
