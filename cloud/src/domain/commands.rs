@@ -297,7 +297,7 @@ pub async fn queue_system(
     .execute(&mut **tx)
     .await?;
     audit::record(
-        &mut **tx,
+        tx,
         tenant,
         actor,
         Change {

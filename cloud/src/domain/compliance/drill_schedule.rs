@@ -126,12 +126,8 @@ struct Candidate {
 
 /// Queues a `start_drill` command for every appliance whose effective policy schedules drills,
 /// that is due and whose practice's window is open at `now`, once per window. Returns how many
-/// were queued.
-pub async fn sweep(
-    pool: &PgPool,
-    link: &DeviceLink,
-    now: DateTime<Utc>,
-) -> Result<usize, sqlx::Error> {
+/// were queued (the caller wakes the delivery loop).
+pub async fn sweep(pool: &PgPool, now: DateTime<Utc>) -> Result<usize, sqlx::Error> {
     let tenants: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_tenants_with_drill_schedules()")
         .fetch_all(pool)
         .await?;
@@ -191,10 +187,6 @@ pub async fn sweep(
         }
         tx.commit().await?;
     }
-    if queued > 0 {
-        tracing::info!(queued, "scheduled drills queued");
-        link.wake_delivery.notify_one();
-    }
     Ok(queued)
 }
 
@@ -203,8 +195,13 @@ pub async fn schedule_loop(pool: PgPool, link: DeviceLink, clock: crate::infra::
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         every.tick().await;
-        if let Err(e) = sweep(&pool, &link, clock.now()).await {
-            tracing::error!(error = %e, "drill schedule sweep failed");
+        match sweep(&pool, clock.now()).await {
+            Ok(0) => {}
+            Ok(queued) => {
+                tracing::info!(queued, "scheduled drills queued");
+                link.wake_delivery.notify_one();
+            }
+            Err(e) => tracing::error!(error = %e, "drill schedule sweep failed"),
         }
     }
 }

@@ -118,14 +118,15 @@ async fn complete(tx: &mut Tx, rows: Vec<Row>) -> Result<Vec<Incident>, sqlx::Er
     let mut registers: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
     let mut incidents = Vec::with_capacity(rows.len());
     for row in rows {
-        if !registers.contains_key(&row.practice_id) {
+        if let std::collections::btree_map::Entry::Vacant(entry) = registers.entry(row.practice_id)
+        {
             let names: Vec<String> = sqlx::query_scalar(
                 "SELECT name FROM critical_apps WHERE practice_id = $1 ORDER BY tier, lower(name)",
             )
             .bind(row.practice_id)
             .fetch_all(&mut **tx)
             .await?;
-            registers.insert(row.practice_id, names);
+            entry.insert(names);
         }
         let alerts: Vec<AlertRow> = sqlx::query_as(
             "SELECT id, kind, severity, summary, first_seen FROM alerts
@@ -464,6 +465,13 @@ async fn close(tx: &mut Tx, id: Uuid, at: DateTime<Utc>) -> Result<(), sqlx::Err
     Ok(())
 }
 
+/// An open incident as telemetry updates it: id, start and the applications' tallies.
+type OpenIncident = (
+    Uuid,
+    DateTime<Utc>,
+    sqlx::types::Json<BTreeMap<String, AppTally>>,
+);
+
 /// Ingest's hook for one newly stored telemetry sample of `appliance`: adds the applications'
 /// checks through the uplink carrying traffic to its open incident, notes a backup taking over
 /// after every uplink was down, and closes the incident once the primary carries traffic again.
@@ -473,11 +481,7 @@ pub async fn on_telemetry(
     telemetry: &Telemetry,
     sent_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let open: Option<(
-        Uuid,
-        DateTime<Utc>,
-        sqlx::types::Json<BTreeMap<String, AppTally>>,
-    )> = sqlx::query_as(
+    let open: Option<OpenIncident> = sqlx::query_as(
         "SELECT id, started_at, apps FROM incidents WHERE appliance_id = $1 AND ended_at IS NULL
              FOR UPDATE",
     )

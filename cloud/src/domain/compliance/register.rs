@@ -1,12 +1,12 @@
 //! The critical applications register of each practice. It is what the practice's appliances
-//! check: the effective policy's `critical_apps` is read from here ([`policy_apps`]), and every
-//! change recomputes and republishes the desired policy of the practice's appliances.
+//! check: the effective policy's `critical_apps` is read from the register's table
+//! (`domain::policy::effective`), and every change recomputes and republishes the desired policy
+//! of the practice's appliances.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use stayopen_shared::PracticeId;
 use stayopen_shared::compliance::{AppEndpoint, AppTier, CriticalAppEntry, CriticalAppInput};
-use stayopen_shared::policy::CriticalApp;
 use uuid::Uuid;
 
 use super::ComplianceError;
@@ -68,19 +68,6 @@ pub async fn for_practice(
     Ok(rows.into_iter().map(CriticalAppEntry::from).collect())
 }
 
-/// The register as the policy's `critical_apps`, for the effective policy.
-pub async fn policy_apps(tx: &mut Tx, practice: Uuid) -> Result<Vec<CriticalApp>, sqlx::Error> {
-    Ok(for_practice(tx, PracticeId(practice))
-        .await?
-        .into_iter()
-        .map(|e| CriticalApp {
-            name: e.name,
-            tier: e.tier,
-            endpoints: e.endpoints,
-        })
-        .collect())
-}
-
 /// A visible practice's register.
 pub async fn list(
     pool: &PgPool,
@@ -94,7 +81,15 @@ pub async fn list(
 
 fn check(input: &CriticalAppInput) -> Result<CriticalAppInput, ComplianceError> {
     if let Some(problem) = input.problem() {
-        return Err(ComplianceError::Invalid(problem));
+        // The shared check names the field except for endpoints; the API always names it.
+        let named = ["name", "owner", "note"]
+            .iter()
+            .any(|field| problem.starts_with(field));
+        return Err(ComplianceError::Invalid(if named {
+            problem
+        } else {
+            format!("endpoints: {problem}")
+        }));
     }
     Ok(CriticalAppInput {
         name: input.name.trim().to_owned(),

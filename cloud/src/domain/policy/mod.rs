@@ -12,8 +12,9 @@ pub mod layers;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use stayopen_shared::api::ApplianceConfiguration;
+use stayopen_shared::compliance::{AppEndpoint, AppTier};
 use stayopen_shared::policy::{
-    EffectivePolicy, Policy, PolicyError, PolicyOverrides, PolicyScope, resolve,
+    CriticalApp, EffectivePolicy, Policy, PolicyError, PolicyOverrides, PolicyScope, resolve,
 };
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId, TenantId};
 use uuid::Uuid;
@@ -61,8 +62,28 @@ pub async fn layer(
     Ok(stored.map(|j| j.0).unwrap_or_default())
 }
 
+/// The practice's critical applications register (kept by `domain::compliance::register`, which
+/// ranks above this module) as the policy's `critical_apps`: most critical first, then by name.
+async fn register_apps(tx: &mut Tx, practice: Uuid) -> Result<Vec<CriticalApp>, sqlx::Error> {
+    let rows: Vec<(String, AppTier, sqlx::types::Json<Vec<AppEndpoint>>)> = sqlx::query_as(
+        "SELECT name, tier, endpoints FROM critical_apps WHERE practice_id = $1
+         ORDER BY tier, lower(name)",
+    )
+    .bind(practice)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, tier, endpoints)| CriticalApp {
+            name,
+            tier,
+            endpoints: endpoints.0,
+        })
+        .collect())
+}
+
 /// The effective policy of one appliance, with the source of each value. Its `critical_apps` are
-/// the practice's critical applications register (see [`crate::domain::compliance::register`]).
+/// the practice's critical applications register, not a layer's.
 pub async fn effective(
     tx: &mut Tx,
     tenant: TenantId,
@@ -80,12 +101,15 @@ pub async fn effective(
         (PolicyScope::Practice, &practice_layer),
         (PolicyScope::Appliance, &own),
     ])?;
-    let register = crate::domain::compliance::register::policy_apps(tx, practice).await?;
-    if !register.is_empty() {
-        effective
-            .sources
-            .insert("critical_apps".into(), PolicyScope::Practice);
-    }
+    let register = register_apps(tx, practice).await?;
+    // A layer stored before the register existed may still name critical_apps: it no longer
+    // counts, so the source is the register (the practice's) or the default (none).
+    let source = if register.is_empty() {
+        PolicyScope::Default
+    } else {
+        PolicyScope::Practice
+    };
+    effective.sources.insert("critical_apps".into(), source);
     effective.policy.critical_apps = register;
     Ok(effective)
 }
