@@ -28,6 +28,7 @@ const RANKS: &[(&str, u32)] = &[
     ("domain::ingest", 21),
     ("domain::seed", 22),
     ("domain::admin", 23),
+    ("domain::evidence", 24),
     // What every handler can reach.
     ("state", 30),
     // The REST API: extract, call the domain, map.
