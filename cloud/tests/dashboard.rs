@@ -1472,5 +1472,49 @@ async fn a_compliance_officer_signs_off_a_drill_and_downloads_last_months_packag
         String::from_utf8_lossy(&refused.stdout).trim(),
         String::from_utf8_lossy(&refused.stderr).trim()
     );
+
+    // An auditor of the practice reads the same evidence, with none of the controls.
+    admin
+        .create_user(&CreateUser {
+            email: "audrey@auditors.example".into(),
+            display_name: "Audrey Auditor".into(),
+            password: "correct-horse-battery".into(),
+            role: Role::Auditor,
+            practice_ids: vec![practice.id],
+            access_expires_at: Some(Utc::now() + Span::days(7)),
+        })
+        .await
+        .expect("create the auditor");
+    browser.click("#sign-out").await;
+    sign_in(&browser, "audrey@auditors.example", "correct-horse-battery").await;
+    browser.open_fragment("#/reports").await;
+    browser.wait_for_element("#tab-drills", PAGE).await;
+    browser.click("#tab-drills").await;
+    browser
+        .wait_for_element(
+            &format!("#drill-list li[data-drill-id='{passed}'] .sign-off.signed"),
+            PAGE,
+        )
+        .await;
+    browser.click("#tab-register").await;
+    browser
+        .wait_for_element("#register-table tr[data-app-name='e-Prescribing']", PAGE)
+        .await;
+    browser.click("#tab-packages").await;
+    browser
+        .wait_for_element(
+            &format!("{row}[data-state='ready'] .package-download"),
+            PAGE,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(
+                "return document.querySelectorAll('#package-request, #register-add, .edit-app, .delete-app, .sign-off-button, #run-drill').length"
+            )
+            .await,
+        serde_json::json!(0),
+        "an auditor is offered no control"
+    );
     eprintln!("evidence dashboard test took {:?}", started.elapsed());
 }
