@@ -24,7 +24,7 @@ pub fn Drills(practice: PracticeId, awaiting: Feed<Page<DrillRecord>>) -> impl I
     let caps = session.capabilities();
     let only_awaiting = RwSignal::new(false);
     let pager = Pager::new();
-    let drills: Feed<Page<DrillRecord>> = feed(Interest::Practice(practice), 1_000.0, move || {
+    let drills: Feed<Page<DrillRecord>> = feed(Interest::Practice(practice), 5_000.0, move || {
         let path = format!(
             "/api/v1/drills{}",
             query_string(&[

@@ -22,7 +22,7 @@ pub fn Incidents(practice: PracticeId) -> impl IntoView {
     let session = use_session();
     let caps = session.capabilities();
     let pager = Pager::new();
-    let incidents: Feed<Page<Incident>> = feed(Interest::Practice(practice), 1_000.0, move || {
+    let incidents: Feed<Page<Incident>> = feed(Interest::Practice(practice), 5_000.0, move || {
         let path = format!(
             "/api/v1/incidents{}",
             query_string(&[

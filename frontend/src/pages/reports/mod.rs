@@ -133,7 +133,7 @@ fn PracticeReports(practice: PracticeId, name: String) -> impl IntoView {
     let session = use_session();
     let tab = RwSignal::new(Tab::Availability);
     let awaiting: Feed<Page<DrillRecord>> =
-        feed(Interest::Practice(practice), 2_000.0, move || {
+        feed(Interest::Practice(practice), 10_000.0, move || {
             api::get::<Page<DrillRecord>>(
                 session,
                 &format!("/api/v1/drills?practice_id={practice}&awaiting_sign_off=true&limit=100"),
