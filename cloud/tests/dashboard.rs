@@ -707,7 +707,7 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
             "#audit-table tr[data-action='policy.update']",
             "audit",
         ),
-        ("#/reports", "#report-table tr[data-practice-id]", "reports"),
+        ("#/reports", "#availability-table tr[data-month]", "reports"),
     ] {
         browser.open_fragment(fragment).await;
         browser.wait_for_element(ready, PAGE).await;
@@ -814,14 +814,707 @@ async fn a_compliance_officer_is_offered_only_their_practice_and_cannot_open_ano
     );
     browser.open_fragment("#/reports").await;
     browser
-        .wait_for_element("#report-table tr[data-practice-id]", PAGE)
+        .wait_for_element("#availability-table tr[data-month]", PAGE)
         .await;
     assert_eq!(
         browser
-            .eval("return document.querySelectorAll('#report-table tr[data-practice-id]').length")
+            .eval("return [...document.querySelectorAll('#report-practice option')].map(o => o.innerText)")
             .await,
-        serde_json::json!(1)
+        serde_json::json!([mine.name]),
+        "only their practice is offered"
     );
     screenshot(&browser, "officer-reports").await;
     appliances.stop().await;
+}
+
+/// The first and last day of the month before `today`'s.
+fn last_month(today: chrono::NaiveDate) -> (chrono::NaiveDate, chrono::NaiveDate) {
+    use chrono::Datelike;
+    let first_of_this = today.with_day(1).expect("first of the month");
+    let last = first_of_this.pred_opt().expect("the day before");
+    (last.with_day(1).expect("first of last month"), last)
+}
+
+/// A test device of a practice that reports by hand over MQTT, as a real appliance does.
+struct Reporter {
+    id: ApplianceId,
+    connection: common::DeviceConnection,
+}
+
+impl Reporter {
+    async fn publish(&self, channel: stayopen_shared::topics::Channel, payload: Vec<u8>) {
+        self.connection
+            .client
+            .publish(
+                stayopen_shared::topics::DeviceTopic::new(self.id, channel).to_string(),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await
+            .expect("publish");
+    }
+
+    /// One event, sent at `at`; waits until the cloud has stored it, so the next one is handled
+    /// after it (a drill's start before its end).
+    async fn event(
+        &self,
+        cloud: &TestCloud,
+        at: chrono::DateTime<chrono::Utc>,
+        event: stayopen_shared::events::ApplianceEvent,
+    ) {
+        let before = common::events::stored(&cloud.owner_pool, self.id.0)
+            .await
+            .len();
+        let message = stayopen_shared::MessageId(uuid::Uuid::new_v4());
+        self.publish(
+            stayopen_shared::topics::Channel::Events,
+            stayopen_shared::Envelope::new(message, self.id, at, event).encode(),
+        )
+        .await;
+        eventually(
+            Duration::from_secs(20),
+            "the event to be stored",
+            || async {
+                (common::events::stored(&cloud.owner_pool, self.id.0)
+                    .await
+                    .len()
+                    > before)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// A telemetry message covering the hour starting at `hour`, with `active` carrying traffic
+    /// and what the critical applications answered through it.
+    async fn hour(
+        &self,
+        hour: chrono::DateTime<chrono::Utc>,
+        active: &str,
+        apps: Vec<stayopen_shared::compliance::AppReachability>,
+    ) {
+        let mut body = common::telemetry(self.id)
+            .fibre_and_lte(active)
+            .body()
+            .clone();
+        // One rolled-up message per hour: the cloud counts 10 s per sample and caps an hour at
+        // 3600 s.
+        body.samples = Some(360);
+        body.apps = apps;
+        let message = stayopen_shared::MessageId(uuid::Uuid::new_v4());
+        self.publish(
+            stayopen_shared::topics::Channel::Telemetry,
+            stayopen_shared::Envelope::new(
+                message,
+                self.id,
+                hour + chrono::Duration::minutes(59),
+                body,
+            )
+            .encode(),
+        )
+        .await;
+    }
+}
+
+fn reach(app: &str, uplink: &str, reachable: bool) -> stayopen_shared::compliance::AppReachability {
+    stayopen_shared::compliance::AppReachability {
+        app: app.into(),
+        uplink: uplink.into(),
+        reachable,
+        latency_ms: reachable.then_some(if uplink == "lte" { 63.0 } else { 18.0 }),
+        age_secs: 20,
+        reason: (!reachable).then(|| "tcp lab.example.com:2575: connection refused".into()),
+    }
+}
+
+fn drill_event(
+    kind: stayopen_shared::events::EventKind,
+    reason: &str,
+    report: Option<stayopen_shared::compliance::DrillReport>,
+) -> stayopen_shared::events::ApplianceEvent {
+    stayopen_shared::events::ApplianceEvent {
+        kind,
+        uplink: None,
+        from: Some("fiber".into()),
+        to: Some("lte".into()),
+        reason: reason.into(),
+        drill: report,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compliance_officer_signs_off_a_drill_and_downloads_last_months_package_which_verify_accepts_until_one_byte_changes()
+ {
+    use chrono::{Duration as Span, TimeZone, Utc};
+    use stayopen_shared::api::CreateUser;
+    use stayopen_shared::compliance::{
+        AppCheckResult, AppEndpoint, AppTier, CriticalAppInput, DrillRecord, DrillReport,
+        EvidencePackage, EvidencePublicKey, Incident,
+    };
+    use stayopen_shared::events::{ApplianceEvent, EventKind};
+
+    require_built_dashboard();
+    let started = Instant::now();
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin_token = cloud.login(&demo.email, &demo.password).await;
+    let admin = cloud.api(&admin_token);
+    let practice = &demo.practices[0];
+    admin
+        .create_user(&CreateUser {
+            email: "olivia@smile.example".into(),
+            display_name: "Olivia Officer".into(),
+            password: "correct-horse-battery".into(),
+            role: Role::ComplianceOfficer,
+            practice_ids: vec![practice.id],
+            access_expires_at: None,
+        })
+        .await
+        .expect("create the officer");
+    let officer_token = cloud
+        .login("olivia@smile.example", "correct-horse-battery")
+        .await;
+    let officer = cloud.api(&officer_token);
+
+    // The MSP registers two critical applications.
+    for (name, tier, endpoint) in [
+        (
+            "EHR",
+            AppTier::Tier1,
+            AppEndpoint::Https {
+                url: "https://ehr.example.com/health".into(),
+            },
+        ),
+        (
+            "Lab interface",
+            AppTier::Tier2,
+            AppEndpoint::Tcp {
+                host: "lab.example.com".into(),
+                port: 2575,
+            },
+        ),
+    ] {
+        let (status, _) = admin
+            .post::<_, serde_json::Value>(
+                &format!("/api/v1/practices/{}/critical-apps", practice.id),
+                &CriticalAppInput {
+                    name: name.into(),
+                    tier,
+                    endpoints: vec![endpoint],
+                    owner: "Front desk".into(),
+                    note: String::new(),
+                },
+            )
+            .await;
+        assert_eq!(status, 201, "register {name}");
+    }
+
+    // A device of the practice reports last month hour by hour, with two days of silence (a gap)
+    // and a morning on the LTE backup (an incident); it drills twice.
+    let device = cloud
+        .enrol_device(
+            &practice.enrollment_token,
+            "SO-EVIDENCE-1",
+            "02:53:4f:00:0e:01",
+        )
+        .await;
+    let reporter = Reporter {
+        id: device.enrolled.appliance_id,
+        connection: cloud.connect_device(&device).await.expect("connect"),
+    };
+    let now = Utc::now();
+    let (first, last) = last_month(now.date_naive());
+    let day = |n: i64, hour: u32| {
+        Utc.from_utc_datetime(&first.and_hms_opt(hour, 0, 0).expect("time")) + Span::days(n)
+    };
+    let silent = day(11, 0)..day(13, 0);
+    let outage = day(19, 9)..day(19, 12);
+    let mut hour = day(0, 0);
+    let mut sent = 0;
+    while hour + Span::hours(1) <= now {
+        if outage.contains(&hour) && hour == outage.start {
+            reporter
+                .event(
+                    &cloud,
+                    hour + Span::seconds(5),
+                    ApplianceEvent {
+                        kind: EventKind::Failover,
+                        uplink: Some("fiber".into()),
+                        from: Some("fiber".into()),
+                        to: Some("lte".into()),
+                        reason: "fiber: 3 of 3 probe targets silent for 3 s".into(),
+                        drill: None,
+                    },
+                )
+                .await;
+        }
+        if hour == outage.end {
+            reporter
+                .event(
+                    &cloud,
+                    hour + Span::seconds(10),
+                    ApplianceEvent {
+                        kind: EventKind::Failback,
+                        uplink: Some("fiber".into()),
+                        from: Some("lte".into()),
+                        to: Some("fiber".into()),
+                        reason: "fiber clean for 60 s".into(),
+                        drill: None,
+                    },
+                )
+                .await;
+        }
+        if !silent.contains(&hour) {
+            let on_backup = outage.contains(&hour);
+            let active = if on_backup { "lte" } else { "fiber" };
+            // The appliance checks the applications through the standby too, within its budget.
+            let mut apps = vec![
+                reach("EHR", "lte", true),
+                reach("Lab interface", "lte", !on_backup),
+            ];
+            if !on_backup {
+                apps.splice(
+                    0..0,
+                    [
+                        reach("EHR", "fiber", true),
+                        reach("Lab interface", "fiber", true),
+                    ],
+                );
+            }
+            reporter.hour(hour, active, apps).await;
+            sent += 1;
+        }
+        hour += Span::hours(1);
+    }
+    // Drills: one passes, one finds the lab interface unreachable through the backup.
+    let report = |passed: bool| DrillReport {
+        command_id: None,
+        backup: Some("lte".into()),
+        switchover_ms: Some(if passed { 850 } else { 1_240 }),
+        failback_ms: Some(420),
+        apps: vec![
+            AppCheckResult {
+                app: "EHR".into(),
+                reachable: true,
+                latency_ms: Some(61.0),
+                reason: None,
+            },
+            AppCheckResult {
+                app: "Lab interface".into(),
+                reachable: passed,
+                latency_ms: passed.then_some(70.0),
+                reason: (!passed).then(|| "tcp lab.example.com:2575: connection refused".into()),
+            },
+        ],
+        passed,
+    };
+    for (start, passed) in [(day(4, 2), true), (day(24, 2), false)] {
+        reporter
+            .event(
+                &cloud,
+                start,
+                drill_event(EventKind::DrillStarted, "drill: traffic moves to lte", None),
+            )
+            .await;
+        reporter
+            .event(
+                &cloud,
+                start + Span::seconds(125),
+                drill_event(
+                    EventKind::DrillFinished,
+                    if passed {
+                        "drill passed: traffic ran on lte for 120 s"
+                    } else {
+                        "drill finished: an application was unreachable through lte"
+                    },
+                    Some(report(passed)),
+                ),
+            )
+            .await;
+    }
+    let drills: Vec<DrillRecord> = eventually(Duration::from_secs(30), "two drills", || async {
+        let (_, page) = officer
+            .get::<stayopen_shared::api::Page<DrillRecord>>(&format!(
+                "/api/v1/drills?practice_id={}&awaiting_sign_off=true",
+                practice.id
+            ))
+            .await;
+        page.map(|p| p.items).filter(|d| d.len() == 2)
+    })
+    .await;
+    let passed = drills
+        .iter()
+        .find(|d| d.reason.contains("passed"))
+        .expect("the passed drill")
+        .id;
+    // The incident, with the MSP's root cause and a comment.
+    let incident: Incident = eventually(Duration::from_secs(30), "the incident", || async {
+        let (_, page) = officer
+            .get::<stayopen_shared::api::Page<Incident>>(&format!(
+                "/api/v1/incidents?practice_id={}",
+                practice.id
+            ))
+            .await;
+        page.and_then(|p| p.items.into_iter().find(|i| i.ended_at.is_some()))
+    })
+    .await;
+    let (status, _) = admin
+        .patch::<_, serde_json::Value>(
+            &format!("/api/v1/incidents/{}", incident.id),
+            &stayopen_shared::compliance::UpdateIncident {
+                root_cause: "Fibre cut by road works on Main St; the carrier spliced it by noon."
+                    .into(),
+            },
+        )
+        .await;
+    assert_eq!(status, 200, "root cause");
+    let (status, _) = admin
+        .post::<_, serde_json::Value>(
+            &format!("/api/v1/incidents/{}/comments", incident.id),
+            &stayopen_shared::compliance::AddIncidentComment {
+                body: "Carrier ticket 48213 closed.".into(),
+            },
+        )
+        .await;
+    assert_eq!(status, 201, "comment");
+    eprintln!(
+        "{sent} hours of telemetry and the events reported after {:?}",
+        started.elapsed()
+    );
+
+    // The officer signs in: the drills awaiting sign-off are counted on the Reports page.
+    let browser = Browser::start().await;
+    browser.goto(&cloud.base_url).await;
+    sign_in(&browser, "olivia@smile.example", "correct-horse-battery").await;
+    browser.open_fragment("#/reports").await;
+    browser
+        .wait_for_element("#awaiting-sign-off[data-count='2']", PAGE)
+        .await;
+    let last_key = format!("{}", first.format("%Y-%m"));
+    browser
+        .wait_for_element(
+            &format!("#availability-table tr[data-month='{last_key}']"),
+            PAGE,
+        )
+        .await;
+    // Last month: up most of the time, the silent days a labelled gap, never up.
+    let gap = browser
+        .text(&format!(
+            "#availability-table tr[data-month='{last_key}'] .gap"
+        ))
+        .await;
+    assert!(gap.contains("no data for"), "{gap}");
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "return document.querySelectorAll('#availability-months .bar-group[data-period=\"{last_key}\"] .gap-label').length"
+            ))
+            .await,
+        serde_json::json!(1),
+        "the month's gap is labelled on the chart"
+    );
+    browser
+        .eval(&format!(
+            "const s = document.querySelector('#availability-month');
+             s.value = '{last_key}'; s.dispatchEvent(new Event('change')); return true"
+        ))
+        .await;
+    let silent_day = first + chrono::Days::new(11);
+    browser
+        .wait_for(
+            &format!(
+                "const g = document.querySelector('#availability-days-chart .bar-group[data-period=\"{silent_day}\"]');
+                 return !!g && g.dataset.gapSecs === '86400' && !!g.querySelector('.gap-label')"
+            ),
+            "the silent day drawn as a labelled gap",
+            PAGE,
+        )
+        .await;
+    screenshot(&browser, "reports-availability").await;
+
+    // Drills: no "run a drill" for an officer; the passed drill is signed off with a comment.
+    browser.click("#tab-drills").await;
+    let card = format!("#drill-list li[data-drill-id='{passed}']");
+    browser
+        .wait_for_element(&format!("{card} .sign-off-button"), PAGE)
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('#run-drill').length")
+            .await,
+        serde_json::json!(0)
+    );
+    assert!(browser.text(&card).await.contains("850 ms"));
+    browser
+        .type_into(
+            &format!("#sign-off-comment-{passed}"),
+            "Reviewed with the office manager: switchover under a second.",
+        )
+        .await;
+    browser.click(&format!("{card} .sign-off-button")).await;
+    browser
+        .wait_for_element(&format!("{card} .confirm-sign-off"), PAGE)
+        .await;
+    browser.click(&format!("{card} .confirm-sign-off")).await;
+    browser
+        .wait_for(
+            &format!(
+                "const s = document.querySelector(\"{card} .sign-off.signed\");
+                 return !!s && s.innerText.includes('Olivia Officer') && !!s.querySelector('.sign-off-time time')"
+            ),
+            "the sign-off with the officer's name and the time",
+            PAGE,
+        )
+        .await;
+    browser
+        .wait_for_element("#awaiting-sign-off[data-count='1']", PAGE)
+        .await;
+    let (_, signed) = officer
+        .get::<DrillRecord>(&format!("/api/v1/drills/{passed}"))
+        .await;
+    let sign_off = signed.and_then(|d| d.sign_off).expect("signed off");
+    assert_eq!(sign_off.name, "Olivia Officer");
+    assert!(sign_off.comment.contains("switchover under a second"));
+    browser
+        .eval(&format!(
+            "document.querySelector(\"{card}\").setAttribute('data-screenshot', ''); return true"
+        ))
+        .await;
+    screenshot(&browser, "reports-drills").await;
+
+    // Incidents: read-only for the officer, with the MSP's root cause and comment.
+    browser.click("#tab-incidents").await;
+    let card = format!("#incident-list li[data-incident-id='{}']", incident.id);
+    browser.wait_for_element(&card, PAGE).await;
+    let text = browser.text(&card).await;
+    assert!(text.contains("Fibre cut by road works"), "{text}");
+    assert!(text.contains("Carrier ticket 48213 closed."), "{text}");
+    assert!(text.contains("3 h"), "three hours on backup: {text}");
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('.root-cause-input, .comment-input').length")
+            .await,
+        serde_json::json!(0)
+    );
+    screenshot(&browser, "reports-incidents").await;
+
+    // The register: the officer adds an application; the server's refusal of a duplicate is
+    // shown next to the form.
+    browser.click("#tab-register").await;
+    browser
+        .wait_for_element("#register-table tr[data-app-name='EHR']", PAGE)
+        .await;
+    browser.click("#register-add").await;
+    browser.wait_for_element("#register-form", PAGE).await;
+    browser.type_into("#app-name", "ehr").await;
+    browser
+        .type_into("#app-endpoint-0", "https://ehr2.example.com/")
+        .await;
+    browser.click("#app-save").await;
+    browser
+        .wait_for(
+            "const e = document.querySelector('#register-error .notice-error'); return !!e && e.innerText.length > 0",
+            "the server's refusal next to the form",
+            PAGE,
+        )
+        .await;
+    browser
+        .eval(
+            "const i = document.querySelector('#app-name');
+             i.value = ''; i.dispatchEvent(new Event('input')); return true",
+        )
+        .await;
+    browser.type_into("#app-name", "e-Prescribing").await;
+    browser
+        .eval(
+            "const s = document.querySelector('#app-endpoint-kind-0');
+             s.value = 'dns'; s.dispatchEvent(new Event('change'));
+             const i = document.querySelector('#app-endpoint-0');
+             i.value = ''; i.dispatchEvent(new Event('input')); return true",
+        )
+        .await;
+    browser
+        .type_into("#app-endpoint-0", "erx.example.com")
+        .await;
+    browser.type_into("#app-owner", "Office manager").await;
+    browser.click("#app-save").await;
+    browser
+        .wait_for_element("#register-table tr[data-app-name='e-Prescribing']", PAGE)
+        .await;
+    screenshot(&browser, "reports-register").await;
+
+    // The appliance page shows each application's latest check through each uplink.
+    browser
+        .open_fragment(&format!("#/appliances/{}", reporter.id))
+        .await;
+    browser
+        .wait_for_element(
+            "#app-reachability tr[data-app='Lab interface'] td[data-uplink='lte'][data-reachable='true']",
+            PAGE,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("return [...document.querySelectorAll('#app-reachability thead th')].map(t => t.textContent)")
+            .await,
+        serde_json::json!(["Application", "fiber", "lte"]),
+        "a column per uplink, the primary first"
+    );
+    browser
+        .eval("document.querySelector('#appliance-apps').setAttribute('data-screenshot', ''); return true")
+        .await;
+    screenshot(&browser, "appliance-apps").await;
+    browser.open_fragment("#/reports").await;
+    browser.wait_for_element("#tab-packages", PAGE).await;
+
+    // Evidence: the officer requests last month's package on the page and waits for it.
+    browser.click("#tab-packages").await;
+    browser.wait_for_element("#package-request", PAGE).await;
+    browser.click("#package-request").await;
+    let row = format!("#package-table tr[data-period='month'][data-from='{first}']");
+    browser
+        .wait_for_element(
+            &format!("{row}[data-state='ready'] .package-download"),
+            Duration::from_secs(90),
+        )
+        .await;
+    let (_, key) = officer
+        .get::<EvidencePublicKey>("/api/v1/evidence/public-key")
+        .await;
+    let key = key.expect("the public key");
+    browser
+        .wait_for(
+            &format!(
+                "const f = document.querySelector('#public-key-fingerprint'); return !!f && f.innerText === {}",
+                serde_json::json!(key.fingerprint)
+            ),
+            "the key's fingerprint",
+            PAGE,
+        )
+        .await;
+    assert!(
+        browser
+            .text("#verify-command")
+            .await
+            .contains("stayopen-cloud evidence verify FILE.zip --public-key stayopen-evidence.pem")
+    );
+    screenshot(&browser, "reports-packages").await;
+
+    // Downloaded through the page's button with the browser's session.
+    let file_name = browser
+        .eval(&format!(
+            "return document.querySelector(\"{row} .package-download\").dataset.fileName"
+        ))
+        .await
+        .as_str()
+        .expect("file name")
+        .to_owned();
+    browser.click(&format!("{row} .package-download")).await;
+    let downloaded = browser.download_dir().join(&file_name);
+    let zip = eventually(Duration::from_secs(30), "the downloaded zip", || async {
+        std::fs::read(&downloaded).ok().filter(|b| !b.is_empty())
+    })
+    .await;
+    let (_, packages) = officer
+        .get::<stayopen_shared::api::Page<EvidencePackage>>(&format!(
+            "/api/v1/evidence/packages?practice_id={}",
+            practice.id
+        ))
+        .await;
+    let package = packages
+        .and_then(|p| {
+            p.items
+                .into_iter()
+                .find(|p| p.from == first && p.to == last)
+        })
+        .expect("last month's package");
+    use sha2::Digest;
+    assert_eq!(
+        Some(hex::encode(sha2::Sha256::digest(&zip))),
+        package.sha256,
+        "the file saved is the package listed"
+    );
+
+    // `evidence verify` accepts it with the published key, and names a changed byte.
+    let dir = tempfile::tempdir().expect("dir");
+    let pem = dir.path().join("stayopen-evidence.pem");
+    std::fs::write(&pem, &key.public_key_pem).expect("pem");
+    let verify = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stayopen-cloud"))
+            .args(["evidence", "verify"])
+            .arg(file)
+            .arg("--public-key")
+            .arg(&pem)
+            .output()
+            .expect("run stayopen-cloud evidence verify")
+    };
+    let accepted = verify(&downloaded);
+    assert!(
+        accepted.status.success(),
+        "verify accepts the package: {}{}",
+        String::from_utf8_lossy(&accepted.stdout),
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let mut changed = zip.clone();
+    let middle = changed.len() / 2;
+    changed[middle] ^= 0x01;
+    let tampered = dir.path().join("tampered.zip");
+    std::fs::write(&tampered, &changed).expect("tampered copy");
+    let refused = verify(&tampered);
+    assert!(
+        !refused.status.success(),
+        "verify refuses a package with one byte changed: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    eprintln!(
+        "verify refused the changed copy: {}{}",
+        String::from_utf8_lossy(&refused.stdout).trim(),
+        String::from_utf8_lossy(&refused.stderr).trim()
+    );
+
+    // An auditor of the practice reads the same evidence, with none of the controls.
+    admin
+        .create_user(&CreateUser {
+            email: "audrey@auditors.example".into(),
+            display_name: "Audrey Auditor".into(),
+            password: "correct-horse-battery".into(),
+            role: Role::Auditor,
+            practice_ids: vec![practice.id],
+            access_expires_at: Some(Utc::now() + Span::days(7)),
+        })
+        .await
+        .expect("create the auditor");
+    browser.click("#sign-out").await;
+    sign_in(&browser, "audrey@auditors.example", "correct-horse-battery").await;
+    browser.open_fragment("#/reports").await;
+    browser.wait_for_element("#tab-drills", PAGE).await;
+    browser.click("#tab-drills").await;
+    browser
+        .wait_for_element(
+            &format!("#drill-list li[data-drill-id='{passed}'] .sign-off.signed"),
+            PAGE,
+        )
+        .await;
+    browser.click("#tab-register").await;
+    browser
+        .wait_for_element("#register-table tr[data-app-name='e-Prescribing']", PAGE)
+        .await;
+    browser.click("#tab-packages").await;
+    browser
+        .wait_for_element(
+            &format!("{row}[data-state='ready'] .package-download"),
+            PAGE,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(
+                "return document.querySelectorAll('#package-request, #register-add, .edit-app, .delete-app, .sign-off-button, #run-drill').length"
+            )
+            .await,
+        serde_json::json!(0),
+        "an auditor is offered no control"
+    );
+    eprintln!("evidence dashboard test took {:?}", started.elapsed());
 }

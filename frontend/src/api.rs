@@ -285,3 +285,79 @@ impl Deadline {
         }
     }
 }
+
+/// Downloads a file the API serves only to a signed-in user (an evidence package): fetched with
+/// the session's token, renewed once on 401 like [`call`], and handed to the browser to save as
+/// `file_name`. A plain `<a href>` cannot send the token.
+pub async fn download(session: Session, path: &str, file_name: &str) -> Result<(), Failure> {
+    let Some(token) = session.token.get_untracked() else {
+        return Err(Failure::Unauthorized(None));
+    };
+    let bytes = match fetch_bytes(path, &token).await {
+        Err(Failure::Unauthorized(_)) => {
+            match session.renew_after(&token).await {
+                Renewal::Renewed => {}
+                Renewal::Refused => return Err(Failure::Unauthorized(None)),
+                Renewal::Unreachable => {
+                    return Err(Failure::Network("the session could not be renewed".into()));
+                }
+            }
+            let renewed = session
+                .token
+                .get_untracked()
+                .ok_or(Failure::Unauthorized(None))?;
+            fetch_bytes(path, &renewed).await?
+        }
+        other => other?,
+    };
+    save_file(&bytes, file_name, "application/zip")
+}
+
+async fn fetch_bytes(path: &str, token: &str) -> Result<Vec<u8>, Failure> {
+    // No deadline: a package of a year can take longer than a JSON call to arrive.
+    let response = RequestBuilder::new(path)
+        .method(Method::GET)
+        .header("Authorization", &format!("Bearer {token}"))
+        .build()
+        .map_err(|e| Failure::Network(e.to_string()))?
+        .send()
+        .await
+        .map_err(|e| Failure::Network(e.to_string()))?;
+    if !response.ok() {
+        return decode(response).await.map(|_| Vec::new());
+    }
+    response
+        .binary()
+        .await
+        .map_err(|e| Failure::Network(e.to_string()))
+}
+
+/// Offers `bytes` to the user as a file: an object URL clicked through a detached link.
+fn save_file(bytes: &[u8], file_name: &str, mime: &str) -> Result<(), Failure> {
+    use wasm_bindgen::JsCast;
+    let failed = |e: wasm_bindgen::JsValue| Failure::Decode(format!("{e:?}"));
+    let array = web_sys::js_sys::Uint8Array::from(bytes);
+    let parts = web_sys::js_sys::Array::of1(&array);
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob =
+        web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options).map_err(failed)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(failed)?;
+    let document = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or_else(|| Failure::Decode("no document".into()))?;
+    let link: web_sys::HtmlAnchorElement = document
+        .create_element("a")
+        .map_err(failed)?
+        .dyn_into()
+        .map_err(|_| Failure::Decode("not a link".into()))?;
+    link.set_href(&url);
+    link.set_download(file_name);
+    link.click();
+    // The browser has taken the file once the click is handled; the URL is freed a little later.
+    Timeout::new(60_000, move || {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    })
+    .forget();
+    Ok(())
+}

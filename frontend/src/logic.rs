@@ -2,12 +2,15 @@
 //! is unit-tested.
 
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
-use stayopen_shared::alerts::{AlertKind, AlertState, AlertView, OpenSpan};
+use stayopen_shared::alerts::{AlertKind, OpenSpan};
 use stayopen_shared::api::{ApplianceView, EnrollmentTokenView, MetricPoint, Role, StreamEvent};
 use stayopen_shared::delivery::OutboxReport;
 use stayopen_shared::ids::{ApplianceId, PracticeId, UserId};
 use stayopen_shared::policy::{PolicyOverrides, PolicyScope};
 use stayopen_shared::telemetry::UplinkTelemetry;
+
+pub mod compliance;
+pub use compliance::*;
 
 // ---------------------------------------------------------------------------------------------
 // Time and numbers
@@ -371,6 +374,14 @@ pub struct Capabilities {
     pub view_audit: bool,
     /// Approving an appliance's re-enrolment and restoring a revoked one.
     pub trust_devices: bool,
+    /// Signing off a drill as reviewed by management (a compliance officer or an MSP admin).
+    pub sign_off_drills: bool,
+    /// Editing a practice's critical applications register.
+    pub edit_register: bool,
+    /// Requesting an evidence package (an auditor only reads them).
+    pub request_evidence: bool,
+    /// Commenting on an incident.
+    pub comment_incidents: bool,
 }
 
 impl Capabilities {
@@ -383,6 +394,10 @@ impl Capabilities {
             manage_access: admin,
             view_audit: admin,
             trust_devices: admin,
+            sign_off_drills: admin || role == Role::ComplianceOfficer,
+            edit_register: msp || role == Role::ComplianceOfficer,
+            request_evidence: msp || role == Role::ComplianceOfficer,
+            comment_incidents: msp,
         }
     }
 }
@@ -665,7 +680,7 @@ const fn field(
 
 /// Every policy setting, grouped as an engineer thinks about them. A test checks this list against
 /// the schema, so a new setting cannot be forgotten here.
-pub const POLICY_FIELDS: [PolicyField; 20] = [
+pub const POLICY_FIELDS: [PolicyField; 21] = [
     field(
         "Failover",
         "detection_silence_ms",
@@ -707,6 +722,12 @@ pub const POLICY_FIELDS: [PolicyField; 20] = [
         "critical_apps",
         "Critical applications",
         FieldKind::Json,
+    ),
+    field(
+        "Failover",
+        "app_check_interval_secs",
+        "Critical application check interval on the active uplink",
+        FieldKind::Integer("s"),
     ),
     field(
         "Drills",
@@ -983,66 +1004,6 @@ pub fn alert_kind_label(kind: AlertKind) -> &'static str {
     }
 }
 
-/// How long an alert's condition lasted within `[from, to]`: from its first sighting until it was
-/// resolved (or until `to` while it is not).
-pub fn alert_duration_within(alert: &AlertView, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
-    let end = match alert.state {
-        AlertState::Resolved => alert.resolved_at.unwrap_or(alert.last_seen),
-        _ => to,
-    };
-    let start = alert.first_seen.max(from);
-    let end = end.min(to);
-    (end - start).num_seconds().max(0)
-}
-
-/// One practice's record over a period, from the alerts the cloud keeps.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PracticeRecord {
-    pub failovers: u32,
-    /// Seconds the practice's traffic ran over a backup uplink (summed over appliances).
-    pub on_backup_secs: i64,
-    pub offline_incidents: u32,
-    /// Seconds an appliance was unreachable (summed over appliances).
-    pub offline_secs: i64,
-    pub drill_failures: u32,
-    pub drill_overdue: u32,
-    /// Share of the period the practice's appliances were reachable, 0–100; `None` without
-    /// appliances.
-    pub availability_pct: Option<f64>,
-}
-
-/// Sums a practice's alerts over `[from, to]` for its `appliances`. Availability is the share of
-/// appliance-time not covered by an "appliance offline" alert: time on a backup uplink is
-/// connected time, which is what failover is for.
-pub fn practice_record(
-    alerts: &[AlertView],
-    appliances: u32,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> PracticeRecord {
-    let mut record = PracticeRecord::default();
-    for alert in alerts {
-        let secs = alert_duration_within(alert, from, to);
-        match alert.kind {
-            AlertKind::Failover => {
-                record.failovers += alert.count.max(1);
-                record.on_backup_secs += secs;
-            }
-            AlertKind::ApplianceOffline => {
-                record.offline_incidents += alert.count.max(1);
-                record.offline_secs += secs;
-            }
-            AlertKind::DrillFailed => record.drill_failures += alert.count.max(1),
-            AlertKind::DrillOverdue => record.drill_overdue += 1,
-            _ => {}
-        }
-    }
-    let period = (to - from).num_seconds().max(1) as f64 * f64::from(appliances);
-    record.availability_pct = (appliances > 0)
-        .then(|| (100.0 * (1.0 - record.offline_secs as f64 / period)).clamp(0.0, 100.0));
-    record
-}
-
 /// Availability for display: `"99.982%"`, never rounding up to 100 while there was downtime.
 pub fn availability_text(pct: Option<f64>) -> String {
     match pct {
@@ -1074,7 +1035,6 @@ pub fn token_state(token: &EnrollmentTokenView, now: DateTime<Utc>) -> &'static 
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use stayopen_shared::alerts::Severity;
     use stayopen_shared::ids::SiteId;
     use stayopen_shared::policy::Policy;
     use stayopen_shared::telemetry::UplinkHealth;
@@ -1173,37 +1133,6 @@ mod tests {
             at: at(seconds),
             rtt_ms: value,
             loss_pct: value,
-        }
-    }
-
-    fn alert(kind: AlertKind, first: i64, resolved: Option<i64>) -> AlertView {
-        AlertView {
-            id: Uuid::from_u128(first as u128),
-            kind,
-            severity: Severity::Critical,
-            state: if resolved.is_some() {
-                AlertState::Resolved
-            } else {
-                AlertState::Open
-            },
-            practice_id: PracticeId(Uuid::from_u128(10)),
-            practice_name: "Smile Dental".to_owned(),
-            appliance_id: ApplianceId(Uuid::from_u128(1)),
-            appliance_serial: "SO-1".to_owned(),
-            site_name: "Main St".to_owned(),
-            subject: String::new(),
-            summary: String::new(),
-            muted: false,
-            after_hours: false,
-            count: 1,
-            first_seen: at(first),
-            last_seen: at(resolved.unwrap_or(first)),
-            acknowledged_by: None,
-            acknowledged_at: None,
-            resolved_by: None,
-            resolved_at: resolved.map(at),
-            resolution: None,
-            comments: vec![],
         }
     }
 
@@ -1350,6 +1279,24 @@ mod tests {
             assert!(Route::Practice(PracticeId(Uuid::nil())).allowed(role));
             assert!(!Capabilities::of(role).operate);
         }
+    }
+
+    #[wasm_bindgen_test]
+    fn an_auditor_only_reads_the_evidence_and_an_officer_signs_drills_off() {
+        let caps = Capabilities::of;
+        let auditor = caps(Role::Auditor);
+        assert!(!auditor.sign_off_drills && !auditor.edit_register);
+        assert!(!auditor.request_evidence && !auditor.comment_incidents);
+        let officer = caps(Role::ComplianceOfficer);
+        assert!(officer.sign_off_drills && officer.edit_register && officer.request_evidence);
+        assert!(
+            !officer.comment_incidents,
+            "root causes and comments are the MSP's"
+        );
+        let technician = caps(Role::MspTechnician);
+        assert!(!technician.sign_off_drills && technician.edit_register);
+        assert!(technician.comment_incidents && technician.operate);
+        assert!(caps(Role::MspAdmin).sign_off_drills);
     }
 
     #[wasm_bindgen_test]
@@ -1552,25 +1499,7 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
-    fn a_practice_record_sums_outages_within_the_period() {
-        let alerts = vec![
-            // 10 minutes on backup, resolved.
-            alert(AlertKind::Failover, 100, Some(700)),
-            // Offline since before the period and still open: counts from the period's start.
-            alert(AlertKind::ApplianceOffline, -500, None),
-            alert(AlertKind::DrillFailed, 50, Some(60)),
-        ];
-        let record = practice_record(&alerts, 2, at(0), at(1000));
-        assert_eq!(record.failovers, 1);
-        assert_eq!(record.on_backup_secs, 600);
-        assert_eq!(record.offline_incidents, 1);
-        assert_eq!(record.offline_secs, 1000);
-        assert_eq!(record.drill_failures, 1);
-        assert_eq!(record.availability_pct, Some(50.0));
-        assert_eq!(
-            practice_record(&[], 0, at(0), at(10)).availability_pct,
-            None
-        );
+    fn availability_never_rounds_up_to_a_hundred_percent_while_there_was_downtime() {
         assert_eq!(availability_text(Some(99.99999)), "99.999%");
         assert_eq!(availability_text(Some(100.0)), "100%");
     }

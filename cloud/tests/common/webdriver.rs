@@ -53,6 +53,7 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = tempfile::tempdir().expect("profile dir");
+        std::fs::create_dir_all(profile.path().join("downloads")).expect("downloads dir");
         // The flags keep Chromium from reaching out to the internet (this sandbox has none).
         let args = vec![
             "--headless=new".to_owned(),
@@ -71,7 +72,15 @@ impl Browser {
             .post(format!("{base}/session"))
             .json(&json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
-                "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": args,
+                    // Files the page offers for download land here, without asking.
+                    "prefs": {
+                        "download.default_directory": profile.path().join("downloads"),
+                        "download.prompt_for_download": false,
+                    },
+                }
             }}}))
             .send()
             .await
@@ -90,6 +99,11 @@ impl Browser {
             driver,
             _profile: profile,
         }
+    }
+
+    /// Where the files the page downloads are saved.
+    pub fn download_dir(&self) -> std::path::PathBuf {
+        self._profile.path().join("downloads")
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {

@@ -21,7 +21,8 @@ use crate::components::{
 use crate::live::{Feed, feed, follow_while};
 use crate::logic::{
     Interest, POLICY_FIELDS, PolicyTarget, Route, appliance_state, bytes_text, format_loss,
-    format_rtt, outbox_text, primary_uplink, scope_label, uplinks_by_priority, value_text,
+    format_rtt, outbox_text, primary_uplink, reachability_grid, scope_label, uplinks_by_priority,
+    value_text,
 };
 use crate::pages::alerts::AlertList;
 use crate::pages::practice::Maintenance;
@@ -72,6 +73,7 @@ pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
                 {loading(appliance)}
                 <Overview appliance=appliance.data />
                 <Uplinks appliance=appliance.data />
+                <Apps appliance=appliance.data />
                 <Charts id />
                 <div class="columns">
                     <Commands id can_operate=caps.operate />
@@ -123,6 +125,90 @@ fn Overview(appliance: RwSignal<Option<ApplianceView>>) -> impl IntoView {
                         <dd id="appliance-outbox">{outbox_text(a.outbox.as_ref())}</dd>
                     </div>
                 </dl>
+            }
+        })
+    }
+}
+
+/// Each critical application's latest check through each uplink, as the appliance reported it.
+#[component]
+fn Apps(appliance: RwSignal<Option<ApplianceView>>) -> impl IntoView {
+    move || {
+        appliance.get().map(|a| {
+            let order: Vec<String> = uplinks_by_priority(&a.uplinks)
+                .into_iter()
+                .map(|u| u.name)
+                .collect();
+            let grid = reachability_grid(&a.apps, &order);
+            let body = if grid.rows.is_empty() {
+                view! {
+                    <p class="muted" id="apps-none">
+                        "No critical application checks reported yet. The practice's register lists what the appliance checks."
+                    </p>
+                }
+                .into_any()
+            } else {
+                let heads = grid
+                    .uplinks
+                    .iter()
+                    .map(|u| view! { <th scope="col">{u.clone()}</th> })
+                    .collect_view();
+                let uplinks = grid.uplinks.clone();
+                let rows = grid
+                    .rows
+                    .into_iter()
+                    .map(|(app, cells)| {
+                        let cells = cells
+                            .into_iter()
+                            .zip(uplinks.iter())
+                            .map(|(cell, uplink)| match cell {
+                                None => view! { <td class="muted" data-uplink=uplink.clone()>"not checked"</td> }.into_any(),
+                                Some(r) => {
+                                    let title = format!("checked {} s before the last report", r.age_secs);
+                                    view! {
+                                        <td data-uplink=uplink.clone() data-reachable=r.reachable.to_string() title=title>
+                                            {if r.reachable {
+                                                view! { <span class="ok-text">"reachable"</span> }.into_any()
+                                            } else {
+                                                view! { <span class="bad-text">"unreachable"</span> }.into_any()
+                                            }}
+                                            {r.latency_ms.map(|ms| format!(" · {ms:.0} ms"))}
+                                            {r.reason.clone().map(|why| view! { <div class="muted small">{why}</div> })}
+                                        </td>
+                                    }
+                                    .into_any()
+                                }
+                            })
+                            .collect_view();
+                        let key = app.clone();
+                        view! {
+                            <tr data-app=key>
+                                <th scope="row">{app}</th>
+                                {cells}
+                            </tr>
+                        }
+                    })
+                    .collect_view();
+                view! {
+                    <div class="table-wrap">
+                        <table class="data-table" id="app-reachability">
+                            <thead>
+                                <tr>
+                                    <th scope="col">"Application"</th>
+                                    {heads}
+                                </tr>
+                            </thead>
+                            <tbody>{rows}</tbody>
+                        </table>
+                    </div>
+                }
+                .into_any()
+            };
+            view! {
+                <section class="card section" aria-labelledby="apps-heading" id="appliance-apps">
+                    <h2 id="apps-heading">"Critical applications through each uplink"</h2>
+                    {body}
+                </section>
             }
         })
     }

@@ -239,6 +239,7 @@ pub(crate) mod sample {
                     primary_pct: (!gap).then_some(if i == 20 { 96.5 } else { 99.95 }),
                     effective_pct: (!gap).then_some(if i == 20 { 99.99 } else { 100.0 }),
                     gap_secs: if gap { 86_400 } else { 0 },
+                    observed_secs: if gap { 0 } else { 86_400 },
                 }
             })
             .collect();
