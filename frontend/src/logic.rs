@@ -719,12 +719,6 @@ pub const POLICY_FIELDS: [PolicyField; 21] = [
     ),
     field(
         "Failover",
-        "critical_apps",
-        "Critical applications",
-        FieldKind::Json,
-    ),
-    field(
-        "Failover",
         "app_check_interval_secs",
         "Critical application check interval on the active uplink",
         FieldKind::Integer("s"),
@@ -1430,7 +1424,7 @@ mod tests {
         );
         let error = build_overrides(&[("recovery_ms", Some("soon".into()))]).expect_err("bad");
         assert_eq!(error.key, "recovery_ms");
-        assert!(build_overrides(&[("critical_apps", Some("[".into()))]).is_err());
+        assert!(build_overrides(&[("alert_severity", Some("[".into()))]).is_err());
     }
 
     #[wasm_bindgen_test]
