@@ -30,6 +30,7 @@ const APPLIANCES: i64 = 10;
 async fn seed(cloud: &common::TestCloud, tenant: Uuid, practice: Uuid) {
     let started = Instant::now();
     let statements = [
+        "INSERT INTO practices (id, tenant_id, name) VALUES ($2, $1, 'Bench Family Practice')",
         "INSERT INTO sites (id, tenant_id, practice_id, name)
          VALUES (gen_random_uuid(), $1, $2, 'Main office')",
         "INSERT INTO appliances (id, tenant_id, practice_id, site_id, serial, mac, model,
@@ -147,11 +148,12 @@ async fn main() {
     let cloud = spawn_cloud_with(|config| config.evidence.poll_interval_ms = 60_000).await;
     let seeded = cloud.seed_demo().await;
     let tenant = seeded.tenant_id;
-    let practice = seeded.practices[0].id;
+    let practice = PracticeId(Uuid::new_v4());
     seed(&cloud, tenant.0, practice.0).await;
     let key = EvidenceKey::generate();
     let today = Utc::now().date_naive();
-    let (from, to) = (today - Duration::days(365), today - Duration::days(1));
+    // 366 days up to today, the longest custom period, so today's audit entries are in it.
+    let (from, to) = (today - Duration::days(365), today);
     let runs: usize = std::env::var("EVIDENCE_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -164,7 +166,7 @@ async fn main() {
         let input = jobs::gather(
             &mut tx,
             tenant,
-            PracticeId(practice.0),
+            practice,
             PeriodKind::Custom,
             (from, to),
             Utc::now(),
