@@ -155,6 +155,13 @@ async fn an_officer_requests_a_package_that_is_built_signed_downloaded_audited_a
         Some(s.practice.to_string().as_str())
     );
 
+    // For docs/compliance.md: a sample package and its key, where asked.
+    if let Ok(sample) = std::env::var("STAYOPEN_EVIDENCE_SAMPLE_DIR") {
+        let sample = std::path::Path::new(&sample);
+        std::fs::write(sample.join("sample-package.zip"), &zip).expect("write the sample");
+        std::fs::write(sample.join("evidence-public-key.pem"), &key.public_key_pem).expect("key");
+    }
+
     // The binary verifies it offline with the published key, and refuses it after one byte changes.
     let dir = tempfile::tempdir().expect("dir");
     let (zip_path, key_path) = (dir.path().join("p.zip"), dir.path().join("key.pem"));

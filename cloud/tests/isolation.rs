@@ -484,6 +484,23 @@ async fn drill_and_incident_of(cloud: &TestCloud, appliance: ApplianceId) -> (St
     (drill.to_string(), incident.to_string())
 }
 
+/// A queued evidence package of `practice` (the last week).
+async fn package_of(cloud: &TestCloud, admin: &str, practice: PracticeId) -> String {
+    let today = chrono::Utc::now().date_naive();
+    let body = stayopen_shared::compliance::CreateEvidencePackage {
+        practice_id: practice,
+        period: stayopen_shared::compliance::PeriodKind::Custom,
+        from: today - chrono::Duration::days(6),
+        to: today,
+    };
+    let (status, package) = cloud
+        .api(admin)
+        .post::<_, stayopen_shared::compliance::EvidencePackage>("/api/v1/evidence/packages", &body)
+        .await;
+    assert_eq!(status, 202);
+    package.expect("package").id.to_string()
+}
+
 async fn audit_rows(cloud: &TestCloud, tenant: &uuid::Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE tenant_id = $1")
         .bind(tenant)
@@ -576,6 +593,7 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
         ),
         ("drill_id", b_drill),
         ("incident_id", b_incident),
+        ("package_id", package_of(&cloud, &b_admin, b_practice).await),
     ]);
     let b_audit_before = audit_rows(&cloud, b_tenant.as_uuid()).await;
 
@@ -634,6 +652,7 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
         ("app_id", critical_app_of(&cloud, &a_admin, hillcrest).await),
         ("drill_id", hillcrest_drill),
         ("incident_id", hillcrest_incident),
+        ("package_id", package_of(&cloud, &a_admin, hillcrest).await),
     ]);
     let hillcrest_secrets = vec![hillcrest.to_string(), hillcrest_appliance.to_string()];
     for (caller, token) in [("compliance_officer", &a_officer), ("auditor", &a_auditor)] {

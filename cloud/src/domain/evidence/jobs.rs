@@ -85,7 +85,7 @@ pub fn check_period(
     match kind {
         PeriodKind::Month => exact(last_day_of_month(from.year(), from.month()), "month"),
         PeriodKind::Quarter => {
-            if (from.month() - 1) % 3 != 0 {
+            if !(from.month() - 1).is_multiple_of(3) {
                 return Err(format!(
                     "a quarter starts on 1 January, April, July or October, not {from}"
                 ));

@@ -106,6 +106,17 @@ pub fn render(
     }
 }
 
+/// A ready, unannounced package: id, practice, practice name, period kind, from, to, SHA-256.
+type ReadyRow = (
+    Uuid,
+    Uuid,
+    String,
+    PeriodKind,
+    NaiveDate,
+    NaiveDate,
+    Option<String>,
+);
+
 /// E-mails the compliance officers of every practice whose scheduled package is ready and not yet
 /// announced; how many packages were announced. A package whose practice has no officer is marked
 /// announced without mail; a failed send is tried again next time.
@@ -122,15 +133,7 @@ pub async fn announce(
     let mut announced = 0;
     for tenant in tenants.into_iter().map(TenantId) {
         let mut tx = db::tenant_tx(pool, tenant).await?;
-        let ready: Vec<(
-            Uuid,
-            Uuid,
-            String,
-            PeriodKind,
-            NaiveDate,
-            NaiveDate,
-            Option<String>,
-        )> = sqlx::query_as(
+        let ready: Vec<ReadyRow> = sqlx::query_as(
             "SELECT e.id, e.practice_id, p.name, e.period_kind, e.period_from, e.period_to,
                         e.sha256
                  FROM evidence_packages e JOIN practices p ON p.id = e.practice_id

@@ -20,6 +20,8 @@ const REGULAR: Name<'static> = Name(b"F1");
 const BOLD: Name<'static> = Name(b"F2");
 
 type Rgb = (f32, f32, f32);
+/// A chart series: its legend, colour and the day's figure it plots.
+type Series = (&'static str, Rgb, fn(&AvailabilityDay) -> Option<f64>);
 const BLACK: Rgb = (0.0, 0.0, 0.0);
 const GREY: Rgb = (0.4, 0.4, 0.4);
 const RED: Rgb = (0.75, 0.1, 0.1);
@@ -399,7 +401,7 @@ impl Layout {
             date = next;
         }
         // The two series, broken at every day without a figure.
-        let series: [(&str, Rgb, fn(&AvailabilityDay) -> Option<f64>); 2] = [
+        let series: [Series; 2] = [
             ("Primary line", ORANGE, |d| d.primary_pct),
             ("Effective (what the practice had)", BLUE, |d| {
                 d.effective_pct

@@ -62,11 +62,12 @@ impl std::fmt::Display for Report {
         let m = &self.manifest;
         writeln!(f, "practice:      {} ({})", m.practice.name, m.practice.id)?;
         writeln!(f, "managed by:    {} ({})", m.tenant.name, m.tenant.id)?;
-        writeln!(
-            f,
-            "period:        {} ({} to {})",
-            m.period.label, m.period.from, m.period.to
-        )?;
+        let range = format!("{} to {}", m.period.from, m.period.to);
+        if m.period.label == range {
+            writeln!(f, "period:        {range}")?;
+        } else {
+            writeln!(f, "period:        {} ({range})", m.period.label)?;
+        }
         writeln!(f, "generated at:  {}", m.generated_at.to_rfc3339())?;
         writeln!(f, "zip structure: ok")?;
         writeln!(
