@@ -678,9 +678,10 @@ const fn field(
     }
 }
 
-/// Every policy setting, grouped as an engineer thinks about them. A test checks this list against
-/// the schema, so a new setting cannot be forgotten here.
-pub const POLICY_FIELDS: [PolicyField; 21] = [
+/// Every policy setting a layer may set, grouped as an engineer thinks about them. A test checks
+/// this list against the schema, so a new setting cannot be forgotten here. `critical_apps` is not
+/// one: the cloud fills it from the practice's critical applications register (Reports page).
+pub const POLICY_FIELDS: [PolicyField; 20] = [
     field(
         "Failover",
         "detection_silence_ms",
@@ -1395,7 +1396,7 @@ mod tests {
         let mut schema: Vec<&str> = defaults
             .keys()
             .map(String::as_str)
-            .filter(|k| *k != "version")
+            .filter(|k| !matches!(*k, "version" | "critical_apps"))
             .collect();
         let mut editor: Vec<&str> = POLICY_FIELDS.iter().map(|f| f.key).collect();
         schema.sort_unstable();

@@ -555,7 +555,8 @@ mod tests {
     #[test]
     fn endpoints_are_tagged_by_kind_on_the_wire() {
         let tcp: AppEndpoint =
-            serde_json::from_str(r#"{"kind":"tcp","host":"lab.example","port":2575}"#).unwrap();
+            serde_json::from_str(r#"{"kind":"tcp","host":"lab.example","port":2575}"#)
+                .expect("a tcp endpoint");
         assert_eq!(
             tcp,
             AppEndpoint::Tcp {
