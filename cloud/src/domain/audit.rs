@@ -87,13 +87,8 @@ pub async fn record(
         .bind(tenant.to_string())
         .execute(&mut *conn)
         .await?;
-    let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(tenant.as_uuid())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (seq, prev) = last.map_or((1, vec![0u8; 32]), |(seq, hash)| (seq + 1, hash));
+    let (last_seq, prev) = chain_head(conn, tenant).await?;
+    let seq = last_seq + 1;
     // PostgreSQL keeps microseconds: hash exactly what will be read back.
     let at = Utc::now().trunc_subsecs(6);
     let actor = actor.label();
@@ -131,6 +126,69 @@ pub async fn record(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The newest entry of the tenant's chain: its sequence number and hash, or 0 and 32 zero bytes
+/// (the first entry's `prev_hash`) while the chain is empty.
+pub async fn chain_head(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+) -> Result<(i64, Vec<u8>), sqlx::Error> {
+    let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(last.unwrap_or((0, vec![0u8; 32])))
+}
+
+/// An entry with its link in the chain, for whoever must show it can be checked (the evidence
+/// package).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChainedEntry {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// The entries about `practice` made in `[from, to)` up to entry `up_to_seq`, oldest first: those
+/// whose target is the practice or one of its sites or appliances, and every change whose values
+/// name the practice (`practice_id`, as every change of practice-owned records does).
+pub async fn practice_entries(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    practice: stayopen_shared::PracticeId,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    up_to_seq: i64,
+) -> Result<Vec<ChainedEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, at, actor, action, target_type, target_id, before, after, prev_hash, hash
+         FROM audit_log l
+         WHERE l.tenant_id = $1 AND l.seq <= $5 AND l.at >= $3 AND l.at < $4
+           AND ((l.target_type = 'practice' AND l.target_id = $2::text)
+             OR (l.target_type = 'site' AND l.target_id IN
+                    (SELECT id::text FROM sites WHERE practice_id = $2))
+             OR (l.target_type = 'appliance' AND l.target_id IN
+                    (SELECT id::text FROM appliances WHERE practice_id = $2))
+             OR l.before ->> 'practice_id' = $2::text
+             OR l.after ->> 'practice_id' = $2::text)
+         ORDER BY l.seq",
+    )
+    .bind(tenant.as_uuid())
+    .bind(practice.as_uuid())
+    .bind(from)
+    .bind(to)
+    .bind(up_to_seq)
+    .fetch_all(&mut *conn)
+    .await
 }
 
 /// Which entries a reading of the log shows. `None` fields do not filter.

@@ -409,20 +409,6 @@ fn day_start(date: NaiveDate) -> DateTime<Utc> {
     date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
-#[derive(sqlx::FromRow)]
-struct AuditRow {
-    seq: i64,
-    at: DateTime<Utc>,
-    actor: String,
-    action: String,
-    target_type: String,
-    target_id: String,
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
-    prev_hash: Vec<u8>,
-    hash: Vec<u8>,
-}
-
 /// Reads everything the package of `practice` for `[from, to]` shows, in one tenant transaction.
 #[allow(clippy::too_many_arguments)]
 pub async fn gather(
@@ -444,33 +430,8 @@ pub async fn gather(
     };
     let (start, end) = (day_start(from), day_start(to) + Duration::days(1));
     // The head first: every entry read below is at or before it.
-    let head: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(tenant.as_uuid())
-    .fetch_optional(&mut **tx)
-    .await?;
-    let (head_seq, head_hash) = head.unwrap_or((0, vec![0u8; 32]));
-    let rows: Vec<AuditRow> = sqlx::query_as(
-        "SELECT seq, at, actor, action, target_type, target_id, before, after, prev_hash, hash
-         FROM audit_log l
-         WHERE l.tenant_id = $1 AND l.seq <= $5 AND l.at >= $3 AND l.at < $4
-           AND ((l.target_type = 'practice' AND l.target_id = $2::text)
-             OR (l.target_type = 'site' AND l.target_id IN
-                    (SELECT id::text FROM sites WHERE practice_id = $2))
-             OR (l.target_type = 'appliance' AND l.target_id IN
-                    (SELECT id::text FROM appliances WHERE practice_id = $2))
-             OR l.before ->> 'practice_id' = $2::text
-             OR l.after ->> 'practice_id' = $2::text)
-         ORDER BY l.seq",
-    )
-    .bind(tenant.as_uuid())
-    .bind(practice.as_uuid())
-    .bind(start)
-    .bind(end)
-    .bind(head_seq)
-    .fetch_all(&mut **tx)
-    .await?;
+    let (head_seq, head_hash) = audit::chain_head(&mut **tx, tenant).await?;
+    let rows = audit::practice_entries(&mut **tx, tenant, practice, (start, end), head_seq).await?;
     let audit = rows
         .into_iter()
         .map(|r| AuditRecord {
