@@ -430,8 +430,8 @@ pub async fn gather(
     };
     let (start, end) = (day_start(from), day_start(to) + Duration::days(1));
     // The head first: every entry read below is at or before it.
-    let (head_seq, head_hash) = audit::chain_head(&mut **tx, tenant).await?;
-    let rows = audit::practice_entries(&mut **tx, tenant, practice, (start, end), head_seq).await?;
+    let (head_seq, head_hash) = audit::chain_head(tx, tenant).await?;
+    let rows = audit::practice_entries(tx, tenant, practice, (start, end), head_seq).await?;
     let audit = rows
         .into_iter()
         .map(|r| AuditRecord {
