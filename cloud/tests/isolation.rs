@@ -136,6 +136,11 @@ fn example_bodies() -> BTreeMap<&'static str, serde_json::Value> {
             "POST /api/v1/incidents/{incident_id}/comments",
             json!({"body": "x"}),
         ),
+        (
+            "POST /api/v1/evidence/packages",
+            json!({"practice_id": "00000000-0000-0000-0000-000000000000", "period": "month",
+                   "from": "2026-11-01", "to": "2026-11-30"}),
+        ),
     ])
 }
 
@@ -484,7 +489,7 @@ async fn drill_and_incident_of(cloud: &TestCloud, appliance: ApplianceId) -> (St
     (drill.to_string(), incident.to_string())
 }
 
-/// A queued evidence package of `practice` (the last week).
+/// A built evidence package of `practice` (the last week), ready to download.
 async fn package_of(cloud: &TestCloud, admin: &str, practice: PracticeId) -> String {
     let today = chrono::Utc::now().date_naive();
     let body = stayopen_shared::compliance::CreateEvidencePackage {
@@ -498,7 +503,22 @@ async fn package_of(cloud: &TestCloud, admin: &str, practice: PracticeId) -> Str
         .post::<_, stayopen_shared::compliance::EvidencePackage>("/api/v1/evidence/packages", &body)
         .await;
     assert_eq!(status, 202);
-    package.expect("package").id.to_string()
+    let id = package.expect("package").id;
+    common::eventually(
+        std::time::Duration::from_secs(30),
+        "the package built",
+        || async {
+            let (_, package) = cloud
+                .api(admin)
+                .get::<stayopen_shared::compliance::EvidencePackage>(&format!(
+                    "/api/v1/evidence/packages/{id}"
+                ))
+                .await;
+            package.filter(|p| p.state == stayopen_shared::compliance::PackageState::Ready)
+        },
+    )
+    .await;
+    id.to_string()
 }
 
 async fn audit_rows(cloud: &TestCloud, tenant: &uuid::Uuid) -> i64 {
