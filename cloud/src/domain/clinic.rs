@@ -57,12 +57,14 @@ pub fn clinic_now(time_zone: &str, hours: Option<&ClinicHours>, now: DateTime<Ut
     }
 }
 
+/// Clinic hours and instants for the tests of modules that reason about the clinic's day.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use stayopen_shared::alerts::OpenSpan;
+pub(crate) mod test_hours {
+    use chrono::{DateTime, Utc};
+    use stayopen_shared::alerts::{ClinicHours, OpenSpan};
 
-    fn weekdays(open: &str, close: &str) -> ClinicHours {
+    /// Open `open`–`close` Monday to Friday, closed at weekends.
+    pub(crate) fn weekdays(open: &str, close: &str) -> ClinicHours {
         let span = || {
             vec![OpenSpan {
                 open: open.into(),
@@ -79,9 +81,16 @@ mod tests {
         }
     }
 
-    fn utc(s: &str) -> DateTime<Utc> {
+    pub(crate) fn utc(s: &str) -> DateTime<Utc> {
         s.parse().expect("timestamp")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_hours::{utc, weekdays};
+    use super::*;
+    use stayopen_shared::alerts::OpenSpan;
 
     #[test]
     fn ten_in_the_morning_on_a_clinic_day_is_open_in_the_practices_own_zone() {

@@ -209,28 +209,7 @@ pub async fn schedule_loop(pool: PgPool, link: DeviceLink, clock: crate::infra::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stayopen_shared::alerts::OpenSpan;
-
-    fn weekdays(open: &str, close: &str) -> ClinicHours {
-        let span = || {
-            vec![OpenSpan {
-                open: open.into(),
-                close: close.into(),
-            }]
-        };
-        ClinicHours {
-            mon: span(),
-            tue: span(),
-            wed: span(),
-            thu: span(),
-            fri: span(),
-            ..ClinicHours::default()
-        }
-    }
-
-    fn utc(s: &str) -> DateTime<Utc> {
-        s.parse().expect("timestamp")
-    }
+    use crate::domain::clinic::test_hours::{utc, weekdays};
 
     fn weekly(window: DrillWindow) -> DrillSchedule {
         DrillSchedule {
