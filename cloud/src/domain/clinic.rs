@@ -90,7 +90,6 @@ pub(crate) mod test_hours {
 mod tests {
     use super::test_hours::{utc, weekdays};
     use super::*;
-    use stayopen_shared::alerts::OpenSpan;
 
     #[test]
     fn ten_in_the_morning_on_a_clinic_day_is_open_in_the_practices_own_zone() {
