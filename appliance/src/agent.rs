@@ -409,7 +409,7 @@ impl<D: Dataplane> Driver<D> {
                 }
                 Action::Activate { uplink } => {
                     match self.dataplane.activate(now.into_std(), uplink).await {
-                        Ok(()) => self.traffic_applied(uplink),
+                        Ok(()) => self.traffic_applied(now, uplink),
                         Err(e) => tracing::error!(error = %e, "cannot switch uplink"),
                     }
                 }
@@ -419,15 +419,17 @@ impl<D: Dataplane> Driver<D> {
                     }
                     Err(e) => tracing::error!(error = %e, "cannot flush flows"),
                 },
-                Action::Emit(event) => self.engine_event(event),
+                Action::Emit(event) => self.engine_event(now, event),
             }
         }
         self.report_finished_drill();
     }
 
-    /// An event of the engine: drill events start, end or fail the drill's measurement.
-    fn engine_event(&mut self, event: ApplianceEvent) {
-        let now = Instant::now().into_std();
+    /// An event of the engine: drill events start, end or fail the drill's measurement. `now` is
+    /// the moment the engine decided at: the application checks a drill reads are stamped with it
+    /// too, so a later clock reading here would disown the checks started in the same turn.
+    fn engine_event(&mut self, now: Instant, event: ApplianceEvent) {
+        let now = now.into_std();
         match event.kind {
             EventKind::DrillStarted => {
                 self.drill = Some(DrillMeter::start(now, self.drill_command.take()));
@@ -458,14 +460,17 @@ impl<D: Dataplane> Driver<D> {
         &self,
         meter: &DrillMeter,
     ) -> Vec<(String, Option<crate::app_checks::AppResult>)> {
-        match (&meter.backup, meter.on_backup_at) {
+        match (&meter.backup, meter.checks_from) {
             (Some((backup, _)), Some(since)) => self.app_checks.results_since(*backup, since),
             _ => Vec::new(),
         }
     }
 
     /// The dataplane has applied traffic on `uplink`: a drill's switchover or failback completes.
-    fn traffic_applied(&mut self, uplink: Option<usize>) {
+    /// The switchover is measured when the dataplane is done; the drill's checks count from the
+    /// turn's moment `now`, which stamps the checks started after this in the same turn.
+    fn traffic_applied(&mut self, now: Instant, uplink: Option<usize>) {
+        let turn = now.into_std();
         let now = Instant::now().into_std();
         let on_backup = self.engine.drill_on_backup();
         let Some(meter) = &mut self.drill else {
@@ -474,7 +479,7 @@ impl<D: Dataplane> Driver<D> {
         match (on_backup, uplink) {
             (Some(backup), Some(applied)) if backup == applied && meter.on_backup_at.is_none() => {
                 let name = self.engine.specs()[backup].name.clone();
-                meter.traffic_on_backup(now, backup, &name);
+                meter.traffic_on_backup(turn, now, backup, &name);
                 self.app_checks.check_now(backup);
             }
             _ if meter.ended_at.is_some() => meter.traffic_back(now),
@@ -1203,6 +1208,18 @@ mod tests {
             apps: Vec<CriticalApp>,
             id: uuid::Uuid,
         ) -> Vec<serde_json::Value> {
+            let twenty = Duration::from_secs(20);
+            drill_after(lte_refuses, apps, id, [twenty, twenty, twenty]).await
+        }
+
+        /// [`drill`] with its timeline: the links settle for `warmup`, the policy is in force for
+        /// `settled` before a drill of `duration`.
+        async fn drill_after(
+            lte_refuses: &[&str],
+            apps: Vec<CriticalApp>,
+            id: uuid::Uuid,
+            [warmup, settled, duration]: [Duration; 3],
+        ) -> Vec<serde_json::Value> {
             let dir = tempfile::tempdir().expect("dir");
             let events_path = dir.path().join("events.jsonl");
             let config = config(dir.path(), lte_refuses);
@@ -1238,25 +1255,20 @@ mod tests {
                 }
             };
             driver.step(started, Some(Input::Tick)).await;
-            run(&mut driver, &mut rx, Duration::from_secs(20)).await;
+            run(&mut driver, &mut rx, warmup).await;
             let policy = Policy {
                 version: 1,
                 critical_apps: apps,
                 ..Policy::default()
             };
             driver.apply_policy(Instant::now(), policy, false).await;
-            run(&mut driver, &mut rx, Duration::from_secs(20)).await;
+            run(&mut driver, &mut rx, settled).await;
             driver.drill_command = Some(id);
             driver
-                .step(
-                    Instant::now(),
-                    Some(Input::StartDrill {
-                        duration: Duration::from_secs(20),
-                    }),
-                )
+                .step(Instant::now(), Some(Input::StartDrill { duration }))
                 .await;
             driver.drill_command = None;
-            run(&mut driver, &mut rx, Duration::from_secs(30)).await;
+            run(&mut driver, &mut rx, duration + Duration::from_secs(10)).await;
             std::fs::read_to_string(&events_path)
                 .expect("events")
                 .lines()
@@ -1334,6 +1346,67 @@ mod tests {
             let report = report_of(finished);
             assert!(report.passed && report.apps.is_empty());
             assert!(report.switchover_ms.is_some());
+        }
+
+        /// The demo's register: five applications, three of them behind HTTPS.
+        fn five_apps() -> Vec<CriticalApp> {
+            let https = |url: &str| vec![AppEndpoint::Https { url: url.into() }];
+            let mut apps = register();
+            apps.extend([
+                CriticalApp {
+                    name: "e-Prescribing".into(),
+                    tier: AppTier::Tier1,
+                    endpoints: https("https://erx.example/status"),
+                },
+                CriticalApp {
+                    name: "Telemedicine".into(),
+                    tier: AppTier::Tier2,
+                    endpoints: https("https://telehealth.example/"),
+                },
+                CriticalApp {
+                    name: "Patient portal".into(),
+                    tier: AppTier::Tier3,
+                    endpoints: vec![AppEndpoint::Dns {
+                        name: "portal.example".into(),
+                    }],
+                },
+            ]);
+            apps
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_drill_hours_into_a_budgeted_standby_checks_every_app_through_the_backup() {
+            // Hours on the default 30 MB budget leave the standby's checks spread out, one of
+            // them in flight or next due when traffic moves: the drill still checks them all.
+            for settled_secs in [3 * 3600 + 1, 5 * 3600 + 1234] {
+                let timeline = [20, settled_secs, 60].map(Duration::from_secs);
+                let events =
+                    drill_after(&[], five_apps(), uuid::Uuid::from_u128(45), timeline).await;
+                let finished = events
+                    .iter()
+                    .find(|e| e["kind"] == "drill_finished" || e["kind"] == "drill_failed")
+                    .expect("the drill ends");
+                let report = report_of(finished);
+                assert!(
+                    report.passed && report.apps.len() == 5,
+                    "after {settled_secs} s: {finished}"
+                );
+            }
+        }
+
+        /// In real time the clock moves while the dataplane switches: the checks the drill starts
+        /// as traffic moves are still the drill's (they were once stamped before the switch
+        /// finished and every application came out "no check finished before the drill ended").
+        #[tokio::test]
+        async fn a_drill_in_real_time_counts_the_checks_it_starts_as_traffic_moves() {
+            let timeline = [3000, 500, 2000].map(Duration::from_millis);
+            let events = drill_after(&[], five_apps(), uuid::Uuid::from_u128(46), timeline).await;
+            let finished = events
+                .iter()
+                .find(|e| e["kind"] == "drill_finished" || e["kind"] == "drill_failed")
+                .expect("the drill ends");
+            let report = report_of(finished);
+            assert!(report.passed && report.apps.len() == 5, "{finished}");
         }
 
         #[tokio::test(start_paused = true)]

@@ -398,6 +398,10 @@ pub struct DrillMeter {
     /// The backup (index and name) and when traffic on it was applied by the dataplane.
     pub backup: Option<(usize, String)>,
     pub on_backup_at: Option<Instant>,
+    /// The turn of the driver that moved traffic: checks through the backup started at or after
+    /// it ran on the backup and are the drill's (it precedes `on_backup_at` by the dataplane's
+    /// switch, which a check started in the same turn must not fall behind).
+    pub checks_from: Option<Instant>,
     pub ended_at: Option<Instant>,
     pub back_at: Option<Instant>,
 }
@@ -413,16 +417,25 @@ impl DrillMeter {
             started: now,
             backup: None,
             on_backup_at: None,
+            checks_from: None,
             ended_at: None,
             back_at: None,
         }
     }
 
-    /// The dataplane has applied the drill's traffic on `uplink`.
-    pub fn traffic_on_backup(&mut self, now: Instant, uplink: usize, name: &str) {
+    /// The dataplane has applied the drill's traffic on `uplink` at `applied`, in the driver's
+    /// turn that began at `turn`.
+    pub fn traffic_on_backup(
+        &mut self,
+        turn: Instant,
+        applied: Instant,
+        uplink: usize,
+        name: &str,
+    ) {
         if self.on_backup_at.is_none() {
             self.backup = Some((uplink, name.to_owned()));
-            self.on_backup_at = Some(now);
+            self.on_backup_at = Some(applied);
+            self.checks_from = Some(turn.min(applied));
         }
     }
 

@@ -5,8 +5,11 @@
 #
 # `demo.sh --check` (or STAYOPEN_DEMO_CHECK=1) starts the same, then waits (at most
 # STAYOPEN_DEMO_CHECK_TIMEOUT seconds, 180 by default) until the dashboard is served, the demo login
-# signs in and the cloud's API counts every simulated appliance online; it prints a summary, stops
-# everything and exits 0, or says which check failed, shows the logs' tails and exits 1.
+# signs in and the cloud's API counts every simulated appliance online, then (at most
+# STAYOPEN_DEMO_DRILL_TIMEOUT seconds, 300 by default) until the scheduled drills have recorded one
+# that passed with a measured switchover and one that failed naming an unreachable application; it
+# prints a summary, stops everything and exits 0, or says which check failed, shows the logs' tails
+# and exits 1.
 #
 # Environment: STAYOPEN_HTTP__LISTEN and STAYOPEN_BROKER__LISTEN (the cloud's addresses),
 # STAYOPEN_DEMO_PG_PORT and STAYOPEN_DEMO_PG_DATA (the private cluster), STAYOPEN_DEMO_DIR (seed,
@@ -32,6 +35,8 @@ PG_PORT="${STAYOPEN_DEMO_PG_PORT:-55432}"
 PG_DIR="${STAYOPEN_DEMO_PG_DATA:-$ROOT/.data/pg}"
 DEMO_DIR="${STAYOPEN_DEMO_DIR:-$ROOT/.data/demo}"
 CHECK_TIMEOUT="${STAYOPEN_DEMO_CHECK_TIMEOUT:-180}"
+# A scheduled drill starts within a minute of the sweep, lasts 60 s and then fails back.
+DRILL_TIMEOUT="${STAYOPEN_DEMO_DRILL_TIMEOUT:-300}"
 START=$(date +%s)
 
 ensure_deps
@@ -188,6 +193,33 @@ while :; do
     sleep 2
 done
 
+log "$online of $FLEET_SIZE appliances online; waiting for the scheduled drills: one that passes and one that fails for a reason an officer can read (at most $DRILL_TIMEOUT s)"
+# The seed schedules a daily drill in the hour starting now; every fourth simulated appliance's LTE
+# backup cannot reach the lab interface, so its drill fails and names it.
+DRILL_DEADLINE=$(( $(date +%s) + DRILL_TIMEOUT ))
+drills_summary=""
+while :; do
+    kill -0 "${PIDS[0]}" 2>/dev/null || check_failed "the cloud exited"
+    kill -0 "${PIDS[1]}" 2>/dev/null || check_failed "the fleet simulator exited"
+    drills=""
+    if drills="$(curl -sS --max-time 10 --fail-with-body -H "Authorization: Bearer $token" \
+            "$API/drills?limit=100" 2>&1)" \
+        && drills_summary="$(/usr/bin/python3 -c '
+import json, sys
+items = json.load(sys.stdin)["items"]
+passed = [d for d in items if d["outcome"] == "passed" and d.get("switchover_ms") is not None]
+failed = [d for d in items if d["outcome"] == "failed" and "unreachable" in d["reason"]]
+if passed and failed:
+    print("%d drills passed (switchover %d ms), %d failed: %s" % (len(passed), passed[0]["switchover_ms"], len(failed), failed[0]["reason"]))
+' <<<"$drills")" && [ -n "$drills_summary" ]; then
+        break
+    fi
+    problem="no passed and failed scheduled drills yet (GET /api/v1/drills: ${drills:0:200})"
+    [ "$(date +%s)" -lt "$DRILL_DEADLINE" ] || check_failed "$problem"
+    sleep 3
+done
+log "drills: $drills_summary"
+
 printf '\n'
-log "demo check passed in $(( $(date +%s) - START )) s: dashboard served, signed in as $EMAIL, $online of $FLEET_SIZE appliances online ($appliances enrolled) at http://$HTTP_ADDR"
+log "demo check passed in $(( $(date +%s) - START )) s: dashboard served, signed in as $EMAIL, $online of $FLEET_SIZE appliances online ($appliances enrolled), scheduled drills recorded, at http://$HTTP_ADDR"
 exit 0

@@ -240,7 +240,8 @@ fn a_new_register_keeps_the_results_of_the_apps_that_stay() {
 
 fn meter_with_backup(t0: Instant) -> DrillMeter {
     let mut meter = DrillMeter::start(t0, Some(Uuid::from_u128(9)));
-    meter.traffic_on_backup(t0 + Duration::from_millis(180), LTE, "lte");
+    let moved = t0 + Duration::from_millis(180);
+    meter.traffic_on_backup(moved, moved, LTE, "lte");
     meter.ended(t0 + Duration::from_secs(60));
     meter.traffic_back(t0 + Duration::from_millis(60_040));
     meter
