@@ -322,7 +322,6 @@ impl Application {
             metrics,
             config: Arc::new(config),
             broker: broker_handle,
-            login_throttle: Default::default(),
             openapi_json,
             device_link,
             ca,

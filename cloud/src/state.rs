@@ -6,7 +6,6 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::domain::access::TokenKeys;
-use crate::domain::access::throttle::LoginThrottle;
 use crate::infra::broker::BrokerHandle;
 use crate::infra::config::CloudConfig;
 use crate::infra::device_link::DeviceLink;
@@ -23,7 +22,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub config: Arc<CloudConfig>,
     pub broker: BrokerHandle,
-    pub login_throttle: std::sync::Mutex<LoginThrottle>,
     /// `/api/v1/openapi.json`, generated from the routes at start.
     pub openapi_json: String,
     /// Publishes desired policies and commands to devices.

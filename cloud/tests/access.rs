@@ -77,6 +77,7 @@ async fn login_with_code(
             email: email.into(),
             password: password.into(),
             totp_code: code,
+            msp: None,
         })
         .await
 }

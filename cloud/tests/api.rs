@@ -226,8 +226,9 @@ async fn another_tenants_user_sees_none_of_the_fleet_and_cannot_reach_its_applia
         .enroll(&enroll_request(&token, "SO-ISO"))
         .await
         .expect_err("refused");
-    assert_eq!(refused.status, 409);
-    assert_eq!(refused.code().as_deref(), Some("hardware_claimed"));
+    // Answered as an unknown token: the refusal does not tell the other MSP the box exists.
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.code().as_deref(), Some("enrollment_token_unknown"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,8 +258,9 @@ async fn repeated_wrong_passwords_lock_the_account_out_with_retry_after() {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .expect("Retry-After header");
+    // Five attempts per 15 minutes from one address: the next one frees up in 3 minutes.
     assert!(
-        retry_after > 14 * 60 && retry_after <= 15 * 60,
+        retry_after > 2 * 60 && retry_after <= 3 * 60,
         "{retry_after}"
     );
     let error: ApiError = response.json().await.expect("body");

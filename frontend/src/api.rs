@@ -79,6 +79,7 @@ pub async fn login(
         email,
         password,
         totp_code,
+        msp: None,
     })?;
     parse(&send(Method::POST, "/api/v1/auth/login", Some(&body), None).await?)
 }

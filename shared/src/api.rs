@@ -101,6 +101,10 @@ pub struct LoginRequest {
     /// The current code from the user's authenticator app, when they have TOTP enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp_code: Option<String>,
+    /// The MSP's name: needed only when the e-mail address and password open accounts at more
+    /// than one MSP (the answer is then 409 `conflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msp: Option<String>,
 }
 
 impl std::fmt::Debug for LoginRequest {
@@ -109,6 +113,7 @@ impl std::fmt::Debug for LoginRequest {
             .field("email", &self.email)
             .field("password", &"<redacted>")
             .field("totp_code", &self.totp_code.as_ref().map(|_| "<redacted>"))
+            .field("msp", &self.msp)
             .finish()
     }
 }

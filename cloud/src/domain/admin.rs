@@ -61,7 +61,7 @@ pub async fn create_msp(
     let user = Uuid::new_v4();
     let inserted = sqlx::query(
         "INSERT INTO users (id, tenant_id, email, password_hash, role) VALUES ($1, $2, $3, $4, 'msp_admin')
-         ON CONFLICT (email) DO NOTHING",
+         ON CONFLICT (tenant_id, email) DO NOTHING",
     )
     .bind(user)
     .bind(tenant)

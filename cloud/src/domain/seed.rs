@@ -86,7 +86,7 @@ pub async fn seed_demo(pool: &PgPool) -> Result<DemoSeed, SeedError> {
     let password_hash = hash_password(DEMO_PASSWORD).map_err(SeedError::Hash)?;
     let user: Uuid = sqlx::query_scalar(
         "INSERT INTO users (id, tenant_id, email, password_hash, role) VALUES ($1, $2, $3, $4, 'msp_admin')
-         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash RETURNING id",
+         ON CONFLICT (tenant_id, email) DO UPDATE SET password_hash = EXCLUDED.password_hash RETURNING id",
     )
     .bind(Uuid::new_v4())
     .bind(tenant)

@@ -11,7 +11,7 @@ use stayopen_shared::api::{
 };
 
 use crate::domain::enrolment::Issuer;
-use crate::domain::enrolment::enrol::{self, Applicant, EnrolError, Enrolment};
+use crate::domain::enrolment::enrol::{self, Applicant, Disguise, EnrolError, Enrolment};
 use crate::http::error::ApiFailure;
 use crate::infra::metrics::API_REJECTED;
 use crate::state::AppState;
@@ -24,7 +24,10 @@ impl From<EnrolError> for ApiFailure {
             EnrolError::TokenExpired => ApiFailure::EnrollmentTokenExpired,
             EnrolError::TokenExhausted => ApiFailure::EnrollmentTokenExhausted,
             EnrolError::TokenRevoked => ApiFailure::EnrollmentTokenRevoked,
-            EnrolError::HardwareClaimed => ApiFailure::HardwareClaimed,
+            EnrolError::HardwareClaimed(Disguise::TokenUnknown) => {
+                ApiFailure::EnrollmentTokenUnknown
+            }
+            EnrolError::HardwareClaimed(Disguise::ClaimRefused) => ApiFailure::ClaimRefused,
             EnrolError::ClaimRefused => ApiFailure::ClaimRefused,
             EnrolError::Refused(refusal) => refusal.into(),
             EnrolError::Csr(e) => ApiFailure::BadRequest(e.to_string()),
@@ -49,28 +52,34 @@ fn answer(
     serial: &str,
     result: Result<Enrolment, EnrolError>,
 ) -> Result<web::Json<EnrollResponse>, ApiFailure> {
+    // Another MSP's hardware is answered as another refusal, but counted and logged as what it is.
+    let claimed = matches!(result, Err(EnrolError::HardwareClaimed(_)));
     let result = result.map_err(ApiFailure::from);
     if let Err(failure) = &result {
-        state
-            .metrics
-            .increment(API_REJECTED, "reason", failure.code());
-        tracing::warn!(%serial, reason = failure.code(), "enrolment refused");
+        let reason = if claimed {
+            "hardware_claimed"
+        } else {
+            failure.code()
+        };
+        state.metrics.increment(API_REJECTED, "reason", reason);
+        tracing::warn!(%serial, reason, "enrolment refused");
     }
     result.map(|enrolment| web::Json(response(state, enrolment)))
 }
 
 /// Enrols an appliance with an enrolment token. Hardware (serial and MAC) that is already enrolled
 /// is refused unless an MSP admin approved enrolling it again (then it keeps its id, and stays in
-/// its practice); hardware enrolled with another MSP is refused.
+/// its practice); hardware enrolled with another MSP is refused exactly as an unknown token is, so
+/// the answer tells no MSP what another has enrolled.
 #[utoipa::path(
     tag = "enrolment",
     request_body = EnrollRequest,
     responses(
         (status = 200, body = EnrollResponse),
         (status = 400, body = ApiError),
-        (status = 401, body = ApiError, description = "Unknown, expired, used-up or revoked token"),
+        (status = 401, body = ApiError, description = "Unknown, expired, used-up or revoked token; hardware of another MSP is answered as an unknown token"),
         (status = 403, body = ApiError, description = "The appliance is revoked (`appliance_revoked`)"),
-        (status = 409, body = ApiError, description = "The hardware belongs to another MSP (`hardware_claimed`), is enrolled without an approval to enrol again (`reenrollment_needs_proof`), or is in another practice than the token's (`appliance_in_other_practice`)"),
+        (status = 409, body = ApiError, description = "The hardware is enrolled without an approval to enrol again (`reenrollment_needs_proof`), or is in another practice than the token's (`appliance_in_other_practice`)"),
     )
 )]
 #[post("/enroll")]
@@ -95,9 +104,9 @@ pub async fn enroll(
     responses(
         (status = 200, body = EnrollResponse),
         (status = 400, body = ApiError),
-        (status = 401, body = ApiError, description = "Serial not registered, or wrong factory key"),
+        (status = 401, body = ApiError, description = "Serial not registered, wrong factory key, or hardware of another MSP (one answer for all)"),
         (status = 403, body = ApiError, description = "The appliance is revoked (`appliance_revoked`)"),
-        (status = 409, body = ApiError, description = "The hardware belongs to another MSP, or is enrolled without an approval to enrol again (`reenrollment_needs_proof`)"),
+        (status = 409, body = ApiError, description = "The hardware is enrolled without an approval to enrol again (`reenrollment_needs_proof`)"),
     )
 )]
 #[post("/enroll/claim")]

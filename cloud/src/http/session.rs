@@ -1,5 +1,8 @@
-//! Signing in and staying signed in (see [`crate::domain::access::sessions`]): the sign-in
-//! throttle and the rejection counter are kept here, at the edge.
+//! Signing in and staying signed in (see [`crate::domain::access::sessions`]): the client's
+//! address (through trusted proxies only), the sign-in throttle's admission and settlement (see
+//! [`crate::domain::access::throttle`]) and the rejection counter are kept here, at the edge.
+
+use std::net::{IpAddr, Ipv6Addr};
 
 use actix_web::{HttpResponse, get, post, web};
 use chrono::Duration;
@@ -8,6 +11,7 @@ use stayopen_shared::api::{
 };
 
 use crate::domain::access::sessions::{self, Credentials, SessionError, SessionKeys};
+use crate::domain::access::throttle::{self, Outcome, ThrottleError};
 use crate::http::caller::SessionUser;
 use crate::http::error::ApiFailure;
 use crate::infra::metrics::API_REJECTED;
@@ -19,6 +23,7 @@ impl From<SessionError> for ApiFailure {
             SessionError::BadCredentials => ApiFailure::BadCredentials,
             SessionError::TotpRequired => ApiFailure::TotpRequired,
             SessionError::TotpInvalid => ApiFailure::TotpInvalid,
+            SessionError::MspRequired => ApiFailure::Conflict(e.to_string()),
             SessionError::Unauthenticated(why) => ApiFailure::Unauthenticated(why.into()),
             SessionError::AccessExpired => ApiFailure::AccessExpired,
             SessionError::RefreshTokenInvalid => ApiFailure::RefreshTokenInvalid,
@@ -41,21 +46,45 @@ fn session_keys(state: &AppState) -> SessionKeys<'_> {
     }
 }
 
-fn throttle_failure(state: &AppState, email: &str, address: &str, reason: &'static str) {
-    if let Ok(mut throttle) = state.login_throttle.lock() {
-        throttle.record_failure(std::time::Instant::now(), email, address);
+/// The client's address. A request straight from a client is keyed on its TCP peer. A request
+/// whose peer is a trusted proxy (`http.trusted_proxies`) is keyed on the address that proxy
+/// forwarded: walking `X-Forwarded-For` from the right (the entry the nearest proxy appended),
+/// each hop is believed only while the hop that reported it is trusted, so the first address not
+/// itself a trusted proxy is the client. Entries a client wrote itself sit to the left of that and
+/// are never reached; a malformed entry stops the walk at the last trusted hop.
+pub fn client_address(
+    peer: IpAddr,
+    forwarded_for: &[&str],
+    trusted_proxies: &[ipnet::IpNet],
+) -> IpAddr {
+    let trusted = |address: &IpAddr| trusted_proxies.iter().any(|net| net.contains(address));
+    let mut client = peer;
+    let hops = forwarded_for
+        .iter()
+        .rev()
+        .flat_map(|header| header.rsplit(','))
+        .map(str::trim);
+    for hop in hops {
+        if !trusted(&client) {
+            break;
+        }
+        match hop.parse::<IpAddr>() {
+            Ok(address) => client = address,
+            Err(_) => break,
+        }
     }
-    state.metrics.increment(API_REJECTED, "reason", reason);
-    tracing::info!(%email, reason, "failed sign-in");
+    client
 }
 
-/// Signs in with e-mail, password and (when enabled) a TOTP code.
+/// Signs in with e-mail, password and (when enabled) a TOTP code. Throttled in PostgreSQL (see
+/// [`throttle`]): the attempt is admitted, atomically, before the password is checked.
 #[utoipa::path(
     tag = "session",
     request_body = LoginRequest,
     responses(
         (status = 200, body = LoginResponse, description = "Signed in"),
         (status = 401, body = ApiError, description = "Wrong credentials, TOTP required or wrong"),
+        (status = 409, body = ApiError, description = "The address and password open accounts at several MSPs: give `msp`"),
         (status = 429, body = ApiError, description = "Too many failed attempts; see Retry-After"),
     )
 )]
@@ -66,46 +95,55 @@ pub async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<web::Json<LoginResponse>, ApiFailure> {
     let email = body.email.trim().to_lowercase();
-    let address = request
+    let peer = request
         .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    let throttled = state
-        .login_throttle
-        .lock()
-        .map_err(|_| ApiFailure::Internal("login throttle poisoned".into()))?
-        .check(std::time::Instant::now(), &email, &address);
-    if let Err(retry_after) = throttled {
-        state
-            .metrics
-            .increment(API_REJECTED, "reason", "too_many_attempts");
-        tracing::warn!(%email, %address, "sign-in throttled");
-        return Err(ApiFailure::TooManyAttempts(retry_after.as_secs().max(1)));
-    }
+        .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |a| a.ip());
+    let forwarded_for: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let address = client_address(peer, &forwarded_for, &state.config.http.trusted_proxies);
+    let admission = match throttle::admit_attempt(&state.pool, &email, address).await {
+        Ok(admission) => admission,
+        Err(ThrottleError::Refused { scope, retry_after }) => {
+            state
+                .metrics
+                .increment(API_REJECTED, "reason", "too_many_attempts");
+            tracing::warn!(%email, %address, scope = scope.as_str(), "sign-in throttled");
+            let seconds = u64::try_from(retry_after.num_seconds()).unwrap_or(0);
+            return Err(ApiFailure::TooManyAttempts(seconds.max(1)));
+        }
+        Err(ThrottleError::Database(e)) => return Err(e.into()),
+    };
     let credentials = Credentials {
         email: &email,
         password: &body.password,
         totp_code: body.totp_code.as_deref(),
+        msp: body.msp.as_deref(),
     };
     let result = sessions::sign_in(&state.pool, session_keys(&state), credentials).await;
-    match &result {
-        Ok(_) => {
-            if let Ok(mut throttle) = state.login_throttle.lock() {
-                throttle.record_success(&email);
-            }
+    let outcome = match &result {
+        Ok(_) => Outcome::SignedIn,
+        Err(SessionError::TotpRequired | SessionError::MspRequired) => Outcome::PasswordRight,
+        Err(_) => Outcome::Failed,
+    };
+    if let Err(refusal) = &result {
+        let reason = match refusal {
+            SessionError::BadCredentials => Some("bad_credentials"),
+            SessionError::TotpInvalid => Some("totp_invalid"),
+            SessionError::TotpRequired => Some("totp_required"),
+            SessionError::MspRequired => Some("msp_required"),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            state.metrics.increment(API_REJECTED, "reason", reason);
+            tracing::info!(%email, %address, reason, "failed sign-in");
         }
-        Err(SessionError::BadCredentials) => {
-            throttle_failure(&state, &email, &address, "bad_credentials");
-        }
-        Err(SessionError::TotpInvalid) => {
-            throttle_failure(&state, &email, &address, "totp_invalid");
-        }
-        Err(SessionError::TotpRequired) => {
-            state
-                .metrics
-                .increment(API_REJECTED, "reason", "totp_required");
-        }
-        Err(_) => {}
+    }
+    if let Err(e) = throttle::settle_attempt(&state.pool, &admission, outcome).await {
+        // The attempt stays booked, which errs on the safe side.
+        tracing::warn!(error = %e, "could not settle a sign-in attempt");
     }
     Ok(web::Json(result?))
 }
@@ -206,4 +244,51 @@ pub async fn totp_confirm(
 ) -> Result<HttpResponse, ApiFailure> {
     sessions::confirm_totp(&state.pool, &auth.0, &body.code).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().expect("cidr")).collect()
+    }
+
+    #[test]
+    fn a_forwarded_address_from_an_untrusted_peer_is_ignored() {
+        assert_eq!(
+            client_address(ip("203.0.113.9"), &["198.51.100.1"], &[]),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_address(ip("203.0.113.9"), &["198.51.100.1"], &nets(&["10.0.0.0/8"])),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn through_trusted_proxies_the_client_is_the_rightmost_untrusted_hop() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        // The client wrote a forged first entry; the proxies appended the real ones.
+        assert_eq!(
+            client_address(
+                ip("10.0.0.2"),
+                &["192.0.2.66, 198.51.100.7", "10.0.0.1"],
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &["not-an-address"], &trusted),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &[], &trusted),
+            ip("10.0.0.2")
+        );
+    }
 }

@@ -141,6 +141,11 @@ pub struct HttpConfig {
     pub workers: usize,
     /// The built dashboard (`frontend/dist`); the API still runs without it.
     pub static_dir: Option<PathBuf>,
+    /// Reverse proxies in front of the cloud, as CIDRs (`["10.0.0.0/8", "2001:db8::1/128"]`).
+    /// Only a request whose TCP peer is one of them has its `X-Forwarded-For` believed: the client
+    /// is the rightmost address in it that is not itself a trusted proxy. Default: none, so the
+    /// peer is the client and a forged header changes nothing. Sign-in throttling keys on it.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The URLs carry the role's password, so they are [`SecretString`]s: redacted in `Debug`, never
@@ -226,6 +231,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 2,
             static_dir: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

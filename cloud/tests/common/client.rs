@@ -226,6 +226,7 @@ impl ApiClient {
             email: email.into(),
             password: password.into(),
             totp_code: None,
+            msp: None,
         })
         .await
     }

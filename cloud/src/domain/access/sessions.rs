@@ -27,6 +27,11 @@ pub enum SessionError {
     TotpRequired,
     #[error("the second-factor code is wrong or was already used")]
     TotpInvalid,
+    /// The address and password open accounts at several MSPs; the MSP's name must be given.
+    #[error(
+        "this e-mail address and password open accounts at more than one MSP: give the MSP's name (msp)"
+    )]
+    MspRequired,
     /// The account is disabled or gone.
     #[error("{0}")]
     Unauthenticated(&'static str),
@@ -204,45 +209,120 @@ pub struct Credentials<'a> {
     pub email: &'a str,
     pub password: &'a str,
     pub totp_code: Option<&'a str>,
+    /// The MSP's name, needed only when the address and password open accounts at several MSPs.
+    pub msp: Option<&'a str>,
+}
+
+/// Sign-in checks at least this many passwords, so whether an address has accounts at one MSP or
+/// at two (or none) takes the same time: an MSP that creates a user cannot time sign-in to learn
+/// that another MSP uses the address.
+pub const MIN_PASSWORD_CHECKS: usize = 2;
+/// At most this many accounts with one address are tried (the rest need `msp`): sign-in's work
+/// stays bounded however many MSPs use an address.
+pub const MAX_CANDIDATES: usize = 8;
+
+/// One account with the signed-in address, as sign-in weighs it.
+#[derive(sqlx::FromRow)]
+struct Candidate {
+    user_id: Uuid,
+    tenant_id: Uuid,
+    tenant_name: String,
+}
+
+/// Consumes TOTP time step `step` for `user`: succeeds for exactly one of any number of concurrent
+/// sign-ins presenting the same code (the row lock orders them; the later ones see the step
+/// consumed), and never for a step at or before one already used.
+async fn consume_totp_step(tx: &mut Tx, user: Uuid, step: i64) -> Result<bool, sqlx::Error> {
+    let consumed: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE users SET totp_last_step = $2
+         WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2) RETURNING id",
+    )
+    .bind(user)
+    .bind(step)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(consumed.is_some())
 }
 
 /// Signs in with e-mail, password and (when enabled) a TOTP code, starting a new refresh-token
-/// family. An unknown e-mail costs the same password check as a wrong password.
+/// family.
+///
+/// An address may belong to accounts at several MSPs (addresses are unique per MSP, so that no MSP
+/// learns another's users). Every account with the address (at most [`MAX_CANDIDATES`]; only the
+/// named MSP's when `msp` is given) has its password checked — all of them, at least
+/// [`MIN_PASSWORD_CHECKS`] checks, whatever matches — and the one whose password matches signs
+/// in. When several match (one person, one password, two MSPs), sign-in asks for the MSP's name.
+/// An unknown e-mail costs the same password checks as a wrong password.
 pub async fn sign_in(
     pool: &PgPool,
     keys: SessionKeys<'_>,
     credentials: Credentials<'_>,
 ) -> Result<LoginResponse, SessionError> {
-    let found = lookup::user_by_email(pool, credentials.email).await?;
-    let mut session = match found {
-        Some((user_id, tenant)) => {
-            let mut tx = db::tenant_tx(pool, tenant).await?;
-            UserRecord::load(&mut tx, user_id.0)
-                .await?
-                .map(|user| (tx, user))
-        }
-        None => None,
-    };
+    let mut candidates: Vec<Candidate> = sqlx::query_as(
+        "SELECT user_id, tenant_id, tenant_name FROM stayopen_signin_candidates($1)",
+    )
+    .bind(credentials.email)
+    .fetch_all(pool)
+    .await?;
+    if let Some(msp) = credentials.msp.map(str::trim) {
+        candidates.retain(|c| c.tenant_name.eq_ignore_ascii_case(msp));
+    }
+    candidates.truncate(MAX_CANDIDATES);
+    let mut hashes = Vec::with_capacity(candidates.len().max(MIN_PASSWORD_CHECKS));
+    for candidate in &candidates {
+        let mut tx = db::tenant_tx(pool, TenantId(candidate.tenant_id)).await?;
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+                .bind(candidate.user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        hashes.push(hash);
+    }
+    while hashes.len() < MIN_PASSWORD_CHECKS {
+        hashes.push(None);
+    }
     let password = credentials.password.to_owned();
-    let hash = session.as_ref().map(|(_, u)| u.password_hash.clone());
-    // Argon2 takes tens of milliseconds of CPU: off the async workers.
-    let verified =
-        tokio::task::spawn_blocking(move || verify_password(&password, hash.as_deref())).await?;
-    let Some((mut tx, mut user)) = session.take().filter(|_| verified) else {
-        return Err(SessionError::BadCredentials);
+    // Argon2 takes tens of milliseconds of CPU: off the async workers. Every hash is checked.
+    let (hashes, verified): (Vec<Option<String>>, Vec<bool>) =
+        tokio::task::spawn_blocking(move || {
+            let verified = hashes
+                .iter()
+                .map(|hash| verify_password(&password, hash.as_deref()))
+                .collect();
+            (hashes, verified)
+        })
+        .await?;
+    let matching: Vec<(&Candidate, Option<&str>)> = candidates
+        .iter()
+        .zip(hashes.iter().map(Option::as_deref))
+        .zip(verified)
+        .filter_map(|(candidate, ok)| ok.then_some(candidate))
+        .collect();
+    let (winner, verified_hash) = match matching.as_slice() {
+        [winner] => *winner,
+        [] => return Err(SessionError::BadCredentials),
+        // The password is right for accounts at several MSPs: which one is meant?
+        _ => return Err(SessionError::MspRequired),
     };
+    let mut tx = db::tenant_tx(pool, TenantId(winner.tenant_id)).await?;
+    let mut user = UserRecord::load(&mut tx, winner.user_id)
+        .await?
+        .ok_or(SessionError::BadCredentials)?;
     let now = Utc::now();
+    if Some(user.password_hash.as_str()) != verified_hash {
+        // The password changed while it was being checked.
+        return Err(SessionError::BadCredentials);
+    }
     user.check_active(now)?;
     if user.totp_enabled {
         let secret = user.totp_secret.clone().unwrap_or_default();
         let code = credentials.totp_code.ok_or(SessionError::TotpRequired)?;
         let step = totp::verify(&secret, code, now.timestamp(), user.totp_last_step)
             .ok_or(SessionError::TotpInvalid)?;
-        sqlx::query("UPDATE users SET totp_last_step = $2 WHERE id = $1")
-            .bind(user.id)
-            .bind(step)
-            .execute(&mut *tx)
-            .await?;
+        if !consume_totp_step(&mut tx, user.id, step).await? {
+            return Err(SessionError::TotpInvalid);
+        }
         user.totp_last_step = Some(step);
     }
     let response = issue_session(keys, &mut tx, &user, Uuid::new_v4(), now).await?;
@@ -385,9 +465,11 @@ pub async fn confirm_totp(pool: &PgPool, auth: &AuthUser, code: &str) -> Result<
     };
     let step = totp::verify(secret, code, Utc::now().timestamp(), user.totp_last_step)
         .ok_or(SessionError::TotpInvalid)?;
-    sqlx::query("UPDATE users SET totp_enabled = true, totp_last_step = $2 WHERE id = $1")
+    if !consume_totp_step(&mut tx, user.id, step).await? {
+        return Err(SessionError::TotpInvalid);
+    }
+    sqlx::query("UPDATE users SET totp_enabled = true WHERE id = $1")
         .bind(user.id)
-        .bind(step)
         .execute(&mut *tx)
         .await?;
     audit::record(

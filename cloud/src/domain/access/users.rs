@@ -212,7 +212,9 @@ pub async fn list(
     rows.into_iter().map(UserRow::view).collect()
 }
 
-/// Creates a user with a role (and practices, for compliance officers and auditors); audited.
+/// Creates a user with a role (and practices, for compliance officers and auditors); audited. An
+/// e-mail address is unique within the MSP only, so creating a user tells nothing about other
+/// MSPs' users (sign-in finds the account whose password matches).
 pub async fn create(
     pool: &PgPool,
     auth: &AuthUser,
@@ -237,7 +239,7 @@ pub async fn create(
     let id = Uuid::new_v4();
     let inserted = sqlx::query(
         "INSERT INTO users (id, tenant_id, email, display_name, password_hash, role, access_expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (email) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, email) DO NOTHING",
     )
     .bind(id)
     .bind(auth.tenant_id.as_uuid())

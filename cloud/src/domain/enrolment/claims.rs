@@ -1,5 +1,6 @@
-//! Serial numbers registered for zero-touch enrolment (audited). A serial belongs to one MSP: the
-//! cross-tenant lookup refuses a serial another MSP registered.
+//! Serial numbers registered for zero-touch enrolment (audited). A serial is unique within an MSP;
+//! another MSP may register it too, and is told nothing about it: the box enrols with the
+//! registration whose factory key it holds (see [`super::enrol`]).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -10,7 +11,6 @@ use uuid::Uuid;
 use crate::domain::access::visibility::visible_practice;
 use crate::domain::access::{AccessError, AuthUser, Permission, secret_digest};
 use crate::domain::audit::{self, Change};
-use crate::infra::db::lookup;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
@@ -86,7 +86,14 @@ pub async fn register(
             "factory_key must be 32 to 256 characters".into(),
         ));
     }
-    if lookup::claimed_serial_tenant(pool, serial).await?.is_some() {
+    // Unique within the MSP only: whether another MSP registered the serial is none of this
+    // one's business (enrolment picks the registration whose factory key the box holds).
+    let taken: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM claimed_serials WHERE serial = $1)")
+            .bind(serial)
+            .fetch_one(&mut *tx)
+            .await?;
+    if taken {
         return Err(ClaimError::Conflict(format!(
             "serial {serial} is already registered"
         )));

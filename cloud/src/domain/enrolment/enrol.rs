@@ -37,9 +37,11 @@ pub enum EnrolError {
     TokenExhausted,
     #[error("the enrolment token has been revoked")]
     TokenRevoked,
-    /// The hardware is enrolled with another MSP.
+    /// The hardware is enrolled with another MSP. The appliance is answered exactly as the
+    /// refusal in [`Disguise`], one that says nothing about the hardware, so that no MSP learns
+    /// which serials another enrolled; it is counted and logged as what it is.
     #[error("this hardware is enrolled with another organisation")]
-    HardwareClaimed,
+    HardwareClaimed(Disguise),
     /// The serial is not registered, or the factory key is wrong (one answer for both, so serials
     /// cannot be probed).
     #[error("the serial is not registered, or the factory key is wrong")]
@@ -54,6 +56,15 @@ pub enum EnrolError {
     Policy(#[from] DesiredError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// How a refusal for another MSP's hardware is answered: as the refusal of the proof presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disguise {
+    /// As an unknown enrolment token.
+    TokenUnknown,
+    /// As an unregistered serial or a wrong factory key.
+    ClaimRefused,
 }
 
 /// The rest of an enrolment request, whichever proof it carries.
@@ -126,17 +137,18 @@ impl GrantSource {
     }
 }
 
-/// Hardware already enrolled with another MSP stays theirs.
+/// Hardware already enrolled with another MSP stays theirs; the refusal looks like `disguise`.
 async fn refuse_foreign_hardware(
     pool: &PgPool,
     hardware: &HardwareIdentity,
     tenant: TenantId,
+    disguise: Disguise,
 ) -> Result<(), EnrolError> {
     if lookup::hardware_tenant(pool, &hardware.serial, &hardware.mac)
         .await?
         .is_some_and(|owner| owner != tenant)
     {
-        return Err(EnrolError::HardwareClaimed);
+        return Err(EnrolError::HardwareClaimed(disguise));
     }
     Ok(())
 }
@@ -186,7 +198,7 @@ async fn token_grant(
     let tenant = lookup::enrollment_token_tenant(pool, token_hash.clone())
         .await?
         .ok_or(EnrolError::TokenUnknown)?;
-    refuse_foreign_hardware(pool, hardware, tenant).await?;
+    refuse_foreign_hardware(pool, hardware, tenant, Disguise::TokenUnknown).await?;
     let mut tx = db::tenant_tx(pool, tenant).await?;
     let token: TokenRow = sqlx::query_as(
         "SELECT id, practice_id, site_id, expires_at, max_uses, uses, revoked_at
@@ -225,30 +237,38 @@ async fn claim_grant(
     factory_key: &str,
     hardware: &HardwareIdentity,
 ) -> Result<(Tx, Grant), EnrolError> {
-    let tenant = lookup::claimed_serial_tenant(pool, &hardware.serial)
+    // Every MSP that registered the serial, earliest first; the one whose factory key matches.
+    let tenants: Vec<Uuid> = sqlx::query_scalar("SELECT stayopen_claimed_serial_tenants($1)")
+        .bind(&hardware.serial)
+        .fetch_all(pool)
+        .await?;
+    let key_digest = secret_digest(factory_key.trim());
+    for tenant in tenants.into_iter().map(TenantId) {
+        let mut tx = db::tenant_tx(pool, tenant).await?;
+        let Some((practice, site, key_hash)): Option<(Uuid, Uuid, Vec<u8>)> = sqlx::query_as(
+            "SELECT practice_id, site_id, factory_key_hash FROM claimed_serials WHERE serial = $1 FOR UPDATE",
+        )
+        .bind(&hardware.serial)
+        .fetch_optional(&mut *tx)
         .await?
-        .ok_or(EnrolError::ClaimRefused)?;
-    refuse_foreign_hardware(pool, hardware, tenant).await?;
-    let mut tx = db::tenant_tx(pool, tenant).await?;
-    let (practice, site, key_hash): (Uuid, Uuid, Vec<u8>) = sqlx::query_as(
-        "SELECT practice_id, site_id, factory_key_hash FROM claimed_serials WHERE serial = $1 FOR UPDATE",
-    )
-    .bind(&hardware.serial)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(EnrolError::ClaimRefused)?;
-    if !digests_equal(&key_hash, &secret_digest(factory_key.trim())) {
-        return Err(EnrolError::ClaimRefused);
+        else {
+            continue;
+        };
+        if !digests_equal(&key_hash, &key_digest) {
+            continue;
+        }
+        refuse_foreign_hardware(pool, hardware, tenant, Disguise::ClaimRefused).await?;
+        return Ok((
+            tx,
+            Grant {
+                tenant,
+                practice,
+                site,
+                source: GrantSource::ClaimedSerial,
+            },
+        ));
     }
-    Ok((
-        tx,
-        Grant {
-            tenant,
-            practice,
-            site,
-            source: GrantSource::ClaimedSerial,
-        },
-    ))
+    Err(EnrolError::ClaimRefused)
 }
 
 #[derive(sqlx::FromRow)]
