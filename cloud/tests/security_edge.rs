@@ -108,8 +108,19 @@ async fn neither_a_stream_ticket_nor_a_token_in_the_stream_url_reaches_the_log()
         .expect("signed out");
     ends_within(stream, Duration::from_secs(10)).await;
 
+    // A TOTP code sent with the wrong type: the parser's complaint quotes it, the log must not.
+    let typed_wrong = cloud
+        .http
+        .post(cloud.url("/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": demo.email, "password": "x", "totp_code": 918_273}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(typed_wrong.status(), 400);
+    wait_for_log("reason=\"bad_json_body\"", 1).await;
     wait_for_log("GET /api/v1/stream 401", 3).await;
     let log = wait_for_log("GET /api/v1/stream 200", 1).await;
+    assert!(!log.contains("918273"), "a TOTP code was logged:\n{log}");
     for secret in [&token, &used, &spare, &session.refresh_token] {
         assert!(
             !log.contains(secret.as_str()),

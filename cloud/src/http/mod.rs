@@ -228,7 +228,9 @@ fn record_bad_request(
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
         state.metrics.increment(API_REJECTED, "reason", reason);
     }
-    tracing::info!(path = %req.path(), reason, %detail, "rejected request");
+    // Parser errors quote the value they could not read: never into the log.
+    let logged = security_headers::redact_quoted(&detail);
+    tracing::info!(path = %req.path(), reason, detail = %logged, "rejected request");
     ApiFailure::BadRequest(detail).into()
 }
 

@@ -76,9 +76,50 @@ pub fn request_logger() -> Logger {
         .exclude("/healthz")
 }
 
+/// `text` with every quoted or backticked part replaced by `…`: parser errors quote the value
+/// they could not read (`invalid type: integer `123456`, expected a string`), which may be a
+/// password, a TOTP code or a token sent with the wrong type. The client gets the whole message;
+/// the log gets this.
+pub fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut open: Option<char> = None;
+    for c in text.chars() {
+        match open {
+            Some(quote) if c == quote => {
+                out.push('…');
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None if matches!(c, '"' | '`') => {
+                out.push(c);
+                open = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    if open.is_some() {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_quoted_in_parser_errors_do_not_reach_the_log() {
+        assert_eq!(
+            redact_quoted("invalid type: integer `123456`, expected a string at line 1 column 20"),
+            "invalid type: integer `…`, expected a string at line 1 column 20"
+        );
+        assert_eq!(
+            redact_quoted("invalid type: string \"sot_abc\", expected u32"),
+            "invalid type: string \"…\", expected u32"
+        );
+        assert_eq!(redact_quoted("unterminated \"secret"), "unterminated \"…");
+    }
 
     #[test]
     fn api_responses_are_not_stored_and_files_may_be() {
