@@ -270,3 +270,56 @@ pub async fn revoke(pool: &PgPool, auth: &AuthUser, id: Uuid) -> Result<(), ApiT
     tx.commit().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(role: Option<&str>, disabled: bool) -> TokenWithCreator {
+        TokenWithCreator {
+            token: TokenRow {
+                id: Uuid::from_u128(1),
+                tenant_id: Uuid::from_u128(2),
+                name: "automation".into(),
+                scope: "read".into(),
+                created_at: Utc::now(),
+                expires_at: None,
+                last_used_at: None,
+                revoked_at: None,
+            },
+            creator_role: role.map(str::to_owned),
+            creator_disabled_at: disabled.then(Utc::now),
+        }
+    }
+
+    #[test]
+    fn a_token_works_only_while_its_creator_is_an_enabled_msp_admin() {
+        let now = Utc::now();
+        assert!(token(Some("msp_admin"), false).refusal(now).is_none());
+        for (role, disabled) in [
+            (Some("msp_admin"), true),
+            (None, false),
+            (Some("msp_technician"), false),
+            (Some("auditor"), false),
+        ] {
+            assert!(
+                matches!(
+                    token(role, disabled).refusal(now),
+                    Some(ApiTokenError::CreatorGone(_))
+                ),
+                "{role:?} disabled={disabled}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_revoked_or_expired_token_is_refused_whoever_created_it() {
+        let now = Utc::now();
+        let mut revoked = token(Some("msp_admin"), false);
+        revoked.token.revoked_at = Some(now);
+        assert!(matches!(revoked.refusal(now), Some(ApiTokenError::Unknown)));
+        let mut expired = token(Some("msp_admin"), false);
+        expired.token.expires_at = Some(now);
+        assert!(matches!(expired.refusal(now), Some(ApiTokenError::Expired)));
+    }
+}
