@@ -48,6 +48,8 @@ pub enum StartupError {
     Pki(#[from] crate::infra::pki::PkiError),
     #[error("cannot create telemetry partitions: {0}")]
     Partitions(#[from] sqlx::Error),
+    #[error("cannot read or create the access-token signing key: {0}")]
+    SigningKey(#[source] sqlx::Error),
 }
 
 pub struct Application {
@@ -275,14 +277,12 @@ impl Application {
             });
         }
 
+        // The configured key, or the one every instance shares through the database.
         let secret: secrecy::SecretString = match &config.auth.jwt_secret {
             Some(secret) => secret.clone(),
-            None => {
-                tracing::warn!(
-                    "auth.jwt_secret is not set: using a random secret; sessions end when the cloud restarts"
-                );
-                random_secret().into()
-            }
+            None => crate::domain::access::signing_key::shared_secret(&pool)
+                .await
+                .map_err(StartupError::SigningKey)?,
         };
         let previous: Vec<&[u8]> = config
             .auth
@@ -294,7 +294,8 @@ impl Application {
             secret.expose_secret().as_bytes(),
             &previous,
             config.auth.token_ttl_minutes,
-        );
+        )
+        .for_audience(&config.edge.token_issuer, &config.edge.token_audience);
         let openapi_json = crate::http::openapi_document()
             .to_json()
             .map_err(|e| StartupError::OpenApi(e.to_string()))?;
@@ -338,7 +339,10 @@ impl Application {
                 .configure(crate::http::extractor_config)
                 .configure(crate::http::api_routes)
                 .into_app()
-                .wrap(middleware::Logger::new("%r %s %Dms").exclude("/healthz"))
+                .wrap(middleware::from_fn(
+                    crate::http::security_headers::security_headers,
+                ))
+                .wrap(crate::http::security_headers::request_logger())
                 .configure(move |cfg| crate::http::configure(cfg, static_dir))
         })
         .workers(workers)

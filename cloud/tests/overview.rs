@@ -397,12 +397,15 @@ async fn read_events(
 }
 
 async fn open_stream(cloud: &TestCloud, token: &str) -> reqwest::Response {
+    let ticket = cloud
+        .api(token)
+        .stream_ticket()
+        .await
+        .expect("a stream ticket")
+        .ticket;
     let response = cloud
         .http
-        .get(format!(
-            "{}/api/v1/stream?access_token={token}",
-            cloud.base_url
-        ))
+        .get(format!("{}/api/v1/stream?ticket={ticket}", cloud.base_url))
         .send()
         .await
         .expect("stream");

@@ -13,7 +13,7 @@ use gloo_timers::callback::Timeout;
 use leptos::prelude::GetUntracked;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use stayopen_shared::api::{ApiError, LoginRequest, LoginResponse, RefreshRequest};
+use stayopen_shared::api::{ApiError, LoginRequest, LoginResponse, RefreshRequest, StreamTicket};
 use web_sys::AbortController;
 
 use crate::session::{Renewal, Session};
@@ -95,6 +95,11 @@ pub async fn logout(refresh_token: String) {
     if let Ok(body) = encode(&RefreshRequest { refresh_token }) {
         let _ = send(Method::POST, "/api/v1/auth/logout", Some(&body), None).await;
     }
+}
+
+/// `POST /api/v1/stream/tickets`: a single-use ticket that opens the live-update stream.
+pub fn stream_ticket(session: Session) -> LocalFuture<StreamTicket> {
+    post(session, "/api/v1/stream/tickets", &())
 }
 
 /// A call's answer, not tied to the borrowed path or body it was made with.

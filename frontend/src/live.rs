@@ -101,19 +101,33 @@ pub fn use_live() -> Live {
     use_context::<Live>().unwrap_or_else(Live::new)
 }
 
-/// Keeps the stream open while the signed-in app is shown; cancelled with it.
+/// Keeps the stream open while the signed-in app is shown; cancelled with it. Each connection
+/// opens with a fresh single-use ticket (`POST /api/v1/stream/tickets`): tokens never go into the
+/// stream's URL, where logs and proxies would keep them.
 pub fn run_stream(session: Session, live: Live) {
     spawn_local_scoped_with_cancellation(async move {
         let mut backoff_ms: u32 = 1_000;
-        while let Some(token) = session.token.get_untracked() {
-            let connection = Connection::open(&token, live);
+        while session.token.get_untracked().is_some() {
+            // The API client renews an expired access token; a refused renewal ends the session
+            // (and this loop with the app).
+            let ticket = match api::stream_ticket(session).await {
+                Ok(ticket) => ticket,
+                Err(Failure::Unauthorized(_)) => break,
+                Err(_) => {
+                    live.state.set(StreamState::Reconnecting);
+                    TimeoutFuture::new(backoff_ms).await;
+                    backoff_ms = (backoff_ms * 2).min(15_000);
+                    continue;
+                }
+            };
+            let connection = Connection::open(&ticket.ticket, live);
             let Some(connection) = connection else {
                 live.state.set(StreamState::Reconnecting);
                 TimeoutFuture::new(backoff_ms).await;
                 continue;
             };
             // Wait until it fails for good; the browser's own retries count as failures too, since
-            // they would reuse a token that may have expired.
+            // they would present the used ticket again.
             while !connection.failed.get() {
                 TimeoutFuture::new(250).await;
                 if connection.opened.replace(false) {
@@ -124,8 +138,7 @@ pub fn run_stream(session: Session, live: Live) {
             live.state.set(StreamState::Reconnecting);
             TimeoutFuture::new(backoff_ms).await;
             backoff_ms = (backoff_ms * 2).min(15_000);
-            // The stream ends when its token would expire: make sure the next one is fresh. A
-            // refused renewal ends the session (and this loop with the app).
+            // The cloud closes a stream whose user may no longer see it: find out who we are now.
             match api::get::<CurrentUser>(session, "/api/v1/me").await {
                 Err(Failure::Unauthorized(_)) => break,
                 Ok(user) => {
@@ -150,10 +163,10 @@ struct Connection {
 }
 
 impl Connection {
-    fn open(token: &str, live: Live) -> Option<Connection> {
+    fn open(ticket: &str, live: Live) -> Option<Connection> {
         let url = format!(
             "/api/v1/stream{}",
-            crate::logic::query_string(&[("access_token", Some(token.to_owned()))])
+            crate::logic::query_string(&[("ticket", Some(ticket.to_owned()))])
         );
         let source = EventSource::new(&url).ok()?;
         let failed = Rc::new(Cell::new(false));

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the dashboard into frontend/dist: the release wasm, its wasm-bindgen `--target web` glue,
-# index.html and style.css. The cloud serves that directory at `/`.
+# index.html, boot.js (no inline script: the CSP forbids it) and style.css. The cloud serves that directory at `/`.
 #
 # Needs the wasm32-unknown-unknown target and the wasm-bindgen CLI matching the `wasm-bindgen` crate
 # version pinned in Cargo.toml (0.2.130); this script installs nothing. When binaryen's `wasm-opt` is
@@ -33,7 +33,7 @@ trap 'rm -rf "$STAGE"' EXIT
 # `--out-name` gives the JS glue and the wasm the names index.html imports.
 wasm-bindgen --target web --no-typescript --out-name stayopen_frontend --out-dir "$STAGE" \
   "$TARGET/wasm32-unknown-unknown/wasm-release/stayopen-frontend.wasm"
-cp "$ROOT/frontend/index.html" "$ROOT/frontend/style.css" "$STAGE/"
+cp "$ROOT/frontend/index.html" "$ROOT/frontend/boot.js" "$ROOT/frontend/style.css" "$STAGE/"
 
 WASM="$STAGE/stayopen_frontend_bg.wasm"
 # wasm-bindgen hands JS objects to the wasm through an externref table. Debian bookworm's binaryen

@@ -32,8 +32,25 @@ export STAYOPEN_TEST_STATIC_DIR="$ROOT/frontend/dist"
 # PostgreSQL through it (loopback TCP does not cross namespaces).
 export STAYOPEN_TEST_PG_SOCKET_DIR="$PG_DATA"
 
+# Every cloud the tests start writes its log here (cloud/tests/common/logs.rs); see below.
+export STAYOPEN_TEST_LOG_DIR="$ROOT/.data/test-logs"
+rm -rf "$STAYOPEN_TEST_LOG_DIR"
+mkdir -p "$STAYOPEN_TEST_LOG_DIR"
+
 log "cargo test"
 cargo test --workspace --exclude stayopen-frontend -- --test-threads=4
+
+# No secret may reach a log line: after the whole run, no log of any cloud the tests started may
+# hold a JWT (access token) or a refresh (sor_), API (sot_), enrolment (soe_) token or stream
+# ticket (sos_) — the shapes of cloud/src/domain/access and domain/enrolment/tokens.rs.
+log "no token in the logs of the test run"
+[ -n "$(ls -A "$STAYOPEN_TEST_LOG_DIR")" ] || die "the tests wrote no logs to $STAYOPEN_TEST_LOG_DIR"
+TOKEN_SHAPES='eyJ[A-Za-z0-9_-]+\.eyJ|so[rtes]_[0-9a-f]{16,}'
+leaks="$(grep -rEnoa "$TOKEN_SHAPES" "$STAYOPEN_TEST_LOG_DIR" || true)"
+if [ -n "$leaks" ]; then
+  printf '%s\n' "$leaks" | head -20 >&2
+  die "the logs above hold secrets (files in $STAYOPEN_TEST_LOG_DIR)"
+fi
 
 # The README's first command, end to end, as on a fresh machine without the optional tools: wasm-opt,
 # Chromium and ChromeDriver hidden from PATH. Its own ports, cluster and folder, so it clashes with

@@ -130,6 +130,23 @@ pub struct LoginResponse {
     pub user: CurrentUser,
 }
 
+/// `POST /api/v1/stream/tickets`: opens `GET /api/v1/stream?ticket=…` once, within seconds. A
+/// ticket, unlike the access token, is worthless once used, so a URL that lands in a log is too.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamTicket {
+    pub ticket: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for StreamTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamTicket")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for LoginResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoginResponse")

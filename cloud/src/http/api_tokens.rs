@@ -19,6 +19,7 @@ impl From<ApiTokenError> for ApiFailure {
         match e {
             ApiTokenError::Unknown => ApiFailure::Unauthenticated(e.to_string()),
             ApiTokenError::Expired => ApiFailure::TokenExpired,
+            ApiTokenError::CreatorGone(why) => ApiFailure::Unauthenticated(why.into()),
             ApiTokenError::NotFound(what) => ApiFailure::NotFound(what),
             ApiTokenError::UnknownScope(_) => ApiFailure::Internal(e.to_string()),
             ApiTokenError::Database(e) => e.into(),

@@ -3,6 +3,7 @@
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
+use uuid::Uuid;
 
 use crate::domain::access::{
     API_TOKEN_PREFIX, AuthUser, Principal, TokenError, api_tokens, sessions,
@@ -16,13 +17,36 @@ impl FromRequest for AuthUser {
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move {
-            let user = authenticate(&req).await?;
-            if user.totp_enrolment_only {
-                return Err(reject(&req, ApiFailure::TotpEnrolmentRequired));
-            }
-            Ok(user)
-        })
+        Box::pin(async move { CallerSession::extract(&req).await.map(|c| c.user) })
+    }
+}
+
+/// A caller (as [`AuthUser`]) with the sign-in its access token belongs to, for the endpoint that
+/// issues live-update stream tickets: the stream ends when that sign-in does.
+#[derive(Debug, Clone)]
+pub struct CallerSession {
+    pub user: AuthUser,
+    /// The refresh-token family of the access token; `None` for API tokens.
+    pub session: Option<Uuid>,
+}
+
+impl CallerSession {
+    async fn extract(req: &HttpRequest) -> Result<Self, ApiFailure> {
+        let (user, session) = authenticate(req).await?;
+        if user.totp_enrolment_only {
+            return Err(reject(req, ApiFailure::TotpEnrolmentRequired));
+        }
+        Ok(Self { user, session })
+    }
+}
+
+impl FromRequest for CallerSession {
+    type Error = ApiFailure;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Self::extract(&req).await })
     }
 }
 
@@ -37,7 +61,7 @@ impl FromRequest for SessionUser {
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { authenticate(&req).await.map(SessionUser) })
+        Box::pin(async move { authenticate(&req).await.map(|(user, _)| SessionUser(user)) })
     }
 }
 
@@ -53,12 +77,10 @@ fn reject(req: &HttpRequest, failure: ApiFailure) -> ApiFailure {
     failure
 }
 
-#[derive(serde::Deserialize)]
-struct StreamAuth {
-    access_token: Option<String>,
-}
-
-async fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiFailure> {
+/// The bearer token of the `Authorization` header: an access token or an API token. Tokens are
+/// never taken from the query string, where logs and proxies would keep them (the live-update
+/// stream opens with a single-use ticket instead).
+async fn authenticate(req: &HttpRequest) -> Result<(AuthUser, Option<Uuid>), ApiFailure> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiFailure::Internal("application state missing".into()))?;
@@ -66,32 +88,28 @@ async fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiFailure> {
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    // EventSource cannot send headers: the live-update stream alone takes the token in its query.
-    let query_token = (req.path() == crate::http::stream::STREAM_PATH)
-        .then(|| {
-            web::Query::<StreamAuth>::from_query(req.query_string())
-                .ok()
-                .and_then(|q| q.into_inner().access_token)
-        })
-        .flatten();
     let result = match header
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
-        .or(query_token.as_deref())
     {
         None => Err(ApiFailure::Unauthenticated("missing bearer token".into())),
         Some(token) if token.starts_with(API_TOKEN_PREFIX) => {
             api_tokens::authenticate(&state.pool, token)
                 .await
+                .map(|user| (user, None))
                 .map_err(ApiFailure::from)
         }
-        Some(token) => match state.tokens.verify(token) {
-            Ok(AuthUser {
-                principal: Principal::User(user),
-                tenant_id,
-                ..
-            }) => sessions::signed_in_user(&state.pool, tenant_id, user)
+        Some(token) => match state.tokens.verify_session(token) {
+            Ok((
+                AuthUser {
+                    principal: Principal::User(user),
+                    tenant_id,
+                    ..
+                },
+                session,
+            )) => sessions::signed_in_user(&state.pool, tenant_id, user)
                 .await
+                .map(|user| (user, session))
                 .map_err(ApiFailure::from),
             Ok(other) => Ok(other),
             Err(TokenError::Expired) => Err(ApiFailure::TokenExpired),

@@ -18,6 +18,8 @@ pub enum ApiFailure {
     BadCredentials,
     #[error("too many failed sign-ins; try again in {0} s")]
     TooManyAttempts(u64),
+    #[error("at most {0} live-update streams may be open at once; close one first")]
+    TooManyStreams(u32),
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("{0}")]
@@ -68,6 +70,7 @@ impl ApiFailure {
             ApiFailure::TokenExpired => "token_expired",
             ApiFailure::BadCredentials => "bad_credentials",
             ApiFailure::TooManyAttempts(_) => "too_many_attempts",
+            ApiFailure::TooManyStreams(_) => "too_many_streams",
             ApiFailure::Forbidden(_) => "forbidden",
             ApiFailure::NotFound(_) => "not_found",
             ApiFailure::Conflict(_) => "conflict",
@@ -140,7 +143,9 @@ impl ResponseError for ApiFailure {
             | ApiFailure::RefreshTokenInvalid
             | ApiFailure::RefreshTokenReused
             | ApiFailure::AccessExpired => StatusCode::UNAUTHORIZED,
-            ApiFailure::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiFailure::TooManyAttempts(_) | ApiFailure::TooManyStreams(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiFailure::Forbidden(_)
             | ApiFailure::TotpEnrolmentRequired
             | ApiFailure::Identity(Refusal::Revoked) => StatusCode::FORBIDDEN,

@@ -24,6 +24,7 @@ pub mod overview;
 pub mod pagination;
 pub mod policies;
 pub mod schedule;
+pub mod security_headers;
 pub mod session;
 pub mod stream;
 pub mod tokens;
@@ -102,6 +103,7 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(overview::totals)
             .service(overview::appliance_metrics)
             .service(stream::live_updates)
+            .service(stream::create_ticket)
             .service(policies::preview)
             .service(fleet::list_practices)
             .service(fleet::create_practice)
@@ -226,7 +228,9 @@ fn record_bad_request(
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
         state.metrics.increment(API_REJECTED, "reason", reason);
     }
-    tracing::info!(path = %req.path(), reason, %detail, "rejected request");
+    // Parser errors quote the value they could not read: never into the log.
+    let logged = security_headers::redact_quoted(&detail);
+    tracing::info!(path = %req.path(), reason, detail = %logged, "rejected request");
     ApiFailure::BadRequest(detail).into()
 }
 

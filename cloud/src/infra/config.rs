@@ -23,6 +23,67 @@ pub struct CloudConfig {
     pub alerts: AlertsConfig,
     pub retention: RetentionConfig,
     pub evidence: EvidenceConfig,
+    pub edge: EdgeConfig,
+}
+
+/// The HTTP edge (issue 15): whom access tokens are for, the live-update stream's tickets and
+/// limits, and HSTS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// The `iss` of access tokens; a token naming another issuer is refused.
+    pub token_issuer: String,
+    /// The `aud` of access tokens; a token for another audience is refused.
+    pub token_audience: String,
+    /// How long a stream ticket may wait to be redeemed (seconds).
+    pub stream_ticket_ttl_secs: u32,
+    /// How often an open live-update stream checks that its holder may still see it (seconds).
+    pub stream_reauthorise_secs: u32,
+    /// Open live-update streams per user or API token, per instance; the next one gets 429.
+    pub max_streams_per_user: u32,
+    /// Send `Strict-Transport-Security: max-age=…; includeSubDomains` with every response. Set it
+    /// when the cloud is reached only over HTTPS (behind a TLS-terminating proxy); unset, HSTS is
+    /// sent only to requests that arrived over TLS.
+    pub hsts_max_age_secs: Option<u32>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            token_issuer: "stayopen-cloud".to_owned(),
+            token_audience: "stayopen-api".to_owned(),
+            stream_ticket_ttl_secs: 30,
+            stream_reauthorise_secs: 60,
+            max_streams_per_user: 5,
+            hsts_max_age_secs: None,
+        }
+    }
+}
+
+impl EdgeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.token_issuer.trim().is_empty() || self.token_audience.trim().is_empty() {
+            return Err(ConfigError::Semantic(
+                "edge.token_issuer and edge.token_audience must not be empty".into(),
+            ));
+        }
+        if !(1..=300).contains(&self.stream_ticket_ttl_secs) {
+            return Err(ConfigError::Semantic(
+                "edge.stream_ticket_ttl_secs must be between 1 and 300".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.stream_reauthorise_secs) {
+            return Err(ConfigError::Semantic(
+                "edge.stream_reauthorise_secs must be between 1 and 3600".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.max_streams_per_user) {
+            return Err(ConfigError::Semantic(
+                "edge.max_streams_per_user must be between 1 and 100".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Evidence packages (issue 14).
@@ -198,8 +259,8 @@ pub struct ExternalBrokerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// HMAC secret for access tokens. When absent a random one is generated at start, which signs
-    /// every user out on restart — fine for the demo, not for production.
+    /// HMAC secret for access tokens. When absent, one is generated on the first start and kept in
+    /// the database (`access_token_keys`), shared by every instance.
     #[serde(skip_serializing)]
     pub jwt_secret: Option<SecretString>,
     /// Secrets used before the current one: tokens they signed still verify until they expire, so
@@ -315,6 +376,7 @@ impl CloudConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.edge.validate()?;
         if self.http.workers == 0 {
             return Err(ConfigError::Semantic(
                 "http.workers must be at least 1".into(),

@@ -7,7 +7,8 @@
 //! Events carry ids, never data: the dashboard fetches what changed through the API, under the same
 //! access checks as always.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -66,10 +67,33 @@ pub struct TenantEvent {
     pub event: StreamEvent,
 }
 
-/// Fans this instance's notifications out to its subscribers.
+/// Fans this instance's notifications out to its subscribers, and counts the streams open per
+/// owner (a user or an API token).
 #[derive(Debug, Clone)]
 pub struct Hub {
     sender: broadcast::Sender<Arc<TenantEvent>>,
+    open: Arc<Mutex<HashMap<Uuid, usize>>>,
+}
+
+/// One open stream of an owner; the count goes down when it is dropped (the stream ended, the
+/// client went away).
+#[derive(Debug)]
+pub struct StreamSlot {
+    owner: Uuid,
+    open: Arc<Mutex<HashMap<Uuid, usize>>>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.open.lock()
+            && let Some(count) = open.get_mut(&self.owner)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.owner);
+            }
+        }
+    }
 }
 
 impl Default for Hub {
@@ -82,7 +106,31 @@ impl Hub {
     pub fn new() -> Self {
         Self {
             sender: broadcast::channel(BACKLOG).0,
+            open: Arc::default(),
         }
+    }
+
+    /// A slot for one more stream of `owner`, unless `limit` are open already. Check and count are
+    /// one step under the lock, so concurrent openings cannot exceed the limit.
+    pub fn try_open(&self, owner: Uuid, limit: usize) -> Option<StreamSlot> {
+        let mut open = self.open.lock().ok()?;
+        let count = open.entry(owner).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            owner,
+            open: self.open.clone(),
+        })
+    }
+
+    /// How many streams `owner` has open on this instance.
+    pub fn open_streams(&self, owner: Uuid) -> usize {
+        self.open
+            .lock()
+            .map(|open| open.get(&owner).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<TenantEvent>> {
@@ -114,5 +162,26 @@ impl Hub {
                 Err(e) => tracing::warn!(error = %e, "unreadable live-update notification"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_gets_no_more_slots_than_the_limit_and_a_closed_stream_frees_one() {
+        let hub = Hub::new();
+        let owner = Uuid::from_u128(1);
+        let slots: Vec<_> = (0..3).filter_map(|_| hub.try_open(owner, 3)).collect();
+        assert_eq!(slots.len(), 3);
+        assert!(hub.try_open(owner, 3).is_none());
+        assert!(
+            hub.try_open(Uuid::from_u128(2), 3).is_some(),
+            "others are not affected"
+        );
+        drop(slots);
+        assert_eq!(hub.open_streams(owner), 0);
+        assert!(hub.try_open(owner, 3).is_some());
     }
 }

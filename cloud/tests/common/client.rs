@@ -22,7 +22,7 @@ use stayopen_shared::api::{
     DeviceIdentityView, EnrollRequest, EnrollResponse, EnrollmentToken, EnrollmentTokenView,
     EventRecord, Fleet, FleetTotals, LoginRequest, LoginResponse, Page, PolicyLayer,
     PolicyPreviewRequest, PracticeSummary, RefreshRequest, RenewRequest, SecuritySettings,
-    SiteView, TelemetryRecord, TotpCode, TotpSetup, UpdateUser, UserView,
+    SiteView, StreamTicket, TelemetryRecord, TotpCode, TotpSetup, UpdateUser, UserView,
 };
 use stayopen_shared::policy::EffectivePolicy;
 use stayopen_shared::{ApplianceId, PracticeId};
@@ -259,6 +259,11 @@ impl ApiClient {
 
     pub async fn me(&self) -> ApiResult<CurrentUser> {
         self.get_ok("/api/v1/me").await
+    }
+
+    /// A single-use ticket for the live-update stream.
+    pub async fn stream_ticket(&self) -> ApiResult<StreamTicket> {
+        self.act("/api/v1/stream/tickets", 200).await
     }
 
     pub async fn security_settings(&self) -> ApiResult<SecuritySettings> {

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod device;
 pub mod events;
+pub mod logs;
 pub mod process;
 pub mod proxy;
 pub mod smtp;
@@ -148,6 +149,7 @@ pub async fn spawn_cloud() -> TestCloud {
 
 /// Starts a cloud after `adjust` has changed the test configuration.
 pub async fn spawn_cloud_with(adjust: impl FnOnce(&mut CloudConfig)) -> TestCloud {
+    logs::capture();
     let mut config = CloudConfig::default();
     let database = fresh_database().await;
     let (owner_url, app_url) = (database.owner_url.clone(), database.app_url.clone());

@@ -251,5 +251,10 @@ impl CloudProcess {
 impl Drop for CloudProcess {
     fn drop(&mut self) {
         self.kill();
+        // Every run's log joins the test run's logs, which are checked for secrets at the end.
+        for start in 1..=self.starts {
+            let log = self.tls_dir.path().join(format!("cloud-{start}.log"));
+            super::logs::keep_file(&log, &format!("process-{start}"));
+        }
     }
 }

@@ -18,6 +18,9 @@ pub enum ApiTokenError {
     Unknown,
     #[error("the API token has expired")]
     Expired,
+    /// The user who created the token was deleted or disabled, or is no longer an MSP admin.
+    #[error("{0}")]
+    CreatorGone(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
     #[error("unknown API token scope {0:?}")]
@@ -60,6 +63,60 @@ const TOKEN_SELECT: &str =
     "SELECT id, tenant_id, name, scope, created_at, expires_at, last_used_at, revoked_at
      FROM api_tokens";
 
+/// The token with the state of the user who created it: a token acts on its creator's authority,
+/// so it stops working when the creator is deleted (`created_by` becomes NULL), disabled, or no
+/// longer an MSP admin.
+#[derive(sqlx::FromRow)]
+struct TokenWithCreator {
+    #[sqlx(flatten)]
+    token: TokenRow,
+    creator_role: Option<String>,
+    creator_disabled_at: Option<DateTime<Utc>>,
+}
+
+const TOKEN_WITH_CREATOR_SELECT: &str =
+    "SELECT t.id, t.tenant_id, t.name, t.scope, t.created_at, t.expires_at, t.last_used_at,
+            t.revoked_at, u.role AS creator_role, u.disabled_at AS creator_disabled_at
+     FROM api_tokens t LEFT JOIN users u ON u.id = t.created_by";
+
+impl TokenWithCreator {
+    /// Why this token may not be used at `now`, if it may not.
+    fn refusal(&self, now: DateTime<Utc>) -> Option<ApiTokenError> {
+        if self.token.revoked_at.is_some() {
+            return Some(ApiTokenError::Unknown);
+        }
+        if self.token.expires_at.is_some_and(|end| end <= now) {
+            return Some(ApiTokenError::Expired);
+        }
+        match (&self.creator_role, self.creator_disabled_at) {
+            (None, _) => Some(ApiTokenError::CreatorGone(
+                "the API token's creator was deleted",
+            )),
+            (Some(_), Some(_)) => Some(ApiTokenError::CreatorGone(
+                "the API token's creator is disabled",
+            )),
+            (Some(role), None) if Role::parse(role) != Some(Role::MspAdmin) => Some(
+                ApiTokenError::CreatorGone("the API token's creator is no longer an MSP admin"),
+            ),
+            (Some(_), None) => None,
+        }
+    }
+
+    fn caller(&self) -> Result<AuthUser, ApiTokenError> {
+        let scope = parse_scope(&self.token.scope)?;
+        Ok(AuthUser {
+            principal: Principal::ApiToken(self.token.id),
+            tenant_id: TenantId(self.token.tenant_id),
+            role: match scope {
+                ApiTokenScope::Read | ApiTokenScope::Operate => Role::MspTechnician,
+            },
+            practices: Vec::new(),
+            api_scope: Some(scope),
+            totp_enrolment_only: false,
+        })
+    }
+}
+
 /// Turns a presented API token into a caller: MSP-wide, acting with the token's scope.
 pub async fn authenticate(pool: &PgPool, token: &str) -> Result<AuthUser, ApiTokenError> {
     let hash = secret_digest(token);
@@ -67,43 +124,55 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<AuthUser, ApiTok
         .await?
         .ok_or(ApiTokenError::Unknown)?;
     let mut tx = db::tenant_tx(pool, tenant).await?;
-    let row: TokenRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{TOKEN_SELECT} WHERE token_hash = $1"
+    let row: TokenWithCreator = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{TOKEN_WITH_CREATOR_SELECT} WHERE t.token_hash = $1"
     )))
     .bind(hash)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ApiTokenError::Unknown)?;
     let now = Utc::now();
-    if row.revoked_at.is_some() {
-        return Err(ApiTokenError::Unknown);
-    }
-    if row.expires_at.is_some_and(|end| end <= now) {
-        return Err(ApiTokenError::Expired);
+    if let Some(refusal) = row.refusal(now) {
+        if let ApiTokenError::CreatorGone(why) = &refusal {
+            tracing::info!(token_id = %row.token.id, why, "API token refused");
+        }
+        return Err(refusal);
     }
     // Once a minute is precise enough for "last used" and keeps automation from writing per call.
     if row
+        .token
         .last_used_at
         .is_none_or(|used| now - used > Duration::minutes(1))
     {
         sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
-            .bind(row.id)
+            .bind(row.token.id)
             .bind(now)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
     }
-    let scope = parse_scope(&row.scope)?;
-    Ok(AuthUser {
-        principal: Principal::ApiToken(row.id),
-        tenant_id: TenantId(row.tenant_id),
-        role: match scope {
-            ApiTokenScope::Read | ApiTokenScope::Operate => Role::MspTechnician,
-        },
-        practices: Vec::new(),
-        api_scope: Some(scope),
-        totp_enrolment_only: false,
-    })
+    row.caller()
+}
+
+/// The caller API token `id` of `tenant` stands for now, if it may still be used (for a live
+/// stream it opened, checked again periodically).
+pub async fn authorise_by_id(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: Uuid,
+) -> Result<AuthUser, ApiTokenError> {
+    let mut tx = db::tenant_tx(pool, tenant).await?;
+    let row: TokenWithCreator = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{TOKEN_WITH_CREATOR_SELECT} WHERE t.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiTokenError::Unknown)?;
+    if let Some(refusal) = row.refusal(Utc::now()) {
+        return Err(refusal);
+    }
+    row.caller()
 }
 
 /// The MSP's API tokens, newest first, after the `(created_at, id)` of `after`; at most `limit`.
@@ -200,4 +269,57 @@ pub async fn revoke(pool: &PgPool, auth: &AuthUser, id: Uuid) -> Result<(), ApiT
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(role: Option<&str>, disabled: bool) -> TokenWithCreator {
+        TokenWithCreator {
+            token: TokenRow {
+                id: Uuid::from_u128(1),
+                tenant_id: Uuid::from_u128(2),
+                name: "automation".into(),
+                scope: "read".into(),
+                created_at: Utc::now(),
+                expires_at: None,
+                last_used_at: None,
+                revoked_at: None,
+            },
+            creator_role: role.map(str::to_owned),
+            creator_disabled_at: disabled.then(Utc::now),
+        }
+    }
+
+    #[test]
+    fn a_token_works_only_while_its_creator_is_an_enabled_msp_admin() {
+        let now = Utc::now();
+        assert!(token(Some("msp_admin"), false).refusal(now).is_none());
+        for (role, disabled) in [
+            (Some("msp_admin"), true),
+            (None, false),
+            (Some("msp_technician"), false),
+            (Some("auditor"), false),
+        ] {
+            assert!(
+                matches!(
+                    token(role, disabled).refusal(now),
+                    Some(ApiTokenError::CreatorGone(_))
+                ),
+                "{role:?} disabled={disabled}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_revoked_or_expired_token_is_refused_whoever_created_it() {
+        let now = Utc::now();
+        let mut revoked = token(Some("msp_admin"), false);
+        revoked.token.revoked_at = Some(now);
+        assert!(matches!(revoked.refusal(now), Some(ApiTokenError::Unknown)));
+        let mut expired = token(Some("msp_admin"), false);
+        expired.token.expires_at = Some(now);
+        assert!(matches!(expired.refusal(now), Some(ApiTokenError::Expired)));
+    }
 }

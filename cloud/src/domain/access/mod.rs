@@ -9,6 +9,8 @@
 
 pub mod api_tokens;
 pub mod sessions;
+pub mod signing_key;
+pub mod stream_tickets;
 pub mod throttle;
 pub mod totp;
 pub mod users;
@@ -88,6 +90,16 @@ pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
 /// (and secret scanners can recognise a leaked one).
 pub const API_TOKEN_PREFIX: &str = "sot_";
 
+/// Refresh tokens start with this, so a leaked one is recognisable (the log check of the test run
+/// looks for it).
+pub const REFRESH_TOKEN_PREFIX: &str = "sor_";
+
+/// Who issues access tokens (`iss`) and whom they are for (`aud`), unless configured otherwise.
+/// A token with another issuer or audience — signed by the same key for another purpose or
+/// another deployment sharing it — is refused.
+pub const DEFAULT_TOKEN_ISSUER: &str = "stayopen-cloud";
+pub const DEFAULT_TOKEN_AUDIENCE: &str = "stayopen-api";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Claims {
     sub: UserId,
@@ -99,6 +111,12 @@ struct Claims {
     /// the TOTP enrolment endpoints.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     totp_enrolment_only: bool,
+    /// The sign-in (refresh-token family) this token belongs to: signing out ends what was opened
+    /// with it, such as a live-update stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<Uuid>,
+    iss: String,
+    aud: String,
     iat: i64,
     exp: i64,
 }
@@ -111,6 +129,8 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: HashMap<String, DecodingKey>,
     ttl: Duration,
+    issuer: String,
+    audience: String,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -119,6 +139,8 @@ impl std::fmt::Debug for TokenKeys {
             .field("current_kid", &self.current_kid)
             .field("keys", &self.decoding.len())
             .field("ttl", &self.ttl)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
             .finish_non_exhaustive()
     }
 }
@@ -144,12 +166,32 @@ impl TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding,
             ttl: Duration::minutes(i64::from(ttl_minutes)),
+            issuer: DEFAULT_TOKEN_ISSUER.to_owned(),
+            audience: DEFAULT_TOKEN_AUDIENCE.to_owned(),
         }
     }
 
+    /// The `iss` these keys put into tokens and require of them, and the `aud`.
+    pub fn for_audience(mut self, issuer: &str, audience: &str) -> Self {
+        issuer.clone_into(&mut self.issuer);
+        audience.clone_into(&mut self.audience);
+        self
+    }
+
+    /// An access token for `user`, not tied to a sign-in (tests, tools).
     pub fn issue(
         &self,
         user: &AuthUser,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
+        self.issue_for_session(user, None, now)
+    }
+
+    /// An access token for `user` of the sign-in `session` (its refresh-token family).
+    pub fn issue_for_session(
+        &self,
+        user: &AuthUser,
+        session: Option<Uuid>,
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
         let expires_at = now + self.ttl;
@@ -162,6 +204,9 @@ impl TokenKeys {
             role: user.role,
             pids: user.practices.clone(),
             totp_enrolment_only: user.totp_enrolment_only,
+            sid: session,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
         };
@@ -172,6 +217,11 @@ impl TokenKeys {
     }
 
     pub fn verify(&self, token: &str) -> Result<AuthUser, TokenError> {
+        self.verify_session(token).map(|(user, _)| user)
+    }
+
+    /// Verifies `token` and also returns the sign-in it belongs to, when it names one.
+    pub fn verify_session(&self, token: &str) -> Result<(AuthUser, Option<Uuid>), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         let key = header
             .kid
@@ -180,6 +230,9 @@ impl TokenKeys {
             .ok_or(TokenError::Invalid)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
             .kind()
         {
@@ -187,14 +240,15 @@ impl TokenKeys {
             _ => TokenError::Invalid,
         })?;
         let claims = data.claims;
-        Ok(AuthUser {
+        let user = AuthUser {
             principal: Principal::User(claims.sub),
             tenant_id: claims.tid,
             role: claims.role,
             practices: claims.pids,
             api_scope: None,
             totp_enrolment_only: claims.totp_enrolment_only,
-        })
+        };
+        Ok((user, claims.sid))
     }
 }
 
@@ -428,6 +482,44 @@ mod tests {
             assert_eq!(caller.allows(Permission::ManageAccess), manage, "{role:?}");
             assert_eq!(caller.allows(Permission::TrustDevices), manage, "{role:?}");
         }
+    }
+
+    #[test]
+    fn a_token_for_another_audience_or_issuer_is_refused_although_the_key_is_right() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let keys = TokenKeys::new(secret, 60);
+        let elsewhere = TokenKeys::new(secret, 60).for_audience(DEFAULT_TOKEN_ISSUER, "billing");
+        let (token, _) = elsewhere.issue(&user(), Utc::now()).expect("issue");
+        assert_eq!(keys.verify(&token), Err(TokenError::Invalid));
+        let impostor =
+            TokenKeys::new(secret, 60).for_audience("someone-else", DEFAULT_TOKEN_AUDIENCE);
+        let (token, _) = impostor.issue(&user(), Utc::now()).expect("issue");
+        assert_eq!(keys.verify(&token), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_token_without_audience_and_issuer_is_refused() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let keys = TokenKeys::new(secret, 60);
+        let claims = serde_json::json!({
+            "sub": Uuid::from_u128(1), "tid": Uuid::from_u128(2), "role": "msp_admin",
+            "iat": Utc::now().timestamp(), "exp": Utc::now().timestamp() + 600,
+        });
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key_id(secret));
+        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret))
+            .expect("encode");
+        assert_eq!(keys.verify(&token), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn the_sign_in_of_a_token_comes_back_from_verification() {
+        let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef", 60);
+        let session = Uuid::from_u128(77);
+        let (token, _) = keys
+            .issue_for_session(&user(), Some(session), Utc::now())
+            .expect("issue");
+        assert_eq!(keys.verify_session(&token), Ok((user(), Some(session))));
     }
 
     #[test]

@@ -13,7 +13,10 @@ use stayopen_shared::{PracticeId, TenantId, UserId};
 use uuid::Uuid;
 
 use super::verify_password;
-use super::{AccessError, AuthUser, Principal, TokenKeys, random_secret, secret_digest, totp};
+use super::{
+    AccessError, AuthUser, Principal, REFRESH_TOKEN_PREFIX, TokenKeys, random_secret,
+    secret_digest, totp,
+};
 use crate::domain::audit::{self, Change};
 use crate::infra::db::{self, Tx, lookup};
 
@@ -178,7 +181,7 @@ async fn issue_session(
     family: Uuid,
     now: DateTime<Utc>,
 ) -> Result<LoginResponse, SessionError> {
-    let refresh_token = random_secret();
+    let refresh_token = format!("{REFRESH_TOKEN_PREFIX}{}", random_secret());
     let refresh_expires_at = now + keys.refresh_ttl;
     sqlx::query(
         "INSERT INTO refresh_tokens (id, tenant_id, user_id, family_id, token_hash, expires_at)
@@ -192,7 +195,9 @@ async fn issue_session(
     .bind(refresh_expires_at)
     .execute(&mut **tx)
     .await?;
-    let (access_token, expires_at) = keys.tokens.issue(&user.auth_user()?, now)?;
+    let (access_token, expires_at) =
+        keys.tokens
+            .issue_for_session(&user.auth_user()?, Some(family), now)?;
     Ok(LoginResponse {
         access_token,
         expires_at,
