@@ -51,6 +51,31 @@ pub type AuthHandler = Arc<
         + Sync,
 >;
 
+/// StayOpen patch (third_party/rumqttd/STAYOPEN-PATCH.md): the embedding application's say over
+/// who may hold a connection and what a connected client may send.
+pub trait ConnectionGate: Send + Sync {
+    /// A TCP connection from `peer` was accepted. `None` closes it at once; otherwise the value
+    /// is held until the connection ends (a slot in a connection count, for example).
+    fn accept(&self, peer: SocketAddr) -> Option<Box<dyn Send>>;
+    /// The TLS handshake and CONNECT succeeded: `tenant` is the client certificate's tenant
+    /// (with `validate-tenant-prefix`), `client_id` as the client sent it. `None` refuses it.
+    fn open(&self, tenant: Option<&str>, client_id: &str) -> Option<Box<dyn ClientGate>>;
+    /// The TLS handshake with `peer` failed, or did not finish within the connection deadline.
+    fn handshake_failed(&self, peer: SocketAddr, timed_out: bool) {
+        let _ = (peer, timed_out);
+    }
+}
+
+/// StayOpen patch: vets, per connection, the packets a client sends before the router sees them.
+pub trait ClientGate: Send {
+    /// May remove packets. `Err` closes the connection; `Ok(Some(pause))` stops reading from this
+    /// client for `pause` (what it sends meanwhile waits in its TCP buffers).
+    fn vet(
+        &mut self,
+        packets: &mut std::collections::VecDeque<protocol::Packet>,
+    ) -> Result<Option<std::time::Duration>, String>;
+}
+
 #[derive(Debug, Default, Serialize, Deserialize, Clone)]
 pub struct Config {
     pub id: usize,
@@ -152,6 +177,9 @@ pub struct ConnectionSettings {
     pub external_auth: Option<AuthHandler>,
     #[serde(default)]
     pub dynamic_filters: bool,
+    /// StayOpen patch: admission and vetting of network clients; see [`ConnectionGate`].
+    #[serde(skip)]
+    pub gate: Option<Arc<dyn ConnectionGate>>,
 }
 
 impl ConnectionSettings {
@@ -177,6 +205,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("auth", &self.auth)
             .field("external_auth", &self.external_auth.is_some())
             .field("dynamic_filters", &self.dynamic_filters)
+            .field("gate", &self.gate.is_some())
             .finish()
     }
 }

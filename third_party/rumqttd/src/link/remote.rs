@@ -47,6 +47,8 @@ pub enum Error {
     TrySend(#[from] TrySendError<(ConnectionId, Event)>),
     #[error("Link error = {0}")]
     Link(#[from] LinkError),
+    #[error("Refused by the gate: {0}")]
+    Refused(String),
 }
 
 /// Orchestrates between Router and Network.
@@ -58,6 +60,8 @@ pub struct RemoteLink<P> {
     link_rx: LinkRx,
     notifications: VecDeque<Notification>,
     pub(crate) will_delay_interval: u32,
+    /// StayOpen patch: vets what the client sends (see `crate::ClientGate`).
+    pub(crate) gate: Option<Box<dyn crate::ClientGate>>,
 }
 
 impl<P: Protocol> RemoteLink<P> {
@@ -122,6 +126,7 @@ impl<P: Protocol> RemoteLink<P> {
             link_rx,
             notifications: VecDeque::with_capacity(100),
             will_delay_interval,
+            gate: None,
         })
     }
 
@@ -130,19 +135,29 @@ impl<P: Protocol> RemoteLink<P> {
 
         // Note:
         // Shouldn't result in bounded queue deadlocks because of blocking n/w send
+        // StayOpen patch: while the gate pauses this client, its packets are not read.
+        let mut paused_until: Option<time::Instant> = None;
         loop {
             select! {
-                o = self.network.read() => {
+                o = self.network.read(), if paused_until.is_none() => {
                     let packet = o?;
+                    let mut packets = VecDeque::from([packet]);
+                    self.network.readv(&mut packets)?;
+                    if let Some(gate) = self.gate.as_mut() {
+                        let pause = gate.vet(&mut packets).map_err(Error::Refused)?;
+                        paused_until = pause.map(|p| time::Instant::now() + p);
+                    }
                     let len = {
                         let mut buffer = self.link_tx.buffer();
-                        buffer.push_back(packet);
-                        self.network.readv(&mut buffer)?;
+                        buffer.extend(packets);
                         buffer.len()
                     };
 
                     trace!("Packets read from network, count = {}", len);
                     self.link_tx.notify().await?;
+                }
+                () = time::sleep_until(paused_until.unwrap_or_else(time::Instant::now)), if paused_until.is_some() => {
+                    paused_until = None;
                 }
                 // Receive from router when previous when state isn't in collision
                 // due to previously received data request
@@ -283,6 +298,7 @@ mod tests {
             auth: None,
             external_auth: None,
             dynamic_filters: false,
+            gate: None,
         }
     }
 

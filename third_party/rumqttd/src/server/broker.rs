@@ -365,18 +365,10 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         }
     }
 
-    // Depending on TLS or not create a new Network
-    async fn tls_accept(&self, stream: TcpStream) -> Result<(Box<dyn N>, Option<String>), Error> {
-        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
-        match &self.config.tls {
-            Some(c) => {
-                let (tenant_id, network) = TLSAcceptor::new(c)?.accept(stream).await?;
-                Ok((network, tenant_id))
-            }
-            None => Ok((Box::new(stream), None)),
-        }
-        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
-        Ok((Box::new(stream), None))
+    /// StayOpen patch: the TLS acceptor for one connection (built here because rumqttd reads the
+    /// certificate files for every connection, so rewritten files take effect).
+    fn acceptor(&self) -> Option<crate::TlsConfig> {
+        self.config.tls.clone()
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
@@ -400,70 +392,121 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 }
             };
 
-            let (network, tenant_id) = match self.tls_accept(stream).await {
-                Ok(o) => o,
-                Err(e) => {
-                    error!(error=?e, "Tls accept error");
-                    continue;
-                }
+            // StayOpen patch: the application may refuse the connection (a connection limit);
+            // its slot is held until the connection ends.
+            let slot = match &config.gate {
+                Some(gate) => match gate.accept(addr) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        warn!(?addr, "connection refused by the gate");
+                        continue;
+                    }
+                },
+                None => None,
             };
-
-            info!(
-                name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
-            );
 
             let config = config.clone();
             let router_tx = self.router_tx.clone();
             count += 1;
 
             let protocol = self.protocol.clone();
-            match link_type {
-                #[cfg(feature = "websocket")]
-                LinkType::Websocket => {
-                    let stream = match accept_hdr_async(network, WSCallback).await {
-                        Ok(s) => Box::new(WsStream::new(s)),
-                        Err(e) => {
-                            error!(error=?e, "Websocket failed handshake");
-                            continue;
+            let awaiting_will_handler = self.awaiting_will_handler.clone();
+            // StayOpen patch: the TLS handshake runs in the connection's own task under the
+            // connection deadline, never in this accept loop: a client that sends nothing (or
+            // half a ClientHello) held up every other connection until it went away.
+            let acceptor = self.acceptor();
+            let handshake_deadline = Duration::from_millis(config.connection_timeout_ms.into());
+            let name = self.config.name.clone();
+            task::spawn(async move {
+                let _slot = slot;
+                let accepted =
+                    time::timeout(handshake_deadline, tls_accept(acceptor, stream)).await;
+                let (network, tenant_id) = match accepted {
+                    Ok(Ok(o)) => o,
+                    Ok(Err(e)) => {
+                        error!(error=?e, ?addr, "Tls accept error");
+                        if let Some(gate) = &config.gate {
+                            gate.handshake_failed(addr, false);
                         }
-                    };
-                    task::spawn(
+                        return;
+                    }
+                    Err(_) => {
+                        warn!(?addr, "TLS handshake not finished within the deadline; closed");
+                        if let Some(gate) = &config.gate {
+                            gate.handshake_failed(addr, true);
+                        }
+                        return;
+                    }
+                };
+
+                info!(name=?name, ?addr, count, tenant=?tenant_id, "accept");
+
+                match link_type {
+                    #[cfg(feature = "websocket")]
+                    LinkType::Websocket => {
+                        let stream = match accept_hdr_async(network, WSCallback).await {
+                            Ok(s) => Box::new(WsStream::new(s)),
+                            Err(e) => {
+                                error!(error=?e, "Websocket failed handshake");
+                                return;
+                            }
+                        };
                         remote(
                             config,
                             tenant_id.clone(),
                             router_tx,
                             stream,
                             protocol,
-                            self.awaiting_will_handler.clone(),
+                            awaiting_will_handler,
                         )
                         .instrument(tracing::info_span!(
                             "websocket_link",
                             client_id = field::Empty,
                             connection_id = field::Empty
-                        )),
-                    )
+                        ))
+                        .await
+                    }
+                    LinkType::Remote => {
+                        remote(
+                            config,
+                            tenant_id.clone(),
+                            router_tx,
+                            network,
+                            protocol,
+                            awaiting_will_handler,
+                        )
+                        .instrument(tracing::error_span!(
+                            "remote_link",
+                            ?tenant_id,
+                            client_id = field::Empty,
+                            connection_id = field::Empty,
+                        ))
+                        .await
+                    }
                 }
-                LinkType::Remote => task::spawn(
-                    remote(
-                        config,
-                        tenant_id.clone(),
-                        router_tx,
-                        network,
-                        protocol,
-                        self.awaiting_will_handler.clone(),
-                    )
-                    .instrument(tracing::error_span!(
-                        "remote_link",
-                        ?tenant_id,
-                        client_id = field::Empty,
-                        connection_id = field::Empty,
-                    )),
-                ),
-            };
+            });
 
             time::sleep(delay).await;
         }
     }
+}
+
+// Depending on TLS or not create a new Network
+#[allow(unused_variables)]
+async fn tls_accept(
+    tls: Option<crate::TlsConfig>,
+    stream: TcpStream,
+) -> Result<(Box<dyn N>, Option<String>), Error> {
+    #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+    match &tls {
+        Some(c) => {
+            let (tenant_id, network) = TLSAcceptor::new(c)?.accept(stream).await?;
+            Ok((network, tenant_id))
+        }
+        None => Ok((Box::new(stream), None)),
+    }
+    #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+    Ok((Box::new(stream), None))
 }
 
 /// Configures the Websocket connection to indicate the correct protocol
@@ -505,6 +548,7 @@ async fn remote<P: Protocol>(
     );
 
     let dynamic_filters = config.dynamic_filters;
+    let gate = config.gate.clone();
 
     let connect_packet = match mqtt_connect(config, &mut network).await {
         Ok(p) => p,
@@ -519,6 +563,19 @@ async fn remote<P: Protocol>(
             (connect.client_id.clone(), connect.clean_session)
         }
         _ => unreachable!(),
+    };
+
+    // StayOpen patch: the application may refuse this client (a per-client connection limit) and
+    // vets every packet it sends from now on.
+    let client_gate = match &gate {
+        Some(gate) => match gate.open(tenant_id.as_deref(), &client_id) {
+            Some(client_gate) => Some(client_gate),
+            None => {
+                warn!(client_id, "client refused by the gate");
+                return;
+            }
+        },
+        None => None,
     };
 
     let mut assigned_client_id = None;
@@ -568,6 +625,7 @@ async fn remote<P: Protocol>(
         }
     };
 
+    link.gate = client_gate;
     let connection_id = link.connection_id;
     let will_delay_interval = link.will_delay_interval;
     let mut send_disconnect = true;
