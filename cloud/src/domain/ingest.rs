@@ -1049,4 +1049,154 @@ mod tests {
             Err("bad_topic")
         );
     }
+
+    fn uplink(
+        name: &str,
+        rtt_ms: Option<f64>,
+        loss_pct: f64,
+    ) -> stayopen_shared::telemetry::UplinkTelemetry {
+        stayopen_shared::telemetry::UplinkTelemetry {
+            name: name.into(),
+            priority: 0,
+            metered: false,
+            health: stayopen_shared::telemetry::UplinkHealth::Up,
+            rtt_ms,
+            loss_pct,
+            rx_bytes: 0,
+            tx_bytes: 0,
+        }
+    }
+
+    fn telemetry_message(
+        uplinks: Vec<stayopen_shared::telemetry::UplinkTelemetry>,
+        sent_at: chrono::DateTime<Utc>,
+    ) -> DeviceMessage {
+        DeviceMessage::Telemetry(Envelope::new(
+            MessageId(Uuid::from_u128(3)),
+            ApplianceId(Uuid::from_u128(1)),
+            sent_at,
+            Telemetry {
+                active_uplink: Some("fiber".into()),
+                uplinks,
+                policy_version: None,
+                samples: None,
+                outbox: None,
+                apps: Vec::new(),
+            },
+        ))
+    }
+
+    fn reason_of(
+        uplinks: Vec<stayopen_shared::telemetry::UplinkTelemetry>,
+    ) -> Option<&'static str> {
+        admit(telemetry_message(uplinks, Utc::now()), Utc::now())
+            .err()
+            .map(|e| e.reason())
+    }
+
+    #[test]
+    fn values_out_of_range_and_unbounded_uplinks_are_refused_with_their_reason() {
+        assert_eq!(reason_of(vec![uplink("fiber", Some(12.0), 0.5)]), None);
+        assert_eq!(reason_of(vec![uplink("fiber", None, 100.0)]), None);
+        for (rtt, loss) in [
+            (Some(1e308), 0.0),
+            (Some(f64::INFINITY), 0.0),
+            (Some(f64::NAN), 0.0),
+            (Some(-1.0), 0.0),
+            (Some(10.0), 100.5),
+            (Some(10.0), f64::NAN),
+            (Some(10.0), -0.1),
+        ] {
+            assert_eq!(
+                reason_of(vec![uplink("fiber", rtt, loss)]),
+                Some("value_out_of_range"),
+                "rtt {rtt:?} loss {loss}"
+            );
+        }
+        assert_eq!(
+            reason_of(vec![uplink("", Some(1.0), 0.0)]),
+            Some("bad_uplink_name")
+        );
+        assert_eq!(
+            reason_of(vec![uplink(&"n".repeat(65), Some(1.0), 0.0)]),
+            Some("bad_uplink_name")
+        );
+        assert_eq!(
+            reason_of(vec![uplink("a\nb", Some(1.0), 0.0)]),
+            Some("bad_uplink_name")
+        );
+        assert_eq!(
+            reason_of(
+                (0..17)
+                    .map(|i| uplink(&format!("u{i}"), None, 0.0))
+                    .collect()
+            ),
+            Some("too_many_uplinks")
+        );
+        assert_eq!(
+            reason_of(vec![uplink("fiber", None, 0.0), uplink("fiber", None, 0.0)]),
+            Some("duplicate_uplink")
+        );
+        let mut huge = uplink("fiber", None, 0.0);
+        huge.rx_bytes = u64::MAX;
+        assert_eq!(reason_of(vec![huge]), Some("value_out_of_range"));
+    }
+
+    #[test]
+    fn sent_at_is_clamped_into_the_window_around_the_clouds_clock() {
+        let now: chrono::DateTime<Utc> = "2026-12-03T12:00:00Z".parse().expect("time");
+        let at = |message: DeviceMessage| admit(message, now).map(|(m, c)| (m.sent_at(), c));
+        assert_eq!(
+            at(telemetry_message(vec![], now + chrono::Duration::days(365))),
+            Ok((now, Some(Correction::SentAtFromTheFuture)))
+        );
+        assert_eq!(
+            at(telemetry_message(
+                vec![],
+                now + chrono::Duration::seconds(2)
+            )),
+            Ok((now, None)),
+            "a little skew is clamped without a word"
+        );
+        assert_eq!(
+            at(telemetry_message(vec![], now - chrono::Duration::days(3))),
+            Ok((now - chrono::Duration::days(3), None)),
+            "an outbox's backlog keeps its time"
+        );
+        assert_eq!(
+            at(telemetry_message(vec![], chrono::DateTime::<Utc>::MIN_UTC)),
+            Ok((now - MAX_AGE, Some(Correction::SentAtTooOld)))
+        );
+    }
+
+    #[test]
+    fn a_flooding_device_fills_only_its_own_backlog_and_the_others_are_served_in_turn() {
+        let topic = |device: u128| {
+            DeviceTopic::new(ApplianceId(Uuid::from_u128(device)), Channel::Telemetry)
+                .to_string()
+                .into_bytes()
+        };
+        let mut queue = FairQueue::new(3);
+        for i in 0..10u8 {
+            let queued = queue.push((topic(1), vec![i]));
+            assert_eq!(queued, i < 3, "the flooding device's message {i}");
+        }
+        assert!(queue.push((topic(2), vec![100])));
+        assert!(queue.push((topic(2), vec![101])));
+        let order: Vec<(Vec<u8>, u8)> = std::iter::from_fn(|| queue.pop())
+            .map(|(t, p)| (t, p[0]))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (topic(1), 0),
+                (topic(2), 100),
+                (topic(1), 1),
+                (topic(2), 101),
+                (topic(1), 2),
+            ]
+        );
+        assert!(queue.is_empty());
+        assert!(queue.push((topic(1), vec![9])), "room again once served");
+    }
 }

@@ -685,3 +685,171 @@ pub async fn disconnect_device(
     let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use rumqttd::protocol::{Filter, Publish, QoS, RetainForwardRule, Subscribe};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn limits() -> GateLimits {
+        GateLimits {
+            max_connections: 2,
+            max_connections_per_device: 1,
+            publish_burst: 10.0,
+            publish_rate: 5.0,
+        }
+    }
+
+    fn publish(topic: &str) -> Packet {
+        Packet::Publish(
+            Publish::new(topic.as_bytes().to_vec(), b"{}".to_vec(), false),
+            None,
+        )
+    }
+
+    fn subscribe(filters: &[&str]) -> Packet {
+        Packet::Subscribe(
+            Subscribe {
+                pkid: 1,
+                filters: filters
+                    .iter()
+                    .map(|path| Filter {
+                        path: (*path).to_owned(),
+                        qos: QoS::AtLeastOnce,
+                        nolocal: false,
+                        preserve_retain: false,
+                        retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+                    })
+                    .collect(),
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn a_bucket_lets_a_burst_through_then_asks_for_a_pause_that_pays_the_debt_back() {
+        let limits = limits();
+        let start = Instant::now();
+        let mut bucket = TokenBucket::full(&limits, start);
+        assert_eq!(bucket.take(&limits, 10, start), (0, Duration::ZERO));
+        let (over, pause) = bucket.take(&limits, 5, start);
+        assert_eq!(over, 5);
+        assert_eq!(pause, Duration::from_secs(1), "5 tokens at 5 per second");
+        // A second later the debt is paid; two seconds later two more are available.
+        let later = start + Duration::from_secs(3);
+        assert_eq!(bucket.take(&limits, 10, later), (0, Duration::ZERO));
+        assert!(!bucket.is_full(&limits, later));
+        assert!(bucket.is_full(&limits, later + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_device_may_publish_only_on_its_own_device_to_cloud_channels_and_subscribe_only_to_its_own_cloud_to_device_ones()
+     {
+        let me = ApplianceId(Uuid::from_u128(1));
+        let other = ApplianceId(Uuid::from_u128(2));
+        let segment = DeviceTopic::segment(me);
+        for channel in Channel::ALL {
+            let own = DeviceTopic::new(me, channel).to_string();
+            assert_eq!(
+                allowed(&segment, &publish(&own)).is_ok(),
+                channel.is_device_to_cloud(),
+                "publish on {own}"
+            );
+            assert_eq!(
+                allowed(&segment, &subscribe(&[&own])).is_ok(),
+                !channel.is_device_to_cloud(),
+                "subscribe to {own}"
+            );
+        }
+        let prefix = DeviceTopic::prefix(me);
+        for topic in [
+            format!("{prefix}x1"),
+            format!("{prefix}telemetry/extra"),
+            format!("{prefix}#"),
+            DeviceTopic::new(other, Channel::Telemetry).to_string(),
+            "/tenants/+/telemetry".to_owned(),
+        ] {
+            assert_eq!(
+                allowed(&segment, &publish(&topic)),
+                Err(PacketRefusal::TopicNotAllowed),
+                "{topic}"
+            );
+            assert_eq!(
+                allowed(&segment, &subscribe(&[&topic])),
+                Err(PacketRefusal::FilterNotAllowed),
+                "{topic}"
+            );
+        }
+        let commands = DeviceTopic::new(me, Channel::Commands).to_string();
+        assert_eq!(
+            allowed(&segment, &subscribe(&[&commands, &format!("{prefix}#")])),
+            Err(PacketRefusal::FilterNotAllowed),
+            "one bad filter refuses the packet"
+        );
+    }
+
+    #[test]
+    fn the_gate_limits_connections_in_total_and_per_device_and_gives_them_back() {
+        let metrics = Arc::new(Metrics::default());
+        let gate = DeviceGate::new(limits(), metrics.clone());
+        let peer: SocketAddr = "192.0.2.1:5000".parse().expect("addr");
+        let first = gate.accept(peer).expect("first");
+        let second = gate.accept(peer).expect("second");
+        assert!(gate.accept(peer).is_none(), "the third is over the limit");
+        drop(first);
+        let third = gate.accept(peer).expect("a slot was given back");
+        assert_eq!(metrics.get(BROKER_REFUSED, "reason", "connection_limit"), 1);
+
+        let device = gate.open(Some("abc"), "abc").expect("device");
+        assert!(gate.open(Some("abc"), "abc").is_none(), "one per device");
+        assert!(gate.open(Some("def"), "def").is_some(), "another device");
+        assert!(gate.open(None, "x").is_none(), "no certificate tenant");
+        drop(device);
+        assert!(gate.open(Some("abc"), "abc").is_some(), "given back");
+        assert_eq!(
+            metrics.get(BROKER_REFUSED, "reason", "device_connection_limit"),
+            1
+        );
+        drop((second, third));
+    }
+
+    #[test]
+    fn a_session_refuses_a_packet_outside_the_allow_list_and_pauses_a_device_over_its_rate() {
+        let metrics = Arc::new(Metrics::default());
+        let gate = DeviceGate::new(limits(), metrics.clone());
+        let me = ApplianceId(Uuid::from_u128(7));
+        let segment = DeviceTopic::segment(me);
+        let telemetry = DeviceTopic::new(me, Channel::Telemetry).to_string();
+        let mut session = gate.open(Some(&segment), &me.to_string()).expect("open");
+        let mut burst: VecDeque<Packet> = (0..10).map(|_| publish(&telemetry)).collect();
+        assert_eq!(session.vet(&mut burst), Ok(None), "the burst is allowed");
+        assert_eq!(burst.len(), 10, "nothing removed");
+        let mut more: VecDeque<Packet> = (0..3).map(|_| publish(&telemetry)).collect();
+        let pause = session.vet(&mut more).expect("allowed").expect("paused");
+        assert!(pause > Duration::from_millis(500), "{pause:?}");
+        assert_eq!(
+            metrics.get(BROKER_RATE_LIMITED, "reason", "rate_limited"),
+            3
+        );
+        // Reconnecting does not refill the bucket.
+        drop(session);
+        let mut again = gate.open(Some(&segment), &me.to_string()).expect("open");
+        let mut one: VecDeque<Packet> = VecDeque::from([publish(&telemetry)]);
+        assert!(again.vet(&mut one).expect("allowed").is_some());
+
+        let mut bad: VecDeque<Packet> =
+            VecDeque::from([publish(&format!("{}x1", DeviceTopic::prefix(me)))]);
+        assert_eq!(again.vet(&mut bad), Err("topic_not_allowed".to_owned()));
+        assert_eq!(
+            metrics.get(BROKER_REFUSED, "reason", "topic_not_allowed"),
+            1
+        );
+        assert_eq!(
+            metrics.get(BROKER_TOPICS_ADMITTED, "kind", "publish"),
+            1,
+            "one topic reached the router, however often"
+        );
+    }
+}
