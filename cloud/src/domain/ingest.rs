@@ -912,6 +912,7 @@ pub async fn run(
     let arrived = tokio::sync::Notify::new();
     let ended = std::sync::atomic::AtomicBool::new(false);
     let take_in = async {
+        let mut shed: u64 = 0;
         while let Some(message) = incoming.recv().await {
             let device = FairQueue::device_of(&message.0);
             let queued = waiting.lock().map(|mut w| w.push(message)).unwrap_or(false);
@@ -919,11 +920,17 @@ pub async fn run(
                 arrived.notify_one();
             } else {
                 metrics.increment(INGEST_SHED, "reason", "device_backlog");
-                tracing::warn!(
-                    %device,
-                    backlog = DEVICE_BACKLOG,
-                    "a device's ingest backlog is full; its message is shed (it resends)"
-                );
+                shed += 1;
+                // Every shed message is counted; a flood is logged at its start and then every
+                // thousandth, not line by line.
+                if shed % 1000 == 1 {
+                    tracing::warn!(
+                        %device,
+                        backlog = DEVICE_BACKLOG,
+                        shed_so_far = shed,
+                        "a device's ingest backlog is full; its messages are shed (it resends them)"
+                    );
+                }
             }
         }
         ended.store(true, std::sync::atomic::Ordering::Release);
