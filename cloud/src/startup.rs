@@ -116,8 +116,12 @@ impl Application {
         ));
         let (broker_handle, device_link) = match &config.broker.external {
             None => {
-                let (embedded, links, auth_requests) =
-                    broker::start(config.broker.listen, &broker_certificate.files).await?;
+                let (embedded, links, auth_requests) = broker::start(
+                    config.broker.listen,
+                    &broker_certificate.files,
+                    metrics.clone(),
+                )
+                .await?;
                 supervisor.spawn(
                     "broker certificate renewal",
                     crate::infra::pki::renew_broker_certificate(

@@ -23,8 +23,8 @@ use uuid::Uuid;
 use crate::infra::device_link::DeviceLink;
 use crate::infra::hearing::Hearing;
 use crate::infra::metrics::{
-    INGEST_ACCEPTED, INGEST_ACKNOWLEDGED, INGEST_DUPLICATE, INGEST_REJECTED, INGEST_STORE_RETRIES,
-    Metrics,
+    INGEST_ACCEPTED, INGEST_ACKNOWLEDGED, INGEST_CORRECTED, INGEST_DUPLICATE, INGEST_REJECTED,
+    INGEST_SHED, INGEST_STORE_RETRIES, Metrics,
 };
 
 /// A message that passed validation.
@@ -93,6 +93,11 @@ pub enum Rejection {
     UnknownAppliance(String),
     #[error("appliance {0} has been revoked")]
     RevokedAppliance(String),
+    #[error("{detail}")]
+    Invalid {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 impl Rejection {
@@ -105,6 +110,7 @@ impl Rejection {
             Rejection::ApplianceMismatch { .. } => "appliance_mismatch",
             Rejection::UnknownAppliance(_) => "unknown_appliance",
             Rejection::RevokedAppliance(_) => "revoked_appliance",
+            Rejection::Invalid { reason, .. } => reason,
         }
     }
 }
@@ -130,6 +136,221 @@ pub fn decode(topic: &[u8], payload: &[u8]) -> Result<DeviceMessage, Rejection> 
         });
     }
     Ok(message)
+}
+
+/// Uplinks one telemetry message may describe (an appliance has two to four).
+pub const MAX_UPLINKS: usize = 16;
+/// Characters of an uplink name (the appliance's configured names: `fiber`, `lte`, …).
+pub const MAX_NAME_CHARS: usize = 64;
+/// Characters of any other string a device sends (reasons, versions, application names).
+pub const MAX_STRING_CHARS: usize = 1024;
+/// Items of any list a device sends (applications checked, drill results).
+pub const MAX_LIST_ITEMS: usize = 128;
+/// A round-trip time or latency beyond ten minutes is not a measurement.
+pub const MAX_RTT_MS: f64 = 600_000.0;
+/// Reporting windows one rolled-up sample may cover: a year of 10-second windows.
+pub const MAX_SAMPLES: u32 = 3_153_600;
+/// How far in the past a device's clock may put a message: an outbox holds weeks of outage at
+/// most, and the records are kept six years; older stamps are moved up to this bound.
+pub const MAX_AGE: chrono::Duration = chrono::Duration::days(400);
+/// A stamp this far ahead of the cloud's clock is counted and logged when it is clamped to now.
+pub const NOTED_FUTURE_SKEW: chrono::Duration = chrono::Duration::seconds(5);
+
+fn invalid(reason: &'static str, detail: impl Into<String>) -> Rejection {
+    Rejection::Invalid {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// Every string and list in a device's message is bounded, whatever its type says.
+fn check_bounded(value: &serde_json::Value) -> Result<(), Rejection> {
+    match value {
+        serde_json::Value::String(text) if text.chars().count() > MAX_STRING_CHARS => Err(invalid(
+            "string_too_long",
+            format!("a string of {} characters", text.chars().count()),
+        )),
+        serde_json::Value::Array(items) if items.len() > MAX_LIST_ITEMS => Err(invalid(
+            "list_too_long",
+            format!("a list of {} items", items.len()),
+        )),
+        serde_json::Value::Array(items) => items.iter().try_for_each(check_bounded),
+        serde_json::Value::Object(fields) => fields.values().try_for_each(check_bounded),
+        _ => Ok(()),
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), Rejection> {
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            "bad_uplink_name",
+            format!("{what} must be 1-{MAX_NAME_CHARS} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_milliseconds(what: &str, value: Option<f64>) -> Result<(), Rejection> {
+    match value {
+        Some(ms) if !(ms.is_finite() && (0.0..=MAX_RTT_MS).contains(&ms)) => Err(invalid(
+            "value_out_of_range",
+            format!("{what} {ms} is not within 0-{MAX_RTT_MS} ms"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The values of a telemetry message are finite and in range, its uplinks bounded in number and
+/// named within bounds, once each.
+pub fn check_telemetry(telemetry: &Telemetry) -> Result<(), Rejection> {
+    if telemetry.uplinks.len() > MAX_UPLINKS {
+        return Err(invalid(
+            "too_many_uplinks",
+            format!(
+                "{} uplinks (at most {MAX_UPLINKS})",
+                telemetry.uplinks.len()
+            ),
+        ));
+    }
+    if let Some(active) = &telemetry.active_uplink {
+        check_name("the active uplink", active)?;
+    }
+    let mut names = std::collections::HashSet::new();
+    for uplink in &telemetry.uplinks {
+        check_name("an uplink name", &uplink.name)?;
+        if !names.insert(uplink.name.as_str()) {
+            return Err(invalid(
+                "duplicate_uplink",
+                format!("uplink {:?} listed twice", uplink.name),
+            ));
+        }
+        check_milliseconds("rtt_ms", uplink.rtt_ms)?;
+        if !(uplink.loss_pct.is_finite() && (0.0..=100.0).contains(&uplink.loss_pct)) {
+            return Err(invalid(
+                "value_out_of_range",
+                format!("loss_pct {} is not within 0-100", uplink.loss_pct),
+            ));
+        }
+        // Counters are stored as JSON and summed in SQL as bigint.
+        if i64::try_from(uplink.rx_bytes).is_err() || i64::try_from(uplink.tx_bytes).is_err() {
+            return Err(invalid("value_out_of_range", "a byte counter beyond 2^63"));
+        }
+    }
+    if telemetry.sample_count() > MAX_SAMPLES {
+        return Err(invalid(
+            "value_out_of_range",
+            format!("samples {} beyond {MAX_SAMPLES}", telemetry.sample_count()),
+        ));
+    }
+    if let Some(version) = telemetry.policy_version
+        && i64::try_from(version).is_err()
+    {
+        return Err(invalid(
+            "value_out_of_range",
+            "a policy version beyond 2^63",
+        ));
+    }
+    if let Some(outbox) = &telemetry.outbox {
+        let counters = [
+            outbox.pending,
+            outbox.pending_bytes,
+            outbox.telemetry_rolled_up,
+            outbox.telemetry_dropped,
+            outbox.events_dropped,
+        ];
+        if counters.iter().any(|c| i64::try_from(*c).is_err()) {
+            return Err(invalid(
+                "value_out_of_range",
+                "an outbox counter beyond 2^63",
+            ));
+        }
+    }
+    for app in &telemetry.apps {
+        check_name("an application check's uplink", &app.uplink)?;
+        check_milliseconds("latency_ms", app.latency_ms)?;
+    }
+    Ok(())
+}
+
+fn check_event(event: &ApplianceEvent) -> Result<(), Rejection> {
+    for (what, name) in [
+        ("an event's uplink", &event.uplink),
+        ("an event's from", &event.from),
+        ("an event's to", &event.to),
+    ] {
+        if let Some(name) = name {
+            check_name(what, name)?;
+        }
+    }
+    if let Some(drill) = &event.drill {
+        if let Some(backup) = &drill.backup {
+            check_name("a drill's backup", backup)?;
+        }
+        for app in &drill.apps {
+            check_milliseconds("latency_ms", app.latency_ms)?;
+        }
+    }
+    Ok(())
+}
+
+/// What [`admit`] changed in a message it let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Correction {
+    /// `sent_at` was ahead of the cloud's clock (by more than [`NOTED_FUTURE_SKEW`]) and is now.
+    SentAtFromTheFuture,
+    /// `sent_at` was older than [`MAX_AGE`] and is moved up to it.
+    SentAtTooOld,
+}
+
+impl Correction {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Correction::SentAtFromTheFuture => "sent_at_future",
+            Correction::SentAtTooOld => "sent_at_too_old",
+        }
+    }
+}
+
+/// Checks every value of a decoded message against its bounds, and clamps its `sent_at` into
+/// `[now - MAX_AGE, now]`: a device clock ahead of the cloud must not freeze presence, the
+/// active uplink or alert conditions (each keeps the latest stamp), nor one far behind land
+/// outside the database's range. Pure.
+pub fn admit(
+    mut message: DeviceMessage,
+    now: chrono::DateTime<Utc>,
+) -> Result<(DeviceMessage, Option<Correction>), Rejection> {
+    let body = match &message {
+        DeviceMessage::Telemetry(e) => serde_json::to_value(&e.body),
+        DeviceMessage::Event(e) => serde_json::to_value(&e.body),
+        DeviceMessage::Presence(e) => serde_json::to_value(&e.body),
+        DeviceMessage::CommandResult(e) => serde_json::to_value(&e.body),
+    }
+    .map_err(|e| invalid("malformed", e.to_string()))?;
+    check_bounded(&body)?;
+    match &message {
+        DeviceMessage::Telemetry(e) => check_telemetry(&e.body)?,
+        DeviceMessage::Event(e) => check_event(&e.body)?,
+        DeviceMessage::Presence(_) | DeviceMessage::CommandResult(_) => {}
+    }
+    let sent_at = message.sent_at();
+    let (clamped, correction) = if sent_at > now {
+        let noted = sent_at - now > NOTED_FUTURE_SKEW;
+        (now, noted.then_some(Correction::SentAtFromTheFuture))
+    } else if sent_at < now - MAX_AGE {
+        (now - MAX_AGE, Some(Correction::SentAtTooOld))
+    } else {
+        (sent_at, None)
+    };
+    match &mut message {
+        DeviceMessage::Telemetry(e) => e.sent_at = clamped,
+        DeviceMessage::Event(e) => e.sent_at = clamped,
+        DeviceMessage::Presence(e) => e.sent_at = clamped,
+        DeviceMessage::CommandResult(e) => e.sent_at = clamped,
+    }
+    Ok((message, correction))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -220,15 +441,20 @@ pub async fn store(
             let (now_online, uplink_changed): (bool, bool) = sqlx::query_as(
                 "WITH before AS (SELECT active_uplink FROM appliances WHERE id = $1)
                  UPDATE appliances a SET
-                    online = online OR presence_at IS NULL OR $2 > presence_at,
+                    online = online OR presence_at IS NULL OR $2 > presence_at OR presence_at > now(),
                     last_seen = now(),
                     active_uplink = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
+                                              OR last_telemetry_at > now()
                                          THEN $3 ELSE a.active_uplink END,
                     on_backup = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
+                                          OR last_telemetry_at > now()
                                      THEN $5 ELSE on_backup END,
                     last_telemetry = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
+                                               OR last_telemetry_at > now()
                                           THEN $4 ELSE last_telemetry END,
-                    last_telemetry_at = greatest(last_telemetry_at, $2)
+                    -- A stamp ahead of the clock is from before ingest clamped them: not kept.
+                    last_telemetry_at = CASE WHEN last_telemetry_at > now() THEN $2
+                                             ELSE greatest(last_telemetry_at, $2) END
                  FROM before
                  WHERE a.id = $1
                  RETURNING a.online, a.active_uplink IS DISTINCT FROM before.active_uplink",
@@ -297,7 +523,7 @@ pub async fn store(
             .rows_affected();
             let now_online: bool = sqlx::query_scalar(
                 "UPDATE appliances SET
-                    online = online OR presence_at IS NULL OR $2 > presence_at,
+                    online = online OR presence_at IS NULL OR $2 > presence_at OR presence_at > now(),
                     last_seen = now()
                  WHERE id = $1 RETURNING online",
             )
@@ -348,7 +574,7 @@ pub async fn store(
                     last_seen = CASE WHEN $2 THEN now() ELSE last_seen END,
                     agent_version = $3,
                     presence_at = $4
-                 WHERE id = $1 AND (presence_at IS NULL OR presence_at <= $4)",
+                 WHERE id = $1 AND (presence_at IS NULL OR presence_at <= $4 OR presence_at > now())",
             )
             .bind(appliance_id.as_uuid())
             .bind(env.body.online)
@@ -428,7 +654,19 @@ pub async fn ingest_one(
     topic: &[u8],
     payload: &[u8],
 ) -> Option<Owed> {
-    let result = match decode(topic, payload) {
+    let admitted = decode(topic, payload).and_then(|message| {
+        let (message, correction) = admit(message, Utc::now())?;
+        if let Some(correction) = correction {
+            metrics.increment(INGEST_CORRECTED, "reason", correction.reason());
+            tracing::warn!(
+                appliance = %message.appliance_id(),
+                reason = correction.reason(),
+                "a device message's sent_at was outside the cloud's window; clamped"
+            );
+        }
+        Ok(message)
+    });
+    let result = match admitted {
         Ok(message) => store_with_retry(pool, link, metrics, hearing, &message)
             .await
             .map(|stored| (message.channel(), stored, message)),
@@ -461,7 +699,7 @@ fn refused_message(
 ) -> Option<(ApplianceId, MessageId)> {
     if !matches!(
         rejection,
-        Rejection::Wire(_) | Rejection::ApplianceMismatch { .. }
+        Rejection::Wire(_) | Rejection::ApplianceMismatch { .. } | Rejection::Invalid { .. }
     ) {
         return None;
     }
@@ -592,11 +830,76 @@ fn publish_ack(link: &DeviceLink, metrics: &Metrics, appliance: ApplianceId, ack
     link.publish(topic, payload);
 }
 
-/// Ingests what the broker forwards (embedded link or external client), one message at a time,
-/// and acknowledges each stored message to its appliance. Acknowledgements are batched per
-/// appliance and published whenever ingest has caught up (nothing more is waiting) or a batch is
-/// full, so a backlog drains with one ack per few hundred messages and a lone event is
-/// acknowledged at once.
+/// Messages a device may have waiting for ingest; past it, that device's newest are shed
+/// (counted) and its appliance resends them, as they were never acknowledged. Other devices'
+/// messages never wait behind more than one of its messages at a time.
+pub const DEVICE_BACKLOG: usize = 512;
+
+/// The messages waiting for ingest: one queue per device (the topic's `/tenants/{device}/`
+/// prefix, which the broker confines each certificate to), served in turn, each bounded by
+/// [`DEVICE_BACKLOG`]. A flooding device fills only its own queue. Pure.
+#[derive(Debug)]
+pub struct FairQueue {
+    per_device: usize,
+    queues: HashMap<String, std::collections::VecDeque<crate::infra::broker::Incoming>>,
+    /// Devices with something waiting, in the order they are served.
+    turns: std::collections::VecDeque<String>,
+}
+
+impl FairQueue {
+    pub fn new(per_device: usize) -> Self {
+        Self {
+            per_device,
+            queues: HashMap::new(),
+            turns: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The device a topic belongs to: its second path segment (`/tenants/{device}/…`).
+    fn device_of(topic: &[u8]) -> String {
+        let topic = String::from_utf8_lossy(topic);
+        topic.split('/').nth(2).unwrap_or_default().to_owned()
+    }
+
+    /// Queues a message behind its device's earlier ones; `false` when that device's backlog is
+    /// full and the message is shed.
+    pub fn push(&mut self, message: crate::infra::broker::Incoming) -> bool {
+        let device = Self::device_of(&message.0);
+        let queue = self.queues.entry(device.clone()).or_default();
+        if queue.len() >= self.per_device {
+            return false;
+        }
+        if queue.is_empty() {
+            self.turns.push_back(device);
+        }
+        queue.push_back(message);
+        true
+    }
+
+    /// The oldest message of the device whose turn it is.
+    pub fn pop(&mut self) -> Option<crate::infra::broker::Incoming> {
+        let device = self.turns.pop_front()?;
+        let queue = self.queues.get_mut(&device)?;
+        let message = queue.pop_front();
+        if queue.is_empty() {
+            self.queues.remove(&device);
+        } else {
+            self.turns.push_back(device);
+        }
+        message
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
+}
+
+/// Ingests what the broker forwards (embedded link or external client) and acknowledges each
+/// stored message to its appliance. What arrives is taken off the broker's link at once into a
+/// [`FairQueue`] (so the broker never holds a backlog it would skip past), and stored one message
+/// at a time, devices in turn. Acknowledgements are batched per appliance and published whenever
+/// ingest has caught up (nothing more is waiting) or a batch is full, so a backlog drains with one
+/// ack per few hundred messages and a lone event is acknowledged at once.
 pub async fn run(
     pool: PgPool,
     metrics: Arc<Metrics>,
@@ -605,41 +908,76 @@ pub async fn run(
     mut incoming: tokio::sync::mpsc::Receiver<crate::infra::broker::Incoming>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut acks = PendingAcks::default();
-    loop {
-        // Between messages, never inside one: what was stored is acknowledged before stopping,
-        // what was not is resent by the appliance to the next cloud.
-        if stop.is_cancelled() {
-            break;
-        }
-        let next = if acks.is_empty() {
-            tokio::select! {
-                message = incoming.recv() => message,
-                () = stop.cancelled() => break,
+    let waiting = std::sync::Mutex::new(FairQueue::new(DEVICE_BACKLOG));
+    let arrived = tokio::sync::Notify::new();
+    let ended = std::sync::atomic::AtomicBool::new(false);
+    let take_in = async {
+        let mut shed: u64 = 0;
+        while let Some(message) = incoming.recv().await {
+            let device = FairQueue::device_of(&message.0);
+            let queued = waiting.lock().map(|mut w| w.push(message)).unwrap_or(false);
+            if queued {
+                arrived.notify_one();
+            } else {
+                metrics.increment(INGEST_SHED, "reason", "device_backlog");
+                shed += 1;
+                // Every shed message is counted; a flood is logged at its start and then every
+                // thousandth, not line by line.
+                if shed % 1000 == 1 {
+                    tracing::warn!(
+                        %device,
+                        backlog = DEVICE_BACKLOG,
+                        shed_so_far = shed,
+                        "a device's ingest backlog is full; its messages are shed (it resends them)"
+                    );
+                }
             }
-        } else {
-            match incoming.try_recv() {
-                Ok(message) => Some(message),
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+        }
+        ended.store(true, std::sync::atomic::Ordering::Release);
+        arrived.notify_one();
+        std::future::pending::<()>().await;
+    };
+    let work = async {
+        let mut acks = PendingAcks::default();
+        loop {
+            // Between messages, never inside one: what was stored is acknowledged before
+            // stopping, what was not is resent by the appliance to the next cloud.
+            if stop.is_cancelled() {
+                break;
+            }
+            let next = waiting.lock().ok().and_then(|mut w| w.pop());
+            let Some((topic, payload)) = next else {
+                if !acks.is_empty() {
                     acks.flush(&device_link, &metrics);
                     continue;
                 }
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+                if ended.load(std::sync::atomic::Ordering::Acquire)
+                    && waiting.lock().map(|w| w.is_empty()).unwrap_or(true)
+                {
+                    break;
+                }
+                tokio::select! {
+                    () = arrived.notified() => continue,
+                    () = stop.cancelled() => break,
+                }
+            };
+            let started = Utc::now();
+            if let Some(owed) =
+                ingest_one(&pool, &device_link, &metrics, &hearing, &topic, &payload).await
+            {
+                acks.add(owed, &device_link, &metrics);
             }
-        };
-        let Some((topic, payload)) = next else { break };
-        let started = Utc::now();
-        if let Some(owed) =
-            ingest_one(&pool, &device_link, &metrics, &hearing, &topic, &payload).await
-        {
-            acks.add(owed, &device_link, &metrics);
+            tracing::trace!(
+                elapsed_ms = (Utc::now() - started).num_milliseconds(),
+                "ingested"
+            );
         }
-        tracing::trace!(
-            elapsed_ms = (Utc::now() - started).num_milliseconds(),
-            "ingested"
-        );
+        acks.flush(&device_link, &metrics);
+    };
+    tokio::select! {
+        () = work => {}
+        () = take_in => {}
     }
-    acks.flush(&device_link, &metrics);
     if stop.is_cancelled() {
         tracing::info!("ingest stopped");
         return;
@@ -717,5 +1055,155 @@ mod tests {
             decode(&[0xff, 0xfe], b"{}").map_err(|e| e.reason()),
             Err("bad_topic")
         );
+    }
+
+    fn uplink(
+        name: &str,
+        rtt_ms: Option<f64>,
+        loss_pct: f64,
+    ) -> stayopen_shared::telemetry::UplinkTelemetry {
+        stayopen_shared::telemetry::UplinkTelemetry {
+            name: name.into(),
+            priority: 0,
+            metered: false,
+            health: stayopen_shared::telemetry::UplinkHealth::Up,
+            rtt_ms,
+            loss_pct,
+            rx_bytes: 0,
+            tx_bytes: 0,
+        }
+    }
+
+    fn telemetry_message(
+        uplinks: Vec<stayopen_shared::telemetry::UplinkTelemetry>,
+        sent_at: chrono::DateTime<Utc>,
+    ) -> DeviceMessage {
+        DeviceMessage::Telemetry(Envelope::new(
+            MessageId(Uuid::from_u128(3)),
+            ApplianceId(Uuid::from_u128(1)),
+            sent_at,
+            Telemetry {
+                active_uplink: Some("fiber".into()),
+                uplinks,
+                policy_version: None,
+                samples: None,
+                outbox: None,
+                apps: Vec::new(),
+            },
+        ))
+    }
+
+    fn reason_of(
+        uplinks: Vec<stayopen_shared::telemetry::UplinkTelemetry>,
+    ) -> Option<&'static str> {
+        admit(telemetry_message(uplinks, Utc::now()), Utc::now())
+            .err()
+            .map(|e| e.reason())
+    }
+
+    #[test]
+    fn values_out_of_range_and_unbounded_uplinks_are_refused_with_their_reason() {
+        assert_eq!(reason_of(vec![uplink("fiber", Some(12.0), 0.5)]), None);
+        assert_eq!(reason_of(vec![uplink("fiber", None, 100.0)]), None);
+        for (rtt, loss) in [
+            (Some(1e308), 0.0),
+            (Some(f64::INFINITY), 0.0),
+            (Some(f64::NAN), 0.0),
+            (Some(-1.0), 0.0),
+            (Some(10.0), 100.5),
+            (Some(10.0), f64::NAN),
+            (Some(10.0), -0.1),
+        ] {
+            assert_eq!(
+                reason_of(vec![uplink("fiber", rtt, loss)]),
+                Some("value_out_of_range"),
+                "rtt {rtt:?} loss {loss}"
+            );
+        }
+        assert_eq!(
+            reason_of(vec![uplink("", Some(1.0), 0.0)]),
+            Some("bad_uplink_name")
+        );
+        assert_eq!(
+            reason_of(vec![uplink(&"n".repeat(65), Some(1.0), 0.0)]),
+            Some("bad_uplink_name")
+        );
+        assert_eq!(
+            reason_of(vec![uplink("a\nb", Some(1.0), 0.0)]),
+            Some("bad_uplink_name")
+        );
+        assert_eq!(
+            reason_of(
+                (0..17)
+                    .map(|i| uplink(&format!("u{i}"), None, 0.0))
+                    .collect()
+            ),
+            Some("too_many_uplinks")
+        );
+        assert_eq!(
+            reason_of(vec![uplink("fiber", None, 0.0), uplink("fiber", None, 0.0)]),
+            Some("duplicate_uplink")
+        );
+        let mut huge = uplink("fiber", None, 0.0);
+        huge.rx_bytes = u64::MAX;
+        assert_eq!(reason_of(vec![huge]), Some("value_out_of_range"));
+    }
+
+    #[test]
+    fn sent_at_is_clamped_into_the_window_around_the_clouds_clock() {
+        let now: chrono::DateTime<Utc> = "2026-12-03T12:00:00Z".parse().expect("time");
+        let at = |message: DeviceMessage| admit(message, now).map(|(m, c)| (m.sent_at(), c));
+        assert_eq!(
+            at(telemetry_message(vec![], now + chrono::Duration::days(365))),
+            Ok((now, Some(Correction::SentAtFromTheFuture)))
+        );
+        assert_eq!(
+            at(telemetry_message(
+                vec![],
+                now + chrono::Duration::seconds(2)
+            )),
+            Ok((now, None)),
+            "a little skew is clamped without a word"
+        );
+        assert_eq!(
+            at(telemetry_message(vec![], now - chrono::Duration::days(3))),
+            Ok((now - chrono::Duration::days(3), None)),
+            "an outbox's backlog keeps its time"
+        );
+        assert_eq!(
+            at(telemetry_message(vec![], chrono::DateTime::<Utc>::MIN_UTC)),
+            Ok((now - MAX_AGE, Some(Correction::SentAtTooOld)))
+        );
+    }
+
+    #[test]
+    fn a_flooding_device_fills_only_its_own_backlog_and_the_others_are_served_in_turn() {
+        let topic = |device: u128| {
+            DeviceTopic::new(ApplianceId(Uuid::from_u128(device)), Channel::Telemetry)
+                .to_string()
+                .into_bytes()
+        };
+        let mut queue = FairQueue::new(3);
+        for i in 0..10u8 {
+            let queued = queue.push((topic(1), vec![i]));
+            assert_eq!(queued, i < 3, "the flooding device's message {i}");
+        }
+        assert!(queue.push((topic(2), vec![100])));
+        assert!(queue.push((topic(2), vec![101])));
+        let order: Vec<(Vec<u8>, u8)> = std::iter::from_fn(|| queue.pop())
+            .map(|(t, p)| (t, p[0]))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (topic(1), 0),
+                (topic(2), 100),
+                (topic(1), 1),
+                (topic(2), 101),
+                (topic(1), 2),
+            ]
+        );
+        assert!(queue.is_empty());
+        assert!(queue.push((topic(1), vec![9])), "room again once served");
     }
 }

@@ -25,6 +25,24 @@ pub const API_REJECTED: &str = "stayopen_api_rejected_total";
 pub const BROKER_AUTH_REJECTED: &str = "stayopen_broker_auth_rejected_total";
 pub const CLOUD_PUBLISH_DROPPED: &str = "stayopen_cloud_publish_dropped_total";
 
+// Issue 15, the broker and ingest against a silent client and a hostile device.
+/// Connections, topics and subscriptions the broker's gate refused (label `reason`:
+/// `connection_limit`, `device_connection_limit`, `handshake_timeout`, `handshake_failed`,
+/// `topic_not_allowed`, `filter_not_allowed`).
+pub const BROKER_REFUSED: &str = "stayopen_broker_refused_total";
+/// Publishes over a device's rate: the broker stopped reading from that device until its bucket
+/// refilled (label `reason="rate_limited"`).
+pub const BROKER_RATE_LIMITED: &str = "stayopen_broker_rate_limited_total";
+/// Distinct topics and filters network clients brought to the broker's router (label `kind`:
+/// `publish`, `subscribe`); each is a log the router keeps, so this stays within 7 per device.
+pub const BROKER_TOPICS_ADMITTED: &str = "stayopen_broker_topics_admitted_total";
+/// Device messages ingest gave up before storing them because that device's own backlog was full
+/// (label `reason="device_backlog"`); the appliance resends them, as they were never acknowledged.
+pub const INGEST_SHED: &str = "stayopen_ingest_shed_total";
+/// Telemetry and event values ingest corrected rather than refused (label `reason`:
+/// `sent_at_clamped`).
+pub const INGEST_CORRECTED: &str = "stayopen_ingest_corrected_total";
+
 impl Metrics {
     /// Adds one to `name{label="value"}`.
     pub fn increment(&self, name: &'static str, label: &'static str, value: &'static str) {

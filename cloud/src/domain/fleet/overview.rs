@@ -119,7 +119,8 @@ pub async fn appliance_metrics(
     let mut tx = auth.tx(pool).await?;
     visible_appliance(&mut tx, auth, appliance).await?;
     // Hours and days come from the raw telemetry; a month from the hourly roll-up (which lags by
-    // a minute or so, invisible at 6-hour points).
+    // a minute or so, invisible at 6-hour points). Values out of range (rows from before ingest
+    // checked them) are left out, as the roll-up leaves them out: two of 1e308 overflowed `avg`.
     let sql = if period == MetricsPeriod::Month {
         "SELECT uplink, date_bin(make_interval(secs => $4), hour, $2) AS at,
                 sum(rtt_sum) / nullif(sum(rtt_samples), 0) AS rtt_ms,
@@ -130,10 +131,17 @@ pub async fn appliance_metrics(
     } else {
         "SELECT u ->> 'name' AS uplink,
                 date_bin(make_interval(secs => $4), t.sent_at, $2) AS at,
-                avg((u ->> 'rtt_ms')::double precision) AS rtt_ms,
-                avg((u ->> 'loss_pct')::double precision) AS loss_pct
-         FROM telemetry t, jsonb_array_elements(t.body -> 'uplinks') u
+                avg(CASE WHEN jsonb_typeof(u -> 'rtt_ms') = 'number'
+                              AND (u ->> 'rtt_ms')::numeric BETWEEN 0 AND 600000
+                         THEN (u ->> 'rtt_ms')::double precision END) AS rtt_ms,
+                avg(CASE WHEN jsonb_typeof(u -> 'loss_pct') = 'number'
+                              AND (u ->> 'loss_pct')::numeric BETWEEN 0 AND 100
+                         THEN (u ->> 'loss_pct')::double precision END) AS loss_pct
+         FROM telemetry t, jsonb_array_elements(
+             CASE WHEN jsonb_typeof(t.body -> 'uplinks') = 'array' THEN t.body -> 'uplinks'
+                  ELSE '[]'::jsonb END) u
          WHERE t.appliance_id = $1 AND t.sent_at >= $2 AND t.sent_at < $3
+           AND jsonb_typeof(u -> 'name') = 'string'
          GROUP BY 1, 2 ORDER BY 1, 2"
     };
     let rows: Vec<Bucket> = sqlx::query_as(sql)
