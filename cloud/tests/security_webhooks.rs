@@ -197,8 +197,10 @@ impl Lab {
             std::process::id() % 100_000,
             LABS.fetch_add(1, Ordering::SeqCst)
         );
+        // A namespace left by a killed run of the same pid.
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
             .status();
         ip(&["netns", "add", &name]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);

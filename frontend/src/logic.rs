@@ -1475,6 +1475,13 @@ mod tests {
         assert!(command.contains("api_url = \"https://cloud.example.net\"\n"));
         assert!(command.contains("enrollment_token = \"soe_abc\"\nEOF\n"));
         assert!(command.ends_with("stayopen-appliance run --config /etc/stayopen/appliance.toml"));
+        assert!(
+            !command.contains("allow_plain_http"),
+            "https needs no opt-in"
+        );
+        // A lab cloud on plain http: the section carries the appliance's explicit opt-in.
+        let lab = appliance_cloud_section("http://192.0.2.10:8080", "soe_abc");
+        assert!(lab.contains("api_url = \"http://192.0.2.10:8080\"\nallow_plain_http = true\n"));
     }
 
     #[wasm_bindgen_test]
