@@ -522,3 +522,55 @@ async fn a_receivers_answer_reaches_technicians_only_as_its_status_class() {
     assert_eq!(stored, 0);
     assert!(!cloud.log().contains("hunter2"), "{}", cloud.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_stored_before_webhooks_kept_only_the_class_are_shown_without_their_details() {
+    let cloud = common::spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let channel = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO notification_channels (id, tenant_id, name, kind, url, secret, created_by)
+         VALUES ($1, $2, 'PSA', 'webhook', 'https://psa.example.com/hook', 'whsec_test', 'test')",
+    )
+    .bind(channel)
+    .bind(demo.tenant_id.as_uuid())
+    .execute(&cloud.owner_pool)
+    .await
+    .expect("channel");
+    // What earlier versions wrote: the exact status, and the client's error for a port that
+    // answered something other than HTTP.
+    for stored in [
+        "the receiver answered 503 Service Unavailable",
+        "request failed: error sending request for url (http://10.0.0.5:22/hook): invalid HTTP version parsed",
+    ] {
+        sqlx::query(
+            "INSERT INTO notifications (id, tenant_id, alert_id, practice_id, channel_id, event,
+                                        digest_of, status, attempts, last_error)
+             VALUES (gen_random_uuid(), $1, NULL, $2, $3, 'digest', '{}', 'dead', 8, $4)",
+        )
+        .bind(demo.tenant_id.as_uuid())
+        .bind(demo.practices[0].id.as_uuid())
+        .bind(channel)
+        .bind(stored)
+        .execute(&cloud.owner_pool)
+        .await
+        .expect("notification");
+    }
+    let page = cloud
+        .api(&admin)
+        .notifications("status=dead")
+        .await
+        .expect("history");
+    let mut shown: Vec<String> = page
+        .items
+        .into_iter()
+        .filter_map(|n| n.last_error)
+        .collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        ["request failed", "the receiver answered 5xx"],
+        "neither the exact status, the address, the port nor what answered there is shown"
+    );
+}
