@@ -587,12 +587,19 @@ impl<D: Dataplane> Driver<D> {
             detail,
             data,
         };
-        if command.expires_at <= Utc::now() {
-            let result = answer(
-                CommandStatus::Failed,
-                "expired before it arrived".into(),
-                None,
-            );
+        let refusal = if command.expires_at <= Utc::now() {
+            Some("expired before it arrived".to_owned())
+        } else {
+            // The cloud checks the bounds too; a command out of them is refused, not clamped.
+            command
+                .spec
+                .validate()
+                .err()
+                .map(|e| format!("refused: {e}"))
+        };
+        if let Some(detail) = refusal {
+            tracing::warn!(command = %command.id, kind = command.spec.kind(), %detail, "command refused");
+            let result = answer(CommandStatus::Failed, detail, None);
             self.commands.record(result.clone());
             cloud.publish_command_result(Utc::now(), result);
             return;

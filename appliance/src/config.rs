@@ -53,6 +53,11 @@ pub struct CloudSection {
     /// [`crate::outbox`]): 64 MiB is weeks of telemetry at the default cadence.
     #[serde(default = "default_outbox_max_mb")]
     pub outbox_max_mb: u32,
+    /// Let `api_url` be plain `http://` (a lab, a test bed, a cloud behind a local TLS-terminating
+    /// proxy). Off by default: the enrolment token and the device key's certificate request would
+    /// otherwise cross the network readable and alterable.
+    #[serde(default)]
+    pub allow_plain_http: bool,
 }
 
 impl std::fmt::Debug for CloudSection {
@@ -66,6 +71,7 @@ impl std::fmt::Debug for CloudSection {
             .field("factory_key_file", &self.factory_key_file)
             .field("telemetry_interval_secs", &self.telemetry_interval_secs)
             .field("outbox_max_mb", &self.outbox_max_mb)
+            .field("allow_plain_http", &self.allow_plain_http)
             .finish()
     }
 }
@@ -394,10 +400,18 @@ impl ApplianceConfig {
             ));
         }
         if let Some(cloud) = &self.cloud {
-            if !(cloud.api_url.starts_with("http://") || cloud.api_url.starts_with("https://")) {
+            let plain = cloud.api_url.starts_with("http://");
+            if !(plain || cloud.api_url.starts_with("https://")) {
                 return Err(invalid(
                     "cloud.api_url",
-                    "must start with http:// or https://",
+                    "must start with https:// (or http:// with allow_plain_http = true)",
+                ));
+            }
+            if plain && !cloud.allow_plain_http {
+                return Err(invalid(
+                    "cloud.api_url",
+                    "is plain http://, which sends the enrolment token unencrypted: use https://, \
+                     or set allow_plain_http = true in [cloud] for a lab or test bed",
                 ));
             }
             match (&cloud.enrollment_token, &cloud.factory_key_file) {
@@ -479,6 +493,7 @@ state_dir = "/var/lib/stayopen"
 
 [cloud]
 api_url = "http://127.0.0.1:8080"
+allow_plain_http = true
 enrollment_token = "soe_abc"
 
 [lan]
@@ -568,6 +583,24 @@ outages = [{ start_secs = 60, duration_secs = 20 }, { start_secs = 120, duration
         let text = EXAMPLE.replace("[dataplane.links.fiber]", "[dataplane.links.cable]");
         let err = ApplianceConfig::parse(&text).expect_err("unknown link must fail");
         assert!(err.to_string().contains("dataplane.links.cable"), "{err}");
+    }
+
+    #[test]
+    fn a_plain_http_cloud_url_is_refused_without_the_explicit_opt_in() {
+        let text = EXAMPLE.replace("allow_plain_http = true\n", "");
+        let err = ApplianceConfig::parse(&text).expect_err("plain http must be refused");
+        let ParseError::Invalid { key, message } = err else {
+            panic!("not a validation error: {err}");
+        };
+        assert_eq!(key, "cloud.api_url");
+        assert!(message.contains("allow_plain_http = true"), "{message}");
+        let https = text.replace("http://127.0.0.1:8080", "https://cloud.example.net");
+        ApplianceConfig::parse(&https).expect("https needs no opt-in");
+        let ftp = text.replace("http://127.0.0.1:8080", "ftp://cloud.example.net");
+        assert!(
+            ApplianceConfig::parse(&ftp).is_err(),
+            "other schemes stay refused"
+        );
     }
 
     #[test]

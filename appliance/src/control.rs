@@ -1,7 +1,13 @@
 //! The local control socket (`{state_dir}/control.sock`): `stayopen-appliance status` and
 //! `stayopen-appliance drill` talk to the running agent through it, one JSON request and one JSON
 //! response per connection.
+//!
+//! Design: whoever can connect can start drills, so the socket is the owner's alone (0600) from
+//! the moment it has a name: it is bound inside a fresh 0700 staging directory, narrowed there,
+//! and renamed into place, so no umask and no window make it wider. A symbolic link or any other
+//! non-socket at the path is refused, never followed or replaced.
 
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -122,9 +128,7 @@ pub type Command = (Request, oneshot::Sender<Response>);
 
 /// Accepts connections on `path` and forwards each request to the agent.
 pub fn serve(path: &Path, commands: mpsc::Sender<Command>) -> std::io::Result<()> {
-    // A stale socket from a previous run would make bind fail.
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    let listener = bind_private(path)?;
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -139,6 +143,59 @@ pub fn serve(path: &Path, commands: mpsc::Sender<Command>) -> std::io::Result<()
         }
     });
     Ok(())
+}
+
+/// The mode of the control socket: the agent's user (root) alone.
+pub const SOCKET_MODE: u32 = 0o600;
+
+/// Binds a Unix socket at `path` with [`SOCKET_MODE`] whatever the umask, atomically (see the
+/// module's design). A stale socket from a previous run is replaced; anything else at `path` — a
+/// symbolic link above all — is refused.
+pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {}
+        Ok(meta) => {
+            let what = if meta.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a socket"
+            };
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} is {what}: refusing to replace it with the control socket",
+                    path.display()
+                ),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no socket file name")
+    })?;
+    let staging = path.with_file_name(format!(
+        ".{}.{}.staging",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    // Left over by a crash (never followed: a symbolic link is removed, not its target).
+    match std::fs::remove_dir_all(&staging) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
+    let bound = (|| {
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))?;
+        let staged = staging.join(name);
+        let listener = UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(SOCKET_MODE))?;
+        // rename(2) replaces a stale socket in one step and never follows a link at `path`.
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    bound
 }
 
 async fn answer(stream: UnixStream, commands: mpsc::Sender<Command>) -> std::io::Result<()> {

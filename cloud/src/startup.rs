@@ -190,7 +190,7 @@ impl Application {
         {
             let (pool, dispatch, clock, hub) = (
                 pool.clone(),
-                delivery::Dispatch::from_config(&config.alerts),
+                delivery::Dispatch::with_metrics(&config.alerts, metrics.clone()),
                 clock.clone(),
                 hub.clone(),
             );

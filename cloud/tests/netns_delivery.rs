@@ -84,7 +84,7 @@ async fn every_event_of_a_failover_that_cuts_the_cloud_connection_and_of_the_fai
     let demo = seed::seed_demo(&cloud.pool).await.expect("seed");
 
     let config = format!(
-        "{}\n[cloud]\napi_url = \"http://{CLOUD_IP}:8080\"\nenrollment_token = \"{}\"\ntelemetry_interval_secs = 2\n",
+        "{}\n[cloud]\napi_url = \"http://{CLOUD_IP}:8080\"\nallow_plain_http = true\nenrollment_token = \"{}\"\ntelemetry_interval_secs = 2\n",
         bed.agent_config(3, false),
         demo.practices[0].enrollment_token
     );

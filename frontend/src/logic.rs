@@ -927,9 +927,16 @@ pub fn format_spans(spans: &[OpenSpan]) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// The `[cloud]` section an appliance needs to enrol with `token` (docs/appliance-config.md):
-/// added to the file `stayopen-appliance run --config` reads, used only at the first start.
+/// added to the file `stayopen-appliance run --config` reads, used only at the first start. A
+/// cloud served over plain `http://` (a lab) needs the appliance's explicit opt-in, which the
+/// section then carries.
 pub fn appliance_cloud_section(api_url: &str, token: &str) -> String {
-    format!("[cloud]\napi_url = \"{api_url}\"\nenrollment_token = \"{token}\"\n")
+    let plain = if api_url.starts_with("http://") {
+        "allow_plain_http = true\n"
+    } else {
+        ""
+    };
+    format!("[cloud]\napi_url = \"{api_url}\"\n{plain}enrollment_token = \"{token}\"\n")
 }
 
 /// The shell commands an installer runs on the appliance: append the `[cloud]` section to its
@@ -1468,6 +1475,13 @@ mod tests {
         assert!(command.contains("api_url = \"https://cloud.example.net\"\n"));
         assert!(command.contains("enrollment_token = \"soe_abc\"\nEOF\n"));
         assert!(command.ends_with("stayopen-appliance run --config /etc/stayopen/appliance.toml"));
+        assert!(
+            !command.contains("allow_plain_http"),
+            "https needs no opt-in"
+        );
+        // A lab cloud on plain http: the section carries the appliance's explicit opt-in.
+        let lab = appliance_cloud_section("http://192.0.2.10:8080", "soe_abc");
+        assert!(lab.contains("api_url = \"http://192.0.2.10:8080\"\nallow_plain_http = true\n"));
     }
 
     #[wasm_bindgen_test]

@@ -8,12 +8,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The shortest drill a command may ask for: shorter proves nothing (the switch alone takes
+/// seconds).
+pub const DRILL_MIN_SECS: u32 = 10;
+/// The longest drill a command may ask for: a practice on its backup uplink for longer is an
+/// outage the cloud caused, not a drill (metered data, slower links).
+pub const DRILL_MAX_SECS: u32 = 3600;
+
 /// What to do.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CommandSpec {
-    /// Move traffic to the backup for `duration_secs`, then back.
+    /// Move traffic to the backup for `duration_secs` (10 to 3600), then back.
     StartDrill { duration_secs: u32 },
     /// Return to the preferred uplink now if it is healthy, without waiting for the failback hold.
     FailBackNow,
@@ -33,10 +40,16 @@ impl CommandSpec {
         }
     }
 
+    /// Whether the command is within its bounds; both the cloud (before queueing) and the
+    /// appliance (before acting) check it, so neither trusts the other.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            CommandSpec::StartDrill { duration_secs } if !(10..=3600).contains(duration_secs) => {
-                Err("duration_secs must be between 10 and 3600".into())
+            CommandSpec::StartDrill { duration_secs }
+                if !(DRILL_MIN_SECS..=DRILL_MAX_SECS).contains(duration_secs) =>
+            {
+                Err(format!(
+                    "duration_secs must be between {DRILL_MIN_SECS} and {DRILL_MAX_SECS} seconds, not {duration_secs}"
+                ))
             }
             _ => Ok(()),
         }
@@ -137,5 +150,22 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+        for (secs, ok) in [
+            (9, false),
+            (10, true),
+            (3600, true),
+            (3601, false),
+            (u32::MAX, false),
+        ] {
+            assert_eq!(
+                CommandSpec::StartDrill {
+                    duration_secs: secs
+                }
+                .validate()
+                .is_ok(),
+                ok,
+                "{secs}"
+            );
+        }
     }
 }

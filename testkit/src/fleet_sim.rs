@@ -96,6 +96,8 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
             factory_key_file: None,
             telemetry_interval_secs: options.telemetry_interval_secs,
             outbox_max_mb: 64,
+            // A lab tool: the demo cloud it loads serves plain HTTP on loopback.
+            allow_plain_http: true,
         }),
         lan: LanSection {
             interface: "lan0".to_owned(),

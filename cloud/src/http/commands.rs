@@ -13,6 +13,7 @@ use crate::domain::access::AuthUser;
 use crate::domain::commands::{self, CommandError};
 use crate::http::error::ApiFailure;
 use crate::http::pagination;
+use crate::infra::metrics::API_REJECTED;
 use crate::state::AppState;
 
 impl From<CommandError> for ApiFailure {
@@ -51,7 +52,15 @@ pub async fn create(
         &body.spec,
         body.expires_in_secs,
     )
-    .await?;
+    .await
+    .inspect_err(|e| {
+        if let CommandError::Invalid(why) = e {
+            state
+                .metrics
+                .increment(API_REJECTED, "reason", "invalid_command");
+            tracing::info!(%appliance, kind = body.spec.kind(), %why, "command refused");
+        }
+    })?;
     Ok(HttpResponse::Created().json(view))
 }
 

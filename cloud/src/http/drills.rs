@@ -11,9 +11,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::domain::access::AuthUser;
+use crate::domain::compliance::ComplianceError;
 use crate::domain::compliance::drills::{self, DrillFilter};
 use crate::http::error::ApiFailure;
 use crate::http::pagination;
+use crate::infra::metrics::API_REJECTED;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -130,6 +132,14 @@ pub async fn start(
         path.into_inner(),
         body.duration_secs,
     )
-    .await?;
+    .await
+    .inspect_err(|e| {
+        if let ComplianceError::Invalid(why) = e {
+            state
+                .metrics
+                .increment(API_REJECTED, "reason", "invalid_drill");
+            tracing::info!(duration_secs = body.duration_secs, %why, "drill refused");
+        }
+    })?;
     Ok(HttpResponse::Created().json(queued))
 }

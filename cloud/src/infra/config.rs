@@ -137,6 +137,10 @@ pub struct AlertsConfig {
     /// Let webhooks reach loopback and private addresses (an on-premise receiver, tests). Off by
     /// default so a webhook cannot be aimed at the cloud's own network.
     pub allow_private_webhook_targets: bool,
+    /// Networks webhooks may reach although they are special-purpose (CIDR, e.g.
+    /// `["203.0.113.80/32"]`): an explicit opt-in for one known receiver, where
+    /// `allow_private_webhook_targets` would open everything. Empty by default.
+    pub webhook_allowed_networks: Vec<String>,
     /// Attempts per notification before it becomes a dead letter.
     pub webhook_max_attempts: u32,
     /// The first retry waits this long; each later one twice as long (capped at 5 min).
@@ -186,6 +190,7 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         Self {
             allow_private_webhook_targets: false,
+            webhook_allowed_networks: Vec::new(),
             webhook_max_attempts: 8,
             webhook_retry_base_ms: 1000,
             digest_after_secs: 300,

@@ -24,6 +24,10 @@ pub const OFFLINE_JUDGEMENT_SUSPENDED: &str = "stayopen_offline_judgement_suspen
 pub const API_REJECTED: &str = "stayopen_api_rejected_total";
 pub const BROKER_AUTH_REJECTED: &str = "stayopen_broker_auth_rejected_total";
 pub const CLOUD_PUBLISH_DROPPED: &str = "stayopen_cloud_publish_dropped_total";
+/// Webhook targets refused before any connection (label `reason`: the special-purpose range).
+pub const WEBHOOK_REFUSED: &str = "stayopen_webhook_refused_total";
+/// Webhook deliveries that failed (label `class`: refused range, timed out, answered 5xx, …).
+pub const WEBHOOK_FAILED: &str = "stayopen_webhook_failed_total";
 
 // Issue 15, the broker and ingest against a silent client and a hostile device.
 /// Connections, topics and subscriptions the broker's gate refused (label `reason`:

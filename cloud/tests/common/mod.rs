@@ -424,6 +424,8 @@ pub fn appliance_config(
             factory_key_file: None,
             telemetry_interval_secs: 1,
             outbox_max_mb: 64,
+            // The test cloud serves plain HTTP on loopback.
+            allow_plain_http: true,
         }),
         lan: LanSection {
             interface: "lan0".into(),
@@ -494,7 +496,7 @@ pub async fn dispatch_at(
     queue_digests(pool, dispatch.digest_after, clock.now())
         .await
         .expect("digests");
-    delivery::dispatch_once(pool, &reqwest::Client::new(), &dispatch, &clock)
+    delivery::dispatch_once(pool, &dispatch, &clock)
         .await
         .expect("dispatch");
 }

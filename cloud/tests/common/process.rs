@@ -44,6 +44,16 @@ impl CloudProcess {
     /// PostgreSQL through its Unix socket in `socket_dir` (sockets cross namespaces; loopback
     /// TCP does not).
     pub async fn start_in_netns(netns: &str, ip: &str, socket_dir: &str) -> Self {
+        Self::start_in_netns_with(netns, ip, socket_dir, &[]).await
+    }
+
+    /// As [`CloudProcess::start_in_netns`], with extra `STAYOPEN_…` settings.
+    pub async fn start_in_netns_with(
+        netns: &str,
+        ip: &str,
+        socket_dir: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let database = super::fresh_database().await;
         let (owner_url, app_url) = (database.owner_url.clone(), database.app_url.clone());
         let http = format!("{ip}:8080");
@@ -58,7 +68,9 @@ impl CloudProcess {
             ("STAYOPEN_BROKER__LISTEN", broker.clone()),
             ("STAYOPEN_BROKER__PUBLIC_HOST", ip.to_owned()),
         ];
-        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut settings: Vec<(&str, &str)> =
+            settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        settings.extend_from_slice(extra);
         let mut cloud = Self::build(database, &settings, Some(netns.to_owned())).await;
         cloud.http = http.parse().expect("address");
         cloud.broker = broker.parse().expect("address");

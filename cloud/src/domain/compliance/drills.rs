@@ -250,6 +250,10 @@ pub async fn start(
     practice: PracticeId,
     duration_secs: u32,
 ) -> Result<Vec<CommandView>, ComplianceError> {
+    let spec = CommandSpec::StartDrill { duration_secs };
+    // Before anything else, so an out-of-bounds drill is a 400 whether or not an appliance is
+    // online.
+    spec.validate().map_err(ComplianceError::Invalid)?;
     let appliances: Vec<Uuid> = {
         let mut tx = auth.tx(pool).await?;
         visible_practice(&mut tx, auth, practice).await?;
@@ -267,7 +271,6 @@ pub async fn start(
             "no appliance of the practice is online".into(),
         ));
     }
-    let spec = CommandSpec::StartDrill { duration_secs };
     let mut queued = Vec::with_capacity(appliances.len());
     for appliance in appliances {
         queued.push(

@@ -1,7 +1,7 @@
 //! Delivering queued notifications: signed webhooks and e-mail, with retries and a dead letter at
 //! the end. See the parent module for the design.
 
-use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,11 +13,13 @@ use stayopen_shared::{PracticeId, TenantId};
 use uuid::Uuid;
 
 use super::queue_digests;
+use super::target::{DeliveryFailure, Network, TargetPolicy, webhook_client};
 use crate::domain::alerts::AlertError;
 use crate::domain::alerts::views::for_notification;
 use crate::infra::clock::Clock;
 use crate::infra::db::{self, Tx};
 use crate::infra::email::{self, EmailError, Mailer};
+use crate::infra::metrics::{self, Metrics};
 
 const LEASE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(250);
@@ -58,44 +60,33 @@ impl RetryPolicy {
     }
 }
 
-/// Whether a webhook may be sent to `addr`: unless private targets are allowed (tests, on-premise
-/// receivers), loopback, private, link-local and unspecified addresses are refused, so a webhook
-/// cannot be aimed at the cloud's own network.
-pub fn target_allowed(addr: IpAddr, allow_private: bool) -> bool {
-    if allow_private {
-        return true;
-    }
-    match addr {
-        IpAddr::V4(v4) => {
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
 /// How the dispatcher delivers.
 #[derive(Debug, Clone)]
 pub struct Dispatch {
-    pub allow_private_targets: bool,
+    /// Which addresses webhooks may reach (see [`super::target`]).
+    pub targets: Arc<TargetPolicy>,
     pub retry: RetryPolicy,
     pub digest_after: Duration,
     pub dashboard_url: Option<String>,
     /// `None` without `alerts.smtp`: e-mail notifications fail with that reason.
     pub mailer: Option<Mailer>,
+    /// Where refused targets and failed deliveries are counted.
+    pub metrics: Arc<Metrics>,
+    /// The only client webhooks go through: it connects to vetted addresses alone. `None` if it
+    /// could not be built (logged; webhooks then fail with that reason).
+    http: Option<reqwest::Client>,
 }
 
 impl Dispatch {
     pub fn from_config(config: &crate::infra::config::AlertsConfig) -> Self {
+        Self::with_metrics(config, Arc::new(Metrics::default()))
+    }
+
+    /// As [`Dispatch::from_config`], counting into the cloud's `metrics`.
+    pub fn with_metrics(
+        config: &crate::infra::config::AlertsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let mailer = config
             .smtp
             .as_ref()
@@ -106,12 +97,37 @@ impl Dispatch {
                     None
                 }
             });
+        let allowed = config
+            .webhook_allowed_networks
+            .iter()
+            .filter_map(|n| match n.parse::<Network>() {
+                Ok(network) => Some(network),
+                Err(e) => {
+                    // Ignoring it refuses more, never less.
+                    tracing::error!(error = %e, "alerts.webhook_allowed_networks entry ignored");
+                    None
+                }
+            })
+            .collect();
+        let targets = Arc::new(TargetPolicy {
+            allow_all: config.allow_private_webhook_targets,
+            allowed,
+        });
+        let http = match webhook_client(targets.clone(), metrics.clone()) {
+            Ok(http) => Some(http),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the webhook HTTP client; webhooks fail");
+                None
+            }
+        };
         Self {
-            allow_private_targets: config.allow_private_webhook_targets,
+            targets,
             retry: RetryPolicy::from_config(config),
             digest_after: Duration::from_secs(config.digest_after_secs),
             dashboard_url: config.dashboard_url.clone(),
             mailer,
+            metrics,
+            http,
         }
     }
 }
@@ -137,23 +153,12 @@ pub async fn dispatch_loop(
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut changes = hub.subscribe();
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(http) => http,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the webhook HTTP client; no notifications");
-            return;
-        }
-    };
     // A round runs to its end (a webhook sent is marked sent); the stop is heard between rounds.
     while !stop.is_cancelled() {
         if let Err(e) = queue_digests(&pool, dispatch.digest_after, clock.now()).await {
             tracing::error!(error = %e, "digest sweep failed");
         }
-        if let Err(e) = dispatch_once(&pool, &http, &dispatch, &clock).await {
+        if let Err(e) = dispatch_once(&pool, &dispatch, &clock).await {
             tracing::error!(error = %e, "notification dispatch failed");
         }
         let alert_changed = async {
@@ -232,7 +237,6 @@ async fn payload(tx: &mut Tx, notification: &Due) -> Result<Option<Payload>, Dis
 /// is known.
 pub async fn dispatch_once(
     pool: &PgPool,
-    http: &reqwest::Client,
     dispatch: &Dispatch,
     clock: &Clock,
 ) -> Result<(), DispatchError> {
@@ -291,7 +295,7 @@ pub async fn dispatch_once(
                 |(notification, payload)| async move {
                     let outcome = match payload {
                         Some(payload) => {
-                            deliver(http, dispatch, notification, payload, clock.now()).await
+                            deliver(dispatch, notification, payload, clock.now()).await
                         }
                         None => Err("the alert no longer exists".to_owned()),
                     };
@@ -364,16 +368,20 @@ pub async fn dispatch_once(
 
 /// Sends one notification, `sent_at` the time it goes out.
 async fn deliver(
-    http: &reqwest::Client,
     dispatch: &Dispatch,
     notification: &Due,
     payload: Payload,
     sent_at: DateTime<Utc>,
 ) -> Result<(), String> {
     match ChannelKind::parse(&notification.kind) {
-        Some(ChannelKind::Webhook) => {
-            deliver_webhook(http, dispatch, notification, payload, sent_at).await
-        }
+        Some(ChannelKind::Webhook) => deliver_webhook(dispatch, notification, payload, sent_at)
+            .await
+            .map_err(|failure| {
+                dispatch
+                    .metrics
+                    .increment(metrics::WEBHOOK_FAILED, "class", failure.label());
+                failure.to_string()
+            }),
         Some(ChannelKind::Email) => {
             let mailer = dispatch
                 .mailer
@@ -399,37 +407,27 @@ async fn deliver(
     }
 }
 
+/// Sends one webhook through the vetting client; a failure is only its class.
 async fn deliver_webhook(
-    http: &reqwest::Client,
     dispatch: &Dispatch,
     notification: &Due,
     payload: Payload,
     sent_at: DateTime<Utc>,
-) -> Result<(), String> {
-    let url = notification
-        .url
-        .as_deref()
-        .ok_or("the webhook has no URL")?;
+) -> Result<(), DeliveryFailure> {
+    let http = dispatch.http.as_ref().ok_or(DeliveryFailure::NoClient)?;
+    let url = notification.url.as_deref().ok_or(DeliveryFailure::NoUrl)?;
     let secret = notification
         .secret
         .as_deref()
-        .ok_or("the webhook has no signing secret")?;
-    let url = reqwest::Url::parse(url).map_err(|e| format!("bad URL: {e}"))?;
-    let host = url.host_str().ok_or("the URL has no host")?;
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<IpAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .map(|a| a.ip())
-        .collect();
-    if addrs.is_empty()
-        || !addrs
-            .iter()
-            .all(|a| target_allowed(*a, dispatch.allow_private_targets))
-    {
-        return Err(format!(
-            "{host} resolves to an address webhooks may not reach"
-        ));
+        .ok_or(DeliveryFailure::NoSecret)?;
+    let url = reqwest::Url::parse(url).map_err(|_| DeliveryFailure::BadUrl)?;
+    // A name is vetted by the client's resolver; an IP literal is never resolved, so here.
+    if let Err(why) = dispatch.targets.vet_url(&url) {
+        dispatch
+            .metrics
+            .increment(metrics::WEBHOOK_REFUSED, "reason", why.label());
+        tracing::warn!(notification = %notification.id, reason = why.label(), "webhook target refused");
+        return Err(DeliveryFailure::Refused(why));
     }
     let attempt = u32::try_from(notification.attempts + 1).unwrap_or(u32::MAX);
     let body = match payload {
@@ -454,7 +452,7 @@ async fn deliver_webhook(
             alerts,
         }),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|_| DeliveryFailure::NoHttpAnswer)?;
     let timestamp = sent_at.timestamp();
     let response = http
         .post(url)
@@ -466,11 +464,19 @@ async fn deliver_webhook(
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| {
+            // Without the URL: a webhook URL may carry the receiver's token.
+            let e = e.without_url();
+            let failure = DeliveryFailure::of(&e);
+            // The details stay in the cloud's log, out of technicians' sight.
+            tracing::info!(notification = %notification.id, error = %e, class = failure.label(), "webhook request failed");
+            failure
+        })?;
+    // The body is never read: whatever the receiver says stays with it.
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("the receiver answered {}", response.status()))
+        Err(DeliveryFailure::answered(response.status()))
     }
 }
 
@@ -488,24 +494,6 @@ mod tests {
         assert_eq!(retry.backoff(2), Duration::from_secs(2));
         assert_eq!(retry.backoff(4), Duration::from_secs(8));
         assert_eq!(retry.backoff(30), Duration::from_secs(300));
-    }
-
-    #[test]
-    fn webhooks_may_not_reach_private_addresses_unless_allowed() {
-        for blocked in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "::1",
-            "fd00::1",
-        ] {
-            let addr: IpAddr = blocked.parse().expect("ip");
-            assert!(!target_allowed(addr, false), "{blocked}");
-            assert!(target_allowed(addr, true), "{blocked}");
-        }
-        assert!(target_allowed("203.0.113.7".parse().expect("ip"), false));
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl From<NotificationRow> for NotificationView {
             status: r.status,
             digest_of: r.digest_of.unwrap_or_default(),
             attempts: u32::try_from(r.attempts).unwrap_or(0),
-            last_error: r.last_error,
+            last_error: r.last_error.as_deref().map(super::target::withhold_details),
             created_at: r.created_at,
             delivered_at: r.delivered_at,
         }

@@ -2,7 +2,8 @@
 //! [`plan`]), the digests a practice's rate limit produces ([`queue_digests`]) and the dispatcher
 //! that delivers them ([`delivery`]) — signed webhooks and e-mail — with retries and a dead letter
 //! at the end. The MSP configures where they go in [`channels`] and reads what went out in
-//! [`history`].
+//! [`history`]. Webhooks reach only the addresses [`target`] allows, and report only the class of
+//! a failure.
 //!
 //! Routing ranks below alerts (an alert change queues its notifications); delivery ranks above
 //! them (it loads the alerts it sends).
@@ -29,6 +30,7 @@ use crate::infra::db::{self, Tx};
 pub mod channels;
 pub mod delivery;
 pub mod history;
+pub mod target;
 
 /// What a change did to an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
