@@ -6,13 +6,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestCloud, appliance_config, eventually, spawn_cloud};
+use common::{
+    TestCloud, appliance_config, enrolment_token, eventually, online_appliance, spawn_cloud,
+};
 use stayopen_appliance::agent::{self, AgentOptions, Exit};
-use stayopen_shared::api::{CommandView, CreateCommand, CreateEnrollmentToken};
+use stayopen_shared::ApplianceId;
+use stayopen_shared::api::{CommandView, CreateCommand};
 use stayopen_shared::commands::{CommandSpec, CommandStatus};
 use stayopen_shared::events::EventKind;
 use stayopen_shared::policy::PolicyScope;
-use stayopen_shared::{ApplianceId, PracticeId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -39,37 +41,6 @@ impl RunningAgent {
         self.stop.send(true).expect("stop");
         self.run.await.expect("join").expect("agent ran cleanly")
     }
-}
-
-async fn enrolment_token(cloud: &TestCloud, admin: &str, practice: PracticeId) -> String {
-    let token = cloud
-        .api(admin)
-        .create_enrollment_token(
-            practice,
-            &CreateEnrollmentToken {
-                expires_in_hours: 1,
-                max_uses: 5,
-                site_id: None,
-            },
-        )
-        .await;
-    token.expect("token").token
-}
-
-async fn online_appliance(cloud: &TestCloud, admin: &str) -> ApplianceId {
-    eventually(Duration::from_secs(20), "the appliance online", || async {
-        cloud
-            .api(admin)
-            .fleet()
-            .await
-            .ok()?
-            .practices
-            .into_iter()
-            .flat_map(|p| p.appliances)
-            .find(|a| a.online)
-            .map(|a| a.id)
-    })
-    .await
 }
 
 async fn command(

@@ -29,9 +29,10 @@ use stayopen_cloud::domain::seed::{self, DemoSeed};
 use stayopen_cloud::infra::config::CloudConfig;
 use stayopen_cloud::startup::Application;
 use stayopen_shared::api::{
-    CreatePractice, CreateUser, EnrollRequest, HardwareIdentity, LoginResponse, Role, UserView,
+    CreateEnrollmentToken, CreatePractice, CreateUser, EnrollRequest, HardwareIdentity,
+    LoginResponse, Role, UserView,
 };
-use stayopen_shared::{PracticeId, TenantId};
+use stayopen_shared::{ApplianceId, PracticeId, TenantId};
 pub use telemetry::telemetry;
 use uuid::Uuid;
 
@@ -565,4 +566,37 @@ where
             since = tokio::time::Instant::now();
         }
     }
+}
+
+/// A one-hour, five-use enrolment token for `practice`, made by `admin`.
+pub async fn enrolment_token(cloud: &TestCloud, admin: &str, practice: PracticeId) -> String {
+    let token = cloud
+        .api(admin)
+        .create_enrollment_token(
+            practice,
+            &CreateEnrollmentToken {
+                expires_in_hours: 1,
+                max_uses: 5,
+                site_id: None,
+            },
+        )
+        .await;
+    token.expect("token").token
+}
+
+/// The first appliance of `admin`'s fleet that the cloud counts online (waits up to 20 s).
+pub async fn online_appliance(cloud: &TestCloud, admin: &str) -> ApplianceId {
+    eventually(Duration::from_secs(20), "the appliance online", || async {
+        cloud
+            .api(admin)
+            .fleet()
+            .await
+            .ok()?
+            .practices
+            .into_iter()
+            .flat_map(|p| p.appliances)
+            .find(|a| a.online)
+            .map(|a| a.id)
+    })
+    .await
 }
