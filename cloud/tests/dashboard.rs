@@ -20,7 +20,14 @@ use webdriver::Browser;
 
 const PAGE: Duration = Duration::from_secs(15);
 
-fn require_built_dashboard() {
+/// At most two browser tests at once: each runs a cloud, a simulated fleet on real timers and a
+/// Chromium; five at once on two cores delay the fleet's probes until its scripted failovers no
+/// longer happen when the tests expect them.
+static BROWSER_TESTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// The dashboard is built, and this test's turn among the browser tests has come: hold the
+/// returned permit for the whole test.
+async fn require_built_dashboard() -> tokio::sync::SemaphorePermit<'static> {
     let dir = std::env::var_os("STAYOPEN_TEST_STATIC_DIR")
         .map(PathBuf::from)
         .expect("STAYOPEN_TEST_STATIC_DIR must name the built dashboard (frontend/dist); run infra/scripts/test.sh");
@@ -29,6 +36,10 @@ fn require_built_dashboard() {
         "{} has no index.html; build the frontend first",
         dir.display()
     );
+    BROWSER_TESTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed")
 }
 
 /// Every field of the page shown has a name a screen reader can say: a `<label for>`, or an
@@ -217,7 +228,7 @@ fn totp_code(setup: &TotpSetup, unix_secs: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_factor_is_asked_for_and_a_lost_connection_and_an_ended_session_are_said_plainly()
  {
-    require_built_dashboard();
+    let _turn = require_built_dashboard().await;
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
@@ -326,7 +337,7 @@ async fn the_second_factor_is_asked_for_and_a_lost_connection_and_an_ended_sessi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_policy_with_a_preview()
  {
-    require_built_dashboard();
+    let _turn = require_built_dashboard().await;
     let started = Instant::now();
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
@@ -727,7 +738,7 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compliance_officer_is_offered_only_their_practice_and_cannot_open_another() {
-    require_built_dashboard();
+    let _turn = require_built_dashboard().await;
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let admin_token = cloud.login(&demo.email, &demo.password).await;
@@ -954,7 +965,7 @@ async fn a_compliance_officer_signs_off_a_drill_and_downloads_last_months_packag
     };
     use stayopen_shared::events::{ApplianceEvent, EventKind};
 
-    require_built_dashboard();
+    let _turn = require_built_dashboard().await;
     let started = Instant::now();
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
@@ -1525,7 +1536,7 @@ async fn a_compliance_officer_signs_off_a_drill_and_downloads_last_months_packag
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_works_under_its_content_security_policy_and_an_injected_inline_script_does_not_run()
  {
-    require_built_dashboard();
+    let _turn = require_built_dashboard().await;
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let browser = Browser::start().await;

@@ -38,7 +38,8 @@ rm -rf "$STAYOPEN_TEST_LOG_DIR"
 mkdir -p "$STAYOPEN_TEST_LOG_DIR"
 
 log "cargo test"
-cargo test --workspace --exclude stayopen-frontend -- --test-threads=4
+# Every test binary runs even after one fails, so a run names all its failures at once.
+cargo test --workspace --exclude stayopen-frontend --no-fail-fast -- --test-threads=4
 
 # No secret may reach a log line: after the whole run, no log of any cloud the tests started may
 # hold a JWT (access token) or a refresh (sor_), API (sot_), enrolment (soe_) token or stream
