@@ -69,5 +69,11 @@ env -u DATABASE_URL -u STAYOPEN_DATABASE__OWNER_URL PATH="$shadow_path" \
     bash infra/scripts/demo.sh --check || demo_status=$?
 rm -rf "$shadow_path"
 [ "$demo_status" -eq 0 ] || die "the demo check failed (exit $demo_status)"
+# The demo's cloud and fleet logs, after sign-ins, enrolments and the dashboard's requests: no secret.
+leaks="$(grep -rEnoa "$TOKEN_SHAPES" "$ROOT/.data/demo-check"/*.log || true)"
+if [ -n "$leaks" ]; then
+  printf '%s\n' "$leaks" | head -20 >&2
+  die "the demo's logs above hold secrets"
+fi
 
 log "all checks passed"
