@@ -268,6 +268,8 @@ async fn give_every_tenant_table_a_row(owner: &sqlx::PgPool, tenant: Uuid) {
                 VALUES (gen_random_uuid(), t, p, 'month', current_date, current_date, 'seed');
             INSERT INTO api_tokens (id, tenant_id, name, token_hash, scope)
                 VALUES (gen_random_uuid(), t, 'seeded', sha256(gen_random_uuid()::text::bytea), 'read');
+            INSERT INTO stream_tickets (ticket_hash, tenant_id, user_id, expires_at)
+                VALUES (sha256(gen_random_uuid()::text::bytea), t, u, now() + interval '30 seconds');
         END
         $$"#
         .replace("__TENANT__", &tenant.to_string());
