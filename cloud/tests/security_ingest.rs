@@ -11,7 +11,6 @@ use chrono::Utc;
 use common::telemetry::uplink;
 use common::{Device, DeviceConnection, TestCloud, eventually, spawn_cloud, telemetry};
 use rumqttc::QoS;
-use stayopen_shared::api::CreateEnrollmentToken;
 use stayopen_shared::events::{ApplianceEvent, EventKind};
 use stayopen_shared::telemetry::Presence;
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId};
@@ -312,19 +311,9 @@ async fn rows_of_1e308_and_a_device_publishing_them_do_not_stop_the_roll_up_and_
     let a = a_device.enrolled.appliance_id;
     let (_, b_admin_token, b_practice) = cloud.other_msp("rollup-b.example").await;
     let b_admin = cloud.api(&b_admin_token);
-    let b_enrolment = b_admin
-        .create_enrollment_token(
-            b_practice,
-            &CreateEnrollmentToken {
-                expires_in_hours: 1,
-                max_uses: 1,
-                site_id: None,
-            },
-        )
-        .await
-        .expect("token");
+    let b_enrolment = common::enrolment_token(&cloud, &b_admin_token, b_practice).await;
     let b = cloud
-        .enrol_device(&b_enrolment.token, "SO-ROLLUP-B", "02:00:00:00:15:0b")
+        .enrol_device(&b_enrolment, "SO-ROLLUP-B", "02:00:00:00:15:0b")
         .await
         .enrolled
         .appliance_id;

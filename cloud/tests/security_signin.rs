@@ -410,18 +410,7 @@ async fn another_msp_enrolling_or_registering_this_msps_box_gets_the_answer_any_
 
     let (_, other_token, other_practice) = cloud.other_msp("other.example").await;
     let other = cloud.api(&other_token);
-    let their_token = other
-        .create_enrollment_token(
-            other_practice,
-            &CreateEnrollmentToken {
-                expires_in_hours: 1,
-                max_uses: 5,
-                site_id: None,
-            },
-        )
-        .await
-        .expect("token")
-        .token;
+    let their_token = common::enrolment_token(&cloud, &other_token, other_practice).await;
 
     // With its own valid token, the other MSP presents the demo MSP's enrolled box: answered as
     // an unknown token, word for word.
