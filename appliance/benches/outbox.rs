@@ -37,6 +37,7 @@ fn telemetry(appliance: ApplianceId, at: chrono::DateTime<Utc>, n: u64) -> (Mess
         samples: None,
         outbox: None,
         apps: Vec::new(),
+        tunnel: None,
     };
     (id, Envelope::new(id, appliance, at, body).encode())
 }

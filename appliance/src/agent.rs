@@ -772,6 +772,7 @@ impl<D: Dataplane> Driver<D> {
             samples: None,
             outbox: self.cloud.as_ref().and_then(CloudLink::outbox_report),
             apps: self.app_checks.reachability(now.into_std()),
+            tunnel: None,
         }
     }
 

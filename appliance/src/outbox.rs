@@ -440,6 +440,7 @@ mod tests {
             samples: None,
             outbox: None,
             apps: Vec::new(),
+            tunnel: None,
         };
         let at = DateTime::<Utc>::from_timestamp(1_700_000_000 + n as i64, 0).unwrap_or_default();
         (

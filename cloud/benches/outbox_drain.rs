@@ -46,6 +46,7 @@ fn fill(outbox: &Outbox, appliance: ApplianceId, hours: i64) -> usize {
             samples: None,
             outbox: None,
             apps: Vec::new(),
+            tunnel: None,
         };
         outbox
             .append(

@@ -1003,6 +1003,7 @@ pub fn alert_kind_label(kind: AlertKind) -> &'static str {
         AlertKind::Flapping => "Flapping",
         AlertKind::MeteredOverBudget => "Metered over budget",
         AlertKind::DrillOverdue => "Drill overdue",
+        AlertKind::RelayUnreachable => "Relay unreachable",
     }
 }
 

@@ -42,6 +42,9 @@ pub enum AlertKind {
     /// No completed failover drill for longer than the policy's `drill_overdue_days`: the practice
     /// cannot show its contingency plan is tested.
     DrillOverdue,
+    /// The appliance cannot reach its relay: sessions meant for the tunnel leave directly and will
+    /// not survive a failover until the relay answers again.
+    RelayUnreachable,
 }
 
 impl AlertKind {
@@ -69,7 +72,8 @@ impl AlertKind {
             | AlertKind::UplinkDegraded
             | AlertKind::Flapping
             | AlertKind::MeteredOverBudget
-            | AlertKind::DrillOverdue => Severity::Warning,
+            | AlertKind::DrillOverdue
+            | AlertKind::RelayUnreachable => Severity::Warning,
             AlertKind::Failback => Severity::Info,
         }
     }

@@ -114,6 +114,7 @@ mod tests {
                 samples: None,
                 outbox: None,
                 apps: Vec::new(),
+                tunnel: None,
             },
         )
     }

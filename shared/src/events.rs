@@ -19,6 +19,11 @@ pub enum EventKind {
     PolicyApplied,
     /// A policy from the cloud could not be applied; the appliance keeps running the previous one.
     PolicyRejected,
+    /// The relay stopped answering: the flows meant for the tunnel leave directly (their sessions
+    /// are no longer failover-safe) until it answers again.
+    TunnelFallback,
+    /// The relay answers again and the tunnel carries its flows.
+    TunnelRestored,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -18,6 +18,7 @@ pub mod mqtt_tls;
 pub mod policy;
 pub mod telemetry;
 pub mod topics;
+pub mod tunnel;
 pub mod url;
 
 pub use envelope::{Envelope, SCHEMA_VERSION, WireError};
@@ -77,5 +78,7 @@ mod enum_names {
         names_agree::<crate::compliance::DrillTrigger>();
         names_agree::<crate::compliance::PeriodKind>();
         names_agree::<crate::compliance::PackageState>();
+        names_agree::<crate::tunnel::TunnelMode>();
+        names_agree::<crate::tunnel::TunnelState>();
     }
 }

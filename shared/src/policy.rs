@@ -67,6 +67,20 @@ pub struct Policy {
     /// Notifications a channel gets about one practice in an hour; past it, the rest arrive as one
     /// digest.
     pub notifications_per_hour: u32,
+    /// What goes through the relay's WireGuard tunnel, so open sessions survive a failover.
+    pub tunnel_mode: crate::tunnel::TunnelMode,
+    /// Services whose flows count as critical besides the critical applications register's
+    /// endpoints: host names, IPv4 addresses or CIDRs, each with an optional `:port`.
+    pub telemedicine_services: Vec<String>,
+    /// Send the packets of critical flows over every healthy uplink at once (the relay drops the
+    /// duplicates), so a failing line loses none of a call's packets.
+    pub redundant_critical: bool,
+    /// Duplicates a metered uplink may carry in a calendar month; past it, critical flows use the
+    /// active uplink only.
+    pub redundant_metered_cap_mb: u32,
+    /// The relay this appliance uses and its inner address. The cloud fills it per appliance; a
+    /// policy layer cannot set it. `None`: no relay, no tunnel.
+    pub tunnel_relay: Option<crate::tunnel::RelayAssignment>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -130,6 +144,14 @@ impl Default for Policy {
             // A quarterly drill with two weeks' grace.
             drill_overdue_days: 105,
             notifications_per_hour: 20,
+            tunnel_mode: crate::tunnel::TunnelMode::Critical,
+            telemedicine_services: crate::tunnel::TELEMEDICINE_SERVICES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            redundant_critical: true,
+            redundant_metered_cap_mb: 2048,
+            tunnel_relay: None,
         }
     }
 }
@@ -160,6 +182,8 @@ pub enum PolicyError {
     OnBackupAlert(u32),
     #[error("{0}")]
     Alerting(String),
+    #[error("{0}")]
+    Tunnel(String),
     #[error("{0}")]
     Shape(String),
 }
@@ -217,7 +241,32 @@ impl Policy {
         if !(10..=86_400).contains(&self.on_backup_alert_secs) {
             return Err(PolicyError::OnBackupAlert(self.on_backup_alert_secs));
         }
-        self.validate_alerting()
+        self.validate_alerting()?;
+        self.validate_tunnel()
+    }
+
+    fn validate_tunnel(&self) -> Result<(), PolicyError> {
+        if self.telemedicine_services.len() > 100 {
+            return Err(PolicyError::Tunnel(
+                "telemedicine_services: at most 100 entries".into(),
+            ));
+        }
+        if let Some(problem) = self
+            .telemedicine_services
+            .iter()
+            .find_map(|s| crate::tunnel::destination_problem(s))
+        {
+            return Err(PolicyError::Tunnel(format!(
+                "telemedicine_services: {problem}"
+            )));
+        }
+        if self.redundant_metered_cap_mb > 1_000_000 {
+            return Err(PolicyError::Tunnel(format!(
+                "redundant_metered_cap_mb must be between 0 and 1000000, got {}",
+                self.redundant_metered_cap_mb
+            )));
+        }
+        Ok(())
     }
 
     /// How severe an alert of `kind` is: the policy's tuning over the default, capped at

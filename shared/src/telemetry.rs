@@ -71,6 +71,9 @@ pub struct Telemetry {
     /// The latest check of each critical application through each uplink.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<crate::compliance::AppReachability>,
+    /// The session-safe tunnel to the relay; absent from appliances that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<crate::tunnel::TunnelReport>,
 }
 
 impl Telemetry {
@@ -125,6 +128,7 @@ impl Telemetry {
             samples: Some(earlier.sample_count().saturating_add(later.sample_count())),
             outbox: later.outbox,
             apps: later.apps.clone(),
+            tunnel: later.tunnel.clone(),
         }
     }
 }
@@ -166,6 +170,7 @@ mod tests {
             samples: None,
             outbox: None,
             apps: Vec::new(),
+            tunnel: None,
         };
         assert!(!telemetry.on_backup());
         telemetry.active_uplink = Some("lte".into());
@@ -187,6 +192,7 @@ mod tests {
                 samples,
                 outbox: None,
                 apps: Vec::new(),
+                tunnel: None,
             }
         };
         let earlier = sample(30.0, Some(40.0), Some(3), "lte");

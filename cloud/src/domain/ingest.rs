@@ -1004,6 +1004,7 @@ mod tests {
                 samples: None,
                 outbox: None,
                 apps: Vec::new(),
+                tunnel: None,
             },
         )
         .encode()
@@ -1089,6 +1090,7 @@ mod tests {
                 samples: None,
                 outbox: None,
                 apps: Vec::new(),
+                tunnel: None,
             },
         ))
     }

@@ -26,6 +26,7 @@ pub fn telemetry(appliance: ApplianceId) -> TelemetryBuilder {
             samples: None,
             outbox: None,
             apps: Vec::new(),
+            tunnel: None,
         },
     }
 }

@@ -333,6 +333,8 @@ fn event_label(kind: EventKind) -> &'static str {
         EventKind::DrillFailed => "Drill failed",
         EventKind::PolicyApplied => "Policy applied",
         EventKind::PolicyRejected => "Policy rejected",
+        EventKind::TunnelFallback => "Tunnel fell back to direct",
+        EventKind::TunnelRestored => "Tunnel restored",
     }
 }
 

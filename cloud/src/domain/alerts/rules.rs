@@ -106,6 +106,16 @@ pub fn rules_for_event(event: &ApplianceEvent) -> Vec<AlertChange> {
             subject: None,
             reason: event.reason.clone(),
         }],
+        EventKind::TunnelFallback => vec![AlertChange::Raise {
+            kind: AlertKind::RelayUnreachable,
+            subject: String::new(),
+            summary: format!("Relay unreachable: {}", event.reason),
+        }],
+        EventKind::TunnelRestored => vec![AlertChange::Clear {
+            kind: AlertKind::RelayUnreachable,
+            subject: None,
+            reason: event.reason.clone(),
+        }],
         EventKind::AgentStarted | EventKind::DrillStarted => Vec::new(),
     }
 }
@@ -354,6 +364,7 @@ mod tests {
             samples: None,
             outbox: None,
             apps: Vec::new(),
+            tunnel: None,
         }
     }
 

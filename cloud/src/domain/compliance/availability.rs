@@ -343,6 +343,7 @@ mod tests {
             samples,
             outbox: None,
             apps: Vec::new(),
+            tunnel: None,
         }
     }
 

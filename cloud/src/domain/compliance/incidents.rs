@@ -542,6 +542,7 @@ mod tests {
             samples: None,
             outbox: None,
             apps,
+            tunnel: None,
         }
     }
 
