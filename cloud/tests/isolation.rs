@@ -299,6 +299,7 @@ async fn enrol(cloud: &TestCloud, token: &str, practice: PracticeId, serial: &st
             csr_pem: stayopen_appliance::identity::new_key_and_request()
                 .expect("csr")
                 .1,
+            wireguard_public_key: None,
         })
         .await
         .expect("enrolled")
