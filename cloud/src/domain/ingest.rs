@@ -468,8 +468,10 @@ pub async fn store(
                     crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
                 }
             }
-            let (now_online, uplink_changed): (bool, bool) = sqlx::query_as(
-                "WITH before AS (SELECT active_uplink FROM appliances WHERE id = $1)
+            let (now_online, uplink_changed, tunnel_changed): (bool, bool, bool) = sqlx::query_as(
+                "WITH before AS (SELECT active_uplink, last_telemetry->'tunnel'->'state' AS tunnel_state,
+                                        last_telemetry->'tunnel'->'relay' AS tunnel_relay
+                                 FROM appliances WHERE id = $1)
                  UPDATE appliances a SET
                     online = online OR presence_at IS NULL OR $2 > presence_at OR presence_at > now(),
                     last_seen = now(),
@@ -487,7 +489,9 @@ pub async fn store(
                                              ELSE greatest(last_telemetry_at, $2) END
                  FROM before
                  WHERE a.id = $1
-                 RETURNING a.online, a.active_uplink IS DISTINCT FROM before.active_uplink",
+                 RETURNING a.online, a.active_uplink IS DISTINCT FROM before.active_uplink,
+                           a.last_telemetry->'tunnel'->'state' IS DISTINCT FROM before.tunnel_state
+                           OR a.last_telemetry->'tunnel'->'relay' IS DISTINCT FROM before.tunnel_relay",
             )
             .bind(appliance_id.as_uuid())
             .bind(env.sent_at)
@@ -496,7 +500,8 @@ pub async fn store(
             .bind(env.body.on_backup())
             .fetch_one(&mut *tx)
             .await?;
-            if uplink_changed || now_online != was_online {
+            // The dashboard shows the active uplink, the presence and the tunnel's state.
+            if uplink_changed || tunnel_changed || now_online != was_online {
                 crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
             }
             heard_from(&mut alert_changes, now_online);
