@@ -704,11 +704,10 @@ pub fn redundant_use(
             let (over_cap, text) = match (metered, cap_mb) {
                 (true, Some(cap)) => {
                     let cap_bytes = u64::from(cap) * MB;
-                    let share = if cap_bytes == 0 {
-                        100
-                    } else {
-                        bytes.saturating_mul(100) / cap_bytes
-                    };
+                    let share = bytes
+                        .saturating_mul(100)
+                        .checked_div(cap_bytes)
+                        .unwrap_or(100);
                     (
                         bytes >= cap_bytes,
                         format!("{} of {cap} MB cap ({share} %)", bytes_text(bytes)),

@@ -151,7 +151,7 @@ pub fn endpoint_problem(endpoint: &str) -> Option<String> {
 }
 
 /// A relay as the operator sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RelaySummary {
     pub id: Uuid,
     pub name: String,
@@ -247,35 +247,14 @@ pub async fn revoke(pool: &PgPool, name: &str) -> Result<usize, RelayError> {
 
 /// Every relay, revoked ones too, oldest first, with how many appliances each serves.
 pub async fn list(pool: &PgPool) -> Result<Vec<RelaySummary>, RelayError> {
-    let rows: Vec<(
-        Uuid,
-        String,
-        String,
-        String,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        Option<i64>,
-    )> = sqlx::query_as(
-        "SELECT r.id, r.name, r.endpoint, r.public_key, r.created_at, r.revoked_at, l.appliances
+    Ok(sqlx::query_as::<_, RelaySummary>(
+        "SELECT r.id, r.name, r.endpoint, r.public_key, r.created_at, r.revoked_at,
+                COALESCE(l.appliances, 0) AS appliances
          FROM relays r LEFT JOIN stayopen_relay_loads() l ON l.relay_id = r.id
          ORDER BY r.created_at, r.name",
     )
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, name, endpoint, public_key, created_at, revoked_at, appliances)| RelaySummary {
-                id,
-                name,
-                endpoint,
-                public_key,
-                created_at,
-                revoked_at,
-                appliances: appliances.unwrap_or(0),
-            },
-        )
-        .collect())
+    .await?)
 }
 
 /// Moves the appliances (with a key, not revoked) that have no relay — or `revoked`, the relay
