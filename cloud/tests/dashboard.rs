@@ -1647,14 +1647,44 @@ async fn the_appliance_page_shows_the_tunnel_its_relay_and_redundant_data_and_sa
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
-    let device = cloud
-        .enrol_device(
-            &demo.practices[0].enrollment_token,
-            "SO-TUNNEL-1",
-            "02:53:4f:00:16:01",
-        )
-        .await;
+    // The operator runs a relay; the appliance registers its WireGuard key at enrolment.
+    stayopen_cloud::domain::relays::create(
+        &cloud.pool,
+        "relay-eu-1",
+        "192.0.2.10:51820",
+        "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=",
+    )
+    .await
+    .expect("relay registered");
+    let (key_pem, csr_pem) =
+        stayopen_appliance::identity::new_key_and_request().expect("key and request");
+    let enrolled = cloud
+        .anonymous()
+        .enroll(&stayopen_shared::api::EnrollRequest {
+            token: demo.practices[0].enrollment_token.clone(),
+            hardware: stayopen_shared::api::HardwareIdentity {
+                serial: "SO-TUNNEL-1".into(),
+                mac: "02:53:4f:00:16:01".into(),
+                model: "test".into(),
+            },
+            agent_version: "test".into(),
+            csr_pem,
+            wireguard_public_key: Some("gN65BkIKy1eCE9pP1wdc8ROUtkHLF2PfAqYdEBGNbkk=".into()),
+        })
+        .await
+        .expect("enrolled");
+    let device = common::Device { enrolled, key_pem };
     let id = device.enrolled.appliance_id;
+    let inner_address = cloud
+        .api(&admin)
+        .appliance_configuration(id)
+        .await
+        .expect("configuration")
+        .effective
+        .policy
+        .tunnel_relay
+        .expect("a relay assigned")
+        .inner_address;
     let connection = cloud.connect_device(&device).await.expect("connect");
     let publish = |report: TunnelReport| {
         let payload = common::telemetry(id)
@@ -1713,6 +1743,15 @@ async fn the_appliance_page_shows_the_tunnel_its_relay_and_redundant_data_and_sa
         "Critical applications and telemedicine"
     );
     assert_eq!(browser.text("#tunnel-handshake").await, "12 s ago");
+    browser
+        .wait_for(
+            &format!(
+                "return document.querySelector('#tunnel-address')?.textContent === '{inner_address}'"
+            ),
+            "the inner address the cloud assigned",
+            PAGE,
+        )
+        .await;
     assert_eq!(browser.text("#tunnel-bytes").await, "42.0 MB");
     assert_eq!(
         browser

@@ -67,7 +67,6 @@ impl From<sqlx::Error> for RelayError {
             .and_then(|d| d.constraint().map(str::to_owned));
         match constraint.as_deref() {
             Some("appliances_wireguard_public_key_key") => RelayError::KeyTaken,
-            Some("relays_name_key") => RelayError::DuplicateName(String::new()),
             _ if e
                 .as_database_error()
                 .and_then(|d| d.code())

@@ -234,6 +234,13 @@ fn Tunnel(id: ApplianceId, appliance: RwSignal<Option<ApplianceView>>) -> impl I
                 .map(|c| c.effective.policy.redundant_metered_cap_mb)
         })
     };
+    // What the cloud assigned (the relay registry), as against what the appliance reports.
+    let assigned = move || {
+        config.data.with(|c| {
+            c.as_ref()
+                .and_then(|c| c.effective.policy.tunnel_relay.clone())
+        })
+    };
     let state = move || {
         appliance.with(|a| {
             a.as_ref()
@@ -244,13 +251,20 @@ fn Tunnel(id: ApplianceId, appliance: RwSignal<Option<ApplianceView>>) -> impl I
     let body = move || {
         appliance.get().map(|a| {
             let Some(report) = a.tunnel.clone() else {
+                let assignment = match assigned() {
+                    Some(r) => format!("The cloud assigned relay {} (inner address {}). ", r.relay, r.inner_address),
+                    None => String::new(),
+                };
                 return view! {
                     <p class="muted" id="tunnel-none">
+                        {assignment}
                         "No tunnel report yet: the appliance's agent reports the tunnel with its telemetry."
                     </p>
                 }
                 .into_any();
             };
+            let inner_address = assigned()
+                .map_or_else(|| "not assigned".to_owned(), |r| r.inner_address.to_string());
             let state_key = report.state.as_str();
             let rows = redundant_use(&report, &a.uplinks, cap_mb())
                 .into_iter()
@@ -282,6 +296,10 @@ fn Tunnel(id: ApplianceId, appliance: RwSignal<Option<ApplianceView>>) -> impl I
                     <div>
                         <dt>"Relay"</dt>
                         <dd id="tunnel-relay">{report.relay.clone().unwrap_or_else(|| "none assigned".to_owned())}</dd>
+                    </div>
+                    <div>
+                        <dt>"Inner address"</dt>
+                        <dd id="tunnel-address" class="mono">{inner_address}</dd>
                     </div>
                     <div>
                         <dt>"Last handshake"</dt>
