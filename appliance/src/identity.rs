@@ -197,6 +197,7 @@ pub async fn enroll(
                 hardware,
                 agent_version,
                 csr_pem,
+                wireguard_public_key: None,
             }),
         ),
         Proof::FactoryKey(factory_key) => (
@@ -454,6 +455,7 @@ pub async fn renew(
                 csr_pem: csr_pem.clone(),
                 signed_at,
                 signature,
+                wireguard_public_key: None,
             })
             .unwrap_or_default()
         })

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use stayopen_cloud::domain::{admin, audit, seed};
+use stayopen_cloud::domain::{admin, audit, relays, seed};
 use stayopen_cloud::infra::config::CloudConfig;
 use stayopen_cloud::infra::db;
 use stayopen_cloud::startup::Application;
@@ -137,6 +137,28 @@ enum AdminCommand {
         #[arg(long)]
         tenant: Option<uuid::Uuid>,
     },
+    /// Register a StayOpen relay of the session-safe tunnel; prints its token (`sor_…`, shown only
+    /// now: put it in the relay's configuration). Appliances that have a WireGuard key but no relay
+    /// are assigned to it.
+    RelayAdd {
+        /// A unique name (letters, digits, `.`, `_`, `-`), shown on the dashboard.
+        #[arg(long)]
+        name: String,
+        /// Where appliances send the tunnel's packets: `host:port`.
+        #[arg(long)]
+        endpoint: String,
+        /// The relay's WireGuard public key (base64, as `wg pubkey` prints it).
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Revoke a relay: its token stops working, its appliances move to the least-loaded other relay
+    /// (or to none, and their tunnel goes off).
+    RelayRevoke {
+        #[arg(long)]
+        name: String,
+    },
+    /// List the relays with the number of appliances each serves.
+    RelayList,
 }
 
 fn main() -> ExitCode {
@@ -228,6 +250,42 @@ async fn run(command: Command, config: CloudConfig) -> anyhow::Result<ExitCode> 
             }
             if broken {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Admin(AdminCommand::RelayAdd {
+            name,
+            endpoint,
+            public_key,
+        }) => {
+            db::migrate(&config.database).await?;
+            let pool = db::connect(&config.database).await?;
+            let created = relays::create(&pool, &name, &endpoint, &public_key).await?;
+            eprintln!(
+                "relay {} registered ({}); {} appliance(s) assigned to it. Its token, shown only now:",
+                created.relay.name, created.relay.endpoint, created.assigned
+            );
+            println!("{}", created.token);
+        }
+        Command::Admin(AdminCommand::RelayRevoke { name }) => {
+            let pool = db::connect(&config.database).await?;
+            let moved = relays::revoke(&pool, &name).await?;
+            println!("relay {name} revoked; {moved} appliance(s) reassigned");
+        }
+        Command::Admin(AdminCommand::RelayList) => {
+            let pool = db::connect(&config.database).await?;
+            println!(
+                "{:<20} {:<32} {:<44} {:>10}  state",
+                "name", "endpoint", "public key", "appliances"
+            );
+            for relay in relays::list(&pool).await? {
+                let state = match relay.revoked_at {
+                    Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M UTC")),
+                    None => "active".to_owned(),
+                };
+                println!(
+                    "{:<20} {:<32} {:<44} {:>10}  {state}",
+                    relay.name, relay.endpoint, relay.public_key, relay.appliances
+                );
             }
         }
         Command::Evidence(EvidenceCommand::Verify { file, public_key }) => {

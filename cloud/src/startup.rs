@@ -271,6 +271,10 @@ impl Application {
                 ),
             );
         }
+        supervisor.spawn(
+            "announced policies",
+            crate::domain::policy::republish_announced(pool.clone(), device_link.clone()),
+        );
         {
             let (pool, link) = (pool.clone(), device_link.clone());
             supervisor.spawn("desired policies at start", async move {

@@ -422,6 +422,7 @@ async fn a_device_certificate_near_its_end_raises_an_alert_that_renewing_clears(
             csr_pem,
             signed_at,
             signature,
+            wireguard_public_key: None,
         })
         .await;
     assert_eq!(renewed.expect("renewed").appliance_id, id);

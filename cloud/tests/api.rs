@@ -18,6 +18,7 @@ fn enroll_request(token: &str, serial: &str) -> EnrollRequest {
         csr_pem: stayopen_appliance::identity::new_key_and_request()
             .expect("csr")
             .1,
+        wireguard_public_key: None,
     }
 }
 

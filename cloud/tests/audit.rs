@@ -77,6 +77,7 @@ async fn tokens_and_enrolments_are_audited_and_the_chain_verifies() {
             csr_pem: stayopen_appliance::identity::new_key_and_request()
                 .expect("csr")
                 .1,
+            wireguard_public_key: None,
         })
         .await
         .expect("enrolled");

@@ -1636,3 +1636,157 @@ async fn the_dashboard_works_under_its_content_security_policy_and_an_injected_i
         "the dashboard broke its own Content-Security-Policy"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_appliance_page_shows_the_tunnel_its_relay_and_redundant_data_and_says_when_it_fell_back()
+ {
+    use stayopen_shared::topics::{Channel, DeviceTopic};
+    use stayopen_shared::tunnel::{TunnelMode, TunnelReport, TunnelState};
+
+    let _turn = require_built_dashboard().await;
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    // The operator runs a relay; the appliance registers its WireGuard key at enrolment.
+    stayopen_cloud::domain::relays::create(
+        &cloud.pool,
+        "relay-eu-1",
+        "192.0.2.10:51820",
+        "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=",
+    )
+    .await
+    .expect("relay registered");
+    let (key_pem, csr_pem) =
+        stayopen_appliance::identity::new_key_and_request().expect("key and request");
+    let enrolled = cloud
+        .anonymous()
+        .enroll(&stayopen_shared::api::EnrollRequest {
+            token: demo.practices[0].enrollment_token.clone(),
+            hardware: stayopen_shared::api::HardwareIdentity {
+                serial: "SO-TUNNEL-1".into(),
+                mac: "02:53:4f:00:16:01".into(),
+                model: "test".into(),
+            },
+            agent_version: "test".into(),
+            csr_pem,
+            wireguard_public_key: Some("gN65BkIKy1eCE9pP1wdc8ROUtkHLF2PfAqYdEBGNbkk=".into()),
+        })
+        .await
+        .expect("enrolled");
+    let device = common::Device { enrolled, key_pem };
+    let id = device.enrolled.appliance_id;
+    let inner_address = cloud
+        .api(&admin)
+        .appliance_configuration(id)
+        .await
+        .expect("configuration")
+        .effective
+        .policy
+        .tunnel_relay
+        .expect("a relay assigned")
+        .inner_address;
+    let connection = cloud.connect_device(&device).await.expect("connect");
+    let publish = |report: TunnelReport| {
+        let payload = common::telemetry(id)
+            .fibre_and_lte("fiber")
+            .tunnel(report)
+            .encode();
+        let client = connection.client.clone();
+        async move {
+            client
+                .publish(
+                    DeviceTopic::new(id, Channel::Telemetry).to_string(),
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .await
+                .expect("publish");
+        }
+    };
+    let up = TunnelReport {
+        mode: TunnelMode::Critical,
+        state: TunnelState::Up,
+        relay: Some("relay-eu-1".into()),
+        last_handshake_secs: Some(12),
+        redundant: true,
+        // lte is the metered backup: 1.5 GB of the default 2048 MB cap.
+        redundant_bytes: [
+            ("fiber".to_owned(), 2_000_000),
+            ("lte".to_owned(), 1_500_000_000),
+        ]
+        .into(),
+        tunnel_bytes: 42_000_000,
+    };
+    publish(up.clone()).await;
+    eventually(PAGE, "the tunnel report stored", || async {
+        cloud.api(&admin).appliance(id).await.ok()?.tunnel
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    browser.goto(&cloud.base_url).await;
+    sign_in(&browser, &demo.email, &demo.password).await;
+    browser.open_fragment(&format!("#/appliances/{id}")).await;
+    browser
+        .wait_for(
+            "return document.querySelector('#tunnel')?.dataset.state === 'up'",
+            "the tunnel panel, up",
+            PAGE,
+        )
+        .await;
+    assert_eq!(browser.text("#tunnel h2").await, "Session-safe tunnel");
+    assert_eq!(browser.text("#tunnel-state").await, "Up");
+    assert_eq!(browser.text("#tunnel-relay").await, "relay-eu-1");
+    assert_eq!(
+        browser.text("#tunnel-mode").await,
+        "Critical applications and telemedicine"
+    );
+    assert_eq!(browser.text("#tunnel-handshake").await, "12 s ago");
+    browser
+        .wait_for(
+            &format!(
+                "return document.querySelector('#tunnel-address')?.textContent === '{inner_address}'"
+            ),
+            "the inner address the cloud assigned",
+            PAGE,
+        )
+        .await;
+    assert_eq!(browser.text("#tunnel-bytes").await, "42.0 MB");
+    assert_eq!(
+        browser
+            .text("#tunnel-redundant-use tr[data-uplink='lte'] td")
+            .await,
+        "1.5 GB of 2048 MB cap (73 %)"
+    );
+    assert_eq!(
+        browser
+            .text("#tunnel-redundant-use tr[data-uplink='fiber'] td")
+            .await,
+        "2.0 MB (not metered, no cap)"
+    );
+    browser
+        .eval("document.querySelector('#tunnel').setAttribute('data-screenshot', ''); return true")
+        .await;
+    screenshot(&browser, "appliance-tunnel").await;
+
+    // The relay stops answering: the page says so, live, in words a practice understands.
+    publish(TunnelReport {
+        state: TunnelState::FallbackDirect,
+        last_handshake_secs: Some(190),
+        ..up
+    })
+    .await;
+    browser
+        .wait_for(
+            "return document.querySelector('#tunnel')?.dataset.state === 'fallback_direct'",
+            "the tunnel panel, fallen back",
+            PAGE,
+        )
+        .await;
+    assert_eq!(
+        browser.text("#tunnel-state").await,
+        "Fell back to direct — sessions will not survive a failover"
+    );
+    assert_eq!(browser.text("#tunnel-handshake").await, "3 min ago");
+}

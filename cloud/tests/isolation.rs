@@ -155,6 +155,8 @@ struct Operation {
     path: String,
     has_body: bool,
     public: bool,
+    /// Opened only by a relay's token (`tests/relay.rs` walks its refusals): no user's to walk.
+    relay_only: bool,
 }
 
 async fn operations(cloud: &TestCloud) -> Vec<Operation> {
@@ -175,6 +177,9 @@ async fn operations(cloud: &TestCloud) -> Vec<Operation> {
                 path: path.clone(),
                 has_body: op.get("requestBody").is_some(),
                 public: op.get("security").is_none(),
+                relay_only: op
+                    .get("security")
+                    .is_some_and(|s| s.to_string().contains("relay_token")),
             });
         }
     }
@@ -230,7 +235,7 @@ async fn walk_targets(
     let bodies = example_bodies();
     for op in operations
         .iter()
-        .filter(|op| op.path.contains('{') && !op.public)
+        .filter(|op| op.path.contains('{') && !op.public && !op.relay_only)
     {
         let key = format!("{} {}", op.method, op.path);
         let body = op.has_body.then(|| bodies[key.as_str()].clone());
@@ -255,7 +260,11 @@ async fn walk_lists(
 ) {
     // The live-update stream never ends; tests/overview.rs checks what it shows whom.
     for op in operations.iter().filter(|op| {
-        op.method == "GET" && !op.path.contains('{') && !op.public && op.path != "/api/v1/stream"
+        op.method == "GET"
+            && !op.path.contains('{')
+            && !op.public
+            && !op.relay_only
+            && op.path != "/api/v1/stream"
     }) {
         let (status, text) = send(cloud, token, "GET", &op.path, None).await;
         walk.attempts += 1;
@@ -299,6 +308,7 @@ async fn enrol(cloud: &TestCloud, token: &str, practice: PracticeId, serial: &st
             csr_pem: stayopen_appliance::identity::new_key_and_request()
                 .expect("csr")
                 .1,
+            wireguard_public_key: None,
         })
         .await
         .expect("enrolled")

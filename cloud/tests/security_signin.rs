@@ -422,6 +422,7 @@ async fn another_msp_enrolling_or_registering_this_msps_box_gets_the_answer_any_
             hardware: hardware("SO-VICTIM-1", "02:00:00:00:0a:01"),
             agent_version: "test".into(),
             csr_pem: csr(),
+            wireguard_public_key: None,
         },
     )
     .await;
@@ -433,6 +434,7 @@ async fn another_msp_enrolling_or_registering_this_msps_box_gets_the_answer_any_
             hardware: hardware("SO-NEVER-SEEN", "02:00:00:00:0a:99"),
             agent_version: "test".into(),
             csr_pem: csr(),
+            wireguard_public_key: None,
         },
     )
     .await;

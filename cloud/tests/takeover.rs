@@ -29,6 +29,7 @@ fn enroll_body(token: &str, csr_pem: String) -> EnrollRequest {
         },
         agent_version: "attacker".into(),
         csr_pem,
+        wireguard_public_key: None,
     }
 }
 
@@ -86,6 +87,7 @@ fn renewal(
             csr_pem,
             signed_at,
             signature,
+            wireguard_public_key: None,
         },
         next_key,
     )
@@ -677,6 +679,7 @@ async fn a_revoked_enrolment_token_is_refused_and_tokens_are_listed_without_thei
             },
             agent_version: "test".into(),
             csr_pem: csr,
+            wireguard_public_key: None,
         })
         .await
         .expect_err("a revoked token");

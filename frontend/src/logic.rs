@@ -8,6 +8,7 @@ use stayopen_shared::delivery::OutboxReport;
 use stayopen_shared::ids::{ApplianceId, PracticeId, UserId};
 use stayopen_shared::policy::{PolicyOverrides, PolicyScope};
 use stayopen_shared::telemetry::UplinkTelemetry;
+use stayopen_shared::tunnel::{TunnelMode, TunnelReport, TunnelState};
 
 pub mod compliance;
 pub use compliance::*;
@@ -638,6 +639,97 @@ pub fn nice_ceiling(value: f64, floor: f64) -> f64 {
     10.0 * magnitude
 }
 
+/// The session-safe tunnel's state in words, for the appliance page.
+pub fn tunnel_state_text(state: TunnelState) -> &'static str {
+    match state {
+        TunnelState::Up => "Up",
+        TunnelState::Connecting => "Connecting",
+        TunnelState::FallbackDirect => "Fell back to direct — sessions will not survive a failover",
+        TunnelState::Off => "Off",
+    }
+}
+
+/// The tunnel mode in words.
+pub fn tunnel_mode_text(mode: TunnelMode) -> &'static str {
+    match mode {
+        TunnelMode::Off => "Off",
+        TunnelMode::Critical => "Critical applications and telemedicine",
+        TunnelMode::All => "All traffic",
+    }
+}
+
+/// How long ago the last handshake with the relay completed.
+pub fn handshake_text(secs: Option<u32>) -> String {
+    match secs {
+        None => "never".to_owned(),
+        Some(s) if s < 120 => format!("{s} s ago"),
+        Some(s) if s < 7_200 => format!("{} min ago", s / 60),
+        Some(s) => format!("{} h ago", s / 3_600),
+    }
+}
+
+/// Redundant mode's duplicates on one uplink this month, as the appliance page shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedundantUse {
+    pub uplink: String,
+    pub bytes: u64,
+    pub metered: bool,
+    /// Past the policy's cap: critical flows use the active uplink only.
+    pub over_cap: bool,
+    pub text: String,
+}
+
+/// A megabyte as the policy's caps count it.
+const MB: u64 = 1_000_000;
+
+/// Each uplink's redundant-mode data this month against the policy's cap, which only metered
+/// uplinks have (`cap_mb` is the policy's `redundant_metered_cap_mb`, when known). In the order
+/// of the uplinks' priority, then any uplink the telemetry no longer lists.
+pub fn redundant_use(
+    report: &TunnelReport,
+    uplinks: &[UplinkTelemetry],
+    cap_mb: Option<u32>,
+) -> Vec<RedundantUse> {
+    let order: Vec<String> = uplinks_by_priority(uplinks)
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    let mut names: Vec<&String> = report.redundant_bytes.keys().collect();
+    names.sort_by_key(|name| order.iter().position(|o| o == *name).unwrap_or(usize::MAX));
+    names
+        .into_iter()
+        .map(|name| {
+            let bytes = report.redundant_bytes[name];
+            let metered = uplinks.iter().any(|u| &u.name == name && u.metered);
+            let (over_cap, text) = match (metered, cap_mb) {
+                (true, Some(cap)) => {
+                    let cap_bytes = u64::from(cap) * MB;
+                    let share = bytes
+                        .saturating_mul(100)
+                        .checked_div(cap_bytes)
+                        .unwrap_or(100);
+                    (
+                        bytes >= cap_bytes,
+                        format!("{} of {cap} MB cap ({share} %)", bytes_text(bytes)),
+                    )
+                }
+                (true, None) => (false, format!("{} (metered)", bytes_text(bytes))),
+                (false, _) => (
+                    false,
+                    format!("{} (not metered, no cap)", bytes_text(bytes)),
+                ),
+            };
+            RedundantUse {
+                uplink: name.clone(),
+                bytes,
+                metered,
+                over_cap,
+                text,
+            }
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Policies
 // ---------------------------------------------------------------------------------------------
@@ -651,6 +743,8 @@ pub enum FieldKind {
     Decimal(&'static str),
     /// `info`, `warning` or `critical`.
     Severity,
+    /// One of a fixed set of words (a JSON string).
+    Choice(&'static [&'static str]),
     /// Structured (lists, maps, the drill schedule): edited as JSON.
     Json,
 }
@@ -680,8 +774,9 @@ const fn field(
 
 /// Every policy setting a layer may set, grouped as an engineer thinks about them. A test checks
 /// this list against the schema, so a new setting cannot be forgotten here. `critical_apps` is not
-/// one: the cloud fills it from the practice's critical applications register (Reports page).
-pub const POLICY_FIELDS: [PolicyField; 20] = [
+/// one: the cloud fills it from the practice's critical applications register (Reports page);
+/// nor is `tunnel_relay`, which the cloud fills from the relay registry.
+pub const POLICY_FIELDS: [PolicyField; 24] = [
     field(
         "Failover",
         "detection_silence_ms",
@@ -797,6 +892,30 @@ pub const POLICY_FIELDS: [PolicyField; 20] = [
         FieldKind::Integer("per hour"),
     ),
     field(
+        "Session-safe tunnel",
+        "tunnel_mode",
+        "What goes through the relay",
+        FieldKind::Choice(&["off", "critical", "all"]),
+    ),
+    field(
+        "Session-safe tunnel",
+        "telemedicine_services",
+        "Telemedicine services (host, address or CIDR)",
+        FieldKind::Json,
+    ),
+    field(
+        "Session-safe tunnel",
+        "redundant_critical",
+        "Duplicate critical flows over every uplink",
+        FieldKind::Json,
+    ),
+    field(
+        "Session-safe tunnel",
+        "redundant_metered_cap_mb",
+        "Monthly duplicates on a metered uplink",
+        FieldKind::Integer("MB"),
+    ),
+    field(
         "Telemetry",
         "telemetry_interval_secs",
         "Telemetry interval",
@@ -830,6 +949,13 @@ pub fn parse_field(kind: FieldKind, text: &str) -> Result<serde_json::Value, Str
             "info" | "warning" | "critical" => Ok(serde_json::Value::from(text)),
             _ => Err("choose info, warning or critical".to_owned()),
         },
+        FieldKind::Choice(options) => {
+            if options.contains(&text) {
+                Ok(serde_json::Value::from(text))
+            } else {
+                Err(format!("choose {}", options.join(", ")))
+            }
+        }
         FieldKind::Json => serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}")),
     }
 }
@@ -1076,6 +1202,66 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
+    fn the_tunnel_panel_words_its_state_and_counts_duplicates_against_the_metered_cap() {
+        use stayopen_shared::tunnel::{TunnelMode, TunnelReport, TunnelState};
+        assert_eq!(tunnel_state_text(TunnelState::Up), "Up");
+        assert_eq!(
+            tunnel_state_text(TunnelState::FallbackDirect),
+            "Fell back to direct — sessions will not survive a failover"
+        );
+        assert_eq!(tunnel_mode_text(TunnelMode::All), "All traffic");
+        assert_eq!(handshake_text(None), "never");
+        assert_eq!(handshake_text(Some(7)), "7 s ago");
+        assert_eq!(handshake_text(Some(600)), "10 min ago");
+        assert_eq!(handshake_text(Some(36_000)), "10 h ago");
+        let report = TunnelReport {
+            mode: TunnelMode::Critical,
+            state: TunnelState::Up,
+            relay: Some("relay-1".into()),
+            last_handshake_secs: Some(3),
+            redundant: true,
+            redundant_bytes: [
+                ("lte".to_owned(), 1_500_000_000),
+                ("fiber".to_owned(), 2_000_000),
+                ("gone".to_owned(), 5),
+            ]
+            .into(),
+            tunnel_bytes: 0,
+        };
+        // fiber is primary and unmetered; lte is a metered backup.
+        let uplinks = [uplink("lte", 1), uplink("fiber", 0)];
+        let rows = redundant_use(&report, &uplinks, Some(2048));
+        let texts: Vec<(&str, &str, bool)> = rows
+            .iter()
+            .map(|r| (r.uplink.as_str(), r.text.as_str(), r.over_cap))
+            .collect();
+        assert_eq!(
+            texts,
+            vec![
+                ("fiber", "2.0 MB (not metered, no cap)", false),
+                ("lte", "1.5 GB of 2048 MB cap (73 %)", false),
+                ("gone", "5 B (not metered, no cap)", false),
+            ]
+        );
+        let over = redundant_use(&report, &uplinks, Some(1000));
+        assert!(over[1].over_cap, "{over:?}");
+        assert_eq!(
+            redundant_use(&report, &uplinks, None)[1].text,
+            "1.5 GB (metered)"
+        );
+    }
+
+    #[wasm_bindgen_test]
+    fn a_choice_setting_accepts_only_its_words() {
+        let kind = FieldKind::Choice(&["off", "critical", "all"]);
+        assert_eq!(parse_field(kind, " all "), Ok(serde_json::json!("all")));
+        assert_eq!(
+            parse_field(kind, "everything"),
+            Err("choose off, critical, all".to_owned())
+        );
+    }
+
+    #[wasm_bindgen_test]
     fn timestamps_and_dates_are_written_iso_style_with_leading_zeros() {
         let at = Utc
             .with_ymd_and_hms(2026, 3, 4, 7, 5, 9)
@@ -1128,6 +1314,7 @@ mod tests {
             uplinks: vec![uplink("lte", 1), uplink("fiber", 0)],
             outbox: None,
             apps: Vec::new(),
+            tunnel: None,
         }
     }
 
@@ -1404,7 +1591,7 @@ mod tests {
         let mut schema: Vec<&str> = defaults
             .keys()
             .map(String::as_str)
-            .filter(|k| !matches!(*k, "version" | "critical_apps"))
+            .filter(|k| !matches!(*k, "version" | "critical_apps" | "tunnel_relay"))
             .collect();
         let mut editor: Vec<&str> = POLICY_FIELDS.iter().map(|f| f.key).collect();
         schema.sort_unstable();

@@ -372,6 +372,11 @@ pub struct EnrollRequest {
     pub agent_version: String,
     /// A PKCS#10 request for the appliance's own key pair; the key never leaves the appliance.
     pub csr_pem: String,
+    /// The appliance's WireGuard public key (base64 of 32 bytes, as `wg` prints it), for the
+    /// session-safe tunnel: the cloud registers it, gives the appliance an inner address and a
+    /// relay (in its policy's `tunnel_relay`). Unique across every appliance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_public_key: Option<String>,
 }
 
 impl std::fmt::Debug for EnrollRequest {
@@ -487,6 +492,10 @@ pub struct ApplianceView {
     /// Each critical application through each uplink, as the latest telemetry reported it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<crate::compliance::AppReachability>,
+    /// The session-safe tunnel as the latest telemetry reported it. Absent before the first
+    /// report, and from agents without a tunnel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<crate::tunnel::TunnelReport>,
 }
 
 /// One stored telemetry message.
@@ -827,6 +836,10 @@ pub struct RenewRequest {
     /// Base64 of the ECDSA P-256 SHA-256 signature (ASN.1 DER) of [`renewal_message`] by the key
     /// of the appliance's current certificate.
     pub signature: String,
+    /// The appliance's WireGuard public key (base64 of 32 bytes), registered or replaced with the
+    /// renewal; absent leaves the registered key as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_public_key: Option<String>,
 }
 
 impl std::fmt::Debug for RenewRequest {

@@ -272,6 +272,36 @@ pub fn check_telemetry(telemetry: &Telemetry) -> Result<(), Rejection> {
         check_name("an application check's uplink", &app.uplink)?;
         check_milliseconds("latency_ms", app.latency_ms)?;
     }
+    if let Some(tunnel) = &telemetry.tunnel {
+        check_tunnel(tunnel)?;
+    }
+    Ok(())
+}
+
+/// The tunnel report: its relay and uplinks named within bounds, one redundant-mode counter per
+/// uplink at most, and counters that fit the bigint they are summed as.
+fn check_tunnel(tunnel: &stayopen_shared::tunnel::TunnelReport) -> Result<(), Rejection> {
+    if let Some(relay) = &tunnel.relay {
+        check_name("the tunnel's relay", relay)?;
+    }
+    if tunnel.redundant_bytes.len() > MAX_UPLINKS {
+        return Err(invalid(
+            "too_many_uplinks",
+            format!(
+                "redundant-mode counters for {} uplinks (at most {MAX_UPLINKS})",
+                tunnel.redundant_bytes.len()
+            ),
+        ));
+    }
+    for (uplink, bytes) in &tunnel.redundant_bytes {
+        check_name("a redundant-mode uplink", uplink)?;
+        if i64::try_from(*bytes).is_err() {
+            return Err(invalid("value_out_of_range", "a byte counter beyond 2^63"));
+        }
+    }
+    if i64::try_from(tunnel.tunnel_bytes).is_err() {
+        return Err(invalid("value_out_of_range", "a byte counter beyond 2^63"));
+    }
     Ok(())
 }
 
@@ -438,8 +468,10 @@ pub async fn store(
                     crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
                 }
             }
-            let (now_online, uplink_changed): (bool, bool) = sqlx::query_as(
-                "WITH before AS (SELECT active_uplink FROM appliances WHERE id = $1)
+            let (now_online, uplink_changed, tunnel_changed): (bool, bool, bool) = sqlx::query_as(
+                "WITH before AS (SELECT active_uplink, last_telemetry->'tunnel'->'state' AS tunnel_state,
+                                        last_telemetry->'tunnel'->'relay' AS tunnel_relay
+                                 FROM appliances WHERE id = $1)
                  UPDATE appliances a SET
                     online = online OR presence_at IS NULL OR $2 > presence_at OR presence_at > now(),
                     last_seen = now(),
@@ -457,7 +489,9 @@ pub async fn store(
                                              ELSE greatest(last_telemetry_at, $2) END
                  FROM before
                  WHERE a.id = $1
-                 RETURNING a.online, a.active_uplink IS DISTINCT FROM before.active_uplink",
+                 RETURNING a.online, a.active_uplink IS DISTINCT FROM before.active_uplink,
+                           a.last_telemetry->'tunnel'->'state' IS DISTINCT FROM before.tunnel_state
+                           OR a.last_telemetry->'tunnel'->'relay' IS DISTINCT FROM before.tunnel_relay",
             )
             .bind(appliance_id.as_uuid())
             .bind(env.sent_at)
@@ -466,7 +500,8 @@ pub async fn store(
             .bind(env.body.on_backup())
             .fetch_one(&mut *tx)
             .await?;
-            if uplink_changed || now_online != was_online {
+            // The dashboard shows the active uplink, the presence and the tunnel's state.
+            if uplink_changed || tunnel_changed || now_online != was_online {
                 crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
             }
             heard_from(&mut alert_changes, now_online);
@@ -1149,6 +1184,57 @@ mod tests {
         let mut huge = uplink("fiber", None, 0.0);
         huge.rx_bytes = u64::MAX;
         assert_eq!(reason_of(vec![huge]), Some("value_out_of_range"));
+    }
+
+    #[test]
+    fn a_tunnel_report_is_admitted_within_bounds_and_refused_beyond_them() {
+        use stayopen_shared::tunnel::{TunnelMode, TunnelReport, TunnelState};
+        let with = |tunnel: TunnelReport| {
+            let mut message = telemetry_message(vec![uplink("fiber", None, 0.0)], Utc::now());
+            if let DeviceMessage::Telemetry(e) = &mut message {
+                e.body.tunnel = Some(tunnel);
+            }
+            admit(message, Utc::now()).err().map(|e| e.reason())
+        };
+        let good = TunnelReport {
+            mode: TunnelMode::Critical,
+            state: TunnelState::Up,
+            relay: Some("relay-1".into()),
+            last_handshake_secs: Some(4),
+            redundant: true,
+            redundant_bytes: [("fiber".to_owned(), 1_000), ("lte".to_owned(), 2_000)].into(),
+            tunnel_bytes: 10_000,
+        };
+        assert_eq!(with(good.clone()), None);
+        let many = (0..17).map(|i| (format!("u{i}"), 1)).collect();
+        assert_eq!(
+            with(TunnelReport {
+                redundant_bytes: many,
+                ..good.clone()
+            }),
+            Some("too_many_uplinks")
+        );
+        assert_eq!(
+            with(TunnelReport {
+                relay: Some("r\n".into()),
+                ..good.clone()
+            }),
+            Some("bad_uplink_name")
+        );
+        assert_eq!(
+            with(TunnelReport {
+                tunnel_bytes: u64::MAX,
+                ..good.clone()
+            }),
+            Some("value_out_of_range")
+        );
+        assert_eq!(
+            with(TunnelReport {
+                redundant_bytes: [("lte".to_owned(), u64::MAX)].into(),
+                ..good
+            }),
+            Some("value_out_of_range")
+        );
     }
 
     #[test]

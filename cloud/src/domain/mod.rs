@@ -14,6 +14,8 @@
 //! - [`compliance`]: the critical applications register, drills, incidents, availability and
 //!   retention: the records behind the compliance evidence.
 //! - [`ingest`]: validates and stores what appliances publish; counts and logs every rejection.
+//! - [`relays`]: the relay registry of the session-safe tunnel: appliances' WireGuard keys, inner
+//!   addresses and relay assignments, the relays and their peer lists.
 //! - [`seed`]: the demo tenant used by the Quick start; [`admin`]: operator commands.
 
 pub mod access;
@@ -29,4 +31,5 @@ pub mod fleet;
 pub mod ingest;
 pub mod notifications;
 pub mod policy;
+pub mod relays;
 pub mod seed;

@@ -12,6 +12,7 @@ use stayopen_shared::api::{
 
 use crate::domain::enrolment::Issuer;
 use crate::domain::enrolment::enrol::{self, Applicant, Disguise, EnrolError, Enrolment};
+use crate::domain::relays::RelayError;
 use crate::http::error::ApiFailure;
 use crate::infra::metrics::API_REJECTED;
 use crate::state::AppState;
@@ -32,6 +33,11 @@ impl From<EnrolError> for ApiFailure {
             EnrolError::Refused(refusal) => refusal.into(),
             EnrolError::Csr(e) => ApiFailure::BadRequest(e.to_string()),
             EnrolError::Policy(e) => ApiFailure::Internal(e.to_string()),
+            EnrolError::Tunnel(RelayError::KeyTaken) => {
+                ApiFailure::Conflict(RelayError::KeyTaken.to_string())
+            }
+            EnrolError::Tunnel(RelayError::Invalid(why)) => ApiFailure::BadRequest(why),
+            EnrolError::Tunnel(e) => ApiFailure::Internal(e.to_string()),
             EnrolError::Database(e) => e.into(),
         }
     }
@@ -54,10 +60,13 @@ fn answer(
 ) -> Result<web::Json<EnrollResponse>, ApiFailure> {
     // Another MSP's hardware is answered as another refusal, but counted and logged as what it is.
     let claimed = matches!(result, Err(EnrolError::HardwareClaimed(_)));
+    let key_taken = matches!(result, Err(EnrolError::Tunnel(RelayError::KeyTaken)));
     let result = result.map_err(ApiFailure::from);
     if let Err(failure) = &result {
         let reason = if claimed {
             "hardware_claimed"
+        } else if key_taken {
+            "wireguard_key_taken"
         } else {
             failure.code()
         };
@@ -79,7 +88,7 @@ fn answer(
         (status = 400, body = ApiError),
         (status = 401, body = ApiError, description = "Unknown, expired, used-up or revoked token; hardware of another MSP is answered as an unknown token"),
         (status = 403, body = ApiError, description = "The appliance is revoked (`appliance_revoked`)"),
-        (status = 409, body = ApiError, description = "The hardware is enrolled without an approval to enrol again (`reenrollment_needs_proof`), or is in another practice than the token's (`appliance_in_other_practice`)"),
+        (status = 409, body = ApiError, description = "The hardware is enrolled without an approval to enrol again (`reenrollment_needs_proof`), or is in another practice than the token's (`appliance_in_other_practice`), or `wireguard_public_key` is another appliance's (`conflict`)"),
     )
 )]
 #[post("/enroll")]
@@ -91,6 +100,7 @@ pub async fn enroll(
         hardware: &body.hardware,
         agent_version: &body.agent_version,
         csr_pem: &body.csr_pem,
+        wireguard_public_key: body.wireguard_public_key.as_deref(),
     };
     let result = enrol::with_token(&state.pool, issuer(&state), &body.token, &applicant).await;
     answer(&state, &body.hardware.serial, result)
@@ -118,6 +128,7 @@ pub async fn enroll_claimed(
         hardware: &body.hardware,
         agent_version: &body.agent_version,
         csr_pem: &body.csr_pem,
+        wireguard_public_key: None,
     };
     let result =
         enrol::with_claimed_serial(&state.pool, issuer(&state), &body.factory_key, &applicant)
@@ -152,9 +163,10 @@ fn response(state: &AppState, enrolment: Enrolment) -> EnrollResponse {
     request_body = RenewRequest,
     responses(
         (status = 200, body = EnrollResponse),
-        (status = 400, body = ApiError, description = "Not a valid signing request for a P-256 key"),
+        (status = 400, body = ApiError, description = "Not a valid signing request for a P-256 key, or `wireguard_public_key` is not the base64 of 32 bytes"),
         (status = 401, body = ApiError, description = "Unknown appliance, no current key, expired certificate, stale or replayed proof, or a signature that does not verify"),
         (status = 403, body = ApiError, description = "The appliance is revoked"),
+        (status = 409, body = ApiError, description = "`wireguard_public_key` is another appliance's (`conflict`)"),
     )
 )]
 #[post("/enroll/renew")]

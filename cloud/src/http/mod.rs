@@ -23,6 +23,7 @@ pub mod notifications;
 pub mod overview;
 pub mod pagination;
 pub mod policies;
+pub mod relay;
 pub mod schedule;
 pub mod security_headers;
 pub mod session;
@@ -65,6 +66,18 @@ impl utoipa::Modify for BearerAuth {
                     .bearer_format("access JWT, or an sot_ API token")
                     .description(Some(
                         "An access token from /auth/login or /auth/refresh, or an API token",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "relay_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("an sor_ relay token")
+                    .description(Some(
+                        "A relay's token, printed once by `stayopen-cloud admin relay-add`",
                     ))
                     .build(),
             ),
@@ -167,6 +180,7 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(evidence::list)
             .service(evidence::show)
             .service(evidence::download)
+            .service(relay::peers)
             .route("/openapi.json", web::get().to(openapi_json))
             .default_service(web::to(|| async {
                 ApiFailure::NotFound("no such API endpoint")

@@ -47,6 +47,11 @@ pub const INGEST_SHED: &str = "stayopen_ingest_shed_total";
 /// `sent_at_clamped`).
 pub const INGEST_CORRECTED: &str = "stayopen_ingest_corrected_total";
 
+// Issue 16, the relay registry.
+/// Requests for a relay's peer list that were not a relay's (label `reason`: `missing_token`,
+/// `not_a_relay_token`, `unknown_token`, `revoked_relay`).
+pub const RELAY_AUTH_REJECTED: &str = "stayopen_relay_auth_rejected_total";
+
 impl Metrics {
     /// Adds one to `name{label="value"}`.
     pub fn increment(&self, name: &'static str, label: &'static str, value: &'static str) {

@@ -329,6 +329,7 @@ impl TestCloud {
                 },
                 agent_version: "test".into(),
                 csr_pem,
+                wireguard_public_key: None,
             })
             .await
             .unwrap_or_else(|refused| panic!("enrol {serial}: {refused:?}"));

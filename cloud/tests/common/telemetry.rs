@@ -58,6 +58,12 @@ impl TelemetryBuilder {
         self
     }
 
+    /// The session-safe tunnel as the agent reports it.
+    pub fn tunnel(mut self, tunnel: stayopen_shared::tunnel::TunnelReport) -> Self {
+        self.body.tunnel = Some(tunnel);
+        self
+    }
+
     /// The body as it stands.
     pub fn body(&self) -> &Telemetry {
         &self.body

@@ -1,6 +1,7 @@
-//! One appliance: its uplinks and the one carrying traffic, latency and loss over time, the event
-//! timeline, the effective policy with each value's source and whether the appliance runs it yet,
-//! and commands (drill, fail back, diagnostics) with their acknowledgement.
+//! One appliance: its uplinks and the one carrying traffic, the session-safe tunnel, latency and
+//! loss over time, the event timeline, the effective policy with each value's source and whether
+//! the appliance runs it yet, and commands (drill, fail back, diagnostics) with their
+//! acknowledgement.
 
 use leptos::prelude::*;
 use stayopen_shared::alerts::AlertView;
@@ -21,8 +22,8 @@ use crate::components::{
 use crate::live::{Feed, feed, follow_while};
 use crate::logic::{
     Interest, POLICY_FIELDS, PolicyTarget, Route, appliance_state, bytes_text, format_loss,
-    format_rtt, outbox_text, primary_uplink, reachability_grid, scope_label, uplinks_by_priority,
-    value_text,
+    format_rtt, handshake_text, outbox_text, primary_uplink, reachability_grid, redundant_use,
+    scope_label, tunnel_mode_text, tunnel_state_text, uplinks_by_priority, value_text,
 };
 use crate::pages::alerts::AlertList;
 use crate::pages::practice::Maintenance;
@@ -74,6 +75,7 @@ pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
                 <Overview appliance=appliance.data />
                 <Uplinks appliance=appliance.data />
                 <Apps appliance=appliance.data />
+                <Tunnel id appliance=appliance.data />
                 <Charts id />
                 <div class="columns">
                     <Commands id can_operate=caps.operate />
@@ -211,6 +213,137 @@ fn Apps(appliance: RwSignal<Option<ApplianceView>>) -> impl IntoView {
                 </section>
             }
         })
+    }
+}
+
+/// The session-safe tunnel as the appliance last reported it: its mode and state, the relay, the
+/// last handshake, the data through it, and redundant mode's duplicates this month per uplink
+/// against the policy's cap for metered uplinks.
+#[component]
+fn Tunnel(id: ApplianceId, appliance: RwSignal<Option<ApplianceView>>) -> impl IntoView {
+    let session = use_session();
+    let config = feed(Interest::ApplianceState(id), 1_000.0, move || {
+        api::get::<ApplianceConfiguration>(
+            session,
+            &format!("/api/v1/appliances/{id}/configuration"),
+        )
+    });
+    let cap_mb = move || {
+        config.data.with(|c| {
+            c.as_ref()
+                .map(|c| c.effective.policy.redundant_metered_cap_mb)
+        })
+    };
+    // What the cloud assigned (the relay registry), as against what the appliance reports.
+    let assigned = move || {
+        config.data.with(|c| {
+            c.as_ref()
+                .and_then(|c| c.effective.policy.tunnel_relay.clone())
+        })
+    };
+    let state = move || {
+        appliance.with(|a| {
+            a.as_ref()
+                .and_then(|a| a.tunnel.as_ref())
+                .map_or("unreported", |t| t.state.as_str())
+        })
+    };
+    let body = move || {
+        appliance.get().map(|a| {
+            let Some(report) = a.tunnel.clone() else {
+                let assignment = match assigned() {
+                    Some(r) => format!("The cloud assigned relay {} (inner address {}). ", r.relay, r.inner_address),
+                    None => String::new(),
+                };
+                return view! {
+                    <p class="muted" id="tunnel-none">
+                        {assignment}
+                        "No tunnel report yet: the appliance's agent reports the tunnel with its telemetry."
+                    </p>
+                }
+                .into_any();
+            };
+            let inner_address = assigned()
+                .map_or_else(|| "not assigned".to_owned(), |r| r.inner_address.to_string());
+            let state_key = report.state.as_str();
+            let rows = redundant_use(&report, &a.uplinks, cap_mb())
+                .into_iter()
+                .map(|r| {
+                    view! {
+                        <tr data-uplink=r.uplink.clone() data-over-cap=r.over_cap.to_string()>
+                            <th scope="row">
+                                {r.uplink.clone()}
+                                {r.metered.then(|| view! { " " <span class="chip">"metered"</span> })}
+                            </th>
+                            <td class:bad-text=r.over_cap>{r.text.clone()}</td>
+                        </tr>
+                    }
+                })
+                .collect_view();
+            let has_rows = !report.redundant_bytes.is_empty();
+            view! {
+                <dl class="facts facts-compact">
+                    <div>
+                        <dt>"State"</dt>
+                        <dd id="tunnel-state" data-state=state_key>
+                            <span class=format!("badge badge-tunnel-{state_key}")>{tunnel_state_text(report.state)}</span>
+                        </dd>
+                    </div>
+                    <div>
+                        <dt>"Mode"</dt>
+                        <dd id="tunnel-mode">{tunnel_mode_text(report.mode)}</dd>
+                    </div>
+                    <div>
+                        <dt>"Relay"</dt>
+                        <dd id="tunnel-relay">{report.relay.clone().unwrap_or_else(|| "none assigned".to_owned())}</dd>
+                    </div>
+                    <div>
+                        <dt>"Inner address"</dt>
+                        <dd id="tunnel-address" class="mono">{inner_address}</dd>
+                    </div>
+                    <div>
+                        <dt>"Last handshake"</dt>
+                        <dd id="tunnel-handshake">{handshake_text(report.last_handshake_secs)}</dd>
+                    </div>
+                    <div>
+                        <dt>"Through the tunnel"</dt>
+                        <dd id="tunnel-bytes">{bytes_text(report.tunnel_bytes)}</dd>
+                    </div>
+                    <div>
+                        <dt>"Redundant mode"</dt>
+                        <dd id="tunnel-redundant">
+                            {if report.redundant { "duplicating critical flows" } else { "not duplicating" }}
+                        </dd>
+                    </div>
+                </dl>
+                {if has_rows {
+                    view! {
+                        <div class="table-wrap">
+                            <table class="data-table compact" id="tunnel-redundant-use">
+                                <thead>
+                                    <tr>
+                                        <th scope="col">"Uplink"</th>
+                                        <th scope="col">"Duplicates this month"</th>
+                                    </tr>
+                                </thead>
+                                <tbody>{rows}</tbody>
+                            </table>
+                        </div>
+                    }
+                    .into_any()
+                } else {
+                    view! { <p class="muted" id="tunnel-redundant-none">"No duplicates sent this month."</p> }
+                        .into_any()
+                }}
+            }
+            .into_any()
+        })
+    };
+    view! {
+        <section class="card section" aria-labelledby="tunnel-heading" id="tunnel" data-state=state>
+            <h2 id="tunnel-heading">"Session-safe tunnel"</h2>
+            {body}
+        </section>
     }
 }
 

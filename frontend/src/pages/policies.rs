@@ -311,6 +311,17 @@ fn FieldRow(
             </select>
         }
         .into_any(),
+        FieldKind::Choice(options) => view! {
+            <select
+                id=input_id.clone()
+                disabled=move || !edit.overridden.get()
+                prop:value=move || edit.text.get()
+                on:change=move |ev| { edit.text.set(event_target_value(&ev)); touched(); }
+            >
+                {options.iter().map(|o| view! { <option value=*o>{*o}</option> }).collect_view()}
+            </select>
+        }
+        .into_any(),
         FieldKind::Json => view! {
             <textarea
                 id=input_id.clone()

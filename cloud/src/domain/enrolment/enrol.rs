@@ -20,6 +20,7 @@ use crate::domain::access::{digests_equal, random_secret, secret_digest};
 use crate::domain::alerts::{self, AlertChange};
 use crate::domain::audit::{self, Actor, Change};
 use crate::domain::policy::{self, DesiredError};
+use crate::domain::relays::{self, RelayError, wireguard_key_problem};
 use crate::infra::db::{self, Tx, lookup};
 use crate::infra::pki::{Issued, PkiError};
 
@@ -54,6 +55,10 @@ pub enum EnrolError {
     Csr(PkiError),
     #[error("refreshing the desired policy: {0}")]
     Policy(#[from] DesiredError),
+    /// Registering the appliance's WireGuard key failed (a key that is another appliance's is
+    /// [`RelayError::KeyTaken`], whichever MSP it belongs to).
+    #[error(transparent)]
+    Tunnel(#[from] RelayError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -73,6 +78,8 @@ pub struct Applicant<'a> {
     pub hardware: &'a HardwareIdentity,
     pub agent_version: &'a str,
     pub csr_pem: &'a str,
+    /// The WireGuard public key to register for the session-safe tunnel, if the agent has one.
+    pub wireguard_public_key: Option<&'a str>,
 }
 
 impl Applicant<'_> {
@@ -94,7 +101,15 @@ impl Applicant<'_> {
                 "agent_version must be at most 64 characters".into(),
             ));
         }
-        check_csr_length(self.csr_pem)
+        check_csr_length(self.csr_pem)?;
+        check_wireguard_key(self.wireguard_public_key)
+    }
+}
+
+fn check_wireguard_key(key: Option<&str>) -> Result<(), EnrolError> {
+    match key.and_then(|key| wireguard_key_problem("wireguard_public_key", key)) {
+        Some(problem) => Err(EnrolError::Invalid(problem)),
+        None => Ok(()),
     }
 }
 
@@ -401,8 +416,20 @@ async fn complete(
         },
     )
     .await?;
-    // Its desired policy exists from the start; it is sent when the appliance first connects.
-    policy::refresh(&mut tx, grant.tenant, &[appliance_id]).await?;
+    if let Some(key) = applicant.wireguard_public_key {
+        relays::register_key(
+            &mut tx,
+            grant.tenant,
+            appliance_id,
+            key,
+            &Actor::Appliance(appliance_id),
+        )
+        .await?;
+    }
+    // Its desired policy exists from the start; it is sent when the appliance first connects
+    // (and now, to an appliance enrolling again that is still connected).
+    let changed = policy::refresh(&mut tx, grant.tenant, &[appliance_id]).await?;
+    policy::announce(&mut tx, &changed).await?;
     tx.commit().await?;
     issuer.refresh_crl(pool).await;
 
@@ -483,6 +510,7 @@ pub async fn renew(
     request: &RenewRequest,
 ) -> Result<Enrolment, EnrolError> {
     check_csr_length(&request.csr_pem)?;
+    check_wireguard_key(request.wireguard_public_key.as_deref())?;
     let signature = base64::engine::general_purpose::STANDARD
         .decode(request.signature.trim())
         .map_err(|_| Refusal::BadSignature)?;
@@ -548,6 +576,19 @@ pub async fn renew(
         },
     )
     .await?;
+    // The renewal is signed by the device's current key, so the key it registers is the device's.
+    if let Some(key) = &request.wireguard_public_key {
+        relays::register_key(
+            &mut tx,
+            tenant,
+            *appliance.as_uuid(),
+            key,
+            &Actor::Appliance(*appliance.as_uuid()),
+        )
+        .await?;
+        let changed = policy::refresh(&mut tx, tenant, &[*appliance.as_uuid()]).await?;
+        policy::announce(&mut tx, &changed).await?;
+    }
     tx.commit().await?;
     issuer.refresh_crl(pool).await;
     tracing::info!(%appliance, tenant_id = %tenant, "appliance certificate renewed");

@@ -90,7 +90,9 @@ impl ApplianceRow {
             .last_telemetry
             .and_then(|v| serde_json::from_value::<Telemetry>(v).ok());
         let outbox = telemetry.as_ref().and_then(|t| t.outbox);
-        let (uplinks, apps) = telemetry.map(|t| (t.uplinks, t.apps)).unwrap_or_default();
+        let (uplinks, apps, tunnel) = telemetry
+            .map(|t| (t.uplinks, t.apps, t.tunnel))
+            .unwrap_or_default();
         let offline_after = Duration::seconds(i64::from(offline_after_secs));
         let fresh = self
             .last_seen
@@ -108,6 +110,7 @@ impl ApplianceRow {
             uplinks,
             outbox,
             apps,
+            tunnel,
         }
     }
 }

@@ -90,11 +90,17 @@ pub async fn show(
 }
 
 /// Critical applications are kept in each practice's register, not in policy layers: the register
-/// is what the evidence shows and what the appliances check.
+/// is what the evidence shows and what the appliances check. Likewise the relay assignment comes
+/// from the relay registry.
 fn not_the_register(overrides: &PolicyOverrides) -> Result<(), LayerError> {
     if overrides.contains_key("critical_apps") {
         return Err(LayerError::Invalid(
             "critical_apps: critical applications are set in the practice's critical applications register (/api/v1/practices/{id}/critical-apps), not in a policy layer".into(),
+        ));
+    }
+    if overrides.contains_key("tunnel_relay") {
+        return Err(LayerError::Invalid(
+            "tunnel_relay: the cloud assigns each appliance its relay from the relay registry (when the appliance registers its WireGuard key); a policy layer cannot set it".into(),
         ));
     }
     Ok(())

@@ -16,6 +16,7 @@ use stayopen_shared::compliance::{AppEndpoint, AppTier};
 use stayopen_shared::policy::{
     CriticalApp, EffectivePolicy, Policy, PolicyError, PolicyOverrides, PolicyScope, resolve,
 };
+use stayopen_shared::tunnel::RelayAssignment;
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId, TenantId};
 use uuid::Uuid;
 
@@ -111,7 +112,41 @@ pub async fn effective(
     };
     effective.sources.insert("critical_apps".into(), source);
     effective.policy.critical_apps = register;
+    // The relay comes from the relay registry (`domain::relays`), never from a layer.
+    let relay = relay_assignment(tx, appliance).await?;
+    let source = if relay.is_some() {
+        PolicyScope::Appliance
+    } else {
+        PolicyScope::Default
+    };
+    effective.sources.insert("tunnel_relay".into(), source);
+    effective.policy.tunnel_relay = relay;
     Ok(effective)
+}
+
+/// The appliance's relay and inner address, when it registered a WireGuard key and a relay that
+/// is not revoked serves it.
+async fn relay_assignment(
+    tx: &mut Tx,
+    appliance: ApplianceId,
+) -> Result<Option<RelayAssignment>, sqlx::Error> {
+    let row: Option<(String, String, String, String)> = sqlx::query_as(
+        "SELECT r.name, r.endpoint, r.public_key, host(a.tunnel_address)
+         FROM appliances a JOIN relays r ON r.id = a.relay_id
+         WHERE a.id = $1 AND a.wireguard_public_key IS NOT NULL
+           AND a.tunnel_address IS NOT NULL AND r.revoked_at IS NULL",
+    )
+    .bind(appliance.as_uuid())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.and_then(|(relay, endpoint, public_key, address)| {
+        Some(RelayAssignment {
+            relay,
+            endpoint,
+            public_key,
+            inner_address: address.parse().ok()?,
+        })
+    }))
 }
 
 #[derive(sqlx::FromRow)]
@@ -230,6 +265,54 @@ pub async fn outgoing(
 pub fn send(link: &DeviceLink, messages: Vec<Outgoing>) {
     for (topic, payload) in messages {
         link.publish(topic, payload);
+    }
+}
+
+/// The PostgreSQL notification channel on which a changed desired policy is announced (delivered
+/// on commit, to every cloud instance), for changes made where no broker is at hand: the operator's
+/// `admin relay-add` and `relay-revoke` run in their own process. Each instance publishes the
+/// announced appliances' stored desired policy ([`republish_announced`]).
+pub const REPUBLISH_CHANNEL: &str = "stayopen_policy";
+
+/// Announces that `appliances`' desired policy changed (delivered on commit).
+pub async fn announce(tx: &mut Tx, appliances: &[ApplianceId]) -> Result<(), sqlx::Error> {
+    for appliance in appliances {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(REPUBLISH_CHANNEL)
+            .bind(appliance.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Runs until cancelled: listens on [`REPUBLISH_CHANNEL`] (reconnecting after a lost connection)
+/// and publishes each announced appliance's desired policy through `link`.
+pub async fn republish_announced(pool: PgPool, link: DeviceLink) {
+    loop {
+        if let Err(e) = republish_once(&pool, &link).await {
+            tracing::warn!(error = %e, "policy announcement listener lost; reconnecting");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn republish_once(pool: &PgPool, link: &DeviceLink) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(REPUBLISH_CHANNEL).await?;
+    loop {
+        let notification = listener.recv().await?;
+        let Ok(appliance) = notification.payload().parse::<ApplianceId>() else {
+            tracing::warn!("unreadable policy announcement");
+            continue;
+        };
+        let Some(tenant) = lookup::appliance_tenant(pool, appliance).await? else {
+            continue;
+        };
+        let mut tx = db::tenant_tx(pool, tenant).await?;
+        let messages = outgoing(&mut tx, &[appliance]).await?;
+        tx.commit().await?;
+        send(link, messages);
     }
 }
 
