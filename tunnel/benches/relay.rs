@@ -54,7 +54,7 @@ fn udp(src: Ipv4Addr, dst: Ipv4Addr, total: usize) -> Vec<u8> {
     p
 }
 
-fn relay() -> Relay {
+fn new_relay() -> Relay {
     Relay::new(
         KeyPair::generate(),
         "100.96.0.0/12".parse().expect("net"),
@@ -127,11 +127,11 @@ fn handshake_all(relay: &mut Relay, clients: &mut [Client]) -> Duration {
 
 fn main() {
     // 1. Memory per connected peer.
-    let probe = relay();
+    let probe = new_relay();
     let mut many = clients(&probe, PEERS);
     drop(probe);
     let before = rss_kib();
-    let mut relay = relay();
+    let mut relay = new_relay();
     // The clients were made for the probe relay's key: remake their tunnels for this one.
     for (i, c) in many.iter_mut().enumerate() {
         c.tunn = Tunn::new(
@@ -166,7 +166,7 @@ fn main() {
     );
 
     // 2. Handshakes per second (only the relay's work timed).
-    let mut hs_relay = relay();
+    let mut hs_relay = new_relay();
     let (mut hs_clients, hs_entries) = {
         let c = clients(&hs_relay, 2_000);
         let e = entries(&c);
