@@ -307,7 +307,9 @@ impl Relay {
             peers: HashMap::new(),
             by_key: HashMap::new(),
             by_inner: HashMap::new(),
-            next_index: 1,
+            // A random start: after a restart, the old sessions' indexes are (almost always)
+            // unknown rather than someone else's.
+            next_index: rand::Rng::gen_range(&mut rand::thread_rng(), 1..INDEX_LIMIT),
             per_source: HashMap::new(),
             per_source_since: None,
             counters: Counters::default(),

@@ -195,7 +195,7 @@ fn an_unknown_key_gets_no_answer_and_leaves_no_state() {
 }
 
 #[test]
-fn a_packet_with_a_spoofed_inner_source_is_dropped_and_counted() {
+fn a_packet_with_a_spoofed_inner_source_or_to_another_appliance_is_dropped_and_counted() {
     let mut relay = relay();
     let mut a = Appliance::new(&relay, A_INNER, 1);
     let b = Appliance::new(&relay, B_INNER, 2);
@@ -215,6 +215,15 @@ fn a_packet_with_a_spoofed_inner_source_is_dropped_and_counted() {
     }
     assert_eq!(relay.stats().counters.spoofed_source, 2);
     assert_eq!(relay.stats().counters.bytes_from_peers, 0);
+
+    // From its own address to another appliance's inner address: appliances never reach each
+    // other through the relay.
+    let sideways = ipv4(UDP, A_INNER, 1, B_INNER, 2, 20);
+    let sealed = a.seal(&sideways);
+    let mut out = Vec::new();
+    relay.handle_datagram(Instant::now(), from, &sealed, &mut out);
+    assert!(tun_writes(&out).is_empty());
+    assert_eq!(relay.stats().counters.peer_to_peer, 1);
 }
 
 #[test]
