@@ -420,7 +420,7 @@ async fn run_loop(
                     snapshot.stats = relay.stats();
                 }
                 ticks += 1;
-                if ticks % 50 == 0 {
+                if ticks.is_multiple_of(50) {
                     remember(&endpoints_file, &relay, &mut remembered);
                 }
             }
