@@ -584,27 +584,22 @@ impl Dataplane for LinuxDataplane {
         }
     }
 
-    fn configure_tunnel(
-        &mut self,
-        setup: Option<TunnelSetup>,
-    ) -> impl Future<Output = Result<(), DataplaneError>> + Send {
-        async move {
-            let Some(setup) = setup else {
-                self.remove_tunnel().await;
-                return Ok(());
-            };
-            if self
-                .tunnel
-                .as_ref()
-                .is_some_and(|t| *t.relay() == setup.relay)
-            {
-                return Ok(());
-            }
-            // The old device must be gone before one of the same name is created.
+    async fn configure_tunnel(&mut self, setup: Option<TunnelSetup>) -> Result<(), DataplaneError> {
+        let Some(setup) = setup else {
             self.remove_tunnel().await;
-            self.tunnel = Some(LinuxTunnel::start(setup, self.tunnel_layout()).await?);
-            Ok(())
+            return Ok(());
+        };
+        if self
+            .tunnel
+            .as_ref()
+            .is_some_and(|t| *t.relay() == setup.relay)
+        {
+            return Ok(());
         }
+        // The old device must be gone before one of the same name is created.
+        self.remove_tunnel().await;
+        self.tunnel = Some(LinuxTunnel::start(setup, self.tunnel_layout()).await?);
+        Ok(())
     }
 
     fn apply_tunnel(&mut self, _now: Instant, plan: &TunnelPlan, settings: &TunnelSettings) {
