@@ -411,6 +411,26 @@ async fn scenario(
         );
     }
 
+    // The failover flushes the flows NATed out of the uplinks (their marks 100 and 101, as
+    // `flush_flows` does): the tunnelled flow carries the tunnel's mark 102 and survives.
+    for mark in ["100", "101"] {
+        let _ = tokio::process::Command::new("conntrack")
+            .args(["-D", "--mark", mark])
+            .output()
+            .await;
+    }
+    let listed = tokio::process::Command::new("conntrack")
+        .args(["-L", "--mark", "102"])
+        .output()
+        .await
+        .expect("conntrack");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("src=192.168.50.10") && l.contains("dport=5004")),
+        "the tunnelled flow's conntrack entry survives the uplinks' flush: {text}"
+    );
+
     // Redundant mode: each packet of the critical flow also goes over wan0; the relay's replay
     // window drops the copy, the server answers once.
     let dropped_before = log.lock().expect("log").duplicates_dropped;
@@ -442,6 +462,16 @@ async fn scenario(
     // Fallback: steering removed, a new flow no longer enters the tunnel.
     tunnel.apply(&plan(false, 1, vec![]), &settings);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let listed = tokio::process::Command::new("conntrack")
+        .args(["-L", "--mark", "102"])
+        .output()
+        .await
+        .expect("conntrack");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        !text.contains("dport=5004"),
+        "falling back deletes the tunnelled flows (their clients reconnect directly): {text}"
+    );
     let inner_before = log.lock().expect("log").inner_udp.len();
     let echoes = lan_exchange(bed_lan.clone(), 40002, 5).await;
     assert_eq!(
