@@ -587,77 +587,7 @@ async fn the_agent_keeps_a_tunnelled_flow_through_a_failover_with_the_same_sourc
     assert_root();
     let prefix = format!("soa{}", std::process::id() % 100_000);
     let bed = build_bed(&prefix);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let relay_key = KeyPair::generate();
-    let appliance_key = KeyPair::generate();
-    std::fs::write(
-        dir.path().join("wireguard.key"),
-        appliance_key.private_base64(),
-    )
-    .expect("key");
-    let config = format!(
-        r#"
-[appliance]
-state_dir = "{state}"
-
-[lan]
-interface = "lan0"
-
-[[uplinks]]
-name = "isp1"
-interface = "wan0"
-gateway = "10.0.1.1"
-priority = 0
-
-[[uplinks]]
-name = "isp2"
-interface = "wan1"
-gateway = "10.0.2.1"
-priority = 1
-
-[probes]
-targets = ["{RELAY_PUBLIC}"]
-timeout_ms = 300
-
-[dataplane]
-kind = "linux"
-
-[tunnel]
-relay = {{ relay = "relay-test", endpoint = "{RELAY_PUBLIC}:51820", public_key = "{key}", inner_address = "{INNER}" }}
-mode = "critical"
-redundant_critical = false
-critical_destinations = ["{SERVER}:5004"]
-"#,
-        state = dir.path().display(),
-        key = relay_key.public_base64(),
-    );
-    let config_path = dir.path().join("appliance.toml");
-    std::fs::write(&config_path, config).expect("config");
-    let log = Arc::new(Mutex::new(RelayLog::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let relay = {
-        let (ns, key, peer, log, stop) = (
-            bed.relay.clone(),
-            relay_key.clone(),
-            appliance_key.clone(),
-            log.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || run_relay(ns, key, peer, log, stop))
-    };
-    let agent_log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
-    let agent = std::process::Command::new("ip")
-        .args(["netns", "exec", &bed.app])
-        .arg(env!("CARGO_BIN_EXE_stayopen-appliance"))
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .stdout(agent_log.try_clone().expect("log"))
-        .stderr(agent_log)
-        .spawn()
-        .expect("agent");
-    // Stopped however the test ends.
-    let agent = Agent(agent);
-
+    let (dir, log, relay, stop, agent) = start_agent(&bed, false);
     let outcome = async {
         wait_for(dir.path(), "the tunnel up", Duration::from_secs(15), |s| {
             s.active.as_deref() == Some("isp1")
@@ -717,4 +647,162 @@ impl Drop for Agent {
             .status();
         let _ = self.0.wait();
     }
+}
+
+/// What [`start_agent`] returns: the state directory, the relay's log, its thread and stop flag,
+/// and the agent.
+type Running = (
+    tempfile::TempDir,
+    Arc<Mutex<RelayLog>>,
+    std::thread::JoinHandle<()>,
+    Arc<AtomicBool>,
+    Agent,
+);
+
+/// Starts the relay's peer and `stayopen-appliance run` in the bed's appliance namespace, on the
+/// Linux dataplane with a static relay in `[tunnel]`.
+fn start_agent(bed: &Bed, redundant: bool) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay_key = KeyPair::generate();
+    let appliance_key = KeyPair::generate();
+    std::fs::write(
+        dir.path().join("wireguard.key"),
+        appliance_key.private_base64(),
+    )
+    .expect("key");
+    let config = format!(
+        r#"
+[appliance]
+state_dir = "{state}"
+
+[lan]
+interface = "lan0"
+
+[[uplinks]]
+name = "isp1"
+interface = "wan0"
+gateway = "10.0.1.1"
+priority = 0
+
+[[uplinks]]
+name = "isp2"
+interface = "wan1"
+gateway = "10.0.2.1"
+priority = 1
+
+[probes]
+targets = ["{RELAY_PUBLIC}"]
+timeout_ms = 300
+
+[dataplane]
+kind = "linux"
+
+[tunnel]
+relay = {{ relay = "relay-test", endpoint = "{RELAY_PUBLIC}:51820", public_key = "{key}", inner_address = "{INNER}" }}
+mode = "critical"
+redundant_critical = {redundant}
+critical_destinations = ["{SERVER}:5004"]
+"#,
+        state = dir.path().display(),
+        key = relay_key.public_base64(),
+    );
+    let config_path = dir.path().join("appliance.toml");
+    std::fs::write(&config_path, config).expect("config");
+    let log = Arc::new(Mutex::new(RelayLog::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let relay = {
+        let (ns, key, peer, log, stop) = (
+            bed.relay.clone(),
+            relay_key.clone(),
+            appliance_key.clone(),
+            log.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || run_relay(ns, key, peer, log, stop))
+    };
+    let agent_log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+    let agent = std::process::Command::new("ip")
+        .args(["netns", "exec", &bed.app])
+        .arg(env!("CARGO_BIN_EXE_stayopen-appliance"))
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .stdout(agent_log.try_clone().expect("log"))
+        .stderr(agent_log)
+        .spawn()
+        .expect("agent");
+    // Stopped however the test ends.
+    let agent = Agent(agent);
+
+    (dir, log, relay, stop, agent)
+}
+
+/// Redundant mode with the agent: a LAN "call" at about 50 packets a second loses at most one
+/// packet when the primary is blackholed (it keeps its carrier; the engine detects the silence),
+/// because each packet also leaves by the backup and the relay's replay window drops the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_redundant_mode_a_call_loses_at_most_one_packet_when_the_primary_is_blackholed() {
+    assert_root();
+    let prefix = format!("sor{}", std::process::id() % 100_000);
+    let bed = build_bed(&prefix);
+    let (dir, log, relay, stop, agent) = start_agent(&bed, true);
+    let outcome = async {
+        wait_for(
+            dir.path(),
+            "the tunnel up and redundant",
+            Duration::from_secs(15),
+            |s| {
+                s.tunnel
+                    .as_ref()
+                    .is_some_and(|t| t.state == TunnelState::Up && t.redundant)
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let call = tokio::spawn(lan_exchange(bed.lan.clone(), 42001, 200));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The primary's line goes silent both ways; its carrier stays up.
+        in_ns(
+            &bed.relay,
+            "nft",
+            &["-f", "-"],
+            Some(
+                "table ip blackhole {\n  chain in {\n    type filter hook prerouting priority -300; policy accept;\n    iifname \"r0\" drop\n  }\n  chain out {\n    type filter hook output priority -300; policy accept;\n    oifname \"r0\" drop\n  }\n}\n",
+            ),
+        );
+        wait_for(dir.path(), "the failover", Duration::from_secs(5), |s| {
+            s.active.as_deref() == Some("isp2")
+        })
+        .await;
+        let echoes = call.await.expect("call");
+        assert!(
+            echoes >= 199,
+            "at most one of 200 packets lost in redundant mode: {echoes} echoed"
+        );
+        let log = log.lock().expect("log");
+        assert!(log.duplicates_dropped > 0, "the relay dropped copies");
+        let sources: std::collections::BTreeSet<_> = log
+            .inner_udp
+            .iter()
+            .map(|(src, sport, _)| (*src, *sport))
+            .collect();
+        assert_eq!(
+            sources.len(),
+            1,
+            "one source at the relay throughout: {sources:?}"
+        );
+        let status = status(dir.path()).await.expect("status");
+        let tunnel = status.tunnel.expect("tunnel");
+        assert!(
+            tunnel.redundant_bytes.get("isp2").is_some_and(|b| *b > 0),
+            "duplicates counted on isp2: {:?}",
+            tunnel.redundant_bytes
+        );
+    };
+    let result = tokio::time::timeout(Duration::from_secs(60), outcome).await;
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    relay.join().expect("relay");
+    let agent_output = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    drop(bed);
+    assert!(result.is_ok(), "timed out; agent log:\n{agent_output}");
 }
