@@ -778,13 +778,16 @@ async fn in_redundant_mode_a_call_loses_at_most_one_packet_when_the_primary_is_b
             echoes >= 199,
             "at most one of 200 packets lost in redundant mode: {echoes} echoed"
         );
-        let log = log.lock().expect("log");
-        assert!(log.duplicates_dropped > 0, "the relay dropped copies");
-        let sources: std::collections::BTreeSet<_> = log
-            .inner_udp
-            .iter()
-            .map(|(src, sport, _)| (*src, *sport))
-            .collect();
+        let (dropped, sources) = {
+            let log = log.lock().expect("log");
+            let sources: std::collections::BTreeSet<_> = log
+                .inner_udp
+                .iter()
+                .map(|(src, sport, _)| (*src, *sport))
+                .collect();
+            (log.duplicates_dropped, sources)
+        };
+        assert!(dropped > 0, "the relay dropped copies");
         assert_eq!(
             sources.len(),
             1,
