@@ -95,6 +95,7 @@ fn build_bed(prefix: &str) -> Bed {
     for ns in [&bed.app, &bed.relay, &bed.lan] {
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", ns])
+            .stderr(std::process::Stdio::null())
             .status();
         ip(&["netns", "add", ns]);
         ip(&["-n", ns, "link", "set", "lo", "up"]);
