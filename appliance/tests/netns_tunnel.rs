@@ -588,7 +588,7 @@ async fn the_agent_keeps_a_tunnelled_flow_through_a_failover_with_the_same_sourc
     assert_root();
     let prefix = format!("soa{}", std::process::id() % 100_000);
     let bed = build_bed(&prefix);
-    let (dir, log, relay, stop, agent) = start_agent(&bed, false);
+    let (dir, log, relay, stop, agent, _) = start_agent(&bed, false);
     let outcome = async {
         wait_for(dir.path(), "the tunnel up", Duration::from_secs(15), |s| {
             s.active.as_deref() == Some("isp1")
@@ -658,6 +658,8 @@ type Running = (
     std::thread::JoinHandle<()>,
     Arc<AtomicBool>,
     Agent,
+    // The relay's key and the appliance's.
+    (KeyPair, KeyPair),
 );
 
 /// Starts the relay's peer and `stayopen-appliance run` in the bed's appliance namespace, on the
@@ -734,7 +736,7 @@ critical_destinations = ["{SERVER}:5004"]
     // Stopped however the test ends.
     let agent = Agent(agent);
 
-    (dir, log, relay, stop, agent)
+    (dir, log, relay, stop, agent, (relay_key, appliance_key))
 }
 
 /// Redundant mode with the agent: a LAN "call" at about 50 packets a second loses at most one
@@ -745,7 +747,7 @@ async fn in_redundant_mode_a_call_loses_at_most_one_packet_when_the_primary_is_b
     assert_root();
     let prefix = format!("sor{}", std::process::id() % 100_000);
     let bed = build_bed(&prefix);
-    let (dir, log, relay, stop, agent) = start_agent(&bed, true);
+    let (dir, log, relay, stop, agent, _) = start_agent(&bed, true);
     let outcome = async {
         wait_for(
             dir.path(),
@@ -806,6 +808,88 @@ async fn in_redundant_mode_a_call_loses_at_most_one_packet_when_the_primary_is_b
     drop(agent);
     stop.store(true, Ordering::Relaxed);
     relay.join().expect("relay");
+    let agent_output = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    drop(bed);
+    assert!(result.is_ok(), "timed out; agent log:\n{agent_output}");
+}
+
+/// A relay restart (its sessions lost): the agent asks for a new handshake as soon as the relay
+/// has been quiet for a keepalive and the margin, before any fallback, so the tunnel never leaves
+/// the `up` state and the LAN flow resumes with the same inner source address and port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_relay_takes_the_tunnel_back_without_a_fallback_and_the_flow_keeps_its_source()
+{
+    assert_root();
+    let prefix = format!("sos{}", std::process::id() % 100_000);
+    let bed = build_bed(&prefix);
+    let (dir, log, relay, stop, agent, (relay_key, appliance_key)) = start_agent(&bed, false);
+    let mut relay = Some(relay);
+    let outcome = async {
+        wait_for(dir.path(), "the tunnel up", Duration::from_secs(15), |s| {
+            s.tunnel
+                .as_ref()
+                .is_some_and(|t| t.state == TunnelState::Up)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let echoes = lan_exchange(bed.lan.clone(), 43001, 20).await;
+        assert!(echoes >= 19, "through the tunnel: {echoes} of 20");
+        let (seen_before, handshakes) = {
+            let log = log.lock().expect("log");
+            (log.inner_udp.last().copied(), log.handshake_inits)
+        };
+
+        // The relay restarts: a new process knows no session.
+        stop.store(true, Ordering::Relaxed);
+        if let Some(old) = relay.take() {
+            old.join().expect("relay");
+        }
+        stop.store(false, Ordering::Relaxed);
+        relay = Some({
+            let (ns, key, peer, log, stop) = (
+                bed.relay.clone(),
+                relay_key.clone(),
+                appliance_key.clone(),
+                log.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || run_relay(ns, key, peer, log, stop))
+        });
+        let restarted = Instant::now();
+        loop {
+            let status = status(dir.path()).await.expect("status");
+            let state = status.tunnel.map(|t| t.state);
+            assert_eq!(
+                state,
+                Some(TunnelState::Up),
+                "no fallback across the restart"
+            );
+            if log.lock().expect("log").handshake_inits > handshakes {
+                break;
+            }
+            assert!(
+                restarted.elapsed() < Duration::from_secs(4),
+                "no new handshake within 4 s of the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let echoes = lan_exchange(bed.lan.clone(), 43001, 20).await;
+        assert!(echoes >= 19, "through the restarted relay: {echoes} of 20");
+        assert_eq!(
+            log.lock().expect("log").inner_udp.last().copied(),
+            seen_before,
+            "the same inner source address and port after the restart"
+        );
+        let status = status(dir.path()).await.expect("status");
+        assert_eq!(status.tunnel.map(|t| t.state), Some(TunnelState::Up));
+    };
+    let result = tokio::time::timeout(Duration::from_secs(60), outcome).await;
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(relay) = relay {
+        relay.join().expect("relay");
+    }
     let agent_output = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
     drop(bed);
     assert!(result.is_ok(), "timed out; agent log:\n{agent_output}");
