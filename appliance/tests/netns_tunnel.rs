@@ -164,6 +164,8 @@ struct RelayLog {
     /// Inner UDP packets to the server: (inner source, source port, destination port).
     inner_udp: Vec<(Ipv4Addr, u16, u16)>,
     duplicates_dropped: usize,
+    /// Inner packets the relay is to send unasked (an attack), drained by its loop.
+    inject: Vec<Vec<u8>>,
 }
 
 fn checksum(bytes: &[u8]) -> u16 {
@@ -226,6 +228,14 @@ fn run_relay(
     let mut out = vec![0u8; 65_536];
     let mut endpoint: Option<SocketAddr> = None;
     while !stop.load(Ordering::Relaxed) {
+        let injected = std::mem::take(&mut log.lock().expect("log").inject);
+        for packet in injected {
+            if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(&packet, &mut out)
+                && let Some(to) = endpoint
+            {
+                let _ = socket.send_to(d, to);
+            }
+        }
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
             if let TunnResult::WriteToNetwork(d) = tunn.update_timers(&mut out)
                 && let Some(to) = endpoint
@@ -310,6 +320,32 @@ async fn lan_exchange(ns: String, port: u16, count: usize) -> usize {
     tokio::task::spawn_blocking(move || lan_exchange_blocking(ns, port, count))
         .await
         .expect("blocking")
+}
+
+/// A UDP packet `src:sport` → `dst:dport` (no UDP checksum, a valid header checksum).
+fn udp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 36];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&36u16.to_be_bytes());
+    p[8] = 64;
+    p[9] = stayopen_tunnel::packet::UDP;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let sum = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[24..26].copy_from_slice(&16u16.to_be_bytes());
+    p[28..36].copy_from_slice(b"intruder");
+    p
+}
+
+/// Whether anything arrives on `socket` within a second.
+fn receives_anything(socket: UdpSocket) -> bool {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    socket.recv_from(&mut [0u8; 1500]).is_ok()
 }
 
 fn plan(steer: bool, outer: usize, duplicate_on: Vec<usize>) -> TunnelPlan {
@@ -401,6 +437,51 @@ async fn scenario(
         assert_eq!(log.endpoints.last(), Some(&Ipv4Addr::new(10, 0, 1, 2)));
     }
     let handshakes = log.lock().expect("log").handshake_inits;
+
+    // Attack: the relay's side sends what the practice never asked for — a datagram straight to
+    // a LAN host, and a new connection to the appliance's inner address. Neither gets through.
+    let lan_listener = {
+        let ns = bed_lan.clone();
+        tokio::task::spawn_blocking(move || {
+            std::thread::spawn(move || {
+                enter(&ns);
+                receives_anything(UdpSocket::bind((LAN_HOST, 40999)).expect("bind"))
+            })
+            .join()
+            .expect("listener")
+        })
+    };
+    let appliance_socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 40998)).expect("bind");
+    let appliance_listener =
+        tokio::task::spawn_blocking(move || receives_anything(appliance_socket));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    log.lock().expect("log").inject.extend([
+        udp_packet(SERVER, 5004, LAN_HOST, 40999),
+        udp_packet(SERVER, 5004, INNER, 40998),
+    ]);
+    assert!(
+        !lan_listener.await.expect("lan"),
+        "a datagram from the tunnel reached a LAN host unasked"
+    );
+    assert!(
+        !appliance_listener.await.expect("appliance"),
+        "a new connection from the tunnel reached the appliance"
+    );
+    assert_eq!(
+        tunnel.counters().refused_packets,
+        1,
+        "the packet addressed past the inner address is refused and counted"
+    );
+    let guard = tokio::process::Command::new("nft")
+        .args(["list", "chain", "ip", "stayopen_tunnel", "guard_input"])
+        .output()
+        .await
+        .expect("nft");
+    let guard = String::from_utf8_lossy(&guard.stdout);
+    assert!(
+        guard.contains("counter packets 1 "),
+        "the new connection arrived and the guard dropped it: {guard}"
+    );
 
     // Failover: the outer packets move to wan1; the session roams without a new handshake.
     tunnel.apply(&plan(true, 1, vec![]), &settings);
