@@ -858,6 +858,7 @@ async fn in_redundant_mode_a_call_loses_at_most_one_packet_when_the_primary_is_b
         })
         .await;
         let echoes = call.await.expect("call");
+        eprintln!("redundant mode, primary blackholed mid-call: {echoes} of 200 packets echoed");
         assert!(
             echoes >= 199,
             "at most one of 200 packets lost in redundant mode: {echoes} echoed"
@@ -946,6 +947,10 @@ async fn a_restarted_relay_takes_the_tunnel_back_without_a_fallback_and_the_flow
                 "no fallback across the restart"
             );
             if log.lock().expect("log").handshake_inits > handshakes {
+                eprintln!(
+                    "relay restarted: new handshake initiated {:.1} s later, no fallback",
+                    restarted.elapsed().as_secs_f64()
+                );
                 break;
             }
             assert!(
