@@ -980,3 +980,67 @@ async fn a_restarted_relay_takes_the_tunnel_back_without_a_fallback_and_the_flow
     drop(bed);
     assert!(result.is_ok(), "timed out; agent log:\n{agent_output}");
 }
+
+/// Switch mode with the agent: a LAN "call" through a blackholed primary loses only what arrives
+/// while the engine detects the silence (about 0.7 s), and the relay sees one source throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_switch_mode_a_call_through_a_blackholed_primary_loses_only_the_detection_time() {
+    assert_root();
+    let prefix = format!("sow{}", std::process::id() % 100_000);
+    let bed = build_bed(&prefix);
+    let (dir, log, relay, stop, agent, _) = start_agent(&bed, false);
+    let outcome = async {
+        wait_for(dir.path(), "the tunnel up", Duration::from_secs(15), |s| {
+            s.tunnel
+                .as_ref()
+                .is_some_and(|t| t.state == TunnelState::Up)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let call = tokio::spawn(lan_exchange(bed.lan.clone(), 44001, 200));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        in_ns(
+            &bed.relay,
+            "nft",
+            &["-f", "-"],
+            Some(
+                "table ip blackhole {\n  chain in {\n    type filter hook prerouting priority -300; policy accept;\n    iifname \"r0\" drop\n  }\n  chain out {\n    type filter hook output priority -300; policy accept;\n    oifname \"r0\" drop\n  }\n}\n",
+            ),
+        );
+        let blackholed = Instant::now();
+        wait_for(dir.path(), "the failover", Duration::from_secs(5), |s| {
+            s.active.as_deref() == Some("isp2")
+        })
+        .await;
+        let detected = blackholed.elapsed();
+        let echoes = call.await.expect("call");
+        eprintln!(
+            "switch mode, primary blackholed mid-call: failover after {:.2} s, {echoes} of 200 packets echoed",
+            detected.as_secs_f64()
+        );
+        // About 45 packets a second: a second of gap is at most ~50 packets.
+        assert!(
+            echoes >= 150,
+            "only the detection time is lost in switch mode: {echoes} of 200 echoed"
+        );
+        let sources: std::collections::BTreeSet<_> = log
+            .lock()
+            .expect("log")
+            .inner_udp
+            .iter()
+            .map(|(src, sport, _)| (*src, *sport))
+            .collect();
+        assert_eq!(
+            sources.len(),
+            1,
+            "one source at the relay throughout: {sources:?}"
+        );
+    };
+    let result = tokio::time::timeout(Duration::from_secs(60), outcome).await;
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    relay.join().expect("relay");
+    let agent_output = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    drop(bed);
+    assert!(result.is_ok(), "timed out; agent log:\n{agent_output}");
+}
