@@ -777,6 +777,9 @@ priority = 1
 [probes]
 targets = ["{RELAY_PUBLIC}"]
 timeout_ms = 300
+recovery_ms = 1000
+failback_clean_secs = 1
+failback_max_hold_secs = 1
 
 [dataplane]
 kind = "linux"
@@ -1022,6 +1025,26 @@ async fn in_switch_mode_a_call_through_a_blackholed_primary_loses_only_the_detec
         assert!(
             echoes >= 150,
             "only the detection time is lost in switch mode: {echoes} of 200 echoed"
+        );
+
+        // The primary's line comes back: traffic fails back after the clean period, and the
+        // same flow continues through the tunnel over the primary.
+        in_ns(
+            &bed.relay,
+            "nft",
+            &["delete", "table", "ip", "blackhole"],
+            None,
+        );
+        wait_for(dir.path(), "the failback", Duration::from_secs(10), |s| {
+            s.active.as_deref() == Some("isp1")
+        })
+        .await;
+        let echoes = lan_exchange(bed.lan.clone(), 44001, 20).await;
+        assert!(echoes >= 19, "after the failback: {echoes} of 20 echoed");
+        assert_eq!(
+            log.lock().expect("log").endpoints.last(),
+            Some(&Ipv4Addr::new(10, 0, 1, 2)),
+            "the outer packets are back on the primary"
         );
         let sources: std::collections::BTreeSet<_> = log
             .lock()
