@@ -1893,6 +1893,7 @@ mod tests {
             client_cert_pem: "not a certificate".into(),
             ca_cert_pem: String::new(),
             private_key_pem: String::new(),
+            wireguard_registered: None,
         }
     }
 

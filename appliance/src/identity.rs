@@ -77,6 +77,11 @@ pub struct Identity {
     pub ca_cert_pem: String,
     #[serde(default)]
     pub private_key_pem: String,
+    /// The WireGuard public key the cloud registered for this appliance (sent at enrolment or
+    /// renewal). `None` in identities stored before the tunnel existed: such an appliance renews
+    /// at once, which registers its key and gives it a relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_registered: Option<String>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -226,6 +231,7 @@ pub async fn enroll(
     api_url: &str,
     proof: &Proof,
     hardware: HardwareIdentity,
+    wireguard_public_key: Option<String>,
 ) -> Result<Identity, IdentityError> {
     let base = api_url.trim_end_matches('/');
     let (private_key_pem, csr_pem) = new_key_and_request()?;
@@ -238,7 +244,7 @@ pub async fn enroll(
                 hardware,
                 agent_version,
                 csr_pem,
-                wireguard_public_key: None,
+                wireguard_public_key: wireguard_public_key.clone(),
             }),
         ),
         Proof::FactoryKey(factory_key) => (
@@ -248,15 +254,24 @@ pub async fn enroll(
                 hardware,
                 agent_version,
                 csr_pem,
+                wireguard_public_key: wireguard_public_key.clone(),
             }),
         ),
     };
     let enrolled = post_for_credentials(http, &url, &body.unwrap_or_default()).await?;
-    Ok(Identity::new(enrolled, private_key_pem))
+    Ok(Identity::new(
+        enrolled,
+        private_key_pem,
+        wireguard_public_key,
+    ))
 }
 
 impl Identity {
-    fn new(enrolled: EnrollResponse, private_key_pem: String) -> Self {
+    fn new(
+        enrolled: EnrollResponse,
+        private_key_pem: String,
+        wireguard_registered: Option<String>,
+    ) -> Self {
         Identity {
             appliance_id: enrolled.appliance_id,
             practice_id: enrolled.practice_id,
@@ -265,6 +280,7 @@ impl Identity {
             client_cert_pem: enrolled.client_cert_pem,
             ca_cert_pem: enrolled.ca_cert_pem,
             private_key_pem,
+            wireguard_registered,
         }
     }
 }
@@ -339,8 +355,17 @@ pub async fn load_or_enroll(
             .without_max_times()
             .build()
     };
+    let wireguard_public_key = Some(Identity::wireguard_public_key(state_dir)?);
     loop {
-        match enroll(http, api_url, proof, hardware.clone()).await {
+        match enroll(
+            http,
+            api_url,
+            proof,
+            hardware.clone(),
+            wireguard_public_key.clone(),
+        )
+        .await
+        {
             Ok(identity) => {
                 store(state_dir, &identity)?;
                 tracing::info!(appliance_id = %identity.appliance_id, "enrolled");
@@ -380,6 +405,10 @@ pub fn renewal_due_after(identity: &Identity, before: RenewBefore) -> DateTime<U
     let Some((not_before, not_after)) = certificate_validity(&identity.client_cert_pem) else {
         return DateTime::<Utc>::MIN_UTC;
     };
+    if identity.wireguard_registered.is_none() {
+        // Enrolled before the tunnel: renewing now registers the WireGuard key.
+        return DateTime::<Utc>::MIN_UTC;
+    }
     match before {
         RenewBefore::ThirdOfLifetime => not_after - (not_after - not_before) / 3,
         RenewBefore::Remaining(remaining) => not_after - remaining,
@@ -484,6 +513,7 @@ pub async fn renew(
     identity: &Identity,
 ) -> Result<Identity, IdentityError> {
     let (next_key, resumed) = pending_key(state_dir, identity)?;
+    let wireguard_public_key = Some(Identity::wireguard_public_key(state_dir)?);
     let csr_pem = request_for(&next_key)?;
     let url = format!("{}/api/v1/enroll/renew", api_url.trim_end_matches('/'));
     let attempt = |proving_key: &str| {
@@ -496,7 +526,7 @@ pub async fn renew(
                 csr_pem: csr_pem.clone(),
                 signed_at,
                 signature,
-                wireguard_public_key: None,
+                wireguard_public_key: wireguard_public_key.clone(),
             })
             .unwrap_or_default()
         })
@@ -512,7 +542,7 @@ pub async fn renew(
         }
         other => other?,
     };
-    let identity = Identity::new(renewed, next_key);
+    let identity = Identity::new(renewed, next_key, wireguard_public_key);
     store(state_dir, &identity)?;
     let pending = state_dir.join(PENDING_KEY_FILE);
     if let Err(e) = std::fs::remove_file(&pending) {
@@ -555,6 +585,7 @@ mod tests {
             client_cert_pem: "cert".into(),
             ca_cert_pem: "ca".into(),
             private_key_pem: "key".into(),
+            wireguard_registered: Some("d2cga2V5".into()),
         };
         store(dir.path(), &identity).expect("store");
         assert_eq!(load(dir.path()).expect("load"), Some(identity));
@@ -626,8 +657,17 @@ mod tests {
             client_cert_pem: cert.pem(),
             ca_cert_pem: String::new(),
             private_key_pem: key_pem,
+            wireguard_registered: Some("d2cga2V5".into()),
         };
         (identity, start)
+    }
+
+    #[test]
+    fn an_identity_enrolled_before_the_tunnel_renews_at_once_to_register_its_wireguard_key() {
+        let (mut identity, start) = identity_valid(300);
+        assert!(!renewal_due(&identity, start + chrono::Duration::days(1)));
+        identity.wireguard_registered = None;
+        assert!(renewal_due(&identity, start + chrono::Duration::days(1)));
     }
 
     #[test]

@@ -619,6 +619,8 @@ async fn kills(
                 client_cert_pem: enrolled.client_cert_pem,
                 ca_cert_pem: enrolled.ca_cert_pem,
                 private_key_pem: device.key_pem,
+                // No tunnel here: the key counts as registered, so the agent does not renew at start.
+                wireguard_registered: Some(String::new()),
             },
         )
         .expect("store the identity");

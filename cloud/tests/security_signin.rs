@@ -469,6 +469,7 @@ async fn another_msp_enrolling_or_registering_this_msps_box_gets_the_answer_any_
         hardware: hardware(serial, mac),
         agent_version: "test".into(),
         csr_pem: csr(),
+        wireguard_public_key: None,
     };
     let foreign = raw_enrol(
         &cloud,

@@ -1,5 +1,6 @@
 //! Zero-touch enrolment: an MSP registers a box's serial number and factory key for a practice;
-//! the box enrols with them — nothing typed on site — into the MSP that holds its factory key.
+//! the box enrols with them — nothing typed on site — into the MSP that holds its factory key,
+//! registering its WireGuard key for the tunnel as it does.
 
 mod common;
 
@@ -54,12 +55,24 @@ async fn a_registered_serial_enrols_with_its_factory_key_into_its_practice() {
                 },
                 agent_version: "test".into(),
                 csr_pem: csr,
+                wireguard_public_key: None,
             })
             .await
             .expect_err(serial);
         assert_eq!(refused.status, 401, "{serial}");
         assert_eq!(refused.code().as_deref(), Some("claim_refused"));
     }
+
+    // A relay for the tunnel: the box registers its WireGuard key when it enrols.
+    let relay_token = stayopen_cloud::domain::relays::create(
+        &cloud.pool,
+        "relay-zero-touch",
+        "relay-zero-touch.example.net:51820",
+        "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=",
+    )
+    .await
+    .expect("relay registered")
+    .token;
 
     // The box itself, with only its factory key on disk.
     let state = tempfile::tempdir().expect("state");
@@ -103,6 +116,26 @@ async fn a_registered_serial_enrols_with_its_factory_key_into_its_practice() {
     assert!(
         theirs.len() == 1 && theirs[0].appliance_id.is_none(),
         "the other MSP sees only its own registration, unused: {theirs:?}"
+    );
+    // Its WireGuard key, registered by the claim, is in the relay's peer list.
+    let key = stayopen_appliance::identity::Identity::wireguard_public_key(state.path())
+        .expect("the box's WireGuard key");
+    let peers: stayopen_shared::tunnel::RelayPeerList = cloud
+        .http
+        .get(cloud.url("/api/v1/relay/peers"))
+        .bearer_auth(&relay_token)
+        .send()
+        .await
+        .expect("peer list")
+        .json()
+        .await
+        .expect("a peer list");
+    assert!(
+        peers
+            .peers
+            .iter()
+            .any(|p| p.appliance_id == appliance.id && p.public_key == key),
+        "the claimed box's key is registered: {peers:?}"
     );
     stop.send(true).expect("stop");
     run.await.expect("join").expect("agent ran cleanly");

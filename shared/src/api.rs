@@ -809,6 +809,9 @@ pub struct ClaimEnrollRequest {
     pub hardware: HardwareIdentity,
     pub agent_version: String,
     pub csr_pem: String,
+    /// As in [`EnrollRequest::wireguard_public_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_public_key: Option<String>,
 }
 
 impl std::fmt::Debug for ClaimEnrollRequest {

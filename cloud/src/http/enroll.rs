@@ -116,7 +116,7 @@ pub async fn enroll(
         (status = 400, body = ApiError),
         (status = 401, body = ApiError, description = "Serial not registered, wrong factory key, or hardware of another MSP (one answer for all)"),
         (status = 403, body = ApiError, description = "The appliance is revoked (`appliance_revoked`)"),
-        (status = 409, body = ApiError, description = "The hardware is enrolled without an approval to enrol again (`reenrollment_needs_proof`)"),
+        (status = 409, body = ApiError, description = "The hardware is enrolled without an approval to enrol again (`reenrollment_needs_proof`), or `wireguard_public_key` is another appliance's (`conflict`)"),
     )
 )]
 #[post("/enroll/claim")]
@@ -128,7 +128,7 @@ pub async fn enroll_claimed(
         hardware: &body.hardware,
         agent_version: &body.agent_version,
         csr_pem: &body.csr_pem,
-        wireguard_public_key: None,
+        wireguard_public_key: body.wireguard_public_key.as_deref(),
     };
     let result =
         enrol::with_claimed_serial(&state.pool, issuer(&state), &body.factory_key, &applicant)
