@@ -95,6 +95,8 @@ pub struct SeqReport {
     pub highest_seq: u64,
     /// The longest time between two arrivals in the window, in milliseconds.
     pub max_gap_ms: f64,
+    /// Milliseconds since the last arrival (none yet: `None`).
+    pub silent_ms: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +134,7 @@ impl SeqWindow {
             lost: (self.highest.saturating_sub(self.base)).saturating_sub(received),
             highest_seq: self.highest,
             max_gap_ms: self.gaps.largest(now),
+            silent_ms: self.gaps.last.map(|t| ms(now - t)),
         }
     }
 }
