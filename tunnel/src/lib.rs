@@ -8,8 +8,10 @@
 //!
 //! - [`keys`]: WireGuard key pairs and their base64 form;
 //! - [`packet`]: just enough IPv4/TCP/UDP parsing to classify and police inner packets;
-//! - [`tun`]: the TUN device both ends read inner packets from and write them to.
+//! - [`tun`]: the TUN device both ends read inner packets from and write them to;
+//! - [`relay`]: the relay every appliance's tunnel ends at (the `stayopen-relay` binary).
 
 pub mod keys;
 pub mod packet;
+pub mod relay;
 pub mod tun;
