@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use stayopen_shared::events::{ApplianceEvent, EventKind};
-use stayopen_shared::telemetry::{Telemetry, UplinkTelemetry};
+use stayopen_shared::telemetry::{Telemetry, UplinkHealth, UplinkTelemetry};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -25,6 +25,10 @@ use crate::identity::{self, Identity, IdentityError, RenewBefore};
 use crate::outbox::Outbox;
 use crate::probe_cost;
 use crate::remote::{self, CommandBook};
+use crate::tunnel::linux::{TunnelCounters, TunnelSetup};
+use crate::tunnel::{
+    RedundantLedger, TunnelCore, TunnelPlan, TunnelSettings, TunnelTimings, UplinkView,
+};
 use crate::uplink_report::Window;
 use stayopen_shared::commands::{CommandResult, CommandSpec, CommandStatus, DeviceCommand};
 use stayopen_shared::policy::Policy;
@@ -37,6 +41,63 @@ const FIRST_TELEMETRY_AFTER: Duration = Duration::from_secs(2);
 pub const OUTBOX_FILE: &str = "outbox.redb";
 /// Without a cloud, the figures `status` shows are over windows of this length.
 const STANDALONE_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// While a tunnel runs, its decisions are revisited at least this often.
+const TUNNEL_TICK: Duration = Duration::from_millis(200);
+/// A tunnel data path that failed to start is tried again after this long.
+const TUNNEL_RETRY: Duration = Duration::from_secs(10);
+
+/// The tunnel as the driver runs it: the real decision core, the relay the dataplane was set up
+/// for, and the month's duplicate bytes.
+struct TunnelRun {
+    core: TunnelCore,
+    /// The relay the dataplane's tunnel runs for (`None`: no tunnel running).
+    configured: Option<stayopen_shared::tunnel::RelayAssignment>,
+    /// When setting the data path up last failed.
+    failed_at: Option<Instant>,
+    ledger: RedundantLedger,
+    ledger_changed: bool,
+    /// The data path's cumulative duplicate bytes already added to the ledger, per uplink.
+    counted: Vec<u64>,
+    counters: TunnelCounters,
+    plan: TunnelPlan,
+}
+
+impl TunnelRun {
+    fn new(now: Instant, config: &ApplianceConfig) -> Self {
+        let keepalive = Duration::from_secs(u64::from(config.tunnel.keepalive_secs));
+        Self {
+            core: TunnelCore::new(
+                now.into_std(),
+                TunnelTimings::for_keepalive(keepalive),
+                TunnelSettings::from_config(&config.tunnel),
+            ),
+            configured: None,
+            failed_at: None,
+            ledger: RedundantLedger::load(&config.appliance.state_dir),
+            ledger_changed: false,
+            counted: vec![0; config.uplinks.len()],
+            counters: TunnelCounters::default(),
+            plan: TunnelPlan::off(),
+        }
+    }
+
+    /// The tunnel in telemetry and status.
+    fn report(&self, now: Instant) -> stayopen_shared::tunnel::TunnelReport {
+        let settings = self.core.settings();
+        stayopen_shared::tunnel::TunnelReport {
+            mode: settings.mode,
+            state: self.core.state(),
+            relay: settings.relay.as_ref().map(|r| r.relay.clone()),
+            last_handshake_secs: self.counters.observed.handshake_at.map(|at| {
+                u32::try_from(now.into_std().saturating_duration_since(at).as_secs())
+                    .unwrap_or(u32::MAX)
+            }),
+            redundant: !self.plan.duplicate_on.is_empty(),
+            redundant_bytes: self.ledger.bytes.clone(),
+            tunnel_bytes: self.counters.tunnel_bytes,
+        }
+    }
+}
 
 /// How the agent keeps its device certificate fresh (issue 12): it renews with proof of its
 /// current key when [`RenewBefore`] says so, at start and while running. When the cloud cannot
@@ -322,6 +383,8 @@ struct Driver<D: Dataplane> {
     drill_command: Option<uuid::Uuid>,
     /// A `drill_finished` held back until traffic is back on the primary, to carry the report.
     finished_drill: Option<ApplianceEvent>,
+    /// The session-safe tunnel (issue 16).
+    tunnel: TunnelRun,
 }
 
 impl<D: Dataplane> Driver<D> {
@@ -356,7 +419,9 @@ impl<D: Dataplane> Driver<D> {
             })
             .collect();
         let uplinks = config.uplinks.len();
+        let tunnel = TunnelRun::new(started, &config);
         Driver {
+            tunnel,
             engine: Engine::new(started.into_std(), engine_config),
             config,
             dataplane,
@@ -388,6 +453,9 @@ impl<D: Dataplane> Driver<D> {
         {
             deadline = deadline.min(Instant::from_std(checks_deadline));
         }
+        if self.tunnel.core.settings().enabled() || self.tunnel.configured.is_some() {
+            deadline = deadline.min(Instant::now() + TUNNEL_TICK);
+        }
         deadline
     }
 
@@ -399,6 +467,101 @@ impl<D: Dataplane> Driver<D> {
             self.apply(now, actions).await;
         }
         self.run_app_checks(now);
+        self.tunnel_turn(now).await;
+    }
+
+    /// The tunnel's turn: the data path runs for the relay the settings name, the decision core
+    /// takes the engine's active uplink, every uplink's health and what the data path saw, and the
+    /// plan is carried out at once — so the outer packets follow a failover in the same turn.
+    async fn tunnel_turn(&mut self, now: Instant) {
+        let wanted = self
+            .tunnel
+            .core
+            .settings()
+            .enabled()
+            .then(|| self.tunnel.core.settings().relay.clone())
+            .flatten();
+        if wanted != self.tunnel.configured
+            && self
+                .tunnel
+                .failed_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= TUNNEL_RETRY)
+        {
+            let setup = match &wanted {
+                Some(relay) => match identity::wireguard_key(&self.config.appliance.state_dir) {
+                    Ok(key) => Some(TunnelSetup {
+                        key,
+                        relay: relay.clone(),
+                        interface: self.config.tunnel.interface.clone(),
+                        mtu: self.config.tunnel.mtu,
+                        keepalive: Duration::from_secs(u64::from(
+                            self.config.tunnel.keepalive_secs,
+                        )),
+                        relay_inner_address: self.config.tunnel.relay_inner_address,
+                    }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "no WireGuard key: the tunnel cannot start");
+                        self.tunnel.failed_at = Some(now);
+                        return;
+                    }
+                },
+                None => None,
+            };
+            match self.dataplane.configure_tunnel(setup).await {
+                Ok(()) => {
+                    self.tunnel.configured = wanted;
+                    self.tunnel.failed_at = None;
+                    self.tunnel.counted = vec![0; self.config.uplinks.len()];
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the tunnel's data path");
+                    self.tunnel.failed_at = Some(now);
+                    self.tunnel.configured = None;
+                }
+            }
+        }
+        let counters = self.dataplane.tunnel_counters(now.into_std());
+        let month = RedundantLedger::month_of(Utc::now());
+        self.tunnel.ledger.roll(&month);
+        for (i, total) in counters.duplicate_bytes.iter().enumerate() {
+            let counted = self.tunnel.counted.get(i).copied().unwrap_or(0);
+            if *total > counted {
+                let name = &self.engine.specs()[i].name;
+                self.tunnel.ledger.add(&month, name, total - counted);
+                self.tunnel.ledger_changed = true;
+            }
+            if let Some(c) = self.tunnel.counted.get_mut(i) {
+                *c = *total;
+            }
+        }
+        let views: Vec<UplinkView> = self
+            .engine
+            .specs()
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| UplinkView {
+                healthy: matches!(
+                    self.engine.wire_health(now.into_std(), i),
+                    UplinkHealth::Up | UplinkHealth::Degraded
+                ),
+                metered: spec.metered,
+                duplicate_bytes: self.tunnel.ledger.of(&spec.name),
+            })
+            .collect();
+        // Without a running data path nothing was observed: the core falls back after its timeout.
+        let (plan, events) = self.tunnel.core.update(
+            now.into_std(),
+            self.engine.active(),
+            &views,
+            counters.observed,
+        );
+        self.dataplane
+            .apply_tunnel(now.into_std(), &plan, self.tunnel.core.settings());
+        self.tunnel.counters = counters;
+        self.tunnel.plan = plan;
+        for event in events {
+            self.emit(event);
+        }
     }
 
     async fn apply(&mut self, now: Instant, actions: Vec<Action>) {
@@ -559,6 +722,10 @@ impl<D: Dataplane> Driver<D> {
             policy.critical_apps.clone(),
             Duration::from_secs(u64::from(policy.app_check_interval_secs)),
             u64::from(policy.metered_budget_mb) * 1_000_000,
+        );
+        self.tunnel.core.set_settings(
+            now.into_std(),
+            TunnelSettings::from_policy(&policy, &self.config.tunnel),
         );
         let version = policy.version;
         self.policy = Some(policy);
@@ -772,8 +939,20 @@ impl<D: Dataplane> Driver<D> {
             samples: None,
             outbox: self.cloud.as_ref().and_then(CloudLink::outbox_report),
             apps: self.app_checks.reachability(now.into_std()),
-            tunnel: None,
+            tunnel: Some(self.tunnel_report(now)),
         }
+    }
+
+    /// The tunnel's report; the month's duplicate count is written to the state directory when it
+    /// changed, so a restart keeps counting against the metered cap.
+    fn tunnel_report(&mut self, now: Instant) -> stayopen_shared::tunnel::TunnelReport {
+        if self.tunnel.ledger_changed {
+            match self.tunnel.ledger.save(&self.config.appliance.state_dir) {
+                Ok(()) => self.tunnel.ledger_changed = false,
+                Err(e) => tracing::warn!(error = %e, "cannot store the redundant-mode usage"),
+            }
+        }
+        self.tunnel.report(now)
     }
 
     fn status(&self, now: Instant) -> Status {
@@ -804,6 +983,7 @@ impl<D: Dataplane> Driver<D> {
                 })
                 .collect(),
             apps: self.app_checks.reachability(now.into_std()),
+            tunnel: Some(self.tunnel.report(now)),
         }
     }
 
@@ -877,6 +1057,9 @@ pub async fn run_with_renewal(
         path: state_dir.clone(),
         source,
     })?;
+    // Made once, before enrolment: the cloud registers its public half for the relay.
+    let wireguard = identity::wireguard_key(&state_dir)?;
+    tracing::info!(public_key = %wireguard.public_base64(), "WireGuard key");
     let events = match &options.events_file {
         Some(path) => Some(
             EventsLog::open(path).map_err(|source| AgentError::EventsFile {
@@ -1097,6 +1280,10 @@ async fn drive<D: Dataplane>(
             break;
         }
     }
+    // Steering into a tunnel no process serves any more would strand the flows it marks.
+    if let Err(e) = driver.dataplane.configure_tunnel(None).await {
+        tracing::warn!(error = %e, "cannot remove the tunnel");
+    }
     if let Some(attempt) = renewer.as_mut().and_then(|r| r.attempt.take()) {
         // A renewal cut short resumes with its pending key at the next start.
         attempt.abort();
@@ -1185,6 +1372,7 @@ mod tests {
                 dataplane: DataplaneSection::Simulated {
                     links: BTreeMap::from([("lte".into(), lte)]),
                 },
+                tunnel: Default::default(),
             }
         }
 

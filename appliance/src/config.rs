@@ -18,6 +18,51 @@ pub struct ApplianceConfig {
     #[serde(default)]
     pub probes: ProbeSection,
     pub dataplane: DataplaneSection,
+    /// The session-safe tunnel to a StayOpen relay (issue 16). Absent: defaults; the tunnel runs
+    /// only once the cloud's policy assigns a relay.
+    #[serde(default)]
+    pub tunnel: TunnelSection,
+}
+
+/// `[tunnel]`: the WireGuard tunnel's device and timers, and — for standalone use and test beds —
+/// a static relay and the policy values used while no cloud policy has arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelSection {
+    /// The TUN device carrying inner packets.
+    pub interface: String,
+    /// The TUN device's MTU: 1380 leaves room for WireGuard's 60 bytes (IPv4) and a PPPoE or LTE
+    /// path below 1500.
+    pub mtu: u16,
+    /// WireGuard persistent keepalive, and the relay-liveness ping, in seconds: the relay's view
+    /// of the appliance's address follows a failover within one interval.
+    pub keepalive_secs: u16,
+    /// A static relay; the cloud policy's `tunnel_relay` takes precedence when there is one.
+    pub relay: Option<stayopen_shared::tunnel::RelayAssignment>,
+    /// The relay's own address inside the tunnel, which answers the liveness ping.
+    pub relay_inner_address: std::net::Ipv4Addr,
+    /// Tunnel mode while no cloud policy has arrived (the policy's `tunnel_mode` replaces it).
+    pub mode: Option<stayopen_shared::tunnel::TunnelMode>,
+    /// Redundant mode while no cloud policy has arrived.
+    pub redundant_critical: Option<bool>,
+    /// Critical destinations while no cloud policy has arrived: host names, IPv4 addresses or
+    /// CIDRs, each with an optional `:port`. Default: the built-in telemedicine services.
+    pub critical_destinations: Option<Vec<String>>,
+}
+
+impl Default for TunnelSection {
+    fn default() -> Self {
+        Self {
+            interface: "so-tun0".into(),
+            mtu: 1380,
+            keepalive_secs: 1,
+            relay: None,
+            relay_inner_address: std::net::Ipv4Addr::new(100, 96, 0, 1),
+            mode: None,
+            redundant_critical: None,
+            critical_destinations: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,6 +265,13 @@ pub struct SimulatedLink {
     /// `dns name`) that refuse connections through this link — a lab that allow-lists the
     /// practice's fixed fibre address, say.
     pub unreachable_apps: Vec<String>,
+    /// The tunnel's relay does not answer through this link (a simulated relay outage seen from
+    /// this uplink): while the link is active the tunnel falls back to direct NAT.
+    pub relay_unreachable: bool,
+    /// Critical traffic (a telemedicine call) the practice sends while this link is active,
+    /// bytes per second: what the tunnel carries in `critical` mode and what redundant mode
+    /// duplicates onto the other uplinks.
+    pub critical_bytes_per_sec: u64,
 }
 
 impl Default for SimulatedLink {
@@ -232,6 +284,8 @@ impl Default for SimulatedLink {
             outages: Vec::new(),
             repeat_every_secs: None,
             unreachable_apps: Vec::new(),
+            relay_unreachable: false,
+            critical_bytes_per_sec: 40_000,
         }
     }
 }
@@ -436,6 +490,7 @@ impl ApplianceConfig {
                 return Err(invalid("cloud.outbox_max_mb", "must be between 1 and 4096"));
             }
         }
+        self.validate_tunnel()?;
         let links = match &self.dataplane {
             DataplaneSection::Simulated { links } => links.clone(),
             DataplaneSection::Linux { table_base } => {
@@ -469,6 +524,78 @@ impl ApplianceConfig {
             }
             if link.repeat_every_secs == Some(0) {
                 return Err(invalid(&key("repeat_every_secs"), "must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ApplianceConfig {
+    fn validate_tunnel(&self) -> Result<(), ParseError> {
+        let invalid = |key: &str, message: String| ParseError::Invalid {
+            key: format!("tunnel.{key}"),
+            message,
+        };
+        let t = &self.tunnel;
+        if t.interface.is_empty() || t.interface.len() > 15 {
+            return Err(invalid(
+                "interface",
+                "must be a Linux interface name (1 to 15 characters)".into(),
+            ));
+        }
+        if t.interface == self.lan.interface
+            || self.uplinks.iter().any(|u| u.interface == t.interface)
+        {
+            return Err(invalid(
+                "interface",
+                format!(
+                    "{:?} is already the LAN's or an uplink's interface",
+                    t.interface
+                ),
+            ));
+        }
+        if !(576..=1420).contains(&t.mtu) {
+            return Err(invalid("mtu", "must be between 576 and 1420".into()));
+        }
+        if !(1..=60).contains(&t.keepalive_secs) {
+            return Err(invalid("keepalive_secs", "must be between 1 and 60".into()));
+        }
+        if let Some(relay) = &t.relay {
+            if relay.relay.is_empty() || relay.relay.len() > 64 {
+                return Err(invalid("relay.relay", "must be 1 to 64 characters".into()));
+            }
+            if crate::tunnel::parse_endpoint(&relay.endpoint).is_none() {
+                return Err(invalid(
+                    "relay.endpoint",
+                    format!(
+                        "{:?} is not host:port, e.g. 203.0.113.50:51820",
+                        relay.endpoint
+                    ),
+                ));
+            }
+            if let Err(e) = stayopen_tunnel::keys::parse_public(&relay.public_key) {
+                return Err(invalid("relay.public_key", e.to_string()));
+            }
+            if relay.inner_address.is_unspecified() || relay.inner_address == t.relay_inner_address
+            {
+                return Err(invalid(
+                    "relay.inner_address",
+                    "must be this appliance's own inner address, not 0.0.0.0 nor the relay's"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(destinations) = &t.critical_destinations {
+            if destinations.len() > 100 {
+                return Err(invalid(
+                    "critical_destinations",
+                    "at most 100 entries".into(),
+                ));
+            }
+            for (i, d) in destinations.iter().enumerate() {
+                if let Some(problem) = stayopen_shared::tunnel::destination_problem(d) {
+                    return Err(invalid(&format!("critical_destinations[{i}]"), problem));
+                }
             }
         }
         Ok(())

@@ -49,6 +49,9 @@ pub struct Status {
     /// The latest check of each critical application through each uplink.
     #[serde(default)]
     pub apps: Vec<stayopen_shared::compliance::AppReachability>,
+    /// The session-safe tunnel: mode, state, relay, redundant mode and its data.
+    #[serde(default)]
+    pub tunnel: Option<stayopen_shared::tunnel::TunnelReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,7 +123,40 @@ impl Status {
                 ));
             }
         }
+        if let Some(t) = &self.tunnel {
+            out.push_str(&format!(
+                "\ntunnel: {} (mode {}), relay {}",
+                t.state.as_str(),
+                t.mode.as_str(),
+                t.relay.as_deref().unwrap_or("none")
+            ));
+            if let Some(secs) = t.last_handshake_secs {
+                out.push_str(&format!(", last handshake {secs} s ago"));
+            }
+            out.push_str(&format!(
+                "\n  {} through the tunnel; redundant mode {}",
+                human_bytes(t.tunnel_bytes),
+                if t.redundant { "on" } else { "off" }
+            ));
+            for (uplink, bytes) in &t.redundant_bytes {
+                out.push_str(&format!(
+                    "; {uplink} {} of duplicates this month",
+                    human_bytes(*bytes)
+                ));
+            }
+            out.push('\n');
+        }
         out
+    }
+}
+
+/// Bytes for people: `12.3 MB`.
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
     }
 }
 
@@ -337,6 +373,15 @@ mod tests {
                 age_secs: 40,
                 reason: Some("tcp lab.example:2575: connection refused".into()),
             }],
+            tunnel: Some(stayopen_shared::tunnel::TunnelReport {
+                mode: stayopen_shared::tunnel::TunnelMode::Critical,
+                state: stayopen_shared::tunnel::TunnelState::Up,
+                relay: Some("relay-1".into()),
+                last_handshake_secs: Some(3),
+                redundant: true,
+                redundant_bytes: [("lte".to_owned(), 2_500_000)].into(),
+                tunnel_bytes: 12_345,
+            }),
         };
         let text = status.to_text();
         assert!(text.starts_with("active uplink: fiber\n"), "{text}");
@@ -344,6 +389,14 @@ mod tests {
         assert!(text.contains("12.3 ms"), "{text}");
         assert!(
             text.contains("unreachable: tcp lab.example:2575: connection refused"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tunnel: up (mode critical), relay relay-1, last handshake 3 s ago"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redundant mode on; lte 2.5 MB of duplicates this month"),
             "{text}"
         );
     }

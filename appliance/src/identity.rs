@@ -23,6 +23,45 @@ const IDENTITY_FILE: &str = "identity.json";
 /// certified) instead of stranding the appliance.
 const PENDING_KEY_FILE: &str = "renewal-key.pem";
 
+/// The appliance's WireGuard private key (base64, 0600), made once and kept across restarts and
+/// re-enrolments: the relay knows the appliance by its public half.
+pub const WIREGUARD_KEY_FILE: &str = "wireguard.key";
+
+/// The appliance's WireGuard key pair from `state_dir/wireguard.key`, created there (0600) at
+/// first use. A file that does not hold a key is an error, never silently replaced: the relay
+/// would no longer know this appliance.
+pub fn wireguard_key(state_dir: &Path) -> Result<stayopen_tunnel::keys::KeyPair, IdentityError> {
+    let path = state_dir.join(WIREGUARD_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => stayopen_tunnel::keys::KeyPair::from_private_base64(&text).map_err(|e| {
+            IdentityError::WireguardKey {
+                path,
+                detail: e.to_string(),
+            }
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let pair = stayopen_tunnel::keys::KeyPair::generate();
+            write_private(
+                state_dir,
+                WIREGUARD_KEY_FILE,
+                format!("{}\n", pair.private_base64()).as_bytes(),
+            )?;
+            tracing::info!(public_key = %pair.public_base64(), "created the WireGuard key");
+            Ok(pair)
+        }
+        Err(source) => Err(IdentityError::Read { path, source }),
+    }
+}
+
+impl Identity {
+    /// The public half of the appliance's WireGuard key (base64, as `wg` prints it), creating
+    /// the key pair in `state_dir` at first use: what the cloud registers for the relay at
+    /// enrolment.
+    pub fn wireguard_public_key(state_dir: &Path) -> Result<String, IdentityError> {
+        wireguard_key(state_dir).map(|pair| pair.public_base64())
+    }
+}
+
 /// What enrolment gave this appliance, and the private key it generated for it.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Identity {
@@ -84,6 +123,8 @@ pub enum IdentityError {
     Key(#[from] rcgen::Error),
     #[error("cannot sign the renewal proof with the device key: {0}")]
     Sign(String),
+    #[error("{path} holds no WireGuard key ({detail}); move it away to make a new one")]
+    WireguardKey { path: PathBuf, detail: String },
 }
 
 impl IdentityError {
@@ -521,6 +562,35 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_wireguard_key_is_made_once_private_and_kept_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Identity::wireguard_public_key(dir.path()).expect("created");
+        let again = Identity::wireguard_public_key(dir.path()).expect("loaded");
+        assert_eq!(first, again);
+        assert_eq!(first.len(), 44);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(WIREGUARD_KEY_FILE))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_corrupt_wireguard_key_file_is_an_error_not_silently_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(WIREGUARD_KEY_FILE), "not a key").expect("write");
+        assert!(matches!(
+            wireguard_key(dir.path()),
+            Err(IdentityError::WireguardKey { .. })
+        ));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(WIREGUARD_KEY_FILE)).expect("read"),
+            "not a key"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - [`outbox`]: what waits on disk for the cloud's acknowledgement.
 //! - [`cloud_link`]: MQTT to the cloud, sending from the outbox.
 //! - [`remote`]: what the cloud asks of the appliance (policy, commands), without I/O.
+//! - [`tunnel`]: the session-safe tunnel to a relay — its sans-IO decisions and its Linux data
+//!   path.
 //! - [`events_log`]: the local record of every decision, one JSON object per line.
 //! - [`control`]: the local control socket behind `status` and `drill`.
 //! - [`agent`]: the driver that owns the clock and ties the rest together.
@@ -31,6 +33,7 @@ pub mod identity;
 pub mod outbox;
 pub mod probe_cost;
 pub mod remote;
+pub mod tunnel;
 pub mod uplink_report;
 
 /// Reported to the cloud at enrolment and in presence messages.

@@ -122,6 +122,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
         dataplane: DataplaneSection::Simulated {
             links: BTreeMap::from([("fiber".to_owned(), fiber), ("lte".to_owned(), lte)]),
         },
+        tunnel: Default::default(),
     }
 }
 

@@ -31,6 +31,8 @@ use stayopen_shared::compliance::AppEndpoint;
 use super::probe::{IcmpProber, app_check, dns_probe, http_client, https_get, tcp_probe};
 use super::{Counters, Dataplane, DataplaneError, DataplaneEvent};
 use crate::config::{ApplianceConfig, ProbeKind};
+use crate::tunnel::linux::{HostLayout, LinuxTunnel, TunnelCounters, TunnelSetup};
+use crate::tunnel::{TunnelPlan, TunnelSettings};
 
 const NFT_TABLE: &str = "stayopen";
 /// Rules sit above the main table's rule (32766) and below local (0).
@@ -55,6 +57,10 @@ pub struct LinuxDataplane {
     http: Vec<reqwest::Client>,
     /// Where application checks of DNS endpoints send their query (through the uplink checked).
     app_resolver: Option<SocketAddr>,
+    lan_interface: String,
+    table_base: u32,
+    /// The session-safe tunnel's data path, while a relay is assigned.
+    tunnel: Option<LinuxTunnel>,
 }
 
 /// The server application checks of DNS endpoints ask: that of the first `dns` probe target (a
@@ -85,7 +91,11 @@ fn command_error(what: &str, detail: impl ToString) -> DataplaneError {
 }
 
 /// Runs a command; a non-zero exit is an error carrying its stderr.
-async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, DataplaneError> {
+pub(crate) async fn run(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, DataplaneError> {
     let what = format!("{program} {}", args.join(" "));
     let mut command = Command::new(program);
     command
@@ -287,7 +297,22 @@ impl LinuxDataplane {
             icmp,
             http,
             app_resolver,
+            lan_interface: config.lan.interface.clone(),
+            table_base,
+            tunnel: None,
         })
+    }
+
+    /// The tunnel's place among the uplinks' tables and rules: the table (and mark) after the
+    /// last uplink's, the rule after theirs.
+    fn tunnel_layout(&self) -> HostLayout {
+        let n = self.uplinks.len() as u32;
+        HostLayout {
+            lan_interface: self.lan_interface.clone(),
+            uplink_interfaces: self.uplinks.iter().map(|u| u.interface.clone()).collect(),
+            table: self.table_base + n,
+            rule_priority: RULE_PRIORITY_BASE + 2 * n,
+        }
     }
 
     fn uplink(&self, uplink: usize) -> Result<&LinuxUplink, DataplaneError> {
@@ -559,6 +584,42 @@ impl Dataplane for LinuxDataplane {
         }
     }
 
+    fn configure_tunnel(
+        &mut self,
+        setup: Option<TunnelSetup>,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send {
+        async move {
+            let Some(setup) = setup else {
+                self.remove_tunnel().await;
+                return Ok(());
+            };
+            if self
+                .tunnel
+                .as_ref()
+                .is_some_and(|t| *t.relay() == setup.relay)
+            {
+                return Ok(());
+            }
+            // The old device must be gone before one of the same name is created.
+            self.remove_tunnel().await;
+            self.tunnel = Some(LinuxTunnel::start(setup, self.tunnel_layout()).await?);
+            Ok(())
+        }
+    }
+
+    fn apply_tunnel(&mut self, _now: Instant, plan: &TunnelPlan, settings: &TunnelSettings) {
+        if let Some(tunnel) = &self.tunnel {
+            tunnel.apply(plan, settings);
+        }
+    }
+
+    fn tunnel_counters(&mut self, _now: Instant) -> TunnelCounters {
+        self.tunnel
+            .as_ref()
+            .map(LinuxTunnel::counters)
+            .unwrap_or_default()
+    }
+
     fn counters(&mut self, _now: Instant, uplink: usize) -> Counters {
         let Some(u) = self.uplinks.get(uplink) else {
             return Counters::default();
@@ -571,6 +632,27 @@ impl Dataplane for LinuxDataplane {
         Counters {
             rx_bytes: read("rx_bytes"),
             tx_bytes: read("tx_bytes"),
+        }
+    }
+}
+
+impl LinuxDataplane {
+    /// Removes what a tunnel installed: its rule and nftables table (the TUN device goes with
+    /// the data path).
+    async fn remove_tunnel(&mut self) {
+        if self.tunnel.take().is_some() {
+            let layout = self.tunnel_layout();
+            let priority = layout.rule_priority.to_string();
+            let _ = run("ip", &["rule", "del", "priority", &priority], None).await;
+            let _ = run(
+                "nft",
+                &["delete", "table", "ip", crate::tunnel::linux::NFT_TABLE],
+                None,
+            )
+            .await;
+            let mark = layout.table.to_string();
+            let _ = run("conntrack", &["-D", "--mark", &mark], None).await;
+            tracing::info!("tunnel data path stopped");
         }
     }
 }

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use stayopen_shared::compliance::AppEndpoint;
 
+use crate::tunnel::linux::{TunnelCounters, TunnelSetup};
+use crate::tunnel::{TunnelPlan, TunnelSettings};
+
 /// Something the dataplane observed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataplaneEvent {
@@ -84,4 +87,14 @@ pub trait Dataplane: Send {
         app: &str,
         endpoint: &AppEndpoint,
     );
+    /// Starts the tunnel's data path for `setup`'s relay, replacing one for another relay, or
+    /// stops it (`None`). Starting the same relay again changes nothing.
+    fn configure_tunnel(
+        &mut self,
+        setup: Option<TunnelSetup>,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    /// Carries out the tunnel's latest plan: the outer uplink, duplicates, steering.
+    fn apply_tunnel(&mut self, now: Instant, plan: &TunnelPlan, settings: &TunnelSettings);
+    /// What the tunnel's data path observed and counted (all zero without a tunnel).
+    fn tunnel_counters(&mut self, now: Instant) -> TunnelCounters;
 }

@@ -13,6 +13,30 @@ use super::{Counters, Dataplane, DataplaneError, DataplaneEvent};
 use crate::app_checks::APP_CHECK_TIMEOUT;
 use crate::config::{OutageKind, SimulatedLink};
 use crate::probe_cost::Exchange;
+use crate::tunnel::linux::{TunnelCounters, TunnelSetup};
+use crate::tunnel::{TunnelPlan, TunnelSettings};
+use stayopen_shared::tunnel::{RelayAssignment, TunnelMode};
+
+/// WireGuard's overhead on each outer packet (IPv4, UDP, WireGuard header and tag), over a
+/// typical 1200-byte packet of a call: what a duplicate costs beyond its inner bytes.
+const DUPLICATE_OVERHEAD: f64 = 1.05;
+
+/// A simulated tunnel: the link model says whether the relay answers through the active uplink;
+/// the decisions are the real [`crate::tunnel::TunnelCore`]'s, made by the agent.
+#[derive(Debug)]
+struct SimTunnel {
+    relay: RelayAssignment,
+    handshake_at: Option<Instant>,
+    received_at: Option<Instant>,
+    /// Whether the relay answered at the last look: a new handshake completes when it answers
+    /// again.
+    answering: bool,
+    plan: TunnelPlan,
+    mode: TunnelMode,
+    tunnel_bytes: u64,
+    duplicate_bytes: Vec<u64>,
+    last_accounted: Instant,
+}
 
 /// Bytes one probe and its answer put on the wire (ICMP echo without payload, both ways).
 const PROBE_BYTES: u64 = 28;
@@ -35,6 +59,7 @@ pub struct SimulatedDataplane {
     active: Option<usize>,
     rng: StdRng,
     events: mpsc::UnboundedSender<DataplaneEvent>,
+    tunnel: Option<SimTunnel>,
 }
 
 /// Whether the script has the link in an outage of `kind` at `since_start`.
@@ -93,6 +118,57 @@ impl SimulatedDataplane {
             active: None,
             rng: StdRng::seed_from_u64(seed),
             events,
+            tunnel: None,
+        }
+    }
+
+    /// Whether the relay answers now: through an active uplink that is not in an outage and whose
+    /// link does not say the relay is unreachable.
+    fn relay_answers(&self, now: Instant) -> bool {
+        self.active.is_some_and(|a| {
+            !self.down(now, a) && self.links.get(a).is_some_and(|l| !l.spec.relay_unreachable)
+        })
+    }
+
+    /// Moves the simulated tunnel to `now`: handshakes, answers, and the bytes it carried and
+    /// duplicated since the last look.
+    fn account_tunnel(&mut self, now: Instant) {
+        let answers = self.relay_answers(now);
+        let active_link = self
+            .active
+            .and_then(|a| self.links.get(a))
+            .map(|l| l.spec.clone());
+        let Some(tunnel) = &mut self.tunnel else {
+            return;
+        };
+        let elapsed = now
+            .saturating_duration_since(tunnel.last_accounted)
+            .as_secs_f64();
+        tunnel.last_accounted = now;
+        if answers {
+            if !tunnel.answering || tunnel.handshake_at.is_none() {
+                tunnel.handshake_at = Some(now);
+            }
+            tunnel.received_at = Some(now);
+        }
+        tunnel.answering = answers;
+        let Some(link) = active_link.filter(|_| answers && tunnel.plan.steer) else {
+            return;
+        };
+        let carried = match tunnel.mode {
+            TunnelMode::All => link.traffic_bytes_per_sec,
+            TunnelMode::Critical => link.critical_bytes_per_sec,
+            TunnelMode::Off => 0,
+        };
+        tunnel.tunnel_bytes += (carried as f64 * elapsed) as u64;
+        let duplicate = (link.critical_bytes_per_sec as f64 * elapsed * DUPLICATE_OVERHEAD) as u64;
+        for &uplink in &tunnel.plan.duplicate_on {
+            if let Some(bytes) = tunnel.duplicate_bytes.get_mut(uplink) {
+                *bytes += duplicate;
+            }
+            if let Some(l) = self.links.get_mut(uplink) {
+                l.counters.tx_bytes += duplicate;
+            }
         }
     }
 
@@ -260,6 +336,53 @@ impl Dataplane for SimulatedDataplane {
         } else {
             Err(DataplaneError::UnknownUplink(uplink))
         })
+    }
+
+    fn configure_tunnel(
+        &mut self,
+        setup: Option<TunnelSetup>,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send {
+        match setup {
+            None => self.tunnel = None,
+            Some(setup) if self.tunnel.as_ref().is_some_and(|t| t.relay == setup.relay) => {}
+            Some(setup) => {
+                self.tunnel = Some(SimTunnel {
+                    relay: setup.relay,
+                    handshake_at: None,
+                    received_at: None,
+                    answering: false,
+                    plan: TunnelPlan::off(),
+                    mode: TunnelMode::Off,
+                    tunnel_bytes: 0,
+                    duplicate_bytes: vec![0; self.links.len()],
+                    last_accounted: Instant::now(),
+                })
+            }
+        }
+        std::future::ready(Ok(()))
+    }
+
+    fn apply_tunnel(&mut self, now: Instant, plan: &TunnelPlan, settings: &TunnelSettings) {
+        self.account_tunnel(now);
+        if let Some(tunnel) = &mut self.tunnel {
+            tunnel.plan = plan.clone();
+            tunnel.mode = settings.mode;
+        }
+    }
+
+    fn tunnel_counters(&mut self, now: Instant) -> TunnelCounters {
+        self.account_tunnel(now);
+        self.tunnel
+            .as_ref()
+            .map(|t| TunnelCounters {
+                observed: crate::tunnel::Observed {
+                    handshake_at: t.handshake_at,
+                    received_at: t.received_at,
+                },
+                tunnel_bytes: t.tunnel_bytes,
+                duplicate_bytes: t.duplicate_bytes.clone(),
+            })
+            .unwrap_or_default()
     }
 
     fn counters(&mut self, now: Instant, uplink: usize) -> Counters {

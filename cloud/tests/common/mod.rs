@@ -451,6 +451,7 @@ pub fn appliance_config(
         dataplane: DataplaneSection::Simulated {
             links: BTreeMap::from([("fiber".into(), fiber)]),
         },
+        tunnel: Default::default(),
     }
 }
 
