@@ -832,22 +832,30 @@ http_listen = "{RELAY_HTTP}"
         Ok(bed)
     }
 
-    /// Waits until a UDP flow from the LAN host to [`SERVER_ECHO`] reaches the server from the
-    /// relay's public address: the tunnel carries the server's flows.
+    /// Waits until the agent reports its tunnel up and a new UDP flow from the LAN host to
+    /// [`SERVER_ECHO`] reaches the server from the relay's public address: the tunnel carries the
+    /// server's flows. (A flow that began before the tunnel was up stays direct, as the agent
+    /// steers only new connections: each attempt is a new flow.)
     pub async fn wait_tunnelled(
         &self,
         tools: &Path,
         timeout: Duration,
     ) -> Result<Duration, TestbedError> {
         let started = Instant::now();
-        let mut probe = self.start_tool(
-            "lan",
-            tools,
-            "tunnel-probe",
-            &["udp-stream", "--to", SERVER_ECHO, "--rate", "50"],
-        )?;
+        self.wait_for("the tunnel up", timeout, |s| {
+            s.tunnel
+                .as_ref()
+                .is_some_and(|t| t.state == stayopen_shared::tunnel::TunnelState::Up)
+        })
+        .await?;
         loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut probe = self.start_tool(
+                "lan",
+                tools,
+                "tunnel-probe",
+                &["udp-stream", "--to", SERVER_ECHO, "--rate", "50"],
+            )?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
             let report: StreamReport = probe.ask("report")?;
             if report.last_seen_as.map(|a| a.to_string()).as_deref() == Some(RELAY_PUBLIC) {
                 return Ok(started.elapsed());

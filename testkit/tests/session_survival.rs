@@ -447,9 +447,10 @@ async fn a_tcp_stream_and_a_call_resume_after_a_relay_restart_with_the_same_sour
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let row = sessions.measure("switch", "relay killed and restarted");
-    sessions.finish().await;
     Row::print_header();
     row.print();
+    eprintln!("events: {:?}", bed.events().iter().map(|e| e["kind"].to_string()).collect::<Vec<_>>());
+    sessions.finish().await;
     let udp_bound =
         downtime_ms + STALE_SESSION_REHANDSHAKE_MS + CALL_INTERVAL_MS + SCHEDULING_MARGIN_MS;
     let tcp_bound = tcp_gap_bound(udp_bound);
