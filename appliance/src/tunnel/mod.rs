@@ -272,6 +272,10 @@ impl TunnelPlan {
 pub struct TunnelTimings {
     /// The relay is silent once nothing came from it for this long.
     pub silence: Duration,
+    /// Nothing from the relay for this long while the tunnel is up: a new handshake starts at
+    /// once, before the fallback — a relay that restarted (and lost its sessions) is back in the
+    /// tunnel within a round trip instead of after boringtun's 15 s.
+    pub rehandshake: Duration,
     pub handshake_timeout: Duration,
     pub handshake_retry: Duration,
 }
@@ -282,6 +286,7 @@ impl TunnelTimings {
     pub fn for_keepalive(keepalive: Duration) -> Self {
         Self {
             silence: 2 * keepalive + SILENCE_MARGIN,
+            rehandshake: keepalive + SILENCE_MARGIN,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             handshake_retry: HANDSHAKE_RETRY,
         }
@@ -425,7 +430,10 @@ impl TunnelCore {
                 }
             }
         }
-        let handshake_now = self.state != TunnelState::Up
+        let quiet = observed
+            .received_at
+            .is_none_or(|at| now.saturating_duration_since(at) > self.timings.rehandshake);
+        let handshake_now = (self.state != TunnelState::Up || quiet)
             && active.is_some()
             && self
                 .last_handshake_started

@@ -153,15 +153,20 @@ fn a_relay_silent_for_two_keepalives_and_the_margin_falls_back_to_direct_nat() {
         "3.0 s of silence is still within 2 × 1 s + 1 s"
     );
     assert!(events.is_empty());
+    assert!(
+        plan.handshake_now,
+        "a quiet relay is asked for a new handshake first"
+    );
     let (plan, events) = core.update(secs(t0, 3.2), Some(0), &uplinks, last);
     assert_eq!(plan.state, TunnelState::FallbackDirect);
     assert!(!plan.steer, "steering is removed: flows leave directly");
     assert!(plan.duplicate_on.is_empty());
-    assert!(plan.handshake_now, "the appliance keeps trying the relay");
     assert_eq!(
         events.iter().map(|e| e.kind).collect::<Vec<_>>(),
         vec![EventKind::TunnelFallback]
     );
+    let (retry, _) = core.update(secs(t0, 5.2), Some(0), &uplinks, last);
+    assert!(retry.handshake_now, "the appliance keeps trying the relay");
 }
 
 #[test]
@@ -173,6 +178,35 @@ fn a_silent_relay_with_no_usable_uplink_is_not_a_relay_fallback() {
         received_at: Some(secs(t0, 0.1)),
     };
     let (plan, events) = core.update(secs(t0, 5.0), None, &fiber_and_lte(false, 0), last);
+    assert_eq!(plan.state, TunnelState::Up);
+    assert!(events.is_empty());
+}
+
+#[test]
+fn a_relay_quiet_for_a_keepalive_and_the_margin_gets_a_new_handshake_before_any_fallback() {
+    let t0 = Instant::now();
+    let mut core = up_core(t0, false);
+    let last = Observed {
+        handshake_at: Some(secs(t0, 0.1)),
+        received_at: Some(secs(t0, 0.1)),
+    };
+    let uplinks = fiber_and_lte(true, 0);
+    let (plan, _) = core.update(secs(t0, 2.0), Some(0), &uplinks, last);
+    assert!(!plan.handshake_now, "1.9 s of quiet is within 1 s + 1 s");
+    let (plan, events) = core.update(secs(t0, 2.2), Some(0), &uplinks, last);
+    assert!(
+        plan.handshake_now,
+        "a restarted relay lost the session: handshake again"
+    );
+    assert_eq!(plan.state, TunnelState::Up);
+    assert!(plan.steer, "flows stay in the tunnel meanwhile");
+    assert!(events.is_empty());
+    // The relay answers the handshake: no fallback, no event.
+    let renewed = Observed {
+        handshake_at: Some(secs(t0, 2.3)),
+        received_at: Some(secs(t0, 2.3)),
+    };
+    let (plan, events) = core.update(secs(t0, 3.5), Some(0), &uplinks, renewed);
     assert_eq!(plan.state, TunnelState::Up);
     assert!(events.is_empty());
 }
