@@ -206,15 +206,18 @@ impl Client {
     }
 }
 
+/// What the echo server heard: each datagram's source and payload.
+type Heard = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
 /// A UDP echo server in the server namespace that remembers who it heard from.
 struct Echo {
-    heard: Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>,
+    heard: Heard,
     stop: Arc<AtomicBool>,
 }
 
 impl Echo {
     fn start(ns: &str) -> Echo {
-        let heard = Arc::new(Mutex::new(Vec::new()));
+        let heard: Heard = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let path = format!("/var/run/netns/{ns}");
         let (h, s) = (heard.clone(), stop.clone());
