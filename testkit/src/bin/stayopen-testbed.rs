@@ -507,6 +507,13 @@ async fn measure(
     })
 }
 
+/// The first three fields of /proc/loadavg: how busy the machine was around a measurement.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -602,6 +609,12 @@ async fn bench_tunnel(
         per_mbit(&tunnel, |r| r.relay_cpu_secs) * 1000.0,
         per_core(&tunnel, |r| r.agent_cpu_secs),
         per_core(&tunnel, |r| r.relay_cpu_secs),
+    );
+    println!();
+    println!(
+        "Load average (1, 5, 15 min) before: {load_before}; after: {}; {} CPUs.",
+        load_average(),
+        std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!();
     println!("Each round, direct then tunnel:");
