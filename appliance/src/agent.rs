@@ -1661,6 +1661,179 @@ mod tests {
         }
     }
 
+    mod tunnels {
+        use std::collections::BTreeMap;
+
+        use stayopen_shared::tunnel::{RelayAssignment, TunnelMode, TunnelState};
+
+        use super::*;
+        use crate::config::{
+            ApplianceSection, LanSection, Outage, ProbeSection, SimulatedLink, TunnelSection,
+            UplinkConfig,
+        };
+
+        /// A standalone appliance on simulated fibre and metered LTE with a static relay.
+        fn config(state_dir: &std::path::Path, fiber: SimulatedLink) -> ApplianceConfig {
+            let uplink = |name: &str, priority, metered| UplinkConfig {
+                name: name.into(),
+                interface: format!("{name}0"),
+                gateway: "192.0.2.1".parse().expect("ip"),
+                priority,
+                metered,
+            };
+            ApplianceConfig {
+                appliance: ApplianceSection {
+                    state_dir: state_dir.to_owned(),
+                    serial: Some("SO-TUN".into()),
+                    mac: Some("02:00:00:00:00:02".into()),
+                    model: None,
+                },
+                cloud: None,
+                lan: LanSection {
+                    interface: "lan0".into(),
+                },
+                uplinks: vec![uplink("fiber", 0, false), uplink("lte", 1, true)],
+                probes: ProbeSection::default(),
+                dataplane: DataplaneSection::Simulated {
+                    links: BTreeMap::from([("fiber".into(), fiber)]),
+                },
+                tunnel: TunnelSection {
+                    relay: Some(RelayAssignment {
+                        relay: "relay-1".into(),
+                        endpoint: "203.0.113.50:51820".into(),
+                        public_key: "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=".into(),
+                        inner_address: "100.96.0.2".parse().expect("ip"),
+                    }),
+                    mode: Some(TunnelMode::Critical),
+                    redundant_critical: Some(true),
+                    ..TunnelSection::default()
+                },
+            }
+        }
+
+        /// Runs the agent's driver on simulated links for `span`; returns it and its events.
+        async fn run_for(
+            config: ApplianceConfig,
+            span: Duration,
+        ) -> (Driver<SimulatedDataplane>, Vec<serde_json::Value>) {
+            let events_path = config.appliance.state_dir.join("events.jsonl");
+            let links = {
+                let DataplaneSection::Simulated { links } = &config.dataplane else {
+                    unreachable!("simulated")
+                };
+                vec![links["fiber"].clone(), SimulatedLink::default()]
+            };
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let started = Instant::now();
+            let dataplane = SimulatedDataplane::new(started.into_std(), links, 5, tx);
+            let events = EventsLog::open(&events_path).expect("events log");
+            let mut driver = Driver::new(
+                started,
+                config,
+                dataplane,
+                Some(events),
+                None,
+                STANDALONE_REPORT_INTERVAL,
+            );
+            let until = started + span;
+            driver.step(started, Some(Input::Tick)).await;
+            while Instant::now() < until {
+                let deadline = driver.deadline(until);
+                let input = tokio::select! {
+                    Some(event) = rx.recv() => driver.observe(Instant::now(), event),
+                    _ = tokio::time::sleep_until(deadline) => Some(Input::Tick),
+                };
+                driver.step(Instant::now(), input).await;
+            }
+            let events = std::fs::read_to_string(&events_path)
+                .expect("events")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json"))
+                .collect();
+            (driver, events)
+        }
+
+        fn kinds(events: &[serde_json::Value]) -> Vec<String> {
+            events
+                .iter()
+                .filter_map(|e| e["kind"].as_str())
+                .filter(|k| k.starts_with("tunnel_"))
+                .map(str::to_owned)
+                .collect()
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn with_a_static_relay_the_tunnel_comes_up_and_reports_redundant_bytes_on_the_backup()
+        {
+            let dir = tempfile::tempdir().expect("dir");
+            let (mut driver, events) = run_for(
+                config(dir.path(), SimulatedLink::default()),
+                Duration::from_secs(20),
+            )
+            .await;
+            let report = driver
+                .report(Instant::now())
+                .tunnel
+                .expect("the tunnel is reported");
+            assert_eq!(report.state, TunnelState::Up);
+            assert_eq!(report.mode, TunnelMode::Critical);
+            assert_eq!(report.relay.as_deref(), Some("relay-1"));
+            assert!(report.redundant, "critical flows are duplicated onto lte");
+            assert!(
+                report
+                    .redundant_bytes
+                    .get("lte")
+                    .is_some_and(|b| *b > 100_000),
+                "{:?}",
+                report.redundant_bytes
+            );
+            assert!(report.tunnel_bytes > 0);
+            assert!(kinds(&events).is_empty(), "{events:?}");
+            assert!(
+                RedundantLedger::load(dir.path()).of("lte") > 0,
+                "the month's duplicates are kept in the state directory"
+            );
+            let status = driver.status(Instant::now());
+            assert_eq!(
+                status.tunnel.map(|t| t.state),
+                Some(TunnelState::Up),
+                "status shows the tunnel"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_relay_unreachable_through_the_active_link_falls_back_and_a_failover_restores_it()
+        {
+            let dir = tempfile::tempdir().expect("dir");
+            let fiber = SimulatedLink {
+                relay_unreachable: true,
+                outages: vec![Outage {
+                    start_secs: 15,
+                    duration_secs: 60,
+                    kind: Default::default(),
+                }],
+                ..SimulatedLink::default()
+            };
+            let (mut driver, events) =
+                run_for(config(dir.path(), fiber), Duration::from_secs(25)).await;
+            assert_eq!(
+                kinds(&events),
+                vec!["tunnel_fallback".to_owned(), "tunnel_restored".to_owned()],
+                "{events:?}"
+            );
+            let report = driver.report(Instant::now()).tunnel.expect("reported");
+            assert_eq!(
+                report.state,
+                TunnelState::Up,
+                "through lte after the failover"
+            );
+            assert!(
+                !report.redundant,
+                "no other healthy uplink to duplicate onto"
+            );
+        }
+    }
+
     #[test]
     fn a_certificate_past_its_renewal_moment_is_renewed_at_once() {
         assert_eq!(renewal_step(at(0), at(1), HOUR), RenewalStep::Renew);

@@ -678,6 +678,76 @@ outages = [{ start_secs = 60, duration_secs = 20 }, { start_secs = 120, duration
         assert_eq!(config.probes.targets.len(), 3);
     }
 
+    const RELAY_KEY: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+
+    fn with_tunnel(section: &str) -> Result<ApplianceConfig, ParseError> {
+        ApplianceConfig::parse(&format!("{EXAMPLE}\n[tunnel]\n{section}\n"))
+    }
+
+    #[test]
+    fn the_tunnel_section_defaults_to_so_tun0_mtu_1380_and_a_one_second_keepalive() {
+        let config = ApplianceConfig::parse(EXAMPLE).expect("parses");
+        assert_eq!(config.tunnel.interface, "so-tun0");
+        assert_eq!(config.tunnel.mtu, 1380);
+        assert_eq!(config.tunnel.keepalive_secs, 1);
+        assert_eq!(config.tunnel.relay, None);
+    }
+
+    #[test]
+    fn a_static_relay_and_standalone_policy_values_parse() {
+        let config = with_tunnel(&format!(
+            "relay = {{ relay = \"relay-1\", endpoint = \"203.0.113.50:51820\", public_key = \"{RELAY_KEY}\", inner_address = \"100.96.0.2\" }}\n\
+             mode = \"all\"\nredundant_critical = false\ncritical_destinations = [\"203.0.113.60:5004\", \"zoom.us\"]"
+        ))
+        .expect("parses");
+        let relay = config.tunnel.relay.expect("relay");
+        assert_eq!(relay.inner_address, std::net::Ipv4Addr::new(100, 96, 0, 2));
+        assert_eq!(
+            config.tunnel.mode,
+            Some(stayopen_shared::tunnel::TunnelMode::All)
+        );
+        assert_eq!(config.tunnel.redundant_critical, Some(false));
+    }
+
+    #[test]
+    fn bad_tunnel_values_are_refused_naming_the_key() {
+        let relay = |endpoint: &str, key: &str, inner: &str| {
+            format!(
+                "relay = {{ relay = \"relay-1\", endpoint = \"{endpoint}\", public_key = \"{key}\", inner_address = \"{inner}\" }}"
+            )
+        };
+        for (section, key) in [
+            ("mtu = 9000".to_owned(), "tunnel.mtu"),
+            ("keepalive_secs = 0".to_owned(), "tunnel.keepalive_secs"),
+            ("interface = \"wan0\"".to_owned(), "tunnel.interface"),
+            (
+                relay("203.0.113.50", RELAY_KEY, "100.96.0.2"),
+                "tunnel.relay.endpoint",
+            ),
+            (
+                relay("203.0.113.50:51820", "not-a-key", "100.96.0.2"),
+                "tunnel.relay.public_key",
+            ),
+            (
+                relay("203.0.113.50:51820", RELAY_KEY, "100.96.0.1"),
+                "tunnel.relay.inner_address",
+            ),
+            (
+                "critical_destinations = [\"zoom.us:0\"]".to_owned(),
+                "tunnel.critical_destinations[0]",
+            ),
+        ] {
+            match with_tunnel(&section) {
+                Err(ParseError::Invalid { key: named, .. }) => assert_eq!(named, key, "{section}"),
+                other => panic!("{section}: expected an error naming {key}, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            with_tunnel("mode = \"sometimes\""),
+            Err(ParseError::Syntax(m)) if m.contains("mode")
+        ));
+    }
+
     #[test]
     fn an_unknown_key_is_named_in_the_error() {
         let text = EXAMPLE.replace("metered = true", "metred = true");

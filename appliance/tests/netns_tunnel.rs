@@ -160,8 +160,8 @@ struct RelayLog {
     handshake_inits: usize,
     /// The outer source of each authenticated data packet, in order.
     endpoints: Vec<Ipv4Addr>,
-    /// Inner UDP packets to the server: (inner source, destination port).
-    inner_udp: Vec<(Ipv4Addr, u16)>,
+    /// Inner UDP packets to the server: (inner source, source port, destination port).
+    inner_udp: Vec<(Ipv4Addr, u16, u16)>,
     duplicates_dropped: usize,
 }
 
@@ -187,7 +187,10 @@ fn answer(packet: &[u8], log: &Mutex<RelayLog>) -> Option<Vec<u8>> {
     match p.protocol {
         stayopen_tunnel::packet::UDP if p.dst == SERVER => {
             let (sport, dport) = p.ports?;
-            log.lock().expect("log").inner_udp.push((p.src, dport));
+            log.lock()
+                .expect("log")
+                .inner_udp
+                .push((p.src, sport, dport));
             reply[header..header + 2].copy_from_slice(&dport.to_be_bytes());
             reply[header + 2..header + 4].copy_from_slice(&sport.to_be_bytes());
             Some(reply)
@@ -270,39 +273,42 @@ fn run_relay(
 
 /// The LAN host sends `count` datagrams from `port` to the server's port 5004, 20 ms apart, and
 /// counts the echoes.
-async fn lan_exchange(ns: String, port: u16, count: usize) -> usize {
-    tokio::task::spawn_blocking(move || {
-        std::thread::spawn(move || {
-            enter(&ns);
-            let socket = UdpSocket::bind((LAN_HOST, port)).expect("bind lan");
-            socket
-                .set_read_timeout(Some(Duration::from_millis(20)))
-                .expect("timeout");
-            let mut echoes = 0;
-            let mut buf = [0u8; 1500];
-            for i in 0..count {
-                let _ = socket.send_to(format!("call {i:04}").as_bytes(), (SERVER, 5004));
-                while let Ok((_, from)) = socket.recv_from(&mut buf) {
-                    if from == SocketAddr::from((SERVER, 5004)) {
-                        echoes += 1;
-                    }
-                }
-            }
-            let deadline = Instant::now() + Duration::from_millis(300);
-            while Instant::now() < deadline {
-                if let Ok((_, from)) = socket.recv_from(&mut buf)
-                    && from == SocketAddr::from((SERVER, 5004))
-                {
+fn lan_exchange_blocking(ns: String, port: u16, count: usize) -> usize {
+    std::thread::spawn(move || {
+        enter(&ns);
+        let socket = UdpSocket::bind((LAN_HOST, port)).expect("bind lan");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let server = SocketAddr::from((SERVER, 5004));
+        let mut echoes = 0;
+        let mut buf = [0u8; 1500];
+        for i in 0..count {
+            let _ = socket.send_to(format!("call {i:04}").as_bytes(), server);
+            while let Ok((_, from)) = socket.recv_from(&mut buf) {
+                if from == server {
                     echoes += 1;
                 }
             }
-            echoes
-        })
-        .join()
-        .expect("lan host")
+        }
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < deadline {
+            if let Ok((_, from)) = socket.recv_from(&mut buf)
+                && from == server
+            {
+                echoes += 1;
+            }
+        }
+        echoes
     })
-    .await
-    .expect("blocking")
+    .join()
+    .expect("lan host")
+}
+
+async fn lan_exchange(ns: String, port: u16, count: usize) -> usize {
+    tokio::task::spawn_blocking(move || lan_exchange_blocking(ns, port, count))
+        .await
+        .expect("blocking")
 }
 
 fn plan(steer: bool, outer: usize, duplicate_on: Vec<usize>) -> TunnelPlan {
@@ -387,7 +393,7 @@ async fn scenario(
         assert!(
             log.inner_udp
                 .iter()
-                .all(|(src, port)| *src == INNER && *port == 5004),
+                .all(|(src, _, port)| *src == INNER && *port == 5004),
             "the relay sees the flow from the appliance's inner address: {:?}",
             log.inner_udp
         );
@@ -410,6 +416,26 @@ async fn scenario(
             "roaming, not a new handshake"
         );
     }
+
+    // The failover flushes the flows NATed out of the uplinks (their marks 100 and 101, as
+    // `flush_flows` does): the tunnelled flow carries the tunnel's mark 102 and survives.
+    for mark in ["100", "101"] {
+        let _ = tokio::process::Command::new("conntrack")
+            .args(["-D", "--mark", mark])
+            .output()
+            .await;
+    }
+    let listed = tokio::process::Command::new("conntrack")
+        .args(["-L", "--mark", "102"])
+        .output()
+        .await
+        .expect("conntrack");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("src=192.168.50.10") && l.contains("dport=5004")),
+        "the tunnelled flow's conntrack entry survives the uplinks' flush: {text}"
+    );
 
     // Redundant mode: each packet of the critical flow also goes over wan0; the relay's replay
     // window drops the copy, the server answers once.
@@ -442,6 +468,16 @@ async fn scenario(
     // Fallback: steering removed, a new flow no longer enters the tunnel.
     tunnel.apply(&plan(false, 1, vec![]), &settings);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let listed = tokio::process::Command::new("conntrack")
+        .args(["-L", "--mark", "102"])
+        .output()
+        .await
+        .expect("conntrack");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        !text.contains("dport=5004"),
+        "falling back deletes the tunnelled flows (their clients reconnect directly): {text}"
+    );
     let inner_before = log.lock().expect("log").inner_udp.len();
     let echoes = lan_exchange(bed_lan.clone(), 40002, 5).await;
     assert_eq!(
@@ -466,15 +502,7 @@ async fn scenario(
 
 #[test]
 fn the_data_path_carries_a_lan_flow_through_the_relay_roams_duplicates_and_falls_back() {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    assert!(
-        root,
-        "the netns tests need root (network namespaces, nftables, a TUN device); CI runs them as root"
-    );
+    assert_root();
     let prefix = format!("sot{}", std::process::id() % 100_000);
     let bed = build_bed(&prefix);
     let relay_key = KeyPair::generate();
@@ -509,4 +537,275 @@ fn the_data_path_carries_a_lan_flow_through_the_relay_roams_duplicates_and_falls
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+fn assert_root() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    assert!(
+        root,
+        "the netns tests need root (network namespaces, nftables, a TUN device); CI runs them as root"
+    );
+}
+
+/// The agent's live state through its control socket.
+async fn status(state_dir: &std::path::Path) -> Option<stayopen_appliance::control::Status> {
+    use stayopen_appliance::control::{Request, Response, request};
+    match request(state_dir, &Request::Status).await {
+        Ok(Response::Status(status)) => Some(status),
+        _ => None,
+    }
+}
+
+async fn wait_for(
+    state_dir: &std::path::Path,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&stayopen_appliance::control::Status) -> bool,
+) -> stayopen_appliance::control::Status {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = status(state_dir).await
+            && done(&s)
+        {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The agent itself (`stayopen-appliance run`) on the Linux dataplane with a `[tunnel]` section:
+/// the tunnel comes up, a LAN flow to a critical destination goes through it, and when the primary
+/// loses carrier the flow continues through the backup with the same inner source address and
+/// port at the relay, without a new handshake — the failover's conntrack flush leaves it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_keeps_a_tunnelled_flow_through_a_failover_with_the_same_source_at_the_relay() {
+    assert_root();
+    let prefix = format!("soa{}", std::process::id() % 100_000);
+    let bed = build_bed(&prefix);
+    let (dir, log, relay, stop, agent) = start_agent(&bed, false);
+    let outcome = async {
+        wait_for(dir.path(), "the tunnel up", Duration::from_secs(15), |s| {
+            s.active.as_deref() == Some("isp1")
+                && s.tunnel
+                    .as_ref()
+                    .is_some_and(|t| t.state == TunnelState::Up)
+        })
+        .await;
+        // The steering is installed in the background once the tunnel is up.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let echoes = lan_exchange(bed.lan.clone(), 41001, 20).await;
+        assert!(echoes >= 19, "through the tunnel on isp1: {echoes} of 20");
+        let (seen_before, handshakes) = {
+            let log = log.lock().expect("log");
+            assert_eq!(log.endpoints.last(), Some(&Ipv4Addr::new(10, 0, 1, 2)));
+            (log.inner_udp.last().copied(), log.handshake_inits)
+        };
+        let seen_before = seen_before.expect("the relay saw the flow");
+        assert_eq!(seen_before.0, INNER);
+
+        // The primary loses carrier: the engine fails over and flushes isp1's flows.
+        ip(&["-n", &bed.relay, "link", "set", "r0", "down"]);
+        wait_for(dir.path(), "the failover", Duration::from_secs(5), |s| {
+            s.active.as_deref() == Some("isp2")
+        })
+        .await;
+        let echoes = lan_exchange(bed.lan.clone(), 41001, 20).await;
+        assert!(echoes >= 19, "through the tunnel on isp2: {echoes} of 20");
+        let log = log.lock().expect("log");
+        assert_eq!(log.endpoints.last(), Some(&Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(
+            log.inner_udp.last().copied(),
+            Some(seen_before),
+            "the relay sees the same inner source address and port after the failover"
+        );
+        assert_eq!(
+            log.handshake_inits, handshakes,
+            "roaming, not a new handshake"
+        );
+    };
+    let result = tokio::time::timeout(Duration::from_secs(60), outcome).await;
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    relay.join().expect("relay");
+    let agent_output = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    drop(bed);
+    assert!(result.is_ok(), "timed out; agent log:\n{agent_output}");
+}
+
+/// The agent's process, stopped (SIGTERM) and reaped on drop.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// What [`start_agent`] returns: the state directory, the relay's log, its thread and stop flag,
+/// and the agent.
+type Running = (
+    tempfile::TempDir,
+    Arc<Mutex<RelayLog>>,
+    std::thread::JoinHandle<()>,
+    Arc<AtomicBool>,
+    Agent,
+);
+
+/// Starts the relay's peer and `stayopen-appliance run` in the bed's appliance namespace, on the
+/// Linux dataplane with a static relay in `[tunnel]`.
+fn start_agent(bed: &Bed, redundant: bool) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay_key = KeyPair::generate();
+    let appliance_key = KeyPair::generate();
+    std::fs::write(
+        dir.path().join("wireguard.key"),
+        appliance_key.private_base64(),
+    )
+    .expect("key");
+    let config = format!(
+        r#"
+[appliance]
+state_dir = "{state}"
+
+[lan]
+interface = "lan0"
+
+[[uplinks]]
+name = "isp1"
+interface = "wan0"
+gateway = "10.0.1.1"
+priority = 0
+
+[[uplinks]]
+name = "isp2"
+interface = "wan1"
+gateway = "10.0.2.1"
+priority = 1
+
+[probes]
+targets = ["{RELAY_PUBLIC}"]
+timeout_ms = 300
+
+[dataplane]
+kind = "linux"
+
+[tunnel]
+relay = {{ relay = "relay-test", endpoint = "{RELAY_PUBLIC}:51820", public_key = "{key}", inner_address = "{INNER}" }}
+mode = "critical"
+redundant_critical = {redundant}
+critical_destinations = ["{SERVER}:5004"]
+"#,
+        state = dir.path().display(),
+        key = relay_key.public_base64(),
+    );
+    let config_path = dir.path().join("appliance.toml");
+    std::fs::write(&config_path, config).expect("config");
+    let log = Arc::new(Mutex::new(RelayLog::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let relay = {
+        let (ns, key, peer, log, stop) = (
+            bed.relay.clone(),
+            relay_key.clone(),
+            appliance_key.clone(),
+            log.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || run_relay(ns, key, peer, log, stop))
+    };
+    let agent_log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+    let agent = std::process::Command::new("ip")
+        .args(["netns", "exec", &bed.app])
+        .arg(env!("CARGO_BIN_EXE_stayopen-appliance"))
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .stdout(agent_log.try_clone().expect("log"))
+        .stderr(agent_log)
+        .spawn()
+        .expect("agent");
+    // Stopped however the test ends.
+    let agent = Agent(agent);
+
+    (dir, log, relay, stop, agent)
+}
+
+/// Redundant mode with the agent: a LAN "call" at about 50 packets a second loses at most one
+/// packet when the primary is blackholed (it keeps its carrier; the engine detects the silence),
+/// because each packet also leaves by the backup and the relay's replay window drops the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_redundant_mode_a_call_loses_at_most_one_packet_when_the_primary_is_blackholed() {
+    assert_root();
+    let prefix = format!("sor{}", std::process::id() % 100_000);
+    let bed = build_bed(&prefix);
+    let (dir, log, relay, stop, agent) = start_agent(&bed, true);
+    let outcome = async {
+        wait_for(
+            dir.path(),
+            "the tunnel up and redundant",
+            Duration::from_secs(15),
+            |s| {
+                s.tunnel
+                    .as_ref()
+                    .is_some_and(|t| t.state == TunnelState::Up && t.redundant)
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let call = tokio::spawn(lan_exchange(bed.lan.clone(), 42001, 200));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The primary's line goes silent both ways; its carrier stays up.
+        in_ns(
+            &bed.relay,
+            "nft",
+            &["-f", "-"],
+            Some(
+                "table ip blackhole {\n  chain in {\n    type filter hook prerouting priority -300; policy accept;\n    iifname \"r0\" drop\n  }\n  chain out {\n    type filter hook output priority -300; policy accept;\n    oifname \"r0\" drop\n  }\n}\n",
+            ),
+        );
+        wait_for(dir.path(), "the failover", Duration::from_secs(5), |s| {
+            s.active.as_deref() == Some("isp2")
+        })
+        .await;
+        let echoes = call.await.expect("call");
+        assert!(
+            echoes >= 199,
+            "at most one of 200 packets lost in redundant mode: {echoes} echoed"
+        );
+        let (dropped, sources) = {
+            let log = log.lock().expect("log");
+            let sources: std::collections::BTreeSet<_> = log
+                .inner_udp
+                .iter()
+                .map(|(src, sport, _)| (*src, *sport))
+                .collect();
+            (log.duplicates_dropped, sources)
+        };
+        assert!(dropped > 0, "the relay dropped copies");
+        assert_eq!(
+            sources.len(),
+            1,
+            "one source at the relay throughout: {sources:?}"
+        );
+        let status = status(dir.path()).await.expect("status");
+        let tunnel = status.tunnel.expect("tunnel");
+        assert!(
+            tunnel.redundant_bytes.get("isp2").is_some_and(|b| *b > 0),
+            "duplicates counted on isp2: {:?}",
+            tunnel.redundant_bytes
+        );
+    };
+    let result = tokio::time::timeout(Duration::from_secs(60), outcome).await;
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    relay.join().expect("relay");
+    let agent_output = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    drop(bed);
+    assert!(result.is_ok(), "timed out; agent log:\n{agent_output}");
 }

@@ -15,8 +15,10 @@
 //! Carrier comes from the kernel's netlink link notifications (`RTMGRP_LINK`, `IFF_LOWER_UP`), so a
 //! lost carrier reaches the engine as soon as the driver reports it.
 //!
-//! Session-safe mode will add a WireGuard tunnel as one more "uplink" whose outer UDP socket is bound
-//! to the active physical uplink; the tables, rules and marks here are per uplink for that reason.
+//! Session-safe mode ([`crate::tunnel::linux`]) adds the WireGuard tunnel as one more table and
+//! mark after the uplinks' (`table_base` + number of uplinks): LAN connections it carries are marked
+//! with it, never with an uplink's mark, so [`Dataplane::flush_flows`] of a failed uplink leaves
+//! them alone, while its outer UDP sockets are bound to each uplink's interface.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -245,6 +247,14 @@ impl LinuxDataplane {
             }
         }
         let _ = run("nft", &["delete", "table", "ip", NFT_TABLE], None).await;
+        // A tunnel a previous run left steers into a device that no longer exists; the agent
+        // sets its own up once a relay is assigned.
+        let _ = run(
+            "nft",
+            &["delete", "table", "ip", crate::tunnel::linux::NFT_TABLE],
+            None,
+        )
+        .await;
         run(
             "nft",
             &["-f", "-"],
@@ -584,27 +594,22 @@ impl Dataplane for LinuxDataplane {
         }
     }
 
-    fn configure_tunnel(
-        &mut self,
-        setup: Option<TunnelSetup>,
-    ) -> impl Future<Output = Result<(), DataplaneError>> + Send {
-        async move {
-            let Some(setup) = setup else {
-                self.remove_tunnel().await;
-                return Ok(());
-            };
-            if self
-                .tunnel
-                .as_ref()
-                .is_some_and(|t| *t.relay() == setup.relay)
-            {
-                return Ok(());
-            }
-            // The old device must be gone before one of the same name is created.
+    async fn configure_tunnel(&mut self, setup: Option<TunnelSetup>) -> Result<(), DataplaneError> {
+        let Some(setup) = setup else {
             self.remove_tunnel().await;
-            self.tunnel = Some(LinuxTunnel::start(setup, self.tunnel_layout()).await?);
-            Ok(())
+            return Ok(());
+        };
+        if self
+            .tunnel
+            .as_ref()
+            .is_some_and(|t| *t.relay() == setup.relay)
+        {
+            return Ok(());
         }
+        // The old device must be gone before one of the same name is created.
+        self.remove_tunnel().await;
+        self.tunnel = Some(LinuxTunnel::start(setup, self.tunnel_layout()).await?);
+        Ok(())
     }
 
     fn apply_tunnel(&mut self, _now: Instant, plan: &TunnelPlan, settings: &TunnelSettings) {
