@@ -17,6 +17,8 @@ use stayopen_tunnel::packet::InnerPacket;
 
 const RELAY_OUTER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const CLIENT_OUTER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// The client's second "uplink" for redundant mode.
+const CLIENT_OUTER_2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
 const RELAY_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const ECHO_PORT: u16 = 7007;
@@ -69,6 +71,7 @@ impl Namespaces {
         ]);
         for (name, dev, address) in [
             (&ns.client, "c0", "192.0.2.2/24"),
+            (&ns.client, "c0", "192.0.2.3/24"),
             (&ns.relay, "down0", "192.0.2.1/24"),
             (&ns.relay, "up0", "198.51.100.1/24"),
             (&ns.server, "s0", "198.51.100.2/24"),
@@ -182,6 +185,15 @@ impl Client {
         let mut buf = vec![0u8; 4096];
         if let TunnResult::WriteToNetwork(sealed) = self.tunn.encapsulate(packet, &mut buf) {
             self.socket.send_to(sealed, self.relay).expect("send");
+        }
+    }
+
+    /// Redundant mode: the same ciphertext from this socket and from `second`.
+    fn send_twice(&mut self, packet: &[u8], second: &UdpSocket) {
+        let mut buf = vec![0u8; 4096];
+        if let TunnResult::WriteToNetwork(sealed) = self.tunn.encapsulate(packet, &mut buf) {
+            self.socket.send_to(sealed, self.relay).expect("send");
+            second.send_to(sealed, self.relay).expect("send");
         }
     }
 
@@ -369,7 +381,7 @@ fn wait_until(what: &str, wait: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 #[test]
-fn the_relay_nats_a_known_peer_to_its_public_address_refuses_strangers_and_spoofers_and_accepts_peers_the_cloud_adds()
+fn the_relay_nats_a_known_peer_to_its_public_address_sends_a_redundant_flows_replies_over_both_uplinks_refuses_strangers_and_spoofers_and_accepts_peers_the_cloud_adds()
  {
     assert!(
         is_root(),
@@ -451,6 +463,32 @@ inner_address = "{CLIENT_INNER}"
         // 2. The same peer claims another inner source: dropped at the relay.
         let spoof = b"spoofed source";
         client.send(&udp_packet(LATE_INNER, 40001, SERVER, ECHO_PORT, spoof));
+
+        // Redundant mode: a "call" packet over both uplinks, twice; the second round's echo
+        // comes back over both.
+        let second = UdpSocket::bind((CLIENT_OUTER_2, 0)).expect("bind second");
+        second
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let call = udp_packet(CLIENT_INNER, 40003, SERVER, ECHO_PORT, b"call");
+        client.send_twice(&call, &second);
+        assert!(
+            client.receive(Duration::from_secs(3)).is_some(),
+            "call echo"
+        );
+        client.send_twice(&call, &second);
+        assert!(
+            client.receive(Duration::from_secs(3)).is_some(),
+            "call echo"
+        );
+        let mut copy = [0u8; 2048];
+        let copies = (0..10)
+            .filter(|_| second.recv_from(&mut copy).is_ok())
+            .count();
+        assert!(
+            copies >= 1,
+            "no copy of the call's echo over the second uplink"
+        );
         (echoed, spoof.to_vec())
     });
     let reply = InnerPacket::parse(&echoed).expect("an IPv4 reply");

@@ -9,9 +9,10 @@
 //! - Unknown keys are refused before any state is made for them: a handshake initiation is opened
 //!   with the relay's static key ([`parse_handshake_anon`]) and dropped when its key is not in
 //!   the peer list.
-//! - Handshakes are rate-limited twice: per source address, and by one shared boringtun
-//!   [`RateLimiter`] that, once over its limit within a second, makes initiators prove their
-//!   address with a cookie (WireGuard's mac2).
+//! - Handshakes are rate-limited as WireGuard's kernel module does: over a global rate (under
+//!   load) or over its source address's cap, an initiator must prove its address with a cookie
+//!   (WireGuard's mac2, boringtun's [`RateLimiter`]) before any more work is done, and a proven
+//!   source is still capped. A forger cannot prove an address, so cannot use up its budget.
 //! - A peer sends only from its own inner address.
 //! - Replies go to the endpoint of the peer's latest authenticated packet (endpoint roaming), so
 //!   an appliance that moves its outer packets to its backup uplink keeps its session.
@@ -62,10 +63,11 @@ pub const MAX_DATAGRAM: usize = 65_535;
 /// The handshake limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Handshake initiations per second from one source address; more are dropped.
+    /// Handshake initiations per second from one source address; past it the source must show
+    /// a cookie, and past it again with cookies its initiations are dropped.
     pub handshakes_per_source_per_sec: u32,
-    /// Handshake messages per second, all sources together, before initiators must answer a
-    /// cookie (prove their address) to be heard.
+    /// Handshake initiations per second, all sources together, before every initiator must
+    /// show a cookie (prove its address) to be heard.
     pub handshakes_before_cookies_per_sec: u64,
 }
 
@@ -263,17 +265,22 @@ pub struct Relay {
     public: PublicKey,
     inner_network: Ipv4Net,
     limits: Limits,
-    /// The shared gate: verifies mac1 and demands cookies under load.
-    gate: Arc<RateLimiter>,
-    /// What every peer's Tunn verifies with after the gate let a message through: mac1 again,
-    /// never under load (the gate already counted the message).
+    /// Demands a valid cookie (mac2) of every message it checks: used for initiations while
+    /// the relay is under load or their source is over its cap.
+    cookies: Arc<RateLimiter>,
+    /// Checks mac1 only (never under load): initiations that need no cookie, and every peer's
+    /// Tunn (the relay already rate-limited the message).
     pass: Arc<RateLimiter>,
+    /// Handshake initiations in the current one-second window.
+    window_handshakes: u64,
     peers: HashMap<u32, Peer>,
     by_key: HashMap<[u8; 32], u32>,
     by_inner: HashMap<Ipv4Addr, u32>,
     next_index: u32,
-    per_source: HashMap<IpAddr, u32>,
-    per_source_since: Option<Instant>,
+    /// Per source address in the current window: initiations seen, and those that proved the
+    /// address with a cookie.
+    per_source: HashMap<IpAddr, (u32, u32)>,
+    window_since: Option<Instant>,
     counters: Counters,
     buf: Vec<u8>,
 }
@@ -295,10 +302,8 @@ impl Relay {
     pub fn new(key: KeyPair, inner_network: Ipv4Net, limits: Limits) -> Relay {
         let public = key.public();
         Relay {
-            gate: Arc::new(RateLimiter::new(
-                &public,
-                limits.handshakes_before_cookies_per_sec,
-            )),
+            cookies: Arc::new(RateLimiter::new(&public, 0)),
+            window_handshakes: 0,
             pass: Arc::new(RateLimiter::new(&public, u64::MAX)),
             key,
             public,
@@ -307,9 +312,11 @@ impl Relay {
             peers: HashMap::new(),
             by_key: HashMap::new(),
             by_inner: HashMap::new(),
-            next_index: 1,
+            // A random start: after a restart, the old sessions' indexes are (almost always)
+            // unknown rather than someone else's.
+            next_index: rand::Rng::gen_range(&mut rand::thread_rng(), 1..INDEX_LIMIT),
             per_source: HashMap::new(),
-            per_source_since: None,
+            window_since: None,
             counters: Counters::default(),
             buf: vec![0u8; MAX_DATAGRAM + 64],
         }
@@ -586,36 +593,45 @@ impl Relay {
         init: &boringtun::noise::HandshakeInit,
         out: &mut Vec<Output>,
     ) {
-        // 1. The per-source cap: cheapest first.
-        let since = *self.per_source_since.get_or_insert(now);
-        if now.duration_since(since) >= Duration::from_secs(1) {
-            self.per_source.clear();
-            self.per_source_since = Some(now);
-        }
+        // 1. Is a cookie needed? Over the global rate (the relay is under load) or over this
+        //    source's cap, the initiator must prove its address (mac2, WireGuard's cookie) before
+        //    any more work is done. Someone forging an appliance's address cannot prove it, so
+        //    cannot use up that appliance's budget: only proven messages count against it.
+        self.roll_window(now);
+        self.window_handshakes += 1;
         let ip = from.ip();
-        match self.per_source.get_mut(&ip) {
-            Some(count) => {
-                if *count >= self.limits.handshakes_per_source_per_sec {
-                    self.counters.rate_limited_source += 1;
-                    return;
-                }
-                *count += 1;
+        let tracked = self.per_source.len() < MAX_TRACKED_SOURCES;
+        let seen = match self.per_source.get_mut(&ip) {
+            Some(entry) => {
+                entry.0 = entry.0.saturating_add(1);
+                entry.0
             }
-            None => {
-                if self.per_source.len() < MAX_TRACKED_SOURCES {
-                    self.per_source.insert(ip, 1);
-                }
+            None if tracked => {
+                self.per_source.insert(ip, (1, 0));
+                1
             }
-        }
-        // 2. mac1 (the sender knows the relay's public key) and, under load, the cookie.
-        let mut cookie = [0u8; 64];
-        match self.gate.verify_packet(Some(ip), datagram, &mut cookie) {
+            // Too many sources this second to track: treat every new one as over its cap.
+            None => u32::MAX,
+        };
+        let source_over = seen > self.limits.handshakes_per_source_per_sec;
+        let under_load = self.window_handshakes > self.limits.handshakes_before_cookies_per_sec;
+        let mut reply = [0u8; 64];
+        let limiter = if source_over || under_load {
+            &self.cookies
+        } else {
+            &self.pass
+        };
+        match limiter.verify_packet(Some(ip), datagram, &mut reply) {
             Ok(_) => {}
-            Err(TunnResult::WriteToNetwork(reply)) => {
-                self.counters.rate_limited_cookie += 1;
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                if source_over {
+                    self.counters.rate_limited_source += 1;
+                } else {
+                    self.counters.rate_limited_cookie += 1;
+                }
                 out.push(Output::Network {
                     to: from,
-                    datagram: reply.to_vec(),
+                    datagram: cookie.to_vec(),
                 });
                 return;
             }
@@ -625,6 +641,21 @@ impl Relay {
             }
             Err(_) => {
                 self.counters.bad_handshake += 1;
+                return;
+            }
+        }
+        // 2. A source that proved its address and is still over its cap: dropped.
+        if source_over {
+            let proven = self
+                .per_source
+                .get_mut(&ip)
+                .map(|entry| {
+                    entry.1 = entry.1.saturating_add(1);
+                    entry.1
+                })
+                .unwrap_or(0);
+            if proven > self.limits.handshakes_per_source_per_sec {
+                self.counters.rate_limited_source += 1;
                 return;
             }
         }
@@ -711,13 +742,7 @@ impl Relay {
     /// The timer tick (every 100 ms or so): WireGuard's own timers (keepalives, rekeying), the
     /// rate limiters' windows, and forgetting stale endpoints and redundant flows.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Output>) {
-        self.gate.reset_count();
-        if let Some(since) = self.per_source_since
-            && now.duration_since(since) >= Duration::from_secs(1)
-        {
-            self.per_source.clear();
-            self.per_source_since = Some(now);
-        }
+        self.roll_window(now);
         for peer in self.peers.values_mut() {
             if let TunnResult::WriteToNetwork(datagram) = peer.tunn.update_timers(&mut self.buf)
                 && let Some(reply) = peer.reply
@@ -732,6 +757,16 @@ impl Relay {
                 Some(e.addr) == reply || now.saturating_duration_since(e.heard) < ENDPOINT_FORGET
             });
             peer.redundant.retain(|(_, until)| *until > now);
+        }
+    }
+
+    /// Starts a new one-second rate window when the current one is over.
+    fn roll_window(&mut self, now: Instant) {
+        let since = *self.window_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= Duration::from_secs(1) {
+            self.per_source.clear();
+            self.window_handshakes = 0;
+            self.window_since = Some(now);
         }
     }
 

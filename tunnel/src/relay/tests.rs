@@ -195,7 +195,7 @@ fn an_unknown_key_gets_no_answer_and_leaves_no_state() {
 }
 
 #[test]
-fn a_packet_with_a_spoofed_inner_source_is_dropped_and_counted() {
+fn a_packet_with_a_spoofed_inner_source_or_to_another_appliance_is_dropped_and_counted() {
     let mut relay = relay();
     let mut a = Appliance::new(&relay, A_INNER, 1);
     let b = Appliance::new(&relay, B_INNER, 2);
@@ -215,6 +215,15 @@ fn a_packet_with_a_spoofed_inner_source_is_dropped_and_counted() {
     }
     assert_eq!(relay.stats().counters.spoofed_source, 2);
     assert_eq!(relay.stats().counters.bytes_from_peers, 0);
+
+    // From its own address to another appliance's inner address: appliances never reach each
+    // other through the relay.
+    let sideways = ipv4(UDP, A_INNER, 1, B_INNER, 2, 20);
+    let sealed = a.seal(&sideways);
+    let mut out = Vec::new();
+    relay.handle_datagram(Instant::now(), from, &sealed, &mut out);
+    assert!(tun_writes(&out).is_empty());
+    assert_eq!(relay.stats().counters.peer_to_peer, 1);
 }
 
 #[test]
@@ -421,53 +430,130 @@ fn peer_lists_with_addresses_outside_the_network_or_twice_listed_are_refused_ent
     assert_eq!(relay.stats().counters.peers_refused, 4);
 }
 
-#[test]
-fn a_flood_of_initiations_from_one_address_is_capped_and_under_load_initiators_must_show_a_cookie()
-{
-    let mut relay = Relay::new(
+fn message_type(datagram: &[u8]) -> u32 {
+    u32::from_le_bytes(datagram[0..4].try_into().expect("type"))
+}
+
+fn limited_relay() -> Relay {
+    Relay::new(
         KeyPair::generate(),
         "100.96.0.0/12".parse().expect("net"),
         Limits {
             handshakes_per_source_per_sec: 3,
             handshakes_before_cookies_per_sec: 4,
         },
-    );
+    )
+}
+
+#[test]
+fn a_flood_of_initiations_from_one_address_must_show_cookies_and_is_capped_even_with_them() {
+    let mut relay = limited_relay();
     let mut a = Appliance::new(&relay, A_INNER, 1);
     relay.set_peers(&[a.entry()]);
     let now = Instant::now();
     let flooder = addr("192.0.2.66:5000");
-    let mut answered = 0;
+    let mut kinds = Vec::new();
+    let mut last = Vec::new();
     for _ in 0..10 {
         let init = a.initiation();
         let mut out = Vec::new();
         relay.handle_datagram(now, flooder, &init, &mut out);
-        answered += out.len();
-    }
-    assert_eq!(answered, 3, "three initiations a second from one address");
-    assert_eq!(relay.stats().counters.rate_limited_source, 7);
-
-    // Other addresses: past the shared limit, the relay answers with a cookie, not a response.
-    let mut cookies = 0;
-    for i in 0..4u8 {
-        let from = SocketAddr::new(Ipv4Addr::new(198, 51, 100, i + 1).into(), 5000);
-        let init = a.initiation();
-        let (to, reply) = only_network(&mut relay, from, &init);
-        assert_eq!(to, from);
-        if u32::from_le_bytes(reply[0..4].try_into().expect("type")) == 3 {
-            cookies += 1;
-            // With the cookie, the same initiator is heard.
-            assert!(a.receive_one(&reply).is_none());
-            let init = a.initiation();
-            let (_, response) = only_network(&mut relay, from, &init);
-            assert_eq!(
-                u32::from_le_bytes(response[0..4].try_into().expect("type")),
-                2,
-                "a handshake response once the cookie is shown"
-            );
+        for (_, datagram) in sends(&out) {
+            kinds.push(message_type(&datagram));
+            last = datagram;
         }
     }
-    assert!(cookies >= 1, "under load the relay asks for cookies");
+    assert_eq!(
+        kinds,
+        vec![2, 2, 2, 3, 3, 3, 3, 3, 3, 3],
+        "three responses a second, then only cookies"
+    );
+    assert_eq!(relay.stats().counters.rate_limited_source, 7);
+    assert_eq!(relay.stats().counters.handshakes_completed, 3);
+
+    // With the cookie (the address is real), three more a second, then nothing at all.
+    assert!(a.receive_one(&last).is_none(), "the cookie is taken");
+    let mut kinds = Vec::new();
+    for _ in 0..5 {
+        let init = a.initiation();
+        let mut out = Vec::new();
+        relay.handle_datagram(now, flooder, &init, &mut out);
+        kinds.extend(sends(&out).iter().map(|(_, d)| message_type(d)));
+    }
+    assert_eq!(kinds, vec![2, 2, 2], "proven, yet capped");
+    assert_eq!(relay.stats().counters.handshakes_completed, 6);
+    assert_eq!(relay.stats().counters.rate_limited_source, 9);
+
+    // The next second starts afresh.
+    let mut out = Vec::new();
+    relay.tick(now + Duration::from_secs(1), &mut out);
+    let init = a.initiation();
+    let (_, response) = only_network(&mut relay, flooder, &init);
+    assert_eq!(message_type(&response), 2);
+}
+
+#[test]
+fn under_load_every_initiator_must_prove_its_address_with_a_cookie_before_it_is_answered() {
+    let mut relay = limited_relay();
+    let mut peers: Vec<Appliance> = (0..8u32)
+        .map(|i| Appliance::new(&relay, Ipv4Addr::new(100, 96, 1, i as u8 + 2), i))
+        .collect();
+    relay.set_peers(&peers.iter().map(Appliance::entry).collect::<Vec<_>>());
+    let now = Instant::now();
+    let mut cookies = 0;
+    for (i, peer) in peers.iter_mut().enumerate() {
+        let from = SocketAddr::new(Ipv4Addr::new(198, 51, 100, i as u8 + 1).into(), 5000);
+        let init = peer.initiation();
+        let mut out = Vec::new();
+        relay.handle_datagram(now, from, &init, &mut out);
+        let (to, reply) = sends(&out).pop().expect("an answer");
+        assert_eq!(to, from);
+        if i < 4 {
+            assert_eq!(message_type(&reply), 2, "below the load limit: answered");
+            continue;
+        }
+        assert_eq!(message_type(&reply), 3, "under load: a cookie first");
+        cookies += 1;
+        assert!(peer.receive_one(&reply).is_none());
+        let init = peer.initiation();
+        let (_, response) = only_network(&mut relay, from, &init);
+        assert_eq!(
+            message_type(&response),
+            2,
+            "answered once the cookie is shown"
+        );
+    }
     assert_eq!(relay.stats().counters.rate_limited_cookie, cookies);
+    assert_eq!(relay.stats().counters.handshakes_completed, 8);
+}
+
+#[test]
+fn someone_forging_an_appliances_address_cannot_use_up_its_handshakes() {
+    let mut relay = limited_relay();
+    let mut a = Appliance::new(&relay, A_INNER, 1);
+    relay.set_peers(&[a.entry()]);
+    let now = Instant::now();
+    let clinic = addr("192.0.2.10:40000");
+    // The attacker sends initiations (valid mac1: the relay's key is public) from the clinic's
+    // address, and never sees the cookies sent there.
+    for _ in 0..50 {
+        let mut forger = Appliance::new(&relay, B_INNER, 9);
+        let init = forger.initiation();
+        let mut out = Vec::new();
+        relay.handle_datagram(now, clinic, &init, &mut out);
+    }
+    // The appliance behind that address still gets its session within the same second.
+    let init = a.initiation();
+    let (_, cookie) = only_network(&mut relay, clinic, &init);
+    assert_eq!(message_type(&cookie), 3);
+    assert!(a.receive_one(&cookie).is_none());
+    let init = a.initiation();
+    let (_, response) = only_network(&mut relay, clinic, &init);
+    assert_eq!(message_type(&response), 2, "the real appliance is answered");
+    let keepalive = a.receive_one(&response).expect("keepalive");
+    let mut out = Vec::new();
+    relay.handle_datagram(now, clinic, &keepalive, &mut out);
+    assert_eq!(relay.stats().sessions, 1);
 }
 
 #[test]
