@@ -555,6 +555,7 @@ async fn bench_tunnel(
     eprintln!(
         "testbed {prefix} up, tunnel carrying flows to {SERVER}; {rounds} rounds of {secs} s"
     );
+    let load_before = load_average();
     let mut direct = Vec::new();
     let mut tunnel = Vec::new();
     for round in 1..=rounds {
