@@ -95,6 +95,7 @@ fn build_bed(prefix: &str) -> Bed {
     for ns in [&bed.app, &bed.relay, &bed.lan] {
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", ns])
+            .stderr(std::process::Stdio::null())
             .status();
         ip(&["netns", "add", ns]);
         ip(&["-n", ns, "link", "set", "lo", "up"]);
@@ -163,6 +164,8 @@ struct RelayLog {
     /// Inner UDP packets to the server: (inner source, source port, destination port).
     inner_udp: Vec<(Ipv4Addr, u16, u16)>,
     duplicates_dropped: usize,
+    /// Inner packets the relay is to send unasked (an attack), drained by its loop.
+    inject: Vec<Vec<u8>>,
 }
 
 fn checksum(bytes: &[u8]) -> u16 {
@@ -225,6 +228,14 @@ fn run_relay(
     let mut out = vec![0u8; 65_536];
     let mut endpoint: Option<SocketAddr> = None;
     while !stop.load(Ordering::Relaxed) {
+        let injected = std::mem::take(&mut log.lock().expect("log").inject);
+        for packet in injected {
+            if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(&packet, &mut out)
+                && let Some(to) = endpoint
+            {
+                let _ = socket.send_to(d, to);
+            }
+        }
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
             if let TunnResult::WriteToNetwork(d) = tunn.update_timers(&mut out)
                 && let Some(to) = endpoint
@@ -309,6 +320,32 @@ async fn lan_exchange(ns: String, port: u16, count: usize) -> usize {
     tokio::task::spawn_blocking(move || lan_exchange_blocking(ns, port, count))
         .await
         .expect("blocking")
+}
+
+/// A UDP packet `src:sport` → `dst:dport` (no UDP checksum, a valid header checksum).
+fn udp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 36];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&36u16.to_be_bytes());
+    p[8] = 64;
+    p[9] = stayopen_tunnel::packet::UDP;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let sum = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[24..26].copy_from_slice(&16u16.to_be_bytes());
+    p[28..36].copy_from_slice(b"intruder");
+    p
+}
+
+/// Whether anything arrives on `socket` within a second.
+fn receives_anything(socket: UdpSocket) -> bool {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    socket.recv_from(&mut [0u8; 1500]).is_ok()
 }
 
 fn plan(steer: bool, outer: usize, duplicate_on: Vec<usize>) -> TunnelPlan {
@@ -400,6 +437,51 @@ async fn scenario(
         assert_eq!(log.endpoints.last(), Some(&Ipv4Addr::new(10, 0, 1, 2)));
     }
     let handshakes = log.lock().expect("log").handshake_inits;
+
+    // Attack: the relay's side sends what the practice never asked for — a datagram straight to
+    // a LAN host, and a new connection to the appliance's inner address. Neither gets through.
+    let lan_listener = {
+        let ns = bed_lan.clone();
+        tokio::task::spawn_blocking(move || {
+            std::thread::spawn(move || {
+                enter(&ns);
+                receives_anything(UdpSocket::bind((LAN_HOST, 40999)).expect("bind"))
+            })
+            .join()
+            .expect("listener")
+        })
+    };
+    let appliance_socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 40998)).expect("bind");
+    let appliance_listener =
+        tokio::task::spawn_blocking(move || receives_anything(appliance_socket));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    log.lock().expect("log").inject.extend([
+        udp_packet(SERVER, 5004, LAN_HOST, 40999),
+        udp_packet(SERVER, 5004, INNER, 40998),
+    ]);
+    assert!(
+        !lan_listener.await.expect("lan"),
+        "a datagram from the tunnel reached a LAN host unasked"
+    );
+    assert!(
+        !appliance_listener.await.expect("appliance"),
+        "a new connection from the tunnel reached the appliance"
+    );
+    assert_eq!(
+        tunnel.counters().refused_packets,
+        1,
+        "the packet addressed past the inner address is refused and counted"
+    );
+    let guard = tokio::process::Command::new("nft")
+        .args(["list", "chain", "ip", "stayopen_tunnel", "guard_input"])
+        .output()
+        .await
+        .expect("nft");
+    let guard = String::from_utf8_lossy(&guard.stdout);
+    assert!(
+        guard.contains("counter packets 1 "),
+        "the new connection arrived and the guard dropped it: {guard}"
+    );
 
     // Failover: the outer packets move to wan1; the session roams without a new handshake.
     tunnel.apply(&plan(true, 1, vec![]), &settings);
@@ -587,7 +669,7 @@ async fn the_agent_keeps_a_tunnelled_flow_through_a_failover_with_the_same_sourc
     assert_root();
     let prefix = format!("soa{}", std::process::id() % 100_000);
     let bed = build_bed(&prefix);
-    let (dir, log, relay, stop, agent) = start_agent(&bed, false);
+    let (dir, log, relay, stop, agent, _) = start_agent(&bed, false);
     let outcome = async {
         wait_for(dir.path(), "the tunnel up", Duration::from_secs(15), |s| {
             s.active.as_deref() == Some("isp1")
@@ -657,6 +739,8 @@ type Running = (
     std::thread::JoinHandle<()>,
     Arc<AtomicBool>,
     Agent,
+    // The relay's key and the appliance's.
+    (KeyPair, KeyPair),
 );
 
 /// Starts the relay's peer and `stayopen-appliance run` in the bed's appliance namespace, on the
@@ -693,6 +777,9 @@ priority = 1
 [probes]
 targets = ["{RELAY_PUBLIC}"]
 timeout_ms = 300
+recovery_ms = 1000
+failback_clean_secs = 1
+failback_max_hold_secs = 1
 
 [dataplane]
 kind = "linux"
@@ -733,7 +820,7 @@ critical_destinations = ["{SERVER}:5004"]
     // Stopped however the test ends.
     let agent = Agent(agent);
 
-    (dir, log, relay, stop, agent)
+    (dir, log, relay, stop, agent, (relay_key, appliance_key))
 }
 
 /// Redundant mode with the agent: a LAN "call" at about 50 packets a second loses at most one
@@ -744,7 +831,7 @@ async fn in_redundant_mode_a_call_loses_at_most_one_packet_when_the_primary_is_b
     assert_root();
     let prefix = format!("sor{}", std::process::id() % 100_000);
     let bed = build_bed(&prefix);
-    let (dir, log, relay, stop, agent) = start_agent(&bed, true);
+    let (dir, log, relay, stop, agent, _) = start_agent(&bed, true);
     let outcome = async {
         wait_for(
             dir.path(),
@@ -774,6 +861,7 @@ async fn in_redundant_mode_a_call_loses_at_most_one_packet_when_the_primary_is_b
         })
         .await;
         let echoes = call.await.expect("call");
+        eprintln!("redundant mode, primary blackholed mid-call: {echoes} of 200 packets echoed");
         assert!(
             echoes >= 199,
             "at most one of 200 packets lost in redundant mode: {echoes} echoed"
@@ -799,6 +887,176 @@ async fn in_redundant_mode_a_call_loses_at_most_one_packet_when_the_primary_is_b
             tunnel.redundant_bytes.get("isp2").is_some_and(|b| *b > 0),
             "duplicates counted on isp2: {:?}",
             tunnel.redundant_bytes
+        );
+    };
+    let result = tokio::time::timeout(Duration::from_secs(60), outcome).await;
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    relay.join().expect("relay");
+    let agent_output = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    drop(bed);
+    assert!(result.is_ok(), "timed out; agent log:\n{agent_output}");
+}
+
+/// A relay restart (its sessions lost): the agent asks for a new handshake as soon as the relay
+/// has been quiet for a keepalive and the margin, before any fallback, so the tunnel never leaves
+/// the `up` state and the LAN flow resumes with the same inner source address and port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_relay_takes_the_tunnel_back_without_a_fallback_and_the_flow_keeps_its_source()
+{
+    assert_root();
+    let prefix = format!("sos{}", std::process::id() % 100_000);
+    let bed = build_bed(&prefix);
+    let (dir, log, relay, stop, agent, (relay_key, appliance_key)) = start_agent(&bed, false);
+    let mut relay = Some(relay);
+    let outcome = async {
+        wait_for(dir.path(), "the tunnel up", Duration::from_secs(15), |s| {
+            s.tunnel
+                .as_ref()
+                .is_some_and(|t| t.state == TunnelState::Up)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let echoes = lan_exchange(bed.lan.clone(), 43001, 20).await;
+        assert!(echoes >= 19, "through the tunnel: {echoes} of 20");
+        let (seen_before, handshakes) = {
+            let log = log.lock().expect("log");
+            (log.inner_udp.last().copied(), log.handshake_inits)
+        };
+
+        // The relay restarts: a new process knows no session.
+        stop.store(true, Ordering::Relaxed);
+        if let Some(old) = relay.take() {
+            old.join().expect("relay");
+        }
+        stop.store(false, Ordering::Relaxed);
+        relay = Some({
+            let (ns, key, peer, log, stop) = (
+                bed.relay.clone(),
+                relay_key.clone(),
+                appliance_key.clone(),
+                log.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || run_relay(ns, key, peer, log, stop))
+        });
+        let restarted = Instant::now();
+        loop {
+            let status = status(dir.path()).await.expect("status");
+            let state = status.tunnel.map(|t| t.state);
+            assert_eq!(
+                state,
+                Some(TunnelState::Up),
+                "no fallback across the restart"
+            );
+            if log.lock().expect("log").handshake_inits > handshakes {
+                eprintln!(
+                    "relay restarted: new handshake initiated {:.1} s later, no fallback",
+                    restarted.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            assert!(
+                restarted.elapsed() < Duration::from_secs(4),
+                "no new handshake within 4 s of the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let echoes = lan_exchange(bed.lan.clone(), 43001, 20).await;
+        assert!(echoes >= 19, "through the restarted relay: {echoes} of 20");
+        assert_eq!(
+            log.lock().expect("log").inner_udp.last().copied(),
+            seen_before,
+            "the same inner source address and port after the restart"
+        );
+        let status = status(dir.path()).await.expect("status");
+        assert_eq!(status.tunnel.map(|t| t.state), Some(TunnelState::Up));
+    };
+    let result = tokio::time::timeout(Duration::from_secs(60), outcome).await;
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(relay) = relay {
+        relay.join().expect("relay");
+    }
+    let agent_output = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    drop(bed);
+    assert!(result.is_ok(), "timed out; agent log:\n{agent_output}");
+}
+
+/// Switch mode with the agent: a LAN "call" through a blackholed primary loses only what arrives
+/// while the engine detects the silence (about 0.7 s), and the relay sees one source throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_switch_mode_a_call_through_a_blackholed_primary_loses_only_the_detection_time() {
+    assert_root();
+    let prefix = format!("sow{}", std::process::id() % 100_000);
+    let bed = build_bed(&prefix);
+    let (dir, log, relay, stop, agent, _) = start_agent(&bed, false);
+    let outcome = async {
+        wait_for(dir.path(), "the tunnel up", Duration::from_secs(15), |s| {
+            s.tunnel
+                .as_ref()
+                .is_some_and(|t| t.state == TunnelState::Up)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let call = tokio::spawn(lan_exchange(bed.lan.clone(), 44001, 200));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        in_ns(
+            &bed.relay,
+            "nft",
+            &["-f", "-"],
+            Some(
+                "table ip blackhole {\n  chain in {\n    type filter hook prerouting priority -300; policy accept;\n    iifname \"r0\" drop\n  }\n  chain out {\n    type filter hook output priority -300; policy accept;\n    oifname \"r0\" drop\n  }\n}\n",
+            ),
+        );
+        let blackholed = Instant::now();
+        wait_for(dir.path(), "the failover", Duration::from_secs(5), |s| {
+            s.active.as_deref() == Some("isp2")
+        })
+        .await;
+        let detected = blackholed.elapsed();
+        let echoes = call.await.expect("call");
+        eprintln!(
+            "switch mode, primary blackholed mid-call: failover after {:.2} s, {echoes} of 200 packets echoed",
+            detected.as_secs_f64()
+        );
+        // About 45 packets a second: a second of gap is at most ~50 packets.
+        assert!(
+            echoes >= 150,
+            "only the detection time is lost in switch mode: {echoes} of 200 echoed"
+        );
+
+        // The primary's line comes back: traffic fails back after the clean period, and the
+        // same flow continues through the tunnel over the primary.
+        in_ns(
+            &bed.relay,
+            "nft",
+            &["delete", "table", "ip", "blackhole"],
+            None,
+        );
+        wait_for(dir.path(), "the failback", Duration::from_secs(10), |s| {
+            s.active.as_deref() == Some("isp1")
+        })
+        .await;
+        let echoes = lan_exchange(bed.lan.clone(), 44001, 20).await;
+        assert!(echoes >= 19, "after the failback: {echoes} of 20 echoed");
+        assert_eq!(
+            log.lock().expect("log").endpoints.last(),
+            Some(&Ipv4Addr::new(10, 0, 1, 2)),
+            "the outer packets are back on the primary"
+        );
+        let sources: std::collections::BTreeSet<_> = log
+            .lock()
+            .expect("log")
+            .inner_udp
+            .iter()
+            .map(|(src, sport, _)| (*src, *sport))
+            .collect();
+        assert_eq!(
+            sources.len(),
+            1,
+            "one source at the relay throughout: {sources:?}"
         );
     };
     let result = tokio::time::timeout(Duration::from_secs(60), outcome).await;

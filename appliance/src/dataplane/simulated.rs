@@ -381,6 +381,7 @@ impl Dataplane for SimulatedDataplane {
                 },
                 tunnel_bytes: t.tunnel_bytes,
                 duplicate_bytes: t.duplicate_bytes.clone(),
+                refused_packets: 0,
             })
             .unwrap_or_default()
     }

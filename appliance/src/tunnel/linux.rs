@@ -87,6 +87,8 @@ struct Shared {
     handshake_now: AtomicBool,
     tunnel_bytes: AtomicU64,
     duplicate_bytes: Vec<AtomicU64>,
+    /// Inner packets from the relay not addressed to the appliance's inner address, dropped.
+    refused: AtomicU64,
 }
 
 impl Shared {
@@ -109,6 +111,9 @@ pub struct TunnelCounters {
     pub tunnel_bytes: u64,
     /// Outer bytes sent as duplicates, per uplink, since the tunnel started.
     pub duplicate_bytes: Vec<u64>,
+    /// Inner packets from the relay refused because they were not addressed to the appliance's
+    /// inner address.
+    pub refused_packets: u64,
 }
 
 /// What the steering task is to install.
@@ -174,7 +179,9 @@ fn uplink_socket(interface: &str) -> Result<tokio::net::UdpSocket, DataplaneErro
     tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket)).map_err(io)
 }
 
-/// The permanent part of the tunnel's nftables table: NAT to the inner address and MSS clamping.
+/// The permanent part of the tunnel's nftables table: NAT to the inner address, MSS clamping, and
+/// the guard: nothing arriving from the tunnel may open a connection to the appliance or the LAN
+/// (only answers to the practice's own flows come back through it).
 /// The `steer` chain and the `critical` set are filled by [`steering_script`].
 pub fn nft_table(interface: &str, mtu: u16) -> String {
     let mss = mtu.saturating_sub(40);
@@ -192,6 +199,14 @@ pub fn nft_table(interface: &str, mtu: u16) -> String {
          \x20   chain nat {{\n\
          \x20       type nat hook postrouting priority srcnat; policy accept;\n\
          \x20       oifname \"{interface}\" masquerade\n\
+         \x20   }}\n\
+         \x20   chain guard_input {{\n\
+         \x20       type filter hook input priority filter; policy accept;\n\
+         \x20       iifname \"{interface}\" ct state new counter drop\n\
+         \x20   }}\n\
+         \x20   chain guard_forward {{\n\
+         \x20       type filter hook forward priority filter; policy accept;\n\
+         \x20       iifname \"{interface}\" ct state new counter drop\n\
          \x20   }}\n\
          }}\n"
     )
@@ -315,6 +330,7 @@ impl LinuxTunnel {
             handshake_now: AtomicBool::new(false),
             tunnel_bytes: AtomicU64::new(0),
             duplicate_bytes: sockets.iter().map(|_| AtomicU64::new(0)).collect(),
+            refused: AtomicU64::new(0),
         });
         let path = Arc::new(Path {
             tunn: Mutex::new(tunn),
@@ -395,6 +411,7 @@ impl LinuxTunnel {
                 .iter()
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
+            refused_packets: s.refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -448,6 +465,12 @@ fn checksum(bytes: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// Whether an inner packet from the relay is addressed to the appliance's inner address: the only
+/// destination the relay may send to (it answers the practice's own flows, NATed to that address).
+fn addressed_to(packet: &[u8], inner: Ipv4Addr) -> bool {
+    InnerPacket::parse(packet).is_some_and(|p| p.dst == inner)
 }
 
 /// Whether `packet` answers the liveness ping (then it is not written to the TUN device).
@@ -579,6 +602,17 @@ impl Path {
             }
             for reply in &replies {
                 socket.try_send_to(reply, self.endpoint).ok();
+            }
+            if inner_len > 0 && !addressed_to(&to_tun[..inner_len], self.inner) {
+                let refused = self.shared.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                // Counted always; logged at the first and then every thousandth.
+                if refused % 1000 == 1 {
+                    tracing::warn!(
+                        refused,
+                        "inner packet from the relay not addressed to this appliance: dropped"
+                    );
+                }
+                continue;
             }
             if inner_len > 0 && !is_ping_reply(&to_tun[..inner_len], self.relay_inner) {
                 self.shared
@@ -733,6 +767,30 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("maxseg size set 1340"), "{table}");
+    }
+
+    #[test]
+    fn nothing_from_the_tunnel_may_open_a_connection_to_the_appliance_or_the_lan() {
+        let table = nft_table("so-tun0", 1380);
+        assert!(table.contains("hook input priority filter"), "{table}");
+        assert!(table.contains("hook forward priority filter"), "{table}");
+        assert_eq!(
+            table
+                .matches("iifname \"so-tun0\" ct state new counter drop")
+                .count(),
+            2,
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn only_packets_to_the_inner_address_are_taken_from_the_relay() {
+        let inner = Ipv4Addr::new(100, 96, 0, 2);
+        let mut packet = echo_request(Ipv4Addr::new(203, 0, 113, 60), inner, 1);
+        assert!(addressed_to(&packet, inner));
+        packet[16..20].copy_from_slice(&[192, 168, 50, 10]);
+        assert!(!addressed_to(&packet, inner));
+        assert!(!addressed_to(&[0x45, 0, 0], inner));
     }
 
     #[test]
