@@ -197,6 +197,29 @@ impl Client {
         }
     }
 
+    /// Waits for a handshake initiation from the relay, answers it and takes the relay's
+    /// confirming keepalive (a responder sends on a new session only after it); true then.
+    fn answer_handshake(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut datagram = vec![0u8; 4096];
+        let mut buf = vec![0u8; 4096];
+        let mut answered = false;
+        while Instant::now() < deadline {
+            let Ok((n, _)) = self.socket.recv_from(&mut datagram) else {
+                continue;
+            };
+            match self.tunn.decapsulate(None, &datagram[..n], &mut buf) {
+                TunnResult::WriteToNetwork(response) if datagram[0] == 1 => {
+                    self.socket.send_to(response, self.relay).expect("send");
+                    answered = true;
+                }
+                TunnResult::Done if answered && datagram[0] == 4 => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
     /// The next inner packet from the relay within `wait`.
     fn receive(&mut self, wait: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + wait;
@@ -381,7 +404,7 @@ fn wait_until(what: &str, wait: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 #[test]
-fn the_relay_nats_a_known_peer_to_its_public_address_sends_a_redundant_flows_replies_over_both_uplinks_refuses_strangers_and_spoofers_and_accepts_peers_the_cloud_adds()
+fn the_relay_nats_a_known_peer_to_its_public_address_sends_a_redundant_flows_replies_over_both_uplinks_refuses_strangers_and_spoofers_accepts_peers_the_cloud_adds_and_resumes_sessions_after_a_restart()
  {
     assert!(
         is_root(),
@@ -430,21 +453,7 @@ inner_address = "{CLIENT_INNER}"
         relay_key.public_base64()
     );
 
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.relay,
-            env!("CARGO_BIN_EXE_stayopen-relay"),
-        ])
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .env("RUST_LOG", "info")
-        .spawn()
-        .expect("start the relay");
-    let pid = child.id();
-    let mut relay = RelayProcess(Some(child));
+    let mut relay = start_relay(&ns.relay, &config_path);
     let relay_ns = ns.relay.clone();
     wait_until("the relay's /healthz", Duration::from_secs(10), || {
         http_get(&relay_ns, "/healthz").is_some_and(|t| t.starts_with("HTTP/1.1 200"))
@@ -564,13 +573,73 @@ inner_address = "{CLIENT_INNER}"
         metric(&relay_ns, "stayopen_relay_handshakes_completed_total") == 2
     });
 
-    // 5. SIGTERM: a clean stop that removes the relay's nft table.
+    // 5. A restart: SIGTERM stops the relay cleanly (its nft table removed); started again, it
+    //    handshakes with the client where it last heard from it, and traffic resumes without
+    //    the client starting a handshake.
+    let key = client_key.clone();
+    let (relay_name, config) = (ns.relay.clone(), config_path.clone());
+    let (restarted, echoed) = in_ns(&ns.client, move || {
+        let mut client = Client::new(&key, relay_public, 14);
+        assert!(client.handshake(Duration::from_secs(5)), "handshake");
+        client.send(&udp_packet(
+            CLIENT_INNER,
+            40004,
+            SERVER,
+            ECHO_PORT,
+            b"before",
+        ));
+        assert!(
+            client.receive(Duration::from_secs(3)).is_some(),
+            "echo before"
+        );
+        stop_relay(&mut relay, &relay_name);
+        let restarted = start_relay(&relay_name, &config);
+        assert!(
+            client.answer_handshake(Duration::from_secs(5)),
+            "the restarted relay handshakes with the client"
+        );
+        client.send(&udp_packet(
+            CLIENT_INNER,
+            40004,
+            SERVER,
+            ECHO_PORT,
+            b"after",
+        ));
+        (restarted, client.receive(Duration::from_secs(3)))
+    });
+    let mut relay = restarted;
+    assert!(
+        echoed.is_some_and(|p| p.ends_with(b"after")),
+        "traffic resumed"
+    );
+    assert_eq!(echo.heard(b"after").len(), 1);
+    stop_relay(&mut relay, &ns.relay);
+}
+
+fn start_relay(ns: &str, config: &std::path::Path) -> RelayProcess {
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_stayopen-relay")])
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .spawn()
+        .expect("start the relay");
+    let relay = RelayProcess(Some(child));
+    wait_until("the relay's /healthz", Duration::from_secs(10), || {
+        http_get(ns, "/healthz").is_some_and(|t| t.starts_with("HTTP/1.1 200"))
+    });
+    relay
+}
+
+/// SIGTERM; the relay exits 0 and its nft table is gone.
+fn stop_relay(relay: &mut RelayProcess, ns: &str) {
+    let mut child = relay.0.take().expect("a running relay");
     let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
-    let mut child = relay.0.take().expect("child");
     let deadline = Instant::now() + Duration::from_secs(5);
     let exit = loop {
         if let Some(exit) = child.try_wait().expect("wait") {
@@ -581,7 +650,7 @@ inner_address = "{CLIENT_INNER}"
     };
     assert!(exit.success(), "{exit:?}");
     let tables = Command::new("ip")
-        .args(["netns", "exec", &ns.relay, "nft", "list", "tables"])
+        .args(["netns", "exec", ns, "nft", "list", "tables"])
         .output()
         .expect("nft");
     assert!(

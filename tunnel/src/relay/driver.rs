@@ -2,6 +2,7 @@
 //! the cloud poller and the health/metrics endpoints around the sans-IO [`Relay`].
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,9 @@ use tokio::sync::mpsc;
 use super::config::{CloudConfig, RelayConfig, load_or_create_key};
 use super::http::{self, CloudStats, Shared, Snapshot};
 use super::{Limits, MAX_DATAGRAM, Output, PeerEntry, Relay, own_address};
-use crate::keys::parse_public;
+use crate::keys::{encode_public, parse_public};
 use crate::tun::TunDevice;
+use boringtun::x25519::PublicKey;
 
 /// The nft table the relay owns (and removes at shutdown).
 pub const NFT_TABLE: &str = "stayopen_relay";
@@ -231,6 +233,55 @@ async fn poll_cloud(
     }
 }
 
+/// Where the relay remembers each peer's last endpoint across restarts: `relay.endpoints` beside
+/// the private key file.
+pub fn endpoints_path(config: &RelayConfig) -> PathBuf {
+    config.private_key_file.with_file_name("relay.endpoints")
+}
+
+/// Reads remembered endpoints (`<base64 key> <ip:port>` a line); unreadable lines are skipped.
+pub fn read_endpoints(path: &Path) -> Vec<(PublicKey, SocketAddr)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (key, endpoint) = line.split_once(' ')?;
+            Some((parse_public(key).ok()?, endpoint.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Writes the endpoints (mode 0600, replaced atomically).
+pub fn write_endpoints(path: &Path, list: &[(PublicKey, SocketAddr)]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("endpoints.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    for (key, endpoint) in list {
+        writeln!(file, "{} {endpoint}", encode_public(key))?;
+    }
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn remember(path: &Path, relay: &Relay, last: &mut Vec<(PublicKey, SocketAddr)>) {
+    let now = relay.reply_endpoints();
+    if now != *last {
+        match write_endpoints(path, &now) {
+            Ok(()) => *last = now,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "could not remember the peers' endpoints")
+            }
+        }
+    }
+}
+
 fn udp_socket(listen: SocketAddr) -> anyhow::Result<UdpSocket> {
     let domain = socket2::Domain::for_address(listen);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
@@ -328,6 +379,28 @@ async fn run_loop(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut peers_open = poller.is_some();
+
+    // After a restart: handshake with every listed peer where it was last heard, so sessions
+    // resume after one round trip.
+    let endpoints_file = endpoints_path(config);
+    let mut remembered = read_endpoints(&endpoints_file);
+    let reconnecting = remembered
+        .iter()
+        .filter(|(key, endpoint)| relay.reconnect(Instant::now(), key, *endpoint, &mut out))
+        .count();
+    if reconnecting > 0 {
+        tracing::info!(
+            reconnecting,
+            "handshaking with the peers of before the restart"
+        );
+    }
+    for output in out.drain(..) {
+        if let Output::Network { to, datagram } = output {
+            let _ = udp.send_to(&datagram, to).await;
+        }
+    }
+    remembered.sort_by_key(|(key, _)| *key.as_bytes());
+    let mut ticks: u64 = 0;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -345,6 +418,10 @@ async fn run_loop(
                 relay.tick(Instant::now(), &mut out);
                 if let Ok(mut snapshot) = shared.lock() {
                     snapshot.stats = relay.stats();
+                }
+                ticks += 1;
+                if ticks.is_multiple_of(50) {
+                    remember(&endpoints_file, &relay, &mut remembered);
                 }
             }
             list = rx.recv(), if peers_open => match list {
@@ -367,6 +444,7 @@ async fn run_loop(
             }
         }
     }
+    remember(&endpoints_file, &relay, &mut remembered);
     http_task.abort();
     if let Some(poller) = poller {
         poller.abort();
@@ -409,6 +487,20 @@ mod tests {
             read_poll_answer(401, b"{}"),
             PollOutcome::BadAnswer(_)
         ));
+    }
+
+    #[test]
+    fn remembered_endpoints_survive_their_file_and_bad_lines_are_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.endpoints");
+        let key = KeyPair::generate().public();
+        let list = vec![(key, "192.0.2.10:40000".parse().expect("addr"))];
+        write_endpoints(&path, &list).expect("write");
+        assert_eq!(read_endpoints(&path), list);
+        let text = std::fs::read_to_string(&path).expect("read");
+        std::fs::write(&path, format!("{text}garbage\nnot-a-key 192.0.2.1:1\n")).expect("write");
+        assert_eq!(read_endpoints(&path), list);
+        assert!(read_endpoints(&dir.path().join("absent")).is_empty());
     }
 
     #[test]

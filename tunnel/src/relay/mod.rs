@@ -770,6 +770,50 @@ impl Relay {
         }
     }
 
+    /// Every peer's reply endpoint, for the driver to remember across a restart.
+    pub fn reply_endpoints(&self) -> Vec<(PublicKey, SocketAddr)> {
+        let mut list: Vec<(PublicKey, SocketAddr)> = self
+            .peers
+            .values()
+            .filter_map(|p| Some((p.public_key, p.reply?)))
+            .collect();
+        list.sort_by_key(|(key, _)| *key.as_bytes());
+        list
+    }
+
+    /// After a restart: starts a handshake with a listed peer at the endpoint it was last heard
+    /// from (the driver's own record, not something a datagram claimed), so its session resumes
+    /// after one round trip instead of when the appliance's own timers give up on the old one.
+    /// False when the key is not listed or the peer has been heard from since.
+    pub fn reconnect(
+        &mut self,
+        now: Instant,
+        key: &PublicKey,
+        endpoint: SocketAddr,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(peer) = self
+            .by_key
+            .get(key.as_bytes())
+            .and_then(|index| self.peers.get_mut(index))
+        else {
+            return false;
+        };
+        if peer.reply.is_some() {
+            return false;
+        }
+        peer.heard(endpoint, now, true);
+        if let TunnResult::WriteToNetwork(init) =
+            peer.tunn.format_handshake_initiation(&mut self.buf, false)
+        {
+            out.push(Output::Network {
+                to: endpoint,
+                datagram: init.to_vec(),
+            });
+        }
+        true
+    }
+
     /// The peer's current reply endpoint (tests, diagnostics).
     pub fn reply_endpoint(&self, key: &PublicKey) -> Option<SocketAddr> {
         let index = self.by_key.get(key.as_bytes())?;

@@ -577,3 +577,64 @@ fn datagrams_that_are_not_wireguard_or_for_no_session_are_counted() {
         (1, 1, 1)
     );
 }
+
+#[test]
+fn after_a_restart_the_relay_handshakes_with_each_peer_where_it_was_last_heard_and_traffic_resumes()
+{
+    let key = KeyPair::generate();
+    let network: Ipv4Net = "100.96.0.0/12".parse().expect("net");
+    let mut first = Relay::new(key.clone(), network, Limits::default());
+    let mut a = Appliance::new(&first, A_INNER, 1);
+    first.set_peers(&[a.entry()]);
+    let from = addr("192.0.2.10:40000");
+    a.connect(&mut first, from);
+    let remembered = first.reply_endpoints();
+    assert_eq!(remembered, vec![(a.key.public(), from)]);
+    drop(first);
+
+    // The restarted relay knows nothing of the old session: the appliance's packets are refused.
+    let mut relay = Relay::new(key, network, Limits::default());
+    relay.set_peers(&[a.entry()]);
+    let stale = a.seal(&a.udp_to_server(50000));
+    let mut out = Vec::new();
+    relay.handle_datagram(Instant::now(), from, &stale, &mut out);
+    assert!(out.is_empty());
+
+    // It handshakes from its record; the appliance answers; the relay confirms with a keepalive.
+    let mut out = Vec::new();
+    assert!(relay.reconnect(Instant::now(), &a.key.public(), from, &mut out));
+    let sent = sends(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, from);
+    assert_eq!(message_type(&sent[0].1), 1, "a handshake initiation");
+    let response = a.receive_one(&sent[0].1).expect("the appliance responds");
+    let mut out = Vec::new();
+    relay.handle_datagram(Instant::now(), from, &response, &mut out);
+    let (_, confirm) = sends(&out).pop().expect("keepalive");
+    assert!(a.receive_one(&confirm).is_none());
+
+    // Traffic resumes both ways on the new session, with no handshake from the appliance.
+    let packet = a.udp_to_server(50000);
+    let sealed = a.seal(&packet);
+    let mut out = Vec::new();
+    relay.handle_datagram(Instant::now(), from, &sealed, &mut out);
+    assert_eq!(tun_writes(&out), vec![packet]);
+    let reply = from_server(A_INNER, 50000);
+    let mut out = Vec::new();
+    relay.handle_tun_packet(Instant::now(), &reply, &mut out);
+    let sent = sends(&out);
+    assert_eq!(a.receive_one(&sent[0].1), Some(reply));
+    assert_eq!(relay.stats().counters.handshakes_completed, 0);
+    assert_eq!(relay.stats().sessions, 1);
+
+    // A peer already heard from, or one not listed, is left alone.
+    let mut out = Vec::new();
+    assert!(!relay.reconnect(Instant::now(), &a.key.public(), from, &mut out));
+    assert!(!relay.reconnect(
+        Instant::now(),
+        &KeyPair::generate().public(),
+        from,
+        &mut out
+    ));
+    assert!(out.is_empty());
+}
