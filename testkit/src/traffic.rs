@@ -346,6 +346,10 @@ pub fn tcp_send(to: SocketAddr, rate: u64) -> Result<(), TestbedError> {
     let stream = TcpStream::connect_timeout(&to, Duration::from_secs(10))
         .map_err(io(format!("connecting to {to}")))?;
     let local = stream.local_addr().ok();
+    // A write blocked this long is a dead session (and `stop` must not wait for it forever).
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .map_err(io("setting the write timeout"))?;
     let state = Arc::new(Mutex::new(SendState::default()));
     let stopping = Arc::new(AtomicBool::new(false));
     let writer = {
