@@ -345,6 +345,21 @@ async fn fail_over_and_back(
     [failover, failback]
 }
 
+/// The agent's decisions during the run (one line each), for the log: a failed run shows what the
+/// agent did and when.
+fn print_decisions(bed: &Testbed) {
+    for event in bed.events() {
+        eprintln!(
+            "agent: {} {} {}{} {}",
+            event["ts"].as_str().unwrap_or_default(),
+            event["kind"].as_str().unwrap_or_default(),
+            event["uplink"].as_str().unwrap_or_default(),
+            event["to"].as_str().unwrap_or_default(),
+            event["reason"].as_str().unwrap_or_default()
+        );
+    }
+}
+
 fn assert_survived(row: &Row) {
     assert_eq!(row.resets, 0, "no connection is reset: {row:?}");
     assert!(row.errors.is_empty(), "no connection fails: {row:?}");
@@ -369,6 +384,7 @@ async fn in_switch_mode_a_tcp_stream_and_a_call_survive_failover_and_failback_wi
     sessions.finish().await;
     Row::print_header();
     rows.iter().for_each(Row::print);
+    print_decisions(&bed);
     let udp_bound = udp_gap_bound(detection);
     let tcp_bound = tcp_gap_bound(udp_bound);
     eprintln!(
@@ -397,6 +413,7 @@ async fn in_redundant_mode_a_tcp_stream_and_a_call_survive_failover_and_failback
     sessions.finish().await;
     Row::print_header();
     rows.iter().for_each(Row::print);
+    print_decisions(&bed);
     for row in &rows {
         assert_survived(row);
         assert!(
@@ -473,6 +490,7 @@ async fn a_tcp_stream_and_a_call_resume_after_a_relay_restart_with_the_same_sour
     let row = sessions.measure("switch", "relay killed and restarted");
     Row::print_header();
     row.print();
+    print_decisions(&bed);
     assert_eq!(
         bed.count_events("tunnel_fallback"),
         0,
