@@ -6,16 +6,23 @@
 #   100.64.10.2       100.64.10.1 100.64.1.2   100.64.1.1     │ 192.0.2.0/24
 #                                 ──wan1── ISP2 router (NAT) ──┤ 198.51.100.0/24
 #                                   100.64.2.2   100.64.2.1    │
-#                                                          "internet"
+#                                                          "internet" (routes between its links)
 #                            probe targets 203.0.113.10-.13, UDP echo 203.0.113.20:7,
 #                            HTTP "EHR" 203.0.113.30:80
+#                                 │ 203.0.113.48/30                │ 203.0.113.56/29
+#                          relay (stayopen-relay)           srv (a server on the internet)
+#                          eth0 203.0.113.50: its stable     eth0 203.0.113.60, and .61 for
+#                          public address, WireGuard :51820  flows the tunnel leaves direct
+#
+# The relay's tunnelled flows leave it NATed to 203.0.113.50, so the server behind it sees that one
+# address whichever ISP carries the tunnel; direct flows reach it as 192.0.2.1 or 198.51.100.1.
 #
 # Usage: testbed.sh PREFIX up | down | exec NODE CMD… | ehr-https DIR |
 #        fault blackhole ISP | loss PCT ISP | dead-target ADDR | carrier-down ISP | carrier-up ISP | clear
 #
 # `ehr-https DIR` writes a test CA (DIR/ca.pem) and a certificate for 203.0.113.30 / ehr.example,
 # and serves HTTPS on 203.0.113.30:443 from the internet namespace: the stand-in for a cloud EHR.
-# NODE is one of lan, app, isp1, isp2, net; namespaces are named PREFIX-NODE.
+# NODE is one of lan, app, isp1, isp2, net, relay, srv; namespaces are named PREFIX-NODE.
 # The netns tests and the failover benchmark (`stayopen-testbed bench`) drive it through the testkit
 # crate's testbed module (testkit/src/testbed.rs).
 set -euo pipefail
@@ -23,17 +30,20 @@ set -euo pipefail
 P="${1:?prefix}"
 ACTION="${2:?action}"
 shift 2
+NODES="lan app isp1 isp2 net relay srv"
 ns() { echo "$P-$1"; }
 x() { ip netns exec "$(ns "$1")" "${@:2}"; }
 
 up() {
-    for n in lan app isp1 isp2 net; do ip netns add "$(ns $n)"; x "$n" ip link set lo up; done
+    for n in $NODES; do ip netns add "$(ns $n)"; x "$n" ip link set lo up; done
     # Links are created inside the namespaces: nothing ever touches the root namespace.
     ip -n "$(ns lan)" link add eth0 type veth peer name lan0 netns "$(ns app)"
     ip -n "$(ns app)" link add wan0 type veth peer name down0 netns "$(ns isp1)"
     ip -n "$(ns app)" link add wan1 type veth peer name down0 netns "$(ns isp2)"
     ip -n "$(ns isp1)" link add up0 type veth peer name isp1 netns "$(ns net)"
     ip -n "$(ns isp2)" link add up0 type veth peer name isp2 netns "$(ns net)"
+    ip -n "$(ns relay)" link add eth0 type veth peer name relay netns "$(ns net)"
+    ip -n "$(ns srv)" link add eth0 type veth peer name srv netns "$(ns net)"
 
     x lan ip addr add 100.64.10.2/24 dev eth0
     x app ip addr add 100.64.10.1/24 dev lan0
@@ -46,11 +56,20 @@ up() {
     x net ip addr add 192.0.2.254/24 dev isp1
     x net ip addr add 198.51.100.254/24 dev isp2
     for a in 10 11 12 13 20 30; do x net ip addr add "203.0.113.$a/32" dev lo; done
-    for pair in "lan eth0" "app lan0" "app wan0" "app wan1" "isp1 down0" "isp2 down0" "isp1 up0" "isp2 up0" "net isp1" "net isp2"; do
+    x net ip addr add 203.0.113.49/30 dev relay
+    x net ip addr add 203.0.113.57/29 dev srv
+    x relay ip addr add 203.0.113.50/30 dev eth0
+    x srv ip addr add 203.0.113.60/29 dev eth0
+    x srv ip addr add 203.0.113.61/29 dev eth0
+    for pair in "lan eth0" "app lan0" "app wan0" "app wan1" "isp1 down0" "isp2 down0" "isp1 up0" "isp2 up0" "net isp1" "net isp2" "net relay" "net srv" "relay eth0" "srv eth0"; do
         set -- $pair
         x "$1" ip link set "$2" up
     done
     x lan ip route add default via 100.64.10.1
+    # The internet routes between the ISPs, the relay and the server.
+    x net sysctl -qw net.ipv4.ip_forward=1
+    x relay ip route add default via 203.0.113.49
+    x srv ip route add default via 203.0.113.57
     for isp in 1 2; do
         x "isp$isp" sysctl -qw net.ipv4.ip_forward=1
         local upstream; upstream=$([ "$isp" = 1 ] && echo 192.0.2.254 || echo 198.51.100.254)
@@ -73,7 +92,7 @@ NFT
 }
 
 down() {
-    for n in lan app isp1 isp2 net; do
+    for n in $NODES; do
         ip netns pids "$(ns $n)" 2>/dev/null | xargs -r kill 2>/dev/null || true
         ip netns del "$(ns $n)" 2>/dev/null || true
     done

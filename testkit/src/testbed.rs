@@ -5,6 +5,9 @@
 //! "internet" with probe targets, a UDP echo server and an HTTP server) and injects faults; this
 //! module runs the real agent in the appliance namespace, a UDP echo server on the internet side and
 //! a 100 packets/s UDP stream from the LAN host, and reads the agent's status over its control socket.
+//! For the session-safe tunnel it also runs the relay (`stayopen-relay`) in the relay namespace,
+//! the traffic tools of [`crate::traffic`] on the LAN host and the server behind the relay, and reads
+//! the CPU time the agent and the relay spend.
 //! Nothing is ever connected to the root namespace. Needs root, `ip`, `nft` and `conntrack`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -34,6 +37,25 @@ pub const TARGETS: [&str; 4] = [
 /// The public (NAT) addresses of the two ISPs, as the internet sees them.
 pub const ISP1_PUBLIC: &str = "192.0.2.1";
 pub const ISP2_PUBLIC: &str = "198.51.100.1";
+/// The relay's stable public address (the relay namespace's `eth0`) and its WireGuard endpoint.
+pub const RELAY_PUBLIC: &str = "203.0.113.50";
+pub const RELAY_ENDPOINT: &str = "203.0.113.50:51820";
+/// The relay's health and metrics endpoint, inside the relay namespace.
+pub const RELAY_HTTP: &str = "127.0.0.1:9810";
+/// The tunnel's inner network, and the inner address the tests give the appliance.
+pub const RELAY_INNER_NETWORK: &str = "100.96.0.0/12";
+pub const APPLIANCE_INNER: &str = "100.96.0.2";
+/// The tunnel's MTU on both ends.
+pub const TUNNEL_MTU: u32 = 1380;
+/// The server behind the relay's public address (the `srv` namespace) and what it runs there:
+/// the TCP sink, the UDP call's far end and a UDP echo server.
+pub const SERVER: &str = "203.0.113.60";
+pub const SERVER_TCP_SINK: &str = "203.0.113.60:5001";
+pub const SERVER_CALL: &str = "203.0.113.60:5004";
+pub const SERVER_ECHO: &str = "203.0.113.60:7";
+/// The same server's second address, which the tunnel benchmark leaves out of the critical
+/// destinations: its flows leave the appliance directly, beside the tunnelled ones.
+pub const SERVER_DIRECT: &str = "203.0.113.61";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestbedError {
@@ -47,8 +69,9 @@ pub enum TestbedError {
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
     #[error(
-        "{} is missing: build it first (`cargo build -p stayopen-testkit --bin stayopen-testbed`; \
-         `cargo test --workspace`, as infra/scripts/test.sh runs it, builds it too)",
+        "{} is missing: build it first (`cargo build -p stayopen-testkit -p stayopen-appliance \
+         -p stayopen-tunnel --bins`; `cargo test --workspace`, as infra/scripts/test.sh runs it, \
+         builds it too)",
         .0.display()
     )]
     MissingTools(PathBuf),
@@ -69,12 +92,24 @@ pub fn script_path() -> PathBuf {
 /// Tests of other crates cannot name it with `env!("CARGO_BIN_EXE_…")`, which Cargo sets only for a
 /// crate's own binaries, so it is looked up there and must have been built.
 pub fn tools_binary() -> Result<PathBuf, TestbedError> {
-    let exe = std::env::current_exe().map_err(io("locating the test binary"))?;
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("."))
-        .join("stayopen-testbed");
+    workspace_binary("stayopen-testbed")
+}
+
+/// A binary of the workspace (`stayopen-appliance`, `stayopen-relay`, `stayopen-testbed`) beside
+/// the running test's folder, as for [`tools_binary`]; `STAYOPEN_TEST_BIN_DIR`, when set, names
+/// another folder to take them from.
+pub fn workspace_binary(name: &str) -> Result<PathBuf, TestbedError> {
+    let folder = match std::env::var_os("STAYOPEN_TEST_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().map_err(io("locating the test binary"))?;
+            exe.parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
+        }
+    };
+    let path = folder.join(name);
     if path.exists() {
         Ok(path)
     } else {
@@ -89,6 +124,105 @@ pub struct Testbed {
     pub dir: PathBuf,
     children: Vec<Child>,
     agent: Option<Child>,
+    relay: Option<Relay>,
+}
+
+/// The relay process and how to start it again.
+#[derive(Debug)]
+struct Relay {
+    binary: PathBuf,
+    child: Option<Child>,
+}
+
+/// The programs a tunnel testbed runs.
+#[derive(Debug, Clone)]
+pub struct TunnelBinaries {
+    /// `stayopen-testbed` (the servers and traffic tools).
+    pub tools: PathBuf,
+    pub appliance: PathBuf,
+    pub relay: PathBuf,
+}
+
+impl TunnelBinaries {
+    /// The three, from the workspace's target folder (see [`workspace_binary`]).
+    pub fn from_workspace() -> Result<Self, TestbedError> {
+        Ok(Self {
+            tools: workspace_binary("stayopen-testbed")?,
+            appliance: workspace_binary("stayopen-appliance")?,
+            relay: workspace_binary("stayopen-relay")?,
+        })
+    }
+}
+
+/// How a test configures the appliance's tunnel (the agent's `[tunnel]` section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelSetup {
+    /// `"all"`, `"critical"` or `"off"`.
+    pub mode: String,
+    pub redundant_critical: bool,
+    pub critical_destinations: Vec<String>,
+    /// The relay's WireGuard public key, base64 ([`Testbed::running_tunnel`] fills it in).
+    pub relay_public_key: String,
+}
+
+impl TunnelSetup {
+    /// Flows to `destinations` through the relay, the rest direct; critical flows duplicated
+    /// over every healthy uplink when `redundant`.
+    pub fn critical(destinations: &[&str], redundant: bool) -> Self {
+        Self {
+            mode: "critical".into(),
+            redundant_critical: redundant,
+            critical_destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+            relay_public_key: String::new(),
+        }
+    }
+}
+
+/// One of the traffic tools running in a namespace, driven by commands on its stdin (see
+/// [`crate::traffic`]); killed when dropped.
+#[derive(Debug)]
+pub struct Tool {
+    name: String,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Tool {
+    /// Sends a command that has no answer (`mark`, `stop`).
+    pub fn send(&mut self, command: &str) -> Result<(), TestbedError> {
+        writeln!(self.stdin, "{command}").map_err(io(format!("writing to {}", self.name)))?;
+        self.stdin
+            .flush()
+            .map_err(io(format!("writing to {}", self.name)))
+    }
+
+    /// Sends `command` (`report`, `reads`) and reads its one-line JSON answer.
+    pub fn ask<T: serde::de::DeserializeOwned>(
+        &mut self,
+        command: &str,
+    ) -> Result<T, TestbedError> {
+        self.send(command)?;
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .map_err(io(format!("reading {}'s report", self.name)))?;
+        serde_json::from_str(line.trim()).map_err(|e| TestbedError::Command {
+            what: format!("{}'s report", self.name),
+            stderr: format!("{e}: {line:?}"),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// What the LAN host's UDP stream reports.
@@ -138,6 +272,7 @@ impl Testbed {
             dir,
             children: Vec::new(),
             agent: None,
+            relay: None,
         };
         testbed.script(&["up"])?;
         let tls = testbed.dir.join("tls");
@@ -425,11 +560,443 @@ kind = "linux"
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
+
+    /// The agent's process id (`ip netns exec` execs the agent, so it is the agent's own).
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
+    /// Starts one of the traffic tools (`tools` is `stayopen-testbed`) in namespace `node` with
+    /// `args`, its stderr appended to `{name}.log` in the testbed's folder.
+    pub fn start_tool(
+        &self,
+        node: &str,
+        tools: &Path,
+        name: &str,
+        args: &[&str],
+    ) -> Result<Tool, TestbedError> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))
+            .map_err(io(format!("creating {name}.log")))?;
+        let mut child = self
+            .netns_command(node, tools)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(io(format!("starting {name}")))?;
+        match (child.stdin.take(), child.stdout.take()) {
+            (Some(stdin), Some(stdout)) => Ok(Tool {
+                name: name.to_owned(),
+                child,
+                stdin,
+                stdout: BufReader::new(stdout),
+            }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(TestbedError::Command {
+                    what: name.to_owned(),
+                    stderr: "no pipes".into(),
+                })
+            }
+        }
+    }
+
+    /// Starts a long-running server in namespace `node`, stopped with the testbed.
+    pub fn start_server(
+        &mut self,
+        node: &str,
+        tools: &Path,
+        args: &[&str],
+    ) -> Result<(), TestbedError> {
+        let child = self
+            .netns_command(node, tools)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(io(format!("starting {}", args.join(" "))))?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    /// Writes the appliance's WireGuard private key where the agent keeps it (`wireguard.key` in
+    /// its state folder, mode 0600), so the relay can be told its public key; returns that key.
+    pub fn write_appliance_key(&self) -> Result<String, TestbedError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let keys = stayopen_tunnel::keys::KeyPair::generate();
+        std::fs::create_dir_all(self.state_dir()).map_err(io("creating the state folder"))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.state_dir().join("wireguard.key"))
+            .map_err(io("writing wireguard.key"))?;
+        writeln!(file, "{}", keys.private_base64()).map_err(io("writing wireguard.key"))?;
+        Ok(keys.public_base64())
+    }
+
+    /// The relay's configuration: listening on [`RELAY_ENDPOINT`]'s port, masquerading out of
+    /// the relay namespace's `eth0` ([`RELAY_PUBLIC`]), one static peer per `(public key, inner
+    /// address)`.
+    pub fn relay_config(&self, peers: &[(String, String)]) -> String {
+        let mut text = format!(
+            r#"listen = "0.0.0.0:51820"
+private_key_file = "{key}"
+tun_name = "so-relay0"
+inner_network = "{RELAY_INNER_NETWORK}"
+mtu = {TUNNEL_MTU}
+public_interface = "eth0"
+http_listen = "{RELAY_HTTP}"
+"#,
+            key = self.dir.join("relay.key").display(),
+        );
+        for (public_key, inner_address) in peers {
+            text.push_str(&format!(
+                "\n[[peers]]\npublic_key = \"{public_key}\"\ninner_address = \"{inner_address}\"\n"
+            ));
+        }
+        text
+    }
+
+    fn relay_config_path(&self) -> PathBuf {
+        self.dir.join("relay.toml")
+    }
+
+    /// Writes the relay's configuration for `peers`, creates its key and starts
+    /// `stayopen-relay serve` in the relay namespace; returns the relay's public key.
+    pub fn start_relay(
+        &mut self,
+        relay: &Path,
+        peers: &[(String, String)],
+    ) -> Result<String, TestbedError> {
+        std::fs::write(self.relay_config_path(), self.relay_config(peers))
+            .map_err(io("writing relay.toml"))?;
+        let output = self
+            .netns_command("relay", relay)
+            .arg("public-key")
+            .arg("--config")
+            .arg(self.relay_config_path())
+            .output()
+            .map_err(io("running stayopen-relay public-key"))?;
+        if !output.status.success() {
+            return Err(TestbedError::Command {
+                what: "stayopen-relay public-key".into(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        let public_key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        self.relay = Some(Relay {
+            binary: relay.to_path_buf(),
+            child: None,
+        });
+        self.restart_relay()?;
+        Ok(public_key)
+    }
+
+    /// Kills the relay process outright (SIGKILL: no goodbye to its peers).
+    pub fn kill_relay(&mut self) {
+        if let Some(child) = self.relay.as_mut().and_then(|r| r.child.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(relay) = self.relay.as_mut() {
+            relay.child = None;
+        }
+    }
+
+    /// Starts the relay again with the configuration and key it had (after [`Self::kill_relay`]).
+    pub fn restart_relay(&mut self) -> Result<(), TestbedError> {
+        self.kill_relay();
+        let binary = match &self.relay {
+            Some(relay) => relay.binary.clone(),
+            None => {
+                return Err(TestbedError::Command {
+                    what: "restarting the relay".into(),
+                    stderr: "the relay was never started".into(),
+                });
+            }
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("relay.log"))
+            .map_err(io("opening the relay log"))?;
+        let child = self
+            .netns_command("relay", &binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(self.relay_config_path())
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().map_err(io("relay log"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(io("starting the relay"))?;
+        if let Some(relay) = self.relay.as_mut() {
+            relay.child = Some(child);
+        }
+        Ok(())
+    }
+
+    /// The relay's process id, while it runs.
+    pub fn relay_pid(&self) -> Option<u32> {
+        self.relay
+            .as_ref()
+            .and_then(|r| r.child.as_ref())
+            .map(Child::id)
+    }
+
+    pub fn relay_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("relay.log")).unwrap_or_default()
+    }
+
+    /// GET `path` from the relay's HTTP endpoint (inside the relay namespace, through `tools`'
+    /// `http-get`): the body of a 200 answer.
+    pub fn relay_http(&self, tools: &Path, path: &str) -> Result<String, TestbedError> {
+        let output = self
+            .netns_command("relay", tools)
+            .args(["http-get", "--address", RELAY_HTTP, "--path", path])
+            .output()
+            .map_err(io("running http-get"))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(TestbedError::Command {
+                what: format!("GET {path} from the relay"),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        }
+    }
+
+    /// Waits until the relay answers `/healthz`.
+    pub async fn wait_relay_healthy(
+        &self,
+        tools: &Path,
+        timeout: Duration,
+    ) -> Result<Duration, TestbedError> {
+        let started = Instant::now();
+        loop {
+            if self.relay_http(tools, "/healthz").is_ok() {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                return Err(TestbedError::Command {
+                    what: format!("the relay's /healthz after {timeout:?}"),
+                    stderr: self.relay_log(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A fresh testbed for the session-safe tunnel: the internet's servers, a UDP echo server on
+    /// the server behind the relay, the relay (knowing the appliance's key), and the agent with
+    /// `tunnel` (its relay key filled in here), primary active and flows to [`SERVER`] running
+    /// through the relay.
+    pub async fn running_tunnel(
+        prefix: &str,
+        binaries: &TunnelBinaries,
+        failback_clean_secs: u32,
+        mut tunnel: TunnelSetup,
+    ) -> Result<Testbed, TestbedError> {
+        let mut bed = Testbed::up(prefix)?;
+        bed.start_servers(&binaries.tools)?;
+        bed.start_server(
+            "srv",
+            &binaries.tools,
+            &["echo-server", "--bind", SERVER_ECHO],
+        )?;
+        let appliance_key = bed.write_appliance_key()?;
+        tunnel.relay_public_key =
+            bed.start_relay(&binaries.relay, &[(appliance_key, APPLIANCE_INNER.into())])?;
+        bed.wait_relay_healthy(&binaries.tools, Duration::from_secs(30))
+            .await?;
+        let config = bed.tunnel_agent_config(failback_clean_secs, &tunnel);
+        bed.start_agent_with_config(&binaries.appliance, &config)?;
+        let ready = async {
+            bed.wait_healthy(Duration::from_secs(60)).await?;
+            bed.wait_tunnelled(&binaries.tools, Duration::from_secs(30))
+                .await
+        };
+        if let Err(e) = ready.await {
+            return Err(TestbedError::Command {
+                what: e.to_string(),
+                stderr: format!(
+                    "agent log:\n{}\nrelay log:\n{}",
+                    bed.agent_log(),
+                    bed.relay_log()
+                ),
+            });
+        }
+        Ok(bed)
+    }
+
+    /// Waits until the agent reports its tunnel up and a new UDP flow from the LAN host to
+    /// [`SERVER_ECHO`] reaches the server from the relay's public address: the tunnel carries the
+    /// server's flows. (A flow that began before the tunnel was up stays direct, as the agent
+    /// steers only new connections: each attempt is a new flow.)
+    pub async fn wait_tunnelled(
+        &self,
+        tools: &Path,
+        timeout: Duration,
+    ) -> Result<Duration, TestbedError> {
+        let started = Instant::now();
+        self.wait_for("the tunnel up", timeout, |s| {
+            s.tunnel
+                .as_ref()
+                .is_some_and(|t| t.state == stayopen_shared::tunnel::TunnelState::Up)
+        })
+        .await?;
+        loop {
+            let mut probe = self.start_tool(
+                "lan",
+                tools,
+                "tunnel-probe",
+                &["udp-stream", "--to", SERVER_ECHO, "--rate", "50"],
+            )?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let report: StreamReport = probe.ask("report")?;
+            if report.last_seen_as.map(|a| a.to_string()).as_deref() == Some(RELAY_PUBLIC) {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                return Err(TestbedError::Timeout(
+                    timeout,
+                    format!(
+                        "flows to {SERVER} through the relay (last seen as {:?})",
+                        report.last_seen_as
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// The agent's configuration for this topology ([`Self::agent_config`], undamped) with a
+    /// `[tunnel]` section to the testbed's relay, keepalives every second.
+    pub fn tunnel_agent_config(&self, failback_clean_secs: u32, tunnel: &TunnelSetup) -> String {
+        let destinations = tunnel
+            .critical_destinations
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            r#"{base}
+[tunnel]
+interface = "so-tun0"
+mtu = {TUNNEL_MTU}
+keepalive_secs = 1
+mode = "{mode}"
+redundant_critical = {redundant}
+critical_destinations = [{destinations}]
+relay = {{ relay = "testbed-relay", endpoint = "{RELAY_ENDPOINT}", public_key = "{key}", inner_address = "{APPLIANCE_INNER}" }}
+"#,
+            base = self.agent_config(failback_clean_secs, false),
+            mode = tunnel.mode,
+            redundant = tunnel.redundant_critical,
+            key = tunnel.relay_public_key,
+        )
+    }
+}
+
+/// CPU time (user + system, in seconds) process `pid` has used so far, from `/proc/PID/stat`.
+pub fn process_cpu_secs(pid: u32) -> Result<f64, TestbedError> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(io(format!("reading {path}")))?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+    let ticks = |i: usize| -> Result<u64, TestbedError> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| TestbedError::Command {
+                what: path.clone(),
+                stderr: format!("no field {i} in {stat:?}"),
+            })
+    };
+    Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_sec() as f64)
+}
+
+/// The kernel's clock ticks a second (`getconf CLK_TCK`; 100 on Linux when that fails).
+fn clock_ticks_per_sec() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
+/// The body of a chunked HTTP/1.1 answer.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let Ok(size) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `stayopen-testbed http-get`: GET `path` from `address` over plain HTTP/1.1 and return the body
+/// of a 200 answer (the relay's `/healthz` and `/metrics`, from inside its namespace).
+pub fn http_get(address: SocketAddr, path: &str) -> Result<String, TestbedError> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))
+        .map_err(io(format!("connecting to {address}")))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io("setting a timeout"))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(io("sending the request"))?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .map_err(io("reading the answer"))?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    if status == "200" {
+        let chunked = head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
+        Ok(if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        })
+    } else {
+        Err(TestbedError::Command {
+            what: format!("GET {path}"),
+            stderr: head.lines().next().unwrap_or_default().to_owned(),
+        })
+    }
 }
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        for child in self.agent.iter_mut().chain(self.children.iter_mut()) {
+        let relay = self.relay.as_mut().and_then(|r| r.child.as_mut());
+        for child in self
+            .agent
+            .iter_mut()
+            .chain(relay)
+            .chain(self.children.iter_mut())
+        {
             let _ = child.kill();
             let _ = child.wait();
         }

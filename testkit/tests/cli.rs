@@ -53,6 +53,12 @@ fn the_testbed_tool_offers_the_benchmark_and_the_servers_the_namespaces_run() {
         "http-server",
         "dns-server",
         "udp-stream",
+        "bench-tunnel",
+        "tcp-send",
+        "tcp-sink",
+        "udp-call",
+        "udp-call-server",
+        "http-get",
     ] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }
