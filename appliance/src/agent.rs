@@ -576,12 +576,20 @@ impl<D: Dataplane> Driver<D> {
                         Err(e) => tracing::error!(error = %e, "cannot switch uplink"),
                     }
                 }
-                Action::FlushFlows { uplink } => match self.dataplane.flush_flows(uplink).await {
-                    Ok(flushed) => {
-                        tracing::info!(uplink = %self.engine.specs()[uplink].name, flushed, "flows flushed")
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot flush flows"),
-                },
+                Action::FlushFlows { uplink } => {
+                    // Off the decision loop: a slow `conntrack` must not hold up the probes that
+                    // tell the engine whether the backup is healthy.
+                    let flush = self.dataplane.flush_flows(uplink);
+                    let name = self.engine.specs()[uplink].name.clone();
+                    tokio::spawn(async move {
+                        match flush.await {
+                            Ok(flushed) => tracing::info!(uplink = %name, flushed, "flows flushed"),
+                            Err(e) => {
+                                tracing::error!(uplink = %name, error = %e, "cannot flush flows")
+                            }
+                        }
+                    });
+                }
                 Action::Emit(event) => self.engine_event(now, event),
             }
         }

@@ -576,7 +576,7 @@ impl Dataplane for LinuxDataplane {
     fn flush_flows(
         &mut self,
         uplink: usize,
-    ) -> impl Future<Output = Result<u64, DataplaneError>> + Send {
+    ) -> impl Future<Output = Result<u64, DataplaneError>> + Send + 'static {
         let table = self.uplink(uplink).map(|u| u.table.to_string());
         async move {
             let table = table?;

@@ -70,11 +70,13 @@ pub trait Dataplane: Send {
         uplink: Option<usize>,
     ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
     /// Deletes the connection-tracking state of flows NATed out of `uplink`, so their clients
-    /// reconnect through the active uplink instead of hanging.
+    /// reconnect through the active uplink instead of hanging. The future borrows nothing: the
+    /// agent runs it beside its decision loop, since `conntrack` can take seconds on a loaded
+    /// box and probes must keep being read meanwhile.
     fn flush_flows(
         &mut self,
         uplink: usize,
-    ) -> impl Future<Output = Result<u64, DataplaneError>> + Send;
+    ) -> impl Future<Output = Result<u64, DataplaneError>> + Send + 'static;
     fn counters(&mut self, now: Instant, uplink: usize) -> Counters;
     /// Checks one endpoint of the critical application `app` through `uplink`, whichever uplink
     /// is active; the outcome arrives later as a [`DataplaneEvent::AppCheck`] naming `check`, within

@@ -330,7 +330,7 @@ impl Dataplane for SimulatedDataplane {
     fn flush_flows(
         &mut self,
         uplink: usize,
-    ) -> impl Future<Output = Result<u64, DataplaneError>> + Send {
+    ) -> impl Future<Output = Result<u64, DataplaneError>> + Send + 'static {
         std::future::ready(if uplink < self.links.len() {
             Ok(0)
         } else {
