@@ -162,7 +162,10 @@ enum AdminCommand {
 }
 
 fn main() -> ExitCode {
+    // Logs go to stderr: stdout carries what a command prints for a script (a relay's token, the
+    // demo seed's JSON).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,sqlx=warn")),

@@ -64,6 +64,8 @@ shadow_path="$(path_without wasm-opt chromium chromedriver)"
 demo_status=0
 env -u DATABASE_URL -u STAYOPEN_DATABASE__OWNER_URL PATH="$shadow_path" \
     STAYOPEN_HTTP__LISTEN=127.0.0.1:18080 STAYOPEN_BROKER__LISTEN=127.0.0.1:18883 \
+    STAYOPEN_DEMO_RELAY_LISTEN=127.0.0.1:15820 STAYOPEN_DEMO_RELAY_HTTP=127.0.0.1:19810 \
+    STAYOPEN_DEMO_RELAY_TUN=so-check-relay \
     STAYOPEN_DEMO_PG_PORT=55435 STAYOPEN_DEMO_PG_DATA="$ROOT/.data/pg-democheck" \
     STAYOPEN_DEMO_DIR="$ROOT/.data/demo-check" \
     bash infra/scripts/demo.sh --check || demo_status=$?
