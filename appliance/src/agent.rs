@@ -1337,6 +1337,39 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("time")
     }
 
+    /// A standalone appliance (no cloud) with serial `serial` on simulated fibre and metered LTE,
+    /// the named links following `links`.
+    fn standalone_config(
+        state_dir: &std::path::Path,
+        serial: &str,
+        links: std::collections::BTreeMap<String, crate::config::SimulatedLink>,
+    ) -> ApplianceConfig {
+        use crate::config::{ApplianceSection, LanSection, ProbeSection, UplinkConfig};
+        let uplink = |name: &str, priority, metered| UplinkConfig {
+            name: name.into(),
+            interface: format!("{name}0"),
+            gateway: "192.0.2.1".parse().expect("ip"),
+            priority,
+            metered,
+        };
+        ApplianceConfig {
+            appliance: ApplianceSection {
+                state_dir: state_dir.to_owned(),
+                serial: Some(serial.into()),
+                mac: Some("02:00:00:00:00:01".into()),
+                model: None,
+            },
+            cloud: None,
+            lan: LanSection {
+                interface: "lan0".into(),
+            },
+            uplinks: vec![uplink("fiber", 0, false), uplink("lte", 1, true)],
+            probes: ProbeSection::default(),
+            dataplane: DataplaneSection::Simulated { links },
+            tunnel: Default::default(),
+        }
+    }
+
     mod drills {
         use std::collections::BTreeMap;
 
@@ -1344,44 +1377,18 @@ mod tests {
         use stayopen_shared::policy::CriticalApp;
 
         use super::*;
-        use crate::config::{
-            ApplianceSection, LanSection, ProbeSection, SimulatedLink, UplinkConfig,
-        };
+        use crate::config::SimulatedLink;
 
         /// A standalone appliance on simulated links: fibre, and a metered LTE backup whose link
         /// refuses `lte_refuses`.
         fn config(state_dir: &std::path::Path, lte_refuses: &[&str]) -> ApplianceConfig {
-            let uplink = |name: &str, priority, metered| UplinkConfig {
-                name: name.into(),
-                interface: format!("{name}0"),
-                gateway: "192.0.2.1".parse().expect("ip"),
-                priority,
-                metered,
-            };
             let lte = SimulatedLink {
                 rtt_ms: 40.0,
                 jitter_ms: 0.0,
                 unreachable_apps: lte_refuses.iter().map(|s| (*s).to_owned()).collect(),
                 ..SimulatedLink::default()
             };
-            ApplianceConfig {
-                appliance: ApplianceSection {
-                    state_dir: state_dir.to_owned(),
-                    serial: Some("SO-TEST".into()),
-                    mac: Some("02:00:00:00:00:01".into()),
-                    model: None,
-                },
-                cloud: None,
-                lan: LanSection {
-                    interface: "lan0".into(),
-                },
-                uplinks: vec![uplink("fiber", 0, false), uplink("lte", 1, true)],
-                probes: ProbeSection::default(),
-                dataplane: DataplaneSection::Simulated {
-                    links: BTreeMap::from([("lte".into(), lte)]),
-                },
-                tunnel: Default::default(),
-            }
+            standalone_config(state_dir, "SO-TEST", BTreeMap::from([("lte".into(), lte)]))
         }
 
         fn register() -> Vec<CriticalApp> {
@@ -1675,36 +1682,11 @@ mod tests {
         use stayopen_shared::tunnel::{RelayAssignment, TunnelMode, TunnelState};
 
         use super::*;
-        use crate::config::{
-            ApplianceSection, LanSection, Outage, ProbeSection, SimulatedLink, TunnelSection,
-            UplinkConfig,
-        };
+        use crate::config::{Outage, SimulatedLink, TunnelSection};
 
         /// A standalone appliance on simulated fibre and metered LTE with a static relay.
         fn config(state_dir: &std::path::Path, fiber: SimulatedLink) -> ApplianceConfig {
-            let uplink = |name: &str, priority, metered| UplinkConfig {
-                name: name.into(),
-                interface: format!("{name}0"),
-                gateway: "192.0.2.1".parse().expect("ip"),
-                priority,
-                metered,
-            };
             ApplianceConfig {
-                appliance: ApplianceSection {
-                    state_dir: state_dir.to_owned(),
-                    serial: Some("SO-TUN".into()),
-                    mac: Some("02:00:00:00:00:02".into()),
-                    model: None,
-                },
-                cloud: None,
-                lan: LanSection {
-                    interface: "lan0".into(),
-                },
-                uplinks: vec![uplink("fiber", 0, false), uplink("lte", 1, true)],
-                probes: ProbeSection::default(),
-                dataplane: DataplaneSection::Simulated {
-                    links: BTreeMap::from([("fiber".into(), fiber)]),
-                },
                 tunnel: TunnelSection {
                     relay: Some(RelayAssignment {
                         relay: "relay-1".into(),
@@ -1716,6 +1698,11 @@ mod tests {
                     redundant_critical: Some(true),
                     ..TunnelSection::default()
                 },
+                ..standalone_config(
+                    state_dir,
+                    "SO-TUN",
+                    BTreeMap::from([("fiber".into(), fiber)]),
+                )
             }
         }
 
