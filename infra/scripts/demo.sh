@@ -126,7 +126,8 @@ url = "http://$HTTP_ADDR"
 token_file = "relay.token"
 poll_secs = 2
 TOML
-RELAY_KEY="$("$BIN/stayopen-relay" public-key --config "$RELAY_DIR/relay.toml")"
+RELAY_KEY="$("$BIN/stayopen-relay" public-key --config "$RELAY_DIR/relay.toml")" \
+    || die "the relay's key could not be read or created in $RELAY_DIR"
 # A relay is registered once per key and database; a later run reuses its token. Any other active
 # registration of the same key (a run whose token was lost) is revoked, so its appliances move here.
 RELAY_NAME="$(cat "$RELAY_DIR/relay.name" 2>/dev/null || true)"
