@@ -138,6 +138,10 @@ pub(crate) async fn run(
 }
 
 /// The nftables ruleset: NAT out of every uplink and per-uplink connection marks.
+/// The marks and NAT of the uplinks, replacing an older table in one transaction: with no NAT
+/// chain in place, even for a moment, replies of existing flows would not be translated back
+/// and the appliance's own stack would answer them with resets (an agent restart must not cut
+/// the practice's connections).
 fn nft_ruleset(lan: &str, uplinks: &[LinuxUplink]) -> String {
     let mut marks = String::new();
     let mut nat = String::new();
@@ -149,7 +153,9 @@ fn nft_ruleset(lan: &str, uplinks: &[LinuxUplink]) -> String {
         nat.push_str(&format!("        oifname \"{}\" masquerade\n", u.interface));
     }
     format!(
-        "table ip {NFT_TABLE} {{\n\
+        "table ip {NFT_TABLE}\n\
+         delete table ip {NFT_TABLE}\n\
+         table ip {NFT_TABLE} {{\n\
          \x20   chain restore_mark {{\n\
          \x20       type filter hook prerouting priority mangle; policy accept;\n\
          \x20       iifname \"{lan}\" meta mark set ct mark\n\
@@ -246,7 +252,6 @@ impl LinuxDataplane {
                 .await?;
             }
         }
-        let _ = run("nft", &["delete", "table", "ip", NFT_TABLE], None).await;
         // A tunnel a previous run left steers into a device that no longer exists; the agent
         // sets its own up once a relay is assigned.
         let _ = run(

@@ -186,7 +186,9 @@ fn uplink_socket(interface: &str) -> Result<tokio::net::UdpSocket, DataplaneErro
 pub fn nft_table(interface: &str, mtu: u16) -> String {
     let mss = mtu.saturating_sub(40);
     format!(
-        "table ip {NFT_TABLE} {{\n\
+        "table ip {NFT_TABLE}\n\
+         delete table ip {NFT_TABLE}\n\
+         table ip {NFT_TABLE} {{\n\
          \x20   set critical {{ type ipv4_addr; flags interval; auto-merge; }}\n\
          \x20   chain steer {{\n\
          \x20       type filter hook prerouting priority mangle + 1; policy accept;\n\
@@ -314,7 +316,6 @@ impl LinuxTunnel {
             None,
         )
         .await?;
-        let _ = run("nft", &["delete", "table", "ip", NFT_TABLE], None).await;
         run(
             "nft",
             &["-f", "-"],

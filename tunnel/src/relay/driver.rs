@@ -26,10 +26,17 @@ const TICK: Duration = Duration::from_millis(100);
 /// The nft ruleset: inner traffic leaves masqueraded out of the public interface; TCP SYNs are
 /// MSS-clamped both ways so TCP inside the tunnel never needs fragments; peers reach nothing but
 /// the public side (not each other, not other networks of the relay's host).
+///
+/// The script replaces an older table in one transaction (create if absent, delete, define):
+/// while no NAT chain exists the kernel rewrites no packet of an existing flow, so a server's
+/// segment arriving in a gap between a separate delete and add would reach the relay's own stack
+/// untranslated and be answered with a reset — killing every tunnelled TCP flow at a restart.
 pub fn nft_ruleset(network: Ipv4Net, tun: &str, public: &str, mtu: u16) -> String {
     let mss = mtu.saturating_sub(40);
     format!(
-        "table ip {NFT_TABLE} {{
+        "table ip {NFT_TABLE}
+delete table ip {NFT_TABLE}
+table ip {NFT_TABLE} {{
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
     ip saddr {network} oifname \"{public}\" masquerade
@@ -73,9 +80,9 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Installs the relay's nft table (replacing an older one) and turns on IPv4 forwarding.
+/// Installs the relay's nft table (replacing an older one atomically) and turns on IPv4
+/// forwarding.
 pub fn install_network(config: &RelayConfig) -> anyhow::Result<()> {
-    let _ = run("nft", &["delete", "table", "ip", NFT_TABLE], None);
     run(
         "nft",
         &["-f", "-"],
@@ -501,6 +508,18 @@ mod tests {
         std::fs::write(&path, format!("{text}garbage\nnot-a-key 192.0.2.1:1\n")).expect("write");
         assert_eq!(read_endpoints(&path), list);
         assert!(read_endpoints(&dir.path().join("absent")).is_empty());
+    }
+
+    #[test]
+    fn the_nft_ruleset_replaces_an_older_table_in_the_same_transaction() {
+        let rules = nft_ruleset("100.96.0.0/12".parse().expect("net"), "t", "up0", 1380);
+        // Create-if-absent, delete, define: one `nft -f` transaction, never a moment without NAT.
+        assert!(
+            rules.starts_with(&format!(
+                "table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\ntable ip {NFT_TABLE} {{"
+            )),
+            "{rules}"
+        );
     }
 
     #[test]
