@@ -16,6 +16,8 @@
 //! - [`events_log`]: the local record of every decision, one JSON object per line.
 //! - [`control`]: the local control socket behind `status` and `drill`.
 //! - [`agent`]: the driver that owns the clock and ties the rest together.
+//! - [`setup`]: the `setup` command — finds the modem's and the router's ports and writes the
+//!   configuration.
 //!
 //! This library and the `stayopen-appliance` binary are what ships on the appliance, nothing more:
 //! the simulated fleet and the network-namespace testbed that drive the agent for demos, load and
@@ -33,6 +35,7 @@ pub mod identity;
 pub mod outbox;
 pub mod probe_cost;
 pub mod remote;
+pub mod setup;
 pub mod tunnel;
 pub mod uplink_report;
 

@@ -49,6 +49,10 @@ enum Command {
         #[arg(long)]
         stop: bool,
     },
+    /// Install: find the modem's and the router's ports, print what it will do, ask, and write the
+    /// configuration (exit codes: 0 done, 1 failed, 2 bad flags, 3 no plan possible, 4 not
+    /// confirmed; docs/appliance-setup.md).
+    Setup(Box<stayopen_appliance::setup::SetupArgs>),
 }
 
 fn main() -> ExitCode {
@@ -69,9 +73,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let stop_rx = stayopen_appliance::agent::stop_on_signal(&runtime);
     match cli.command {
         Command::Run { config, events } => {
+            let stop_rx = stayopen_appliance::agent::stop_on_signal(&runtime);
             let config = match load_config(&config) {
                 Ok(config) => config,
                 Err(code) => return code,
@@ -133,6 +137,10 @@ fn main() -> ExitCode {
                 Ok(other) => unexpected(other),
                 Err(code) => code,
             }
+        }
+        // Not under the agent's signal handler: Ctrl-C at the prompt ends setup at once.
+        Command::Setup(args) => {
+            ExitCode::from(runtime.block_on(stayopen_appliance::setup::main(*args)))
         }
     }
 }

@@ -1,0 +1,643 @@
+//! The decision of `setup`, without I/O: from the links found (and what answered DHCP on them)
+//! and the flags, which port is the LAN, which uplinks in what order, how each gets its address —
+//! or a one-line refusal. Then the configuration it makes and the summary it prints.
+//!
+//! Design: a modem hands out addresses, the router does not (its WAN port is a DHCP client), so a
+//! wired port with carrier where a DHCP server answered is a modem's; a wired port with carrier
+//! and no answer is the router's; a cellular interface is the metered backup, after every wired
+//! modem. Two wired modems are ordered by link speed (the faster first), then by name; the
+//! summary shows the order and `--uplink` flags choose another. When the flags name the uplinks
+//! they are the whole list, in the order given; when they name the LAN, it is never guessed.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::links::{DhcpResult, Link, LinkKind};
+use crate::config::{
+    ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, ProbeSection,
+    ProbeTarget, TunnelSection, UplinkConfig,
+};
+
+/// One `--uplink IF[=NAME][,metered][,dhcp|,gateway=IP]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkSpec {
+    pub interface: String,
+    pub name: Option<String>,
+    pub metered: bool,
+    pub addressing: SpecAddressing,
+}
+
+/// How an uplink named by a flag gets its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecAddressing {
+    /// Whatever the probe finds: DHCP if a server answers, otherwise a refusal.
+    Probe,
+    /// DHCP whether or not a server answers now (the modem may be off during the install).
+    Dhcp,
+    /// A static next hop; the interface's own address is the system's (as before issue 17).
+    Static(IpAddr),
+}
+
+impl std::str::FromStr for UplinkSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(',');
+        let head = parts.next().unwrap_or_default();
+        let (interface, name) = match head.split_once('=') {
+            Some((interface, name)) => (interface, Some(name.to_owned())),
+            None => (head, None),
+        };
+        if interface.is_empty() {
+            return Err(format!("{s:?}: expected IF[=NAME][,metered][,dhcp|,gateway=IP]"));
+        }
+        let mut spec = UplinkSpec {
+            interface: interface.to_owned(),
+            name,
+            metered: false,
+            addressing: SpecAddressing::Probe,
+        };
+        for part in parts {
+            match part.split_once('=') {
+                None if part == "metered" => spec.metered = true,
+                None if part == "dhcp" && spec.addressing == SpecAddressing::Probe => {
+                    spec.addressing = SpecAddressing::Dhcp;
+                }
+                Some(("gateway", ip)) if spec.addressing == SpecAddressing::Probe => {
+                    let ip = ip
+                        .parse()
+                        .map_err(|_| format!("{s:?}: gateway {ip:?} is not an IP address"))?;
+                    spec.addressing = SpecAddressing::Static(ip);
+                }
+                _ => {
+                    return Err(format!(
+                        "{s:?}: unknown or repeated option {part:?} (expected metered, dhcp or gateway=IP)"
+                    ));
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// How the appliance proves its right to enrol at the agent's first start.
+#[derive(Debug, Clone)]
+pub enum Enrolment {
+    /// An enrolment token from the dashboard; `source` says where it came from (never the token).
+    Token {
+        token: SecretString,
+        source: &'static str,
+    },
+    /// Zero-touch: this box's factory key file; the MSP registered its serial for a practice.
+    FactoryKey(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct CloudRequest {
+    pub api_url: String,
+    pub enrolment: Enrolment,
+    pub allow_plain_http: bool,
+}
+
+/// Everything the flags asked for, parsed.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub lan: Option<String>,
+    pub uplinks: Vec<UplinkSpec>,
+    pub cloud: Option<CloudRequest>,
+    pub state_dir: PathBuf,
+    pub config_path: PathBuf,
+    pub probe_targets: Vec<IpAddr>,
+}
+
+/// One link and what its DHCP probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub link: Link,
+    pub dhcp: DhcpResult,
+}
+
+/// How a planned uplink gets its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addressing {
+    /// By DHCP (`addressing = "dhcp"`): the answer seen during setup, if any, for the summary.
+    Dhcp {
+        seen: Option<super::links::DhcpAnswer>,
+    },
+    Static {
+        gateway: IpAddr,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedUplink {
+    pub name: String,
+    pub interface: String,
+    pub metered: bool,
+    pub cellular: bool,
+    pub addressing: Addressing,
+}
+
+/// What `setup` will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub lan: String,
+    /// Whether the LAN was chosen without carrier (the only port left): the router may be off.
+    pub lan_without_carrier: bool,
+    /// In order of preference (priority 0 first).
+    pub uplinks: Vec<PlannedUplink>,
+    /// Links left out, each with why.
+    pub unused: Vec<(String, String)>,
+    pub request: Request,
+}
+
+/// Why no plan can be made: each is one line the installer can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no interface named {name} here (found: {found})")]
+    UnknownInterface { name: String, found: String },
+    #[error("{name} is a {kind} and cannot be the LAN or an uplink")]
+    Unusable { name: String, kind: String },
+    #[error("{name} is named twice (as the LAN and as an uplink, or as two uplinks)")]
+    NamedTwice { name: String },
+    #[error(
+        "no modem port found: no wired port with carrier got a DHCP answer (checked: {checked}); \
+         connect the modem, or name the uplink with --uplink IF,gateway=IP"
+    )]
+    NoModemPort { checked: String },
+    #[error(
+        "uplink {interface}: no DHCP server answered there; give its gateway \
+         (--uplink {interface},gateway=IP) or --uplink {interface},dhcp to use DHCP anyway"
+    )]
+    NoAddressing { interface: String },
+    #[error(
+        "two candidates for the LAN (the router's port): {candidates} (carrier, no DHCP server); \
+         name it with --lan IF"
+    )]
+    TwoLanCandidates { candidates: String },
+    #[error(
+        "no port with carrier for the LAN (the router's port); ports without carrier: {candidates}; \
+         plug in the router or name the port with --lan IF"
+    )]
+    LanWithoutCarrier { candidates: String },
+    #[error(
+        "no interface left for the LAN (the router's port): every port is an uplink or unusable; \
+         name it with --lan IF"
+    )]
+    NoLanPort,
+    #[error("--cloud needs an enrolment: --token, --token-file or --factory-key")]
+    CloudWithoutEnrolment,
+    #[error("{flag} needs --cloud URL")]
+    EnrolmentWithoutCloud { flag: &'static str },
+    #[error("the configuration would be invalid: {0}")]
+    Invalid(String),
+}
+
+impl Refusal {
+    /// Exit code: 2 for a configuration the agent would refuse (like `run`), 3 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Refusal::Invalid(_) => 2,
+            _ => 3,
+        }
+    }
+}
+
+/// Which links must be asked for a DHCP server: the ones with carrier whose role the flags do not
+/// already settle.
+pub fn needs_probe(request: &Request, link: &Link) -> bool {
+    let named = |i: &str| {
+        request.lan.as_deref() == Some(i)
+            || request
+                .uplinks
+                .iter()
+                .any(|u| u.interface == i && u.addressing != SpecAddressing::Probe)
+    };
+    let explicit_uplink = request.uplinks.iter().any(|u| u.interface == link.name);
+    let candidate = if explicit_uplink {
+        true
+    } else {
+        link.kind.usable()
+    };
+    candidate && link.carrier == Some(true) && !named(&link.name)
+}
+
+/// Makes the plan, or says why it cannot.
+pub fn plan(request: Request, observed: &[Observed]) -> Result<Plan, Refusal> {
+    let find = |name: &str| -> Result<&Observed, Refusal> {
+        let o = observed
+            .iter()
+            .find(|o| o.link.name == name)
+            .ok_or_else(|| Refusal::UnknownInterface {
+                name: name.to_owned(),
+                found: observed
+                    .iter()
+                    .filter(|o| o.link.kind != LinkKind::Loopback)
+                    .map(|o| o.link.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        if matches!(o.link.kind, LinkKind::Loopback | LinkKind::Tunnel) {
+            return Err(Refusal::Unusable {
+                name: name.to_owned(),
+                kind: o.link.kind.describe(),
+            });
+        }
+        Ok(o)
+    };
+    check_enrolment(&request)?;
+
+    // Uplinks: the flags' list, or every wired modem port (fastest first) then cellular.
+    let mut uplinks = Vec::new();
+    if request.uplinks.is_empty() {
+        let mut modems: Vec<&Observed> = observed
+            .iter()
+            .filter(|o| {
+                o.link.kind.wired()
+                    && o.link.carrier == Some(true)
+                    && Some(o.link.name.as_str()) != request.lan.as_deref()
+                    && matches!(o.dhcp, DhcpResult::Answer(_))
+            })
+            .collect();
+        modems.sort_by(|a, b| {
+            b.link
+                .speed_mbps
+                .unwrap_or(0)
+                .cmp(&a.link.speed_mbps.unwrap_or(0))
+                .then_with(|| a.link.name.cmp(&b.link.name))
+        });
+        if modems.is_empty() {
+            return Err(Refusal::NoModemPort {
+                checked: observed
+                    .iter()
+                    .filter(|o| {
+                        o.link.kind.wired() && Some(o.link.name.as_str()) != request.lan.as_deref()
+                    })
+                    .map(|o| {
+                        let why = match (&o.link.carrier, &o.dhcp) {
+                            (Some(true), DhcpResult::Failed(e)) => format!("probe failed: {e}"),
+                            (Some(true), _) => "no DHCP answer".to_owned(),
+                            _ => "no carrier".to_owned(),
+                        };
+                        format!("{} {why}", o.link.name)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        for (i, o) in modems.iter().enumerate() {
+            uplinks.push(PlannedUplink {
+                name: format!("wan{}", i + 1),
+                interface: o.link.name.clone(),
+                metered: false,
+                cellular: false,
+                addressing: Addressing::Dhcp {
+                    seen: answer(&o.dhcp),
+                },
+            });
+        }
+        let cellular = observed
+            .iter()
+            .filter(|o| o.link.kind == LinkKind::Cellular)
+            .filter(|o| Some(o.link.name.as_str()) != request.lan.as_deref());
+        for (i, o) in cellular.enumerate() {
+            if let DhcpResult::Answer(_) = &o.dhcp {
+                uplinks.push(PlannedUplink {
+                    name: if i == 0 {
+                        "cellular".into()
+                    } else {
+                        format!("cellular{}", i + 1)
+                    },
+                    interface: o.link.name.clone(),
+                    metered: true,
+                    cellular: true,
+                    addressing: Addressing::Dhcp {
+                        seen: answer(&o.dhcp),
+                    },
+                });
+            }
+        }
+    } else {
+        for (i, spec) in request.uplinks.iter().enumerate() {
+            let o = find(&spec.interface)?;
+            if request.uplinks[..i]
+                .iter()
+                .any(|u| u.interface == spec.interface)
+                || request.lan.as_deref() == Some(spec.interface.as_str())
+            {
+                return Err(Refusal::NamedTwice {
+                    name: spec.interface.clone(),
+                });
+            }
+            let addressing = match (spec.addressing, &o.dhcp) {
+                (SpecAddressing::Static(gateway), _) => Addressing::Static { gateway },
+                (SpecAddressing::Dhcp, dhcp) => Addressing::Dhcp { seen: answer(dhcp) },
+                (SpecAddressing::Probe, DhcpResult::Answer(a)) => Addressing::Dhcp {
+                    seen: Some(a.clone()),
+                },
+                (SpecAddressing::Probe, _) => {
+                    return Err(Refusal::NoAddressing {
+                        interface: spec.interface.clone(),
+                    });
+                }
+            };
+            let cellular = o.link.kind == LinkKind::Cellular;
+            uplinks.push(PlannedUplink {
+                name: spec.name.clone().unwrap_or_else(|| format!("wan{}", i + 1)),
+                interface: spec.interface.clone(),
+                metered: spec.metered || cellular,
+                cellular,
+                addressing,
+            });
+        }
+    }
+
+    // The LAN: named, or the one wired port with carrier and no DHCP server, or the one left.
+    let is_uplink = |name: &str| uplinks.iter().any(|u| u.interface == name);
+    let (lan, lan_without_carrier) = match &request.lan {
+        Some(lan) => {
+            let o = find(lan)?;
+            (lan.clone(), o.link.carrier != Some(true))
+        }
+        None => {
+            let left: Vec<&Observed> = observed
+                .iter()
+                .filter(|o| o.link.kind.wired() && !is_uplink(&o.link.name))
+                .filter(|o| !matches!(o.dhcp, DhcpResult::Answer(_)))
+                .collect();
+            let (carrier, dark): (Vec<&Observed>, Vec<&Observed>) = left
+                .iter()
+                .partition(|o| o.link.carrier == Some(true));
+            let names = |v: &[&Observed]| {
+                v.iter()
+                    .map(|o| o.link.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            };
+            match (carrier.as_slice(), dark.as_slice()) {
+                ([one], _) => (one.link.name.clone(), false),
+                ([], [one]) => (one.link.name.clone(), true),
+                ([], []) => return Err(Refusal::NoLanPort),
+                ([], dark) => {
+                    return Err(Refusal::LanWithoutCarrier {
+                        candidates: names(dark),
+                    });
+                }
+                (many, _) => {
+                    return Err(Refusal::TwoLanCandidates {
+                        candidates: names(many),
+                    });
+                }
+            }
+        }
+    };
+
+    let unused = observed
+        .iter()
+        .filter(|o| o.link.name != lan && !is_uplink(&o.link.name))
+        .filter(|o| o.link.kind != LinkKind::Loopback)
+        .map(|o| {
+            let why = if !o.link.kind.usable() {
+                o.link.kind.describe()
+            } else if o.link.carrier != Some(true) {
+                "no carrier".to_owned()
+            } else {
+                match &o.dhcp {
+                    DhcpResult::Answer(a) => format!("a DHCP server answered ({})", a.server),
+                    DhcpResult::Failed(e) => format!("DHCP probe failed: {e}"),
+                    DhcpResult::NoAnswer => "no DHCP answer".to_owned(),
+                    DhcpResult::NotProbed => "not chosen".to_owned(),
+                }
+            };
+            (o.link.name.clone(), why)
+        })
+        .collect();
+
+    let plan = Plan {
+        lan,
+        lan_without_carrier,
+        uplinks,
+        unused,
+        request,
+    };
+    plan.config()
+        .validate()
+        .map_err(|e| Refusal::Invalid(e.to_string()))?;
+    Ok(plan)
+}
+
+fn check_enrolment(request: &Request) -> Result<(), Refusal> {
+    match &request.cloud {
+        Some(cloud) => match &cloud.enrolment {
+            Enrolment::Token { token, .. } if token.expose_secret().trim().is_empty() => {
+                Err(Refusal::CloudWithoutEnrolment)
+            }
+            _ => Ok(()),
+        },
+        None => Ok(()),
+    }
+}
+
+fn answer(dhcp: &DhcpResult) -> Option<super::links::DhcpAnswer> {
+    match dhcp {
+        DhcpResult::Answer(a) => Some(a.clone()),
+        _ => None,
+    }
+}
+
+impl Plan {
+    /// The configuration the agent will run with.
+    pub fn config(&self) -> ApplianceConfig {
+        let r = &self.request;
+        ApplianceConfig {
+            appliance: ApplianceSection {
+                state_dir: r.state_dir.clone(),
+                serial: None,
+                mac: None,
+                model: None,
+            },
+            cloud: r.cloud.as_ref().map(|c| CloudSection {
+                api_url: c.api_url.clone(),
+                enrollment_token: match &c.enrolment {
+                    Enrolment::Token { token, .. } => Some(token.expose_secret().trim().to_owned()),
+                    Enrolment::FactoryKey(_) => None,
+                },
+                factory_key_file: match &c.enrolment {
+                    Enrolment::FactoryKey(path) => Some(path.clone()),
+                    Enrolment::Token { .. } => None,
+                },
+                telemetry_interval_secs: 10,
+                outbox_max_mb: 64,
+                allow_plain_http: c.allow_plain_http,
+            }),
+            lan: LanSection {
+                interface: self.lan.clone(),
+            },
+            uplinks: self
+                .uplinks
+                .iter()
+                .enumerate()
+                .map(|(i, u)| uplink_config(i, u))
+                .collect(),
+            probes: ProbeSection {
+                targets: r.probe_targets.iter().copied().map(ProbeTarget::Icmp).collect(),
+                ..ProbeSection::default()
+            },
+            dataplane: DataplaneSection::Linux { table_base: 100 },
+            tunnel: TunnelSection::default(),
+        }
+    }
+
+    /// What `setup` prints before it does anything. Never contains the token.
+    pub fn summary(&self, observed: &[Observed], backup: bool) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "Interfaces found:");
+        for o in observed {
+            let l = &o.link;
+            let mut facts = vec![l.kind.describe()];
+            if let Some(driver) = &l.driver {
+                facts.push(format!("driver {driver}"));
+            }
+            if let Some(mac) = &l.mac {
+                facts.push(mac.clone());
+            }
+            facts.push(match l.carrier {
+                Some(true) => "carrier".into(),
+                Some(false) => "no carrier".into(),
+                None => "carrier unknown".into(),
+            });
+            if let Some(speed) = l.speed_mbps {
+                facts.push(format!("{speed} Mb/s"));
+            }
+            match &o.dhcp {
+                DhcpResult::Answer(a) => facts.push(format!(
+                    "DHCP server {} offers {}{}",
+                    a.server,
+                    a.offered,
+                    a.gateway.map(|g| format!(" via {g}")).unwrap_or_default()
+                )),
+                DhcpResult::NoAnswer => facts.push("no DHCP answer".into()),
+                DhcpResult::Failed(e) => facts.push(format!("DHCP probe failed: {e}")),
+                DhcpResult::NotProbed => {}
+            }
+            let _ = writeln!(out, "  {:<15} {}", l.name, facts.join(", "));
+        }
+        let _ = writeln!(out, "Setup will:");
+        let _ = writeln!(
+            out,
+            "  LAN (the router's side): {}{}",
+            self.lan,
+            if self.lan_without_carrier {
+                " (no carrier now: is the router on and plugged in?)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(out, "  uplinks, in order of preference:");
+        for (i, u) in self.uplinks.iter().enumerate() {
+            let addressing = match &u.addressing {
+                Addressing::Dhcp { seen: Some(a) } => format!(
+                    "DHCP (offered {}{}{})",
+                    a.offered,
+                    a.gateway.map(|g| format!(", gateway {g}")).unwrap_or_default(),
+                    if a.resolvers.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", DNS {}",
+                            a.resolvers
+                                .iter()
+                                .map(|r| r.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        )
+                    }
+                ),
+                Addressing::Dhcp { seen: None } => "DHCP (no server answered yet)".into(),
+                Addressing::Static { gateway } => format!("static, gateway {gateway}"),
+            };
+            let _ = writeln!(
+                out,
+                "    {}. {} on {}: {}, {}, {}",
+                i + 1,
+                u.name,
+                u.interface,
+                if u.cellular { "cellular" } else { "wired" },
+                if u.metered { "metered" } else { "not metered" },
+                addressing
+            );
+        }
+        for (name, why) in &self.unused {
+            let _ = writeln!(out, "  leave {name} unused ({why})");
+        }
+        let r = &self.request;
+        let _ = writeln!(
+            out,
+            "  probe through every uplink: {}",
+            r.probe_targets
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        match &r.cloud {
+            None => {
+                let _ = writeln!(out, "  cloud: none (the appliance runs standalone)");
+            }
+            Some(c) => {
+                let how = match &c.enrolment {
+                    Enrolment::Token { source, .. } => format!("an enrolment token ({source})"),
+                    Enrolment::FactoryKey(path) => {
+                        format!("claim with the factory key {}", path.display())
+                    }
+                };
+                let _ = writeln!(
+                    out,
+                    "  cloud: {}{}; enrols by {how} at the agent's first start",
+                    c.api_url,
+                    if c.allow_plain_http {
+                        " (plain http allowed: a lab)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        let _ = writeln!(out, "  state directory: {}", r.state_dir.display());
+        let _ = writeln!(
+            out,
+            "  write {} (mode 0600{})",
+            r.config_path.display(),
+            if backup {
+                format!(
+                    "; the existing file is kept as {}",
+                    super::write::backup_path(&r.config_path).display()
+                )
+            } else {
+                String::new()
+            }
+        );
+        out
+    }
+}
+
+/// One planned uplink as the configuration's `[[uplinks]]` entry.
+fn uplink_config(priority: usize, u: &PlannedUplink) -> UplinkConfig {
+    UplinkConfig {
+        name: u.name.clone(),
+        interface: u.interface.clone(),
+        gateway: match &u.addressing {
+            Addressing::Static { gateway } => *gateway,
+            Addressing::Dhcp { seen } => seen
+                .as_ref()
+                .and_then(|a| a.gateway)
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        },
+        priority: u8::try_from(priority).unwrap_or(u8::MAX),
+        metered: u.metered,
+    }
+}
