@@ -4,6 +4,7 @@
 //! - [`engine`]: the sans-IO decision logic — which uplink carries traffic.
 //! - [`dataplane`]: the I/O edge that probes uplinks and moves traffic: Linux (routes, nftables,
 //!   conntrack) and simulated (demos and tests).
+//! - [`dhcp`]: the uplinks' DHCP client (sans-IO RFC 2131 states and a thin Linux driver).
 //! - [`identity`]: enrolment and the credentials kept in the state directory.
 //! - [`uplink_report`]: turns probe results into the telemetry the cloud shows.
 //! - [`probe_cost`]: what each kind of probe costs on a metered uplink, and how the budget is shared.
@@ -29,6 +30,7 @@ pub mod cloud_link;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod dhcp;
 pub mod engine;
 pub mod events_log;
 pub mod identity;
