@@ -39,7 +39,9 @@ pub enum LinkKind {
     Loopback,
     Bridge,
     /// Enslaved to a bridge or bond (its master carries the traffic).
-    Port { master: String },
+    Port {
+        master: String,
+    },
     /// TUN/TAP, WireGuard, GRE, SIT…: the appliance's own `so-tun0` among them.
     Tunnel,
     Wireless,
@@ -50,7 +52,10 @@ pub enum LinkKind {
 impl LinkKind {
     /// Whether `setup` may choose this link by itself as the LAN or an uplink.
     pub fn usable(&self) -> bool {
-        matches!(self, LinkKind::Ethernet | LinkKind::Veth | LinkKind::Cellular)
+        matches!(
+            self,
+            LinkKind::Ethernet | LinkKind::Veth | LinkKind::Cellular
+        )
     }
 
     /// Wired Ethernet (a modem's or the router's port), as opposed to cellular.
@@ -156,7 +161,8 @@ impl LinkProbe for LinuxLinks {
         for (i, interface) in interfaces.iter().cloned().enumerate() {
             tasks.spawn(async move { (i, super::dhcp_probe::probe(&interface, timeout).await) });
         }
-        let mut results = vec![DhcpResult::Failed("the probe did not finish".into()); interfaces.len()];
+        let mut results =
+            vec![DhcpResult::Failed("the probe did not finish".into()); interfaces.len()];
         while let Some(done) = tasks.join_next().await {
             if let Ok((i, result)) = done {
                 results[i] = match result {
@@ -227,7 +233,9 @@ fn read_link(dir: &Path, name: &str) -> Link {
         driver,
         // Reading `carrier` of a link that is down fails (EINVAL): unknown, not "no".
         carrier: number("carrier").map(|c| c == 1),
-        speed_mbps: number("speed").and_then(|s| u32::try_from(s).ok()).filter(|s| *s > 0),
+        speed_mbps: number("speed")
+            .and_then(|s| u32::try_from(s).ok())
+            .filter(|s| *s > 0),
         up: flags & 1 == 1,
     }
 }
@@ -433,7 +441,10 @@ mod tests {
             }
         );
         assert_eq!(links[1].kind, LinkKind::Veth);
-        assert_eq!((links[1].carrier, links[1].speed_mbps, links[1].up), (None, None, false));
+        assert_eq!(
+            (links[1].carrier, links[1].speed_mbps, links[1].up),
+            (None, None, false)
+        );
         assert_eq!(links[2].kind, LinkKind::Loopback);
     }
 }

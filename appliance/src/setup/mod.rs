@@ -19,7 +19,7 @@ pub mod links;
 pub mod plan;
 pub mod write;
 
-use std::io::{BufRead, IsTerminal, Write as _};
+use std::io::{BufRead, IsTerminal};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -120,9 +120,8 @@ pub fn request(args: &SetupArgs) -> Result<Request, SetupError> {
             source: "given with --token",
         }),
         (None, Some(path), _) => {
-            let token = std::fs::read_to_string(path).map_err(|e| {
-                SetupError::Flags(format!("--token-file {}: {e}", path.display()))
-            })?;
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| SetupError::Flags(format!("--token-file {}: {e}", path.display())))?;
             Some(Enrolment::Token {
                 token: SecretString::from(token.trim().to_owned()),
                 source: "read from --token-file",
@@ -368,5 +367,309 @@ pub async fn main(args: SetupArgs) -> u8 {
             eprintln!("stayopen-appliance setup: {e}");
             e.exit_code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    use super::links::{DhcpAnswer, Link, LinkKind};
+    use super::*;
+
+    /// Links in memory: raising one gives it carrier when `cabled`; DHCP answers from a table.
+    struct FakeLinks {
+        links: RefCell<Vec<Link>>,
+        cabled: Vec<&'static str>,
+        offers: BTreeMap<&'static str, DhcpAnswer>,
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl FakeLinks {
+        fn new(links: &[(&str, bool)], cabled: &[&'static str], modems: &[&'static str]) -> Self {
+            FakeLinks {
+                links: RefCell::new(
+                    links
+                        .iter()
+                        .map(|(name, up)| Link {
+                            name: (*name).into(),
+                            mac: None,
+                            kind: if *name == "lo" {
+                                LinkKind::Loopback
+                            } else {
+                                LinkKind::Ethernet
+                            },
+                            driver: Some("e1000e".into()),
+                            carrier: up.then_some(cabled.contains(name)),
+                            speed_mbps: Some(1000),
+                            up: *up,
+                        })
+                        .collect(),
+                ),
+                cabled: cabled.to_vec(),
+                offers: modems
+                    .iter()
+                    .map(|m| {
+                        (
+                            *m,
+                            DhcpAnswer {
+                                server: Ipv4Addr::new(192, 168, 100, 1),
+                                offered: Ipv4Addr::new(192, 168, 100, 10),
+                                gateway: Some(Ipv4Addr::new(192, 168, 100, 1)),
+                                resolvers: Vec::new(),
+                            },
+                        )
+                    })
+                    .collect(),
+                calls: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl LinkProbe for FakeLinks {
+        fn links(&self) -> Result<Vec<Link>, String> {
+            Ok(self.links.borrow().clone())
+        }
+
+        async fn set_up(&self, interface: &str, up: bool) -> Result<(), String> {
+            self.calls
+                .borrow_mut()
+                .push(format!("{interface} {}", if up { "up" } else { "down" }));
+            for link in self.links.borrow_mut().iter_mut() {
+                if link.name == interface {
+                    link.up = up;
+                    link.carrier = up.then_some(self.cabled.contains(&interface));
+                }
+            }
+            Ok(())
+        }
+
+        async fn dhcp_probe(&self, interfaces: &[String], _timeout: Duration) -> Vec<DhcpResult> {
+            self.calls
+                .borrow_mut()
+                .push(format!("probe {}", interfaces.join(" ")));
+            interfaces
+                .iter()
+                .map(|i| match self.offers.get(i.as_str()) {
+                    Some(a) => DhcpResult::Answer(a.clone()),
+                    None => DhcpResult::NoAnswer,
+                })
+                .collect()
+        }
+    }
+
+    fn args(dir: &std::path::Path, extra: &[&str]) -> SetupArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            setup: SetupArgs,
+        }
+        let config = dir.join("appliance.toml");
+        let state = dir.join("state");
+        let mut argv = vec![
+            "setup".to_owned(),
+            "--config".into(),
+            config.display().to_string(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--carrier-wait-secs".into(),
+            "0".into(),
+        ];
+        argv.extend(extra.iter().map(|s| (*s).to_owned()));
+        Cli::try_parse_from(argv).expect("flags").setup
+    }
+
+    async fn run_fake(
+        fake: &FakeLinks,
+        args: &SetupArgs,
+        answer: &str,
+        interactive: bool,
+    ) -> (Result<Done, SetupError>, String) {
+        let mut out = Vec::new();
+        let result = run(args, fake, &mut answer.as_bytes(), interactive, &mut out).await;
+        (result, String::from_utf8_lossy(&out).into_owned())
+    }
+
+    fn three_ports() -> FakeLinks {
+        // eth0 and eth1 are down: setup raises them to see carrier and probe, then lowers them.
+        FakeLinks::new(
+            &[
+                ("lo", true),
+                ("eth0", false),
+                ("eth1", false),
+                ("eth2", true),
+            ],
+            &["eth0", "eth1"],
+            &["eth0"],
+        )
+    }
+
+    #[tokio::test]
+    async fn setup_raises_down_ports_to_look_probes_the_open_ones_and_leaves_them_as_it_found_them()
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = three_ports();
+        let (result, out) = run_fake(&fake, &args(dir.path(), &["--yes"]), "", false).await;
+        let done = result.expect("setup");
+        assert!(done.written);
+        assert_eq!(
+            fake.calls.borrow().as_slice(),
+            [
+                "eth0 up",
+                "eth1 up",
+                "probe eth0 eth1",
+                "eth0 down",
+                "eth1 down"
+            ]
+        );
+        assert!(
+            fake.links
+                .borrow()
+                .iter()
+                .all(|l| l.up == (l.name != "eth0" && l.name != "eth1"))
+        );
+        let config = crate::config::ApplianceConfig::load(&dir.path().join("appliance.toml"))
+            .expect("the agent's parser accepts what setup wrote");
+        assert_eq!(config.lan.interface, "eth1");
+        assert_eq!(config.uplinks[0].interface, "eth0");
+        assert!(out.contains("leave eth2 unused (no carrier)"), "{out}");
+        assert!(out.contains("setup took"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn without_a_terminal_or_yes_setup_refuses_before_touching_anything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = three_ports();
+        let (result, out) = run_fake(&fake, &args(dir.path(), &[]), "y\n", false).await;
+        let err = result.expect_err("refused");
+        assert_eq!(err.exit_code(), 4);
+        assert!(err.to_string().contains("--yes"), "{err}");
+        assert!(fake.calls.borrow().is_empty(), "no link was raised");
+        assert!(out.is_empty());
+        assert!(!dir.path().join("appliance.toml").exists());
+    }
+
+    #[tokio::test]
+    async fn the_summary_comes_before_the_question_and_no_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("appliance.toml");
+        std::fs::write(&path, "# the old one\n").expect("write");
+        let fake = three_ports();
+        let (result, out) = run_fake(&fake, &args(dir.path(), &[]), "n\n", true).await;
+        assert_eq!(result.expect_err("declined").exit_code(), 4);
+        let question = out.find("Write this configuration? [y/N]").expect("asked");
+        let summary = out.find("LAN (the router's side): eth1").expect("summary");
+        assert!(summary < question);
+        assert!(out.contains("the existing file is kept as"), "{out}");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "# the old one\n"
+        );
+
+        let (result, out) = run_fake(&fake, &args(dir.path(), &[]), "yes\n", true).await;
+        result.expect("confirmed");
+        assert!(out.contains("the previous file is"), "{out}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("appliance.toml.bak")).expect("bak"),
+            "# the old one\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_prints_the_summary_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = three_ports();
+        let (result, out) = run_fake(&fake, &args(dir.path(), &["--dry-run"]), "", false).await;
+        assert!(!result.expect("dry run").written);
+        assert!(out.contains("Dry run: nothing written."), "{out}");
+        assert!(!dir.path().join("appliance.toml").exists());
+    }
+
+    #[tokio::test]
+    async fn a_cloud_without_enrolment_and_a_token_without_cloud_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = three_ports();
+        let (result, _) = run_fake(
+            &fake,
+            &args(
+                dir.path(),
+                &["--yes", "--cloud", "https://cloud.example.net"],
+            ),
+            "",
+            false,
+        )
+        .await;
+        assert_eq!(
+            result.expect_err("refused").to_string(),
+            "--cloud needs an enrolment: --token, --token-file or --factory-key"
+        );
+        let (result, _) = run_fake(
+            &fake,
+            &args(dir.path(), &["--yes", "--token", "soe_x"]),
+            "",
+            false,
+        )
+        .await;
+        assert_eq!(
+            result.expect_err("refused").to_string(),
+            "--token needs --cloud URL"
+        );
+        let (result, _) = run_fake(
+            &fake,
+            &args(
+                dir.path(),
+                &[
+                    "--yes",
+                    "--cloud",
+                    "https://c.example.net",
+                    "--factory-key",
+                    "/nonexistent/key",
+                ],
+            ),
+            "",
+            false,
+        )
+        .await;
+        let err = result.expect_err("refused");
+        assert!(
+            err.to_string()
+                .starts_with("--factory-key /nonexistent/key: "),
+            "{err}"
+        );
+        assert!(fake.calls.borrow().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_token_file_is_read_and_its_token_written_into_the_configuration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "soe_from_file\n").expect("write");
+        let fake = three_ports();
+        let (result, out) = run_fake(
+            &fake,
+            &args(
+                dir.path(),
+                &[
+                    "--yes",
+                    "--cloud",
+                    "https://cloud.example.net/",
+                    "--token-file",
+                    &token.display().to_string(),
+                ],
+            ),
+            "",
+            false,
+        )
+        .await;
+        result.expect("setup");
+        assert!(!out.contains("soe_from_file"));
+        let config = crate::config::ApplianceConfig::load(&dir.path().join("appliance.toml"))
+            .expect("parses");
+        let cloud = config.cloud.expect("cloud");
+        assert_eq!(cloud.api_url, "https://cloud.example.net");
+        assert_eq!(cloud.enrollment_token.as_deref(), Some("soe_from_file"));
     }
 }

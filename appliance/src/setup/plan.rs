@@ -51,7 +51,9 @@ impl std::str::FromStr for UplinkSpec {
             None => (head, None),
         };
         if interface.is_empty() {
-            return Err(format!("{s:?}: expected IF[=NAME][,metered][,dhcp|,gateway=IP]"));
+            return Err(format!(
+                "{s:?}: expected IF[=NAME][,metered][,dhcp|,gateway=IP]"
+            ));
         }
         let mut spec = UplinkSpec {
             interface: interface.to_owned(),
@@ -367,9 +369,8 @@ pub fn plan(request: Request, observed: &[Observed]) -> Result<Plan, Refusal> {
                 .filter(|o| o.link.kind.wired() && !is_uplink(&o.link.name))
                 .filter(|o| !matches!(o.dhcp, DhcpResult::Answer(_)))
                 .collect();
-            let (carrier, dark): (Vec<&Observed>, Vec<&Observed>) = left
-                .iter()
-                .partition(|o| o.link.carrier == Some(true));
+            let (carrier, dark): (Vec<&Observed>, Vec<&Observed>) =
+                left.iter().partition(|o| o.link.carrier == Some(true));
             let names = |v: &[&Observed]| {
                 v.iter()
                     .map(|o| o.link.name.as_str())
@@ -482,7 +483,12 @@ impl Plan {
                 .map(|(i, u)| uplink_config(i, u))
                 .collect(),
             probes: ProbeSection {
-                targets: r.probe_targets.iter().copied().map(ProbeTarget::Icmp).collect(),
+                targets: r
+                    .probe_targets
+                    .iter()
+                    .copied()
+                    .map(ProbeTarget::Icmp)
+                    .collect(),
                 ..ProbeSection::default()
             },
             dataplane: DataplaneSection::Linux { table_base: 100 },
@@ -542,7 +548,9 @@ impl Plan {
                 Addressing::Dhcp { seen: Some(a) } => format!(
                     "DHCP (offered {}{}{})",
                     a.offered,
-                    a.gateway.map(|g| format!(", gateway {g}")).unwrap_or_default(),
+                    a.gateway
+                        .map(|g| format!(", gateway {g}"))
+                        .unwrap_or_default(),
                     if a.resolvers.is_empty() {
                         String::new()
                     } else {
@@ -639,5 +647,442 @@ fn uplink_config(priority: usize, u: &PlannedUplink) -> UplinkConfig {
         },
         priority: u8::try_from(priority).unwrap_or(u8::MAX),
         metered: u.metered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::super::links::DhcpAnswer;
+    use super::*;
+
+    fn link(name: &str, kind: LinkKind, carrier: bool, speed: u32) -> Link {
+        Link {
+            name: name.into(),
+            mac: Some("02:00:00:00:00:01".into()),
+            kind,
+            driver: None,
+            carrier: Some(carrier),
+            speed_mbps: Some(speed),
+            up: true,
+        }
+    }
+
+    fn modem(name: &str, speed: u32, net: u8) -> Observed {
+        Observed {
+            link: link(name, LinkKind::Ethernet, true, speed),
+            dhcp: DhcpResult::Answer(DhcpAnswer {
+                server: Ipv4Addr::new(100, 64, net, 1),
+                offered: Ipv4Addr::new(100, 64, net, 100),
+                gateway: Some(Ipv4Addr::new(100, 64, net, 1)),
+                resolvers: vec![Ipv4Addr::new(192, 0, 2, 53)],
+            }),
+        }
+    }
+
+    fn quiet(name: &str, carrier: bool) -> Observed {
+        Observed {
+            link: link(name, LinkKind::Veth, carrier, 10_000),
+            dhcp: if carrier {
+                DhcpResult::NoAnswer
+            } else {
+                DhcpResult::NotProbed
+            },
+        }
+    }
+
+    fn loopback() -> Observed {
+        Observed {
+            link: link("lo", LinkKind::Loopback, true, 0),
+            dhcp: DhcpResult::NotProbed,
+        }
+    }
+
+    fn request() -> Request {
+        Request {
+            lan: None,
+            uplinks: Vec::new(),
+            cloud: None,
+            state_dir: "/var/lib/stayopen".into(),
+            config_path: "/etc/stayopen/appliance.toml".into(),
+            probe_targets: vec![IpAddr::from([203, 0, 113, 10])],
+        }
+    }
+
+    fn with_token(mut r: Request, url: &str) -> Request {
+        r.cloud = Some(CloudRequest {
+            api_url: url.into(),
+            enrolment: Enrolment::Token {
+                token: SecretString::from("soe_secret_token_value".to_owned()),
+                source: "given with --token",
+            },
+            allow_plain_http: false,
+        });
+        r
+    }
+
+    fn spec(s: &str) -> UplinkSpec {
+        s.parse().expect("spec")
+    }
+
+    #[test]
+    fn the_modem_port_is_the_uplink_and_the_quiet_port_with_carrier_is_the_lan() {
+        let observed = [
+            loopback(),
+            modem("eth0", 1000, 1),
+            quiet("eth1", true),
+            quiet("eth2", false),
+        ];
+        let plan = plan(request(), &observed).expect("plan");
+        assert_eq!(plan.lan, "eth1");
+        assert!(!plan.lan_without_carrier);
+        assert_eq!(plan.uplinks.len(), 1);
+        let u = &plan.uplinks[0];
+        assert_eq!(
+            (u.name.as_str(), u.interface.as_str(), u.metered),
+            ("wan1", "eth0", false)
+        );
+        assert!(
+            matches!(&u.addressing, Addressing::Dhcp { seen: Some(a) } if a.offered == Ipv4Addr::new(100, 64, 1, 100))
+        );
+        assert_eq!(
+            plan.unused,
+            vec![("eth2".to_owned(), "no carrier".to_owned())]
+        );
+    }
+
+    #[test]
+    fn two_wired_modems_go_fastest_first_and_the_cellular_modem_is_the_metered_last() {
+        let wwan = Observed {
+            link: link("wwan0", LinkKind::Cellular, true, 0),
+            dhcp: modem("x", 0, 9).dhcp,
+        };
+        let observed = [
+            wwan,
+            modem("eth0", 100, 1),
+            modem("eth1", 1000, 2),
+            quiet("eth2", true),
+        ];
+        let plan = plan(request(), &observed).expect("plan");
+        let order: Vec<_> = plan
+            .uplinks
+            .iter()
+            .map(|u| (u.name.as_str(), u.interface.as_str(), u.metered))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("wan1", "eth1", false),
+                ("wan2", "eth0", false),
+                ("cellular", "wwan0", true)
+            ]
+        );
+        let config = plan.config();
+        assert_eq!(
+            config
+                .uplinks
+                .iter()
+                .map(|u| u.priority)
+                .collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(plan.lan, "eth2");
+    }
+
+    #[test]
+    fn equally_fast_modems_are_ordered_by_name() {
+        let observed = [
+            modem("eth2", 1000, 2),
+            modem("eth0", 1000, 1),
+            quiet("eth1", true),
+        ];
+        let plan = plan(request(), &observed).expect("plan");
+        assert_eq!(plan.uplinks[0].interface, "eth0");
+        assert_eq!(plan.uplinks[1].interface, "eth2");
+    }
+
+    #[test]
+    fn without_a_dhcp_answer_anywhere_setup_refuses_naming_what_it_checked() {
+        let observed = [quiet("eth0", true), quiet("eth1", false)];
+        let err = plan(request(), &observed).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "no modem port found: no wired port with carrier got a DHCP answer (checked: eth0 no \
+             DHCP answer, eth1 no carrier); connect the modem, or name the uplink with --uplink \
+             IF,gateway=IP"
+        );
+        assert_eq!(err.exit_code(), 3);
+    }
+
+    #[test]
+    fn two_quiet_ports_with_carrier_are_two_candidates_for_the_lan_and_a_refusal() {
+        let observed = [
+            modem("eth0", 1000, 1),
+            quiet("eth1", true),
+            quiet("eth2", true),
+        ];
+        let err = plan(request(), &observed).expect_err("refused");
+        assert_eq!(
+            err,
+            Refusal::TwoLanCandidates {
+                candidates: "eth1 and eth2".into()
+            }
+        );
+        // Naming it settles it; the other is left unused.
+        let mut r = request();
+        r.lan = Some("eth2".into());
+        let plan = plan(r, &observed).expect("plan");
+        assert_eq!(plan.lan, "eth2");
+        assert_eq!(
+            plan.unused,
+            vec![("eth1".to_owned(), "no DHCP answer".to_owned())]
+        );
+    }
+
+    #[test]
+    fn the_one_port_left_is_the_lan_even_without_carrier_and_the_summary_says_so() {
+        let observed = [modem("eth0", 1000, 1), quiet("eth1", false)];
+        let plan = plan(request(), &observed).expect("plan");
+        assert_eq!(plan.lan, "eth1");
+        assert!(plan.lan_without_carrier);
+        assert!(plan.summary(&observed, false).contains("no carrier now"));
+        let two_dark = [
+            modem("eth0", 1000, 1),
+            quiet("eth1", false),
+            quiet("eth2", false),
+        ];
+        assert!(matches!(
+            super::plan(request(), &two_dark),
+            Err(Refusal::LanWithoutCarrier { .. })
+        ));
+        assert_eq!(
+            super::plan(request(), &[modem("eth0", 1000, 1)]).expect_err("no lan"),
+            Refusal::NoLanPort
+        );
+    }
+
+    #[test]
+    fn uplinks_named_by_flags_are_the_whole_list_in_their_order() {
+        let observed = [
+            modem("eth0", 1000, 1),
+            modem("eth1", 10, 2),
+            quiet("eth2", true),
+            quiet("eth3", true),
+        ];
+        let mut r = request();
+        r.uplinks = vec![
+            spec("eth1=cable"),
+            spec("eth3=dsl,metered,gateway=198.51.100.1"),
+        ];
+        r.lan = Some("eth2".into());
+        let plan = plan(r, &observed).expect("plan");
+        let uplinks: Vec<_> = plan
+            .uplinks
+            .iter()
+            .map(|u| {
+                (
+                    u.name.as_str(),
+                    u.interface.as_str(),
+                    u.metered,
+                    u.addressing.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(uplinks[0].0, "cable");
+        assert!(matches!(uplinks[0].3, Addressing::Dhcp { seen: Some(_) }));
+        assert_eq!(
+            uplinks[1],
+            (
+                "dsl",
+                "eth3",
+                true,
+                Addressing::Static {
+                    gateway: IpAddr::from([198, 51, 100, 1])
+                }
+            )
+        );
+        assert_eq!(plan.unused[0].0, "eth0");
+    }
+
+    #[test]
+    fn a_named_uplink_without_dhcp_answer_or_gateway_is_refused_and_dhcp_forces_it() {
+        let observed = [quiet("eth0", true), quiet("eth1", true)];
+        let mut r = request();
+        r.uplinks = vec![spec("eth0")];
+        r.lan = Some("eth1".into());
+        let err = plan(r.clone(), &observed).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "uplink eth0: no DHCP server answered there; give its gateway (--uplink \
+             eth0,gateway=IP) or --uplink eth0,dhcp to use DHCP anyway"
+        );
+        r.uplinks = vec![spec("eth0,dhcp")];
+        let plan = plan(r, &observed).expect("forced dhcp");
+        assert_eq!(plan.uplinks[0].addressing, Addressing::Dhcp { seen: None });
+    }
+
+    #[test]
+    fn unknown_twice_named_and_unusable_interfaces_are_refused_in_one_line() {
+        let observed = [loopback(), modem("eth0", 1000, 1), quiet("eth1", true)];
+        let mut r = request();
+        r.lan = Some("eth7".into());
+        assert_eq!(
+            plan(r.clone(), &observed).expect_err("unknown").to_string(),
+            "no interface named eth7 here (found: eth0, eth1)"
+        );
+        r.lan = Some("lo".into());
+        assert_eq!(
+            plan(r.clone(), &observed)
+                .expect_err("loopback")
+                .to_string(),
+            "lo is a loopback and cannot be the LAN or an uplink"
+        );
+        r.lan = Some("eth0".into());
+        r.uplinks = vec![spec("eth0")];
+        assert_eq!(
+            plan(r.clone(), &observed).expect_err("twice"),
+            Refusal::NamedTwice {
+                name: "eth0".into()
+            }
+        );
+        r.lan = Some("eth1".into());
+        r.uplinks = vec![spec("eth0"), spec("eth0=again")];
+        assert!(matches!(
+            plan(r, &observed),
+            Err(Refusal::NamedTwice { .. })
+        ));
+    }
+
+    #[test]
+    fn a_plain_http_cloud_without_the_lab_flag_is_the_agents_own_refusal_with_exit_code_2() {
+        let observed = [modem("eth0", 1000, 1), quiet("eth1", true)];
+        let err = plan(with_token(request(), "http://cloud.example.net"), &observed)
+            .expect_err("refused");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("allow_plain_http"), "{err}");
+        let mut lab = with_token(request(), "http://cloud.example.net");
+        if let Some(c) = lab.cloud.as_mut() {
+            c.allow_plain_http = true;
+        }
+        plan(lab, &observed).expect("a lab may use http");
+    }
+
+    #[test]
+    fn duplicate_uplink_names_from_flags_are_refused_by_the_agents_validation() {
+        let observed = [
+            modem("eth0", 1000, 1),
+            modem("eth1", 1000, 2),
+            quiet("eth2", true),
+        ];
+        let mut r = request();
+        r.uplinks = vec![spec("eth0=isp"), spec("eth1=isp")];
+        let err = plan(r, &observed).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "the configuration would be invalid: uplinks[1].name: duplicate uplink name \"isp\""
+        );
+    }
+
+    #[test]
+    fn the_token_goes_into_the_configuration_but_never_into_the_summary() {
+        let observed = [modem("eth0", 1000, 1), quiet("eth1", true)];
+        let plan = plan(
+            with_token(request(), "https://cloud.example.net"),
+            &observed,
+        )
+        .expect("plan");
+        let config = plan.config();
+        let cloud = config.cloud.expect("cloud");
+        assert_eq!(
+            cloud.enrollment_token.as_deref(),
+            Some("soe_secret_token_value")
+        );
+        assert_eq!(cloud.factory_key_file, None);
+        let summary = plan.summary(&observed, true);
+        assert!(!summary.contains("soe_secret"), "{summary}");
+        for expected in [
+            "LAN (the router's side): eth1",
+            "1. wan1 on eth0: wired, not metered, DHCP (offered 100.64.1.100, gateway 100.64.1.1, DNS 192.0.2.53)",
+            "cloud: https://cloud.example.net; enrols by an enrolment token (given with --token) at the agent's first start",
+            "state directory: /var/lib/stayopen",
+            "write /etc/stayopen/appliance.toml (mode 0600; the existing file is kept as /etc/stayopen/appliance.toml.bak)",
+            "probe through every uplink: 203.0.113.10",
+        ] {
+            assert!(
+                summary.contains(expected),
+                "missing {expected:?} in\n{summary}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_factory_key_enrols_by_claim() {
+        let observed = [modem("eth0", 1000, 1), quiet("eth1", true)];
+        let mut r = request();
+        r.cloud = Some(CloudRequest {
+            api_url: "https://cloud.example.net".into(),
+            enrolment: Enrolment::FactoryKey("/etc/stayopen/factory.key".into()),
+            allow_plain_http: false,
+        });
+        let plan = plan(r, &observed).expect("plan");
+        let cloud = plan.config().cloud.expect("cloud");
+        assert_eq!(cloud.enrollment_token, None);
+        assert_eq!(
+            cloud.factory_key_file.as_deref(),
+            Some(std::path::Path::new("/etc/stayopen/factory.key"))
+        );
+        assert!(
+            plan.summary(&observed, false)
+                .contains("enrols by claim with the factory key /etc/stayopen/factory.key")
+        );
+    }
+
+    #[test]
+    fn uplink_flags_parse_and_bad_ones_say_what_was_expected() {
+        assert_eq!(
+            spec("eth0=fibre,metered,gateway=192.0.2.1"),
+            UplinkSpec {
+                interface: "eth0".into(),
+                name: Some("fibre".into()),
+                metered: true,
+                addressing: SpecAddressing::Static(IpAddr::from([192, 0, 2, 1])),
+            }
+        );
+        assert_eq!(spec("wwan0,dhcp").addressing, SpecAddressing::Dhcp);
+        for bad in [
+            "",
+            "eth0,fast",
+            "eth0,gateway=nope",
+            "eth0,dhcp,gateway=192.0.2.1",
+        ] {
+            assert!(
+                bad.parse::<UplinkSpec>().is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn only_ports_whose_role_is_open_and_that_have_carrier_are_probed() {
+        let mut r = request();
+        r.lan = Some("eth1".into());
+        r.uplinks = vec![spec("eth2,gateway=192.0.2.1"), spec("eth3")];
+        let probe = |l: Link| needs_probe(&r, &l);
+        assert!(
+            !probe(link("eth1", LinkKind::Veth, true, 0)),
+            "the named LAN"
+        );
+        assert!(
+            !probe(link("eth2", LinkKind::Veth, true, 0)),
+            "a static uplink"
+        );
+        assert!(
+            probe(link("eth3", LinkKind::Veth, true, 0)),
+            "an uplink to probe"
+        );
+        assert!(!probe(link("eth4", LinkKind::Veth, false, 0)), "no carrier");
+        assert!(!probe(link("lo", LinkKind::Loopback, true, 0)));
+        assert!(!probe(link("br0", LinkKind::Bridge, true, 0)));
     }
 }

@@ -4,7 +4,7 @@
 //! (the agent's unit may run as a service user).
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// `appliance.toml` → `appliance.toml.bak`.
