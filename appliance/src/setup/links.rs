@@ -5,10 +5,12 @@
 //! Kinds are read from sysfs, not guessed from names (except `wwan*`): `type` (the ARPHRD number:
 //! 1 is Ethernet, 772 loopback), `uevent`'s `DEVTYPE` (bridge, bond, vlan, wlan, wwan, wireguard),
 //! `tun_flags` (a TUN/TAP device), `master` (a port of a bridge or bond), and `device/driver` (the
-//! physical NIC's driver). A veth has no device but a peer (`iflink` differs from `ifindex`): it
-//! counts as Ethernet, so the same code runs in the namespace tests; a dummy (no device, no peer)
-//! does not.
+//! physical NIC's driver), and for virtual links the kind netlink gives (`ip -d -j link`'s
+//! `info_kind`: sysfs cannot tell a veth from a dummy). A veth counts as Ethernet, so the same
+//! code runs in the namespace tests and containers; a dummy, a vlan or a bond does not (name it
+//! with a flag to use it).
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -135,7 +137,18 @@ impl Default for LinuxLinks {
 
 impl LinkProbe for LinuxLinks {
     fn links(&self) -> Result<Vec<Link>, String> {
-        read_links(&self.sys_class_net)
+        let output = std::process::Command::new("ip")
+            .args(["-j", "-d", "link", "show"])
+            .output()
+            .map_err(|e| format!("cannot run ip: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "ip -j -d link show: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let kinds = link_kinds(&output.stdout)?;
+        read_links(&self.sys_class_net, &kinds)
             .map_err(|e| format!("cannot list {}: {e}", self.sys_class_net.display()))
     }
 
@@ -176,8 +189,31 @@ impl LinkProbe for LinuxLinks {
     }
 }
 
-/// Reads every interface under `root` (a `/sys/class/net`), sorted by name.
-pub fn read_links(root: &Path) -> std::io::Result<Vec<Link>> {
+/// Each link's netlink kind (`veth`, `bridge`, `tun`…) from `ip -j -d link show`; physical
+/// links have none.
+pub fn link_kinds(ip_json: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    #[derive(serde::Deserialize)]
+    struct IpLink {
+        ifname: String,
+        #[serde(default)]
+        linkinfo: Option<LinkInfo>,
+    }
+    #[derive(serde::Deserialize)]
+    struct LinkInfo {
+        #[serde(default)]
+        info_kind: Option<String>,
+    }
+    let links: Vec<IpLink> = serde_json::from_slice(ip_json)
+        .map_err(|e| format!("unreadable output of ip -j -d link show: {e}"))?;
+    Ok(links
+        .into_iter()
+        .filter_map(|l| Some((l.ifname, l.linkinfo?.info_kind?)))
+        .collect())
+}
+
+/// Reads every interface under `root` (a `/sys/class/net`), sorted by name; `kinds` is
+/// [`link_kinds`].
+pub fn read_links(root: &Path, kinds: &BTreeMap<String, String>) -> std::io::Result<Vec<Link>> {
     let mut links = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
@@ -187,13 +223,13 @@ pub fn read_links(root: &Path) -> std::io::Result<Vec<Link>> {
         if !dir.join("type").exists() {
             continue;
         }
-        links.push(read_link(&dir, &name));
+        links.push(read_link(&dir, &name, kinds.get(&name).map(String::as_str)));
     }
     links.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(links)
 }
 
-fn read_link(dir: &Path, name: &str) -> Link {
+fn read_link(dir: &Path, name: &str, info_kind: Option<&str>) -> Link {
     let read = |file: &str| {
         std::fs::read_to_string(dir.join(file))
             .ok()
@@ -221,7 +257,7 @@ fn read_link(dir: &Path, name: &str) -> Link {
         bridge: dir.join("bridge").exists(),
         master,
         has_device,
-        has_peer: number("iflink") != number("ifindex"),
+        info_kind,
     });
     let flags = read("flags")
         .and_then(|f| i64::from_str_radix(f.trim_start_matches("0x"), 16).ok())
@@ -256,8 +292,8 @@ pub struct KindFacts<'a> {
     pub master: Option<String>,
     /// `device` exists (a physical device backs it).
     pub has_device: bool,
-    /// `iflink` differs from `ifindex` (a veth's peer, a vlan's parent).
-    pub has_peer: bool,
+    /// The netlink kind of a virtual link (`veth`, `dummy`, `vlan`, `tun`…); none when physical.
+    pub info_kind: Option<&'a str>,
 }
 
 /// The kind of one interface from its sysfs facts.
@@ -278,7 +314,13 @@ pub fn classify_kind(f: &KindFacts<'_>) -> LinkKind {
             master: master.clone(),
         };
     }
-    if f.tun || matches!(f.devtype, Some("wireguard" | "gre" | "ipip" | "sit")) {
+    if f.tun
+        || matches!(f.devtype, Some("wireguard" | "gre" | "ipip" | "sit"))
+        || matches!(
+            f.info_kind,
+            Some("tun" | "wireguard" | "gre" | "gretap" | "ipip" | "sit" | "vxlan" | "geneve")
+        )
+    {
         return LinkKind::Tunnel;
     }
     if f.devtype == Some("wlan") {
@@ -290,10 +332,11 @@ pub fn classify_kind(f: &KindFacts<'_>) -> LinkKind {
     if f.arphrd != ARPHRD_ETHER {
         return LinkKind::Tunnel;
     }
-    match (f.has_device, f.has_peer) {
-        (true, _) => LinkKind::Ethernet,
-        (false, true) => LinkKind::Veth,
-        (false, false) => LinkKind::Other("virtual (no device, no peer)".into()),
+    match (f.info_kind, f.has_device) {
+        (Some("veth"), _) => LinkKind::Veth,
+        (Some(kind), _) => LinkKind::Other(kind.to_owned()),
+        (None, true) => LinkKind::Ethernet,
+        (None, false) => LinkKind::Other("virtual".into()),
     }
 }
 
@@ -310,7 +353,7 @@ mod tests {
             bridge: false,
             master: None,
             has_device: true,
-            has_peer: false,
+            info_kind: None,
         }
     }
 
@@ -319,12 +362,13 @@ mod tests {
         assert_eq!(classify_kind(&facts("enp1s0")), LinkKind::Ethernet);
         let veth = KindFacts {
             has_device: false,
-            has_peer: true,
+            info_kind: Some("veth"),
             ..facts("eth0")
         };
         assert_eq!(classify_kind(&veth), LinkKind::Veth);
         let dummy = KindFacts {
             has_device: false,
+            info_kind: Some("dummy"),
             ..facts("dummy0")
         };
         assert!(!classify_kind(&dummy).usable());
@@ -423,7 +467,14 @@ mod tests {
         );
         std::fs::write(root.path().join("bonding_masters"), "").expect("write");
 
-        let links = read_links(root.path()).expect("read");
+        let kinds = link_kinds(
+            br#"[{"ifindex":1,"ifname":"lo","link_type":"loopback"},
+                {"ifindex":2,"ifname":"enp1s0","link_type":"ether"},
+                {"ifindex":5,"ifname":"eth9","link_type":"ether","linkinfo":{"info_kind":"veth"}}]"#,
+        )
+        .expect("ip json");
+        assert_eq!(kinds.len(), 1);
+        let links = read_links(root.path(), &kinds).expect("read");
         assert_eq!(
             links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
             ["enp1s0", "eth9", "lo"]

@@ -202,31 +202,53 @@ pub async fn observe(
             raised.push(link.name.clone());
         }
     }
+    // Ports with carrier are probed at once while the others are given time to show carrier
+    // (autonegotiation takes seconds); those are probed as they come: a port that never gets
+    // carrier costs no more than the probes already running.
     let result = async {
-        let mut links = probe.links().map_err(SetupError::Io)?;
-        let deadline = Instant::now() + carrier_wait;
-        while !raised.is_empty()
-            && Instant::now() < deadline
-            && links
-                .iter()
-                .any(|l| raised.contains(&l.name) && l.carrier != Some(true))
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            links = probe.links().map_err(SetupError::Io)?;
-        }
-        let to_probe: Vec<String> = links
+        let links = probe.links().map_err(SetupError::Io)?;
+        let first: Vec<String> = links
             .iter()
             .filter(|l| plan::needs_probe(request, l))
             .map(|l| l.name.clone())
             .collect();
-        let answers = probe.dhcp_probe(&to_probe, dhcp_timeout).await;
+        let later = async {
+            let mut links = links.clone();
+            let deadline = Instant::now() + carrier_wait;
+            while Instant::now() < deadline
+                && links
+                    .iter()
+                    .any(|l| raised.contains(&l.name) && l.carrier != Some(true))
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                links = probe.links().map_err(SetupError::Io)?;
+            }
+            let second: Vec<String> = links
+                .iter()
+                .filter(|l| plan::needs_probe(request, l) && !first.contains(&l.name))
+                .map(|l| l.name.clone())
+                .collect();
+            let answers = if second.is_empty() {
+                Vec::new()
+            } else {
+                probe.dhcp_probe(&second, dhcp_timeout).await
+            };
+            Ok::<_, SetupError>((links, second, answers))
+        };
+        let (first_answers, later) = tokio::join!(probe.dhcp_probe(&first, dhcp_timeout), later);
+        let (links, second, second_answers) = later?;
+        let probed: Vec<(String, DhcpResult)> = first
+            .into_iter()
+            .zip(first_answers)
+            .chain(second.into_iter().zip(second_answers))
+            .collect();
         Ok(links
             .into_iter()
             .map(|link| {
-                let dhcp = to_probe
+                let dhcp = probed
                     .iter()
-                    .position(|n| *n == link.name)
-                    .and_then(|i| answers.get(i).cloned())
+                    .find(|(n, _)| *n == link.name)
+                    .map(|(_, r)| r.clone())
                     .unwrap_or(DhcpResult::NotProbed);
                 Observed { link, dhcp }
             })
