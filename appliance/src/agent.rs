@@ -385,6 +385,9 @@ struct Driver<D: Dataplane> {
     finished_drill: Option<ApplianceEvent>,
     /// The session-safe tunnel (issue 16).
     tunnel: TunnelRun,
+    /// The DHCP lease of each `dhcp` uplink (issue 17): its resolvers are that uplink's DNS
+    /// servers.
+    leases: Vec<Option<crate::dhcp::Lease>>,
 }
 
 impl<D: Dataplane> Driver<D> {
@@ -427,6 +430,7 @@ impl<D: Dataplane> Driver<D> {
             dataplane,
             windows: vec![Window::default(); uplinks],
             last_reports: vec![None; uplinks],
+            leases: vec![None; uplinks],
             events,
             cloud,
             policy: None,
@@ -927,6 +931,18 @@ impl<D: Dataplane> Driver<D> {
                 self.app_checks.record(now.into_std(), check, outcome);
                 return None;
             }
+            DataplaneEvent::LeaseChanged { uplink, lease } => {
+                let Some(slot) = self.leases.get_mut(uplink) else {
+                    return None;
+                };
+                let resolvers_before = slot.as_ref().map(|l| l.resolvers.clone());
+                let resolvers = lease.as_ref().map(|l| l.resolvers.clone());
+                if resolvers != resolvers_before {
+                    tracing::info!(uplink = %self.config.uplinks[uplink].name, ?resolvers, "uplink resolvers changed");
+                }
+                *slot = lease;
+                return None;
+            }
         })
     }
 
@@ -1167,6 +1183,7 @@ pub async fn run_with_renewal(
                 .iter()
                 .map(|u| links.get(&u.name).cloned().unwrap_or_default())
                 .collect();
+            crate::dataplane::simulated::announce_leases(&config.uplinks, &events_tx);
             let dataplane =
                 SimulatedDataplane::new(started.into_std(), links, options.seed, events_tx);
             drive(config, dataplane, events_rx, events, cloud, shutdown).await
@@ -1348,8 +1365,9 @@ mod tests {
         let uplink = |name: &str, priority, metered| UplinkConfig {
             name: name.into(),
             interface: format!("{name}0"),
-            gateway: "192.0.2.1".parse().expect("ip"),
+            gateway: Some("192.0.2.1".parse().expect("ip")),
             priority,
+            addressing: Default::default(),
             metered,
         };
         ApplianceConfig {

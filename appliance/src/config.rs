@@ -140,13 +140,29 @@ pub struct LanSection {
 pub struct UplinkConfig {
     pub name: String,
     pub interface: String,
-    pub gateway: IpAddr,
+    /// The next hop of a `static` uplink (required then); a `dhcp` uplink learns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
     /// Lower is preferred.
     pub priority: u8,
+    /// How the uplink gets its address and gateway: `static` (the default: the interface is
+    /// configured outside the agent, `gateway` given) or `dhcp` (the agent runs a DHCP client on
+    /// the interface, see [`crate::dhcp`]).
+    #[serde(default)]
+    pub addressing: Addressing,
     /// Billed by volume (typically cellular): probed sparingly, and traffic leaves it as soon as a
     /// preferred uplink is healthy again.
     #[serde(default)]
     pub metered: bool,
+}
+
+/// `uplinks[].addressing`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Addressing {
+    #[default]
+    Static,
+    Dhcp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -391,6 +407,21 @@ impl ApplianceConfig {
                     &key("interface"),
                     "an uplink cannot use the LAN interface",
                 ));
+            }
+            match (uplink.addressing, uplink.gateway) {
+                (Addressing::Static, None) => {
+                    return Err(invalid(
+                        &key("gateway"),
+                        "is required for a static uplink (or set addressing = \"dhcp\" to learn it)",
+                    ));
+                }
+                (Addressing::Dhcp, Some(_)) => {
+                    return Err(invalid(
+                        &key("gateway"),
+                        "is learned by DHCP when addressing = \"dhcp\": remove it, or use static",
+                    ));
+                }
+                _ => {}
             }
         }
         let p = &self.probes;
@@ -807,5 +838,55 @@ outages = [{ start_secs = 60, duration_secs = 20 }, { start_secs = 120, duration
         let text = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..]);
         let config = ApplianceConfig::parse(&text).expect("standalone config");
         assert!(config.cloud.is_none());
+    }
+
+    #[test]
+    fn an_uplink_with_a_gateway_and_no_addressing_stays_static() {
+        let config = ApplianceConfig::parse(EXAMPLE).expect("parses");
+        assert_eq!(config.uplinks[0].addressing, Addressing::Static);
+        assert_eq!(
+            config.uplinks[0].gateway,
+            Some("192.0.2.1".parse().expect("ip"))
+        );
+    }
+
+    #[test]
+    fn a_dhcp_uplink_needs_no_gateway() {
+        let text = EXAMPLE.replace(
+            "gateway = \"192.0.2.1\"\npriority = 0",
+            "priority = 0\naddressing = \"dhcp\"",
+        );
+        let config = ApplianceConfig::parse(&text).expect("parses");
+        assert_eq!(config.uplinks[0].addressing, Addressing::Dhcp);
+        assert_eq!(config.uplinks[0].gateway, None);
+    }
+
+    #[test]
+    fn a_static_uplink_without_a_gateway_is_rejected_with_the_key_and_the_way_out() {
+        let text = EXAMPLE.replace("gateway = \"198.51.100.1\"\n", "");
+        let err = ApplianceConfig::parse(&text).expect_err("must fail");
+        let ParseError::Invalid { key, message } = err else {
+            panic!("{err}");
+        };
+        assert_eq!(key, "uplinks[1].gateway");
+        assert!(message.contains("addressing = \"dhcp\""), "{message}");
+    }
+
+    #[test]
+    fn a_dhcp_uplink_with_a_gateway_is_rejected() {
+        let text = EXAMPLE.replace("priority = 1\n", "priority = 1\naddressing = \"dhcp\"\n");
+        let err = ApplianceConfig::parse(&text).expect_err("must fail");
+        assert!(
+            err.to_string()
+                .starts_with("uplinks[1].gateway: is learned by DHCP"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_addressing_mode_is_a_syntax_error_naming_it() {
+        let text = EXAMPLE.replace("priority = 1\n", "priority = 1\naddressing = \"pppoe\"\n");
+        let err = ApplianceConfig::parse(&text).expect_err("must fail");
+        assert!(err.to_string().contains("pppoe"), "{err}");
     }
 }

@@ -30,9 +30,10 @@ use tokio::sync::mpsc;
 
 use stayopen_shared::compliance::AppEndpoint;
 
+use super::lease::{DhcpUplink, Routes, SharedRoutes};
 use super::probe::{IcmpProber, app_check, dns_probe, http_client, https_get, tcp_probe};
 use super::{Counters, Dataplane, DataplaneError, DataplaneEvent};
-use crate::config::{ApplianceConfig, ProbeKind};
+use crate::config::{Addressing, ApplianceConfig, ProbeKind};
 use crate::tunnel::linux::{HostLayout, LinuxTunnel, TunnelCounters, TunnelSetup};
 use crate::tunnel::{TunnelPlan, TunnelSettings};
 
@@ -44,7 +45,8 @@ const RULE_PRIORITY_BASE: u32 = 1000;
 struct LinuxUplink {
     name: String,
     interface: String,
-    gateway: IpAddr,
+    /// `None` for a `dhcp` uplink: its gateway comes with its lease ([`super::lease`]).
+    gateway: Option<IpAddr>,
     table: u32,
 }
 
@@ -63,6 +65,8 @@ pub struct LinuxDataplane {
     table_base: u32,
     /// The session-safe tunnel's data path, while a relay is assigned.
     tunnel: Option<LinuxTunnel>,
+    /// Each uplink's gateway (configured or leased) and the active uplink.
+    routes: SharedRoutes,
 }
 
 /// The server application checks of DNS endpoints ask: that of the first `dns` probe target (a
@@ -205,7 +209,6 @@ impl LinuxDataplane {
         })?;
         for (i, u) in uplinks.iter().enumerate() {
             let table = u.table.to_string();
-            let gateway = u.gateway.to_string();
             // No reverse-path filtering on uplinks: probe replies arrive on an uplink that is not the
             // main table's default (a standby, or any uplink before the first activation), which
             // even loose filtering drops when the main table has no default route yet.
@@ -213,22 +216,25 @@ impl LinuxDataplane {
                 format!("/proc/sys/net/ipv4/conf/{}/rp_filter", u.interface),
                 "0",
             );
-            run(
-                "ip",
-                &[
-                    "route",
-                    "replace",
-                    "default",
-                    "via",
-                    &gateway,
-                    "dev",
-                    &u.interface,
-                    "table",
-                    &table,
-                ],
-                None,
-            )
-            .await?;
+            if let Some(gateway) = u.gateway {
+                let gateway = gateway.to_string();
+                run(
+                    "ip",
+                    &[
+                        "route",
+                        "replace",
+                        "default",
+                        "via",
+                        &gateway,
+                        "dev",
+                        &u.interface,
+                        "table",
+                        &table,
+                    ],
+                    None,
+                )
+                .await?;
+            }
             for selector in [["oif", u.interface.as_str()], ["fwmark", table.as_str()]] {
                 let priority =
                     (RULE_PRIORITY_BASE + 2 * i as u32 + u32::from(selector[0] == "fwmark"))
@@ -301,7 +307,25 @@ impl LinuxDataplane {
             });
             http.push(http_client(&u.interface, probe_timeout, &extra_roots)?);
         }
-        spawn_carrier_watch(&uplinks, events.clone())?;
+        let routes: SharedRoutes = Arc::new(tokio::sync::Mutex::new(Routes {
+            gateways: uplinks.iter().map(|u| u.gateway).collect(),
+            active: None,
+        }));
+        spawn_carrier_watch(&uplinks, routes.clone(), events.clone())?;
+        for (uplink, u) in config.uplinks.iter().enumerate() {
+            if u.addressing == Addressing::Dhcp {
+                super::lease::spawn(
+                    DhcpUplink {
+                        uplink,
+                        interface: u.interface.clone(),
+                        table: table_base + uplink as u32,
+                    },
+                    config.appliance.state_dir.clone(),
+                    routes.clone(),
+                    events.clone(),
+                );
+            }
+        }
         tracing::info!(uplinks = uplinks.len(), "linux dataplane ready");
         let app_resolver = app_resolver(&targets);
         Ok(Self {
@@ -315,6 +339,7 @@ impl LinuxDataplane {
             lan_interface: config.lan.interface.clone(),
             table_base,
             tunnel: None,
+            routes,
         })
     }
 
@@ -372,6 +397,7 @@ fn parse_link_messages(mut buf: &[u8]) -> Vec<(u32, bool)> {
 /// the driver reports it, with no polling interval.
 fn spawn_carrier_watch(
     uplinks: &[LinuxUplink],
+    routes: SharedRoutes,
     events: mpsc::UnboundedSender<DataplaneEvent>,
 ) -> Result<(), DataplaneError> {
     use netlink_sys::{
@@ -401,14 +427,7 @@ fn spawn_carrier_watch(
         if !up && events.send(DataplaneEvent::Carrier { uplink, up }).is_err() {
             return Ok(());
         }
-        watched.push((
-            index,
-            uplink,
-            u.interface.clone(),
-            u.gateway.to_string(),
-            u.table.to_string(),
-            up,
-        ));
+        watched.push((index, uplink, u.interface.clone(), u.table.to_string(), up));
     }
     tokio::spawn(async move {
         loop {
@@ -424,18 +443,20 @@ fn spawn_carrier_watch(
                 let Some(entry) = watched.iter_mut().find(|w| w.0 == index) else {
                     continue;
                 };
-                if entry.5 == now_up {
+                if entry.4 == now_up {
                     continue;
                 }
-                entry.5 = now_up;
-                let (_, uplink, interface, gateway, table, _) = entry.clone();
+                entry.4 = now_up;
+                let (_, uplink, interface, table, _) = entry.clone();
                 if events
                     .send(DataplaneEvent::Carrier { uplink, up: now_up })
                     .is_err()
                 {
                     return;
                 }
-                if now_up {
+                let gateway = routes.lock().await.gateways.get(uplink).copied().flatten();
+                if now_up && let Some(gateway) = gateway {
+                    let gateway = gateway.to_string();
                     // The kernel may have dropped the table's route while the link was down.
                     let _ = run(
                         "ip",
@@ -552,12 +573,26 @@ impl Dataplane for LinuxDataplane {
     ) -> impl Future<Output = Result<(), DataplaneError>> + Send {
         let route = uplink.map(|i| {
             self.uplink(i)
-                .map(|u| (u.gateway.to_string(), u.interface.clone(), u.name.clone()))
+                .map(|u| (i, u.interface.clone(), u.name.clone()))
         });
+        let routes = self.routes.clone();
         async move {
+            let mut routes = routes.lock().await;
+            routes.active = uplink;
+            let route = match route {
+                Some(Ok((i, interface, name))) => match routes.gateways.get(i).copied().flatten() {
+                    Some(gateway) => Some((gateway.to_string(), interface, name)),
+                    None => {
+                        tracing::warn!(uplink = %name, "activated without a DHCP lease: no default route until one arrives");
+                        None
+                    }
+                },
+                Some(Err(e)) => return Err(e),
+                None => None,
+            };
             match route {
                 Some(route) => {
-                    let (gateway, interface, name) = route?;
+                    let (gateway, interface, name) = route;
                     // One netlink message: the default route moves atomically, no window without one.
                     run(
                         "ip",
@@ -686,13 +721,13 @@ mod tests {
             LinuxUplink {
                 name: "fiber".into(),
                 interface: "wan0".into(),
-                gateway: "100.64.1.1".parse().expect("ip"),
+                gateway: Some("100.64.1.1".parse().expect("ip")),
                 table: 100,
             },
             LinuxUplink {
                 name: "lte".into(),
                 interface: "wan1".into(),
-                gateway: "100.64.2.1".parse().expect("ip"),
+                gateway: None,
                 table: 101,
             },
         ];

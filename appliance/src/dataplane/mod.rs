@@ -7,6 +7,7 @@
 //!   latency, carrier loss) — the demo fleet and the cloud's end-to-end tests run the real agent on it;
 //! - [`linux::LinuxDataplane`]: real interfaces, routes, nftables NAT and conntrack.
 
+mod lease;
 pub mod linux;
 pub mod probe;
 pub mod simulated;
@@ -37,6 +38,13 @@ pub enum DataplaneEvent {
     AppCheck {
         check: u64,
         outcome: Result<Duration, String>,
+    },
+    /// The DHCP lease of a `dhcp` uplink was gained or changed (`Some`, already applied to the
+    /// interface and the uplink's routes), or lost (`None`, address and routes removed). Its
+    /// resolvers are the uplink's DNS servers.
+    LeaseChanged {
+        uplink: usize,
+        lease: Option<crate::dhcp::Lease>,
     },
 }
 

@@ -395,6 +395,38 @@ impl Dataplane for SimulatedDataplane {
     }
 }
 
+/// The lease a simulated `dhcp` uplink holds from the start: uplink `i` gets
+/// 100.64.(i+1).100/24 via 100.64.(i+1).1, resolver 192.0.2.53, for a day.
+pub fn simulated_lease(uplink: usize) -> crate::dhcp::Lease {
+    let net = u8::try_from(uplink + 1).unwrap_or(u8::MAX);
+    crate::dhcp::Lease {
+        address: std::net::Ipv4Addr::new(100, 64, net, 100),
+        prefix_len: 24,
+        gateway: Some(std::net::Ipv4Addr::new(100, 64, net, 1)),
+        resolvers: vec![std::net::Ipv4Addr::new(192, 0, 2, 53)],
+        server: std::net::Ipv4Addr::new(100, 64, net, 1),
+        lease_time: Duration::from_secs(86_400),
+        renew_after: Duration::from_secs(43_200),
+        rebind_after: Duration::from_secs(75_600),
+    }
+}
+
+/// Reports a [`simulated_lease`] for every `dhcp` uplink on `events`, as the Linux dataplane
+/// does once its DHCP client is bound: the simulated dataplane accepts `dhcp` uplinks.
+pub fn announce_leases(
+    uplinks: &[crate::config::UplinkConfig],
+    events: &mpsc::UnboundedSender<DataplaneEvent>,
+) {
+    for (uplink, u) in uplinks.iter().enumerate() {
+        if u.addressing == crate::config::Addressing::Dhcp {
+            let _ = events.send(DataplaneEvent::LeaseChanged {
+                uplink,
+                lease: Some(simulated_lease(uplink)),
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
