@@ -16,8 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::links::{DhcpResult, Link, LinkKind};
 use crate::config::{
-    ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, ProbeSection,
-    ProbeTarget, TunnelSection, UplinkConfig,
+    self, ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection,
+    ProbeSection, ProbeTarget, TunnelSection, UplinkConfig,
 };
 
 /// One `--uplink IF[=NAME][,metered][,dhcp|,gateway=IP]`.
@@ -632,20 +632,19 @@ impl Plan {
     }
 }
 
-/// One planned uplink as the configuration's `[[uplinks]]` entry.
+/// One planned uplink as the configuration's `[[uplinks]]` entry: a modem's port with
+/// `addressing = "dhcp"` (the agent's DHCP client takes the lease), a static one with its gateway.
 fn uplink_config(priority: usize, u: &PlannedUplink) -> UplinkConfig {
+    let (addressing, gateway) = match &u.addressing {
+        Addressing::Static { gateway } => (config::Addressing::Static, Some(*gateway)),
+        Addressing::Dhcp { .. } => (config::Addressing::Dhcp, None),
+    };
     UplinkConfig {
         name: u.name.clone(),
         interface: u.interface.clone(),
-        gateway: match &u.addressing {
-            Addressing::Static { gateway } => *gateway,
-            Addressing::Dhcp { seen } => seen
-                .as_ref()
-                .and_then(|a| a.gateway)
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-        },
+        gateway,
         priority: u8::try_from(priority).unwrap_or(u8::MAX),
+        addressing,
         metered: u.metered,
     }
 }
@@ -903,6 +902,19 @@ mod tests {
             )
         );
         assert_eq!(plan.unused[0].0, "eth0");
+        let config = plan.config();
+        assert_eq!(
+            (config.uplinks[0].addressing, config.uplinks[0].gateway),
+            (config::Addressing::Dhcp, None),
+            "a modem's port learns its gateway with its lease"
+        );
+        assert_eq!(
+            (config.uplinks[1].addressing, config.uplinks[1].gateway),
+            (
+                config::Addressing::Static,
+                Some(IpAddr::from([198, 51, 100, 1]))
+            )
+        );
     }
 
     #[test]
