@@ -99,9 +99,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
             // A lab tool: the demo cloud it loads serves plain HTTP on loopback.
             allow_plain_http: true,
         }),
-        lan: LanSection {
-            interface: "lan0".to_owned(),
-        },
+        lan: LanSection::without_services("lan0"),
         uplinks: vec![
             UplinkConfig {
                 name: "fiber".to_owned(),
@@ -109,6 +107,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
                 gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
                 priority: 0,
                 metered: false,
+                dns: Vec::new(),
             },
             UplinkConfig {
                 name: "lte".to_owned(),
@@ -116,6 +115,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
                 gateway: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
                 priority: 1,
                 metered: true,
+                dns: Vec::new(),
             },
         ],
         probes: ProbeSection::default(),

@@ -429,9 +429,7 @@ pub fn appliance_config(
             // The test cloud serves plain HTTP on loopback.
             allow_plain_http: true,
         }),
-        lan: LanSection {
-            interface: "lan0".into(),
-        },
+        lan: LanSection::without_services("lan0"),
         uplinks: vec![
             UplinkConfig {
                 name: "fiber".into(),
@@ -439,6 +437,7 @@ pub fn appliance_config(
                 gateway: "192.0.2.1".parse().expect("ip"),
                 priority: 0,
                 metered: false,
+                dns: Vec::new(),
             },
             UplinkConfig {
                 name: "lte".into(),
@@ -446,6 +445,7 @@ pub fn appliance_config(
                 gateway: "198.51.100.1".parse().expect("ip"),
                 priority: 1,
                 metered: true,
+                dns: Vec::new(),
             },
         ],
         probes: ProbeSection::default(),
