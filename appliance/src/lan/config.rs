@@ -226,3 +226,148 @@ pub(crate) fn validate(config: &ApplianceConfig) -> Result<(), ParseError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ApplianceConfig, ParseError};
+
+    use super::*;
+
+    const BASE: &str = r#"
+[appliance]
+state_dir = "/var/lib/stayopen"
+
+[lan]
+interface = "lan0"
+address = "192.168.100.1/24"
+
+[[uplinks]]
+name = "fiber"
+interface = "wan0"
+gateway = "192.0.2.1"
+priority = 0
+dns = ["192.0.2.53"]
+
+[[uplinks]]
+name = "lte"
+interface = "wwan0"
+gateway = "198.51.100.1"
+priority = 1
+metered = true
+
+[dataplane]
+kind = "simulated"
+"#;
+
+    fn with(extra: &str) -> Result<ApplianceConfig, ParseError> {
+        ApplianceConfig::parse(&format!("{BASE}\n{extra}\n"))
+    }
+
+    fn refused_key(text: &str) -> String {
+        match ApplianceConfig::parse(text) {
+            Err(ParseError::Invalid { key, .. }) => key,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lan_services_default_to_a_dhcp_server_over_the_whole_subnet_and_a_forwarder() {
+        let config = with("").expect("parses");
+        assert_eq!(
+            config.lan.address.map(|a| a.to_string()),
+            Some("192.168.100.1/24".into())
+        );
+        assert_eq!(config.lan.dhcp_server.mode, DhcpMode::Server);
+        assert_eq!(config.lan.dhcp_server.lease_secs, 3600);
+        assert!(config.lan.dns.enabled);
+        assert_eq!(config.uplinks[0].dns, vec![IpAddr::from([192, 0, 2, 53])]);
+        assert!(config.uplinks[1].dns.is_empty());
+        let server = crate::lan::dhcp_server::ServerConfig::from_section(
+            config.lan.address.expect("address"),
+            &config.lan.dhcp_server,
+            true,
+        );
+        assert_eq!(server.pool_start, Ipv4Addr::new(192, 168, 100, 1));
+        assert_eq!(server.pool_end, Ipv4Addr::new(192, 168, 100, 254));
+    }
+
+    #[test]
+    fn a_config_without_a_lan_address_runs_no_lan_services_and_still_parses() {
+        let text = BASE.replace("address = \"192.168.100.1/24\"\n", "");
+        let config = ApplianceConfig::parse(&text).expect("parses");
+        assert_eq!(config.lan.address, None);
+    }
+
+    #[test]
+    fn static_mode_and_reservations_parse() {
+        let config = with(
+            "[lan.dhcp_server]\nmode = \"static\"\nrouter_address = \"192.168.100.2\"\n\
+             reservations = [{ mac = \"02:00:00:00:00:10\", address = \"192.168.100.20\" }]",
+        )
+        .expect("parses");
+        assert_eq!(config.lan.dhcp_server.mode, DhcpMode::Static);
+        assert_eq!(
+            parse_mac(&config.lan.dhcp_server.reservations[0].mac),
+            Some([2, 0, 0, 0, 0, 0x10])
+        );
+    }
+
+    #[test]
+    fn bad_lan_values_are_refused_naming_the_key() {
+        let lan = |address: &str| BASE.replace("192.168.100.1/24", address);
+        assert_eq!(refused_key(&lan("192.168.100.0/24")), "lan.address");
+        assert_eq!(refused_key(&lan("192.168.100.1/31")), "lan.address");
+        for (section, key) in [
+            ("pool_start = \"10.0.0.1\"", "lan.dhcp_server.pool_start"),
+            ("pool_end = \"192.168.100.255\"", "lan.dhcp_server.pool_end"),
+            (
+                "pool_start = \"192.168.100.200\"\npool_end = \"192.168.100.100\"",
+                "lan.dhcp_server.pool_end",
+            ),
+            ("lease_secs = 10", "lan.dhcp_server.lease_secs"),
+            (
+                "router_address = \"192.168.100.1\"",
+                "lan.dhcp_server.router_address",
+            ),
+            (
+                "reservations = [{ mac = \"nope\", address = \"192.168.100.20\" }]",
+                "lan.dhcp_server.reservations[0].mac",
+            ),
+            (
+                "reservations = [{ mac = \"ff:ff:ff:ff:ff:ff\", address = \"192.168.100.20\" }]",
+                "lan.dhcp_server.reservations[0].mac",
+            ),
+            (
+                "reservations = [{ mac = \"02:00:00:00:00:10\", address = \"10.1.1.1\" }]",
+                "lan.dhcp_server.reservations[0].address",
+            ),
+            (
+                "reservations = [{ mac = \"02:00:00:00:00:10\", address = \"192.168.100.20\" }, \
+                 { mac = \"02:00:00:00:00:10\", address = \"192.168.100.21\" }]",
+                "lan.dhcp_server.reservations[1].mac",
+            ),
+        ] {
+            assert_eq!(
+                refused_key(&format!("{BASE}\n[lan.dhcp_server]\n{section}\n")),
+                key,
+                "{section}"
+            );
+        }
+        assert_eq!(
+            refused_key(&format!("{BASE}\n[lan.dns]\ncache_size = 1000000\n")),
+            "lan.dns.cache_size"
+        );
+        assert_eq!(
+            refused_key(&BASE.replace("[\"192.0.2.53\"]", "[\"127.0.0.1\"]")),
+            "uplinks[0].dns"
+        );
+        assert_eq!(
+            refused_key(&BASE.replace("[\"192.0.2.53\"]", "[\"2001:db8::53\"]")),
+            "uplinks[0].dns"
+        );
+        assert!(matches!(
+            with("[lan.dhcp_server]\nmode = \"relay\""),
+            Err(ParseError::Syntax(m)) if m.contains("mode")
+        ));
+    }
+}
