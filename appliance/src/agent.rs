@@ -388,6 +388,8 @@ struct Driver<D: Dataplane> {
     /// The DHCP lease of each `dhcp` uplink (issue 17): its resolvers are that uplink's DNS
     /// servers.
     leases: Vec<Option<crate::dhcp::Lease>>,
+    /// The LAN's DHCP server and DNS forwarder (issue 17), on the Linux dataplane.
+    lan: Option<crate::lan::LanServices>,
 }
 
 impl<D: Dataplane> Driver<D> {
@@ -441,6 +443,7 @@ impl<D: Dataplane> Driver<D> {
             drill: None,
             drill_command: None,
             finished_drill: None,
+            lan: None,
         }
     }
 
@@ -645,6 +648,10 @@ impl<D: Dataplane> Driver<D> {
     /// The switchover is measured when the dataplane is done; the drill's checks count from the
     /// turn's moment `now`, which stamps the checks started after this in the same turn.
     fn traffic_applied(&mut self, now: Instant, uplink: Option<usize>) {
+        // The LAN's DNS forwarder asks the resolvers of the uplink that carries traffic.
+        if let Some(lan) = &self.lan {
+            lan.set_active_uplink(uplink);
+        }
         let turn = now.into_std();
         let now = Instant::now().into_std();
         let on_backup = self.engine.drill_on_backup();
@@ -1219,6 +1226,7 @@ async fn drive<D: Dataplane>(
 
     let started = Instant::now();
     let mut driver = Driver::new(started, config, dataplane, events, cloud, report_interval);
+    driver.lan = crate::lan::start(&driver.config).await;
     driver.emit(ApplianceEvent {
         kind: EventKind::AgentStarted,
         uplink: None,
@@ -1369,6 +1377,7 @@ mod tests {
             priority,
             addressing: Default::default(),
             metered,
+            dns: Vec::new(),
         };
         ApplianceConfig {
             appliance: ApplianceSection {
@@ -1378,9 +1387,7 @@ mod tests {
                 model: None,
             },
             cloud: None,
-            lan: LanSection {
-                interface: "lan0".into(),
-            },
+            lan: LanSection::without_services("lan0"),
             uplinks: vec![uplink("fiber", 0, false), uplink("lte", 1, true)],
             probes: ProbeSection::default(),
             dataplane: DataplaneSection::Simulated { links },

@@ -133,6 +133,30 @@ fn default_outbox_max_mb() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct LanSection {
     pub interface: String,
+    /// The appliance's own address on the LAN side, with its prefix (`192.168.100.1/24`): the
+    /// router's gateway and DNS server. Absent: the appliance runs no LAN services (no DHCP server,
+    /// no DNS forwarder) and leaves the interface's addresses alone.
+    #[serde(default)]
+    pub address: Option<ipnet::Ipv4Net>,
+    /// `[lan.dhcp_server]`: how the router's WAN port gets its address.
+    #[serde(default)]
+    pub dhcp_server: crate::lan::config::DhcpServerSection,
+    /// `[lan.dns]`: the DNS forwarder the router is given as its DNS server.
+    #[serde(default)]
+    pub dns: crate::lan::config::DnsSection,
+}
+
+impl LanSection {
+    /// The LAN on `interface`, with no LAN services: the router is addressed by hand and keeps
+    /// its own DNS servers.
+    pub fn without_services(interface: &str) -> Self {
+        Self {
+            interface: interface.to_owned(),
+            address: None,
+            dhcp_server: Default::default(),
+            dns: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +178,10 @@ pub struct UplinkConfig {
     /// preferred uplink is healthy again.
     #[serde(default)]
     pub metered: bool,
+    /// This uplink's DNS resolvers (its ISP's), which the LAN's DNS forwarder asks while the
+    /// uplink carries traffic. Resolvers learned by DHCP are added to these.
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
 }
 
 /// `uplinks[].addressing`.
@@ -424,6 +452,7 @@ impl ApplianceConfig {
                 _ => {}
             }
         }
+        crate::lan::config::validate(self)?;
         let p = &self.probes;
         if !(10..=10_000).contains(&p.spacing_ms) {
             return Err(invalid("probes.spacing_ms", "must be between 10 and 10000"));

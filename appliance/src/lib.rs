@@ -14,6 +14,8 @@
 //! - [`remote`]: what the cloud asks of the appliance (policy, commands), without I/O.
 //! - [`tunnel`]: the session-safe tunnel to a relay — its sans-IO decisions and its Linux data
 //!   path.
+//! - [`lan`]: the LAN side the router sees — a DHCP server and a DNS forwarder that follows the
+//!   active uplink.
 //! - [`events_log`]: the local record of every decision, one JSON object per line.
 //! - [`control`]: the local control socket behind `status` and `drill`.
 //! - [`agent`]: the driver that owns the clock and ties the rest together.
@@ -34,6 +36,7 @@ pub mod dhcp;
 pub mod engine;
 pub mod events_log;
 pub mod identity;
+pub mod lan;
 pub mod outbox;
 pub mod probe_cost;
 pub mod remote;

@@ -90,7 +90,9 @@ ensure_deps() {
                 command -v ip >/dev/null || packages+=(iproute2)
                 command -v nft >/dev/null || packages+=(nftables)
                 command -v conntrack >/dev/null || packages+=(conntrack)
-                command -v dnsmasq >/dev/null || packages+=(dnsmasq-base)
+                # The testbed's ISP resolvers and router (issue 17): dnsmasq (no service), udhcpc.
+                [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null || packages+=(dnsmasq-base)
+                command -v busybox >/dev/null || packages+=(busybox)
                 ;;
             mqtt)
                 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)

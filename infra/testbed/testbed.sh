@@ -17,12 +17,31 @@
 # The relay's tunnelled flows leave it NATed to 203.0.113.50, so the server behind it sees that one
 # address whichever ISP carries the tunnel; direct flows reach it as 192.0.2.1 or 198.51.100.1.
 #
-# Usage: testbed.sh PREFIX up | down | exec NODE CMD… | ehr-https DIR |
+# Usage: testbed.sh PREFIX up [router] | down | exec NODE CMD… | ehr-https DIR | resolvers DIR |
+#        router-dhcp DIR |
 #        fault blackhole ISP | loss PCT ISP | dead-target ADDR | carrier-down ISP | carrier-up ISP | clear
+#
+# `up router` puts a practice's router between the appliance and the LAN host (issue 17):
+#
+#   host ──eth0── router (rtr) ──wan0─────── lan0── appliance …
+#   100.64.20.2   lan1 100.64.20.1    DHCP from the appliance (its LAN address is the agent's
+#                 NAT out of wan0,    `lan.address`; the agent puts it on lan0)
+#                 DNS for its LAN on 100.64.20.1 (dnsmasq, with the servers its lease names)
+#
+# The router's factory setup is its own LAN address and NAT; nothing else is configured on it:
+# `router-dhcp DIR` starts its DHCP client (busybox udhcpc) and its DNS forwarder, and its lease
+# does the rest (DIR/rtr-lease.log records each lease, DIR/rtr-resolv.conf its DNS servers).
+# The `lan` namespace stays, unconnected.
+#
+# `resolvers DIR` starts the ISPs' DNS resolvers in the internet namespace (dnsmasq): ISP1's at
+# 192.0.2.53 answers only queries from ISP1's NAT address 192.0.2.1, ISP2's at 198.51.100.53 only
+# from 198.51.100.1, so each is reachable only through its own ISP. Both answer ehr.example and
+# every name under test.example with 203.0.113.30 (tests ask fresh names to miss every cache).
 #
 # `ehr-https DIR` writes a test CA (DIR/ca.pem) and a certificate for 203.0.113.30 / ehr.example,
 # and serves HTTPS on 203.0.113.30:443 from the internet namespace: the stand-in for a cloud EHR.
-# NODE is one of lan, app, isp1, isp2, net, relay, srv; namespaces are named PREFIX-NODE.
+# NODE is one of lan, app, isp1, isp2, net, relay, srv (and rtr, host with `up router`);
+# namespaces are named PREFIX-NODE.
 # The netns tests and the failover benchmark (`stayopen-testbed bench`) drive it through the testkit
 # crate's testbed module (testkit/src/testbed.rs).
 set -euo pipefail
@@ -92,7 +111,7 @@ NFT
 }
 
 down() {
-    for n in $NODES; do
+    for n in $NODES rtr host; do
         ip netns pids "$(ns $n)" 2>/dev/null | xargs -r kill 2>/dev/null || true
         ip netns del "$(ns $n)" 2>/dev/null || true
     done
@@ -144,8 +163,94 @@ ehr_https() {
     x net python3 -c "$EHR_HTTPS_SERVER" "$dir" </dev/null >/dev/null 2>&1 &
 }
 
+router_up() {
+    ip -n "$(ns lan)" link del eth0
+    for n in rtr host; do ip netns add "$(ns $n)"; x "$n" ip link set lo up; done
+    ip -n "$(ns rtr)" link add wan0 type veth peer name lan0 netns "$(ns app)"
+    ip -n "$(ns rtr)" link add lan1 type veth peer name eth0 netns "$(ns host)"
+    # The appliance's lan0 is left without an address: the agent's `lan.address` puts it there.
+    x app ip link set lan0 up
+    # The router's factory setup: its LAN, NAT out of its WAN port, which waits for a lease.
+    x rtr ip addr add 100.64.20.1/24 dev lan1
+    x rtr ip link set lan1 up
+    x rtr ip link set wan0 up
+    x rtr sysctl -qw net.ipv4.ip_forward=1
+    x rtr nft -f - <<'NFT'
+table ip router {
+    chain nat { type nat hook postrouting priority srcnat; oifname "wan0" masquerade; }
+}
+NFT
+    x host ip addr add 100.64.20.2/24 dev eth0
+    x host ip link set eth0 up
+    x host ip route add default via 100.64.20.1
+}
+
+# What a home router does with its WAN lease (busybox udhcpc calls it with the lease in its
+# environment): address, default route, DNS servers for its forwarder.
+UDHCPC_SCRIPT='#!/bin/sh
+case "$1" in
+    deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
+    bound|renew)
+        if ! ip -4 addr show dev "$interface" | grep -q " $ip/"; then
+            ip -4 addr flush dev "$interface"
+            ip addr add "$ip/${mask:-24}" dev "$interface"
+        fi
+        [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+        : > "$RESOLV.new"
+        for s in $dns; do echo "nameserver $s" >> "$RESOLV.new"; done
+        mv "$RESOLV.new" "$RESOLV"
+        echo "$1 ip=$ip mask=$mask router=$router dns=$dns lease=$lease" >> "$LEASE_LOG"
+        ;;
+esac
+'
+
+router_dhcp() {
+    local dir="${1:?dir}"
+    mkdir -p "$dir"
+    printf '%s' "$UDHCPC_SCRIPT" > "$dir/udhcpc.sh"
+    chmod +x "$dir/udhcpc.sh"
+    : > "$dir/rtr-resolv.conf"
+    : > "$dir/rtr-lease.log"
+    x rtr dnsmasq --conf-file=/dev/null --no-hosts --user=root --bind-interfaces \
+        --listen-address=100.64.20.1 --resolv-file="$dir/rtr-resolv.conf" \
+        --pid-file="$dir/rtr-dnsmasq.pid" --log-facility="$dir/rtr-dnsmasq.log" --log-queries
+    x rtr env RESOLV="$dir/rtr-resolv.conf" LEASE_LOG="$dir/rtr-lease.log" \
+        busybox udhcpc -f -i wan0 -s "$dir/udhcpc.sh" -t 30 -T 1 -A 1 \
+        </dev/null >"$dir/udhcpc.log" 2>&1 &
+}
+
+resolvers() {
+    local dir="${1:?dir}"
+    mkdir -p "$dir"
+    x net ip addr add 192.0.2.53/32 dev lo
+    x net ip addr add 198.51.100.53/32 dev lo
+    x net nft -f - <<'NFT'
+table inet resolvers {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        ip daddr 192.0.2.53 ip saddr != 192.0.2.1 drop
+        ip daddr 198.51.100.53 ip saddr != 198.51.100.1 drop
+    }
+}
+NFT
+    for r in "isp1 192.0.2.53" "isp2 198.51.100.53"; do
+        set -- $r
+        x net dnsmasq --conf-file=/dev/null --no-resolv --no-hosts --user=root --bind-interfaces \
+            --listen-address="$2" --local=/ehr.example/ --local=/test.example/ \
+            --address=/ehr.example/203.0.113.30 \
+            --address=/test.example/203.0.113.30 --pid-file="$dir/dns-$1.pid" \
+            --log-facility="$dir/dns-$1.log" --log-queries
+    done
+}
+
 case "$ACTION" in
-    up) down; up ;;
+    up)
+        down
+        up
+        if [ "${1:-}" = router ]; then router_up; fi
+        ;;
+    resolvers) resolvers "$@" ;;
+    router-dhcp) router_dhcp "$@" ;;
     down) down ;;
     exec) x "$@" ;;
     ehr-https) ehr_https "$@" ;;

@@ -99,9 +99,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
             // A lab tool: the demo cloud it loads serves plain HTTP on loopback.
             allow_plain_http: true,
         }),
-        lan: LanSection {
-            interface: "lan0".to_owned(),
-        },
+        lan: LanSection::without_services("lan0"),
         uplinks: vec![
             UplinkConfig {
                 name: "fiber".to_owned(),
@@ -110,6 +108,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
                 priority: 0,
                 addressing: Default::default(),
                 metered: false,
+                dns: Vec::new(),
             },
             UplinkConfig {
                 name: "lte".to_owned(),
@@ -118,6 +117,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
                 priority: 1,
                 addressing: Default::default(),
                 metered: true,
+                dns: Vec::new(),
             },
         ],
         probes: ProbeSection::default(),

@@ -1284,3 +1284,80 @@ pub async fn app_check(
     )
     .await)
 }
+
+/// The router topology (issue 17, `testbed.sh PREFIX up router`): the practice's router between
+/// the appliance's `lan0` and the LAN host, which gets its WAN address from the appliance's DHCP
+/// server and forwards its LAN's DNS to the address its lease names.
+pub const ROUTER_LAN: &str = "100.64.20.1";
+/// The host behind the router (namespace `host`), NATed by it.
+pub const ROUTER_HOST: &str = "100.64.20.2";
+/// The appliance's LAN address and prefix in the router topology (the agent's `lan.address`).
+pub const APPLIANCE_LAN: &str = "100.64.10.1/24";
+/// The ISPs' resolvers (`testbed.sh PREFIX resolvers DIR`), each reachable only through its ISP.
+pub const ISP1_RESOLVER: &str = "192.0.2.53";
+pub const ISP2_RESOLVER: &str = "198.51.100.53";
+
+impl Testbed {
+    /// Builds the router topology (see [`ROUTER_LAN`]) with the ISPs' resolvers running, under
+    /// namespaces `{prefix}-rtr`, `-host`, `-app`, `-isp1`, `-isp2`, `-net`, … The router is not
+    /// started: [`Testbed::start_router_dhcp`] starts it once the agent runs.
+    pub fn up_router(prefix: &str) -> Result<Self, TestbedError> {
+        let dir = std::env::temp_dir().join(format!("stayopen-testbed-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(io("creating the testbed folder"))?;
+        let testbed = Self {
+            prefix: prefix.to_owned(),
+            dir,
+            children: Vec::new(),
+            agent: None,
+            relay: None,
+        };
+        testbed.script(&["up", "router"])?;
+        let tls = testbed.dir.join("tls");
+        testbed.script(&["ehr-https", &tls.display().to_string()])?;
+        testbed.script(&["resolvers", &testbed.dir.display().to_string()])?;
+        Ok(testbed)
+    }
+
+    /// Starts the router's DHCP client on its WAN port (and its DNS forwarder): the one thing
+    /// done to the router.
+    pub fn start_router_dhcp(&self) -> Result<(), TestbedError> {
+        self.script(&["router-dhcp", &self.dir.display().to_string()])
+    }
+
+    /// The leases the router's DHCP client took, one line each:
+    /// `bound ip=… mask=… router=… dns=… lease=…`.
+    pub fn router_leases(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("rtr-lease.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The agent configuration for the router topology: [`Testbed::agent_config`] with the LAN
+    /// services on (`lan.address` [`APPLIANCE_LAN`], a DHCP pool, the DNS forwarder) and each
+    /// uplink's resolver configured (`dns = [ISP1_RESOLVER]`, `[ISP2_RESOLVER]`).
+    pub fn lan_services_config(&self, failback_clean_secs: u32) -> String {
+        self.agent_config(failback_clean_secs, false)
+            .replacen(
+                "[lan]\ninterface = \"lan0\"\n",
+                &format!(
+                    "[lan]\ninterface = \"lan0\"\naddress = \"{APPLIANCE_LAN}\"\n\n\
+                     [lan.dhcp_server]\npool_start = \"100.64.10.100\"\npool_end = \"100.64.10.199\"\n\
+                     lease_secs = 600\n\n[lan.dns]\ncache_size = 256\n"
+                ),
+                1,
+            )
+            .replacen(
+                "priority = 0\n",
+                &format!("priority = 0\ndns = [\"{ISP1_RESOLVER}\"]\n"),
+                1,
+            )
+            .replacen(
+                "metered = true\n",
+                &format!("metered = true\ndns = [\"{ISP2_RESOLVER}\"]\n"),
+                1,
+            )
+    }
+}

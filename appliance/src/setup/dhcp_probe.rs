@@ -12,6 +12,7 @@ pub async fn probe(interface: &str, timeout: Duration) -> Result<Option<DhcpAnsw
         Ok(Some(offer)) => Ok(Some(DhcpAnswer {
             server: offer.server,
             offered: offer.address,
+            prefix: offer.prefix_len,
             gateway: offer.gateway,
             resolvers: offer.resolvers,
         })),

@@ -86,6 +86,8 @@ pub struct DhcpAnswer {
     /// The server identifier (option 54), or the packet's source.
     pub server: Ipv4Addr,
     pub offered: Ipv4Addr,
+    /// The subnet mask option (1) as a prefix length.
+    pub prefix: u8,
     /// The router option (3), first entry.
     pub gateway: Option<Ipv4Addr>,
     /// The DNS servers option (6).

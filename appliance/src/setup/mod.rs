@@ -41,9 +41,20 @@ pub struct SetupArgs {
     /// The interface facing the practice's router (found by itself when absent).
     #[arg(long, value_name = "IF")]
     pub lan: Option<String>,
+    /// The appliance's address on the LAN (the router's gateway and DNS server), e.g.
+    /// 10.253.0.1/24; default: the first of 10.253.0.1/24, 172.31.253.1/24, 192.168.253.1/24 that
+    /// overlaps no uplink's network.
+    #[arg(long, value_name = "CIDR", conflicts_with = "no_lan_services")]
+    pub lan_address: Option<ipnet::Ipv4Net>,
+    /// No DHCP server and no DNS forwarder on the LAN: the router's WAN port is set by hand.
+    #[arg(long)]
+    pub no_lan_services: bool,
     /// An uplink, repeatable, in order of preference; when given, the uplinks are exactly these.
     /// Without `dhcp` or `gateway=IP` it must get a DHCP answer now.
-    #[arg(long = "uplink", value_name = "IF[=NAME][,metered][,dhcp|,gateway=IP]")]
+    #[arg(
+        long = "uplink",
+        value_name = "IF[=NAME][,metered][,dhcp|,gateway=IP][,dns=IP]"
+    )]
     pub uplinks: Vec<UplinkSpec>,
     /// Base URL of the cloud API; without it the appliance runs standalone.
     #[arg(long, value_name = "URL")]
@@ -171,6 +182,11 @@ pub fn request(args: &SetupArgs) -> Result<Request, SetupError> {
     }
     Ok(Request {
         lan: args.lan.clone(),
+        lan_address: match (args.lan_address, args.no_lan_services) {
+            (_, true) => plan::LanAddress::None,
+            (Some(address), false) => plan::LanAddress::Given(address),
+            (None, false) => plan::LanAddress::Auto,
+        },
         uplinks: args.uplinks.clone(),
         cloud,
         state_dir: args.state_dir.clone(),
@@ -439,6 +455,7 @@ mod tests {
                             DhcpAnswer {
                                 server: Ipv4Addr::new(192, 168, 100, 1),
                                 offered: Ipv4Addr::new(192, 168, 100, 10),
+                                prefix: 24,
                                 gateway: Some(Ipv4Addr::new(192, 168, 100, 1)),
                                 resolvers: Vec::new(),
                             },

@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use ipnet::Ipv4Net;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::links::{DhcpResult, Link, LinkKind};
@@ -27,6 +28,9 @@ pub struct UplinkSpec {
     pub name: Option<String>,
     pub metered: bool,
     pub addressing: SpecAddressing,
+    /// The ISP's resolvers (`dns=IP`, repeatable): what the LAN's DNS forwarder asks through a
+    /// static uplink (a DHCP uplink learns them).
+    pub dns: Vec<std::net::Ipv4Addr>,
 }
 
 /// How an uplink named by a flag gets its address.
@@ -60,6 +64,7 @@ impl std::str::FromStr for UplinkSpec {
             name,
             metered: false,
             addressing: SpecAddressing::Probe,
+            dns: Vec::new(),
         };
         for part in parts {
             match part.split_once('=') {
@@ -73,9 +78,13 @@ impl std::str::FromStr for UplinkSpec {
                         .map_err(|_| format!("{s:?}: gateway {ip:?} is not an IP address"))?;
                     spec.addressing = SpecAddressing::Static(ip);
                 }
+                Some(("dns", ip)) => spec.dns.push(
+                    ip.parse()
+                        .map_err(|_| format!("{s:?}: dns {ip:?} is not an IPv4 address"))?,
+                ),
                 _ => {
                     return Err(format!(
-                        "{s:?}: unknown or repeated option {part:?} (expected metered, dhcp or gateway=IP)"
+                        "{s:?}: unknown or repeated option {part:?} (expected metered, dhcp, gateway=IP or dns=IP)"
                     ));
                 }
             }
@@ -107,12 +116,30 @@ pub struct CloudRequest {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub lan: Option<String>,
+    pub lan_address: LanAddress,
     pub uplinks: Vec<UplinkSpec>,
     pub cloud: Option<CloudRequest>,
     pub state_dir: PathBuf,
     pub config_path: PathBuf,
     pub probe_targets: Vec<IpAddr>,
 }
+
+/// The appliance's own address on the LAN side, where its DHCP server and DNS forwarder serve the
+/// router (`lan.address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LanAddress {
+    /// The first of [`LAN_CANDIDATES`] that overlaps no network a modem offered.
+    Auto,
+    Given(Ipv4Net),
+    /// No LAN services: the router's WAN port is set by hand (`--no-lan-services`).
+    None,
+}
+
+/// The LAN subnets `setup` chooses from, in order. Not 192.168.100.0/24: DOCSIS cable modems
+/// answer at 192.168.100.1 for their status page. Not 192.168.0.0/24, 192.168.1.0/24 or
+/// 10.0.0.0/24: the routers' own LANs usually are, and a router refuses a WAN subnet equal to
+/// its LAN.
+pub const LAN_CANDIDATES: [&str; 3] = ["10.253.0.1/24", "172.31.253.1/24", "192.168.253.1/24"];
 
 /// One link and what its DHCP probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +165,8 @@ pub struct PlannedUplink {
     pub name: String,
     pub interface: String,
     pub metered: bool,
+    /// Resolvers named by `dns=IP` (a DHCP uplink learns its own).
+    pub dns: Vec<std::net::Ipv4Addr>,
     pub cellular: bool,
     pub addressing: Addressing,
 }
@@ -146,6 +175,8 @@ pub struct PlannedUplink {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub lan: String,
+    /// The appliance's LAN address (LAN services on), or none.
+    pub lan_address: Option<Ipv4Net>,
     /// Whether the LAN was chosen without carrier (the only port left): the router may be off.
     pub lan_without_carrier: bool,
     /// In order of preference (priority 0 first).
@@ -193,6 +224,19 @@ pub enum Refusal {
     CloudWithoutEnrolment,
     #[error("{flag} needs --cloud URL")]
     EnrolmentWithoutCloud { flag: &'static str },
+    #[error(
+        "the LAN address {lan} overlaps {network}, which {interface} uses; give another with \
+         --lan-address CIDR"
+    )]
+    LanAddressOverlaps {
+        lan: Ipv4Net,
+        interface: String,
+        network: Ipv4Net,
+    },
+    #[error(
+        "every usual LAN subnet overlaps an uplink's network; give one with --lan-address CIDR"
+    )]
+    NoFreeLanSubnet,
     #[error("the configuration would be invalid: {0}")]
     Invalid(String),
 }
@@ -294,6 +338,7 @@ pub fn plan(request: Request, observed: &[Observed]) -> Result<Plan, Refusal> {
                 name: format!("wan{}", i + 1),
                 interface: o.link.name.clone(),
                 metered: false,
+                dns: Vec::new(),
                 cellular: false,
                 addressing: Addressing::Dhcp {
                     seen: answer(&o.dhcp),
@@ -314,6 +359,7 @@ pub fn plan(request: Request, observed: &[Observed]) -> Result<Plan, Refusal> {
                     },
                     interface: o.link.name.clone(),
                     metered: true,
+                    dns: Vec::new(),
                     cellular: true,
                     addressing: Addressing::Dhcp {
                         seen: answer(&o.dhcp),
@@ -350,6 +396,7 @@ pub fn plan(request: Request, observed: &[Observed]) -> Result<Plan, Refusal> {
                 name: spec.name.clone().unwrap_or_else(|| format!("wan{}", i + 1)),
                 interface: spec.interface.clone(),
                 metered: spec.metered || cellular,
+                dns: spec.dns.clone(),
                 cellular,
                 addressing,
             });
@@ -416,8 +463,10 @@ pub fn plan(request: Request, observed: &[Observed]) -> Result<Plan, Refusal> {
         })
         .collect();
 
+    let lan_address = lan_address(request.lan_address, &uplinks)?;
     let plan = Plan {
         lan,
+        lan_address,
         lan_without_carrier,
         uplinks,
         unused,
@@ -427,6 +476,49 @@ pub fn plan(request: Request, observed: &[Observed]) -> Result<Plan, Refusal> {
         .validate()
         .map_err(|e| Refusal::Invalid(e.to_string()))?;
     Ok(plan)
+}
+
+/// The networks the uplinks use: each offered address's subnet, each static gateway.
+fn uplink_networks(uplinks: &[PlannedUplink]) -> Vec<(String, Ipv4Net)> {
+    uplinks
+        .iter()
+        .filter_map(|u| {
+            let net = match &u.addressing {
+                Addressing::Dhcp { seen: Some(a) } => Ipv4Net::new(a.offered, a.prefix).ok()?,
+                Addressing::Static {
+                    gateway: IpAddr::V4(g),
+                } => Ipv4Net::new(*g, 32).ok()?,
+                _ => return None,
+            };
+            Some((u.interface.clone(), net.trunc()))
+        })
+        .collect()
+}
+
+fn lan_address(asked: LanAddress, uplinks: &[PlannedUplink]) -> Result<Option<Ipv4Net>, Refusal> {
+    let used = uplink_networks(uplinks);
+    let overlap = |lan: &Ipv4Net| {
+        used.iter()
+            .find(|(_, net)| net.contains(&lan.trunc()) || lan.trunc().contains(net))
+            .cloned()
+    };
+    match asked {
+        LanAddress::None => Ok(None),
+        LanAddress::Given(lan) => match overlap(&lan) {
+            Some((interface, network)) => Err(Refusal::LanAddressOverlaps {
+                lan,
+                interface,
+                network,
+            }),
+            None => Ok(Some(lan)),
+        },
+        LanAddress::Auto => LAN_CANDIDATES
+            .iter()
+            .filter_map(|c| c.parse::<Ipv4Net>().ok())
+            .find(|c| overlap(c).is_none())
+            .map(Some)
+            .ok_or(Refusal::NoFreeLanSubnet),
+    }
 }
 
 fn check_enrolment(request: &Request) -> Result<(), Refusal> {
@@ -474,7 +566,8 @@ impl Plan {
                 allow_plain_http: c.allow_plain_http,
             }),
             lan: LanSection {
-                interface: self.lan.clone(),
+                address: self.lan_address,
+                ..LanSection::without_services(&self.lan)
             },
             uplinks: self
                 .uplinks
@@ -542,6 +635,22 @@ impl Plan {
                 ""
             }
         );
+        match self.lan_address {
+            Some(address) => {
+                let _ = writeln!(
+                    out,
+                    "  LAN services on {}: the appliance is {address}; its DHCP server gives the router's WAN port an address, {} as gateway and DNS server (a forwarder through the active uplink)",
+                    self.lan,
+                    address.addr()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  LAN services: none (--no-lan-services): the router's WAN port is set by hand"
+                );
+            }
+        }
         let _ = writeln!(out, "  uplinks, in order of preference:");
         for (i, u) in self.uplinks.iter().enumerate() {
             let addressing = match &u.addressing {
@@ -646,6 +755,7 @@ fn uplink_config(priority: usize, u: &PlannedUplink) -> UplinkConfig {
         priority: u8::try_from(priority).unwrap_or(u8::MAX),
         addressing,
         metered: u.metered,
+        dns: u.dns.iter().copied().map(IpAddr::V4).collect(),
     }
 }
 
@@ -674,6 +784,7 @@ mod tests {
             dhcp: DhcpResult::Answer(DhcpAnswer {
                 server: Ipv4Addr::new(100, 64, net, 1),
                 offered: Ipv4Addr::new(100, 64, net, 100),
+                prefix: 24,
                 gateway: Some(Ipv4Addr::new(100, 64, net, 1)),
                 resolvers: vec![Ipv4Addr::new(192, 0, 2, 53)],
             }),
@@ -701,6 +812,7 @@ mod tests {
     fn request() -> Request {
         Request {
             lan: None,
+            lan_address: LanAddress::Auto,
             uplinks: Vec::new(),
             cloud: None,
             state_dir: "/var/lib/stayopen".into(),
@@ -1059,9 +1171,17 @@ mod tests {
                 name: Some("fibre".into()),
                 metered: true,
                 addressing: SpecAddressing::Static(IpAddr::from([192, 0, 2, 1])),
+                dns: Vec::new(),
             }
         );
         assert_eq!(spec("wwan0,dhcp").addressing, SpecAddressing::Dhcp);
+        assert_eq!(
+            spec("eth3,gateway=198.51.100.1,dns=198.51.100.53,dns=198.51.100.54").dns,
+            [
+                std::net::Ipv4Addr::new(198, 51, 100, 53),
+                std::net::Ipv4Addr::new(198, 51, 100, 54)
+            ]
+        );
         for bad in [
             "",
             "eth0,fast",
@@ -1096,5 +1216,64 @@ mod tests {
         assert!(!probe(link("eth4", LinkKind::Veth, false, 0)), "no carrier");
         assert!(!probe(link("lo", LinkKind::Loopback, true, 0)));
         assert!(!probe(link("br0", LinkKind::Bridge, true, 0)));
+    }
+
+    #[test]
+    fn the_lan_subnet_is_one_no_modem_offers_and_the_lan_services_serve_the_router() {
+        let observed = [modem("eth0", 1000, 1), quiet("eth1", true)];
+        let plan = plan(request(), &observed).expect("plan");
+        assert_eq!(
+            plan.lan_address,
+            Some("10.253.0.1/24".parse().expect("net"))
+        );
+        let config = plan.config();
+        assert_eq!(config.lan.address, plan.lan_address);
+        assert!(
+            plan.summary(&observed, false).contains(
+                "LAN services on eth1: the appliance is 10.253.0.1/24; its DHCP server gives the router's WAN port an address, 10.253.0.1 as gateway and DNS server"
+            )
+        );
+
+        // A modem that hands out 10.253.0.0/16 pushes the choice to the next candidate.
+        let mut clash = modem("eth0", 1000, 1);
+        if let DhcpResult::Answer(a) = &mut clash.dhcp {
+            a.offered = Ipv4Addr::new(10, 253, 7, 9);
+            a.prefix = 16;
+        }
+        let observed = [clash, quiet("eth1", true)];
+        let plan2 = super::plan(request(), &observed).expect("plan");
+        assert_eq!(
+            plan2.lan_address,
+            Some("172.31.253.1/24".parse().expect("net"))
+        );
+
+        // Asked for explicitly, an overlapping subnet is refused, naming the port.
+        let mut r = request();
+        r.lan_address = LanAddress::Given("10.253.9.1/24".parse().expect("net"));
+        assert_eq!(
+            super::plan(r.clone(), &observed)
+                .expect_err("overlap")
+                .to_string(),
+            "the LAN address 10.253.9.1/24 overlaps 10.253.0.0/16, which eth0 uses; give another \
+             with --lan-address CIDR"
+        );
+        r.lan_address = LanAddress::None;
+        let plan3 = super::plan(r, &observed).expect("plan");
+        assert_eq!(plan3.config().lan.address, None);
+        assert!(
+            plan3
+                .summary(&observed, false)
+                .contains("LAN services: none")
+        );
+    }
+
+    #[test]
+    fn a_static_uplink_carries_the_resolvers_its_flag_names() {
+        let observed = [quiet("eth0", true), quiet("eth1", true)];
+        let mut r = request();
+        r.lan = Some("eth1".into());
+        r.uplinks = vec![spec("eth0=dsl,gateway=198.51.100.1,dns=198.51.100.53")];
+        let config = plan(r, &observed).expect("plan").config();
+        assert_eq!(config.uplinks[0].dns, [IpAddr::from([198, 51, 100, 53])]);
     }
 }

@@ -429,9 +429,7 @@ pub fn appliance_config(
             // The test cloud serves plain HTTP on loopback.
             allow_plain_http: true,
         }),
-        lan: LanSection {
-            interface: "lan0".into(),
-        },
+        lan: LanSection::without_services("lan0"),
         uplinks: vec![
             UplinkConfig {
                 name: "fiber".into(),
@@ -440,6 +438,7 @@ pub fn appliance_config(
                 priority: 0,
                 addressing: Default::default(),
                 metered: false,
+                dns: Vec::new(),
             },
             UplinkConfig {
                 name: "lte".into(),
@@ -448,6 +447,7 @@ pub fn appliance_config(
                 priority: 1,
                 addressing: Default::default(),
                 metered: true,
+                dns: Vec::new(),
             },
         ],
         probes: ProbeSection::default(),
