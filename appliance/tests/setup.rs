@@ -256,6 +256,7 @@ fn setup_finds_both_modems_and_the_router_by_themselves_writes_a_config_that_run
         ", gateway 100.64.1.1, DNS 192.0.2.53)",
         "2. wan2 on eth2: wired, not metered, DHCP (offered 100.64.3.",
         "leave eth3 unused (no carrier)",
+        "LAN services on eth1: the appliance is 10.253.0.1/24",
         "cloud: none (the appliance runs standalone)",
     ] {
         assert!(stdout.contains(expected), "missing {expected:?}");
@@ -264,6 +265,10 @@ fn setup_finds_both_modems_and_the_router_by_themselves_writes_a_config_that_run
     // The agent's own parser accepts the file, with the roles found.
     let written = ApplianceConfig::load(&config).expect("the agent accepts the written config");
     assert_eq!(written.lan.interface, "eth1");
+    assert_eq!(
+        written.lan.address,
+        Some("10.253.0.1/24".parse().expect("net"))
+    );
     let uplinks: Vec<_> = written
         .uplinks
         .iter()
@@ -313,14 +318,18 @@ fn setup_finds_both_modems_and_the_router_by_themselves_writes_a_config_that_run
         bed.ip(&["-n", &bed.ns("app"), "link", "set", port, "up"]);
     }
     let started = Instant::now();
+    let log_path = bed.dir.path().join("agent.log");
+    let log = std::fs::File::create(&log_path).expect("agent log");
     let agent = bed
         .in_ns("app", appliance())
         .args(["run", "--config"])
         .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
         .spawn()
         .expect("start the agent");
+    let agent_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     bed.children.push(agent);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -340,15 +349,12 @@ fn setup_finds_both_modems_and_the_router_by_themselves_writes_a_config_that_run
         if let Some(agent) = bed.children.last_mut()
             && let Ok(Some(exit)) = agent.try_wait()
         {
-            let mut stderr = String::new();
-            if let Some(mut e) = agent.stderr.take() {
-                let _ = e.read_to_string(&mut stderr);
-            }
-            panic!("the agent exited ({exit}): {stderr}");
+            panic!("the agent exited ({exit}): {}", agent_log());
         }
         assert!(
             Instant::now() < deadline,
-            "the agent's control socket never reported wan1 active"
+            "the agent's control socket never reported wan1 active: {}",
+            agent_log()
         );
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -369,6 +375,31 @@ fn setup_finds_both_modems_and_the_router_by_themselves_writes_a_config_that_run
         addresses.contains("100.64.1.1") && addresses.contains("100.64.3.1"),
         "both uplinks leased: {addresses}"
     );
+
+    // The router's WAN port asks for an address as it would from the modem, and the appliance's
+    // LAN services (as setup configured them) answer: an address in 10.253.0.0/24.
+    let lease = bed
+        .in_ns("rtr", Path::new("busybox"))
+        .args([
+            "udhcpc",
+            "-i",
+            "wan0",
+            "-n",
+            "-q",
+            "-f",
+            "-t",
+            "10",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+        ])
+        .output()
+        .expect("busybox udhcpc (package busybox)");
+    let said = format!("{}{}", text(&lease.stdout), text(&lease.stderr));
+    assert!(lease.status.success(), "{said}");
+    assert!(said.contains("lease of 10.253.0."), "{said}");
+    assert!(said.contains("obtained from 10.253.0.1"), "{said}");
 }
 
 #[test]
