@@ -426,9 +426,9 @@ fn setup_without_a_modem_refuses_in_one_line_with_exit_code_3_and_writes_nothing
     assert!(!config.exists());
 }
 
-/// Accepts one HTTP request on 127.0.0.1 inside namespace `ns` and answers it 403 as the cloud
-/// answers an unknown token; returns the port and a handle yielding the request it read.
-fn capture_one_request(ns: &str) -> (u16, std::thread::JoinHandle<String>) {
+/// Accepts one HTTP request on 127.0.0.1 inside namespace `ns` within 30 s and answers it 403 as
+/// the cloud answers an unknown token; returns the port and a handle yielding the request it read.
+fn capture_one_request(ns: &str) -> (u16, std::thread::JoinHandle<Option<String>>) {
     let netns = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns file");
     let (port_tx, port_rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
@@ -437,7 +437,21 @@ fn capture_one_request(ns: &str) -> (u16, std::thread::JoinHandle<String>) {
         port_tx
             .send(listener.local_addr().expect("addr").port())
             .expect("send port");
-        let (mut stream, _) = listener.accept().expect("accept");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).expect("blocking");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
@@ -471,7 +485,7 @@ fn capture_one_request(ns: &str) -> (u16, std::thread::JoinHandle<String>) {
             "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
-        String::from_utf8_lossy(&request).into_owned()
+        Some(String::from_utf8_lossy(&request).into_owned())
     });
     let port = port_rx
         .recv_timeout(Duration::from_secs(5))
@@ -532,13 +546,34 @@ fn the_token_setup_writes_is_what_the_agent_enrols_with_at_its_first_start_and_t
     );
 
     // First start: the agent posts that token to the enrolment endpoint, and stops at the refusal.
-    let output = bed
+    let mut agent = bed
         .in_ns("app", appliance())
         .args(["run", "--config"])
         .arg(&config)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run the agent");
-    let request = request.join().expect("the captured request");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = agent.try_wait().expect("wait") {
+            break Some(exit);
+        }
+        if Instant::now() > deadline {
+            let _ = agent.kill();
+            let _ = agent.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = agent.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let request = request
+        .join()
+        .expect("the capturing thread")
+        .unwrap_or_else(|| panic!("the agent posted nothing within 30 s: {stderr}"));
     assert!(
         request.starts_with("POST /api/v1/enroll HTTP/1.1\r\n"),
         "{request}"
@@ -552,10 +587,12 @@ fn the_token_setup_writes_is_what_the_agent_enrols_with_at_its_first_start_and_t
             .as_str()
             .is_some_and(|c| c.contains("CERTIFICATE REQUEST"))
     );
-    assert!(!output.status.success());
     assert!(
-        text(&output.stderr).contains("unknown or expired enrolment token"),
-        "{}",
-        text(&output.stderr)
+        exit.is_some_and(|e| !e.success()),
+        "the agent stops at the refusal: {exit:?}"
+    );
+    assert!(
+        stderr.contains("unknown or expired enrolment token"),
+        "{stderr}"
     );
 }
