@@ -596,3 +596,20 @@ fn the_token_setup_writes_is_what_the_agent_enrols_with_at_its_first_start_and_t
         "{stderr}"
     );
 }
+
+#[test]
+fn a_malformed_uplink_flag_exits_2_saying_what_was_expected_before_looking_at_anything() {
+    let output = Command::new(appliance())
+        .args(["setup", "--dry-run", "--uplink", "eth0,fast"])
+        .output()
+        .expect("run setup");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(
+            "unknown or repeated option \"fast\" (expected metered, dhcp, gateway=IP or dns=IP)"
+        ),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
