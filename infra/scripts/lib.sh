@@ -90,6 +90,7 @@ ensure_deps() {
                 command -v ip >/dev/null || packages+=(iproute2)
                 command -v nft >/dev/null || packages+=(nftables)
                 command -v conntrack >/dev/null || packages+=(conntrack)
+                command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || packages+=(dnsmasq-base)
                 ;;
             mqtt)
                 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)

@@ -35,22 +35,38 @@ use super::client::{Action, Client, Destination, Input, Lease, Offer, offer_of, 
 pub const CLIENT_PORT: u16 = 68;
 pub const SERVER_PORT: u16 = 67;
 
-/// The hardware address of `interface`, from sysfs.
-pub fn mac_address(interface: &str) -> Result<[u8; 6], DhcpError> {
-    let text =
-        std::fs::read_to_string(format!("/sys/class/net/{interface}/address")).map_err(|_| {
-            DhcpError::NoInterface {
-                interface: interface.to_owned(),
-            }
-        })?;
-    let bytes: Vec<u8> = text
-        .trim()
-        .split(':')
-        .filter_map(|b| u8::from_str_radix(b, 16).ok())
-        .collect();
-    bytes.try_into().map_err(|_| DhcpError::NoInterface {
+/// The hardware address of `interface`, from `ip -o link show` (netlink, in the calling thread's
+/// network namespace — sysfs would show the namespace it was mounted in, which a thread that
+/// joined another namespace with `setns` does not share).
+pub async fn mac_address(interface: &str) -> Result<[u8; 6], DhcpError> {
+    let missing = || DhcpError::NoInterface {
         interface: interface.to_owned(),
-    })
+    };
+    let output = tokio::process::Command::new("ip")
+        .args(["-o", "link", "show", "dev", interface])
+        .output()
+        .await
+        .map_err(|source| DhcpError::Io {
+            interface: interface.to_owned(),
+            what: "running ip link",
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(missing());
+    }
+    parse_link_address(&String::from_utf8_lossy(&output.stdout)).ok_or_else(missing)
+}
+
+/// The `link/ether xx:xx:xx:xx:xx:xx` of an `ip -o link` line.
+fn parse_link_address(line: &str) -> Option<[u8; 6]> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "link/ether")?;
+    let bytes: Vec<u8> = words
+        .next()?
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
 }
 
 /// The client socket of `interface`: 0.0.0.0:68, bound to the device, broadcast allowed.
@@ -89,7 +105,7 @@ fn server_address(to: Destination) -> SocketAddr {
 
 /// See [`super::probe`].
 pub async fn probe(interface: &str, timeout: Duration) -> Result<Option<Offer>, DhcpError> {
-    let mac = mac_address(interface)?;
+    let mac = mac_address(interface).await?;
     let socket = open_socket(interface)?;
     let xid: u32 = rand::random();
     socket
@@ -177,7 +193,7 @@ pub async fn run(
     state_dir: PathBuf,
     updates: mpsc::UnboundedSender<LeaseUpdate>,
 ) -> Result<(), DhcpError> {
-    let mac = mac_address(&interface)?;
+    let mac = mac_address(&interface).await?;
     let socket = open_socket(&interface)?;
     let mut rng = rand::rngs::StdRng::from_entropy();
     let mut client = Client::new(mac, remembered_address(&state_dir, &interface));
@@ -253,5 +269,25 @@ pub async fn run(
         if updates.is_closed() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mac_is_read_from_an_ip_link_line() {
+        let line = "5: wan0@if4: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP \
+                    mode DEFAULT group default qlen 1000\\    link/ether 0a:1b:2c:3d:4e:5f brd \
+                    ff:ff:ff:ff:ff:ff link-netns so1-isp1";
+        assert_eq!(
+            parse_link_address(line),
+            Some([0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f])
+        );
+        assert_eq!(
+            parse_link_address("1: lo: <LOOPBACK> link/loopback 00:00:00:00:00:00"),
+            None
+        );
     }
 }
