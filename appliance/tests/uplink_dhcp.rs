@@ -183,6 +183,20 @@ async fn dhcp_uplinks_lease_both_isps_fail_over_and_follow_a_renumbered_isp() {
     .await
     .expect("failback");
 
+    // Renewals at T1 (4 s) are acknowledged and keep the address.
+    let leased = bed.uplink_address("wan0");
+    until(
+        "a renewal of ISP1's lease acknowledged",
+        Duration::from_secs(15),
+        || bed.dhcp_server_log(1).matches("DHCPACK").count() >= 2,
+    )
+    .await;
+    assert_eq!(
+        bed.uplink_address("wan0"),
+        leased,
+        "a renewal keeps the address"
+    );
+
     // ISP1's server restarts with another pool and has forgotten the lease: the next renewal is
     // refused, the client discovers again, and the address and routes follow.
     let old = bed.uplink_address("wan0");

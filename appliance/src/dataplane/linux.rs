@@ -141,7 +141,9 @@ pub(crate) async fn run(
     }
 }
 
-/// The nftables ruleset: NAT out of every uplink and per-uplink connection marks.
+/// The nftables ruleset: NAT out of every uplink and per-uplink connection marks. DHCP client
+/// messages are never NATed: before a `dhcp` uplink has its lease, masquerading out of an
+/// interface with no address would drop them (see [`crate::dhcp::linux`]).
 /// The marks and NAT of the uplinks, replacing an older table in one transaction: with no NAT
 /// chain in place, even for a moment, replies of existing flows would not be translated back
 /// and the appliance's own stack would answer them with resets (an agent restart must not cut
@@ -170,6 +172,7 @@ fn nft_ruleset(lan: &str, uplinks: &[LinuxUplink]) -> String {
          \x20   }}\n\
          \x20   chain nat {{\n\
          \x20       type nat hook postrouting priority srcnat; policy accept;\n\
+         \x20       udp sport 68 udp dport 67 return\n\
          {nat}\
          \x20   }}\n\
          }}\n"
@@ -733,6 +736,13 @@ mod tests {
         ];
         let rules = nft_ruleset("lan0", &uplinks);
         assert!(rules.contains("oifname \"wan1\" masquerade"), "{rules}");
+        let dhcp_exempt = rules
+            .find("udp sport 68 udp dport 67 return")
+            .expect("DHCP exempt from NAT");
+        assert!(
+            dhcp_exempt < rules.find("masquerade").expect("NAT"),
+            "{rules}"
+        );
         assert!(
             rules.contains("oifname \"wan0\" ct mark 0 ct mark set 100"),
             "{rules}"

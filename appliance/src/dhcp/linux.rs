@@ -17,7 +17,8 @@
 //! The price: until the uplink has an address, the kernel fills the IP source of a DISCOVER
 //! with another interface's address instead of 0.0.0.0. Servers identify the client by `chaddr`
 //! and the client identifier, not by the IP source (and relays rewrite it), so this is harmless
-//! in practice. Once bound, RENEWING unicasts to the server from the lease's own address, as
+//! in practice (the Linux dataplane exempts DHCP from its masquerade, which would otherwise drop
+//! such a datagram leaving an interface with no address). Once bound, RENEWING unicasts to the server from the lease's own address, as
 //! §4.4.5 asks. `SO_REUSEADDR` lets [`probe`] (the `setup` command) run beside a running agent.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -205,7 +206,8 @@ pub async fn run(
             match action {
                 Action::Send { to, packet } => {
                     if let Err(e) = socket.send_to(&packet, server_address(to)).await {
-                        tracing::debug!(interface, error = %e, "DHCP send failed");
+                        // Left to the retransmissions: no carrier yet, most often.
+                        tracing::info!(interface, error = %e, "DHCP send failed");
                     }
                 }
                 Action::Bound { lease, changed } => {
