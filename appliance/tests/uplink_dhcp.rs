@@ -255,3 +255,46 @@ async fn dhcp_uplinks_lease_both_isps_fail_over_and_follow_a_renumbered_isp() {
         "ISP2's lease is untouched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_asks_for_its_remembered_address_and_keeps_it_without_discovering() {
+    let mut bed = dhcp_testbed("r");
+    let config = bed.dhcp_agent_config(3, false);
+    bed.start_agent_with_config(appliance(), &config)
+        .expect("agent");
+    until(&bed, "both leases bound", Duration::from_secs(30), || {
+        bed.agent_log().matches("DHCP lease bound").count() >= 2
+    })
+    .await;
+    let leased = bed.uplink_address("wan0").expect("wan0 leased");
+    bed.stop_agent();
+    assert!(
+        bed.state_dir().join("dhcp-wan0.json").exists(),
+        "the lease is remembered in the state directory"
+    );
+    let discovers = bed.dhcp_server_log(1).matches("DHCPDISCOVER").count();
+    let acks = bed.dhcp_server_log(1).matches("DHCPACK").count();
+
+    let restarted = Instant::now();
+    bed.start_agent_with_config(appliance(), &config)
+        .expect("agent restarted");
+    until(
+        &bed,
+        "both leases bound again",
+        Duration::from_secs(30),
+        || bed.agent_log().matches("DHCP lease bound").count() >= 2,
+    )
+    .await;
+    println!(
+        "agent restart to both leases bound again: {:?}",
+        restarted.elapsed()
+    );
+    assert_eq!(bed.uplink_address("wan0"), Some(leased));
+    let log = bed.dhcp_server_log(1);
+    assert_eq!(
+        log.matches("DHCPDISCOVER").count(),
+        discovers,
+        "INIT-REBOOT asked for the remembered address without discovering: {log}"
+    );
+    assert!(log.matches("DHCPACK").count() > acks, "{log}");
+}

@@ -1362,6 +1362,14 @@ impl Testbed {
             .unwrap_or_default()
     }
 
+    /// Stops the agent (SIGKILL: nothing it left on the interfaces is tidied away).
+    pub fn stop_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+
     /// What ISP `isp`'s DHCP server logged (`--log-dhcp`).
     pub fn dhcp_server_log(&self, isp: u8) -> String {
         std::fs::read_to_string(format!(
