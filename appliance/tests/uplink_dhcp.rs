@@ -257,7 +257,8 @@ async fn dhcp_uplinks_lease_both_isps_fail_over_and_follow_a_renumbered_isp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_agent_asks_for_its_remembered_address_and_keeps_it_without_discovering() {
+async fn a_restarted_agent_and_a_replugged_cable_verify_the_held_address_and_keep_it_without_discovering()
+ {
     let mut bed = dhcp_testbed("r");
     let config = bed.dhcp_agent_config(3, false);
     bed.start_agent_with_config(appliance(), &config)
@@ -297,4 +298,24 @@ async fn a_restarted_agent_asks_for_its_remembered_address_and_keeps_it_without_
         "INIT-REBOOT asked for the remembered address without discovering: {log}"
     );
     assert!(log.matches("DHCPACK").count() > acks, "{log}");
+
+    // The cable is pulled and put back: the lease is verified at once, not at T1 a minute later.
+    let acks = log.matches("DHCPACK").count();
+    bed.fault(&["carrier-down", "1"]).expect("carrier down");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    bed.fault(&["carrier-up", "1"]).expect("carrier up");
+    let verified = until(
+        &bed,
+        "the lease verified after the carrier came back",
+        Duration::from_secs(5),
+        || bed.dhcp_server_log(1).matches("DHCPACK").count() > acks,
+    )
+    .await;
+    println!("carrier back to the lease verified: {verified:?}");
+    assert_eq!(bed.uplink_address("wan0"), Some(leased));
+    assert_eq!(
+        bed.dhcp_server_log(1).matches("DHCPDISCOVER").count(),
+        discovers,
+        "verified, not discovered again"
+    );
 }

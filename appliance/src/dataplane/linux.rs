@@ -314,21 +314,26 @@ impl LinuxDataplane {
             gateways: uplinks.iter().map(|u| u.gateway).collect(),
             active: None,
         }));
-        spawn_carrier_watch(&uplinks, routes.clone(), events.clone())?;
-        for (uplink, u) in config.uplinks.iter().enumerate() {
-            if u.addressing == Addressing::Dhcp {
-                super::lease::spawn(
-                    DhcpUplink {
-                        uplink,
-                        interface: u.interface.clone(),
-                        table: table_base + uplink as u32,
-                    },
-                    config.appliance.state_dir.clone(),
-                    routes.clone(),
-                    events.clone(),
-                );
-            }
-        }
+        let dhcp_link_up = config
+            .uplinks
+            .iter()
+            .enumerate()
+            .map(|(uplink, u)| {
+                (u.addressing == Addressing::Dhcp).then(|| {
+                    super::lease::spawn(
+                        DhcpUplink {
+                            uplink,
+                            interface: u.interface.clone(),
+                            table: table_base + uplink as u32,
+                        },
+                        config.appliance.state_dir.clone(),
+                        routes.clone(),
+                        events.clone(),
+                    )
+                })
+            })
+            .collect();
+        spawn_carrier_watch(&uplinks, routes.clone(), dhcp_link_up, events.clone())?;
         tracing::info!(uplinks = uplinks.len(), "linux dataplane ready");
         let app_resolver = app_resolver(&targets);
         Ok(Self {
@@ -401,6 +406,7 @@ fn parse_link_messages(mut buf: &[u8]) -> Vec<(u32, bool)> {
 fn spawn_carrier_watch(
     uplinks: &[LinuxUplink],
     routes: SharedRoutes,
+    dhcp_link_up: Vec<Option<mpsc::UnboundedSender<()>>>,
     events: mpsc::UnboundedSender<DataplaneEvent>,
 ) -> Result<(), DataplaneError> {
     use netlink_sys::{
@@ -456,6 +462,9 @@ fn spawn_carrier_watch(
                     .is_err()
                 {
                     return;
+                }
+                if now_up && let Some(Some(dhcp)) = dhcp_link_up.get(uplink) {
+                    let _ = dhcp.send(());
                 }
                 let gateway = routes.lock().await.gateways.get(uplink).copied().flatten();
                 if now_up && let Some(gateway) = gateway {

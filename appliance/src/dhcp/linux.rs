@@ -187,12 +187,14 @@ pub enum LeaseUpdate {
 }
 
 /// Runs the client of `interface` for as long as `updates` has a receiver: the socket, the
-/// client's deadlines, the lease file in `state_dir`. Errors sending (no carrier yet) are logged
-/// and left to the client's retransmissions.
+/// client's deadlines, the lease file in `state_dir`. A message on `link_up` says the interface
+/// regained carrier ([`Input::LinkUp`]). Errors sending (no carrier yet) are logged and left to
+/// the client's retransmissions.
 pub async fn run(
     interface: String,
     state_dir: PathBuf,
     updates: mpsc::UnboundedSender<LeaseUpdate>,
+    mut link_up: mpsc::UnboundedReceiver<()>,
 ) -> Result<(), DhcpError> {
     let mac = mac_address(&interface).await?;
     let socket = open_socket(&interface)?;
@@ -266,6 +268,10 @@ pub async fn run(
             },
             () = tokio::time::sleep_until(deadline) => {
                 actions = client.handle(Instant::now(), Input::Tick, &mut rng);
+            }
+            Some(()) = link_up.recv() => {
+                tracing::info!(interface, state = client.state_name(), "carrier back: DHCP verifies or restarts at once");
+                actions = client.handle(Instant::now(), Input::LinkUp, &mut rng);
             }
         }
         if updates.is_closed() {
