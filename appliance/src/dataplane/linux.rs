@@ -144,6 +144,7 @@ pub(crate) async fn run(
 /// The nftables ruleset: NAT out of every uplink and per-uplink connection marks. DHCP client
 /// messages are never NATed: before a `dhcp` uplink has its lease, masquerading out of an
 /// interface with no address would drop them (see [`crate::dhcp::linux`]).
+///
 /// The marks and NAT of the uplinks, replacing an older table in one transaction: with no NAT
 /// chain in place, even for a moment, replies of existing flows would not be translated back
 /// and the appliance's own stack would answer them with resets (an agent restart must not cut
