@@ -939,9 +939,7 @@ impl<D: Dataplane> Driver<D> {
                 return None;
             }
             DataplaneEvent::LeaseChanged { uplink, lease } => {
-                let Some(slot) = self.leases.get_mut(uplink) else {
-                    return None;
-                };
+                let slot = self.leases.get_mut(uplink)?;
                 let resolvers_before = slot.as_ref().map(|l| l.resolvers.clone());
                 let resolvers = lease.as_ref().map(|l| l.resolvers.clone());
                 if resolvers != resolvers_before {

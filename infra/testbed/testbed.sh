@@ -42,6 +42,12 @@
 # and serves HTTPS on 203.0.113.30:443 from the internet namespace: the stand-in for a cloud EHR.
 # NODE is one of lan, app, isp1, isp2, net, relay, srv (and rtr, host with `up router`);
 # namespaces are named PREFIX-NODE.
+#
+# With TESTBED_WAN_DHCP=1, `up` (or `wan-dhcp` on a running testbed) takes wan0/wan1's static
+# addresses away and the ISP routers hand them out by DHCP (dnsmasq on down0), as cable and fibre
+# modems do: ISP1 100.64.1.100-.199, router 100.64.1.1, DNS 192.0.2.53; ISP2 100.64.2.100-.199,
+# router 100.64.2.1, DNS 198.51.100.53. `dhcp-server ISP FIRST LAST LEASE_SECS [T1 T2]` restarts
+# one ISP's server with another pool, lease time (dnsmasq's minimum is 120 s) and renewal times.
 # The netns tests and the failover benchmark (`stayopen-testbed bench`) drive it through the testkit
 # crate's testbed module (testkit/src/testbed.rs).
 set -euo pipefail
@@ -110,11 +116,44 @@ table inet fault {
 NFT
 }
 
+# dhcp_server ISP FIRST LAST LEASE_SECS [T1_SECS T2_SECS]: (re)starts ISP's DHCP server on down0
+# with a fresh lease database (a restarted server that has forgotten its clients). Authoritative:
+# it refuses (NAK) a renewal of an address outside its pool instead of staying silent. No ping
+# before an offer (dnsmasq's default waits for an echo that never comes).
+dhcp_server() {
+    local isp="${1:?isp}" first="${2:?first}" last="${3:?last}" lease="${4:?lease secs}" t1="${5:-}" t2="${6:-}"
+    local router dns dir="/tmp/stayopen-testbed-$P-dhcp"
+    router=$([ "$isp" = 1 ] && echo 100.64.1.1 || echo 100.64.2.1)
+    dns=$([ "$isp" = 1 ] && echo 192.0.2.53 || echo 198.51.100.53)
+    mkdir -p "$dir"
+    if [ -s "$dir/isp$isp.pid" ]; then
+        kill "$(cat "$dir/isp$isp.pid")" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$(cat "$dir/isp$isp.pid")" 2>/dev/null || break; sleep 0.05; done
+    fi
+    : > "$dir/isp$isp.leases"
+    local timers=()
+    [ -n "$t1" ] && timers+=(--dhcp-option="option:T1,$t1")
+    [ -n "$t2" ] && timers+=(--dhcp-option="option:T2,$t2")
+    x "isp$isp" dnsmasq --conf-file=/dev/null --port=0 --interface=down0 --bind-interfaces \
+        --dhcp-range="$first,$last,255.255.255.0,${lease}s" --dhcp-authoritative --no-ping \
+        --dhcp-option="option:router,$router" --dhcp-option="option:dns-server,$dns" "${timers[@]}" \
+        --dhcp-leasefile="$dir/isp$isp.leases" --pid-file="$dir/isp$isp.pid" --user=root \
+        --log-dhcp --log-facility="$dir/isp$isp.log"
+}
+
+wan_dhcp() {
+    x app ip -4 addr flush dev wan0
+    x app ip -4 addr flush dev wan1
+    dhcp_server 1 100.64.1.100 100.64.1.199 120
+    dhcp_server 2 100.64.2.100 100.64.2.199 120
+}
+
 down() {
     for n in $NODES rtr host; do
         ip netns pids "$(ns $n)" 2>/dev/null | xargs -r kill 2>/dev/null || true
         ip netns del "$(ns $n)" 2>/dev/null || true
     done
+    rm -rf "/tmp/stayopen-testbed-$P-dhcp"
 }
 
 fault() {
@@ -248,9 +287,12 @@ case "$ACTION" in
         down
         up
         if [ "${1:-}" = router ]; then router_up; fi
+        if [ "${TESTBED_WAN_DHCP:-0}" = 1 ]; then wan_dhcp; fi
         ;;
     resolvers) resolvers "$@" ;;
     router-dhcp) router_dhcp "$@" ;;
+    wan-dhcp) wan_dhcp ;;
+    dhcp-server) dhcp_server "$@" ;;
     down) down ;;
     exec) x "$@" ;;
     ehr-https) ehr_https "$@" ;;

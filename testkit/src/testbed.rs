@@ -1361,3 +1361,98 @@ impl Testbed {
             )
     }
 }
+
+/// Uplinks configured by DHCP (issue 17): the ISP routers' DHCP servers and what the appliance
+/// learned from them.
+impl Testbed {
+    /// Takes wan0/wan1's static addresses away and starts the ISP routers' DHCP servers
+    /// (`testbed.sh wan-dhcp`, what `TESTBED_WAN_DHCP=1 testbed.sh up` does).
+    pub fn wan_dhcp(&self) -> Result<(), TestbedError> {
+        self.script(&["wan-dhcp"])
+    }
+
+    /// Restarts ISP `isp`'s DHCP server with the pool `first`–`last`, leases of `lease_secs`
+    /// (dnsmasq raises anything under 120 s to 120 s) and, when given, renewal (T1) and rebinding
+    /// (T2) times in seconds. The new server has forgotten every lease.
+    pub fn dhcp_server(
+        &self,
+        isp: u8,
+        first: &str,
+        last: &str,
+        lease_secs: u32,
+        timers: Option<(u32, u32)>,
+    ) -> Result<(), TestbedError> {
+        let isp = isp.to_string();
+        let lease = lease_secs.to_string();
+        let (t1, t2) = timers
+            .map(|(t1, t2)| (t1.to_string(), t2.to_string()))
+            .unwrap_or_default();
+        let mut args = vec!["dhcp-server", &isp, first, last, &lease];
+        if timers.is_some() {
+            args.extend([t1.as_str(), t2.as_str()]);
+        }
+        self.script(&args)
+    }
+
+    /// [`Testbed::agent_config`] with both uplinks `addressing = "dhcp"` and no gateway.
+    pub fn dhcp_agent_config(&self, failback_clean_secs: u32, damped: bool) -> String {
+        self.agent_config(failback_clean_secs, damped)
+            .replace("gateway = \"100.64.1.1\"\n", "addressing = \"dhcp\"\n")
+            .replace("gateway = \"100.64.2.1\"\n", "addressing = \"dhcp\"\n")
+    }
+
+    /// The IPv4 address (`a.b.c.d`) on the appliance's `interface`, if it has one.
+    pub fn uplink_address(&self, interface: &str) -> Option<std::net::Ipv4Addr> {
+        let output = Command::new("ip")
+            .args([
+                "-n",
+                &self.namespace("app"),
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+            ])
+            .arg(interface)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut words = text.split_whitespace();
+        words.find(|w| *w == "inet")?;
+        words.next()?.split('/').next()?.parse().ok()
+    }
+
+    /// The appliance's `ip route show table TABLE` (or the main table for `"main"`).
+    pub fn appliance_routes(&self, table: &str) -> String {
+        Command::new("ip")
+            .args([
+                "-n",
+                &self.namespace("app"),
+                "-4",
+                "route",
+                "show",
+                "table",
+                table,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Stops the agent (SIGKILL: nothing it left on the interfaces is tidied away).
+    pub fn stop_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+
+    /// What ISP `isp`'s DHCP server logged (`--log-dhcp`).
+    pub fn dhcp_server_log(&self, isp: u8) -> String {
+        std::fs::read_to_string(format!(
+            "/tmp/stayopen-testbed-{}-dhcp/isp{isp}.log",
+            self.prefix
+        ))
+        .unwrap_or_default()
+    }
+}

@@ -142,17 +142,19 @@ async fn apply_lost(u: &DhcpUplink, routes: &SharedRoutes) {
 }
 
 /// Starts the DHCP client of `u` and the task applying its leases; each change is reported as
-/// [`DataplaneEvent::LeaseChanged`] once applied.
+/// [`DataplaneEvent::LeaseChanged`] once applied. The sender returned tells the client the
+/// interface regained carrier.
 pub(crate) fn spawn(
     u: DhcpUplink,
     state_dir: PathBuf,
     routes: SharedRoutes,
     events: mpsc::UnboundedSender<DataplaneEvent>,
-) {
+) -> mpsc::UnboundedSender<()> {
     let (updates, mut received) = mpsc::unbounded_channel();
+    let (link_up, link_up_rx) = mpsc::unbounded_channel();
     let interface = u.interface.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::dhcp::linux::run(interface, state_dir, updates).await {
+        if let Err(e) = crate::dhcp::linux::run(interface, state_dir, updates, link_up_rx).await {
             tracing::error!(error = %e, "the uplink's DHCP client stopped");
         }
     });
@@ -182,6 +184,7 @@ pub(crate) fn spawn(
             }
         }
     });
+    link_up
 }
 
 #[cfg(test)]

@@ -141,7 +141,10 @@ pub(crate) async fn run(
     }
 }
 
-/// The nftables ruleset: NAT out of every uplink and per-uplink connection marks.
+/// The nftables ruleset: NAT out of every uplink and per-uplink connection marks. DHCP client
+/// messages are never NATed: before a `dhcp` uplink has its lease, masquerading out of an
+/// interface with no address would drop them (see [`crate::dhcp::linux`]).
+///
 /// The marks and NAT of the uplinks, replacing an older table in one transaction: with no NAT
 /// chain in place, even for a moment, replies of existing flows would not be translated back
 /// and the appliance's own stack would answer them with resets (an agent restart must not cut
@@ -170,6 +173,7 @@ fn nft_ruleset(lan: &str, uplinks: &[LinuxUplink]) -> String {
          \x20   }}\n\
          \x20   chain nat {{\n\
          \x20       type nat hook postrouting priority srcnat; policy accept;\n\
+         \x20       udp sport 68 udp dport 67 return\n\
          {nat}\
          \x20   }}\n\
          }}\n"
@@ -311,21 +315,26 @@ impl LinuxDataplane {
             gateways: uplinks.iter().map(|u| u.gateway).collect(),
             active: None,
         }));
-        spawn_carrier_watch(&uplinks, routes.clone(), events.clone())?;
-        for (uplink, u) in config.uplinks.iter().enumerate() {
-            if u.addressing == Addressing::Dhcp {
-                super::lease::spawn(
-                    DhcpUplink {
-                        uplink,
-                        interface: u.interface.clone(),
-                        table: table_base + uplink as u32,
-                    },
-                    config.appliance.state_dir.clone(),
-                    routes.clone(),
-                    events.clone(),
-                );
-            }
-        }
+        let dhcp_link_up = config
+            .uplinks
+            .iter()
+            .enumerate()
+            .map(|(uplink, u)| {
+                (u.addressing == Addressing::Dhcp).then(|| {
+                    super::lease::spawn(
+                        DhcpUplink {
+                            uplink,
+                            interface: u.interface.clone(),
+                            table: table_base + uplink as u32,
+                        },
+                        config.appliance.state_dir.clone(),
+                        routes.clone(),
+                        events.clone(),
+                    )
+                })
+            })
+            .collect();
+        spawn_carrier_watch(&uplinks, routes.clone(), dhcp_link_up, events.clone())?;
         tracing::info!(uplinks = uplinks.len(), "linux dataplane ready");
         let app_resolver = app_resolver(&targets);
         Ok(Self {
@@ -398,6 +407,7 @@ fn parse_link_messages(mut buf: &[u8]) -> Vec<(u32, bool)> {
 fn spawn_carrier_watch(
     uplinks: &[LinuxUplink],
     routes: SharedRoutes,
+    dhcp_link_up: Vec<Option<mpsc::UnboundedSender<()>>>,
     events: mpsc::UnboundedSender<DataplaneEvent>,
 ) -> Result<(), DataplaneError> {
     use netlink_sys::{
@@ -453,6 +463,9 @@ fn spawn_carrier_watch(
                     .is_err()
                 {
                     return;
+                }
+                if now_up && let Some(Some(dhcp)) = dhcp_link_up.get(uplink) {
+                    let _ = dhcp.send(());
                 }
                 let gateway = routes.lock().await.gateways.get(uplink).copied().flatten();
                 if now_up && let Some(gateway) = gateway {
@@ -733,6 +746,13 @@ mod tests {
         ];
         let rules = nft_ruleset("lan0", &uplinks);
         assert!(rules.contains("oifname \"wan1\" masquerade"), "{rules}");
+        let dhcp_exempt = rules
+            .find("udp sport 68 udp dport 67 return")
+            .expect("DHCP exempt from NAT");
+        assert!(
+            dhcp_exempt < rules.find("masquerade").expect("NAT"),
+            "{rules}"
+        );
         assert!(
             rules.contains("oifname \"wan0\" ct mark 0 ct mark set 100"),
             "{rules}"

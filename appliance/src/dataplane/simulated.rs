@@ -559,4 +559,36 @@ mod tests {
         let (mut dp, _rx) = dataplane(Instant::now());
         assert!(dp.activate(Instant::now(), Some(5)).await.is_err());
     }
+
+    #[test]
+    fn dhcp_uplinks_get_a_simulated_lease_at_start_and_static_ones_none() {
+        use crate::config::{Addressing, UplinkConfig};
+        let uplink = |name: &str, addressing| UplinkConfig {
+            name: name.into(),
+            interface: format!("{name}0"),
+            gateway: (addressing == Addressing::Static).then(|| "192.0.2.1".parse().expect("ip")),
+            priority: 0,
+            addressing,
+            metered: false,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        announce_leases(
+            &[
+                uplink("fiber", Addressing::Static),
+                uplink("cable", Addressing::Dhcp),
+            ],
+            &tx,
+        );
+        let Ok(DataplaneEvent::LeaseChanged {
+            uplink,
+            lease: Some(lease),
+        }) = rx.try_recv()
+        else {
+            panic!("a lease for the dhcp uplink");
+        };
+        assert_eq!(uplink, 1);
+        assert_eq!(lease.address, std::net::Ipv4Addr::new(100, 64, 2, 100));
+        assert_eq!(lease.gateway, Some(std::net::Ipv4Addr::new(100, 64, 2, 1)));
+        assert!(rx.try_recv().is_err(), "nothing for the static uplink");
+    }
 }

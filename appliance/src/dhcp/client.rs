@@ -120,6 +120,10 @@ pub enum Input<'a> {
     Datagram(&'a [u8]),
     /// The deadline returned by [`Client::next_deadline`] has passed.
     Tick,
+    /// The interface regained carrier: the cable may now lead to another network (RFC 2131
+    /// §3.7), so a held lease is verified at once (INIT-REBOOT), and a pending transaction is
+    /// sent again now instead of after its backed-off delay.
+    LinkUp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,9 +160,12 @@ enum State {
     Init {
         until: Option<Instant>,
     },
+    /// Asking to keep `address`: remembered from an earlier run, or `held` — the lease in use
+    /// when the link came back, kept if no server answers and it has not expired (§3.7).
     InitReboot {
         tx: Transaction,
         address: Ipv4Addr,
+        held: Option<(Lease, Instant)>,
     },
     Selecting {
         tx: Transaction,
@@ -390,12 +397,17 @@ impl Client {
         self.counters
     }
 
-    /// The lease in use (BOUND, RENEWING, REBINDING).
+    /// The lease in use (BOUND, RENEWING, REBINDING, and INIT-REBOOT verifying it after the
+    /// link came back).
     pub fn lease(&self) -> Option<&Lease> {
         match &self.state {
             State::Bound { lease, .. }
             | State::Renewing { lease, .. }
-            | State::Rebinding { lease, .. } => Some(lease),
+            | State::Rebinding { lease, .. }
+            | State::InitReboot {
+                held: Some((lease, _)),
+                ..
+            } => Some(lease),
             _ => None,
         }
     }
@@ -433,6 +445,7 @@ impl Client {
                 None => self.discover(now, rng, &mut actions),
             },
             Input::Tick => self.tick(now, rng, &mut actions),
+            Input::LinkUp => self.link_up(now, rng, &mut actions),
             Input::Datagram(bytes) => self.receive(now, bytes, rng, &mut actions),
         }
         actions
@@ -498,7 +511,11 @@ impl Client {
             packet: self.reboot_packet(&tx, now, address),
         });
         Self::sent(&mut tx, now, rng, &mut self.counters);
-        self.state = State::InitReboot { tx, address };
+        self.state = State::InitReboot {
+            tx,
+            address,
+            held: None,
+        };
     }
 
     fn request_packet(&self, tx: &Transaction, now: Instant, offer: &Offer) -> Vec<u8> {
@@ -543,12 +560,28 @@ impl Client {
                     self.discover(now, rng, actions);
                 }
             }
-            State::InitReboot { mut tx, address } => {
+            State::InitReboot {
+                mut tx,
+                address,
+                held,
+            } => {
                 if now < tx.next {
                     return;
                 }
                 if tx.sent >= REBOOT_ATTEMPTS {
-                    self.discover(now, rng, actions);
+                    match held {
+                        // No server answered: the lease stays in use until its times say
+                        // otherwise (§3.7).
+                        Some((lease, since)) if now < since + lease.lease_time => {
+                            self.state = State::Bound { lease, since };
+                            self.tick(now, rng, actions);
+                        }
+                        Some(_) => {
+                            actions.push(Action::Lost);
+                            self.discover(now, rng, actions);
+                        }
+                        None => self.discover(now, rng, actions),
+                    }
                     return;
                 }
                 actions.push(Action::Send {
@@ -556,7 +589,7 @@ impl Client {
                     packet: self.reboot_packet(&tx, now, address),
                 });
                 Self::sent(&mut tx, now, rng, &mut self.counters);
-                self.state = State::InitReboot { tx, address };
+                self.state = State::InitReboot { tx, address, held };
             }
             State::Selecting { mut tx } => {
                 if now < tx.next {
@@ -655,6 +688,30 @@ impl Client {
         }
     }
 
+    fn link_up(&mut self, now: Instant, rng: &mut impl Rng, actions: &mut Vec<Action>) {
+        let held = match self.state.clone() {
+            // Not started yet: Start decides.
+            State::Init { until: None } => return,
+            State::Init { until: Some(_) } | State::Selecting { .. } | State::Requesting { .. } => {
+                self.discover(now, rng, actions);
+                return;
+            }
+            State::InitReboot { held, address, .. } => {
+                self.reboot(now, address, rng, actions);
+                held
+            }
+            State::Bound { lease, since }
+            | State::Renewing { lease, since, .. }
+            | State::Rebinding { lease, since, .. } => {
+                self.reboot(now, lease.address, rng, actions);
+                Some((lease, since))
+            }
+        };
+        if let State::InitReboot { held: slot, .. } = &mut self.state {
+            *slot = held;
+        }
+    }
+
     fn current_xid(&self) -> Option<u32> {
         match &self.state {
             State::Init { .. } | State::Bound { .. } => None,
@@ -719,8 +776,8 @@ impl Client {
                 }
                 self.bind(now, &msg, Some(offer.server), None, actions);
             }
-            (State::InitReboot { .. }, MessageType::Ack) => {
-                self.bind(now, &msg, None, None, actions);
+            (State::InitReboot { held, .. }, MessageType::Ack) => {
+                self.bind(now, &msg, None, held.map(|(lease, _)| lease), actions);
             }
             (State::Renewing { lease, .. } | State::Rebinding { lease, .. }, MessageType::Ack) => {
                 self.bind(now, &msg, Some(lease.server), Some(lease), actions);
@@ -733,8 +790,11 @@ impl Client {
                 self.counters.naks += 1;
                 self.discover(now, rng, actions);
             }
-            (State::InitReboot { .. }, MessageType::Nak) => {
+            (State::InitReboot { held, .. }, MessageType::Nak) => {
                 self.counters.naks += 1;
+                if held.is_some() {
+                    actions.push(Action::Lost);
+                }
                 self.discover(now, rng, actions);
             }
             (State::Renewing { .. } | State::Rebinding { .. }, MessageType::Nak) => {

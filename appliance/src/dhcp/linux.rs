@@ -17,7 +17,8 @@
 //! The price: until the uplink has an address, the kernel fills the IP source of a DISCOVER
 //! with another interface's address instead of 0.0.0.0. Servers identify the client by `chaddr`
 //! and the client identifier, not by the IP source (and relays rewrite it), so this is harmless
-//! in practice. Once bound, RENEWING unicasts to the server from the lease's own address, as
+//! in practice (the Linux dataplane exempts DHCP from its masquerade, which would otherwise drop
+//! such a datagram leaving an interface with no address). Once bound, RENEWING unicasts to the server from the lease's own address, as
 //! §4.4.5 asks. `SO_REUSEADDR` lets [`probe`] (the `setup` command) run beside a running agent.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -35,22 +36,38 @@ use super::client::{Action, Client, Destination, Input, Lease, Offer, offer_of, 
 pub const CLIENT_PORT: u16 = 68;
 pub const SERVER_PORT: u16 = 67;
 
-/// The hardware address of `interface`, from sysfs.
-pub fn mac_address(interface: &str) -> Result<[u8; 6], DhcpError> {
-    let text =
-        std::fs::read_to_string(format!("/sys/class/net/{interface}/address")).map_err(|_| {
-            DhcpError::NoInterface {
-                interface: interface.to_owned(),
-            }
-        })?;
-    let bytes: Vec<u8> = text
-        .trim()
-        .split(':')
-        .filter_map(|b| u8::from_str_radix(b, 16).ok())
-        .collect();
-    bytes.try_into().map_err(|_| DhcpError::NoInterface {
+/// The hardware address of `interface`, from `ip -o link show` (netlink, in the calling thread's
+/// network namespace — sysfs would show the namespace it was mounted in, which a thread that
+/// joined another namespace with `setns` does not share).
+pub async fn mac_address(interface: &str) -> Result<[u8; 6], DhcpError> {
+    let missing = || DhcpError::NoInterface {
         interface: interface.to_owned(),
-    })
+    };
+    let output = tokio::process::Command::new("ip")
+        .args(["-o", "link", "show", "dev", interface])
+        .output()
+        .await
+        .map_err(|source| DhcpError::Io {
+            interface: interface.to_owned(),
+            what: "running ip link",
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(missing());
+    }
+    parse_link_address(&String::from_utf8_lossy(&output.stdout)).ok_or_else(missing)
+}
+
+/// The `link/ether xx:xx:xx:xx:xx:xx` of an `ip -o link` line.
+fn parse_link_address(line: &str) -> Option<[u8; 6]> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "link/ether")?;
+    let bytes: Vec<u8> = words
+        .next()?
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
 }
 
 /// The client socket of `interface`: 0.0.0.0:68, bound to the device, broadcast allowed.
@@ -89,7 +106,7 @@ fn server_address(to: Destination) -> SocketAddr {
 
 /// See [`super::probe`].
 pub async fn probe(interface: &str, timeout: Duration) -> Result<Option<Offer>, DhcpError> {
-    let mac = mac_address(interface)?;
+    let mac = mac_address(interface).await?;
     let socket = open_socket(interface)?;
     let xid: u32 = rand::random();
     socket
@@ -170,14 +187,16 @@ pub enum LeaseUpdate {
 }
 
 /// Runs the client of `interface` for as long as `updates` has a receiver: the socket, the
-/// client's deadlines, the lease file in `state_dir`. Errors sending (no carrier yet) are logged
-/// and left to the client's retransmissions.
+/// client's deadlines, the lease file in `state_dir`. A message on `link_up` says the interface
+/// regained carrier ([`Input::LinkUp`]). Errors sending (no carrier yet) are logged and left to
+/// the client's retransmissions.
 pub async fn run(
     interface: String,
     state_dir: PathBuf,
     updates: mpsc::UnboundedSender<LeaseUpdate>,
+    mut link_up: mpsc::UnboundedReceiver<()>,
 ) -> Result<(), DhcpError> {
-    let mac = mac_address(&interface)?;
+    let mac = mac_address(&interface).await?;
     let socket = open_socket(&interface)?;
     let mut rng = rand::rngs::StdRng::from_entropy();
     let mut client = Client::new(mac, remembered_address(&state_dir, &interface));
@@ -189,7 +208,8 @@ pub async fn run(
             match action {
                 Action::Send { to, packet } => {
                     if let Err(e) = socket.send_to(&packet, server_address(to)).await {
-                        tracing::debug!(interface, error = %e, "DHCP send failed");
+                        // Left to the retransmissions: no carrier yet, most often.
+                        tracing::info!(interface, error = %e, "DHCP send failed");
                     }
                 }
                 Action::Bound { lease, changed } => {
@@ -249,9 +269,33 @@ pub async fn run(
             () = tokio::time::sleep_until(deadline) => {
                 actions = client.handle(Instant::now(), Input::Tick, &mut rng);
             }
+            Some(()) = link_up.recv() => {
+                tracing::info!(interface, state = client.state_name(), "carrier back: DHCP verifies or restarts at once");
+                actions = client.handle(Instant::now(), Input::LinkUp, &mut rng);
+            }
         }
         if updates.is_closed() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mac_is_read_from_an_ip_link_line() {
+        let line = "5: wan0@if4: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP \
+                    mode DEFAULT group default qlen 1000\\    link/ether 0a:1b:2c:3d:4e:5f brd \
+                    ff:ff:ff:ff:ff:ff link-netns so1-isp1";
+        assert_eq!(
+            parse_link_address(line),
+            Some([0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f])
+        );
+        assert_eq!(
+            parse_link_address("1: lo: <LOOPBACK> link/loopback 00:00:00:00:00:00"),
+            None
+        );
     }
 }

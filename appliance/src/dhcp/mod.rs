@@ -30,8 +30,8 @@ pub enum DhcpError {
 /// with the first one (server, offered address, gateway, resolvers), `None` when no server
 /// answered in time. Never sends a REQUEST, so no address is taken from the server's pool and
 /// nothing on the interface changes. Works on an interface with no address (see [`linux`] for
-/// how); needs `CAP_NET_RAW`-free privileges only to bind port 68 (`CAP_NET_BIND_SERVICE`).
-/// Offers for another transaction or another client, and datagrams that are not DHCP, are
+/// how) and beside a running agent's client on the same interface. Needs `CAP_NET_BIND_SERVICE`
+/// (port 68) and, on kernels before 5.7, `CAP_NET_RAW` (`SO_BINDTODEVICE`). Offers for another transaction or another client, and datagrams that are not DHCP, are
 /// skipped while waiting.
 pub async fn probe(interface: &str, timeout: Duration) -> Result<Option<Offer>, DhcpError> {
     linux::probe(interface, timeout).await

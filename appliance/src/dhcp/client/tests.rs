@@ -442,3 +442,76 @@ fn server_times_out_of_order_are_replaced_by_the_rfc_defaults() {
     assert_eq!(lease.rebind_after, Duration::from_secs(700));
     assert_eq!(lease.gateway, None);
 }
+
+#[test]
+fn when_the_link_comes_back_the_held_lease_is_verified_at_once_and_kept_when_acked() {
+    let mut rng = rng();
+    let t0 = Instant::now();
+    let (mut client, lease) = bound(t0, 3600, &mut rng);
+    let t = t0 + Duration::from_secs(100);
+    let (to, verify) = sent(&client.handle(t, Input::LinkUp, &mut rng));
+    assert_eq!(to, Destination::Broadcast);
+    assert_eq!(kind(&verify), MessageType::Request);
+    assert_eq!(
+        verify.opts().get(OptionCode::RequestedIpAddress),
+        Some(&DhcpOption::RequestedIpAddress(ADDRESS))
+    );
+    assert_eq!(client.state_name(), "INIT-REBOOT");
+    assert_eq!(client.lease(), Some(&lease), "still in use while verified");
+    let ack = reply(&verify, MessageType::Ack, ADDRESS, 3600);
+    assert_eq!(
+        client.handle(t, Input::Datagram(&ack), &mut rng),
+        vec![Action::Bound {
+            lease,
+            changed: false
+        }]
+    );
+}
+
+#[test]
+fn when_the_link_comes_back_on_another_network_the_nak_ends_the_lease() {
+    let mut rng = rng();
+    let t0 = Instant::now();
+    let (mut client, _) = bound(t0, 3600, &mut rng);
+    let (_, verify) = sent(&client.handle(t0, Input::LinkUp, &mut rng));
+    let nak = reply(&verify, MessageType::Nak, Ipv4Addr::UNSPECIFIED, 0);
+    let actions = client.handle(t0, Input::Datagram(&nak), &mut rng);
+    assert_eq!(actions.first(), Some(&Action::Lost));
+    let (_, discover) = sent(&actions);
+    assert_eq!(kind(&discover), MessageType::Discover);
+}
+
+#[test]
+fn when_no_server_answers_after_the_link_comes_back_the_unexpired_lease_stays_in_use() {
+    let mut rng = rng();
+    let t0 = Instant::now();
+    let (mut client, lease) = bound(t0, 3600, &mut rng);
+    sent(&client.handle(t0, Input::LinkUp, &mut rng));
+    let mut now = t0;
+    for _ in 0..REBOOT_ATTEMPTS {
+        now = client.next_deadline().expect("deadline");
+        let actions = client.handle(now, Input::Tick, &mut rng);
+        assert!(!actions.contains(&Action::Lost), "{actions:?}");
+    }
+    assert_eq!(client.state_name(), "BOUND");
+    assert_eq!(client.lease(), Some(&lease));
+    assert_eq!(client.next_deadline(), Some(t0 + Duration::from_secs(1800)));
+    assert!(now < t0 + Duration::from_secs(20));
+}
+
+#[test]
+fn a_link_that_comes_back_ends_a_long_backoff_with_a_discover_now() {
+    let mut rng = rng();
+    let t0 = Instant::now();
+    let mut client = Client::new(MAC, None);
+    client.handle(t0, Input::Start, &mut rng);
+    for _ in 0..5 {
+        let next = client.next_deadline().expect("deadline");
+        client.handle(next, Input::Tick, &mut rng);
+    }
+    let waiting = client.next_deadline().expect("deadline");
+    let now = waiting - Duration::from_secs(30);
+    let (_, discover) = sent(&client.handle(now, Input::LinkUp, &mut rng));
+    assert_eq!(kind(&discover), MessageType::Discover);
+    assert!(client.next_deadline().expect("deadline") < now + Duration::from_secs(6));
+}
