@@ -72,6 +72,38 @@ fn resolve(ns: &str, server: &str, name: &str, timeout: Duration) -> Option<Ipv4
     })
 }
 
+/// One A query for `name` over TCP to `server` port 53 from namespace `ns`.
+fn resolve_tcp(ns: &str, server: &str, name: &str) -> Option<Ipv4Addr> {
+    use std::io::{Read, Write};
+    let server: SocketAddr = format!("{server}:53").parse().expect("server");
+    let name = Name::from_str(name).expect("name");
+    in_namespace(ns, move || {
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&server, Duration::from_secs(2)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut query = Message::new();
+        query
+            .set_id(7)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .set_recursion_desired(true)
+            .add_query(Query::query(name, RecordType::A));
+        let bytes = query.to_vec().ok()?;
+        let len = u16::try_from(bytes.len()).ok()?;
+        stream.write_all(&len.to_be_bytes()).ok()?;
+        stream.write_all(&bytes).ok()?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).ok()?;
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut answer).ok()?;
+        let answer = Message::from_vec(&answer).ok()?;
+        answer.answers().iter().find_map(|r| match r.data() {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+    })
+}
+
 fn http_from_host(bed: &Testbed) -> Result<String, String> {
     in_namespace(&bed.namespace("host"), || {
         testbed::http_get(testbed::EHR_HTTP_ADDR.parse().expect("address"), "/")
@@ -197,6 +229,11 @@ async fn the_router_is_addressed_by_the_appliance_and_new_names_resolve_within_a
             "before.test.example.",
             Duration::from_secs(2)
         ),
+        Some(EHR)
+    );
+    // The forwarder answers over TCP too (the router asking it directly).
+    assert_eq!(
+        resolve_tcp(&bed.namespace("rtr"), "100.64.10.1", "tcp.test.example."),
         Some(EHR)
     );
     // ISP2's resolver cannot be asked through ISP1 (so the forwarder must follow the uplink).

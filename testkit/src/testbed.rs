@@ -959,11 +959,12 @@ pub fn http_get(address: SocketAddr, path: &str) -> Result<String, TestbedError>
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(io("setting a timeout"))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n"
-    )
-    .map_err(io("sending the request"))?;
+    // One write, so one segment: the test servers read a request with a single read, and
+    // `write!` straight to the socket sends each piece of the format in its own segment.
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(io("sending the request"))?;
     let mut answer = Vec::new();
     stream
         .read_to_end(&mut answer)

@@ -146,3 +146,51 @@ pub async fn start(config: &ApplianceConfig) -> Option<LanServices> {
     }
     Some(services)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIMULATED: &str = r#"
+[appliance]
+state_dir = "/nonexistent/stayopen"
+
+[lan]
+interface = "lan0"
+address = "192.168.100.1/24"
+
+[[uplinks]]
+name = "fiber"
+interface = "wan0"
+gateway = "192.0.2.1"
+priority = 0
+dns = ["192.0.2.53"]
+
+[dataplane]
+kind = "simulated"
+"#;
+
+    #[tokio::test]
+    async fn the_simulated_dataplane_runs_no_lan_services_even_with_a_lan_address() {
+        let config = ApplianceConfig::parse(SIMULATED).expect("parses");
+        assert!(start(&config).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_handle_passes_commands_in_order() {
+        let (handle, mut commands) = DnsHandle::channel();
+        handle.set_uplink_resolvers(1, vec![IpAddr::from([198, 51, 100, 53])]);
+        handle.set_active_uplink(Some(1));
+        assert_eq!(
+            commands.recv().await,
+            Some(DnsCommand::UplinkResolvers {
+                uplink: 1,
+                resolvers: vec![IpAddr::from([198, 51, 100, 53])]
+            })
+        );
+        assert_eq!(
+            commands.recv().await,
+            Some(DnsCommand::ActiveUplink(Some(1)))
+        );
+    }
+}
