@@ -15,6 +15,7 @@
 //!   path.
 //! - [`events_log`]: the local record of every decision, one JSON object per line.
 //! - [`control`]: the local control socket behind `status` and `drill`.
+//! - [`sd_notify`]: readiness and watchdog pings for the systemd unit.
 //! - [`agent`]: the driver that owns the clock and ties the rest together.
 //!
 //! This library and the `stayopen-appliance` binary are what ships on the appliance, nothing more:
@@ -33,6 +34,7 @@ pub mod identity;
 pub mod outbox;
 pub mod probe_cost;
 pub mod remote;
+pub mod sd_notify;
 pub mod tunnel;
 pub mod uplink_report;
 
