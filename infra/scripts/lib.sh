@@ -90,6 +90,8 @@ ensure_deps() {
                 command -v ip >/dev/null || packages+=(iproute2)
                 command -v nft >/dev/null || packages+=(nftables)
                 command -v conntrack >/dev/null || packages+=(conntrack)
+                command -v systemd-analyze >/dev/null || packages+=(systemd)
+                /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
                 ;;
             mqtt)
                 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)
