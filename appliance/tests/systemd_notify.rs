@@ -79,7 +79,11 @@ fn under_systemd_the_agent_is_ready_once_its_control_socket_answers_then_pings_t
     );
 
     let heard = hear_until(&systemd, "READY=1", Duration::from_secs(20));
-    assert_eq!(heard.last().map(String::as_str), Some("READY=1"), "heard {heard:?}");
+    assert_eq!(
+        heard.last().map(String::as_str),
+        Some("READY=1"),
+        "heard {heard:?}"
+    );
     assert!(
         dir.path().join("state/control.sock").exists(),
         "READY=1 comes after the control socket is bound"
@@ -94,7 +98,11 @@ fn under_systemd_the_agent_is_ready_once_its_control_socket_answers_then_pings_t
 
     let status = terminate(&mut agent);
     let heard = hear_until(&systemd, "STOPPING=1", Duration::from_secs(10));
-    assert_eq!(heard.last().map(String::as_str), Some("STOPPING=1"), "heard {heard:?}");
+    assert_eq!(
+        heard.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "heard {heard:?}"
+    );
     assert!(status.success(), "SIGTERM ends the agent cleanly: {status}");
 }
 
@@ -117,7 +125,11 @@ fn an_abstract_notify_socket_is_reached_and_a_watchdog_meant_for_another_process
     );
 
     let heard = hear_until(&systemd, "READY=1", Duration::from_secs(20));
-    assert_eq!(heard.last().map(String::as_str), Some("READY=1"), "heard {heard:?}");
+    assert_eq!(
+        heard.last().map(String::as_str),
+        Some("READY=1"),
+        "heard {heard:?}"
+    );
     let heard = hear_until(&systemd, "never", Duration::from_millis(600));
     assert!(
         !heard.iter().any(|m| m == "WATCHDOG=1"),

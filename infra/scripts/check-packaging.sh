@@ -94,7 +94,9 @@ start_installed_agent() {
     bounding="$(unit_value "$unit" CapabilityBoundingSet)"
     timeout_stop="$(unit_value "$unit" TimeoutStopSec)"
     [ "$(unit_value "$unit" NoNewPrivileges)" = yes ] || die "the unit lost NoNewPrivileges"
-    [ -n "$user" ] && [ -n "$exec_start" ] && [ -n "$ambient" ] || die "the installed unit lacks User=, ExecStart= or AmbientCapabilities="
+    if [ -z "$user" ] || [ -z "$exec_start" ] || [ -z "$ambient" ]; then
+        die "the installed unit lacks User=, ExecStart= or AmbientCapabilities="
+    fi
 
     # The configuration: the installed example less its [cloud] section (no cloud here).
     awk '/^\[/ { skip = ($0 == "[cloud]") } !skip' "$root/etc/stayopen/appliance.example.toml" \
