@@ -16,7 +16,7 @@
 #    wan1 (cable, 198.51.100.1), probe targets 203.0.113.10 and .11. It must tell systemd READY=1,
 #    ping the watchdog, answer `stayopen-appliance status` with fibre active, have installed its
 #    nftables table through its `nft` child, and on SIGTERM say STOPPING=1 and exit 0 within the
-#    unit's TimeoutStopSec.
+#    unit's TimeoutStopSec. Then the package is purged, and its state with it.
 # 4. infra/compose/compose.yaml against the Compose specification's schema and infra/k8s/*.yaml
 #    against the Kubernetes schemas (check-jsonschema and kubernetes-validate from PyPI, in a
 #    cached virtualenv).
@@ -73,6 +73,11 @@ inside() {
     done
 
     start_installed_agent "$root"
+
+    log "dpkg --purge: the agent's state goes with the package"
+    chroot "$root" env DEBIAN_FRONTEND=noninteractive dpkg --purge stayopen-appliance >&2
+    [ ! -e "$root/var/lib/stayopen" ] || die "purging left /var/lib/stayopen"
+    [ ! -e "$root/$UNIT" ] || die "purging left the unit"
 }
 
 # The unit's value of KEY (the last one wins, as in systemd), from the installed unit.
@@ -147,8 +152,9 @@ PY
         $exec_start >"$WORK_LOG" 2>&1 &
     AGENT=$!
 
-    wait_for "READY=1 from the agent" 20 grep -qx READY=1 "$root/run/notify.log" \
-        || { cat "$WORK_LOG" >&2; die "the installed agent did not become ready"; }
+    # An agent that exits fails at once rather than after the whole wait.
+    wait_for "READY=1 from the agent" 20 ready_or_gone "$root/run/notify.log" || true
+    grep -qx READY=1 "$root/run/notify.log" || { cat "$WORK_LOG" >&2; die "the installed agent did not become ready"; }
     log "READY=1 after $(awk -v a="$started_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f s", b - a }')"
 
     local pid status
@@ -179,6 +185,9 @@ PY
     if grep -E '(WARN|ERROR)' "$WORK_LOG" >&2; then die "the installed agent logged the warnings or errors above"; fi
     log "the installed agent started as $user with CapEff 0x3400, answered status with fibre active, pinged the watchdog, stopped cleanly"
 }
+
+# Whether the agent said READY=1 in the log $1, or has exited.
+ready_or_gone() { grep -qx READY=1 "$1" || ! kill -0 "$AGENT" 2>/dev/null; }
 
 # wait_for WHAT SECONDS COMMAND…: polls every 100 ms.
 wait_for() {
