@@ -17,12 +17,13 @@
 #    ping the watchdog, answer `stayopen-appliance status` with fibre active, have installed its
 #    nftables table through its `nft` child, and on SIGTERM say STOPPING=1 and exit 0 within the
 #    unit's TimeoutStopSec. Then the package is purged, and its state with it.
-# 4. infra/compose/compose.yaml against the Compose specification's schema and infra/k8s/*.yaml
-#    against the Kubernetes schemas (check-jsonschema and kubernetes-validate from PyPI, in a
-#    cached virtualenv).
+# 4. infra/compose/compose.yaml against the Compose specification's schema, infra/k8s/*.yaml
+#    against the Kubernetes schemas, and infra/container/Containerfile through BuildKit's parser
+#    (check-jsonschema, kubernetes-validate and dockerfile from PyPI, in a cached virtualenv).
 #
 # Not emulated: the seccomp filter, ProtectSystem= and the other mount-namespace settings, which
-# only systemd applies; the cloud's image is not built (no container engine here).
+# only systemd applies; the images are not built and nothing runs in a container or cluster (no
+# container engine here).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -258,10 +259,11 @@ unshare --mount --propagation private bash -c \
 
 # ---- deployment files against their schemas ---------------------------------------------------
 venv="$HOME/.cache/stayopen/validate-venv"
-if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/check-jsonschema" ]; then
-    log "installing kubernetes-validate and check-jsonschema (once, in $venv)"
+if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/check-jsonschema" ] \
+    || ! "$venv/bin/python" -c 'import dockerfile' 2>/dev/null; then
+    log "installing kubernetes-validate, check-jsonschema and dockerfile (once, in $venv)"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+    "$venv/bin/pip" install -q kubernetes-validate==1.37.0 check-jsonschema==0.39.0 dockerfile==3.4.0
 fi
 log "compose.yaml against the Compose specification"
 "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec infra/compose/compose.yaml >&2
@@ -275,5 +277,35 @@ done
 for file in "${k8s_files[@]}"; do
     grep -qx "  - $(basename "$file")" infra/k8s/kustomization.yaml || die "infra/k8s/kustomization.yaml omits $(basename "$file")"
 done
+log "Containerfile: parsed with BuildKit's parser (the dockerfile package), its stages and commands checked"
+"$venv/bin/python" - infra/container/Containerfile infra/compose/compose.yaml <<'PY'
+import subprocess, sys
+import dockerfile, yaml
+
+commands = dockerfile.parse_file(sys.argv[1])
+stages, current, users = [], None, {}
+for c in commands:
+    if c.cmd == "FROM":
+        assert len(c.value) == 3 and c.value[1].upper() == "AS", f"line {c.start_line}: every stage is named"
+        current = c.value[2]
+        stages.append(current)
+    elif c.cmd == "COPY":
+        for flag in c.flags:
+            if flag.startswith("--from="):
+                assert flag[7:] in stages[:-1], f"line {c.start_line}: COPY {flag} names no earlier stage"
+    elif c.cmd == "RUN":
+        # Every RUN is valid sh (BuildKit runs /bin/sh -c).
+        subprocess.run(["sh", "-n", "-c", c.value[0]], check=True)
+    elif c.cmd == "USER":
+        users[current] = c.value[0]
+assert stages[-1] == "cloud", "the default (last) target is the cloud"
+assert users.get("cloud", "root").split(":")[0] not in ("root", "0"), "the cloud image runs as a non-root user"
+compose = yaml.safe_load(open(sys.argv[2]))
+for name, service in compose["services"].items():
+    build = service.get("build")
+    if build:
+        assert build["target"] in stages, f"compose service {name}: target {build['target']} is no stage"
+print(f"stages {stages}, cloud as user {users['cloud']}")
+PY
 log "not checked here (no container engine or cluster): building infra/container/Containerfile, running the compose file and the manifests"
 log "packaging checks passed"
