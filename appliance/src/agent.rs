@@ -1241,6 +1241,9 @@ async fn drive<D: Dataplane>(
         driver.apply_policy(started, policy, false).await;
     }
 
+    // The dataplane is up and the control socket answers: systemd may consider the agent started.
+    let mut systemd = crate::sd_notify::Notifier::from_env();
+    systemd.ready();
     let mut next_report = started + FIRST_TELEMETRY_AFTER;
     let mut failure = None;
     loop {
@@ -1273,6 +1276,8 @@ async fn drive<D: Dataplane>(
             _ = tokio::time::sleep_until(deadline) => Some(Input::Tick),
         };
         let now = Instant::now();
+        // A turn of the loop that never comes stops these pings, and systemd restarts the agent.
+        systemd.watchdog(now.into_std());
         if let Some(message) = message {
             driver.handle_inbound(now, message).await;
         }
@@ -1311,6 +1316,7 @@ async fn drive<D: Dataplane>(
             break;
         }
     }
+    systemd.stopping();
     // Steering into a tunnel no process serves any more would strand the flows it marks.
     if let Err(e) = driver.dataplane.configure_tunnel(None).await {
         tracing::warn!(error = %e, "cannot remove the tunnel");

@@ -18,6 +18,7 @@
 //!   active uplink.
 //! - [`events_log`]: the local record of every decision, one JSON object per line.
 //! - [`control`]: the local control socket behind `status` and `drill`.
+//! - [`sd_notify`]: readiness and watchdog pings for the systemd unit.
 //! - [`agent`]: the driver that owns the clock and ties the rest together.
 //! - [`setup`]: the `setup` command — finds the modem's and the router's ports and writes the
 //!   configuration.
@@ -40,6 +41,7 @@ pub mod lan;
 pub mod outbox;
 pub mod probe_cost;
 pub mod remote;
+pub mod sd_notify;
 pub mod setup;
 pub mod tunnel;
 pub mod uplink_report;

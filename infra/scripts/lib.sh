@@ -93,6 +93,8 @@ ensure_deps() {
                 # The testbed's ISP resolvers and router (issue 17): dnsmasq (no service), udhcpc.
                 [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null || packages+=(dnsmasq-base)
                 command -v busybox >/dev/null || packages+=(busybox)
+                command -v systemd-analyze >/dev/null || packages+=(systemd)
+                /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
                 ;;
             mqtt)
                 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)
@@ -183,4 +185,13 @@ ensure_app_role() {
 create_db() { # $1 = name; uses DATABASE_ADMIN_URL
     psql "$DATABASE_ADMIN_URL" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$1'" | grep -q 1 \
         || psql "$DATABASE_ADMIN_URL" -qc "CREATE DATABASE \"$1\"" >/dev/null
+}
+
+# cargo-deb, which builds the appliance's Debian package (infra/scripts/build-deb.sh); installed once.
+CARGO_DEB_VERSION="3.8.0"
+ensure_cargo_deb() {
+    if [ "$(tool_version cargo-deb 2)" != "$CARGO_DEB_VERSION" ]; then
+        log "installing cargo-deb $CARGO_DEB_VERSION (once; takes a few minutes)"
+        cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+    fi
 }

@@ -53,6 +53,9 @@ if [ -n "$leaks" ]; then
   die "the logs above hold secrets (files in $STAYOPEN_TEST_LOG_DIR)"
 fi
 
+log "packaging: the appliance's .deb installed and started, units, compose file and manifests"
+bash "$ROOT/infra/scripts/check-packaging.sh"
+
 # The README's first command, end to end, as on a fresh machine without the optional tools: wasm-opt,
 # Chromium and ChromeDriver hidden from PATH. Its own ports, cluster and folder, so it clashes with
 # neither the test cluster nor a demo the user is running; both start empty every time, as in a

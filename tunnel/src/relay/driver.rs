@@ -94,7 +94,11 @@ pub fn install_network(config: &RelayConfig) -> anyhow::Result<()> {
         )),
     )
     .context("install the nft table")?;
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("turn on ip_forward")?;
+    // Already on — a container given the sysctl, whose /proc/sys is read-only — is left alone.
+    let ip_forward = "/proc/sys/net/ipv4/ip_forward";
+    if !std::fs::read_to_string(ip_forward).is_ok_and(|on| on.trim() == "1") {
+        std::fs::write(ip_forward, "1").context("turn on ip_forward")?;
+    }
     run(
         "ip",
         &[
