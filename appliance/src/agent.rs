@@ -385,6 +385,8 @@ struct Driver<D: Dataplane> {
     finished_drill: Option<ApplianceEvent>,
     /// The session-safe tunnel (issue 16).
     tunnel: TunnelRun,
+    /// The cellular uplinks' modems (issue 17).
+    cellular: crate::cellular::CellularFeed,
 }
 
 impl<D: Dataplane> Driver<D> {
@@ -437,6 +439,7 @@ impl<D: Dataplane> Driver<D> {
             drill: None,
             drill_command: None,
             finished_drill: None,
+            cellular: crate::cellular::CellularFeed::None,
         }
     }
 
@@ -940,6 +943,7 @@ impl<D: Dataplane> Driver<D> {
             self.last_reports[i] = Some(report.clone());
             uplinks.push(report);
         }
+        self.cellular.attach(now.into_std(), &mut uplinks);
         Telemetry {
             active_uplink: self.engine.active_name().map(str::to_owned),
             uplinks,
@@ -1202,6 +1206,7 @@ async fn drive<D: Dataplane>(
 
     let started = Instant::now();
     let mut driver = Driver::new(started, config, dataplane, events, cloud, report_interval);
+    driver.cellular = crate::cellular::start(&driver.config, started.into_std());
     driver.emit(ApplianceEvent {
         kind: EventKind::AgentStarted,
         uplink: None,
@@ -1351,6 +1356,7 @@ mod tests {
             gateway: "192.0.2.1".parse().expect("ip"),
             priority,
             metered,
+            modem: None,
         };
         ApplianceConfig {
             appliance: ApplianceSection {
@@ -1367,6 +1373,7 @@ mod tests {
             probes: ProbeSection::default(),
             dataplane: DataplaneSection::Simulated { links },
             tunnel: Default::default(),
+            cellular: Default::default(),
         }
     }
 

@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use stayopen_appliance::agent::{self, AgentOptions};
+use stayopen_appliance::cellular::simulated::SimulatedModem;
 use stayopen_appliance::config::{
     ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
     OutageKind, ProbeSection, SimulatedLink, UplinkConfig,
 };
+use stayopen_shared::cellular::AccessTechnology;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
@@ -77,6 +79,23 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
             .then(|| LAB_INTERFACE.to_owned())
             .into_iter()
             .collect(),
+        // The LTE backup's modem, as the appliance page shows it for placing the antenna: each
+        // box's reception differs, from a window seat to a basement.
+        modem: Some(SimulatedModem {
+            operator_name: ["Example Mobile", "Sample Wireless", "Demo Cellular"][index % 3]
+                .to_owned(),
+            operator_code: ["310260", "310410", "311480"][index % 3].to_owned(),
+            technology: if index.is_multiple_of(4) {
+                AccessTechnology::Nr5g
+            } else {
+                AccessTechnology::Lte
+            },
+            rsrp_dbm: -82.0 - (i % 6) as f64 * 5.0,
+            rsrq_db: -8.0 - (i % 5) as f64 * 2.5,
+            sinr_db: 22.0 - (i % 6) as f64 * 4.0,
+            period_secs: 120 + (i % 4) * 30,
+            ..SimulatedModem::default()
+        }),
         ..SimulatedLink::default()
     };
     ApplianceConfig {
@@ -109,6 +128,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
                 gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
                 priority: 0,
                 metered: false,
+                modem: None,
             },
             UplinkConfig {
                 name: "lte".to_owned(),
@@ -116,6 +136,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
                 gateway: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
                 priority: 1,
                 metered: true,
+                modem: None,
             },
         ],
         probes: ProbeSection::default(),
@@ -123,6 +144,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
             links: BTreeMap::from([("fiber".to_owned(), fiber), ("lte".to_owned(), lte)]),
         },
         tunnel: Default::default(),
+        cellular: Default::default(),
     }
 }
 

@@ -63,7 +63,11 @@ pub struct SimulatedDataplane {
 }
 
 /// Whether the script has the link in an outage of `kind` at `since_start`.
-fn in_outage(spec: &SimulatedLink, since_start: Duration, kind: Option<OutageKind>) -> bool {
+pub(crate) fn in_outage(
+    spec: &SimulatedLink,
+    since_start: Duration,
+    kind: Option<OutageKind>,
+) -> bool {
     let mut t = since_start.as_secs_f64();
     if let Some(period) = spec.repeat_every_secs.filter(|p| *p > 0) {
         t %= period as f64;

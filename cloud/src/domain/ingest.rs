@@ -238,6 +238,13 @@ pub fn check_telemetry(telemetry: &Telemetry) -> Result<(), Rejection> {
         if i64::try_from(uplink.rx_bytes).is_err() || i64::try_from(uplink.tx_bytes).is_err() {
             return Err(invalid("value_out_of_range", "a byte counter beyond 2^63"));
         }
+        // A cellular modem's figures within what 3GPP lets a modem report (issue 17).
+        if let Some(why) = uplink.cellular.as_ref().and_then(|c| c.implausible()) {
+            return Err(invalid(
+                "value_out_of_range",
+                format!("uplink {:?}'s modem: {why}", uplink.name),
+            ));
+        }
     }
     if telemetry.sample_count() > MAX_SAMPLES {
         return Err(invalid(
@@ -1107,6 +1114,7 @@ mod tests {
             loss_pct,
             rx_bytes: 0,
             tx_bytes: 0,
+            cellular: None,
         }
     }
 
@@ -1184,6 +1192,45 @@ mod tests {
         let mut huge = uplink("fiber", None, 0.0);
         huge.rx_bytes = u64::MAX;
         assert_eq!(reason_of(vec![huge]), Some("value_out_of_range"));
+    }
+
+    #[test]
+    fn a_cellular_report_is_admitted_when_plausible_and_refused_with_absurd_figures() {
+        use stayopen_shared::cellular::{CellularReport, ModemStatus};
+        let with = |report: CellularReport| {
+            let mut lte = uplink("lte", Some(40.0), 0.0);
+            lte.cellular = Some(report);
+            reason_of(vec![lte])
+        };
+        let good = CellularReport {
+            operator_name: Some("Example Mobile".into()),
+            rsrp_dbm: Some(-97.0),
+            rsrq_db: Some(-11.0),
+            sinr_db: Some(8.5),
+            sim_rx_bytes: Some(1_000_000),
+            ..CellularReport::status_only(ModemStatus::Connected)
+        };
+        assert_eq!(with(good.clone()), None);
+        for bad in [
+            CellularReport {
+                rsrp_dbm: Some(20.0),
+                ..good.clone()
+            },
+            CellularReport {
+                sinr_db: Some(f64::NAN),
+                ..good.clone()
+            },
+            CellularReport {
+                sim_rx_bytes: Some(u64::MAX),
+                ..good.clone()
+            },
+            CellularReport {
+                operator_name: Some("o\u{0}".into()),
+                ..good.clone()
+            },
+        ] {
+            assert_eq!(with(bad.clone()), Some("value_out_of_range"), "{bad:?}");
+        }
     }
 
     #[test]

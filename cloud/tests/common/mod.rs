@@ -439,6 +439,7 @@ pub fn appliance_config(
                 gateway: "192.0.2.1".parse().expect("ip"),
                 priority: 0,
                 metered: false,
+                modem: None,
             },
             UplinkConfig {
                 name: "lte".into(),
@@ -446,6 +447,7 @@ pub fn appliance_config(
                 gateway: "198.51.100.1".parse().expect("ip"),
                 priority: 1,
                 metered: true,
+                modem: None,
             },
         ],
         probes: ProbeSection::default(),
@@ -453,6 +455,7 @@ pub fn appliance_config(
             links: BTreeMap::from([("fiber".into(), fiber)]),
         },
         tunnel: Default::default(),
+        cellular: Default::default(),
     }
 }
 
