@@ -10,6 +10,7 @@ use stayopen_shared::policy::{PolicyOverrides, PolicyScope};
 use stayopen_shared::telemetry::UplinkTelemetry;
 use stayopen_shared::tunnel::{TunnelMode, TunnelReport, TunnelState};
 
+pub mod cellular;
 pub mod compliance;
 pub use compliance::*;
 

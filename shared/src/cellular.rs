@@ -373,6 +373,34 @@ impl CellularReport {
     }
 }
 
+/// What the dashboard says in words about each cellular uplink: its modem's status, operator,
+/// technology and the quality label of each signal figure. A change of these is worth telling a
+/// technician watching the page at once; a figure that wanders within its band is not.
+pub type PlacementLabels = Vec<(
+    String,
+    ModemStatus,
+    Option<String>,
+    Option<AccessTechnology>,
+    [Option<SignalQuality>; 3],
+)>;
+
+/// The [`PlacementLabels`] of `uplinks` (those with a modem report), in their order.
+pub fn placement_labels(uplinks: &[crate::telemetry::UplinkTelemetry]) -> PlacementLabels {
+    uplinks
+        .iter()
+        .filter_map(|u| {
+            let c = u.cellular.as_ref()?;
+            Some((
+                u.name.clone(),
+                c.status,
+                c.operator_code.clone().or_else(|| c.operator_name.clone()),
+                c.technology(),
+                [c.rsrp_quality(), c.rsrq_quality(), c.sinr_quality()],
+            ))
+        })
+        .collect()
+}
+
 /// `text` cut to [`MAX_LABEL_CHARS`] characters with control characters removed: how the
 /// appliance keeps a modem's strings within what the cloud accepts.
 pub fn clean_label(text: &str) -> String {
@@ -477,6 +505,30 @@ mod tests {
         ] {
             assert!(bad.implausible().is_some(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn placement_labels_change_when_a_figure_crosses_a_band_not_when_it_wanders_within_one() {
+        let uplink = |rsrp: f64| crate::telemetry::UplinkTelemetry {
+            name: "lte".into(),
+            priority: 1,
+            metered: true,
+            health: crate::telemetry::UplinkHealth::Up,
+            rtt_ms: None,
+            loss_pct: 0.0,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            cellular: Some(CellularReport {
+                rsrp_dbm: Some(rsrp),
+                ..CellularReport::status_only(ModemStatus::Connected)
+            }),
+        };
+        let labels = |rsrp| placement_labels(&[uplink(rsrp)]);
+        assert_eq!(labels(-91.0), labels(-98.5));
+        assert_ne!(labels(-98.5), labels(-101.0));
+        let mut fibre = uplink(-80.0);
+        fibre.cellular = None;
+        assert_eq!(placement_labels(&[fibre]), Vec::new());
     }
 
     #[test]

@@ -475,9 +475,15 @@ pub async fn store(
                     crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
                 }
             }
-            let (now_online, uplink_changed, tunnel_changed): (bool, bool, bool) = sqlx::query_as(
+            let (now_online, uplink_changed, tunnel_changed, uplinks_before): (
+                bool,
+                bool,
+                bool,
+                Option<serde_json::Value>,
+            ) = sqlx::query_as(
                 "WITH before AS (SELECT active_uplink, last_telemetry->'tunnel'->'state' AS tunnel_state,
-                                        last_telemetry->'tunnel'->'relay' AS tunnel_relay
+                                        last_telemetry->'tunnel'->'relay' AS tunnel_relay,
+                                        last_telemetry->'uplinks' AS uplinks
                                  FROM appliances WHERE id = $1)
                  UPDATE appliances a SET
                     online = online OR presence_at IS NULL OR $2 > presence_at OR presence_at > now(),
@@ -498,7 +504,8 @@ pub async fn store(
                  WHERE a.id = $1
                  RETURNING a.online, a.active_uplink IS DISTINCT FROM before.active_uplink,
                            a.last_telemetry->'tunnel'->'state' IS DISTINCT FROM before.tunnel_state
-                           OR a.last_telemetry->'tunnel'->'relay' IS DISTINCT FROM before.tunnel_relay",
+                           OR a.last_telemetry->'tunnel'->'relay' IS DISTINCT FROM before.tunnel_relay,
+                           before.uplinks",
             )
             .bind(appliance_id.as_uuid())
             .bind(env.sent_at)
@@ -507,8 +514,14 @@ pub async fn store(
             .bind(env.body.on_backup())
             .fetch_one(&mut *tx)
             .await?;
-            // The dashboard shows the active uplink, the presence and the tunnel's state.
-            if uplink_changed || tunnel_changed || now_online != was_online {
+            // The dashboard shows the active uplink, the presence, the tunnel's state and each
+            // modem's state and signal quality (an antenna being placed: issue 17).
+            let uplinks_before: Vec<stayopen_shared::telemetry::UplinkTelemetry> = uplinks_before
+                .and_then(|u| serde_json::from_value(u).ok())
+                .unwrap_or_default();
+            let cellular_changed = stayopen_shared::cellular::placement_labels(&uplinks_before)
+                != stayopen_shared::cellular::placement_labels(&env.body.uplinks);
+            if uplink_changed || tunnel_changed || cellular_changed || now_online != was_online {
                 crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
             }
             heard_from(&mut alert_changes, now_online);
