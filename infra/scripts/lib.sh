@@ -90,6 +90,8 @@ ensure_deps() {
                 command -v ip >/dev/null || packages+=(iproute2)
                 command -v nft >/dev/null || packages+=(nftables)
                 command -v conntrack >/dev/null || packages+=(conntrack)
+                # The private message bus the fake ModemManager of the cellular tests runs on.
+                command -v dbus-daemon >/dev/null || packages+=(dbus-daemon)
                 ;;
             mqtt)
                 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)

@@ -260,3 +260,104 @@ fn count(problems: &ProblemCounts, reason: &'static str) {
         *p.entry(reason).or_default() += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[appliance]
+state_dir = "/tmp/stayopen-cellular-test"
+
+[lan]
+interface = "lan0"
+
+[[uplinks]]
+name = "fiber"
+interface = "wan0"
+gateway = "192.0.2.1"
+priority = 0
+
+[[uplinks]]
+name = "lte"
+interface = "wwan0"
+gateway = "198.51.100.1"
+priority = 1
+metered = true
+"#;
+
+    fn parse(uplink_extra: &str, rest: &str) -> Result<ApplianceConfig, crate::config::ParseError> {
+        ApplianceConfig::parse(&format!(
+            "{BASE}{uplink_extra}\n[dataplane]\nkind = \"simulated\"\n{rest}"
+        ))
+    }
+
+    #[test]
+    fn cellular_is_off_by_default_and_its_keys_are_checked() {
+        let config = parse("", "").expect("parses");
+        assert_eq!(config.cellular, CellularSection::default());
+        assert!(!config.cellular.enabled);
+        assert_eq!(config.uplinks[1].modem, None);
+
+        let config = parse(
+            "modem = \"356938035643809\"",
+            "[cellular]\nenabled = true\nbus_address = \"unix:path=/run/test-bus\"\npoll_interval_secs = 2\n",
+        )
+        .expect("parses");
+        assert!(config.cellular.enabled);
+        assert_eq!(config.cellular.poll_interval_secs, 2);
+        assert_eq!(config.uplinks[1].modem.as_deref(), Some("356938035643809"));
+
+        for (uplink_extra, rest, key) in [
+            (
+                "",
+                "[cellular]\npoll_interval_secs = 0\n",
+                "cellular.poll_interval_secs",
+            ),
+            (
+                "",
+                "[cellular]\nbus_address = \" \"\n",
+                "cellular.bus_address",
+            ),
+            ("modem = \"\"", "", "uplinks[1].modem"),
+        ] {
+            match parse(uplink_extra, rest) {
+                Err(crate::config::ParseError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_simulated_link_with_a_modem_reports_it_with_the_links_traffic_as_the_sims_data() {
+        let config = parse(
+            "",
+            "[dataplane.links.lte]\nmodem = { operator_name = \"Example Mobile\", rsrp_dbm = -95.0 }\n",
+        )
+        .expect("parses");
+        let started = Instant::now();
+        let feed = start(&config, started);
+        let uplink = |name: &str| UplinkTelemetry {
+            name: name.into(),
+            priority: 0,
+            metered: false,
+            health: stayopen_shared::telemetry::UplinkHealth::Up,
+            rtt_ms: None,
+            loss_pct: 0.0,
+            rx_bytes: 5_000,
+            tx_bytes: 1_000,
+            cellular: None,
+        };
+        let mut uplinks = vec![uplink("fiber"), uplink("lte")];
+        feed.attach(started + Duration::from_secs(30), &mut uplinks);
+        assert_eq!(uplinks[0].cellular, None);
+        let report = uplinks[1].cellular.clone().expect("the LTE modem's report");
+        assert_eq!(report.operator_name.as_deref(), Some("Example Mobile"));
+        assert_eq!(
+            (report.sim_rx_bytes, report.sim_tx_bytes),
+            (Some(5_000), Some(1_000))
+        );
+        let rsrp = report.rsrp_dbm.expect("an RSRP");
+        assert!((-95.0 - 7.5..=-95.0 + 7.5).contains(&rsrp), "{rsrp}");
+    }
+}
