@@ -28,6 +28,7 @@ fn telemetry(appliance: ApplianceId, at: chrono::DateTime<Utc>, n: u64) -> (Mess
         loss_pct: 0.0,
         rx_bytes: 1_234_567_890 + n * 4096,
         tx_bytes: 987_654_321 + n * 2048,
+        cellular: None,
     };
     let id = MessageId(Uuid::new_v4());
     let body = Telemetry {

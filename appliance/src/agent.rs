@@ -390,6 +390,8 @@ struct Driver<D: Dataplane> {
     leases: Vec<Option<crate::dhcp::Lease>>,
     /// The LAN's DHCP server and DNS forwarder (issue 17), on the Linux dataplane.
     lan: Option<crate::lan::LanServices>,
+    /// The cellular uplinks' modems (issue 17).
+    cellular: crate::cellular::CellularFeed,
 }
 
 impl<D: Dataplane> Driver<D> {
@@ -444,6 +446,7 @@ impl<D: Dataplane> Driver<D> {
             drill_command: None,
             finished_drill: None,
             lan: None,
+            cellular: crate::cellular::CellularFeed::None,
         }
     }
 
@@ -944,6 +947,17 @@ impl<D: Dataplane> Driver<D> {
                 let resolvers = lease.as_ref().map(|l| l.resolvers.clone());
                 if resolvers != resolvers_before {
                     tracing::info!(uplink = %self.config.uplinks[uplink].name, ?resolvers, "uplink resolvers changed");
+                    // The DNS forwarder asks the configured resolvers, then those the lease names.
+                    if let Some(dns) = self.lan.as_ref().and_then(|lan| lan.dns()) {
+                        let mut all = self.config.uplinks[uplink].dns.clone();
+                        for learned in resolvers.iter().flatten() {
+                            let learned = std::net::IpAddr::V4(*learned);
+                            if !all.contains(&learned) {
+                                all.push(learned);
+                            }
+                        }
+                        dns.set_uplink_resolvers(uplink, all);
+                    }
                 }
                 *slot = lease;
                 return None;
@@ -961,6 +975,7 @@ impl<D: Dataplane> Driver<D> {
             self.last_reports[i] = Some(report.clone());
             uplinks.push(report);
         }
+        self.cellular.attach(now.into_std(), &mut uplinks);
         Telemetry {
             active_uplink: self.engine.active_name().map(str::to_owned),
             uplinks,
@@ -1225,6 +1240,7 @@ async fn drive<D: Dataplane>(
     let started = Instant::now();
     let mut driver = Driver::new(started, config, dataplane, events, cloud, report_interval);
     driver.lan = crate::lan::start(&driver.config).await;
+    driver.cellular = crate::cellular::start(&driver.config, started.into_std());
     driver.emit(ApplianceEvent {
         kind: EventKind::AgentStarted,
         uplink: None,
@@ -1382,6 +1398,7 @@ mod tests {
             addressing: Default::default(),
             metered,
             dns: Vec::new(),
+            modem: None,
         };
         ApplianceConfig {
             appliance: ApplianceSection {
@@ -1396,6 +1413,7 @@ mod tests {
             probes: ProbeSection::default(),
             dataplane: DataplaneSection::Simulated { links },
             tunnel: Default::default(),
+            cellular: Default::default(),
         }
     }
 

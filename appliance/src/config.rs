@@ -22,6 +22,9 @@ pub struct ApplianceConfig {
     /// only once the cloud's policy assigns a relay.
     #[serde(default)]
     pub tunnel: TunnelSection,
+    /// `[cellular]`: reading cellular modems from ModemManager (issue 17). Absent: off.
+    #[serde(default)]
+    pub cellular: crate::cellular::CellularSection,
 }
 
 /// `[tunnel]`: the WireGuard tunnel's device and timers, and — for standalone use and test beds —
@@ -182,6 +185,10 @@ pub struct UplinkConfig {
     /// uplink carries traffic. Resolvers learned by DHCP are added to these.
     #[serde(default)]
     pub dns: Vec<IpAddr>,
+    /// The ModemManager modem behind this uplink — its equipment identifier (IMEI), device
+    /// identifier, D-Bus object path or index — when its data interface does not say (issue 17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modem: Option<String>,
 }
 
 /// `uplinks[].addressing`.
@@ -316,6 +323,8 @@ pub struct SimulatedLink {
     /// bytes per second: what the tunnel carries in `critical` mode and what redundant mode
     /// duplicates onto the other uplinks.
     pub critical_bytes_per_sec: u64,
+    /// A simulated cellular modem on this link, reported like ModemManager's (issue 17).
+    pub modem: Option<crate::cellular::simulated::SimulatedModem>,
 }
 
 impl Default for SimulatedLink {
@@ -330,6 +339,7 @@ impl Default for SimulatedLink {
             unreachable_apps: Vec::new(),
             relay_unreachable: false,
             critical_bytes_per_sec: 40_000,
+            modem: None,
         }
     }
 }
@@ -551,6 +561,7 @@ impl ApplianceConfig {
             }
         }
         self.validate_tunnel()?;
+        crate::cellular::validate(self).map_err(|(key, message)| invalid(&key, &message))?;
         let links = match &self.dataplane {
             DataplaneSection::Simulated { links } => links.clone(),
             DataplaneSection::Linux { table_base } => {

@@ -8,6 +8,7 @@
 //! - [`identity`]: enrolment and the credentials kept in the state directory.
 //! - [`uplink_report`]: turns probe results into the telemetry the cloud shows.
 //! - [`probe_cost`]: what each kind of probe costs on a metered uplink, and how the budget is shared.
+//! - [`cellular`]: cellular modems read from ModemManager over D-Bus (or simulated), for telemetry.
 //! - [`app_checks`]: the sans-IO scheduler of critical-application checks, and drill measurements.
 //! - [`outbox`]: what waits on disk for the cloud's acknowledgement.
 //! - [`cloud_link`]: MQTT to the cloud, sending from the outbox.
@@ -29,6 +30,7 @@
 
 pub mod agent;
 pub mod app_checks;
+pub mod cellular;
 pub mod cloud_link;
 pub mod config;
 pub mod control;

@@ -435,6 +435,7 @@ mod tests {
                 loss_pct: 0.0,
                 rx_bytes: 0,
                 tx_bytes: 0,
+                cellular: None,
             }],
             policy_version: None,
             samples: None,

@@ -74,6 +74,7 @@ impl Window {
             loss_pct: (self.loss_pct() * 100.0).round() / 100.0,
             rx_bytes: counters.rx_bytes,
             tx_bytes: counters.tx_bytes,
+            cellular: None,
         }
     }
 }

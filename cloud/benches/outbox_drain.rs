@@ -34,6 +34,7 @@ fn fill(outbox: &Outbox, appliance: ApplianceId, hours: i64) -> usize {
         loss_pct: 0.0,
         rx_bytes: 1_000_000,
         tx_bytes: 500_000,
+        cellular: None,
     };
     let mut count = 0;
     for n in 0..(hours * 360) {

@@ -1790,3 +1790,187 @@ async fn the_appliance_page_shows_the_tunnel_its_relay_and_redundant_data_and_sa
     );
     assert_eq!(browser.text("#tunnel-handshake").await, "3 min ago");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_appliance_page_shows_each_cellular_uplinks_operator_technology_signal_with_its_quality_and_sim_data()
+ {
+    use stayopen_shared::cellular::{AccessTechnology, CellularReport, ModemStatus, Registration};
+    use stayopen_shared::topics::{Channel, DeviceTopic};
+
+    let _turn = require_built_dashboard().await;
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let device = cloud
+        .enrol_device(
+            &demo.practices[0].enrollment_token,
+            "SO-CELL-1",
+            "02:53:4f:00:17:04",
+        )
+        .await;
+    let id = device.enrolled.appliance_id;
+    let connection = cloud.connect_device(&device).await.expect("connect");
+    let publish = |report: CellularReport| {
+        let mut lte = common::telemetry::uplink("lte", 1, Some(48.0), 0.0);
+        lte.cellular = Some(report);
+        let payload = common::telemetry(id)
+            .uplinks(vec![
+                common::telemetry::uplink("fiber", 0, Some(12.0), 0.0),
+                lte,
+            ])
+            .encode();
+        let client = connection.client.clone();
+        async move {
+            client
+                .publish(
+                    DeviceTopic::new(id, Channel::Telemetry).to_string(),
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .await
+                .expect("publish");
+        }
+    };
+    // A 5G modem in a back office: a good RSRQ, but the RSRP of a mid-cell and a poor SINR.
+    let placed = CellularReport {
+        modem: Some("Quectel RM520N-GL".into()),
+        operator_name: Some("Example Mobile".into()),
+        operator_code: Some("310260".into()),
+        access_technologies: vec![AccessTechnology::Nr5g, AccessTechnology::Lte],
+        registration: Some(Registration::Home),
+        rsrp_dbm: Some(-97.0),
+        rsrq_db: Some(-12.5),
+        sinr_db: Some(-1.5),
+        signal_pct: Some(46),
+        sim_rx_bytes: Some(734_003_200),
+        sim_tx_bytes: Some(52_428_800),
+        ..CellularReport::status_only(ModemStatus::Connected)
+    };
+    publish(placed.clone()).await;
+    eventually(PAGE, "the cellular report stored", || async {
+        let a = cloud.api(&admin).appliance(id).await.ok()?;
+        a.uplinks.into_iter().find_map(|u| u.cellular)
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    browser.goto(&cloud.base_url).await;
+    sign_in(&browser, &demo.email, &demo.password).await;
+    browser.open_fragment(&format!("#/appliances/{id}")).await;
+    let row = "#cellular-uplinks tr[data-uplink='lte']";
+    browser
+        .wait_for(
+            &format!("return !!document.querySelector(\"{row}\")"),
+            "the cellular panel",
+            PAGE,
+        )
+        .await;
+    assert_eq!(browser.text("#cellular h2").await, "Cellular signal");
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('#cellular-uplinks tbody tr').length")
+            .await,
+        serde_json::json!(1),
+        "the fibre uplink has no modem row"
+    );
+    assert_eq!(
+        browser.text(&format!("{row} .operator")).await,
+        "Example Mobile (310260)"
+    );
+    assert_eq!(
+        browser.text(&format!("{row} .technology")).await,
+        "5G NR + LTE"
+    );
+    assert_eq!(browser.text(&format!("{row} .rsrp")).await, "-97 dBm fair");
+    assert_eq!(browser.text(&format!("{row} .rsrq")).await, "-12.5 dB good");
+    assert_eq!(browser.text(&format!("{row} .sinr")).await, "-1.5 dB poor");
+    assert_eq!(
+        browser.text(&format!("{row} .sim-data")).await,
+        "734.0 MB received, 52.4 MB sent"
+    );
+    assert_eq!(
+        browser.text(&format!("{row} .modem-status")).await,
+        "connected"
+    );
+    browser
+        .eval(
+            "document.querySelector('#cellular').setAttribute('data-screenshot', ''); return true",
+        )
+        .await;
+    screenshot(&browser, "appliance-cellular").await;
+
+    // The technician moves the antenna to a window: the page follows, live.
+    publish(CellularReport {
+        rsrp_dbm: Some(-78.0),
+        sinr_db: Some(21.0),
+        ..placed
+    })
+    .await;
+    browser
+        .wait_for(
+            &format!(
+                "return document.querySelector(\"{row} .rsrp\")?.dataset.quality === 'excellent'"
+            ),
+            "the RSRP after moving the antenna",
+            PAGE,
+        )
+        .await;
+    assert_eq!(
+        browser.text(&format!("{row} .rsrp")).await,
+        "-78 dBm excellent"
+    );
+    assert_eq!(
+        browser.text(&format!("{row} .sinr")).await,
+        "21 dB excellent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_fleets_lte_backups_report_a_varying_signal_on_the_appliance_page() {
+    let _turn = require_built_dashboard().await;
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    // The real agent over simulated links, whose LTE backup has a simulated modem.
+    let fleet = Fleet::start(&cloud, &demo, 1);
+    let id = appliance_id(&cloud, &admin, "SO-SIM-0000").await;
+    let browser = Browser::start().await;
+    browser.goto(&cloud.base_url).await;
+    sign_in(&browser, &demo.email, &demo.password).await;
+    browser.open_fragment(&format!("#/appliances/{id}")).await;
+    let rsrp = "#cellular-uplinks tr[data-uplink='lte'] .rsrp";
+    browser
+        .wait_for(
+            &format!("return /^-\\d+(\\.\\d)? dBm/.test(document.querySelector(\"{rsrp}\")?.textContent || '')"),
+            "the simulated modem's RSRP",
+            PAGE,
+        )
+        .await;
+    let first = browser.text(rsrp).await;
+    assert_eq!(
+        browser
+            .text("#cellular-uplinks tr[data-uplink='lte'] .operator")
+            .await,
+        "Example Mobile (310260)"
+    );
+    // The figures wander second by second, as a real modem's do: the page, opened again, shows
+    // the latest.
+    eventually(PAGE, "the simulated RSRP to change", || async {
+        browser.open_fragment("#/").await;
+        browser.open_fragment(&format!("#/appliances/{id}")).await;
+        browser
+            .wait_for(
+                &format!(
+                    "return /dBm/.test(document.querySelector(\"{rsrp}\")?.textContent || '')"
+                ),
+                "the simulated modem's RSRP again",
+                PAGE,
+            )
+            .await;
+        let now = browser.text(rsrp).await;
+        (now != first).then_some(now)
+    })
+    .await;
+    fleet.stop().await;
+}

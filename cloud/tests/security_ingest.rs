@@ -465,3 +465,108 @@ async fn rows_of_1e308_and_a_device_publishing_them_do_not_stop_the_roll_up_and_
         "the 1e308 samples are left out of the chart"
     );
 }
+
+/// An LTE uplink of `appliance` whose modem reports `report`.
+fn with_modem(
+    appliance: ApplianceId,
+    report: stayopen_shared::cellular::CellularReport,
+) -> common::telemetry::TelemetryBuilder {
+    let mut lte = uplink("lte", 1, Some(45.0), 0.0);
+    lte.cellular = Some(report);
+    telemetry(appliance).uplinks(vec![uplink("fiber", 0, Some(10.0), 0.0), lte])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_modem_figures_are_refused_and_counted_and_the_last_plausible_report_stays_shown()
+ {
+    use stayopen_shared::cellular::{CellularReport, ModemStatus};
+
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let (device, connection) =
+        enrolled_and_connected(&cloud, &demo.practices[0].enrollment_token, "SO-MODEM-1").await;
+    let me = device.enrolled.appliance_id;
+    let telemetry_topic = topic(me, Channel::Telemetry);
+    let plausible = CellularReport {
+        operator_name: Some("Example Mobile".into()),
+        rsrp_dbm: Some(-97.0),
+        sinr_db: Some(4.0),
+        sim_rx_bytes: Some(10_000_000),
+        ..CellularReport::status_only(ModemStatus::Connected)
+    };
+    publish(
+        &connection,
+        telemetry_topic.clone(),
+        with_modem(me, plausible.clone()).encode(),
+    )
+    .await;
+    processed_at_least(&cloud, 1).await;
+    let before = cloud
+        .counter("stayopen_ingest_rejected_total{reason=\"value_out_of_range\"}")
+        .await;
+
+    // A compromised or broken appliance: a signal stronger than a transmitter next to the
+    // antenna, a counter that overflows the roll-up's bigint, a terminal escape in the operator
+    // name, and a flood of "problems".
+    let hostile = [
+        CellularReport {
+            rsrp_dbm: Some(30.0),
+            ..plausible.clone()
+        },
+        CellularReport {
+            sinr_db: Some(-1e300),
+            ..plausible.clone()
+        },
+        CellularReport {
+            sim_rx_bytes: Some(u64::MAX),
+            ..plausible.clone()
+        },
+        CellularReport {
+            operator_name: Some("\u{1b}]0;pwned\u{7}Example".into()),
+            ..plausible.clone()
+        },
+        CellularReport {
+            problems: vec!["x".into(); 100],
+            ..plausible.clone()
+        },
+    ];
+    let sent = hostile.len() as u64;
+    for report in hostile {
+        publish(
+            &connection,
+            telemetry_topic.clone(),
+            with_modem(me, report).encode(),
+        )
+        .await;
+    }
+    processed_at_least(&cloud, 1 + sent).await;
+    assert_eq!(
+        cloud
+            .counter("stayopen_ingest_rejected_total{reason=\"value_out_of_range\"}")
+            .await
+            - before,
+        sent,
+        "every impossible report is refused and counted"
+    );
+    let shown = cloud
+        .api(&admin)
+        .appliance(me)
+        .await
+        .expect("the appliance")
+        .uplinks
+        .into_iter()
+        .find_map(|u| u.cellular);
+    assert_eq!(
+        shown,
+        Some(plausible),
+        "the page keeps the last plausible report"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM telemetry WHERE appliance_id = $1")
+        .bind(me.as_uuid())
+        .fetch_one(&cloud.owner_pool)
+        .await
+        .expect("telemetry");
+    assert_eq!(stored, 1);
+    assert!(!connection.is_closed());
+}

@@ -10,6 +10,7 @@ use stayopen_shared::policy::{PolicyOverrides, PolicyScope};
 use stayopen_shared::telemetry::UplinkTelemetry;
 use stayopen_shared::tunnel::{TunnelMode, TunnelReport, TunnelState};
 
+pub mod cellular;
 pub mod compliance;
 pub use compliance::*;
 
@@ -1296,6 +1297,7 @@ mod tests {
             loss_pct: 0.0,
             rx_bytes: 0,
             tx_bytes: 0,
+            cellular: None,
         }
     }
 

@@ -95,6 +95,8 @@ ensure_deps() {
                 command -v busybox >/dev/null || packages+=(busybox)
                 command -v systemd-analyze >/dev/null || packages+=(systemd)
                 /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
+                # The private message bus the fake ModemManager of the cellular tests runs on.
+                command -v dbus-daemon >/dev/null || packages+=(dbus-daemon)
                 ;;
             mqtt)
                 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)

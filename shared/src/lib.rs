@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod cellular;
 pub mod commands;
 pub mod compliance;
 pub mod delivery;

@@ -49,6 +49,10 @@ pub struct UplinkTelemetry {
     /// Cumulative interface counters.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// The modem behind a cellular uplink (issue 17); absent for other uplinks and from
+    /// appliances that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cellular: Option<crate::cellular::CellularReport>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -157,6 +161,7 @@ mod tests {
             loss_pct: 0.0,
             rx_bytes: 0,
             tx_bytes: 0,
+            cellular: None,
         }
     }
 

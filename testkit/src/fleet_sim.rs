@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use stayopen_appliance::agent::{self, AgentOptions};
+use stayopen_appliance::cellular::simulated::SimulatedModem;
 use stayopen_appliance::config::{
     ApplianceConfig, ApplianceSection, CloudSection, DataplaneSection, LanSection, Outage,
     OutageKind, ProbeSection, SimulatedLink, UplinkConfig,
 };
+use stayopen_shared::cellular::AccessTechnology;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
@@ -77,6 +79,23 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
             .then(|| LAB_INTERFACE.to_owned())
             .into_iter()
             .collect(),
+        // The LTE backup's modem, as the appliance page shows it for placing the antenna: each
+        // box's reception differs, from a window seat to a basement.
+        modem: Some(SimulatedModem {
+            operator_name: ["Example Mobile", "Sample Wireless", "Demo Cellular"][index % 3]
+                .to_owned(),
+            operator_code: ["310260", "310410", "311480"][index % 3].to_owned(),
+            technology: if index.is_multiple_of(4) {
+                AccessTechnology::Nr5g
+            } else {
+                AccessTechnology::Lte
+            },
+            rsrp_dbm: -82.0 - (i % 6) as f64 * 5.0,
+            rsrq_db: -8.0 - (i % 5) as f64 * 2.5,
+            sinr_db: 22.0 - (i % 6) as f64 * 4.0,
+            period_secs: 120 + (i % 4) * 30,
+            ..SimulatedModem::default()
+        }),
         ..SimulatedLink::default()
     };
     ApplianceConfig {
@@ -109,6 +128,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
                 addressing: Default::default(),
                 metered: false,
                 dns: Vec::new(),
+                modem: None,
             },
             UplinkConfig {
                 name: "lte".to_owned(),
@@ -118,6 +138,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
                 addressing: Default::default(),
                 metered: true,
                 dns: Vec::new(),
+                modem: None,
             },
         ],
         probes: ProbeSection::default(),
@@ -125,6 +146,7 @@ pub fn appliance_config(options: &FleetOptions, index: usize) -> ApplianceConfig
             links: BTreeMap::from([("fiber".to_owned(), fiber), ("lte".to_owned(), lte)]),
         },
         tunnel: Default::default(),
+        cellular: Default::default(),
     }
 }
 

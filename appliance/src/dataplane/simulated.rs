@@ -63,7 +63,11 @@ pub struct SimulatedDataplane {
 }
 
 /// Whether the script has the link in an outage of `kind` at `since_start`.
-fn in_outage(spec: &SimulatedLink, since_start: Duration, kind: Option<OutageKind>) -> bool {
+pub(crate) fn in_outage(
+    spec: &SimulatedLink,
+    since_start: Duration,
+    kind: Option<OutageKind>,
+) -> bool {
     let mut t = since_start.as_secs_f64();
     if let Some(period) = spec.repeat_every_secs.filter(|p| *p > 0) {
         t %= period as f64;
@@ -570,6 +574,8 @@ mod tests {
             priority: 0,
             addressing,
             metered: false,
+            dns: Vec::new(),
+            modem: None,
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         announce_leases(

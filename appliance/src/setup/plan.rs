@@ -586,6 +586,7 @@ impl Plan {
             },
             dataplane: DataplaneSection::Linux { table_base: 100 },
             tunnel: TunnelSection::default(),
+            cellular: Default::default(),
         }
     }
 
@@ -756,6 +757,7 @@ fn uplink_config(priority: usize, u: &PlannedUplink) -> UplinkConfig {
         addressing,
         metered: u.metered,
         dns: u.dns.iter().copied().map(IpAddr::V4).collect(),
+        modem: None,
     }
 }
 

@@ -238,6 +238,13 @@ pub fn check_telemetry(telemetry: &Telemetry) -> Result<(), Rejection> {
         if i64::try_from(uplink.rx_bytes).is_err() || i64::try_from(uplink.tx_bytes).is_err() {
             return Err(invalid("value_out_of_range", "a byte counter beyond 2^63"));
         }
+        // A cellular modem's figures within what 3GPP lets a modem report (issue 17).
+        if let Some(why) = uplink.cellular.as_ref().and_then(|c| c.implausible()) {
+            return Err(invalid(
+                "value_out_of_range",
+                format!("uplink {:?}'s modem: {why}", uplink.name),
+            ));
+        }
     }
     if telemetry.sample_count() > MAX_SAMPLES {
         return Err(invalid(
@@ -468,9 +475,15 @@ pub async fn store(
                     crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
                 }
             }
-            let (now_online, uplink_changed, tunnel_changed): (bool, bool, bool) = sqlx::query_as(
+            let (now_online, uplink_changed, tunnel_changed, uplinks_before): (
+                bool,
+                bool,
+                bool,
+                Option<serde_json::Value>,
+            ) = sqlx::query_as(
                 "WITH before AS (SELECT active_uplink, last_telemetry->'tunnel'->'state' AS tunnel_state,
-                                        last_telemetry->'tunnel'->'relay' AS tunnel_relay
+                                        last_telemetry->'tunnel'->'relay' AS tunnel_relay,
+                                        last_telemetry->'uplinks' AS uplinks
                                  FROM appliances WHERE id = $1)
                  UPDATE appliances a SET
                     online = online OR presence_at IS NULL OR $2 > presence_at OR presence_at > now(),
@@ -491,7 +504,8 @@ pub async fn store(
                  WHERE a.id = $1
                  RETURNING a.online, a.active_uplink IS DISTINCT FROM before.active_uplink,
                            a.last_telemetry->'tunnel'->'state' IS DISTINCT FROM before.tunnel_state
-                           OR a.last_telemetry->'tunnel'->'relay' IS DISTINCT FROM before.tunnel_relay",
+                           OR a.last_telemetry->'tunnel'->'relay' IS DISTINCT FROM before.tunnel_relay,
+                           before.uplinks",
             )
             .bind(appliance_id.as_uuid())
             .bind(env.sent_at)
@@ -500,8 +514,14 @@ pub async fn store(
             .bind(env.body.on_backup())
             .fetch_one(&mut *tx)
             .await?;
-            // The dashboard shows the active uplink, the presence and the tunnel's state.
-            if uplink_changed || tunnel_changed || now_online != was_online {
+            // The dashboard shows the active uplink, the presence, the tunnel's state and each
+            // modem's state and signal quality (an antenna being placed: issue 17).
+            let uplinks_before: Vec<stayopen_shared::telemetry::UplinkTelemetry> = uplinks_before
+                .and_then(|u| serde_json::from_value(u).ok())
+                .unwrap_or_default();
+            let cellular_changed = stayopen_shared::cellular::placement_labels(&uplinks_before)
+                != stayopen_shared::cellular::placement_labels(&env.body.uplinks);
+            if uplink_changed || tunnel_changed || cellular_changed || now_online != was_online {
                 crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
             }
             heard_from(&mut alert_changes, now_online);
@@ -1107,6 +1127,7 @@ mod tests {
             loss_pct,
             rx_bytes: 0,
             tx_bytes: 0,
+            cellular: None,
         }
     }
 
@@ -1184,6 +1205,45 @@ mod tests {
         let mut huge = uplink("fiber", None, 0.0);
         huge.rx_bytes = u64::MAX;
         assert_eq!(reason_of(vec![huge]), Some("value_out_of_range"));
+    }
+
+    #[test]
+    fn a_cellular_report_is_admitted_when_plausible_and_refused_with_absurd_figures() {
+        use stayopen_shared::cellular::{CellularReport, ModemStatus};
+        let with = |report: CellularReport| {
+            let mut lte = uplink("lte", Some(40.0), 0.0);
+            lte.cellular = Some(report);
+            reason_of(vec![lte])
+        };
+        let good = CellularReport {
+            operator_name: Some("Example Mobile".into()),
+            rsrp_dbm: Some(-97.0),
+            rsrq_db: Some(-11.0),
+            sinr_db: Some(8.5),
+            sim_rx_bytes: Some(1_000_000),
+            ..CellularReport::status_only(ModemStatus::Connected)
+        };
+        assert_eq!(with(good.clone()), None);
+        for bad in [
+            CellularReport {
+                rsrp_dbm: Some(20.0),
+                ..good.clone()
+            },
+            CellularReport {
+                sinr_db: Some(f64::NAN),
+                ..good.clone()
+            },
+            CellularReport {
+                sim_rx_bytes: Some(u64::MAX),
+                ..good.clone()
+            },
+            CellularReport {
+                operator_name: Some("o\u{0}".into()),
+                ..good.clone()
+            },
+        ] {
+            assert_eq!(with(bad.clone()), Some("value_out_of_range"), "{bad:?}");
+        }
     }
 
     #[test]

@@ -439,6 +439,7 @@ pub fn appliance_config(
                 addressing: Default::default(),
                 metered: false,
                 dns: Vec::new(),
+                modem: None,
             },
             UplinkConfig {
                 name: "lte".into(),
@@ -448,6 +449,7 @@ pub fn appliance_config(
                 addressing: Default::default(),
                 metered: true,
                 dns: Vec::new(),
+                modem: None,
             },
         ],
         probes: ProbeSection::default(),
@@ -455,6 +457,7 @@ pub fn appliance_config(
             links: BTreeMap::from([("fiber".into(), fiber)]),
         },
         tunnel: Default::default(),
+        cellular: Default::default(),
     }
 }
 

@@ -90,5 +90,6 @@ pub fn uplink(name: &str, priority: u8, rtt_ms: Option<f64>, loss_pct: f64) -> U
         loss_pct,
         rx_bytes: 0,
         tx_bytes: 0,
+        cellular: None,
     }
 }

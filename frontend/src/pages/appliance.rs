@@ -74,6 +74,7 @@ pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
                 {loading(appliance)}
                 <Overview appliance=appliance.data />
                 <Uplinks appliance=appliance.data />
+                <crate::pages::cellular::Cellular appliance=appliance.data />
                 <Apps appliance=appliance.data />
                 <Tunnel id appliance=appliance.data />
                 <Charts id />

@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod appliance;
 pub mod audit;
+pub mod cellular;
 pub mod enrolment;
 pub mod fleet;
 pub mod login;

@@ -348,6 +348,7 @@ mod tests {
                     loss_pct,
                     rx_bytes: 0,
                     tx_bytes: 0,
+                    cellular: None,
                 },
                 UplinkTelemetry {
                     name: "lte".into(),
@@ -358,6 +359,7 @@ mod tests {
                     loss_pct: 0.0,
                     rx_bytes: lte_counter,
                     tx_bytes: 0,
+                    cellular: None,
                 },
             ],
             policy_version: None,

@@ -329,6 +329,7 @@ mod tests {
             loss_pct: 0.0,
             rx_bytes: 0,
             tx_bytes: 0,
+            cellular: None,
         }
     }
 
