@@ -211,6 +211,14 @@ impl LinuxDataplane {
                 source,
             }
         })?;
+        // A box fresh from `setup` (which leaves ports as it found them) or a reboot may have
+        // its ports down: the agent raises the LAN and every uplink itself, so carrier, DHCP
+        // and probes can start.
+        for interface in
+            std::iter::once(&config.lan.interface).chain(uplinks.iter().map(|u| &u.interface))
+        {
+            run("ip", &["link", "set", "dev", interface, "up"], None).await?;
+        }
         for (i, u) in uplinks.iter().enumerate() {
             let table = u.table.to_string();
             // No reverse-path filtering on uplinks: probe replies arrive on an uplink that is not the
