@@ -141,14 +141,19 @@ pub(crate) async fn run(
     }
 }
 
-/// The nftables ruleset: NAT out of every uplink and per-uplink connection marks. DHCP client
-/// messages are never NATed: before a `dhcp` uplink has its lease, masquerading out of an
-/// interface with no address would drop them (see [`crate::dhcp::linux`]).
-///
-/// The marks and NAT of the uplinks, replacing an older table in one transaction: with no NAT
-/// chain in place, even for a moment, replies of existing flows would not be translated back
-/// and the appliance's own stack would answer them with resets (an agent restart must not cut
-/// the practice's connections).
+/// The start of an `nft -f` script that replaces table `ip {name}` in the same transaction as
+/// the definition that follows it (create if absent, delete, define). With no NAT chain in place,
+/// even for a moment between a separate delete and add, replies of existing flows would not be
+/// translated back and the appliance's own stack would answer them with resets: an agent restart
+/// must not cut the practice's connections.
+pub(crate) fn replace_table(name: &str) -> String {
+    format!("table ip {name}\ndelete table ip {name}\n")
+}
+
+/// The nftables ruleset: NAT out of every uplink and per-uplink connection marks, replacing the
+/// table a previous run left ([`replace_table`]). DHCP client messages are never NATed: before a
+/// `dhcp` uplink has its lease, masquerading out of an interface with no address would drop them
+/// (see [`crate::dhcp::linux`]).
 fn nft_ruleset(lan: &str, uplinks: &[LinuxUplink]) -> String {
     let mut marks = String::new();
     let mut nat = String::new();
@@ -159,9 +164,9 @@ fn nft_ruleset(lan: &str, uplinks: &[LinuxUplink]) -> String {
         ));
         nat.push_str(&format!("        oifname \"{}\" masquerade\n", u.interface));
     }
+    let replace = replace_table(NFT_TABLE);
     format!(
-        "table ip {NFT_TABLE}\n\
-         delete table ip {NFT_TABLE}\n\
+        "{replace}\
          table ip {NFT_TABLE} {{\n\
          \x20   chain restore_mark {{\n\
          \x20       type filter hook prerouting priority mangle; policy accept;\n\

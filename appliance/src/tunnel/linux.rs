@@ -182,12 +182,13 @@ fn uplink_socket(interface: &str) -> Result<tokio::net::UdpSocket, DataplaneErro
 /// The permanent part of the tunnel's nftables table: NAT to the inner address, MSS clamping, and
 /// the guard: nothing arriving from the tunnel may open a connection to the appliance or the LAN
 /// (only answers to the practice's own flows come back through it).
-/// The `steer` chain and the `critical` set are filled by [`steering_script`].
+/// The `steer` chain and the `critical` set are filled by [`steering_script`]. Replaces the table a
+/// previous run left in the same transaction ([`crate::dataplane::linux::replace_table`]).
 pub fn nft_table(interface: &str, mtu: u16) -> String {
     let mss = mtu.saturating_sub(40);
+    let replace = crate::dataplane::linux::replace_table(NFT_TABLE);
     format!(
-        "table ip {NFT_TABLE}\n\
-         delete table ip {NFT_TABLE}\n\
+        "{replace}\
          table ip {NFT_TABLE} {{\n\
          \x20   set critical {{ type ipv4_addr; flags interval; auto-merge; }}\n\
          \x20   chain steer {{\n\
