@@ -264,8 +264,136 @@ impl Renewer {
 struct CloudStart {
     link: CloudLink,
     inbound: mpsc::Receiver<Inbound>,
-    report_interval: Duration,
     renewer: Renewer,
+}
+
+/// What the agent needs to reach the cloud: enrol (or load its identity), renew a certificate
+/// that is due, open the MQTT link. Run beside the decision loop, never before it.
+#[derive(Clone)]
+struct CloudConnector {
+    cloud: crate::config::CloudSection,
+    state_dir: PathBuf,
+    hardware: stayopen_shared::api::HardwareIdentity,
+    renewal: Renewal,
+}
+
+/// Where the cloud connection stands, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CloudState {
+    /// No `[cloud]` section: a standalone appliance.
+    Off,
+    /// Enrolling, or loading the identity and renewing a due certificate.
+    Connecting,
+    /// The MQTT link is open (it reconnects on its own from here on).
+    Linked,
+    /// Enrolment was refused or the identity cannot be stored; tried again later.
+    Refused(String),
+}
+
+impl CloudState {
+    fn to_status(&self) -> Option<String> {
+        match self {
+            CloudState::Off => None,
+            CloudState::Connecting => Some("enrolling".into()),
+            CloudState::Linked => Some("linked".into()),
+            CloudState::Refused(why) => Some(format!(
+                "refused, trying again every {} min: {why}",
+                REFUSED_ENROLMENT_RETRY.as_secs() / 60
+            )),
+        }
+    }
+}
+
+/// How long the agent waits before enrolling again after a refusal: a serial the MSP has not
+/// registered yet, or a token it reissues, is fixed on the cloud's side without touching the box.
+const REFUSED_ENROLMENT_RETRY: Duration = Duration::from_secs(300);
+
+/// Events held while the cloud link is not open yet (enrolment under way). More than this many
+/// drops the oldest, counted in the log.
+const MAX_EVENTS_BEFORE_LINK: usize = 10_000;
+
+type CloudConnecting =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<CloudStart, AgentError>> + Send>>;
+
+impl CloudConnector {
+    fn start(self, after: Duration) -> CloudConnecting {
+        Box::pin(async move {
+            tokio::time::sleep(after).await;
+            self.connect().await
+        })
+    }
+
+    async fn connect(self) -> Result<CloudStart, AgentError> {
+        let CloudConnector {
+            cloud,
+            state_dir,
+            hardware,
+            renewal,
+        } = self;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()?;
+        let proof = match (&cloud.enrollment_token, &cloud.factory_key_file) {
+            (_, Some(path)) => identity::Proof::FactoryKey(
+                std::fs::read_to_string(path)
+                    .map_err(|source| AgentError::FactoryKey {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .trim()
+                    .into(),
+            ),
+            (token, None) => identity::Proof::Token(token.clone().unwrap_or_default().into()),
+        };
+        let enrol = identity::load_or_enroll(&state_dir, &http, &cloud.api_url, &proof, hardware);
+        let identity = enrol.await?;
+        let now = Instant::now();
+        let due_after = identity::renewal_due_after(&identity, renewal.before);
+        let (identity, first_check) = match renewal_step(due_after, Utc::now(), renewal.check_every)
+        {
+            RenewalStep::LookAgainIn(wait) => (identity, now + wait),
+            RenewalStep::Renew => {
+                tracing::info!(appliance_id = %identity.appliance_id,
+                    "the device certificate is due for renewal; renewing before connecting");
+                let attempt = renew_within(
+                    renewal.attempt_timeout,
+                    state_dir.clone(),
+                    http.clone(),
+                    cloud.api_url.clone(),
+                    identity.clone(),
+                );
+                match attempt.await {
+                    Ok(renewed) => {
+                        let wait = look_again_after_renewal(&renewed, &renewal, Utc::now());
+                        (renewed, Instant::now() + wait)
+                    }
+                    Err(e) => {
+                        tracing::warn!(appliance_id = %identity.appliance_id, error = %e,
+                            retry_in = ?renewal.check_every,
+                            "cannot renew the device certificate; carrying on with the current one");
+                        (identity, Instant::now() + renewal.check_every)
+                    }
+                }
+            }
+        };
+        let outbox_max_bytes = u64::from(cloud.outbox_max_mb) * 1024 * 1024;
+        let outbox = Outbox::open(&state_dir.join(OUTBOX_FILE), outbox_max_bytes)?;
+        let (link, inbound) = CloudLink::start(&identity, outbox)?;
+        Ok(CloudStart {
+            link,
+            inbound,
+            renewer: Renewer {
+                identity,
+                http,
+                api_url: cloud.api_url.clone(),
+                state_dir: state_dir.clone(),
+                outbox_max_bytes,
+                renewal,
+                next_check: first_check,
+                attempt: None,
+            },
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -392,6 +520,10 @@ struct Driver<D: Dataplane> {
     lan: Option<crate::lan::LanServices>,
     /// The cellular uplinks' modems (issue 17).
     cellular: crate::cellular::CellularFeed,
+    /// Where the cloud connection stands.
+    cloud_state: CloudState,
+    /// Events emitted before the cloud link opened, with their time, sent when it opens.
+    events_before_link: std::collections::VecDeque<(DateTime<Utc>, ApplianceEvent)>,
 }
 
 impl<D: Dataplane> Driver<D> {
@@ -400,7 +532,6 @@ impl<D: Dataplane> Driver<D> {
         config: ApplianceConfig,
         dataplane: D,
         events: Option<EventsLog>,
-        cloud: Option<CloudLink>,
         report_interval: Duration,
     ) -> Self {
         let engine_config = engine_config(&config);
@@ -436,7 +567,7 @@ impl<D: Dataplane> Driver<D> {
             last_reports: vec![None; uplinks],
             leases: vec![None; uplinks],
             events,
-            cloud,
+            cloud: None,
             policy: None,
             report_interval,
             commands: CommandBook::default(),
@@ -447,6 +578,8 @@ impl<D: Dataplane> Driver<D> {
             finished_drill: None,
             lan: None,
             cellular: crate::cellular::CellularFeed::None,
+            cloud_state: CloudState::Off,
+            events_before_link: Default::default(),
         }
     }
 
@@ -733,7 +866,7 @@ impl<D: Dataplane> Driver<D> {
         let tunables = remote::tunables(&policy, self.engine.config());
         let actions = self.engine.handle(now.into_std(), Input::Retune(tunables));
         self.apply(now, actions).await;
-        if self.cloud.is_some() {
+        if self.config.cloud.is_some() {
             self.report_interval = Duration::from_secs(u64::from(policy.telemetry_interval_secs));
         }
         if persist && let Err(e) = remote::save_policy(&self.config.appliance.state_dir, &policy) {
@@ -914,7 +1047,25 @@ impl<D: Dataplane> Driver<D> {
         }
         if let Some(cloud) = &self.cloud {
             cloud.publish_event(at, event);
+        } else if self.cloud_state != CloudState::Off {
+            if self.events_before_link.len() == MAX_EVENTS_BEFORE_LINK {
+                self.events_before_link.pop_front();
+                tracing::warn!(
+                    held = MAX_EVENTS_BEFORE_LINK,
+                    "too many events before the cloud link opened; the oldest is dropped"
+                );
+            }
+            self.events_before_link.push_back((at, event));
         }
+    }
+
+    /// The cloud link opened: what happened before it is sent first, with the time it happened.
+    fn link_cloud(&mut self, link: CloudLink) {
+        for (at, event) in self.events_before_link.drain(..) {
+            link.publish_event(at, event);
+        }
+        self.cloud = Some(link);
+        self.cloud_state = CloudState::Linked;
     }
 
     fn observe(&mut self, now: Instant, event: DataplaneEvent) -> Option<Input> {
@@ -1028,6 +1179,7 @@ impl<D: Dataplane> Driver<D> {
                 .collect(),
             apps: self.app_checks.reachability(now.into_std()),
             tunnel: Some(self.tunnel.report(now)),
+            cloud: self.cloud_state.to_status(),
         }
     }
 
@@ -1093,7 +1245,7 @@ pub async fn run(
 pub async fn run_with_renewal(
     options: AgentOptions,
     renewal: Renewal,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<Exit, AgentError> {
     let config = options.config;
     let state_dir = config.appliance.state_dir.clone();
@@ -1113,84 +1265,22 @@ pub async fn run_with_renewal(
         ),
         None => None,
     };
+    // The cloud is reached in the background, once the dataplane routes: a box fresh from
+    // `setup` (or one whose cloud is down) must carry the practice's traffic first, and with
+    // DHCP uplinks there is no route to the cloud until the engine has chosen an active uplink.
+    let report_interval = config
+        .cloud
+        .as_ref()
+        .map_or(STANDALONE_REPORT_INTERVAL, |c| {
+            Duration::from_secs(u64::from(c.telemetry_interval_secs))
+        });
     let cloud = match &config.cloud {
-        Some(cloud) => {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()?;
-            let hardware = identity::detect_hardware(&config.appliance, &config.uplinks);
-            let proof = match (&cloud.enrollment_token, &cloud.factory_key_file) {
-                (_, Some(path)) => identity::Proof::FactoryKey(
-                    std::fs::read_to_string(path)
-                        .map_err(|source| AgentError::FactoryKey {
-                            path: path.clone(),
-                            source,
-                        })?
-                        .trim()
-                        .into(),
-                ),
-                (token, None) => identity::Proof::Token(token.clone().unwrap_or_default().into()),
-            };
-            let enrol =
-                identity::load_or_enroll(&state_dir, &http, &cloud.api_url, &proof, hardware);
-            let identity = tokio::select! {
-                identity = enrol => identity?,
-                _ = shutdown.wait_for(|stop| *stop) => return Ok(Exit::Stopped),
-            };
-            let now = Instant::now();
-            let due_after = identity::renewal_due_after(&identity, renewal.before);
-            let (identity, first_check) = match renewal_step(
-                due_after,
-                Utc::now(),
-                renewal.check_every,
-            ) {
-                RenewalStep::LookAgainIn(wait) => (identity, now + wait),
-                RenewalStep::Renew => {
-                    tracing::info!(appliance_id = %identity.appliance_id,
-                        "the device certificate is due for renewal; renewing before connecting");
-                    let attempt = renew_within(
-                        renewal.attempt_timeout,
-                        state_dir.clone(),
-                        http.clone(),
-                        cloud.api_url.clone(),
-                        identity.clone(),
-                    );
-                    tokio::select! {
-                        renewed = attempt => match renewed {
-                            Ok(renewed) => {
-                                let wait = look_again_after_renewal(&renewed, &renewal, Utc::now());
-                                (renewed, Instant::now() + wait)
-                            }
-                            Err(e) => {
-                                tracing::warn!(appliance_id = %identity.appliance_id, error = %e,
-                                    retry_in = ?renewal.check_every,
-                                    "cannot renew the device certificate; carrying on with the current one");
-                                (identity, Instant::now() + renewal.check_every)
-                            }
-                        },
-                        _ = shutdown.wait_for(|stop| *stop) => return Ok(Exit::Stopped),
-                    }
-                }
-            };
-            let outbox_max_bytes = u64::from(cloud.outbox_max_mb) * 1024 * 1024;
-            let outbox = Outbox::open(&state_dir.join(OUTBOX_FILE), outbox_max_bytes)?;
-            let (link, inbound) = CloudLink::start(&identity, outbox)?;
-            Some(CloudStart {
-                link,
-                inbound,
-                report_interval: Duration::from_secs(u64::from(cloud.telemetry_interval_secs)),
-                renewer: Renewer {
-                    identity,
-                    http,
-                    api_url: cloud.api_url.clone(),
-                    state_dir: state_dir.clone(),
-                    outbox_max_bytes,
-                    renewal,
-                    next_check: first_check,
-                    attempt: None,
-                },
-            })
-        }
+        Some(cloud) => Some(CloudConnector {
+            cloud: cloud.clone(),
+            state_dir: state_dir.clone(),
+            hardware: identity::detect_hardware(&config.appliance, &config.uplinks),
+            renewal,
+        }),
         None => None,
     };
 
@@ -1206,11 +1296,29 @@ pub async fn run_with_renewal(
             crate::dataplane::simulated::announce_leases(&config.uplinks, &events_tx);
             let dataplane =
                 SimulatedDataplane::new(started.into_std(), links, options.seed, events_tx);
-            drive(config, dataplane, events_rx, events, cloud, shutdown).await
+            drive(
+                config,
+                dataplane,
+                events_rx,
+                events,
+                cloud,
+                report_interval,
+                shutdown,
+            )
+            .await
         }
         DataplaneSection::Linux { table_base } => {
             let dataplane = LinuxDataplane::start(&config, *table_base, events_tx).await?;
-            drive(config, dataplane, events_rx, events, cloud, shutdown).await
+            drive(
+                config,
+                dataplane,
+                events_rx,
+                events,
+                cloud,
+                report_interval,
+                shutdown,
+            )
+            .await
         }
     }
 }
@@ -1220,16 +1328,12 @@ async fn drive<D: Dataplane>(
     dataplane: D,
     mut dataplane_events: mpsc::UnboundedReceiver<DataplaneEvent>,
     events: Option<EventsLog>,
-    cloud: Option<CloudStart>,
+    cloud: Option<CloudConnector>,
+    report_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Exit, AgentError> {
-    let report_interval = cloud
-        .as_ref()
-        .map_or(STANDALONE_REPORT_INTERVAL, |c| c.report_interval);
-    let (cloud, mut inbound, mut renewer) = match cloud {
-        Some(c) => (Some(c.link), Some(c.inbound), Some(c.renewer)),
-        None => (None, None, None),
-    };
+    let mut inbound = None;
+    let mut renewer: Option<Renewer> = None;
     let socket = control::socket_path(&config.appliance.state_dir);
     let (commands_tx, mut commands) = mpsc::channel::<Command>(16);
     control::serve(&socket, commands_tx).map_err(|source| AgentError::Control {
@@ -1238,7 +1342,11 @@ async fn drive<D: Dataplane>(
     })?;
 
     let started = Instant::now();
-    let mut driver = Driver::new(started, config, dataplane, events, cloud, report_interval);
+    let mut driver = Driver::new(started, config, dataplane, events, report_interval);
+    let mut connecting = cloud.clone().map(|c| c.start(Duration::ZERO));
+    if connecting.is_some() {
+        driver.cloud_state = CloudState::Connecting;
+    }
     driver.lan = crate::lan::start(&driver.config).await;
     driver.cellular = crate::cellular::start(&driver.config, started.into_std());
     driver.emit(ApplianceEvent {
@@ -1251,7 +1359,8 @@ async fn drive<D: Dataplane>(
     });
     let actions = driver.engine.handle(started.into_std(), Input::Tick);
     driver.apply(started, actions).await;
-    if driver.cloud.is_some()
+    // The last policy the cloud sent applies from the start, whether or not the cloud answers.
+    if driver.config.cloud.is_some()
         && let Some(policy) = remote::load_policy(&driver.config.appliance.state_dir)
     {
         driver.apply_policy(started, policy, false).await;
@@ -1268,9 +1377,14 @@ async fn drive<D: Dataplane>(
         let mut message = None;
         let mut check_renewal = false;
         let mut renewal_outcome = None;
+        let mut linked = None;
         let input = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
+            started = connected(&mut connecting) => {
+                linked = Some(started);
+                None
+            }
             Some(received) = recv(&mut inbound) => {
                 message = Some(received);
                 None
@@ -1294,6 +1408,22 @@ async fn drive<D: Dataplane>(
         let now = Instant::now();
         // A turn of the loop that never comes stops these pings, and systemd restarts the agent.
         systemd.watchdog(now.into_std());
+        if let Some(outcome) = linked {
+            connecting = None;
+            match outcome {
+                Ok(started) => {
+                    driver.link_cloud(started.link);
+                    inbound = Some(started.inbound);
+                    renewer = Some(started.renewer);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?REFUSED_ENROLMENT_RETRY,
+                        "cannot join the cloud; routing carries on without it");
+                    driver.cloud_state = CloudState::Refused(e.to_string());
+                    connecting = cloud.clone().map(|c| c.start(REFUSED_ENROLMENT_RETRY));
+                }
+            }
+        }
         if let Some(message) = message {
             driver.handle_inbound(now, message).await;
         }
@@ -1348,6 +1478,13 @@ async fn drive<D: Dataplane>(
     match failure {
         Some(e) => Err(e),
         None => Ok(driver.exit.unwrap_or(Exit::Stopped)),
+    }
+}
+
+async fn connected(connecting: &mut Option<CloudConnecting>) -> Result<CloudStart, AgentError> {
+    match connecting {
+        Some(connecting) => connecting.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1496,7 +1633,6 @@ mod tests {
                 config,
                 dataplane,
                 Some(events),
-                None,
                 STANDALONE_REPORT_INTERVAL,
             );
             let run = async |driver: &mut Driver<SimulatedDataplane>,
@@ -1679,14 +1815,8 @@ mod tests {
                 3,
                 tx,
             );
-            let mut driver = Driver::new(
-                started,
-                config,
-                dataplane,
-                None,
-                None,
-                STANDALONE_REPORT_INTERVAL,
-            );
+            let mut driver =
+                Driver::new(started, config, dataplane, None, STANDALONE_REPORT_INTERVAL);
             driver
                 .apply_policy(
                     started,
@@ -1774,7 +1904,6 @@ mod tests {
                 config,
                 dataplane,
                 Some(events),
-                None,
                 STANDALONE_REPORT_INTERVAL,
             );
             let until = started + span;

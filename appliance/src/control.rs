@@ -52,6 +52,10 @@ pub struct Status {
     /// The session-safe tunnel: mode, state, relay, redundant mode and its data.
     #[serde(default)]
     pub tunnel: Option<stayopen_shared::tunnel::TunnelReport>,
+    /// Where the cloud connection stands ("enrolling", "linked", or why it was refused); none
+    /// for a standalone appliance.
+    #[serde(default)]
+    pub cloud: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +107,9 @@ impl Status {
             ));
         }
         out.push_str("(* active, $ metered)\n");
+        if let Some(cloud) = &self.cloud {
+            out.push_str(&format!("cloud: {cloud}\n"));
+        }
         if !self.apps.is_empty() {
             out.push_str(&format!(
                 "\n{:<20} {:<12} {:>9} {:>6}  {}\n",
@@ -382,9 +389,11 @@ mod tests {
                 redundant_bytes: [("lte".to_owned(), 2_500_000)].into(),
                 tunnel_bytes: 12_345,
             }),
+            cloud: Some("enrolling".into()),
         };
         let text = status.to_text();
         assert!(text.starts_with("active uplink: fiber\n"), "{text}");
+        assert!(text.contains("\ncloud: enrolling\n"), "{text}");
         assert!(text.contains("*fiber"), "{text}");
         assert!(text.contains("12.3 ms"), "{text}");
         assert!(

@@ -29,6 +29,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 P="${STAYOPEN_PKGCHECK_PREFIX:-sopkg}"
+# The practice's testbed (infra/testbed/testbed.sh with a router).
+T="${P}tb"
 UNIT=usr/lib/systemd/system/stayopen-appliance.service
 
 # ---- inside the private mount namespace -------------------------------------------------------
@@ -74,11 +76,91 @@ inside() {
     done
 
     start_installed_agent "$root"
+    install_at_a_practice "$root" "$work"
 
     log "dpkg --purge: the agent's state goes with the package"
     chroot "$root" env DEBIAN_FRONTEND=noninteractive dpkg --purge stayopen-appliance >&2
     [ ! -e "$root/var/lib/stayopen" ] || die "purging left /var/lib/stayopen"
+    [ ! -e "$root/etc/stayopen/appliance.toml" ] || die "purging left the configuration setup wrote"
     [ ! -e "$root/$UNIT" ] || die "purging left the unit"
+}
+
+# 5. The install the product promises, in the testbed with a practice's router (namespaces $T-*,
+#    made outside): the modems hand out the uplinks' addresses by DHCP, each ISP's resolver answers
+#    only through its own ISP, and the router's WAN port waits for a lease. The box is fresh: its
+#    ports down, no configuration, no state, and its cloud unreachable (enrolment must not hold up
+#    the practice's traffic). `setup --yes` finds the modems and the router and writes the
+#    configuration; the installed agent starts as its unit says; the router starts its DHCP
+#    client, and nothing else is configured by hand. The host behind the router must reach the
+#    EHR (203.0.113.30) and resolve names; then, with ISP1 blackholed, again, and a name no cache
+#    holds must resolve through ISP2's resolver.
+install_at_a_practice() {
+    local root="$1" unit="$1/$UNIT" out="$2/practice" user
+    user="$(unit_value "$unit" User)"
+    mkdir -p "$out"
+    rm -rf "$root/var/lib/stayopen" "$root/etc/stayopen/appliance.toml"
+    chroot "$root" install -d -o "$user" -g "$user" -m "$(unit_value "$unit" StateDirectoryMode)" /var/lib/stayopen
+    printf 'soe_install_check_not_a_real_token\n' > "$root/root/enrolment-token"
+    chmod 0600 "$root/root/enrolment-token"
+    local port
+    for port in lan0 wan0 wan1; do ip -n "$T-app" link set "$port" down; done
+
+    log "a fresh box between the modems and the router (ports down): setup --yes"
+    local t_setup
+    t_setup="$(date +%s.%N)"
+    ip netns exec "$T-app" sh -c 'mount -t sysfs sysfs "$1/sys" && shift && exec "$@"' sh "$root" \
+        chroot "$root" /usr/bin/stayopen-appliance setup --yes \
+        --probe-target 203.0.113.10 --probe-target 203.0.113.11 \
+        --cloud http://203.0.113.40 --allow-plain-http --token-file /root/enrolment-token \
+        >"$out/setup.log" 2>&1 || { cat "$out/setup.log" >&2; die "setup failed"; }
+    sed 's/^/  setup: /' "$out/setup.log" >&2
+    local config="$root/etc/stayopen/appliance.toml"
+    grep -q '^interface = "lan0"' "$config" && grep -q '^interface = "wan0"' "$config" \
+        && grep -q '^interface = "wan1"' "$config" \
+        || { cat "$config" >&2; die "setup did not take lan0 for the router and wan0, wan1 for the modems"; }
+    [ "$(grep -c '^addressing = "dhcp"' "$config")" -eq 2 ] || { cat "$config" >&2; die "setup did not make both uplinks DHCP"; }
+    if grep -q soe_install_check_not_a_real_token "$out/setup.log"; then die "setup printed the enrolment token"; fi
+
+    launch_installed_agent "$root" "$T-app"
+    log "READY=1 after $READY_AFTER (the cloud unreachable: enrolment goes on beside the traffic)"
+    bash "$ROOT/infra/testbed/testbed.sh" "$T" router-dhcp "$out/router"
+
+    host_fetches() { ip netns exec "$T-host" curl -sf --max-time 2 -o /dev/null http://203.0.113.30/; }
+    # resolves NAME: the host asks its router (100.64.20.1), which forwards to what its lease named.
+    host_resolves() {
+        timeout 3 ip netns exec "$T-host" busybox nslookup "$1" 100.64.20.1 2>/dev/null | grep -q '203\.0\.113\.30'
+    }
+    wait_for "the host behind the router reaching the EHR" 60 host_fetches \
+        || { cat "$out/router/rtr-lease.log" "$WORK_LOG" >&2; die "the host behind the router never reached 203.0.113.30"; }
+    local t_traffic
+    t_traffic="$(date +%s.%N)"
+    log "setup to traffic: $(awk -v a="$t_setup" -v b="$t_traffic" 'BEGIN { printf "%.2f s", b - a }') (setup $(sed -n 's/^setup took //p' "$out/setup.log"), the agent's start, the router's lease)"
+    grep -q '^bound ' "$out/router/rtr-lease.log" || die "the router got no lease"
+    wait_for "a name resolved for the host" 10 host_resolves "before.test.example" \
+        || { cat "$out/router/rtr-dnsmasq.log" >&2; die "the host behind the router cannot resolve names"; }
+    local status
+    status="$(chroot "$root" /usr/bin/stayopen-appliance status --config /etc/stayopen/appliance.toml)"
+    sed 's/^/  status: /' <<<"$status" >&2
+    grep -q '^active uplink: wan1$' <<<"$status" || die "the first modem's uplink is not active"
+    grep -q '^cloud: enrolling$' <<<"$status" || die "status does not say the agent is still enrolling"
+
+    log "ISP1 blackholed"
+    bash "$ROOT/infra/testbed/testbed.sh" "$T" fault blackhole 1
+    local t_fault t_switched t_resolved
+    t_fault="$(date +%s.%N)"
+    wait_for "the agent on wan2" 10 sh -c \
+        "chroot '$root' /usr/bin/stayopen-appliance status --config /etc/stayopen/appliance.toml | grep -q '^active uplink: wan2$'" \
+        || die "the agent did not fail over to wan2"
+    t_switched="$(date +%s.%N)"
+    wait_for "a new name resolved through ISP2" 10 host_resolves "after-failover.test.example" \
+        || { cat "$out/router/rtr-dnsmasq.log" >&2; die "names stopped resolving after the failover"; }
+    t_resolved="$(date +%s.%N)"
+    wait_for "the host reaching the EHR after the failover" 10 host_fetches || die "the host lost the EHR after the failover"
+    log "failover: on wan2 $(awk -v a="$t_fault" -v b="$t_switched" 'BEGIN { printf "%.2f s", b - a }') after the blackhole; a new name resolved $(awk -v a="$t_switched" -v b="$t_resolved" 'BEGIN { printf "%.2f s", b - a }') after that"
+
+    kill -TERM "$AGENT"
+    wait "$AGENT" || die "the agent did not exit cleanly after the practice install"
+    log "the practice install: the host behind the router reached the EHR and resolved names, before and after a failover"
 }
 
 # The unit's value of KEY (the last one wins, as in systemd), from the installed unit.
@@ -91,13 +173,51 @@ setpriv_caps() {
     echo "$caps"
 }
 
-start_installed_agent() {
-    local root="$1" unit="$1/$UNIT"
-    local user exec_start pre ambient bounding timeout_stop
+# launch_installed_agent ROOT NETNS: starts ExecStart as the unit says (User=, its capabilities, no
+# new privileges, the notification socket and a 2 s watchdog) in NETNS, after the unit's
+# ExecStartPre steps; waits for READY=1 (fails if the agent exits first). Sets AGENT and READY_AFTER.
+launch_installed_agent() {
+    local root="$1" netns="$2" unit="$1/$UNIT"
+    local user exec_start ambient bounding pre
     user="$(unit_value "$unit" User)"
     exec_start="$(unit_value "$unit" ExecStart)"
     ambient="$(unit_value "$unit" AmbientCapabilities)"
     bounding="$(unit_value "$unit" CapabilityBoundingSet)"
+    # ExecStartPre lines; a leading + runs with full privileges, as root.
+    while IFS= read -r pre; do
+        [[ "$pre" == +* ]] || die "unexpected unprivileged ExecStartPre: $pre"
+        log "ExecStartPre: ${pre#+}"
+        # shellcheck disable=SC2086 # the unit's command line, split as systemd splits it (no quotes but the sh -c one)
+        eval "chroot \"$root\" ${pre#+}"
+    done < <(sed -n 's/^ExecStartPre=//p' "$unit")
+    : > "$root/run/notify.log"
+    local env_line path_env
+    env_line="$(unit_value "$unit" Environment)"
+    # systemd's default PATH for services: the agent finds ip, nft and conntrack in /usr/sbin.
+    path_env="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+    log "ExecStart in $netns as $user with $ambient: $exec_start"
+    local started_at
+    started_at="$(date +%s.%N)"
+    # shellcheck disable=SC2086 # ExecStart's words, as systemd splits them
+    ip netns exec "$netns" sh -c 'mount -t sysfs sysfs "$1/sys" && shift && exec "$@"' sh "$root" \
+        chroot "$root" env -i "$path_env" "$env_line" NOTIFY_SOCKET=/run/notify.sock WATCHDOG_USEC=2000000 \
+        setpriv --reuid="$user" --regid="$user" --init-groups \
+        --inh-caps="$(setpriv_caps "$ambient")" --ambient-caps="$(setpriv_caps "$ambient")" \
+        --bounding-set="$(setpriv_caps "$bounding")" --no-new-privs \
+        $exec_start >>"$WORK_LOG" 2>&1 &
+    AGENT=$!
+    # An agent that exits fails at once rather than after the whole wait.
+    wait_for "READY=1 from the agent" 20 ready_or_gone "$root/run/notify.log" || true
+    grep -qx READY=1 "$root/run/notify.log" || { cat "$WORK_LOG" >&2; die "the installed agent did not become ready"; }
+    READY_AFTER="$(awk -v a="$started_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f s", b - a }')"
+}
+
+start_installed_agent() {
+    local root="$1" unit="$1/$UNIT"
+    local user exec_start ambient timeout_stop
+    user="$(unit_value "$unit" User)"
+    exec_start="$(unit_value "$unit" ExecStart)"
+    ambient="$(unit_value "$unit" AmbientCapabilities)"
     timeout_stop="$(unit_value "$unit" TimeoutStopSec)"
     [ "$(unit_value "$unit" NoNewPrivileges)" = yes ] || die "the unit lost NoNewPrivileges"
     if [ -z "$user" ] || [ -z "$exec_start" ] || [ -z "$ambient" ]; then
@@ -111,14 +231,6 @@ start_installed_agent() {
     # What systemd does for StateDirectory= and ConfigurationDirectory= before the first start.
     chroot "$root" install -d -o "$user" -g "$user" -m "$(unit_value "$unit" StateDirectoryMode)" /var/lib/stayopen
     chmod "$(unit_value "$unit" ConfigurationDirectoryMode)" "$root/etc/stayopen"
-
-    # ExecStartPre lines; a leading + runs with full privileges, as root.
-    while IFS= read -r pre; do
-        [[ "$pre" == +* ]] || die "unexpected unprivileged ExecStartPre: $pre"
-        log "ExecStartPre: ${pre#+}"
-        # shellcheck disable=SC2086 # the unit's command line, split as systemd splits it (no quotes but the sh -c one)
-        eval "chroot \"$root\" ${pre#+}"
-    done < <(sed -n 's/^ExecStartPre=//p' "$unit")
 
     # systemd's side of sd_notify(3): a datagram socket the agent's user may write to.
     cat >"$root/tmp/notify-listener.py" <<'PY'
@@ -137,26 +249,8 @@ PY
     trap 'kill $LISTENER $AGENT 2>/dev/null || true' EXIT
     wait_for "the notification socket" 5 test -S "$root/run/notify.sock"
 
-    local env_line path_env
-    env_line="$(unit_value "$unit" Environment)"
-    # systemd's default PATH for services: the agent finds ip, nft and conntrack in /usr/sbin.
-    path_env="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
-    log "ExecStart as $user with $ambient: $exec_start"
-    local started_at
-    started_at="$(date +%s.%N)"
-    # shellcheck disable=SC2086 # ExecStart's words, as systemd splits them
-    ip netns exec "$P-app" sh -c 'mount -t sysfs sysfs "$1/sys" && shift && exec "$@"' sh "$root" \
-        chroot "$root" env -i "$path_env" "$env_line" NOTIFY_SOCKET=/run/notify.sock WATCHDOG_USEC=2000000 \
-        setpriv --reuid="$user" --regid="$user" --init-groups \
-        --inh-caps="$(setpriv_caps "$ambient")" --ambient-caps="$(setpriv_caps "$ambient")" \
-        --bounding-set="$(setpriv_caps "$bounding")" --no-new-privs \
-        $exec_start >"$WORK_LOG" 2>&1 &
-    AGENT=$!
-
-    # An agent that exits fails at once rather than after the whole wait.
-    wait_for "READY=1 from the agent" 20 ready_or_gone "$root/run/notify.log" || true
-    grep -qx READY=1 "$root/run/notify.log" || { cat "$WORK_LOG" >&2; die "the installed agent did not become ready"; }
-    log "READY=1 after $(awk -v a="$started_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f s", b - a }')"
+    launch_installed_agent "$root" "$P-app"
+    log "READY=1 after $READY_AFTER"
 
     local pid status
     pid="$(pgrep -f -n "^/usr/bin/stayopen-appliance run" || true)"
@@ -223,6 +317,7 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/stayopen-pkgcheck.XXXXXX")"
 cleanup() {
     local n
     for n in app net; do ip netns del "$P-$n" 2>/dev/null || true; done
+    bash "$ROOT/infra/testbed/testbed.sh" "$T" down 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -248,6 +343,14 @@ ip -n "$P-net" addr add 203.0.113.10/32 dev lo
 ip -n "$P-net" addr add 203.0.113.11/32 dev lo
 for dev in lan0 wan0 wan1; do ip -n "$P-app" link set "$dev" up; done
 for dev in router isp1 isp2; do ip -n "$P-net" link set "$dev" up; done
+
+# The practice: modems with DHCP (TESTBED_WAN_DHCP), a router, the ISPs' resolvers, the EHR on :80.
+TESTBED_WAN_DHCP=1 bash "$ROOT/infra/testbed/testbed.sh" "$T" up router
+bash "$ROOT/infra/testbed/testbed.sh" "$T" resolvers "$work/resolvers"
+mkdir -p "$work/www"
+echo "EHR" > "$work/www/index.html"
+ip netns exec "$T-net" /usr/bin/python3 -m http.server --bind 203.0.113.30 --directory "$work/www" 80 \
+    </dev/null >/dev/null 2>&1 &
 
 bins="$work/bins"
 mkdir -p "$bins"
