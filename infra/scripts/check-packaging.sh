@@ -16,8 +16,15 @@
 #    wan1 (cable, 198.51.100.1), probe targets 203.0.113.10 and .11. It must tell systemd READY=1,
 #    ping the watchdog, answer `stayopen-appliance status` with fibre active, have installed its
 #    nftables table through its `nft` child, and on SIGTERM say STOPPING=1 and exit 0 within the
-#    unit's TimeoutStopSec. Then the package is purged, and its state with it.
-# 4. infra/compose/compose.yaml against the Compose specification's schema, infra/k8s/*.yaml
+#    unit's TimeoutStopSec.
+# 4. The install at a practice (issue 17), in the testbed with a router (infra/testbed/testbed.sh
+#    up router, modems by DHCP, each ISP's resolver only through its ISP): in the same copy, a fresh
+#    box (ports down, no configuration, its cloud unreachable) gets `setup --yes`, the agent starts
+#    as its unit says, the router starts its DHCP client and nothing else is configured; the host
+#    behind the router must reach 203.0.113.30 and resolve names, then again with ISP1 blackholed.
+#    It prints the time from `setup` to the host's first answer. Then the package is purged, and
+#    its configuration and state with it.
+# 5. infra/compose/compose.yaml against the Compose specification's schema, infra/k8s/*.yaml
 #    against the Kubernetes schemas, and infra/container/Containerfile through BuildKit's parser
 #    (check-jsonschema, kubernetes-validate and dockerfile from PyPI, in a cached virtualenv).
 #
@@ -85,7 +92,7 @@ inside() {
     [ ! -e "$root/$UNIT" ] || die "purging left the unit"
 }
 
-# 5. The install the product promises, in the testbed with a practice's router (namespaces $T-*,
+# 4. The install the product promises, in the testbed with a practice's router (namespaces $T-*,
 #    made outside): the modems hand out the uplinks' addresses by DHCP, each ISP's resolver answers
 #    only through its own ISP, and the router's WAN port waits for a lease. The box is fresh: its
 #    ports down, no configuration, no state, and its cloud unreachable (enrolment must not hold up
