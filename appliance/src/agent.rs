@@ -1174,12 +1174,14 @@ impl<D: Dataplane> Driver<D> {
                             .and_then(|r| r.rtt_ms)
                             .or_else(|| self.windows[i].median_rtt_ms()),
                         loss_pct: last.map_or_else(|| self.windows[i].loss_pct(), |r| r.loss_pct),
+                        lease: self.leases[i].as_ref().map(crate::dhcp::Lease::describe),
                     }
                 })
                 .collect(),
             apps: self.app_checks.reachability(now.into_std()),
             tunnel: Some(self.tunnel.report(now)),
             cloud: self.cloud_state.to_status(),
+            lan: self.lan.as_ref().map(crate::lan::LanServices::report),
         }
     }
 

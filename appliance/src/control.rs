@@ -56,6 +56,9 @@ pub struct Status {
     /// for a standalone appliance.
     #[serde(default)]
     pub cloud: Option<String>,
+    /// The LAN services (DHCP server and DNS forwarder for the router), when they run.
+    #[serde(default)]
+    pub lan: Option<crate::lan::LanReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +71,46 @@ pub struct UplinkStatus {
     pub active: bool,
     pub rtt_ms: Option<f64>,
     pub loss_pct: f64,
+    /// A DHCP uplink's lease in words ([`crate::dhcp::Lease::describe`]); none before the first
+    /// or for a static uplink.
+    #[serde(default)]
+    pub lease: Option<String>,
+}
+
+/// The LAN services' lines of `status`.
+fn lan_text(lan: &crate::lan::LanReport) -> String {
+    let counts = |map: &std::collections::BTreeMap<String, u64>| {
+        if map.is_empty() {
+            "none".to_owned()
+        } else {
+            map.iter()
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let mut out = format!("LAN {} {}:", lan.interface, lan.address);
+    if lan.dhcp_server {
+        let leases = if lan.dhcp_leases.is_empty() {
+            "no lease yet".to_owned()
+        } else {
+            lan.dhcp_leases.join(", ")
+        };
+        out.push_str(&format!(
+            " DHCP server ({leases}; refused: {})",
+            counts(&lan.dhcp_refused)
+        ));
+    } else {
+        out.push_str(" no DHCP server (static mode)");
+    }
+    if lan.dns_forwarder {
+        out.push_str(&format!(
+            ", DNS forwarder (dropped: {})",
+            counts(&lan.dns_dropped)
+        ));
+    }
+    out.push('\n');
+    out
 }
 
 impl Status {
@@ -107,6 +150,14 @@ impl Status {
             ));
         }
         out.push_str("(* active, $ metered)\n");
+        for u in &self.uplinks {
+            if let Some(lease) = &u.lease {
+                out.push_str(&format!("{} lease: {lease}\n", u.name));
+            }
+        }
+        if let Some(lan) = &self.lan {
+            out.push_str(&lan_text(lan));
+        }
         if let Some(cloud) = &self.cloud {
             out.push_str(&format!("cloud: {cloud}\n"));
         }
@@ -371,6 +422,7 @@ mod tests {
                 active: true,
                 rtt_ms: Some(12.3),
                 loss_pct: 0.0,
+                lease: Some("100.64.1.120/24, gateway 100.64.1.1, DNS 192.0.2.53 (DHCP from 100.64.1.1, 120 s lease)".into()),
             }],
             apps: vec![stayopen_shared::compliance::AppReachability {
                 app: "Lab interface".into(),
@@ -390,10 +442,30 @@ mod tests {
                 tunnel_bytes: 12_345,
             }),
             cloud: Some("enrolling".into()),
+            lan: Some(crate::lan::LanReport {
+                interface: "lan0".into(),
+                address: "10.253.0.1/24".into(),
+                dhcp_server: true,
+                dhcp_leases: vec!["10.253.0.100 to 02:00:00:00:00:01".into()],
+                dhcp_refused: [("malformed".to_owned(), 3)].into(),
+                dns_forwarder: true,
+                dns_dropped: Default::default(),
+            }),
         };
         let text = status.to_text();
         assert!(text.starts_with("active uplink: fiber\n"), "{text}");
         assert!(text.contains("\ncloud: enrolling\n"), "{text}");
+        assert!(
+            text.contains("\nfiber lease: 100.64.1.120/24, gateway 100.64.1.1, DNS 192.0.2.53"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\nLAN lan0 10.253.0.1/24: DHCP server (10.253.0.100 to 02:00:00:00:00:01; \
+                 refused: 3 malformed), DNS forwarder (dropped: none)\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("*fiber"), "{text}");
         assert!(text.contains("12.3 ms"), "{text}");
         assert!(

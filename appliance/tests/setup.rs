@@ -545,7 +545,8 @@ fn the_token_setup_writes_is_what_the_agent_enrols_with_at_its_first_start_and_t
         Some("soe_setup_netns_token")
     );
 
-    // First start: the agent posts that token to the enrolment endpoint, and stops at the refusal.
+    // First start: the agent posts that token to the enrolment endpoint. The refusal does not
+    // stop it (the practice's traffic does not wait for the cloud): its status says why.
     let mut agent = bed
         .in_ns("app", appliance())
         .args(["run", "--config"])
@@ -555,17 +556,26 @@ fn the_token_setup_writes_is_what_the_agent_enrols_with_at_its_first_start_and_t
         .spawn()
         .expect("run the agent");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(exit) = agent.try_wait().expect("wait") {
-            break Some(exit);
+    let mut status = String::new();
+    while Instant::now() < deadline && agent.try_wait().expect("wait").is_none() {
+        let output = Command::new(appliance())
+            .args(["status", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run status");
+        status = text(&output.stdout);
+        if status.contains("\ncloud: refused") {
+            break;
         }
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            let _ = agent.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let running = agent.try_wait().expect("wait").is_none();
+    if running {
+        let _ = Command::new("kill")
+            .args(["-TERM", &agent.id().to_string()])
+            .status();
+    }
+    let exit = agent.wait().expect("wait");
     let mut stderr = String::new();
     if let Some(mut e) = agent.stderr.take() {
         let _ = e.read_to_string(&mut stderr);
@@ -588,12 +598,17 @@ fn the_token_setup_writes_is_what_the_agent_enrols_with_at_its_first_start_and_t
             .is_some_and(|c| c.contains("CERTIFICATE REQUEST"))
     );
     assert!(
-        exit.is_some_and(|e| !e.success()),
-        "the agent stops at the refusal: {exit:?}"
+        running,
+        "the agent keeps routing after the refusal: {exit:?} {stderr}"
     );
     assert!(
-        stderr.contains("unknown or expired enrolment token"),
-        "{stderr}"
+        status.contains("\ncloud: refused, trying again every 5 min: ")
+            && status.contains("unknown or expired enrolment token"),
+        "{status}"
+    );
+    assert!(
+        exit.success(),
+        "the agent stops cleanly on SIGTERM: {exit:?} {stderr}"
     );
 }
 

@@ -75,7 +75,7 @@ inside() {
         [ -z "$out" ] || die "systemd-analyze verify $unit: $out"
     done
     cmp -s "$root/$UNIT" infra/systemd/stayopen-appliance.service || die "the package's unit is not infra/systemd's"
-    for unit in stayopen-appliance stayopen-cloud; do
+    for unit in stayopen-appliance stayopen-cloud stayopen-relay; do
         score="$(systemd-analyze security --offline=yes "infra/systemd/$unit.service" 2>/dev/null \
             | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')"
         log "systemd-analyze security $unit.service: exposure $score"
@@ -150,6 +150,10 @@ install_at_a_practice() {
     sed 's/^/  status: /' <<<"$status" >&2
     grep -q '^active uplink: wan1$' <<<"$status" || die "the first modem's uplink is not active"
     grep -q '^cloud: enrolling$' <<<"$status" || die "status does not say the agent is still enrolling"
+    grep -q '^wan1 lease: 100\.64\.1\.[0-9]*/24, gateway 100\.64\.1\.1, DNS 192\.0\.2\.53 ' <<<"$status" \
+        || die "status does not show the first modem's lease"
+    grep -q '^LAN lan0 [0-9./]*: DHCP server ([0-9.]* to [0-9a-f:]*;' <<<"$status" \
+        || die "status does not show the router's lease on the LAN"
 
     log "ISP1 blackholed"
     bash "$ROOT/infra/testbed/testbed.sh" "$T" fault blackhole 1

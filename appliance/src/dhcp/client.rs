@@ -69,6 +69,26 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// One line for `status`: address, gateway, resolvers, server and lease time.
+    pub fn describe(&self) -> String {
+        let gateway = self
+            .gateway
+            .map_or_else(|| "no gateway".to_owned(), |g| format!("gateway {g}"));
+        let resolvers = if self.resolvers.is_empty() {
+            "no DNS".to_owned()
+        } else {
+            let list: Vec<String> = self.resolvers.iter().map(ToString::to_string).collect();
+            format!("DNS {}", list.join(", "))
+        };
+        format!(
+            "{}/{}, {gateway}, {resolvers} (DHCP from {}, {} s lease)",
+            self.address,
+            self.prefix_len,
+            self.server,
+            self.lease_time.as_secs()
+        )
+    }
+
     /// Same address, prefix, gateway and resolvers: a renewal that changed nothing the dataplane
     /// or the DNS forwarder uses.
     pub fn same_configuration(&self, other: &Lease) -> bool {

@@ -137,6 +137,7 @@ pub async fn spawn_dhcp(
     config: &ApplianceConfig,
     net: ipnet::Ipv4Net,
     dns: bool,
+    report: super::SharedLanReport,
 ) -> Result<JoinHandle<()>, LanError> {
     let interface = config.lan.interface.clone();
     let socket = udp_socket(
@@ -149,10 +150,38 @@ pub async fn spawn_dhcp(
     let server = DhcpServer::new(server_config, load_leases(&path).into_leases(), unix_now());
     tracing::info!(interface = %interface, address = %net.addr(),
         restored = server.leases().len(), "LAN DHCP server listening");
-    Ok(tokio::spawn(run_dhcp(socket, server, path)))
+    Ok(tokio::spawn(run_dhcp(socket, server, path, report)))
 }
 
-async fn run_dhcp(socket: UdpSocket, mut server: DhcpServer, path: PathBuf) {
+/// The DHCP server's leases and refusals, into the report `status` shows.
+fn report_dhcp(report: &super::SharedLanReport, server: &DhcpServer) {
+    let mut report = report
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    report.dhcp_leases = server
+        .leases()
+        .iter()
+        .map(|(address, lease)| {
+            format!(
+                "{address} to {}",
+                super::dhcp_server::format_mac(&lease.mac)
+            )
+        })
+        .collect();
+    report.dhcp_refused = server
+        .refusals()
+        .iter()
+        .map(|(reason, count)| (reason.label().to_owned(), *count))
+        .collect();
+}
+
+async fn run_dhcp(
+    socket: UdpSocket,
+    mut server: DhcpServer,
+    path: PathBuf,
+    report: super::SharedLanReport,
+) {
+    report_dhcp(&report, &server);
     let mut buf = vec![0u8; 2048];
     loop {
         let wake = server
@@ -191,6 +220,7 @@ async fn run_dhcp(socket: UdpSocket, mut server: DhcpServer, path: PathBuf) {
                 }
             },
         }
+        report_dhcp(&report, &server);
         if server.take_changed()
             && let Err(e) = save_leases(&path, &server)
         {
@@ -219,6 +249,7 @@ pub async fn spawn_dns(
     config: &ApplianceConfig,
     address: Ipv4Addr,
     commands: mpsc::UnboundedReceiver<DnsCommand>,
+    report: super::SharedLanReport,
 ) -> Result<JoinHandle<()>, LanError> {
     let bind = SocketAddr::from((address, 53));
     let udp = udp_socket(bind, None, false)?;
@@ -265,7 +296,7 @@ pub async fn spawn_dns(
     );
     tracing::info!(address = %bind, "LAN DNS forwarder listening");
     Ok(tokio::spawn(run_dns(
-        udp, upstream, forwarder, commands, events,
+        udp, upstream, forwarder, commands, events, report,
     )))
 }
 
@@ -326,6 +357,7 @@ async fn run_dns(
     mut forwarder: Forwarder<Client>,
     mut commands: mpsc::UnboundedReceiver<DnsCommand>,
     mut events: mpsc::UnboundedReceiver<Event>,
+    report: super::SharedLanReport,
 ) {
     let mut tcp_clients: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut buf = vec![0u8; 4096];
@@ -413,6 +445,11 @@ async fn run_dns(
                     );
                 }
                 *seen = *count;
+                report
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .dns_dropped
+                    .insert(reason.label().to_owned(), *count);
             }
         }
     }

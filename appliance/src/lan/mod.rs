@@ -16,7 +16,9 @@ pub mod dhcp_server;
 pub mod dns;
 pub mod linux;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -63,14 +65,46 @@ impl DnsHandle {
     }
 }
 
+/// What the LAN services are doing, for `stayopen-appliance status`: the router's lease and every
+/// datagram refused or dropped since the agent started, by reason (the same labels as the log).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LanReport {
+    pub interface: String,
+    /// The appliance's LAN address and prefix.
+    pub address: String,
+    /// Whether the DHCP server runs (not in static mode, or when it could not start).
+    pub dhcp_server: bool,
+    /// The leases the DHCP server holds (bound, not only offered): the router's WAN port.
+    #[serde(default)]
+    pub dhcp_leases: Vec<String>,
+    #[serde(default)]
+    pub dhcp_refused: BTreeMap<String, u64>,
+    /// Whether the DNS forwarder runs.
+    pub dns_forwarder: bool,
+    #[serde(default)]
+    pub dns_dropped: BTreeMap<String, u64>,
+}
+
+/// The report the drivers write and the agent reads.
+pub type SharedLanReport = Arc<Mutex<LanReport>>;
+
 /// The running LAN services; dropping it stops them.
 #[derive(Debug, Default)]
 pub struct LanServices {
     dns: Option<DnsHandle>,
     tasks: Vec<JoinHandle<()>>,
+    report: SharedLanReport,
 }
 
 impl LanServices {
+    /// What they are doing now.
+    pub fn report(&self) -> LanReport {
+        self.report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// The DNS forwarder's handle, when it runs.
     pub fn dns(&self) -> Option<&DnsHandle> {
         self.dns.as_ref()
@@ -101,6 +135,11 @@ pub async fn start(config: &ApplianceConfig) -> Option<LanServices> {
     }
     let net = config.lan.address?;
     let mut services = LanServices::default();
+    {
+        let mut report = services.report.lock().expect("a new lock");
+        report.interface = config.lan.interface.clone();
+        report.address = net.to_string();
+    }
     if let Err(e) = linux::assign_lan_address(&config.lan.interface, net).await {
         tracing::error!(interface = %config.lan.interface, address = %net, error = %e,
             "cannot set the LAN address; no LAN services");
@@ -111,18 +150,24 @@ pub async fn start(config: &ApplianceConfig) -> Option<LanServices> {
         for (i, uplink) in config.uplinks.iter().enumerate() {
             handle.set_uplink_resolvers(i, uplink.dns.clone());
         }
-        match linux::spawn_dns(config, net.addr(), commands).await {
+        match linux::spawn_dns(config, net.addr(), commands, services.report.clone()).await {
             Ok(task) => {
                 services.tasks.push(task);
                 services.dns = Some(handle);
+                services.report.lock().expect("not poisoned").dns_forwarder = true;
             }
             Err(e) => tracing::error!(error = %e, "cannot start the LAN's DNS forwarder"),
         }
     }
     match config.lan.dhcp_server.mode {
         config::DhcpMode::Server => {
-            match linux::spawn_dhcp(config, net, services.dns.is_some()).await {
-                Ok(task) => services.tasks.push(task),
+            match linux::spawn_dhcp(config, net, services.dns.is_some(), services.report.clone())
+                .await
+            {
+                Ok(task) => {
+                    services.tasks.push(task);
+                    services.report.lock().expect("not poisoned").dhcp_server = true;
+                }
                 Err(e) => tracing::error!(error = %e, "cannot start the LAN's DHCP server"),
             }
         }
