@@ -586,7 +586,12 @@ impl Plan {
             },
             dataplane: DataplaneSection::Linux { table_base: 100 },
             tunnel: TunnelSection::default(),
-            cellular: Default::default(),
+            // A cellular uplink's operator, technology, signal and SIM data come from
+            // ModemManager: MSPs place antennas by them.
+            cellular: crate::cellular::CellularSection {
+                enabled: self.uplinks.iter().any(|u| u.cellular),
+                ..Default::default()
+            },
         }
     }
 
@@ -901,6 +906,10 @@ mod tests {
             [0, 1, 2]
         );
         assert_eq!(plan.lan, "eth2");
+        assert!(
+            config.cellular.enabled,
+            "a cellular uplink's signal is read from ModemManager"
+        );
     }
 
     #[test]
@@ -913,6 +922,10 @@ mod tests {
         let plan = plan(request(), &observed).expect("plan");
         assert_eq!(plan.uplinks[0].interface, "eth0");
         assert_eq!(plan.uplinks[1].interface, "eth2");
+        assert!(
+            !plan.config().cellular.enabled,
+            "no modem, no ModemManager to ask"
+        );
     }
 
     #[test]
