@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The packaging checks (root): what can be checked here without a running systemd or a cluster.
 #
-# 1. The appliance's .deb (dev-profile binary, infra/scripts/build-deb.sh --dev) is installed with
+# 1. The appliance's .deb (dev-profile binary, infra/scripts/build-deb.sh --dev; the release package
+#    with STAYOPEN_PKGCHECK_RELEASE=1) is installed with
 #    dpkg, maintainer scripts and all, into a throwaway copy of this system: an overlay over / in a
 #    private mount namespace, so the host is never touched. Its postinst must create the `stayopen`
 #    user (systemd-sysusers).
@@ -320,7 +321,13 @@ fi
 ensure_deps netns
 command -v systemd-analyze >/dev/null || die "systemd-analyze is missing"
 
-deb="$(bash "$ROOT/infra/scripts/build-deb.sh" --dev)"
+# CI installs the dev build the tests already made; STAYOPEN_PKGCHECK_RELEASE=1 installs the release
+# package (what goes on an appliance), for the install's figures.
+if [ "${STAYOPEN_PKGCHECK_RELEASE:-0}" = 1 ]; then
+    deb="$(bash "$ROOT/infra/scripts/build-deb.sh")"
+else
+    deb="$(bash "$ROOT/infra/scripts/build-deb.sh" --dev)"
+fi
 log "building stayopen-cloud and stayopen-relay (dev) for their units' verification"
 cargo build -q -p stayopen-cloud --bin stayopen-cloud -p stayopen-tunnel --bin stayopen-relay
 
