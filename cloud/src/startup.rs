@@ -165,9 +165,17 @@ impl Application {
                             external.host, external.port
                         ))
                     })?;
-                let (client, connected) =
-                    broker::connect_external(addr, &ca, incoming_tx, hearing.clone(), &supervisor)?;
-                tracing::info!(%addr, "using an external MQTT broker");
+                let client_id = external.effective_client_id();
+                let (client, connected) = broker::connect_external(
+                    addr,
+                    &client_id,
+                    &external.ingest_group,
+                    &ca,
+                    incoming_tx,
+                    hearing.clone(),
+                    &supervisor,
+                )?;
+                tracing::info!(%addr, %client_id, "using an external MQTT broker");
                 (
                     BrokerHandle::External { addr, connected },
                     DeviceLink::start_external(client, metrics.clone(), &supervisor),

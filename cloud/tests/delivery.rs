@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::burst::{Burst, start_burst};
 use common::client::ApiClient;
 use common::events::{emitted, outbox_empty_since, stored as stored_in, stored_at_least};
 use common::process::CloudProcess;
@@ -19,12 +20,8 @@ use stayopen_appliance::agent::{self, AgentOptions, Exit};
 use stayopen_appliance::cloud_link::CloudLink;
 use stayopen_appliance::config::{ApplianceConfig, Outage, OutageKind};
 use stayopen_appliance::control::{self, Request};
-use stayopen_appliance::identity::{self, Proof};
-use stayopen_appliance::outbox::{DEFAULT_LIMIT_BYTES, Outbox};
 use stayopen_cloud::domain::seed;
 use stayopen_shared::ApplianceId;
-use stayopen_shared::api::HardwareIdentity;
-use stayopen_shared::events::{ApplianceEvent, EventKind};
 use stayopen_shared::telemetry::UplinkHealth;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -53,67 +50,6 @@ async fn seeded_with_quick_policy(cloud: &common::TestCloud) -> (seed::DemoSeed,
 /// The events the cloud stored for `appliance`, in the order it stored them.
 async fn stored(cloud: &CloudProcess, appliance: Uuid) -> Vec<(String, i64)> {
     stored_in(&cloud.owner_pool, appliance).await
-}
-
-/// An enrolled appliance's real cloud link, appending `count` events tagged `"{tag} {i}"` to its
-/// outbox as fast as the disk allows, from a blocking thread.
-struct Burst {
-    link: CloudLink,
-    identity: stayopen_appliance::identity::Identity,
-    appending: tokio::task::JoinHandle<()>,
-    // The receiver is kept: the link stops when nobody listens for policies and commands.
-    _inbound: tokio::sync::mpsc::Receiver<stayopen_appliance::cloud_link::Inbound>,
-    _state: tempfile::TempDir,
-}
-
-async fn start_burst(
-    cloud: &CloudProcess,
-    token: &str,
-    serial: &str,
-    mac: &str,
-    tag: &'static str,
-    count: usize,
-) -> Burst {
-    let state = tempfile::tempdir().expect("state");
-    let identity = identity::load_or_enroll(
-        state.path(),
-        &reqwest::Client::new(),
-        &cloud.base_url(),
-        &Proof::Token(token.into()),
-        HardwareIdentity {
-            serial: serial.into(),
-            mac: mac.into(),
-            model: "test".into(),
-        },
-    )
-    .await
-    .expect("enrol");
-    let outbox =
-        Outbox::open(&state.path().join("outbox.redb"), DEFAULT_LIMIT_BYTES).expect("outbox");
-    let (link, inbound) = CloudLink::start(&identity, outbox).expect("link");
-    let publisher = link.clone();
-    let appending = tokio::task::spawn_blocking(move || {
-        for i in 0..count {
-            publisher.publish_event(
-                Utc::now(),
-                ApplianceEvent {
-                    kind: EventKind::UplinkUp,
-                    uplink: Some("fiber".into()),
-                    from: None,
-                    to: None,
-                    reason: format!("{tag} {i}"),
-                    drill: None,
-                },
-            );
-        }
-    });
-    Burst {
-        link,
-        identity,
-        appending,
-        _inbound: inbound,
-        _state: state,
-    }
 }
 
 /// The link's counters and the end of the cloud's log, for a failure message.
@@ -160,10 +96,10 @@ async fn a_burst_of_ten_thousand_messages_survives_a_sigkill_of_the_cloud_with_n
         link,
         identity,
         appending: burst,
-        _inbound: _keep_listening,
-        _state: _keep_state,
+        inbound: _keep_listening,
+        state: _keep_state,
     } = start_burst(
-        &cloud,
+        &cloud.base_url(),
         &demo.practices[0].enrollment_token,
         "SO-BURST-0001",
         "02:53:4f:00:10:01",
@@ -767,10 +703,10 @@ async fn a_sigterm_during_a_burst_stops_the_cloud_within_its_deadline_and_loses_
         link,
         identity,
         appending: burst,
-        _inbound: _keep_listening,
-        _state: _keep_state,
+        inbound: _keep_listening,
+        state: _keep_state,
     } = start_burst(
-        &cloud,
+        &cloud.base_url(),
         &demo.practices[0].enrollment_token,
         "SO-TERM-0001",
         "02:53:4f:00:11:01",

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestCloud, appliance_config, eventually, holds_for, spawn_cloud_with, telemetry};
+use common::{appliance_config, eventually, holds_for, spawn_cloud_with, telemetry};
 use rumqttc::QoS;
 use stayopen_appliance::agent::{self, AgentOptions};
 use stayopen_cloud::infra::config::ExternalBrokerConfig;
@@ -17,82 +16,14 @@ use stayopen_shared::{ApplianceId, Channel, DeviceTopic, MessageId};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-/// Mosquitto on loopback, killed when dropped.
-struct Mosquitto {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    /// SIGHUP: Mosquitto re-reads its configuration and certificates (and so the CRL).
-    fn reload(&self) {
-        let status = Command::new("kill")
-            .arg("-HUP")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill -HUP");
-        assert!(status.success());
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn start_mosquitto(cloud: &TestCloud, port: u16) -> Mosquitto {
-    let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("mosquitto is installed (infra/scripts/test.sh installs Debian's package)");
-    let dir = tempfile::tempdir().expect("dir");
-    let tls = cloud.tls_dir.path();
-    let acl =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/mosquitto/stayopen.acl");
-    // The shipped configuration, with paths and port for this test and without privilege drop.
-    let shipped = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/mosquitto/stayopen.conf"),
-    )
-    .expect("shipped config");
-    let config = shipped
-        .replace("listener 8883", &format!("listener {port} 127.0.0.1"))
-        .replace("/var/lib/stayopen-cloud/pki", &tls.display().to_string())
-        .replace("/etc/mosquitto/stayopen.acl", &acl.display().to_string())
-        .replace("persistence true", "persistence false")
-        .replace("persistence_location /var/lib/mosquitto/\n", "")
-        + "user root\n";
-    let path = dir.path().join("mosquitto.conf");
-    std::fs::write(&path, config).expect("config");
-    let child = Command::new(binary)
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mosquitto");
-    Mosquitto { child, _dir: dir }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cloud_runs_on_mosquitto_with_the_shipped_acl() {
-    let port = free_port();
+    let port = common::mosquitto::free_port();
     let cloud = spawn_cloud_with(|config| {
-        config.broker.external = Some(ExternalBrokerConfig {
-            host: "127.0.0.1".into(),
-            port,
-        });
+        config.broker.external = Some(ExternalBrokerConfig::at("127.0.0.1", port));
     })
     .await;
-    let mosquitto = start_mosquitto(&cloud, port);
+    let mosquitto = common::mosquitto::start(cloud.tls_dir.path(), port);
     eventually(
         Duration::from_secs(20),
         "the cloud connected to Mosquitto",

@@ -100,6 +100,8 @@ ensure_deps() {
                 ;;
             mqtt)
                 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)
+                # The scale-out test's load balancer in front of two cloud instances (issue 18).
+                [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || packages+=(haproxy)
                 ;;
             smtp)
                 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || packages+=(python3-aiosmtpd)

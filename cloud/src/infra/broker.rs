@@ -148,11 +148,22 @@ pub async fn forward_embedded(
     }
 }
 
-/// Connects the cloud to an external broker with its service certificate: subscribes to every
-/// device → cloud channel (persistent session, QoS 1, so messages wait in the broker while the
-/// cloud restarts) and forwards them to `sink`. Returns the client, for publishing to devices.
+/// Connects the cloud to an external broker with its service certificate, as `client_id` (one per
+/// instance), and subscribes to every device → cloud channel through the shared-subscription
+/// group `ingest_group` (`$share/{group}/{filter}`, QoS 1): with several instances the broker hands
+/// each message to one of them. Forwards what arrives to `sink`; returns the client, for
+/// publishing to devices.
+///
+/// A clean session: brokers keep dealing a shared group's messages to a member's persistent
+/// session while that member is away (Mosquitto, EMQX), so a dead instance's share would wait for
+/// it forever. With clean sessions a dead instance leaves the group at once and the others take
+/// everything. Nothing is lost either way: a device keeps each message in its outbox until the
+/// cloud's acknowledgement (sent after the message is stored) and resends what is not
+/// acknowledged; ingest stores each message id once.
 pub fn connect_external(
     addr: SocketAddr,
+    client_id: &str,
+    ingest_group: &str,
     ca: &DeviceCa,
     sink: mpsc::Sender<Incoming>,
     hearing: Arc<Hearing>,
@@ -163,16 +174,16 @@ pub fn connect_external(
         .map_err(|e| BrokerError::External(e.to_string()))?;
     let tls = stayopen_shared::mqtt_tls::client_config(ca.cert_pem(), &cert, &key)
         .map_err(|e| BrokerError::External(e.to_string()))?;
-    let mut options =
-        rumqttc::MqttOptions::new("stayopen-cloud-ingest", addr.ip().to_string(), addr.port());
+    let mut options = rumqttc::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
     options
         .set_transport(rumqttc::Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(tls),
         ))
         .set_keep_alive(Duration::from_secs(15))
-        .set_clean_session(false)
+        .set_clean_session(true)
         .set_max_packet_size(MAX_PAYLOAD_BYTES + 1024, MAX_PAYLOAD_BYTES + 1024);
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10_000);
+    let group = ingest_group.to_owned();
     let connected = Arc::new(AtomicBool::new(false));
     let flag = connected.clone();
     let subscriber = client.clone();
@@ -193,10 +204,11 @@ pub fn connect_external(
                     flag.store(true, Ordering::Relaxed);
                     hearing.hearing(chrono::Utc::now());
                     backoff = delays();
-                    tracing::info!(%addr, "connected to the external broker");
+                    tracing::info!(%addr, group = %group, "connected to the external broker");
                     for channel in Channel::ALL.into_iter().filter(|c| c.is_device_to_cloud()) {
+                        let filter = format!("$share/{group}/{}", channel.all_devices_filter());
                         if let Err(e) = subscriber
-                            .subscribe(channel.all_devices_filter(), rumqttc::QoS::AtLeastOnce)
+                            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
                             .await
                         {
                             tracing::error!(error = %e, "cannot subscribe on the external broker");

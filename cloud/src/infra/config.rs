@@ -258,6 +258,69 @@ pub struct BrokerConfig {
 pub struct ExternalBrokerConfig {
     pub host: String,
     pub port: u16,
+    /// This instance's MQTT client id. Every instance needs its own: a broker disconnects a
+    /// client when another connects with the same id, so two instances sharing one would kick
+    /// each other off in turn. Default: `stayopen-cloud-{hostname}` (a container's or pod's
+    /// hostname is its own); set it when two instances share a host.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The shared-subscription group every instance's ingest joins (`$share/{group}/…`, MQTT v5
+    /// shared subscriptions, which Mosquitto and EMQX also honour for 3.1.1 clients): the broker
+    /// hands each device message to one instance of the group, so ingest is split between
+    /// instances instead of repeated by each.
+    #[serde(default = "default_ingest_group")]
+    pub ingest_group: String,
+}
+
+fn default_ingest_group() -> String {
+    "stayopen-ingest".into()
+}
+
+impl ExternalBrokerConfig {
+    /// The broker at `host:port` with the default client id and group.
+    pub fn at(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            client_id: None,
+            ingest_group: default_ingest_group(),
+        }
+    }
+
+    /// The client id this instance connects with ([`ExternalBrokerConfig::client_id`]).
+    pub fn effective_client_id(&self) -> String {
+        self.client_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            format!("stayopen-cloud-{host}")
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let topic_safe = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if let Some(id) = &self.client_id
+            && !topic_safe(id)
+        {
+            return Err(ConfigError::Semantic(
+                "broker.external.client_id must be 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if !topic_safe(&self.ingest_group) {
+            return Err(ConfigError::Semantic(
+                "broker.external.ingest_group must be 1 to 64 letters, digits, '-', '_' or '.'"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The signing secrets are [`SecretString`]s: redacted in `Debug`, never serialised.
@@ -443,6 +506,9 @@ impl CloudConfig {
                 "evidence.poll_interval_ms must be between 50 and 60000".into(),
             ));
         }
+        if let Some(external) = &self.broker.external {
+            external.validate()?;
+        }
         if self.auth.refresh_ttl_hours == 0 {
             return Err(ConfigError::Semantic(
                 "auth.refresh_ttl_hours must be at least 1".into(),
@@ -550,6 +616,49 @@ mod tests {
         let config = CloudConfig::load(Some(&path)).expect("example parses");
         assert_eq!(config.http.listen.port(), 8080);
         assert_eq!(config.broker_public_port(), 8883);
+    }
+
+    #[test]
+    fn each_instance_gets_its_own_client_id_and_a_group_that_could_break_a_topic_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cloud.toml");
+        let write = |external: &str| {
+            std::fs::write(
+                &path,
+                format!("[broker.external]\nhost = \"mqtt\"\nport = 8883\n{external}"),
+            )
+            .expect("write");
+        };
+        write("");
+        let config = CloudConfig::load(Some(&path)).expect("defaults");
+        let external = config.broker.external.expect("external");
+        assert_eq!(external.ingest_group, "stayopen-ingest");
+        assert!(
+            external
+                .effective_client_id()
+                .starts_with("stayopen-cloud-"),
+            "{}",
+            external.effective_client_id()
+        );
+        write("client_id = \"stayopen-cloud-b\"\n");
+        let config = CloudConfig::load(Some(&path)).expect("client id");
+        assert_eq!(
+            config
+                .broker
+                .external
+                .expect("external")
+                .effective_client_id(),
+            "stayopen-cloud-b"
+        );
+        for (line, key) in [
+            ("ingest_group = \"all/#\"\n", "broker.external.ingest_group"),
+            ("ingest_group = \"\"\n", "broker.external.ingest_group"),
+            ("client_id = \"a+b\"\n", "broker.external.client_id"),
+        ] {
+            write(line);
+            let err = CloudConfig::load(Some(&path)).expect_err(line);
+            assert!(err.to_string().contains(key), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! by path) uses a different part of it, so what one of them leaves unused is not dead.
 #![allow(dead_code)]
 
+pub mod burst;
 pub mod client;
 pub mod device;
 pub mod events;
+pub mod haproxy;
 pub mod logs;
+pub mod mosquitto;
 pub mod process;
 pub mod proxy;
 pub mod smtp;

@@ -20,8 +20,9 @@ pub struct CloudProcess {
     pub pool: PgPool,
     settings: Vec<(String, String)>,
     child: Option<Child>,
-    /// Dropped after the process is killed.
-    _database: super::TestDatabase,
+    /// Dropped after the process is killed; none for a sibling instance, whose first instance
+    /// owns the database.
+    _database: Option<super::TestDatabase>,
     starts: usize,
     /// The network namespace it runs in, if not this one (then it is only reachable from there,
     /// and readiness is read from its log).
@@ -113,8 +114,44 @@ impl CloudProcess {
             child: None,
             starts: 0,
             netns,
-            _database: database,
+            _database: Some(database),
         }
+    }
+
+    /// A second instance of the same deployment: the same database and PKI folder (the device CA),
+    /// its own ports and log, `settings` on top of this one's. Not started.
+    pub async fn sibling(&self, settings: &[(&str, &str)]) -> Self {
+        let mut merged = self.settings.clone();
+        merged.push((
+            "STAYOPEN_BROKER__TLS_DIR".to_owned(),
+            self.tls_dir.path().display().to_string(),
+        ));
+        for (key, value) in settings {
+            merged.retain(|(k, _)| k != key);
+            merged.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        Self {
+            owner_pool: self.owner_pool.clone(),
+            pool: self.pool.clone(),
+            owner_url: self.owner_url.clone(),
+            app_url: self.app_url.clone(),
+            http: free_port(),
+            broker: free_port(),
+            tls_dir: tempfile::tempdir().expect("log dir"),
+            settings: merged,
+            child: None,
+            starts: 0,
+            netns: None,
+            _database: None,
+        }
+    }
+
+    /// Whether this instance uses an external broker: then it is ready to the test once its HTTP
+    /// API answers (`/healthz`); the test itself waits for the broker.
+    fn external_broker(&self) -> bool {
+        self.settings
+            .iter()
+            .any(|(k, _)| k == "STAYOPEN_BROKER__EXTERNAL__HOST")
     }
 
     pub fn base_url(&self) -> String {
@@ -188,7 +225,15 @@ impl CloudProcess {
         }
         self.child = Some(command.spawn().expect("start stayopen-cloud"));
         let http = reqwest::Client::new();
-        let ready = format!("{}/readyz", self.base_url());
+        let ready = format!(
+            "{}/{}",
+            self.base_url(),
+            if self.external_broker() {
+                "healthz"
+            } else {
+                "readyz"
+            }
+        );
         for _ in 0..300 {
             let ready = if self.netns.is_some() {
                 let log = self.log();
