@@ -1076,6 +1076,87 @@ async fn a_passed_drill_in_the_drills_table_keeps_the_drill_overdue_alert_away()
     assert_eq!(overdue, [idle.0]);
 }
 
+/// A month of raw telemetry wholly past retention is dropped as a partition (no row-by-row delete
+/// of billions of rows at fleet scale); the month the cut-off falls in loses only its older rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_whole_months_of_raw_telemetry_and_deletes_rows_only_in_the_month_it_cuts()
+{
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let appliance = cloud
+        .enrol_device(
+            &demo.practices[0].enrollment_token,
+            "SO-RET-2",
+            "02:00:00:00:70:02",
+        )
+        .await
+        .enrolled
+        .appliance_id;
+    let now = Utc::now();
+    let days = |d: i64| now - chrono::Duration::days(d);
+    let db = &cloud.owner_pool;
+    // Two months that end before the cut-off (130 and 160 days back: each ends at least 99 days
+    // back), with their own partitions as the daily partitioning makes them.
+    let mut old_partitions = Vec::new();
+    for back in [130, 160] {
+        let month = days(back).date_naive();
+        sqlx::query("SELECT stayopen_ensure_telemetry_partition($1)")
+            .bind(month)
+            .execute(db)
+            .await
+            .expect("partition");
+        old_partitions.push(format!("telemetry_{}", month.format("%Y_%m")));
+    }
+    for at in [days(89), days(91), days(130), days(160)] {
+        sqlx::query(
+            "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, body)
+             SELECT gen_random_uuid(), id, tenant_id, $2, '{}' FROM appliances WHERE id = $1",
+        )
+        .bind(appliance.as_uuid())
+        .bind(at)
+        .execute(db)
+        .await
+        .expect("telemetry");
+    }
+    let deleted: std::collections::BTreeMap<String, i64> = retention::enforce(&cloud.pool, now, 90)
+        .await
+        .expect("retention")
+        .into_iter()
+        .collect();
+    assert_eq!(deleted.get("telemetry_partitions"), Some(&2), "{deleted:?}");
+    assert_eq!(
+        deleted.get("telemetry"),
+        Some(&1),
+        "only the 91-day-old row: {deleted:?}"
+    );
+    for partition in &old_partitions {
+        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+            .bind(partition)
+            .fetch_one(db)
+            .await
+            .expect("regclass");
+        assert_eq!(exists, None, "{partition} dropped");
+    }
+    let left: Vec<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT sent_at FROM telemetry WHERE appliance_id = $1")
+            .bind(appliance.as_uuid())
+            .fetch_all(db)
+            .await
+            .expect("left");
+    assert_eq!(
+        left.iter().map(DateTime::timestamp).collect::<Vec<_>>(),
+        vec![days(89).timestamp()]
+    );
+    // The current month's partition is untouched.
+    let current = format!("telemetry_{}", now.format("%Y_%m"));
+    let kept: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(&current)
+        .fetch_one(db)
+        .await
+        .expect("regclass");
+    assert_eq!(kept.as_deref(), Some(current.as_str()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_raw_telemetry_past_its_days_and_records_only_after_six_years() {
     let cloud = spawn_cloud().await;
