@@ -11,6 +11,9 @@
 # Environment: STAYOPEN_SCALE_DURATION (steady phase, s; 120), STAYOPEN_SCALE_INTERVAL (telemetry
 # cadence, s; 10, the default policy's), STAYOPEN_SCALE_FAILOVERS (failovers/s across the fleet;
 # N/1000), STAYOPEN_SCALE_ENROL_CONCURRENCY (32), STAYOPEN_SCALE_CONNECT_CONCURRENCY (256),
+# STAYOPEN_SCALE_DRAIN (s the generator waits for the cloud's last acknowledgements; 300) and
+# STAYOPEN_SCALE_SETTLE (s the script then waits for PostgreSQL to hold every acknowledged
+# message, a backlog still draining; 300),
 # STAYOPEN_BENCH_PG_PORT (55437), STAYOPEN_SCALE_HTTP (127.0.0.1:18080), STAYOPEN_SCALE_BROKER
 # (127.0.0.1:18883), STAYOPEN_SCALE_DIR (.data/bench-scale: logs, the report, the device CA).
 #
@@ -39,6 +42,8 @@ INTERVAL="${STAYOPEN_SCALE_INTERVAL:-10}"
 FAILOVERS="${STAYOPEN_SCALE_FAILOVERS:-$(awk -v n="$APPLIANCES" 'BEGIN { printf "%.3f", n / 1000 }')}"
 ENROL_CONCURRENCY="${STAYOPEN_SCALE_ENROL_CONCURRENCY:-32}"
 CONNECT_CONCURRENCY="${STAYOPEN_SCALE_CONNECT_CONCURRENCY:-256}"
+DRAIN="${STAYOPEN_SCALE_DRAIN:-300}"
+SETTLE="${STAYOPEN_SCALE_SETTLE:-300}"
 PG_PORT="${STAYOPEN_BENCH_PG_PORT:-55437}"
 HTTP_ADDR="${STAYOPEN_SCALE_HTTP:-127.0.0.1:18080}"
 BROKER_ADDR="${STAYOPEN_SCALE_BROKER:-127.0.0.1:18883}"
@@ -134,7 +139,7 @@ RUST_LOG="${LOADGEN_LOG:-info,rumqttc=warn}" "$BIN/stayopen-loadgen" --api-url "
     --tokens-file "$DIR/tokens.txt" --appliances "$APPLIANCES" \
     --enrol-concurrency "$ENROL_CONCURRENCY" --connect-concurrency "$CONNECT_CONCURRENCY" \
     --telemetry-interval-secs "$INTERVAL" --failovers-per-sec "$FAILOVERS" \
-    --duration-secs "$DURATION" --report "$DIR/report.json" 2>"$DIR/loadgen.log" | tee "$DIR/summary.txt" \
+    --duration-secs "$DURATION" --drain-timeout-secs "$DRAIN" --report "$DIR/report.json" 2>"$DIR/loadgen.log" | tee "$DIR/summary.txt" \
     || { tail -n 30 "$DIR/loadgen.log" >&2; die "the load generator failed"; }
 WALL=$(( $(date +%s) - STARTED ))
 CLOUD_CPU="$(awk -v a="$CLOUD_TICKS_BEFORE" -v b="$(cpu_ticks "$CLOUD_PID")" 'BEGIN { printf "%.1f", (b - a) / 100 }')"
@@ -149,7 +154,10 @@ for m in json.load(open(sys.argv[1]))["messages"]:
     if m["kind"] != "presence" and m["broker_acknowledged"]:
         print("%s,%s" % (m["id"], m["kind"]))
 PY
-LOSS="$("$PSQL" "$OWNER_URL" -qtA -F ' ' <<SQL
+# The steady phase's bounds, for what PostgreSQL stored during it.
+read -r STEADY_FROM STEADY_TO <<<"$(/usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["steady_started_at"], r["steady_ended_at"])' "$DIR/report.json")"
+loss() {
+    "$PSQL" "$OWNER_URL" -qtA -F ' ' <<SQL
 CREATE TEMP TABLE acknowledged (id uuid, kind text);
 \copy acknowledged FROM '$DIR/acknowledged.csv' WITH (FORMAT csv)
 SELECT
@@ -159,26 +167,39 @@ SELECT
   + (SELECT count(*) FROM acknowledged a WHERE a.kind = 'event'
       AND NOT EXISTS (SELECT 1 FROM appliance_events e WHERE e.message_id = a.id)),
   (SELECT count(*) FROM (SELECT message_id FROM telemetry GROUP BY message_id HAVING count(*) > 1) d)
-  + (SELECT count(*) FROM (SELECT message_id FROM appliance_events GROUP BY message_id HAVING count(*) > 1) d);
+  + (SELECT count(*) FROM (SELECT message_id FROM appliance_events GROUP BY message_id HAVING count(*) > 1) d),
+  (SELECT count(*) FROM telemetry WHERE received_at BETWEEN '$STEADY_FROM' AND '$STEADY_TO')
+  + (SELECT count(*) FROM appliance_events WHERE received_at BETWEEN '$STEADY_FROM' AND '$STEADY_TO');
 SQL
-)"
-read -r ACKED LOST DOUBLED <<<"$LOSS"
+}
+# A backlog may still be draining into PostgreSQL: wait (at most SETTLE s) until nothing is missing.
+SETTLE_DEADLINE=$(( $(date +%s) + SETTLE ))
+while :; do
+    LOSS="$(loss)"
+    read -r ACKED LOST DOUBLED STORED_STEADY <<<"$LOSS"
+    if [ "$LOST" = 0 ] || [ "$(date +%s)" -ge "$SETTLE_DEADLINE" ]; then break; fi
+    log "$LOST acknowledged messages not in PostgreSQL yet; waiting"
+    sleep 5
+done
+SETTLED_AFTER=$(( $(date +%s) - STARTED - WALL ))
+
 
 FIGURES="$(/usr/bin/python3 - "$DIR/report.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 e, c = r["enrolment"], r["connect"]
 storm = "%.1f s" % c["all_connected_secs"] if c["all_connected_secs"] is not None else "not all connected"
-print("%d|%d|%.1f|%.0f|%.0f|%d|%s|%.0f|%.0f|%.1f|%d|%d|%d|%d|%s|%.0f|%.1f" % (
+print("%d|%d|%.1f|%.0f|%.0f|%d|%s|%.0f|%.0f|%.1f|%d|%d|%d|%d|%s|%.0f|%.1f|%.1f" % (
     r["appliances"], e["enrolled"], e["per_sec"], e["p50_ms"], e["p99_ms"], c["connected"], storm,
-    c["p50_ms"], c["p99_ms"], r["stored_per_sec_steady"],
+    c["p50_ms"], c["p99_ms"], r["sent_per_sec_steady"],
     r["telemetry"]["sent"] + r["events"]["sent"], r["failovers"], c["lost"], c["failed_attempts"],
     "yes" if r["drained"] else "NO", (r["process"] or {}).get("peak_rss_mib", 0),
-    (r["process"] or {}).get("cpu_secs", 0)))
+    (r["process"] or {}).get("cpu_secs", 0), r["steady_secs"]))
 PY
 )"
-IFS='|' read -r N ENROLLED ENROL_RATE ENROL_P50 ENROL_P99 CONNECTED STORM CONN_P50 CONN_P99 STORED_RATE \
-    RECORDS FAILOVER_COUNT LOST_SESSIONS FAILED_ATTEMPTS DRAINED GEN_MIB GEN_CPU <<<"$FIGURES"
+IFS='|' read -r N ENROLLED ENROL_RATE ENROL_P50 ENROL_P99 CONNECTED STORM CONN_P50 CONN_P99 SENT_RATE \
+    RECORDS FAILOVER_COUNT LOST_SESSIONS FAILED_ATTEMPTS DRAINED GEN_MIB GEN_CPU STEADY_SECS <<<"$FIGURES"
+STORED_RATE="$(awk -v n="$STORED_STEADY" -v s="$STEADY_SECS" 'BEGIN { printf "%.1f", n / s }')"
 
 cat <<TABLE
 
@@ -189,8 +210,8 @@ cat <<TABLE
 | connect storm (TLS, embedded broker) | $STORM until all connected (per session p50 $CONN_P50 ms, p99 $CONN_P99 ms; $FAILED_ATTEMPTS failed attempts, $LOST_SESSIONS sessions lost) |
 | cloud resident memory (peak) | $CLOUD_PEAK_MIB MiB |
 | cloud CPU | $CLOUD_CPU s over ${WALL} s (enrolment, connect storm, steady phase, drain) |
-| stored during the steady phase | $STORED_RATE messages/s (${DURATION} s, telemetry every ${INTERVAL} s, $FAILOVER_COUNT failovers) |
-| loss | $LOST lost, $DOUBLED duplicated of $ACKED acknowledged by the broker ($RECORDS records sent; everything acknowledged as stored: $DRAINED) |
+| stored during the steady phase | $STORED_RATE messages/s into PostgreSQL, of $SENT_RATE/s sent (${STEADY_SECS} s, telemetry every ${INTERVAL} s, $FAILOVER_COUNT failovers) |
+| loss | $LOST lost, $DOUBLED duplicated of $ACKED acknowledged by the broker ($RECORDS records sent; the cloud acknowledged all as stored within the drain: $DRAINED; PostgreSQL complete ${SETTLED_AFTER} s after the generator ended) |
 | load generator | $GEN_MIB MiB peak, $GEN_CPU s CPU |
 
 Report: ${DIR#"$ROOT"/}/report.json; logs: ${DIR#"$ROOT"/}/cloud.log, ${DIR#"$ROOT"/}/loadgen.log

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -501,12 +501,19 @@ pub struct Report {
     pub enrolment: EnrolmentReport,
     pub connect: ConnectReport,
     pub steady_secs: f64,
+    /// The steady phase's bounds, to count in PostgreSQL what was stored during it.
+    pub steady_started_at: DateTime<Utc>,
+    pub steady_ended_at: DateTime<Utc>,
+    /// Telemetry and events queued during the steady phase, per second: the offered load.
+    pub sent_per_sec_steady: f64,
     pub telemetry: KindCounts,
     pub events: KindCounts,
     pub presence: KindCounts,
     pub failovers: u64,
     pub failbacks: u64,
     /// Telemetry and events the cloud acknowledged as stored during the steady phase, per second.
+    /// The cloud batches its acknowledgements while its ingest has a backlog, so under overload
+    /// this trails what was stored; PostgreSQL's `received_at` in the steady bounds says exactly.
     pub stored_per_sec_steady: f64,
     /// The drain ended with every telemetry message and event acknowledged by the cloud.
     pub drained: bool,
@@ -569,8 +576,12 @@ impl Report {
                 c.lost
             ),
             format!(
-                "steady phase: {:.1} s, {:.1} messages/s stored, {} failovers, {} failbacks",
-                self.steady_secs, self.stored_per_sec_steady, self.failovers, self.failbacks
+                "steady phase: {:.1} s, {:.1} messages/s sent, {:.1} messages/s acknowledged as stored, {} failovers, {} failbacks",
+                self.steady_secs,
+                self.sent_per_sec_steady,
+                self.stored_per_sec_steady,
+                self.failovers,
+                self.failbacks
             ),
             counts("telemetry", &self.telemetry),
             counts("events", &self.events),
@@ -620,6 +631,7 @@ struct Shared {
     outstanding: AtomicU64,
     steady: AtomicBool,
     stored_in_steady: AtomicU64,
+    sent_in_steady: AtomicU64,
 }
 
 /// One session's result.
@@ -698,6 +710,7 @@ pub async fn run(options: LoadOptions, stop: watch::Receiver<bool>) -> Result<Re
 
     // 3. The steady phase.
     let steady_started = Instant::now();
+    let steady_started_at = Utc::now();
     shared.steady.store(true, Ordering::Relaxed);
     phase_tx.send_replace(Phase::Steady(steady_started));
     let injector = tokio::spawn(inject_failovers(
@@ -712,6 +725,7 @@ pub async fn run(options: LoadOptions, stop: watch::Receiver<bool>) -> Result<Re
     }
     injector.abort();
     let steady_secs = steady_started.elapsed().as_secs_f64();
+    let steady_ended_at = Utc::now();
     shared.steady.store(false, Ordering::Relaxed);
     let stored_in_steady = shared.stored_in_steady.load(Ordering::Relaxed);
 
@@ -750,6 +764,8 @@ pub async fn run(options: LoadOptions, stop: watch::Receiver<bool>) -> Result<Re
             shared: &shared,
             all_connected_secs,
             steady_secs,
+            steady_started_at,
+            steady_ended_at,
             stored_in_steady,
             drained,
             drain_secs,
@@ -762,6 +778,8 @@ struct Assembly<'a> {
     shared: &'a Shared,
     all_connected_secs: Option<f64>,
     steady_secs: f64,
+    steady_started_at: DateTime<Utc>,
+    steady_ended_at: DateTime<Utc>,
     stored_in_steady: u64,
     drained: bool,
     drain_secs: f64,
@@ -798,6 +816,13 @@ fn assemble(
         messages.extend_from_slice(end.ledger.messages());
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let per_sec = |n: u64| {
+        if run.steady_secs > 0.0 {
+            n as f64 / run.steady_secs
+        } else {
+            0.0
+        }
+    };
     Report {
         appliances: options.appliances,
         enrolment,
@@ -810,16 +835,15 @@ fn assemble(
             lost: run.shared.lost.load(Ordering::Relaxed),
         },
         steady_secs: run.steady_secs,
+        steady_started_at: run.steady_started_at,
+        steady_ended_at: run.steady_ended_at,
+        sent_per_sec_steady: per_sec(run.shared.sent_in_steady.load(Ordering::Relaxed)),
         telemetry: counts.remove("telemetry").unwrap_or_default(),
         events: counts.remove("event").unwrap_or_default(),
         presence: counts.remove("presence").unwrap_or_default(),
         failovers,
         failbacks,
-        stored_per_sec_steady: if run.steady_secs > 0.0 {
-            run.stored_in_steady as f64 / run.steady_secs
-        } else {
-            0.0
-        },
+        stored_per_sec_steady: per_sec(run.stored_in_steady),
         drained: run.drained,
         drain_secs: run.drain_secs,
         resent,
@@ -944,6 +968,17 @@ fn telemetry_offset(index: usize, period: Duration) -> Duration {
     period.mul_f64(((index as u64 * 7919) % 1000) as f64 / 1000.0)
 }
 
+/// The first of `at + k·period` (k ≥ 1) after `now`: a cadence that skips the slots a busy
+/// machine missed instead of catching up with a burst.
+fn next_slot(at: Instant, period: Duration, now: Instant) -> Instant {
+    let next = at + period;
+    if next > now {
+        return next;
+    }
+    let behind = (now - next).as_secs_f64() / period.as_secs_f64();
+    next + period.mul_f64(behind.floor() + 1.0)
+}
+
 /// One simulated appliance's session, from its first handshake to its goodbye.
 async fn session(
     index: usize,
@@ -995,6 +1030,9 @@ async fn session(
                 ledger.queued(id.unwrap_or_else(|| MessageId(Uuid::new_v4())), kind);
                 if kind != MessageKind::Presence {
                     shared.outstanding.fetch_add(1, Ordering::Relaxed);
+                    if shared.steady.load(Ordering::Relaxed) {
+                        shared.sent_in_steady.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             Err(_) => ledger.not_queued(kind),
@@ -1060,7 +1098,8 @@ async fn session(
             },
             () = sleep_until(telemetry_at) => {
                 tick += 1;
-                telemetry_at = telemetry_at.map(|at| at + ctx.telemetry_interval);
+                telemetry_at = telemetry_at
+                    .map(|at| next_slot(at, ctx.telemetry_interval, Instant::now()));
                 let id = MessageId(Uuid::new_v4());
                 let body = telemetry_body(index, on_backup, tick);
                 let payload = Envelope::new(id, appliance_id, Utc::now(), body).encode();
@@ -1083,12 +1122,18 @@ async fn session(
                 publish(&mut ledger, MessageKind::Event, Channel::Events, payload, Some(id));
             }
             () = sleep_until(stopping_since.map(|at| at + GOODBYE_DEADLINE)) => break,
-            changed = phase.changed() => {
+            changed = phase.changed(), if stopping_since.is_none() => {
                 let now_phase = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Stop };
                 match now_phase {
                     Phase::Connect => {}
                     Phase::Steady(start) => {
-                        telemetry_at = Some(start + telemetry_offset(index, ctx.telemetry_interval));
+                        // A session that connected late starts at its next slot, not with a burst.
+                        let first = start + telemetry_offset(index, ctx.telemetry_interval);
+                        telemetry_at = Some(if first > Instant::now() {
+                            first
+                        } else {
+                            next_slot(first, ctx.telemetry_interval, Instant::now())
+                        });
                     }
                     Phase::Drain => {
                         telemetry_at = None;
@@ -1231,6 +1276,19 @@ mod tests {
         assert!(primary.on_backup() != backup.on_backup());
         assert_eq!(switch_event(true).kind, EventKind::Failover);
         assert_eq!(switch_event(false).to.as_deref(), Some("fiber"));
+    }
+
+    #[test]
+    fn a_late_cadence_skips_the_missed_slots() {
+        let start = Instant::now();
+        let period = Duration::from_secs(10);
+        assert_eq!(next_slot(start, period, start), start + period);
+        let late = next_slot(start, period, start + Duration::from_secs(35));
+        assert_eq!(late, start + Duration::from_secs(40));
+        let exact = next_slot(start, period, start + Duration::from_secs(20));
+        assert!(
+            exact > start + Duration::from_secs(20) && exact <= start + Duration::from_secs(30)
+        );
     }
 
     #[test]
