@@ -18,8 +18,8 @@
 # (127.0.0.1:18883), STAYOPEN_SCALE_DIR (.data/bench-scale: logs, the report, the device CA).
 #
 # What the defaults would stop, raised here by configuration: the open-files limit (`ulimit -n`,
-# 20000 on this machine, one socket per appliance in both the cloud and the generator) is raised
-# to 2N + 4096 for both processes; an enrolment token enrols at most 1000 appliances, so the script
+# one socket per appliance in each of the cloud and the generator; 1024 by default on Debian,
+# 20000 on this machine) is raised to N + 4096 when lower; an enrolment token enrols at most 1000 appliances, so the script
 # makes one per thousand; the cloud's database pool is raised from 10 to 20
 # (STAYOPEN_DATABASE__MAX_CONNECTIONS). The embedded broker's own limits (20,000 connections, 4 per
 # device: `cloud/src/infra/broker.rs` GateLimits) fit 10,000 appliances as they are.
@@ -50,8 +50,9 @@ BROKER_ADDR="${STAYOPEN_SCALE_BROKER:-127.0.0.1:18883}"
 DIR="${STAYOPEN_SCALE_DIR:-$ROOT/.data/bench-scale}"
 DB=stayopen_scale
 
-# One socket per appliance in the cloud and in the generator, plus PostgreSQL and the runtime.
-FILES=$(( 2 * APPLIANCES + 4096 ))
+# Each of the cloud and the generator holds one socket per appliance, plus its own (PostgreSQL,
+# HTTP, files); the limit is per process.
+FILES=$(( APPLIANCES + 4096 ))
 if [ "$(ulimit -n)" -lt "$FILES" ]; then
     ulimit -n "$FILES" 2>/dev/null || die "cannot raise the open-files limit to $FILES (ulimit -Hn is $(ulimit -Hn)); run as root or raise it"
     log "open-files limit raised to $FILES"
@@ -80,7 +81,7 @@ trap 'exit 143' TERM
 start_pg "$ROOT/.data/pg-bench-scale" "$PG_PORT"
 ensure_app_role
 # A fresh database every run: the generator's hardware identities are enrolled once per database.
-"$PSQL" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+PGOPTIONS='-c client_min_messages=warning' "$PSQL" "$DATABASE_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 create_db "$DB"
 OWNER_URL="${DATABASE_ADMIN_URL%/postgres}/$DB"
 export DATABASE_URL="postgres://stayopen_app@127.0.0.1:$PG_PORT/$DB"
@@ -188,7 +189,7 @@ FIGURES="$(/usr/bin/python3 - "$DIR/report.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 e, c = r["enrolment"], r["connect"]
-storm = "%.1f s" % c["all_connected_secs"] if c["all_connected_secs"] is not None else "not all connected"
+storm = "%.1f s until all connected" % c["all_connected_secs"] if c["all_connected_secs"] is not None else "NOT all connected within the timeout"
 print("%d|%d|%.1f|%.0f|%.0f|%d|%s|%.0f|%.0f|%.1f|%d|%d|%d|%d|%s|%.0f|%.1f|%.1f" % (
     r["appliances"], e["enrolled"], e["per_sec"], e["p50_ms"], e["p99_ms"], c["connected"], storm,
     c["p50_ms"], c["p99_ms"], r["sent_per_sec_steady"],
@@ -199,7 +200,7 @@ PY
 )"
 IFS='|' read -r N ENROLLED ENROL_RATE ENROL_P50 ENROL_P99 CONNECTED STORM CONN_P50 CONN_P99 SENT_RATE \
     RECORDS FAILOVER_COUNT LOST_SESSIONS FAILED_ATTEMPTS DRAINED GEN_MIB GEN_CPU STEADY_SECS <<<"$FIGURES"
-STORED_RATE="$(awk -v n="$STORED_STEADY" -v s="$STEADY_SECS" 'BEGIN { printf "%.1f", n / s }')"
+STORED_RATE="$(awk -v n="$STORED_STEADY" -v s="$STEADY_SECS" 'BEGIN { printf "%.1f", s > 0 ? n / s : 0 }')"
 
 cat <<TABLE
 
@@ -207,7 +208,7 @@ cat <<TABLE
 |---|---|
 | appliances | $N ($ENROLLED enrolled, $CONNECTED connected) |
 | enrolment storm | $ENROL_RATE enrolments/s (p50 $ENROL_P50 ms, p99 $ENROL_P99 ms) |
-| connect storm (TLS, embedded broker) | $STORM until all connected (per session p50 $CONN_P50 ms, p99 $CONN_P99 ms; $FAILED_ATTEMPTS failed attempts, $LOST_SESSIONS sessions lost) |
+| connect storm (TLS, embedded broker) | $STORM (per session p50 $CONN_P50 ms, p99 $CONN_P99 ms; $FAILED_ATTEMPTS failed attempts, $LOST_SESSIONS sessions lost) |
 | cloud resident memory (peak) | $CLOUD_PEAK_MIB MiB |
 | cloud CPU | $CLOUD_CPU s over ${WALL} s (enrolment, connect storm, steady phase, drain) |
 | stored during the steady phase | $STORED_RATE messages/s into PostgreSQL, of $SENT_RATE/s sent (${STEADY_SECS} s, telemetry every ${INTERVAL} s, $FAILOVER_COUNT failovers) |
@@ -217,3 +218,4 @@ cat <<TABLE
 Report: ${DIR#"$ROOT"/}/report.json; logs: ${DIR#"$ROOT"/}/cloud.log, ${DIR#"$ROOT"/}/loadgen.log
 TABLE
 if [ "$LOST" != 0 ] || [ "$DOUBLED" != 0 ]; then die "$LOST messages lost, $DOUBLED duplicated"; fi
+if [ "$CONNECTED" != "$N" ] || [ "$ENROLLED" != "$N" ]; then die "only $ENROLLED enrolled and $CONNECTED connected of $N"; fi
