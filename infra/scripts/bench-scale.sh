@@ -15,7 +15,8 @@
 # STAYOPEN_SCALE_SETTLE (s the script then waits for PostgreSQL to hold every acknowledged
 # message, a backlog still draining; 300),
 # STAYOPEN_BENCH_PG_PORT (55437), STAYOPEN_SCALE_HTTP (127.0.0.1:18080), STAYOPEN_SCALE_BROKER
-# (127.0.0.1:18883), STAYOPEN_SCALE_DIR (.data/bench-scale: logs, the report, the device CA).
+# (127.0.0.1:18883), STAYOPEN_SCALE_DIR (.data/bench-scale: logs, the report, the device CA),
+# STAYOPEN_SCALE_BIN (a folder holding release builds of both binaries: no build).
 #
 # What the defaults would stop, raised here by configuration: the open-files limit (`ulimit -n`,
 # one socket per appliance in each of the cloud and the generator; 1024 by default on Debian,
@@ -61,9 +62,15 @@ fi
 pg_bindir >/dev/null || ensure_deps
 PSQL="$(pg_bindir)/psql"
 
-log "building the cloud and the load generator (release)"
-cargo build --release -p stayopen-cloud -p stayopen-testkit --bin stayopen-cloud --bin stayopen-loadgen
-BIN="$CARGO_TARGET_DIR/release"
+if [ -n "${STAYOPEN_SCALE_BIN:-}" ]; then
+    BIN="$STAYOPEN_SCALE_BIN"
+    [ -x "$BIN/stayopen-cloud" ] && [ -x "$BIN/stayopen-loadgen" ] || die "no stayopen-cloud and stayopen-loadgen in $BIN"
+    log "using the release builds in $BIN"
+else
+    log "building the cloud and the load generator (release)"
+    cargo build --release -p stayopen-cloud -p stayopen-testkit --bin stayopen-cloud --bin stayopen-loadgen
+    BIN="$CARGO_TARGET_DIR/release"
+fi
 
 CLOUD_PID=""
 cleanup() {
@@ -200,7 +207,7 @@ PY
 )"
 IFS='|' read -r N ENROLLED ENROL_RATE ENROL_P50 ENROL_P99 CONNECTED STORM CONN_P50 CONN_P99 SENT_RATE \
     RECORDS FAILOVER_COUNT LOST_SESSIONS FAILED_ATTEMPTS DRAINED GEN_MIB GEN_CPU STEADY_SECS <<<"$FIGURES"
-STORED_RATE="$(awk -v n="$STORED_STEADY" -v s="$STEADY_SECS" 'BEGIN { printf "%.1f", s > 0 ? n / s : 0 }')"
+STORED_RATE="$(awk -v n="$STORED_STEADY" -v s="$STEADY_SECS" 'BEGIN { printf "%.1f", (s > 0 ? n / s : 0) }')"
 
 cat <<TABLE
 
