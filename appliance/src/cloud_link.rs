@@ -135,7 +135,9 @@ pub fn decode_inbound(
     Ok(inbound)
 }
 
-fn presence_payload(appliance_id: ApplianceId, at: DateTime<Utc>, online: bool) -> Vec<u8> {
+/// The encoded presence an appliance publishes (retained) on its status channel: online when a
+/// connection is made, offline at a planned stop and in the last will.
+pub fn presence_payload(appliance_id: ApplianceId, at: DateTime<Utc>, online: bool) -> Vec<u8> {
     Envelope::new(
         MessageId(Uuid::new_v4()),
         appliance_id,
@@ -149,13 +151,53 @@ fn presence_payload(appliance_id: ApplianceId, at: DateTime<Utc>, online: bool) 
 }
 
 /// The will of a connection attempted at `at`: offline, with the attempt's time.
-fn last_will(appliance_id: ApplianceId, at: DateTime<Utc>) -> LastWill {
+pub fn last_will(appliance_id: ApplianceId, at: DateTime<Utc>) -> LastWill {
     LastWill::new(
         DeviceTopic::new(appliance_id, Channel::Status).to_string(),
         presence_payload(appliance_id, at, false),
         QoS::AtLeastOnce,
         true,
     )
+}
+
+/// The MQTT options of an appliance's connection to the cloud broker, as the agent makes it: TLS
+/// trusting only the device CA and presenting the appliance's certificate, the appliance id as
+/// client id and user name, the password with its proof of the current key
+/// ([`crate::identity::mqtt_password`]), a clean session, QoS 1 limits and the last will of a
+/// connection attempted at `attempt_at`. The load generator (`stayopen-testkit`) connects its
+/// simulated appliances with it, so they speak exactly as the agent does.
+pub fn mqtt_options(
+    identity: &Identity,
+    attempt_at: DateTime<Utc>,
+) -> Result<MqttOptions, TlsSetupError> {
+    let tls = stayopen_shared::mqtt_tls::client_config(
+        &identity.ca_cert_pem,
+        &identity.client_cert_pem,
+        &identity.private_key_pem,
+    )?;
+    let appliance_id = identity.appliance_id;
+    let mut options = MqttOptions::new(
+        identity.mqtt.username.clone(),
+        identity.mqtt.host.clone(),
+        identity.mqtt.port,
+    );
+    let password = crate::identity::mqtt_password(
+        &identity.mqtt.password,
+        appliance_id,
+        &identity.private_key_pem,
+    )
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot sign the MQTT key proof; the broker may refuse the connection");
+        identity.mqtt.password.clone()
+    });
+    options
+        .set_credentials(identity.mqtt.username.clone(), password)
+        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
+        .set_keep_alive(Duration::from_secs(15))
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_PAYLOAD_BYTES + 1024, MAX_PAYLOAD_BYTES + 1024)
+        .set_last_will(last_will(appliance_id, attempt_at));
+    Ok(options)
 }
 
 /// Reconnect delays: doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], each stretched by up to
@@ -179,34 +221,9 @@ impl CloudLink {
         identity: &Identity,
         outbox: Outbox,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), TlsSetupError> {
-        let tls = stayopen_shared::mqtt_tls::client_config(
-            &identity.ca_cert_pem,
-            &identity.client_cert_pem,
-            &identity.private_key_pem,
-        )?;
         let appliance_id = identity.appliance_id;
-        let mut options = MqttOptions::new(
-            identity.mqtt.username.clone(),
-            identity.mqtt.host.clone(),
-            identity.mqtt.port,
-        );
         let mut attempt_at = Utc::now();
-        let password = crate::identity::mqtt_password(
-            &identity.mqtt.password,
-            appliance_id,
-            &identity.private_key_pem,
-        )
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot sign the MQTT key proof; the broker may refuse the connection");
-            identity.mqtt.password.clone()
-        });
-        options
-            .set_credentials(identity.mqtt.username.clone(), password)
-            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
-            .set_keep_alive(Duration::from_secs(15))
-            .set_clean_session(true)
-            .set_max_packet_size(MAX_PAYLOAD_BYTES + 1024, MAX_PAYLOAD_BYTES + 1024)
-            .set_last_will(last_will(appliance_id, attempt_at));
+        let options = mqtt_options(identity, attempt_at)?;
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         let link = Self {
             client,

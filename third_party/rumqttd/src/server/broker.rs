@@ -598,7 +598,11 @@ async fn remote<P: Protocol>(
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        // StayOpen patch: the earlier connection may be gone without having taken its handler
+        // out (its link failed to start, e.g. the client left during a connect storm); nobody
+        // waits on the will then. Upstream's unwrap panicked here while holding the lock, which
+        // poisoned it and made every later connection of every device panic.
+        let _ = sender.try_send(awaiting_will);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
