@@ -17,7 +17,9 @@ use stayopen_shared::delivery::{Ack, MAX_IDS_PER_ACK};
 use stayopen_shared::events::{ApplianceEvent, EventKind};
 use stayopen_shared::telemetry::{Presence, Telemetry};
 use stayopen_shared::topics::TopicError;
-use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId, WireError};
+use stayopen_shared::{
+    ApplianceId, Channel, DeviceTopic, Envelope, MessageId, TenantId, WireError,
+};
 use uuid::Uuid;
 
 use crate::infra::device_link::DeviceLink;
@@ -445,116 +447,11 @@ pub async fn store(
     };
     let stored = match message {
         DeviceMessage::Telemetry(env) => {
-            let body = serde_json::to_value(&env.body).unwrap_or_default();
-            let inserted = sqlx::query(
-                "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, body)
-                 SELECT $1, $2, $3, $4, $5
-                 WHERE NOT EXISTS (SELECT 1 FROM telemetry WHERE message_id = $1)
-                 ON CONFLICT (message_id, sent_at) DO NOTHING",
-            )
-            .bind(env.message_id.as_uuid())
-            .bind(appliance_id.as_uuid())
-            .bind(tenant_id)
-            .bind(env.sent_at)
-            .bind(&body)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if let Some(version) = env.body.policy_version {
-                let changed = sqlx::query(
-                    "UPDATE appliances SET reported_version = $2, reported_at = now()
-                     WHERE id = $1 AND reported_version IS DISTINCT FROM $2",
-                )
-                .bind(appliance_id.as_uuid())
-                .bind(i64::try_from(version).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if changed == 1 {
-                    // The dashboard shows drift: tell it the appliance caught up.
-                    crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
-                }
-            }
-            let (now_online, uplink_changed, tunnel_changed, uplinks_before): (
-                bool,
-                bool,
-                bool,
-                Option<serde_json::Value>,
-            ) = sqlx::query_as(
-                "WITH before AS (SELECT active_uplink, last_telemetry->'tunnel'->'state' AS tunnel_state,
-                                        last_telemetry->'tunnel'->'relay' AS tunnel_relay,
-                                        last_telemetry->'uplinks' AS uplinks
-                                 FROM appliances WHERE id = $1)
-                 UPDATE appliances a SET
-                    online = online OR presence_at IS NULL OR $2 > presence_at OR presence_at > now(),
-                    last_seen = now(),
-                    active_uplink = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
-                                              OR last_telemetry_at > now()
-                                         THEN $3 ELSE a.active_uplink END,
-                    on_backup = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
-                                          OR last_telemetry_at > now()
-                                     THEN $5 ELSE on_backup END,
-                    last_telemetry = CASE WHEN last_telemetry_at IS NULL OR last_telemetry_at <= $2
-                                               OR last_telemetry_at > now()
-                                          THEN $4 ELSE last_telemetry END,
-                    -- A stamp ahead of the clock is from before ingest clamped them: not kept.
-                    last_telemetry_at = CASE WHEN last_telemetry_at > now() THEN $2
-                                             ELSE greatest(last_telemetry_at, $2) END
-                 FROM before
-                 WHERE a.id = $1
-                 RETURNING a.online, a.active_uplink IS DISTINCT FROM before.active_uplink,
-                           a.last_telemetry->'tunnel'->'state' IS DISTINCT FROM before.tunnel_state
-                           OR a.last_telemetry->'tunnel'->'relay' IS DISTINCT FROM before.tunnel_relay,
-                           before.uplinks",
-            )
-            .bind(appliance_id.as_uuid())
-            .bind(env.sent_at)
-            .bind(env.body.active_uplink.as_deref())
-            .bind(&body)
-            .bind(env.body.on_backup())
-            .fetch_one(&mut *tx)
-            .await?;
-            // The dashboard shows the active uplink, the presence, the tunnel's state and each
-            // modem's state and signal quality (an antenna being placed: issue 17).
-            let uplinks_before: Vec<stayopen_shared::telemetry::UplinkTelemetry> = uplinks_before
-                .and_then(|u| serde_json::from_value(u).ok())
-                .unwrap_or_default();
-            let cellular_changed = stayopen_shared::cellular::placement_labels(&uplinks_before)
-                != stayopen_shared::cellular::placement_labels(&env.body.uplinks);
-            if uplink_changed || tunnel_changed || cellular_changed || now_online != was_online {
-                crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
-            }
-            heard_from(&mut alert_changes, now_online);
-            if inserted == 1 {
-                // Compliance records: the availability roll-up and the open incident's checks.
-                crate::domain::compliance::availability::on_telemetry(
-                    &mut tx,
-                    tenant,
-                    appliance_id,
-                    &env.body,
-                    env.sent_at,
-                )
-                .await?;
-                crate::domain::compliance::incidents::on_telemetry(
-                    &mut tx,
-                    appliance_id,
-                    &env.body,
-                    env.sent_at,
-                )
-                .await?;
-                alert_changes.extend(
-                    crate::domain::alerts::stateful_rules(
-                        &mut tx,
-                        appliance_id,
-                        Some(&env.body),
-                        false,
-                        env.sent_at,
-                    )
-                    .await?,
-                );
-                Stored::New
-            } else {
-                Stored::Duplicate
+            // One implementation of storing telemetry: the batch one, with a batch of one.
+            match store_telemetry_in(&mut tx, tenant, &[env]).await?.pop() {
+                Some(Ok(stored)) => stored,
+                Some(Err(rejection)) => return Err(rejection.into()),
+                None => Stored::Duplicate,
             }
         }
         DeviceMessage::Event(env) => {
@@ -608,16 +505,12 @@ pub async fn store(
                 )
                 .await?;
                 alert_changes.extend(crate::domain::alerts::rules_for_event(&env.body));
-                alert_changes.extend(
-                    crate::domain::alerts::stateful_rules(
-                        &mut tx,
-                        appliance_id,
-                        None,
-                        env.body.kind == EventKind::Failover,
-                        env.sent_at,
-                    )
-                    .await?,
-                );
+                if env.body.kind == EventKind::Failover {
+                    alert_changes.extend(
+                        crate::domain::alerts::failover_rules(&mut tx, appliance_id, env.sent_at)
+                            .await?,
+                    );
+                }
                 Stored::New
             } else {
                 Stored::Duplicate
@@ -689,6 +582,283 @@ pub async fn store(
     Ok(stored)
 }
 
+/// Stores telemetry messages a batch at a time (the bulk of what a fleet sends): one lookup of
+/// their appliances' tenants, then per tenant one transaction of a fixed number of statements
+/// whatever the batch's size ([`store_telemetry_in`]). Returns each message's outcome, in order; a
+/// message id seen twice in the batch is stored once. A database error fails the whole batch,
+/// which is then stored again: what an earlier attempt committed comes back as duplicates.
+pub async fn store_telemetry(
+    pool: &PgPool,
+    messages: &[&Envelope<Telemetry>],
+) -> Result<Vec<Result<Stored, Rejection>>, sqlx::Error> {
+    let mut outcomes: Vec<Option<Result<Stored, Rejection>>> = std::iter::repeat_with(|| None)
+        .take(messages.len())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for (index, message) in messages.iter().enumerate() {
+        if !seen.insert(message.message_id) {
+            outcomes[index] = Some(Ok(Stored::Duplicate));
+        }
+    }
+    let mut appliances: Vec<ApplianceId> = messages.iter().map(|m| m.appliance_id).collect();
+    appliances.sort_unstable();
+    appliances.dedup();
+    let tenants = crate::infra::db::lookup::appliance_tenants(pool, &appliances).await?;
+    let mut by_tenant: std::collections::BTreeMap<TenantId, Vec<usize>> = Default::default();
+    for (index, message) in messages.iter().enumerate() {
+        if outcomes[index].is_some() {
+            continue;
+        }
+        match tenants.get(&message.appliance_id) {
+            Some(tenant) => by_tenant.entry(*tenant).or_default().push(index),
+            None => {
+                outcomes[index] = Some(Err(Rejection::UnknownAppliance(
+                    message.appliance_id.to_string(),
+                )));
+            }
+        }
+    }
+    for (tenant, indices) in by_tenant {
+        let batch: Vec<&Envelope<Telemetry>> = indices.iter().map(|&i| messages[i]).collect();
+        let mut tx = crate::infra::db::tenant_tx(pool, tenant).await?;
+        let stored = store_telemetry_in(&mut tx, tenant, &batch).await?;
+        tx.commit().await?;
+        for (index, outcome) in indices.into_iter().zip(stored) {
+            outcomes[index] = Some(outcome);
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Ok(Stored::Duplicate)))
+        .collect())
+}
+
+/// One tenant's telemetry messages, in `tx`, in a fixed number of statements: the appliances'
+/// rows locked (in id order, so concurrent batches cannot deadlock) and checked; the samples
+/// inserted with one `UNNEST` (a message id already stored is a duplicate); each appliance's
+/// dashboard state set from its newest sample; then, for the new samples only, the availability
+/// roll-up, open incidents and the uplink alert rules. Alerts the samples raise or clear are
+/// applied per message, at its `sent_at` (rare: only when something changed).
+async fn store_telemetry_in(
+    tx: &mut crate::infra::db::Tx,
+    tenant: TenantId,
+    messages: &[&Envelope<Telemetry>],
+) -> Result<Vec<Result<Stored, Rejection>>, sqlx::Error> {
+    let mut ids: Vec<Uuid> = messages.iter().map(|m| m.appliance_id.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows: Vec<(Uuid, bool, bool)> = sqlx::query_as(
+        "SELECT id, revoked_at IS NOT NULL, online FROM appliances
+         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let known: HashMap<Uuid, (bool, bool)> = rows
+        .into_iter()
+        .map(|(id, revoked, online)| (id, (revoked, online)))
+        .collect();
+    let mut outcomes: Vec<Result<Stored, Rejection>> = Vec::with_capacity(messages.len());
+    let mut accepted: Vec<&Envelope<Telemetry>> = Vec::with_capacity(messages.len());
+    for message in messages {
+        let appliance = message.appliance_id;
+        outcomes.push(match known.get(&appliance.0) {
+            None => Err(Rejection::UnknownAppliance(appliance.to_string())),
+            Some((true, _)) => Err(Rejection::RevokedAppliance(appliance.to_string())),
+            Some((false, _)) => {
+                accepted.push(message);
+                Ok(Stored::Duplicate)
+            }
+        });
+    }
+    if accepted.is_empty() {
+        return Ok(outcomes);
+    }
+
+    let bodies: Vec<serde_json::Value> = accepted
+        .iter()
+        .map(|m| serde_json::to_value(&m.body).unwrap_or_default())
+        .collect();
+    let message_ids: Vec<Uuid> = accepted.iter().map(|m| m.message_id.0).collect();
+    let appliance_ids: Vec<Uuid> = accepted.iter().map(|m| m.appliance_id.0).collect();
+    let sent: Vec<chrono::DateTime<Utc>> = accepted.iter().map(|m| m.sent_at).collect();
+    // A resent message may carry another `sent_at` (clamped differently), hence the explicit
+    // check on the id besides the (message_id, sent_at) key of the partitioned table.
+    let inserted: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+        "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, body)
+         SELECT t.message_id, t.appliance_id, $1, t.sent_at, t.body
+         FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::jsonb[])
+              AS t(message_id, appliance_id, sent_at, body)
+         WHERE NOT EXISTS (SELECT 1 FROM telemetry x WHERE x.message_id = t.message_id)
+         ON CONFLICT (message_id, sent_at) DO NOTHING
+         RETURNING message_id",
+    )
+    .bind(tenant.as_uuid())
+    .bind(&message_ids)
+    .bind(&appliance_ids)
+    .bind(&sent)
+    .bind(&bodies)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    // Each appliance's newest sample sets what the dashboard shows; its newest that names a
+    // policy version says which policy it runs.
+    let mut newest: HashMap<Uuid, usize> = HashMap::new();
+    let mut newest_version: HashMap<Uuid, (chrono::DateTime<Utc>, i64)> = HashMap::new();
+    for (index, message) in accepted.iter().enumerate() {
+        let appliance = message.appliance_id.0;
+        let entry = newest.entry(appliance).or_insert(index);
+        if accepted[*entry].sent_at <= message.sent_at {
+            *entry = index;
+        }
+        if let Some(version) = message.body.policy_version {
+            let version = i64::try_from(version).unwrap_or(i64::MAX);
+            let slot = newest_version
+                .entry(appliance)
+                .or_insert((message.sent_at, version));
+            if slot.0 <= message.sent_at {
+                *slot = (message.sent_at, version);
+            }
+        }
+    }
+    let mut to_notify: std::collections::BTreeSet<ApplianceId> = Default::default();
+    if !newest_version.is_empty() {
+        let (ids, versions): (Vec<Uuid>, Vec<i64>) =
+            newest_version.iter().map(|(id, (_, v))| (*id, *v)).unzip();
+        // The dashboard shows drift: tell it the appliance caught up.
+        let caught_up: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE appliances a SET reported_version = v.version, reported_at = now()
+             FROM unnest($1::uuid[], $2::bigint[]) AS v(id, version)
+             WHERE a.id = v.id AND a.reported_version IS DISTINCT FROM v.version
+             RETURNING a.id",
+        )
+        .bind(&ids)
+        .bind(&versions)
+        .fetch_all(&mut **tx)
+        .await?;
+        to_notify.extend(caught_up.into_iter().map(ApplianceId));
+    }
+    let latest: Vec<usize> = newest.values().copied().collect();
+    let state_ids: Vec<Uuid> = latest.iter().map(|&i| accepted[i].appliance_id.0).collect();
+    let state_sent: Vec<chrono::DateTime<Utc>> =
+        latest.iter().map(|&i| accepted[i].sent_at).collect();
+    let state_active: Vec<Option<String>> = latest
+        .iter()
+        .map(|&i| accepted[i].body.active_uplink.clone())
+        .collect();
+    let state_bodies: Vec<&serde_json::Value> = latest.iter().map(|&i| &bodies[i]).collect();
+    let state_backup: Vec<bool> = latest
+        .iter()
+        .map(|&i| accepted[i].body.on_backup())
+        .collect();
+    let changed: Vec<(Uuid, bool, bool, bool, Option<serde_json::Value>)> = sqlx::query_as(
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::jsonb[], $5::bool[])
+                 AS t(id, sent_at, active_uplink, body, on_backup)
+         ), before AS (
+             SELECT a.id, a.active_uplink, a.last_telemetry->'tunnel'->'state' AS tunnel_state,
+                    a.last_telemetry->'tunnel'->'relay' AS tunnel_relay,
+                    a.last_telemetry->'uplinks' AS uplinks
+             FROM appliances a JOIN input USING (id)
+         )
+         UPDATE appliances a SET
+            online = a.online OR a.presence_at IS NULL OR i.sent_at > a.presence_at
+                     OR a.presence_at > now(),
+            last_seen = now(),
+            active_uplink = CASE WHEN a.last_telemetry_at IS NULL OR a.last_telemetry_at <= i.sent_at
+                                      OR a.last_telemetry_at > now()
+                                 THEN i.active_uplink ELSE a.active_uplink END,
+            on_backup = CASE WHEN a.last_telemetry_at IS NULL OR a.last_telemetry_at <= i.sent_at
+                                  OR a.last_telemetry_at > now()
+                             THEN i.on_backup ELSE a.on_backup END,
+            last_telemetry = CASE WHEN a.last_telemetry_at IS NULL OR a.last_telemetry_at <= i.sent_at
+                                       OR a.last_telemetry_at > now()
+                                  THEN i.body ELSE a.last_telemetry END,
+            -- A stamp ahead of the clock is from before ingest clamped them: not kept.
+            last_telemetry_at = CASE WHEN a.last_telemetry_at > now() THEN i.sent_at
+                                     ELSE greatest(a.last_telemetry_at, i.sent_at) END
+         FROM input i JOIN before b ON b.id = i.id
+         WHERE a.id = i.id
+         RETURNING a.id, a.online, a.active_uplink IS DISTINCT FROM b.active_uplink,
+                   a.last_telemetry->'tunnel'->'state' IS DISTINCT FROM b.tunnel_state
+                   OR a.last_telemetry->'tunnel'->'relay' IS DISTINCT FROM b.tunnel_relay,
+                   b.uplinks",
+    )
+    .bind(&state_ids)
+    .bind(&state_sent)
+    .bind(&state_active)
+    .bind(&state_bodies)
+    .bind(&state_backup)
+    .fetch_all(&mut **tx)
+    .await?;
+    // Appliances marked offline (by their last will or the heartbeat sweep) that this batch
+    // brings back: their offline alert clears, with their first message.
+    let mut back_online: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+    for (id, now_online, uplink_changed, tunnel_changed, uplinks_before) in changed {
+        let was_online = known.get(&id).is_some_and(|(_, online)| *online);
+        // The dashboard shows the active uplink, the presence, the tunnel's state and each
+        // modem's state and signal quality (an antenna being placed: issue 17).
+        let uplinks_before: Vec<stayopen_shared::telemetry::UplinkTelemetry> = uplinks_before
+            .and_then(|u| serde_json::from_value(u).ok())
+            .unwrap_or_default();
+        let cellular_changed = newest.get(&id).is_some_and(|&i| {
+            stayopen_shared::cellular::placement_labels(&uplinks_before)
+                != stayopen_shared::cellular::placement_labels(&accepted[i].body.uplinks)
+        });
+        if uplink_changed || tunnel_changed || cellular_changed || now_online != was_online {
+            to_notify.insert(ApplianceId(id));
+        }
+        if !was_online && now_online {
+            back_online.insert(id);
+        }
+    }
+    let to_notify: Vec<ApplianceId> = to_notify.into_iter().collect();
+    crate::infra::stream::notify_appliances(tx, &to_notify).await?;
+
+    // Compliance records and alert rules, for what is new: the availability roll-up, the open
+    // incidents' checks, the uplink conditions.
+    let new_samples: Vec<(ApplianceId, &Telemetry, chrono::DateTime<Utc>)> = accepted
+        .iter()
+        .filter(|m| inserted.contains(&m.message_id.0))
+        .map(|m| (m.appliance_id, &m.body, m.sent_at))
+        .collect();
+    crate::domain::compliance::availability::on_telemetry(tx, tenant, &new_samples).await?;
+    crate::domain::compliance::incidents::on_telemetry(tx, &new_samples).await?;
+    let mut rule_changes = crate::domain::alerts::telemetry_rules(tx, &new_samples)
+        .await?
+        .into_iter();
+    for message in &accepted {
+        let appliance = message.appliance_id;
+        let mut changes = Vec::new();
+        if back_online.remove(&appliance.0) {
+            changes.extend(crate::domain::alerts::rules_for_presence(
+                true,
+                "messages arrive again",
+            ));
+        }
+        if inserted.contains(&message.message_id.0) {
+            changes.extend(rule_changes.next().unwrap_or_default());
+        }
+        if !changes.is_empty() {
+            crate::domain::alerts::apply(tx, tenant, appliance, &changes, message.sent_at).await?;
+        }
+    }
+
+    let mut accepted_outcomes = accepted.iter().map(|m| inserted.contains(&m.message_id.0));
+    for outcome in &mut outcomes {
+        if outcome.is_ok() {
+            *outcome = Ok(if accepted_outcomes.next().unwrap_or(false) {
+                Stored::New
+            } else {
+                Stored::Duplicate
+            });
+        }
+    }
+    Ok(outcomes)
+}
+
 /// What ingest owes an appliance once it is done with one of its outbox's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owed {
@@ -696,6 +866,45 @@ pub enum Owed {
     Stored(ApplianceId, MessageId),
     /// Refused for good: resending cannot help.
     Refused(ApplianceId, MessageId),
+}
+
+/// Decodes and admits one raw MQTT message; a correction (a clamped `sent_at`) is counted and
+/// logged.
+fn admit_raw(metrics: &Metrics, topic: &[u8], payload: &[u8]) -> Result<DeviceMessage, Rejection> {
+    let message = decode(topic, payload)?;
+    let (message, correction) = admit(message, Utc::now())?;
+    if let Some(correction) = correction {
+        metrics.increment(INGEST_CORRECTED, "reason", correction.reason());
+        tracing::warn!(
+            appliance = %message.appliance_id(),
+            reason = correction.reason(),
+            "a device message's sent_at was outside the cloud's window; clamped"
+        );
+    }
+    Ok(message)
+}
+
+/// Counts a stored message; the acknowledgement its appliance is owed, if it keeps it.
+fn stored_and_owed(metrics: &Metrics, message: &DeviceMessage, stored: Stored) -> Option<Owed> {
+    match stored {
+        Stored::New => metrics.increment(INGEST_ACCEPTED, "channel", message.channel()),
+        Stored::Duplicate => metrics.increment(INGEST_DUPLICATE, "reason", "message_id"),
+    }
+    message
+        .outbox_message_id()
+        .map(|id| Owed::Stored(message.appliance_id(), id))
+}
+
+/// Counts, logs and keeps a refused message; the acknowledgement owed if resending cannot help.
+async fn refuse(
+    pool: &PgPool,
+    metrics: &Metrics,
+    topic: &[u8],
+    payload: &[u8],
+    rejection: &Rejection,
+) -> Option<Owed> {
+    reject(pool, metrics, topic, payload, rejection).await;
+    refused_message(topic, payload, rejection).map(|(a, id)| Owed::Refused(a, id))
 }
 
 /// Ingests one raw MQTT message: validate, store (retrying database failures), count, log.
@@ -709,39 +918,107 @@ pub async fn ingest_one(
     topic: &[u8],
     payload: &[u8],
 ) -> Option<Owed> {
-    let admitted = decode(topic, payload).and_then(|message| {
-        let (message, correction) = admit(message, Utc::now())?;
-        if let Some(correction) = correction {
-            metrics.increment(INGEST_CORRECTED, "reason", correction.reason());
-            tracing::warn!(
-                appliance = %message.appliance_id(),
-                reason = correction.reason(),
-                "a device message's sent_at was outside the cloud's window; clamped"
-            );
-        }
-        Ok(message)
-    });
-    let result = match admitted {
-        Ok(message) => store_with_retry(pool, link, metrics, hearing, &message)
-            .await
-            .map(|stored| (message.channel(), stored, message)),
-        Err(rejection) => Err(rejection),
+    let message = match admit_raw(metrics, topic, payload) {
+        Ok(message) => message,
+        Err(rejection) => return refuse(pool, metrics, topic, payload, &rejection).await,
     };
-    match result {
-        Ok((channel, stored, message)) => {
-            match stored {
-                Stored::New => metrics.increment(INGEST_ACCEPTED, "channel", channel),
-                Stored::Duplicate => metrics.increment(INGEST_DUPLICATE, "reason", "message_id"),
+    match store_with_retry(pool, link, metrics, hearing, &message).await {
+        Ok(stored) => stored_and_owed(metrics, &message, stored),
+        Err(rejection) => refuse(pool, metrics, topic, payload, &rejection).await,
+    }
+}
+
+/// Ingests a batch of raw messages, as [`ingest_one`] would one by one but with the telemetry
+/// among them stored a batch at a time ([`store_telemetry`]). Each appliance's messages keep
+/// their order: telemetry gathered before an event, presence or command result is stored before
+/// it. Returns the acknowledgements owed, all for committed (or refused) messages.
+pub async fn ingest_batch(
+    pool: &PgPool,
+    link: &DeviceLink,
+    metrics: &Metrics,
+    hearing: &Hearing,
+    batch: Vec<crate::infra::broker::Incoming>,
+) -> Vec<Owed> {
+    let mut owed = Vec::with_capacity(batch.len());
+    let mut telemetry: Vec<(crate::infra::broker::Incoming, Envelope<Telemetry>)> = Vec::new();
+    for (topic, payload) in batch {
+        match admit_raw(metrics, &topic, &payload) {
+            Ok(DeviceMessage::Telemetry(envelope)) => telemetry.push(((topic, payload), envelope)),
+            Ok(message) => {
+                let before = std::mem::take(&mut telemetry);
+                store_telemetry_with_retry(pool, metrics, hearing, &before, &mut owed).await;
+                match store_with_retry(pool, link, metrics, hearing, &message).await {
+                    Ok(stored) => owed.extend(stored_and_owed(metrics, &message, stored)),
+                    Err(rejection) => {
+                        owed.extend(refuse(pool, metrics, &topic, &payload, &rejection).await);
+                    }
+                }
             }
-            message
-                .outbox_message_id()
-                .map(|id| Owed::Stored(message.appliance_id(), id))
-        }
-        Err(rejection) => {
-            reject(pool, metrics, topic, payload, &rejection).await;
-            refused_message(topic, payload, &rejection).map(|(a, id)| Owed::Refused(a, id))
+            Err(rejection) => {
+                owed.extend(refuse(pool, metrics, &topic, &payload, &rejection).await)
+            }
         }
     }
+    store_telemetry_with_retry(pool, metrics, hearing, &telemetry, &mut owed).await;
+    owed
+}
+
+/// [`store_telemetry`], tried again (the whole batch) until the database takes it.
+async fn store_telemetry_with_retry(
+    pool: &PgPool,
+    metrics: &Metrics,
+    hearing: &Hearing,
+    batch: &[(crate::infra::broker::Incoming, Envelope<Telemetry>)],
+    owed: &mut Vec<Owed>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let envelopes: Vec<&Envelope<Telemetry>> = batch.iter().map(|(_, e)| e).collect();
+    let mut delays = store_retry_delays();
+    let outcomes = loop {
+        match store_telemetry(pool, &envelopes).await {
+            Ok(outcomes) => {
+                hearing.hearing(Utc::now());
+                break outcomes;
+            }
+            Err(e) => {
+                hearing.deaf("database");
+                metrics.increment(INGEST_STORE_RETRIES, "reason", "database");
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tracing::error!(error = %e, retry_in = ?delay, messages = batch.len(),
+                    "storing a batch of telemetry failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
+    for (((topic, payload), envelope), outcome) in batch.iter().zip(outcomes) {
+        match outcome {
+            Ok(stored) => {
+                match stored {
+                    Stored::New => {
+                        metrics.increment(INGEST_ACCEPTED, "channel", Channel::Telemetry.as_str());
+                    }
+                    Stored::Duplicate => {
+                        metrics.increment(INGEST_DUPLICATE, "reason", "message_id");
+                    }
+                }
+                owed.push(Owed::Stored(envelope.appliance_id, envelope.message_id));
+            }
+            Err(rejection) => owed.extend(refuse(pool, metrics, topic, payload, &rejection).await),
+        }
+    }
+}
+
+/// Waits between attempts to store when the database fails: 100 ms doubling to 5 s, jittered.
+fn store_retry_delays() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// The appliance and message id of a message refused for good, when both can be read: a payload
@@ -780,15 +1057,7 @@ async fn store_with_retry(
     hearing: &Hearing,
     message: &DeviceMessage,
 ) -> Result<Stored, Rejection> {
-    let mut delays = {
-        use backon::BackoffBuilder;
-        backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build()
-    };
+    let mut delays = store_retry_delays();
     loop {
         let stored = store(pool, link, message).await;
         if !matches!(stored, Err(StoreError::Database(_))) {
@@ -896,6 +1165,8 @@ pub const DEVICE_BACKLOG: usize = 512;
 #[derive(Debug)]
 pub struct FairQueue {
     per_device: usize,
+    /// Messages waiting, all devices together.
+    len: usize,
     queues: HashMap<String, std::collections::VecDeque<crate::infra::broker::Incoming>>,
     /// Devices with something waiting, in the order they are served.
     turns: std::collections::VecDeque<String>,
@@ -905,6 +1176,7 @@ impl FairQueue {
     pub fn new(per_device: usize) -> Self {
         Self {
             per_device,
+            len: 0,
             queues: HashMap::new(),
             turns: std::collections::VecDeque::new(),
         }
@@ -928,6 +1200,7 @@ impl FairQueue {
             self.turns.push_back(device);
         }
         queue.push_back(message);
+        self.len += 1;
         true
     }
 
@@ -936,6 +1209,7 @@ impl FairQueue {
         let device = self.turns.pop_front()?;
         let queue = self.queues.get_mut(&device)?;
         let message = queue.pop_front();
+        self.len -= usize::from(message.is_some());
         if queue.is_empty() {
             self.queues.remove(&device);
         } else {
@@ -947,14 +1221,51 @@ impl FairQueue {
     pub fn is_empty(&self) -> bool {
         self.turns.is_empty()
     }
+
+    /// Messages waiting, all devices together.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Workers storing side by side. Each serves the devices whose topic prefix hashes to it, so one
+/// appliance's messages are stored in order, by one worker, and two workers never wait on each
+/// other's appliance rows.
+pub const WORKERS: usize = 4;
+/// Messages one worker takes at once: their telemetry is stored in one transaction per tenant.
+pub const MAX_BATCH: usize = 500;
+/// Messages waiting for one worker, all devices together, past which ingest stops taking more
+/// from the broker: backpressure. The broker then holds them (the embedded broker's link is
+/// paused; an external broker's TCP connection stops being read) and what a broker cannot hold
+/// is resent by the appliances' outboxes, as it was never acknowledged.
+pub const WORKER_BACKLOG: usize = 10_000;
+
+/// One worker's share of the messages waiting.
+struct Shard {
+    waiting: std::sync::Mutex<FairQueue>,
+    /// Something was queued (or the stream ended).
+    arrived: tokio::sync::Notify,
+    /// A batch was taken: there is room again.
+    room: tokio::sync::Notify,
+}
+
+/// The worker that stores a device's messages (its topic's `/tenants/{device}/` segment).
+fn shard_of(device: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+    let mut hasher =
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
+    hasher.write(device.as_bytes());
+    usize::try_from(hasher.finish() % WORKERS as u64).unwrap_or(0)
 }
 
 /// Ingests what the broker forwards (embedded link or external client) and acknowledges each
-/// stored message to its appliance. What arrives is taken off the broker's link at once into a
-/// [`FairQueue`] (so the broker never holds a backlog it would skip past), and stored one message
-/// at a time, devices in turn. Acknowledgements are batched per appliance and published whenever
-/// ingest has caught up (nothing more is waiting) or a batch is full, so a backlog drains with one
-/// ack per few hundred messages and a lone event is acknowledged at once.
+/// stored message to its appliance. What arrives is taken off the broker's link into the
+/// [`FairQueue`] of the worker its device belongs to ([`WORKERS`] of them), until that worker has
+/// [`WORKER_BACKLOG`] waiting: then ingest stops reading and the broker holds the rest. Each
+/// worker takes up to [`MAX_BATCH`] messages at a time, devices in turn, and stores them with
+/// [`ingest_batch`]. Acknowledgements are batched per appliance and published after the commit,
+/// whenever the worker has caught up (nothing more is waiting) or a batch is full, so a backlog
+/// drains with one ack per few hundred messages and a lone event is acknowledged at once.
 pub async fn run(
     pool: PgPool,
     metrics: Arc<Metrics>,
@@ -963,16 +1274,48 @@ pub async fn run(
     mut incoming: tokio::sync::mpsc::Receiver<crate::infra::broker::Incoming>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let waiting = std::sync::Mutex::new(FairQueue::new(DEVICE_BACKLOG));
-    let arrived = tokio::sync::Notify::new();
-    let ended = std::sync::atomic::AtomicBool::new(false);
+    let shards: Arc<Vec<Shard>> = Arc::new(
+        (0..WORKERS)
+            .map(|_| Shard {
+                waiting: std::sync::Mutex::new(FairQueue::new(DEVICE_BACKLOG)),
+                arrived: tokio::sync::Notify::new(),
+                room: tokio::sync::Notify::new(),
+            })
+            .collect(),
+    );
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for index in 0..WORKERS {
+        workers.spawn(work(
+            index,
+            shards.clone(),
+            ended.clone(),
+            pool.clone(),
+            metrics.clone(),
+            device_link.clone(),
+            hearing.clone(),
+            stop.clone(),
+        ));
+    }
     let take_in = async {
         let mut shed: u64 = 0;
         while let Some(message) = incoming.recv().await {
             let device = FairQueue::device_of(&message.0);
-            let queued = waiting.lock().map(|mut w| w.push(message)).unwrap_or(false);
+            let shard = &shards[shard_of(&device)];
+            // Backpressure: wait for the worker to take a batch rather than queue without end.
+            while shard.waiting.lock().map(|w| w.len()).unwrap_or(0) >= WORKER_BACKLOG {
+                tokio::select! {
+                    () = shard.room.notified() => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+            let queued = shard
+                .waiting
+                .lock()
+                .map(|mut w| w.push(message))
+                .unwrap_or(false);
             if queued {
-                arrived.notify_one();
+                shard.arrived.notify_one();
             } else {
                 metrics.increment(INGEST_SHED, "reason", "device_backlog");
                 shed += 1;
@@ -989,56 +1332,73 @@ pub async fn run(
             }
         }
         ended.store(true, std::sync::atomic::Ordering::Release);
-        arrived.notify_one();
-        std::future::pending::<()>().await;
-    };
-    let work = async {
-        let mut acks = PendingAcks::default();
-        loop {
-            // Between messages, never inside one: what was stored is acknowledged before
-            // stopping, what was not is resent by the appliance to the next cloud.
-            if stop.is_cancelled() {
-                break;
-            }
-            let next = waiting.lock().ok().and_then(|mut w| w.pop());
-            let Some((topic, payload)) = next else {
-                if !acks.is_empty() {
-                    acks.flush(&device_link, &metrics);
-                    continue;
-                }
-                if ended.load(std::sync::atomic::Ordering::Acquire)
-                    && waiting.lock().map(|w| w.is_empty()).unwrap_or(true)
-                {
-                    break;
-                }
-                tokio::select! {
-                    () = arrived.notified() => continue,
-                    () = stop.cancelled() => break,
-                }
-            };
-            let started = Utc::now();
-            if let Some(owed) =
-                ingest_one(&pool, &device_link, &metrics, &hearing, &topic, &payload).await
-            {
-                acks.add(owed, &device_link, &metrics);
-            }
-            tracing::trace!(
-                elapsed_ms = (Utc::now() - started).num_milliseconds(),
-                "ingested"
-            );
+        for shard in shards.iter() {
+            shard.arrived.notify_one();
         }
-        acks.flush(&device_link, &metrics);
     };
     tokio::select! {
-        () = work => {}
         () = take_in => {}
+        () = stop.cancelled() => {}
     }
+    // The workers finish what they hold (the stream ended) or their batch in progress (stopped).
+    while workers.join_next().await.is_some() {}
     if stop.is_cancelled() {
         tracing::info!("ingest stopped");
         return;
     }
     hearing.deaf("broker stream ended");
     tracing::warn!("the broker's message stream ended; ingest stops");
+}
+
+/// One ingest worker: takes batches from its shard, stores them and acknowledges what was stored.
+#[allow(clippy::too_many_arguments)]
+async fn work(
+    index: usize,
+    shards: Arc<Vec<Shard>>,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    device_link: DeviceLink,
+    hearing: Arc<Hearing>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let shard = &shards[index];
+    let mut acks = PendingAcks::default();
+    loop {
+        // Between batches, never inside one: what was stored is acknowledged before stopping,
+        // what was not is resent by the appliance to the next cloud.
+        if stop.is_cancelled() {
+            break;
+        }
+        let batch: Vec<crate::infra::broker::Incoming> = shard
+            .waiting
+            .lock()
+            .map(|mut w| std::iter::from_fn(|| w.pop()).take(MAX_BATCH).collect())
+            .unwrap_or_default();
+        if batch.is_empty() {
+            if !acks.is_empty() {
+                acks.flush(&device_link, &metrics);
+                continue;
+            }
+            if ended.load(std::sync::atomic::Ordering::Acquire)
+                && shard.waiting.lock().map(|w| w.is_empty()).unwrap_or(true)
+            {
+                break;
+            }
+            tokio::select! {
+                () = shard.arrived.notified() => continue,
+                () = stop.cancelled() => break,
+            }
+        }
+        shard.room.notify_one();
+        let started = std::time::Instant::now();
+        let count = batch.len();
+        for owed in ingest_batch(&pool, &device_link, &metrics, &hearing, batch).await {
+            acks.add(owed, &device_link, &metrics);
+        }
+        tracing::trace!(worker = index, messages = count, elapsed = ?started.elapsed(), "ingested a batch");
+    }
+    acks.flush(&device_link, &metrics);
 }
 
 #[cfg(test)]

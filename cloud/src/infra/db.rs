@@ -164,6 +164,24 @@ pub mod lookup {
         .await
     }
 
+    /// The tenants of several appliances in one round trip (ingest's batches); an unknown
+    /// appliance is absent from the map.
+    pub async fn appliance_tenants(
+        pool: &PgPool,
+        appliances: &[ApplianceId],
+    ) -> Result<std::collections::HashMap<ApplianceId, TenantId>, sqlx::Error> {
+        let ids: Vec<Uuid> = appliances.iter().map(|a| a.0).collect();
+        let rows: Vec<(Uuid, Uuid)> =
+            sqlx::query_as("SELECT appliance_id, tenant_id FROM stayopen_appliance_tenants($1)")
+                .bind(&ids)
+                .fetch_all(pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(a, t)| (ApplianceId(a), TenantId(t)))
+            .collect())
+    }
+
     pub async fn hardware_tenant(
         pool: &PgPool,
         serial: &str,

@@ -30,13 +30,22 @@ const BACKLOG: usize = 4096;
 
 /// Announces a change of `appliance` (delivered on commit).
 pub async fn notify_appliance(tx: &mut Tx, appliance: ApplianceId) -> Result<(), sqlx::Error> {
+    notify_appliances(tx, &[appliance]).await
+}
+
+/// Announces changes of several appliances in one statement (delivered on commit).
+pub async fn notify_appliances(tx: &mut Tx, appliances: &[ApplianceId]) -> Result<(), sqlx::Error> {
+    if appliances.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = appliances.iter().map(|a| a.0).collect();
     sqlx::query(
         "SELECT pg_notify($1, json_build_object('tenant_id', tenant_id, 'topic', 'appliance',
                                                 'id', id, 'practice_id', practice_id)::text)
-         FROM appliances WHERE id = $2",
+         FROM appliances WHERE id = ANY($2)",
     )
     .bind(CHANNEL)
-    .bind(appliance.as_uuid())
+    .bind(&ids)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -18,5 +18,5 @@ pub use rules::{
     AlertChange, UplinkCondition, UplinkConditions, rules_for_event, rules_for_failover_count,
     rules_for_presence, rules_for_telemetry,
 };
-pub use store::{AlertContext, apply, apply_as_of, context, stateful_rules};
+pub use store::{AlertContext, apply, apply_as_of, context, failover_rules, telemetry_rules};
 pub use views::AlertError;

@@ -1,5 +1,5 @@
 //! How alert changes land in the database: the state the telemetry and flapping rules keep
-//! ([`stateful_rules`]), what decides how an alert is raised ([`context`]), and [`apply`], which
+//! ([`telemetry_rules`], [`failover_rules`]), what decides how an alert is raised ([`context`]), and [`apply`], which
 //! records changes in the transaction of the message that caused them and queues their
 //! notifications there too.
 
@@ -16,52 +16,86 @@ use crate::domain::clinic::{ClinicNow, clinic_now};
 use crate::domain::notifications::Transition;
 use crate::infra::db::Tx;
 
-/// The alert changes a telemetry message or event calls for beyond the pure per-message rules:
-/// telemetry conditions (kept in `appliances.uplink_conditions`) and flapping (counted from the
-/// appliance's recent failovers).
-pub async fn stateful_rules(
+/// The alert changes newly stored telemetry calls for beyond the pure per-message rules: each
+/// appliance's uplink conditions (kept in `appliances.uplink_conditions`) carried through its
+/// samples in order. Any number of one tenant's appliances at once: one statement reads their
+/// policies and conditions, one writes the conditions that changed. Returns each sample's
+/// changes, in the order of `samples`.
+pub async fn telemetry_rules(
     tx: &mut Tx,
-    appliance: ApplianceId,
-    telemetry: Option<&Telemetry>,
-    failover: bool,
-    at: DateTime<Utc>,
-) -> Result<Vec<AlertChange>, sqlx::Error> {
-    let mut changes = Vec::new();
-    if telemetry.is_none() && !failover {
-        return Ok(changes);
+    samples: &[(ApplianceId, &Telemetry, DateTime<Utc>)],
+) -> Result<Vec<Vec<AlertChange>>, sqlx::Error> {
+    if samples.is_empty() {
+        return Ok(Vec::new());
     }
-    let policy = context(tx, appliance, at).await?.policy;
-    if let Some(telemetry) = telemetry {
-        let stored: Option<Json<UplinkConditions>> =
-            sqlx::query_scalar("SELECT uplink_conditions FROM appliances WHERE id = $1")
-                .bind(appliance.as_uuid())
-                .fetch_optional(&mut **tx)
-                .await?;
-        let mut conditions = stored.map(|c| c.0).unwrap_or_default();
+    let mut appliances: Vec<Uuid> = samples.iter().map(|(a, _, _)| a.0).collect();
+    appliances.sort_unstable();
+    appliances.dedup();
+    /// An appliance, its desired policy and its uplink conditions.
+    type Row = (Uuid, Option<Json<Policy>>, Option<Json<UplinkConditions>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, desired_policy, uplink_conditions FROM appliances WHERE id = ANY($1)",
+    )
+    .bind(&appliances)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut state: std::collections::HashMap<Uuid, (Policy, UplinkConditions, bool)> = rows
+        .into_iter()
+        .map(|(id, policy, conditions)| {
+            let policy = policy.map(|p| p.0).unwrap_or_default();
+            (
+                id,
+                (policy, conditions.map(|c| c.0).unwrap_or_default(), false),
+            )
+        })
+        .collect();
+    let mut changes = Vec::with_capacity(samples.len());
+    for (appliance, telemetry, at) in samples {
+        let Some((policy, conditions, changed)) = state.get_mut(&appliance.0) else {
+            changes.push(Vec::new());
+            continue;
+        };
         let before = conditions.clone();
-        changes.extend(rules_for_telemetry(&mut conditions, telemetry, &policy, at));
-        if conditions != before {
-            sqlx::query("UPDATE appliances SET uplink_conditions = $2 WHERE id = $1")
-                .bind(appliance.as_uuid())
-                .bind(Json(&conditions))
-                .execute(&mut **tx)
-                .await?;
-        }
+        changes.push(rules_for_telemetry(conditions, telemetry, policy, *at));
+        *changed |= *conditions != before;
     }
-    if failover {
-        let failovers: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM appliance_events
-             WHERE appliance_id = $1 AND kind = 'failover'
-               AND sent_at > $2 - make_interval(secs => $3) AND sent_at <= $2",
+    let (ids, conditions): (Vec<Uuid>, Vec<serde_json::Value>) = state
+        .into_iter()
+        .filter(|(_, (_, _, changed))| *changed)
+        .map(|(id, (_, conditions, _))| (id, serde_json::to_value(conditions).unwrap_or_default()))
+        .unzip();
+    if !ids.is_empty() {
+        sqlx::query(
+            "UPDATE appliances a SET uplink_conditions = c.conditions
+             FROM unnest($1::uuid[], $2::jsonb[]) AS c(id, conditions) WHERE a.id = c.id",
         )
-        .bind(appliance.as_uuid())
-        .bind(at)
-        .bind(f64::from(policy.flapping_window_secs))
-        .fetch_one(&mut **tx)
+        .bind(&ids)
+        .bind(&conditions)
+        .execute(&mut **tx)
         .await?;
-        changes.extend(rules_for_failover_count(failovers, &policy));
     }
     Ok(changes)
+}
+
+/// The alert changes a failover event calls for beyond the pure per-event rules: flapping,
+/// counted from the appliance's recent failovers.
+pub async fn failover_rules(
+    tx: &mut Tx,
+    appliance: ApplianceId,
+    at: DateTime<Utc>,
+) -> Result<Vec<AlertChange>, sqlx::Error> {
+    let policy = context(tx, appliance, at).await?.policy;
+    let failovers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM appliance_events
+         WHERE appliance_id = $1 AND kind = 'failover'
+           AND sent_at > $2 - make_interval(secs => $3) AND sent_at <= $2",
+    )
+    .bind(appliance.as_uuid())
+    .bind(at)
+    .bind(f64::from(policy.flapping_window_secs))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(rules_for_failover_count(failovers, &policy))
 }
 
 /// What decides how an appliance's alert is raised: its effective policy (severity tuning and

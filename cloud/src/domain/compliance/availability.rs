@@ -48,30 +48,46 @@ pub fn sample_seconds(telemetry: &Telemetry, interval_secs: u32) -> HourSample {
     }
 }
 
-/// Ingest's hook for one newly stored telemetry sample.
+/// Ingest's hook for newly stored telemetry samples, any number of this tenant's appliances at
+/// once: one statement reads their telemetry intervals, one adds every sample to its hour.
 pub async fn on_telemetry(
     tx: &mut Tx,
     tenant: TenantId,
-    appliance: ApplianceId,
-    telemetry: &Telemetry,
-    sent_at: DateTime<Utc>,
+    samples: &[(ApplianceId, &Telemetry, DateTime<Utc>)],
 ) -> Result<(), sqlx::Error> {
-    let interval: i32 = sqlx::query_scalar(
-        "SELECT coalesce((desired_policy ->> 'telemetry_interval_secs')::integer, 10)
-         FROM appliances WHERE id = $1",
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut appliances: Vec<uuid::Uuid> = samples.iter().map(|(a, _, _)| a.0).collect();
+    appliances.sort_unstable();
+    appliances.dedup();
+    let intervals: Vec<(uuid::Uuid, i32)> = sqlx::query_as(
+        "SELECT id, coalesce((desired_policy ->> 'telemetry_interval_secs')::integer, 10)
+         FROM appliances WHERE id = ANY($1)",
     )
-    .bind(appliance.as_uuid())
-    .fetch_one(&mut **tx)
+    .bind(&appliances)
+    .fetch_all(&mut **tx)
     .await?;
-    let seconds = sample_seconds(telemetry, u32::try_from(interval).unwrap_or(10));
-    let hour = HourRow {
-        hour: sent_at,
-        observed_secs: seconds.observed,
-        primary_secs: seconds.primary,
-        effective_secs: seconds.effective,
-        backup_secs: seconds.backup,
-    };
-    insert_hours(tx, tenant, appliance, &[hour]).await
+    let intervals: std::collections::HashMap<uuid::Uuid, u32> = intervals
+        .into_iter()
+        .map(|(id, secs)| (id, u32::try_from(secs).unwrap_or(10)))
+        .collect();
+    let rows: Vec<(ApplianceId, HourRow)> = samples
+        .iter()
+        .map(|(appliance, telemetry, sent_at)| {
+            let interval = intervals.get(&appliance.0).copied().unwrap_or(10);
+            let seconds = sample_seconds(telemetry, interval);
+            let row = HourRow {
+                hour: *sent_at,
+                observed_secs: seconds.observed,
+                primary_secs: seconds.primary,
+                effective_secs: seconds.effective,
+                backup_secs: seconds.backup,
+            };
+            (*appliance, row)
+        })
+        .collect();
+    insert_appliance_hours(tx, tenant, &rows).await
 }
 
 /// Seconds to add to one appliance-hour.
@@ -93,19 +109,34 @@ pub async fn insert_hours(
     appliance: ApplianceId,
     rows: &[HourRow],
 ) -> Result<(), sqlx::Error> {
+    let rows: Vec<(ApplianceId, HourRow)> = rows.iter().map(|row| (appliance, *row)).collect();
+    insert_appliance_hours(tx, tenant, &rows).await
+}
+
+/// Adds each row to its appliance's hour, in one statement.
+async fn insert_appliance_hours(
+    tx: &mut Tx,
+    tenant: TenantId,
+    rows: &[(ApplianceId, HourRow)],
+) -> Result<(), sqlx::Error> {
     let as_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-    let hours: Vec<DateTime<Utc>> = rows.iter().map(|r| r.hour).collect();
-    let observed: Vec<i32> = rows.iter().map(|r| as_i32(r.observed_secs)).collect();
-    let primary: Vec<i32> = rows.iter().map(|r| as_i32(r.primary_secs)).collect();
-    let effective: Vec<i32> = rows.iter().map(|r| as_i32(r.effective_secs)).collect();
-    let backup: Vec<i32> = rows.iter().map(|r| as_i32(r.backup_secs)).collect();
+    let appliances: Vec<uuid::Uuid> = rows.iter().map(|(a, _)| a.0).collect();
+    let hours: Vec<DateTime<Utc>> = rows.iter().map(|(_, r)| r.hour).collect();
+    let observed: Vec<i32> = rows.iter().map(|(_, r)| as_i32(r.observed_secs)).collect();
+    let primary: Vec<i32> = rows.iter().map(|(_, r)| as_i32(r.primary_secs)).collect();
+    let effective: Vec<i32> = rows.iter().map(|(_, r)| as_i32(r.effective_secs)).collect();
+    let backup: Vec<i32> = rows.iter().map(|(_, r)| as_i32(r.backup_secs)).collect();
+    // Sorted, so that concurrent batches touching the same hours take their row locks in one
+    // order and cannot deadlock.
     sqlx::query(
         "INSERT INTO availability_hourly AS h
              (tenant_id, appliance_id, hour, observed_secs, primary_secs, effective_secs, backup_secs)
-         SELECT $1, $2, date_trunc('hour', t.hour), sum(t.o), sum(t.p), sum(t.e), sum(t.b)
-         FROM unnest($3::timestamptz[], $4::integer[], $5::integer[], $6::integer[], $7::integer[])
-              AS t(hour, o, p, e, b)
-         GROUP BY 3
+         SELECT $1, t.appliance, date_trunc('hour', t.hour), sum(t.o), sum(t.p), sum(t.e), sum(t.b)
+         FROM unnest($2::uuid[], $3::timestamptz[], $4::integer[], $5::integer[], $6::integer[],
+                     $7::integer[])
+              AS t(appliance, hour, o, p, e, b)
+         GROUP BY 2, 3
+         ORDER BY 2, 3
          ON CONFLICT (appliance_id, hour) DO UPDATE SET
              observed_secs  = h.observed_secs + EXCLUDED.observed_secs,
              primary_secs   = h.primary_secs + EXCLUDED.primary_secs,
@@ -113,7 +144,7 @@ pub async fn insert_hours(
              backup_secs    = h.backup_secs + EXCLUDED.backup_secs",
     )
     .bind(tenant.as_uuid())
-    .bind(appliance.as_uuid())
+    .bind(&appliances)
     .bind(&hours)
     .bind(&observed)
     .bind(&primary)
