@@ -92,6 +92,19 @@ impl DeviceLink {
         }
     }
 
+    /// A link that hands every publish to the returned receiver instead of a broker: for
+    /// benchmarks that drive ingest directly, to measure storing without a broker in the way, and
+    /// read the acknowledgements it publishes.
+    pub fn detached(metrics: Arc<Metrics>) -> (Self, mpsc::Receiver<(String, Vec<u8>)>) {
+        let (tx, rx) = mpsc::channel::<(String, Vec<u8>)>(QUEUE);
+        let link = Self {
+            tx,
+            metrics,
+            wake_delivery: Arc::new(Notify::new()),
+        };
+        (link, rx)
+    }
+
     /// Queues a publish; never waits. A full queue drops the message (counted): policies are
     /// published again on reconnect and commands are redelivered until acknowledged.
     pub fn publish(&self, topic: String, payload: Vec<u8>) {

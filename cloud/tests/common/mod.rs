@@ -8,6 +8,7 @@ pub mod burst;
 pub mod client;
 pub mod device;
 pub mod events;
+pub mod fleet;
 pub mod haproxy;
 pub mod logs;
 pub mod mosquitto;
