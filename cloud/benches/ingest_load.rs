@@ -160,7 +160,9 @@ async fn main() {
     // The acknowledgements ingest publishes are read and dropped, as a broker would take them.
     tokio::spawn(async move { while published.recv().await.is_some() {} });
     let hearing = Arc::new(Hearing::new(Utc::now(), Duration::ZERO));
+    // The two streams the broker feeds: telemetry, and events (served first).
     let (to_ingest, incoming) = mpsc::channel::<Incoming>(1000);
+    let (events_to_ingest, urgent) = mpsc::channel::<Incoming>(1000);
     let stop = tokio_util::sync::CancellationToken::new();
     let ingest_task = tokio::spawn(ingest::run(
         pool,
@@ -168,6 +170,7 @@ async fn main() {
         link,
         hearing,
         incoming,
+        urgent,
         stop.clone(),
     ));
 
@@ -215,12 +218,16 @@ async fn main() {
             let started = Instant::now();
             let mut offered = 0usize;
             let mut ticker = tokio::time::interval(tick);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            // Offered on schedule, never more than the rate allows: when ingest holds back
+            // (backpressure), what the schedule missed is not made up after the phase.
+            let total = (rate as f64 * steady.as_secs_f64()) as usize;
             while started.elapsed() < steady {
                 ticker.tick().await;
-                let due =
-                    (started.elapsed().as_secs_f64() / tick.as_secs_f64() * per_tick) as usize;
-                while offered < due {
+                let due = ((started.elapsed().as_secs_f64() / tick.as_secs_f64() * per_tick)
+                    as usize)
+                    .min(total);
+                while offered < due && started.elapsed() < steady {
                     let message = telemetry_message(&everyone, offered, 1_000_000 + offered as u64);
                     if to_ingest.send(message).await.is_err() {
                         return offered;
@@ -246,7 +253,10 @@ async fn main() {
                     Envelope::new(MessageId(Uuid::new_v4()), appliance, Utc::now(), switch_event(true))
                         .encode();
                 let handed = Instant::now();
-                to_ingest.send((topic.into_bytes(), payload)).await.expect("ingest takes events");
+                events_to_ingest
+                    .send((topic.into_bytes(), payload))
+                    .await
+                    .expect("ingest takes events");
                 let owner = cloud.owner_pool.clone();
                 event_waits.spawn(async move {
                     loop {
@@ -336,6 +346,6 @@ async fn main() {
     row("fleet overview (both, in parallel)", page, "p95 ≤ 100 ms");
 
     stop.cancel();
-    drop(to_ingest);
+    drop((to_ingest, events_to_ingest));
     ingest_task.await.expect("ingest stops");
 }

@@ -110,6 +110,7 @@ impl Application {
         )?;
         let revoker_secret = random_secret();
         let (incoming_tx, incoming_rx) = tokio::sync::mpsc::channel(1000);
+        let (urgent_tx, urgent_rx) = tokio::sync::mpsc::channel(1000);
         let hearing = Arc::new(Hearing::new(
             clock.now(),
             Duration::from_secs(u64::from(config.fleet.offline_grace_secs)),
@@ -142,8 +143,23 @@ impl Application {
                 );
                 let (ingest_tx, ingest_rx) = links.ingest;
                 supervisor.spawn(
-                    "broker to ingest",
-                    broker::forward_embedded(ingest_tx, ingest_rx, incoming_tx),
+                    "broker to ingest (telemetry)",
+                    broker::forward_embedded(
+                        ingest_tx,
+                        ingest_rx,
+                        broker::ingest_channels(true),
+                        incoming_tx,
+                    ),
+                );
+                let (urgent_link_tx, urgent_link_rx) = links.ingest_urgent;
+                supervisor.spawn(
+                    "broker to ingest (events, presence, command results)",
+                    broker::forward_embedded(
+                        urgent_link_tx,
+                        urgent_link_rx,
+                        broker::ingest_channels(false),
+                        urgent_tx,
+                    ),
                 );
                 let (publisher_tx, publisher_rx) = links.publisher;
                 let device_link = DeviceLink::start_embedded(
@@ -171,7 +187,10 @@ impl Application {
                     &client_id,
                     &external.ingest_group,
                     &ca,
-                    incoming_tx,
+                    broker::IngestSinks {
+                        bulk: incoming_tx,
+                        urgent: urgent_tx,
+                    },
                     hearing.clone(),
                     &supervisor,
                 )?;
@@ -190,7 +209,7 @@ impl Application {
                 hearing.clone(),
             );
             supervisor.spawn_cooperative("ingest", move |stop| {
-                ingest::run(pool, metrics, link, hearing, incoming_rx, stop)
+                ingest::run(pool, metrics, link, hearing, incoming_rx, urgent_rx, stop)
             });
         }
         let hub = crate::infra::stream::Hub::new();

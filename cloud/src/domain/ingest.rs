@@ -635,10 +635,11 @@ pub async fn store_telemetry(
 
 /// One tenant's telemetry messages, in `tx`, in a fixed number of statements: the appliances'
 /// rows locked (in id order, so concurrent batches cannot deadlock) and checked; the samples
-/// inserted with one `UNNEST` (a message id already stored is a duplicate); each appliance's
-/// dashboard state set from its newest sample; then, for the new samples only, the availability
-/// roll-up, open incidents and the uplink alert rules. Alerts the samples raise or clear are
-/// applied per message, at its `sent_at` (rare: only when something changed).
+/// inserted with one `UNNEST` (a message id already stored is a duplicate); the alert rules run
+/// over the new samples (pure); each appliance's dashboard state (from its newest sample) and
+/// uplink conditions written in one `UPDATE`; then the availability roll-up and open incidents
+/// for the new samples. Alerts the samples raise or clear are applied per message, at its
+/// `sent_at` (rare: only when something changed).
 async fn store_telemetry_in(
     tx: &mut crate::infra::db::Tx,
     tenant: TenantId,
@@ -647,17 +648,35 @@ async fn store_telemetry_in(
     let mut ids: Vec<Uuid> = messages.iter().map(|m| m.appliance_id.0).collect();
     ids.sort_unstable();
     ids.dedup();
-    let rows: Vec<(Uuid, bool, bool)> = sqlx::query_as(
-        "SELECT id, revoked_at IS NOT NULL, online FROM appliances
-         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    /// An appliance: revoked, online, its desired policy and uplink conditions.
+    type Row = (
+        Uuid,
+        bool,
+        bool,
+        Option<sqlx::types::Json<stayopen_shared::policy::Policy>>,
+        Option<sqlx::types::Json<crate::domain::alerts::UplinkConditions>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, revoked_at IS NOT NULL, online, desired_policy, uplink_conditions
+         FROM appliances WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(&ids)
     .fetch_all(&mut **tx)
     .await?;
-    let known: HashMap<Uuid, (bool, bool)> = rows
-        .into_iter()
-        .map(|(id, revoked, online)| (id, (revoked, online)))
-        .collect();
+    let mut known: HashMap<Uuid, (bool, bool)> = HashMap::with_capacity(rows.len());
+    let mut rule_state: HashMap<ApplianceId, crate::domain::alerts::TelemetryRuleState> =
+        HashMap::with_capacity(rows.len());
+    for (id, revoked, online, policy, conditions) in rows {
+        known.insert(id, (revoked, online));
+        rule_state.insert(
+            ApplianceId(id),
+            crate::domain::alerts::TelemetryRuleState {
+                policy: policy.map(|p| p.0).unwrap_or_default(),
+                conditions: conditions.map(|c| c.0).unwrap_or_default(),
+                changed: false,
+            },
+        );
+    }
     let mut outcomes: Vec<Result<Stored, Rejection>> = Vec::with_capacity(messages.len());
     let mut accepted: Vec<&Envelope<Telemetry>> = Vec::with_capacity(messages.len());
     for message in messages {
@@ -740,7 +759,25 @@ async fn store_telemetry_in(
         .await?;
         to_notify.extend(caught_up.into_iter().map(ApplianceId));
     }
+    // The alert rules' uplink conditions, carried through the new samples; written with the
+    // appliance's state below, in the same statement.
+    let new_samples: Vec<(ApplianceId, &Telemetry, chrono::DateTime<Utc>)> = accepted
+        .iter()
+        .filter(|m| inserted.contains(&m.message_id.0))
+        .map(|m| (m.appliance_id, &m.body, m.sent_at))
+        .collect();
+    let mut rule_changes =
+        crate::domain::alerts::telemetry_rules(&mut rule_state, &new_samples).into_iter();
     let latest: Vec<usize> = newest.values().copied().collect();
+    let state_conditions: Vec<Option<serde_json::Value>> = latest
+        .iter()
+        .map(|&i| {
+            rule_state
+                .get(&accepted[i].appliance_id)
+                .filter(|state| state.changed)
+                .and_then(|state| serde_json::to_value(&state.conditions).ok())
+        })
+        .collect();
     let state_ids: Vec<Uuid> = latest.iter().map(|&i| accepted[i].appliance_id.0).collect();
     let state_sent: Vec<chrono::DateTime<Utc>> =
         latest.iter().map(|&i| accepted[i].sent_at).collect();
@@ -755,8 +792,9 @@ async fn store_telemetry_in(
         .collect();
     let changed: Vec<(Uuid, bool, bool, bool, Option<serde_json::Value>)> = sqlx::query_as(
         "WITH input AS (
-             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::jsonb[], $5::bool[])
-                 AS t(id, sent_at, active_uplink, body, on_backup)
+             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::jsonb[], $5::bool[],
+                                  $6::jsonb[])
+                 AS t(id, sent_at, active_uplink, body, on_backup, conditions)
          ), before AS (
              SELECT a.id, a.active_uplink, a.last_telemetry->'tunnel'->'state' AS tunnel_state,
                     a.last_telemetry->'tunnel'->'relay' AS tunnel_relay,
@@ -778,7 +816,8 @@ async fn store_telemetry_in(
                                   THEN i.body ELSE a.last_telemetry END,
             -- A stamp ahead of the clock is from before ingest clamped them: not kept.
             last_telemetry_at = CASE WHEN a.last_telemetry_at > now() THEN i.sent_at
-                                     ELSE greatest(a.last_telemetry_at, i.sent_at) END
+                                     ELSE greatest(a.last_telemetry_at, i.sent_at) END,
+            uplink_conditions = coalesce(i.conditions, a.uplink_conditions)
          FROM input i JOIN before b ON b.id = i.id
          WHERE a.id = i.id
          RETURNING a.id, a.online, a.active_uplink IS DISTINCT FROM b.active_uplink,
@@ -791,6 +830,7 @@ async fn store_telemetry_in(
     .bind(&state_active)
     .bind(&state_bodies)
     .bind(&state_backup)
+    .bind(&state_conditions)
     .fetch_all(&mut **tx)
     .await?;
     // Appliances marked offline (by their last will or the heartbeat sweep) that this batch
@@ -817,18 +857,9 @@ async fn store_telemetry_in(
     let to_notify: Vec<ApplianceId> = to_notify.into_iter().collect();
     crate::infra::stream::notify_appliances(tx, &to_notify).await?;
 
-    // Compliance records and alert rules, for what is new: the availability roll-up, the open
-    // incidents' checks, the uplink conditions.
-    let new_samples: Vec<(ApplianceId, &Telemetry, chrono::DateTime<Utc>)> = accepted
-        .iter()
-        .filter(|m| inserted.contains(&m.message_id.0))
-        .map(|m| (m.appliance_id, &m.body, m.sent_at))
-        .collect();
+    // Compliance records, for what is new: the availability roll-up, the open incidents' checks.
     crate::domain::compliance::availability::on_telemetry(tx, tenant, &new_samples).await?;
     crate::domain::compliance::incidents::on_telemetry(tx, &new_samples).await?;
-    let mut rule_changes = crate::domain::alerts::telemetry_rules(tx, &new_samples)
-        .await?
-        .into_iter();
     for message in &accepted {
         let appliance = message.appliance_id;
         let mut changes = Vec::new();
@@ -1160,25 +1191,40 @@ fn publish_ack(link: &DeviceLink, metrics: &Metrics, appliance: ApplianceId, ack
 pub const DEVICE_BACKLOG: usize = 512;
 
 /// The messages waiting for ingest: one queue per device (the topic's `/tenants/{device}/`
-/// prefix, which the broker confines each certificate to), served in turn, each bounded by
-/// [`DEVICE_BACKLOG`]. A flooding device fills only its own queue. Pure.
+/// prefix, which the broker confines each certificate to), in the order the device sent them,
+/// each bounded by [`DEVICE_BACKLOG`], so a flooding device fills only its own queue. Devices are
+/// served in turn, except that a device with an event, presence or command result waiting is
+/// served first: what alerts and people wait on is not queued behind the fleet's telemetry. Its
+/// own earlier telemetry still goes before it (an incident's checks must reach the incident
+/// before the failback closes it), so each device's order is kept. Pure.
 #[derive(Debug)]
 pub struct FairQueue {
     per_device: usize,
-    /// Messages waiting, all devices together.
-    len: usize,
-    queues: HashMap<String, std::collections::VecDeque<crate::infra::broker::Incoming>>,
-    /// Devices with something waiting, in the order they are served.
+    /// Telemetry messages waiting, all devices together: what backpressure counts.
+    bulk_len: usize,
+    queues: HashMap<String, DeviceQueue>,
+    /// Devices with something waiting, in the order they are served. An entry whose device has
+    /// since been emptied through `urgent_turns` is stale and skipped.
     turns: std::collections::VecDeque<String>,
+    /// Devices with an urgent (non-telemetry) message waiting, served before `turns`.
+    urgent_turns: std::collections::VecDeque<String>,
+}
+
+#[derive(Debug, Default)]
+struct DeviceQueue {
+    messages: std::collections::VecDeque<crate::infra::broker::Incoming>,
+    /// How many of `messages` are urgent.
+    urgent: usize,
 }
 
 impl FairQueue {
     pub fn new(per_device: usize) -> Self {
         Self {
             per_device,
-            len: 0,
+            bulk_len: 0,
             queues: HashMap::new(),
             turns: std::collections::VecDeque::new(),
+            urgent_turns: std::collections::VecDeque::new(),
         }
     }
 
@@ -1188,43 +1234,94 @@ impl FairQueue {
         topic.split('/').nth(2).unwrap_or_default().to_owned()
     }
 
+    /// Whether a topic is telemetry's (the bulk); anything else, malformed topics included, is
+    /// urgent.
+    fn is_bulk(topic: &[u8]) -> bool {
+        topic
+            .rsplit(|b| *b == b'/')
+            .next()
+            .is_some_and(|last| last == Channel::Telemetry.as_str().as_bytes())
+    }
+
     /// Queues a message behind its device's earlier ones; `false` when that device's backlog is
     /// full and the message is shed.
     pub fn push(&mut self, message: crate::infra::broker::Incoming) -> bool {
         let device = Self::device_of(&message.0);
+        let bulk = Self::is_bulk(&message.0);
         let queue = self.queues.entry(device.clone()).or_default();
-        if queue.len() >= self.per_device {
+        if queue.messages.len() >= self.per_device {
             return false;
         }
-        if queue.is_empty() {
-            self.turns.push_back(device);
+        if queue.messages.is_empty() {
+            self.turns.push_back(device.clone());
         }
-        queue.push_back(message);
-        self.len += 1;
+        if bulk {
+            self.bulk_len += 1;
+        } else {
+            queue.urgent += 1;
+            if queue.urgent == 1 {
+                self.urgent_turns.push_back(device);
+            }
+        }
+        queue.messages.push_back(message);
         true
     }
 
-    /// The oldest message of the device whose turn it is.
+    /// The next message: of the first device with something urgent waiting (its messages in
+    /// order, up to the urgent one), else of the device whose turn it is.
     pub fn pop(&mut self) -> Option<crate::infra::broker::Incoming> {
-        let device = self.turns.pop_front()?;
-        let queue = self.queues.get_mut(&device)?;
-        let message = queue.pop_front();
-        self.len -= usize::from(message.is_some());
-        if queue.is_empty() {
-            self.queues.remove(&device);
-        } else {
-            self.turns.push_back(device);
+        while let Some(device) = self.urgent_turns.front().cloned() {
+            let Some(message) = self
+                .queues
+                .get_mut(&device)
+                .and_then(|q| q.messages.pop_front())
+            else {
+                self.urgent_turns.pop_front();
+                continue;
+            };
+            let Some(queue) = self.queues.get_mut(&device) else {
+                continue;
+            };
+            if Self::is_bulk(&message.0) {
+                self.bulk_len -= 1;
+            } else {
+                queue.urgent -= 1;
+                self.urgent_turns.pop_front();
+                if queue.urgent > 0 {
+                    self.urgent_turns.push_back(device.clone());
+                }
+            }
+            if queue.messages.is_empty() {
+                self.queues.remove(&device);
+            }
+            return Some(message);
         }
-        message
+        while let Some(device) = self.turns.pop_front() {
+            let Some(queue) = self.queues.get_mut(&device) else {
+                continue;
+            };
+            let Some(message) = queue.messages.pop_front() else {
+                self.queues.remove(&device);
+                continue;
+            };
+            self.bulk_len -= usize::from(Self::is_bulk(&message.0));
+            if queue.messages.is_empty() {
+                self.queues.remove(&device);
+            } else {
+                self.turns.push_back(device);
+            }
+            return Some(message);
+        }
+        None
     }
 
     pub fn is_empty(&self) -> bool {
-        self.turns.is_empty()
+        self.queues.is_empty()
     }
 
-    /// Messages waiting, all devices together.
-    pub fn len(&self) -> usize {
-        self.len
+    /// Telemetry messages waiting: what backpressure counts (urgent messages are never held back).
+    pub fn bulk_len(&self) -> usize {
+        self.bulk_len
     }
 }
 
@@ -1258,10 +1355,12 @@ fn shard_of(device: &str) -> usize {
     usize::try_from(hasher.finish() % WORKERS as u64).unwrap_or(0)
 }
 
-/// Ingests what the broker forwards (embedded link or external client) and acknowledges each
-/// stored message to its appliance. What arrives is taken off the broker's link into the
-/// [`FairQueue`] of the worker its device belongs to ([`WORKERS`] of them), until that worker has
-/// [`WORKER_BACKLOG`] waiting: then ingest stops reading and the broker holds the rest. Each
+/// Ingests what the broker forwards (embedded links or external client) and acknowledges each
+/// stored message to its appliance. Two streams: `incoming` carries telemetry, `urgent` the rest
+/// (events, presence, command results). What arrives is taken off them into the [`FairQueue`]
+/// of the worker its device belongs to ([`WORKERS`] of them); once a worker has
+/// [`WORKER_BACKLOG`] telemetry messages waiting ingest stops reading telemetry and the broker
+/// holds the rest, while the urgent stream is still read and served first. Each
 /// worker takes up to [`MAX_BATCH`] messages at a time, devices in turn, and stores them with
 /// [`ingest_batch`]. Acknowledgements are batched per appliance and published after the commit,
 /// whenever the worker has caught up (nothing more is waiting) or a batch is full, so a backlog
@@ -1272,6 +1371,7 @@ pub async fn run(
     device_link: DeviceLink,
     hearing: Arc<Hearing>,
     mut incoming: tokio::sync::mpsc::Receiver<crate::infra::broker::Incoming>,
+    mut urgent: tokio::sync::mpsc::Receiver<crate::infra::broker::Incoming>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let shards: Arc<Vec<Shard>> = Arc::new(
@@ -1298,39 +1398,10 @@ pub async fn run(
         ));
     }
     let take_in = async {
-        let mut shed: u64 = 0;
-        while let Some(message) = incoming.recv().await {
-            let device = FairQueue::device_of(&message.0);
-            let shard = &shards[shard_of(&device)];
-            // Backpressure: wait for the worker to take a batch rather than queue without end.
-            while shard.waiting.lock().map(|w| w.len()).unwrap_or(0) >= WORKER_BACKLOG {
-                tokio::select! {
-                    () = shard.room.notified() => {}
-                    () = stop.cancelled() => return,
-                }
-            }
-            let queued = shard
-                .waiting
-                .lock()
-                .map(|mut w| w.push(message))
-                .unwrap_or(false);
-            if queued {
-                shard.arrived.notify_one();
-            } else {
-                metrics.increment(INGEST_SHED, "reason", "device_backlog");
-                shed += 1;
-                // Every shed message is counted; a flood is logged at its start and then every
-                // thousandth, not line by line.
-                if shed % 1000 == 1 {
-                    tracing::warn!(
-                        %device,
-                        backlog = DEVICE_BACKLOG,
-                        shed_so_far = shed,
-                        "a device's ingest backlog is full; its messages are shed (it resends them)"
-                    );
-                }
-            }
-        }
+        tokio::join!(
+            take_in(&mut incoming, &shards, &metrics, &stop, true),
+            take_in(&mut urgent, &shards, &metrics, &stop, false),
+        );
         ended.store(true, std::sync::atomic::Ordering::Release);
         for shard in shards.iter() {
             shard.arrived.notify_one();
@@ -1348,6 +1419,51 @@ pub async fn run(
     }
     hearing.deaf("broker stream ended");
     tracing::warn!("the broker's message stream ended; ingest stops");
+}
+
+/// Takes messages off one of the broker's streams into the workers' queues until it ends. With
+/// `hold_back` (the telemetry stream), waits while the worker's queue holds [`WORKER_BACKLOG`]
+/// telemetry messages, so the broker holds the rest; the urgent stream is never held back.
+async fn take_in(
+    receiver: &mut tokio::sync::mpsc::Receiver<crate::infra::broker::Incoming>,
+    shards: &[Shard],
+    metrics: &Metrics,
+    stop: &tokio_util::sync::CancellationToken,
+    hold_back: bool,
+) {
+    let mut shed: u64 = 0;
+    while let Some(message) = receiver.recv().await {
+        let device = FairQueue::device_of(&message.0);
+        let shard = &shards[shard_of(&device)];
+        while hold_back && shard.waiting.lock().map(|w| w.bulk_len()).unwrap_or(0) >= WORKER_BACKLOG
+        {
+            tokio::select! {
+                () = shard.room.notified() => {}
+                () = stop.cancelled() => return,
+            }
+        }
+        let queued = shard
+            .waiting
+            .lock()
+            .map(|mut w| w.push(message))
+            .unwrap_or(false);
+        if queued {
+            shard.arrived.notify_one();
+        } else {
+            metrics.increment(INGEST_SHED, "reason", "device_backlog");
+            shed += 1;
+            // Every shed message is counted; a flood is logged at its start and then every
+            // thousandth, not line by line.
+            if shed % 1000 == 1 {
+                tracing::warn!(
+                    %device,
+                    backlog = DEVICE_BACKLOG,
+                    shed_so_far = shed,
+                    "a device's ingest backlog is full; its messages are shed (it resends them)"
+                );
+            }
+        }
+    }
 }
 
 /// One ingest worker: takes batches from its shard, stores them and acknowledges what was stored.
@@ -1681,6 +1797,41 @@ mod tests {
         assert_eq!(
             at(telemetry_message(vec![], chrono::DateTime::<Utc>::MIN_UTC)),
             Ok((now - MAX_AGE, Some(Correction::SentAtTooOld)))
+        );
+    }
+
+    #[test]
+    fn a_device_with_an_event_waiting_is_served_first_its_own_earlier_telemetry_before_it() {
+        let topic = |device: u128, channel: Channel| {
+            DeviceTopic::new(ApplianceId(Uuid::from_u128(device)), channel)
+                .to_string()
+                .into_bytes()
+        };
+        let mut queue = FairQueue::new(5);
+        for i in 0..3u8 {
+            assert!(queue.push((topic(1, Channel::Telemetry), vec![i])));
+        }
+        assert!(queue.push((topic(3, Channel::Telemetry), vec![30])));
+        assert!(queue.push((topic(3, Channel::Telemetry), vec![31])));
+        assert!(queue.push((topic(2, Channel::Events), vec![20])));
+        assert!(queue.push((topic(1, Channel::Events), vec![10])));
+        assert!(queue.push((topic(1, Channel::CommandResults), vec![11])));
+        assert!(
+            !queue.push((topic(1, Channel::Status), vec![12])),
+            "one device's backlog is bounded whatever it sends"
+        );
+        assert_eq!(queue.bulk_len(), 5, "only telemetry is held back");
+        let order: Vec<u8> = std::iter::from_fn(|| queue.pop())
+            .map(|(_, p)| p[0])
+            .collect();
+        assert_eq!(order, vec![20, 0, 1, 2, 10, 11, 30, 31]);
+        assert!(queue.is_empty());
+        assert_eq!(queue.bulk_len(), 0);
+        assert!(queue.push((topic(1, Channel::Telemetry), vec![40])));
+        assert_eq!(
+            queue.pop().map(|(_, p)| p[0]),
+            Some(40),
+            "served again once refilled"
         );
     }
 

@@ -105,14 +105,24 @@ impl BrokerHandle {
 /// One message a device published: topic and payload, for ingest.
 pub type Incoming = (Vec<u8>, Vec<u8>);
 
-/// Subscribes the embedded broker's ingest link to every device → cloud channel and forwards what
-/// arrives to `sink` until the broker goes away.
+/// The device → cloud channels ingest takes in bulk (telemetry), which backpressure may hold in
+/// the broker, and those it takes at once (events, presence, command results).
+pub fn ingest_channels(bulk: bool) -> impl Iterator<Item = Channel> {
+    Channel::ALL
+        .into_iter()
+        .filter(move |c| c.is_device_to_cloud() && (*c == Channel::Telemetry) == bulk)
+}
+
+/// Subscribes one of the embedded broker's ingest links to `channels` and forwards what arrives
+/// to `sink` until the broker goes away. Ingest has two links (telemetry, the rest), so that when
+/// it holds telemetry back the router pauses only that link and events still flow.
 pub async fn forward_embedded(
     mut link_tx: LinkTx,
     mut link_rx: LinkRx,
+    channels: impl Iterator<Item = Channel>,
     sink: mpsc::Sender<Incoming>,
 ) {
-    for channel in Channel::ALL.into_iter().filter(|c| c.is_device_to_cloud()) {
+    for channel in channels {
         if let Err(e) = link_tx.subscribe(channel.all_devices_filter()) {
             tracing::error!(error = %e, "ingest cannot subscribe");
             return;
@@ -148,11 +158,21 @@ pub async fn forward_embedded(
     }
 }
 
+/// Where device messages go for ingest: telemetry to `bulk` (held back under load), the rest to
+/// `urgent`.
+#[derive(Debug, Clone)]
+pub struct IngestSinks {
+    pub bulk: mpsc::Sender<Incoming>,
+    pub urgent: mpsc::Sender<Incoming>,
+}
+
 /// Connects the cloud to an external broker with its service certificate, as `client_id` (one per
 /// instance), and subscribes to every device → cloud channel through the shared-subscription
 /// group `ingest_group` (`$share/{group}/{filter}`, QoS 1): with several instances the broker hands
-/// each message to one of them. Forwards what arrives to `sink`; returns the client, for
-/// publishing to devices.
+/// each message to one of them. Forwards what arrives to `sinks`; returns the client, for
+/// publishing to devices. One connection carries both streams: while ingest holds telemetry back,
+/// the client stops reading and the broker holds everything behind it (events included) until
+/// ingest has room.
 ///
 /// A clean session: brokers keep dealing a shared group's messages to a member's persistent
 /// session while that member is away (Mosquitto, EMQX), so a dead instance's share would wait for
@@ -165,7 +185,7 @@ pub fn connect_external(
     client_id: &str,
     ingest_group: &str,
     ca: &DeviceCa,
-    sink: mpsc::Sender<Incoming>,
+    sinks: IngestSinks,
     hearing: Arc<Hearing>,
     supervisor: &Supervisor,
 ) -> Result<(rumqttc::AsyncClient, Arc<AtomicBool>), BrokerError> {
@@ -216,6 +236,11 @@ pub fn connect_external(
                     }
                 }
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish))) => {
+                    let sink = if publish.topic.ends_with(Channel::Telemetry.as_str()) {
+                        &sinks.bulk
+                    } else {
+                        &sinks.urgent
+                    };
                     let message = (publish.topic.into_bytes(), publish.payload.to_vec());
                     if sink.send(message).await.is_err() {
                         return;
@@ -241,7 +266,10 @@ pub fn connect_external(
 /// publishing to devices.
 #[allow(missing_debug_implementations)] // rumqttd's links are not Debug
 pub struct Links {
+    /// Telemetry.
     pub ingest: (LinkTx, LinkRx),
+    /// Events, presence and command results.
+    pub ingest_urgent: (LinkTx, LinkRx),
     pub publisher: (LinkTx, LinkRx),
 }
 
@@ -311,6 +339,9 @@ pub async fn start(
     let ingest = broker
         .link("stayopen-cloud-ingest")
         .map_err(|e| BrokerError::Link(e.to_string()))?;
+    let ingest_urgent = broker
+        .link("stayopen-cloud-ingest-urgent")
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
     let publisher = broker
         .link("stayopen-cloud-publisher")
         .map_err(|e| BrokerError::Link(e.to_string()))?;
@@ -339,7 +370,11 @@ pub async fn start(
     tracing::info!(%listen, "embedded MQTT broker listening");
     Ok((
         EmbeddedBroker { listen, alive },
-        Links { ingest, publisher },
+        Links {
+            ingest,
+            ingest_urgent,
+            publisher,
+        },
         auth_rx,
     ))
 }

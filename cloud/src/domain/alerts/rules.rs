@@ -160,6 +160,37 @@ pub struct UplinkCondition {
     pub over_budget_raised: bool,
 }
 
+/// What the telemetry rules know of one appliance: its policy and its uplink conditions, and
+/// whether the rules changed the conditions (so they must be written back).
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryRuleState {
+    pub policy: Policy,
+    pub conditions: UplinkConditions,
+    pub changed: bool,
+}
+
+/// [`rules_for_telemetry`] over a batch of newly stored samples of several appliances, each
+/// appliance's conditions carried through its samples in the order given. Returns each sample's
+/// changes, in the order of `samples`; an appliance absent from `state` gets none.
+pub fn telemetry_rules<A: Eq + std::hash::Hash>(
+    state: &mut std::collections::HashMap<A, TelemetryRuleState>,
+    samples: &[(A, &Telemetry, DateTime<Utc>)],
+) -> Vec<Vec<AlertChange>> {
+    samples
+        .iter()
+        .map(|(appliance, telemetry, at)| {
+            let Some(appliance) = state.get_mut(appliance) else {
+                return Vec::new();
+            };
+            let before = appliance.conditions.clone();
+            let changes =
+                rules_for_telemetry(&mut appliance.conditions, telemetry, &appliance.policy, *at);
+            appliance.changed |= appliance.conditions != before;
+            changes
+        })
+        .collect()
+}
+
 const MIB: u64 = 1024 * 1024;
 
 /// What a telemetry message means for the "uplink degraded" and "metered over budget" alerts,

@@ -1,5 +1,5 @@
-//! How alert changes land in the database: the state the telemetry and flapping rules keep
-//! ([`telemetry_rules`], [`failover_rules`]), what decides how an alert is raised ([`context`]), and [`apply`], which
+//! How alert changes land in the database: the state the flapping rule reads
+//! ([`failover_rules`]; the telemetry rules' conditions are kept by ingest, [`super::rules::telemetry_rules`]), what decides how an alert is raised ([`context`]), and [`apply`], which
 //! records changes in the transaction of the message that caused them and queues their
 //! notifications there too.
 
@@ -7,75 +7,13 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use stayopen_shared::alerts::ClinicHours;
 use stayopen_shared::policy::Policy;
-use stayopen_shared::telemetry::Telemetry;
 use stayopen_shared::{ApplianceId, TenantId};
 use uuid::Uuid;
 
-use super::rules::{AlertChange, UplinkConditions, rules_for_failover_count, rules_for_telemetry};
+use super::rules::{AlertChange, rules_for_failover_count};
 use crate::domain::clinic::{ClinicNow, clinic_now};
 use crate::domain::notifications::Transition;
 use crate::infra::db::Tx;
-
-/// The alert changes newly stored telemetry calls for beyond the pure per-message rules: each
-/// appliance's uplink conditions (kept in `appliances.uplink_conditions`) carried through its
-/// samples in order. Any number of one tenant's appliances at once: one statement reads their
-/// policies and conditions, one writes the conditions that changed. Returns each sample's
-/// changes, in the order of `samples`.
-pub async fn telemetry_rules(
-    tx: &mut Tx,
-    samples: &[(ApplianceId, &Telemetry, DateTime<Utc>)],
-) -> Result<Vec<Vec<AlertChange>>, sqlx::Error> {
-    if samples.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut appliances: Vec<Uuid> = samples.iter().map(|(a, _, _)| a.0).collect();
-    appliances.sort_unstable();
-    appliances.dedup();
-    /// An appliance, its desired policy and its uplink conditions.
-    type Row = (Uuid, Option<Json<Policy>>, Option<Json<UplinkConditions>>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, desired_policy, uplink_conditions FROM appliances WHERE id = ANY($1)",
-    )
-    .bind(&appliances)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut state: std::collections::HashMap<Uuid, (Policy, UplinkConditions, bool)> = rows
-        .into_iter()
-        .map(|(id, policy, conditions)| {
-            let policy = policy.map(|p| p.0).unwrap_or_default();
-            (
-                id,
-                (policy, conditions.map(|c| c.0).unwrap_or_default(), false),
-            )
-        })
-        .collect();
-    let mut changes = Vec::with_capacity(samples.len());
-    for (appliance, telemetry, at) in samples {
-        let Some((policy, conditions, changed)) = state.get_mut(&appliance.0) else {
-            changes.push(Vec::new());
-            continue;
-        };
-        let before = conditions.clone();
-        changes.push(rules_for_telemetry(conditions, telemetry, policy, *at));
-        *changed |= *conditions != before;
-    }
-    let (ids, conditions): (Vec<Uuid>, Vec<serde_json::Value>) = state
-        .into_iter()
-        .filter(|(_, (_, _, changed))| *changed)
-        .map(|(id, (_, conditions, _))| (id, serde_json::to_value(conditions).unwrap_or_default()))
-        .unzip();
-    if !ids.is_empty() {
-        sqlx::query(
-            "UPDATE appliances a SET uplink_conditions = c.conditions
-             FROM unnest($1::uuid[], $2::jsonb[]) AS c(id, conditions) WHERE a.id = c.id",
-        )
-        .bind(&ids)
-        .bind(&conditions)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(changes)
-}
 
 /// The alert changes a failover event calls for beyond the pure per-event rules: flapping,
 /// counted from the appliance's recent failovers.
