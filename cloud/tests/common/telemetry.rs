@@ -6,6 +6,7 @@ use stayopen_shared::telemetry::{Telemetry, UplinkHealth, UplinkTelemetry};
 use stayopen_shared::{ApplianceId, Envelope, MessageId};
 use uuid::Uuid;
 
+#[derive(Clone)]
 pub struct TelemetryBuilder {
     appliance: ApplianceId,
     message: MessageId,
