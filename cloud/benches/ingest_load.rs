@@ -19,6 +19,10 @@
 //!    practices), timed. Prints the rate stored, event → alert p50/p99 and the requests' p50/p95,
 //!    and checks again that nothing offered was lost.
 //!
+//! `INGEST_INSTANCES=2` runs two ingests on the same database, as two cloud instances behind a
+//! shared subscription (messages dealt to them in turn, so one appliance's reach both); the
+//! broker itself is not part of this figure.
+//!
 //! `infra/scripts/bench-ingest.sh` starts PostgreSQL and runs it in a release build.
 
 #[path = "../tests/common/mod.rs"]
@@ -109,6 +113,8 @@ async fn main() {
     let steady_secs = env_number("INGEST_STEADY_SECS", 30);
     let event_every = Duration::from_millis(env_number("INGEST_EVENT_EVERY_MS", 100) as u64);
     let page_every = Duration::from_millis(env_number("INGEST_PAGE_EVERY_MS", 250) as u64);
+    let instances = env_number("INGEST_INSTANCES", 1).max(1);
+    println!("{instances} ingest instance(s), {appliances} appliances");
 
     let cloud = spawn_cloud_with(|c| c.database.max_connections = 10).await;
     let demo = cloud.seed_demo().await;
@@ -149,30 +155,39 @@ async fn main() {
         seeding.elapsed().as_secs_f64()
     );
 
-    // The ingest under test: the cloud's, on a pool of its own (the application role).
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(u32::try_from(ingest::WORKERS * 2).unwrap_or(8))
-        .connect(&cloud.app_database_url)
-        .await
-        .expect("ingest pool");
+    // The ingest under test: the cloud's, on a pool of its own (the application role). With
+    // `INGEST_INSTANCES` > 1, that many ingests, as cloud instances sharing a subscription: the
+    // broker deals each message to one of them, so one appliance's messages reach several.
     let metrics = Arc::new(Metrics::default());
-    let (link, mut published) = DeviceLink::detached(metrics.clone());
-    // The acknowledgements ingest publishes are read and dropped, as a broker would take them.
-    tokio::spawn(async move { while published.recv().await.is_some() {} });
-    let hearing = Arc::new(Hearing::new(Utc::now(), Duration::ZERO));
-    // The two streams the broker feeds: telemetry, and events (served first).
-    let (to_ingest, incoming) = mpsc::channel::<Incoming>(1000);
-    let (events_to_ingest, urgent) = mpsc::channel::<Incoming>(1000);
     let stop = tokio_util::sync::CancellationToken::new();
-    let ingest_task = tokio::spawn(ingest::run(
-        pool,
-        metrics.clone(),
-        link,
-        hearing,
-        incoming,
-        urgent,
-        stop.clone(),
-    ));
+    let mut to_ingest = Vec::new();
+    let mut events_to_ingest = Vec::new();
+    let mut ingest_tasks = Vec::new();
+    for _ in 0..instances {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(u32::try_from(ingest::WORKERS * 2).unwrap_or(8))
+            .connect(&cloud.app_database_url)
+            .await
+            .expect("ingest pool");
+        let (link, mut published) = DeviceLink::detached(metrics.clone());
+        // The acknowledgements ingest publishes are read and dropped, as a broker would take them.
+        tokio::spawn(async move { while published.recv().await.is_some() {} });
+        let hearing = Arc::new(Hearing::new(Utc::now(), Duration::ZERO));
+        // The two streams the broker feeds: telemetry, and events (served first).
+        let (telemetry_tx, incoming) = mpsc::channel::<Incoming>(1000);
+        let (events_tx, urgent) = mpsc::channel::<Incoming>(1000);
+        to_ingest.push(telemetry_tx);
+        events_to_ingest.push(events_tx);
+        ingest_tasks.push(tokio::spawn(ingest::run(
+            pool,
+            metrics.clone(),
+            link,
+            hearing,
+            incoming,
+            urgent,
+            stop.clone(),
+        )));
+    }
 
     // 1. Drain.
     let messages: Vec<Incoming> = (0..drain_messages)
@@ -182,8 +197,8 @@ async fn main() {
     let feeder = {
         let to_ingest = to_ingest.clone();
         tokio::spawn(async move {
-            for message in messages {
-                to_ingest
+            for (i, message) in messages.into_iter().enumerate() {
+                to_ingest[i % to_ingest.len()]
                     .send(message)
                     .await
                     .expect("ingest takes messages");
@@ -229,7 +244,11 @@ async fn main() {
                     .min(total);
                 while offered < due && started.elapsed() < steady {
                     let message = telemetry_message(&everyone, offered, 1_000_000 + offered as u64);
-                    if to_ingest.send(message).await.is_err() {
+                    if to_ingest[offered % to_ingest.len()]
+                        .send(message)
+                        .await
+                        .is_err()
+                    {
                         return offered;
                     }
                     offered += 1;
@@ -253,7 +272,7 @@ async fn main() {
                     Envelope::new(MessageId(Uuid::new_v4()), appliance, Utc::now(), switch_event(true))
                         .encode();
                 let handed = Instant::now();
-                events_to_ingest
+                events_to_ingest[event_waits.len() % events_to_ingest.len()]
                     .send((topic.into_bytes(), payload))
                     .await
                     .expect("ingest takes events");
@@ -347,5 +366,7 @@ async fn main() {
 
     stop.cancel();
     drop((to_ingest, events_to_ingest));
-    ingest_task.await.expect("ingest stops");
+    for task in ingest_tasks {
+        task.await.expect("ingest stops");
+    }
 }
