@@ -709,8 +709,12 @@ pub async fn ingest_one(
     topic: &[u8],
     payload: &[u8],
 ) -> Option<Owed> {
+    let received = std::time::Instant::now();
     let admitted = decode(topic, payload).and_then(|message| {
-        let (message, correction) = admit(message, Utc::now())?;
+        let (mut message, correction) = admit(message, Utc::now())?;
+        if let DeviceMessage::Event(e) = &mut message {
+            crate::infra::observability::drop_bad_traceparent(&mut e.traceparent, metrics);
+        }
         if let Some(correction) = correction {
             metrics.increment(INGEST_CORRECTED, "reason", correction.reason());
             tracing::warn!(
@@ -722,13 +726,30 @@ pub async fn ingest_one(
         Ok(message)
     });
     let result = match admitted {
-        Ok(message) => store_with_retry(pool, link, metrics, hearing, &message)
-            .await
-            .map(|stored| (message.channel(), stored, message)),
+        Ok(message) => {
+            use tracing::Instrument;
+            let batch_span = tracing::info_span!("ingest.batch", messages = 1);
+            let event_span = match &message {
+                DeviceMessage::Event(e) => batch_span.in_scope(|| {
+                    crate::infra::observability::ingest_event_span(
+                        e.appliance_id,
+                        e.message_id,
+                        e.traceparent.as_deref(),
+                    )
+                }),
+                _ => tracing::Span::none(),
+            };
+            store_with_retry(pool, link, metrics, hearing, &message)
+                .instrument(event_span)
+                .instrument(batch_span)
+                .await
+                .map(|stored| (message.channel(), stored, message))
+        }
         Err(rejection) => Err(rejection),
     };
     match result {
         Ok((channel, stored, message)) => {
+            metrics.record_ingest(channel, received.elapsed());
             match stored {
                 Stored::New => metrics.increment(INGEST_ACCEPTED, "channel", channel),
                 Stored::Duplicate => metrics.increment(INGEST_DUPLICATE, "reason", "message_id"),
