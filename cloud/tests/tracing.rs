@@ -381,6 +381,32 @@ async fn one_trace_runs_from_the_appliances_failover_through_ingest_and_the_aler
             "a query string was exported: {span:?}"
         );
     }
+    // The same recording calls feed the Prometheus endpoint's latency histograms.
+    let events = stayopen_shared::Channel::Events.as_str();
+    assert_eq!(
+        cloud
+            .counter(&format!(
+                "stayopen_ingest_duration_seconds_count{{channel=\"{events}\"}}"
+            ))
+            .await,
+        1
+    );
+    assert_eq!(
+        cloud
+            .counter(
+                "stayopen_notification_delivery_duration_seconds_count{channel_kind=\"webhook\",outcome=\"delivered\"}"
+            )
+            .await,
+        1
+    );
+    assert_eq!(
+        cloud
+            .counter(
+                "stayopen_http_request_duration_seconds_count{route=\"/api/v1/appliances/{appliance_id}/commands\",status=\"2xx\"}"
+            )
+            .await,
+        1
+    );
     // Metrics go to the same endpoint.
     eventually(Duration::from_secs(30), "metrics exported", || async {
         collector
