@@ -51,11 +51,17 @@ impl ReceivedSpan {
 struct Collector {
     requests: Arc<Mutex<Vec<String>>>,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    /// The `service.name` of each resource that sent spans.
+    services: Arc<Mutex<Vec<String>>>,
 }
 
 impl Collector {
     fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().expect("lock").clone()
+    }
+
+    fn services(&self) -> Vec<String> {
+        self.services.lock().expect("lock").clone()
     }
 
     fn requests(&self) -> Vec<String> {
@@ -79,6 +85,18 @@ async fn collect(
         };
         let mut spans = collector.spans.lock().expect("lock");
         for resource in export.resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref().and_then(|v| v.value.as_ref()))
+                .map(|v| match v {
+                    Value::StringValue(s) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            collector.services.lock().expect("lock").push(service);
             for scope in resource.scope_spans {
                 for span in scope.spans {
                     let attributes = span
@@ -288,6 +306,14 @@ async fn one_trace_runs_from_the_appliances_failover_through_ingest_and_the_aler
     )
     .await;
 
+    assert!(
+        collector
+            .services()
+            .iter()
+            .all(|s| s == "stayopen-cloud-under-test"),
+        "OTEL_SERVICE_NAME names the service: {:?}",
+        collector.services()
+    );
     // The appliance's span is ingest's parent; the alert is inside the trace under ingest; the
     // delivery is the alert transition's child, and the receiver continues from the delivery.
     assert_eq!(ingest.parent_span_id, APPLIANCE_SPAN, "{ingest:?}");
@@ -528,9 +554,47 @@ async fn an_invalid_traceparent_is_counted_and_the_event_is_still_stored_and_ale
     })
     .await;
     assert_eq!(ingest.trace_id, batch.trace_id);
+    assert_eq!(
+        collector.services()[0],
+        "stayopen-cloud",
+        "the default service name"
+    );
     assert_ne!(
         ingest.trace_id, TRACE_ID,
         "the bogus trace id (lower-cased) is not adopted"
     );
     assert!(batch.parent_span_id.is_empty(), "{batch:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_spans_are_exported_when_the_cloud_stops_on_sigterm() {
+    let collector = Collector::default();
+    let endpoint = start_collector(&collector);
+    // A batch delay far beyond the test: only the flush at shutdown can send the span.
+    let mut cloud = cloud_with(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "600000"),
+    ])
+    .await;
+    let answer = reqwest::get(format!("{}/healthz", cloud.base_url()))
+        .await
+        .expect("request");
+    assert!(answer.status().is_success());
+    assert!(
+        collector.spans().is_empty(),
+        "nothing exported before the stop"
+    );
+    let status = cloud.terminate(Duration::from_secs(30)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "a clean stop: {status:?}"
+    );
+    let spans = collector.spans();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.kind == SpanKind::Server as i32 && s.name == "/healthz"),
+        "the request's span was flushed at the stop: {spans:#?}"
+    );
 }

@@ -353,15 +353,18 @@ pub async fn dispatch_once(
                         // Until someone acknowledges: the next reminder (cancelled if they do).
                         sqlx::query(
                             "INSERT INTO notifications (id, tenant_id, alert_id, practice_id, channel_id,
-                                                        event, next_attempt_at, requires_open, repeat_secs)
+                                                        event, next_attempt_at, requires_open, repeat_secs,
+                                                        trace_context)
                              SELECT gen_random_uuid(), tenant_id, id, practice_id, $2, 'reminder',
-                                    $4 + make_interval(secs => $3), true, $3
+                                    $4 + make_interval(secs => $3), true, $3, $5
                              FROM alerts WHERE id = $1 AND state = 'open'",
                         )
                         .bind(alert)
                         .bind(notification.channel_id)
                         .bind(every)
                         .bind(now)
+                        // A reminder stays in the trace of the transition that raised the alert.
+                        .bind(&notification.trace_context)
                         .execute(&mut *tx)
                         .await?;
                     }
