@@ -598,3 +598,29 @@ async fn the_last_spans_are_exported_when_the_cloud_stops_on_sigterm() {
         "the request's span was flushed at the stop: {spans:#?}"
     );
 }
+
+#[test]
+fn a_bad_otel_value_stops_the_cloud_at_startup_with_the_variables_name() {
+    for (variable, value) in [
+        ("OTEL_TRACES_EXPORTER", "jaeger"),
+        ("OTEL_SDK_DISABLED", "maybe"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_stayopen-cloud"))
+            .arg("migrate")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+            .env(variable, value)
+            .output()
+            .expect("run stayopen-cloud");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{variable}={value}: {stderr}"
+        );
+        assert!(
+            stderr.contains(variable) && !stderr.contains("panicked"),
+            "{variable}={value}: {stderr}"
+        );
+    }
+}

@@ -34,8 +34,13 @@ use stayopen_shared::{ApplianceId, MessageId};
 use crate::infra::metrics::{INGEST_CORRECTED, Metrics};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// Which `tracing` spans become OpenTelemetry spans, whatever `RUST_LOG` says.
+const TRACES_FILTER: &str =
+    "info,rumqttd=warn,sqlx=warn,hyper=off,hyper_util=off,reqwest=off,h2=off,opentelemetry=off";
 
 /// The service name when `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` name none.
 pub const DEFAULT_SERVICE_NAME: &str = "stayopen-cloud";
@@ -168,14 +173,17 @@ pub fn init() -> Result<Telemetry, ObservabilityError> {
     let otel = tracer.as_ref().map(|provider| {
         use opentelemetry::trace::TracerProvider as _;
         opentelemetry::global::set_tracer_provider(provider.clone());
-        tracing_opentelemetry::layer().with_tracer(provider.tracer("stayopen-cloud"))
+        // Its own filter: RUST_LOG=warn quietens the log, not the traces. The exporter's own
+        // HTTP client stays out (its spans would be exported in turn).
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("stayopen-cloud"))
+            .with_filter(EnvFilter::new(TRACES_FILTER))
     });
     if let Some(meter) = &meter {
         opentelemetry::global::set_meter_provider(meter.clone());
     }
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(fmt.with_filter(filter))
         .with(otel)
         .try_init()
         .map_err(|_| ObservabilityError::AlreadyInstalled)?;
