@@ -34,6 +34,7 @@ use stayopen_shared::events::ApplianceEvent;
 use stayopen_shared::mqtt_tls::TlsSetupError;
 use stayopen_shared::policy::Policy;
 use stayopen_shared::telemetry::{Presence, Telemetry};
+use stayopen_shared::traceparent::TraceParent;
 use stayopen_shared::{ApplianceId, Channel, DeviceTopic, Envelope, MessageId};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
@@ -148,6 +149,15 @@ pub fn presence_payload(appliance_id: ApplianceId, at: DateTime<Utc>, online: bo
         },
     )
     .encode()
+}
+
+/// A fresh W3C `traceparent` for an event: random trace and span ids, sampled.
+pub fn new_traceparent() -> String {
+    loop {
+        if let Some(root) = TraceParent::new_root(Uuid::new_v4().as_u128(), rand::random::<u64>()) {
+            return root.to_string();
+        }
+    }
 }
 
 /// The will of a connection attempted at `at`: offline, with the attempt's time.
@@ -482,7 +492,12 @@ impl CloudLink {
     /// still sent from memory (counted), since losing it for sure is worse than maybe.
     fn enqueue<T: Serialize>(&self, kind: Kind, at: DateTime<Utc>, body: T) {
         let message_id = MessageId(Uuid::new_v4());
-        let payload = Envelope::new(message_id, self.appliance_id, at, body).encode();
+        // Each event starts a trace the cloud continues through ingest, the alert and its
+        // deliveries. It is inside the stored payload, so a resent event keeps it.
+        let traceparent = (kind == Kind::Event).then(new_traceparent);
+        let payload = Envelope::new(message_id, self.appliance_id, at, body)
+            .with_traceparent(traceparent)
+            .encode();
         let appended = self.outbox().append(kind, message_id, &payload);
         match appended {
             Ok(_) => self.pump.notify_one(),
@@ -570,6 +585,16 @@ mod tests {
             },
         )
         .encode()
+    }
+
+    #[test]
+    fn each_event_gets_a_fresh_sampled_w3c_traceparent() {
+        let (a, b) = (new_traceparent(), new_traceparent());
+        let parsed = TraceParent::parse(&a).expect("valid traceparent");
+        assert!(parsed.sampled());
+        let other = TraceParent::parse(&b).expect("valid traceparent");
+        assert_ne!(parsed.trace_id, other.trace_id);
+        assert_ne!(parsed.span_id, other.span_id);
     }
 
     #[test]

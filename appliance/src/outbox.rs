@@ -466,6 +466,28 @@ mod tests {
         )
     }
 
+    #[test]
+    fn a_resent_event_keeps_the_traceparent_it_was_stored_with() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = MessageId(Uuid::from_u128(7));
+        let traceparent = crate::cloud_link::new_traceparent();
+        let (_, payload) = event(7);
+        let payload = Envelope::<ApplianceEvent>::decode(&payload)
+            .expect("decode")
+            .with_traceparent(Some(traceparent.clone()))
+            .encode();
+        open(&dir, DEFAULT_LIMIT_BYTES)
+            .append(Kind::Event, id, &payload)
+            .expect("append");
+        // Sent once, not acknowledged, the agent restarts: the pump reads the stored bytes again.
+        for _attempt in 0..2 {
+            let outbox = open(&dir, DEFAULT_LIMIT_BYTES);
+            let entries = outbox.after(0, 10).expect("read");
+            let resent = Envelope::<ApplianceEvent>::decode(&entries[0].payload).expect("decode");
+            assert_eq!(resent.traceparent.as_deref(), Some(traceparent.as_str()));
+        }
+    }
+
     fn open(dir: &tempfile::TempDir, limit: u64) -> Outbox {
         Outbox::open(&dir.path().join("outbox.redb"), limit).expect("open")
     }

@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use stayopen_cloud::domain::{admin, audit, relays, seed};
 use stayopen_cloud::infra::config::CloudConfig;
 use stayopen_cloud::infra::db;
+use stayopen_cloud::infra::observability;
 use stayopen_cloud::startup::Application;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -162,26 +162,7 @@ enum AdminCommand {
 }
 
 fn main() -> ExitCode {
-    // Logs go to stderr: stdout carries what a command prints for a script (a relay's token, the
-    // demo seed's JSON).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,sqlx=warn")),
-        )
-        .init();
     let cli = Cli::parse();
-    if let Some(Command::Evidence(EvidenceCommand::Verify { file, public_key })) = &cli.command {
-        return verify_evidence(file, public_key.as_deref(), cli.config.as_deref());
-    }
-    let config = match CloudConfig::load(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("stayopen-cloud: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -190,6 +171,35 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("stayopen-cloud: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    // Logs, and OTLP export when the OTEL_* variables ask for it; the batch exporters run on the
+    // runtime, so it is entered first.
+    let telemetry = {
+        let _entered = runtime.enter();
+        match observability::init() {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("stayopen-cloud: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let code = run_command(cli, &runtime);
+    // A clean stop (SIGTERM ends the server, then here): the last spans and metrics are sent.
+    telemetry.shutdown();
+    code
+}
+
+fn run_command(cli: Cli, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    if let Some(Command::Evidence(EvidenceCommand::Verify { file, public_key })) = &cli.command {
+        return verify_evidence(file, public_key.as_deref(), cli.config.as_deref());
+    }
+    let config = match CloudConfig::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("stayopen-cloud: {e}");
+            return ExitCode::from(2);
         }
     };
     match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {

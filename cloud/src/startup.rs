@@ -378,6 +378,11 @@ impl Application {
                     crate::http::security_headers::security_headers,
                 ))
                 .wrap(crate::http::security_headers::request_logger())
+                // Outermost: one OpenTelemetry server span per request, named by the route
+                // template (not the raw path); no-op unless traces are exported
+                // (`infra::observability`, which also keeps query strings out of them).
+                .wrap(middleware::from_fn(crate::http::timing::request_duration))
+                .wrap(opentelemetry_instrumentation_actix_web::RequestTracing::new())
                 .configure(move |cfg| crate::http::configure(cfg, static_dir))
         })
         .workers(workers)

@@ -25,6 +25,12 @@ pub struct Envelope<T> {
     pub appliance_id: ApplianceId,
     pub sent_at: DateTime<Utc>,
     pub body: T,
+    /// The W3C `traceparent` of the trace this message starts (events only; see
+    /// [`crate::traceparent`]). Absent in older agents' messages and omitted when `None`, so an
+    /// envelope without it is byte-for-byte what older clouds accept. An older cloud refuses an
+    /// envelope that carries it (unknown field): upgrade the cloud before the appliances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Only the header, read first so a wrong schema version is reported as such rather than as whatever
@@ -47,7 +53,14 @@ impl<T> Envelope<T> {
             appliance_id,
             sent_at,
             body,
+            traceparent: None,
         }
+    }
+
+    /// The same envelope carrying `traceparent`.
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
+        self.traceparent = traceparent;
+        self
     }
 }
 
@@ -156,6 +169,25 @@ mod tests {
             Envelope::<Telemetry>::decode(&big),
             Err(WireError::TooLarge(MAX_PAYLOAD_BYTES + 1))
         );
+    }
+
+    #[test]
+    fn an_envelope_without_a_traceparent_is_the_old_format_in_both_directions() {
+        // Old agent → new cloud: no traceparent field decodes as None.
+        let old = br#"{"schema_version":1,"message_id":"00000000-0000-0000-0000-000000000001","appliance_id":"00000000-0000-0000-0000-000000000002","sent_at":"2023-11-14T22:13:20Z","body":{"active_uplink":"wan0","uplinks":[]}}"#;
+        let decoded = Envelope::<Telemetry>::decode(old).expect("an old agent's envelope");
+        assert_eq!(decoded.traceparent, None);
+        // New agent without a traceparent → old cloud: the field is not written at all.
+        let encoded = serde_json::to_value(sample()).unwrap_or_default();
+        assert!(encoded.get("traceparent").is_none(), "{encoded}");
+    }
+
+    #[test]
+    fn a_traceparent_travels_in_the_envelope() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned();
+        let env = sample().with_traceparent(Some(tp.clone()));
+        let decoded = Envelope::<Telemetry>::decode(&env.encode()).expect("round trip");
+        assert_eq!(decoded.traceparent, Some(tp));
     }
 
     proptest! {

@@ -19,6 +19,7 @@ pub mod mqtt_tls;
 pub mod policy;
 pub mod telemetry;
 pub mod topics;
+pub mod traceparent;
 pub mod tunnel;
 pub mod url;
 

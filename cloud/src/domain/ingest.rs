@@ -903,7 +903,10 @@ pub enum Owed {
 /// logged.
 fn admit_raw(metrics: &Metrics, topic: &[u8], payload: &[u8]) -> Result<DeviceMessage, Rejection> {
     let message = decode(topic, payload)?;
-    let (message, correction) = admit(message, Utc::now())?;
+    let (mut message, correction) = admit(message, Utc::now())?;
+    if let DeviceMessage::Event(e) = &mut message {
+        crate::infra::observability::drop_bad_traceparent(&mut e.traceparent, metrics);
+    }
     if let Some(correction) = correction {
         metrics.increment(INGEST_CORRECTED, "reason", correction.reason());
         tracing::warn!(
@@ -915,8 +918,15 @@ fn admit_raw(metrics: &Metrics, topic: &[u8], payload: &[u8]) -> Result<DeviceMe
     Ok(message)
 }
 
-/// Counts a stored message; the acknowledgement its appliance is owed, if it keeps it.
-fn stored_and_owed(metrics: &Metrics, message: &DeviceMessage, stored: Stored) -> Option<Owed> {
+/// Counts a stored message and the time from its receipt to its commit; the acknowledgement its
+/// appliance is owed, if it keeps it.
+fn stored_and_owed(
+    metrics: &Metrics,
+    message: &DeviceMessage,
+    stored: Stored,
+    received: std::time::Instant,
+) -> Option<Owed> {
+    metrics.record_ingest(message.channel(), received.elapsed());
     match stored {
         Stored::New => metrics.increment(INGEST_ACCEPTED, "channel", message.channel()),
         Stored::Duplicate => metrics.increment(INGEST_DUPLICATE, "reason", "message_id"),
@@ -938,29 +948,34 @@ async fn refuse(
     refused_message(topic, payload, rejection).map(|(a, id)| Owed::Refused(a, id))
 }
 
-/// Ingests one raw MQTT message: validate, store (retrying database failures), count, log.
-/// Returns the acknowledgement the appliance is owed, published by [`run`] after this returns,
-/// that is after the commit.
-pub async fn ingest_one(
+/// [`store_with_retry`] for one message, an event inside its `ingest.event` span: a child of
+/// the appliance's own span when its envelope carries a W3C `traceparent`, so one trace runs
+/// from the appliance's failover through ingest and the alert to the notification.
+async fn store_traced(
     pool: &PgPool,
     link: &DeviceLink,
     metrics: &Metrics,
     hearing: &Hearing,
-    topic: &[u8],
-    payload: &[u8],
-) -> Option<Owed> {
-    let message = match admit_raw(metrics, topic, payload) {
-        Ok(message) => message,
-        Err(rejection) => return refuse(pool, metrics, topic, payload, &rejection).await,
+    message: &DeviceMessage,
+) -> Result<Stored, Rejection> {
+    use tracing::Instrument;
+    let span = match message {
+        DeviceMessage::Event(e) => crate::infra::observability::ingest_event_span(
+            e.appliance_id,
+            e.message_id,
+            e.traceparent.as_deref(),
+        ),
+        _ => tracing::Span::none(),
     };
-    match store_with_retry(pool, link, metrics, hearing, &message).await {
-        Ok(stored) => stored_and_owed(metrics, &message, stored),
-        Err(rejection) => refuse(pool, metrics, topic, payload, &rejection).await,
-    }
+    store_with_retry(pool, link, metrics, hearing, message)
+        .instrument(span)
+        .await
 }
 
-/// Ingests a batch of raw messages, as [`ingest_one`] would one by one but with the telemetry
-/// among them stored a batch at a time ([`store_telemetry`]). Each appliance's messages keep
+/// Ingests a batch of raw messages: each validated ([`decode`], [`admit`]), stored (database
+/// failures retried, never dropped), counted and logged, or refused (counted, logged, kept in
+/// `ingest_rejections`), with the telemetry among them stored a batch at a time
+/// ([`store_telemetry`]), all in one `ingest.batch` span. Each appliance's messages keep
 /// their order: telemetry gathered before an event, presence or command result is stored before
 /// it. Returns the acknowledgements owed, all for committed (or refused) messages.
 pub async fn ingest_batch(
@@ -970,6 +985,21 @@ pub async fn ingest_batch(
     hearing: &Hearing,
     batch: Vec<crate::infra::broker::Incoming>,
 ) -> Vec<Owed> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("ingest.batch", messages = batch.len());
+    ingest_batch_in_span(pool, link, metrics, hearing, batch)
+        .instrument(span)
+        .await
+}
+
+async fn ingest_batch_in_span(
+    pool: &PgPool,
+    link: &DeviceLink,
+    metrics: &Metrics,
+    hearing: &Hearing,
+    batch: Vec<crate::infra::broker::Incoming>,
+) -> Vec<Owed> {
+    let received = std::time::Instant::now();
     let mut owed = Vec::with_capacity(batch.len());
     let mut telemetry: Vec<(crate::infra::broker::Incoming, Envelope<Telemetry>)> = Vec::new();
     for (topic, payload) in batch {
@@ -977,9 +1007,10 @@ pub async fn ingest_batch(
             Ok(DeviceMessage::Telemetry(envelope)) => telemetry.push(((topic, payload), envelope)),
             Ok(message) => {
                 let before = std::mem::take(&mut telemetry);
-                store_telemetry_with_retry(pool, metrics, hearing, &before, &mut owed).await;
-                match store_with_retry(pool, link, metrics, hearing, &message).await {
-                    Ok(stored) => owed.extend(stored_and_owed(metrics, &message, stored)),
+                store_telemetry_with_retry(pool, metrics, hearing, &before, received, &mut owed)
+                    .await;
+                match store_traced(pool, link, metrics, hearing, &message).await {
+                    Ok(stored) => owed.extend(stored_and_owed(metrics, &message, stored, received)),
                     Err(rejection) => {
                         owed.extend(refuse(pool, metrics, &topic, &payload, &rejection).await);
                     }
@@ -990,7 +1021,7 @@ pub async fn ingest_batch(
             }
         }
     }
-    store_telemetry_with_retry(pool, metrics, hearing, &telemetry, &mut owed).await;
+    store_telemetry_with_retry(pool, metrics, hearing, &telemetry, received, &mut owed).await;
     owed
 }
 
@@ -1000,6 +1031,7 @@ async fn store_telemetry_with_retry(
     metrics: &Metrics,
     hearing: &Hearing,
     batch: &[(crate::infra::broker::Incoming, Envelope<Telemetry>)],
+    received: std::time::Instant,
     owed: &mut Vec<Owed>,
 ) {
     if batch.is_empty() {
@@ -1026,6 +1058,7 @@ async fn store_telemetry_with_retry(
     for (((topic, payload), envelope), outcome) in batch.iter().zip(outcomes) {
         match outcome {
             Ok(stored) => {
+                metrics.record_ingest(Channel::Telemetry.as_str(), received.elapsed());
                 match stored {
                     Stored::New => {
                         metrics.increment(INGEST_ACCEPTED, "channel", Channel::Telemetry.as_str());

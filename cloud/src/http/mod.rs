@@ -28,6 +28,7 @@ pub mod schedule;
 pub mod security_headers;
 pub mod session;
 pub mod stream;
+pub mod timing;
 pub mod tokens;
 pub mod users;
 

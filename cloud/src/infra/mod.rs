@@ -11,6 +11,7 @@
 //! - [`clock`]: the current time, which tests control.
 //! - [`hearing`]: whether the cloud can hear its appliances right now.
 //! - [`metrics`]: counters for `/metrics`; [`stream`]: the live-update hub behind dashboards.
+//! - [`observability`]: the tracing subscriber, OTLP export (off by default), trace context.
 //! - [`supervisor`]: background work, tracked and stopped with a deadline.
 
 pub mod broker;
@@ -22,6 +23,7 @@ pub mod email;
 pub mod evidence_key;
 pub mod hearing;
 pub mod metrics;
+pub mod observability;
 pub mod pki;
 pub mod stream;
 pub mod supervisor;

@@ -16,6 +16,8 @@ pub struct Received {
     pub delivery: String,
     pub timestamp: String,
     pub signature: String,
+    /// The W3C trace context the cloud sent, empty without one.
+    pub traceparent: String,
     pub body: Vec<u8>,
 }
 
@@ -51,6 +53,7 @@ async fn receive(
         delivery: header("x-stayopen-delivery"),
         timestamp: header("x-stayopen-timestamp"),
         signature: header("x-stayopen-signature"),
+        traceparent: header("traceparent"),
         body: body.to_vec(),
     });
     let status = receiver

@@ -120,6 +120,8 @@ pub async fn apply_as_of(
     now: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, Transition)>, sqlx::Error> {
     let mut touched = Vec::new();
+    // The rule of each touched alert, for its `alert.transition` span.
+    let mut kinds = Vec::new();
     let mut raise_context: Option<AlertContext> = None;
     for change in changes {
         match change {
@@ -171,6 +173,7 @@ pub async fn apply_as_of(
                 .bind(!ctx.clinic.open)
                 .fetch_one(&mut **tx)
                 .await?;
+                kinds.push(*kind);
                 touched.push((
                     id,
                     match (notice, inserted) {
@@ -199,11 +202,26 @@ pub async fn apply_as_of(
                 .bind(reason)
                 .fetch_all(&mut **tx)
                 .await?;
+                kinds.extend(ids.iter().map(|_| *kind));
                 touched.extend(ids.into_iter().map(|id| (id, Transition::Resolved)));
             }
         }
     }
-    crate::domain::notifications::enqueue(tx, &touched, now).await?;
+    for (&(id, transition), kind) in touched.iter().zip(&kinds) {
+        // One span per transition, a child of the message's (or request's) span; the
+        // notifications it queues carry its trace context to their delivery.
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "alert.transition",
+            alert_id = %id,
+            rule = ?kind,
+            transition = ?transition,
+            appliance_id = %appliance,
+        );
+        crate::domain::notifications::enqueue(tx, &[(id, transition)], now)
+            .instrument(span)
+            .await?;
+    }
     let ids: Vec<Uuid> = touched.iter().map(|(id, _)| *id).collect();
     crate::infra::stream::notify_alerts(tx, &ids).await?;
     Ok(touched)

@@ -199,6 +199,8 @@ struct Due {
     requires_open: bool,
     repeat_secs: Option<i32>,
     alert_open: Option<bool>,
+    /// The `traceparent` of the alert transition that queued it.
+    trace_context: Option<String>,
 }
 
 /// What a notification carries: one alert, or a digest's alerts.
@@ -266,7 +268,8 @@ pub async fn dispatch_once(
                                                  WHERE u.id = ANY(c.user_ids) AND u.disabled_at IS NULL),
                                                 '{}') AS recipients,
                        n.digest_of, n.requires_open, n.repeat_secs,
-                       (SELECT state = 'open' FROM alerts WHERE id = n.alert_id) AS alert_open",
+                       (SELECT state = 'open' FROM alerts WHERE id = n.alert_id) AS alert_open,
+                       n.trace_context",
         )
         .bind(LEASE.as_secs_f64())
         .bind(now)
@@ -290,19 +293,45 @@ pub async fn dispatch_once(
             payloads.push(payload(&mut tx, notification).await?);
         }
         tx.commit().await?;
-        let outcomes: Vec<(Uuid, i32, Result<(), String>)> =
-            futures_util::future::join_all(due.iter().zip(payloads).map(
-                |(notification, payload)| async move {
+        let outcomes: Vec<(Uuid, i32, Result<(), String>)> = futures_util::future::join_all(
+            due.iter().zip(payloads).map(|(notification, payload)| {
+                use tracing::Instrument;
+                let span = tracing::info_span!(
+                    "notification.delivery",
+                    notification_id = %notification.id,
+                    channel_kind = %notification.kind,
+                    event = %notification.event,
+                    attempt = notification.attempts + 1,
+                    outcome = tracing::field::Empty,
+                    otel.kind = "producer",
+                );
+                crate::infra::observability::span_from_traceparent(
+                    &span,
+                    notification.trace_context.as_deref(),
+                );
+                async move {
+                    let started = std::time::Instant::now();
                     let outcome = match payload {
                         Some(payload) => {
                             deliver(dispatch, notification, payload, clock.now()).await
                         }
                         None => Err("the alert no longer exists".to_owned()),
                     };
+                    let label = if outcome.is_ok() {
+                        "delivered"
+                    } else {
+                        "failed"
+                    };
+                    dispatch
+                        .metrics
+                        .record_delivery(&notification.kind, label, started.elapsed());
+                    tracing::Span::current().record("outcome", label);
                     (notification.id, notification.attempts, outcome)
-                },
-            ))
-            .await;
+                }
+                .instrument(span)
+            }),
+        )
+        .await;
         let mut tx = db::tenant_tx(pool, tenant).await?;
         let now = clock.now();
         for (notification, (id, attempts, outcome)) in due.iter().zip(outcomes) {
@@ -324,15 +353,18 @@ pub async fn dispatch_once(
                         // Until someone acknowledges: the next reminder (cancelled if they do).
                         sqlx::query(
                             "INSERT INTO notifications (id, tenant_id, alert_id, practice_id, channel_id,
-                                                        event, next_attempt_at, requires_open, repeat_secs)
+                                                        event, next_attempt_at, requires_open, repeat_secs,
+                                                        trace_context)
                              SELECT gen_random_uuid(), tenant_id, id, practice_id, $2, 'reminder',
-                                    $4 + make_interval(secs => $3), true, $3
+                                    $4 + make_interval(secs => $3), true, $3, $5
                              FROM alerts WHERE id = $1 AND state = 'open'",
                         )
                         .bind(alert)
                         .bind(notification.channel_id)
                         .bind(every)
                         .bind(now)
+                        // A reminder stays in the trace of the transition that raised the alert.
+                        .bind(&notification.trace_context)
                         .execute(&mut *tx)
                         .await?;
                     }
@@ -454,8 +486,12 @@ async fn deliver_webhook(
     }
     .map_err(|_| DeliveryFailure::NoHttpAnswer)?;
     let timestamp = sent_at.timestamp();
-    let response = http
-        .post(url)
+    let mut request = http.post(url);
+    // The receiver continues the trace, as a child of this delivery's span.
+    if let Some(traceparent) = crate::infra::observability::current_traceparent() {
+        request = request.header("traceparent", traceparent);
+    }
+    let response = request
         .header("content-type", "application/json")
         .header("x-stayopen-event", &notification.event)
         .header("x-stayopen-delivery", notification.id.to_string())

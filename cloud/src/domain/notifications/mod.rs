@@ -233,8 +233,9 @@ pub async fn enqueue(
                 .await?;
             sqlx::query(
                 "INSERT INTO notifications (id, tenant_id, alert_id, practice_id, channel_id, event,
-                                            status, next_attempt_at, requires_open, repeat_secs)
-                 SELECT gen_random_uuid(), a.tenant_id, a.id, a.practice_id, $2, $3, $4, $5, $6, $7
+                                            status, next_attempt_at, requires_open, repeat_secs,
+                                            trace_context)
+                 SELECT gen_random_uuid(), a.tenant_id, a.id, a.practice_id, $2, $3, $4, $5, $6, $7, $8
                  FROM alerts a WHERE a.id = $1
                  ON CONFLICT (alert_id, channel_id, event) WHERE event <> 'reminder' DO NOTHING",
             )
@@ -245,6 +246,8 @@ pub async fn enqueue(
             .bind(planned.deliver_at)
             .bind(planned.requires_open)
             .bind(planned.repeat_secs)
+            // The alert transition's span, which the delivery continues (maybe elsewhere, later).
+            .bind(crate::infra::observability::current_traceparent())
             .execute(&mut **tx)
             .await?;
         }
