@@ -823,6 +823,141 @@ async fn a_real_outage_becomes_an_incident_with_its_uplinks_time_on_backup_appli
     assert!(theirs.items.is_empty());
 }
 
+/// Telemetry and events reach ingest by separate paths (events first; outbox replays after a
+/// reconnection), so a sample taken on the backup may be stored before the failover event that
+/// opens its incident, or after the failback that closed it. Either way it counts in the incident
+/// whose time it falls in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_on_the_backup_counts_in_its_incident_whether_stored_before_the_failover_or_after_the_failback()
+ {
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let practice = demo.practices[0].id;
+    let (status, _) = cloud
+        .api(&admin)
+        .post::<_, CriticalAppEntry>(
+            &format!("/api/v1/practices/{practice}/critical-apps"),
+            &ehr(),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let on_backup = |reachable: bool| {
+        let mut sample = sample(Some("lte"), UplinkHealth::Down, 1);
+        sample.apps = vec![AppReachability {
+            app: "EHR".into(),
+            uplink: "lte".into(),
+            reachable,
+            latency_ms: reachable.then_some(55.0),
+            age_secs: 3,
+            reason: (!reachable).then(|| "EHR: timed out".into()),
+        }];
+        sample
+    };
+    let closed_incident = |serial: &'static str| {
+        let cloud = &cloud;
+        let admin = &admin;
+        async move {
+            eventually(WAIT, "the closed incident", || async move {
+                let page: Page<Incident> = cloud
+                    .api(admin)
+                    .get(&format!("/api/v1/incidents?practice_id={practice}"))
+                    .await
+                    .1?;
+                page.items
+                    .into_iter()
+                    .find(|i| i.appliance_serial == serial && i.ended_at.is_some())
+            })
+            .await
+        }
+    };
+    // Whole seconds, as PostgreSQL keeps microseconds.
+    let t0 = chrono::SubsecRound::trunc_subsecs(Utc::now() - chrono::Duration::minutes(5), 0);
+    let failover = event(
+        EventKind::Failover,
+        Some("fiber"),
+        Some("lte"),
+        "active uplink down",
+    );
+    let failback = event(
+        EventKind::Failback,
+        Some("lte"),
+        Some("fiber"),
+        "preferred uplink clean for 30 s",
+    );
+
+    // The sample first: stored before the failover event arrives.
+    let early = TestDevice::enrol(
+        &cloud,
+        &demo.practices[0].enrollment_token,
+        "SO-INC-EARLY",
+        "02:00:00:00:30:11",
+    )
+    .await;
+    early
+        .telemetry(
+            t0 - chrono::Duration::seconds(10),
+            sample(Some("fiber"), UplinkHealth::Up, 1),
+        )
+        .await;
+    early
+        .telemetry(t0 + chrono::Duration::seconds(10), on_backup(true))
+        .await;
+    eventually(WAIT, "the sample on the backup stored", || async {
+        cloud
+            .api(&admin)
+            .appliance(early.id)
+            .await
+            .ok()
+            .filter(|a| a.active_uplink.as_deref() == Some("lte"))
+    })
+    .await;
+    early.event(t0, failover.clone()).await;
+    early
+        .event(t0 + chrono::Duration::seconds(90), failback.clone())
+        .await;
+    let incident = closed_incident("SO-INC-EARLY").await;
+    assert_eq!(incident.apps.len(), 1);
+    assert_eq!(incident.apps[0].stayed_reachable, Some(true));
+    assert_eq!(incident.backup_uplinks, ["lte"]);
+    assert_eq!(incident.on_backup_secs, 90);
+
+    // The sample last: stored after the failback closed the incident.
+    let late = TestDevice::enrol(
+        &cloud,
+        &demo.practices[0].enrollment_token,
+        "SO-INC-LATE",
+        "02:00:00:00:30:12",
+    )
+    .await;
+    late.telemetry(
+        t0 - chrono::Duration::seconds(10),
+        sample(Some("fiber"), UplinkHealth::Up, 1),
+    )
+    .await;
+    late.event(t0, failover).await;
+    late.event(t0 + chrono::Duration::seconds(90), failback)
+        .await;
+    let incident = closed_incident("SO-INC-LATE").await;
+    assert_eq!(incident.apps[0].stayed_reachable, None, "no sample yet");
+    late.telemetry(t0 + chrono::Duration::seconds(10), on_backup(false))
+        .await;
+    let incident = eventually(WAIT, "the late sample counted", || async {
+        let path = format!("/api/v1/incidents/{}", incident.id);
+        let (_, seen) = cloud.api(&admin).get::<Incident>(&path).await;
+        seen.filter(|i| i.apps[0].stayed_reachable.is_some())
+    })
+    .await;
+    assert_eq!(incident.apps[0].stayed_reachable, Some(false));
+    assert_eq!(incident.apps[0].reason.as_deref(), Some("EHR: timed out"));
+    assert_eq!(
+        incident.ended_at,
+        Some(t0 + chrono::Duration::seconds(90)),
+        "a late sample does not move the end"
+    );
+    assert_eq!(incident.on_backup_secs, 90, "nor add time on backup");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn availability_of_a_month_with_an_outage_and_a_silent_period_is_exact() {
     let cloud = spawn_cloud().await;

@@ -428,6 +428,7 @@ pub async fn on_event(
                     .bind(appliance.as_uuid())
                     .execute(&mut **tx)
                     .await?;
+                    apply_stored_samples_since(tx, appliance, sent_at).await?;
                 }
             }
         }
@@ -465,80 +466,115 @@ async fn close(tx: &mut Tx, id: Uuid, at: DateTime<Utc>) -> Result<(), sqlx::Err
     Ok(())
 }
 
-/// An open incident as telemetry updates it: id, start and the applications' tallies.
-type OpenIncident = (
+/// An incident as telemetry updates it: id, start, end (`None` while open) and the applications'
+/// tallies.
+type SampledIncident = (
     Uuid,
     DateTime<Utc>,
+    Option<DateTime<Utc>>,
     sqlx::types::Json<BTreeMap<String, AppTally>>,
 );
 
 /// Ingest's hook for newly stored telemetry samples (any of this tenant's appliances, each
-/// appliance's in the order they were stored): one statement finds which appliances have an open
-/// incident, and only their samples are applied ([`on_telemetry_sample`]). Most of a fleet has
-/// none, so a batch of thousands costs one query.
+/// appliance's in the order they were stored): one statement finds which appliances have an
+/// incident the samples may belong to (an open one, or one that ended after the oldest sample),
+/// and only their samples are applied ([`on_telemetry_sample`]). Most of a fleet has none, so a
+/// batch of thousands costs one query.
 pub async fn on_telemetry(
     tx: &mut Tx,
     samples: &[(ApplianceId, &Telemetry, DateTime<Utc>)],
 ) -> Result<(), sqlx::Error> {
-    if samples.is_empty() {
+    let Some(oldest) = samples.iter().map(|(_, _, sent_at)| *sent_at).min() else {
         return Ok(());
-    }
+    };
     let mut appliances: Vec<Uuid> = samples.iter().map(|(a, _, _)| a.0).collect();
     appliances.sort_unstable();
     appliances.dedup();
-    let open: Vec<Uuid> = sqlx::query_scalar(
+    let concerned: Vec<Uuid> = sqlx::query_scalar(
         "SELECT DISTINCT appliance_id FROM incidents
-         WHERE appliance_id = ANY($1) AND ended_at IS NULL",
+         WHERE appliance_id = ANY($1) AND (ended_at IS NULL OR ended_at >= $2)",
     )
     .bind(&appliances)
+    .bind(oldest)
     .fetch_all(&mut **tx)
     .await?;
-    if open.is_empty() {
+    if concerned.is_empty() {
         return Ok(());
     }
     for (appliance, telemetry, sent_at) in samples {
-        if open.contains(&appliance.0) {
+        if concerned.contains(&appliance.0) {
             on_telemetry_sample(tx, *appliance, telemetry, *sent_at).await?;
         }
     }
     Ok(())
 }
 
-/// One newly stored telemetry sample of `appliance`: adds the applications' checks through the
-/// uplink carrying traffic to its open incident, notes a backup taking over after every uplink
-/// was down, and closes the incident once the primary carries traffic again.
+/// A newly opened incident takes in the samples already stored from after its start. Telemetry
+/// and events reach ingest by separate paths (events are served first, and an appliance replays
+/// its outbox after a reconnection), so a sample taken on the backup can be stored before the
+/// failover event that opens its incident.
+async fn apply_stored_samples_since(
+    tx: &mut Tx,
+    appliance: ApplianceId,
+    started_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let stored: Vec<(sqlx::types::Json<Telemetry>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT body, sent_at FROM telemetry WHERE appliance_id = $1 AND sent_at > $2
+         ORDER BY sent_at",
+    )
+    .bind(appliance.as_uuid())
+    .bind(started_at)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (telemetry, sent_at) in stored {
+        on_telemetry_sample(tx, appliance, &telemetry.0, sent_at).await?;
+    }
+    Ok(())
+}
+
+/// One telemetry sample of `appliance`, applied to the incident whose time it falls in, whatever
+/// order samples and events arrived in: the applications' checks through the uplink carrying
+/// traffic are added to its tallies, and the backup it names to its uplinks. While the incident is
+/// open, a backup taking over after every uplink was down is noted, and a sample on the primary
+/// closes it.
 async fn on_telemetry_sample(
     tx: &mut Tx,
     appliance: ApplianceId,
     telemetry: &Telemetry,
     sent_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let open: Option<OpenIncident> = sqlx::query_as(
-        "SELECT id, started_at, apps FROM incidents WHERE appliance_id = $1 AND ended_at IS NULL
-             FOR UPDATE",
+    let incident: Option<SampledIncident> = sqlx::query_as(
+        "SELECT id, started_at, ended_at, apps FROM incidents
+         WHERE appliance_id = $1 AND started_at < $2 AND (ended_at IS NULL OR ended_at >= $2)
+         ORDER BY started_at DESC LIMIT 1
+         FOR UPDATE",
     )
     .bind(appliance.as_uuid())
+    .bind(sent_at)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((id, started_at, apps)) = open else {
+    let Some((id, _started_at, ended_at, apps)) = incident else {
         return Ok(());
     };
-    if sent_at <= started_at {
-        return Ok(());
-    }
     let Some(active) = telemetry.active_uplink.as_deref() else {
         return Ok(());
     };
     if !telemetry.on_backup() {
-        return close(tx, id, sent_at).await;
+        return match ended_at {
+            None => close(tx, id, sent_at).await,
+            Some(_) => Ok(()),
+        };
     }
     let mut apps = apps.0;
     tally(&mut apps, telemetry, active);
+    // `backup_since` is the open incident's clock of time on backup; a late sample of an ended
+    // incident adds what it saw, not time.
     sqlx::query(
         "UPDATE incidents SET apps = $2,
             backup_uplinks = CASE WHEN $3 = ANY(backup_uplinks) THEN backup_uplinks
                 ELSE backup_uplinks || $3 END,
-            backup_since = coalesce(backup_since, $4)
+            backup_since = CASE WHEN ended_at IS NULL THEN coalesce(backup_since, $4)
+                ELSE backup_since END
          WHERE id = $1",
     )
     .bind(id)
