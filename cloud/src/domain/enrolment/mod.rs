@@ -32,6 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
+use futures_util::StreamExt;
 use sqlx::PgPool;
 use stayopen_shared::{ApplianceId, TenantId};
 use tokio::sync::mpsc;
@@ -282,36 +283,55 @@ impl Issuer<'_> {
     }
 }
 
+/// How many of the broker's authentication requests are answered at once. Each is two short
+/// queries and a signature check; one at a time, a reconnect storm (every appliance of a fleet after
+/// a cloud restart) queued behind the database's round trips. Eight leaves most of the pool to ingest.
+const AUTH_CONCURRENCY: usize = 8;
+
 /// Answers the broker's authentication requests from the appliances table. A device must connect
 /// with client id = username = its appliance id and the password issued at enrolment.
 pub async fn serve_auth_requests(
     pool: PgPool,
     metrics: Arc<Metrics>,
     revoker_secret: String,
-    mut requests: mpsc::Receiver<AuthRequest>,
+    requests: mpsc::Receiver<AuthRequest>,
 ) {
-    while let Some(request) = requests.recv().await {
-        let verdict = if request.username == REVOKER_USERNAME {
-            if digests_equal(
-                &secret_digest(&request.password),
-                &secret_digest(&revoker_secret),
-            ) {
-                Ok(())
-            } else {
-                Err("bad_password")
-            }
+    let requests = futures_util::stream::unfold(requests, |mut requests| async move {
+        requests.recv().await.map(|request| (request, requests))
+    });
+    requests
+        .for_each_concurrent(AUTH_CONCURRENCY, |request| {
+            answer_auth_request(&pool, &metrics, &revoker_secret, request)
+        })
+        .await;
+}
+
+async fn answer_auth_request(
+    pool: &PgPool,
+    metrics: &Metrics,
+    revoker_secret: &str,
+    request: AuthRequest,
+) {
+    let verdict = if request.username == REVOKER_USERNAME {
+        if digests_equal(
+            &secret_digest(&request.password),
+            &secret_digest(revoker_secret),
+        ) {
+            Ok(())
         } else {
-            check_device_credentials(&pool, &request).await
-        };
-        match verdict {
-            Ok(()) => {
-                let _ = request.reply.send(true);
-            }
-            Err(reason) => {
-                metrics.increment(BROKER_AUTH_REJECTED, "reason", reason);
-                tracing::warn!(client_id = %request.client_id, reason, "rejected MQTT connection");
-                let _ = request.reply.send(false);
-            }
+            Err("bad_password")
+        }
+    } else {
+        check_device_credentials(pool, &request).await
+    };
+    match verdict {
+        Ok(()) => {
+            let _ = request.reply.send(true);
+        }
+        Err(reason) => {
+            metrics.increment(BROKER_AUTH_REJECTED, "reason", reason);
+            tracing::warn!(client_id = %request.client_id, reason, "rejected MQTT connection");
+            let _ = request.reply.send(false);
         }
     }
 }

@@ -61,6 +61,17 @@ pub struct DataLog {
     retained_publishes: HashMap<Topic, PublishData>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
+    /// The filters with a `+` or `#` level (StayOpen patch): the only ones a topic has to be
+    /// matched against one by one. A filter without wildcards matches only the topic spelled the
+    /// same, found by lookup. Upstream matched every new topic against every filter and every new
+    /// filter against every topic, so 10,000 devices with three filters and three topics each cost
+    /// the router 2 × 30,000 × 30,000 matches: minutes in which it answered no ping.
+    wildcard_filters: Vec<(Filter, FilterIdx)>,
+}
+
+/// Whether `filter` has a wildcard level, that is whether it can match a topic other than itself.
+fn has_wildcard(filter: &str) -> bool {
+    filter.split('/').any(|level| level == "+" || level == "#")
 }
 
 impl DataLog {
@@ -69,6 +80,7 @@ impl DataLog {
         let mut filter_indexes = HashMap::new();
         let retained_publishes = HashMap::new();
         let publish_filters = HashMap::new();
+        let mut wildcard_filters = Vec::new();
 
         if let Some(warmup_filters) = config.initialized_filters.clone() {
             for filter in warmup_filters {
@@ -77,6 +89,9 @@ impl DataLog {
                 // Add commitlog to datalog and add datalog index to filter to
                 // datalog index map
                 let idx = native.insert(data);
+                if has_wildcard(&filter) {
+                    wildcard_filters.push((filter.clone(), idx));
+                }
                 filter_indexes.insert(filter, idx);
             }
         }
@@ -87,6 +102,7 @@ impl DataLog {
             publish_filters,
             filter_indexes,
             retained_publishes,
+            wildcard_filters,
         })
     }
 
@@ -128,11 +144,21 @@ impl DataLog {
         match &self.publish_filters.get(topic) {
             Some(v) => Some(v.to_vec()),
             None => {
-                let v: Vec<usize> = self
+                // The same set as matching every filter: the filter spelled as the topic (which
+                // `matches` accepts unless the topic starts with `$`) and the wildcard filters.
+                let exact = self
                     .filter_indexes
-                    .iter()
-                    .filter(|(filter, _)| matches(topic, filter))
-                    .map(|(_, filter_idx)| *filter_idx)
+                    .get(topic)
+                    .filter(|_| !has_wildcard(topic) && matches(topic, topic))
+                    .copied();
+                let v: Vec<usize> = exact
+                    .into_iter()
+                    .chain(
+                        self.wildcard_filters
+                            .iter()
+                            .filter(|(filter, _)| matches(topic, filter))
+                            .map(|(_, filter_idx)| *filter_idx),
+                    )
                     .collect();
 
                 if !v.is_empty() {
@@ -158,9 +184,17 @@ impl DataLog {
                 let idx = self.native.insert(data);
                 self.filter_indexes.insert(filter.to_owned(), idx);
 
-                // Match new filter to existing topics and add to publish_filters if it matches
-                for (topic, filters) in publish_filters.iter_mut() {
-                    if matches(topic, filter) {
+                // Match new filter to existing topics and add to publish_filters if it matches.
+                // A filter without wildcards can match only the topic spelled the same.
+                if has_wildcard(filter) {
+                    self.wildcard_filters.push((filter.to_owned(), idx));
+                    for (topic, filters) in publish_filters.iter_mut() {
+                        if matches(topic, filter) {
+                            filters.push(idx);
+                        }
+                    }
+                } else if let Some(filters) = publish_filters.get_mut(filter) {
+                    if matches(filter, filter) {
                         filters.push(idx);
                     }
                 }
@@ -456,6 +490,71 @@ mod test {
         data.next_native_offset("topic/+");
 
         assert_eq!(data.publish_filters.get("topic/a").unwrap().len(), 2);
+    }
+
+    /// StayOpen patch: the indexed matching finds exactly the filters upstream's scan of every
+    /// filter found, in whichever order filters and topics arrive.
+    #[test]
+    fn indexed_matching_finds_the_same_filters_as_matching_every_filter() {
+        let filters = [
+            "/tenants/+/telemetry",
+            "/tenants/a/telemetry",
+            "/tenants/a/#",
+            "#",
+            "+/+",
+            "$SYS/x",
+            "/tenants/b/events",
+            "a/+/b",
+            "é/x",
+        ];
+        let topics = [
+            "/tenants/a/telemetry",
+            "/tenants/b/events",
+            "/tenants/c/telemetry",
+            "$SYS/x",
+            "a/+/b",
+            "a/c/b",
+            "é/x",
+            "x/y",
+            "/tenants/a",
+        ];
+        let expected = |topic: &str, known: &[&str], data: &DataLog| {
+            let mut v: Vec<usize> = known
+                .iter()
+                .filter(|f| crate::protocol::matches(topic, f))
+                .map(|f| data.filter_indexes[*f])
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        // Some filters exist before the topics are first published to (those topics are cached
+        // with their filters), the rest are subscribed to after.
+        for split in 0..=filters.len() {
+            let config = RouterConfig {
+                max_segment_size: 1024,
+                max_connections: 10,
+                max_segment_count: 10,
+                max_outgoing_packet_count: 1024,
+                custom_segment: None,
+                initialized_filters: None,
+                shared_subscriptions_strategy: Strategy::RoundRobin,
+            };
+            let mut data = DataLog::new(config).unwrap();
+            filters[..split].iter().for_each(|f| {
+                data.next_native_offset(f);
+            });
+            topics.iter().for_each(|t| {
+                data.matches(t);
+            });
+            filters[split..].iter().for_each(|f| {
+                data.next_native_offset(f);
+            });
+            for topic in topics {
+                let mut found = data.matches(topic).unwrap();
+                found.sort_unstable();
+                assert_eq!(found, expected(topic, &filters, &data), "{topic} after {split}");
+            }
+        }
     }
 
     #[test]
