@@ -6,7 +6,13 @@
 # steady phase, and the loss: every telemetry message and event the broker acknowledged (PUBACK)
 # looked up by message id in PostgreSQL (lost = not there, duplicated = there twice).
 #
-#   infra/scripts/bench-scale.sh [--appliances N]       (default 10000)
+#   infra/scripts/bench-scale.sh [--appliances N] [--instances M]   (defaults 10000 and 1)
+#
+# With --instances 2 or more: M cloud instances on one database behind HAProxy (the generator
+# enrols through it), each with its own client id on Debian's Mosquitto as the external broker
+# (configured as infra/mosquitto ships it: client certificates of the shared device CA, the ACL),
+# ingest split between them by the shared subscription. Memory and CPU are then reported per
+# process (each instance, Mosquitto).
 #
 # Environment: STAYOPEN_SCALE_DURATION (steady phase, s; 120), STAYOPEN_SCALE_INTERVAL (telemetry
 # cadence, s; 10, the default policy's), STAYOPEN_SCALE_FAILOVERS (failovers/s across the fleet;
@@ -29,15 +35,19 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 APPLIANCES="${STAYOPEN_SCALE_APPLIANCES:-10000}"
+INSTANCES="${STAYOPEN_SCALE_INSTANCES:-1}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --appliances) [ $# -ge 2 ] || die "--appliances needs a number"; APPLIANCES="$2"; shift 2 ;;
         --appliances=*) APPLIANCES="${1#*=}"; shift ;;
-        -h | --help) sed -n '2,23s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-        *) die "unknown argument: $1 (usage: bench-scale.sh [--appliances N])" ;;
+        --instances) [ $# -ge 2 ] || die "--instances needs a number"; INSTANCES="$2"; shift 2 ;;
+        --instances=*) INSTANCES="${1#*=}"; shift ;;
+        -h | --help) sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) die "unknown argument: $1 (usage: bench-scale.sh [--appliances N] [--instances M])" ;;
     esac
 done
 [[ "$APPLIANCES" =~ ^[1-9][0-9]*$ ]] || die "--appliances must be a positive number, not '$APPLIANCES'"
+[[ "$INSTANCES" =~ ^[1-9]$ ]] || die "--instances must be a number from 1 to 9, not '$INSTANCES'"
 DURATION="${STAYOPEN_SCALE_DURATION:-120}"
 INTERVAL="${STAYOPEN_SCALE_INTERVAL:-10}"
 FAILOVERS="${STAYOPEN_SCALE_FAILOVERS:-$(awk -v n="$APPLIANCES" 'BEGIN { printf "%.3f", n / 1000 }')}"
@@ -59,7 +69,11 @@ if [ "$(ulimit -n)" -lt "$FILES" ]; then
     log "open-files limit raised to $FILES"
 fi
 
-pg_bindir >/dev/null || ensure_deps
+if [ "$INSTANCES" -gt 1 ]; then
+    { [ -x /usr/sbin/mosquitto ] && [ -x /usr/sbin/haproxy ]; } || ensure_deps mqtt
+else
+    pg_bindir >/dev/null || ensure_deps
+fi
 PSQL="$(pg_bindir)/psql"
 
 if [ -n "${STAYOPEN_SCALE_BIN:-}" ]; then
@@ -72,13 +86,14 @@ else
     BIN="$CARGO_TARGET_DIR/release"
 fi
 
-CLOUD_PID=""
+CLOUD_PIDS=()
+HELPER_PIDS=()
 cleanup() {
     trap - INT TERM EXIT
-    if [ -n "$CLOUD_PID" ]; then
-        kill "$CLOUD_PID" 2>/dev/null || true
-        wait "$CLOUD_PID" 2>/dev/null || true
-    fi
+    for pid in "${CLOUD_PIDS[@]}" "${HELPER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     stop_pg
 }
 trap cleanup EXIT
@@ -94,8 +109,6 @@ OWNER_URL="${DATABASE_ADMIN_URL%/postgres}/$DB"
 export DATABASE_URL="postgres://stayopen_app@127.0.0.1:$PG_PORT/$DB"
 export STAYOPEN_DATABASE__OWNER_URL="$OWNER_URL"
 export STAYOPEN_DATABASE__MAX_CONNECTIONS=20
-export STAYOPEN_HTTP__LISTEN="$HTTP_ADDR"
-export STAYOPEN_BROKER__LISTEN="$BROKER_ADDR"
 rm -rf "$DIR"
 mkdir -p "$DIR"
 export STAYOPEN_BROKER__TLS_DIR="$DIR/pki"
@@ -103,14 +116,77 @@ export STAYOPEN_BROKER__TLS_DIR="$DIR/pki"
 "$BIN/stayopen-cloud" migrate >"$DIR/migrate.log" 2>&1 || { cat "$DIR/migrate.log" >&2; die "migrations failed"; }
 "$BIN/stayopen-cloud" seed-demo --out "$DIR/seed.json" >>"$DIR/migrate.log" 2>&1
 
-RUST_LOG="${RUST_LOG:-warn}" "$BIN/stayopen-cloud" serve >"$DIR/cloud.log" 2>&1 &
-CLOUD_PID=$!
-for _ in $(seq 1 150); do
-    curl -fsS "http://$HTTP_ADDR/readyz" >/dev/null 2>&1 && break
-    kill -0 "$CLOUD_PID" 2>/dev/null || { tail -n 30 "$DIR/cloud.log" >&2; die "the cloud did not start"; }
-    sleep 0.2
-done
-curl -fsS "http://$HTTP_ADDR/readyz" >/dev/null || die "the cloud is not ready; see $DIR/cloud.log"
+HTTP_HOST="${HTTP_ADDR%:*}"
+HTTP_PORT="${HTTP_ADDR##*:}"
+BROKER_HOST="${BROKER_ADDR%:*}"
+BROKER_PORT="${BROKER_ADDR##*:}"
+# Waits until instance $1's URL path $2 answers.
+wait_for() {
+    local name="$1" url="$2" pid="$3"
+    for _ in $(seq 1 150); do
+        curl -fsS "$url" >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$DIR/$name.log" >&2; die "$name did not start"; }
+        sleep 0.2
+    done
+    die "$name is not ready ($url); see $DIR/$name.log"
+}
+# Instance $1 (0-based) of the cloud; with several, on the external broker with its own client id.
+start_cloud() {
+    local i="$1" name="cloud" http="$HTTP_ADDR"
+    local -a env=()
+    if [ "$INSTANCES" -gt 1 ]; then
+        name="cloud-$i"
+        http="$HTTP_HOST:$(( HTTP_PORT + 1 + i ))"
+        env=(STAYOPEN_BROKER__EXTERNAL__HOST="$BROKER_HOST" STAYOPEN_BROKER__EXTERNAL__PORT="$BROKER_PORT"
+             STAYOPEN_BROKER__EXTERNAL__CLIENT_ID="stayopen-cloud-$i")
+    else
+        env=(STAYOPEN_BROKER__LISTEN="$BROKER_ADDR")
+    fi
+    env STAYOPEN_HTTP__LISTEN="$http" "${env[@]}" RUST_LOG="${RUST_LOG:-warn}" \
+        "$BIN/stayopen-cloud" serve >"$DIR/$name.log" 2>&1 &
+    CLOUD_PIDS+=($!)
+    echo "$http" >"$DIR/$name.http"
+}
+
+if [ "$INSTANCES" -eq 1 ]; then
+    start_cloud 0
+    wait_for cloud "http://$HTTP_ADDR/readyz" "${CLOUD_PIDS[0]}"
+    BROKER_NAME="embedded broker"
+else
+    BROKER_NAME="Mosquitto, $INSTANCES instances"
+    # The first instance makes the device CA and the broker's certificate in the shared PKI folder;
+    # Mosquitto then starts on them, as infra/mosquitto ships it (paths and port for this run,
+    # no persistence, no privilege drop).
+    start_cloud 0
+    wait_for cloud-0 "http://$(cat "$DIR/cloud-0.http")/healthz" "${CLOUD_PIDS[0]}"
+    sed -e "s|listener 8883|listener $BROKER_PORT $BROKER_HOST|" \
+        -e "s|/var/lib/stayopen-cloud/pki|$DIR/pki|g" \
+        -e "s|/etc/mosquitto/stayopen.acl|$ROOT/infra/mosquitto/stayopen.acl|" \
+        -e "s|persistence true|persistence false|" -e "/persistence_location/d" \
+        infra/mosquitto/stayopen.conf >"$DIR/mosquitto.conf"
+    echo "user root" >>"$DIR/mosquitto.conf"
+    /usr/sbin/mosquitto -c "$DIR/mosquitto.conf" >"$DIR/mosquitto.log" 2>&1 &
+    MOSQUITTO_PID=$!
+    HELPER_PIDS+=("$MOSQUITTO_PID")
+    for i in $(seq 1 $(( INSTANCES - 1 ))); do start_cloud "$i"; done
+    for i in $(seq 0 $(( INSTANCES - 1 ))); do
+        wait_for "cloud-$i" "http://$(cat "$DIR/cloud-$i.http")/readyz" "${CLOUD_PIDS[$i]}"
+    done
+    # HAProxy in front of the instances' APIs, as the scale-out test runs it.
+    {
+        printf 'global\n    maxconn 4096\n'
+        printf 'defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    retries 3\n    option redispatch\n'
+        printf 'frontend api\n    bind %s\n    default_backend clouds\n' "$HTTP_ADDR"
+        printf 'backend clouds\n    balance roundrobin\n    option httpchk GET /readyz\n'
+        for i in $(seq 0 $(( INSTANCES - 1 ))); do
+            printf '    server cloud%d %s check inter 500ms fall 2 rise 1\n' "$i" "$(cat "$DIR/cloud-$i.http")"
+        done
+    } >"$DIR/haproxy.cfg"
+    /usr/sbin/haproxy -c -q -f "$DIR/haproxy.cfg" || die "haproxy refuses $DIR/haproxy.cfg"
+    /usr/sbin/haproxy -db -f "$DIR/haproxy.cfg" >"$DIR/haproxy.log" 2>&1 &
+    HELPER_PIDS+=($!)
+    wait_for haproxy "http://$HTTP_ADDR/readyz" "${HELPER_PIDS[1]}"
+fi
 
 # Enrolment tokens through the API: one per thousand appliances, shared over the demo's practices.
 API="http://$HTTP_ADDR/api/v1"
@@ -136,11 +212,20 @@ PY
 
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 rss_kib() { awk -v f="$2" '$1 == f":" { print $2 }' "/proc/$1/status"; }
-CLOUD_TICKS_BEFORE="$(cpu_ticks "$CLOUD_PID")"
+# The processes measured: the cloud instance(s), and Mosquitto when it is the broker.
+MEASURED=("${CLOUD_PIDS[@]}")
+MEASURED_NAMES=()
+if [ "$INSTANCES" -eq 1 ]; then MEASURED_NAMES=(cloud); else
+    for i in $(seq 0 $(( INSTANCES - 1 ))); do MEASURED_NAMES+=("cloud $i"); done
+    MEASURED+=("$MOSQUITTO_PID")
+    MEASURED_NAMES+=(Mosquitto)
+fi
+TICKS_BEFORE=()
+for pid in "${MEASURED[@]}"; do TICKS_BEFORE+=("$(cpu_ticks "$pid")"); done
 
 log "load generator: $APPLIANCES appliances, telemetry every ${INTERVAL} s, $FAILOVERS failovers/s, ${DURATION} s steady"
 # The cloud's resident memory, sampled each second while the generator runs (its peak is VmHWM).
-( while kill -0 "$CLOUD_PID" 2>/dev/null; do rss_kib "$CLOUD_PID" VmRSS >>"$DIR/cloud-rss.txt" || true; sleep 1; done ) &
+( while kill -0 "${CLOUD_PIDS[0]}" 2>/dev/null; do rss_kib "${CLOUD_PIDS[0]}" VmRSS >>"$DIR/cloud-rss.txt" || true; sleep 1; done ) &
 SAMPLER=$!
 STARTED=$(date +%s)
 RUST_LOG="${LOADGEN_LOG:-info,rumqttc=warn}" "$BIN/stayopen-loadgen" --api-url "http://$HTTP_ADDR" \
@@ -150,8 +235,18 @@ RUST_LOG="${LOADGEN_LOG:-info,rumqttc=warn}" "$BIN/stayopen-loadgen" --api-url "
     --duration-secs "$DURATION" --drain-timeout-secs "$DRAIN" --report "$DIR/report.json" 2>"$DIR/loadgen.log" | tee "$DIR/summary.txt" \
     || { tail -n 30 "$DIR/loadgen.log" >&2; die "the load generator failed"; }
 WALL=$(( $(date +%s) - STARTED ))
-CLOUD_CPU="$(awk -v a="$CLOUD_TICKS_BEFORE" -v b="$(cpu_ticks "$CLOUD_PID")" 'BEGIN { printf "%.1f", (b - a) / 100 }')"
-CLOUD_PEAK_MIB="$(awk -v k="$(rss_kib "$CLOUD_PID" VmHWM)" 'BEGIN { printf "%.0f", k / 1024 }')"
+CLOUD_CPU=""
+CLOUD_PEAK_MIB=""
+for i in "${!MEASURED[@]}"; do
+    pid="${MEASURED[$i]}"
+    kill -0 "$pid" 2>/dev/null || die "${MEASURED_NAMES[$i]} died during the run"
+    cpu="$(awk -v a="${TICKS_BEFORE[$i]}" -v b="$(cpu_ticks "$pid")" 'BEGIN { printf "%.1f", (b - a) / 100 }')"
+    mib="$(awk -v k="$(rss_kib "$pid" VmHWM)" 'BEGIN { printf "%.0f", k / 1024 }')"
+    if [ "$INSTANCES" -eq 1 ]; then CLOUD_CPU="$cpu s"; CLOUD_PEAK_MIB="$mib MiB"; else
+        CLOUD_CPU="${CLOUD_CPU:+$CLOUD_CPU, }${MEASURED_NAMES[$i]} $cpu s"
+        CLOUD_PEAK_MIB="${CLOUD_PEAK_MIB:+$CLOUD_PEAK_MIB, }${MEASURED_NAMES[$i]} $mib MiB"
+    fi
+done
 kill "$SAMPLER" 2>/dev/null || true
 wait "$SAMPLER" 2>/dev/null || true
 
@@ -215,14 +310,14 @@ cat <<TABLE
 |---|---|
 | appliances | $N ($ENROLLED enrolled, $CONNECTED connected) |
 | enrolment storm | $ENROL_RATE enrolments/s (p50 $ENROL_P50 ms, p99 $ENROL_P99 ms) |
-| connect storm (TLS, embedded broker) | $STORM (per session p50 $CONN_P50 ms, p99 $CONN_P99 ms; $FAILED_ATTEMPTS failed attempts, $LOST_SESSIONS sessions lost) |
-| cloud resident memory (peak) | $CLOUD_PEAK_MIB MiB |
-| cloud CPU | $CLOUD_CPU s over ${WALL} s (enrolment, connect storm, steady phase, drain) |
+| connect storm (TLS, $BROKER_NAME) | $STORM (per session p50 $CONN_P50 ms, p99 $CONN_P99 ms; $FAILED_ATTEMPTS failed attempts, $LOST_SESSIONS sessions lost) |
+| resident memory (peak) | $CLOUD_PEAK_MIB |
+| CPU | $CLOUD_CPU over ${WALL} s (enrolment, connect storm, steady phase, drain) |
 | stored during the steady phase | $STORED_RATE messages/s into PostgreSQL, of $SENT_RATE/s sent (${STEADY_SECS} s, telemetry every ${INTERVAL} s, $FAILOVER_COUNT failovers) |
 | loss | $LOST lost, $DOUBLED duplicated of $ACKED acknowledged by the broker ($RECORDS records sent; the cloud acknowledged all as stored within the drain: $DRAINED; PostgreSQL complete ${SETTLED_AFTER} s after the generator ended) |
 | load generator | $GEN_MIB MiB peak, $GEN_CPU s CPU |
 
-Report: ${DIR#"$ROOT"/}/report.json; logs: ${DIR#"$ROOT"/}/cloud.log, ${DIR#"$ROOT"/}/loadgen.log
+Report: ${DIR#"$ROOT"/}/report.json; logs: ${DIR#"$ROOT"/}/cloud*.log, ${DIR#"$ROOT"/}/loadgen.log
 TABLE
 if [ "$LOST" != 0 ] || [ "$DOUBLED" != 0 ]; then die "$LOST messages lost, $DOUBLED duplicated"; fi
 if [ "$CONNECTED" != "$N" ] || [ "$ENROLLED" != "$N" ]; then die "only $ENROLLED enrolled and $CONNECTED connected of $N"; fi
