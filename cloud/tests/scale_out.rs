@@ -102,6 +102,19 @@ async fn two_instances_share_ingest_and_killing_one_mid_burst_loses_nothing_and_
         .await
         .expect("command on instance b")
         .id;
+    // So do policies: each appliance gets the override set through the other instance.
+    on_b.set_appliance_policy(
+        bursts[0].identity.appliance_id,
+        &serde_json::json!({"detection_quorum": 2}),
+    )
+    .await
+    .expect("policy on instance b");
+    on_a.set_appliance_policy(
+        bursts[1].identity.appliance_id,
+        &serde_json::json!({"detection_quorum": 3}),
+    )
+    .await
+    .expect("policy on instance a");
 
     // Both instances take a share of the burst before one of them dies.
     eventually(
@@ -170,18 +183,25 @@ async fn two_instances_share_ingest_and_killing_one_mid_burst_loses_nothing_and_
         accepted_events(&b).await
     );
 
-    // The commands: each appliance received the one created for it, whichever instance took it.
-    for (burst, id) in bursts.iter_mut().take(2).zip([from_a, from_b]) {
+    // The commands and policies: each appliance received the command created for it and the
+    // policy set for it, whichever instance took them.
+    for ((burst, id), quorum) in bursts.iter_mut().take(2).zip([from_a, from_b]).zip([2, 3]) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let mut received = false;
-        while !received && tokio::time::Instant::now() < deadline {
-            if let Ok(Some(Inbound::Command(command))) =
-                tokio::time::timeout(Duration::from_millis(200), burst.inbound.recv()).await
-            {
-                received = command.id == id;
+        let (mut command_received, mut policy_received) = (false, false);
+        while !(command_received && policy_received) && tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_millis(200), burst.inbound.recv()).await {
+                Ok(Some(Inbound::Command(command))) => command_received |= command.id == id,
+                Ok(Some(Inbound::Policy(policy))) => {
+                    policy_received |= policy.detection_quorum == quorum;
+                }
+                _ => {}
             }
         }
-        assert!(received, "command {id} reached its appliance");
+        assert!(command_received, "command {id} reached its appliance");
+        assert!(
+            policy_received,
+            "the policy with detection quorum {quorum} reached its appliance"
+        );
     }
 
     // The load balancer took the dead instance out of rotation: the API still answers through it.
