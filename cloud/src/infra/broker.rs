@@ -46,6 +46,8 @@ pub enum BrokerError {
     Thread(#[from] std::io::Error),
     #[error("the broker did not start listening on {0} within 10 s (is the port taken?)")]
     NotListening(SocketAddr),
+    #[error("the broker cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
     #[error("external broker: {0}")]
     External(String),
 }
@@ -280,6 +282,9 @@ pub async fn start(
     tls: &BrokerTlsFiles,
     metrics: Arc<Metrics>,
 ) -> Result<(EmbeddedBroker, Links, mpsc::Receiver<AuthRequest>), BrokerError> {
+    // rumqttd binds in its own thread and only logs a failure, and the readiness check below
+    // would then connect to whichever process holds the port: try the address first.
+    drop(std::net::TcpListener::bind(listen).map_err(|e| BrokerError::Bind(listen, e))?);
     let (auth_tx, auth_rx) = mpsc::channel::<AuthRequest>(256);
     let mut connections = ConnectionSettings {
         // The deadline for the TLS handshake (patched rumqttd) and then again for CONNECT.

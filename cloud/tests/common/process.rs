@@ -189,8 +189,25 @@ impl CloudProcess {
             .join(format!("cloud-{}.log", self.starts))
     }
 
-    /// Starts the process (again) and waits until it is ready.
+    /// Starts the process (again) and waits until it is ready. On its first start, a port that
+    /// another test took between [`free_port`] and the bind is replaced and the start retried.
     pub async fn spawn(&mut self) {
+        for _ in 0..3 {
+            match self.spawn_once().await {
+                Ok(()) => return,
+                Err(log) if self.starts == 1 && log.contains("Address already in use") => {
+                    self.kill();
+                    self.starts = 0;
+                    self.http = free_port();
+                    self.broker = free_port();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("no free ports after three tries: {}", self.log());
+    }
+
+    async fn spawn_once(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).expect("log file");
@@ -245,16 +262,17 @@ impl CloudProcess {
                     .is_ok_and(|r| r.status().is_success())
             };
             if ready {
-                return;
+                return Ok(());
             }
             if let Some(child) = &mut self.child
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("the cloud exited with {status}: {}", self.log());
+                self.child = None;
+                return Err(format!("the cloud exited with {status}: {}", self.log()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the cloud did not become ready: {}", self.log());
+        Err(format!("the cloud did not become ready: {}", self.log()))
     }
 
     /// SIGKILL: no goodbye, no flush, no graceful shutdown.
