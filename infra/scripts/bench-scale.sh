@@ -70,7 +70,8 @@ if [ "$(ulimit -n)" -lt "$FILES" ]; then
 fi
 
 if [ "$INSTANCES" -gt 1 ]; then
-    { [ -x /usr/sbin/mosquitto ] && [ -x /usr/sbin/haproxy ]; } || ensure_deps mqtt
+    # PostgreSQL too: ensure_deps installs the base set along with Mosquitto and HAProxy.
+    { pg_bindir >/dev/null && [ -x /usr/sbin/mosquitto ] && [ -x /usr/sbin/haproxy ]; } || ensure_deps mqtt
 else
     pg_bindir >/dev/null || ensure_deps
 fi
