@@ -243,7 +243,10 @@ async fn main() {
                     as usize)
                     .min(total);
                 while offered < due && started.elapsed() < steady {
-                    let message = telemetry_message(&everyone, offered, 1_000_000 + offered as u64);
+                    // Counters go on rising from where the drain left them, a sample per
+                    // appliance per round, as an appliance's would.
+                    let tick = ((drain_messages + offered) / everyone.len()) as u64 + 1;
+                    let message = telemetry_message(&everyone, offered, tick);
                     if to_ingest[offered % to_ingest.len()]
                         .send(message)
                         .await
@@ -280,7 +283,8 @@ async fn main() {
                 event_waits.spawn(async move {
                     loop {
                         let raised: bool = sqlx::query_scalar(
-                            "SELECT EXISTS (SELECT 1 FROM alerts WHERE appliance_id = $1 AND kind = 'failover')",
+                            "SELECT EXISTS (SELECT 1 FROM alerts WHERE appliance_id = $1 AND kind = 'failover'
+                                            AND state <> 'resolved')",
                         )
                         .bind(appliance.as_uuid())
                         .fetch_one(&owner)

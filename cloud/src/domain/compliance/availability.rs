@@ -49,33 +49,26 @@ pub fn sample_seconds(telemetry: &Telemetry, interval_secs: u32) -> HourSample {
 }
 
 /// Ingest's hook for newly stored telemetry samples, any number of this tenant's appliances at
-/// once: one statement reads their telemetry intervals, one adds every sample to its hour.
+/// once: one statement adds every sample to its hour. `interval_secs` is each appliance's
+/// telemetry interval under its policy (ingest has just read the policies, with the rows it
+/// locked); an appliance missing from it counts the policy default.
 pub async fn on_telemetry(
     tx: &mut Tx,
     tenant: TenantId,
     samples: &[(ApplianceId, &Telemetry, DateTime<Utc>)],
+    interval_secs: &std::collections::HashMap<ApplianceId, u32>,
 ) -> Result<(), sqlx::Error> {
     if samples.is_empty() {
         return Ok(());
     }
-    let mut appliances: Vec<uuid::Uuid> = samples.iter().map(|(a, _, _)| a.0).collect();
-    appliances.sort_unstable();
-    appliances.dedup();
-    let intervals: Vec<(uuid::Uuid, i32)> = sqlx::query_as(
-        "SELECT id, coalesce((desired_policy ->> 'telemetry_interval_secs')::integer, 10)
-         FROM appliances WHERE id = ANY($1)",
-    )
-    .bind(&appliances)
-    .fetch_all(&mut **tx)
-    .await?;
-    let intervals: std::collections::HashMap<uuid::Uuid, u32> = intervals
-        .into_iter()
-        .map(|(id, secs)| (id, u32::try_from(secs).unwrap_or(10)))
-        .collect();
+    let default_interval = stayopen_shared::policy::Policy::default().telemetry_interval_secs;
     let rows: Vec<(ApplianceId, HourRow)> = samples
         .iter()
         .map(|(appliance, telemetry, sent_at)| {
-            let interval = intervals.get(&appliance.0).copied().unwrap_or(10);
+            let interval = interval_secs
+                .get(appliance)
+                .copied()
+                .unwrap_or(default_interval);
             let seconds = sample_seconds(telemetry, interval);
             let row = HourRow {
                 hour: *sent_at,
