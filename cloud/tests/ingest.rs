@@ -371,3 +371,85 @@ async fn two_ingests_storing_the_same_messages_at_once_store_each_once_without_d
         "each stored as new by exactly one of them"
     );
 }
+
+/// Telemetry rows per appliance, counted across tenants.
+async fn telemetry_rows(cloud: &common::TestCloud, appliance: ApplianceId) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM telemetry WHERE appliance_id = $1")
+        .bind(appliance.as_uuid())
+        .fetch_one(&cloud.owner_pool)
+        .await
+        .expect("count telemetry")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_appliance_deletes_its_telemetry_and_another_tenant_cannot_delete_it() {
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    common::fleet::seed(&cloud.owner_pool, demo.tenant_id.0, 1, 2).await;
+    let fleet: Vec<ApplianceId> = sqlx::query_scalar::<_, Uuid>(
+        "SELECT id FROM appliances WHERE model = 'bench' ORDER BY serial",
+    )
+    .fetch_all(&cloud.owner_pool)
+    .await
+    .expect("fleet")
+    .into_iter()
+    .map(ApplianceId)
+    .collect();
+    let (gone, kept) = (fleet[0], fleet[1]);
+    let batch: Vec<(Vec<u8>, Vec<u8>)> = [gone, gone, kept]
+        .into_iter()
+        .map(|appliance| {
+            (
+                DeviceTopic::new(appliance, Channel::Telemetry)
+                    .to_string()
+                    .into_bytes(),
+                telemetry(appliance).encode(),
+            )
+        })
+        .collect();
+    let (link, metrics, hearing) = detached_ingest();
+    ingest::ingest_batch(&cloud.pool, &link, &metrics, &hearing, batch).await;
+    assert_eq!(
+        (
+            telemetry_rows(&cloud, gone).await,
+            telemetry_rows(&cloud, kept).await
+        ),
+        (2, 1)
+    );
+
+    // Another tenant, through the application role, names the appliance: row-level security
+    // hides it, nothing is deleted, and its telemetry stays.
+    let (other_tenant, _, _) = cloud.other_msp("other.example").await;
+    let mut tx = stayopen_cloud::infra::db::tenant_tx(&cloud.pool, other_tenant)
+        .await
+        .expect("other tenant's transaction");
+    let deleted = sqlx::query("DELETE FROM appliances WHERE id = $1")
+        .bind(gone.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .expect("delete as another tenant")
+        .rows_affected();
+    tx.commit().await.expect("commit");
+    assert_eq!(deleted, 0);
+    assert_eq!(telemetry_rows(&cloud, gone).await, 2);
+
+    // Its own tenant deletes it: its telemetry goes with it, the other appliance's stays.
+    let mut tx = stayopen_cloud::infra::db::tenant_tx(&cloud.pool, demo.tenant_id)
+        .await
+        .expect("tenant transaction");
+    let deleted = sqlx::query("DELETE FROM appliances WHERE id = $1")
+        .bind(gone.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .expect("delete as its tenant")
+        .rows_affected();
+    tx.commit().await.expect("commit");
+    assert_eq!(deleted, 1);
+    assert_eq!(
+        (
+            telemetry_rows(&cloud, gone).await,
+            telemetry_rows(&cloud, kept).await
+        ),
+        (0, 1)
+    );
+}

@@ -694,9 +694,10 @@ async fn store_telemetry_in(
         return Ok(outcomes);
     }
 
-    let bodies: Vec<serde_json::Value> = accepted
+    // Serialized straight from the typed body: no intermediate `serde_json::Value` per message.
+    let bodies: Vec<sqlx::types::Json<&Telemetry>> = accepted
         .iter()
-        .map(|m| serde_json::to_value(&m.body).unwrap_or_default())
+        .map(|m| sqlx::types::Json(&m.body))
         .collect();
     let message_ids: Vec<Uuid> = accepted.iter().map(|m| m.message_id.0).collect();
     let appliance_ids: Vec<Uuid> = accepted.iter().map(|m| m.appliance_id.0).collect();
@@ -793,7 +794,8 @@ async fn store_telemetry_in(
         .iter()
         .map(|&i| accepted[i].body.active_uplink.clone())
         .collect();
-    let state_bodies: Vec<&serde_json::Value> = latest.iter().map(|&i| &bodies[i]).collect();
+    let state_bodies: Vec<&sqlx::types::Json<&Telemetry>> =
+        latest.iter().map(|&i| &bodies[i]).collect();
     let state_backup: Vec<bool> = latest
         .iter()
         .map(|&i| accepted[i].body.on_backup())
