@@ -1378,7 +1378,7 @@ impl FairQueue {
 /// other's appliance rows.
 pub const WORKERS: usize = 4;
 /// Messages one worker takes at once: their telemetry is stored in one transaction per tenant.
-pub const MAX_BATCH: usize = 500;
+pub const MAX_BATCH: usize = 1000;
 /// Messages waiting for one worker, all devices together, past which ingest stops taking more
 /// from the broker: backpressure. The broker then holds them (the embedded broker's link is
 /// paused; an external broker's TCP connection stops being read) and what a broker cannot hold
