@@ -452,4 +452,27 @@ async fn deleting_an_appliance_deletes_its_telemetry_and_another_tenant_cannot_d
         ),
         (0, 1)
     );
+
+    // Ingest remembers which tenant the deleted appliance was in; a message from it is still
+    // refused, as an unknown appliance, and stores nothing.
+    let late = vec![(
+        DeviceTopic::new(gone, Channel::Telemetry)
+            .to_string()
+            .into_bytes(),
+        telemetry(gone).encode(),
+    )];
+    let owed = ingest::ingest_batch(&cloud.pool, &link, &metrics, &hearing, late).await;
+    assert!(
+        owed.is_empty(),
+        "nothing stored, nothing to acknowledge: {owed:?}"
+    );
+    assert_eq!(telemetry_rows(&cloud, gone).await, 0);
+    assert_eq!(
+        metrics.get(
+            "stayopen_ingest_rejected_total",
+            "reason",
+            "unknown_appliance"
+        ),
+        1
+    );
 }

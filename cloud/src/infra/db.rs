@@ -164,22 +164,55 @@ pub mod lookup {
         .await
     }
 
-    /// The tenants of several appliances in one round trip (ingest's batches); an unknown
-    /// appliance is absent from the map.
+    /// Appliances' tenants already looked up. An appliance never changes tenant and its id is
+    /// never reused, so an entry stays true for the life of the process (at worst it names a
+    /// deleted appliance, which the caller's own check under its tenant then finds missing).
+    /// Ingest asks for every message's tenant; at 20,000 messages a second this saves a round trip
+    /// per batch and a few percent of PostgreSQL's time. Bounded: emptied past `TENANT_CACHE_MAX`.
+    static KNOWN_TENANTS: std::sync::LazyLock<
+        std::sync::RwLock<std::collections::HashMap<ApplianceId, TenantId>>,
+    > = std::sync::LazyLock::new(Default::default);
+    const TENANT_CACHE_MAX: usize = 1_000_000;
+
+    /// The tenants of several appliances (ingest's batches): from [`KNOWN_TENANTS`], and the
+    /// others in one round trip; an unknown appliance is absent from the map. The caller checks
+    /// each appliance again inside its tenant's transaction, where row-level security holds, so a
+    /// tenant named here is only where to look, never a grant.
     pub async fn appliance_tenants(
         pool: &PgPool,
         appliances: &[ApplianceId],
     ) -> Result<std::collections::HashMap<ApplianceId, TenantId>, sqlx::Error> {
-        let ids: Vec<Uuid> = appliances.iter().map(|a| a.0).collect();
+        let mut found = std::collections::HashMap::with_capacity(appliances.len());
+        let mut missing: Vec<Uuid> = Vec::new();
+        {
+            let known = KNOWN_TENANTS.read().unwrap_or_else(|e| e.into_inner());
+            for appliance in appliances {
+                match known.get(appliance) {
+                    Some(tenant) => {
+                        found.insert(*appliance, *tenant);
+                    }
+                    None => missing.push(appliance.0),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
         let rows: Vec<(Uuid, Uuid)> =
             sqlx::query_as("SELECT appliance_id, tenant_id FROM stayopen_appliance_tenants($1)")
-                .bind(&ids)
+                .bind(&missing)
                 .fetch_all(pool)
                 .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(a, t)| (ApplianceId(a), TenantId(t)))
-            .collect())
+        let mut known = KNOWN_TENANTS.write().unwrap_or_else(|e| e.into_inner());
+        if known.len() + rows.len() > TENANT_CACHE_MAX {
+            known.clear();
+        }
+        for (appliance, tenant) in rows {
+            let (appliance, tenant) = (ApplianceId(appliance), TenantId(tenant));
+            known.insert(appliance, tenant);
+            found.insert(appliance, tenant);
+        }
+        Ok(found)
     }
 
     pub async fn hardware_tenant(
