@@ -4,8 +4,8 @@
 //! and joins the shared ingest group, so the broker hands each device message to one of them.
 //! Appliances enrol through the load balancer and publish a burst through their real cloud links;
 //! one instance is SIGKILLed in the middle. Nothing may be lost and nothing stored twice, and a
-//! command created on either instance must reach its appliance. Needs Mosquitto and HAProxy
-//! (infra/scripts/test.sh installs Debian's packages).
+//! command, a policy or a revocation made on either instance must reach its appliance. Needs
+//! Mosquitto and HAProxy (infra/scripts/test.sh installs Debian's packages).
 
 mod common;
 
@@ -55,7 +55,7 @@ async fn two_instances_share_ingest_and_killing_one_mid_burst_loses_nothing_and_
     )
     .await;
     // Mosquitto uses the certificates the first instance made; the second shares its PKI folder.
-    let _mosquitto = common::mosquitto::start(a.tls_dir.path(), mqtt_port.parse().expect("port"));
+    let mosquitto = common::mosquitto::start(a.tls_dir.path(), mqtt_port.parse().expect("port"));
     let mut b = a
         .sibling(&[("STAYOPEN_BROKER__EXTERNAL__CLIENT_ID", "stayopen-cloud-b")])
         .await;
@@ -212,7 +212,51 @@ async fn two_instances_share_ingest_and_killing_one_mid_burst_loses_nothing_and_
         fleet.is_ok(),
         "sign-in through the load balancer after the kill"
     );
+
+    // A revocation made on either instance reaches the appliance through the shared broker. The
+    // third appliance's own link stops; a session of its own certificate and credentials stands in
+    // for it. Instance b revokes it (a, which may have enrolled it, is dead): b closes the live
+    // session through Mosquitto and writes the revocation list into the PKI folder the deployment
+    // shares, and once Mosquitto reloads the list the certificate is refused.
     for burst in &bursts {
         burst.link.shutdown().await;
     }
+    let revoked = &bursts[2].identity;
+    let broker = tokio::net::lookup_host((revoked.mqtt.host.as_str(), revoked.mqtt.port))
+        .await
+        .expect("broker address")
+        .next()
+        .expect("an address");
+    let credentials = common::device::Credentials {
+        ca_pem: &revoked.ca_cert_pem,
+        cert_pem: &revoked.client_cert_pem,
+        key_pem: &revoked.private_key_pem,
+        client_id: &revoked.mqtt.username,
+        username: &revoked.mqtt.username,
+        password: &revoked.mqtt.password,
+    };
+    let session = common::device::connect(broker, &credentials)
+        .await
+        .expect("the appliance's session, before revocation");
+    on_b.revoke_appliance(revoked.appliance_id)
+        .await
+        .expect("revoked through instance b");
+    eventually(
+        Duration::from_secs(10),
+        "the revoked appliance's session closed by instance b",
+        || async { session.is_closed().then_some(()) },
+    )
+    .await;
+    mosquitto.reload();
+    eventually(
+        Duration::from_secs(10),
+        "the revoked appliance's certificate refused by Mosquitto",
+        || async {
+            common::device::connect(broker, &credentials)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
 }
