@@ -37,6 +37,11 @@ export STAYOPEN_TEST_LOG_DIR="$ROOT/.data/test-logs"
 rm -rf "$STAYOPEN_TEST_LOG_DIR"
 mkdir -p "$STAYOPEN_TEST_LOG_DIR"
 
+# The vendored broker's own unit tests (its router's topic matching among them: STAYOPEN-PATCH.md).
+# It sits outside the workspace (a [patch] of crates.io's rumqttd), so it has its own lock file.
+log "cargo test (vendored rumqttd)"
+cargo test --locked --manifest-path third_party/rumqttd/Cargo.toml --lib
+
 log "cargo test"
 # Every test binary runs even after one fails, so a run names all its failures at once.
 cargo test --workspace --exclude stayopen-frontend --no-fail-fast -- --test-threads=4
