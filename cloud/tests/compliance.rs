@@ -115,6 +115,29 @@ fn sample(active: Option<&str>, fibre: UplinkHealth, samples: u32) -> Telemetry 
     body
 }
 
+/// A cloud with the demo seeded, its admin signed in, and the EHR in the first practice's
+/// critical applications register: where the incident tests start.
+async fn cloud_with_the_ehr_registered() -> (
+    TestCloud,
+    stayopen_cloud::domain::seed::DemoSeed,
+    String,
+    PracticeId,
+) {
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let practice = demo.practices[0].id;
+    let (status, _) = cloud
+        .api(&admin)
+        .post::<_, CriticalAppEntry>(
+            &format!("/api/v1/practices/{practice}/critical-apps"),
+            &ehr(),
+        )
+        .await;
+    assert_eq!(status, 201);
+    (cloud, demo, admin, practice)
+}
+
 async fn stored_events(cloud: &TestCloud, appliance: ApplianceId) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM appliance_events WHERE appliance_id = $1")
         .bind(appliance.as_uuid())
@@ -634,18 +657,7 @@ async fn a_drill_started_by_hand_is_recorded_from_its_events_once_and_signed_off
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_outage_becomes_an_incident_with_its_uplinks_time_on_backup_applications_and_alerts()
 {
-    let cloud = spawn_cloud().await;
-    let demo = cloud.seed_demo().await;
-    let admin = cloud.login(&demo.email, &demo.password).await;
-    let practice = demo.practices[0].id;
-    let (status, _) = cloud
-        .api(&admin)
-        .post::<_, CriticalAppEntry>(
-            &format!("/api/v1/practices/{practice}/critical-apps"),
-            &ehr(),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let (cloud, demo, admin, practice) = cloud_with_the_ehr_registered().await;
     let device = TestDevice::enrol(
         &cloud,
         &demo.practices[0].enrollment_token,
@@ -830,18 +842,7 @@ async fn a_real_outage_becomes_an_incident_with_its_uplinks_time_on_backup_appli
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sample_on_the_backup_counts_in_its_incident_whether_stored_before_the_failover_or_after_the_failback()
  {
-    let cloud = spawn_cloud().await;
-    let demo = cloud.seed_demo().await;
-    let admin = cloud.login(&demo.email, &demo.password).await;
-    let practice = demo.practices[0].id;
-    let (status, _) = cloud
-        .api(&admin)
-        .post::<_, CriticalAppEntry>(
-            &format!("/api/v1/practices/{practice}/critical-apps"),
-            &ehr(),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let (cloud, demo, admin, practice) = cloud_with_the_ehr_registered().await;
     let on_backup = |reachable: bool| {
         let mut sample = sample(Some("lte"), UplinkHealth::Down, 1);
         sample.apps = vec![AppReachability {

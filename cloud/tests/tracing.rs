@@ -269,10 +269,7 @@ async fn one_trace_runs_from_the_appliances_failover_through_ingest_and_the_aler
     let traceparent = format!("00-{TRACE_ID}-{APPLIANCE_SPAN}-01");
     publish_failover(&connection, &enrolled, &traceparent).await;
 
-    let delivered = eventually(Duration::from_secs(30), "the webhook delivery", || async {
-        hooks.received().into_iter().find(|r| r.event == "open")
-    })
-    .await;
+    let delivered = hooks.opened(Duration::from_secs(30)).await;
     let in_trace = |name: &str| {
         let name = name.to_owned();
         let collector = collector.clone();
@@ -458,10 +455,7 @@ async fn without_otel_variables_the_cloud_exports_nothing_and_sdk_disabled_overr
         &format!("00-{TRACE_ID}-{APPLIANCE_SPAN}-01"),
     )
     .await;
-    let delivered = eventually(Duration::from_secs(30), "the webhook delivery", || async {
-        hooks.received().into_iter().find(|r| r.event == "open")
-    })
-    .await;
+    let delivered = hooks.opened(Duration::from_secs(30)).await;
     assert_eq!(
         delivered.traceparent, "",
         "no trace context when tracing is off"
@@ -489,10 +483,7 @@ async fn without_otel_variables_the_cloud_exports_nothing_and_sdk_disabled_overr
         &format!("00-{TRACE_ID}-{APPLIANCE_SPAN}-01"),
     )
     .await;
-    let delivered = eventually(Duration::from_secs(30), "the webhook delivery", || async {
-        hooks.received().into_iter().find(|r| r.event == "open")
-    })
-    .await;
+    let delivered = hooks.opened(Duration::from_secs(30)).await;
     assert_eq!(delivered.traceparent, "");
     // Bounded wait, polled: nothing reaches the collector for two seconds after the delivery
     // (twenty export intervals of the variables above, had export been on).
@@ -525,10 +516,7 @@ async fn an_invalid_traceparent_is_counted_and_the_event_is_still_stored_and_ale
         "00-4BF92F3577B34DA6A3CE929D0E0E4736-0000000000000000-01",
     )
     .await;
-    eventually(Duration::from_secs(30), "the webhook delivery", || async {
-        hooks.received().into_iter().find(|r| r.event == "open")
-    })
-    .await;
+    hooks.opened(Duration::from_secs(30)).await;
     let stored: i64 =
         sqlx::query_scalar("SELECT count(*) FROM appliance_events WHERE message_id = $1")
             .bind(id)

@@ -32,6 +32,16 @@ impl Receiver {
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().expect("lock").clone()
     }
+
+    /// The first alert-opened delivery, waited for up to `within`.
+    pub async fn opened(&self, within: std::time::Duration) -> Received {
+        super::eventually(
+            within,
+            "the webhook delivery of an opened alert",
+            || async { self.received().into_iter().find(|r| r.event == "open") },
+        )
+        .await
+    }
 }
 
 async fn receive(
