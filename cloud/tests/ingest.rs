@@ -187,16 +187,7 @@ async fn a_batch_stores_each_message_once_refuses_strangers_and_revoked_ones_and
  {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
-    common::fleet::seed(&cloud.owner_pool, demo.tenant_id.0, 1, 3).await;
-    let fleet: Vec<ApplianceId> = sqlx::query_scalar::<_, Uuid>(
-        "SELECT id FROM appliances WHERE model = 'bench' ORDER BY serial",
-    )
-    .fetch_all(&cloud.owner_pool)
-    .await
-    .expect("fleet")
-    .into_iter()
-    .map(ApplianceId)
-    .collect();
+    let fleet = common::fleet::seed_and_list(&cloud.owner_pool, demo.tenant_id.0, 1, 3).await;
     let (a, b, revoked) = (fleet[0], fleet[1], fleet[2]);
     sqlx::query("UPDATE appliances SET revoked_at = now() WHERE id = $1")
         .bind(revoked.as_uuid())
@@ -306,15 +297,7 @@ async fn a_batch_stores_each_message_once_refuses_strangers_and_revoked_ones_and
 async fn two_ingests_storing_the_same_messages_at_once_store_each_once_without_deadlock() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
-    common::fleet::seed(&cloud.owner_pool, demo.tenant_id.0, 5, 50).await;
-    let fleet: Vec<ApplianceId> =
-        sqlx::query_scalar::<_, Uuid>("SELECT id FROM appliances WHERE model = 'bench'")
-            .fetch_all(&cloud.owner_pool)
-            .await
-            .expect("fleet")
-            .into_iter()
-            .map(ApplianceId)
-            .collect();
+    let fleet = common::fleet::seed_and_list(&cloud.owner_pool, demo.tenant_id.0, 5, 50).await;
     // Two cloud instances handed the same messages (a redelivery after a takeover), one in the
     // order sent and one reversed: their batches lock the same appliances from both ends.
     let messages: Vec<(Vec<u8>, Vec<u8>)> = (0..1000)
@@ -385,16 +368,7 @@ async fn telemetry_rows(cloud: &common::TestCloud, appliance: ApplianceId) -> i6
 async fn deleting_an_appliance_deletes_its_telemetry_and_another_tenant_cannot_delete_it() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
-    common::fleet::seed(&cloud.owner_pool, demo.tenant_id.0, 1, 2).await;
-    let fleet: Vec<ApplianceId> = sqlx::query_scalar::<_, Uuid>(
-        "SELECT id FROM appliances WHERE model = 'bench' ORDER BY serial",
-    )
-    .fetch_all(&cloud.owner_pool)
-    .await
-    .expect("fleet")
-    .into_iter()
-    .map(ApplianceId)
-    .collect();
+    let fleet = common::fleet::seed_and_list(&cloud.owner_pool, demo.tenant_id.0, 1, 2).await;
     let (gone, kept) = (fleet[0], fleet[1]);
     let batch: Vec<(Vec<u8>, Vec<u8>)> = [gone, gone, kept]
         .into_iter()

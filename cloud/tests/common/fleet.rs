@@ -48,3 +48,24 @@ pub async fn seed(owner_pool: &PgPool, tenant: uuid::Uuid, practices: usize, app
             .unwrap_or_else(|e| panic!("seeding failed: {e}\n{sql}"));
     }
 }
+
+/// [`seed`]s `appliances` in `practices` of `tenant` and returns the seeded appliances' ids in
+/// serial order.
+pub async fn seed_and_list(
+    owner_pool: &PgPool,
+    tenant: uuid::Uuid,
+    practices: usize,
+    appliances: usize,
+) -> Vec<stayopen_shared::ApplianceId> {
+    seed(owner_pool, tenant, practices, appliances).await;
+    sqlx::query_scalar::<_, uuid::Uuid>(
+        "SELECT id FROM appliances WHERE tenant_id = $1 AND model = 'bench' ORDER BY serial",
+    )
+    .bind(tenant)
+    .fetch_all(owner_pool)
+    .await
+    .expect("the seeded fleet")
+    .into_iter()
+    .map(stayopen_shared::ApplianceId)
+    .collect()
+}
