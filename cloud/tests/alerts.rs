@@ -442,3 +442,132 @@ async fn a_device_certificate_near_its_end_raises_an_alert_that_renewing_clears(
         "and the new one raises nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_alerts_clear_when_telemetry_shows_the_primary_carrying_traffic_whatever_path_led_back()
+ {
+    use stayopen_cloud::domain::ingest;
+    use stayopen_cloud::infra::device_link::DeviceLink;
+    use stayopen_cloud::infra::hearing::Hearing;
+    use stayopen_cloud::infra::metrics::Metrics;
+    use stayopen_shared::events::{ApplianceEvent, EventKind};
+    use stayopen_shared::{ApplianceId, Envelope};
+
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let appliance: ApplianceId =
+        common::fleet::seed_and_list(&cloud.owner_pool, demo.tenant_id.0, 1, 1).await[0];
+    sqlx::query(
+        "UPDATE appliances SET last_telemetry = NULL, last_telemetry_at = NULL, on_backup = false,
+                               online = true, last_seen = now() WHERE id = $1",
+    )
+    .bind(appliance.as_uuid())
+    .execute(&cloud.owner_pool)
+    .await
+    .expect("a fresh appliance");
+    let metrics = std::sync::Arc::new(Metrics::default());
+    let (link, mut published) = DeviceLink::detached(metrics.clone());
+    tokio::spawn(async move { while published.recv().await.is_some() {} });
+    let hearing = Hearing::new(Utc::now(), Duration::ZERO);
+    let ingest = |raw: (Vec<u8>, Vec<u8>)| {
+        let (pool, link, metrics, hearing) = (&cloud.pool, &link, &metrics, &hearing);
+        async move { ingest::ingest_batch(pool, link, metrics, hearing, vec![raw]).await }
+    };
+    let sample = |at: chrono::DateTime<Utc>, active: &str| {
+        (
+            DeviceTopic::new(appliance, Channel::Telemetry)
+                .to_string()
+                .into_bytes(),
+            common::telemetry(appliance)
+                .sent_at(at)
+                .fibre_and_lte(active)
+                .encode(),
+        )
+    };
+    let switch = |at: chrono::DateTime<Utc>, from: &str, to: &str, reason: &str| {
+        (
+            DeviceTopic::new(appliance, Channel::Events)
+                .to_string()
+                .into_bytes(),
+            Envelope::new(
+                MessageId(Uuid::new_v4()),
+                appliance,
+                at,
+                ApplianceEvent {
+                    kind: EventKind::Failover,
+                    uplink: None,
+                    from: Some(from.into()),
+                    to: Some(to.into()),
+                    reason: reason.into(),
+                    drill: None,
+                },
+            )
+            .encode(),
+        )
+    };
+    let failover_alerts = || async {
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT state, resolution FROM alerts WHERE appliance_id = $1 AND kind = 'failover'
+             ORDER BY first_seen",
+        )
+        .bind(appliance.as_uuid())
+        .fetch_all(&cloud.owner_pool)
+        .await
+        .expect("alerts")
+    };
+    let critical_now = || async {
+        cloud
+            .api(&admin)
+            .fleet_totals()
+            .await
+            .expect("totals")
+            .critical_alerts
+    };
+
+    let t0 = Utc::now() - chrono::Duration::minutes(2);
+    ingest(sample(t0, "fiber")).await;
+    ingest(switch(
+        t0 + chrono::Duration::seconds(10),
+        "fiber",
+        "lte",
+        "fiber stopped answering",
+    ))
+    .await;
+    assert_eq!(failover_alerts().await, vec![("open".to_owned(), None)]);
+    assert_eq!(critical_now().await, 1);
+
+    // A sample taken before the failover, arriving after it, is older news: the alert stays.
+    ingest(sample(t0 + chrono::Duration::seconds(5), "fiber")).await;
+    // So does one on the backup.
+    ingest(sample(t0 + chrono::Duration::seconds(20), "lte")).await;
+    assert_eq!(failover_alerts().await, vec![("open".to_owned(), None)]);
+
+    // No failback event ever comes; a sample shows the fibre carrying traffic again.
+    ingest(sample(t0 + chrono::Duration::seconds(30), "fiber")).await;
+    let alerts = failover_alerts().await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].0, "resolved");
+    let resolution = alerts[0].1.clone().unwrap_or_default();
+    assert!(
+        resolution.contains("primary uplink fiber"),
+        "the resolution names what cleared it: {resolution}"
+    );
+    assert_eq!(critical_now().await, 0, "critical means broken now");
+
+    // An aborted drill reports its way back as "failover lte → fiber": a return to the primary,
+    // which opens nothing.
+    ingest(switch(
+        t0 + chrono::Duration::seconds(40),
+        "lte",
+        "fiber",
+        "drill aborted",
+    ))
+    .await;
+    let alerts = failover_alerts().await;
+    assert!(
+        alerts.iter().all(|(state, _)| state == "resolved"),
+        "{alerts:?}"
+    );
+    assert_eq!(critical_now().await, 0);
+}

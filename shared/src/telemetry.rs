@@ -86,6 +86,15 @@ impl Telemetry {
         self.uplinks.iter().min_by_key(|u| u.priority)
     }
 
+    /// Whether the practice's traffic runs over its preferred uplink (known only from a sample
+    /// that lists its uplinks).
+    pub fn on_primary(&self) -> bool {
+        match (&self.active_uplink, self.primary()) {
+            (Some(active), Some(primary)) => *active == primary.name,
+            _ => false,
+        }
+    }
+
     /// Whether the practice's traffic runs over an uplink other than the preferred one.
     pub fn on_backup(&self) -> bool {
         match (&self.active_uplink, self.primary()) {

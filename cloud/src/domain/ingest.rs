@@ -473,11 +473,19 @@ pub async fn store(
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            let now_online: bool = sqlx::query_scalar(
+            // Its preferred uplink, as its telemetry last named it: a switch to it is a return
+            // to normal, whatever the event calls it.
+            let (now_online, primary): (bool, Option<String>) = sqlx::query_as(
                 "UPDATE appliances SET
                     online = online OR presence_at IS NULL OR $2 > presence_at OR presence_at > now(),
                     last_seen = now()
-                 WHERE id = $1 RETURNING online",
+                 WHERE id = $1
+                 RETURNING online,
+                           (SELECT u->>'name' FROM jsonb_array_elements(
+                                CASE WHEN jsonb_typeof(last_telemetry->'uplinks') = 'array'
+                                     THEN last_telemetry->'uplinks' ELSE '[]' END)
+                                WITH ORDINALITY AS e(u, n)
+                            ORDER BY (u->>'priority')::int, n LIMIT 1)",
             )
             .bind(appliance_id.as_uuid())
             .bind(env.sent_at)
@@ -504,7 +512,10 @@ pub async fn store(
                     env.sent_at,
                 )
                 .await?;
-                alert_changes.extend(crate::domain::alerts::rules_for_event(&env.body));
+                alert_changes.extend(crate::domain::alerts::rules_for_event(
+                    &env.body,
+                    primary.as_deref(),
+                ));
                 if env.body.kind == EventKind::Failover {
                     alert_changes.extend(
                         crate::domain::alerts::failover_rules(&mut tx, appliance_id, env.sent_at)
@@ -875,9 +886,64 @@ async fn store_telemetry_in(
     crate::domain::compliance::availability::on_telemetry(tx, tenant, &new_samples, &intervals)
         .await?;
     crate::domain::compliance::incidents::on_telemetry(tx, &new_samples).await?;
-    for message in &accepted {
+    // Each appliance's newest sample that shows traffic on its primary clears the on-backup
+    // alerts seen before it, whatever path led back (issue 19: "critical" means broken now). One
+    // probe of the unresolved-alerts index per such appliance finds the few that have any.
+    let on_primary: Vec<Uuid> = newest
+        .iter()
+        .filter(|(_, i)| accepted[**i].body.on_primary())
+        .map(|(id, _)| *id)
+        .collect();
+    let mut observed_clears: HashMap<Uuid, Vec<crate::domain::alerts::AlertChange>> =
+        HashMap::new();
+    if !on_primary.is_empty() {
+        let open: Vec<(
+            Uuid,
+            stayopen_shared::alerts::AlertKind,
+            chrono::DateTime<Utc>,
+        )> = sqlx::query_as(
+            "SELECT appliance_id, kind, last_seen FROM alerts
+                 WHERE appliance_id = ANY($1) AND kind = ANY($2) AND state <> 'resolved'",
+        )
+        .bind(&on_primary)
+        .bind(
+            crate::domain::alerts::ON_BACKUP_KINDS
+                .iter()
+                .map(|kind| <&'static str>::from(*kind))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut by_appliance: HashMap<
+            Uuid,
+            Vec<(stayopen_shared::alerts::AlertKind, chrono::DateTime<Utc>)>,
+        > = HashMap::new();
+        for (appliance, kind, last_seen) in open {
+            by_appliance
+                .entry(appliance)
+                .or_default()
+                .push((kind, last_seen));
+        }
+        for (appliance, open) in by_appliance {
+            if let Some(&i) = newest.get(&appliance) {
+                let sample = accepted[i];
+                observed_clears.insert(
+                    appliance,
+                    crate::domain::alerts::rules_for_observed_primary(
+                        &sample.body,
+                        sample.sent_at,
+                        &open,
+                    ),
+                );
+            }
+        }
+    }
+    for (index, message) in accepted.iter().enumerate() {
         let appliance = message.appliance_id;
         let mut changes = Vec::new();
+        if newest.get(&appliance.0) == Some(&index) {
+            changes.extend(observed_clears.remove(&appliance.0).unwrap_or_default());
+        }
         if back_online.remove(&appliance.0) {
             changes.extend(crate::domain::alerts::rules_for_presence(
                 true,

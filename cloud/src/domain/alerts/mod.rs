@@ -15,8 +15,9 @@ pub mod triage;
 pub mod views;
 
 pub use rules::{
-    AlertChange, TelemetryRuleState, UplinkCondition, UplinkConditions, rules_for_event,
-    rules_for_failover_count, rules_for_presence, rules_for_telemetry, telemetry_rules,
+    AlertChange, ON_BACKUP_KINDS, TelemetryRuleState, UplinkCondition, UplinkConditions,
+    rules_for_event, rules_for_failover_count, rules_for_observed_primary, rules_for_presence,
+    rules_for_telemetry, telemetry_rules,
 };
 pub use store::{AlertContext, apply, apply_as_of, context, failover_rules};
 pub use views::AlertError;

@@ -37,8 +37,11 @@ fn uplink_of(event: &ApplianceEvent) -> String {
     event.uplink.clone().unwrap_or_default()
 }
 
-/// What an appliance event means for its alerts.
-pub fn rules_for_event(event: &ApplianceEvent) -> Vec<AlertChange> {
+/// What an appliance event means for its alerts. `primary` is the appliance's preferred uplink,
+/// as its telemetry last named it: a switch *to* it is a return to normal whatever the event is
+/// called (an aborted drill reports its way back as "failover lte → fiber"), so it clears the
+/// failover alerts as a failback does instead of raising one.
+pub fn rules_for_event(event: &ApplianceEvent, primary: Option<&str>) -> Vec<AlertChange> {
     let arrow = || {
         format!(
             "{} → {}",
@@ -46,29 +49,21 @@ pub fn rules_for_event(event: &ApplianceEvent) -> Vec<AlertChange> {
             event.to.as_deref().unwrap_or("none")
         )
     };
+    let to_primary = primary.is_some() && event.to.as_deref() == primary;
     match event.kind {
+        EventKind::Failover if to_primary => back_on_primary(
+            format!("back on the primary uplink ({})", arrow()),
+            format!("Back on the primary uplink {}: {}", arrow(), event.reason),
+        ),
         EventKind::Failover => vec![AlertChange::Raise {
             kind: AlertKind::Failover,
             subject: String::new(),
             summary: format!("Failover {}: {}", arrow(), event.reason),
         }],
-        EventKind::Failback => vec![
-            AlertChange::Clear {
-                kind: AlertKind::Failover,
-                subject: None,
-                reason: format!("failed back ({})", arrow()),
-            },
-            AlertChange::Clear {
-                kind: AlertKind::OnBackupLong,
-                subject: None,
-                reason: format!("failed back ({})", arrow()),
-            },
-            AlertChange::Notice {
-                kind: AlertKind::Failback,
-                subject: String::new(),
-                summary: format!("Failback {}: {}", arrow(), event.reason),
-            },
-        ],
+        EventKind::Failback => back_on_primary(
+            format!("failed back ({})", arrow()),
+            format!("Failback {}: {}", arrow(), event.reason),
+        ),
         EventKind::UplinkDown => vec![AlertChange::Raise {
             kind: AlertKind::UplinkDown,
             subject: uplink_of(event),
@@ -118,6 +113,64 @@ pub fn rules_for_event(event: &ApplianceEvent) -> Vec<AlertChange> {
         }],
         EventKind::AgentStarted | EventKind::DrillStarted => Vec::new(),
     }
+}
+
+/// Traffic is back on the primary uplink: the failover alerts clear (`reason`, their resolution)
+/// and a notice records the return (`summary`).
+fn back_on_primary(reason: String, summary: String) -> Vec<AlertChange> {
+    vec![
+        AlertChange::Clear {
+            kind: AlertKind::Failover,
+            subject: None,
+            reason: reason.clone(),
+        },
+        AlertChange::Clear {
+            kind: AlertKind::OnBackupLong,
+            subject: None,
+            reason,
+        },
+        AlertChange::Notice {
+            kind: AlertKind::Failback,
+            subject: String::new(),
+            summary,
+        },
+    ]
+}
+
+/// The alerts that say "traffic is on the backup": what an observation of the primary carrying
+/// traffic clears ([`rules_for_observed_primary`]).
+pub const ON_BACKUP_KINDS: [AlertKind; 2] = [AlertKind::Failover, AlertKind::OnBackupLong];
+
+/// What a telemetry sample taken `at` that shows traffic on the primary uplink means for the
+/// appliance's unresolved on-backup alerts (`open`: each one's kind and when it was last seen).
+/// Each alert last seen before the sample clears, whatever path led back (a failback event that
+/// never came, a drill aborted half-way, a reboot): "critical" then means broken now. An alert
+/// seen after the sample stays: the sample is older news than the failover that raised it.
+pub fn rules_for_observed_primary(
+    telemetry: &Telemetry,
+    at: DateTime<Utc>,
+    open: &[(AlertKind, DateTime<Utc>)],
+) -> Vec<AlertChange> {
+    let (Some(active), true) = (telemetry.active_uplink.as_deref(), telemetry.on_primary()) else {
+        return Vec::new();
+    };
+    let mut kinds: Vec<AlertKind> = open
+        .iter()
+        .filter(|(kind, last_seen)| ON_BACKUP_KINDS.contains(kind) && *last_seen < at)
+        .map(|(kind, _)| *kind)
+        .collect();
+    kinds.dedup();
+    kinds
+        .into_iter()
+        .map(|kind| AlertChange::Clear {
+            kind,
+            subject: None,
+            reason: format!(
+                "telemetry at {} UTC shows traffic on the primary uplink {active}",
+                at.format("%Y-%m-%d %H:%M:%S")
+            ),
+        })
+        .collect()
 }
 
 /// What a presence change (or a message from a silent appliance) means for its alerts.
@@ -325,11 +378,11 @@ mod tests {
 
     #[test]
     fn a_failover_raises_and_its_failback_clears_it_and_leaves_a_notice() {
-        let raised = rules_for_event(&event(EventKind::Failover, None));
+        let raised = rules_for_event(&event(EventKind::Failover, None), Some("fiber"));
         assert!(
             matches!(&raised[..], [AlertChange::Raise { kind: AlertKind::Failover, summary, .. }] if summary.contains("fiber → lte"))
         );
-        let back = rules_for_event(&event(EventKind::Failback, None));
+        let back = rules_for_event(&event(EventKind::Failback, None), Some("fiber"));
         assert!(matches!(
             back[0],
             AlertChange::Clear {
@@ -354,12 +407,73 @@ mod tests {
     }
 
     #[test]
+    fn a_failover_to_the_primary_clears_like_a_failback_and_raises_nothing() {
+        let mut back = event(EventKind::Failover, None);
+        (back.from, back.to) = (Some("lte".into()), Some("fiber".into()));
+        back.reason = "drill aborted".into();
+        let changes = rules_for_event(&back, Some("fiber"));
+        assert!(
+            !changes
+                .iter()
+                .any(|c| matches!(c, AlertChange::Raise { .. })),
+            "{changes:?}"
+        );
+        assert!(matches!(
+            &changes[..],
+            [
+                AlertChange::Clear { kind: AlertKind::Failover, reason, .. },
+                AlertChange::Clear { kind: AlertKind::OnBackupLong, .. },
+                AlertChange::Notice { kind: AlertKind::Failback, summary, .. },
+            ] if reason.contains("lte → fiber") && summary.contains("drill aborted")
+        ));
+        // Without knowing the primary (no telemetry yet), a failover is taken at its word.
+        assert!(matches!(
+            &rules_for_event(&back, None)[..],
+            [AlertChange::Raise {
+                kind: AlertKind::Failover,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_sample_on_the_primary_clears_the_on_backup_alerts_seen_before_it_only() {
+        let at = Utc::now();
+        let before = at - chrono::Duration::seconds(30);
+        let after = at + chrono::Duration::seconds(1);
+        let on_primary = telemetry(10.0, 0.0, 0);
+        let open = [
+            (AlertKind::Failover, before),
+            (AlertKind::OnBackupLong, before),
+            (AlertKind::UplinkDown, before),
+        ];
+        let cleared = rules_for_observed_primary(&on_primary, at, &open);
+        assert_eq!(cleared.len(), 2, "{cleared:?}");
+        assert!(cleared.iter().all(|c| matches!(
+            c,
+            AlertChange::Clear { kind: AlertKind::Failover | AlertKind::OnBackupLong, reason, .. }
+                if reason.contains("primary uplink fiber")
+        )));
+        // A failover seen after the sample (the sample is older news) stays open.
+        assert!(
+            rules_for_observed_primary(&on_primary, at, &[(AlertKind::Failover, after)]).is_empty()
+        );
+        // A sample on the backup, or with no active uplink, clears nothing.
+        let mut on_backup = on_primary.clone();
+        on_backup.active_uplink = Some("lte".into());
+        assert!(rules_for_observed_primary(&on_backup, at, &open).is_empty());
+        let mut none_active = on_primary;
+        none_active.active_uplink = None;
+        assert!(rules_for_observed_primary(&none_active, at, &open).is_empty());
+    }
+
+    #[test]
     fn an_uplink_alert_is_per_uplink_and_cleared_by_that_uplink_only() {
-        let down = rules_for_event(&event(EventKind::UplinkDown, Some("fiber")));
+        let down = rules_for_event(&event(EventKind::UplinkDown, Some("fiber")), Some("fiber"));
         assert!(
             matches!(&down[..], [AlertChange::Raise { kind: AlertKind::UplinkDown, subject, .. }] if subject == "fiber")
         );
-        let up = rules_for_event(&event(EventKind::UplinkUp, Some("fiber")));
+        let up = rules_for_event(&event(EventKind::UplinkUp, Some("fiber")), Some("fiber"));
         assert!(
             matches!(&up[..], [AlertChange::Clear { kind: AlertKind::UplinkDown, subject: Some(s), .. }] if s == "fiber")
         );
@@ -574,6 +688,6 @@ mod tests {
                 ..
             }]
         ));
-        assert!(rules_for_event(&event(EventKind::AgentStarted, None)).is_empty());
+        assert!(rules_for_event(&event(EventKind::AgentStarted, None), None).is_empty());
     }
 }
