@@ -785,14 +785,17 @@ async fn a_drill_overdue_alert_is_raised_by_the_sweep_and_cleared_by_a_completed
         .await
         .expect("sweep");
     assert_eq!(alert(&cloud, &admin, overdue[0].id).await.count, 1);
-    let drilled = alerts::rules_for_event(&stayopen_shared::events::ApplianceEvent {
-        kind: stayopen_shared::events::EventKind::DrillFinished,
-        uplink: None,
-        from: None,
-        to: None,
-        reason: "drill passed".into(),
-        drill: None,
-    });
+    let drilled = alerts::rules_for_event(
+        &stayopen_shared::events::ApplianceEvent {
+            kind: stayopen_shared::events::EventKind::DrillFinished,
+            uplink: None,
+            from: None,
+            to: None,
+            reason: "drill passed".into(),
+            drill: None,
+        },
+        Some("fiber"),
+    );
     let mut tx = stayopen_cloud::infra::db::tenant_tx(&cloud.pool, demo.tenant_id)
         .await
         .expect("tx");
