@@ -292,8 +292,9 @@ async fn main() {
                 event_waits.spawn(async move {
                     loop {
                         let raised: bool = sqlx::query_scalar(
-                            "SELECT EXISTS (SELECT 1 FROM alerts WHERE appliance_id = $1 AND kind = 'failover'
-                                            AND state <> 'resolved')",
+                            // Resolved or not: the appliance's next sample on the fibre may
+                            // already have cleared it (alerts clear from the observed state).
+                            "SELECT EXISTS (SELECT 1 FROM alerts WHERE appliance_id = $1 AND kind = 'failover')",
                         )
                         .bind(appliance.as_uuid())
                         .fetch_one(&owner)
