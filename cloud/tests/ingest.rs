@@ -355,6 +355,25 @@ async fn two_ingests_storing_the_same_messages_at_once_store_each_once_without_d
     );
 }
 
+/// Deletes `appliance` through the application role as `tenant`; the rows deleted.
+async fn delete_as(
+    cloud: &common::TestCloud,
+    tenant: stayopen_shared::TenantId,
+    appliance: ApplianceId,
+) -> u64 {
+    let mut tx = stayopen_cloud::infra::db::tenant_tx(&cloud.pool, tenant)
+        .await
+        .expect("tenant transaction");
+    let deleted = sqlx::query("DELETE FROM appliances WHERE id = $1")
+        .bind(appliance.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .expect("delete")
+        .rows_affected();
+    tx.commit().await.expect("commit");
+    deleted
+}
+
 /// Telemetry rows per appliance, counted across tenants.
 async fn telemetry_rows(cloud: &common::TestCloud, appliance: ApplianceId) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM telemetry WHERE appliance_id = $1")
@@ -394,31 +413,11 @@ async fn deleting_an_appliance_deletes_its_telemetry_and_another_tenant_cannot_d
     // Another tenant, through the application role, names the appliance: row-level security
     // hides it, nothing is deleted, and its telemetry stays.
     let (other_tenant, _, _) = cloud.other_msp("other.example").await;
-    let mut tx = stayopen_cloud::infra::db::tenant_tx(&cloud.pool, other_tenant)
-        .await
-        .expect("other tenant's transaction");
-    let deleted = sqlx::query("DELETE FROM appliances WHERE id = $1")
-        .bind(gone.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .expect("delete as another tenant")
-        .rows_affected();
-    tx.commit().await.expect("commit");
-    assert_eq!(deleted, 0);
+    assert_eq!(delete_as(&cloud, other_tenant, gone).await, 0);
     assert_eq!(telemetry_rows(&cloud, gone).await, 2);
 
     // Its own tenant deletes it: its telemetry goes with it, the other appliance's stays.
-    let mut tx = stayopen_cloud::infra::db::tenant_tx(&cloud.pool, demo.tenant_id)
-        .await
-        .expect("tenant transaction");
-    let deleted = sqlx::query("DELETE FROM appliances WHERE id = $1")
-        .bind(gone.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .expect("delete as its tenant")
-        .rows_affected();
-    tx.commit().await.expect("commit");
-    assert_eq!(deleted, 1);
+    assert_eq!(delete_as(&cloud, demo.tenant_id, gone).await, 1);
     assert_eq!(
         (
             telemetry_rows(&cloud, gone).await,
