@@ -64,7 +64,7 @@ async fn practices(cloud: &TestCloud, token: &str, query: &str) -> Vec<PracticeS
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
+async fn practices_roll_up_from_their_appliances_states_and_filter_by_it() {
     let cloud = spawn_cloud().await;
     let demo = cloud.seed_demo().await;
     let admin = cloud.login(&demo.email, &demo.password).await;
@@ -114,8 +114,8 @@ async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
     assert_eq!((hill.appliances, hill.online, hill.offline), (2, 1, 1));
     assert_eq!(
         hill.status,
-        PracticeStatus::Offline,
-        "offline outranks on backup"
+        PracticeStatus::Degraded,
+        "one of two offline is degraded: \"offline\" is every appliance offline"
     );
 
     let only = |status: &str| {
@@ -131,7 +131,8 @@ async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
         }
     };
     assert_eq!(only("on_backup").await, vec![riverside.name.clone()]);
-    assert_eq!(only("offline").await, vec![hillcrest.name.clone()]);
+    assert_eq!(only("degraded").await, vec![hillcrest.name.clone()]);
+    assert!(only("offline").await.is_empty());
     assert!(only("primary").await.is_empty());
     let api = cloud.api(&admin);
     let refused = api.practices("status=sideways").await.expect_err("refused");
@@ -164,8 +165,12 @@ async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
         (demo.practices.len() as u32, 4, 3, 1, 1)
     );
     assert_eq!(
-        (totals.practices_offline, totals.practices_on_backup),
-        (1, 1)
+        (
+            totals.practices_offline,
+            totals.practices_on_backup,
+            totals.practices_degraded
+        ),
+        (0, 1, 1)
     );
     assert_eq!(
         (totals.open_alerts, totals.critical_alerts),
@@ -185,7 +190,7 @@ async fn practices_roll_up_to_offline_on_backup_or_primary_and_filter_by_it() {
     let mine = cloud.api(&officer).fleet_totals().await.expect("totals");
     assert_eq!((mine.practices, mine.appliances, mine.offline), (1, 2, 0));
     assert_eq!(
-        practices(&cloud, &officer, "status=offline").await.len(),
+        practices(&cloud, &officer, "status=degraded").await.len(),
         0,
         "Hillcrest is not theirs"
     );

@@ -292,10 +292,16 @@ impl Deadline {
     }
 }
 
-/// Downloads a file the API serves only to a signed-in user (an evidence package): fetched with
+/// Downloads a file the API serves only to a signed-in user (an evidence package, a CSV export):
+/// fetched with
 /// the session's token, renewed once on 401 like [`call`], and handed to the browser to save as
 /// `file_name`. A plain `<a href>` cannot send the token.
-pub async fn download(session: Session, path: &str, file_name: &str) -> Result<(), Failure> {
+pub async fn download(
+    session: Session,
+    path: &str,
+    file_name: &str,
+    mime: &str,
+) -> Result<(), Failure> {
     let Some(token) = session.token.get_untracked() else {
         return Err(Failure::Unauthorized(None));
     };
@@ -316,7 +322,7 @@ pub async fn download(session: Session, path: &str, file_name: &str) -> Result<(
         }
         other => other?,
     };
-    save_file(&bytes, file_name, "application/zip")
+    save_file(&bytes, file_name, mime)
 }
 
 async fn fetch_bytes(path: &str, token: &str) -> Result<Vec<u8>, Failure> {

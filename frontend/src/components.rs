@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use stayopen_shared::api::{Page, PracticeSummary};
+use stayopen_shared::api::{ApplianceState, Page, PracticeStatus, PracticeSummary};
 use stayopen_shared::ids::PracticeId;
 
 use crate::api::{self, Failure, LocalFuture};
@@ -172,18 +172,20 @@ fn run_action(
     });
 }
 
-/// A practice's roll-up status as a badge.
-pub fn status_badge(status: &'static str) -> impl IntoView {
-    let label = match status {
-        "offline" => "offline",
-        "on_backup" => "on backup",
-        "primary" => "on primary",
-        "no_uplink" => "no uplink",
-        "empty" => "no appliances",
-        "online" => "online",
-        other => other,
-    };
+/// A status word as a badge: `status` names its colour (`badge-{status}`), `label` is what people
+/// read.
+pub fn status_badge(status: &'static str, label: &'static str) -> impl IntoView {
     view! { <span class=format!("badge badge-{status}") data-status=status>{label}</span> }
+}
+
+/// An appliance's state as a badge, in the words every page uses.
+pub fn state_badge(state: ApplianceState) -> impl IntoView {
+    status_badge(state.as_str(), state.label())
+}
+
+/// A practice's roll-up as a badge, saying whether it is about all or some of its appliances.
+pub fn practice_badge(status: PracticeStatus) -> impl IntoView {
+    status_badge(status.as_str(), status.label())
 }
 
 /// Cursor pagination for lists the API pages: the cursors of the pages before the current one,
@@ -228,7 +230,12 @@ impl Pager {
             feed.reload();
         };
         view! {
-            <nav class="pager" aria-label="Pages">
+            // A single page has nothing to page through: no Previous/Next at all.
+            <nav
+                class="pager"
+                aria-label="Pages"
+                class:hidden=move || self.history.with(Vec::is_empty) && next().is_none()
+            >
                 <button
                     type="button"
                     class="button button-secondary button-small"
@@ -388,5 +395,42 @@ pub fn PageHeading<T: Send + Sync + 'static>(
             <p class="muted last-updated">{updated}</p>
             <div class="page-actions">{children.map(|c| c())}</div>
         </div>
+    }
+}
+
+/// "Export CSV": downloads `path` (a list's `.csv` endpoint with the list's current filters) as
+/// `{name}-{today}.csv`, saying so when it fails.
+#[component]
+pub fn ExportButton(
+    id: &'static str,
+    name: &'static str,
+    #[prop(into)] path: Signal<String>,
+) -> impl IntoView {
+    let session = use_session();
+    let busy = RwSignal::new(false);
+    let notice = RwSignal::new(None::<Notice>);
+    let export = move |_| {
+        let path = path.get_untracked();
+        let today = chrono::Utc::now().format("%Y-%m-%d");
+        let file = format!("{name}-{today}.csv");
+        act(
+            busy,
+            notice,
+            "",
+            async move { api::download(session, &path, &file, "text/csv").await },
+            |()| {},
+        );
+    };
+    view! {
+        <button
+            type="button"
+            id=id
+            class="button button-secondary button-small export-csv"
+            disabled=move || busy.get()
+            on:click=export
+        >
+            {move || if busy.get() { "Exporting…" } else { "Export CSV" }}
+        </button>
+        {notice_view(notice)}
     }
 }

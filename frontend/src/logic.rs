@@ -224,20 +224,6 @@ pub fn uplinks_by_priority(uplinks: &[UplinkTelemetry]) -> Vec<UplinkTelemetry> 
     sorted
 }
 
-/// One word for an appliance's state, worst first, as its badge shows it. An offline appliance's
-/// last report is history, so "offline" wins over "on backup".
-pub fn appliance_state(appliance: &ApplianceView) -> &'static str {
-    if !appliance.online {
-        "offline"
-    } else if appliance.active_uplink.is_none() && !appliance.uplinks.is_empty() {
-        "no_uplink"
-    } else if is_on_backup(appliance) {
-        "on_backup"
-    } else {
-        "primary"
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Routes and roles
 // ---------------------------------------------------------------------------------------------
@@ -274,6 +260,8 @@ impl PolicyTarget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Fleet,
+    /// The fleet-wide appliance list.
+    Appliances,
     Practice(PracticeId),
     Appliance(ApplianceId),
     Alerts,
@@ -291,6 +279,7 @@ pub enum Route {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     Fleet,
+    Appliances,
     Alerts,
     Policies,
     Enrolment,
@@ -303,8 +292,9 @@ pub enum Section {
 
 impl Section {
     /// In the order of the navigation bar: daily work first, administration last.
-    pub const ALL: [Section; 9] = [
+    pub const ALL: [Section; 10] = [
         Section::Fleet,
+        Section::Appliances,
         Section::Alerts,
         Section::Policies,
         Section::Enrolment,
@@ -318,6 +308,7 @@ impl Section {
     pub fn label(self) -> &'static str {
         match self {
             Section::Fleet => "Fleet",
+            Section::Appliances => "Appliances",
             Section::Alerts => "Alerts",
             Section::Policies => "Policies",
             Section::Enrolment => "Enrolment",
@@ -332,6 +323,7 @@ impl Section {
     pub fn route(self) -> Route {
         match self {
             Section::Fleet => Route::Fleet,
+            Section::Appliances => Route::Appliances,
             Section::Alerts => Route::Alerts,
             Section::Policies => Route::Policies(PolicyTarget::Msp),
             Section::Enrolment => Route::Enrolment(None),
@@ -348,7 +340,7 @@ impl Section {
     pub fn allowed(self, role: Role) -> bool {
         let caps = Capabilities::of(role);
         match self {
-            Section::Fleet | Section::Alerts | Section::Reports => true,
+            Section::Fleet | Section::Appliances | Section::Alerts | Section::Reports => true,
             Section::Policies | Section::Enrolment | Section::Notifications => caps.configure,
             Section::Users | Section::ApiTokens => caps.manage_access,
             Section::Audit => caps.view_audit,
@@ -414,6 +406,7 @@ impl Route {
         let id = |s: &str| uuid::Uuid::parse_str(s).ok();
         match parts.as_slice() {
             [] | ["fleet"] => Route::Fleet,
+            ["appliances"] => Route::Appliances,
             ["practices", p] => id(p).map_or(Route::NotFound, |u| Route::Practice(PracticeId(u))),
             ["appliances", a] => {
                 id(a).map_or(Route::NotFound, |u| Route::Appliance(ApplianceId(u)))
@@ -443,6 +436,7 @@ impl Route {
     pub fn href(self) -> String {
         match self {
             Route::Fleet => "#/fleet".to_owned(),
+            Route::Appliances => "#/appliances".to_owned(),
             Route::Practice(id) => format!("#/practices/{id}"),
             Route::Appliance(id) => format!("#/appliances/{id}"),
             Route::Alerts => "#/alerts".to_owned(),
@@ -463,7 +457,8 @@ impl Route {
     /// The navigation entry highlighted on this route.
     pub fn section(self) -> Option<Section> {
         Some(match self {
-            Route::Fleet | Route::Practice(_) | Route::Appliance(_) => Section::Fleet,
+            Route::Fleet | Route::Practice(_) => Section::Fleet,
+            Route::Appliances | Route::Appliance(_) => Section::Appliances,
             Route::Alerts => Section::Alerts,
             Route::Policies(_) => Section::Policies,
             Route::Enrolment(_) => Section::Enrolment,
@@ -1165,6 +1160,7 @@ pub fn token_state(token: &EnrollmentTokenView, now: DateTime<Utc>) -> &'static 
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use stayopen_shared::api::ApplianceState;
     use stayopen_shared::ids::SiteId;
     use stayopen_shared::policy::Policy;
     use stayopen_shared::telemetry::UplinkHealth;
@@ -1309,14 +1305,19 @@ mod tests {
             site_id: SiteId(Uuid::from_u128(2)),
             site_name: "Main St".to_owned(),
             serial: "SO-1".to_owned(),
+            model: "test".to_owned(),
+            agent_version: "0.1.0".to_owned(),
             online,
+            state: ApplianceState::Offline,
             active_uplink: active.map(str::to_owned),
+            active_uplink_kind: None,
             last_seen: Some(at(0)),
             // Listed out of priority order on purpose.
             uplinks: vec![uplink("lte", 1), uplink("fiber", 0)],
             outbox: None,
             apps: Vec::new(),
             tunnel: None,
+            tags: Vec::new(),
         }
     }
 
@@ -1391,14 +1392,6 @@ mod tests {
         let mut bare = appliance(true, Some("lte"));
         bare.uplinks.clear();
         assert!(!is_on_backup(&bare));
-    }
-
-    #[wasm_bindgen_test]
-    fn an_offline_appliance_reads_offline_whatever_it_last_reported() {
-        assert_eq!(appliance_state(&appliance(false, Some("lte"))), "offline");
-        assert_eq!(appliance_state(&appliance(true, Some("lte"))), "on_backup");
-        assert_eq!(appliance_state(&appliance(true, Some("fiber"))), "primary");
-        assert_eq!(appliance_state(&appliance(true, None)), "no_uplink");
     }
 
     #[wasm_bindgen_test]

@@ -635,3 +635,26 @@ mod tests {
         assert!(hours.validate().expect_err("format").contains("HH:MM"));
     }
 }
+
+/// What to do to many alerts at once.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertBulkAction {
+    /// Someone is on them: escalation stops. Alerts not open are skipped.
+    Acknowledge,
+    /// Resolve them by hand, with the note. Alerts already resolved are skipped.
+    Resolve,
+}
+
+/// Acknowledge or resolve up to [`crate::api::MAX_BULK_ITEMS`] alerts.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkAlertRequest {
+    pub alert_ids: Vec<uuid::Uuid>,
+    pub action: AlertBulkAction,
+    /// The resolution note (resolve only); blank counts as none.
+    #[serde(default)]
+    pub note: Option<String>,
+}

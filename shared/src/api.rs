@@ -481,10 +481,24 @@ pub struct ApplianceView {
     pub site_id: SiteId,
     pub site_name: String,
     pub serial: String,
+    /// The hardware model and the agent version it enrolled with.
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub agent_version: String,
     pub online: bool,
+    /// The one state every list, count and page shows (see [`ApplianceState`]).
+    #[serde(default)]
+    pub state: ApplianceState,
     pub active_uplink: Option<String>,
+    /// Whether the uplink carrying traffic is cellular or wired; `None` when none does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_uplink_kind: Option<UplinkKind>,
     pub last_seen: Option<DateTime<Utc>>,
     pub uplinks: Vec<UplinkTelemetry>,
+    /// Labels to find and act on appliances together, lower case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// The appliance's outbox as its latest telemetry reported it: what waits to be delivered and
     /// what it had to give up during a long outage. Absent before the first report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -515,8 +529,49 @@ pub struct Readiness {
     pub broker: bool,
 }
 
-/// How a practice's appliances are doing, worst first: any offline, else any on a backup uplink,
-/// else all on their primary.
+/// An appliance's state, worst first. The cloud decides it in one place
+/// (`stayopen_appliance_state` in the database), so the header, lists, filters and totals agree.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum ApplianceState {
+    /// Not heard from within the heartbeat, or said goodbye.
+    #[default]
+    Offline,
+    /// Online, with the practice's traffic on a backup uplink.
+    OnBackup,
+    /// Online on its primary, but an uplink is degraded or down (or none carries traffic): one
+    /// more failure and the practice is cut off.
+    Degraded,
+    /// Online on its primary, every uplink up.
+    Primary,
+}
+
+impl ApplianceState {
+    /// The snake_case name, as in JSON, in query strings and in the database.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+
+    /// What a person reads: "Online on primary", "Online on backup", "Degraded", "Offline".
+    pub fn label(self) -> &'static str {
+        match self {
+            ApplianceState::Offline => "Offline",
+            ApplianceState::OnBackup => "Online on backup",
+            ApplianceState::Degraded => "Degraded",
+            ApplianceState::Primary => "Online on primary",
+        }
+    }
+}
+
+/// How a practice's appliances are doing, rolled up from their [`ApplianceState`]s, worst first:
+/// every one offline; some on a backup uplink; some degraded or offline; every one on its primary.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -528,8 +583,13 @@ pub struct Readiness {
     sqlx(type_name = "text", rename_all = "snake_case")
 )]
 pub enum PracticeStatus {
+    /// Every appliance offline: the practice is dark (or its appliances are unplugged).
     Offline,
+    /// Some appliance carries traffic on a backup uplink.
     OnBackup,
+    /// Some appliance is degraded or offline, none on backup.
+    Degraded,
+    /// Every appliance online on its primary with every uplink up.
     Primary,
     /// No appliances enrolled yet.
     Empty,
@@ -544,6 +604,17 @@ impl PracticeStatus {
     pub fn parse(s: &str) -> Option<Self> {
         s.parse().ok()
     }
+
+    /// What a person reads, saying whether it is about all or some of the practice's appliances.
+    pub fn label(self) -> &'static str {
+        match self {
+            PracticeStatus::Offline => "All offline",
+            PracticeStatus::OnBackup => "Some on backup",
+            PracticeStatus::Degraded => "Degraded",
+            PracticeStatus::Primary => "All on primary",
+            PracticeStatus::Empty => "No appliances",
+        }
+    }
 }
 
 /// A practice with its roll-up, for lists.
@@ -557,10 +628,15 @@ pub struct PracticeSummary {
     pub online: u32,
     /// Online appliances whose traffic runs over a backup uplink.
     pub on_backup: u32,
+    /// Online appliances on their primary with an uplink degraded or down.
+    #[serde(default)]
+    pub degraded: u32,
     pub offline: u32,
     /// Unresolved alerts (open or acknowledged).
     pub open_alerts: u32,
     pub status: PracticeStatus,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// Counts over everything the caller may see, for the top of the fleet overview.
@@ -568,13 +644,28 @@ pub struct PracticeSummary {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetTotals {
     pub practices: u32,
+    /// Appliances, and how many are in each [`ApplianceState`]: `online` is `on_primary` +
+    /// `on_backup` + `degraded`, and with `offline` they add up to `appliances`.
     pub appliances: u32,
     pub online: u32,
+    #[serde(default)]
+    pub on_primary: u32,
     pub on_backup: u32,
+    #[serde(default)]
+    pub degraded: u32,
     pub offline: u32,
-    /// Practices by roll-up status.
+    /// Practices by [`PracticeStatus`]; with `practices_empty` they add up to `practices`.
     pub practices_offline: u32,
     pub practices_on_backup: u32,
+    #[serde(default)]
+    pub practices_degraded: u32,
+    #[serde(default)]
+    pub practices_primary: u32,
+    #[serde(default)]
+    pub practices_empty: u32,
+    /// Unresolved alerts (open or acknowledged), and those of them that are critical: each one
+    /// clears when what it is about is no longer observed (the appliance is back on its primary,
+    /// or online again), so these count what is broken now.
     pub open_alerts: u32,
     pub critical_alerts: u32,
 }
@@ -948,6 +1039,157 @@ mod renewal_tests {
             String::from_utf8(message).expect("utf-8"),
             "stayopen-renew\n00000000-0000-0000-0000-000000000abc\n2026-12-03T10:20:30Z\n\
              c27338c453067b437471afbce792704d816112c6031bb996b62c698ea599ef80"
+        );
+    }
+}
+
+/// The most items one bulk action may name: a page of the largest list.
+pub const MAX_BULK_ITEMS: usize = 500;
+
+/// What a bulk action did: each item it was done to, and each it skipped with why (not found,
+/// not in a state the action applies to, …). Items are independent: one refusal does not undo the
+/// others, and each done item is audited on its own.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkOutcome {
+    pub done: Vec<uuid::Uuid>,
+    pub skipped: Vec<BulkSkipped>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkSkipped {
+    pub id: uuid::Uuid,
+    pub reason: String,
+}
+
+/// Something to do to many appliances at once.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ApplianceBulkAction {
+    /// Puts a tag on each appliance (kept once if it already has it).
+    AddTag { tag: String },
+    /// Takes a tag off each appliance.
+    RemoveTag { tag: String },
+    /// Queues a failover drill of `duration_secs` (10 to 3600) on each appliance.
+    StartDrill { duration_secs: u32 },
+    /// Replaces each appliance's own policy layer with these settings (an empty object clears
+    /// it, so the practice's and MSP's layers apply again).
+    ApplyPolicy {
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        overrides: crate::policy::PolicyOverrides,
+    },
+}
+
+impl ApplianceBulkAction {
+    /// The name the audit log and the dashboard's confirmation use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ApplianceBulkAction::AddTag { .. } => "add_tag",
+            ApplianceBulkAction::RemoveTag { .. } => "remove_tag",
+            ApplianceBulkAction::StartDrill { .. } => "start_drill",
+            ApplianceBulkAction::ApplyPolicy { .. } => "apply_policy",
+        }
+    }
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkApplianceRequest {
+    /// 1 to [`MAX_BULK_ITEMS`] appliances.
+    pub appliance_ids: Vec<ApplianceId>,
+    pub action: ApplianceBulkAction,
+}
+
+/// A tag as it is stored: trimmed, lower case, 1 to 40 letters, digits, `-`, `_`, `.` or `:`.
+pub fn normalise_tag(tag: &str) -> Result<String, String> {
+    let tag = tag.trim().to_lowercase();
+    if tag.is_empty() || tag.chars().count() > 40 {
+        return Err("a tag must be 1 to 40 characters".into());
+    }
+    if let Some(bad) = tag
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(format!(
+            "a tag may hold letters, digits, '-', '_', '.' and ':', not {bad:?}"
+        ));
+    }
+    Ok(tag)
+}
+
+/// How the fleet-wide appliance list is sorted; every column of the dashboard's table.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum ApplianceSort {
+    #[default]
+    Serial,
+    Practice,
+    Site,
+    Model,
+    AgentVersion,
+    /// Worst first when ascending: offline, on backup, degraded, primary.
+    State,
+    /// Uplink carrying traffic, by name.
+    ActiveUplink,
+    LastSeen,
+}
+
+impl ApplianceSort {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// What kind of uplink carries an appliance's traffic: a cellular modem, or a wired line (fibre,
+/// cable, DSL). Appliances with no uplink carrying traffic have none.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+pub enum UplinkKind {
+    Wired,
+    Cellular,
+}
+
+impl UplinkKind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+#[cfg(test)]
+mod bulk_tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_stored_trimmed_and_lower_case_and_refuse_spaces_and_markup() {
+        assert_eq!(normalise_tag("  Dental ").as_deref(), Ok("dental"));
+        assert_eq!(normalise_tag("site:north-2").as_deref(), Ok("site:north-2"));
+        assert!(normalise_tag("").is_err());
+        assert!(normalise_tag("two words").is_err());
+        assert!(normalise_tag("<script>").is_err());
+        assert!(normalise_tag(&"x".repeat(41)).is_err());
+    }
+
+    #[test]
+    fn a_bulk_action_names_its_kind_and_refuses_unknown_fields() {
+        let parsed: BulkApplianceRequest = serde_json::from_str(
+            r#"{"appliance_ids":[],"action":{"kind":"start_drill","duration_secs":60}}"#,
+        )
+        .expect("parses");
+        assert_eq!(parsed.action.name(), "start_drill");
+        assert!(
+            serde_json::from_str::<BulkApplianceRequest>(
+                r#"{"appliance_ids":[],"action":{"kind":"add_tag","tag":"x","extra":1}}"#
+            )
+            .is_err()
         );
     }
 }

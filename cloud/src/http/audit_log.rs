@@ -1,6 +1,6 @@
 //! The MSP's audit log, newest first.
 
-use actix_web::{get, web};
+use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use stayopen_shared::api::{ApiError, AuditEntry, Page};
@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 use crate::domain::access::{AuthUser, Permission};
 use crate::domain::audit::{self, AuditFilter};
 use crate::http::error::ApiFailure;
-use crate::http::pagination;
+use crate::http::{csv, pagination};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -52,4 +52,68 @@ pub async fn list(
         fetch,
         |e: &AuditEntry| e.seq,
     )))
+}
+
+/// The audit log the same query lists, every entry, as CSV (newest first), with the values before
+/// and after as JSON.
+#[utoipa::path(
+    tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, content_type = "text/csv", body = String), (status = 403, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[get("/audit-log.csv")]
+pub async fn export(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiFailure> {
+    auth.require(Permission::ViewAudit)?;
+    let query = query.into_inner();
+    let pool = state.pool.clone();
+    let tenant = auth.tenant_id;
+    csv::export(
+        "audit-log",
+        &[
+            "seq",
+            "at",
+            "actor",
+            "action",
+            "target_type",
+            "target_id",
+            "before",
+            "after",
+        ],
+        move |before_seq: Option<i64>| {
+            let pool = pool.clone();
+            let (action, target_id, since) =
+                (query.action.clone(), query.target_id.clone(), query.since);
+            async move {
+                let filter = AuditFilter {
+                    action: action.as_deref(),
+                    target_id: target_id.as_deref(),
+                    since,
+                };
+                let entries =
+                    audit::list(&pool, tenant, &filter, before_seq, csv::EXPORT_FETCH).await?;
+                Ok(csv::rows_and_next(entries, |e: &AuditEntry| e.seq))
+            }
+        },
+        |e: &AuditEntry| {
+            let json = |v: &Option<serde_json::Value>| {
+                v.as_ref().map(ToString::to_string).unwrap_or_default()
+            };
+            vec![
+                e.seq.to_string(),
+                csv::time(Some(e.at)),
+                e.actor.clone(),
+                e.action.clone(),
+                e.target_type.clone(),
+                e.target_id.clone(),
+                json(&e.before),
+                json(&e.after),
+            ]
+        },
+    )
+    .await
 }

@@ -6,8 +6,9 @@ use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use stayopen_shared::api::{
-    ApiError, ApplianceView, CreatePractice, CreateSite, EventRecord, Fleet, Page, PracticeStatus,
-    PracticeSummary, SiteView, TelemetryRecord,
+    ApiError, ApplianceSort, ApplianceState, ApplianceView, BulkApplianceRequest, BulkOutcome,
+    CreatePractice, CreateSite, EventRecord, Fleet, Page, PracticeStatus, PracticeSummary, SiteView,
+    TelemetryRecord, UplinkKind, normalise_tag,
 };
 use stayopen_shared::{ApplianceId, PracticeId};
 use utoipa::IntoParams;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 use crate::domain::access::{AuthUser, Permission};
 use crate::domain::fleet::{self, ApplianceFilter, FleetError, HistoryWindow, PracticeFilter};
 use crate::http::error::ApiFailure;
-use crate::http::pagination;
+use crate::http::{csv, pagination};
 use crate::state::AppState;
 
 impl From<FleetError> for ApiFailure {
@@ -128,6 +129,73 @@ pub async fn list_practices(
     )))
 }
 
+/// The practices the same query lists, with their roll-up, every row, as CSV: the fleet at a
+/// glance for a spreadsheet or a monthly report.
+#[utoipa::path(
+    tag = "fleet",
+    params(PracticeListQuery),
+    responses((status = 200, content_type = "text/csv", body = String), (status = 400, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[get("/practices.csv")]
+pub async fn export_practices(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    query: web::Query<PracticeListQuery>,
+) -> Result<HttpResponse, ApiFailure> {
+    let query = query.into_inner();
+    let pool = state.pool.clone();
+    let offline_after = offline_after_secs(&state);
+    csv::export(
+        "practices",
+        &[
+            "practice",
+            "status",
+            "appliances",
+            "online",
+            "on_backup",
+            "degraded",
+            "offline",
+            "sites",
+            "open_alerts",
+            "tags",
+            "id",
+        ],
+        move |after: Option<(String, Uuid)>| {
+            let (pool, auth) = (pool.clone(), auth.clone());
+            let filter = PracticeFilter {
+                after,
+                q: query.q.clone(),
+                status: query.status,
+            };
+            async move {
+                let items =
+                    fleet::practices(&pool, &auth, &filter, csv::EXPORT_FETCH, offline_after)
+                        .await?;
+                Ok(csv::rows_and_next(items, |p: &PracticeSummary| {
+                    (p.name.clone(), p.id.0)
+                }))
+            }
+        },
+        |p: &PracticeSummary| {
+            vec![
+                p.name.clone(),
+                p.status.as_str().to_owned(),
+                p.appliances.to_string(),
+                p.online.to_string(),
+                p.on_backup.to_string(),
+                p.degraded.to_string(),
+                p.offline.to_string(),
+                p.sites.to_string(),
+                p.open_alerts.to_string(),
+                p.tags.join(" "),
+                p.id.to_string(),
+            ]
+        },
+    )
+    .await
+}
+
 /// One practice with its roll-up.
 #[utoipa::path(
     tag = "fleet",
@@ -218,25 +286,73 @@ pub async fn create_site(
     Ok(HttpResponse::Created().json(created))
 }
 
+/// Ascending or descending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ApplianceListQuery {
-    /// 1 to 500, default 50.
+    /// 1 to 500, default 50 (the CSV export ignores it and the cursor: it has every row).
     pub limit: Option<u32>,
     pub cursor: Option<String>,
-    /// Case-insensitive substring of the serial number.
+    /// Serial number prefix, part of the practice or site name, model or agent version prefix,
+    /// or a tag of the appliance or its practice; case-insensitive.
     pub q: Option<String>,
     pub practice_id: Option<Uuid>,
+    /// `primary`, `on_backup`, `degraded` or `offline`.
+    pub state: Option<ApplianceState>,
+    /// Appliances not offline (`true`) or offline (`false`).
     pub online: Option<bool>,
-    /// Online appliances whose traffic runs over a backup uplink (`true`), or the others.
+    /// Appliances whose traffic runs over a backup uplink (`true`), or the others.
     pub on_backup: Option<bool>,
+    /// The kind of the uplink carrying traffic: `wired` or `cellular`.
+    pub uplink_kind: Option<UplinkKind>,
+    /// Appliances with this tag, or in a practice with it.
+    pub tag: Option<String>,
+    /// The column to sort by, default `serial`.
+    pub sort: Option<ApplianceSort>,
+    pub order: Option<SortOrder>,
 }
 
-/// Appliances, by serial number, with optional filters.
+impl ApplianceListQuery {
+    fn filter(&self) -> Result<ApplianceFilter, ApiFailure> {
+        let text = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+        };
+        let tag = text(&self.tag)
+            .map(|t| normalise_tag(&t))
+            .transpose()
+            .map_err(ApiFailure::BadRequest)?;
+        Ok(ApplianceFilter {
+            after: pagination::decode_cursor(self.cursor.as_deref())?,
+            q: text(&self.q),
+            practice_id: self.practice_id,
+            state: self.state,
+            online: self.online,
+            on_backup: self.on_backup,
+            uplink_kind: self.uplink_kind,
+            tag,
+            sort: self.sort.unwrap_or_default(),
+            descending: self.order == Some(SortOrder::Desc),
+        })
+    }
+}
+
+/// Appliances across the fleet: searched, filtered by state, uplink kind, practice and tag, and
+/// sorted by any column, a page at a time.
 #[utoipa::path(
     tag = "fleet",
     params(ApplianceListQuery),
-    responses((status = 200, body = Page<ApplianceView>), (status = 401, body = ApiError)),
+    responses((status = 200, body = Page<ApplianceView>), (status = 400, body = ApiError), (status = 401, body = ApiError)),
     security(("bearer" = []))
 )]
 #[get("/appliances")]
@@ -246,28 +362,116 @@ pub async fn list_appliances(
     query: web::Query<ApplianceListQuery>,
 ) -> Result<web::Json<Page<ApplianceView>>, ApiFailure> {
     let fetch = pagination::fetch_limit(query.limit)?;
-    let query = query.into_inner();
-    let filter = ApplianceFilter {
-        after: pagination::decode_cursor(query.cursor.as_deref())?,
-        q: query.q,
-        practice_id: query.practice_id,
-        online: query.online,
-        on_backup: query.on_backup,
-    };
-    let items = fleet::appliances(
-        &state.pool,
-        &auth,
-        &filter,
-        fetch,
-        offline_after_secs(&state),
-        Utc::now(),
-    )
-    .await?;
+    let filter = query.filter()?;
+    let items =
+        fleet::appliances(&state.pool, &auth, &filter, fetch, offline_after_secs(&state)).await?;
     Ok(web::Json(pagination::page(
         items,
         fetch,
-        |a: &ApplianceView| (a.serial.clone(), a.id.0),
+        |a: &ApplianceView| (fleet::cursor_key(a, filter.sort), a.id.0),
     )))
+}
+
+/// The appliances the same query lists, every row, as CSV.
+#[utoipa::path(
+    tag = "fleet",
+    params(ApplianceListQuery),
+    responses((status = 200, content_type = "text/csv", body = String), (status = 400, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[get("/appliances.csv")]
+pub async fn export_appliances(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    query: web::Query<ApplianceListQuery>,
+) -> Result<HttpResponse, ApiFailure> {
+    let mut filter = query.filter()?;
+    filter.after = None;
+    let pool = state.pool.clone();
+    let offline_after = offline_after_secs(&state);
+    csv::export(
+        "appliances",
+        &[
+            "serial",
+            "practice",
+            "site",
+            "state",
+            "active_uplink",
+            "active_uplink_kind",
+            "model",
+            "agent_version",
+            "last_seen",
+            "tags",
+            "id",
+        ],
+        move |after: Option<(String, Uuid)>| {
+            let (pool, auth) = (pool.clone(), auth.clone());
+            let filter = ApplianceFilter {
+                after,
+                ..filter.clone()
+            };
+            async move {
+                let items =
+                    fleet::appliances(&pool, &auth, &filter, csv::EXPORT_FETCH, offline_after)
+                        .await?;
+                Ok(csv::rows_and_next(items, |a: &ApplianceView| {
+                    (fleet::cursor_key(a, filter.sort), a.id.0)
+                }))
+            }
+        },
+        |a: &ApplianceView| {
+            vec![
+                a.serial.clone(),
+                a.practice_name.clone(),
+                a.site_name.clone(),
+                a.state.as_str().to_owned(),
+                a.active_uplink.clone().unwrap_or_default(),
+                a.active_uplink_kind
+                    .map(|k| k.as_str().to_owned())
+                    .unwrap_or_default(),
+                a.model.clone(),
+                a.agent_version.clone(),
+                csv::time(a.last_seen),
+                a.tags.join(" "),
+                a.id.to_string(),
+            ]
+        },
+    )
+    .await
+}
+
+/// Does one thing to many appliances: tag or untag them, start a drill on each, or replace each
+/// one's own policy layer. Each appliance is checked (visible to the caller, and the caller's
+/// role allows the action) and audited on its own; the answer says which were done and why the
+/// others were skipped.
+#[utoipa::path(
+    tag = "fleet",
+    request_body = BulkApplianceRequest,
+    responses((status = 200, body = BulkOutcome), (status = 400, body = ApiError), (status = 403, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[post("/appliances/bulk")]
+pub async fn bulk_appliances(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    body: web::Json<BulkApplianceRequest>,
+) -> Result<web::Json<BulkOutcome>, ApiFailure> {
+    let request = body.into_inner();
+    let outcome = crate::domain::fleet::bulk::run(
+        &state.pool,
+        &auth,
+        &state.device_link,
+        &request.appliance_ids,
+        &request.action,
+    )
+    .await?;
+    tracing::info!(
+        action = request.action.name(),
+        done = outcome.done.len(),
+        skipped = outcome.skipped.len(),
+        "bulk appliance action"
+    );
+    Ok(web::Json(outcome))
 }
 
 /// One appliance.
@@ -285,14 +489,7 @@ pub async fn show_appliance(
 ) -> Result<web::Json<ApplianceView>, ApiFailure> {
     let appliance = path.into_inner();
     Ok(web::Json(
-        fleet::appliance(
-            &state.pool,
-            &auth,
-            appliance,
-            offline_after_secs(&state),
-            Utc::now(),
-        )
-        .await?,
+        fleet::appliance(&state.pool, &auth, appliance, offline_after_secs(&state)).await?,
     ))
 }
 
@@ -376,14 +573,8 @@ pub async fn revoke_appliance(
     path: web::Path<ApplianceId>,
 ) -> Result<web::Json<ApplianceView>, ApiFailure> {
     let appliance = path.into_inner();
-    let view = fleet::revoke_appliance(
-        &state.pool,
-        &auth,
-        appliance,
-        offline_after_secs(&state),
-        Utc::now(),
-    )
-    .await?;
+    let view =
+        fleet::revoke_appliance(&state.pool, &auth, appliance, offline_after_secs(&state)).await?;
     crate::http::enroll::issuer(&state)
         .refresh_crl(&state.pool)
         .await;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::domain::access::AuthUser;
 use crate::domain::compliance::incidents;
 use crate::http::error::ApiFailure;
-use crate::http::pagination;
+use crate::http::{csv, pagination};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -47,6 +47,61 @@ pub async fn list(
 }
 
 /// One incident with its applications, alerts and comments.
+/// The incidents the same query lists, every row, as CSV (newest first).
+#[utoipa::path(
+    tag = "compliance",
+    params(IncidentListQuery),
+    responses((status = 200, content_type = "text/csv", body = String), (status = 400, body = ApiError), (status = 404, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[get("/incidents.csv")]
+pub async fn export(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    query: web::Query<IncidentListQuery>,
+) -> Result<HttpResponse, ApiFailure> {
+    let pool = state.pool.clone();
+    let practice = query.practice_id;
+    csv::export(
+        "incidents",
+        &[
+            "started_at",
+            "ended_at",
+            "practice",
+            "appliance",
+            "failed_uplinks",
+            "backup_uplinks",
+            "on_backup_secs",
+            "traffic_kept_flowing",
+            "root_cause",
+            "id",
+        ],
+        move |after: Option<(DateTime<Utc>, Uuid)>| {
+            let (pool, auth) = (pool.clone(), auth.clone());
+            async move {
+                let items =
+                    incidents::list(&pool, &auth, practice, after, csv::EXPORT_FETCH).await?;
+                Ok(csv::rows_and_next(items, |i: &Incident| (i.started_at, i.id)))
+            }
+        },
+        |i: &Incident| {
+            vec![
+                csv::time(Some(i.started_at)),
+                csv::time(i.ended_at),
+                i.practice_name.clone(),
+                i.appliance_serial.clone(),
+                i.failed_uplinks.join(" "),
+                i.backup_uplinks.join(" "),
+                i.on_backup_secs.to_string(),
+                if i.traffic_kept_flowing { "yes" } else { "no" }.to_owned(),
+                i.root_cause.clone(),
+                i.id.to_string(),
+            ]
+        },
+    )
+    .await
+}
+
 #[utoipa::path(
     tag = "compliance",
     params(("incident_id" = Uuid, Path)),

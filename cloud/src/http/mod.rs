@@ -10,6 +10,7 @@ pub mod caller;
 pub mod claims;
 pub mod commands;
 pub mod critical_apps;
+pub mod csv;
 pub mod device_identity;
 pub mod drills;
 pub mod enroll;
@@ -120,11 +121,14 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(stream::create_ticket)
             .service(policies::preview)
             .service(fleet::list_practices)
+            .service(fleet::export_practices)
             .service(fleet::create_practice)
             .service(fleet::show_practice)
             .service(fleet::list_sites)
             .service(fleet::create_site)
             .service(fleet::list_appliances)
+            .service(fleet::export_appliances)
+            .service(fleet::bulk_appliances)
             .service(fleet::show_appliance)
             .service(fleet::revoke_appliance)
             .service(device_identity::show)
@@ -146,7 +150,10 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(commands::list)
             .service(commands::show)
             .service(audit_log::list)
+            .service(audit_log::export)
             .service(alerts::list)
+            .service(alerts::export)
+            .service(alerts::bulk)
             .service(alerts::show)
             .service(alerts::acknowledge)
             .service(alerts::resolve)
@@ -172,6 +179,7 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(drills::sign_off)
             .service(drills::start)
             .service(incidents::list)
+            .service(incidents::export)
             .service(incidents::show)
             .service(incidents::update)
             .service(incidents::comment)

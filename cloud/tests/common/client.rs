@@ -126,6 +126,30 @@ impl ApiClient {
         (status, serde_json::from_slice(&bytes).ok())
     }
 
+    /// A GET whose answer is text (a CSV export): the status, the content type and the body.
+    pub async fn text(&self, path: &str) -> (u16, String, String) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: reading the body: {e}"));
+        (status, content_type, body)
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> (u16, Option<T>) {
         self.raw::<(), T>(Method::GET, path, None).await
     }

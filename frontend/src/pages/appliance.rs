@@ -16,12 +16,12 @@ use stayopen_shared::ids::{ApplianceId, PracticeId};
 use crate::api;
 use crate::charts::MetricsChart;
 use crate::components::{
-    FeedStatus, Notice, PageHeading, act, loading, notice_view, status_badge, time_ago, time_exact,
+    FeedStatus, Notice, PageHeading, act, loading, notice_view, state_badge, time_ago, time_exact,
     use_session,
 };
 use crate::live::{Feed, feed, follow_while};
 use crate::logic::{
-    Interest, POLICY_FIELDS, PolicyTarget, Route, appliance_state, bytes_text, format_loss,
+    Interest, POLICY_FIELDS, PolicyTarget, Route, bytes_text, format_loss,
     format_rtt, handshake_text, outbox_text, primary_uplink, reachability_grid, redundant_use,
     scope_label, tunnel_mode_text, tunnel_state_text, uplinks_by_priority, value_text,
 };
@@ -97,13 +97,13 @@ pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
 fn Overview(appliance: RwSignal<Option<ApplianceView>>) -> impl IntoView {
     move || {
         appliance.get().map(|a| {
-            let state = appliance_state(&a);
+            let state = a.state;
             let primary = primary_uplink(&a.uplinks).map(|u| u.name.clone());
             view! {
                 <dl class="facts" id="appliance-facts">
                     <div>
                         <dt>"Status"</dt>
-                        <dd id="appliance-state" data-state=state>{status_badge(state)}</dd>
+                        <dd id="appliance-state" data-state=state.as_str()>{state_badge(state)}</dd>
                     </div>
                     <div>
                         <dt>"Active uplink"</dt>

@@ -7,13 +7,15 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use stayopen_shared::api::{ApplianceView, FleetTotals, Page, PracticeStatus, PracticeSummary};
+use stayopen_shared::api::{FleetTotals, Page, PracticeStatus, PracticeSummary};
 use stayopen_shared::ids::PracticeId;
 
 use crate::api::{self, Failure};
-use crate::components::{FeedStatus, PageHeading, loading, status_badge, use_session};
+use crate::components::{
+    ExportButton, FeedStatus, PageHeading, loading, practice_badge, use_session,
+};
 use crate::live::feed;
-use crate::logic::{Interest, Route, appliance_state, plural, query_string};
+use crate::logic::{Interest, Route, plural, query_string};
 use crate::session::Session;
 
 /// Practices fetched per "Show more".
@@ -101,6 +103,15 @@ pub fn FleetPage() -> impl IntoView {
         practices.reload();
     };
 
+    let export_path = Signal::derive(move || {
+        format!(
+            "/api/v1/practices.csv{}",
+            query_string(&[
+                ("q", Some(query.get())),
+                ("status", status.get().map(|s| s.as_str().to_owned())),
+            ])
+        )
+    });
     let items = Memo::new(move |_| {
         practices
             .data
@@ -121,7 +132,9 @@ pub fn FleetPage() -> impl IntoView {
                     None => Some(t.practices),
                     Some(PracticeStatus::Offline) => Some(t.practices_offline),
                     Some(PracticeStatus::OnBackup) => Some(t.practices_on_backup),
-                    _ => None,
+                    Some(PracticeStatus::Degraded) => Some(t.practices_degraded),
+                    Some(PracticeStatus::Primary) => Some(t.practices_primary),
+                    Some(PracticeStatus::Empty) => Some(t.practices_empty),
                 })
             })
         };
@@ -151,19 +164,24 @@ pub fn FleetPage() -> impl IntoView {
                     <input
                         id="practice-search"
                         type="search"
-                        placeholder="Practice name"
+                        placeholder="Practice name or tag  ( / )"
+                        data-page-search="true"
                         autocomplete="off"
                         on:input=move |ev| on_search(event_target_value(&ev))
                     />
                 </div>
-                <div class="filter-chips" role="group" aria-label="Filter practices by status">
-                    {chip(None, "All")}
-                    {chip(Some(PracticeStatus::Offline), "Offline")}
-                    {chip(Some(PracticeStatus::OnBackup), "On backup")}
-                    {chip(Some(PracticeStatus::Primary), "On primary")}
-                    {chip(Some(PracticeStatus::Empty), "No appliances")}
-                </div>
-                <ApplianceFinder />
+                <a class="button button-secondary button-small" href=Route::Appliances.href()>
+                    "Find an appliance"
+                </a>
+                <ExportButton id="export-practices" name="practices" path=export_path />
+            </div>
+            <div class="filter-chips" role="group" aria-label="Filter practices by status (counts are practices)">
+                {chip(None, "All practices")}
+                {chip(Some(PracticeStatus::Primary), PracticeStatus::Primary.label())}
+                {chip(Some(PracticeStatus::OnBackup), PracticeStatus::OnBackup.label())}
+                {chip(Some(PracticeStatus::Degraded), PracticeStatus::Degraded.label())}
+                {chip(Some(PracticeStatus::Offline), PracticeStatus::Offline.label())}
+                {chip(Some(PracticeStatus::Empty), PracticeStatus::Empty.label())}
             </div>
             <FeedStatus feed=practices what="the practices" />
             {loading(practices)}
@@ -257,11 +275,12 @@ fn Totals(totals: RwSignal<Option<FleetTotals>>) -> impl IntoView {
             <dl id="fleet-totals" class="summary">
                 {stat("practices", "Practices", "neutral", |t| t.practices)}
                 {stat("appliances", "Appliances", "neutral", |t| t.appliances)}
-                {stat("online", "Online", "ok", |t| t.online)}
-                {stat("on-backup", "On backup uplink", "warn", |t| t.on_backup)}
-                {stat("offline", "Offline", "bad", |t| t.offline)}
+                {stat("online", "Appliances online", "ok", |t| t.online)}
+                {stat("on-backup", "Appliances on backup uplink", "warn", |t| t.on_backup)}
+                {stat("degraded", "Appliances degraded", "warn", |t| t.degraded)}
+                {stat("offline", "Appliances offline", "bad", |t| t.offline)}
                 {stat("open-alerts", "Open alerts", "warn", |t| t.open_alerts)}
-                {stat("critical-alerts", "Critical alerts", "bad", |t| t.critical_alerts)}
+                {stat("critical-alerts", "Critical alerts now", "bad", |t| t.critical_alerts)}
             </dl>
         </section>
     }
@@ -274,20 +293,16 @@ fn PracticeRow(items: Memo<Vec<PracticeSummary>>, id: PracticeId) -> impl IntoVi
         move || practice.with(|p| p.as_ref().map(f).unwrap_or(0))
     };
     let name = move || practice.with(|p| p.as_ref().map(|p| p.name.clone()).unwrap_or_default());
-    let status = move || {
-        practice.with(|p| {
-            p.as_ref()
-                .map_or(PracticeStatus::Empty, |p| p.status)
-                .as_str()
-        })
-    };
+    let status_value =
+        move || practice.with(|p| p.as_ref().map_or(PracticeStatus::Empty, |p| p.status));
+    let status = move || status_value().as_str();
     let href = Route::Practice(id).href();
     view! {
         <tr class="practice-row" data-practice-id=id.to_string() data-status=status>
             <th scope="row" data-label="Practice">
                 <a href=href class="row-link">{name}</a>
             </th>
-            <td data-label="Status">{move || status_badge(status())}</td>
+            <td data-label="Status">{move || practice_badge(status_value())}</td>
             <td class="num" data-label="Appliances">{number(|p| p.appliances)}</td>
             <td class="num" data-label="Online">{number(|p| p.online)}</td>
             <td class="num" data-label="On backup" class:warn-text=move || practice.with(|p| p.as_ref().is_some_and(|p| p.on_backup > 0))>
@@ -303,81 +318,5 @@ fn PracticeRow(items: Memo<Vec<PracticeSummary>>, id: PracticeId) -> impl IntoVi
                 </span>
             </td>
         </tr>
-    }
-}
-
-/// Jump to an appliance by (part of) its serial number, searched by the cloud.
-#[component]
-fn ApplianceFinder() -> impl IntoView {
-    let session = use_session();
-    let results: RwSignal<Option<Vec<ApplianceView>>> = RwSignal::new(None);
-    let typed = StoredValue::new(0u64);
-    let on_input = move |text: String| {
-        typed.update_value(|n| *n += 1);
-        let mine = typed.get_value();
-        spawn_local(async move {
-            gloo_timers::future::TimeoutFuture::new(300).await;
-            if typed.get_value() != mine {
-                return;
-            }
-            if text.trim().is_empty() {
-                results.set(None);
-                return;
-            }
-            let path = format!(
-                "/api/v1/appliances{}",
-                query_string(&[("limit", Some("8".into())), ("q", Some(text.trim().into()))])
-            );
-            if let Ok(page) = api::get::<Page<ApplianceView>>(session, &path).await
-                && typed.get_value() == mine
-            {
-                results.set(Some(page.items));
-            }
-        });
-    };
-    view! {
-        <div class="field field-inline search finder">
-            <label for="appliance-search">"Find appliance"</label>
-            <input
-                id="appliance-search"
-                type="search"
-                placeholder="Serial number"
-                autocomplete="off"
-                on:input=move |ev| on_input(event_target_value(&ev))
-            />
-            {move || {
-                results
-                    .get()
-                    .map(|found| {
-                        if found.is_empty() {
-                            view! { <p class="finder-results muted">"No appliance matches."</p> }
-                                .into_any()
-                        } else {
-                            view! {
-                                <ul class="finder-results">
-                                    {found
-                                        .into_iter()
-                                        .map(|a| {
-                                            let state = appliance_state(&a);
-                                            view! {
-                                                <li>
-                                                    <a href=Route::Appliance(a.id).href() class="serial">
-                                                        {a.serial.clone()}
-                                                    </a>
-                                                    " "
-                                                    <span class="muted">{a.site_name.clone()}</span>
-                                                    " "
-                                                    {status_badge(state)}
-                                                </li>
-                                            }
-                                        })
-                                        .collect_view()}
-                                </ul>
-                            }
-                                .into_any()
-                        }
-                    })
-            }}
-        </div>
     }
 }

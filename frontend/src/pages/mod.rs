@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod appliance;
+pub mod appliances;
 pub mod audit;
 pub mod cellular;
 pub mod enrolment;
@@ -22,6 +23,7 @@ use crate::logic::Route;
 pub fn page_for(route: Route) -> AnyView {
     match route {
         Route::Fleet => view! { <fleet::FleetPage /> }.into_any(),
+        Route::Appliances => view! { <appliances::AppliancesPage /> }.into_any(),
         Route::Practice(id) => view! { <practice::PracticePage id /> }.into_any(),
         Route::Appliance(id) => view! { <appliance::AppliancePage id /> }.into_any(),
         Route::Alerts => view! { <alerts::AlertsPage /> }.into_any(),

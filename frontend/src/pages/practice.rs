@@ -13,12 +13,12 @@ use stayopen_shared::telemetry::UplinkTelemetry;
 
 use crate::api;
 use crate::components::{
-    FeedStatus, Notice, PageHeading, Pager, act, loading, notice_view, status_badge, time_ago,
+    FeedStatus, Notice, PageHeading, Pager, act, loading, notice_view, practice_badge, state_badge, time_ago,
     time_exact, use_session,
 };
 use crate::live::{Feed, feed};
 use crate::logic::{
-    Interest, PolicyTarget, Route, appliance_state, format_spans, is_on_backup, parse_spans,
+    Interest, PolicyTarget, Route, format_spans, is_on_backup, parse_spans,
     plural, query_string, uplink_metrics, uplinks_by_priority,
 };
 use crate::pages::alerts::AlertList;
@@ -95,7 +95,7 @@ fn PracticeSummaryView(summary: RwSignal<Option<PracticeSummary>>) -> impl IntoV
         summary.get().map(|s| {
             view! {
                 <div class="practice-summary">
-                    {status_badge(s.status.as_str())}
+                    {practice_badge(s.status)}
                     <span>{plural(s.appliances, "appliance", "appliances")}</span>
                     <span class="ok-text">{format!("{} online", s.online)}</span>
                     <span class:warn-text={s.on_backup > 0}>{format!("{} on backup", s.on_backup)}</span>
@@ -252,7 +252,7 @@ fn ApplianceRow(items: Memo<Vec<ApplianceView>>, id: ApplianceId) -> impl IntoVi
     let field = move |f: fn(&ApplianceView) -> String| {
         move || appliance.with(|a| a.as_ref().map(f).unwrap_or_default())
     };
-    let state = move || appliance.with(|a| a.as_ref().map_or("offline", appliance_state));
+    let state = move || appliance.with(|a| a.as_ref().map(|a| a.state).unwrap_or_default());
     let online = move || appliance.with(|a| a.as_ref().is_some_and(|a| a.online));
     let on_backup = move || appliance.with(|a| a.as_ref().is_some_and(is_on_backup));
     let no_uplink =
@@ -263,13 +263,13 @@ fn ApplianceRow(items: Memo<Vec<ApplianceView>>, id: ApplianceId) -> impl IntoVi
             class:is-offline=move || !online()
             class:is-on-backup=on_backup
             data-appliance-id=id.to_string()
-            data-state=state
+            data-state=move || state().as_str()
         >
             <th scope="row" class="serial" data-label="Serial">
                 <a href=Route::Appliance(id).href() class="row-link">{field(|a| a.serial.clone())}</a>
             </th>
             <td class="site" data-label="Site">{field(|a| a.site_name.clone())}</td>
-            <td data-label="Status">{move || status_badge(state())}</td>
+            <td data-label="Status">{move || state_badge(state())}</td>
             <td
                 class="active-uplink"
                 class:backup=on_backup

@@ -6,7 +6,8 @@
 //! not see is "not found" whatever their role.
 
 use sqlx::PgPool;
-use stayopen_shared::alerts::{AlertState, AlertView};
+use stayopen_shared::alerts::{AlertBulkAction, AlertState, AlertView};
+use stayopen_shared::api::{BulkOutcome, BulkSkipped, MAX_BULK_ITEMS};
 use uuid::Uuid;
 
 use super::views::{AlertError, load};
@@ -157,4 +158,46 @@ pub async fn comment(
         serde_json::json!({ "comment": text }),
     )
     .await
+}
+
+/// Acknowledges or resolves each of `ids` (1 to [`MAX_BULK_ITEMS`], duplicates once) as if one
+/// at a time: each in its own transaction, audited, streamed to dashboards and, when resolved,
+/// told to the channels that heard of its opening. The role is checked once up front; an alert
+/// the caller may not see, or one not in a state the action applies to, is skipped with why.
+pub async fn bulk(
+    pool: &PgPool,
+    auth: &AuthUser,
+    ids: &[Uuid],
+    action: AlertBulkAction,
+    note: Option<&str>,
+) -> Result<BulkOutcome, AlertError> {
+    if ids.is_empty() || ids.len() > MAX_BULK_ITEMS {
+        return Err(AlertError::Invalid(format!(
+            "alert_ids must name 1 to {MAX_BULK_ITEMS} alerts"
+        )));
+    }
+    auth.require(Permission::Operate)?;
+    let mut outcome = BulkOutcome::default();
+    let mut seen: Vec<Uuid> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if seen.contains(id) {
+            continue;
+        }
+        seen.push(*id);
+        let done = match action {
+            AlertBulkAction::Acknowledge => acknowledge(pool, auth, *id).await,
+            AlertBulkAction::Resolve => resolve(pool, auth, *id, note).await,
+        };
+        match done {
+            Ok(_) => outcome.done.push(*id),
+            Err(AlertError::Database(e)) => return Err(e.into()),
+            // A note too long is wrong for every alert: say so instead of skipping them all.
+            Err(AlertError::Invalid(why)) => return Err(AlertError::Invalid(why)),
+            Err(e) => outcome.skipped.push(BulkSkipped {
+                id: *id,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok(outcome)
 }

@@ -10,17 +10,18 @@
 //! - [`maintenance`]: maintenance windows, during which alerts notify nobody.
 //! - [`schedule`]: a practice's time zone and clinic hours.
 
+pub mod bulk;
 pub mod maintenance;
 pub mod overview;
 pub mod schedule;
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use stayopen_shared::api::{
-    ApplianceView, EventRecord, PracticeStatus, PracticeSummary, PracticeView, SiteView,
-    TelemetryRecord,
+    ApplianceSort, ApplianceState, ApplianceView, EventRecord, PracticeStatus, PracticeSummary,
+    PracticeView, SiteView, TelemetryRecord, UplinkKind,
 };
 use stayopen_shared::telemetry::Telemetry;
 use stayopen_shared::{ApplianceId, MessageId, PracticeId, SiteId};
@@ -72,20 +73,38 @@ struct ApplianceRow {
     site_id: Uuid,
     site_name: String,
     serial: String,
-    online: bool,
+    model: String,
+    agent_version: String,
+    state: String,
     last_seen: Option<DateTime<Utc>>,
     active_uplink: Option<String>,
+    active_uplink_kind: Option<String>,
     last_telemetry: Option<serde_json::Value>,
+    tags: Vec<String>,
 }
 
-const APPLIANCE_SELECT: &str =
-    "SELECT a.id, a.practice_id, p.name AS practice_name, a.site_id, s.name AS site_name, a.serial,
-        a.online, a.last_seen, a.active_uplink, a.last_telemetry
-     FROM appliances a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = a.practice_id";
+/// An appliance with its practice and site, its [`ApplianceState`] (the database's
+/// `stayopen_appliance_state`, the one definition every list and count uses) with the heartbeat in
+/// seconds as parameter `$offline_after`, and the kind of the uplink carrying its traffic.
+fn appliance_select(offline_after: &str) -> String {
+    format!(
+        "SELECT a.id, a.practice_id, p.name AS practice_name, a.site_id, s.name AS site_name,
+            a.serial, a.model, a.agent_version,
+            stayopen_appliance_state(a.online, a.last_seen, a.on_backup, a.active_uplink,
+                                     a.last_telemetry, {offline_after}) AS state,
+            a.last_seen, a.active_uplink,
+            CASE WHEN a.active_uplink IS NULL THEN NULL
+                 WHEN jsonb_path_exists(a.last_telemetry,
+                          '$.uplinks[*] ? (@.name == $n && exists(@.cellular))',
+                          jsonb_build_object('n', a.active_uplink)) THEN 'cellular'
+                 ELSE 'wired' END AS active_uplink_kind,
+            a.last_telemetry, a.tags
+         FROM appliances a JOIN sites s ON s.id = a.site_id JOIN practices p ON p.id = a.practice_id"
+    )
+}
 
 impl ApplianceRow {
-    /// An appliance counts as online only if it said so within `offline_after_secs` of `now`.
-    fn view(self, now: DateTime<Utc>, offline_after_secs: u32) -> ApplianceView {
+    fn view(self) -> ApplianceView {
         let telemetry = self
             .last_telemetry
             .and_then(|v| serde_json::from_value::<Telemetry>(v).ok());
@@ -93,10 +112,7 @@ impl ApplianceRow {
         let (uplinks, apps, tunnel) = telemetry
             .map(|t| (t.uplinks, t.apps, t.tunnel))
             .unwrap_or_default();
-        let offline_after = Duration::seconds(i64::from(offline_after_secs));
-        let fresh = self
-            .last_seen
-            .is_some_and(|seen| now - seen <= offline_after);
+        let state = ApplianceState::parse(&self.state).unwrap_or_default();
         ApplianceView {
             id: ApplianceId(self.id),
             practice_id: PracticeId(self.practice_id),
@@ -104,13 +120,20 @@ impl ApplianceRow {
             site_id: SiteId(self.site_id),
             site_name: self.site_name,
             serial: self.serial,
-            online: self.online && fresh,
+            model: self.model,
+            agent_version: self.agent_version,
+            online: state != ApplianceState::Offline,
+            state,
             active_uplink: self.active_uplink,
+            active_uplink_kind: self
+                .active_uplink_kind
+                .and_then(|k| k.parse::<UplinkKind>().ok()),
             last_seen: self.last_seen,
             uplinks,
             outbox,
             apps,
             tunnel,
+            tags: self.tags,
         }
     }
 }
@@ -148,9 +171,11 @@ pub async fn fleet(
     .await?;
     let ids: Vec<Uuid> = practices.iter().map(|(id, _)| *id).collect();
     let appliances: Vec<ApplianceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{APPLIANCE_SELECT} WHERE a.practice_id = ANY($1) ORDER BY s.name, a.serial, a.id"
+        "{} WHERE a.practice_id = ANY($1) ORDER BY s.name, a.serial, a.id",
+        appliance_select("$2")
     )))
     .bind(&ids)
+    .bind(f64::from(offline_after_secs))
     .fetch_all(&mut *tx)
     .await?;
     let mut by_practice: BTreeMap<Uuid, Vec<ApplianceView>> = BTreeMap::new();
@@ -158,7 +183,7 @@ pub async fn fleet(
         by_practice
             .entry(row.practice_id)
             .or_default()
-            .push(row.view(now, offline_after_secs));
+            .push(row.view());
     }
     let practices = practices
         .into_iter()
@@ -183,29 +208,35 @@ struct PracticeSummaryRow {
     appliances: i64,
     online: i64,
     on_backup: i64,
+    degraded: i64,
     open_alerts: i64,
     status: String,
+    tags: Vec<String>,
 }
 
-/// Practices with their roll-up: appliances counted once per practice (the `appliances` index by
-/// practice), "online" meaning heard from within the heartbeat (`$1` seconds), revoked boxes left
-/// out. Callers add their WHERE on `p` and the outer `status`.
+/// Practices with their roll-up from their appliances' states (`stayopen_appliance_state`, the
+/// heartbeat in seconds as `$1`), revoked boxes left out: every appliance offline is `offline`,
+/// some on a backup uplink `on_backup`, some degraded or offline `degraded`, else `primary`.
+/// Callers add their WHERE on `p` and the outer `status`.
 const PRACTICE_SUMMARY_SELECT: &str = "SELECT * FROM (
-     SELECT p.id, p.name,
+     SELECT p.id, p.name, p.tags,
         (SELECT count(*) FROM sites s WHERE s.practice_id = p.id) AS sites,
-        c.appliances, c.online, c.on_backup,
+        c.appliances, c.appliances - c.offline AS online, c.on_backup, c.degraded,
         (SELECT count(*) FROM alerts al WHERE al.practice_id = p.id AND al.state <> 'resolved') AS open_alerts,
         CASE WHEN c.appliances = 0 THEN 'empty'
-             WHEN c.online < c.appliances THEN 'offline'
+             WHEN c.offline = c.appliances THEN 'offline'
              WHEN c.on_backup > 0 THEN 'on_backup'
+             WHEN c.degraded > 0 OR c.offline > 0 THEN 'degraded'
              ELSE 'primary' END AS status
      FROM practices p
      CROSS JOIN LATERAL (
          SELECT count(*) AS appliances,
-                count(*) FILTER (WHERE a.online AND a.last_seen > now() - make_interval(secs => $1)) AS online,
-                count(*) FILTER (WHERE a.online AND a.last_seen > now() - make_interval(secs => $1)
-                                   AND a.on_backup) AS on_backup
-         FROM appliances a WHERE a.practice_id = p.id AND a.revoked_at IS NULL) c";
+                count(*) FILTER (WHERE state = 'offline') AS offline,
+                count(*) FILTER (WHERE state = 'on_backup') AS on_backup,
+                count(*) FILTER (WHERE state = 'degraded') AS degraded
+         FROM (SELECT stayopen_appliance_state(a.online, a.last_seen, a.on_backup, a.active_uplink,
+                                               a.last_telemetry, $1) AS state
+               FROM appliances a WHERE a.practice_id = p.id AND a.revoked_at IS NULL) states) c";
 
 impl From<PracticeSummaryRow> for PracticeSummary {
     fn from(row: PracticeSummaryRow) -> Self {
@@ -217,9 +248,11 @@ impl From<PracticeSummaryRow> for PracticeSummary {
             appliances: count(row.appliances),
             online: count(row.online),
             on_backup: count(row.on_backup),
+            degraded: count(row.degraded),
             offline: count(row.appliances - row.online),
             open_alerts: count(row.open_alerts),
             status: PracticeStatus::parse(&row.status).unwrap_or(PracticeStatus::Empty),
+            tags: row.tags,
         }
     }
 }
@@ -249,7 +282,7 @@ pub async fn practices(
         "{PRACTICE_SUMMARY_SELECT}
          WHERE ($2::uuid[] IS NULL OR p.id = ANY($2))
            AND ($3::text IS NULL OR (p.name, p.id) > ($3, $4))
-           AND ($5::text IS NULL OR p.name ILIKE '%' || $5 || '%')) practice
+           AND ($5::text IS NULL OR p.name ILIKE '%' || $5 || '%' OR lower($5) = ANY(p.tags))) practice
          WHERE ($7::text IS NULL OR status = $7)
          ORDER BY name, id LIMIT $6"
     )))
@@ -353,9 +386,11 @@ pub async fn create_practice(
         appliances: 0,
         online: 0,
         on_backup: 0,
+        degraded: 0,
         offline: 0,
         open_alerts: 0,
         status: PracticeStatus::Empty,
+        tags: Vec::new(),
     })
 }
 
@@ -440,56 +475,149 @@ pub async fn create_site(
     })
 }
 
-/// Which appliances to list.
+/// Which appliances to list, and in which order.
 #[derive(Debug, Clone, Default)]
 pub struct ApplianceFilter {
-    /// The sort key (serial, id) of the last appliance of the previous page.
+    /// The sort key and id of the last appliance of the previous page (see [`sort_key`]).
     pub after: Option<(String, Uuid)>,
-    /// Case-insensitive substring of the serial number.
+    /// Finds appliances by serial prefix, practice or site name (any part), model or agent
+    /// version prefix, or one of their or their practice's tags; case-insensitive.
     pub q: Option<String>,
     pub practice_id: Option<Uuid>,
+    pub state: Option<ApplianceState>,
+    /// Appliances not offline (`true`) or offline (`false`).
     pub online: Option<bool>,
-    /// Online appliances whose traffic runs over a backup uplink (`true`), or the others.
+    /// Appliances on a backup uplink (`true`), or the others.
     pub on_backup: Option<bool>,
+    /// The kind of the uplink carrying traffic.
+    pub uplink_kind: Option<UplinkKind>,
+    /// The appliance or its practice has this tag.
+    pub tag: Option<String>,
+    pub sort: ApplianceSort,
+    pub descending: bool,
 }
 
-/// Appliances by serial number.
+/// `q` for `LIKE`: its own `%`, `_` and `\` match themselves.
+pub fn like_escaped(q: &str) -> String {
+    let mut out = String::with_capacity(q.len());
+    for c in q.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The SQL of the text every row is ordered by for `sort`, ties broken by serial (and then by
+/// id). The state sorts worst first; times as ISO text, so one text cursor serves every column.
+fn sort_key(sort: ApplianceSort) -> &'static str {
+    match sort {
+        ApplianceSort::Serial => "serial",
+        ApplianceSort::Practice => "practice_name || ' ' || site_name || ' ' || serial",
+        ApplianceSort::Site => "site_name || ' ' || serial",
+        ApplianceSort::Model => "model || ' ' || serial",
+        ApplianceSort::AgentVersion => "agent_version || ' ' || serial",
+        ApplianceSort::State => {
+            "CASE state WHEN 'offline' THEN '0' WHEN 'on_backup' THEN '1'
+                        WHEN 'degraded' THEN '2' ELSE '3' END || serial"
+        }
+        ApplianceSort::ActiveUplink => "coalesce(active_uplink, '') || ' ' || serial",
+        ApplianceSort::LastSeen => {
+            "coalesce(to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '')"
+        }
+    }
+}
+
+/// Appliances matching `filter`, `fetch` of them after its cursor, in its order. The whole
+/// listing is one query over the caller's appliances: fast enough at 10,000 (see
+/// `bench-fleet-list`), and every filter reads the same state the totals count.
 pub async fn appliances(
     pool: &PgPool,
     auth: &AuthUser,
     filter: &ApplianceFilter,
     fetch: i64,
     offline_after_secs: u32,
-    now: DateTime<Utc>,
 ) -> Result<Vec<ApplianceView>, FleetError> {
     let mut tx = auth.tx(pool).await?;
-    let (after_serial, after_id) = filter.after.clone().unzip();
+    let (after_key, after_id) = filter.after.clone().unzip();
+    let (direction, beyond) = if filter.descending {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    };
+    let key = sort_key(filter.sort);
     let rows: Vec<ApplianceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{APPLIANCE_SELECT}
-         WHERE ($1::uuid[] IS NULL OR a.practice_id = ANY($1))
-           AND ($2::uuid IS NULL OR a.practice_id = $2)
-           AND ($3::text IS NULL OR (a.serial, a.id) > ($3, $4))
-           AND ($5::text IS NULL OR a.serial ILIKE '%' || $5 || '%')
-           AND ($6::boolean IS NULL OR (a.online AND a.last_seen > now() - make_interval(secs => $7)) = $6)
-           AND ($9::boolean IS NULL OR (a.online AND a.last_seen > now() - make_interval(secs => $7)
-                                        AND a.on_backup) = $9)
-         ORDER BY a.serial, a.id LIMIT $8"
+        "SELECT * FROM (
+             SELECT listed.*, {key} AS sort_key FROM ({select}
+                 WHERE ($1::uuid[] IS NULL OR a.practice_id = ANY($1))
+                   AND ($2::uuid IS NULL OR a.practice_id = $2)
+                   AND ($3::text IS NULL
+                        OR a.serial ILIKE $3 || '%'
+                        OR p.name ILIKE '%' || $3 || '%'
+                        OR s.name ILIKE '%' || $3 || '%'
+                        OR a.model ILIKE $3 || '%'
+                        OR a.agent_version ILIKE $3 || '%'
+                        OR lower($4) = ANY(a.tags || p.tags))
+                   AND ($5::text IS NULL OR $5 = ANY(a.tags || p.tags))
+             ) listed
+         ) keyed
+         WHERE ($7::text IS NULL OR state = $7)
+           AND ($8::boolean IS NULL OR (state <> 'offline') = $8)
+           AND ($9::boolean IS NULL OR (state = 'on_backup') = $9)
+           AND ($10::text IS NULL OR active_uplink_kind = $10)
+           AND ($11::text IS NULL OR (sort_key, id) {beyond} ($11, $12))
+         ORDER BY sort_key {direction}, id {direction} LIMIT $13",
+        select = appliance_select("$6"),
     )))
     .bind(auth.practice_filter())
     .bind(filter.practice_id)
-    .bind(after_serial)
-    .bind(after_id)
-    .bind(filter.q.as_deref())
-    .bind(filter.online)
+    .bind(filter.q.as_deref().map(like_escaped))
+    .bind(filter.q.as_deref().map(str::trim))
+    .bind(filter.tag.as_deref())
     .bind(f64::from(offline_after_secs))
-    .bind(fetch)
+    .bind(filter.state.map(ApplianceState::as_str))
+    .bind(filter.online)
     .bind(filter.on_backup)
+    .bind(filter.uplink_kind.map(UplinkKind::as_str))
+    .bind(after_key)
+    .bind(after_id)
+    .bind(fetch)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| r.view(now, offline_after_secs))
-        .collect())
+    Ok(rows.into_iter().map(ApplianceRow::view).collect())
+}
+
+/// The cursor key of `appliance` under `sort`, as [`appliances`] compares it.
+pub fn cursor_key(appliance: &ApplianceView, sort: ApplianceSort) -> String {
+    let serial = &appliance.serial;
+    match sort {
+        ApplianceSort::Serial => serial.clone(),
+        ApplianceSort::Practice => format!(
+            "{} {} {serial}",
+            appliance.practice_name, appliance.site_name
+        ),
+        ApplianceSort::Site => format!("{} {serial}", appliance.site_name),
+        ApplianceSort::Model => format!("{} {serial}", appliance.model),
+        ApplianceSort::AgentVersion => format!("{} {serial}", appliance.agent_version),
+        ApplianceSort::State => {
+            let rank = match appliance.state {
+                ApplianceState::Offline => '0',
+                ApplianceState::OnBackup => '1',
+                ApplianceState::Degraded => '2',
+                ApplianceState::Primary => '3',
+            };
+            format!("{rank}{serial}")
+        }
+        ApplianceSort::ActiveUplink => format!(
+            "{} {serial}",
+            appliance.active_uplink.as_deref().unwrap_or_default()
+        ),
+        ApplianceSort::LastSeen => appliance
+            .last_seen
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string())
+            .unwrap_or_default(),
+    }
 }
 
 /// One appliance.
@@ -498,11 +626,10 @@ pub async fn appliance(
     auth: &AuthUser,
     appliance: ApplianceId,
     offline_after_secs: u32,
-    now: DateTime<Utc>,
 ) -> Result<ApplianceView, FleetError> {
     let mut tx = auth.tx(pool).await?;
     visible_appliance(&mut tx, auth, appliance).await?;
-    load_appliance(&mut tx, appliance, offline_after_secs, now).await
+    load_appliance(&mut tx, appliance, offline_after_secs).await
 }
 
 /// An appliance as the API shows it (the caller has checked it is visible).
@@ -510,15 +637,16 @@ async fn load_appliance(
     tx: &mut Tx,
     appliance: ApplianceId,
     offline_after_secs: u32,
-    now: DateTime<Utc>,
 ) -> Result<ApplianceView, FleetError> {
     let row: ApplianceRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{APPLIANCE_SELECT} WHERE a.id = $1"
+        "{} WHERE a.id = $1",
+        appliance_select("$2")
     )))
     .bind(appliance.as_uuid())
+    .bind(f64::from(offline_after_secs))
     .fetch_one(&mut **tx)
     .await?;
-    Ok(row.view(now, offline_after_secs))
+    Ok(row.view())
 }
 
 /// Which page of an appliance's history to read: newest first.
@@ -630,7 +758,6 @@ pub async fn revoke_appliance(
     auth: &AuthUser,
     appliance: ApplianceId,
     offline_after_secs: u32,
-    now: DateTime<Utc>,
 ) -> Result<ApplianceView, FleetError> {
     let mut tx = auth.tx(pool).await?;
     visible_appliance(&mut tx, auth, appliance).await?;
@@ -672,7 +799,7 @@ pub async fn revoke_appliance(
         },
     )
     .await?;
-    let view = load_appliance(&mut tx, appliance, offline_after_secs, now).await?;
+    let view = load_appliance(&mut tx, appliance, offline_after_secs).await?;
     tx.commit().await?;
     Ok(view)
 }

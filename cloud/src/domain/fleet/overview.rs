@@ -17,16 +17,21 @@ use crate::domain::access::visibility::visible_appliance;
 struct TotalsRow {
     practices: i64,
     appliances: i64,
-    online: i64,
     on_backup: i64,
+    degraded: i64,
+    offline: i64,
     practices_offline: i64,
     practices_on_backup: i64,
+    practices_degraded: i64,
+    practices_primary: i64,
+    practices_empty: i64,
     open_alerts: i64,
     critical_alerts: i64,
 }
 
-/// Counts over every practice and appliance the caller may see; "online" means heard from within
-/// `offline_after_secs`.
+/// Counts over every practice and appliance the caller may see, from the same appliance states
+/// and practice roll-ups as the lists (`stayopen_appliance_state`), so a filter's rows and its
+/// count never disagree.
 pub async fn totals(
     pool: &PgPool,
     auth: &AuthUser,
@@ -34,14 +39,19 @@ pub async fn totals(
 ) -> Result<FleetTotals, FleetError> {
     let mut tx = auth.tx(pool).await?;
     let row: TotalsRow = sqlx::query_as(
-        "WITH per_practice AS (
+        "WITH states AS (
+             SELECT a.practice_id,
+                    stayopen_appliance_state(a.online, a.last_seen, a.on_backup, a.active_uplink,
+                                             a.last_telemetry, $1) AS state
+             FROM appliances a
+             WHERE a.revoked_at IS NULL AND ($2::uuid[] IS NULL OR a.practice_id = ANY($2))
+         ), per_practice AS (
              SELECT p.id,
-                    count(a.id) AS appliances,
-                    count(a.id) FILTER (WHERE a.online AND a.last_seen > now() - make_interval(secs => $1)) AS online,
-                    count(a.id) FILTER (WHERE a.online AND a.last_seen > now() - make_interval(secs => $1)
-                                          AND a.on_backup) AS on_backup
-             FROM practices p
-             LEFT JOIN appliances a ON a.practice_id = p.id AND a.revoked_at IS NULL
+                    count(s.state) AS appliances,
+                    count(*) FILTER (WHERE s.state = 'offline') AS offline,
+                    count(*) FILTER (WHERE s.state = 'on_backup') AS on_backup,
+                    count(*) FILTER (WHERE s.state = 'degraded') AS degraded
+             FROM practices p LEFT JOIN states s ON s.practice_id = p.id
              WHERE $2::uuid[] IS NULL OR p.id = ANY($2)
              GROUP BY p.id
          ), open_alerts AS (
@@ -50,10 +60,16 @@ pub async fn totals(
          )
          SELECT count(*) AS practices,
                 coalesce(sum(appliances), 0)::bigint AS appliances,
-                coalesce(sum(online), 0)::bigint AS online,
                 coalesce(sum(on_backup), 0)::bigint AS on_backup,
-                count(*) FILTER (WHERE online < appliances) AS practices_offline,
-                count(*) FILTER (WHERE online = appliances AND on_backup > 0) AS practices_on_backup,
+                coalesce(sum(degraded), 0)::bigint AS degraded,
+                coalesce(sum(offline), 0)::bigint AS offline,
+                count(*) FILTER (WHERE appliances > 0 AND offline = appliances) AS practices_offline,
+                count(*) FILTER (WHERE offline < appliances AND on_backup > 0) AS practices_on_backup,
+                count(*) FILTER (WHERE offline < appliances AND on_backup = 0
+                                   AND (degraded > 0 OR offline > 0)) AS practices_degraded,
+                count(*) FILTER (WHERE appliances > 0 AND offline = 0 AND on_backup = 0
+                                   AND degraded = 0) AS practices_primary,
+                count(*) FILTER (WHERE appliances = 0) AS practices_empty,
                 (SELECT open FROM open_alerts) AS open_alerts,
                 (SELECT critical FROM open_alerts) AS critical_alerts
          FROM per_practice",
@@ -63,14 +79,20 @@ pub async fn totals(
     .fetch_one(&mut *tx)
     .await?;
     let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+    let online = row.appliances - row.offline;
     Ok(FleetTotals {
         practices: count(row.practices),
         appliances: count(row.appliances),
-        online: count(row.online),
+        online: count(online),
+        on_primary: count(online - row.on_backup - row.degraded),
         on_backup: count(row.on_backup),
-        offline: count(row.appliances - row.online),
+        degraded: count(row.degraded),
+        offline: count(row.offline),
         practices_offline: count(row.practices_offline),
         practices_on_backup: count(row.practices_on_backup),
+        practices_degraded: count(row.practices_degraded),
+        practices_primary: count(row.practices_primary),
+        practices_empty: count(row.practices_empty),
         open_alerts: count(row.open_alerts),
         critical_alerts: count(row.critical_alerts),
     })

@@ -108,7 +108,7 @@ fn package_row(p: EvidencePackage, notice: RwSignal<Option<Notice>>) -> impl Int
                     busy,
                     notice,
                     format!("Downloaded {name}."),
-                    async move { api::download(session, &path, &name).await },
+                    async move { api::download(session, &path, &name, "application/zip").await },
                     |_| {},
                 );
             };
