@@ -377,6 +377,7 @@ async fn an_msp_admin_watches_a_failover_live_acknowledges_it_and_changes_the_po
         nav,
         serde_json::json!([
             "Fleet",
+            "Appliances",
             "Alerts",
             "Policies",
             "Enrolment",
@@ -770,7 +771,10 @@ async fn a_compliance_officer_is_offered_only_their_practice_and_cannot_open_ano
     let nav = browser
         .eval("return [...document.querySelectorAll('.nav-link')].map(a => a.dataset.nav)")
         .await;
-    assert_eq!(nav, serde_json::json!(["Fleet", "Alerts", "Reports"]));
+    assert_eq!(
+        nav,
+        serde_json::json!(["Fleet", "Appliances", "Alerts", "Reports"])
+    );
     browser
         .wait_for(
             "return document.querySelectorAll('.practice-row').length === 1",
@@ -1972,5 +1976,394 @@ async fn the_demo_fleets_lte_backups_report_a_varying_signal_on_the_appliance_pa
         (now != first).then_some(now)
     })
     .await;
+    fleet.stop().await;
+}
+
+/// Parses CSV text (RFC 4180: quoted cells may hold commas, doubled quotes and line breaks).
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut cell, mut quoted) = (Vec::new(), Vec::new(), String::new(), false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => cell.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut cell)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut cell));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => cell.push(c),
+        }
+    }
+    rows
+}
+
+/// An appliance the test drives by hand: it reports every second, like an agent, with the uplink
+/// the test last chose carrying its traffic (fibre primary, LTE backup), and nothing else.
+struct HandDriven {
+    appliance: ApplianceId,
+    active: watch::Sender<&'static str>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HandDriven {
+    fn start(connection: common::device::DeviceConnection, appliance: ApplianceId) -> HandDriven {
+        use rumqttc::QoS;
+        use stayopen_shared::{Channel, DeviceTopic};
+        let (active, chosen) = watch::channel("lte");
+        let task = tokio::spawn(async move {
+            loop {
+                let sample =
+                    common::telemetry::telemetry(appliance).fibre_and_lte(*chosen.borrow());
+                let _ = connection
+                    .client
+                    .publish(
+                        DeviceTopic::new(appliance, Channel::Telemetry).to_string(),
+                        QoS::AtLeastOnce,
+                        false,
+                        sample.encode(),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        HandDriven {
+            appliance,
+            active,
+            task,
+        }
+    }
+
+    /// Moves the traffic to `active` and waits until the cloud has stored a sample saying so.
+    async fn carry_on(&self, cloud: &TestCloud, active: &'static str) {
+        self.active.send_replace(active);
+        eventually(Duration::from_secs(10), "the sample stored", || async {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT active_uplink FROM appliances WHERE id = $1",
+            )
+            .bind(self.appliance.as_uuid())
+            .fetch_one(&cloud.owner_pool)
+            .await
+            .ok()
+            .flatten()
+            .filter(|stored| stored == active)
+        })
+        .await;
+    }
+}
+
+impl Drop for HandDriven {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefix_opens_the_box_the_csv_matches_and_phones_fit()
+ {
+    let _turn = require_built_dashboard().await;
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin_token = cloud.login(&demo.email, &demo.password).await;
+    let api = cloud.api(&admin_token);
+    let fleet = Fleet::start(&cloud, &demo, 3);
+    // One appliance the test drives by hand, so nothing but the test says where its traffic is.
+    let device = cloud
+        .enrol_device(
+            &demo.practices[1].enrollment_token,
+            "SO-HAND-0001",
+            "02:00:00:00:7a:01",
+        )
+        .await;
+    let hand = device.enrolled.appliance_id;
+    let connection = cloud.connect_device(&device).await.expect("connect");
+    let driven = HandDriven::start(connection, hand);
+    driven.carry_on(&cloud, "lte").await;
+
+    let browser = Browser::start().await;
+    browser.goto(&cloud.base_url).await;
+    sign_in(&browser, &demo.email, &demo.password).await;
+    browser
+        .eval("window.confirm = () => true; window.__stayopenNoReload = true; return true")
+        .await;
+    browser
+        .wait_for(
+            "const d = document.querySelector('#fleet-totals [data-stat=online] dd');
+             return !!d && d.innerText.trim() === '4'",
+            "four appliances online",
+            Duration::from_secs(45),
+        )
+        .await;
+
+    // 1. An alert clears by state. The hand-driven box failed over (a failover alert, critical),
+    //    then came back to its fibre without any failback event: its next sample on the fibre
+    //    clears the alert, the critical count drops, and the header says "online on primary".
+    let failover = cloud
+        .raise_alert(
+            demo.tenant_id,
+            hand,
+            stayopen_cloud::domain::alerts::AlertChange::Raise {
+                kind: stayopen_shared::alerts::AlertKind::Failover,
+                subject: String::new(),
+                summary: "Failover fiber to lte".into(),
+            },
+        )
+        .await;
+    browser.open_fragment(&format!("#/appliances/{hand}")).await;
+    browser
+        .wait_for(
+            "const s = document.querySelector('#appliance-state');
+             return !!s && s.dataset.state === 'on_backup'",
+            "SO-HAND-0001 online on backup",
+            PAGE,
+        )
+        .await;
+    browser.open_fragment("#/fleet").await;
+    browser
+        .wait_for(
+            "const d = document.querySelector('#fleet-totals [data-stat=critical-alerts] dd');
+             return !!d && d.innerText.trim() === '1'",
+            "one critical alert",
+            PAGE,
+        )
+        .await;
+    driven.carry_on(&cloud, "fiber").await;
+    browser
+        .wait_for(
+            "const d = document.querySelector('#fleet-totals [data-stat=critical-alerts] dd');
+             return !!d && d.innerText.trim() === '0'",
+            "no critical alert once the box is back on its fibre",
+            PAGE,
+        )
+        .await;
+    let cleared: stayopen_shared::alerts::AlertView = api
+        .get(&format!("/api/v1/alerts/{failover}"))
+        .await
+        .1
+        .expect("the alert");
+    assert_eq!(cleared.state, stayopen_shared::alerts::AlertState::Resolved);
+    assert!(
+        cleared
+            .resolution
+            .as_deref()
+            .is_some_and(|r| r.contains("primary uplink fiber")),
+        "the resolution names what cleared it: {:?}",
+        cleared.resolution
+    );
+    browser.open_fragment(&format!("#/appliances/{hand}")).await;
+    browser
+        .wait_for(
+            "const s = document.querySelector('#appliance-state');
+             return !!s && s.dataset.state === 'primary' && s.innerText.includes('Online on primary')",
+            "the header reading online on primary",
+            PAGE,
+        )
+        .await;
+
+    // 2. A bulk acknowledge: two alerts of the same box, selected by their group's checkbox.
+    let mut raised = Vec::new();
+    for kind in [
+        stayopen_shared::alerts::AlertKind::DrillFailed,
+        stayopen_shared::alerts::AlertKind::PolicyApplyFailed,
+    ] {
+        raised.push(
+            cloud
+                .raise_alert(
+                    demo.tenant_id,
+                    hand,
+                    stayopen_cloud::domain::alerts::AlertChange::Raise {
+                        kind,
+                        subject: String::new(),
+                        summary: format!("{kind:?} on SO-HAND-0001"),
+                    },
+                )
+                .await,
+        );
+    }
+    browser.open_fragment("#/alerts").await;
+    let group = format!(".alert-group-section[data-appliance-id='{hand}']");
+    browser
+        .wait_for(
+            &format!(
+                "return document.querySelectorAll(\"{group} .alert-item[data-state=open]\").length === 2"
+            ),
+            "the box's two open alerts, grouped",
+            PAGE,
+        )
+        .await;
+    browser.click(&format!("{group} .select-group")).await;
+    browser
+        .wait_for(
+            "return document.querySelector('#alert-selection').innerText.includes('2 alerts selected')",
+            "two alerts selected",
+            PAGE,
+        )
+        .await;
+    screenshot(&browser, "alerts-bulk").await;
+    browser.click("#bulk-acknowledge").await;
+    browser
+        .wait_for(
+            &format!(
+                "return document.querySelectorAll(\"{group} .alert-item[data-state=acknowledged]\").length === 2
+                     && document.querySelector('#alert-bulk').innerText.includes('Acknowledged 2 alerts')"
+            ),
+            "both acknowledged",
+            PAGE,
+        )
+        .await;
+    for alert in &raised {
+        let view: stayopen_shared::alerts::AlertView = api
+            .get(&format!("/api/v1/alerts/{alert}"))
+            .await
+            .1
+            .expect("alert");
+        assert_eq!(
+            view.state,
+            stayopen_shared::alerts::AlertState::Acknowledged
+        );
+    }
+
+    // 3. A serial prefix, typed after "/" and confirmed with Enter, opens the first match.
+    browser.open_fragment("#/appliances").await;
+    browser.wait_for_element(".appliance-row", PAGE).await;
+    browser
+        .eval("document.body.dispatchEvent(new KeyboardEvent('keydown', {key: '/', bubbles: true})); return true")
+        .await;
+    browser
+        .wait_for(
+            "return document.activeElement && document.activeElement.id === 'appliance-list-search'",
+            "\"/\" focusing the search",
+            PAGE,
+        )
+        .await;
+    browser
+        .type_into("#appliance-list-search", "so-sim-000")
+        .await;
+    browser
+        .wait_for(
+            "const rows = [...document.querySelectorAll('.appliance-row .serial')];
+             return rows.length === 3 && rows.every(r => r.innerText.startsWith('SO-SIM-000'))",
+            "the three SO-SIM boxes and not SO-HAND-0001",
+            PAGE,
+        )
+        .await;
+    let first_sim = appliance_id(&cloud, &admin_token, "SO-SIM-0000").await;
+    browser
+        .type_into("#appliance-list-search", "so-sim-000\u{E007}")
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "return location.hash === '#/appliances/{first_sim}' && !!document.querySelector('#appliance-state')"
+            ),
+            "Enter opening SO-SIM-0000",
+            PAGE,
+        )
+        .await;
+
+    // 4. The CSV export holds the rows the API lists, in its order.
+    browser.open_fragment("#/appliances").await;
+    browser.wait_for_element(".appliance-row", PAGE).await;
+    browser.click("#export-appliances").await;
+    let csv = eventually(Duration::from_secs(30), "the downloaded CSV", || async {
+        std::fs::read_dir(browser.download_dir())
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("appliances-") && name.ends_with(".csv")
+            })
+            .and_then(|e| std::fs::read_to_string(e.path()).ok())
+            .filter(|text| !text.is_empty())
+    })
+    .await;
+    let rows = csv_rows(&csv);
+    let listed = api.appliances("limit=500").await.expect("appliances").items;
+    assert_eq!(rows[0][0], "serial");
+    assert_eq!(
+        rows[1..].iter().map(|r| r[0].clone()).collect::<Vec<_>>(),
+        listed.iter().map(|a| a.serial.clone()).collect::<Vec<_>>()
+    );
+    for (row, appliance) in rows[1..].iter().zip(&listed) {
+        assert_eq!(row[1], appliance.practice_name);
+        assert_eq!(row[10], appliance.id.to_string());
+    }
+
+    // 5. At 390 px wide every main page fits: nothing scrolls sideways, and the menu folds away.
+    browser.phone(390, 844).await;
+    let practice = &demo.practices[1];
+    for (fragment, name) in [
+        ("#/fleet".to_owned(), "phone-fleet"),
+        ("#/appliances".to_owned(), "phone-appliances"),
+        ("#/alerts".to_owned(), "phone-alerts"),
+        (format!("#/practices/{}", practice.id), "phone-practice"),
+        (format!("#/appliances/{hand}"), "phone-appliance"),
+        ("#/policies".to_owned(), "phone-policies"),
+        ("#/reports".to_owned(), "phone-reports"),
+        ("#/audit".to_owned(), "phone-audit"),
+    ] {
+        browser.open_fragment(&fragment).await;
+        browser
+            .wait_for(
+                "const m = document.querySelector('#main .page, #main .card');
+                 return !!m && !document.querySelector('#main .loading')",
+                &format!("{fragment} loaded"),
+                PAGE,
+            )
+            .await;
+        // Let live data and charts settle before measuring.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let widths = browser
+            .eval(
+                "return [window.innerWidth, document.documentElement.scrollWidth,
+                         [...document.querySelectorAll('body *')]
+                            .filter(e => e.getBoundingClientRect().width > 391)
+                            .filter(e => ![...e.children].some(c => c.getBoundingClientRect().width > 391))
+                            .slice(0, 6)
+                            .map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right) + ' ' + (e.innerText || '').slice(0, 40))]",
+            )
+            .await;
+        assert_eq!(widths[0], 390, "{fragment}: the phone's width: {widths}");
+        assert!(
+            widths[1].as_u64().unwrap_or(u64::MAX) <= 390,
+            "{fragment} scrolls sideways at 390 px: {widths}"
+        );
+        let nav_shown = browser
+            .eval("return document.querySelector('#main-nav').getBoundingClientRect().height > 0")
+            .await;
+        assert_eq!(
+            nav_shown,
+            serde_json::json!(false),
+            "{fragment}: the menu folded"
+        );
+        screenshot(&browser, name).await;
+    }
+    browser.click("#menu-toggle").await;
+    browser
+        .wait_for(
+            "return document.querySelector('#main-nav').getBoundingClientRect().height > 0
+                 && document.querySelector('#menu-toggle').getAttribute('aria-expanded') === 'true'",
+            "the menu unfolded",
+            PAGE,
+        )
+        .await;
+    browser.click(".nav-link[data-nav=Alerts]").await;
+    browser
+        .wait_for(
+            "return location.hash === '#/alerts'
+                 && document.querySelector('#main-nav').getBoundingClientRect().height === 0",
+            "the menu folding again on the alerts page",
+            PAGE,
+        )
+        .await;
+    browser.desktop().await;
+
+    drop(driven);
     fleet.stop().await;
 }

@@ -8,13 +8,13 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{TestCloud, spawn_cloud};
+use stayopen_cloud::domain::alerts::AlertChange;
 use stayopen_shared::ApplianceId;
 use stayopen_shared::alerts::{AlertBulkAction, AlertKind, AlertState, BulkAlertRequest};
 use stayopen_shared::api::{
     ApplianceBulkAction, ApplianceSort, ApplianceState, ApplianceView, BulkApplianceRequest,
     BulkOutcome, FleetTotals, Page, PracticeStatus, PracticeSummary, Role,
 };
-use stayopen_cloud::domain::alerts::AlertChange;
 use uuid::Uuid;
 
 /// Every page of `query` (a few rows a page, to cross many cursors), in order.
@@ -189,7 +189,12 @@ async fn the_fleet_wide_list_searches_filters_and_sorts_every_column_server_side
     assert_ne!(partly.status, PracticeStatus::Offline);
 
     // Bad filters are refused with a clear message, not ignored.
-    for bad in ["state=sideways", "sort=colour", "uplink_kind=pigeon", "tag=two%20words"] {
+    for bad in [
+        "state=sideways",
+        "sort=colour",
+        "uplink_kind=pigeon",
+        "tag=two%20words",
+    ] {
         let (status, _) = cloud
             .api(&admin)
             .get::<serde_json::Value>(&format!("/api/v1/appliances?{bad}"))
@@ -252,13 +257,20 @@ async fn bulk_actions_check_the_role_skip_what_the_caller_cannot_see_and_audit_e
         .fetch_one(&cloud.owner_pool)
         .await
         .expect("their tags");
-    assert!(their_tags.is_empty(), "another tenant's appliance untouched");
+    assert!(
+        their_tags.is_empty(),
+        "another tenant's appliance untouched"
+    );
     // The tag finds them, as a filter and as a search; the other MSP finds nothing by it.
     let tagged = every_page(&cloud, &admin, "tag=dental").await;
     assert_eq!(tagged.len(), 3);
     assert!(tagged.iter().all(|a| a.tags == ["dental"]));
     assert_eq!(every_page(&cloud, &admin, "q=DENTAL").await.len(), 3);
-    assert!(every_page(&cloud, &other_admin, "tag=dental").await.is_empty());
+    assert!(
+        every_page(&cloud, &other_admin, "tag=dental")
+            .await
+            .is_empty()
+    );
     // Each tagged appliance has its own audit record.
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_log WHERE action = 'appliance.tag_add' AND tenant_id = $1",
@@ -340,7 +352,8 @@ async fn bulk_actions_check_the_role_skip_what_the_caller_cannot_see_and_audit_e
         &admin,
         &ours[..2],
         ApplianceBulkAction::ApplyPolicy {
-            overrides: serde_json::from_str(r#"{"failback_clean_period_secs": 120}"#).expect("json"),
+            overrides: serde_json::from_str(r#"{"failback_clean_period_secs": 120}"#)
+                .expect("json"),
         },
     )
     .await;
@@ -519,8 +532,15 @@ async fn csv_exports_stream_every_row_the_filtered_list_has_and_refuse_what_the_
     let listed = listed.expect("alerts");
     assert_eq!(alert_rows.len() - 1, listed.items.len());
     assert_eq!(
-        alert_rows[1..].iter().map(|r| r[14].clone()).collect::<Vec<_>>(),
-        listed.items.iter().map(|a| a.id.to_string()).collect::<Vec<_>>()
+        alert_rows[1..]
+            .iter()
+            .map(|r| r[14].clone())
+            .collect::<Vec<_>>(),
+        listed
+            .items
+            .iter()
+            .map(|a| a.id.to_string())
+            .collect::<Vec<_>>()
     );
     let (status, _, practices) = api.text("/api/v1/practices.csv").await;
     assert_eq!(status, 200);

@@ -411,8 +411,7 @@ pub fn ExportButton(
     let notice = RwSignal::new(None::<Notice>);
     let export = move |_| {
         let path = path.get_untracked();
-        let today = chrono::Utc::now().format("%Y-%m-%d");
-        let file = format!("{name}-{today}.csv");
+        let file = format!("{name}-{}.csv", crate::live::utc_now().date_naive());
         act(
             busy,
             notice,

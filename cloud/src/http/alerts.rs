@@ -141,7 +141,9 @@ pub async fn export(
             let (pool, auth, filter) = (pool.clone(), auth.clone(), filter.clone());
             async move {
                 let items = views::list(&pool, &auth, &filter, after, csv::EXPORT_FETCH).await?;
-                Ok(csv::rows_and_next(items, |a: &AlertView| (a.last_seen, a.id)))
+                Ok(csv::rows_and_next(items, |a: &AlertView| {
+                    (a.last_seen, a.id)
+                }))
             }
         },
         |a: &AlertView| {

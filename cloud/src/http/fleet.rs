@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use stayopen_shared::api::{
     ApiError, ApplianceSort, ApplianceState, ApplianceView, BulkApplianceRequest, BulkOutcome,
-    CreatePractice, CreateSite, EventRecord, Fleet, Page, PracticeStatus, PracticeSummary, SiteView,
-    TelemetryRecord, UplinkKind, normalise_tag,
+    CreatePractice, CreateSite, EventRecord, Fleet, Page, PracticeStatus, PracticeSummary,
+    SiteView, TelemetryRecord, UplinkKind, normalise_tag,
 };
 use stayopen_shared::{ApplianceId, PracticeId};
 use utoipa::IntoParams;
@@ -363,8 +363,14 @@ pub async fn list_appliances(
 ) -> Result<web::Json<Page<ApplianceView>>, ApiFailure> {
     let fetch = pagination::fetch_limit(query.limit)?;
     let filter = query.filter()?;
-    let items =
-        fleet::appliances(&state.pool, &auth, &filter, fetch, offline_after_secs(&state)).await?;
+    let items = fleet::appliances(
+        &state.pool,
+        &auth,
+        &filter,
+        fetch,
+        offline_after_secs(&state),
+    )
+    .await?;
     Ok(web::Json(pagination::page(
         items,
         fetch,

@@ -81,7 +81,9 @@ pub async fn export(
             async move {
                 let items =
                     incidents::list(&pool, &auth, practice, after, csv::EXPORT_FETCH).await?;
-                Ok(csv::rows_and_next(items, |i: &Incident| (i.started_at, i.id)))
+                Ok(csv::rows_and_next(items, |i: &Incident| {
+                    (i.started_at, i.id)
+                }))
             }
         },
         |i: &Incident| {

@@ -225,6 +225,30 @@ impl Browser {
         self.wait_for(&script, css, timeout).await;
     }
 
+    /// Emulates a phone's viewport (`width` × `height` CSS pixels, touch, mobile layout), as
+    /// Chromium's device toolbar does; [`Browser::desktop`] ends it.
+    pub async fn phone(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(
+                json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                    "width": width, "height": height, "deviceScaleFactor": 2, "mobile": true
+                }}),
+            ),
+        )
+        .await;
+    }
+
+    pub async fn desktop(&self) {
+        self.call(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}})),
+        )
+        .await;
+    }
+
     pub async fn screenshot_png(&self) -> Vec<u8> {
         let value = self.call(reqwest::Method::GET, "/screenshot", None).await;
         base64::engine::general_purpose::STANDARD

@@ -4,15 +4,16 @@
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use stayopen_shared::alerts::{
-    AlertKind, AlertState, AlertView, CreateAlertComment, ResolveAlert, Severity,
+    AlertBulkAction, AlertKind, AlertState, AlertView, BulkAlertRequest, CreateAlertComment,
+    ResolveAlert, Severity,
 };
-use stayopen_shared::api::Page;
-use stayopen_shared::ids::PracticeId;
+use stayopen_shared::api::{BulkOutcome, Page};
+use stayopen_shared::ids::{ApplianceId, PracticeId};
 
 use crate::api;
 use crate::components::{
-    FeedStatus, Notice, PageHeading, Pager, PracticePicker, act, loading, notice_view, time_ago,
-    time_exact, use_session,
+    ExportButton, FeedStatus, Notice, PageHeading, Pager, PracticePicker, act, loading,
+    notice_view, time_ago, time_exact, use_session,
 };
 use crate::live::{Feed, feed};
 use crate::logic::{Interest, Route, actor_label, alert_kind_label, parse_date, query_string};
@@ -33,6 +34,8 @@ pub fn AlertsPage() -> impl IntoView {
     let since = RwSignal::new(String::new());
     let practice: RwSignal<Option<(PracticeId, String)>> = RwSignal::new(None);
     let pager = Pager::new();
+    let selected: RwSignal<Vec<uuid::Uuid>> = RwSignal::new(Vec::new());
+    let can_act = session.capabilities().operate;
 
     let alerts = feed(Interest::Alerts, 1_000.0, move || {
         let open = tab.get_untracked() == Tab::Open;
@@ -60,8 +63,24 @@ pub fn AlertsPage() -> impl IntoView {
     });
     let refilter = move || {
         pager.reset();
+        selected.set(Vec::new());
         alerts.reload();
     };
+    // The export has the list's filters, every page of them.
+    let export_path = Signal::derive(move || {
+        let open = tab.get() == Tab::Open;
+        let filter = |s: RwSignal<String>| (!open).then(|| s.get()).flatten_empty();
+        format!(
+            "/api/v1/alerts.csv{}",
+            query_string(&[
+                ("unresolved", open.then(|| "true".to_owned())),
+                ("state", filter(state)),
+                ("kind", filter(kind)),
+                ("severity", filter(severity)),
+                ("practice_id", practice.get().map(|(id, _)| id.to_string())),
+            ])
+        )
+    });
     Effect::new(move |previous: Option<()>| {
         practice.track();
         if previous.is_some() {
@@ -118,7 +137,9 @@ pub fn AlertsPage() -> impl IntoView {
 
     view! {
         <section id="alerts" class="page">
-            <PageHeading title=Signal::derive(|| "Alerts".to_owned()) feed=alerts />
+            <PageHeading title=Signal::derive(|| "Alerts".to_owned()) feed=alerts>
+                <ExportButton id="export-alerts" name="alerts" path=export_path />
+            </PageHeading>
             <div class="tabs" role="tablist" aria-label="Alerts">
                 {tab_button(Tab::Open, "tab-open", "Open")}
                 {tab_button(Tab::History, "tab-history", "History")}
@@ -166,7 +187,12 @@ pub fn AlertsPage() -> impl IntoView {
                 <PracticePicker id="filter-practice" label="Practice" chosen=practice allow_none=true />
             </div>
             <FeedStatus feed=alerts what="the alerts" />
-            <AlertList feed=alerts show_practice=true />
+            {can_act.then(|| view! { <AlertBulkBar selected feed=alerts /> })}
+            {if can_act {
+                view! { <AlertList feed=alerts show_practice=true selected=selected /> }.into_any()
+            } else {
+                view! { <AlertList feed=alerts show_practice=true /> }.into_any()
+            }}
             {pager.view(next, alerts)}
         </section>
     }
@@ -182,29 +208,127 @@ impl FlattenEmpty for Option<String> {
     }
 }
 
-/// Alerts as a dense list, each with its context, lifecycle and (for MSP staff) actions.
+/// Alerts as a dense list grouped by appliance (the worst news of one box together), each with
+/// its context, lifecycle and (for MSP staff) actions. With `selected`, unresolved alerts get a
+/// checkbox, and each appliance's group one that selects its alerts, for the bulk actions.
 #[component]
-pub fn AlertList(feed: Feed<Page<AlertView>>, show_practice: bool) -> impl IntoView {
+pub fn AlertList(
+    feed: Feed<Page<AlertView>>,
+    show_practice: bool,
+    #[prop(optional)] selected: Option<RwSignal<Vec<uuid::Uuid>>>,
+) -> impl IntoView {
     let items = Memo::new(move |_| {
         feed.data
             .with(|p| p.as_ref().map(|p| p.items.clone()).unwrap_or_default())
     });
-    let ids = Memo::new(move |_| items.with(|i| i.iter().map(|a| a.id).collect::<Vec<_>>()));
+    // Appliances in the order of their newest alert, each with its alerts newest first.
+    let groups = Memo::new(move |_| {
+        items.with(|items| {
+            let mut groups: Vec<(ApplianceId, Vec<uuid::Uuid>)> = Vec::new();
+            for a in items {
+                match groups.iter_mut().find(|(id, _)| *id == a.appliance_id) {
+                    Some((_, ids)) => ids.push(a.id),
+                    None => groups.push((a.appliance_id, vec![a.id])),
+                }
+            }
+            groups
+        })
+    });
+    let appliances =
+        Memo::new(move |_| groups.with(|g| g.iter().map(|(id, _)| *id).collect::<Vec<_>>()));
     view! {
         {loading(feed)}
         {move || {
-            (feed.loaded() && ids.with(Vec::is_empty))
+            (feed.loaded() && appliances.with(Vec::is_empty))
                 .then(|| view! { <p class="empty">"No alerts."</p> })
         }}
-        <ul class="alert-list">
+        <div class="alert-groups">
             <For
-                each=move || ids.get()
+                each=move || appliances.get()
                 key=|id| *id
-                children=move |id: uuid::Uuid| {
-                    view! { <AlertItem items id show_practice feed /> }
+                children=move |appliance: ApplianceId| {
+                    let ids = Memo::new(move |_| {
+                        groups.with(|g| {
+                            g.iter()
+                                .find(|(id, _)| *id == appliance)
+                                .map(|(_, ids)| ids.clone())
+                                .unwrap_or_default()
+                        })
+                    });
+                    view! { <AlertGroup items appliance ids show_practice feed selected /> }
                 }
             />
-        </ul>
+        </div>
+    }
+}
+
+/// One appliance's alerts under a heading that names the box, its site and practice.
+#[component]
+fn AlertGroup(
+    items: Memo<Vec<AlertView>>,
+    appliance: ApplianceId,
+    ids: Memo<Vec<uuid::Uuid>>,
+    show_practice: bool,
+    feed: Feed<Page<AlertView>>,
+    selected: Option<RwSignal<Vec<uuid::Uuid>>>,
+) -> impl IntoView {
+    let first =
+        Memo::new(move |_| items.with(|i| i.iter().find(|a| a.appliance_id == appliance).cloned()));
+    let selectable = Memo::new(move |_| {
+        items.with(|i| {
+            i.iter()
+                .filter(|a| a.appliance_id == appliance && a.state != AlertState::Resolved)
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        })
+    });
+    view! {
+        <section class="alert-group-section" data-appliance-id=appliance.to_string()>
+            {move || first.get().map(|a| {
+                let count = ids.with(Vec::len) as u32;
+                view! {
+                    <h2 class="alert-group-heading">
+                        {selected.map(|selected| {
+                            let all = move || selectable.with(|s| !s.is_empty() && selected.with(|sel| s.iter().all(|id| sel.contains(id))));
+                            view! {
+                                <input
+                                    type="checkbox"
+                                    class="select-group"
+                                    aria-label=format!("Select every open alert of {}", a.appliance_serial)
+                                    prop:checked=all
+                                    disabled=move || selectable.with(Vec::is_empty)
+                                    on:change=move |ev| {
+                                        let on = event_target_checked(&ev);
+                                        let mine = selectable.get_untracked();
+                                        selected.update(|sel| {
+                                            sel.retain(|id| !mine.contains(id));
+                                            if on {
+                                                sel.extend(mine.iter().copied());
+                                            }
+                                        });
+                                    }
+                                />
+                            }
+                        })}
+                        <a href=Route::Appliance(a.appliance_id).href() class="serial">{a.appliance_serial.clone()}</a>
+                        <span class="muted small">
+                            {show_practice.then(|| format!("{} · ", a.practice_name))}
+                            {a.site_name.clone()}
+                            {format!(" · {}", crate::logic::plural(count, "alert", "alerts"))}
+                        </span>
+                    </h2>
+                }
+            })}
+            <ul class="alert-list">
+                <For
+                    each=move || ids.get()
+                    key=|id| *id
+                    children=move |id: uuid::Uuid| {
+                        view! { <AlertItem items id show_practice feed selected /> }
+                    }
+                />
+            </ul>
+        </section>
     }
 }
 
@@ -214,6 +338,7 @@ fn AlertItem(
     id: uuid::Uuid,
     show_practice: bool,
     feed: Feed<Page<AlertView>>,
+    selected: Option<RwSignal<Vec<uuid::Uuid>>>,
 ) -> impl IntoView {
     let session = use_session();
     let can_act = session.capabilities().operate;
@@ -313,6 +438,23 @@ fn AlertItem(
         Some(view! {
             <li class=format!("alert-item severity-{severity} state-{state}") data-alert-id=id.to_string() data-kind=a.kind.as_str() data-state=state>
                 <div class="alert-main">
+                    {selected.filter(|_| !resolved).map(|selected| view! {
+                        <input
+                            type="checkbox"
+                            class="select-alert"
+                            aria-label=format!("Select the {} alert of {}", alert_kind_label(a.kind), a.appliance_serial)
+                            prop:checked=move || selected.with(|s| s.contains(&id))
+                            on:change=move |ev| {
+                                let on = event_target_checked(&ev);
+                                selected.update(|s| {
+                                    s.retain(|x| *x != id);
+                                    if on {
+                                        s.push(id);
+                                    }
+                                });
+                            }
+                        />
+                    })}
                     <span class=format!("badge badge-severity-{severity}")>{severity}</span>
                     <strong class="alert-kind">{alert_kind_label(a.kind)}</strong>
                     {(a.count > 1).then(|| view! { <span class="chip">{format!("×{}", a.count)}</span> })}
@@ -326,8 +468,6 @@ fn AlertItem(
                         <a href=Route::Practice(a.practice_id).href()>{a.practice_name.clone()}</a>
                         " · "
                     })}
-                    {a.site_name.clone()}
-                    " · "
                     <a href=Route::Appliance(a.appliance_id).href() class="serial">{a.appliance_serial.clone()}</a>
                     {(!a.subject.is_empty()).then(|| format!(" · {}", a.subject))}
                     " · first "
@@ -391,5 +531,100 @@ fn AlertItem(
                 </details>
             </li>
         })
+    }
+}
+
+/// Acknowledge or resolve the selected alerts, after a confirmation; says what was skipped.
+#[component]
+fn AlertBulkBar(selected: RwSignal<Vec<uuid::Uuid>>, feed: Feed<Page<AlertView>>) -> impl IntoView {
+    let session = use_session();
+    let busy = RwSignal::new(false);
+    let notice = RwSignal::new(None::<Notice>);
+    let note = RwSignal::new(String::new());
+    let run = move |action: AlertBulkAction| {
+        let ids = selected.get_untracked();
+        if ids.is_empty() {
+            return;
+        }
+        let what = crate::logic::plural(ids.len() as u32, "alert", "alerts");
+        let question = match action {
+            AlertBulkAction::Acknowledge => {
+                format!("Acknowledge {what}? Escalation stops for them.")
+            }
+            AlertBulkAction::Resolve => format!("Resolve {what} by hand?"),
+        };
+        let confirmed = web_sys::window()
+            .and_then(|w| w.confirm_with_message(&question).ok())
+            .unwrap_or(false);
+        if !confirmed {
+            return;
+        }
+        let text = note.get_untracked().trim().to_owned();
+        let request = BulkAlertRequest {
+            alert_ids: ids,
+            action,
+            note: (action == AlertBulkAction::Resolve && !text.is_empty()).then_some(text),
+        };
+        act(
+            busy,
+            notice,
+            "",
+            async move { api::post::<_, BulkOutcome>(session, "/api/v1/alerts/bulk", &request).await },
+            move |outcome: BulkOutcome| {
+                let verb = match action {
+                    AlertBulkAction::Acknowledge => "Acknowledged",
+                    AlertBulkAction::Resolve => "Resolved",
+                };
+                let done = format!(
+                    "{verb} {}.",
+                    crate::logic::plural(outcome.done.len() as u32, "alert", "alerts")
+                );
+                notice.set(Some(if outcome.skipped.is_empty() {
+                    Notice::Done(done)
+                } else {
+                    let why: Vec<String> =
+                        outcome.skipped.iter().map(|s| s.reason.clone()).collect();
+                    Notice::Failed(format!(
+                        "{done} Skipped {}: {}",
+                        outcome.skipped.len(),
+                        why.join("; ")
+                    ))
+                }));
+                note.set(String::new());
+                selected.set(Vec::new());
+                feed.reload();
+            },
+        );
+    };
+    view! {
+        <div class="bulk-bar" id="alert-bulk" class:hidden=move || selected.with(Vec::is_empty) && notice.with(Option::is_none)>
+            <span class="bulk-count" id="alert-selection">
+                {move || format!("{} selected", crate::logic::plural(selected.with(Vec::len) as u32, "alert", "alerts"))}
+            </span>
+            <button
+                type="button"
+                id="bulk-acknowledge"
+                class="button button-primary button-small"
+                disabled=move || busy.get() || selected.with(Vec::is_empty)
+                on:click=move |_| run(AlertBulkAction::Acknowledge)
+            >
+                "Acknowledge"
+            </button>
+            <label for="bulk-note" class="visually-hidden">"Resolution note"</label>
+            <input id="bulk-note" type="text" placeholder="Resolution note (optional)" bind:value=note />
+            <button
+                type="button"
+                id="bulk-resolve"
+                class="button button-secondary button-small"
+                disabled=move || busy.get() || selected.with(Vec::is_empty)
+                on:click=move |_| run(AlertBulkAction::Resolve)
+            >
+                "Resolve"
+            </button>
+            <button type="button" class="button button-link button-small" on:click=move |_| { selected.set(Vec::new()); notice.set(None); }>
+                "Clear"
+            </button>
+            {notice_view(notice)}
+        </div>
     }
 }

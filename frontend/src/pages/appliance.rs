@@ -21,9 +21,9 @@ use crate::components::{
 };
 use crate::live::{Feed, feed, follow_while};
 use crate::logic::{
-    Interest, POLICY_FIELDS, PolicyTarget, Route, bytes_text, format_loss,
-    format_rtt, handshake_text, outbox_text, primary_uplink, reachability_grid, redundant_use,
-    scope_label, tunnel_mode_text, tunnel_state_text, uplinks_by_priority, value_text,
+    Interest, POLICY_FIELDS, PolicyTarget, Route, bytes_text, format_loss, format_rtt,
+    handshake_text, outbox_text, primary_uplink, reachability_grid, redundant_use, scope_label,
+    tunnel_mode_text, tunnel_state_text, uplinks_by_priority, value_text,
 };
 use crate::pages::alerts::AlertList;
 use crate::pages::practice::Maintenance;
@@ -378,17 +378,17 @@ fn Uplinks(appliance: RwSignal<Option<ApplianceView>>) -> impl IntoView {
                                         let health = u.health.as_str();
                                         view! {
                                             <tr data-uplink=u.name.clone() class:active-row=carrying>
-                                                <th scope="row">
+                                                <th scope="row" data-label="Uplink">
                                                     {u.name.clone()}
                                                     {u.metered.then(|| view! { " " <span class="chip">"metered"</span> })}
                                                 </th>
-                                                <td>{if u.priority == 0 { "primary".to_owned() } else { format!("backup ({})", u.priority) }}</td>
-                                                <td><span class=format!("badge badge-health-{health}")>{health}</span></td>
-                                                <td class="carrying">{if carrying { "yes" } else { "" }}</td>
-                                                <td class="num">{format_rtt(u.rtt_ms)}</td>
-                                                <td class="num">{format_loss(u.loss_pct)}</td>
-                                                <td class="num">{bytes_text(u.rx_bytes)}</td>
-                                                <td class="num">{bytes_text(u.tx_bytes)}</td>
+                                                <td data-label="Priority">{if u.priority == 0 { "primary".to_owned() } else { format!("backup ({})", u.priority) }}</td>
+                                                <td data-label="Health"><span class=format!("badge badge-health-{health}")>{health}</span></td>
+                                                <td class="carrying" data-label="Carrying traffic">{if carrying { "yes" } else { "" }}</td>
+                                                <td class="num" data-label="Latency">{format_rtt(u.rtt_ms)}</td>
+                                                <td class="num" data-label="Loss">{format_loss(u.loss_pct)}</td>
+                                                <td class="num" data-label="Received">{bytes_text(u.rx_bytes)}</td>
+                                                <td class="num" data-label="Sent">{bytes_text(u.tx_bytes)}</td>
                                             </tr>
                                         }
                                     })
@@ -585,9 +585,9 @@ fn Configuration(id: ApplianceId) -> impl IntoView {
                                         let source_label = source.map_or("default", scope_label);
                                         view! {
                                             <tr data-setting=f.key>
-                                                <th scope="row">{f.label}</th>
-                                                <td class="mono">{value}</td>
-                                                <td><span class=format!("source source-{source_label}")>{source_label}</span></td>
+                                                <th scope="row" data-label="Setting">{f.label}</th>
+                                                <td class="mono" data-label="Value">{value}</td>
+                                                <td data-label="Set by"><span class=format!("source source-{source_label}")>{source_label}</span></td>
                                             </tr>
                                         }
                                     }).collect_view()}
@@ -804,10 +804,10 @@ fn Identity(id: ApplianceId, can_trust: bool) -> impl IntoView {
                                     };
                                     view! {
                                         <tr data-state=state>
-                                            <th scope="row" class="mono">{c.serial}</th>
-                                            <td>{time_exact(Some(c.issued_at))}</td>
-                                            <td>{time_exact(Some(c.not_after))}</td>
-                                            <td>{state}</td>
+                                            <th scope="row" class="mono" data-label="Serial">{c.serial}</th>
+                                            <td data-label="Issued">{time_exact(Some(c.issued_at))}</td>
+                                            <td data-label="Valid until">{time_exact(Some(c.not_after))}</td>
+                                            <td data-label="State">{state}</td>
                                         </tr>
                                     }
                                 }).collect_view()}

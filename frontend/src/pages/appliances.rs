@@ -128,7 +128,10 @@ pub fn AppliancesPage() -> impl IntoView {
             .with(|p| p.as_ref().map(|p| p.items.clone()).unwrap_or_default())
     });
     let ids = Memo::new(move |_| items.with(|i| i.iter().map(|a| a.id).collect::<Vec<_>>()));
-    let next = move || list.data.with(|p| p.as_ref().and_then(|p| p.next_cursor.clone()));
+    let next = move || {
+        list.data
+            .with(|p| p.as_ref().and_then(|p| p.next_cursor.clone()))
+    };
 
     let chip = move |value: Option<ApplianceState>, label: &'static str| {
         let pressed = move || filters.with(|f| f.state == value);
@@ -433,7 +436,10 @@ fn BulkBar(
         let n = selected.with_untracked(Vec::len) as u32;
         run(
             ApplianceBulkAction::AddTag { tag: value.clone() },
-            format!("Add the tag \"{value}\" to {}?", plural(n, "appliance", "appliances")),
+            format!(
+                "Add the tag \"{value}\" to {}?",
+                plural(n, "appliance", "appliances")
+            ),
         );
     };
     let drill = move |ev: leptos::ev::SubmitEvent| {
@@ -441,7 +447,9 @@ fn BulkBar(
         let secs: u32 = drill_secs.get_untracked().parse().unwrap_or(60);
         let n = selected.with_untracked(Vec::len) as u32;
         run(
-            ApplianceBulkAction::StartDrill { duration_secs: secs },
+            ApplianceBulkAction::StartDrill {
+                duration_secs: secs,
+            },
             format!(
                 "Start a {secs}-second failover drill on {}? Their traffic moves to the backup uplink for the drill.",
                 plural(n, "appliance", "appliances")

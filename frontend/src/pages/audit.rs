@@ -76,12 +76,12 @@ pub fn AuditPage() -> impl IntoView {
                             let has_change = before.is_some() || after.is_some();
                             view! {
                                 <tr data-action=e.action.clone()>
-                                    <td class="num">{e.seq}</td>
-                                    <td class="nowrap">{time_exact(Some(e.at))}</td>
-                                    <td>{e.actor.clone()}</td>
-                                    <td class="mono">{e.action.clone()}</td>
-                                    <td class="small">{e.target_type.clone()}" "<span class="mono muted">{e.target_id.clone()}</span></td>
-                                    <td>
+                                    <td class="num" data-label="#">{e.seq}</td>
+                                    <td class="nowrap" data-label="When">{time_exact(Some(e.at))}</td>
+                                    <td data-label="Who">{e.actor.clone()}</td>
+                                    <td class="mono" data-label="Action">{e.action.clone()}</td>
+                                    <td class="small" data-label="Target">{e.target_type.clone()}" "<span class="mono muted">{e.target_id.clone()}</span></td>
+                                    <td data-label="Change">
                                         {has_change.then(|| view! {
                                             <details>
                                                 <summary>"Before / after"</summary>

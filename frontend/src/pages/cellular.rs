@@ -8,10 +8,10 @@ use stayopen_shared::api::ApplianceView;
 use crate::logic::cellular::{CellularRow, Figure, cellular_rows};
 use crate::logic::uplinks_by_priority;
 
-fn figure_cell(class: &'static str, figure: Figure) -> impl IntoView {
+fn figure_cell(class: &'static str, label: &'static str, figure: Figure) -> impl IntoView {
     let quality = figure.quality.map(|q| q.as_str());
     view! {
-        <td class=format!("num {class}") data-quality=quality.unwrap_or("")>
+        <td class=format!("num {class}") data-quality=quality.unwrap_or("") data-label=label>
             {figure.text}
             {quality.map(|q| view! { " " <span class=format!("badge badge-signal-{q}")>{q}</span> })}
         </td>
@@ -22,18 +22,18 @@ fn row(r: CellularRow) -> impl IntoView {
     let title = r.problems.join("; ");
     view! {
         <tr data-uplink=r.uplink.clone() data-status=r.status>
-            <th scope="row">
+            <th scope="row" data-label="Uplink">
                 {r.uplink.clone()}
                 {r.modem.map(|m| view! { <div class="muted small modem">{m}</div> })}
             </th>
-            <td class="modem-status">{r.status_text}</td>
-            <td class="operator">{r.operator}</td>
-            <td class="technology">{r.technology}</td>
-            {figure_cell("rsrp", r.rsrp)}
-            {figure_cell("rsrq", r.rsrq)}
-            {figure_cell("sinr", r.sinr)}
-            <td class="num sim-data">{r.sim_data}</td>
-            <td class="problems muted" title=title.clone()>
+            <td class="modem-status" data-label="Modem">{r.status_text}</td>
+            <td class="operator" data-label="Operator">{r.operator}</td>
+            <td class="technology" data-label="Technology">{r.technology}</td>
+            {figure_cell("rsrp", "RSRP", r.rsrp)}
+            {figure_cell("rsrq", "RSRQ", r.rsrq)}
+            {figure_cell("sinr", "SINR", r.sinr)}
+            <td class="num sim-data" data-label="Data on the SIM">{r.sim_data}</td>
+            <td class="problems muted" title=title.clone() data-label="Problems">
                 {if r.problems.is_empty() { String::new() } else { format!("{} value(s) the modem reported made no sense", r.problems.len()) }}
             </td>
         </tr>

@@ -227,11 +227,11 @@ fn TokenList(tokens: Feed<Page<EnrollmentTokenView>>, pager: Pager) -> impl Into
                         let live = state == "valid";
                         view! {
                             <tr data-token-id=t.id.to_string() data-state=state>
-                                <td>{time_ago(Some(t.created_at))}</td>
-                                <td>{t.created_by_email.clone().unwrap_or_else(|| "–".to_owned())}</td>
-                                <td class="num">{format!("{} / {}", t.uses, t.max_uses)}</td>
-                                <td>{time_exact(Some(t.expires_at))}</td>
-                                <td><span class=format!("badge badge-token-{}", state.replace(' ', "-"))>{state}</span></td>
+                                <td data-label="Created">{time_ago(Some(t.created_at))}</td>
+                                <td data-label="By">{t.created_by_email.clone().unwrap_or_else(|| "–".to_owned())}</td>
+                                <td class="num" data-label="Used">{format!("{} / {}", t.uses, t.max_uses)}</td>
+                                <td data-label="Valid until">{time_exact(Some(t.expires_at))}</td>
+                                <td data-label="State"><span class=format!("badge badge-token-{}", state.replace(' ', "-"))>{state}</span></td>
                                 <td>{live.then(|| view! {
                                     <button type="button" class="button button-link danger revoke-token"
                                         disabled=move || busy.get()
@@ -421,10 +421,10 @@ fn ClaimedSerials(practice: Option<PracticeId>) -> impl IntoView {
                         let serial = c.serial.clone();
                         view! {
                             <tr data-serial=c.serial.clone()>
-                                <th scope="row" class="serial">{c.serial.clone()}</th>
-                                <td><a href=Route::Practice(c.practice_id).href()>"practice"</a></td>
-                                <td>{time_ago(Some(c.created_at))}</td>
-                                <td>{match c.appliance_id {
+                                <th scope="row" class="serial" data-label="Serial">{c.serial.clone()}</th>
+                                <td data-label="Practice"><a href=Route::Practice(c.practice_id).href()>"practice"</a></td>
+                                <td data-label="Registered">{time_ago(Some(c.created_at))}</td>
+                                <td data-label="Enrolled">{match c.appliance_id {
                                     Some(a) => view! { <a href=Route::Appliance(a).href()>{time_ago(c.enrolled_at)}</a> }.into_any(),
                                     None => view! { <span class="muted">"not yet"</span> }.into_any(),
                                 }}</td>

@@ -437,12 +437,12 @@ fn Deliveries(channels: Feed<Page<ChannelView>>) -> impl IntoView {
                         let names = channels.data.get();
                         page.items.into_iter().map(|n| view! {
                             <tr data-status=n.status.clone()>
-                                <td>{time_ago(Some(n.created_at))}</td>
-                                <td>{channel_name(&names, n.channel_id)}</td>
-                                <td>{if n.event == "digest" { format!("digest of {}", n.digest_of.len()) } else { n.event.clone() }}</td>
-                                <td><span class=format!("badge badge-delivery-{}", n.status)>{n.status.clone()}</span></td>
-                                <td class="num">{n.attempts}</td>
-                                <td class="small">{n.last_error.clone().unwrap_or_default()}</td>
+                                <td data-label="Created">{time_ago(Some(n.created_at))}</td>
+                                <td data-label="Channel">{channel_name(&names, n.channel_id)}</td>
+                                <td data-label="Event">{if n.event == "digest" { format!("digest of {}", n.digest_of.len()) } else { n.event.clone() }}</td>
+                                <td data-label="Status"><span class=format!("badge badge-delivery-{}", n.status)>{n.status.clone()}</span></td>
+                                <td class="num" data-label="Attempts">{n.attempts}</td>
+                                <td class="small" data-label="Last error">{n.last_error.clone().unwrap_or_default()}</td>
                             </tr>
                         }).collect_view()
                     })}

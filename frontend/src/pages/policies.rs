@@ -348,18 +348,18 @@ fn FieldRow(
     };
     view! {
         <tr data-setting=key class:has-error=move || error().is_some() class:overridden=move || edit.overridden.get()>
-            <th scope="row">
+            <th scope="row" data-label="Setting">
                 <label for=input_id.clone()>{edit.field.label}</label>
                 <div class="muted small mono">{key}</div>
             </th>
-            <td class="in-force">
+            <td class="in-force" data-label="In force now">
                 {move || in_force().map(|(value, source)| view! {
                     <span class="mono">{value}</span>
                     " "
                     <span class=format!("source source-{source}")>{source}</span>
                 })}
             </td>
-            <td>
+            <td data-label="Override here">
                 <input
                     id=check_id.clone()
                     type="checkbox"
@@ -377,7 +377,7 @@ fn FieldRow(
                 />
                 <label for=check_id class="visually-hidden">{format!("Override {}", edit.field.label)}</label>
             </td>
-            <td>
+            <td data-label="Value">
                 {input}
                 " "
                 <span class="muted small">{unit}</span>
@@ -437,10 +437,10 @@ fn PreviewView(
                             <tbody>
                                 {changes.into_iter().map(|(label, old, new, source)| view! {
                                     <tr class="preview-change">
-                                        <th scope="row">{label}</th>
-                                        <td class="mono">{old}</td>
-                                        <td class="mono changed">{new}</td>
-                                        <td><span class=format!("source source-{source}")>{source}</span></td>
+                                        <th scope="row" data-label="Setting">{label}</th>
+                                        <td class="mono" data-label="Now">{old}</td>
+                                        <td class="mono changed" data-label="After saving">{new}</td>
+                                        <td data-label="Set by"><span class=format!("source source-{source}")>{source}</span></td>
                                     </tr>
                                 }).collect_view()}
                             </tbody>

@@ -13,13 +13,13 @@ use stayopen_shared::telemetry::UplinkTelemetry;
 
 use crate::api;
 use crate::components::{
-    FeedStatus, Notice, PageHeading, Pager, act, loading, notice_view, practice_badge, state_badge, time_ago,
-    time_exact, use_session,
+    FeedStatus, Notice, PageHeading, Pager, act, loading, notice_view, practice_badge, state_badge,
+    time_ago, time_exact, use_session,
 };
 use crate::live::{Feed, feed};
 use crate::logic::{
-    Interest, PolicyTarget, Route, format_spans, is_on_backup, parse_spans,
-    plural, query_string, uplink_metrics, uplinks_by_priority,
+    Interest, PolicyTarget, Route, format_spans, is_on_backup, parse_spans, plural, query_string,
+    uplink_metrics, uplinks_by_priority,
 };
 use crate::pages::alerts::AlertList;
 

@@ -71,9 +71,45 @@ pub fn Shell(session: Session) -> impl IntoView {
             .unwrap_or_default()
     };
 
+    // On a phone the navigation folds away behind "Menu"; choosing a page folds it again.
+    let menu_open = RwSignal::new(false);
+    Effect::new(move |_| {
+        page_route.track();
+        menu_open.set(false);
+    });
+    // "/" puts the cursor in the page's search box (the one marked `data-page-search`), as in
+    // most web consoles, unless one is typing in a field already.
+    let slash = window_event_listener(leptos::ev::keydown, move |ev| {
+        if ev.key() != "/" || ev.ctrl_key() || ev.meta_key() || ev.alt_key() {
+            return;
+        }
+        let typing = ev
+            .target()
+            .and_then(|t| wasm_bindgen::JsCast::dyn_into::<web_sys::Element>(t).ok())
+            .is_some_and(|e| {
+                matches!(e.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT")
+                    || e.has_attribute("contenteditable")
+            });
+        if typing {
+            return;
+        }
+        if let Some(search) = document()
+            .query_selector("[data-page-search]")
+            .ok()
+            .flatten()
+            .and_then(|e| wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(e).ok())
+        {
+            ev.prevent_default();
+            let _ = search.focus();
+        }
+    });
+    on_cleanup(move || slash.remove());
+
+    // The account and "Sign out" come after the navigation in the page (and so in the Tab order),
+    // while the style sheet shows them at the top right.
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
-        <header class="topbar">
+        <header class="topbar" class:menu-open=move || menu_open.get()>
             <div class="topbar-inner">
                 <a class="brand" href="#/fleet">
                     <span class="brand-mark" aria-hidden="true"></span>
@@ -81,31 +117,18 @@ pub fn Shell(session: Session) -> impl IntoView {
                 </a>
                 <div id="tenant-name" class="tenant-name">{tenant_name}</div>
                 <LiveIndicator live />
-                <div class="user">
-                    {move || {
-                        session
-                            .user
-                            .get()
-                            .map(|user| {
-                                view! {
-                                    <span id="current-user" class="user-email">{user.email}</span>
-                                    <span id="current-role" class="user-role" data-role=user.role.as_str()>
-                                        {user.role.label()}
-                                    </span>
-                                }
-                            })
-                    }}
-                    <button
-                        id="sign-out"
-                        class="button button-secondary button-small"
-                        type="button"
-                        on:click=move |_| session.sign_out(None)
-                    >
-                        "Sign out"
-                    </button>
-                </div>
+                <button
+                    id="menu-toggle"
+                    type="button"
+                    class="button button-secondary button-small menu-toggle"
+                    aria-controls="main-nav"
+                    aria-expanded=move || if menu_open.get() { "true" } else { "false" }
+                    on:click=move |_| menu_open.update(|open| *open = !*open)
+                >
+                    "Menu"
+                </button>
             </div>
-            <nav class="nav" aria-label="Main">
+            <nav class="nav" id="main-nav" aria-label="Main">
                 <ul class="nav-inner">
                     {move || {
                         role.get()
@@ -133,6 +156,29 @@ pub fn Shell(session: Session) -> impl IntoView {
                     }}
                 </ul>
             </nav>
+            <div class="user">
+                {move || {
+                    session
+                        .user
+                        .get()
+                        .map(|user| {
+                            view! {
+                                <span id="current-user" class="user-email">{user.email}</span>
+                                <span id="current-role" class="user-role" data-role=user.role.as_str()>
+                                    {user.role.label()}
+                                </span>
+                            }
+                        })
+                }}
+                <button
+                    id="sign-out"
+                    class="button button-secondary button-small"
+                    type="button"
+                    on:click=move |_| session.sign_out(None)
+                >
+                    "Sign out"
+                </button>
+            </div>
         </header>
         <main id="main" class="content" tabindex="-1">
             {move || {

@@ -94,11 +94,11 @@ pub fn UsersPage() -> impl IntoView {
                             let disabled = u.disabled;
                             view! {
                                 <tr data-user=u.email.clone() class:muted-row=disabled>
-                                    <th scope="row">
+                                    <th scope="row" data-label="User">
                                         {u.email.clone()}
                                         <div class="muted small">{u.display_name.clone()}</div>
                                     </th>
-                                    <td>
+                                    <td data-label="Role">
                                         <label for=role_id.clone() class="visually-hidden">{format!("Role of {}", u.email)}</label>
                                         <select
                                             id=role_id
@@ -114,16 +114,16 @@ pub fn UsersPage() -> impl IntoView {
                                             }).collect_view()}
                                         </select>
                                     </td>
-                                    <td class="user-practices">
+                                    <td class="user-practices" data-label="Practices">
                                         {if u.role.is_msp_wide() {
                                             view! { <span class="muted">"all"</span> }.into_any()
                                         } else {
                                             view! { <UserPractices user=u.clone() editing update /> }.into_any()
                                         }}
                                     </td>
-                                    <td>{if u.totp_enabled { "on" } else { "off" }}</td>
-                                    <td>{time_exact(u.access_expires_at)}</td>
-                                    <td>{if disabled { "disabled" } else { "active" }}</td>
+                                    <td data-label="Second factor">{if u.totp_enabled { "on" } else { "off" }}</td>
+                                    <td data-label="Access until">{time_exact(u.access_expires_at)}</td>
+                                    <td data-label="State">{if disabled { "disabled" } else { "active" }}</td>
                                     <td class="row-actions">
                                         {(!is_me).then(|| view! {
                                             <button type="button" class="button button-link" on:click=move |_| {
@@ -457,12 +457,12 @@ pub fn ApiTokensPage() -> impl IntoView {
                             let id = t.id;
                             view! {
                                 <tr class:muted-row=t.revoked>
-                                    <th scope="row">{t.name.clone()}</th>
-                                    <td>{match t.scope { ApiTokenScope::Read => "read", ApiTokenScope::Operate => "operate" }}</td>
-                                    <td>{time_ago(Some(t.created_at))}</td>
-                                    <td>{time_exact(t.expires_at)}</td>
-                                    <td>{time_ago(t.last_used_at)}</td>
-                                    <td>{if t.revoked { "revoked" } else { "active" }}</td>
+                                    <th scope="row" data-label="Name">{t.name.clone()}</th>
+                                    <td data-label="Scope">{match t.scope { ApiTokenScope::Read => "read", ApiTokenScope::Operate => "operate" }}</td>
+                                    <td data-label="Created">{time_ago(Some(t.created_at))}</td>
+                                    <td data-label="Expires">{time_exact(t.expires_at)}</td>
+                                    <td data-label="Last used">{time_ago(t.last_used_at)}</td>
+                                    <td data-label="State">{if t.revoked { "revoked" } else { "active" }}</td>
                                     <td>{(!t.revoked).then(|| view! {
                                         <button type="button" class="button button-link danger" on:click=move |_| revoke(id)>"Revoke"</button>
                                     })}</td>

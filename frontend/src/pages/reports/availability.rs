@@ -73,11 +73,11 @@ pub fn Availability(practice: PracticeId) -> impl IntoView {
                 }).collect();
                 let rows = list.iter().rev().map(|m| view! {
                     <tr data-month=month_key(m)>
-                        <th scope="row">{month_label(m.month)}</th>
-                        <td class="num primary">{availability_text(m.primary_pct)}</td>
-                        <td class="num effective">{availability_text(m.effective_pct)}</td>
-                        <td class="num">{duration_text(m.on_backup_secs as i64)}</td>
-                        <td class="num gap">{gap_label(m.gap_secs).unwrap_or_else(|| "–".to_owned())}</td>
+                        <th scope="row" data-label="Month">{month_label(m.month)}</th>
+                        <td class="num primary" data-label="Primary line">{availability_text(m.primary_pct)}</td>
+                        <td class="num effective" data-label="Effective">{availability_text(m.effective_pct)}</td>
+                        <td class="num" data-label="On backup">{duration_text(m.on_backup_secs as i64)}</td>
+                        <td class="num gap" data-label="Gaps">{gap_label(m.gap_secs).unwrap_or_else(|| "–".to_owned())}</td>
                     </tr>
                 }).collect_view();
                 view! {
@@ -129,10 +129,10 @@ pub fn Availability(practice: PracticeId) -> impl IntoView {
                 }).collect();
                 let rows = m.days.iter().map(|d| view! {
                     <tr data-date=date_text(d.date) class:gap-row=d.primary_pct.is_none()>
-                        <th scope="row">{date_text(d.date)}</th>
-                        <td class="num primary">{availability_text(d.primary_pct)}</td>
-                        <td class="num effective">{availability_text(d.effective_pct)}</td>
-                        <td class="num gap">{gap_label(d.gap_secs).unwrap_or_else(|| "–".to_owned())}</td>
+                        <th scope="row" data-label="Day">{date_text(d.date)}</th>
+                        <td class="num primary" data-label="Primary line">{availability_text(d.primary_pct)}</td>
+                        <td class="num effective" data-label="Effective">{availability_text(d.effective_pct)}</td>
+                        <td class="num gap" data-label="Gaps">{gap_label(d.gap_secs).unwrap_or_else(|| "–".to_owned())}</td>
                     </tr>
                 }).collect_view();
                 view! {

@@ -153,8 +153,8 @@ fn DrillCard(
                 <tbody>
                     {drill.apps.iter().map(|a| view! {
                         <tr data-app=a.app.clone() data-reachable=a.reachable.to_string()>
-                            <th scope="row">{a.app.clone()}</th>
-                            <td class=if a.reachable { "ok-text" } else { "bad-text" }>
+                            <th scope="row" data-label="Application">{a.app.clone()}</th>
+                            <td class=if a.reachable { "ok-text" } else { "bad-text" } data-label="Through the backup">
                                 {app_result_text(a.reachable, a.latency_ms, a.reason.as_deref())}
                             </td>
                         </tr>

@@ -123,17 +123,17 @@ fn package_row(p: EvidencePackage, notice: RwSignal<Option<Notice>>) -> impl Int
     view! {
         <tr data-package-id=p.id.to_string() data-state=state data-period=p.period.as_str()
             data-from=p.from.to_string() data-to=p.to.to_string()>
-            <th scope="row">
+            <th scope="row" data-label="Period">
                 {package_period_text(p.period, p.from, p.to)}
                 <div class="muted small">{p.period.as_str()}</div>
             </th>
-            <td class="small">{p.requested_by.clone()}<div class="muted">{time_exact(Some(p.requested_at))}</div></td>
-            <td>
+            <td class="small" data-label="Requested">{p.requested_by.clone()}<div class="muted">{time_exact(Some(p.requested_at))}</div></td>
+            <td data-label="State">
                 <span class=format!("badge badge-package-{state}")>{state}</span>
                 {progress}
             </td>
-            <td class="num">{p.size_bytes.map(bytes_text).unwrap_or_else(|| "–".into())}</td>
-            <td class="mono small hash">{p.sha256.clone().unwrap_or_else(|| "–".into())}</td>
+            <td class="num" data-label="Size">{p.size_bytes.map(bytes_text).unwrap_or_else(|| "–".into())}</td>
+            <td class="mono small hash" data-label="SHA-256 of the zip">{p.sha256.clone().unwrap_or_else(|| "–".into())}</td>
             <td>{download}</td>
         </tr>
     }

@@ -104,16 +104,16 @@ pub fn Register(practice: PracticeId) -> impl IntoView {
                                     let for_edit = e.clone();
                                     view! {
                                         <tr data-app-id=id.to_string() data-app-name=e.name.clone()>
-                                            <th scope="row">{e.name.clone()}</th>
-                                            <td><span class=format!("badge badge-{}", e.tier.as_str())>{tier_short(e.tier)}</span></td>
-                                            <td>
+                                            <th scope="row" data-label="Application">{e.name.clone()}</th>
+                                            <td data-label="Tier"><span class=format!("badge badge-{}", e.tier.as_str())>{tier_short(e.tier)}</span></td>
+                                            <td data-label="Checked by">
                                                 <ul class="plain-list endpoints">
                                                     {e.endpoints.iter().map(|ep| view! { <li class="mono small">{ep.describe()}</li> }).collect_view()}
                                                 </ul>
                                             </td>
-                                            <td>{e.owner.clone()}</td>
-                                            <td class="small">{e.note.clone()}</td>
-                                            <td class="small">
+                                            <td data-label="Owner">{e.owner.clone()}</td>
+                                            <td class="small" data-label="Note">{e.note.clone()}</td>
+                                            <td class="small" data-label="Last changed">
                                                 {time_exact(Some(e.updated_at))}
                                                 {e.updated_by.clone().map(|by| view! { <div class="muted">{by}</div> })}
                                             </td>
