@@ -1,7 +1,8 @@
 //! The dashboard at fleet size: one MSP with 10,000 appliances in 500 practices (a few offline, a
 //! few on their backup, some open alerts) and a month of 10-second telemetry for one appliance;
-//! prints the response times of the requests the fleet overview, a practice page and an appliance
-//! chart make, measured end to end over HTTP against the real cloud and PostgreSQL.
+//! prints the response times of the requests the fleet overview, the fleet-wide appliance list
+//! (sorted, searched, filtered, exported), a practice page and an appliance chart make, measured
+//! end to end over HTTP against the real cloud and PostgreSQL.
 //!
 //! `STAYOPEN_TEST_DATABASE_URL=… cargo bench -p stayopen-cloud --bench fleet_overview`
 //! (infra/scripts/bench-fleet.sh starts PostgreSQL). `FLEET_APPLIANCES` and `FLEET_PRACTICES`
@@ -123,6 +124,23 @@ async fn main() {
     .await
     .expect("appliance");
 
+    let appliance_cursor = cloud
+        .api(&admin)
+        .appliances("limit=50")
+        .await
+        .expect("first page of appliances")
+        .next_cursor
+        .expect("a second page of appliances");
+    // One appliance in 100 tagged "pilot", as an MSP tags a rollout group.
+    sqlx::query(
+        "UPDATE appliances SET tags = '{pilot}'
+         WHERE tenant_id = $1 AND right(serial, 2) = '00'",
+    )
+    .bind(demo.tenant_id.as_uuid())
+    .execute(&cloud.owner_pool)
+    .await
+    .expect("tags");
+
     println!("\n| request | path | samples | p50 | p95 | max |\n|---|---|---|---|---|---|");
     let requests = [
         ("fleet totals", "/api/v1/fleet/totals".to_owned()),
@@ -155,6 +173,50 @@ async fn main() {
             "/api/v1/appliances?limit=50&on_backup=true".to_owned(),
         ),
         (
+            "all appliances, first page by serial",
+            "/api/v1/appliances?limit=50".to_owned(),
+        ),
+        (
+            "all appliances, next page by serial",
+            format!("/api/v1/appliances?limit=50&cursor={appliance_cursor}"),
+        ),
+        (
+            "all appliances, worst state first",
+            "/api/v1/appliances?limit=50&sort=state".to_owned(),
+        ),
+        (
+            "all appliances, last seen newest first",
+            "/api/v1/appliances?limit=50&sort=last_seen&order=desc".to_owned(),
+        ),
+        (
+            "all appliances, by practice",
+            "/api/v1/appliances?limit=50&sort=practice".to_owned(),
+        ),
+        (
+            "appliances, serial prefix search",
+            "/api/v1/appliances?limit=50&q=SO-0042".to_owned(),
+        ),
+        (
+            "appliances, offline only",
+            "/api/v1/appliances?limit=50&state=offline".to_owned(),
+        ),
+        (
+            "appliances, cellular uplink only",
+            "/api/v1/appliances?limit=50&uplink_kind=cellular".to_owned(),
+        ),
+        (
+            "appliances, one tag",
+            "/api/v1/appliances?limit=50&tag=pilot".to_owned(),
+        ),
+        (
+            "CSV export, all appliances (streamed)",
+            "/api/v1/appliances.csv".to_owned(),
+        ),
+        (
+            "CSV export, open alerts",
+            "/api/v1/alerts.csv?unresolved=true".to_owned(),
+        ),
+        (
             "open alerts, fleet-wide",
             "/api/v1/alerts?limit=50&unresolved=true".to_owned(),
         ),
@@ -172,7 +234,7 @@ async fn main() {
         ),
     ];
     for (label, path) in &requests {
-        let n = if label.contains("30 days") {
+        let n = if label.contains("30 days") || label.contains("CSV") {
             samples.min(10)
         } else {
             samples

@@ -378,10 +378,10 @@ async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() 
         events_for(&escalation, taken).is_empty(),
         "an acknowledged alert does not escalate"
     );
-    assert!(
-        events_for(&reminders, taken).iter().all(|e| e == "open"),
-        "nor is it repeated: {:?}",
-        events_for(&reminders, taken)
+    assert_eq!(
+        events_for(&reminders, taken),
+        ["open", "update"],
+        "nor is it repeated: its ticket hears of the acknowledgement once"
     );
 
     // Acknowledged: the reminders stop.
@@ -390,13 +390,134 @@ async fn an_unacknowledged_alert_escalates_and_reminds_until_someone_takes_it() 
         .acknowledge_alert(ignored)
         .await
         .expect("acknowledged");
-    let reminded = events_for(&reminders, ignored).len();
+    let reminders_of = |events: Vec<String>| events.iter().filter(|e| *e == "reminder").count();
+    let reminded = reminders_of(events_for(&reminders, ignored));
     dispatch_at(&cloud.pool, &config, minutes_later(60)).await;
     assert_eq!(
-        events_for(&reminders, ignored).len(),
+        reminders_of(events_for(&reminders, ignored)),
         reminded,
         "no reminder after acknowledgement"
     );
     let cancelled = cloud.api(&admin).notifications("status=cancelled").await;
     assert!(!cancelled.expect("notifications").items.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_psa_ticket_gets_signed_updates_for_an_acknowledgement_a_comment_and_a_repeat_and_none_after_it_closes()
+ {
+    let cloud = test_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let receiver = Receiver::default();
+    let url = start_receiver(&receiver);
+    let created = channel(&cloud, &admin, &url).await;
+    route(
+        &cloud,
+        &admin,
+        serde_json::json!({"channel_id": created.channel.id, "min_severity": "info"}),
+    )
+    .await;
+    let appliance = cloud
+        .enrol_device(
+            &demo.practices[0].enrollment_token,
+            "SO-PSA-1",
+            "02:00:00:00:0f:11",
+        )
+        .await
+        .enrolled
+        .appliance_id;
+    let failover = AlertChange::Raise {
+        kind: AlertKind::Failover,
+        subject: String::new(),
+        summary: "Failover fiber → lte".into(),
+    };
+    let alert = cloud
+        .raise_alert(demo.tenant_id, appliance, failover.clone())
+        .await;
+    let tickets = |count: usize| {
+        let receiver = &receiver;
+        async move {
+            eventually(
+                Duration::from_secs(10),
+                &format!("{count} deliveries"),
+                || async {
+                    let got = receiver.received();
+                    (got.len() >= count).then_some(got)
+                },
+            )
+            .await
+        }
+    };
+    tickets(1).await;
+
+    let api = cloud.api(&admin);
+    api.acknowledge_alert(alert).await.expect("acknowledged");
+    tickets(2).await;
+    api.comment_alert(
+        alert,
+        &stayopen_shared::alerts::CreateAlertComment {
+            body: "ISP ticket 4711 opened".into(),
+        },
+    )
+    .await
+    .expect("commented");
+    tickets(3).await;
+    // The failover happens again: the alert folds (its count goes up) and the ticket hears it.
+    cloud.raise_alert(demo.tenant_id, appliance, failover).await;
+    tickets(4).await;
+    api.resolve_alert(alert, &ResolveAlert { note: None })
+        .await
+        .expect("resolved");
+    let got = tickets(5).await;
+    // After the close, a comment updates nothing: the ticket is closed.
+    api.comment_alert(
+        alert,
+        &stayopen_shared::alerts::CreateAlertComment {
+            body: "post-mortem written".into(),
+        },
+    )
+    .await
+    .expect("commented");
+    notifications_settled(&cloud.owner_pool).await;
+    dispatch_at(
+        &cloud.pool,
+        &alerts_config(),
+        Utc::now() + chrono::Duration::days(1),
+    )
+    .await;
+    assert_eq!(receiver.received().len(), 5, "nothing after the close");
+
+    let tickets: Vec<WebhookTicket> = got
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("ticket"))
+        .collect();
+    let events: Vec<(&str, Vec<String>)> = tickets
+        .iter()
+        .map(|t| (t.event.as_str(), t.changes.clone()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("open", vec![]),
+            ("update", vec!["acknowledged".to_owned()]),
+            ("update", vec!["comment".to_owned()]),
+            ("update", vec!["repeat".to_owned()]),
+            ("close", vec![]),
+        ]
+    );
+    let secret = created.signing_secret.as_deref().expect("secret");
+    for (received, ticket) in got.iter().zip(&tickets) {
+        assert!(signature_valid(secret, received), "{} signed", ticket.event);
+        assert_eq!(received.event, ticket.event);
+        assert_eq!(ticket.external_id, alert.to_string(), "the same ticket");
+    }
+    assert_eq!(
+        tickets[1].alert.state,
+        stayopen_shared::alerts::AlertState::Acknowledged
+    );
+    assert_eq!(
+        tickets[2].alert.comments.last().map(|c| c.body.as_str()),
+        Some("ISP ticket 4711 opened")
+    );
+    assert_eq!(tickets[3].alert.count, 2);
 }

@@ -364,8 +364,12 @@ pub struct NotificationView {
 /// The JSON body of a webhook: a generic ticket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookTicket {
-    /// `open`, `close`, `notice` or `reminder`.
+    /// `open`, `close`, `notice`, `reminder` or `update`.
     pub event: String,
+    /// For an `update`: what changed since the last delivery, oldest first: `acknowledged`,
+    /// `comment` (the alert's `comments` has it), `repeat` (its `count` went up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
     /// Stable per alert: a PSA keeps one ticket per external id.
     pub external_id: String,
     /// Unique per delivery (retries repeat it), for idempotent receivers.

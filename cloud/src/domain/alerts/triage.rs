@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::views::{AlertError, load};
 use crate::domain::access::{AuthUser, Permission};
 use crate::domain::audit::{self, Change};
-use crate::domain::notifications::{self, Transition};
+use crate::domain::notifications::{self, TicketChange, Transition};
 use crate::infra::db::Tx;
 
 /// The longest resolution note, in bytes.
@@ -72,6 +72,8 @@ pub async fn acknowledge(
     .bind(auth.actor().label())
     .execute(&mut *tx)
     .await?;
+    notifications::enqueue_update(&mut tx, id, TicketChange::Acknowledged, chrono::Utc::now())
+        .await?;
     finish(
         tx,
         auth,
@@ -149,6 +151,7 @@ pub async fn comment(
     .bind(text)
     .execute(&mut *tx)
     .await?;
+    notifications::enqueue_update(&mut tx, id, TicketChange::Commented, chrono::Utc::now()).await?;
     finish(
         tx,
         auth,

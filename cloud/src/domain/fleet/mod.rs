@@ -530,8 +530,8 @@ fn sort_key(sort: ApplianceSort) -> &'static str {
 }
 
 /// Appliances matching `filter`, `fetch` of them after its cursor, in its order. The whole
-/// listing is one query over the caller's appliances: fast enough at 10,000 (see
-/// `bench-fleet-list`), and every filter reads the same state the totals count.
+/// listing is one query over the caller's appliances: fast enough at 10,000 (`bash
+/// infra/scripts/bench-fleet.sh` measures it), and every filter reads the same state the totals count.
 pub async fn appliances(
     pool: &PgPool,
     auth: &AuthUser,

@@ -201,6 +201,8 @@ struct Due {
     alert_open: Option<bool>,
     /// The `traceparent` of the alert transition that queued it.
     trace_context: Option<String>,
+    /// An update's changes.
+    changes: Option<Vec<String>>,
 }
 
 /// What a notification carries: one alert, or a digest's alerts.
@@ -269,7 +271,7 @@ pub async fn dispatch_once(
                                                 '{}') AS recipients,
                        n.digest_of, n.requires_open, n.repeat_secs,
                        (SELECT state = 'open' FROM alerts WHERE id = n.alert_id) AS alert_open,
-                       n.trace_context",
+                       n.trace_context, n.changes",
         )
         .bind(LEASE.as_secs_f64())
         .bind(now)
@@ -465,6 +467,7 @@ async fn deliver_webhook(
     let body = match payload {
         Payload::Alert(alert) => serde_json::to_vec(&WebhookTicket {
             event: notification.event.clone(),
+            changes: notification.changes.clone().unwrap_or_default(),
             external_id: alert.id.to_string(),
             delivery_id: notification.id,
             attempt,

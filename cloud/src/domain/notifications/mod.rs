@@ -132,9 +132,6 @@ pub async fn enqueue(
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     for (alert, transition) in changes {
-        if *transition == Transition::Folded {
-            continue;
-        }
         let Some(routing): Option<AlertForRouting> = sqlx::query_as(
             "SELECT a.practice_id, a.muted, p.time_zone, p.clinic_hours,
                     coalesce((ap.desired_policy ->> 'notifications_per_hour')::integer, 20) AS per_hour
@@ -150,7 +147,10 @@ pub async fn enqueue(
             continue;
         };
         let (event, planned) = match transition {
-            Transition::Folded => continue,
+            Transition::Folded => {
+                enqueue_update(tx, *alert, TicketChange::Repeated, now).await?;
+                continue;
+            }
             Transition::Resolved => {
                 // Escalations and reminders waiting for this alert are moot now.
                 sqlx::query(
@@ -237,7 +237,8 @@ pub async fn enqueue(
                                             trace_context)
                  SELECT gen_random_uuid(), a.tenant_id, a.id, a.practice_id, $2, $3, $4, $5, $6, $7, $8
                  FROM alerts a WHERE a.id = $1
-                 ON CONFLICT (alert_id, channel_id, event) WHERE event <> 'reminder' DO NOTHING",
+                 ON CONFLICT (alert_id, channel_id, event) WHERE event NOT IN ('reminder', 'update')
+                 DO NOTHING",
             )
             .bind(alert)
             .bind(planned.channel_id)
@@ -252,6 +253,62 @@ pub async fn enqueue(
             .await?;
         }
     }
+    Ok(())
+}
+
+/// What changed on an alert that a PSA ticket should show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketChange {
+    Acknowledged,
+    Commented,
+    /// The condition happened again (the alert's count went up).
+    Repeated,
+}
+
+impl TicketChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketChange::Acknowledged => "acknowledged",
+            TicketChange::Commented => "comment",
+            TicketChange::Repeated => "repeat",
+        }
+    }
+}
+
+/// Queues an `update` of `alert` to each webhook channel whose ticket for it is open (its `open`
+/// delivered, or waiting without conditions, so the update never arrives before it), in the
+/// change's transaction. One update waits per alert and channel at most: a later change joins it,
+/// and it carries the alert as it is when delivered. E-mail is left alone: people get the
+/// opening and the closing, not every comment.
+pub async fn enqueue_update(
+    tx: &mut Tx,
+    alert: Uuid,
+    change: TicketChange,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO notifications (id, tenant_id, alert_id, practice_id, channel_id, event, status,
+                                    next_attempt_at, requires_open, changes, trace_context)
+         SELECT gen_random_uuid(), o.tenant_id, o.alert_id, o.practice_id, o.channel_id, 'update',
+                'pending', $2, false, ARRAY[$3], $4
+         FROM (SELECT DISTINCT ON (n.channel_id) n.tenant_id, n.alert_id, n.practice_id, n.channel_id
+               FROM notifications n JOIN notification_channels c ON c.id = n.channel_id
+               WHERE n.alert_id = $1 AND n.event = 'open' AND c.kind = 'webhook'
+                 AND (n.status = 'delivered' OR (n.status = 'pending' AND NOT n.requires_open))
+               ORDER BY n.channel_id) o
+         WHERE NOT EXISTS (SELECT 1 FROM notifications cl
+                           WHERE cl.alert_id = o.alert_id AND cl.channel_id = o.channel_id
+                             AND cl.event = 'close')
+         ON CONFLICT (alert_id, channel_id) WHERE event = 'update' AND status = 'pending'
+         DO UPDATE SET changes = CASE WHEN $3 = ANY(notifications.changes) THEN notifications.changes
+                                      ELSE notifications.changes || $3 END",
+    )
+    .bind(alert)
+    .bind(now)
+    .bind(change.as_str())
+    .bind(crate::infra::observability::current_traceparent())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
