@@ -280,6 +280,37 @@ async fn bulk_actions_check_the_role_skip_what_the_caller_cannot_see_and_audit_e
     .await
     .expect("audit");
     assert_eq!(audited, 3);
+    // The log names people and boxes as people know them, and finds a box's changes by its serial.
+    let serial: String = sqlx::query_scalar("SELECT serial FROM appliances WHERE id = $1")
+        .bind(ours[0].as_uuid())
+        .fetch_one(&cloud.owner_pool)
+        .await
+        .expect("serial");
+    let (status, entries) = cloud
+        .api(&admin)
+        .get::<Page<stayopen_shared::api::AuditEntry>>(&format!(
+            "/api/v1/audit-log?action=appliance.tag_add&target_id={}",
+            serial.to_lowercase()
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let entries = entries.expect("entries").items;
+    assert_eq!(entries.len(), 1, "found by its serial, in any case");
+    assert_eq!(entries[0].target_id, ours[0].to_string());
+    assert_eq!(entries[0].target_name, serial);
+    assert_eq!(entries[0].actor_name, demo.email);
+    assert!(
+        entries[0].actor.starts_with("user:"),
+        "the record keeps the id"
+    );
+    // Another MSP's admin, asking for the same serial, finds nothing of ours.
+    let (_, theirs_view) = cloud
+        .api(&other_admin)
+        .get::<Page<stayopen_shared::api::AuditEntry>>(&format!(
+            "/api/v1/audit-log?target_id={serial}"
+        ))
+        .await;
+    assert!(theirs_view.expect("entries").items.is_empty());
 
     // Roles: a compliance officer may neither tag nor drill; an auditor neither. Nothing changes.
     let officer = cloud

@@ -928,6 +928,47 @@ pub fn value_text(value: &serde_json::Value) -> String {
     }
 }
 
+/// A setting's value as people read it (not as they edit it): with its unit, milliseconds past a
+/// second also in seconds and seconds past two minutes also in minutes or hours, and an empty
+/// list, map or null as "none".
+pub fn setting_text(kind: FieldKind, value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let empty = match value {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    };
+    if empty {
+        return "none".to_owned();
+    }
+    let number = value.as_f64();
+    match (kind, number) {
+        (FieldKind::Integer(unit) | FieldKind::Decimal(unit), Some(n)) => {
+            let plain = format!("{} {unit}", value_text(value));
+            let also = match unit {
+                "ms" if n >= 1_000.0 => Some(format!("{} s", trim_number(n / 1_000.0))),
+                "s" if n >= 7_200.0 => Some(format!("{} h", trim_number(n / 3_600.0))),
+                "s" if n >= 120.0 => Some(format!("{} min", trim_number(n / 60.0))),
+                _ => None,
+            };
+            match also {
+                Some(also) => format!("{plain} ({also})"),
+                None => plain,
+            }
+        }
+        (FieldKind::Json, _) => serde_json::to_string(value).unwrap_or_default(),
+        _ => value_text(value),
+    }
+}
+
+/// `1.5`, `10`, `2.25`: at most two decimals, none when whole.
+fn trim_number(n: f64) -> String {
+    let text = format!("{n:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 /// Parses what was typed for a setting into the JSON the API takes. The message says what is
 /// wrong in the editor's words; the cloud checks ranges and answers with its own message.
 pub fn parse_field(kind: FieldKind, text: &str) -> Result<serde_json::Value, String> {
@@ -1392,6 +1433,35 @@ mod tests {
         let mut bare = appliance(true, Some("lte"));
         bare.uplinks.clear();
         assert!(!is_on_backup(&bare));
+    }
+
+    #[wasm_bindgen_test]
+    fn settings_read_with_their_unit_in_the_unit_people_think_in_and_empty_as_none() {
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("json");
+        assert_eq!(
+            setting_text(FieldKind::Integer("ms"), &json("1500")),
+            "1500 ms (1.5 s)"
+        );
+        assert_eq!(
+            setting_text(FieldKind::Integer("ms"), &json("300")),
+            "300 ms"
+        );
+        assert_eq!(
+            setting_text(FieldKind::Integer("s"), &json("600")),
+            "600 s (10 min)"
+        );
+        assert_eq!(
+            setting_text(FieldKind::Integer("s"), &json("86400")),
+            "86400 s (24 h)"
+        );
+        assert_eq!(setting_text(FieldKind::Integer("s"), &json("30")), "30 s");
+        assert_eq!(setting_text(FieldKind::Json, &json("[]")), "none");
+        assert_eq!(setting_text(FieldKind::Json, &json("{}")), "none");
+        assert_eq!(setting_text(FieldKind::Json, &json("null")), "none");
+        assert_eq!(
+            setting_text(FieldKind::Json, &json("[\"ehr\"]")),
+            "[\"ehr\"]"
+        );
     }
 
     #[wasm_bindgen_test]

@@ -774,10 +774,19 @@ pub struct EventRecord {
 pub struct AuditEntry {
     pub seq: i64,
     pub at: DateTime<Utc>,
+    /// As recorded: `user:<id>`, `api_token:<id>`, `appliance:<id>` or `system:<what>`.
     pub actor: String,
+    /// Who that is, as people know them: an address, a token's name, a serial; the recorded label
+    /// when it no longer exists.
+    #[serde(default)]
+    pub actor_name: String,
     pub action: String,
     pub target_type: String,
     pub target_id: String,
+    /// What the target is called (a serial, an address, a practice's name); empty when it has no
+    /// name or no longer exists.
+    #[serde(default)]
+    pub target_name: String,
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
 }

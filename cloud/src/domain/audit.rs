@@ -196,7 +196,8 @@ pub async fn practice_entries(
 pub struct AuditFilter<'a> {
     /// Only this action, e.g. `user.create`.
     pub action: Option<&'a str>,
-    /// Only changes to this target.
+    /// Only changes to this target: its id, or what people call it (a serial, an e-mail address,
+    /// a practice's name).
     pub target_id: Option<&'a str>,
     /// Only entries at or after this time.
     pub since: Option<DateTime<Utc>>,
@@ -207,9 +208,11 @@ struct EntryRow {
     seq: i64,
     at: DateTime<Utc>,
     actor: String,
+    actor_name: String,
     action: String,
     target_type: String,
     target_id: String,
+    target_name: String,
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,
 }
@@ -225,11 +228,16 @@ pub async fn list(
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
     let mut tx = crate::infra::db::tenant_tx(pool, tenant).await?;
     let rows: Vec<EntryRow> = sqlx::query_as(
-        "SELECT seq, at, actor, action, target_type, target_id, before, after FROM audit_log
+        "SELECT seq, at, actor, stayopen_actor_name(actor) AS actor_name, action, target_type,
+                target_id, stayopen_target_name(target_type, target_id) AS target_name, before, after
+         FROM audit_log
          WHERE tenant_id = $1
            AND ($2::bigint IS NULL OR seq < $2)
            AND ($3::text IS NULL OR action = $3)
-           AND ($4::text IS NULL OR target_id = $4)
+           AND ($4::text IS NULL OR target_id = $4 OR target_id IN (
+                SELECT id::text FROM appliances WHERE lower(serial) = lower($4)
+                UNION ALL SELECT id::text FROM users WHERE lower(email) = lower($4)
+                UNION ALL SELECT id::text FROM practices WHERE lower(name) = lower($4)))
            AND ($5::timestamptz IS NULL OR at >= $5)
          ORDER BY seq DESC LIMIT $6",
     )
@@ -247,9 +255,11 @@ pub async fn list(
             seq: r.seq,
             at: r.at,
             actor: r.actor,
+            actor_name: r.actor_name,
             action: r.action,
             target_type: r.target_type,
             target_id: r.target_id,
+            target_name: r.target_name,
             before: r.before,
             after: r.after,
         })

@@ -177,8 +177,8 @@ struct CommandRow {
 }
 
 const COMMAND_SELECT: &str =
-    "SELECT id, appliance_id, spec, status, created_by, created_at, expires_at,
-        delivered_at, deliveries, acknowledged_at, finished_at, detail, result FROM commands";
+    "SELECT id, appliance_id, spec, status, stayopen_actor_name(created_by) AS created_by,
+        created_at, expires_at, delivered_at, deliveries, acknowledged_at, finished_at, detail, result FROM commands";
 
 impl TryFrom<CommandRow> for CommandView {
     type Error = CommandError;

@@ -544,10 +544,12 @@ pub async fn store(
             .rows_affected();
             if applied == 1 && env.body.online != was_online {
                 crate::infra::stream::notify_appliance(&mut tx, appliance_id).await?;
+                // In words for people: the MQTT goodbye and last will are the appliance shutting
+                // down and its connection dropping, which a technician cannot tell apart here.
                 let why = if env.body.online {
-                    "connected"
+                    "connected to the cloud again"
                 } else {
-                    "disconnected (goodbye or last will)"
+                    "its connection to the cloud closed (shut down, or all its uplinks lost)"
                 };
                 let changes = crate::domain::alerts::rules_for_presence(env.body.online, why);
                 crate::domain::alerts::apply(&mut tx, tenant, appliance_id, &changes, env.sent_at)

@@ -20,7 +20,8 @@ pub struct AuditQuery {
     pub cursor: Option<String>,
     /// Only this action, e.g. `user.create`.
     pub action: Option<String>,
-    /// Only changes to this target, e.g. a user's or appliance's id.
+    /// Only changes to this target: its id, an appliance's serial, a user's e-mail address or a
+    /// practice's name.
     pub target_id: Option<String>,
     pub since: Option<DateTime<Utc>>,
 }
@@ -78,9 +79,11 @@ pub async fn export(
             "seq",
             "at",
             "actor",
+            "actor_name",
             "action",
             "target_type",
             "target_id",
+            "target_name",
             "before",
             "after",
         ],
@@ -107,9 +110,11 @@ pub async fn export(
                 e.seq.to_string(),
                 csv::time(Some(e.at)),
                 e.actor.clone(),
+                e.actor_name.clone(),
                 e.action.clone(),
                 e.target_type.clone(),
                 e.target_id.clone(),
+                e.target_name.clone(),
                 json(&e.before),
                 json(&e.after),
             ]

@@ -23,7 +23,7 @@ use crate::live::{Feed, feed, follow_while};
 use crate::logic::{
     Interest, POLICY_FIELDS, PolicyTarget, Route, bytes_text, format_loss, format_rtt,
     handshake_text, outbox_text, primary_uplink, reachability_grid, redundant_use, scope_label,
-    tunnel_mode_text, tunnel_state_text, uplinks_by_priority, value_text,
+    setting_text, tunnel_mode_text, tunnel_state_text, uplinks_by_priority,
 };
 use crate::pages::alerts::AlertList;
 use crate::pages::practice::Maintenance;
@@ -580,7 +580,9 @@ fn Configuration(id: ApplianceId) -> impl IntoView {
                                 </thead>
                                 <tbody>
                                     {POLICY_FIELDS.iter().map(|f| {
-                                        let value = policy.get(f.key).map(value_text).unwrap_or_default();
+                                        let value = policy
+                                            .get(f.key)
+                                            .map_or_else(|| "none".to_owned(), |v| setting_text(f.kind, v));
                                         let source = c.effective.sources.get(f.key).copied();
                                         let source_label = source.map_or("default", scope_label);
                                         view! {

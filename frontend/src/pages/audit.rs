@@ -50,8 +50,8 @@ pub fn AuditPage() -> impl IntoView {
                     <input id="audit-action" type="text" placeholder="e.g. policy.update" bind:value=action />
                 </div>
                 <div class="field field-inline">
-                    <label for="audit-target">"Target id"</label>
-                    <input id="audit-target" type="text" bind:value=target />
+                    <label for="audit-target">"Target"</label>
+                    <input id="audit-target" type="text" placeholder="Serial, e-mail, practice or id" bind:value=target />
                 </div>
                 <button type="submit" class="button button-secondary button-small">"Filter"</button>
             </form>
@@ -78,9 +78,16 @@ pub fn AuditPage() -> impl IntoView {
                                 <tr data-action=e.action.clone()>
                                     <td class="num" data-label="#">{e.seq}</td>
                                     <td class="nowrap" data-label="When">{time_exact(Some(e.at))}</td>
-                                    <td data-label="Who">{e.actor.clone()}</td>
+                                    <td data-label="Who" title=e.actor.clone()>{if e.actor_name.is_empty() { e.actor.clone() } else { e.actor_name.clone() }}</td>
                                     <td class="mono" data-label="Action">{e.action.clone()}</td>
-                                    <td class="small" data-label="Target">{e.target_type.clone()}" "<span class="mono muted">{e.target_id.clone()}</span></td>
+                                    <td class="small" data-label="Target" title=e.target_id.clone()>
+                                        {e.target_type.replace('_', " ")}" "
+                                        {if e.target_name.is_empty() {
+                                            view! { <span class="mono muted">{e.target_id.clone()}</span> }.into_any()
+                                        } else {
+                                            view! { <strong>{e.target_name.clone()}</strong> }.into_any()
+                                        }}
+                                    </td>
                                     <td data-label="Change">
                                         {has_change.then(|| view! {
                                             <details>

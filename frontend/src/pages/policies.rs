@@ -16,7 +16,7 @@ use crate::components::{
 use crate::live::feed;
 use crate::logic::{
     FieldError, FieldKind, Interest, POLICY_FIELDS, PolicyField, PolicyTarget, Route,
-    build_overrides, field_named_in, scope_label, value_text,
+    build_overrides, field_named_in, scope_label, setting_text, value_text,
 };
 use crate::session::Session;
 
@@ -278,8 +278,7 @@ fn FieldRow(
                 let policy = serde_json::to_value(&c.policy).unwrap_or_default();
                 let value = policy
                     .get(key)
-                    .map(|v| json_text(edit.field.kind, v))
-                    .unwrap_or_default();
+                    .map_or_else(|| "none".to_owned(), |v| setting_text(edit.field.kind, v));
                 let source = c.sources.get(key).copied().map_or("default", scope_label);
                 (value, source)
             })

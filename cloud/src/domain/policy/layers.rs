@@ -50,8 +50,14 @@ impl LayerTarget {
 
 /// A layer as stored, or an empty revision 0 when nothing is.
 async fn read(tx: &mut Tx, scope: PolicyScope, scope_id: Uuid) -> Result<PolicyLayer, sqlx::Error> {
-    let row: Option<(sqlx::types::Json<PolicyOverrides>, i64, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT overrides, revision, updated_by, updated_at FROM policies WHERE scope = $1 AND scope_id = $2",
+    let row: Option<(
+        sqlx::types::Json<PolicyOverrides>,
+        i64,
+        String,
+        DateTime<Utc>,
+    )> = sqlx::query_as(
+        "SELECT overrides, revision, stayopen_actor_name(updated_by), updated_at FROM policies
+         WHERE scope = $1 AND scope_id = $2",
     )
     .bind(scope)
     .bind(scope_id)
