@@ -2101,6 +2101,58 @@ async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefi
         )
         .await;
 
+    // The account's warnings: the demo MSP has no notification channel, and its admin no second
+    // factor, which they set up from the warning itself.
+    browser
+        .wait_for_element("#fleet #no-channels-warning", PAGE)
+        .await;
+    browser
+        .wait_for_element("#second-factor-warning", PAGE)
+        .await;
+    browser.click("#second-factor-start").await;
+    browser.wait_for_element("#second-factor-qr", PAGE).await;
+    let secret = browser.text("#second-factor-secret").await;
+    let setup = TotpSetup {
+        secret_base32: secret.trim().to_owned(),
+        otpauth_uri: String::new(),
+    };
+    browser.type_into("#second-factor-code", "000000").await;
+    browser
+        .click("#second-factor-warning button[type=submit]")
+        .await;
+    browser
+        .wait_for(
+            "const n = document.querySelector('#second-factor-warning .notice');
+             return !!n && n.innerText.length > 0",
+            "a wrong code refused in place",
+            PAGE,
+        )
+        .await;
+    assert!(
+        browser
+            .eval("return !!document.querySelector('#current-role')")
+            .await
+            == serde_json::json!(true),
+        "a wrong code does not end the session"
+    );
+    browser
+        .type_into(
+            "#second-factor-code",
+            &totp_code(&setup, chrono::Utc::now().timestamp()),
+        )
+        .await;
+    browser
+        .click("#second-factor-warning button[type=submit]")
+        .await;
+    browser
+        .wait_for(
+            "return !document.querySelector('#second-factor-warning')",
+            "the warning gone once the second factor is on",
+            PAGE,
+        )
+        .await;
+    assert!(api.me().await.expect("me").totp_enabled);
+
     // 1. An alert clears by state. The hand-driven box failed over (a failover alert, critical),
     //    then came back to its fibre without any failback event: its next sample on the fibre
     //    clears the alert, the critical count drops, and the header says "online on primary".
@@ -2295,9 +2347,39 @@ async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefi
         assert_eq!(row[10], appliance.id.to_string());
     }
 
+    // A practice's pages show times in the practice's own zone and say so; elsewhere, the
+    // viewer's, with the zone named.
+    let practice = &demo.practices[1];
+    sqlx::query("UPDATE practices SET time_zone = 'America/Chicago' WHERE id = $1")
+        .bind(practice.id.as_uuid())
+        .execute(&cloud.owner_pool)
+        .await
+        .expect("zone");
+    browser
+        .open_fragment(&format!("#/practices/{}", practice.id))
+        .await;
+    browser
+        .wait_for(
+            "const z = document.querySelector('#practice-zone');
+             const t = document.querySelector('#practice time[title]');
+             return !!z && z.innerText.includes('America/Chicago')
+                 && !!t && /(CST|GMT-6)$/.test(t.title)",
+            "the practice's times in Chicago time",
+            PAGE,
+        )
+        .await;
+    browser.open_fragment("#/audit").await;
+    browser
+        .wait_for(
+            "const t = document.querySelector('#audit time');
+             return !!t && /\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2} \\S+$/.test(t.innerText)",
+            "audit times with their zone",
+            PAGE,
+        )
+        .await;
+
     // 5. At 390 px wide every main page fits: nothing scrolls sideways, and the menu folds away.
     browser.phone(390, 844).await;
-    let practice = &demo.practices[1];
     for (fragment, name) in [
         ("#/fleet".to_owned(), "phone-fleet"),
         ("#/appliances".to_owned(), "phone-appliances"),

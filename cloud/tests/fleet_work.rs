@@ -303,6 +303,12 @@ async fn bulk_actions_check_the_role_skip_what_the_caller_cannot_see_and_audit_e
         entries[0].actor.starts_with("user:"),
         "the record keeps the id"
     );
+    // Every entry of the log reads with names, whatever its target.
+    let (status, all) = cloud
+        .api(&admin)
+        .get::<serde_json::Value>("/api/v1/audit-log?limit=500")
+        .await;
+    assert_eq!(status, 200, "{all:?}");
     // Another MSP's admin, asking for the same serial, finds nothing of ours.
     let (_, theirs_view) = cloud
         .api(&other_admin)

@@ -193,6 +193,12 @@ async fn call_unboxed(
         return Err(Failure::Unauthorized(None));
     };
     match send(method.clone(), path, body.as_deref(), Some(&token)).await {
+        // A wrong second-factor code is a 401 about the code, not the session: say it, keep the
+        // session.
+        Err(Failure::Unauthorized(Some(e))) if e.code() == "totp_invalid" => Err(Failure::Status {
+            status: 401,
+            body: Some(e),
+        }),
         Err(Failure::Unauthorized(_)) => {
             // Several calls can fail at once; `renew_after` renews once for all of them, since a
             // refresh token used twice makes the cloud revoke the whole sign-in.

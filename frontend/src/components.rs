@@ -29,13 +29,78 @@ pub fn now_utc() -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_millis(ms as i64).unwrap_or_default()
 }
 
+/// The time zone times are shown in: the viewer's (the browser's), or on a practice's pages the
+/// practice's own (an IANA name). The shell provides it; a practice page sets it while shown.
+#[derive(Debug, Clone, Copy)]
+pub struct DisplayZone(pub RwSignal<Option<String>>);
+
+fn display_zone() -> Option<String> {
+    use_context::<DisplayZone>().and_then(|z| z.0.get())
+}
+
+/// `at` as "2026-03-04 08:05:09 GMT+1": the date and time in `zone` (the viewer's when `None`)
+/// with the zone's short name, as the browser's `Intl` knows them (so no time zone database is
+/// shipped). Falls back to UTC when the browser does not know the zone.
+pub fn zoned_text(at: DateTime<Utc>, zone: Option<&str>) -> String {
+    use wasm_bindgen::{JsCast, JsValue};
+    use web_sys::js_sys::{Array, Date, Function, Intl, Object, Reflect};
+    let attempt = || -> Option<String> {
+        let options = Object::new();
+        for (key, value) in [
+            ("year", "numeric"),
+            ("month", "2-digit"),
+            ("day", "2-digit"),
+            ("hour", "2-digit"),
+            ("minute", "2-digit"),
+            ("second", "2-digit"),
+            ("hourCycle", "h23"),
+            ("timeZoneName", "short"),
+        ] {
+            Reflect::set(&options, &key.into(), &value.into()).ok()?;
+        }
+        if let Some(zone) = zone {
+            Reflect::set(&options, &"timeZone".into(), &zone.into()).ok()?;
+        }
+        // Constructed through Reflect so an unknown zone is an error here, not a thrown exception.
+        let intl = Reflect::get(&web_sys::js_sys::global(), &"Intl".into()).ok()?;
+        let constructor: Function = Reflect::get(&intl, &"DateTimeFormat".into())
+            .ok()?
+            .dyn_into()
+            .ok()?;
+        let format: Intl::DateTimeFormat =
+            Reflect::construct(&constructor, &Array::of2(&"en-GB".into(), &options))
+                .ok()?
+                .dyn_into()
+                .ok()?;
+        let date = Date::new(&JsValue::from_f64(at.timestamp_millis() as f64));
+        let mut parts = std::collections::HashMap::new();
+        for part in format.format_to_parts(&date).iter() {
+            let kind = Reflect::get(&part, &"type".into()).ok()?.as_string()?;
+            let value = Reflect::get(&part, &"value".into()).ok()?.as_string()?;
+            parts.insert(kind, value);
+        }
+        let get = |k: &str| parts.get(k).cloned().unwrap_or_default();
+        Some(format!(
+            "{}-{}-{} {}:{}:{} {}",
+            get("year"),
+            get("month"),
+            get("day"),
+            get("hour"),
+            get("minute"),
+            get("second"),
+            get("timeZoneName")
+        ))
+    };
+    attempt().unwrap_or_else(|| timestamp_text(at))
+}
+
 /// `<time>` with a relative text ("5 min ago") and the exact instant as its tooltip.
 pub fn time_ago(at: Option<DateTime<Utc>>) -> AnyView {
     match at {
         None => view! { <span class="muted">"never"</span> }.into_any(),
         Some(at) => {
             let iso = at.to_rfc3339();
-            let exact = timestamp_text(at);
+            let exact = zoned_text(at, display_zone().as_deref());
             view! {
                 <time datetime=iso title=exact>
                     {move || relative_time(now_utc(), at)}
@@ -50,7 +115,11 @@ pub fn time_ago(at: Option<DateTime<Utc>>) -> AnyView {
 pub fn time_exact(at: Option<DateTime<Utc>>) -> AnyView {
     match at {
         None => view! { <span class="muted">"–"</span> }.into_any(),
-        Some(at) => view! { <time datetime=at.to_rfc3339()>{timestamp_text(at)}</time> }.into_any(),
+        Some(at) => {
+            let zone = display_zone();
+            view! { <time datetime=at.to_rfc3339() title=timestamp_text(at)>{zoned_text(at, zone.as_deref())}</time> }
+                .into_any()
+        }
     }
 }
 

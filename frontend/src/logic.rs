@@ -1499,6 +1499,7 @@ mod tests {
             Route::Policies(PolicyTarget::Appliance(a)),
             Route::Enrolment(None),
             Route::Enrolment(Some(p)),
+            Route::Appliances,
             Route::Users,
             Route::ApiTokens,
             Route::Notifications,
@@ -1528,7 +1529,7 @@ mod tests {
         assert!(!technician.contains(&"API tokens"));
         assert!(!technician.contains(&"Audit log"));
         for role in [Role::ComplianceOfficer, Role::Auditor] {
-            assert_eq!(labels(role), ["Fleet", "Alerts", "Reports"]);
+            assert_eq!(labels(role), ["Fleet", "Appliances", "Alerts", "Reports"]);
             assert!(!Route::Users.allowed(role));
             assert!(!Route::Policies(PolicyTarget::Msp).allowed(role));
             assert!(Route::Practice(PracticeId(Uuid::nil())).allowed(role));

@@ -187,6 +187,7 @@ pub fn AlertsPage() -> impl IntoView {
                 <PracticePicker id="filter-practice" label="Practice" chosen=practice allow_none=true />
             </div>
             <FeedStatus feed=alerts what="the alerts" />
+            <crate::pages::warnings::NoChannelsWarning />
             {can_act.then(|| view! { <AlertBulkBar selected feed=alerts /> })}
             {if can_act {
                 view! { <AlertList feed=alerts show_practice=true selected=selected /> }.into_any()

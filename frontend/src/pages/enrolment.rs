@@ -436,6 +436,17 @@ fn ClaimedSerials(practice: Option<PracticeId>) -> impl IntoView {
                     }).collect_view())}
                 </tbody>
             </table>
+            {move || claims.data.with(|p| p.as_ref().is_some_and(|p| p.items.is_empty())).then(|| view! {
+                <p class="empty" id="claims-empty">
+                    {if practice.is_none() {
+                        "No serials registered. Choose a practice above to register its boxes' serials before they ship."
+                    } else if can_edit {
+                        "No serials registered for this practice yet. Register one with the form above."
+                    } else {
+                        "No serials registered for this practice."
+                    }}
+                </p>
+            })}
             {pager.view(next, claims)}
         </section>
     }

@@ -128,13 +128,13 @@ pub fn FleetPage() -> impl IntoView {
         let pressed = move || status.get() == value;
         let count = move || {
             totals.data.with(|t| {
-                t.as_ref().and_then(|t| match value {
-                    None => Some(t.practices),
-                    Some(PracticeStatus::Offline) => Some(t.practices_offline),
-                    Some(PracticeStatus::OnBackup) => Some(t.practices_on_backup),
-                    Some(PracticeStatus::Degraded) => Some(t.practices_degraded),
-                    Some(PracticeStatus::Primary) => Some(t.practices_primary),
-                    Some(PracticeStatus::Empty) => Some(t.practices_empty),
+                t.as_ref().map(|t| match value {
+                    None => t.practices,
+                    Some(PracticeStatus::Offline) => t.practices_offline,
+                    Some(PracticeStatus::OnBackup) => t.practices_on_backup,
+                    Some(PracticeStatus::Degraded) => t.practices_degraded,
+                    Some(PracticeStatus::Primary) => t.practices_primary,
+                    Some(PracticeStatus::Empty) => t.practices_empty,
                 })
             })
         };
@@ -157,6 +157,7 @@ pub fn FleetPage() -> impl IntoView {
         <section id="fleet" class="page">
             <PageHeading title=Signal::derive(|| "Fleet".to_owned()) feed=totals />
             <FeedStatus feed=totals what="the fleet totals" />
+            <crate::pages::warnings::NoChannelsWarning />
             <Totals totals=totals.data />
             <div class="toolbar">
                 <div class="field field-inline search">

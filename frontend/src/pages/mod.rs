@@ -14,6 +14,7 @@ pub mod practice;
 pub mod reports;
 pub mod shell;
 pub mod users;
+pub mod warnings;
 
 use leptos::prelude::*;
 

@@ -13,8 +13,8 @@ use stayopen_shared::telemetry::UplinkTelemetry;
 
 use crate::api;
 use crate::components::{
-    FeedStatus, Notice, PageHeading, Pager, act, loading, notice_view, practice_badge, state_badge,
-    time_ago, time_exact, use_session,
+    DisplayZone, FeedStatus, Notice, PageHeading, Pager, act, loading, notice_view, practice_badge,
+    state_badge, time_ago, time_exact, use_session,
 };
 use crate::live::{Feed, feed};
 use crate::logic::{
@@ -42,6 +42,20 @@ pub fn PracticePage(id: PracticeId) -> impl IntoView {
             &format!("/api/v1/alerts?unresolved=true&limit=100&practice_id={id}"),
         )
     });
+    // Times on a practice's pages read in the practice's own zone: "the outage at 08:15" means
+    // 08:15 at the clinic, wherever the technician sits.
+    // The shell's zone is set while this page is shown, and back to the viewer's when it goes
+    // (the fetch is cancelled with the page, so a late answer cannot set it afterwards).
+    let zone = expect_context::<DisplayZone>();
+    leptos::task::spawn_local_scoped_with_cancellation(async move {
+        if let Ok(view) =
+            api::get::<PracticeScheduleView>(session, &format!("/api/v1/practices/{id}/schedule"))
+                .await
+        {
+            zone.0.set(Some(view.time_zone));
+        }
+    });
+    on_cleanup(move || zone.0.set(None));
     // A practice another MSP owns (or one a practice-scoped user is not assigned) is the cloud's
     // 404: show only that, nothing that would hint at what is behind it.
     let missing = move || {
@@ -71,6 +85,9 @@ pub fn PracticePage(id: PracticeId) -> impl IntoView {
                     })}
             </PageHeading>
             <FeedStatus feed=summary what="This practice" />
+            {move || zone.0.get().map(|tz| view! {
+                <p class="muted small" id="practice-zone">{format!("Times on this page are in the practice's time zone, {tz}.")}</p>
+            })}
             <Show when=move || !missing()>
                 <PracticeSummaryView summary=summary.data />
                 <Appliances practice=id />

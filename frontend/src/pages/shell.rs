@@ -26,6 +26,8 @@ pub fn Shell(session: Session) -> impl IntoView {
     provide_context(live);
     let clock = Clock(RwSignal::new(now_ms()));
     provide_context(clock);
+    // Times read in the viewer's zone, except on a practice's pages (which set theirs).
+    provide_context(crate::components::DisplayZone(RwSignal::new(None)));
 
     let route = RwSignal::new(current_route());
     let handle = window_event_listener(leptos::ev::hashchange, move |_| {
@@ -181,6 +183,7 @@ pub fn Shell(session: Session) -> impl IntoView {
             </div>
         </header>
         <main id="main" class="content" tabindex="-1">
+            <pages::warnings::SecondFactorWarning />
             {move || {
                 let route = page_route.get();
                 match role.get() {
