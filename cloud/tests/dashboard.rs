@@ -2355,8 +2355,28 @@ async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefi
         .execute(&cloud.owner_pool)
         .await
         .expect("zone");
+    // The site says whom to call, and each line's ISP and circuit, as links a phone dials.
+    let site = api.sites(practice.id).await.expect("sites").items[0].id;
+    let (status, _) = api
+        .patch::<_, serde_json::Value>(
+            &format!("/api/v1/sites/{site}"),
+            &serde_json::json!({"contact_name": "Dana", "contact_phone": "+1 555 0100",
+                                "isps": [{"uplink": "fiber", "isp": "MetroFiber",
+                                          "circuit_id": "MF-778812", "support_phone": "+1 555 0199"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
     browser
         .open_fragment(&format!("#/practices/{}", practice.id))
+        .await;
+    browser
+        .wait_for(
+            "const c = document.querySelector('.site-card .site-contact a[href=\"tel:+15550100\"]');
+             const l = document.querySelector('.site-card .site-isps tr[data-uplink=fiber]');
+             return !!c && !!l && l.innerText.includes('MF-778812')",
+            "the site's contact and ISP line",
+            PAGE,
+        )
         .await;
     browser
         .wait_for(
@@ -2448,4 +2468,106 @@ async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefi
 
     drop(driven);
     fleet.stop().await;
+}
+
+/// The documentation's screenshots, taken from the running demo (`infra/scripts/screenshots.sh`
+/// starts it and runs this): its MSP, practices and 20 simulated appliances as a visitor sees
+/// them, on a desktop and at 390 px. Ignored in the test suite, which has no demo running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the demo running: infra/scripts/screenshots.sh"]
+async fn demo_screenshots() {
+    let url = std::env::var("STAYOPEN_DEMO_URL").expect("STAYOPEN_DEMO_URL: the demo's dashboard");
+    let seed: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(std::env::var("STAYOPEN_DEMO_SEED").expect("STAYOPEN_DEMO_SEED: seed.json"))
+            .expect("read the demo's seed"),
+    )
+    .expect("the seed's JSON");
+    let email = seed["email"].as_str().expect("email");
+    let password = seed["password"].as_str().expect("password");
+    let http = reqwest::Client::new();
+    let token: String = {
+        let login: serde_json::Value = http
+            .post(format!("{url}/api/v1/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("login json");
+        login["access_token"].as_str().expect("token").to_owned()
+    };
+    let get = |path: String| {
+        let (http, token, url) = (http.clone(), token.clone(), url.clone());
+        async move {
+            http.get(format!("{url}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    // The fleet is up: every simulated appliance online.
+    eventually(
+        Duration::from_secs(180),
+        "the demo fleet online",
+        || async {
+            let totals = get("/api/v1/fleet/totals".into()).await;
+            (totals["appliances"].as_u64() > Some(0) && totals["online"] == totals["appliances"])
+                .then_some(())
+        },
+    )
+    .await;
+    let appliances = get("/api/v1/appliances?limit=500&sort=state".into()).await;
+    let appliance = appliances["items"][0]["id"]
+        .as_str()
+        .expect("an appliance")
+        .to_owned();
+    let practice = appliances["items"][0]["practice_id"]
+        .as_str()
+        .expect("its practice")
+        .to_owned();
+
+    let browser = Browser::start().await;
+    browser.goto(&url).await;
+    sign_in(&browser, email, password).await;
+    let pages = [
+        ("fleet", "#/fleet".to_owned(), "#fleet .practice-row"),
+        ("appliances", "#/appliances".to_owned(), ".appliance-row"),
+        ("alerts", "#/alerts".to_owned(), "#alerts"),
+        (
+            "practice",
+            format!("#/practices/{practice}"),
+            "#practice .appliance",
+        ),
+        (
+            "appliance",
+            format!("#/appliances/{appliance}"),
+            "#appliance-state",
+        ),
+        ("policies", "#/policies".to_owned(), "#policies"),
+        ("audit", "#/audit".to_owned(), "#audit-table tbody tr"),
+        ("reports", "#/reports".to_owned(), "#main .page"),
+    ];
+    for (phone, prefix) in [(false, ""), (true, "phone-")] {
+        if phone {
+            browser.phone(390, 844).await;
+        }
+        for (name, fragment, ready) in &pages {
+            if phone && matches!(*name, "policies" | "audit" | "reports") {
+                continue;
+            }
+            browser.open_fragment(fragment).await;
+            browser
+                .wait_for_element(ready, Duration::from_secs(30))
+                .await;
+            // Live data and charts settle.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            screenshot(&browser, &format!("{prefix}{name}")).await;
+        }
+    }
+    browser.desktop().await;
 }

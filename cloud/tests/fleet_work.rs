@@ -611,3 +611,125 @@ async fn csv_exports_stream_every_row_the_filtered_list_has_and_refuse_what_the_
     let (status, _, _) = cloud.anonymous().text("/api/v1/alerts.csv").await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_carries_its_address_contact_and_isp_lines_which_only_msp_staff_change_and_each_change_is_audited()
+ {
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let admin = cloud.login(&demo.email, &demo.password).await;
+    let practice = demo.practices[0].id;
+    let site = cloud
+        .api(&admin)
+        .sites(practice)
+        .await
+        .expect("sites")
+        .items[0]
+        .id;
+    let path = format!("/api/v1/sites/{site}");
+    let update = stayopen_shared::api::UpdateSite {
+        address: Some(" 12 River Road, Springfield ".into()),
+        contact_name: Some("Dana Office-Manager".into()),
+        contact_phone: Some("+1 555 0100".into()),
+        contact_email: Some("dana@riverside.example".into()),
+        isps: Some(vec![
+            stayopen_shared::api::SiteIsp {
+                uplink: "fiber".into(),
+                isp: "MetroFiber".into(),
+                circuit_id: "MF-778812".into(),
+                support_phone: "+1 555 0199".into(),
+            },
+            stayopen_shared::api::SiteIsp {
+                uplink: "lte".into(),
+                isp: "CellCo".into(),
+                circuit_id: String::new(),
+                support_phone: "611".into(),
+            },
+        ]),
+        ..Default::default()
+    };
+    let (status, saved) = cloud
+        .api(&admin)
+        .patch::<_, stayopen_shared::api::SiteView>(&path, &update)
+        .await;
+    assert_eq!(status, 200);
+    let saved = saved.expect("site");
+    assert_eq!(saved.address, "12 River Road, Springfield", "trimmed");
+    assert_eq!(saved.isps.len(), 2);
+    let listed = cloud
+        .api(&admin)
+        .sites(practice)
+        .await
+        .expect("sites")
+        .items;
+    let listed = listed.iter().find(|s| s.id == site).expect("the site");
+    assert_eq!(listed.contact_email, "dana@riverside.example");
+    assert_eq!(listed.isps[0].circuit_id, "MF-778812");
+
+    // A compliance officer reads it but may not change it; another MSP cannot even find it.
+    let officer = cloud
+        .user_with_role(
+            &admin,
+            "officer@riverside.example",
+            Role::ComplianceOfficer,
+            vec![practice],
+        )
+        .await;
+    let officer_sees = cloud.api(&officer).sites(practice).await.expect("sites");
+    assert_eq!(officer_sees.items[0].contact_name, "Dana Office-Manager");
+    let (status, _) = cloud
+        .api(&officer)
+        .patch::<_, serde_json::Value>(&path, &update)
+        .await;
+    assert_eq!(status, 403);
+    let (_, rival, _) = cloud.other_msp("rival.example").await;
+    let (status, _) = cloud
+        .api(&rival)
+        .patch::<_, serde_json::Value>(&path, &update)
+        .await;
+    assert_eq!(status, 404);
+
+    // Bad input is refused whole, naming the field; nothing changes.
+    for bad in [
+        serde_json::json!({"contact_email": "not an address"}),
+        serde_json::json!({"isps": [{"uplink": "a", "isp": "b"}, {"uplink": "a", "isp": "b"},
+                                     {"uplink": "a", "isp": "b"}, {"uplink": "a", "isp": "b"},
+                                     {"uplink": "a", "isp": "b"}]}),
+        serde_json::json!({"isps": [{"uplink": "", "isp": "b"}]}),
+        serde_json::json!({"address": "x".repeat(501)}),
+        serde_json::json!({"name": "  "}),
+        serde_json::json!({"colour": "blue"}),
+    ] {
+        let (status, _) = cloud
+            .api(&admin)
+            .patch::<_, serde_json::Value>(&path, &bad)
+            .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let unchanged = cloud
+        .api(&admin)
+        .sites(practice)
+        .await
+        .expect("sites")
+        .items;
+    assert_eq!(
+        unchanged
+            .iter()
+            .find(|s| s.id == site)
+            .expect("site")
+            .isps
+            .len(),
+        2
+    );
+    let (_, entries) = cloud
+        .api(&admin)
+        .get::<Page<stayopen_shared::api::AuditEntry>>("/api/v1/audit-log?action=site.update")
+        .await;
+    let entries = entries.expect("entries").items;
+    assert_eq!(entries.len(), 1, "one audited change");
+    assert_eq!(
+        entries[0].after.as_ref().expect("after")["isps"][0]["isp"],
+        "MetroFiber"
+    );
+    assert_eq!(entries[0].before.as_ref().expect("before")["address"], "");
+}

@@ -738,6 +738,103 @@ pub struct SiteView {
     pub id: SiteId,
     pub practice_id: PracticeId,
     pub name: String,
+    /// What a technician needs to call the practice about this site; empty when not given.
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub contact_name: String,
+    #[serde(default)]
+    pub contact_phone: String,
+    #[serde(default)]
+    pub contact_email: String,
+    /// Each line's provider, circuit id and support number.
+    #[serde(default)]
+    pub isps: Vec<SiteIsp>,
+}
+
+/// One internet line of a site, as the ISP knows it: what to quote when calling them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteIsp {
+    /// The appliance's uplink it is (`fiber`, `lte` …).
+    pub uplink: String,
+    /// The provider's name.
+    pub isp: String,
+    #[serde(default)]
+    pub circuit_id: String,
+    #[serde(default)]
+    pub support_phone: String,
+}
+
+/// Changes to a site: each field given replaces the stored one (an empty text clears it).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_email: Option<String>,
+    /// At most 4 lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isps: Option<Vec<SiteIsp>>,
+}
+
+impl UpdateSite {
+    /// Checks lengths and shapes; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let text = |field: &str, value: &Option<String>, max: usize| match value {
+            Some(v) if v.trim().chars().count() > max => {
+                Err(format!("{field} must be at most {max} characters"))
+            }
+            _ => Ok(()),
+        };
+        if let Some(name) = &self.name
+            && (name.trim().is_empty() || name.trim().chars().count() > 200)
+        {
+            return Err("name must be 1 to 200 characters".into());
+        }
+        text("address", &self.address, 500)?;
+        text("contact_name", &self.contact_name, 200)?;
+        text("contact_phone", &self.contact_phone, 50)?;
+        text("contact_email", &self.contact_email, 254)?;
+        if let Some(email) = self.contact_email.as_deref().map(str::trim)
+            && !email.is_empty()
+            && !email.contains('@')
+        {
+            return Err("contact_email must be an e-mail address".into());
+        }
+        if let Some(isps) = &self.isps {
+            if isps.len() > 4 {
+                return Err("isps may list at most 4 lines".into());
+            }
+            for (i, line) in isps.iter().enumerate() {
+                let field = |name: &str, value: &str, max: usize, required: bool| {
+                    let n = value.trim().chars().count();
+                    if (required && n == 0) || n > max {
+                        Err(format!(
+                            "isps[{i}].{name} must be {} to {max} characters",
+                            u8::from(required)
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                };
+                field("uplink", &line.uplink, 40, true)?;
+                field("isp", &line.isp, 100, true)?;
+                field("circuit_id", &line.circuit_id, 100, false)?;
+                field("support_phone", &line.support_phone, 50, false)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -2,15 +2,15 @@
 //! events, and revocation: extract, call [`crate::domain::fleet`], map. Something outside the
 //! caller's scope is indistinguishable from something that does not exist: 404.
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpResponse, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use stayopen_shared::api::{
     ApiError, ApplianceSort, ApplianceState, ApplianceView, BulkApplianceRequest, BulkOutcome,
     CreatePractice, CreateSite, EventRecord, Fleet, Page, PracticeStatus, PracticeSummary,
-    SiteView, TelemetryRecord, UplinkKind, normalise_tag,
+    SiteView, TelemetryRecord, UpdateSite, UplinkKind, normalise_tag,
 };
-use stayopen_shared::{ApplianceId, PracticeId};
+use stayopen_shared::{ApplianceId, PracticeId, SiteId};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
@@ -293,6 +293,26 @@ pub enum SortOrder {
     #[default]
     Asc,
     Desc,
+}
+
+/// Changes a site's name, address, on-site contact or ISP lines (audited).
+#[utoipa::path(
+    tag = "fleet",
+    params(("site_id" = Uuid, Path)),
+    request_body = UpdateSite,
+    responses((status = 200, body = SiteView), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[patch("/sites/{site_id}")]
+pub async fn update_site(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<SiteId>,
+    body: web::Json<UpdateSite>,
+) -> Result<web::Json<SiteView>, ApiFailure> {
+    Ok(web::Json(
+        fleet::update_site(&state.pool, &auth, path.into_inner(), &body).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -126,6 +126,7 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(fleet::show_practice)
             .service(fleet::list_sites)
             .service(fleet::create_site)
+            .service(fleet::update_site)
             .service(fleet::list_appliances)
             .service(fleet::export_appliances)
             .service(fleet::bulk_appliances)

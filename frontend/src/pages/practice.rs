@@ -7,7 +7,7 @@ use stayopen_shared::alerts::{
     AlertView, ClinicHours, CreateMaintenanceWindow, MaintenanceWindowView, PracticeSchedule,
     PracticeScheduleView,
 };
-use stayopen_shared::api::{ApplianceView, Page, PracticeSummary, SiteView};
+use stayopen_shared::api::{ApplianceView, Page, PracticeSummary, SiteIsp, SiteView, UpdateSite};
 use stayopen_shared::ids::{ApplianceId, PracticeId};
 use stayopen_shared::telemetry::UplinkTelemetry;
 
@@ -337,9 +337,12 @@ pub fn uplink_chip(uplink: UplinkTelemetry) -> impl IntoView {
     }
 }
 
+/// The practice's sites with what a technician needs to call about them: the address, who is on
+/// site, and each internet line's provider, circuit id and support number (links dial on a phone).
 #[component]
 fn Sites(practice: PracticeId) -> impl IntoView {
     let session = use_session();
+    let can_edit = session.capabilities().configure;
     let sites = feed(Interest::Nothing, 0.0, move || {
         api::get::<Page<SiteView>>(
             session,
@@ -350,20 +353,180 @@ fn Sites(practice: PracticeId) -> impl IntoView {
         <section class="card section" aria-labelledby="sites-heading">
             <h2 id="sites-heading">"Sites"</h2>
             <FeedStatus feed=sites what="the sites" />
-            <ul class="plain-list">
-                {move || {
-                    sites
-                        .data
-                        .get()
-                        .map(|page| {
-                            page.items
-                                .into_iter()
-                                .map(|s| view! { <li>{s.name}</li> })
-                                .collect_view()
-                        })
-                }}
-            </ul>
+            {move || {
+                sites
+                    .data
+                    .get()
+                    .map(|page| {
+                        page.items
+                            .into_iter()
+                            .map(|site| view! { <SiteCard site can_edit reload=move || sites.reload() /> })
+                            .collect_view()
+                    })
+            }}
         </section>
+    }
+}
+
+#[component]
+fn SiteCard(
+    site: SiteView,
+    can_edit: bool,
+    reload: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let session = use_session();
+    let editing = RwSignal::new(false);
+    let busy = RwSignal::new(false);
+    let notice = RwSignal::new(None::<Notice>);
+    let id = site.id;
+    let address = RwSignal::new(site.address.clone());
+    let contact_name = RwSignal::new(site.contact_name.clone());
+    let contact_phone = RwSignal::new(site.contact_phone.clone());
+    let contact_email = RwSignal::new(site.contact_email.clone());
+    // Four lines at most; blank rows are left out when saving.
+    let lines: [[RwSignal<String>; 4]; 4] = std::array::from_fn(|i| {
+        let line = site.isps.get(i).cloned().unwrap_or_default();
+        [
+            RwSignal::new(line.uplink),
+            RwSignal::new(line.isp),
+            RwSignal::new(line.circuit_id),
+            RwSignal::new(line.support_phone),
+        ]
+    });
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let isps = lines
+            .iter()
+            .map(|[uplink, isp, circuit, phone]| SiteIsp {
+                uplink: uplink.get_untracked().trim().to_owned(),
+                isp: isp.get_untracked().trim().to_owned(),
+                circuit_id: circuit.get_untracked().trim().to_owned(),
+                support_phone: phone.get_untracked().trim().to_owned(),
+            })
+            .filter(|l| {
+                !(l.uplink.is_empty()
+                    && l.isp.is_empty()
+                    && l.circuit_id.is_empty()
+                    && l.support_phone.is_empty())
+            })
+            .collect();
+        let body = UpdateSite {
+            address: Some(address.get_untracked()),
+            contact_name: Some(contact_name.get_untracked()),
+            contact_phone: Some(contact_phone.get_untracked()),
+            contact_email: Some(contact_email.get_untracked()),
+            isps: Some(isps),
+            ..UpdateSite::default()
+        };
+        act(
+            busy,
+            notice,
+            "Saved.",
+            async move {
+                api::patch::<_, SiteView>(session, &format!("/api/v1/sites/{id}"), &body).await
+            },
+            move |_| {
+                editing.set(false);
+                reload();
+            },
+        );
+    };
+    let tel = |number: &str| {
+        format!(
+            "tel:{}",
+            number
+                .chars()
+                .filter(|c| c.is_ascii_digit() || *c == '+')
+                .collect::<String>()
+        )
+    };
+    let field = |id: String, label: &'static str, value: RwSignal<String>, kind: &'static str| {
+        view! {
+            <div class="field">
+                <label for=id.clone()>{label}</label>
+                <input id=id type=kind bind:value=value />
+            </div>
+        }
+    };
+    let key = id.to_string();
+    view! {
+        <article class="site-card" data-site-id=id.to_string()>
+            <h3>{site.name.clone()}</h3>
+            <dl class="facts">
+                <div>
+                    <dt>"Address"</dt>
+                    <dd class="site-address">{if site.address.is_empty() { "not given".to_owned() } else { site.address.clone() }}</dd>
+                </div>
+                <div>
+                    <dt>"On-site contact"</dt>
+                    <dd class="site-contact">
+                        {if site.contact_name.is_empty() { "not given".to_owned() } else { site.contact_name.clone() }}
+                        {(!site.contact_phone.is_empty()).then(|| view! { " · " <a href=tel(&site.contact_phone)>{site.contact_phone.clone()}</a> })}
+                        {(!site.contact_email.is_empty()).then(|| view! { " · " <a href=format!("mailto:{}", site.contact_email)>{site.contact_email.clone()}</a> })}
+                    </dd>
+                </div>
+            </dl>
+            {(!site.isps.is_empty()).then(|| view! {
+                <table class="data-table compact site-isps">
+                    <thead>
+                        <tr>
+                            <th scope="col">"Uplink"</th>
+                            <th scope="col">"ISP"</th>
+                            <th scope="col">"Circuit id"</th>
+                            <th scope="col">"Support line"</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        {site.isps.iter().map(|l| view! {
+                            <tr data-uplink=l.uplink.clone()>
+                                <th scope="row" data-label="Uplink">{l.uplink.clone()}</th>
+                                <td data-label="ISP">{l.isp.clone()}</td>
+                                <td class="mono" data-label="Circuit id">{l.circuit_id.clone()}</td>
+                                <td data-label="Support line">
+                                    {(!l.support_phone.is_empty()).then(|| view! { <a href=tel(&l.support_phone)>{l.support_phone.clone()}</a> })}
+                                </td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            })}
+            {(can_edit && site.isps.is_empty()).then(|| view! {
+                <p class="muted small">"No internet lines recorded: add each ISP's circuit id and support number, to quote when calling them."</p>
+            })}
+            {can_edit.then(|| view! {
+                <button type="button" class="button button-secondary button-small site-edit" class:hidden=move || editing.get() on:click=move |_| editing.set(true)>
+                    "Edit site details"
+                </button>
+                <Show when=move || editing.get()>
+                    <form class="form form-grid site-form" on:submit=save>
+                        <div class="field field-wide">
+                            <label for=format!("site-address-{key}")>"Address"</label>
+                            <input id=format!("site-address-{key}") type="text" bind:value=address />
+                        </div>
+                        {field(format!("site-contact-{key}"), "On-site contact", contact_name, "text")}
+                        {field(format!("site-phone-{key}"), "Contact phone", contact_phone, "tel")}
+                        {field(format!("site-email-{key}"), "Contact e-mail", contact_email, "email")}
+                        {lines.iter().enumerate().map(|(i, [uplink, isp, circuit, phone])| {
+                            let n = i + 1;
+                            view! {
+                                <fieldset class="field-wide isp-line">
+                                    <legend>{format!("Internet line {n}")}</legend>
+                                    {field(format!("site-{key}-uplink-{n}"), "Uplink (e.g. fiber)", *uplink, "text")}
+                                    {field(format!("site-{key}-isp-{n}"), "ISP", *isp, "text")}
+                                    {field(format!("site-{key}-circuit-{n}"), "Circuit id", *circuit, "text")}
+                                    {field(format!("site-{key}-support-{n}"), "Support phone", *phone, "tel")}
+                                </fieldset>
+                            }
+                        }).collect_view()}
+                        <div class="form-actions">
+                            <button type="submit" class="button button-primary" disabled=move || busy.get()>"Save"</button>
+                            <button type="button" class="button button-link" on:click=move |_| editing.set(false)>"Cancel"</button>
+                        </div>
+                    </form>
+                </Show>
+            })}
+            {notice_view(notice)}
+        </article>
     }
 }
 

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use stayopen_shared::api::{
     ApplianceSort, ApplianceState, ApplianceView, EventRecord, PracticeStatus, PracticeSummary,
-    PracticeView, SiteView, TelemetryRecord, UplinkKind,
+    PracticeView, SiteIsp, SiteView, TelemetryRecord, UpdateSite, UplinkKind,
 };
 use stayopen_shared::telemetry::Telemetry;
 use stayopen_shared::{ApplianceId, MessageId, PracticeId, SiteId};
@@ -394,6 +394,36 @@ pub async fn create_practice(
     })
 }
 
+#[derive(sqlx::FromRow)]
+struct SiteRow {
+    id: Uuid,
+    practice_id: Uuid,
+    name: String,
+    address: String,
+    contact_name: String,
+    contact_phone: String,
+    contact_email: String,
+    isps: sqlx::types::Json<Vec<SiteIsp>>,
+}
+
+impl From<SiteRow> for SiteView {
+    fn from(row: SiteRow) -> Self {
+        SiteView {
+            id: SiteId(row.id),
+            practice_id: PracticeId(row.practice_id),
+            name: row.name,
+            address: row.address,
+            contact_name: row.contact_name,
+            contact_phone: row.contact_phone,
+            contact_email: row.contact_email,
+            isps: row.isps.0,
+        }
+    }
+}
+
+const SITE_SELECT: &str = "SELECT id, practice_id, name, address, contact_name, contact_phone,
+        contact_email, isps FROM sites";
+
 /// A practice's sites by name, optionally those whose name contains `q`.
 pub async fn sites(
     pool: &PgPool,
@@ -406,12 +436,12 @@ pub async fn sites(
     let mut tx = auth.tx(pool).await?;
     visible_practice(&mut tx, auth, practice).await?;
     let (after_name, after_id) = after.unzip();
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT id, name FROM sites WHERE practice_id = $1
+    let rows: Vec<SiteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SITE_SELECT} WHERE practice_id = $1
            AND ($2::text IS NULL OR (name, id) > ($2, $3))
            AND ($4::text IS NULL OR name ILIKE '%' || $4 || '%')
-         ORDER BY name, id LIMIT $5",
-    )
+         ORDER BY name, id LIMIT $5"
+    )))
     .bind(practice.as_uuid())
     .bind(after_name)
     .bind(after_id)
@@ -419,14 +449,83 @@ pub async fn sites(
     .bind(fetch)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, name)| SiteView {
-            id: SiteId(id),
-            practice_id: practice,
-            name,
-        })
-        .collect())
+    Ok(rows.into_iter().map(SiteView::from).collect())
+}
+
+/// Changes a site's name, address, on-site contact or ISP lines (MSP staff; audited with the
+/// values before and after). A site the caller may not see is not found.
+pub async fn update_site(
+    pool: &PgPool,
+    auth: &AuthUser,
+    site: SiteId,
+    update: &UpdateSite,
+) -> Result<SiteView, FleetError> {
+    let mut tx = auth.tx(pool).await?;
+    let before: Option<SiteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SITE_SELECT} WHERE id = $1 AND ($2::uuid[] IS NULL OR practice_id = ANY($2)) FOR UPDATE"
+    )))
+    .bind(site.as_uuid())
+    .bind(auth.practice_filter())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let before = SiteView::from(before.ok_or(FleetError::NotFound("no such site"))?);
+    auth.require(Permission::Configure)?;
+    update.validate().map_err(FleetError::Invalid)?;
+    fn trimmed(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim)
+    }
+    let isps = update.isps.as_ref().map(|lines| {
+        lines
+            .iter()
+            .map(|l| SiteIsp {
+                uplink: l.uplink.trim().to_owned(),
+                isp: l.isp.trim().to_owned(),
+                circuit_id: l.circuit_id.trim().to_owned(),
+                support_phone: l.support_phone.trim().to_owned(),
+            })
+            .collect::<Vec<_>>()
+    });
+    let updated: Option<SiteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE sites SET name = coalesce($2, name), address = coalesce($3, address),
+                contact_name = coalesce($4, contact_name), contact_phone = coalesce($5, contact_phone),
+                contact_email = coalesce($6, contact_email), isps = coalesce($7, isps)
+         WHERE id = $1
+         RETURNING {}",
+        SITE_SELECT
+            .trim_start_matches("SELECT ")
+            .trim_end_matches(" FROM sites")
+    )))
+    .bind(site.as_uuid())
+    .bind(trimmed(&update.name))
+    .bind(trimmed(&update.address))
+    .bind(trimmed(&update.contact_name))
+    .bind(trimmed(&update.contact_phone))
+    .bind(trimmed(&update.contact_email))
+    .bind(isps.map(sqlx::types::Json))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            FleetError::Conflict("the practice already has a site with that name".into())
+        }
+        e => FleetError::Database(e),
+    })?;
+    let after = SiteView::from(updated.ok_or(FleetError::NotFound("no such site"))?);
+    audit::record(
+        &mut tx,
+        auth.tenant_id,
+        &auth.actor(),
+        Change {
+            action: "site.update",
+            target_type: "site",
+            target_id: site.to_string(),
+            before: serde_json::to_value(&before).ok(),
+            after: serde_json::to_value(&after).ok(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 /// Adds a site to a practice; audited.
@@ -472,6 +571,11 @@ pub async fn create_site(
         id: SiteId(id),
         practice_id: practice,
         name: name.to_owned(),
+        address: String::new(),
+        contact_name: String::new(),
+        contact_phone: String::new(),
+        contact_email: String::new(),
+        isps: Vec::new(),
     })
 }
 
