@@ -2521,6 +2521,23 @@ async fn demo_screenshots() {
         },
     )
     .await;
+    // The demo starts with every box's scheduled drill, 60 s on the backup: wait until those are
+    // over and only the scheduled outages (every third box, never all at once) remain, so the
+    // pictures show an ordinary day.
+    let _ = tokio::time::timeout(Duration::from_secs(300), async {
+        loop {
+            let totals = get("/api/v1/fleet/totals".into()).await;
+            let (on_backup, all) = (
+                totals["on_backup"].as_u64().unwrap_or(0),
+                totals["appliances"].as_u64().unwrap_or(0),
+            );
+            if all > 0 && on_backup * 3 <= all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    })
+    .await;
     let appliances = get("/api/v1/appliances?limit=500&sort=state".into()).await;
     let appliance = appliances["items"][0]["id"]
         .as_str()

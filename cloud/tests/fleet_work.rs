@@ -43,13 +43,20 @@ fn serials(appliances: &[ApplianceView]) -> Vec<String> {
 }
 
 /// Puts the seeded appliances of `tenant` into every state: every 37th offline and every 23rd on
-/// its backup (as seeded), SO-000005 and SO-000006 degraded (their LTE down), SO-000010 on a
-/// cellular backup.
+/// its backup (as seeded), SO-000005 degraded (its LTE down), SO-000006 degraded (its active
+/// fibre degraded), SO-000007 on its primary with a merely lossy LTE standby (still primary),
+/// SO-000010 on a cellular backup.
 async fn every_state(cloud: &TestCloud) {
     for sql in [
         "UPDATE appliances SET last_telemetry = '{\"active_uplink\": \"fiber\", \"uplinks\": [
+             {\"name\": \"fiber\", \"health\": \"up\"}, {\"name\": \"lte\", \"health\": \"degraded\"}]}'
+         WHERE serial = 'SO-000007'",
+        "UPDATE appliances SET last_telemetry = '{\"active_uplink\": \"fiber\", \"uplinks\": [
+             {\"name\": \"fiber\", \"health\": \"degraded\"}, {\"name\": \"lte\", \"health\": \"up\"}]}'
+         WHERE serial = 'SO-000006'",
+        "UPDATE appliances SET last_telemetry = '{\"active_uplink\": \"fiber\", \"uplinks\": [
              {\"name\": \"fiber\", \"health\": \"up\"}, {\"name\": \"lte\", \"health\": \"down\"}]}'
-         WHERE serial IN ('SO-000005', 'SO-000006')",
+         WHERE serial = 'SO-000005'",
         "UPDATE appliances SET active_uplink = 'lte', on_backup = true,
                 last_telemetry = '{\"active_uplink\": \"lte\", \"uplinks\": [
              {\"name\": \"fiber\", \"health\": \"down\"},
@@ -138,6 +145,13 @@ async fn the_fleet_wide_list_searches_filters_and_sorts_every_column_server_side
     };
     let degraded = count("degraded").await;
     assert_eq!(serials(&degraded), ["SO-000005", "SO-000006"]);
+    assert!(
+        count("primary")
+            .await
+            .iter()
+            .any(|a| a.serial == "SO-000007"),
+        "a lossy standby leaves the box on its primary"
+    );
     assert_eq!(totals.degraded, 2);
     assert_eq!(count("offline").await.len() as u32, totals.offline);
     assert_eq!(totals.offline, 3, "SO-000037, SO-000074 and SO-000111");

@@ -542,8 +542,9 @@ pub enum ApplianceState {
     Offline,
     /// Online, with the practice's traffic on a backup uplink.
     OnBackup,
-    /// Online on its primary, but an uplink is degraded or down (or none carries traffic): one
-    /// more failure and the practice is cut off.
+    /// Online on its primary, but an uplink is down (no backup left), none carries traffic, or
+    /// the one carrying it is degraded: one more failure and the practice is cut off, or it
+    /// suffers now. A merely lossy standby does not count.
     Degraded,
     /// Online on its primary, every uplink up.
     Primary,
