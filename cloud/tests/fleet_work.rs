@@ -332,6 +332,34 @@ async fn bulk_actions_check_the_role_skip_what_the_caller_cannot_see_and_audit_e
         .await;
     assert!(theirs_view.expect("entries").items.is_empty());
 
+    // A practice's tags find its appliances too, and only MSP staff set them.
+    let practice = demo.practices[1].id;
+    let (status, summary) = cloud
+        .api(&admin)
+        .put::<_, stayopen_shared::api::PracticeSummary>(
+            &format!("/api/v1/practices/{practice}/tags"),
+            &serde_json::json!({"tags": ["Pediatrics", "pediatrics", "pilot"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(summary.expect("summary").tags, ["pediatrics", "pilot"]);
+    let in_practice = every_page(&cloud, &admin, &format!("practice_id={practice}")).await;
+    let by_tag = every_page(&cloud, &admin, "tag=pediatrics").await;
+    assert_eq!(serials(&by_tag), serials(&in_practice));
+    assert!(!by_tag.is_empty());
+    for (who, expected) in [(&other_admin, 404), (&admin, 400)] {
+        let body = if expected == 400 {
+            serde_json::json!({"tags": ["two words"]})
+        } else {
+            serde_json::json!({"tags": ["mine"]})
+        };
+        let (status, _) = cloud
+            .api(who)
+            .put::<_, serde_json::Value>(&format!("/api/v1/practices/{practice}/tags"), &body)
+            .await;
+        assert_eq!(status, expected);
+    }
+
     // Roles: a compliance officer may neither tag nor drill; an auditor neither. Nothing changes.
     let officer = cloud
         .user_with_role(
@@ -348,6 +376,17 @@ async fn bulk_actions_check_the_role_skip_what_the_caller_cannot_see_and_audit_e
         let (status, _) = bulk(&cloud, &officer, &ours, action).await;
         assert_eq!(status, 403);
     }
+    let (status, _) = cloud
+        .api(&officer)
+        .put::<_, serde_json::Value>(
+            &format!("/api/v1/practices/{}/tags", demo.practices[0].id),
+            &serde_json::json!({"tags": ["x"]}),
+        )
+        .await;
+    assert_eq!(
+        status, 403,
+        "a compliance officer does not tag their practice"
+    );
     // A technician may drill: one start_drill command queued per appliance, each audited.
     let technician = cloud
         .user_with_role(&admin, "tech@lakeside.example", Role::MspTechnician, vec![])

@@ -838,6 +838,31 @@ impl UpdateSite {
     }
 }
 
+/// A practice's tags, replaced as a whole (at most 20; each as [`normalise_tag`] stores it).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetTags {
+    pub tags: Vec<String>,
+}
+
+impl SetTags {
+    /// The tags as stored: normalised, each once, in the order given; at most 20.
+    pub fn normalised(&self) -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = Vec::new();
+        for tag in &self.tags {
+            let tag = normalise_tag(tag)?;
+            if !out.contains(&tag) {
+                out.push(tag);
+            }
+        }
+        if out.len() > 20 {
+            return Err("at most 20 tags".into());
+        }
+        Ok(out)
+    }
+}
+
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

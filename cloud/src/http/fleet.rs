@@ -2,12 +2,12 @@
 //! events, and revocation: extract, call [`crate::domain::fleet`], map. Something outside the
 //! caller's scope is indistinguishable from something that does not exist: 404.
 
-use actix_web::{HttpResponse, get, patch, post, web};
+use actix_web::{HttpResponse, get, patch, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use stayopen_shared::api::{
     ApiError, ApplianceSort, ApplianceState, ApplianceView, BulkApplianceRequest, BulkOutcome,
-    CreatePractice, CreateSite, EventRecord, Fleet, Page, PracticeStatus, PracticeSummary,
+    CreatePractice, CreateSite, EventRecord, Fleet, Page, PracticeStatus, PracticeSummary, SetTags,
     SiteView, TelemetryRecord, UpdateSite, UplinkKind, normalise_tag,
 };
 use stayopen_shared::{ApplianceId, PracticeId, SiteId};
@@ -212,6 +212,33 @@ pub async fn show_practice(
     let practice = path.into_inner();
     Ok(web::Json(
         fleet::practice(&state.pool, &auth, practice, offline_after_secs(&state)).await?,
+    ))
+}
+
+/// Replaces a practice's tags (audited).
+#[utoipa::path(
+    tag = "fleet",
+    params(("practice_id" = Uuid, Path)),
+    request_body = SetTags,
+    responses((status = 200, body = PracticeSummary), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)),
+    security(("bearer" = []))
+)]
+#[put("/practices/{practice_id}/tags")]
+pub async fn set_practice_tags(
+    state: web::Data<AppState>,
+    auth: AuthUser,
+    path: web::Path<PracticeId>,
+    body: web::Json<SetTags>,
+) -> Result<web::Json<PracticeSummary>, ApiFailure> {
+    Ok(web::Json(
+        fleet::set_practice_tags(
+            &state.pool,
+            &auth,
+            path.into_inner(),
+            &body,
+            offline_after_secs(&state),
+        )
+        .await?,
     ))
 }
 

@@ -124,6 +124,7 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
             .service(fleet::export_practices)
             .service(fleet::create_practice)
             .service(fleet::show_practice)
+            .service(fleet::set_practice_tags)
             .service(fleet::list_sites)
             .service(fleet::create_site)
             .service(fleet::update_site)

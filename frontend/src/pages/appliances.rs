@@ -483,6 +483,27 @@ fn BulkBar(
                     </button>
                 </form>
             })}
+            {caps_configure.then(|| view! {
+                <button
+                    type="button"
+                    id="bulk-inherit-policy"
+                    class="button button-secondary button-small"
+                    title="Clear each one's own policy layer, so its practice's and the MSP's settings apply"
+                    disabled=move || busy.get() || selected.with(Vec::is_empty)
+                    on:click=move |_| {
+                        let n = selected.with_untracked(Vec::len) as u32;
+                        run(
+                            ApplianceBulkAction::ApplyPolicy { overrides: Default::default() },
+                            format!(
+                                "Clear the own policy settings of {}? Their practice's and the MSP's settings apply again.",
+                                plural(n, "appliance", "appliances")
+                            ),
+                        );
+                    }
+                >
+                    "Use practice policy"
+                </button>
+            })}
             <button type="button" class="button button-link button-small" on:click=move |_| { selected.set(Vec::new()); notice.set(None); }>
                 "Clear"
             </button>

@@ -7,7 +7,9 @@ use stayopen_shared::alerts::{
     AlertView, ClinicHours, CreateMaintenanceWindow, MaintenanceWindowView, PracticeSchedule,
     PracticeScheduleView,
 };
-use stayopen_shared::api::{ApplianceView, Page, PracticeSummary, SiteIsp, SiteView, UpdateSite};
+use stayopen_shared::api::{
+    ApplianceView, Page, PracticeSummary, SetTags, SiteIsp, SiteView, UpdateSite,
+};
 use stayopen_shared::ids::{ApplianceId, PracticeId};
 use stayopen_shared::telemetry::UplinkTelemetry;
 
@@ -90,6 +92,7 @@ pub fn PracticePage(id: PracticeId) -> impl IntoView {
             })}
             <Show when=move || !missing()>
                 <PracticeSummaryView summary=summary.data />
+                <PracticeTags practice=id summary=summary.data />
                 <Appliances practice=id />
                 <section class="card section" aria-labelledby="practice-alerts-heading">
                     <h2 id="practice-alerts-heading">"Open alerts"</h2>
@@ -116,6 +119,7 @@ fn PracticeSummaryView(summary: RwSignal<Option<PracticeSummary>>) -> impl IntoV
                     <span>{plural(s.appliances, "appliance", "appliances")}</span>
                     <span class="ok-text">{format!("{} online", s.online)}</span>
                     <span class:warn-text={s.on_backup > 0}>{format!("{} on backup", s.on_backup)}</span>
+                    <span class:warn-text={s.degraded > 0}>{format!("{} degraded", s.degraded)}</span>
                     <span class:bad-text={s.offline > 0}>{format!("{} offline", s.offline)}</span>
                     <span>{plural(s.sites, "site", "sites")}</span>
                     <span class:bad-text={s.open_alerts > 0}>
@@ -124,6 +128,74 @@ fn PracticeSummaryView(summary: RwSignal<Option<PracticeSummary>>) -> impl IntoV
                 </div>
             }
         })
+    }
+}
+
+/// The practice's tags (to find and act on practices together), edited in place by MSP staff.
+#[component]
+fn PracticeTags(practice: PracticeId, summary: RwSignal<Option<PracticeSummary>>) -> impl IntoView {
+    let session = use_session();
+    let can_edit = session.capabilities().configure;
+    let editing = RwSignal::new(false);
+    let text = RwSignal::new(String::new());
+    let busy = RwSignal::new(false);
+    let notice = RwSignal::new(None::<Notice>);
+    let tags = move || summary.with(|s| s.as_ref().map(|s| s.tags.clone()).unwrap_or_default());
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let body = SetTags {
+            tags: text
+                .get_untracked()
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        act(
+            busy,
+            notice,
+            "",
+            async move {
+                api::put::<_, PracticeSummary>(
+                    session,
+                    &format!("/api/v1/practices/{practice}/tags"),
+                    &body,
+                )
+                .await
+            },
+            move |updated| {
+                summary.set(Some(updated));
+                editing.set(false);
+            },
+        );
+    };
+    view! {
+        <div class="practice-tags" id="practice-tags">
+            <span class="muted small">"Tags: "</span>
+            {move || {
+                let tags = tags();
+                if tags.is_empty() {
+                    view! { <span class="muted small">"none"</span> }.into_any()
+                } else {
+                    tags.into_iter().map(|t| view! { <span class="chip tag">{t}</span> }).collect_view().into_any()
+                }
+            }}
+            {can_edit.then(|| view! {
+                <button type="button" class="button button-link button-small" class:hidden=move || editing.get()
+                    on:click=move |_| { text.set(tags().join(", ")); editing.set(true); }>
+                    "Edit tags"
+                </button>
+                <Show when=move || editing.get()>
+                    <form class="inline-form" on:submit=save>
+                        <label for="practice-tags-input" class="visually-hidden">"Tags, separated by commas"</label>
+                        <input id="practice-tags-input" type="text" placeholder="dental, pilot" bind:value=text />
+                        <button type="submit" class="button button-secondary button-small" disabled=move || busy.get()>"Save tags"</button>
+                    </form>
+                </Show>
+            })}
+            {notice_view(notice)}
+        </div>
     }
 }
 

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use stayopen_shared::api::{
     ApplianceSort, ApplianceState, ApplianceView, EventRecord, PracticeStatus, PracticeSummary,
-    PracticeView, SiteIsp, SiteView, TelemetryRecord, UpdateSite, UplinkKind,
+    PracticeView, SetTags, SiteIsp, SiteView, TelemetryRecord, UpdateSite, UplinkKind,
 };
 use stayopen_shared::telemetry::Telemetry;
 use stayopen_shared::{ApplianceId, MessageId, PracticeId, SiteId};
@@ -314,6 +314,53 @@ pub async fn practice(
     .bind(practice.as_uuid())
     .fetch_one(&mut *tx)
     .await?;
+    Ok(row.into())
+}
+
+/// Replaces a practice's tags (MSP staff; audited with the tags before and after), which the
+/// fleet-wide lists search and filter by.
+pub async fn set_practice_tags(
+    pool: &PgPool,
+    auth: &AuthUser,
+    practice: PracticeId,
+    tags: &SetTags,
+    offline_after_secs: u32,
+) -> Result<PracticeSummary, FleetError> {
+    let mut tx = auth.tx(pool).await?;
+    visible_practice(&mut tx, auth, practice).await?;
+    auth.require(Permission::Configure)?;
+    let tags = tags.normalised().map_err(FleetError::Invalid)?;
+    let before: Vec<String> =
+        sqlx::query_scalar("SELECT tags FROM practices WHERE id = $1 FOR UPDATE")
+            .bind(practice.as_uuid())
+            .fetch_one(&mut *tx)
+            .await?;
+    sqlx::query("UPDATE practices SET tags = $2 WHERE id = $1")
+        .bind(practice.as_uuid())
+        .bind(&tags)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        auth.tenant_id,
+        &auth.actor(),
+        Change {
+            action: "practice.tags",
+            target_type: "practice",
+            target_id: practice.to_string(),
+            before: Some(serde_json::json!({ "tags": before })),
+            after: Some(serde_json::json!({ "tags": tags })),
+        },
+    )
+    .await?;
+    let row: PracticeSummaryRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{PRACTICE_SUMMARY_SELECT} WHERE p.id = $2) practice"
+    )))
+    .bind(f64::from(offline_after_secs))
+    .bind(practice.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(row.into())
 }
 
