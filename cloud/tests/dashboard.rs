@@ -1979,31 +1979,6 @@ async fn the_demo_fleets_lte_backups_report_a_varying_signal_on_the_appliance_pa
     fleet.stop().await;
 }
 
-/// Parses CSV text (RFC 4180: quoted cells may hold commas, doubled quotes and line breaks).
-fn csv_rows(text: &str) -> Vec<Vec<String>> {
-    let (mut rows, mut row, mut cell, mut quoted) = (Vec::new(), Vec::new(), String::new(), false);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                cell.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => cell.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut cell)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                row.push(std::mem::take(&mut cell));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => cell.push(c),
-        }
-    }
-    rows
-}
-
 /// An appliance the test drives by hand: it reports every second, like an agent, with the uplink
 /// the test last chose carrying its traffic (fibre primary, LTE backup), and nothing else.
 struct HandDriven {
@@ -2335,7 +2310,7 @@ async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefi
             .filter(|text| !text.is_empty())
     })
     .await;
-    let rows = csv_rows(&csv);
+    let rows = common::csv::rows(&csv);
     let listed = api.appliances("limit=500").await.expect("appliances").items;
     assert_eq!(rows[0][0], "serial");
     assert_eq!(
@@ -2388,6 +2363,15 @@ async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefi
             PAGE,
         )
         .await;
+    browser.open_fragment(&format!("#/appliances/{hand}")).await;
+    browser
+        .wait_for(
+            "const z = document.querySelector('#practice-zone');
+             return !!z && z.innerText.includes('America/Chicago')",
+            "the practice's zone on its appliance's page",
+            PAGE,
+        )
+        .await;
     browser.open_fragment("#/audit").await;
     browser
         .wait_for(
@@ -2397,6 +2381,13 @@ async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefi
             PAGE,
         )
         .await;
+    assert_eq!(
+        browser
+            .eval("return !!document.querySelector('#practice-zone')")
+            .await,
+        serde_json::json!(false),
+        "back in the viewer's zone off the practice's pages"
+    );
 
     // 5. At 390 px wide every main page fits: nothing scrolls sideways, and the menu folds away.
     browser.phone(390, 844).await;

@@ -537,7 +537,9 @@ async fn a_drill_on_a_cut_line_reaches_the_cloud_exactly_once_and_the_cut_line_f
     .await
     .expect("alerts");
     assert!(
-        summaries.iter().any(|s| s.contains("last will")),
+        summaries
+            .iter()
+            .any(|s| s.contains("connection to the cloud closed")),
         "the last will raised the offline alert: {summaries:?}"
     );
 }

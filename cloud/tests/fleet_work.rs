@@ -553,34 +553,6 @@ async fn bulk_actions_check_the_role_skip_what_the_caller_cannot_see_and_audit_e
     }
 }
 
-/// Splits CSV text into rows of cells (quoted cells with commas and doubled quotes included).
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut cell = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                cell.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => cell.push(c),
-            (false, '"') => quoted = true,
-            (false, ',') => row.push(std::mem::take(&mut cell)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                row.push(std::mem::take(&mut cell));
-                rows.push(std::mem::take(&mut row));
-            }
-            (false, c) => cell.push(c),
-        }
-    }
-    rows
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_exports_stream_every_row_the_filtered_list_has_and_refuse_what_the_list_refuses() {
     let cloud = spawn_cloud().await;
@@ -598,7 +570,7 @@ async fn csv_exports_stream_every_row_the_filtered_list_has_and_refuse_what_the_
             api.text(&format!("/api/v1/appliances.csv?{query}")).await;
         assert_eq!(status, 200, "{query}");
         assert_eq!(content_type, "text/csv; charset=utf-8");
-        let rows = parse_csv(&body);
+        let rows = common::csv::rows(&body);
         assert_eq!(rows[0][0], "serial");
         let listed = every_page(&cloud, &admin, query).await;
         let exported: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
@@ -610,12 +582,12 @@ async fn csv_exports_stream_every_row_the_filtered_list_has_and_refuse_what_the_
         }
     }
     let (_, _, all) = api.text("/api/v1/appliances.csv").await;
-    assert_eq!(parse_csv(&all).len(), 1 + ALL);
+    assert_eq!(common::csv::rows(&all).len(), 1 + ALL);
 
     // Alerts, incidents, practices and the audit log export too, with their filters.
     let (status, _, alerts) = api.text("/api/v1/alerts.csv?unresolved=true").await;
     assert_eq!(status, 200);
-    let alert_rows = parse_csv(&alerts);
+    let alert_rows = common::csv::rows(&alerts);
     let (_, listed) = api
         .get::<Page<stayopen_shared::alerts::AlertView>>("/api/v1/alerts?unresolved=true&limit=500")
         .await;
@@ -634,13 +606,19 @@ async fn csv_exports_stream_every_row_the_filtered_list_has_and_refuse_what_the_
     );
     let (status, _, practices) = api.text("/api/v1/practices.csv").await;
     assert_eq!(status, 200);
-    assert_eq!(parse_csv(&practices).len() - 1, 3 + demo.practices.len());
+    assert_eq!(
+        common::csv::rows(&practices).len() - 1,
+        3 + demo.practices.len()
+    );
     let (status, _, incidents) = api.text("/api/v1/incidents.csv").await;
     assert_eq!(status, 200);
-    assert_eq!(parse_csv(&incidents)[0][0], "started_at");
+    assert_eq!(common::csv::rows(&incidents)[0][0], "started_at");
     let (status, _, audit) = api.text("/api/v1/audit-log.csv").await;
     assert_eq!(status, 200);
-    assert!(parse_csv(&audit).len() > 1, "the demo's seeding is audited");
+    assert!(
+        common::csv::rows(&audit).len() > 1,
+        "the demo's seeding is audited"
+    );
 
     // Refusals: a bad filter, a role without the audit log, no token at all.
     let (status, _, _) = api.text("/api/v1/appliances.csv?state=sideways").await;
@@ -658,7 +636,7 @@ async fn csv_exports_stream_every_row_the_filtered_list_has_and_refuse_what_the_
     // A compliance officer's export holds their practice's 200 appliances only.
     let (status, _, theirs) = cloud.api(&officer).text("/api/v1/appliances.csv").await;
     assert_eq!(status, 200);
-    let theirs = parse_csv(&theirs);
+    let theirs = common::csv::rows(&theirs);
     assert_eq!(theirs.len(), 1 + 200);
     assert!(theirs[1..].iter().all(|r| r[1] == demo.practices[0].name));
     let (status, _, _) = cloud.anonymous().text("/api/v1/alerts.csv").await;

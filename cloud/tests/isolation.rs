@@ -137,6 +137,23 @@ fn example_bodies() -> BTreeMap<&'static str, serde_json::Value> {
             json!({"body": "x"}),
         ),
         (
+            "POST /api/v1/appliances/bulk",
+            json!({"appliance_ids": ["00000000-0000-0000-0000-000000000000"],
+                   "action": {"kind": "add_tag", "tag": "walked"}}),
+        ),
+        (
+            "POST /api/v1/alerts/bulk",
+            json!({"alert_ids": ["00000000-0000-0000-0000-000000000000"], "action": "acknowledge"}),
+        ),
+        (
+            "PATCH /api/v1/sites/{site_id}",
+            json!({"contact_name": "Walked", "isps": [{"uplink": "fiber", "isp": "Walked"}]}),
+        ),
+        (
+            "PUT /api/v1/practices/{practice_id}/tags",
+            json!({"tags": ["walked"]}),
+        ),
+        (
             "POST /api/v1/evidence/packages",
             json!({"practice_id": "00000000-0000-0000-0000-000000000000", "period": "month",
                    "from": "2026-11-01", "to": "2026-11-30"}),
@@ -644,6 +661,38 @@ async fn no_caller_reaches_another_msps_or_another_practices_data_through_any_en
     for (caller, token) in &a_callers {
         walk_targets(&cloud, caller, token, &operations, &b_targets, &mut walk).await;
         walk_lists(&cloud, caller, token, &operations, &secrets, &mut walk).await;
+    }
+    // Bulk actions name their targets in the body: B's appliance and alert, put in A's bulk
+    // requests, are skipped as not found (or the caller's role is refused first), never acted on.
+    for (caller, token) in &a_callers {
+        for (path, body) in [
+            (
+                "/api/v1/appliances/bulk",
+                serde_json::json!({"appliance_ids": [b_targets["appliance_id"]],
+                                   "action": {"kind": "add_tag", "tag": "walked"}}),
+            ),
+            (
+                "/api/v1/appliances/bulk",
+                serde_json::json!({"appliance_ids": [b_targets["appliance_id"]],
+                                   "action": {"kind": "start_drill", "duration_secs": 60}}),
+            ),
+            (
+                "/api/v1/alerts/bulk",
+                serde_json::json!({"alert_ids": [b_targets["alert_id"]], "action": "resolve"}),
+            ),
+        ] {
+            let (status, text) = send(&cloud, token, "POST", path, Some(&body)).await;
+            walk.attempts += 1;
+            let refused = status == 403
+                || (status == 200
+                    && serde_json::from_str::<stayopen_shared::api::BulkOutcome>(&text)
+                        .is_ok_and(|o| o.done.is_empty() && o.skipped.len() == 1));
+            if !refused {
+                walk.failures.push(format!(
+                    "{caller}: POST {path} with B's id → {status} {text}"
+                ));
+            }
+        }
     }
     let cross_msp = walk.attempts;
 

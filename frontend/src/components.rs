@@ -34,6 +34,28 @@ pub fn now_utc() -> DateTime<Utc> {
 #[derive(Debug, Clone, Copy)]
 pub struct DisplayZone(pub RwSignal<Option<String>>);
 
+/// Shows the times of the page being built in `practice`'s time zone, once its schedule is read,
+/// and the viewer's again when the page (or the reactive scope calling this) goes away. A late
+/// answer after that sets nothing.
+pub fn show_times_in_practice_zone(practice: PracticeId) {
+    let zone = expect_context::<DisplayZone>();
+    let session = use_session();
+    // Disposed with the calling scope: whether the page is still shown when the answer comes.
+    let shown = StoredValue::new(());
+    spawn_local(async move {
+        if let Ok(view) = api::get::<stayopen_shared::alerts::PracticeScheduleView>(
+            session,
+            &format!("/api/v1/practices/{practice}/schedule"),
+        )
+        .await
+            && shown.try_get_value().is_some()
+        {
+            zone.0.set(Some(view.time_zone));
+        }
+    });
+    on_cleanup(move || zone.0.set(None));
+}
+
 fn display_zone() -> Option<String> {
     use_context::<DisplayZone>().and_then(|z| z.0.get())
 }
@@ -100,7 +122,8 @@ pub fn time_ago(at: Option<DateTime<Utc>>) -> AnyView {
         None => view! { <span class="muted">"never"</span> }.into_any(),
         Some(at) => {
             let iso = at.to_rfc3339();
-            let exact = zoned_text(at, display_zone().as_deref());
+            // Reactive: a practice page's zone arrives after its first drawing.
+            let exact = move || zoned_text(at, display_zone().as_deref());
             view! {
                 <time datetime=iso title=exact>
                     {move || relative_time(now_utc(), at)}
@@ -115,11 +138,12 @@ pub fn time_ago(at: Option<DateTime<Utc>>) -> AnyView {
 pub fn time_exact(at: Option<DateTime<Utc>>) -> AnyView {
     match at {
         None => view! { <span class="muted">"–"</span> }.into_any(),
-        Some(at) => {
-            let zone = display_zone();
-            view! { <time datetime=at.to_rfc3339() title=timestamp_text(at)>{zoned_text(at, zone.as_deref())}</time> }
-                .into_any()
+        Some(at) => view! {
+            <time datetime=at.to_rfc3339() title=timestamp_text(at)>
+                {move || zoned_text(at, display_zone().as_deref())}
+            </time>
         }
+        .into_any(),
     }
 }
 
@@ -245,6 +269,30 @@ fn run_action(
 /// read.
 pub fn status_badge(status: &'static str, label: &'static str) -> impl IntoView {
     view! { <span class=format!("badge badge-{status}") data-status=status>{label}</span> }
+}
+
+/// A filter chip: pressed while its filter is the one shown (`data-filter` names it), with the
+/// count of what it would list.
+pub fn filter_chip(
+    filter: &'static str,
+    label: &'static str,
+    pressed: impl Fn() -> bool + Copy + Send + Sync + 'static,
+    count: impl Fn() -> Option<u32> + Send + Sync + 'static,
+    choose: impl Fn() + Send + Sync + 'static,
+) -> impl IntoView {
+    view! {
+        <button
+            type="button"
+            class="filter-chip"
+            class:active=pressed
+            aria-pressed=move || if pressed() { "true" } else { "false" }
+            data-filter=filter
+            on:click=move |_| choose()
+        >
+            {label}
+            {move || count().map(|n| view! { <span class="chip-count">{n}</span> })}
+        </button>
+    }
 }
 
 /// An appliance's state as a badge, in the words every page uses.

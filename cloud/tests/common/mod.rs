@@ -6,6 +6,7 @@
 
 pub mod burst;
 pub mod client;
+pub mod csv;
 pub mod device;
 pub mod events;
 pub mod fleet;

@@ -51,6 +51,13 @@ pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
             .error
             .with(|e| e.as_ref().is_some_and(|e| e.is_not_found()))
     };
+    // Its timeline and times read in its practice's zone, like the practice's own page.
+    Effect::new(move |_| {
+        if let Some((p, _)) = practice.get() {
+            crate::components::show_times_in_practice_zone(p);
+        }
+    });
+    let zone = expect_context::<crate::components::DisplayZone>();
 
     view! {
         <section id="appliance" class="page" data-appliance-id=id.to_string()>
@@ -70,6 +77,9 @@ pub fn AppliancePage(id: ApplianceId) -> impl IntoView {
                 })}
             </PageHeading>
             <FeedStatus feed=appliance what="This appliance" />
+            {move || zone.0.get().map(|tz| view! {
+                <p class="muted small" id="practice-zone">{format!("Times on this page are in the practice's time zone, {tz}.")}</p>
+            })}
             <Show when=move || !missing()>
                 {loading(appliance)}
                 <Overview appliance=appliance.data />

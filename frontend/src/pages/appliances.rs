@@ -14,8 +14,8 @@ use stayopen_shared::ids::ApplianceId;
 
 use crate::api;
 use crate::components::{
-    ExportButton, FeedStatus, Notice, PageHeading, Pager, act, loading, notice_view, state_badge,
-    time_ago, use_session,
+    ExportButton, FeedStatus, Notice, PageHeading, Pager, act, filter_chip, loading, notice_view,
+    state_badge, time_ago, use_session,
 };
 use crate::live::feed;
 use crate::logic::{Interest, Route, plural, query_string};
@@ -146,19 +146,13 @@ pub fn AppliancesPage() -> impl IntoView {
                 })
             })
         };
-        view! {
-            <button
-                type="button"
-                class="filter-chip"
-                class:active=pressed
-                aria-pressed=move || if pressed() { "true" } else { "false" }
-                data-filter=value.map_or("all", ApplianceState::as_str)
-                on:click=move |_| refilter(&|f| f.state = value)
-            >
-                {label}
-                {move || count().map(|n| view! { <span class="chip-count">{n}</span> })}
-            </button>
-        }
+        filter_chip(
+            value.map_or("all", ApplianceState::as_str),
+            label,
+            pressed,
+            count,
+            move || refilter(&|f| f.state = value),
+        )
     };
 
     let heading = move |sort: ApplianceSort, label: &'static str| {

@@ -12,7 +12,7 @@ use stayopen_shared::ids::PracticeId;
 
 use crate::api::{self, Failure};
 use crate::components::{
-    ExportButton, FeedStatus, PageHeading, loading, practice_badge, use_session,
+    ExportButton, FeedStatus, PageHeading, filter_chip, loading, practice_badge, use_session,
 };
 use crate::live::feed;
 use crate::logic::{Interest, Route, plural, query_string};
@@ -138,19 +138,13 @@ pub fn FleetPage() -> impl IntoView {
                 })
             })
         };
-        view! {
-            <button
-                type="button"
-                class="filter-chip"
-                class:active=pressed
-                aria-pressed=move || if pressed() { "true" } else { "false" }
-                data-filter=value.map_or("all", PracticeStatus::as_str)
-                on:click=move |_| choose(value)
-            >
-                {label}
-                {move || count().map(|n| view! { <span class="chip-count">{n}</span> })}
-            </button>
-        }
+        filter_chip(
+            value.map_or("all", PracticeStatus::as_str),
+            label,
+            pressed,
+            count,
+            move || choose(value),
+        )
     };
 
     view! {

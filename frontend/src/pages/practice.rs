@@ -8,7 +8,7 @@ use stayopen_shared::alerts::{
     PracticeScheduleView,
 };
 use stayopen_shared::api::{
-    ApplianceView, Page, PracticeSummary, SetTags, SiteIsp, SiteView, UpdateSite,
+    ApplianceState, ApplianceView, Page, PracticeSummary, SetTags, SiteIsp, SiteView, UpdateSite,
 };
 use stayopen_shared::ids::{ApplianceId, PracticeId};
 use stayopen_shared::telemetry::UplinkTelemetry;
@@ -16,7 +16,7 @@ use stayopen_shared::telemetry::UplinkTelemetry;
 use crate::api;
 use crate::components::{
     DisplayZone, FeedStatus, Notice, PageHeading, Pager, act, loading, notice_view, practice_badge,
-    state_badge, time_ago, time_exact, use_session,
+    show_times_in_practice_zone, state_badge, time_ago, time_exact, use_session,
 };
 use crate::live::{Feed, feed};
 use crate::logic::{
@@ -46,18 +46,8 @@ pub fn PracticePage(id: PracticeId) -> impl IntoView {
     });
     // Times on a practice's pages read in the practice's own zone: "the outage at 08:15" means
     // 08:15 at the clinic, wherever the technician sits.
-    // The shell's zone is set while this page is shown, and back to the viewer's when it goes
-    // (the fetch is cancelled with the page, so a late answer cannot set it afterwards).
+    show_times_in_practice_zone(id);
     let zone = expect_context::<DisplayZone>();
-    leptos::task::spawn_local_scoped_with_cancellation(async move {
-        if let Ok(view) =
-            api::get::<PracticeScheduleView>(session, &format!("/api/v1/practices/{id}/schedule"))
-                .await
-        {
-            zone.0.set(Some(view.time_zone));
-        }
-    });
-    on_cleanup(move || zone.0.set(None));
     // A practice another MSP owns (or one a practice-scoped user is not assigned) is the cloud's
     // 404: show only that, nothing that would hint at what is behind it.
     let missing = move || {
@@ -199,28 +189,14 @@ fn PracticeTags(practice: PracticeId, summary: RwSignal<Option<PracticeSummary>>
     }
 }
 
-/// Tri-state filter of the appliance list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ApplianceFilter {
-    All,
-    Online,
-    Offline,
-    OnBackup,
-}
-
 #[component]
 fn Appliances(practice: PracticeId) -> impl IntoView {
     let session = use_session();
     let query = RwSignal::new(String::new());
-    let filter = RwSignal::new(ApplianceFilter::All);
+    // The state model's words, as on the Appliances page; empty is every state.
+    let state = RwSignal::new(String::new());
     let pager = Pager::new();
     let appliances = feed(Interest::Practice(practice), 1_000.0, move || {
-        let (online, on_backup) = match filter.get_untracked() {
-            ApplianceFilter::All => (None, None),
-            ApplianceFilter::Online => (Some("true"), None),
-            ApplianceFilter::Offline => (Some("false"), None),
-            ApplianceFilter::OnBackup => (None, Some("true")),
-        };
         let path = format!(
             "/api/v1/appliances{}",
             query_string(&[
@@ -228,8 +204,7 @@ fn Appliances(practice: PracticeId) -> impl IntoView {
                 ("limit", Some("50".into())),
                 ("cursor", pager.cursor.get_untracked()),
                 ("q", Some(query.get_untracked())),
-                ("online", online.map(str::to_owned)),
-                ("on_backup", on_backup.map(str::to_owned)),
+                ("state", Some(state.get_untracked())),
             ])
         );
         async move { api::get::<Page<ApplianceView>>(session, &path).await }
@@ -259,12 +234,7 @@ fn Appliances(practice: PracticeId) -> impl IntoView {
         });
     };
     let on_filter = move |ev: leptos::ev::Event| {
-        filter.set(match event_target_value(&ev).as_str() {
-            "online" => ApplianceFilter::Online,
-            "offline" => ApplianceFilter::Offline,
-            "on_backup" => ApplianceFilter::OnBackup,
-            _ => ApplianceFilter::All,
-        });
+        state.set(event_target_value(&ev));
         pager.reset();
         appliances.reload();
     };
@@ -276,10 +246,11 @@ fn Appliances(practice: PracticeId) -> impl IntoView {
                 <div class="field field-inline">
                     <label for="appliance-filter">"Show"</label>
                     <select id="appliance-filter" on:change=on_filter>
-                        <option value="all">"All"</option>
-                        <option value="online">"Online"</option>
-                        <option value="offline">"Offline"</option>
-                        <option value="on_backup">"On backup"</option>
+                        <option value="">"All"</option>
+                        {[ApplianceState::Primary, ApplianceState::OnBackup, ApplianceState::Degraded, ApplianceState::Offline]
+                            .into_iter()
+                            .map(|s| view! { <option value=s.as_str()>{s.label()}</option> })
+                            .collect_view()}
                     </select>
                 </div>
                 <div class="field field-inline search">
