@@ -418,11 +418,15 @@ pub async fn list_appliances(
         offline_after_secs(&state),
     )
     .await?;
-    Ok(web::Json(pagination::page(
-        items,
-        fetch,
-        |a: &ApplianceView| (fleet::cursor_key(a, filter.sort), a.id.0),
-    )))
+    let page = pagination::page(items, fetch, fleet::ListedAppliance::cursor);
+    Ok(web::Json(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(fleet::ListedAppliance::into_view)
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// The appliances the same query lists, every row, as CSV.
@@ -467,12 +471,11 @@ pub async fn export_appliances(
                 let items =
                     fleet::appliances(&pool, &auth, &filter, csv::EXPORT_FETCH, offline_after)
                         .await?;
-                Ok(csv::rows_and_next(items, |a: &ApplianceView| {
-                    (fleet::cursor_key(a, filter.sort), a.id.0)
-                }))
+                Ok(csv::rows_and_next(items, fleet::ListedAppliance::cursor))
             }
         },
-        |a: &ApplianceView| {
+        |listed: &fleet::ListedAppliance| {
+            let a = listed.view();
             vec![
                 a.serial.clone(),
                 a.practice_name.clone(),

@@ -118,38 +118,32 @@ async fn retag(
         .filter(|(_, has)| *has != add)
         .map(|(id, _)| *id)
         .collect();
-    let changed: i64 = if add {
+    // An appliance with 20 tags already takes no more: the ones the update skips are "full".
+    let changed: Vec<Uuid> = if add {
         sqlx::query_scalar(
-            "WITH done AS (UPDATE appliances SET tags = tags || $2 WHERE id = ANY($1)
-                           AND cardinality(tags) < 20 RETURNING 1)
-             SELECT count(*) FROM done",
+            "UPDATE appliances SET tags = tags || $2
+             WHERE id = ANY($1) AND cardinality(tags) < 20 RETURNING id",
         )
     } else {
         sqlx::query_scalar(
-            "WITH done AS (UPDATE appliances SET tags = array_remove(tags, $2) WHERE id = ANY($1)
-                           RETURNING 1)
-             SELECT count(*) FROM done",
+            "UPDATE appliances SET tags = array_remove(tags, $2) WHERE id = ANY($1) RETURNING id",
         )
     }
     .bind(&changing)
     .bind(tag)
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    let full: Vec<Uuid> = if add && usize::try_from(changed).unwrap_or(0) < changing.len() {
-        sqlx::query_scalar("SELECT id FROM appliances WHERE id = ANY($1) AND NOT ($2 = ANY(tags))")
-            .bind(&changing)
-            .bind(tag)
-            .fetch_all(&mut *tx)
-            .await?
-    } else {
-        Vec::new()
-    };
+    let full: Vec<Uuid> = changing
+        .iter()
+        .filter(|id| !changed.contains(id))
+        .copied()
+        .collect();
     let action = if add {
         "appliance.tag_add"
     } else {
         "appliance.tag_remove"
     };
-    for id in changing.iter().filter(|id| !full.contains(id)) {
+    for id in &changed {
         audit::record(
             &mut tx,
             auth.tenant_id,

@@ -629,7 +629,7 @@ pub async fn create_site(
 /// Which appliances to list, and in which order.
 #[derive(Debug, Clone, Default)]
 pub struct ApplianceFilter {
-    /// The sort key and id of the last appliance of the previous page (see [`sort_key`]).
+    /// The cursor of the previous page's last appliance ([`ListedAppliance::cursor`]).
     pub after: Option<(String, Uuid)>,
     /// Finds appliances by serial prefix, practice or site name (any part), model or agent
     /// version prefix, or one of their or their practice's tags; case-insensitive.
@@ -680,6 +680,40 @@ fn sort_key(sort: ApplianceSort) -> &'static str {
     }
 }
 
+/// An appliance of a listing, with the key the listing is ordered by: the next page's cursor is
+/// the last one's `(sort_key, id)`, as the database computed it, so cursor and order never differ.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ListedAppliance {
+    #[sqlx(flatten)]
+    row: ApplianceRowWithView,
+    pub sort_key: String,
+}
+
+/// [`ApplianceRow`], turned into its view as it is read.
+#[derive(Debug, Clone)]
+struct ApplianceRowWithView(ApplianceView);
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ApplianceRowWithView {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        ApplianceRow::from_row(row).map(|r| ApplianceRowWithView(r.view()))
+    }
+}
+
+impl ListedAppliance {
+    pub fn view(&self) -> &ApplianceView {
+        &self.row.0
+    }
+
+    pub fn into_view(self) -> ApplianceView {
+        self.row.0
+    }
+
+    /// Where the page after this appliance starts.
+    pub fn cursor(&self) -> (String, Uuid) {
+        (self.sort_key.clone(), self.row.0.id.0)
+    }
+}
+
 /// Appliances matching `filter`, `fetch` of them after its cursor, in its order. The whole
 /// listing is one query over the caller's appliances: fast enough at 10,000 (`bash
 /// infra/scripts/bench-fleet.sh` measures it), and every filter reads the same state the totals count.
@@ -689,7 +723,7 @@ pub async fn appliances(
     filter: &ApplianceFilter,
     fetch: i64,
     offline_after_secs: u32,
-) -> Result<Vec<ApplianceView>, FleetError> {
+) -> Result<Vec<ListedAppliance>, FleetError> {
     let mut tx = auth.tx(pool).await?;
     let (after_key, after_id) = filter.after.clone().unzip();
     let (direction, beyond) = if filter.descending {
@@ -698,7 +732,7 @@ pub async fn appliances(
         ("ASC", ">")
     };
     let key = sort_key(filter.sort);
-    let rows: Vec<ApplianceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<ListedAppliance> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT * FROM (
              SELECT listed.*, {key} AS sort_key FROM ({select}
                  WHERE ($1::uuid[] IS NULL OR a.practice_id = ANY($1))
@@ -736,39 +770,7 @@ pub async fn appliances(
     .bind(fetch)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows.into_iter().map(ApplianceRow::view).collect())
-}
-
-/// The cursor key of `appliance` under `sort`, as [`appliances`] compares it.
-pub fn cursor_key(appliance: &ApplianceView, sort: ApplianceSort) -> String {
-    let serial = &appliance.serial;
-    match sort {
-        ApplianceSort::Serial => serial.clone(),
-        ApplianceSort::Practice => format!(
-            "{} {} {serial}",
-            appliance.practice_name, appliance.site_name
-        ),
-        ApplianceSort::Site => format!("{} {serial}", appliance.site_name),
-        ApplianceSort::Model => format!("{} {serial}", appliance.model),
-        ApplianceSort::AgentVersion => format!("{} {serial}", appliance.agent_version),
-        ApplianceSort::State => {
-            let rank = match appliance.state {
-                ApplianceState::Offline => '0',
-                ApplianceState::OnBackup => '1',
-                ApplianceState::Degraded => '2',
-                ApplianceState::Primary => '3',
-            };
-            format!("{rank}{serial}")
-        }
-        ApplianceSort::ActiveUplink => format!(
-            "{} {serial}",
-            appliance.active_uplink.as_deref().unwrap_or_default()
-        ),
-        ApplianceSort::LastSeen => appliance
-            .last_seen
-            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string())
-            .unwrap_or_default(),
-    }
+    Ok(rows)
 }
 
 /// One appliance.
