@@ -258,11 +258,14 @@ pub async fn dispatch_once(
              WHERE c.id = n.channel_id AND n.id IN (
                  SELECT p.id FROM notifications p
                  WHERE p.status = 'pending' AND p.next_attempt_at <= $2
-                   -- One at a time per alert and channel, oldest first.
+                   -- One at a time per alert and channel, oldest first; a reminder or
+                   -- escalation waiting for its later time (sent only if nobody took the
+                   -- alert) holds up nothing due before it, such as an update.
                    AND NOT EXISTS (
                        SELECT 1 FROM notifications e
                        WHERE e.alert_id = p.alert_id AND e.channel_id = p.channel_id
-                         AND e.status = 'pending' AND e.seq < p.seq)
+                         AND e.status = 'pending' AND e.seq < p.seq
+                         AND NOT (e.requires_open AND e.next_attempt_at > p.next_attempt_at))
                  ORDER BY p.seq LIMIT 50 FOR UPDATE SKIP LOCKED)
              RETURNING n.id, n.alert_id, n.practice_id, n.channel_id, n.event, n.attempts,
                        c.kind, c.url, c.secret,
