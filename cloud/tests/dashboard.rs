@@ -1641,6 +1641,112 @@ async fn the_dashboard_works_under_its_content_security_policy_and_an_injected_i
     );
 }
 
+/// The dashboard opens on its main module alone: every page but the fleet is a module of its own
+/// (frontend/src/pages/mod.rs), fetched when first needed. The attack is the network: with the page
+/// modules unreachable the fleet still opens and works, a page whose module cannot be fetched says
+/// so with a way to try again, and once the network is back the same page opens without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_opens_on_its_main_module_alone_and_a_page_whose_module_cannot_be_fetched_says_so_and_opens_when_tried_again()
+ {
+    let _turn = require_built_dashboard().await;
+    let cloud = spawn_cloud().await;
+    let demo = cloud.seed_demo().await;
+    let browser = Browser::start().await;
+    let page_modules = ["*/split_*.wasm", "*/chunk_*.wasm"];
+    browser.block_urls(&page_modules).await;
+    browser.goto(&cloud.base_url).await;
+    sign_in(&browser, &demo.email, &demo.password).await;
+    // The fleet page, with its totals and both demo practices, from the main module.
+    browser
+        .wait_for(
+            "return !!document.querySelector('#fleet-totals')
+                 && document.querySelectorAll('.practice-row').length === 2",
+            "the fleet page with the page modules unreachable",
+            PAGE,
+        )
+        .await;
+    let fetched = browser.fetched_files().await;
+    assert!(
+        fetched.iter().any(|f| f == "stayopen_frontend_bg.wasm"),
+        "the main module was fetched: {fetched:?}"
+    );
+    // It came compressed: fewer bytes on the wire than in the module.
+    let sizes = browser
+        .eval(
+            "const e = performance.getEntriesByType('resource')
+                 .find(e => e.name.endsWith('/stayopen_frontend_bg.wasm'));
+             return [e.encodedBodySize, e.decodedBodySize]",
+        )
+        .await;
+    let (sent, size) = (sizes[0].as_u64(), sizes[1].as_u64());
+    assert!(
+        matches!((sent, size), (Some(sent), Some(size)) if sent > 0 && sent * 2 < size),
+        "the main module went out uncompressed: {sizes}"
+    );
+
+    // Another page: its module cannot be fetched, and the page says so instead of staying blank.
+    browser.open_fragment("#/alerts").await;
+    browser.wait_for_element("#page-not-downloaded", PAGE).await;
+    let notice = browser.text("#page-not-downloaded").await;
+    assert!(
+        notice.contains("This page could not be downloaded") && notice.contains("try again"),
+        "{notice}"
+    );
+    assert_eq!(
+        browser
+            .eval("return !!document.querySelector('#alerts')")
+            .await,
+        serde_json::json!(false),
+        "the alerts page showed without its module"
+    );
+    // The top bar and the navigation still work: the fleet comes back.
+    browser.click(".nav-link[data-nav='Fleet']").await;
+    browser.wait_for_element("#fleet-totals", PAGE).await;
+
+    // The network is back: "Try again" opens the page, without reloading the app.
+    browser.open_fragment("#/alerts").await;
+    browser.wait_for_element("#page-not-downloaded", PAGE).await;
+    browser
+        .eval("window.__sameDocument = true; return true")
+        .await;
+    browser.block_urls(&[]).await;
+    browser.click("#page-not-downloaded button").await;
+    browser.wait_for_element("#alerts", PAGE).await;
+    assert_eq!(
+        browser.text("#page-not-downloaded").await,
+        "",
+        "the notice stays after the page opened"
+    );
+    // A page of another module (a practice) opens too, in the same document all along.
+    let practice = &demo.practices[0];
+    browser
+        .open_fragment(&format!("#/practices/{}", practice.id))
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "const p = document.querySelector('#practice h1');
+                 return !!p && p.innerText.includes({})",
+                serde_json::json!(practice.name)
+            ),
+            "the practice page",
+            PAGE,
+        )
+        .await;
+    assert_eq!(
+        browser.eval("return window.__sameDocument === true").await,
+        serde_json::json!(true),
+        "the app reloaded"
+    );
+    let fetched = browser.fetched_files().await;
+    for module in ["split_alert_pages.wasm", "split_appliance_pages.wasm"] {
+        assert!(
+            fetched.iter().any(|f| f == module),
+            "{module} was fetched: {fetched:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_appliance_page_shows_the_tunnel_its_relay_and_redundant_data_and_says_when_it_fell_back()
  {

@@ -559,3 +559,98 @@ async fn every_response_carries_the_security_headers() {
         "max-age=63072000; includeSubDomains"
     );
 }
+
+/// The dashboard's files go out compressed, as the browser accepts, and come back byte for byte;
+/// the API's answers stay uncompressed whatever the caller asks for: a compressed answer that
+/// carries a secret next to text the caller chooses leaks the secret through its length (BREACH).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_files_go_out_compressed_and_the_apis_answers_never_do() {
+    use std::io::Read as _;
+
+    let static_dir = tempfile::tempdir().expect("static dir");
+    std::fs::write(
+        static_dir.path().join("index.html"),
+        "<!doctype html><title>t</title>",
+    )
+    .expect("index");
+    // A wasm-like file: repetitive, as code is.
+    let wasm: Vec<u8> = b"\0asm\x01\0\0\0"
+        .iter()
+        .copied()
+        .chain((0..40_000_u32).flat_map(|i| [(i % 7) as u8, (i % 13) as u8, 0x20]))
+        .collect();
+    std::fs::write(static_dir.path().join("app_bg.wasm"), &wasm).expect("wasm");
+    let dir = static_dir.path().to_owned();
+    let cloud = spawn_cloud_with(move |config| config.http.static_dir = Some(dir)).await;
+    let demo = cloud.seed_demo().await;
+    let token = cloud.login(&demo.email, &demo.password).await;
+
+    let response = cloud
+        .http
+        .get(cloud.url("/app_bg.wasm"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("the wasm");
+    assert_eq!(response.status(), 200);
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header(&response, "content-encoding"), "gzip");
+    assert_eq!(header(&response, "content-type"), "application/wasm");
+    assert!(header(&response, "content-security-policy").contains("default-src 'self'"));
+    let sent = response.bytes().await.expect("body");
+    assert!(
+        sent.len() * 4 < wasm.len(),
+        "{} bytes sent for {}",
+        sent.len(),
+        wasm.len()
+    );
+    let mut unpacked = Vec::new();
+    flate2::read::GzDecoder::new(&sent[..])
+        .read_to_end(&mut unpacked)
+        .expect("valid gzip");
+    assert!(unpacked == wasm, "the wasm changed on the way");
+    // A browser that asks for nothing gets the file as it is.
+    let plain = cloud
+        .http
+        .get(cloud.url("/app_bg.wasm"))
+        .send()
+        .await
+        .expect("the wasm");
+    assert_eq!(header(&plain, "content-encoding"), "");
+    assert!(plain.bytes().await.expect("body") == wasm);
+
+    // The API: a signed-in answer, an error and a sign-in (which returns a token) stay as they are.
+    for (what, request) in [
+        (
+            "fleet",
+            cloud
+                .http
+                .get(cloud.url("/api/v1/fleet"))
+                .bearer_auth(&token),
+        ),
+        ("unauthorised", cloud.http.get(cloud.url("/api/v1/fleet"))),
+        (
+            "sign-in",
+            cloud
+                .http
+                .post(cloud.url("/api/v1/auth/login"))
+                .json(&serde_json::json!({"email": demo.email, "password": demo.password})),
+        ),
+    ] {
+        let response = request
+            .header("accept-encoding", "gzip, deflate, br, zstd")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(header(&response, "content-encoding"), "", "{what}");
+        let body: serde_json::Value = response.json().await.expect("plain JSON");
+        assert!(body.is_object(), "{what}: {body}");
+    }
+}

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Builds the dashboard into frontend/dist: the release wasm, its wasm-bindgen `--target web` glue,
-# index.html, boot.js (no inline script: the CSP forbids it) and style.css. The cloud serves that directory at `/`.
+# Builds the dashboard into frontend/dist: the release wasm cut into the main module and the page
+# modules fetched on first use (frontend/src/pages/mod.rs), its wasm-bindgen `--target web` glue,
+# the splitter's loader (__wasm_split.js), index.html, boot.js (no inline script: the CSP forbids
+# it) and style.css. The cloud serves that directory at `/`.
 #
-# Needs the wasm32-unknown-unknown target and the wasm-bindgen CLI matching the `wasm-bindgen` crate
-# version pinned in Cargo.toml (0.2.130); this script installs nothing. When binaryen's `wasm-opt` is
-# installed (lib.sh's ensure_deps browser installs it), the wasm is shrunk with `-Oz`. Prints the
-# gzipped size of the wasm, the number that decides how fast the dashboard opens. wasm-opt is
-# optional: without it (or with one too old, or failing) the build says so and goes on.
+# Needs the wasm32-unknown-unknown target, the wasm-bindgen CLI matching the `wasm-bindgen` crate
+# version pinned in Cargo.toml (0.2.130) and Leptos' splitter, wasm-split-cli (the crate
+# wasm_split_cli_support); this script installs nothing (lib.sh's ensure_deps installs them). When
+# binaryen's `wasm-opt` is installed, the main wasm is shrunk with `-Oz`; it is optional: without
+# it (or with one too old, or failing) the build says so and goes on. Prints what a browser
+# downloads, gzipped: to open the dashboard (the main wasm and the JavaScript), and each page module
+# with the pieces it shares with others.
 set -euo pipefail
 # ROOT, CARGO_TARGET_DIR, tool_version and the ERR trap that names a failed command.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,7 +20,12 @@ DIST="$ROOT/frontend/dist"
 
 if ! command -v wasm-bindgen >/dev/null 2>&1; then
   echo "build-frontend: wasm-bindgen CLI not found; install it with" >&2
-  echo "  cargo install wasm-bindgen-cli --version 0.2.130" >&2
+  echo "  cargo install wasm-bindgen-cli --version $WASM_BINDGEN_VERSION" >&2
+  exit 1
+fi
+if ! command -v wasm-split-cli >/dev/null 2>&1; then
+  echo "build-frontend: wasm-split-cli not found; install it with" >&2
+  echo "  cargo install --locked wasm_split_cli_support --version $WASM_SPLIT_VERSION --features build-binary" >&2
   exit 1
 fi
 
@@ -29,10 +38,17 @@ CARGO_TARGET_DIR="$TARGET" cargo build --profile wasm-release -p stayopen-fronte
 mkdir -p "$ROOT/.data"
 STAGE="$(mktemp -d "$ROOT/.data/frontend-dist.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
-# Cargo names a binary's output after the bin target (`stayopen-frontend.wasm`, with a hyphen);
-# `--out-name` gives the JS glue and the wasm the names index.html imports.
-wasm-bindgen --target web --no-typescript --out-name stayopen_frontend --out-dir "$STAGE" \
-  "$TARGET/wasm32-unknown-unknown/wasm-release/stayopen-frontend.wasm"
+# The splitter reads the linker's relocations (`--emit-relocs`, .cargo/config.toml) and writes the
+# main module, one module per `#[wasm_split]` name, the pieces two or more of those share
+# (chunk_N.wasm) and __wasm_split.js, which fetches them. wasm-bindgen then gives the main module its
+# glue; `--keep-lld-exports` keeps the exports the page modules link against. Cargo names a binary's
+# output after the bin target (`stayopen-frontend.wasm`, with a hyphen); `--out-name` gives the JS
+# glue and the wasm the names index.html and the loader import.
+wasm-split-cli "$TARGET/wasm32-unknown-unknown/wasm-release/stayopen-frontend.wasm" "$STAGE" \
+  --out-name stayopen_frontend
+wasm-bindgen --target web --no-typescript --keep-lld-exports --remove-producers-section \
+  --out-name stayopen_frontend --out-dir "$STAGE" "$STAGE/stayopen_frontend.wasm"
+rm "$STAGE/stayopen_frontend.wasm"
 cp "$ROOT/frontend/index.html" "$ROOT/frontend/boot.js" "$ROOT/frontend/style.css" "$STAGE/"
 
 WASM="$STAGE/stayopen_frontend_bg.wasm"
@@ -55,7 +71,23 @@ else
   echo "build-frontend: wasm-opt $WASM_OPT_VERSION failed; skipped, the wasm is not size-optimised further" >&2
 fi
 
-SIZE="$(gzip -9 -c "$WASM" | wc -c)"
+gzipped() { gzip -9 -c "$@" | wc -c; }
+OPENING="$(($(gzipped "$WASM") + $(gzipped "$STAGE/stayopen_frontend.js") + $(gzipped "$STAGE/__wasm_split.js")))"
+# Each page module with the shared pieces it waits for: the loader lists them after the module's
+# name, `__wasm_split_load_<name> = … makeLoad(…split_<name>.wasm…, [__chunk_5, __chunk_9 …])`.
+PAGE_MODULES=()
+for module in "$STAGE"/split_*.wasm; do
+  name="$(basename "$module" .wasm)"; name="${name#split_}"
+  pieces=("$module")
+  for chunk in $(awk -v name="__wasm_split_load_$name " '
+      index($0, name) { found = 1 }
+      found && /^, \[/ { gsub(/[^0-9,]/, ""); gsub(/,/, " "); print; exit }' "$STAGE/__wasm_split.js"); do
+    pieces+=("$STAGE/chunk_$chunk.wasm")
+  done
+  bytes=0
+  for piece in "${pieces[@]}"; do bytes=$((bytes + $(gzipped "$piece"))); done
+  PAGE_MODULES+=("$name $bytes bytes in ${#pieces[@]} files")
+done
 chmod 755 "$STAGE"
 OLD="$STAGE.old"
 if [ -e "$DIST" ]; then mv -T "$DIST" "$OLD"; fi
@@ -63,4 +95,5 @@ mv -T "$STAGE" "$DIST"
 rm -rf "$OLD"
 echo "build-frontend: $DIST"
 ls -l "$DIST"
-echo "build-frontend: stayopen_frontend_bg.wasm is $SIZE bytes gzipped"
+echo "build-frontend: opening the dashboard downloads $OPENING bytes gzipped (stayopen_frontend_bg.wasm $(gzipped "$DIST/stayopen_frontend_bg.wasm"), stayopen_frontend.js, __wasm_split.js)"
+for line in "${PAGE_MODULES[@]}"; do echo "build-frontend: page module $line, gzipped, fetched when first opened"; done

@@ -4,6 +4,8 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stayopen/target}"
 WASM_BINDGEN_VERSION="0.2.130"
+# Leptos' splitter (wasm-split-cli), which cuts the dashboard's pages into modules of their own.
+WASM_SPLIT_VERSION="0.2.4"
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -73,7 +75,7 @@ path_without() {
     echo "$shadow"
 }
 
-# Installs what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli.
+# Installs what is missing: Debian packages, the wasm32 target, wasm-bindgen-cli, wasm-split-cli.
 # Arguments name optional extras: "browser" adds Chromium, ChromeDriver and Node.js (which runs
 # the frontend's wasm unit tests); "netns" adds iproute2, nftables and conntrack for the
 # network-namespace testbed; "mqtt" adds Mosquitto for the external-broker test; "smtp" adds
@@ -132,6 +134,12 @@ ensure_deps() {
         log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (once; takes a few minutes)"
         # Not --locked: its lockfile names a crate version the registry here lacks.
         cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+    fi
+    # It prints no version; cargo's list of installed crates says which one it is.
+    if ! command -v wasm-split-cli >/dev/null \
+        || ! cargo install --list | grep -qx "wasm_split_cli_support v$WASM_SPLIT_VERSION:"; then
+        log "installing wasm-split-cli $WASM_SPLIT_VERSION (once; takes a minute or two)"
+        cargo install --locked wasm_split_cli_support --version "$WASM_SPLIT_VERSION" --features build-binary
     fi
 }
 

@@ -249,6 +249,33 @@ impl Browser {
         .await;
     }
 
+    /// Makes every request whose URL matches one of `patterns` (`*` for any text) fail as a network
+    /// error, as Chromium's "Block request URL" does; an empty list lifts the block.
+    pub async fn block_urls(&self, patterns: &[&str]) {
+        for (cmd, params) in [
+            ("Network.enable", json!({})),
+            ("Network.setBlockedURLs", json!({"urls": patterns})),
+        ] {
+            self.call(
+                reqwest::Method::POST,
+                "/goog/cdp/execute",
+                Some(json!({"cmd": cmd, "params": params})),
+            )
+            .await;
+        }
+    }
+
+    /// The file names (the URL's last segment) the page has downloaded so far, failed ones included.
+    pub async fn fetched_files(&self) -> Vec<String> {
+        let names = self
+            .eval(
+                "return performance.getEntriesByType('resource')
+                     .map(e => new URL(e.name).pathname.split('/').pop())",
+            )
+            .await;
+        serde_json::from_value(names).expect("a list of names")
+    }
+
     pub async fn screenshot_png(&self) -> Vec<u8> {
         let value = self.call(reqwest::Method::GET, "/screenshot", None).await;
         base64::engine::general_purpose::STANDARD

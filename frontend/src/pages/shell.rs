@@ -61,6 +61,16 @@ pub fn Shell(session: Session) -> impl IntoView {
 
     let role = Memo::new(move |_| session.user.with(|u| u.as_ref().map(|u| u.role)));
     let page_route = Memo::new(move |_| route.get());
+    // Once the role is known, the page modules it may open download in the background.
+    let prefetching = StoredValue::new(false);
+    Effect::new(move |_| {
+        if let Some(role) = role.get()
+            && !prefetching.get_value()
+        {
+            prefetching.set_value(true);
+            spawn_local_scoped_with_cancellation(pages::prefetch_pages(role));
+        }
+    });
 
     Effect::new(move |_| {
         document().set_title(&format!("{} · StayOpen", page_route.get().title()));
