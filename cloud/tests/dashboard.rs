@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{TestCloud, eventually, spawn_cloud};
+use common::{TestCloud, eventually, spawn_cloud, spawn_cloud_with};
 use stayopen_cloud::domain::seed::DemoSeed;
 use stayopen_shared::api::{Role, TotpCode, TotpSetup, UpdateUser};
 use stayopen_shared::ids::ApplianceId;
@@ -1689,7 +1689,9 @@ async fn the_dashboard_opens_on_its_main_module_alone_and_a_page_whose_module_ca
     browser.wait_for_element("#page-not-downloaded", PAGE).await;
     let notice = browser.text("#page-not-downloaded").await;
     assert!(
-        notice.contains("This page could not be downloaded") && notice.contains("try again"),
+        notice.contains("This page could not be downloaded")
+            && notice.contains("try again")
+            && notice.contains("Reload the dashboard"),
         "{notice}"
     );
     assert_eq!(
@@ -1710,7 +1712,7 @@ async fn the_dashboard_opens_on_its_main_module_alone_and_a_page_whose_module_ca
         .eval("window.__sameDocument = true; return true")
         .await;
     browser.block_urls(&[]).await;
-    browser.click("#page-not-downloaded button").await;
+    browser.click("#page-try-again").await;
     browser.wait_for_element("#alerts", PAGE).await;
     assert_eq!(
         browser.text("#page-not-downloaded").await,
@@ -1745,6 +1747,99 @@ async fn the_dashboard_opens_on_its_main_module_alone_and_a_page_whose_module_ca
             "{module} was fetched: {fetched:?}"
         );
     }
+}
+
+/// Copies the built dashboard into a folder of the test's own, which it may change.
+fn copy_dashboard(to: &std::path::Path) {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("create a folder");
+        for entry in std::fs::read_dir(from).expect("read the dashboard") {
+            let entry = entry.expect("a file");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("its type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).expect("copy a file");
+            }
+        }
+    }
+    let built = std::env::var_os("STAYOPEN_TEST_STATIC_DIR").expect("the built dashboard");
+    copy(std::path::Path::new(&built), to);
+}
+
+/// A new build is deployed while a tab is open: the tab must not fetch the new build's page modules
+/// into its old main module (their functions would not line up). Each build's code lives in a
+/// folder named after its content, which `boot.js` names; the old tab, its folder gone, says the
+/// page could not be downloaded, and "Reload the dashboard" opens the page from the new build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_open_across_a_deployment_never_mixes_builds_and_reloading_opens_the_new_one() {
+    let _turn = require_built_dashboard().await;
+    let site = tempfile::tempdir().expect("the site's folder");
+    copy_dashboard(site.path());
+    let dir = site.path().to_owned();
+    let cloud = spawn_cloud_with(move |config| config.http.static_dir = Some(dir)).await;
+    let demo = cloud.seed_demo().await;
+    let browser = Browser::start().await;
+    // Until the deployment, the page modules do not arrive (the tab has only its main module).
+    browser
+        .block_urls(&["*/split_*.wasm", "*/chunk_*.wasm"])
+        .await;
+    browser.goto(&cloud.base_url).await;
+    sign_in(&browser, &demo.email, &demo.password).await;
+    browser.wait_for_element("#fleet-totals", PAGE).await;
+
+    // The deployment: the build's folder is replaced by the next one's, and boot.js and index.html
+    // name the new folder.
+    let old = std::fs::read_dir(site.path())
+        .expect("the site")
+        .map(|e| {
+            e.expect("a file")
+                .file_name()
+                .into_string()
+                .expect("a name")
+        })
+        .find(|name| name.starts_with("app-"))
+        .expect("the build's folder, app-<hash>");
+    let new = "app-0123456789abcdef";
+    std::fs::rename(site.path().join(&old), site.path().join(new)).expect("deploy");
+    for file in ["boot.js", "index.html"] {
+        let path = site.path().join(file);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(&old), "{file} names the build's folder");
+        std::fs::write(&path, text.replace(&old, new)).expect("write");
+    }
+    browser.block_urls(&[]).await;
+
+    // The old tab asks its own build's folder, which is gone.
+    browser.open_fragment("#/alerts").await;
+    browser.wait_for_element("#page-not-downloaded", PAGE).await;
+    let fetched = browser.fetched_files().await;
+    let asked_new = browser
+        .eval(&format!(
+            "return performance.getEntriesByType('resource').some(e => e.name.includes('/{new}/'))"
+        ))
+        .await;
+    assert_eq!(
+        asked_new,
+        serde_json::json!(false),
+        "the old tab fetched the new build's files: {fetched:?}"
+    );
+    // Reloading loads the new build, still signed in, on the page that was asked for.
+    browser.click("#page-reload").await;
+    browser.wait_for_element("#alerts", PAGE).await;
+    let from_new = browser
+        .eval(&format!(
+            "const r = performance.getEntriesByType('resource');
+             return r.some(e => e.name.endsWith('/{new}/stayopen_frontend_bg.wasm'))
+                 && r.some(e => e.name.endsWith('/{new}/split_alert_pages.wasm'))"
+        ))
+        .await;
+    assert_eq!(
+        from_new,
+        serde_json::json!(true),
+        "the reloaded tab runs the new build: {:?}",
+        browser.fetched_files().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

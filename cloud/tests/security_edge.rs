@@ -561,10 +561,12 @@ async fn every_response_carries_the_security_headers() {
 }
 
 /// The dashboard's files go out compressed, as the browser accepts, and come back byte for byte;
-/// the API's answers stay uncompressed whatever the caller asks for: a compressed answer that
+/// browsers keep a build's files for good and ask again for the rest; the API's answers stay
+/// uncompressed whatever the caller asks for: a compressed answer that
 /// carries a secret next to text the caller chooses leaks the secret through its length (BREACH).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboards_files_go_out_compressed_and_the_apis_answers_never_do() {
+async fn the_dashboards_files_go_out_compressed_and_kept_by_build_and_the_apis_answers_never_compressed()
+ {
     use std::io::Read as _;
 
     let static_dir = tempfile::tempdir().expect("static dir");
@@ -579,7 +581,8 @@ async fn the_dashboards_files_go_out_compressed_and_the_apis_answers_never_do() 
         .copied()
         .chain((0..40_000_u32).flat_map(|i| [(i % 7) as u8, (i % 13) as u8, 0x20]))
         .collect();
-    std::fs::write(static_dir.path().join("app_bg.wasm"), &wasm).expect("wasm");
+    std::fs::create_dir(static_dir.path().join("app-0123abcd")).expect("a build's folder");
+    std::fs::write(static_dir.path().join("app-0123abcd/app_bg.wasm"), &wasm).expect("wasm");
     let dir = static_dir.path().to_owned();
     let cloud = spawn_cloud_with(move |config| config.http.static_dir = Some(dir)).await;
     let demo = cloud.seed_demo().await;
@@ -587,7 +590,7 @@ async fn the_dashboards_files_go_out_compressed_and_the_apis_answers_never_do() 
 
     let response = cloud
         .http
-        .get(cloud.url("/app_bg.wasm"))
+        .get(cloud.url("/app-0123abcd/app_bg.wasm"))
         .header("accept-encoding", "gzip")
         .send()
         .await
@@ -619,12 +622,35 @@ async fn the_dashboards_files_go_out_compressed_and_the_apis_answers_never_do() 
     // A browser that asks for nothing gets the file as it is.
     let plain = cloud
         .http
-        .get(cloud.url("/app_bg.wasm"))
+        .get(cloud.url("/app-0123abcd/app_bg.wasm"))
         .send()
         .await
         .expect("the wasm");
     assert_eq!(header(&plain, "content-encoding"), "");
+
+    // A build's files never change under their names: kept for good. The page that names the
+    // build, and a build's file that is not there (an older build's), are asked for again.
+    assert_eq!(
+        header(&plain, "cache-control"),
+        "public, max-age=31536000, immutable"
+    );
     assert!(plain.bytes().await.expect("body") == wasm);
+    for (path, status) in [
+        ("/", 200),
+        ("/index.html", 200),
+        ("/fleet", 200),
+        ("/app-0123abcd/chunk_7.wasm", 404),
+        ("/app-older/stayopen_frontend_bg.wasm", 404),
+    ] {
+        let response = cloud
+            .http
+            .get(cloud.url(path))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(header(&response, "cache-control"), "no-cache", "{path}");
+    }
 
     // The API: a signed-in answer, an error and a sign-in (which returns a token) stay as they are.
     for (what, request) in [

@@ -43,15 +43,16 @@ trap 'rm -rf "$STAGE"' EXIT
 # (chunk_N.wasm) and __wasm_split.js, which fetches them. wasm-bindgen then gives the main module its
 # glue; `--keep-lld-exports` keeps the exports the page modules link against. Cargo names a binary's
 # output after the bin target (`stayopen-frontend.wasm`, with a hyphen); `--out-name` gives the JS
-# glue and the wasm the names index.html and the loader import.
-wasm-split-cli "$TARGET/wasm32-unknown-unknown/wasm-release/stayopen-frontend.wasm" "$STAGE" \
+# glue and the wasm the names boot.js and the loader import.
+CODE="$STAGE/code"
+mkdir "$CODE"
+wasm-split-cli "$TARGET/wasm32-unknown-unknown/wasm-release/stayopen-frontend.wasm" "$CODE" \
   --out-name stayopen_frontend
 wasm-bindgen --target web --no-typescript --keep-lld-exports --remove-producers-section \
-  --out-name stayopen_frontend --out-dir "$STAGE" "$STAGE/stayopen_frontend.wasm"
-rm "$STAGE/stayopen_frontend.wasm"
-cp "$ROOT/frontend/index.html" "$ROOT/frontend/boot.js" "$ROOT/frontend/style.css" "$STAGE/"
+  --out-name stayopen_frontend --out-dir "$CODE" "$CODE/stayopen_frontend.wasm"
+rm "$CODE/stayopen_frontend.wasm"
 
-WASM="$STAGE/stayopen_frontend_bg.wasm"
+WASM="$CODE/stayopen_frontend_bg.wasm"
 # wasm-bindgen hands JS objects to the wasm through an externref table. Debian bookworm's binaryen
 # (108) rewrites that table's type into one browsers refuse ("WebAssembly.Table.set(): Argument 1 is
 # invalid"), so only a newer wasm-opt is used (checked with 132). After whole-program LTO at
@@ -71,29 +72,44 @@ else
   echo "build-frontend: wasm-opt $WASM_OPT_VERSION failed; skipped, the wasm is not size-optimised further" >&2
 fi
 
+# A build's code goes in a folder named after its content, `app-<hash>`, and boot.js and index.html
+# name that folder: a tab opened before a new build keeps fetching its own build's page modules
+# (or learns they are gone), never another build's, and the cloud lets browsers keep these files
+# for good (cloud/src/http/mod.rs, `dashboard_caching`).
+APP="app-$(cat "$CODE"/* | sha256sum | cut -c1-16)"
+mv "$CODE" "$STAGE/$APP"
+CODE="$STAGE/$APP"
+WASM="$CODE/stayopen_frontend_bg.wasm"
+sed "s#'/stayopen_frontend.js'#'/$APP/stayopen_frontend.js'#" "$ROOT/frontend/boot.js" >"$STAGE/boot.js"
+sed "s#\"/stayopen_frontend.js\"#\"/$APP/stayopen_frontend.js\"#" "$ROOT/frontend/index.html" >"$STAGE/index.html"
+cp "$ROOT/frontend/style.css" "$STAGE/"
+{ grep -q "'/$APP/stayopen_frontend.js'" "$STAGE/boot.js" \
+  && grep -q "\"/$APP/stayopen_frontend.js\"" "$STAGE/index.html"; } \
+  || { echo "build-frontend: boot.js or index.html no longer imports /stayopen_frontend.js" >&2; exit 1; }
+
 gzipped() { gzip -9 -c "$@" | wc -c; }
-OPENING="$(($(gzipped "$WASM") + $(gzipped "$STAGE/stayopen_frontend.js") + $(gzipped "$STAGE/__wasm_split.js")))"
+OPENING="$(($(gzipped "$WASM") + $(gzipped "$CODE/stayopen_frontend.js") + $(gzipped "$CODE/__wasm_split.js")))"
 # Each page module with the shared pieces it waits for: the loader lists them after the module's
 # name, `__wasm_split_load_<name> = … makeLoad(…split_<name>.wasm…, [__chunk_5, __chunk_9 …])`.
 PAGE_MODULES=()
-for module in "$STAGE"/split_*.wasm; do
+for module in "$CODE"/split_*.wasm; do
   name="$(basename "$module" .wasm)"; name="${name#split_}"
   pieces=("$module")
   for chunk in $(awk -v name="__wasm_split_load_$name " '
       index($0, name) { found = 1 }
-      found && /^, \[/ { gsub(/[^0-9,]/, ""); gsub(/,/, " "); print; exit }' "$STAGE/__wasm_split.js"); do
-    pieces+=("$STAGE/chunk_$chunk.wasm")
+      found && /^, \[/ { gsub(/[^0-9,]/, ""); gsub(/,/, " "); print; exit }' "$CODE/__wasm_split.js"); do
+    pieces+=("$CODE/chunk_$chunk.wasm")
   done
   bytes=0
   for piece in "${pieces[@]}"; do bytes=$((bytes + $(gzipped "$piece"))); done
   PAGE_MODULES+=("$name $bytes bytes in ${#pieces[@]} files")
 done
-chmod 755 "$STAGE"
+chmod -R a+rX "$STAGE"
 OLD="$STAGE.old"
 if [ -e "$DIST" ]; then mv -T "$DIST" "$OLD"; fi
 mv -T "$STAGE" "$DIST"
 rm -rf "$OLD"
-echo "build-frontend: $DIST"
-ls -l "$DIST"
-echo "build-frontend: opening the dashboard downloads $OPENING bytes gzipped (stayopen_frontend_bg.wasm $(gzipped "$DIST/stayopen_frontend_bg.wasm"), stayopen_frontend.js, __wasm_split.js)"
+echo "build-frontend: $DIST (its code in $APP: $(find "$DIST/$APP" -type f | wc -l) files)"
+ls -l "$DIST" "$DIST/$APP/stayopen_frontend_bg.wasm" "$DIST/$APP/stayopen_frontend.js" "$DIST/$APP/__wasm_split.js"
+echo "build-frontend: opening the dashboard downloads $OPENING bytes gzipped (stayopen_frontend_bg.wasm $(gzipped "$DIST/$APP/stayopen_frontend_bg.wasm"), stayopen_frontend.js, __wasm_split.js)"
 for line in "${PAGE_MODULES[@]}"; do echo "build-frontend: page module $line, gzipped, fetched when first opened"; done

@@ -211,10 +211,14 @@ while :; do
 
     if [ "$dashboard_ok" = 0 ]; then
         dashboard_ok=1
-        for file in "" stayopen_frontend.js stayopen_frontend_bg.wasm; do
-            if ! curl -fsS --max-time 10 -o /dev/null "http://$HTTP_ADDR/$file" 2>/dev/null; then
+        # boot.js names the build's folder (/app-<hash>/stayopen_frontend.js, build-frontend.sh).
+        app="$(curl -fsS --max-time 10 "http://$HTTP_ADDR/boot.js" 2>/dev/null \
+            | sed -n "s#.*'/\(app-[0-9a-f]*\)/stayopen_frontend.js'.*#\1#p")" || app=""
+        for file in "" boot.js "$app/stayopen_frontend.js" "$app/stayopen_frontend_bg.wasm" \
+                "$app/__wasm_split.js"; do
+            if [ -z "$app" ] || ! curl -fsS --max-time 10 -o /dev/null "http://$HTTP_ADDR/$file" 2>/dev/null; then
                 dashboard_ok=0
-                problem="the dashboard is not served: GET http://$HTTP_ADDR/$file fails"
+                problem="the dashboard is not served: GET http://$HTTP_ADDR/$file fails (boot.js names '${app:-no build folder}')"
                 break
             fi
         done

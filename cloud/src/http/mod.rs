@@ -235,14 +235,20 @@ pub fn configure(cfg: &mut web::ServiceConfig, static_dir: Option<PathBuf>) {
         // event stream must not wait in an encoder's buffer.
         cfg.service(
             web::scope("")
+                .wrap(actix_web::middleware::from_fn(dashboard_caching))
                 .wrap(actix_web::middleware::Compress::default())
                 .service(
                     actix_files::Files::new("/", dir)
                         .index_file("index.html")
                         .default_handler(web::to(move |req: actix_web::HttpRequest| {
-                            // Client-side routes (/login, /fleet …) all load the single-page app.
+                            // Client-side routes (/login, /fleet …) all load the single-page app;
+                            // a build's file that is not there (an older build's, asked for by a
+                            // tab opened before a deployment) is a plain 404.
                             let index = index.clone();
                             async move {
+                                if req.path().starts_with(VERSIONED_FILES) {
+                                    return Ok(HttpResponse::NotFound().finish());
+                                }
                                 actix_files::NamedFile::open_async(index)
                                     .await
                                     .map(|f| f.into_response(&req))
@@ -251,6 +257,33 @@ pub fn configure(cfg: &mut web::ServiceConfig, static_dir: Option<PathBuf>) {
                 ),
         );
     }
+}
+
+/// Where `infra/scripts/build-frontend.sh` puts a build's code: `/app-<hash of its wasm>/`, so
+/// each build's files have names of their own.
+const VERSIONED_FILES: &str = "/app-";
+
+/// How long browsers keep the dashboard's files. A build's code (under [`VERSIONED_FILES`]) never
+/// changes under its name: kept for a year without asking again. Everything else (`index.html`,
+/// `boot.js`, which names the build to load, and the style sheet) is asked again each time (an
+/// unchanged file answers 304), so a new build is picked up on the next load and a tab never mixes
+/// one build's main module with another's page modules.
+async fn dashboard_caching(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let versioned = req.path().starts_with(VERSIONED_FILES);
+    let mut response = next.call(req).await?;
+    let policy = if versioned && response.status().is_success() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    response.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static(policy),
+    );
+    Ok(response)
 }
 
 fn record_bad_request(

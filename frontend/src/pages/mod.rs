@@ -47,6 +47,13 @@ pub fn page_for(route: Route) -> AnyView {
     }
 }
 
+/// Loads the dashboard again from the cloud: a new build's main module and its page modules.
+fn reload_dashboard() {
+    if let Err(error) = window().location().reload() {
+        leptos::logging::warn!("reloading the dashboard failed: {error:?}");
+    }
+}
+
 fn not_found() -> AnyView {
     view! {
         <section class="card not-found" id="not-found">
@@ -93,10 +100,15 @@ where
                 view! {
                     <section class="card not-found" id="page-not-downloaded" role="alert">
                         <h1>"This page could not be downloaded"</h1>
-                        <p>"The connection to StayOpen may have dropped. Check it, then try again."</p>
                         <p>
-                            <button type="button" on:click=move |_| attempt.update(|n| *n += 1)>
+                            "The connection to StayOpen may have dropped: check it, then try again. If StayOpen was updated since this tab was opened, reload the dashboard."
+                        </p>
+                        <p class="actions">
+                            <button type="button" class="button" id="page-try-again" on:click=move |_| attempt.update(|n| *n += 1)>
                                 "Try again"
+                            </button>
+                            <button type="button" class="button button-secondary" id="page-reload" on:click=|_| reload_dashboard()>
+                                "Reload the dashboard"
                             </button>
                         </p>
                     </section>
