@@ -2495,6 +2495,92 @@ async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefi
         )
         .await;
 
+    // 3b. Bulk: two boxes get the hand-driven box's own settings, found by its serial typed in
+    // any case; the confirmation lists each setting as people read it. A serial that is not in
+    // the fleet changes nothing and says so.
+    let (status, _) = api
+        .put::<_, serde_json::Value>(
+            &format!("/api/v1/appliances/{hand}/policy"),
+            &serde_json::json!({"detection_silence_ms": 1500, "failback_clean_period_secs": 600}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    browser.open_fragment("#/appliances").await;
+    browser
+        .type_into("#appliance-list-search", "so-sim-000")
+        .await;
+    browser
+        .wait_for(
+            "return document.querySelectorAll('.appliance-row').length === 3",
+            "the three SO-SIM boxes",
+            PAGE,
+        )
+        .await;
+    browser
+        .eval(
+            "window.__confirmed = [];
+             window.confirm = m => { window.__confirmed.push(m); return true; };
+             return true",
+        )
+        .await;
+    let targets = [
+        appliance_id(&cloud, &admin_token, "SO-SIM-0001").await,
+        appliance_id(&cloud, &admin_token, "SO-SIM-0002").await,
+    ];
+    for target in targets {
+        browser
+            .click(&format!(
+                ".appliance-row[data-appliance-id='{target}'] .select-appliance"
+            ))
+            .await;
+    }
+    browser.type_into("#bulk-copy-from", "SO-NOT-THERE").await;
+    browser.click("#bulk-copy-settings").await;
+    browser
+        .wait_for(
+            "const n = document.querySelector('#appliance-bulk .notice');
+             return !!n && n.innerText.includes('No appliance with the serial SO-NOT-THERE')",
+            "an unknown serial refused",
+            PAGE,
+        )
+        .await;
+    browser.type_into("#bulk-copy-from", "so-hand-0001").await;
+    browser.click("#bulk-copy-settings").await;
+    browser
+        .wait_for(
+            "const n = document.querySelector('#appliance-bulk .notice');
+             return !!n && n.innerText.includes('Done for 2 appliances')",
+            "the settings copied",
+            PAGE,
+        )
+        .await;
+    let asked = browser.eval("return window.__confirmed").await;
+    let asked = asked[0].as_str().unwrap_or_default();
+    assert!(
+        asked.starts_with("Give 2 appliances the settings of SO-HAND-0001?")
+            && asked.contains("Silence before an uplink is down: 1500 ms (1.5 s)")
+            && asked.contains("Clean time before failing back: 600 s (10 min)"),
+        "{asked}"
+    );
+    for target in targets {
+        let (status, layer) = api
+            .get::<stayopen_shared::api::PolicyLayer>(&format!(
+                "/api/v1/appliances/{target}/policy"
+            ))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            serde_json::Value::Object(layer.expect("the layer").overrides),
+            serde_json::json!({"detection_silence_ms": 1500, "failback_clean_period_secs": 600})
+        );
+    }
+    browser
+        .eval("window.confirm = () => true; return true")
+        .await;
+    // Off the filtered list, so the export below starts from the whole fleet.
+    browser.open_fragment("#/fleet").await;
+    browser.wait_for_element("#fleet-totals", PAGE).await;
+
     // 4. The CSV export holds the rows the API lists, in its order.
     browser.open_fragment("#/appliances").await;
     browser.wait_for_element(".appliance-row", PAGE).await;

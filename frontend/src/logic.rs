@@ -963,6 +963,34 @@ pub fn setting_text(kind: FieldKind, value: &serde_json::Value) -> String {
     }
 }
 
+/// The confirmation for giving `count` appliances the own policy settings of the appliance
+/// `source`: every setting it carries, as people read it, so nobody copies settings unseen.
+pub fn copy_settings_question(
+    source: &str,
+    count: u32,
+    overrides: &stayopen_shared::policy::PolicyOverrides,
+) -> String {
+    let targets = plural(count, "appliance", "appliances");
+    if overrides.is_empty() {
+        return format!(
+            "{source} has no settings of its own. Clear the own settings of {targets}, so their practice's and the MSP's settings apply again?"
+        );
+    }
+    let settings: Vec<String> = overrides
+        .iter()
+        .map(
+            |(key, value)| match POLICY_FIELDS.iter().find(|f| f.key == key) {
+                Some(field) => format!("{}: {}", field.label, setting_text(field.kind, value)),
+                None => format!("{key}: {}", value_text(value)),
+            },
+        )
+        .collect();
+    format!(
+        "Give {targets} the settings of {source}? They replace each one's own settings; what {source} inherits is not copied.\n\n{}",
+        settings.join("\n")
+    )
+}
+
 /// `1.5`, `10`, `2.25`: at most two decimals, none when whole.
 fn trim_number(n: f64) -> String {
     let text = format!("{n:.2}");
@@ -1461,6 +1489,36 @@ mod tests {
         assert_eq!(
             setting_text(FieldKind::Json, &json("[\"ehr\"]")),
             "[\"ehr\"]"
+        );
+    }
+
+    #[wasm_bindgen_test]
+    fn copying_settings_asks_with_each_setting_as_people_read_it() {
+        let overrides: stayopen_shared::policy::PolicyOverrides = serde_json::from_str(
+            r#"{"detection_silence_ms": 1500, "failback_clean_period_secs": 600}"#,
+        )
+        .expect("overrides");
+        let question = copy_settings_question("SO-000003", 2, &overrides);
+        assert!(
+            question.starts_with("Give 2 appliances the settings of SO-000003?"),
+            "{question}"
+        );
+        assert!(
+            question.contains("Silence before an uplink is down: 1500 ms (1.5 s)"),
+            "{question}"
+        );
+        assert!(
+            question.contains("Clean time before failing back: 600 s (10 min)"),
+            "{question}"
+        );
+        assert!(!question.contains("detection_silence_ms"), "{question}");
+
+        let none = copy_settings_question("SO-000003", 1, &Default::default());
+        assert!(
+            none.starts_with(
+                "SO-000003 has no settings of its own. Clear the own settings of 1 appliance"
+            ),
+            "{none}"
         );
     }
 

@@ -1,24 +1,27 @@
 //! Every appliance of the fleet in one list: searched (serial prefix, practice, site, model,
 //! agent version, tag), filtered by state and uplink kind, sorted by any column and paged by the
 //! cloud, so 10,000 appliances load as 50 rows. `/` puts the cursor in the search box; Enter opens
-//! the first match. MSP staff select appliances to tag them or start a drill on each, after a
-//! confirmation; the cloud checks the role, audits each appliance and says which it skipped.
+//! the first match. MSP staff select appliances to tag them, start a drill on each, clear their own
+//! policy settings or give them another appliance's, after a confirmation that lists what changes;
+//! the cloud checks the role, audits each appliance and says which it skipped.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use stayopen_shared::api::{
     ApplianceBulkAction, ApplianceSort, ApplianceState, ApplianceView, BulkApplianceRequest,
-    BulkOutcome, FleetTotals, Page,
+    BulkOutcome, FleetTotals, Page, PolicyLayer,
 };
 use stayopen_shared::ids::ApplianceId;
+use stayopen_shared::policy::PolicyOverrides;
 
-use crate::api;
+use crate::api::{self, Failure};
 use crate::components::{
     ExportButton, FeedStatus, Notice, PageHeading, Pager, act, filter_chip, loading, notice_view,
     state_badge, time_ago, use_session,
 };
 use crate::live::feed;
-use crate::logic::{Interest, Route, plural, query_string};
+use crate::logic::{Interest, PolicyTarget, Route, copy_settings_question, plural, query_string};
+use crate::session::Session;
 
 /// Rows per page.
 const PAGE_SIZE: u32 = 50;
@@ -436,6 +439,34 @@ fn BulkBar(
             ),
         );
     };
+    // Copy an appliance's own settings onto the selection: found by its serial, its layer read,
+    // every setting shown in the confirmation.
+    let source = RwSignal::new(String::new());
+    let copy_settings = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let serial = source.get_untracked().trim().to_owned();
+        if serial.is_empty() || busy.get_untracked() {
+            return;
+        }
+        let n = selected.with_untracked(Vec::len) as u32;
+        busy.set(true);
+        notice.set(None);
+        spawn_local(async move {
+            let found = own_settings_of(session, &serial).await;
+            busy.set(false);
+            match found {
+                Ok(Some((source, overrides))) => {
+                    let question = copy_settings_question(&source, n, &overrides);
+                    run(ApplianceBulkAction::ApplyPolicy { overrides }, question);
+                }
+                Ok(None) => notice.set(Some(Notice::Failed(format!(
+                    "No appliance with the serial {serial} in your fleet."
+                )))),
+                Err(Failure::Unauthorized(_)) => {}
+                Err(failure) => notice.set(Some(Notice::Failed(failure.to_string()))),
+            }
+        });
+    };
     let drill = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let secs: u32 = drill_secs.get_untracked().parse().unwrap_or(60);
@@ -497,6 +528,13 @@ fn BulkBar(
                 >
                     "Use practice policy"
                 </button>
+                <form class="inline-form" on:submit=copy_settings>
+                    <label for="bulk-copy-from" class="visually-hidden">"Serial of the appliance whose settings to copy"</label>
+                    <input id="bulk-copy-from" type="text" placeholder="Copy settings of (serial)" bind:value=source />
+                    <button type="submit" id="bulk-copy-settings" class="button button-secondary button-small" disabled=move || busy.get() || selected.with(Vec::is_empty)>
+                        "Apply its settings"
+                    </button>
+                </form>
             })}
             <button type="button" class="button button-link button-small" on:click=move |_| { selected.set(Vec::new()); notice.set(None); }>
                 "Clear"
@@ -504,6 +542,32 @@ fn BulkBar(
             {notice_view(notice)}
         </div>
     }
+}
+
+/// The appliance with exactly this serial (any case) in the caller's fleet, with its own policy
+/// settings; `None` when there is none.
+async fn own_settings_of(
+    session: Session,
+    serial: &str,
+) -> Result<Option<(String, PolicyOverrides)>, Failure> {
+    let path = format!(
+        "/api/v1/appliances{}",
+        query_string(&[
+            ("q", Some(serial.to_owned())),
+            ("limit", Some("5".to_owned()))
+        ])
+    );
+    let page = api::get::<Page<ApplianceView>>(session, &path).await?;
+    let Some(found) = page
+        .items
+        .into_iter()
+        .find(|a| a.serial.eq_ignore_ascii_case(serial))
+    else {
+        return Ok(None);
+    };
+    let layer =
+        api::get::<PolicyLayer>(session, &PolicyTarget::Appliance(found.id).api_path()).await?;
+    Ok(Some((found.serial, layer.overrides)))
 }
 
 /// "Done for 3 appliances; skipped SO-000009: no such appliance."
