@@ -2697,6 +2697,18 @@ async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefi
                 PAGE,
             )
             .await;
+        if name == "phone-appliances" {
+            // With a box selected, the bulk actions fit too.
+            browser.click(".appliance-row .select-appliance").await;
+            browser
+                .wait_for(
+                    "const b = document.querySelector('#appliance-bulk');
+                     return !!b && !b.classList.contains('hidden') && !!b.querySelector('#bulk-copy-from')",
+                    "the bulk actions shown",
+                    PAGE,
+                )
+                .await;
+        }
         // Let live data and charts settle before measuring.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let widths = browser
