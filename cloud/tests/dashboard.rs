@@ -784,6 +784,14 @@ async fn a_compliance_officer_is_offered_only_their_practice_and_cannot_open_ano
         .await;
     let fleet = browser.text("#fleet").await;
     assert!(fleet.contains(&mine.name));
+    // While they read the fleet, the page modules they may open arrive in the background; the
+    // administration pages', which they may not open, never does.
+    assert_prefetched(
+        &browser,
+        &["appliance_pages", "alert_pages", "report_pages"],
+        &["administration_pages"],
+    )
+    .await;
     // Their practice, two clicks from signing in.
     browser
         .open_fragment(&format!("#/practices/{}", mine.id))
@@ -1599,6 +1607,18 @@ async fn the_dashboard_works_under_its_content_security_policy_and_an_injected_i
             PAGE,
         )
         .await;
+    // Before any other page is opened, every page module an MSP admin may open has arrived.
+    assert_prefetched(
+        &browser,
+        &[
+            "appliance_pages",
+            "alert_pages",
+            "report_pages",
+            "administration_pages",
+        ],
+        &[],
+    )
+    .await;
     let sections = [
         "Alerts",
         "Policies",
@@ -1747,6 +1767,48 @@ async fn the_dashboard_opens_on_its_main_module_alone_and_a_page_whose_module_ca
             "{module} was fetched: {fetched:?}"
         );
     }
+}
+
+/// Once signed in, the browser fetches the page modules named in `fetched` (`split_<name>.wasm`)
+/// in the background, without a page of theirs being opened, and never those in `not_fetched`.
+async fn assert_prefetched(browser: &Browser, fetched: &[&str], not_fetched: &[&str]) {
+    let files = |names: &[&str]| {
+        serde_json::json!(
+            names
+                .iter()
+                .map(|n| format!("split_{n}.wasm"))
+                .collect::<Vec<_>>()
+        )
+    };
+    browser
+        .wait_for(
+            &format!(
+                "const r = performance.getEntriesByType('resource')
+                     .map(e => new URL(e.name).pathname.split('/').pop());
+                 return {}.every(m => r.includes(m))",
+                files(fetched)
+            ),
+            "the page modules fetched in the background",
+            PAGE,
+        )
+        .await;
+    // The fetches run one after another, the administration pages' last: a moment after the
+    // others it would have started.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = browser.fetched_files().await;
+    for file in files(not_fetched).as_array().into_iter().flatten() {
+        assert!(
+            !all.iter().any(|f| Some(f.as_str()) == file.as_str()),
+            "{file} was fetched: {all:?}"
+        );
+    }
+    assert_eq!(
+        browser
+            .eval("return ['', '#/', '#/fleet'].includes(location.hash)")
+            .await,
+        serde_json::json!(true),
+        "still on the fleet page"
+    );
 }
 
 /// Copies the built dashboard into a folder of the test's own, which it may change.
