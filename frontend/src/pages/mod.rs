@@ -19,9 +19,9 @@ pub mod warnings;
 use leptos::prelude::*;
 use leptos::wasm_split::{SplitLoaderError, wasm_split};
 use send_wrapper::SendWrapper;
+use stayopen_shared::api::Role;
 
 use crate::logic::{Route, Section};
-use stayopen_shared::api::Role;
 
 /// The page a route shows; rebuilt when the route changes.
 ///
@@ -67,9 +67,9 @@ fn not_found() -> AnyView {
     .into_any()
 }
 
-/// Why a page's module could not be used.
+/// A page's module could not be fetched (the loader logs why to the browser's console).
 #[derive(Debug)]
-pub struct PageNotDownloaded;
+struct PageNotDownloaded;
 
 impl From<SplitLoaderError> for PageNotDownloaded {
     fn from(_: SplitLoaderError) -> Self {
