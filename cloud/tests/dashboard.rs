@@ -2596,26 +2596,26 @@ async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefi
             ))
             .await;
     }
-    browser.type_into("#bulk-copy-from", "SO-NOT-THERE").await;
-    browser.click("#bulk-copy-settings").await;
-    browser
-        .wait_for(
-            "const n = document.querySelector('#appliance-bulk .notice');
-             return !!n && n.innerText.includes('No appliance with the serial SO-NOT-THERE')",
-            "an unknown serial refused",
-            PAGE,
-        )
-        .await;
-    browser.type_into("#bulk-copy-from", "so-hand-0001").await;
-    browser.click("#bulk-copy-settings").await;
-    browser
-        .wait_for(
-            "const n = document.querySelector('#appliance-bulk .notice');
-             return !!n && n.innerText.includes('Done for 2 appliances')",
-            "the settings copied",
-            PAGE,
-        )
-        .await;
+    let copy_settings_of = |serial: &'static str, outcome: &'static str| {
+        let browser = &browser;
+        async move {
+            browser.type_into("#bulk-copy-from", serial).await;
+            browser.click("#bulk-copy-settings").await;
+            browser
+                .wait_for(
+                    &format!(
+                        "const n = document.querySelector('#appliance-bulk .notice');
+                         return !!n && n.innerText.includes({})",
+                        serde_json::json!(outcome)
+                    ),
+                    outcome,
+                    PAGE,
+                )
+                .await;
+        }
+    };
+    copy_settings_of("SO-NOT-THERE", "No appliance with the serial SO-NOT-THERE").await;
+    copy_settings_of("so-hand-0001", "Done for 2 appliances").await;
     let asked = browser.eval("return window.__confirmed").await;
     let asked = asked[0].as_str().unwrap_or_default();
     assert!(

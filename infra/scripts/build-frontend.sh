@@ -88,7 +88,8 @@ cp "$ROOT/frontend/style.css" "$STAGE/"
   || { echo "build-frontend: boot.js or index.html no longer imports /stayopen_frontend.js" >&2; exit 1; }
 
 gzipped() { gzip -9 -c "$@" | wc -c; }
-OPENING="$(($(gzipped "$WASM") + $(gzipped "$CODE/stayopen_frontend.js") + $(gzipped "$CODE/__wasm_split.js")))"
+MAIN_WASM_GZ="$(gzipped "$WASM")"
+OPENING="$((MAIN_WASM_GZ + $(gzipped "$CODE/stayopen_frontend.js") + $(gzipped "$CODE/__wasm_split.js")))"
 # Each page module with the shared pieces it waits for: the loader lists them after the module's
 # name, `__wasm_split_load_<name> = … makeLoad(…split_<name>.wasm…, [__chunk_5, __chunk_9 …])`.
 PAGE_MODULES=()
@@ -111,5 +112,5 @@ mv -T "$STAGE" "$DIST"
 rm -rf "$OLD"
 echo "build-frontend: $DIST (its code in $APP: $(find "$DIST/$APP" -type f | wc -l) files)"
 ls -l "$DIST" "$DIST/$APP/stayopen_frontend_bg.wasm" "$DIST/$APP/stayopen_frontend.js" "$DIST/$APP/__wasm_split.js"
-echo "build-frontend: opening the dashboard downloads $OPENING bytes gzipped (stayopen_frontend_bg.wasm $(gzipped "$DIST/$APP/stayopen_frontend_bg.wasm"), stayopen_frontend.js, __wasm_split.js)"
+echo "build-frontend: opening the dashboard downloads $OPENING bytes gzipped (stayopen_frontend_bg.wasm $MAIN_WASM_GZ, stayopen_frontend.js, __wasm_split.js)"
 for line in "${PAGE_MODULES[@]}"; do echo "build-frontend: page module $line, gzipped, fetched when first opened"; done

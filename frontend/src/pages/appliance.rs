@@ -16,8 +16,8 @@ use stayopen_shared::ids::{ApplianceId, PracticeId};
 use crate::api;
 use crate::charts::MetricsChart;
 use crate::components::{
-    FeedStatus, Notice, PageHeading, act, loading, notice_view, state_badge, time_ago, time_exact,
-    use_session,
+    FeedStatus, Notice, PageHeading, act, filter_chip, loading, notice_view, state_badge, time_ago,
+    time_exact, use_session,
 };
 use crate::live::{Feed, feed, follow_while};
 use crate::logic::{
@@ -416,12 +416,13 @@ fn Uplinks(appliance: RwSignal<Option<ApplianceView>>) -> impl IntoView {
 fn Charts(id: ApplianceId) -> impl IntoView {
     let session = use_session();
     let period = RwSignal::new(MetricsPeriod::Hour);
+    let query = |period: MetricsPeriod| match period {
+        MetricsPeriod::Hour => "hour",
+        MetricsPeriod::Day => "day",
+        MetricsPeriod::Month => "month",
+    };
     let metrics_feed = feed(Interest::ApplianceState(id), 10_000.0, move || {
-        let period = match period.get_untracked() {
-            MetricsPeriod::Hour => "hour",
-            MetricsPeriod::Day => "day",
-            MetricsPeriod::Month => "month",
-        };
+        let period = query(period.get_untracked());
         api::get::<ApplianceMetrics>(
             session,
             &format!("/api/v1/appliances/{id}/metrics?period={period}"),
@@ -429,21 +430,16 @@ fn Charts(id: ApplianceId) -> impl IntoView {
     });
     let metrics = Memo::new(move |_| metrics_feed.data.get());
     let choice = move |value: MetricsPeriod, label: &'static str| {
-        let pressed = move || period.get() == value;
-        view! {
-            <button
-                type="button"
-                class="filter-chip"
-                class:active=pressed
-                aria-pressed=move || if pressed() { "true" } else { "false" }
-                on:click=move |_| {
-                    period.set(value);
-                    metrics_feed.reload();
-                }
-            >
-                {label}
-            </button>
-        }
+        filter_chip(
+            query(value),
+            label,
+            move || period.get() == value,
+            || None,
+            move || {
+                period.set(value);
+                metrics_feed.reload();
+            },
+        )
     };
     view! {
         <section class="card section" aria-labelledby="charts-heading">

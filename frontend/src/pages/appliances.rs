@@ -481,6 +481,8 @@ fn BulkBar(
             ),
         );
     };
+    // Every action waits for the one before it and needs a selection.
+    let unavailable = move || busy.get() || selected.with(Vec::is_empty);
     view! {
         <div class="bulk-bar" id="appliance-bulk" class:hidden=move || selected.with(Vec::is_empty) && notice.with(Option::is_none)>
             <span class="bulk-count" id="appliance-selection">
@@ -490,7 +492,7 @@ fn BulkBar(
                 <form class="inline-form" on:submit=add_tag>
                     <label for="bulk-tag" class="visually-hidden">"Tag to add"</label>
                     <input id="bulk-tag" type="text" placeholder="Tag (e.g. dental)" bind:value=tag />
-                    <button type="submit" id="bulk-add-tag" class="button button-secondary button-small" disabled=move || busy.get() || selected.with(Vec::is_empty)>
+                    <button type="submit" id="bulk-add-tag" class="button button-secondary button-small" disabled=unavailable>
                         "Add tag"
                     </button>
                 </form>
@@ -503,7 +505,7 @@ fn BulkBar(
                         <option value="300">"5 minutes"</option>
                         <option value="900">"15 minutes"</option>
                     </select>
-                    <button type="submit" id="bulk-drill" class="button button-secondary button-small" disabled=move || busy.get() || selected.with(Vec::is_empty)>
+                    <button type="submit" id="bulk-drill" class="button button-secondary button-small" disabled=unavailable>
                         "Start drill"
                     </button>
                 </form>
@@ -514,7 +516,7 @@ fn BulkBar(
                     id="bulk-inherit-policy"
                     class="button button-secondary button-small"
                     title="Clear each one's own policy layer, so its practice's and the MSP's settings apply"
-                    disabled=move || busy.get() || selected.with(Vec::is_empty)
+                    disabled=unavailable
                     on:click=move |_| {
                         let n = selected.with_untracked(Vec::len) as u32;
                         run(
@@ -531,7 +533,7 @@ fn BulkBar(
                 <form class="inline-form" on:submit=copy_settings>
                     <label for="bulk-copy-from" class="visually-hidden">"Serial of the appliance whose settings to copy"</label>
                     <input id="bulk-copy-from" type="text" placeholder="Copy settings of (serial)" bind:value=source />
-                    <button type="submit" id="bulk-copy-settings" class="button button-secondary button-small" disabled=move || busy.get() || selected.with(Vec::is_empty)>
+                    <button type="submit" id="bulk-copy-settings" class="button button-secondary button-small" disabled=unavailable>
                         "Apply its settings"
                     </button>
                 </form>

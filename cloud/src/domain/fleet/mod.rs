@@ -307,14 +307,7 @@ pub async fn practice(
 ) -> Result<PracticeSummary, FleetError> {
     let mut tx = auth.tx(pool).await?;
     visible_practice(&mut tx, auth, practice).await?;
-    let row: PracticeSummaryRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{PRACTICE_SUMMARY_SELECT} WHERE p.id = $2) practice"
-    )))
-    .bind(f64::from(offline_after_secs))
-    .bind(practice.as_uuid())
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(row.into())
+    summary_of(&mut tx, practice, offline_after_secs).await
 }
 
 /// Replaces a practice's tags (MSP staff; audited with the tags before and after), which the
@@ -353,14 +346,24 @@ pub async fn set_practice_tags(
         },
     )
     .await?;
+    let summary = summary_of(&mut tx, practice, offline_after_secs).await?;
+    tx.commit().await?;
+    Ok(summary)
+}
+
+/// One practice's roll-up, read in the caller's transaction (after its visibility check).
+async fn summary_of(
+    tx: &mut Tx,
+    practice: PracticeId,
+    offline_after_secs: u32,
+) -> Result<PracticeSummary, FleetError> {
     let row: PracticeSummaryRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{PRACTICE_SUMMARY_SELECT} WHERE p.id = $2) practice"
     )))
     .bind(f64::from(offline_after_secs))
     .bind(practice.as_uuid())
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
-    tx.commit().await?;
     Ok(row.into())
 }
 
