@@ -254,6 +254,13 @@ async fn the_second_factor_is_asked_for_and_a_lost_connection_and_an_ended_sessi
     browser
         .wait_for_element("#login-form", Duration::from_secs(30))
         .await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelector('#totp').closest('.field').getBoundingClientRect().height")
+            .await,
+        serde_json::json!(0),
+        "no code field until the cloud asks for one"
+    );
     browser.type_into("#email", email).await;
     browser.type_into("#password", password).await;
     browser.click("#login-submit").await;
@@ -2390,6 +2397,94 @@ async fn a_technicians_day_alerts_clear_by_state_bulk_acknowledge_a_serial_prefi
         )
         .await;
     assert!(api.me().await.expect("me").totp_enabled);
+
+    // The smaller things met first. Tab reaches "Skip to content", then the menu, and "Sign out"
+    // only after it (no element jumps the queue with a positive tabindex); a list of one page
+    // shows no Previous/Next and the fleet no "Show more"; the alerts page warns of the missing
+    // channel too; and the empty zero-touch table says so and offers the form that fills it.
+    let tab_order = browser
+        .eval(
+            "const tabbable = [...document.querySelectorAll('a[href], button, input, select, textarea, [tabindex]')]
+                 .filter(e => !e.disabled && e.tabIndex >= 0 && e.getClientRects().length > 0);
+             const navs = tabbable.filter(e => e.classList.contains('nav-link')).map(e => tabbable.indexOf(e));
+             return {
+                 jumping: [...document.querySelectorAll('[tabindex]')].filter(e => e.tabIndex > 0).length,
+                 first: tabbable[0].className,
+                 menu: navs.length,
+                 after_menu: tabbable.findIndex(e => e.id === 'sign-out') > Math.max(...navs),
+             }",
+        )
+        .await;
+    assert_eq!(
+        tab_order,
+        serde_json::json!({"jumping": 0, "first": "skip-link", "menu": 10, "after_menu": true}),
+        "the Tab order"
+    );
+    assert_eq!(
+        browser
+            .eval("return document.querySelector('#load-more').getBoundingClientRect().height")
+            .await,
+        serde_json::json!(0),
+        "no 'Show more' under a fleet that fits one page"
+    );
+    browser.open_fragment("#/alerts").await;
+    browser
+        .wait_for(
+            "return !!document.querySelector('#alerts #no-channels-warning')
+                 && !!document.querySelector('#alerts .alert-group-section, #alerts .empty')",
+            "the alerts page, loaded, with the no-channel warning",
+            PAGE,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(
+                "const pagers = [...document.querySelectorAll('#alerts nav.pager')];
+                 return pagers.length > 0 && pagers.every(p => p.getBoundingClientRect().height === 0)",
+            )
+            .await,
+        serde_json::json!(true),
+        "no Previous/Next on a single page of alerts"
+    );
+    let zero_touch = &demo.practices[0];
+    browser
+        .open_fragment(&format!("#/enrolment/{}", zero_touch.id))
+        .await;
+    browser
+        .wait_for(
+            "const e = document.querySelector('#claims-empty');
+             const f = document.querySelector('#claim-serial');
+             return !!e && e.innerText.includes('Register one with the form above')
+                 && !!f && f.getBoundingClientRect().height > 0",
+            "the empty zero-touch table saying so, beside its form",
+            PAGE,
+        )
+        .await;
+    browser.type_into("#claim-serial", "SO-ZT-0001").await;
+    browser
+        .type_into("#claim-key", "factory-key-0123456789abcdef0123456789")
+        .await;
+    browser
+        .click("section[aria-labelledby=claims-heading] button[type=submit]")
+        .await;
+    browser
+        .wait_for(
+            "return !!document.querySelector(\"tr[data-serial='SO-ZT-0001']\")
+                 && !document.querySelector('#claims-empty')",
+            "the registered serial listed, the empty state gone",
+            PAGE,
+        )
+        .await;
+    assert_eq!(
+        api.claimed_serials()
+            .await
+            .expect("claimed serials")
+            .items
+            .iter()
+            .map(|c| c.serial.as_str())
+            .collect::<Vec<_>>(),
+        ["SO-ZT-0001"]
+    );
 
     // 1. An alert clears by state. The hand-driven box failed over (a failover alert, critical),
     //    then came back to its fibre without any failback event: its next sample on the fibre
