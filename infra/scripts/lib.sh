@@ -7,7 +7,14 @@ WASM_BINDGEN_VERSION="0.2.130"
 # Leptos' splitter (wasm-split-cli), which cuts the dashboard's pages into modules of their own.
 WASM_SPLIT_VERSION="0.2.4"
 
-log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+# Each step says how long the run has taken so far (from the first script that sourced this file),
+# so a slow CI run shows where its time went.
+STAYOPEN_RUN_START="${STAYOPEN_RUN_START:-$(date +%s)}"
+export STAYOPEN_RUN_START
+log() {
+    local elapsed=$(($(date +%s) - STAYOPEN_RUN_START))
+    printf '\033[1;34m==>\033[0m [%d:%02d] %s\n' $((elapsed / 60)) $((elapsed % 60)) "$*" >&2
+}
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
 # A script that sources this file and dies on a failed command (set -e) says which command, where,
