@@ -255,20 +255,6 @@ pub async fn months(
 ) -> Result<Vec<AvailabilityMonth>, sqlx::Error> {
     let start = day_start(from);
     let end = day_start(to) + Duration::days(1);
-    let lifetimes: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT least(a.enrolled_at, coalesce(
-                    (SELECT min(h.hour) FROM availability_hourly h WHERE h.appliance_id = a.id),
-                    a.enrolled_at)),
-                least(coalesce(a.revoked_at, now()), now())
-         FROM appliances a WHERE a.practice_id = $1",
-    )
-    .bind(practice.as_uuid())
-    .fetch_all(&mut **tx)
-    .await?;
-    let lifetimes: Vec<Lifetime> = lifetimes
-        .into_iter()
-        .map(|(from, to)| Lifetime { from, to })
-        .collect();
     let rows: Vec<(NaiveDate, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT (h.hour AT TIME ZONE 'UTC')::date AS day,
                 sum(least(h.observed_secs, 3600))::bigint,
@@ -284,6 +270,24 @@ pub async fn months(
     .bind(end)
     .fetch_all(&mut **tx)
     .await?;
+    // Read after the roll-up rows, never before: each statement sees the commits made before it,
+    // and roll-ups only add hours, so the lifetimes cover every hour counted above. Read first, a
+    // roll-up committing in between left a new appliance's lifetime starting at its enrolment,
+    // after the hours it had just reported, and the month's period at zero.
+    let lifetimes: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT least(a.enrolled_at, coalesce(
+                    (SELECT min(h.hour) FROM availability_hourly h WHERE h.appliance_id = a.id),
+                    a.enrolled_at)),
+                least(coalesce(a.revoked_at, now()), now())
+         FROM appliances a WHERE a.practice_id = $1",
+    )
+    .bind(practice.as_uuid())
+    .fetch_all(&mut **tx)
+    .await?;
+    let lifetimes: Vec<Lifetime> = lifetimes
+        .into_iter()
+        .map(|(from, to)| Lifetime { from, to })
+        .collect();
     let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
     let sums = rows
         .into_iter()
