@@ -63,6 +63,13 @@ for package in json.load(sys.stdin)["packages"]:
         for target in package["targets"]:
             if "test" in target["kind"]:
                 print(target["name"])')
+# An empty list (python3 or cargo metadata failing inside the substitution) would silently drop
+# every integration test from the second lane; a waiting test that no longer exists would make
+# cargo refuse the whole first lane. Both stop the run here, saying why.
+[ "${#all_tests[@]}" -gt 0 ] || die "cargo metadata listed no test targets (is python3 installed?)"
+for name in "${WAITING_CLOUD_TESTS[@]}"; do
+    [[ " ${all_tests[*]} " == *" $name "* ]] || die "WAITING_CLOUD_TESTS names '$name', which is no test target"
+done
 other_tests=()
 for name in "${all_tests[@]}"; do
     [[ " ${WAITING_CLOUD_TESTS[*]} " == *" $name "* ]] || other_tests+=("--test=$name")
