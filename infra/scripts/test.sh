@@ -42,64 +42,9 @@ mkdir -p "$STAYOPEN_TEST_LOG_DIR"
 log "cargo test (vendored rumqttd)"
 cargo test --locked --manifest-path third_party/rumqttd/Cargo.toml --lib
 
-log "cargo test: building every test binary"
-cargo test --workspace --exclude stayopen-frontend --no-run
-
-# The test binaries run in two lanes at once. Most tests wait (on timers, a PostgreSQL outage, a
-# browser) rather than compute: one lane alone kept the 2 cores about 40% busy. Each lane runs its
-# binaries one after the other, as cargo does; a binary's namespaces and files carry its process id
-# and its clouds take free ports, so the lanes never meet. Both lanes select from the whole
-# workspace, so cargo resolves the same features as the build above and neither rebuilds a library
-# under the other. The first lane holds cloud tests that mostly wait; the timing-bound dataplane
-# tests (failover within a second, call gaps within the detection time) are all in the second,
-# never beside each other. Every test binary runs even after one fails, so a run names all its
-# failures at once; each lane's output is printed whole at the end.
-WAITING_CLOUD_TESTS=(delivery netns_delivery alert_routing scale_out renewal alerts operations
-    security_broker security_signin skeleton)
-mapfile -t all_tests < <(cargo metadata --no-deps --format-version 1 | python3 -c '
-import json, sys
-for package in json.load(sys.stdin)["packages"]:
-    if package["name"] != "stayopen-frontend":
-        for target in package["targets"]:
-            if "test" in target["kind"]:
-                print(target["name"])')
-# An empty list (python3 or cargo metadata failing inside the substitution) would silently drop
-# every integration test from the second lane; a waiting test that no longer exists would make
-# cargo refuse the whole first lane. Both stop the run here, saying why.
-[ "${#all_tests[@]}" -gt 0 ] || die "cargo metadata listed no test targets (is python3 installed?)"
-for name in "${WAITING_CLOUD_TESTS[@]}"; do
-    [[ " ${all_tests[*]} " == *" $name "* ]] || die "WAITING_CLOUD_TESTS names '$name', which is no test target"
-done
-other_tests=()
-for name in "${all_tests[@]}"; do
-    [[ " ${WAITING_CLOUD_TESTS[*]} " == *" $name "* ]] || other_tests+=("--test=$name")
-done
-in_workspace=(--workspace --exclude stayopen-frontend --no-fail-fast)
-waiting_lane() {
-    cargo test "${in_workspace[@]}" "${WAITING_CLOUD_TESTS[@]/#/--test=}" -- --test-threads=4
-}
-other_lane() {
-    local status=0
-    cargo test "${in_workspace[@]}" --lib --bins "${other_tests[@]}" -- --test-threads=4 || status=1
-    cargo test "${in_workspace[@]}" --doc || status=1
-    return "$status"
-}
-LANES="$ROOT/.data/test-lanes"
-rm -rf "$LANES"
-mkdir -p "$LANES"
-log "cargo test: two lanes (${WAITING_CLOUD_TESTS[*]} | everything else)"
-waiting_lane >"$LANES/waiting.log" 2>&1 &
-waiting_pid=$!
-other_status=0
-other_lane >"$LANES/other.log" 2>&1 || other_status=$?
-waiting_status=0
-wait "$waiting_pid" || waiting_status=$?
-log "cargo test: the lane of waiting cloud tests (exit $waiting_status)"
-cat "$LANES/waiting.log"
-log "cargo test: the other lane (exit $other_status)"
-cat "$LANES/other.log"
-[ "$waiting_status" -eq 0 ] && [ "$other_status" -eq 0 ] \
-    || die "tests failed: see 'failures:' in the lane output above ($LANES)"
+log "cargo test"
+# Every test binary runs even after one fails, so a run names all its failures at once.
+cargo test --workspace --exclude stayopen-frontend --no-fail-fast -- --test-threads=4
 
 # No secret may reach a log line: after the whole run, no log of any cloud the tests started may
 # hold a JWT (access token) or a refresh (sor_), API (sot_), enrolment (soe_) token or stream
